@@ -1,0 +1,216 @@
+//! The `Backend` contract and its implementations.
+//!
+//! A backend value is a token: holding one proves the hardware it needs is present.
+//! Operations are coarse (a whole histogram pass, a block of rows, a whole row dot
+//! product) so that a GPU backend can implement them with batched launches. The
+//! [`Scalar`] backend is the oracle every other backend is tested against.
+
+mod scalar;
+
+pub use scalar::Scalar;
+
+use crate::error::{Error, Result};
+use crate::format::{finish, HeaderInfo, Layout, PackedTensor, Sections};
+use crate::params::{FormatParams, Params, SelectionMode};
+use crate::quant::scale_exponent;
+use crate::select::{
+    check_shape, select_exact, select_reference, BadValue, HistogramPass, OutlierRule, Selection, HIST_BINS,
+};
+use crate::weights::Weights;
+use crate::bits::BitWriter;
+
+/// What a block of rows is quantized with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowJob {
+    /// Columns of the tensor.
+    pub cols: usize,
+    /// Format parameters.
+    pub params: FormatParams,
+    /// Outlier rule for this block (see [`Selection::rule_after`]).
+    pub rule: OutlierRule,
+    /// Per-tensor step exponent.
+    pub scale_exp: i8,
+    /// Index of the block's first row in the tensor (for error messages).
+    pub first_row: u64,
+}
+
+/// Where a block of rows is written: disjoint pieces of the packed buffer (see
+/// [`Layout::split_mut`]) and a position stream.
+#[derive(Debug)]
+pub struct RowsOut<'a> {
+    /// Per-row outlier counts, u32 little-endian, 4 bytes per row.
+    pub counts: &'a mut [u8],
+    /// The rows' group records.
+    pub records: &'a mut [u8],
+    /// The rows' codes.
+    pub codes: &'a mut [u8],
+    /// Receives the outlier positions in order.
+    pub positions: BitWriter<'a>,
+}
+
+/// What quantizing a block of rows produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RowsDone {
+    /// Outliers written.
+    pub outliers: u64,
+    /// Weights exactly at the threshold that were taken as outliers.
+    pub equal_taken: u64,
+}
+
+/// Summary of a whole-tensor quantization.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quantized {
+    /// The selection used.
+    pub selection: Selection,
+    /// Bytes written (the packed length).
+    pub bytes: usize,
+    /// Exact bits per weight.
+    pub bits_per_weight: f64,
+}
+
+/// The operations every backend provides.
+pub trait Backend: Copy + Send + Sync + core::fmt::Debug {
+    /// Short lowercase name (`scalar`, `avx2`, `neon`, `cuda`).
+    fn name(&self) -> &'static str;
+
+    /// One histogram pass over `w` (see [`HistogramPass`]), adding into `bins`. Returns the
+    /// largest magnitude bits of all weights in `w` or the first rejected weight
+    /// (NaN, infinite, or `|w| ≥ 2^124`).
+    fn histogram(&self, w: Weights<'_>, pass: &HistogramPass, bins: &mut [u32; HIST_BINS]) -> Result<u32, BadValue>;
+
+    /// Number of weights with `bits(|w|) >= threshold_bits`.
+    fn count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64;
+
+    /// Number of weights with `bits(|w|) == threshold_bits`.
+    fn count_equal(&self, w: Weights<'_>, threshold_bits: u32) -> u64;
+
+    /// Quantizes whole rows (`w.len()` a multiple of `job.cols`) into `out`.
+    fn quantize_rows(&self, w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Result<RowsDone>;
+
+    /// Dequantizes rows `first_row..first_row + out.len() / cols` into `out`.
+    fn dequantize_rows(&self, t: &PackedTensor<'_>, first_row: usize, out: &mut [f32]) -> Result<()>;
+
+    /// Dot product of packed row `row` with `x` (`x.len() == cols`).
+    fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32>;
+
+    /// `y = W x` for the whole tensor.
+    fn gemv(&self, t: &PackedTensor<'_>, x: &[f32], y: &mut [f32]) -> Result<()> {
+        if y.len() != t.rows() {
+            return Err(Error::BufferSize {
+                needed: t.rows() as u64,
+                actual: y.len() as u64,
+            });
+        }
+        for (r, out) in y.iter_mut().enumerate() {
+            *out = self.dot_row(t, r, x)?;
+        }
+        Ok(())
+    }
+
+    /// Selects the outliers of a `rows × cols` tensor.
+    fn select(&self, w: Weights<'_>, rows: usize, cols: usize, params: &Params) -> Result<Selection> {
+        check_shape(w.len(), rows, cols, params)?;
+        let n = w.len() as u64;
+        let at = |e: BadValue| e.into_error(0, cols as u64);
+        match params.selection {
+            SelectionMode::Exact => select_exact(n, params.alpha, |pass, bins| self.histogram(w, pass, bins)).map_err(at),
+            SelectionMode::Reference { n_iters } => {
+                let mut bins = [0u32; HIST_BINS];
+                let max_abs_bits = self.histogram(w, &HistogramPass::level(0, 0), &mut bins).map_err(at)?;
+                let zeros = n - self.count_at_least(w, 1);
+                select_reference(n, params.alpha, n_iters, zeros, max_abs_bits, |t| self.count_at_least(w, t))
+            }
+        }
+    }
+
+    /// Quantizes a whole tensor with a selection made by [`Backend::select`] into `out`,
+    /// which must be exactly [`packed_len`](crate::packed_len) bytes.
+    fn quantize(
+        &self,
+        w: Weights<'_>,
+        rows: usize,
+        cols: usize,
+        params: &Params,
+        selection: &Selection,
+        out: &mut [u8],
+    ) -> Result<Quantized> {
+        check_shape(w.len(), rows, cols, params)?;
+        let layout = Layout::new(rows, cols, params.format(), selection.n_outliers)?;
+        if out.len() != layout.total_len {
+            return Err(Error::BufferSize {
+                needed: layout.total_len as u64,
+                actual: out.len() as u64,
+            });
+        }
+        let plan = TensorPlan::new(&layout, params, selection);
+        let Sections {
+            counts,
+            records,
+            codes,
+            positions,
+            ..
+        } = layout.split_mut(out);
+        let mut rows_out = RowsOut {
+            counts,
+            records,
+            codes,
+            positions: BitWriter::new(positions, layout.position_bits),
+        };
+        let done = self.quantize_rows(w, &plan.job(0, 0), &mut rows_out)?;
+        if done.outliers != selection.n_outliers {
+            return Err(Error::BufferSize {
+                needed: selection.n_outliers,
+                actual: done.outliers,
+            });
+        }
+        finish(out, &layout, &plan.info)?;
+        Ok(Quantized {
+            selection: *selection,
+            bytes: layout.total_len,
+            bits_per_weight: layout.bits_per_weight(),
+        })
+    }
+}
+
+/// Everything needed to quantize a tensor's row blocks independently, fixed after selection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TensorPlan {
+    /// Header fields.
+    pub info: HeaderInfo,
+    /// Format parameters.
+    pub params: FormatParams,
+    /// Columns.
+    pub cols: usize,
+    /// The selection.
+    pub selection: Selection,
+}
+
+impl TensorPlan {
+    /// The plan for a tensor of this layout.
+    pub fn new(layout: &Layout, params: &Params, selection: &Selection) -> TensorPlan {
+        let fp = params.format();
+        TensorPlan {
+            info: HeaderInfo {
+                scale_exp: scale_exponent(selection.max_abs(), &fp),
+                selection: params.selection,
+                threshold: selection.threshold(),
+                alpha: params.alpha,
+            },
+            params: fp,
+            cols: layout.cols,
+            selection: *selection,
+        }
+    }
+
+    /// The job of a block starting at `first_row`, after `equal_before` weights equal to
+    /// the threshold (0 when [`Selection::is_row_independent`]).
+    pub fn job(&self, first_row: u64, equal_before: u64) -> RowJob {
+        RowJob {
+            cols: self.cols,
+            params: self.params,
+            rule: self.selection.rule_after(equal_before),
+            scale_exp: self.info.scale_exp,
+            first_row,
+        }
+    }
+}

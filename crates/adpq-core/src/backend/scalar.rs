@@ -1,0 +1,284 @@
+//! The portable scalar backend: plain loops, the oracle for every fast path.
+
+use super::{Backend, RowJob, RowsDone, RowsOut};
+use crate::bits::{get_bits, or_bits};
+use crate::error::{Error, Result};
+use crate::format::{encode_record, PackedTensor};
+use crate::params::{FormatParams, Grid, MAX_GROUP_SIZE};
+use crate::quant::GridScale;
+use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, HIST_BINS};
+use crate::weights::{Element, Weights};
+use crate::with_weights;
+
+/// The scalar backend. Always available.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scalar;
+
+impl Scalar {
+    /// The scalar backend (always available).
+    pub fn new() -> Self {
+        Scalar
+    }
+}
+
+fn histogram_generic<T: Element>(s: &[T], pass: &HistogramPass, bins: &mut [u32; HIST_BINS]) -> Result<u32, BadValue> {
+    let mut max = 0u32;
+    for (i, &v) in s.iter().enumerate() {
+        let b = v.abs_bits();
+        if !is_valid_abs_bits(b) {
+            return Err(BadValue {
+                index: i as u64,
+                value: v.to_f32(),
+            });
+        }
+        max = max.max(b);
+        if let Some(bin) = pass.bin(b) {
+            bins[bin] += 1;
+        }
+    }
+    Ok(max)
+}
+
+/// Checks that `w` holds whole rows of `job.cols` and that `out` has room for them.
+pub(crate) fn check_rows(w_len: usize, job: &RowJob, out: &RowsOut<'_>) -> Result<usize> {
+    let cols = job.cols;
+    if cols == 0 || w_len % cols != 0 {
+        return Err(Error::ShapeMismatch {
+            expected: (w_len / cols.max(1) * cols) as u64,
+            actual: w_len as u64,
+        });
+    }
+    let rows = w_len / cols;
+    let fp = &job.params;
+    let rec = cols.div_ceil(usize::from(fp.group_size)) * fp.record_bytes();
+    let code = (cols * usize::from(fp.bits)).div_ceil(8);
+    for (needed, actual) in [
+        (rows * 4, out.counts.len()),
+        (rows * rec, out.records.len()),
+        (rows * code, out.codes.len()),
+    ] {
+        if needed != actual {
+            return Err(Error::BufferSize {
+                needed: needed as u64,
+                actual: actual as u64,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Writes one `bits`-wide code at index `i` of a zeroed row.
+#[inline(always)]
+fn put_code(row_codes: &mut [u8], i: usize, bits: u8, code: u8) {
+    match bits {
+        8 => row_codes[i] = code,
+        4 => row_codes[i >> 1] |= code << ((i & 1) * 4),
+        _ => {
+            or_bits(row_codes, i * usize::from(bits), u32::from(bits), u32::from(code));
+        }
+    }
+}
+
+/// Reads the `bits`-wide code at index `i` of a row.
+#[inline(always)]
+pub(crate) fn code_at(row_codes: &[u8], i: usize, bits: u8) -> u8 {
+    match bits {
+        8 => row_codes.get(i).copied().unwrap_or(0),
+        4 => (row_codes.get(i >> 1).copied().unwrap_or(0) >> ((i & 1) * 4)) & 0xF,
+        _ => get_bits(row_codes, i * usize::from(bits), u32::from(bits)) as u8,
+    }
+}
+
+/// The grid of one group's members (inliers or outliers).
+#[inline(always)]
+fn grid_of(fp: &FormatParams, scale_exp: i8, max_abs: f32, lo: f32, hi: f32, members: usize) -> GridScale {
+    if members == 0 {
+        return GridScale::empty(fp);
+    }
+    match fp.grid {
+        Grid::Symmetric => GridScale::symmetric(max_abs, fp, scale_exp),
+        Grid::Asymmetric => GridScale::asymmetric(lo, hi, fp, scale_exp),
+    }
+}
+
+fn quantize_rows_generic<T: Element>(s: &[T], job: &RowJob, out: &mut RowsOut<'_>) -> Result<RowsDone> {
+    let rows = check_rows(s.len(), job, out)?;
+    let fp = job.params;
+    let cols = job.cols;
+    let g = usize::from(fp.group_size);
+    let rec_bytes = fp.record_bytes();
+    let row_rec_bytes = cols.div_ceil(g) * rec_bytes;
+    let row_code_bytes = (cols * usize::from(fp.bits)).div_ceil(8);
+    let code_max = fp.code_max();
+    let mut rule = job.rule;
+    let mut done = RowsDone::default();
+    let mut vals = [0f32; MAX_GROUP_SIZE as usize];
+    let mut is_out = [false; MAX_GROUP_SIZE as usize];
+    for r in 0..rows {
+        let row = &s[r * cols..(r + 1) * cols];
+        let recs = &mut out.records[r * row_rec_bytes..(r + 1) * row_rec_bytes];
+        let codes = &mut out.codes[r * row_code_bytes..(r + 1) * row_code_bytes];
+        codes.fill(0);
+        let mut row_count = 0u32;
+        for (gi, chunk) in row.chunks(g).enumerate() {
+            let (mut in_max, mut in_lo, mut in_hi, mut n_in) = (0f32, 0f32, 0f32, 0usize);
+            let (mut out_max, mut out_lo, mut out_hi, mut n_out) = (0f32, 0f32, 0f32, 0usize);
+            for (i, &v) in chunk.iter().enumerate() {
+                let b = v.abs_bits();
+                let x = v.to_f32();
+                if !is_valid_abs_bits(b) {
+                    let flat = (job.first_row + r as u64) * cols as u64 + (gi * g + i) as u64;
+                    return Err(BadValue { index: flat, value: x }.into_error(0, cols as u64));
+                }
+                let o = rule.take(b);
+                if o && b == rule.threshold_bits {
+                    done.equal_taken += 1;
+                }
+                vals[i] = x;
+                is_out[i] = o;
+                let a = f32::from_bits(b);
+                if o {
+                    out_max = out_max.max(a);
+                    out_lo = out_lo.min(x);
+                    out_hi = out_hi.max(x);
+                    n_out += 1;
+                } else {
+                    in_max = in_max.max(a);
+                    in_lo = in_lo.min(x);
+                    in_hi = in_hi.max(x);
+                    n_in += 1;
+                }
+            }
+            let gin = grid_of(&fp, job.scale_exp, in_max, in_lo, in_hi, n_in);
+            let gout = grid_of(&fp, job.scale_exp, out_max, out_lo, out_hi, n_out);
+            let base = gi * g;
+            for i in 0..chunk.len() {
+                let (grid, o) = if is_out[i] { (&gout, true) } else { (&gin, false) };
+                put_code(codes, base + i, fp.bits, grid.encode(vals[i], code_max));
+                if o && !out.positions.push(i as u32) {
+                    return Err(Error::BufferSize {
+                        needed: out.positions.written() + 1,
+                        actual: out.positions.written(),
+                    });
+                }
+            }
+            encode_record(&mut recs[gi * rec_bytes..(gi + 1) * rec_bytes], &fp, &gin, &gout, n_out);
+            row_count += n_out as u32;
+        }
+        out.counts[r * 4..r * 4 + 4].copy_from_slice(&row_count.to_le_bytes());
+        done.outliers += u64::from(row_count);
+    }
+    Ok(done)
+}
+
+/// Checks a row range against a tensor and returns the number of rows.
+pub(crate) fn check_out_rows(t: &PackedTensor<'_>, first_row: usize, out_len: usize) -> Result<usize> {
+    let cols = t.cols();
+    if out_len % cols != 0 {
+        return Err(Error::ShapeMismatch {
+            expected: (out_len / cols * cols) as u64,
+            actual: out_len as u64,
+        });
+    }
+    let n = out_len / cols;
+    if first_row.checked_add(n).is_none_or(|end| end > t.rows()) {
+        return Err(Error::RowOutOfRange {
+            row: (first_row + n) as u64,
+            rows: t.rows() as u64,
+        });
+    }
+    Ok(n)
+}
+
+/// Dequantizes one row (scalar oracle): a dense pass on the inlier grid, then the outlier patch.
+pub(crate) fn dequantize_row(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Result<()> {
+    let row = t.row(r)?;
+    let fp = t.params();
+    let g = usize::from(fp.group_size);
+    let pb = t.layout().position_bits;
+    let mut next = row.first_outlier;
+    for (gi, chunk) in out.chunks_mut(g).enumerate() {
+        let rec = t.record(&row, gi);
+        let base = gi * g;
+        for (i, o) in chunk.iter_mut().enumerate() {
+            *o = rec.inliers.decode(code_at(row.codes, base + i, fp.bits));
+        }
+        for k in next..next + rec.count {
+            let p = get_bits(row.positions, k * pb as usize, pb) as usize;
+            if let Some(o) = chunk.get_mut(p) {
+                *o = rec.outliers.decode(code_at(row.codes, base + p, fp.bits));
+            }
+        }
+        next += rec.count;
+    }
+    Ok(())
+}
+
+/// Dot product of one packed row with `x` (scalar oracle).
+pub(crate) fn dot_row(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
+    if x.len() != t.cols() {
+        return Err(Error::ShapeMismatch {
+            expected: t.cols() as u64,
+            actual: x.len() as u64,
+        });
+    }
+    let row = t.row(r)?;
+    let fp = t.params();
+    let g = usize::from(fp.group_size);
+    let pb = t.layout().position_bits;
+    let mut next = row.first_outlier;
+    let mut acc = 0f32;
+    for (gi, xs) in x.chunks(g).enumerate() {
+        let rec = t.record(&row, gi);
+        let base = gi * g;
+        // Σ (code − offset_in) · x over the whole group, then the outliers' correction.
+        let mut dense = 0f32;
+        for (i, &xi) in xs.iter().enumerate() {
+            dense += (i32::from(code_at(row.codes, base + i, fp.bits)) - rec.inliers.offset) as f32 * xi;
+        }
+        acc += dense * rec.inliers.step;
+        for k in next..next + rec.count {
+            let p = get_bits(row.positions, k * pb as usize, pb) as usize;
+            if let Some(&xp) = xs.get(p) {
+                let c = code_at(row.codes, base + p, fp.bits);
+                acc += xp * (rec.outliers.decode(c) - rec.inliers.decode(c));
+            }
+        }
+        next += rec.count;
+    }
+    Ok(acc)
+}
+
+impl Backend for Scalar {
+    fn name(&self) -> &'static str {
+        "scalar"
+    }
+
+    fn histogram(&self, w: Weights<'_>, pass: &HistogramPass, bins: &mut [u32; HIST_BINS]) -> Result<u32, BadValue> {
+        with_weights!(w, s => histogram_generic(s, pass, bins))
+    }
+
+    fn count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
+        with_weights!(w, s => s.iter().filter(|v| v.abs_bits() >= threshold_bits).count() as u64)
+    }
+
+    fn count_equal(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
+        with_weights!(w, s => s.iter().filter(|v| v.abs_bits() == threshold_bits).count() as u64)
+    }
+
+    fn quantize_rows(&self, w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Result<RowsDone> {
+        with_weights!(w, s => quantize_rows_generic(s, job, out))
+    }
+
+    fn dequantize_rows(&self, t: &PackedTensor<'_>, first_row: usize, out: &mut [f32]) -> Result<()> {
+        check_out_rows(t, first_row, out.len())?;
+        for (i, row_out) in out.chunks_mut(t.cols()).enumerate() {
+            dequantize_row(t, first_row + i, row_out)?;
+        }
+        Ok(())
+    }
+
+    fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
+        dot_row(t, row, x)
+    }
+}

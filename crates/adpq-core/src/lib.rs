@@ -1,0 +1,63 @@
+//! `adpq-core`: the `#![no_std]` heart of adpq.
+//!
+//! AdpQ (arXiv 2405.13358) quantizes a weight matrix without calibration data: per
+//! tensor, the largest-magnitude fraction α of the weights (the outliers, chosen by
+//! adaptive soft-thresholding, i.e. a magnitude threshold) are quantized on their own
+//! grid, the rest on another, per group of `g` weights along each row.
+//!
+//! This crate owns the bytes and the math and needs no allocator:
+//! - [`Params`]: bits, group size, α, grid kind, selection mode, validated.
+//! - Outlier selection ([`select`]): exact `k = round(α·N)` by a 3-pass k-way bisection
+//!   over magnitude bit patterns, or a mode that reproduces the Python reference.
+//! - The packed format ([`format`], `docs/FORMAT.md`): one self-describing, checksummed
+//!   buffer per tensor, parsed zero-copy with full validation.
+//! - The [`Backend`] trait, implemented by [`Scalar`] (the oracle).
+//!
+//! ```
+//! use adpq_core::{packed_len, Backend, PackedTensor, Params, Scalar, Weights};
+//!
+//! let (rows, cols) = (4, 200); // rows end in a 72-wide group: fine
+//! let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 100.0).collect();
+//! let params = Params::DEFAULT;
+//! let backend = Scalar::new();
+//! let sel = backend.select(Weights::F32(&w), rows, cols, &params)?;
+//! assert_eq!(sel.n_outliers, 48); // round(0.06 · 800)
+//! let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers)?];
+//! backend.quantize(Weights::F32(&w), rows, cols, &params, &sel, &mut buf)?;
+//!
+//! let packed = PackedTensor::parse(&buf)?; // validates structure and checksum
+//! let mut back = vec![0f32; rows * cols];
+//! backend.dequantize_rows(&packed, 0, &mut back)?;
+//! let x = vec![1.0f32; cols];
+//! let y0 = backend.dot_row(&packed, 0, &x)?;
+//! assert!((y0 - back[..cols].iter().sum::<f32>()).abs() < 1e-3);
+//! # Ok::<(), adpq_core::Error>(())
+//! ```
+#![no_std]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod backend;
+pub mod bits;
+pub mod error;
+pub mod format;
+pub mod params;
+pub mod quant;
+pub mod select;
+mod weights;
+
+#[cfg(feature = "std")]
+pub mod harness;
+
+pub use backend::{Backend, Quantized, RowJob, RowsDone, RowsOut, Scalar, TensorPlan};
+pub use error::{Error, FormatError, Result};
+pub use format::{packed_len, Layout, PackedTensor};
+pub use params::{FormatParams, Grid, Params, SelectionMode};
+pub use select::{OutlierRule, Selection};
+pub use weights::{Element, Weights};
+
+/// Re-export of the `half` crate's f16 and bf16, the element types [`Weights`] accepts.
+pub use half::{bf16, f16};

@@ -1,0 +1,167 @@
+//! Quantization parameters and their validation.
+
+use crate::error::{Error, Result};
+
+/// Smallest accepted group size.
+pub const MIN_GROUP_SIZE: u16 = 16;
+/// Largest accepted group size.
+pub const MAX_GROUP_SIZE: u16 = 1024;
+
+/// How each grid maps weights to codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Grid {
+    /// `code = round(w / Δ)`, `Δ = max|w| / (2^(b-1) - 1)`; no zero point.
+    #[default]
+    Symmetric,
+    /// Min–max over `[min(w, 0), max(w, 0)]` with a per-grid zero point.
+    Asymmetric,
+}
+
+/// How the per-tensor outlier threshold is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SelectionMode {
+    /// Exactly `k = round(α·N)` outliers, the k largest `|w|`; ties at the threshold
+    /// go to the earliest elements in row-major order. Two or three histogram passes.
+    #[default]
+    Exact,
+    /// Follows the Python reference (auto_adpq 0.3.5): Brent-style search on λ' over
+    /// `[0, 1e7]`, stopping when the count is within 0.1 % of `α·N`, the bracket is
+    /// narrower than 1e-5, or after `n_iters` steps; outliers are `|w| − λ'/|w| > 0` in f64.
+    Reference {
+        /// Iteration cap (the reference's `n_iters`, default 100).
+        n_iters: u32,
+    },
+}
+
+/// Parameters of one quantized tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    /// Bits per code, `2..=8`.
+    pub bits: u8,
+    /// Weights per group along a row, `16..=1024`. The last group of a row may be shorter.
+    pub group_size: u16,
+    /// Target outlier fraction, `[0, 0.5]`.
+    pub alpha: f64,
+    /// Grid kind, shared by the inlier and the outlier grid.
+    pub grid: Grid,
+    /// Threshold search.
+    pub selection: SelectionMode,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl Params {
+    /// 4 bits, groups of 128, α = 0.06, symmetric grids, exact selection.
+    pub const DEFAULT: Params = Params {
+        bits: 4,
+        group_size: 128,
+        alpha: 0.06,
+        grid: Grid::Symmetric,
+        selection: SelectionMode::Exact,
+    };
+
+    /// Builds validated parameters.
+    pub fn new(bits: u8, group_size: u16, alpha: f64, grid: Grid) -> Result<Self> {
+        let p = Params {
+            bits,
+            group_size,
+            alpha,
+            grid,
+            selection: SelectionMode::Exact,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Returns these parameters with another selection mode.
+    pub fn with_selection(mut self, selection: SelectionMode) -> Self {
+        self.selection = selection;
+        self
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<()> {
+        if !(2..=8).contains(&self.bits) {
+            return Err(Error::InvalidBits(self.bits));
+        }
+        if !(MIN_GROUP_SIZE..=MAX_GROUP_SIZE).contains(&self.group_size) {
+            return Err(Error::InvalidGroupSize(u32::from(self.group_size)));
+        }
+        if !(self.alpha >= 0.0 && self.alpha <= 0.5) {
+            return Err(Error::InvalidAlpha(self.alpha));
+        }
+        if let SelectionMode::Reference { n_iters } = self.selection {
+            if n_iters == 0 {
+                return Err(Error::InvalidIterations(n_iters));
+            }
+        }
+        Ok(())
+    }
+
+    /// The format-relevant subset (what a packed buffer records).
+    pub fn format(&self) -> FormatParams {
+        FormatParams {
+            bits: self.bits,
+            group_size: self.group_size,
+            grid: self.grid,
+        }
+    }
+}
+
+/// The parameters that shape a packed buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FormatParams {
+    /// Bits per code.
+    pub bits: u8,
+    /// Weights per group.
+    pub group_size: u16,
+    /// Grid kind.
+    pub grid: Grid,
+}
+
+impl FormatParams {
+    /// Largest symmetric code magnitude, `2^(b-1) - 1`.
+    pub fn sym_qmax(&self) -> i32 {
+        (1i32 << (self.bits - 1)) - 1
+    }
+    /// Largest stored code, `2^b - 1`.
+    pub fn code_max(&self) -> i32 {
+        (1i32 << self.bits) - 1
+    }
+    /// Bits per outlier position: `ceil(log2(group_size))`.
+    pub fn position_bits(&self) -> u32 {
+        let g = u32::from(self.group_size);
+        32 - (g - 1).leading_zeros()
+    }
+    /// Bytes of the per-group outlier count: 1 below 256, else 2.
+    pub fn count_bytes(&self) -> usize {
+        if self.group_size < 256 {
+            1
+        } else {
+            2
+        }
+    }
+    /// Bytes of one group record: two f16 scales, the count, and two zero points if asymmetric.
+    pub fn record_bytes(&self) -> usize {
+        4 + self.count_bytes()
+            + match self.grid {
+                Grid::Symmetric => 0,
+                Grid::Asymmetric => 2,
+            }
+    }
+    /// Validates the fields (same ranges as [`Params::validate`]).
+    pub fn validate(&self) -> Result<()> {
+        Params {
+            bits: self.bits,
+            group_size: self.group_size,
+            alpha: 0.0,
+            grid: self.grid,
+            selection: SelectionMode::Exact,
+        }
+        .validate()
+    }
+}

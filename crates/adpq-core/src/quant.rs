@@ -1,0 +1,151 @@
+//! The per-group grid arithmetic, shared by every backend.
+//!
+//! Each grid (inliers, outliers) of a group has a step `Δ = h · 2^e`, where `h` is an f16
+//! stored in the group record and `e` is one per-tensor exponent (header field
+//! `scale_exp`). `h` is rounded *up* from the exact step, so every member of the grid
+//! lies within the grid's range and reconstructs within `Δ/2` of its value. Codes are
+//! `round_ties_even(w · (1/Δ))` with `1/Δ` computed once per grid in f32: SIMD backends
+//! perform the same f32 operations and so produce identical codes.
+
+use half::f16;
+
+use crate::params::{FormatParams, Grid};
+
+/// Smallest per-tensor scale exponent: keeps `h · 2^e` a normal f32 for every f16 `h`.
+pub const MIN_SCALE_EXP: i32 = -102;
+/// Largest per-tensor scale exponent: keeps `65504 · 2^e` finite.
+pub const MAX_SCALE_EXP: i32 = 111;
+
+/// `2^e` as an f32, for `e` in `-126..=127`.
+#[inline]
+pub fn pow2(e: i32) -> f32 {
+    f32::from_bits(((e + 127) as u32) << 23)
+}
+
+/// The per-tensor scale exponent for a tensor whose largest magnitude is `max_abs`.
+///
+/// It puts the largest possible step of the tensor in `[2^14, 2^15)` in f16 units, which
+/// leaves f16's whole normal range (2^29) for groups with smaller values.
+pub fn scale_exponent(max_abs: f32, fp: &FormatParams) -> i8 {
+    if !(max_abs > 0.0) {
+        return 0;
+    }
+    let levels = match fp.grid {
+        Grid::Symmetric => f64::from(fp.sym_qmax()),
+        Grid::Asymmetric => f64::from(fp.code_max()) / 2.0,
+    };
+    let largest_step = f64::from(max_abs) / levels;
+    let e = libm::floor(libm::log2(largest_step)) as i32 - 14;
+    e.clamp(MIN_SCALE_EXP, MAX_SCALE_EXP) as i8
+}
+
+/// Rounds a non-negative f32 up to the next f16 (saturating at the largest finite f16).
+#[inline]
+pub fn f16_ceil(v: f32) -> f16 {
+    let h = f16::from_f32(v);
+    if h.to_f32() >= v {
+        h
+    } else if h == f16::MAX {
+        f16::MAX
+    } else {
+        f16::from_bits(h.to_bits() + 1)
+    }
+}
+
+/// Rounds to the nearest integer, ties to even, for `|x| <= 2^22` (callers clamp first).
+/// The magic-number trick is what SIMD `round` instructions compute.
+#[inline(always)]
+pub fn round_ties_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    (x + MAGIC) - MAGIC
+}
+
+/// One grid of one group, ready to encode and decode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GridScale {
+    /// Stored f16 step bits (`h`).
+    pub h: u16,
+    /// Stored zero point (asymmetric) or the fixed offset `2^(b-1)` (symmetric).
+    pub offset: i32,
+    /// `Δ = h · 2^e` in f32.
+    pub step: f32,
+    /// `1/Δ` in f32 (0 when Δ is 0).
+    pub inv: f32,
+}
+
+impl GridScale {
+    /// A grid with no members: step 0, every code decodes to 0.
+    pub fn empty(fp: &FormatParams) -> GridScale {
+        GridScale {
+            h: 0,
+            offset: match fp.grid {
+                Grid::Symmetric => 1 << (fp.bits - 1),
+                Grid::Asymmetric => 0,
+            },
+            step: 0.0,
+            inv: 0.0,
+        }
+    }
+
+    /// The grid of a symmetric group whose members have largest magnitude `max_abs`.
+    #[inline]
+    pub fn symmetric(max_abs: f32, fp: &FormatParams, scale_exp: i8) -> GridScale {
+        let mut g = GridScale::empty(fp);
+        if max_abs > 0.0 {
+            let scaled = (max_abs * pow2(-i32::from(scale_exp))) / fp.sym_qmax() as f32;
+            g.set_step(scaled, scale_exp);
+        }
+        g
+    }
+
+    /// The grid of an asymmetric group whose members span `[lo, hi]`.
+    #[inline]
+    pub fn asymmetric(lo: f32, hi: f32, fp: &FormatParams, scale_exp: i8) -> GridScale {
+        let mut g = GridScale::empty(fp);
+        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+        if hi > lo {
+            let scaled = ((hi - lo) * pow2(-i32::from(scale_exp))) / fp.code_max() as f32;
+            g.set_step(scaled, scale_exp);
+            let z = round_ties_even((-lo * g.inv).clamp(0.0, fp.code_max() as f32));
+            g.offset = z as i32;
+        }
+        g
+    }
+
+    fn set_step(&mut self, scaled: f32, scale_exp: i8) {
+        let mut h = f16_ceil(scaled);
+        if h.to_bits() == 0 {
+            // A positive step too small for f16 becomes the smallest subnormal: the
+            // members still reconstruct within half of it.
+            h = f16::from_bits(1);
+        }
+        self.h = h.to_bits();
+        self.step = h.to_f32() * pow2(i32::from(scale_exp));
+        self.inv = 1.0 / self.step;
+    }
+
+    /// Rebuilds a grid from its stored fields.
+    #[inline]
+    pub fn from_stored(h: u16, offset: i32, scale_exp: i8) -> GridScale {
+        let step = f16::from_bits(h).to_f32() * pow2(i32::from(scale_exp));
+        GridScale {
+            h,
+            offset,
+            step,
+            inv: if step > 0.0 { 1.0 / step } else { 0.0 },
+        }
+    }
+
+    /// The stored code of `w` on this grid.
+    #[inline(always)]
+    pub fn encode(&self, w: f32, code_max: i32) -> u8 {
+        let q = round_ties_even((w * self.inv).clamp(-512.0, 512.0)) as i32 + self.offset;
+        q.clamp(0, code_max) as u8
+    }
+
+    /// The value a stored code stands for.
+    #[inline(always)]
+    pub fn decode(&self, code: u8) -> f32 {
+        (i32::from(code) - self.offset) as f32 * self.step
+    }
+}

@@ -1,0 +1,132 @@
+//! Input weights: f32, f16 or bf16 slices. All math happens in f32.
+
+use half::{bf16, f16};
+
+/// Bit pattern of `|w|` at or above which a weight is rejected as non-finite.
+pub const NON_FINITE_BITS: u32 = 0x7F80_0000;
+/// Bit pattern of 2^124: finite weights at or above it are rejected as out of range
+/// (the per-tensor scale exponent could not represent their steps).
+pub const OUT_OF_RANGE_BITS: u32 = (124 + 127) << 23;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+/// A weight element type the core reads. Sealed: f32, f16 and bf16.
+pub trait Element: Copy + Send + Sync + 'static + sealed::Sealed {
+    /// Value as f32 (exact for all three types).
+    fn to_f32(self) -> f32;
+    /// Bit pattern of `|self|` as an f32. Non-negative floats order like these integers.
+    #[inline(always)]
+    fn abs_bits(self) -> u32 {
+        self.to_f32().to_bits() & 0x7FFF_FFFF
+    }
+}
+
+impl Element for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+impl Element for f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+impl Element for bf16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    #[inline(always)]
+    fn abs_bits(self) -> u32 {
+        (u32::from(self.to_bits()) << 16) & 0x7FFF_FFFF
+    }
+}
+
+/// A borrowed slice of weights, row-major.
+#[derive(Debug, Clone, Copy)]
+pub enum Weights<'a> {
+    /// 32-bit floats.
+    F32(&'a [f32]),
+    /// IEEE half floats.
+    F16(&'a [f16]),
+    /// bfloat16.
+    Bf16(&'a [bf16]),
+}
+
+impl<'a> Weights<'a> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Weights::F32(s) => s.len(),
+            Weights::F16(s) => s.len(),
+            Weights::Bf16(s) => s.len(),
+        }
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sub-slice `start..end`, or `None` when out of bounds.
+    pub fn get(&self, start: usize, end: usize) -> Option<Weights<'a>> {
+        Some(match self {
+            Weights::F32(s) => Weights::F32(s.get(start..end)?),
+            Weights::F16(s) => Weights::F16(s.get(start..end)?),
+            Weights::Bf16(s) => Weights::Bf16(s.get(start..end)?),
+        })
+    }
+
+    /// Element `i` as f32, or `None` when out of bounds.
+    pub fn value(&self, i: usize) -> Option<f32> {
+        match self {
+            Weights::F32(s) => s.get(i).map(|v| v.to_f32()),
+            Weights::F16(s) => s.get(i).map(|v| v.to_f32()),
+            Weights::Bf16(s) => s.get(i).map(|v| v.to_f32()),
+        }
+    }
+
+    /// Size of one element in bytes.
+    pub fn element_bytes(&self) -> usize {
+        match self {
+            Weights::F32(_) => 4,
+            Weights::F16(_) | Weights::Bf16(_) => 2,
+        }
+    }
+}
+
+impl<'a> From<&'a [f32]> for Weights<'a> {
+    fn from(s: &'a [f32]) -> Self {
+        Weights::F32(s)
+    }
+}
+impl<'a> From<&'a [f16]> for Weights<'a> {
+    fn from(s: &'a [f16]) -> Self {
+        Weights::F16(s)
+    }
+}
+impl<'a> From<&'a [bf16]> for Weights<'a> {
+    fn from(s: &'a [bf16]) -> Self {
+        Weights::Bf16(s)
+    }
+}
+
+/// Calls `$body` with `$s` bound to the typed slice inside a [`Weights`].
+#[macro_export]
+#[doc(hidden)]
+macro_rules! with_weights {
+    ($w:expr, $s:ident => $body:expr) => {
+        match $w {
+            $crate::Weights::F32($s) => $body,
+            $crate::Weights::F16($s) => $body,
+            $crate::Weights::Bf16($s) => $body,
+        }
+    };
+}
