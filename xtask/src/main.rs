@@ -1,5 +1,80 @@
-//! Project automation: `cargo xtask <task>`.
-fn main() {
-    eprintln!("usage: cargo xtask <task>");
-    std::process::exit(2);
+//! Project automation: `cargo xtask <task>` (alias in `.cargo/config.toml`).
+//!
+//! Each task lives in its own module. Cargo is invoked through `$CARGO` so the same
+//! toolchain that runs xtask builds the project.
+
+mod bench;
+mod demo;
+mod fuzz;
+mod nostd;
+
+use std::process::ExitCode;
+
+/// Error type of the tasks: a message for the user.
+pub type DynResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+const USAGE: &str = "usage: cargo xtask <task> [args]
+
+tasks:
+  demo [--model minilm|smollm2]  fetch a real checkpoint, quantize it, print the report
+  fetch                          fetch the real checkpoints into target/data
+  bench [--quick]                run the benchmarks, print a table, write target/bench/summary.json
+  fuzz [SECONDS]                 run each cargo-fuzz target for SECONDS (default 20)
+  nostd                          prove adpq-core is no_std (host binary + thumbv7em build)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(task) = args.first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match task.as_str() {
+        "demo" => demo::run(rest),
+        "fetch" => demo::fetch(rest),
+        "bench" => bench::run(rest),
+        "fuzz" => fuzz::run(rest),
+        "nostd" => nostd::run(rest),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => {
+            eprintln!("unknown task `{other}`\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {task}: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of `xtask/`).
+pub fn project_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the root")
+        .to_path_buf()
+}
+
+/// `cargo`, as the one running this task.
+pub fn cargo() -> std::process::Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(project_root());
+    cmd
+}
+
+/// Runs a command, failing with its description when it exits non-zero.
+pub fn run_checked(cmd: &mut std::process::Command) -> DynResult {
+    let status = cmd.status().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !status.success() {
+        return Err(format!("{cmd:?} failed with {status}").into());
+    }
+    Ok(())
 }

@@ -1,0 +1,7 @@
+//! `cargo xtask bench` (not implemented yet).
+use crate::DynResult;
+
+/// Entry point.
+pub fn run(_args: &[String]) -> DynResult {
+    Err("not implemented yet".into())
+}
