@@ -59,7 +59,10 @@ impl Layout {
             return Err(Error::EmptyTensor);
         }
         let n = rows as u64 * cols as u64;
-        if rows as u64 > u64::from(u32::MAX) || cols as u64 > u64::from(u32::MAX) || n > u64::from(u32::MAX) {
+        if rows as u64 > u64::from(u32::MAX)
+            || cols as u64 > u64::from(u32::MAX)
+            || n > u64::from(u32::MAX)
+        {
             return Err(Error::TensorTooLarge { elements: n });
         }
         if n_outliers > n {
@@ -79,7 +82,8 @@ impl Layout {
         let codes_at = records_at + rows as u64 * groups_per_row as u64 * record_bytes as u64;
         let positions_at = codes_at + rows as u64 * row_code_bytes;
         let total = positions_at + stream_bytes(n_outliers, position_bits);
-        let total_len = usize::try_from(total).map_err(|_| Error::TensorTooLarge { elements: n })?;
+        let total_len =
+            usize::try_from(total).map_err(|_| Error::TensorTooLarge { elements: n })?;
         Ok(Layout {
             rows,
             cols,
@@ -119,7 +123,11 @@ impl Layout {
     /// # Panics
     /// When `buf.len() != self.total_len`.
     pub fn split_mut<'b>(&self, buf: &'b mut [u8]) -> Sections<'b> {
-        assert_eq!(buf.len(), self.total_len, "buffer length must equal the layout's total_len");
+        assert_eq!(
+            buf.len(),
+            self.total_len,
+            "buffer length must equal the layout's total_len"
+        );
         let (header, rest) = buf.split_at_mut(self.offsets_at + 4);
         let (counts, rest) = rest.split_at_mut(self.records_at - self.offsets_at - 4);
         let (records, rest) = rest.split_at_mut(self.codes_at - self.records_at);
@@ -150,7 +158,12 @@ pub struct Sections<'b> {
 }
 
 /// Exact size in bytes of a packed `rows × cols` tensor with `n_outliers` outliers.
-pub fn packed_len(rows: usize, cols: usize, params: FormatParams, n_outliers: u64) -> Result<usize> {
+pub fn packed_len(
+    rows: usize,
+    cols: usize,
+    params: FormatParams,
+    n_outliers: u64,
+) -> Result<usize> {
     Ok(Layout::new(rows, cols, params, n_outliers)?.total_len)
 }
 
@@ -214,7 +227,13 @@ pub(crate) fn decode_record(rec: &[u8], fp: &FormatParams, scale_exp: i8) -> Gro
 }
 
 /// Encodes a record into `rec` (exactly `record_bytes` long).
-pub(crate) fn encode_record(rec: &mut [u8], fp: &FormatParams, inliers: &GridScale, outliers: &GridScale, count: usize) {
+pub(crate) fn encode_record(
+    rec: &mut [u8],
+    fp: &FormatParams,
+    inliers: &GridScale,
+    outliers: &GridScale,
+    count: usize,
+) {
     rec[0..2].copy_from_slice(&inliers.h.to_le_bytes());
     rec[2..4].copy_from_slice(&outliers.h.to_le_bytes());
     let zeros_at = if fp.count_bytes() == 1 {
@@ -489,7 +508,9 @@ impl<'a> PackedTensor<'a> {
                 for i in next..next + d.count {
                     let pos = get_bits(positions, i * pos_bits as usize, pos_bits);
                     if pos as usize >= len || prev.is_some_and(|q| pos <= q) {
-                        return Err(bad_group("outlier positions not increasing within the group"));
+                        return Err(bad_group(
+                            "outlier positions not increasing within the group",
+                        ));
                     }
                     prev = Some(pos);
                 }
@@ -557,6 +578,10 @@ impl<'a> PackedTensor<'a> {
     #[inline(always)]
     pub fn record(&self, row: &PackedRow<'_>, g: usize) -> GroupRecord {
         let rb = self.layout.record_bytes;
-        decode_record(&row.records[g * rb..(g + 1) * rb], &self.layout.params, self.info.scale_exp)
+        decode_record(
+            &row.records[g * rb..(g + 1) * rb],
+            &self.layout.params,
+            self.info.scale_exp,
+        )
     }
 }

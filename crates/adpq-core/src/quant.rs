@@ -2,8 +2,10 @@
 //!
 //! Each grid (inliers, outliers) of a group has a step `Δ = h · 2^e`, where `h` is an f16
 //! stored in the group record and `e` is one per-tensor exponent (header field
-//! `scale_exp`). `h` is rounded *up* from the exact step, so every member of the grid
-//! lies within the grid's range and reconstructs within `Δ/2` of its value. Codes are
+//! `scale_exp`). `h` is the exact step rounded to the nearest f16 (rounding up instead
+//! measured about 0.1 % more squared error on the parity vectors). Every member of a grid
+//! reconstructs within `Δ/2 + (2^b − 1) · |Δ − Δ_exact|` of its value: half a step, plus
+//! the f16 rounding of the step at the clamped end of the range. Codes are
 //! `round_ties_even(w · (1/Δ))` with `1/Δ` computed once per grid in f32: SIMD backends
 //! perform the same f32 operations and so produce identical codes.
 
@@ -37,19 +39,6 @@ pub fn scale_exponent(max_abs: f32, fp: &FormatParams) -> i8 {
     let largest_step = f64::from(max_abs) / levels;
     let e = libm::floor(libm::log2(largest_step)) as i32 - 14;
     e.clamp(MIN_SCALE_EXP, MAX_SCALE_EXP) as i8
-}
-
-/// Rounds a non-negative f32 up to the next f16 (saturating at the largest finite f16).
-#[inline]
-pub fn f16_ceil(v: f32) -> f16 {
-    let h = f16::from_f32(v);
-    if h.to_f32() >= v {
-        h
-    } else if h == f16::MAX {
-        f16::MAX
-    } else {
-        f16::from_bits(h.to_bits() + 1)
-    }
 }
 
 /// Rounds to the nearest integer, ties to even, for `|x| <= 2^22` (callers clamp first).
@@ -113,7 +102,7 @@ impl GridScale {
     }
 
     fn set_step(&mut self, scaled: f32, scale_exp: i8) {
-        let mut h = f16_ceil(scaled);
+        let mut h = f16::from_f32(scaled);
         if h.to_bits() == 0 {
             // A positive step too small for f16 becomes the smallest subnormal: the
             // members still reconstruct within half of it.

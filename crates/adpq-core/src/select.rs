@@ -307,8 +307,8 @@ where
         passes += 1;
         // The search's count treats |w| = 0 as machine epsilon.
         let zero_counted = reference_predicate(REFERENCE_EPS, lambda);
-        let count = count_at_least(reference_threshold_bits(lambda))
-            + if zero_counted { zeros } else { 0 };
+        let count =
+            count_at_least(reference_threshold_bits(lambda)) + if zero_counted { zeros } else { 0 };
         let v = count as f64 - target;
         cache[cache_next] = (key, v);
         cache_next = (cache_next + 1) % cache.len();

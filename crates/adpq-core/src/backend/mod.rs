@@ -9,15 +9,16 @@ mod scalar;
 
 pub use scalar::Scalar;
 
+use crate::bits::BitWriter;
 use crate::error::{Error, Result};
 use crate::format::{finish, HeaderInfo, Layout, PackedTensor, Sections};
 use crate::params::{FormatParams, Params, SelectionMode};
 use crate::quant::scale_exponent;
 use crate::select::{
-    check_shape, select_exact, select_reference, BadValue, HistogramPass, OutlierRule, Selection, HIST_BINS,
+    check_shape, select_exact, select_reference, BadValue, HistogramPass, OutlierRule, Selection,
+    HIST_BINS,
 };
 use crate::weights::Weights;
-use crate::bits::BitWriter;
 
 /// What a block of rows is quantized with.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,7 +77,12 @@ pub trait Backend: Copy + Send + Sync + core::fmt::Debug {
     /// One histogram pass over `w` (see [`HistogramPass`]), adding into `bins`. Returns the
     /// largest magnitude bits of all weights in `w` or the first rejected weight
     /// (NaN, infinite, or `|w| ≥ 2^124`).
-    fn histogram(&self, w: Weights<'_>, pass: &HistogramPass, bins: &mut [u32; HIST_BINS]) -> Result<u32, BadValue>;
+    fn histogram(
+        &self,
+        w: Weights<'_>,
+        pass: &HistogramPass,
+        bins: &mut [u32; HIST_BINS],
+    ) -> Result<u32, BadValue>;
 
     /// Number of weights with `bits(|w|) >= threshold_bits`.
     fn count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64;
@@ -85,10 +91,20 @@ pub trait Backend: Copy + Send + Sync + core::fmt::Debug {
     fn count_equal(&self, w: Weights<'_>, threshold_bits: u32) -> u64;
 
     /// Quantizes whole rows (`w.len()` a multiple of `job.cols`) into `out`.
-    fn quantize_rows(&self, w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Result<RowsDone>;
+    fn quantize_rows(
+        &self,
+        w: Weights<'_>,
+        job: &RowJob,
+        out: &mut RowsOut<'_>,
+    ) -> Result<RowsDone>;
 
     /// Dequantizes rows `first_row..first_row + out.len() / cols` into `out`.
-    fn dequantize_rows(&self, t: &PackedTensor<'_>, first_row: usize, out: &mut [f32]) -> Result<()>;
+    fn dequantize_rows(
+        &self,
+        t: &PackedTensor<'_>,
+        first_row: usize,
+        out: &mut [f32],
+    ) -> Result<()>;
 
     /// Dot product of packed row `row` with `x` (`x.len() == cols`).
     fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32>;
@@ -108,17 +124,30 @@ pub trait Backend: Copy + Send + Sync + core::fmt::Debug {
     }
 
     /// Selects the outliers of a `rows × cols` tensor.
-    fn select(&self, w: Weights<'_>, rows: usize, cols: usize, params: &Params) -> Result<Selection> {
+    fn select(
+        &self,
+        w: Weights<'_>,
+        rows: usize,
+        cols: usize,
+        params: &Params,
+    ) -> Result<Selection> {
         check_shape(w.len(), rows, cols, params)?;
         let n = w.len() as u64;
         let at = |e: BadValue| e.into_error(0, cols as u64);
         match params.selection {
-            SelectionMode::Exact => select_exact(n, params.alpha, |pass, bins| self.histogram(w, pass, bins)).map_err(at),
+            SelectionMode::Exact => {
+                select_exact(n, params.alpha, |pass, bins| self.histogram(w, pass, bins))
+                    .map_err(at)
+            }
             SelectionMode::Reference { n_iters } => {
                 let mut bins = [0u32; HIST_BINS];
-                let max_abs_bits = self.histogram(w, &HistogramPass::level(0, 0), &mut bins).map_err(at)?;
+                let max_abs_bits = self
+                    .histogram(w, &HistogramPass::level(0, 0), &mut bins)
+                    .map_err(at)?;
                 let zeros = n - self.count_at_least(w, 1);
-                select_reference(n, params.alpha, n_iters, zeros, max_abs_bits, |t| self.count_at_least(w, t))
+                select_reference(n, params.alpha, n_iters, zeros, max_abs_bits, |t| {
+                    self.count_at_least(w, t)
+                })
             }
         }
     }

@@ -21,7 +21,11 @@ impl Scalar {
     }
 }
 
-fn histogram_generic<T: Element>(s: &[T], pass: &HistogramPass, bins: &mut [u32; HIST_BINS]) -> Result<u32, BadValue> {
+fn histogram_generic<T: Element>(
+    s: &[T],
+    pass: &HistogramPass,
+    bins: &mut [u32; HIST_BINS],
+) -> Result<u32, BadValue> {
     let mut max = 0u32;
     for (i, &v) in s.iter().enumerate() {
         let b = v.abs_bits();
@@ -74,7 +78,12 @@ fn put_code(row_codes: &mut [u8], i: usize, bits: u8, code: u8) {
         8 => row_codes[i] = code,
         4 => row_codes[i >> 1] |= code << ((i & 1) * 4),
         _ => {
-            or_bits(row_codes, i * usize::from(bits), u32::from(bits), u32::from(code));
+            or_bits(
+                row_codes,
+                i * usize::from(bits),
+                u32::from(bits),
+                u32::from(code),
+            );
         }
     }
 }
@@ -91,7 +100,14 @@ pub(crate) fn code_at(row_codes: &[u8], i: usize, bits: u8) -> u8 {
 
 /// The grid of one group's members (inliers or outliers).
 #[inline(always)]
-fn grid_of(fp: &FormatParams, scale_exp: i8, max_abs: f32, lo: f32, hi: f32, members: usize) -> GridScale {
+fn grid_of(
+    fp: &FormatParams,
+    scale_exp: i8,
+    max_abs: f32,
+    lo: f32,
+    hi: f32,
+    members: usize,
+) -> GridScale {
     if members == 0 {
         return GridScale::empty(fp);
     }
@@ -101,7 +117,11 @@ fn grid_of(fp: &FormatParams, scale_exp: i8, max_abs: f32, lo: f32, hi: f32, mem
     }
 }
 
-fn quantize_rows_generic<T: Element>(s: &[T], job: &RowJob, out: &mut RowsOut<'_>) -> Result<RowsDone> {
+fn quantize_rows_generic<T: Element>(
+    s: &[T],
+    job: &RowJob,
+    out: &mut RowsOut<'_>,
+) -> Result<RowsDone> {
     let rows = check_rows(s.len(), job, out)?;
     let fp = job.params;
     let cols = job.cols;
@@ -128,7 +148,11 @@ fn quantize_rows_generic<T: Element>(s: &[T], job: &RowJob, out: &mut RowsOut<'_
                 let x = v.to_f32();
                 if !is_valid_abs_bits(b) {
                     let flat = (job.first_row + r as u64) * cols as u64 + (gi * g + i) as u64;
-                    return Err(BadValue { index: flat, value: x }.into_error(0, cols as u64));
+                    return Err(BadValue {
+                        index: flat,
+                        value: x,
+                    }
+                    .into_error(0, cols as u64));
                 }
                 let o = rule.take(b);
                 if o && b == rule.threshold_bits {
@@ -153,7 +177,11 @@ fn quantize_rows_generic<T: Element>(s: &[T], job: &RowJob, out: &mut RowsOut<'_
             let gout = grid_of(&fp, job.scale_exp, out_max, out_lo, out_hi, n_out);
             let base = gi * g;
             for i in 0..chunk.len() {
-                let (grid, o) = if is_out[i] { (&gout, true) } else { (&gin, false) };
+                let (grid, o) = if is_out[i] {
+                    (&gout, true)
+                } else {
+                    (&gin, false)
+                };
                 put_code(codes, base + i, fp.bits, grid.encode(vals[i], code_max));
                 if o && !out.positions.push(i as u32) {
                     return Err(Error::BufferSize {
@@ -162,7 +190,13 @@ fn quantize_rows_generic<T: Element>(s: &[T], job: &RowJob, out: &mut RowsOut<'_
                     });
                 }
             }
-            encode_record(&mut recs[gi * rec_bytes..(gi + 1) * rec_bytes], &fp, &gin, &gout, n_out);
+            encode_record(
+                &mut recs[gi * rec_bytes..(gi + 1) * rec_bytes],
+                &fp,
+                &gin,
+                &gout,
+                n_out,
+            );
             row_count += n_out as u32;
         }
         out.counts[r * 4..r * 4 + 4].copy_from_slice(&row_count.to_le_bytes());
@@ -172,7 +206,11 @@ fn quantize_rows_generic<T: Element>(s: &[T], job: &RowJob, out: &mut RowsOut<'_
 }
 
 /// Checks a row range against a tensor and returns the number of rows.
-pub(crate) fn check_out_rows(t: &PackedTensor<'_>, first_row: usize, out_len: usize) -> Result<usize> {
+pub(crate) fn check_out_rows(
+    t: &PackedTensor<'_>,
+    first_row: usize,
+    out_len: usize,
+) -> Result<usize> {
     let cols = t.cols();
     if out_len % cols != 0 {
         return Err(Error::ShapeMismatch {
@@ -234,7 +272,8 @@ pub(crate) fn dot_row(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> 
         // Σ (code − offset_in) · x over the whole group, then the outliers' correction.
         let mut dense = 0f32;
         for (i, &xi) in xs.iter().enumerate() {
-            dense += (i32::from(code_at(row.codes, base + i, fp.bits)) - rec.inliers.offset) as f32 * xi;
+            dense +=
+                (i32::from(code_at(row.codes, base + i, fp.bits)) - rec.inliers.offset) as f32 * xi;
         }
         acc += dense * rec.inliers.step;
         for k in next..next + rec.count {
@@ -254,7 +293,12 @@ impl Backend for Scalar {
         "scalar"
     }
 
-    fn histogram(&self, w: Weights<'_>, pass: &HistogramPass, bins: &mut [u32; HIST_BINS]) -> Result<u32, BadValue> {
+    fn histogram(
+        &self,
+        w: Weights<'_>,
+        pass: &HistogramPass,
+        bins: &mut [u32; HIST_BINS],
+    ) -> Result<u32, BadValue> {
         with_weights!(w, s => histogram_generic(s, pass, bins))
     }
 
@@ -266,11 +310,21 @@ impl Backend for Scalar {
         with_weights!(w, s => s.iter().filter(|v| v.abs_bits() == threshold_bits).count() as u64)
     }
 
-    fn quantize_rows(&self, w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Result<RowsDone> {
+    fn quantize_rows(
+        &self,
+        w: Weights<'_>,
+        job: &RowJob,
+        out: &mut RowsOut<'_>,
+    ) -> Result<RowsDone> {
         with_weights!(w, s => quantize_rows_generic(s, job, out))
     }
 
-    fn dequantize_rows(&self, t: &PackedTensor<'_>, first_row: usize, out: &mut [f32]) -> Result<()> {
+    fn dequantize_rows(
+        &self,
+        t: &PackedTensor<'_>,
+        first_row: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
         check_out_rows(t, first_row, out.len())?;
         for (i, row_out) in out.chunks_mut(t.cols()).enumerate() {
             dequantize_row(t, first_row + i, row_out)?;
