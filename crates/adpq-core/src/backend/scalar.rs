@@ -21,7 +21,7 @@ impl Scalar {
     }
 }
 
-fn histogram_generic<T: Element>(
+pub(crate) fn histogram_generic<T: Element>(
     s: &[T],
     pass: &HistogramPass,
     bins: &mut [u32; HIST_BINS],
@@ -73,7 +73,7 @@ pub(crate) fn check_rows(w_len: usize, job: &RowJob, out: &RowsOut<'_>) -> Resul
 
 /// Writes one `bits`-wide code at index `i` of a zeroed row.
 #[inline(always)]
-fn put_code(row_codes: &mut [u8], i: usize, bits: u8, code: u8) {
+pub(crate) fn put_code(row_codes: &mut [u8], i: usize, bits: u8, code: u8) {
     match bits {
         8 => row_codes[i] = code,
         4 => row_codes[i >> 1] |= code << ((i & 1) * 4),
@@ -100,7 +100,7 @@ pub(crate) fn code_at(row_codes: &[u8], i: usize, bits: u8) -> u8 {
 
 /// The grid of one group's members (inliers or outliers).
 #[inline(always)]
-fn grid_of(
+pub(crate) fn grid_of(
     fp: &FormatParams,
     scale_exp: i8,
     max_abs: f32,
@@ -117,7 +117,7 @@ fn grid_of(
     }
 }
 
-fn quantize_rows_generic<T: Element>(
+pub(crate) fn quantize_rows_generic<T: Element>(
     s: &[T],
     job: &RowJob,
     out: &mut RowsOut<'_>,
