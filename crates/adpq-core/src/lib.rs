@@ -61,3 +61,8 @@ pub use weights::{Element, Weights};
 
 /// Re-export of the `half` crate's f16 and bf16, the element types [`Weights`] accepts.
 pub use half::{bf16, f16};
+
+/// The README's Rust examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
