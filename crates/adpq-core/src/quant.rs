@@ -29,7 +29,8 @@ pub fn pow2(e: i32) -> f32 {
 /// It puts the largest possible step of the tensor in `[2^14, 2^15)` in f16 units, which
 /// leaves f16's whole normal range (2^29) for groups with smaller values.
 pub fn scale_exponent(max_abs: f32, fp: &FormatParams) -> i8 {
-    if !(max_abs > 0.0) {
+    // NaN never reaches here (inputs are validated); zero needs no exponent.
+    if max_abs.is_nan() || max_abs <= 0.0 {
         return 0;
     }
     let levels = match fp.grid {

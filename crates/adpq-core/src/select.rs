@@ -318,7 +318,8 @@ where
     let (mut x0, mut x1) = (0.0f64, 1e7f64);
     let (mut fx0, mut fx1) = (f(x0), f(x1));
     // `(fx0 * fx1) < 0` is the reference's assertion.
-    if !(fx0 * fx1 < 0.0) {
+    let product = fx0 * fx1;
+    if product.is_nan() || product >= 0.0 {
         return Err(Error::NotBracketed);
     }
     if fx0.abs() < fx1.abs() {
