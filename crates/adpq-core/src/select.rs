@@ -422,3 +422,48 @@ pub(crate) fn check_shape(len: usize, rows: usize, cols: usize, params: &Params)
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Backend, Scalar};
+    use crate::weights::Weights;
+
+    #[test]
+    fn exact_selection_takes_three_passes_or_one() {
+        let w: [f32; 300] = core::array::from_fn(|i| (i as f32 - 150.0) * 0.01);
+        let p = Params::DEFAULT;
+        let s = Scalar.select(Weights::F32(&w), 3, 100, &p).unwrap();
+        assert_eq!((s.passes, s.n_outliers), (3, 18));
+        // t is the 18th largest |w|.
+        let mut mags = w.map(f32::abs);
+        mags.sort_by(|a, b| b.total_cmp(a));
+        assert_eq!(s.threshold(), mags[17]);
+        let p0 = Params::new(4, 128, 0.0, crate::Grid::Symmetric).unwrap();
+        let s0 = Scalar.select(Weights::F32(&w), 3, 100, &p0).unwrap();
+        assert_eq!((s0.passes, s0.n_outliers), (1, 0));
+        assert!(s0.threshold().is_infinite());
+    }
+
+    #[test]
+    fn reference_threshold_matches_predicate_at_the_boundary() {
+        for lambda in [0.0, 1e-30, 3.5e-3, 0.25, 1.0, 7.0, 1e7] {
+            let t = reference_threshold_bits(lambda);
+            let above = f64::from(f32::from_bits(t));
+            assert!(reference_predicate(above, lambda), "{lambda}");
+            if t > 1 {
+                let below = f64::from(f32::from_bits(t - 1));
+                assert!(!reference_predicate(below, lambda), "{lambda}");
+            }
+        }
+        assert_eq!(reference_threshold_bits(f64::NAN), NON_FINITE_BITS);
+    }
+
+    #[test]
+    fn target_count_rounds_half_away_from_zero() {
+        assert_eq!(target_count(0.5, 3), 2);
+        assert_eq!(target_count(0.06, 100), 6);
+        assert_eq!(target_count(0.0, 100), 0);
+        assert_eq!(target_count(0.5, 1), 1);
+    }
+}
