@@ -104,7 +104,11 @@ impl GridScale {
 
     fn set_step(&mut self, scaled: f32, scale_exp: i8) {
         let mut h = f16::from_f32(scaled);
-        if h.to_bits() == 0 {
+        if h.is_infinite() {
+            // Only reachable with a selection whose `max_abs_bits` understates the data:
+            // keep the buffer valid (the error bound then no longer holds).
+            h = f16::MAX;
+        } else if h.to_bits() == 0 {
             // A positive step too small for f16 becomes the smallest subnormal: the
             // members still reconstruct within half of it.
             h = f16::from_bits(1);

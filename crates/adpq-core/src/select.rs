@@ -38,6 +38,9 @@ const PASS_SHIFTS: [(u32, u32); 3] = [(20, 0x7FF), (9, 0x7FF), (0, 0x1FF)];
 
 impl HistogramPass {
     /// Pass `level` (0, 1, 2) below `prefix` (bits fixed by earlier passes).
+    ///
+    /// # Panics
+    /// When `level > 2`.
     pub fn level(level: usize, prefix: u32) -> HistogramPass {
         let (shift, mask) = PASS_SHIFTS[level];
         let prefix_shift = if level == 0 {

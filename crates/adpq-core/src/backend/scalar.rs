@@ -45,6 +45,7 @@ pub(crate) fn histogram_generic<T: Element>(
 
 /// Checks that `w` holds whole rows of `job.cols` and that `out` has room for them.
 pub(crate) fn check_rows(w_len: usize, job: &RowJob, out: &RowsOut<'_>) -> Result<usize> {
+    job.params.validate()?;
     let cols = job.cols;
     if cols == 0 || w_len % cols != 0 {
         return Err(Error::ShapeMismatch {
