@@ -5,9 +5,24 @@
 //! product) so that a GPU backend can implement them with batched launches. The
 //! [`Scalar`] backend is the oracle every other backend is tested against.
 
+mod auto;
 mod scalar;
+mod stubs;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 
+pub use auto::{dot_tolerance, AnyBackend, BackendChoiceError};
 pub use scalar::Scalar;
+#[cfg(target_arch = "aarch64")]
+pub use aarch64::Neon;
+#[cfg(not(target_arch = "aarch64"))]
+pub use stubs::Neon;
+#[cfg(target_arch = "x86_64")]
+pub use x86_64::Avx2;
+#[cfg(not(target_arch = "x86_64"))]
+pub use stubs::Avx2;
 
 use crate::bits::BitWriter;
 use crate::error::{Error, Result};

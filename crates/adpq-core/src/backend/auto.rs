@@ -1,0 +1,223 @@
+//! Picking a backend at run time, and the documented tolerance of SIMD dot products.
+
+use core::fmt;
+
+use super::scalar::code_at;
+use super::{Avx2, Backend, Neon, RowJob, RowsDone, RowsOut, Scalar};
+use crate::bits::get_bits;
+use crate::error::{Error, Result};
+use crate::format::PackedTensor;
+use crate::select::{BadValue, HistogramPass, HIST_BINS};
+use crate::weights::Weights;
+
+/// Any CPU backend, chosen at run time. Detect once ([`AnyBackend::detect`]), then pass
+/// the (`Copy`) value into parallel closures.
+///
+/// Every variant exists on every target: on a target without the ISA, the variant's
+/// type is uninhabited, so it can never be constructed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnyBackend {
+    /// The portable oracle.
+    Scalar(Scalar),
+    /// AVX2 + FMA (x86_64).
+    Avx2(Avx2),
+    /// NEON (aarch64, always present there).
+    Neon(Neon),
+}
+
+/// Why [`AnyBackend::by_name`] refused a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoiceError<'a> {
+    /// Not one of [`AnyBackend::NAMES`].
+    Unknown(&'a str),
+    /// A known backend this CPU (or target) cannot run.
+    Unavailable(&'static str),
+}
+
+impl fmt::Display for BackendChoiceError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendChoiceError::Unknown(n) => write!(
+                f,
+                "unknown backend `{n}` (expected one of: auto, scalar, avx2, neon)"
+            ),
+            BackendChoiceError::Unavailable(n) => {
+                write!(f, "backend `{n}` is not available on this CPU")
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for BackendChoiceError<'_> {}
+
+impl AnyBackend {
+    /// The names [`AnyBackend::by_name`] accepts besides `auto`.
+    pub const NAMES: [&'static str; 3] = ["scalar", "avx2", "neon"];
+
+    /// The fastest backend this CPU supports: AVX2, else NEON, else scalar.
+    pub fn detect() -> AnyBackend {
+        if let Some(b) = Avx2::try_new() {
+            AnyBackend::Avx2(b)
+        } else if let Some(b) = Neon::try_new() {
+            AnyBackend::Neon(b)
+        } else {
+            AnyBackend::Scalar(Scalar)
+        }
+    }
+
+    /// The backend called `name` (`auto`, `scalar`, `avx2`, `neon`; case-insensitive).
+    ///
+    /// ```
+    /// use adpq_core::backend::AnyBackend;
+    /// assert_eq!(AnyBackend::by_name("scalar").unwrap().name(), "scalar");
+    /// assert!(AnyBackend::by_name("sse9").is_err());
+    /// # use adpq_core::Backend;
+    /// ```
+    pub fn by_name(name: &str) -> core::result::Result<AnyBackend, BackendChoiceError<'_>> {
+        let is = |s: &str| name.eq_ignore_ascii_case(s);
+        if is("auto") {
+            Ok(Self::detect())
+        } else if is("scalar") {
+            Ok(AnyBackend::Scalar(Scalar))
+        } else if is("avx2") {
+            Avx2::try_new()
+                .map(AnyBackend::Avx2)
+                .ok_or(BackendChoiceError::Unavailable("avx2"))
+        } else if is("neon") {
+            Neon::try_new()
+                .map(AnyBackend::Neon)
+                .ok_or(BackendChoiceError::Unavailable("neon"))
+        } else {
+            Err(BackendChoiceError::Unknown(name))
+        }
+    }
+
+    /// Every backend this CPU can run, scalar first.
+    pub fn available() -> impl Iterator<Item = AnyBackend> {
+        [
+            Some(AnyBackend::Scalar(Scalar)),
+            Avx2::try_new().map(AnyBackend::Avx2),
+            Neon::try_new().map(AnyBackend::Neon),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+impl From<Scalar> for AnyBackend {
+    fn from(b: Scalar) -> Self {
+        AnyBackend::Scalar(b)
+    }
+}
+impl From<Avx2> for AnyBackend {
+    fn from(b: Avx2) -> Self {
+        AnyBackend::Avx2(b)
+    }
+}
+impl From<Neon> for AnyBackend {
+    fn from(b: Neon) -> Self {
+        AnyBackend::Neon(b)
+    }
+}
+
+macro_rules! dispatch {
+    ($self:expr, $b:ident => $e:expr) => {
+        match $self {
+            AnyBackend::Scalar($b) => $e,
+            AnyBackend::Avx2($b) => $e,
+            AnyBackend::Neon($b) => $e,
+        }
+    };
+}
+
+impl Backend for AnyBackend {
+    fn name(&self) -> &'static str {
+        dispatch!(self, b => b.name())
+    }
+    fn histogram(
+        &self,
+        w: Weights<'_>,
+        pass: &HistogramPass,
+        bins: &mut [u32; HIST_BINS],
+    ) -> core::result::Result<u32, BadValue> {
+        dispatch!(self, b => b.histogram(w, pass, bins))
+    }
+    fn count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
+        dispatch!(self, b => b.count_at_least(w, threshold_bits))
+    }
+    fn count_equal(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
+        dispatch!(self, b => b.count_equal(w, threshold_bits))
+    }
+    fn quantize_rows(
+        &self,
+        w: Weights<'_>,
+        job: &RowJob,
+        out: &mut RowsOut<'_>,
+    ) -> Result<RowsDone> {
+        dispatch!(self, b => b.quantize_rows(w, job, out))
+    }
+    fn dequantize_rows(
+        &self,
+        t: &PackedTensor<'_>,
+        first_row: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        dispatch!(self, b => b.dequantize_rows(t, first_row, out))
+    }
+    fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
+        dispatch!(self, b => b.dot_row(t, row, x))
+    }
+    fn gemv(&self, t: &PackedTensor<'_>, x: &[f32], y: &mut [f32]) -> Result<()> {
+        dispatch!(self, b => b.gemv(t, x, y))
+    }
+}
+
+/// The documented bound on how far a SIMD backend's [`Backend::dot_row`] may be from the
+/// scalar oracle's on the same row and `x`.
+///
+/// Codes, scales and dequantized values are bit-identical across backends; dot products
+/// are not, because SIMD backends sum in another order (8 or 4 lanes, FMA). Both results
+/// are sums of the same `n + k` terms (`n = cols`, `k` outliers of the row), and any two
+/// orders of a floating-point sum of `m` terms differ by at most `2·m·u·Σ|term|` with
+/// `u = 2^-24`. The bound returned is `2·(m + 8)·u·S + f32::MIN_POSITIVE`, where
+/// `S = Σ_i |x_i|·(|c_i − z_in|·Δ_in + [i is an outlier]·(|c_i − z_out|·Δ_out + |c_i − z_in|·Δ_in))`
+/// covers the dense terms and the outlier corrections (the `+ 8` covers the scale
+/// multiplications and the lane reduction). The conformance suite enforces it.
+pub fn dot_tolerance(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
+    if x.len() != t.cols() {
+        return Err(Error::ShapeMismatch {
+            expected: t.cols() as u64,
+            actual: x.len() as u64,
+        });
+    }
+    let row = t.row(r)?;
+    let fp = t.params();
+    let g = usize::from(fp.group_size);
+    let pb = t.layout().position_bits;
+    let mut next = row.first_outlier;
+    let mut s = 0f64;
+    for (gi, xs) in x.chunks(g).enumerate() {
+        let rec = t.record(&row, gi);
+        let base = gi * g;
+        let dense = |c: u8| {
+            f64::from((i32::from(c) - rec.inliers.offset).unsigned_abs())
+                * f64::from(rec.inliers.step)
+        };
+        for (i, &xi) in xs.iter().enumerate() {
+            s += f64::from(xi.abs()) * dense(code_at(row.codes, base + i, fp.bits));
+        }
+        for k in next..next + rec.count {
+            let p = get_bits(row.positions, k * pb as usize, pb) as usize;
+            if let Some(&xp) = xs.get(p) {
+                let c = code_at(row.codes, base + p, fp.bits);
+                let out = f64::from((i32::from(c) - rec.outliers.offset).unsigned_abs())
+                    * f64::from(rec.outliers.step);
+                s += f64::from(xp.abs()) * (out + dense(c));
+            }
+        }
+        next += rec.count;
+    }
+    let m = (t.cols() + row.n_outliers + 8) as f64;
+    Ok((2.0 * m * libm::ldexp(1.0, -24) * s) as f32 + f32::MIN_POSITIVE)
+}

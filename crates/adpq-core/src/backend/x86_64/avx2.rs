@@ -1,0 +1,769 @@
+//! The AVX2 (+FMA) backend.
+//!
+//! Every `#[target_feature]` function is private to this module; the only way to reach one
+//! is through a method of [`Avx2`], whose value proves that the CPU has AVX2 and FMA.
+//!
+//! **Exactness.** Histograms and counts are integer work and equal the scalar results.
+//! Quantization performs the scalar oracle's f32 operations lane by lane (`x · (1/Δ)`,
+//! clamp to ±512, round half to even with `vroundps`, which equals the magic-number trick
+//! for `|x| ≤ 2^22`, add the offset, clamp), so the packed bytes are identical.
+//! Dequantization is `(code − offset) as f32 · Δ`, also identical. Only the dot products
+//! sum in another order (8 lanes, FMA): see [`dot_tolerance`](crate::backend::dot_tolerance).
+
+use core::arch::x86_64::*;
+
+use half::slice::HalfFloatSliceExt;
+
+use crate::backend::scalar::{
+    check_out_rows, check_rows, code_at, grid_of, histogram_generic, put_code,
+};
+use crate::backend::{Backend, RowJob, RowsDone, RowsOut};
+use crate::bits::get_bits;
+use crate::error::{Error, Result};
+use crate::format::{encode_record, PackedTensor};
+use crate::params::{Grid, MAX_GROUP_SIZE};
+use crate::quant::GridScale;
+use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, HIST_BINS, TAKE_ALL_EQUAL};
+use crate::weights::{Element, Weights};
+
+cpufeatures::new!(cpuid_avx2_fma, "avx2", "fma");
+
+/// The AVX2 backend. Holding a value proves the CPU supports AVX2 and FMA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Avx2 {
+    _proof: (),
+}
+
+impl Avx2 {
+    /// Whether this CPU has AVX2 and FMA (compile-time target features first, then CPUID,
+    /// which `cpufeatures` does without `std` and caches).
+    #[inline]
+    pub fn is_available() -> bool {
+        #[cfg(all(target_feature = "avx2", target_feature = "fma"))]
+        {
+            true
+        }
+        #[cfg(not(all(target_feature = "avx2", target_feature = "fma")))]
+        {
+            cpuid_avx2_fma::get()
+        }
+    }
+
+    /// The backend, when the CPU supports it.
+    #[inline]
+    pub fn try_new() -> Option<Self> {
+        if Self::is_available() {
+            Some(Avx2 { _proof: () })
+        } else {
+            None
+        }
+    }
+
+    /// The backend without checking the CPU.
+    ///
+    /// # Safety
+    /// The CPU running any method of the returned value must support AVX2 and FMA.
+    #[inline]
+    pub unsafe fn new_unchecked() -> Self {
+        Avx2 { _proof: () }
+    }
+}
+
+/// Elements converted per block when the input is f16 or bf16.
+const CONVERT_BLOCK: usize = 4096;
+
+/// Runs `f` on `s` as f32 blocks of at most [`CONVERT_BLOCK`] elements (no copy for f32).
+#[inline(always)]
+fn for_f32_blocks(w: Weights<'_>, mut f: impl FnMut(&[f32])) {
+    let mut buf = [0f32; CONVERT_BLOCK];
+    match w {
+        Weights::F32(s) => f(s),
+        Weights::F16(s) => {
+            for c in s.chunks(CONVERT_BLOCK) {
+                let b = &mut buf[..c.len()];
+                c.convert_to_f32_slice(b);
+                f(b);
+            }
+        }
+        Weights::Bf16(s) => {
+            for c in s.chunks(CONVERT_BLOCK) {
+                let b = &mut buf[..c.len()];
+                c.convert_to_f32_slice(b);
+                f(b);
+            }
+        }
+    }
+}
+
+/// Sums four sub-histograms into `bins`.
+#[inline(always)]
+fn merge_bins(sub: &[[u32; HIST_BINS]; 4], bins: &mut [u32; HIST_BINS]) {
+    for (i, b) in bins.iter_mut().enumerate() {
+        *b += sub[0][i]
+            .wrapping_add(sub[1][i])
+            .wrapping_add(sub[2][i])
+            .wrapping_add(sub[3][i]);
+    }
+}
+
+/// One histogram pass over f32 weights; returns the largest magnitude bits (unvalidated).
+///
+/// Dense passes (every weight counted: the first pass) spread the increments over four
+/// sub-histograms so that runs of equal bins do not stall on store forwarding. Sparse
+/// passes compare 8 prefixes at once and only touch the bins on a match.
+#[target_feature(enable = "avx2")]
+fn histogram_f32(
+    s: &[f32],
+    pass: &HistogramPass,
+    bins: &mut [u32; HIST_BINS],
+    sub: &mut [[u32; HIST_BINS]; 4],
+) -> u32 {
+    let absmask = _mm256_set1_epi32(0x7FFF_FFFF);
+    let mask = pass.mask & (HIST_BINS as u32 - 1);
+    let maskv = _mm256_set1_epi32(mask as i32);
+    let sh = _mm_cvtsi32_si128(pass.shift as i32);
+    let mut maxv = _mm256_setzero_si256();
+    let mut idx = [0u32; 8];
+    let chunks = s.chunks_exact(8);
+    let tail = chunks.remainder();
+    let dense = pass.prefix_shift >= 31 && pass.prefix == 0;
+    if dense {
+        for c in chunks {
+            // SAFETY: `c` holds exactly 8 f32 (32 bytes); loadu has no alignment requirement.
+            let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
+            let a = _mm256_and_si256(v, absmask);
+            maxv = _mm256_max_epi32(maxv, a);
+            let b = _mm256_and_si256(_mm256_srl_epi32(a, sh), maskv);
+            // SAFETY: `idx` is 8 u32 (32 bytes); storeu has no alignment requirement.
+            unsafe { _mm256_storeu_si256(idx.as_mut_ptr().cast(), b) };
+            for (j, &k) in idx.iter().enumerate() {
+                sub[j & 3][k as usize & (HIST_BINS - 1)] += 1;
+            }
+        }
+    } else {
+        let prefix = _mm256_set1_epi32(pass.prefix as i32);
+        let psh = _mm_cvtsi32_si128(pass.prefix_shift as i32);
+        for c in chunks {
+            // SAFETY: `c` holds exactly 8 f32; loadu has no alignment requirement.
+            let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
+            let a = _mm256_and_si256(v, absmask);
+            maxv = _mm256_max_epi32(maxv, a);
+            let hit = _mm256_cmpeq_epi32(_mm256_srl_epi32(a, psh), prefix);
+            let mut m = _mm256_movemask_ps(_mm256_castsi256_ps(hit)) as u32;
+            if m != 0 {
+                let b = _mm256_and_si256(_mm256_srl_epi32(a, sh), maskv);
+                // SAFETY: `idx` is 8 u32; storeu has no alignment requirement.
+                unsafe { _mm256_storeu_si256(idx.as_mut_ptr().cast(), b) };
+                while m != 0 {
+                    let j = m.trailing_zeros() as usize;
+                    bins[idx[j] as usize & (HIST_BINS - 1)] += 1;
+                    m &= m - 1;
+                }
+            }
+        }
+    }
+    let mut lanes = [0u32; 8];
+    // SAFETY: `lanes` is 8 u32; storeu has no alignment requirement.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), maxv) };
+    let mut max = lanes.iter().copied().max().unwrap_or(0);
+    for &v in tail {
+        let b = v.abs_bits();
+        max = max.max(b);
+        if let Some(bin) = pass.bin(b) {
+            bins[bin & (HIST_BINS - 1)] += 1;
+        }
+    }
+    max
+}
+
+/// Counts of `bits(|w|) < t` (`lt`) and `bits(|w|) == t` (`eq`) over f32 weights.
+#[target_feature(enable = "avx2")]
+fn count_f32(s: &[f32], t: u32) -> (u64, u64) {
+    let absmask = _mm256_set1_epi32(0x7FFF_FFFF);
+    let tv = _mm256_set1_epi32(t as i32);
+    let (mut lt, mut eq) = (0u64, 0u64);
+    let chunks = s.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        // SAFETY: `c` holds exactly 8 f32; loadu has no alignment requirement.
+        let v = unsafe { _mm256_loadu_si256(c.as_ptr().cast()) };
+        let a = _mm256_and_si256(v, absmask);
+        // Signed compares are exact: `a < 2^31` and the caller keeps `t < 2^31`.
+        let l = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(tv, a))) as u32;
+        let e = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(tv, a))) as u32;
+        lt += u64::from(l.count_ones());
+        eq += u64::from(e.count_ones());
+    }
+    for &v in tail {
+        let b = v.abs_bits();
+        lt += u64::from(b < t);
+        eq += u64::from(b == t);
+    }
+    (lt, eq)
+}
+
+/// How weights equal to the threshold are classified in one group.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TieMode {
+    /// All of them are outliers.
+    All,
+    /// None of them are.
+    None,
+    /// The first `budget` of them in row-major order are (decided per group, in order).
+    Limited,
+}
+
+/// Per-group accumulators.
+struct Stats {
+    in_max: __m256,
+    out_max: __m256,
+    in_lo: __m256,
+    in_hi: __m256,
+    out_lo: __m256,
+    out_hi: __m256,
+    n_out: u32,
+}
+
+/// The 8-lane outlier mask for mask bits `m` (bit `j` = lane `j`).
+#[inline(always)]
+fn mask_from_bits(m: u32) -> __m256i {
+    // SAFETY: the intrinsics need AVX2, which every caller (a `#[target_feature(enable =
+    // "avx2")]` function this is inlined into) enables.
+    unsafe {
+        let bitsel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        _mm256_cmpeq_epi32(
+            _mm256_and_si256(_mm256_set1_epi32(m as i32), bitsel),
+            bitsel,
+        )
+    }
+}
+
+/// Codes of 8 weights, as i32 lanes in `0..=code_max`.
+#[inline(always)]
+fn encode8(v: __m256, o: __m256i, gin: &GridScale, gout: &GridScale, code_max: __m256i) -> __m256i {
+    // SAFETY: inlined into `#[target_feature(enable = "avx2")]` callers only (AVX and AVX2
+    // intrinsics).
+    unsafe {
+        let of = _mm256_castsi256_ps(o);
+        let inv = _mm256_blendv_ps(_mm256_set1_ps(gin.inv), _mm256_set1_ps(gout.inv), of);
+        let off = _mm256_blendv_epi8(
+            _mm256_set1_epi32(gin.offset),
+            _mm256_set1_epi32(gout.offset),
+            o,
+        );
+        // The scalar oracle: `round_ties_even((w * inv).clamp(-512, 512)) as i32 + offset`.
+        let q = _mm256_mul_ps(v, inv);
+        let q = _mm256_min_ps(
+            _mm256_max_ps(q, _mm256_set1_ps(-512.0)),
+            _mm256_set1_ps(512.0),
+        );
+        let q = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(q);
+        let qi = _mm256_add_epi32(_mm256_cvtps_epi32(q), off);
+        _mm256_min_epi32(_mm256_max_epi32(qi, _mm256_setzero_si256()), code_max)
+    }
+}
+
+/// Stores the low byte of each i32 lane of `c` (values `0..=255`) as 8 bytes at `dst`.
+#[inline(always)]
+fn store_codes8(c: __m256i, dst: &mut [u8; 8]) {
+    // SAFETY: inlined into `#[target_feature(enable = "avx2")]` callers only; `dst` is 8
+    // bytes, exactly what `_mm_storel_epi64` writes, with no alignment requirement.
+    unsafe {
+        let pick = _mm256_setr_epi8(
+            0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, //
+            0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+        );
+        let b = _mm256_shuffle_epi8(c, pick);
+        let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1));
+        _mm_storel_epi64(dst.as_mut_ptr().cast(), _mm256_castsi256_si128(b));
+    }
+}
+
+/// Writes `n` staged 8-bit codes as the `bits`-wide codes `base..base + n` of a zeroed row.
+#[target_feature(enable = "avx2")]
+fn pack_codes(row_codes: &mut [u8], base: usize, staged: &[u8], bits: u8) {
+    let n = staged.len();
+    if bits == 8 {
+        row_codes[base..base + n].copy_from_slice(staged);
+    } else if bits == 4 && base % 2 == 0 {
+        let dst = &mut row_codes[base / 2..(base + n).div_ceil(2)];
+        let weights = _mm256_set1_epi16(0x1001); // bytes [1, 16]: lo + 16 · hi
+        let mut src = staged.chunks_exact(32);
+        let mut out = dst.chunks_exact_mut(16);
+        for (s, d) in (&mut src).zip(&mut out) {
+            // SAFETY: `s` is 32 bytes and `d` 16 bytes; unaligned load/store.
+            unsafe {
+                let v = _mm256_loadu_si256(s.as_ptr().cast());
+                let pairs = _mm256_maddubs_epi16(v, weights);
+                let packed = _mm256_packus_epi16(pairs, pairs);
+                let packed = _mm256_permute4x64_epi64::<0b1000>(packed);
+                _mm_storeu_si128(d.as_mut_ptr().cast(), _mm256_castsi256_si128(packed));
+            }
+        }
+        let done = n - src.remainder().len();
+        for (i, pair) in src.remainder().chunks(2).enumerate() {
+            let hi = pair.get(1).copied().unwrap_or(0);
+            dst[done / 2 + i] = pair[0] | (hi << 4);
+        }
+    } else {
+        for (i, &c) in staged.iter().enumerate() {
+            put_code(row_codes, base + i, bits, c);
+        }
+    }
+}
+
+/// Quantizes whole rows of f32 (or converted) weights.
+#[target_feature(enable = "avx2")]
+fn quantize_rows_avx2(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Result<RowsDone> {
+    let rows = check_rows(w.len(), job, out)?;
+    let fp = job.params;
+    let cols = job.cols;
+    let g = usize::from(fp.group_size);
+    let rec_bytes = fp.record_bytes();
+    let row_rec_bytes = cols.div_ceil(g) * rec_bytes;
+    let row_code_bytes = (cols * usize::from(fp.bits)).div_ceil(8);
+    let code_max = fp.code_max();
+    let code_max_v = _mm256_set1_epi32(code_max);
+    let mut rule = job.rule;
+    let mut done = RowsDone::default();
+    let absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
+    const MAXG: usize = MAX_GROUP_SIZE as usize;
+    let mut conv = [0f32; MAXG + 8];
+    let mut staged = [0u8; MAXG + 8];
+    let mut masks = [0u8; MAXG / 8 + 1];
+    for r in 0..rows {
+        let recs = &mut out.records[r * row_rec_bytes..(r + 1) * row_rec_bytes];
+        let codes = &mut out.codes[r * row_code_bytes..(r + 1) * row_code_bytes];
+        codes.fill(0);
+        let mut row_count = 0u32;
+        for gi in 0..cols.div_ceil(g) {
+            let base = gi * g;
+            let n = g.min(cols - base);
+            let start = r * cols + base;
+            // The group as f32, padded to whole 8-lane chunks in `conv` when needed.
+            let x: &[f32] = match w {
+                Weights::F32(s) => &s[start..start + n],
+                Weights::F16(s) => {
+                    s[start..start + n].convert_to_f32_slice(&mut conv[..n]);
+                    &conv[..n]
+                }
+                Weights::Bf16(s) => {
+                    s[start..start + n].convert_to_f32_slice(&mut conv[..n]);
+                    &conv[..n]
+                }
+            };
+            let full = n / 8;
+            let rem = n % 8;
+            let mut tail = [0f32; 8];
+            tail[..rem].copy_from_slice(&x[full * 8..]);
+            let tail_valid = (1u32 << rem) - 1;
+            let chunk = |c: usize| -> (__m256, u32) {
+                if c < full {
+                    // SAFETY: chunk `c < full` lies inside `x` (8 f32, unaligned load).
+                    (unsafe { _mm256_loadu_ps(x.as_ptr().add(c * 8)) }, 0xFF)
+                } else {
+                    // SAFETY: `tail` is 8 f32.
+                    (unsafe { _mm256_loadu_ps(tail.as_ptr()) }, tail_valid)
+                }
+            };
+            let n_chunks = full + usize::from(rem != 0);
+
+            // Pass A: classify, validate, accumulate the grids' extents.
+            let mode = match rule.equal_budget {
+                TAKE_ALL_EQUAL => TieMode::All,
+                0 => TieMode::None,
+                _ => TieMode::Limited,
+            };
+            let tv = _mm256_set1_epi32(rule.threshold_bits.min(i32::MAX as u32) as i32);
+            let t_big = rule.threshold_bits > i32::MAX as u32;
+            let mut maxbits = _mm256_setzero_si256();
+            let mut eq_count = 0u32;
+            for (c, mask) in masks[..n_chunks].iter_mut().enumerate() {
+                let (v, valid) = chunk(c);
+                let a = _mm256_castps_si256(_mm256_and_ps(v, absmask));
+                maxbits = _mm256_max_epi32(maxbits, a);
+                let gt = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(a, tv))) as u32;
+                let eq = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(a, tv))) as u32;
+                let (gt, eq) = if t_big {
+                    (0, 0)
+                } else {
+                    (gt & valid, eq & valid)
+                };
+                eq_count += eq.count_ones();
+                *mask = match mode {
+                    TieMode::All => gt | eq,
+                    TieMode::None | TieMode::Limited => gt,
+                } as u8;
+            }
+            let mut lanes = [0i32; 8];
+            // SAFETY: `lanes` is 8 i32; unaligned store.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), maxbits) };
+            if lanes.iter().any(|&b| !is_valid_abs_bits(b as u32)) {
+                let i = x
+                    .iter()
+                    .position(|v| !is_valid_abs_bits(v.abs_bits()))
+                    .unwrap_or(0);
+                let flat = (job.first_row + r as u64) * cols as u64 + (base + i) as u64;
+                return Err(BadValue {
+                    index: flat,
+                    value: x[i],
+                }
+                .into_error(0, cols as u64));
+            }
+            match mode {
+                TieMode::All => done.equal_taken += u64::from(eq_count),
+                TieMode::None => {}
+                TieMode::Limited => {
+                    if eq_count > 0 {
+                        // Ties decide in row-major order: classify this group one by one.
+                        masks[..n_chunks].fill(0);
+                        for (i, v) in x.iter().enumerate() {
+                            let b = v.abs_bits();
+                            if rule.take(b) {
+                                masks[i / 8] |= 1 << (i % 8);
+                                if b == rule.threshold_bits {
+                                    done.equal_taken += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+
+            // Pass B: the extents of both grids under the final masks.
+            let z = _mm256_setzero_ps();
+            let mut st = Stats {
+                in_max: z,
+                out_max: z,
+                in_lo: z,
+                in_hi: z,
+                out_lo: z,
+                out_hi: z,
+                n_out: 0,
+            };
+            for (c, &m) in masks[..n_chunks].iter().enumerate() {
+                let (v, _) = chunk(c);
+                let o = _mm256_castsi256_ps(mask_from_bits(u32::from(m)));
+                st.n_out += u32::from(m).count_ones();
+                match fp.grid {
+                    Grid::Symmetric => {
+                        let a = _mm256_and_ps(v, absmask);
+                        st.in_max = _mm256_max_ps(st.in_max, _mm256_andnot_ps(o, a));
+                        st.out_max = _mm256_max_ps(st.out_max, _mm256_and_ps(o, a));
+                    }
+                    Grid::Asymmetric => {
+                        let vi = _mm256_andnot_ps(o, v);
+                        let vo = _mm256_and_ps(o, v);
+                        st.in_lo = _mm256_min_ps(st.in_lo, vi);
+                        st.in_hi = _mm256_max_ps(st.in_hi, vi);
+                        st.out_lo = _mm256_min_ps(st.out_lo, vo);
+                        st.out_hi = _mm256_max_ps(st.out_hi, vo);
+                    }
+                }
+            }
+            let n_out = st.n_out as usize;
+            let n_in = n - n_out;
+            let (gin, gout) = match fp.grid {
+                Grid::Symmetric => (
+                    grid_of(&fp, job.scale_exp, hmax(st.in_max), 0.0, 0.0, n_in),
+                    grid_of(&fp, job.scale_exp, hmax(st.out_max), 0.0, 0.0, n_out),
+                ),
+                Grid::Asymmetric => (
+                    grid_of(
+                        &fp,
+                        job.scale_exp,
+                        0.0,
+                        hmin(st.in_lo),
+                        hmax(st.in_hi),
+                        n_in,
+                    ),
+                    grid_of(
+                        &fp,
+                        job.scale_exp,
+                        0.0,
+                        hmin(st.out_lo),
+                        hmax(st.out_hi),
+                        n_out,
+                    ),
+                ),
+            };
+
+            // Pass C: codes and positions.
+            for (c, &m) in masks[..n_chunks].iter().enumerate() {
+                let (v, _) = chunk(c);
+                let codes8 = encode8(v, mask_from_bits(u32::from(m)), &gin, &gout, code_max_v);
+                let dst: &mut [u8; 8] =
+                    (&mut staged[c * 8..c * 8 + 8]).try_into().expect("8 bytes");
+                store_codes8(codes8, dst);
+                let mut m = u32::from(m);
+                while m != 0 {
+                    let i = c * 8 + m.trailing_zeros() as usize;
+                    if !out.positions.push(i as u32) {
+                        return Err(Error::BufferSize {
+                            needed: out.positions.written() + 1,
+                            actual: out.positions.written(),
+                        });
+                    }
+                    m &= m - 1;
+                }
+            }
+            pack_codes(codes, base, &staged[..n], fp.bits);
+            encode_record(
+                &mut recs[gi * rec_bytes..(gi + 1) * rec_bytes],
+                &fp,
+                &gin,
+                &gout,
+                n_out,
+            );
+            row_count += n_out as u32;
+        }
+        out.counts[r * 4..r * 4 + 4].copy_from_slice(&row_count.to_le_bytes());
+        done.outliers += u64::from(row_count);
+    }
+    Ok(done)
+}
+
+#[inline(always)]
+fn hmax(v: __m256) -> f32 {
+    let mut l = [0f32; 8];
+    // SAFETY: `l` is 8 f32; unaligned store (AVX, enabled by every caller).
+    unsafe { _mm256_storeu_ps(l.as_mut_ptr(), v) };
+    l.iter().fold(0f32, |a, &b| a.max(b))
+}
+
+#[inline(always)]
+fn hmin(v: __m256) -> f32 {
+    let mut l = [0f32; 8];
+    // SAFETY: `l` is 8 f32; unaligned store (AVX, enabled by every caller).
+    unsafe { _mm256_storeu_ps(l.as_mut_ptr(), v) };
+    l.iter().fold(0f32, |a, &b| a.min(b))
+}
+
+#[inline(always)]
+fn hsum(v: __m256) -> f32 {
+    // SAFETY: AVX/SSE intrinsics, inlined into AVX2 callers only.
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+        _mm_cvtss_f32(s)
+    }
+}
+
+/// 8 codes starting at code `i` of a row (as i32 lanes), for 4- or 8-bit codes with `i`
+/// on a byte boundary and all 8 codes inside `codes`.
+#[inline(always)]
+fn load_codes8(codes: &[u8], i: usize, bits: u8) -> __m256i {
+    // SAFETY: AVX2 intrinsics inlined into AVX2 callers; the loads read 4 (4-bit) or 8
+    // (8-bit) bytes, which `get(..)` checked to lie inside `codes`.
+    unsafe {
+        if bits == 4 {
+            let b: [u8; 4] = codes[i / 2..i / 2 + 4].try_into().expect("4 bytes");
+            let w = _mm256_set1_epi32(i32::from_le_bytes(b));
+            let shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+            _mm256_and_si256(_mm256_srlv_epi32(w, shifts), _mm256_set1_epi32(0xF))
+        } else {
+            let b = &codes[i..i + 8];
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64(b.as_ptr().cast()))
+        }
+    }
+}
+
+/// Dequantizes one row: the dense pass on the inlier grid, then the outlier patch.
+#[target_feature(enable = "avx2")]
+fn dequantize_row_avx2(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Result<()> {
+    let row = t.row(r)?;
+    let fp = t.params();
+    let g = usize::from(fp.group_size);
+    let pb = t.layout().position_bits;
+    let mut next = row.first_outlier;
+    for (gi, chunk) in out.chunks_mut(g).enumerate() {
+        let rec = t.record(&row, gi);
+        let base = gi * g;
+        let fast = (fp.bits == 4 && base % 2 == 0) || fp.bits == 8;
+        let done = if fast {
+            let off = _mm256_set1_epi32(rec.inliers.offset);
+            let step = _mm256_set1_ps(rec.inliers.step);
+            let full = chunk.len() / 8;
+            for (c, o) in chunk.chunks_exact_mut(8).enumerate() {
+                let codes = load_codes8(row.codes, base + c * 8, fp.bits);
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(codes, off)), step);
+                // SAFETY: `o` is 8 f32; unaligned store.
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
+            }
+            full * 8
+        } else {
+            0
+        };
+        for (i, o) in chunk.iter_mut().enumerate().skip(done) {
+            *o = rec.inliers.decode(code_at(row.codes, base + i, fp.bits));
+        }
+        for k in next..next + rec.count {
+            let p = get_bits(row.positions, k * pb as usize, pb) as usize;
+            if let Some(o) = chunk.get_mut(p) {
+                *o = rec.outliers.decode(code_at(row.codes, base + p, fp.bits));
+            }
+        }
+        next += rec.count;
+    }
+    Ok(())
+}
+
+/// Dot product of one packed row with `x` (FMA, 8 lanes: see the module docs).
+#[target_feature(enable = "avx2,fma")]
+fn dot_row_avx2(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
+    if x.len() != t.cols() {
+        return Err(Error::ShapeMismatch {
+            expected: t.cols() as u64,
+            actual: x.len() as u64,
+        });
+    }
+    let row = t.row(r)?;
+    let fp = t.params();
+    let g = usize::from(fp.group_size);
+    let pb = t.layout().position_bits;
+    let mut next = row.first_outlier;
+    let mut accv = _mm256_setzero_ps();
+    let mut acc = 0f32;
+    for (gi, xs) in x.chunks(g).enumerate() {
+        let rec = t.record(&row, gi);
+        let base = gi * g;
+        let fast = (fp.bits == 4 && base % 2 == 0) || fp.bits == 8;
+        let mut done = 0;
+        if fast {
+            let off = _mm256_set1_epi32(rec.inliers.offset);
+            let (mut d0, mut d1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut pairs = xs.chunks_exact(16);
+            for (c, xc) in (&mut pairs).enumerate() {
+                let i = base + c * 16;
+                let c0 =
+                    _mm256_cvtepi32_ps(_mm256_sub_epi32(load_codes8(row.codes, i, fp.bits), off));
+                let c1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(
+                    load_codes8(row.codes, i + 8, fp.bits),
+                    off,
+                ));
+                // SAFETY: `xc` is 16 f32; unaligned loads of 8 each.
+                let (x0, x1) = unsafe {
+                    (
+                        _mm256_loadu_ps(xc.as_ptr()),
+                        _mm256_loadu_ps(xc.as_ptr().add(8)),
+                    )
+                };
+                d0 = _mm256_fmadd_ps(c0, x0, d0);
+                d1 = _mm256_fmadd_ps(c1, x1, d1);
+            }
+            done = xs.len() - pairs.remainder().len();
+            if pairs.remainder().len() >= 8 {
+                let c0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(
+                    load_codes8(row.codes, base + done, fp.bits),
+                    off,
+                ));
+                // SAFETY: at least 8 f32 remain at `done`.
+                let x0 = unsafe { _mm256_loadu_ps(xs.as_ptr().add(done)) };
+                d0 = _mm256_fmadd_ps(c0, x0, d0);
+                done += 8;
+            }
+            accv = _mm256_fmadd_ps(
+                _mm256_add_ps(d0, d1),
+                _mm256_set1_ps(rec.inliers.step),
+                accv,
+            );
+        }
+        let mut dense = 0f32;
+        for (i, &xi) in xs.iter().enumerate().skip(done) {
+            dense +=
+                (i32::from(code_at(row.codes, base + i, fp.bits)) - rec.inliers.offset) as f32 * xi;
+        }
+        acc += dense * rec.inliers.step;
+        for k in next..next + rec.count {
+            let p = get_bits(row.positions, k * pb as usize, pb) as usize;
+            if let Some(&xp) = xs.get(p) {
+                let c = code_at(row.codes, base + p, fp.bits);
+                acc += xp * (rec.outliers.decode(c) - rec.inliers.decode(c));
+            }
+        }
+        next += rec.count;
+    }
+    Ok(acc + hsum(accv))
+}
+
+impl Backend for Avx2 {
+    fn name(&self) -> &'static str {
+        "avx2"
+    }
+
+    fn histogram(
+        &self,
+        w: Weights<'_>,
+        pass: &HistogramPass,
+        bins: &mut [u32; HIST_BINS],
+    ) -> Result<u32, BadValue> {
+        if pass.mask as usize >= HIST_BINS {
+            // Outside the contract of `HistogramPass`: let the oracle decide.
+            return crate::with_weights!(w, s => histogram_generic(s, pass, bins));
+        }
+        let mut sub = [[0u32; HIST_BINS]; 4];
+        let mut max = 0u32;
+        for_f32_blocks(w, |s| {
+            // SAFETY: holding `self` proves AVX2 is available.
+            let m = unsafe { histogram_f32(s, pass, bins, &mut sub) };
+            max = max.max(m);
+        });
+        merge_bins(&sub, bins);
+        if !is_valid_abs_bits(max) {
+            // Report the first rejected weight exactly as the oracle does.
+            let mut scratch = [0u32; HIST_BINS];
+            return crate::with_weights!(w, s => histogram_generic(s, pass, &mut scratch));
+        }
+        Ok(max)
+    }
+
+    fn count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
+        if threshold_bits > i32::MAX as u32 {
+            return 0;
+        }
+        let mut lt = 0;
+        // SAFETY: holding `self` proves AVX2 is available.
+        for_f32_blocks(w, |s| lt += unsafe { count_f32(s, threshold_bits) }.0);
+        w.len() as u64 - lt
+    }
+
+    fn count_equal(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
+        if threshold_bits > i32::MAX as u32 {
+            return 0;
+        }
+        let mut eq = 0;
+        // SAFETY: holding `self` proves AVX2 is available.
+        for_f32_blocks(w, |s| eq += unsafe { count_f32(s, threshold_bits) }.1);
+        eq
+    }
+
+    fn quantize_rows(
+        &self,
+        w: Weights<'_>,
+        job: &RowJob,
+        out: &mut RowsOut<'_>,
+    ) -> Result<RowsDone> {
+        // SAFETY: holding `self` proves AVX2 is available.
+        unsafe { quantize_rows_avx2(w, job, out) }
+    }
+
+    fn dequantize_rows(
+        &self,
+        t: &PackedTensor<'_>,
+        first_row: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        check_out_rows(t, first_row, out.len())?;
+        for (i, row_out) in out.chunks_mut(t.cols()).enumerate() {
+            // SAFETY: holding `self` proves AVX2 is available.
+            unsafe { dequantize_row_avx2(t, first_row + i, row_out)? };
+        }
+        Ok(())
+    }
+
+    fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
+        // SAFETY: holding `self` proves AVX2 and FMA are available.
+        unsafe { dot_row_avx2(t, row, x) }
+    }
+}

@@ -1,0 +1,5 @@
+//! x86_64 backends.
+
+mod avx2;
+
+pub use avx2::Avx2;
