@@ -1,0 +1,669 @@
+//! The parallel driver: selection, quantization, error statistics and dequantization of
+//! one tensor, split into chunks and row blocks that run on the current rayon pool.
+//!
+//! Determinism: the split depends only on the tensor's shape (never on the thread count),
+//! histograms are integer sums, the first rejected weight is the one with the smallest
+//! index, and row blocks are stitched in row order. The packed output is therefore
+//! byte-identical to the single-threaded [`Backend::quantize`] whatever the pool size
+//! (tested below), and so are the error sums.
+
+use adpq_core::bits::{stream_bytes, BitWriter};
+use adpq_core::format::{finish, Sections};
+use adpq_core::select::{select_exact, select_reference, BadValue, HistogramPass, HIST_BINS};
+use adpq_core::{
+    bf16, f16, Backend, Error as CoreError, Layout, PackedTensor, Params, Quantized, RowsDone,
+    RowsOut, Selection, SelectionMode, TensorPlan, Weights,
+};
+use rayon::prelude::*;
+
+use crate::rtn::{row_error_sums, ErrorSums};
+
+/// Elements per histogram/count chunk of the selection passes.
+pub const CHUNK_ELEMS: usize = 1 << 18;
+/// Target elements per row block of quantization and dequantization (a block holds at
+/// least one row).
+pub const BLOCK_ELEMS: usize = 1 << 16;
+
+/// Element type of a dequantized output tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutDtype {
+    /// 32-bit float.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl OutDtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            OutDtype::F32 => 4,
+            OutDtype::F16 | OutDtype::Bf16 => 2,
+        }
+    }
+}
+
+/// The parallel driver over a backend `B`. Cheap to copy into closures.
+#[derive(Debug, Clone, Copy)]
+pub struct Driver<B> {
+    backend: B,
+    block_elems: usize,
+    chunk_elems: usize,
+}
+
+impl<B: Backend> Driver<B> {
+    /// A driver with the default block and chunk sizes.
+    pub fn new(backend: B) -> Self {
+        Driver {
+            backend,
+            block_elems: BLOCK_ELEMS,
+            chunk_elems: CHUNK_ELEMS,
+        }
+    }
+
+    /// Overrides the row-block and chunk sizes (in elements, at least 1). The output does
+    /// not depend on them; tests use tiny ones to exercise the stitching.
+    pub fn with_sizes(mut self, block_elems: usize, chunk_elems: usize) -> Self {
+        self.block_elems = block_elems.max(1);
+        self.chunk_elems = chunk_elems.max(1);
+        self
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> B {
+        self.backend
+    }
+
+    /// Rows per block for a tensor of `cols` columns.
+    fn block_rows(&self, cols: usize) -> usize {
+        (self.block_elems / cols.max(1)).max(1)
+    }
+
+    fn check(w: Weights<'_>, rows: usize, cols: usize, params: &Params) -> Result<u64, CoreError> {
+        params.validate()?;
+        if rows == 0 || cols == 0 {
+            return Err(CoreError::EmptyTensor);
+        }
+        let n = (rows as u64).checked_mul(cols as u64).unwrap_or(u64::MAX);
+        if n > u64::from(u32::MAX) {
+            return Err(CoreError::TensorTooLarge { elements: n });
+        }
+        if w.len() as u64 != n {
+            return Err(CoreError::ShapeMismatch {
+                expected: n,
+                actual: w.len() as u64,
+            });
+        }
+        Ok(n)
+    }
+
+    /// Selects the outliers of a `rows × cols` tensor; the same result as
+    /// [`Backend::select`], computed over chunks in parallel.
+    pub fn select(
+        &self,
+        w: Weights<'_>,
+        rows: usize,
+        cols: usize,
+        params: &Params,
+    ) -> Result<Selection, CoreError> {
+        let n = Self::check(w, rows, cols, params)?;
+        let at = |e: BadValue| e.into_error(0, cols as u64);
+        match params.selection {
+            SelectionMode::Exact => select_exact(n, params.alpha, |pass, bins| {
+                self.par_histogram(w, pass, bins)
+            })
+            .map_err(at),
+            SelectionMode::Reference { n_iters } => {
+                let mut bins = [0u32; HIST_BINS];
+                let max_abs_bits = self
+                    .par_histogram(w, &HistogramPass::level(0, 0), &mut bins)
+                    .map_err(at)?;
+                let zeros = n - self.par_count_at_least(w, 1);
+                select_reference(n, params.alpha, n_iters, zeros, max_abs_bits, |t| {
+                    self.par_count_at_least(w, t)
+                })
+            }
+        }
+    }
+
+    fn chunk<'w>(&self, w: Weights<'w>, i: usize) -> Option<(usize, Weights<'w>)> {
+        let start = i * self.chunk_elems;
+        let end = (start + self.chunk_elems).min(w.len());
+        w.get(start, end).map(|c| (start, c))
+    }
+
+    fn par_histogram(
+        &self,
+        w: Weights<'_>,
+        pass: &HistogramPass,
+        bins: &mut [u32; HIST_BINS],
+    ) -> Result<u32, BadValue> {
+        struct Acc {
+            bins: Box<[u32; HIST_BINS]>,
+            max: u32,
+            err: Option<BadValue>,
+        }
+        let new = || Acc {
+            bins: Box::new([0u32; HIST_BINS]),
+            max: 0,
+            err: None,
+        };
+        let acc = (0..w.len().div_ceil(self.chunk_elems))
+            .into_par_iter()
+            .fold(new, |mut acc, i| {
+                // Items of one fold come in increasing order: after an error, later chunks
+                // cannot hold an earlier bad weight, so they are skipped.
+                if acc.err.is_none() {
+                    if let Some((start, chunk)) = self.chunk(w, i) {
+                        match self.backend.histogram(chunk, pass, &mut acc.bins) {
+                            Ok(m) => acc.max = acc.max.max(m),
+                            Err(e) => {
+                                acc.err = Some(BadValue {
+                                    index: start as u64 + e.index,
+                                    value: e.value,
+                                })
+                            }
+                        }
+                    }
+                }
+                acc
+            })
+            .reduce(new, |mut a, b| {
+                for (x, y) in a.bins.iter_mut().zip(b.bins.iter()) {
+                    *x += *y;
+                }
+                a.max = a.max.max(b.max);
+                a.err = match (a.err, b.err) {
+                    (Some(x), Some(y)) => Some(if x.index <= y.index { x } else { y }),
+                    (x, y) => x.or(y),
+                };
+                a
+            });
+        if let Some(e) = acc.err {
+            return Err(e);
+        }
+        for (x, y) in bins.iter_mut().zip(acc.bins.iter()) {
+            *x += *y;
+        }
+        Ok(acc.max)
+    }
+
+    fn par_count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
+        (0..w.len().div_ceil(self.chunk_elems))
+            .into_par_iter()
+            .map(|i| {
+                self.chunk(w, i)
+                    .map_or(0, |(_, c)| self.backend.count_at_least(c, threshold_bits))
+            })
+            .sum()
+    }
+
+    /// Quantizes a tensor with a selection made by [`Driver::select`] (or
+    /// [`Backend::select`]) into `out`, exactly [`adpq_core::packed_len`] bytes. Row blocks
+    /// run in parallel; the bytes equal those of [`Backend::quantize`].
+    pub fn quantize(
+        &self,
+        w: Weights<'_>,
+        rows: usize,
+        cols: usize,
+        params: &Params,
+        sel: &Selection,
+        out: &mut [u8],
+    ) -> Result<Quantized, CoreError> {
+        Self::check(w, rows, cols, params)?;
+        let layout = Layout::new(rows, cols, params.format(), sel.n_outliers)?;
+        if out.len() != layout.total_len {
+            return Err(CoreError::BufferSize {
+                needed: layout.total_len as u64,
+                actual: out.len() as u64,
+            });
+        }
+        out.fill(0);
+        let plan = TensorPlan::new(&layout, params, sel);
+        let block_rows = self.block_rows(cols);
+        let n_blocks = rows.div_ceil(block_rows);
+        let block_range = |b: usize| (b * block_rows, (b * block_rows + block_rows).min(rows));
+        // Weights equal to the threshold before each block: only needed on a partial tie.
+        let equal_before: Vec<u64> = if sel.is_row_independent() {
+            vec![0; n_blocks]
+        } else {
+            let counts: Vec<u64> = (0..n_blocks)
+                .into_par_iter()
+                .map(|b| {
+                    let (r0, r1) = block_range(b);
+                    w.get(r0 * cols, r1 * cols)
+                        .map_or(0, |wb| self.backend.count_equal(wb, sel.threshold_bits))
+                })
+                .collect();
+            counts
+                .iter()
+                .scan(0u64, |acc, &c| {
+                    let before = *acc;
+                    *acc += c;
+                    Some(before)
+                })
+                .collect()
+        };
+
+        let Sections {
+            counts,
+            records,
+            codes,
+            positions,
+            ..
+        } = layout.split_mut(out);
+        struct Piece<'a> {
+            first_row: usize,
+            rows: usize,
+            equal_before: u64,
+            counts: &'a mut [u8],
+            records: &'a mut [u8],
+            codes: &'a mut [u8],
+        }
+        let mut pieces = Vec::with_capacity(n_blocks);
+        let (mut counts, mut records, mut codes) = (counts, records, codes);
+        for (b, &equal_before) in equal_before.iter().enumerate() {
+            let (r0, r1) = block_range(b);
+            let nr = r1 - r0;
+            let (c, rest) = std::mem::take(&mut counts).split_at_mut(4 * nr);
+            counts = rest;
+            let (rc, rest) =
+                std::mem::take(&mut records).split_at_mut(nr * layout.row_record_bytes());
+            records = rest;
+            let (cd, rest) = std::mem::take(&mut codes).split_at_mut(nr * layout.row_code_bytes);
+            codes = rest;
+            pieces.push(Piece {
+                first_row: r0,
+                rows: nr,
+                equal_before,
+                counts: c,
+                records: rc,
+                codes: cd,
+            });
+        }
+        let pb = layout.position_bits;
+        let k = sel.n_outliers;
+        let results: Vec<Result<(RowsDone, Vec<u8>), CoreError>> = pieces
+            .into_par_iter()
+            .map(|p| {
+                let elems = p.rows * cols;
+                let mut scratch = vec![0u8; stream_bytes(k.min(elems as u64), pb) as usize];
+                let wb = w
+                    .get(p.first_row * cols, (p.first_row + p.rows) * cols)
+                    .ok_or(CoreError::ShapeMismatch {
+                        expected: (rows * cols) as u64,
+                        actual: w.len() as u64,
+                    })?;
+                let mut rows_out = RowsOut {
+                    counts: p.counts,
+                    records: p.records,
+                    codes: p.codes,
+                    positions: BitWriter::new(&mut scratch, pb),
+                };
+                let done = self.backend.quantize_rows(
+                    wb,
+                    &plan.job(p.first_row as u64, p.equal_before),
+                    &mut rows_out,
+                )?;
+                // Keep only what was written: the capacity above is a worst case.
+                scratch.truncate(stream_bytes(done.outliers, pb) as usize);
+                scratch.shrink_to_fit();
+                Ok((done, scratch))
+            })
+            .collect();
+        let mut next = 0u64;
+        for r in results {
+            let (done, scratch) = r?;
+            if next + done.outliers > k
+                || !append_bits(&scratch, done.outliers, pb, positions, next)
+            {
+                return Err(CoreError::BufferSize {
+                    needed: k,
+                    actual: next + done.outliers,
+                });
+            }
+            next += done.outliers;
+        }
+        if next != k {
+            return Err(CoreError::BufferSize {
+                needed: k,
+                actual: next,
+            });
+        }
+        finish(out, &layout, &plan.info)?;
+        Ok(Quantized {
+            selection: *sel,
+            bytes: layout.total_len,
+            bits_per_weight: layout.bits_per_weight(),
+        })
+    }
+
+    /// Error sums of a packed tensor against the weights it came from (AdpQ and the RTN
+    /// baseline at the same bits and group size), over row blocks in parallel.
+    pub fn error_sums(
+        &self,
+        w: Weights<'_>,
+        packed: &PackedTensor<'_>,
+    ) -> Result<ErrorSums, CoreError> {
+        let (rows, cols) = (packed.rows(), packed.cols());
+        if w.len() != rows * cols {
+            return Err(CoreError::ShapeMismatch {
+                expected: (rows * cols) as u64,
+                actual: w.len() as u64,
+            });
+        }
+        let fp = packed.params();
+        let block_rows = self.block_rows(cols);
+        let sums: Vec<Result<ErrorSums, CoreError>> = (0..rows.div_ceil(block_rows))
+            .into_par_iter()
+            .map(|b| {
+                let r0 = b * block_rows;
+                let r1 = (r0 + block_rows).min(rows);
+                let mut deq = vec![0f32; (r1 - r0) * cols];
+                self.backend.dequantize_rows(packed, r0, &mut deq)?;
+                let wb = w.get(r0 * cols, r1 * cols).ok_or(CoreError::EmptyTensor)?;
+                Ok(row_error_sums(
+                    wb,
+                    &deq,
+                    cols,
+                    fp.bits,
+                    usize::from(fp.group_size),
+                ))
+            })
+            .collect();
+        sums.into_iter()
+            .try_fold(ErrorSums::default(), |acc, s| Ok(acc.merge(s?)))
+    }
+
+    /// Dequantizes a whole packed tensor into little-endian `dtype` elements in `out`
+    /// (`rows · cols · dtype.size()` bytes), over row blocks in parallel.
+    pub fn dequantize_bytes(
+        &self,
+        packed: &PackedTensor<'_>,
+        dtype: OutDtype,
+        out: &mut [u8],
+    ) -> Result<(), CoreError> {
+        let (rows, cols) = (packed.rows(), packed.cols());
+        let es = dtype.size();
+        if out.len() != rows * cols * es {
+            return Err(CoreError::BufferSize {
+                needed: (rows * cols * es) as u64,
+                actual: out.len() as u64,
+            });
+        }
+        let block_rows = self.block_rows(cols);
+        out.par_chunks_mut(block_rows * cols * es)
+            .enumerate()
+            .try_for_each(|(b, chunk)| {
+                let mut deq = vec![0f32; chunk.len() / es];
+                self.backend
+                    .dequantize_rows(packed, b * block_rows, &mut deq)?;
+                encode(&deq, dtype, chunk);
+                Ok(())
+            })
+    }
+}
+
+/// Encodes f32 values as little-endian `dtype` elements (round to nearest even).
+pub fn encode(values: &[f32], dtype: OutDtype, out: &mut [u8]) {
+    match dtype {
+        OutDtype::F32 => {
+            for (o, v) in out.chunks_exact_mut(4).zip(values) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        OutDtype::F16 => {
+            for (o, v) in out.chunks_exact_mut(2).zip(values) {
+                o.copy_from_slice(&f16::from_f32(*v).to_bits().to_le_bytes());
+            }
+        }
+        OutDtype::Bf16 => {
+            for (o, v) in out.chunks_exact_mut(2).zip(values) {
+                o.copy_from_slice(&bf16::from_f32(*v).to_bits().to_le_bytes());
+            }
+        }
+    }
+}
+
+/// ORs `count` values of `width` bits from the start of `src` into `dst` from value index
+/// `dst_index`, a byte at a time (the same result as [`adpq_core::bits::copy_values`],
+/// much faster). The target bits must be zero. False when either side is too short.
+pub fn append_bits(src: &[u8], count: u64, width: u32, dst: &mut [u8], dst_index: u64) -> bool {
+    let nbits = count * u64::from(width);
+    let start = dst_index * u64::from(width);
+    if nbits == 0 {
+        return true;
+    }
+    let nbytes = nbits.div_ceil(8) as usize;
+    if nbytes > src.len() || start + nbits > dst.len() as u64 * 8 {
+        return false;
+    }
+    let byte0 = (start / 8) as usize;
+    let shift = (start % 8) as u32;
+    let tail_bits = (nbits % 8) as u32;
+    for (i, &s) in src[..nbytes].iter().enumerate() {
+        let s = if i + 1 == nbytes && tail_bits != 0 {
+            s & ((1u8 << tail_bits) - 1)
+        } else {
+            s
+        };
+        let v = u16::from(s) << shift;
+        dst[byte0 + i] |= v as u8;
+        let hi = (v >> 8) as u8;
+        if hi != 0 {
+            // Nonzero high bits are inside the copied range, so inside `dst`.
+            dst[byte0 + i + 1] |= hi;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adpq_core::bits::copy_values;
+    use adpq_core::{packed_len, Grid, Scalar};
+    use proptest::prelude::*;
+
+    fn pool(n: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    }
+
+    fn weights(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = ((x >> 40) as f32 / (1u64 << 24) as f32) - 0.5;
+                // Heavy-ish tails: a few large values.
+                if (x >> 20) % 97 == 0 {
+                    u * 20.0
+                } else {
+                    u
+                }
+            })
+            .collect()
+    }
+
+    fn reference(
+        w: Weights<'_>,
+        rows: usize,
+        cols: usize,
+        params: &Params,
+    ) -> (Selection, Vec<u8>) {
+        let sel = Scalar.select(w, rows, cols, params).unwrap();
+        let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
+        Scalar
+            .quantize(w, rows, cols, params, &sel, &mut buf)
+            .unwrap();
+        (sel, buf)
+    }
+
+    fn check_identical(w: Weights<'_>, rows: usize, cols: usize, params: &Params) {
+        let (sel_ref, buf_ref) = reference(w, rows, cols, params);
+        for threads in [1, 2, 3, 5] {
+            for (block, chunk) in [
+                (BLOCK_ELEMS, CHUNK_ELEMS),
+                (1, 7),
+                (cols * 3, 1000),
+                (cols * 2 + 1, 64),
+            ] {
+                let d = Driver::new(Scalar).with_sizes(block, chunk);
+                let (sel, buf) = pool(threads).install(|| {
+                    let sel = d.select(w, rows, cols, params).unwrap();
+                    let mut buf = vec![
+                        0xAAu8;
+                        packed_len(rows, cols, params.format(), sel.n_outliers)
+                            .unwrap()
+                    ];
+                    d.quantize(w, rows, cols, params, &sel, &mut buf).unwrap();
+                    (sel, buf)
+                });
+                assert_eq!(sel, sel_ref, "selection, threads {threads}, block {block}");
+                assert!(
+                    buf == buf_ref,
+                    "bytes differ: threads {threads}, block {block}, chunk {chunk}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_is_byte_identical_f32_odd_shapes() {
+        for (rows, cols) in [(37, 576), (19, 1000), (1, 200), (64, 128)] {
+            let w = weights(rows * cols, cols as u64);
+            check_identical(Weights::F32(&w), rows, cols, &Params::DEFAULT);
+            let asym = Params {
+                grid: Grid::Asymmetric,
+                bits: 3,
+                group_size: 64,
+                ..Params::DEFAULT
+            };
+            check_identical(Weights::F32(&w), rows, cols, &asym);
+        }
+    }
+
+    #[test]
+    fn parallel_is_byte_identical_with_partial_ties() {
+        // Many equal magnitudes at the threshold: only some of them are outliers, so
+        // blocks depend on the ties taken before them.
+        let (rows, cols) = (40, 300);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| match i % 10 {
+                0 => 1.0,
+                1 => -1.0,
+                _ => (i % 7) as f32 * 0.01,
+            })
+            .collect();
+        let sel = Scalar
+            .select(Weights::F32(&w), rows, cols, &Params::DEFAULT)
+            .unwrap();
+        assert!(!sel.is_row_independent(), "the test needs a partial tie");
+        check_identical(Weights::F32(&w), rows, cols, &Params::DEFAULT);
+    }
+
+    #[test]
+    fn parallel_is_byte_identical_half_types_and_reference_mode() {
+        let (rows, cols) = (23, 576);
+        let w = weights(rows * cols, 3);
+        let h: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let b: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+        check_identical(Weights::F16(&h), rows, cols, &Params::DEFAULT);
+        check_identical(Weights::Bf16(&b), rows, cols, &Params::DEFAULT);
+        let reference_mode =
+            Params::DEFAULT.with_selection(SelectionMode::Reference { n_iters: 100 });
+        check_identical(Weights::F32(&w), rows, cols, &reference_mode);
+    }
+
+    #[test]
+    fn first_bad_weight_is_reported_whatever_the_split() {
+        let (rows, cols) = (50, 100);
+        let mut w = weights(rows * cols, 9);
+        w[4321] = f32::NAN;
+        w[4900] = f32::INFINITY;
+        for threads in [1, 3] {
+            for chunk in [7, 100, 1 << 18] {
+                let d = Driver::new(Scalar).with_sizes(BLOCK_ELEMS, chunk);
+                let e = pool(threads)
+                    .install(|| d.select(Weights::F32(&w), rows, cols, &Params::DEFAULT))
+                    .unwrap_err();
+                assert!(
+                    matches!(
+                        e,
+                        CoreError::NonFinite {
+                            row: 43,
+                            col: 21,
+                            ..
+                        }
+                    ),
+                    "{e:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn error_sums_and_dequantize_are_thread_independent() {
+        let (rows, cols) = (33, 1000);
+        let w = weights(rows * cols, 5);
+        let (_, buf) = reference(Weights::F32(&w), rows, cols, &Params::DEFAULT);
+        let t = PackedTensor::parse(&buf).unwrap();
+        let mut deq = vec![0f32; rows * cols];
+        Scalar.dequantize_rows(&t, 0, &mut deq).unwrap();
+        let mut expect = vec![0u8; rows * cols * 4];
+        encode(&deq, OutDtype::F32, &mut expect);
+        let s1 = pool(1).install(|| {
+            Driver::new(Scalar)
+                .with_sizes(1, 1)
+                .error_sums(Weights::F32(&w), &t)
+                .unwrap()
+        });
+        for threads in [2, 3] {
+            let d = Driver::new(Scalar).with_sizes(1, 1);
+            let s = pool(threads).install(|| d.error_sums(Weights::F32(&w), &t).unwrap());
+            assert_eq!(s, s1);
+            let mut out = vec![0u8; rows * cols * 4];
+            pool(threads).install(|| d.dequantize_bytes(&t, OutDtype::F32, &mut out).unwrap());
+            assert!(out == expect);
+        }
+        assert!(
+            s1.rel_mse() > 0.0 && s1.rel_mse() < s1.rtn_rel_mse(),
+            "{s1:?}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn append_bits_matches_copy_values(
+            width in 1u32..=10,
+            chunks in proptest::collection::vec(proptest::collection::vec(0u32..1024, 0..40), 1..6),
+        ) {
+            let total: usize = chunks.iter().map(Vec::len).sum();
+            let cap = (total * width as usize).div_ceil(8);
+            let mut a = vec![0u8; cap];
+            let mut b = vec![0u8; cap];
+            let mut at = 0u64;
+            for c in &chunks {
+                let mut src = vec![0u8; (c.len() * width as usize).div_ceil(8)];
+                let mut wr = BitWriter::new(&mut src, width);
+                for &v in c {
+                    prop_assert!(wr.push(v & ((1 << width) - 1)));
+                }
+                prop_assert!(append_bits(&src, c.len() as u64, width, &mut a, at));
+                prop_assert!(copy_values(&src, c.len(), width, &mut b, at as usize));
+                at += c.len() as u64;
+            }
+            prop_assert_eq!(a, b);
+            prop_assert!(!append_bits(&[0xFF; 4], 40, 1, &mut [0u8; 4], 1));
+        }
+    }
+}

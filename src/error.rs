@@ -1,0 +1,107 @@
+//! The error type of the std crate: every error names the file and, where it applies,
+//! the tensor.
+
+use std::path::PathBuf;
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while reading, quantizing or writing a checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error on a path.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid safetensors file.
+    #[error("{}: not a valid safetensors file: {source}", path.display())]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What the safetensors parser reported.
+        source: safetensors::SafeTensorError,
+    },
+    /// The core rejected a tensor (NaN weight, corrupt packed buffer, ...).
+    #[error("{}: tensor `{tensor}`: {source}", path.display())]
+    Core {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The core's error.
+        source: adpq_core::Error,
+    },
+    /// A tensor is unusable for another reason (dtype, shape, metadata).
+    #[error("{}: tensor `{tensor}`: {message}", path.display())]
+    Tensor {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file or folder is unusable (bad index, bad metadata, missing shard...).
+    #[error("{}: {message}", path.display())]
+    Invalid {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The request itself is wrong (maps to exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// `verify` found problems; each line names a file and tensor.
+    #[error("verification failed for {} tensor(s):\n{}", .0.len(), .0.join("\n"))]
+    VerifyFailed(Vec<String>),
+}
+
+impl Error {
+    /// The process exit code this error maps to: 2 for usage errors, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Error {
+        Error::Invalid {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn tensor(
+        path: impl Into<PathBuf>,
+        tensor: &str,
+        message: impl Into<String>,
+    ) -> Error {
+        Error::Tensor {
+            path: path.into(),
+            tensor: tensor.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn core(path: impl Into<PathBuf>, tensor: &str, source: adpq_core::Error) -> Error {
+        Error::Core {
+            path: path.into(),
+            tensor: tensor.to_string(),
+            source,
+        }
+    }
+}

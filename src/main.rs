@@ -1,0 +1,300 @@
+//! The `adpq` command line. See `adpq --help`.
+//!
+//! Exit codes: 0 success, 1 runtime or data error (the message names the file and the
+//! tensor), 2 usage error.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use adpq::driver::{Driver, OutDtype};
+use adpq::filter::TensorFilter;
+use adpq::pipeline::{self, DequantizeOptions, QuantizeOptions};
+use adpq::report::{self, ConsoleProgress};
+use adpq::Error;
+use adpq_core::{Grid, Params, SelectionMode};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "adpq",
+    version,
+    about = "AdpQ: zero-shot ~4-bit quantization of LLM checkpoints (safetensors)",
+    after_help = "Exit codes: 0 success, 1 runtime or data error, 2 usage error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Quantize a checkpoint (.safetensors file, or a folder with shards and an index).
+    Quantize(QuantizeArgs),
+    /// Turn an adpq checkpoint back into a standard safetensors checkpoint.
+    Dequantize(DequantizeArgs),
+    /// List the tensors of a checkpoint, with the parameters of the quantized ones.
+    Inspect(InspectArgs),
+    /// Check every packed tensor of an adpq checkpoint (structure and checksum).
+    Verify(VerifyArgs),
+}
+
+/// Compute backend. `auto` picks the fastest one the CPU supports.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum BackendArg {
+    /// The best available.
+    Auto,
+    /// Portable scalar code (the reference).
+    Scalar,
+}
+
+/// Runs `$body` with `$b` bound to the chosen backend value (one arm per backend).
+macro_rules! with_backend {
+    ($choice:expr, |$b:ident| $body:expr) => {
+        match $choice {
+            BackendArg::Auto | BackendArg::Scalar => {
+                let $b = adpq_core::Scalar::new();
+                $body
+            }
+        }
+    };
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Worker threads (0: one per core).
+    #[arg(long, short = 'j', default_value_t = 0)]
+    threads: usize,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    backend: BackendArg,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct QuantizeArgs {
+    /// Input: a .safetensors file, a folder, or a *.safetensors.index.json.
+    input: PathBuf,
+    /// Output: a file for a file input, a folder for a folder input.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Target fraction of outliers per tensor.
+    #[arg(long, default_value_t = 0.06)]
+    alpha: f64,
+    /// Bits per code (2..=8).
+    #[arg(long, default_value_t = 4)]
+    bits: u8,
+    /// Weights per group along a row (16..=1024).
+    #[arg(long, default_value_t = 128)]
+    group_size: u16,
+    /// Asymmetric (min-max, zero point) grids instead of symmetric ones.
+    #[arg(long)]
+    asymmetric: bool,
+    /// Select outliers like the Python reference (Brent search, at most N iterations)
+    /// instead of exactly round(alpha*N).
+    #[arg(long, value_name = "N")]
+    reference_iters: Option<u32>,
+    /// Quantize the 2-D float tensors whose names match (replaces the default rule:
+    /// `*.weight` without `embed` or `lm_head`).
+    #[arg(long, value_name = "REGEX")]
+    include: Option<String>,
+    /// Do not quantize tensors whose names match.
+    #[arg(long, value_name = "REGEX")]
+    exclude: Option<String>,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// Select outliers and print the plan and sizes; write no checkpoint.
+    #[arg(long)]
+    dry_run: bool,
+    /// Skip the error statistics (relative MSE, SQNR, RTN baseline).
+    #[arg(long)]
+    no_stats: bool,
+    /// Print only the totals, not the per-tensor table.
+    #[arg(long)]
+    summary_only: bool,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum DtypeArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Args, Debug)]
+struct DequantizeArgs {
+    /// An adpq checkpoint (file or folder).
+    input: PathBuf,
+    /// Output file or folder.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Dtype of the restored tensors (default: each tensor's original dtype).
+    #[arg(long, value_enum)]
+    dtype: Option<DtypeArg>,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    force: bool,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    /// A checkpoint (file or folder), quantized or not.
+    input: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    /// An adpq checkpoint (file or folder).
+    input: PathBuf,
+    /// Worker threads (0: one per core).
+    #[arg(long, short = 'j', default_value_t = 0)]
+    threads: usize,
+}
+
+fn pool(threads: usize) -> Result<rayon::ThreadPool, Error> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start {threads} threads: {e}")))
+}
+
+fn print_stdout(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    // A closed pipe (e.g. `| head`) is not an error of the command.
+    let _ = f(&mut lock).and_then(|()| lock.flush());
+}
+
+fn quantize(a: QuantizeArgs) -> Result<(), Error> {
+    let grid = if a.asymmetric {
+        Grid::Asymmetric
+    } else {
+        Grid::Symmetric
+    };
+    let mut params = Params::new(a.bits, a.group_size, a.alpha, grid)
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    if let Some(n) = a.reference_iters {
+        params = params.with_selection(SelectionMode::Reference { n_iters: n });
+        params.validate().map_err(|e| Error::Usage(e.to_string()))?;
+    }
+    let output = match (&a.output, a.dry_run) {
+        (Some(o), _) => o.clone(),
+        (None, true) => PathBuf::new(),
+        (None, false) => {
+            return Err(Error::Usage(
+                "missing -o/--output (or use --dry-run)".into(),
+            ))
+        }
+    };
+    let opts = QuantizeOptions {
+        params,
+        filter: TensorFilter::new(a.include.as_deref(), a.exclude.as_deref())?,
+        dry_run: a.dry_run,
+        no_stats: a.no_stats,
+        force: a.force,
+    };
+    let mut progress = ConsoleProgress::new(a.run.quiet);
+    let report = pool(a.run.threads)?.install(|| {
+        with_backend!(a.run.backend, |b| pipeline::quantize(
+            &Driver::new(b),
+            &a.input,
+            &output,
+            &opts,
+            &mut progress
+        ))
+    })?;
+    print_stdout(|out| report.print(out, a.summary_only));
+    if let Some(path) = &a.report {
+        report::write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+fn dequantize(a: DequantizeArgs) -> Result<(), Error> {
+    let opts = DequantizeOptions {
+        dtype: a.dtype.map(|d| match d {
+            DtypeArg::F32 => OutDtype::F32,
+            DtypeArg::F16 => OutDtype::F16,
+            DtypeArg::Bf16 => OutDtype::Bf16,
+        }),
+        force: a.force,
+    };
+    let mut progress = ConsoleProgress::new(a.run.quiet);
+    let report = pool(a.run.threads)?.install(|| {
+        with_backend!(a.run.backend, |b| pipeline::dequantize(
+            &Driver::new(b),
+            &a.input,
+            &a.output,
+            &opts,
+            &mut progress
+        ))
+    })?;
+    print_stdout(|out| report.print(out, true));
+    if let Some(path) = &a.report {
+        report::write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Quantize(a) => quantize(a),
+        Command::Dequantize(a) => dequantize(a),
+        Command::Inspect(a) => {
+            let ins = pipeline::inspect(&a.input)?;
+            if a.json {
+                print_stdout(|out| {
+                    serde_json::to_writer_pretty(&mut *out, &ins)?;
+                    writeln!(out)
+                });
+            } else {
+                print_stdout(|out| ins.print(out));
+            }
+            Ok(())
+        }
+        Command::Verify(a) => {
+            let n = pool(a.threads)?.install(|| pipeline::verify(&a.input))?;
+            print_stdout(|out| {
+                writeln!(
+                    out,
+                    "ok: {n} packed tensor(s) verified in {}",
+                    a.input.display()
+                )
+            });
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("adpq: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! Reports: per-tensor and total figures of a run, printed as a table or written as JSON,
+//! and the progress display (a bar on a terminal, plain lines otherwise).
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The quantization parameters as written in reports and in the checkpoint metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ParamsRecord {
+    /// Bits per code.
+    pub bits: u8,
+    /// Group size.
+    pub group_size: u16,
+    /// Target outlier fraction.
+    pub alpha: f64,
+    /// `symmetric` or `asymmetric`.
+    pub grid: String,
+    /// `exact` or `reference`.
+    pub selection: String,
+    /// Iteration cap of the reference selection.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reference_iters: Option<u32>,
+}
+
+impl From<&adpq_core::Params> for ParamsRecord {
+    fn from(p: &adpq_core::Params) -> Self {
+        let (selection, reference_iters) = match p.selection {
+            adpq_core::SelectionMode::Exact => ("exact", None),
+            adpq_core::SelectionMode::Reference { n_iters } => ("reference", Some(n_iters)),
+        };
+        ParamsRecord {
+            bits: p.bits,
+            group_size: p.group_size,
+            alpha: p.alpha,
+            grid: match p.grid {
+                adpq_core::Grid::Symmetric => "symmetric",
+                adpq_core::Grid::Asymmetric => "asymmetric",
+            }
+            .into(),
+            selection: selection.into(),
+            reference_iters,
+        }
+    }
+}
+
+/// What happened to one tensor.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TensorReport {
+    /// The file (shard) holding it.
+    pub file: String,
+    /// Name.
+    pub name: String,
+    /// Input dtype.
+    pub dtype: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// `quantized`, `dequantized` or `passthrough`.
+    pub action: String,
+    /// Why a tensor was passed through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Bytes of input data.
+    pub bytes_in: u64,
+    /// Bytes of output data.
+    pub bytes_out: u64,
+    /// Outliers (quantized tensors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outliers: Option<u64>,
+    /// Exact bits per weight of the packed tensor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bits_per_weight: Option<f64>,
+    /// AdpQ relative MSE, `Σ(w − ŵ)² / Σw²`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rel_mse: Option<f64>,
+    /// AdpQ SQNR in dB (`null` when the error is zero).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqnr_db: Option<f64>,
+    /// Relative MSE of the round-to-nearest baseline at the same bits and group size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtn_rel_mse: Option<f64>,
+    /// SQNR of the round-to-nearest baseline in dB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtn_sqnr_db: Option<f64>,
+    /// Seconds spent on this tensor (selection excluded).
+    pub seconds: f64,
+}
+
+/// Totals of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    /// Tensors seen.
+    pub tensors: usize,
+    /// Tensors quantized (or dequantized).
+    pub converted: usize,
+    /// Tensors passed through.
+    pub passthrough: usize,
+    /// Weights in converted tensors.
+    pub weights_converted: u64,
+    /// Input tensor data bytes.
+    pub bytes_in: u64,
+    /// Output tensor data bytes.
+    pub bytes_out: u64,
+    /// Output bytes of the converted tensors.
+    pub converted_bytes_out: u64,
+    /// Bits per weight over the quantized tensors (packed bytes · 8 / weights).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bits_per_weight: Option<f64>,
+    /// Aggregate AdpQ relative MSE over the quantized tensors (`ΣΣ err / ΣΣ w²`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rel_mse: Option<f64>,
+    /// Aggregate RTN relative MSE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtn_rel_mse: Option<f64>,
+    /// Aggregate AdpQ SQNR in dB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqnr_db: Option<f64>,
+    /// Aggregate RTN SQNR in dB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtn_sqnr_db: Option<f64>,
+    /// Quantized tensors whose relative MSE is above RTN's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worse_than_rtn: Option<usize>,
+    /// Wall-clock seconds of the whole command.
+    pub seconds: f64,
+    /// Converted weights per second.
+    pub weights_per_second: f64,
+    /// Input MiB per second.
+    pub mib_per_second: f64,
+}
+
+/// The report of a `quantize` or `dequantize` run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// `quantize` or `dequantize`.
+    pub command: String,
+    /// Tool and version.
+    pub tool: String,
+    /// Input path.
+    pub input: String,
+    /// Output path (`null` on a dry run).
+    pub output: Option<String>,
+    /// True when nothing was written.
+    pub dry_run: bool,
+    /// Parameters (quantize).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<ParamsRecord>,
+    /// Backend name.
+    pub backend: String,
+    /// Worker threads.
+    pub threads: usize,
+    /// One entry per tensor, in input order.
+    pub tensors: Vec<TensorReport>,
+    /// Totals.
+    pub totals: Totals,
+}
+
+/// The tool's name and version, as recorded in files and reports.
+pub fn tool_version() -> String {
+    format!("adpq {}", env!("CARGO_PKG_VERSION"))
+}
+
+impl Report {
+    /// Computes the totals from the tensors, given the error sums of the quantized ones.
+    pub fn finish_totals(&mut self, sums: Option<crate::rtn::ErrorSums>, elapsed: Duration) {
+        let t = &mut self.totals;
+        t.tensors = self.tensors.len();
+        t.converted = self
+            .tensors
+            .iter()
+            .filter(|r| r.action != "passthrough")
+            .count();
+        t.passthrough = t.tensors - t.converted;
+        t.bytes_in = self.tensors.iter().map(|r| r.bytes_in).sum();
+        t.bytes_out = self.tensors.iter().map(|r| r.bytes_out).sum();
+        let conv = self.tensors.iter().filter(|r| r.action != "passthrough");
+        t.weights_converted = conv
+            .clone()
+            .map(|r| r.shape.iter().product::<usize>() as u64)
+            .sum();
+        t.converted_bytes_out = conv.clone().map(|r| r.bytes_out).sum();
+        if self.command == "quantize" && t.weights_converted > 0 {
+            t.bits_per_weight =
+                Some(8.0 * t.converted_bytes_out as f64 / t.weights_converted as f64);
+        }
+        if let Some(s) = sums.filter(|s| s.count > 0) {
+            t.rel_mse = Some(s.rel_mse());
+            t.rtn_rel_mse = Some(s.rtn_rel_mse());
+            t.sqnr_db = Some(s.sqnr_db()).filter(|v| v.is_finite());
+            t.rtn_sqnr_db = Some(s.rtn_sqnr_db()).filter(|v| v.is_finite());
+            t.worse_than_rtn = Some(
+                conv.filter(|r| matches!((r.rel_mse, r.rtn_rel_mse), (Some(a), Some(b)) if a > b))
+                    .count(),
+            );
+        }
+        t.seconds = elapsed.as_secs_f64();
+        let secs = t.seconds.max(1e-9);
+        t.weights_per_second = t.weights_converted as f64 / secs;
+        t.mib_per_second = t.bytes_in as f64 / MIB / secs;
+    }
+
+    /// Writes the per-tensor table (unless `summary_only`) and the totals.
+    pub fn print(&self, out: &mut dyn Write, summary_only: bool) -> std::io::Result<()> {
+        let quant = self.command == "quantize";
+        if !summary_only {
+            let w = self
+                .tensors
+                .iter()
+                .map(|t| t.name.len())
+                .max()
+                .unwrap_or(6)
+                .clamp(6, 60);
+            if quant {
+                writeln!(
+                    out,
+                    "{:<w$}  {:>13}  {:>5}  {:>19}  {:>9}  {:>6}  {:>9}  {:>9}  {:>7}",
+                    "tensor",
+                    "shape",
+                    "dtype",
+                    "MiB in -> out",
+                    "outliers",
+                    "bits/w",
+                    "rel MSE",
+                    "RTN MSE",
+                    "SQNR dB"
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<w$}  {:>13}  {:>5}  {:>19}  {:>11}",
+                    "tensor", "shape", "dtype", "MiB in -> out", "action"
+                )?;
+            }
+            for t in &self.tensors {
+                let shape = t
+                    .shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("x");
+                let sizes = format!(
+                    "{:.3} -> {:.3}",
+                    t.bytes_in as f64 / MIB,
+                    t.bytes_out as f64 / MIB
+                );
+                if quant && t.action == "quantized" {
+                    let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3e}"));
+                    writeln!(
+                        out,
+                        "{:<w$}  {:>13}  {:>5}  {:>19}  {:>9}  {:>6.3}  {:>9}  {:>9}  {:>7}",
+                        t.name,
+                        shape,
+                        t.dtype,
+                        sizes,
+                        t.outliers.unwrap_or(0),
+                        t.bits_per_weight.unwrap_or(0.0),
+                        f(t.rel_mse),
+                        f(t.rtn_rel_mse),
+                        t.sqnr_db.map_or("-".to_string(), |v| format!("{v:.2}")),
+                    )?;
+                } else if quant {
+                    writeln!(
+                        out,
+                        "{:<w$}  {:>13}  {:>5}  {:>19}  passthrough ({})",
+                        t.name,
+                        shape,
+                        t.dtype,
+                        sizes,
+                        t.reason.as_deref().unwrap_or("")
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:<w$}  {:>13}  {:>5}  {:>19}  {:>11}",
+                        t.name, shape, t.dtype, sizes, t.action
+                    )?;
+                }
+            }
+        }
+        let t = &self.totals;
+        let verb = if quant { "quantized" } else { "dequantized" };
+        writeln!(
+            out,
+            "{verb} {} of {} tensors ({:.2} M weights), {} passed through{}",
+            t.converted,
+            t.tensors,
+            t.weights_converted as f64 / 1e6,
+            t.passthrough,
+            if self.dry_run {
+                " [dry run: nothing written]"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(
+            out,
+            "tensor data: {:.2} MiB -> {:.2} MiB ({:.2}x smaller)",
+            t.bytes_in as f64 / MIB,
+            t.bytes_out as f64 / MIB,
+            t.bytes_in as f64 / (t.bytes_out as f64).max(1.0)
+        )?;
+        if let Some(b) = t.bits_per_weight {
+            writeln!(out, "bits per weight (quantized tensors): {b:.3}")?;
+        }
+        if let (Some(a), Some(r)) = (t.rel_mse, t.rtn_rel_mse) {
+            let db = |v: Option<f64>| v.map_or("inf".to_string(), |v| format!("{v:.2}"));
+            writeln!(
+                out,
+                "relative MSE: AdpQ {a:.4e} vs RTN {r:.4e} ({:.1}% of RTN); SQNR {} dB vs {} dB; {} tensor(s) worse than RTN",
+                100.0 * a / r.max(f64::MIN_POSITIVE),
+                db(t.sqnr_db),
+                db(t.rtn_sqnr_db),
+                t.worse_than_rtn.unwrap_or(0)
+            )?;
+        }
+        writeln!(
+            out,
+            "time {:.2} s on {} thread(s), backend {}: {:.1} M weights/s, {:.1} MiB/s of input",
+            t.seconds,
+            self.threads,
+            self.backend,
+            t.weights_per_second / 1e6,
+            t.mib_per_second
+        )?;
+        Ok(())
+    }
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically (temporary file, then rename).
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let out = crate::checkpoint::Output::file(path)?;
+    let (mut f, shown) = out.create("")?;
+    serde_json::to_writer_pretty(&mut f, value).map_err(|e| Error::io(&shown, e.into()))?;
+    f.write_all(b"\n").map_err(|e| Error::io(&shown, e))?;
+    drop(f);
+    out.commit()
+}
+
+/// Progress of a long command.
+pub trait Progress {
+    /// The work ahead: `total` units (weights).
+    fn begin(&mut self, total: u64);
+    /// A new phase or item starts.
+    fn message(&mut self, msg: &str);
+    /// `n` units are done.
+    fn advance(&mut self, n: u64);
+    /// A line for the log (printed above the bar, or as a plain line).
+    fn line(&mut self, line: &str);
+    /// The command is over.
+    fn finish(&mut self);
+}
+
+/// A [`Progress`] that prints nothing.
+#[derive(Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn begin(&mut self, _: u64) {}
+    fn message(&mut self, _: &str) {}
+    fn advance(&mut self, _: u64) {}
+    fn line(&mut self, _: &str) {}
+    fn finish(&mut self) {}
+}
+
+/// Progress on stderr: a bar when stderr is a terminal, otherwise one plain line per event.
+#[derive(Debug)]
+pub struct ConsoleProgress {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+}
+
+impl ConsoleProgress {
+    /// A bar on a terminal, plain lines otherwise; `quiet` prints nothing.
+    pub fn new(quiet: bool) -> Self {
+        ConsoleProgress {
+            bar: None,
+            quiet: quiet,
+        }
+    }
+}
+
+impl Progress for ConsoleProgress {
+    fn begin(&mut self, total: u64) {
+        if self.quiet || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = ProgressBar::new(total);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% eta {eta} {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(Duration::from_millis(200));
+        self.bar = Some(bar);
+    }
+    fn message(&mut self, msg: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(msg.to_string());
+        }
+    }
+    fn advance(&mut self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+    fn line(&mut self, line: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Error statistics, and the baseline every report compares AdpQ with: plain symmetric
+//! round-to-nearest (RTN) at the same bits and group size.
+//!
+//! RTN here is per-group absmax scaling: `Δ = max|w| / (2^(b−1) − 1)`,
+//! `code = round_ties_even(w / Δ)` clamped to `±(2^(b−1) − 1)`, `ŵ = code · Δ`, with Δ kept
+//! in f32 (a real RTN format would store it rounded, e.g. as f16: the baseline is, if
+//! anything, slightly flattered).
+
+use adpq_core::Weights;
+use serde::Serialize;
+
+/// Sums of squares over some weights, accumulated in f64.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ErrorSums {
+    /// Weights counted.
+    pub count: u64,
+    /// `Σ w²`.
+    pub signal: f64,
+    /// `Σ (w − ŵ)²` of AdpQ.
+    pub adpq: f64,
+    /// `Σ (w − ŵ)²` of the RTN baseline.
+    pub rtn: f64,
+}
+
+impl ErrorSums {
+    /// Adds another block's sums.
+    pub fn merge(self, o: ErrorSums) -> ErrorSums {
+        ErrorSums {
+            count: self.count + o.count,
+            signal: self.signal + o.signal,
+            adpq: self.adpq + o.adpq,
+            rtn: self.rtn + o.rtn,
+        }
+    }
+
+    /// AdpQ's relative MSE, `Σ(w − ŵ)² / Σ w²` (0 for an all-zero tensor).
+    pub fn rel_mse(&self) -> f64 {
+        ratio(self.adpq, self.signal)
+    }
+
+    /// The RTN baseline's relative MSE.
+    pub fn rtn_rel_mse(&self) -> f64 {
+        ratio(self.rtn, self.signal)
+    }
+
+    /// AdpQ's signal-to-quantization-noise ratio in dB, `10·log10(Σw² / Σ(w − ŵ)²)`
+    /// (`+inf` when the error is zero).
+    pub fn sqnr_db(&self) -> f64 {
+        sqnr(self.signal, self.adpq)
+    }
+
+    /// The RTN baseline's SQNR in dB.
+    pub fn rtn_sqnr_db(&self) -> f64 {
+        sqnr(self.signal, self.rtn)
+    }
+}
+
+fn ratio(err: f64, signal: f64) -> f64 {
+    if signal > 0.0 {
+        err / signal
+    } else {
+        0.0
+    }
+}
+
+fn sqnr(signal: f64, err: f64) -> f64 {
+    if err > 0.0 {
+        10.0 * (signal / err).log10()
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// Error sums of whole rows: `w` (original) against `deq` (AdpQ dequantized), plus RTN at
+/// `bits` and `group_size` computed on the fly. `w.len() == deq.len()`, a multiple of `cols`.
+pub fn row_error_sums(
+    w: Weights<'_>,
+    deq: &[f32],
+    cols: usize,
+    bits: u8,
+    group_size: usize,
+) -> ErrorSums {
+    let mut s = ErrorSums::default();
+    let mut orig = vec![0f32; cols];
+    let qmax = ((1i32 << (bits - 1)) - 1) as f32;
+    for (r, deq_row) in deq.chunks_exact(cols).enumerate() {
+        if let Some(row) = w.get(r * cols, (r + 1) * cols) {
+            to_f32(row, &mut orig);
+        }
+        for (wg, dg) in orig.chunks(group_size).zip(deq_row.chunks(group_size)) {
+            let max = wg.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let step = max / qmax;
+            for (&v, &d) in wg.iter().zip(dg) {
+                let v64 = f64::from(v);
+                s.signal += v64 * v64;
+                let e = v64 - f64::from(d);
+                s.adpq += e * e;
+                let q = if step > 0.0 {
+                    (v / step).round_ties_even().clamp(-qmax, qmax) * step
+                } else {
+                    0.0
+                };
+                let e = v64 - f64::from(q);
+                s.rtn += e * e;
+            }
+        }
+        s.count += cols as u64;
+    }
+    s
+}
+
+/// Converts weights to f32 into `out` (`out.len() == w.len()`).
+pub fn to_f32(w: Weights<'_>, out: &mut [f32]) {
+    match w {
+        Weights::F32(s) => out.copy_from_slice(s),
+        Weights::F16(s) => out.iter_mut().zip(s).for_each(|(o, v)| *o = v.to_f32()),
+        Weights::Bf16(s) => out.iter_mut().zip(s).for_each(|(o, v)| *o = v.to_f32()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtn_exact_on_grid_values() {
+        // Values on the 4-bit grid of their group: RTN is exact.
+        let w: Vec<f32> = (0..32).map(|i| ((i % 15) as f32 - 7.0) * 0.5).collect();
+        let s = row_error_sums(Weights::F32(&w), &w, 32, 4, 16);
+        assert_eq!(s.rtn, 0.0);
+        assert_eq!(s.adpq, 0.0);
+        assert_eq!(s.count, 32);
+        assert!(s.sqnr_db().is_infinite());
+    }
+
+    #[test]
+    fn rtn_error_bounded_by_half_step() {
+        let w: Vec<f32> = (0..200)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+            .collect();
+        let s = row_error_sums(Weights::F32(&w), &w, 100, 4, 32);
+        let max_step = 1.0f64 / 7.0;
+        assert!(s.rtn > 0.0 && s.rtn <= 200.0 * (max_step / 2.0).powi(2));
+        assert!(s.rtn_rel_mse() > 0.0 && s.rtn_sqnr_db() > 0.0);
+    }
+}
