@@ -1,7 +1,215 @@
-//! `cargo xtask bench` (not implemented yet).
-use crate::DynResult;
+//! `cargo xtask bench [--quick] [--no-peers] [--shape RxC] [FILTER]`
+//!
+//! Builds and runs the criterion benches of `crates/adpq-bench` (every backend this CPU
+//! can run, one thread) together with the candle-core peers on the same data, then prints
+//! one table and writes `target/bench/summary.json`: an array of
+//! `{"backend", "op", "shape", "elems_per_s"}` (median of the criterion samples).
+//!
+//! The bench build lives in its own target directory (`<target>/bench-build`) because on
+//! x86_64 with AVX2 it is compiled with `-C target-feature=+avx2,+fma`: candle selects
+//! its SIMD kernels at compile time only, and without that flag its peers would run
+//! their scalar fallbacks. adpq's backends are selected at run time either way (the
+//! `scalar` rows are the same source compiled with those features enabled).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::{cargo, project_root, run_checked, DynResult};
+
+/// One measured row.
+#[derive(Debug, Clone)]
+struct Row {
+    backend: String,
+    op: String,
+    shape: String,
+    elems_per_s: f64,
+}
+
+/// The candle peer of each adpq operation.
+fn peer_of(op: &str) -> Option<&'static str> {
+    match op {
+        "quantize" => Some("q4_0_quantize"),
+        "dequantize" => Some("q4_0_dequantize"),
+        "gemv" => Some("q4_0_q8_0_vec_dot"),
+        _ => None,
+    }
+}
 
 /// Entry point.
-pub fn run(_args: &[String]) -> DynResult {
-    Err("not implemented yet".into())
+pub fn run(args: &[String]) -> DynResult {
+    let mut quick = false;
+    let mut peers = true;
+    let mut shape: Option<String> = None;
+    let mut filter: Option<String> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--no-peers" => peers = false,
+            "--shape" => shape = Some(it.next().ok_or("--shape needs ROWSxCOLS")?.clone()),
+            s if s.starts_with('-') => return Err(format!("unknown flag `{s}`").into()),
+            s => filter = Some(s.to_string()),
+        }
+    }
+
+    let target_root = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"));
+    let build_dir = target_root.join("bench-build");
+    let criterion_dir = build_dir.join("criterion");
+    // Stale results of earlier runs must not leak into this summary.
+    if criterion_dir.exists() {
+        std::fs::remove_dir_all(&criterion_dir)?;
+    }
+
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "adpq-bench", "--bench", "ops"]);
+    if peers {
+        cmd.args(["--features", "candle"]);
+    }
+    cmd.env("CARGO_TARGET_DIR", &build_dir);
+    // One thread, for every backend and every peer.
+    cmd.env("RAYON_NUM_THREADS", "1");
+    if quick {
+        cmd.env("ADPQ_BENCH_QUICK", "1");
+    }
+    if let Some(s) = &shape {
+        cmd.env("ADPQ_BENCH_SHAPE", s);
+    }
+    if let Some(flags) = simd_rustflags() {
+        let mut rf = std::env::var("RUSTFLAGS").unwrap_or_default();
+        if !rf.is_empty() {
+            rf.push(' ');
+        }
+        rf.push_str(flags);
+        cmd.env("RUSTFLAGS", rf);
+    }
+    cmd.arg("--");
+    if let Some(f) = &filter {
+        cmd.arg(f);
+    }
+    eprintln!("xtask bench: {cmd:?}");
+    run_checked(&mut cmd)?;
+
+    let mut rows = collect(&criterion_dir)?;
+    rows.sort_by(|a, b| {
+        (order(&a.backend), &a.op, &a.shape).cmp(&(order(&b.backend), &b.op, &b.shape))
+    });
+    print!("{}", table(&rows));
+
+    let out_dir = project_root().join("target").join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let summary: Vec<Value> = rows
+        .iter()
+        .map(|r| json!({"backend": r.backend, "op": r.op, "shape": r.shape, "elems_per_s": r.elems_per_s}))
+        .collect();
+    let path = out_dir.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")?;
+    eprintln!("xtask bench: wrote {}", path.display());
+    Ok(())
+}
+
+/// `-C target-feature` flags that let candle use its AVX2 kernels, when this CPU has them.
+fn simd_rustflags() -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return Some("-C target-feature=+avx2,+fma");
+        }
+    }
+    None
+}
+
+fn order(backend: &str) -> usize {
+    ["scalar", "avx2", "neon", "candle"]
+        .iter()
+        .position(|b| *b == backend)
+        .unwrap_or(9)
+}
+
+/// Reads `criterion/<bench>/new/{benchmark,estimates}.json` for every bench that ran.
+fn collect(dir: &Path) -> DynResult<Vec<Row>> {
+    let mut rows = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e?.path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n == "new") {
+                    if let Some(r) = read_one(&p)? {
+                        rows.push(r);
+                    }
+                } else {
+                    stack.push(p);
+                }
+            }
+        }
+    }
+    if rows.is_empty() {
+        return Err(format!("no criterion results under {}", dir.display()).into());
+    }
+    Ok(rows)
+}
+
+fn read_one(new: &Path) -> DynResult<Option<Row>> {
+    let (b, e) = (new.join("benchmark.json"), new.join("estimates.json"));
+    if !b.exists() || !e.exists() {
+        return Ok(None);
+    }
+    let bench: Value = serde_json::from_str(&std::fs::read_to_string(&b)?)?;
+    let est: Value = serde_json::from_str(&std::fs::read_to_string(&e)?)?;
+    let full_id = bench["full_id"]
+        .as_str()
+        .ok_or("benchmark.json without full_id")?;
+    let elems = bench["throughput"]["Elements"]
+        .as_f64()
+        .ok_or_else(|| format!("{full_id}: no element throughput"))?;
+    let ns = est["median"]["point_estimate"]
+        .as_f64()
+        .ok_or_else(|| format!("{full_id}: no median"))?;
+    let parts: Vec<&str> = full_id.split('/').collect();
+    let [backend, op, shape] = parts[..] else {
+        return Err(format!("unexpected bench id `{full_id}`").into());
+    };
+    Ok(Some(Row {
+        backend: backend.to_string(),
+        op: op.to_string(),
+        shape: shape.to_string(),
+        elems_per_s: elems / (ns * 1e-9),
+    }))
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<8} {:<18} {:<10} {:>12}  {:<28}",
+        "backend", "op", "shape", "Gelem/s", "vs candle peer (same data)"
+    );
+    for r in rows {
+        let peer = peer_of(&r.op).and_then(|p| {
+            rows.iter()
+                .find(|q| q.backend == "candle" && q.op == p && q.shape == r.shape)
+                .map(|q| (p, r.elems_per_s / q.elems_per_s))
+        });
+        let vs = match peer {
+            Some((p, ratio)) if r.backend != "candle" => format!("{ratio:.2}x {p}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "{:<8} {:<18} {:<10} {:>12.3}  {:<28}",
+            r.backend,
+            r.op,
+            r.shape,
+            r.elems_per_s / 1e9,
+            vs
+        );
+    }
+    s
 }

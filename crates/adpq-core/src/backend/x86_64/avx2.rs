@@ -26,24 +26,32 @@ use crate::quant::GridScale;
 use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, HIST_BINS, TAKE_ALL_EQUAL};
 use crate::weights::{Element, Weights};
 
-cpufeatures::new!(cpuid_avx2_fma, "avx2", "fma");
+cpufeatures::new!(cpuid_avx2_fma, "avx2", "fma", "popcnt");
 
-/// The AVX2 backend. Holding a value proves the CPU supports AVX2 and FMA.
+/// The AVX2 backend. Holding a value proves the CPU supports AVX2, FMA and POPCNT (every AVX2 CPU has the other two).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Avx2 {
     _proof: (),
 }
 
 impl Avx2 {
-    /// Whether this CPU has AVX2 and FMA (compile-time target features first, then CPUID,
+    /// Whether this CPU has AVX2, FMA and POPCNT (compile-time target features first, then CPUID,
     /// which `cpufeatures` does without `std` and caches).
     #[inline]
     pub fn is_available() -> bool {
-        #[cfg(all(target_feature = "avx2", target_feature = "fma"))]
+        #[cfg(all(
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "popcnt"
+        ))]
         {
             true
         }
-        #[cfg(not(all(target_feature = "avx2", target_feature = "fma")))]
+        #[cfg(not(all(
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "popcnt"
+        )))]
         {
             cpuid_avx2_fma::get()
         }
@@ -62,7 +70,7 @@ impl Avx2 {
     /// The backend without checking the CPU.
     ///
     /// # Safety
-    /// The CPU running any method of the returned value must support AVX2 and FMA.
+    /// The CPU running any method of the returned value must support AVX2, FMA and POPCNT.
     #[inline]
     pub unsafe fn new_unchecked() -> Self {
         Avx2 { _proof: () }
@@ -111,7 +119,7 @@ fn merge_bins(sub: &[[u32; HIST_BINS]; 4], bins: &mut [u32; HIST_BINS]) {
 /// Dense passes (every weight counted: the first pass) spread the increments over four
 /// sub-histograms so that runs of equal bins do not stall on store forwarding. Sparse
 /// passes compare 8 prefixes at once and only touch the bins on a match.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 fn histogram_f32(
     s: &[f32],
     pass: &HistogramPass,
@@ -177,7 +185,7 @@ fn histogram_f32(
 }
 
 /// Counts of `bits(|w|) < t` (`lt`) and `bits(|w|) == t` (`eq`) over f32 weights.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 fn count_f32(s: &[f32], t: u32) -> (u64, u64) {
     let absmask = _mm256_set1_epi32(0x7FFF_FFFF);
     let tv = _mm256_set1_epi32(t as i32);
@@ -222,6 +230,48 @@ struct Stats {
     out_lo: __m256,
     out_hi: __m256,
     n_out: u32,
+}
+
+impl Stats {
+    #[inline(always)]
+    fn new() -> Stats {
+        // SAFETY: AVX intrinsic, inlined into AVX2 callers only.
+        let z = unsafe { _mm256_setzero_ps() };
+        Stats {
+            in_max: z,
+            out_max: z,
+            in_lo: z,
+            in_hi: z,
+            out_lo: z,
+            out_hi: z,
+            n_out: 0,
+        }
+    }
+
+    /// Adds 8 weights `v` with outlier lanes `o` (mask bits `m`). Masked-off lanes
+    /// contribute 0, which never moves an extent (they all start at 0).
+    #[inline(always)]
+    fn add(&mut self, v: __m256, o: __m256, m: u32, grid: Grid, absmask: __m256) {
+        self.n_out += m.count_ones();
+        // SAFETY: AVX intrinsics, inlined into AVX2 callers only.
+        unsafe {
+            match grid {
+                Grid::Symmetric => {
+                    let a = _mm256_and_ps(v, absmask);
+                    self.in_max = _mm256_max_ps(self.in_max, _mm256_andnot_ps(o, a));
+                    self.out_max = _mm256_max_ps(self.out_max, _mm256_and_ps(o, a));
+                }
+                Grid::Asymmetric => {
+                    let vi = _mm256_andnot_ps(o, v);
+                    let vo = _mm256_and_ps(o, v);
+                    self.in_lo = _mm256_min_ps(self.in_lo, vi);
+                    self.in_hi = _mm256_max_ps(self.in_hi, vi);
+                    self.out_lo = _mm256_min_ps(self.out_lo, vo);
+                    self.out_hi = _mm256_max_ps(self.out_hi, vo);
+                }
+            }
+        }
+    }
 }
 
 /// The 8-lane outlier mask for mask bits `m` (bit `j` = lane `j`).
@@ -280,7 +330,7 @@ fn store_codes8(c: __m256i, dst: &mut [u8; 8]) {
 }
 
 /// Writes `n` staged 8-bit codes as the `bits`-wide codes `base..base + n` of a zeroed row.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 fn pack_codes(row_codes: &mut [u8], base: usize, staged: &[u8], bits: u8) {
     let n = staged.len();
     if bits == 8 {
@@ -313,7 +363,7 @@ fn pack_codes(row_codes: &mut [u8], base: usize, staged: &[u8], bits: u8) {
 }
 
 /// Quantizes whole rows of f32 (or converted) weights.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 fn quantize_rows_avx2(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Result<RowsDone> {
     let rows = check_rows(w.len(), job, out)?;
     let fp = job.params;
@@ -374,26 +424,42 @@ fn quantize_rows_avx2(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Re
                 0 => TieMode::None,
                 _ => TieMode::Limited,
             };
-            let tv = _mm256_set1_epi32(rule.threshold_bits.min(i32::MAX as u32) as i32);
+            // `a > t` and `a == t` as signed compares are exact for `t < 2^31` (`a < 2^31`);
+            // a larger `t` takes nobody.
             let t_big = rule.threshold_bits > i32::MAX as u32;
+            let tv = _mm256_set1_epi32(rule.threshold_bits.min(i32::MAX as u32) as i32);
+            let take_eq = if mode == TieMode::All && !t_big {
+                _mm256_set1_epi32(-1)
+            } else {
+                _mm256_setzero_si256()
+            };
+            let take_gt = if t_big {
+                _mm256_setzero_si256()
+            } else {
+                _mm256_set1_epi32(-1)
+            };
             let mut maxbits = _mm256_setzero_si256();
             let mut eq_count = 0u32;
+            let mut st = Stats::new();
             for (c, mask) in masks[..n_chunks].iter_mut().enumerate() {
                 let (v, valid) = chunk(c);
                 let a = _mm256_castps_si256(_mm256_and_ps(v, absmask));
                 maxbits = _mm256_max_epi32(maxbits, a);
-                let gt = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(a, tv))) as u32;
-                let eq = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(a, tv))) as u32;
-                let (gt, eq) = if t_big {
-                    (0, 0)
-                } else {
-                    (gt & valid, eq & valid)
-                };
-                eq_count += eq.count_ones();
-                *mask = match mode {
-                    TieMode::All => gt | eq,
-                    TieMode::None | TieMode::Limited => gt,
-                } as u8;
+                let gt = _mm256_and_si256(_mm256_cmpgt_epi32(a, tv), take_gt);
+                let eq = _mm256_cmpeq_epi32(a, tv);
+                let mut o = _mm256_or_si256(gt, _mm256_and_si256(eq, take_eq));
+                let mut eqm = _mm256_movemask_ps(_mm256_castsi256_ps(eq)) as u32;
+                if valid != 0xFF {
+                    o = _mm256_and_si256(o, mask_from_bits(valid));
+                    eqm &= valid;
+                }
+                if t_big {
+                    eqm = 0;
+                }
+                eq_count += eqm.count_ones();
+                let m = _mm256_movemask_ps(_mm256_castsi256_ps(o)) as u32;
+                *mask = m as u8;
+                st.add(v, _mm256_castsi256_ps(o), m, fp.grid, absmask);
             }
             let mut lanes = [0i32; 8];
             // SAFETY: `lanes` is 8 i32; unaligned store.
@@ -413,53 +479,27 @@ fn quantize_rows_avx2(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Re
             match mode {
                 TieMode::All => done.equal_taken += u64::from(eq_count),
                 TieMode::None => {}
-                TieMode::Limited => {
-                    if eq_count > 0 {
-                        // Ties decide in row-major order: classify this group one by one.
-                        masks[..n_chunks].fill(0);
-                        for (i, v) in x.iter().enumerate() {
-                            let b = v.abs_bits();
-                            if rule.take(b) {
-                                masks[i / 8] |= 1 << (i % 8);
-                                if b == rule.threshold_bits {
-                                    done.equal_taken += 1;
-                                }
+                TieMode::Limited if eq_count > 0 => {
+                    // Ties decide in row-major order: classify this group one by one, then
+                    // redo the extents under the final masks (pass B).
+                    masks[..n_chunks].fill(0);
+                    for (i, v) in x.iter().enumerate() {
+                        let b = v.abs_bits();
+                        if rule.take(b) {
+                            masks[i / 8] |= 1 << (i % 8);
+                            if b == rule.threshold_bits {
+                                done.equal_taken += 1;
                             }
                         }
                     }
-                }
-            }
-
-            // Pass B: the extents of both grids under the final masks.
-            let z = _mm256_setzero_ps();
-            let mut st = Stats {
-                in_max: z,
-                out_max: z,
-                in_lo: z,
-                in_hi: z,
-                out_lo: z,
-                out_hi: z,
-                n_out: 0,
-            };
-            for (c, &m) in masks[..n_chunks].iter().enumerate() {
-                let (v, _) = chunk(c);
-                let o = _mm256_castsi256_ps(mask_from_bits(u32::from(m)));
-                st.n_out += u32::from(m).count_ones();
-                match fp.grid {
-                    Grid::Symmetric => {
-                        let a = _mm256_and_ps(v, absmask);
-                        st.in_max = _mm256_max_ps(st.in_max, _mm256_andnot_ps(o, a));
-                        st.out_max = _mm256_max_ps(st.out_max, _mm256_and_ps(o, a));
-                    }
-                    Grid::Asymmetric => {
-                        let vi = _mm256_andnot_ps(o, v);
-                        let vo = _mm256_and_ps(o, v);
-                        st.in_lo = _mm256_min_ps(st.in_lo, vi);
-                        st.in_hi = _mm256_max_ps(st.in_hi, vi);
-                        st.out_lo = _mm256_min_ps(st.out_lo, vo);
-                        st.out_hi = _mm256_max_ps(st.out_hi, vo);
+                    st = Stats::new();
+                    for (c, &m) in masks[..n_chunks].iter().enumerate() {
+                        let (v, _) = chunk(c);
+                        let o = _mm256_castsi256_ps(mask_from_bits(u32::from(m)));
+                        st.add(v, o, u32::from(m), fp.grid, absmask);
                     }
                 }
+                TieMode::Limited => {}
             }
             let n_out = st.n_out as usize;
             let n_in = n - n_out;
@@ -570,7 +610,7 @@ fn load_codes8(codes: &[u8], i: usize, bits: u8) -> __m256i {
 }
 
 /// Dequantizes one row: the dense pass on the inlier grid, then the outlier patch.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 fn dequantize_row_avx2(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Result<()> {
     let row = t.row(r)?;
     let fp = t.params();
@@ -610,7 +650,7 @@ fn dequantize_row_avx2(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Resul
 }
 
 /// Dot product of one packed row with `x` (FMA, 8 lanes: see the module docs).
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 fn dot_row_avx2(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
     if x.len() != t.cols() {
         return Err(Error::ShapeMismatch {

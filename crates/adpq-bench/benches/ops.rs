@@ -1,0 +1,142 @@
+//! Criterion benches of every backend this CPU can run, per operation, on one thread:
+//! `{backend}/{op}/{rows}x{cols}` with throughput in weight elements.
+//!
+//! - `select`: the exact outlier search alone (2–3 histogram passes);
+//! - `quantize`: selection plus packing (what `adpq quantize` does per tensor);
+//! - `dequantize`: the whole tensor back to f32;
+//! - `gemv`: `y = W x` with f32 activations (fused, no dequantized copy).
+//!
+//! With `--features candle`, candle-core peers run on the same data: `candle/q4_0_quantize`,
+//! `candle/q4k_quantize`, `candle/q4_0_dequantize` and `candle/q4_0_q8_0_vec_dot` (one
+//! `vec_dot` per row against an activation vector quantized to Q8_0 once).
+//! `cargo xtask bench` runs this quickly and summarizes it.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use adpq_bench::{gaussian, quick, shape};
+use adpq_core::backend::AnyBackend;
+use adpq_core::{packed_len, Backend, PackedTensor, Params, Weights};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+fn config() -> Criterion {
+    let c = Criterion::default().sample_size(10);
+    if quick() {
+        c.warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_millis(1500))
+    } else {
+        c.warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(5))
+    }
+}
+
+fn adpq(c: &mut Criterion) {
+    let (rows, cols) = shape();
+    let n = rows * cols;
+    let label = format!("{rows}x{cols}");
+    let w = gaussian(n, 1);
+    let x = gaussian(cols, 2);
+    let params = Params::DEFAULT;
+    for b in AnyBackend::available() {
+        let name = b.name();
+        let ww = Weights::F32(&w);
+        let sel = b.select(ww, rows, cols, &params).expect("select");
+        let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
+
+        let mut g = c.benchmark_group(format!("{name}/select"));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(&label, |bch| {
+            bch.iter(|| b.select(black_box(ww), rows, cols, &params).unwrap())
+        });
+        g.finish();
+
+        let mut g = c.benchmark_group(format!("{name}/quantize"));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(&label, |bch| {
+            bch.iter(|| {
+                let sel = b.select(black_box(ww), rows, cols, &params).unwrap();
+                b.quantize(ww, rows, cols, &params, &sel, &mut buf).unwrap()
+            })
+        });
+        g.finish();
+
+        b.quantize(ww, rows, cols, &params, &sel, &mut buf).unwrap();
+        let t = PackedTensor::parse(&buf).expect("parse");
+        let mut out = vec![0f32; n];
+        let mut g = c.benchmark_group(format!("{name}/dequantize"));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(&label, |bch| {
+            bch.iter(|| b.dequantize_rows(black_box(&t), 0, &mut out).unwrap())
+        });
+        g.finish();
+
+        let mut y = vec![0f32; rows];
+        let mut g = c.benchmark_group(format!("{name}/gemv"));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(&label, |bch| {
+            bch.iter(|| b.gemv(black_box(&t), black_box(&x), &mut y).unwrap())
+        });
+        g.finish();
+    }
+}
+
+#[cfg(feature = "candle")]
+fn candle(c: &mut Criterion) {
+    use candle_core::quantized::k_quants::{BlockQ4_0, BlockQ8_0, GgmlType};
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    let (rows, cols) = shape();
+    let n = rows * cols;
+    let label = format!("{rows}x{cols}");
+    let w = gaussian(n, 1);
+    let x = gaussian(cols, 2);
+    let t = Tensor::from_slice(&w, (rows, cols), &Device::Cpu).expect("tensor");
+    for (op, dtype) in [
+        ("q4_0_quantize", GgmlDType::Q4_0),
+        ("q4k_quantize", GgmlDType::Q4K),
+    ] {
+        let mut g = c.benchmark_group(format!("candle/{op}"));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(&label, |bch| {
+            bch.iter(|| QTensor::quantize(black_box(&t), dtype).unwrap())
+        });
+        g.finish();
+    }
+
+    let blocks = cols / 32;
+    let mut wq = vec![BlockQ4_0::zeros(); rows * blocks];
+    BlockQ4_0::from_float(&w, &mut wq);
+    let mut xq = vec![BlockQ8_0::zeros(); blocks];
+    BlockQ8_0::from_float(&x, &mut xq);
+
+    let mut out = vec![0f32; n];
+    let mut g = c.benchmark_group("candle/q4_0_dequantize");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(&label, |bch| {
+        bch.iter(|| BlockQ4_0::to_float(black_box(&wq), &mut out))
+    });
+    g.finish();
+
+    let mut y = vec![0f32; rows];
+    let mut g = c.benchmark_group("candle/q4_0_q8_0_vec_dot");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(&label, |bch| {
+        bch.iter(|| {
+            for (r, yr) in y.iter_mut().enumerate() {
+                *yr = BlockQ4_0::vec_dot(cols, &wq[r * blocks..(r + 1) * blocks], black_box(&xq));
+            }
+        })
+    });
+    g.finish();
+}
+
+#[cfg(not(feature = "candle"))]
+fn candle(_: &mut Criterion) {}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = adpq, candle
+}
+criterion_main!(benches);
