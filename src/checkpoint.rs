@@ -552,6 +552,17 @@ fn check_parent(path: &Path) -> Result<PathBuf> {
     }
 }
 
+fn cannot_create(folder: &Path, e: std::io::Error) -> Error {
+    let kind = e.kind();
+    // tempfile appends the path to the message; the folder is named by the error already.
+    let msg = e.to_string();
+    let msg = msg.split(" at path ").next().unwrap_or(&msg).to_string();
+    Error::io(
+        folder,
+        std::io::Error::new(kind, format!("cannot write in the output folder: {msg}")),
+    )
+}
+
 impl Output {
     /// A single output file at `path` (an existing file is replaced on commit).
     pub fn file(path: &Path) -> Result<Output> {
@@ -562,10 +573,15 @@ impl Output {
             )));
         }
         let parent = check_parent(path)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(&tmp_prefix(path))
+        let prefix = tmp_prefix(path);
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix);
+        // The usual mode of a new file (the umask applies), not tempfile's private 0600.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let tmp = builder
             .tempfile_in(&parent)
-            .map_err(|e| Error::io(&parent, e))?;
+            .map_err(|e| cannot_create(&parent, e))?;
         Ok(Output {
             final_path: path.to_path_buf(),
             tmp: Tmp::File(tmp),
@@ -598,7 +614,7 @@ impl Output {
         let tmp = tempfile::Builder::new()
             .prefix(&tmp_prefix(path))
             .tempdir_in(&parent)
-            .map_err(|e| Error::io(&parent, e))?;
+            .map_err(|e| cannot_create(&parent, e))?;
         Ok(Output {
             final_path: path.to_path_buf(),
             tmp: Tmp::Dir(tmp),

@@ -12,6 +12,7 @@ use adpq::filter::TensorFilter;
 use adpq::pipeline::{self, DequantizeOptions, QuantizeOptions};
 use adpq::report::{self, ConsoleProgress};
 use adpq::Error;
+use adpq_core::backend::AnyBackend;
 use adpq_core::{Grid, Params, SelectionMode};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -39,25 +40,10 @@ enum Command {
     Verify(VerifyArgs),
 }
 
-/// Compute backend. `auto` picks the fastest one the CPU supports.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum BackendArg {
-    /// The best available.
-    Auto,
-    /// Portable scalar code (the reference).
-    Scalar,
-}
-
-/// Runs `$body` with `$b` bound to the chosen backend value (one arm per backend).
-macro_rules! with_backend {
-    ($choice:expr, |$b:ident| $body:expr) => {
-        match $choice {
-            BackendArg::Auto | BackendArg::Scalar => {
-                let $b = adpq_core::Scalar::new();
-                $body
-            }
-        }
-    };
+/// Resolves `--backend` (`auto`, `scalar`, `avx2`, `neon`): one detection, then the
+/// `Copy` token goes into every parallel closure.
+fn backend(name: &str) -> Result<AnyBackend, Error> {
+    AnyBackend::by_name(name).map_err(|e| Error::Usage(e.to_string()))
 }
 
 #[derive(Args, Debug)]
@@ -65,9 +51,9 @@ struct RunArgs {
     /// Worker threads (0: one per core).
     #[arg(long, short = 'j', default_value_t = 0)]
     threads: usize,
-    /// Compute backend.
-    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
-    backend: BackendArg,
+    /// Compute backend: auto (fastest this CPU supports), scalar, avx2, neon.
+    #[arg(long, default_value = "auto")]
+    backend: String,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -209,16 +195,10 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
         no_stats: a.no_stats,
         force: a.force,
     };
+    let b = backend(&a.run.backend)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
-    let report = pool(a.run.threads)?.install(|| {
-        with_backend!(a.run.backend, |b| pipeline::quantize(
-            &Driver::new(b),
-            &a.input,
-            &output,
-            &opts,
-            &mut progress
-        ))
-    })?;
+    let report = pool(a.run.threads)?
+        .install(|| pipeline::quantize(&Driver::new(b), &a.input, &output, &opts, &mut progress))?;
     print_stdout(|out| report.print(out, a.summary_only));
     if let Some(path) = &a.report {
         report::write_json(path, &report)?;
@@ -235,15 +215,10 @@ fn dequantize(a: DequantizeArgs) -> Result<(), Error> {
         }),
         force: a.force,
     };
+    let b = backend(&a.run.backend)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
     let report = pool(a.run.threads)?.install(|| {
-        with_backend!(a.run.backend, |b| pipeline::dequantize(
-            &Driver::new(b),
-            &a.input,
-            &a.output,
-            &opts,
-            &mut progress
-        ))
+        pipeline::dequantize(&Driver::new(b), &a.input, &a.output, &opts, &mut progress)
     })?;
     print_stdout(|out| report.print(out, true));
     if let Some(path) = &a.report {

@@ -299,12 +299,17 @@ impl Report {
                 ""
             }
         )?;
+        let (a, b) = (t.bytes_in as f64, t.bytes_out as f64);
+        let ratio = if a >= b {
+            format!("{:.2}x smaller", a / b.max(1.0))
+        } else {
+            format!("{:.2}x larger", b / a.max(1.0))
+        };
         writeln!(
             out,
-            "tensor data: {:.2} MiB -> {:.2} MiB ({:.2}x smaller)",
-            t.bytes_in as f64 / MIB,
-            t.bytes_out as f64 / MIB,
-            t.bytes_in as f64 / (t.bytes_out as f64).max(1.0)
+            "tensor data: {:.2} MiB -> {:.2} MiB ({ratio})",
+            a / MIB,
+            b / MIB
         )?;
         if let Some(b) = t.bits_per_weight {
             writeln!(out, "bits per weight (quantized tensors): {b:.3}")?;

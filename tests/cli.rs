@@ -1,0 +1,832 @@
+//! Integration tests of the `adpq` binary on synthetic checkpoints (written here with the
+//! `safetensors` crate) and, when `scripts/data/fetch.sh` has run, on real ones.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+
+fn adpq(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adpq"))
+        .args(args)
+        .output()
+        .expect("run adpq")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "adpq failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A clean failure: the exit code, a one-line `adpq: error:` message containing every
+/// `needle`, and no panic.
+fn fails(out: &Output, code: i32, needles: &[&str]) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "stderr:\n{err}");
+    assert!(!err.contains("panicked"), "panic:\n{err}");
+    if code == 1 {
+        assert!(err.contains("adpq: error:"), "{err}");
+    }
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks `{n}`:\n{err}");
+    }
+    err
+}
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let u = ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+        // Roughly Laplacian-ish tails, like real weights.
+        if (self.0 >> 16) % 53 == 0 {
+            u * 8.0 * 0.02
+        } else {
+            u * 0.02
+        }
+    }
+}
+
+type Tensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+fn floats(name: &str, dtype: Dtype, shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut g = Lcg(seed);
+    let vals: Vec<f32> = (0..n).map(|_| g.next()).collect();
+    let bytes = match dtype {
+        Dtype::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Dtype::F16 => vals
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        Dtype::BF16 => vals
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect(),
+        _ => unreachable!(),
+    };
+    (name.into(), dtype, shape.to_vec(), bytes)
+}
+
+fn write_st(path: &Path, tensors: &[Tensor], meta: &[(&str, &str)]) {
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    let meta: Option<std::collections::HashMap<String, String>> = (!meta.is_empty()).then(|| {
+        meta.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    });
+    safetensors::serialize_to_file(views, meta, path).unwrap();
+}
+
+type Loaded = (
+    BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
+    BTreeMap<String, String>,
+);
+
+fn read_st(path: &Path) -> Loaded {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, (t.dtype(), t.shape().to_vec(), t.data().to_vec())))
+        .collect();
+    let meta = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    (tensors, meta)
+}
+
+fn to_f32(dtype: Dtype, b: &[u8]) -> Vec<f32> {
+    match dtype {
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => panic!("not float"),
+    }
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The synthetic model: odd row lengths (576, 1000), three float dtypes, and tensors that
+/// must pass through (1-D, I64, embeddings, LM head).
+fn synthetic_model() -> Vec<Tensor> {
+    let ids: Vec<u8> = (0..16i64).flat_map(|i| i.to_le_bytes()).collect();
+    vec![
+        floats(
+            "model.layers.0.self_attn.q_proj.weight",
+            Dtype::F32,
+            &[24, 576],
+            1,
+        ),
+        floats(
+            "model.layers.0.mlp.up_proj.weight",
+            Dtype::F16,
+            &[10, 1000],
+            2,
+        ),
+        floats(
+            "model.layers.0.mlp.down_proj.weight",
+            Dtype::BF16,
+            &[16, 256],
+            3,
+        ),
+        floats(
+            "model.layers.0.input_layernorm.weight",
+            Dtype::F32,
+            &[576],
+            4,
+        ),
+        floats("model.embed_tokens.weight", Dtype::F32, &[10, 64], 5),
+        floats("lm_head.weight", Dtype::F32, &[10, 64], 6),
+        ("position_ids".into(), Dtype::I64, vec![1, 16], ids),
+    ]
+}
+
+const QUANTIZED: [&str; 3] = [
+    "model.layers.0.self_attn.q_proj.weight",
+    "model.layers.0.mlp.up_proj.weight",
+    "model.layers.0.mlp.down_proj.weight",
+];
+
+#[test]
+fn synthetic_roundtrip_odd_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("model.safetensors");
+    let model = synthetic_model();
+    write_st(&input, &model, &[("format", "pt")]);
+    let before = std::fs::read(&input).unwrap();
+    let q = dir.path().join("q.safetensors");
+    let report = dir.path().join("report.json");
+    let out = adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q),
+        "--report",
+        p(&report),
+        "-q",
+    ]);
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("relative MSE: AdpQ"), "{stdout}");
+    assert_eq!(std::fs::read(&input).unwrap(), before, "input modified");
+
+    // The report.
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["totals"]["converted"], 3);
+    assert_eq!(r["totals"]["passthrough"], 4);
+    for t in r["tensors"].as_array().unwrap() {
+        if t["action"] == "quantized" {
+            let (a, b) = (
+                t["rel_mse"].as_f64().unwrap(),
+                t["rtn_rel_mse"].as_f64().unwrap(),
+            );
+            assert!(a > 0.0 && a <= b, "{}: AdpQ {a} vs RTN {b}", t["name"]);
+            assert!(t["sqnr_db"].as_f64().unwrap() > 15.0);
+        }
+    }
+
+    // The quantized file.
+    let (tensors, meta) = read_st(&q);
+    assert_eq!(meta["format"], "adpq");
+    assert_eq!(meta["adpq.original_format"], "pt");
+    assert_eq!(meta["adpq.version"], "1");
+    let params: Value = serde_json::from_str(&meta["adpq.params"]).unwrap();
+    assert_eq!(params["bits"], 4);
+    assert_eq!(params["group_size"], 128);
+    let originals: Value = serde_json::from_str(&meta["adpq.tensors"]).unwrap();
+    assert_eq!(
+        originals["model.layers.0.mlp.up_proj.weight"]["dtype"],
+        "F16"
+    );
+    for (name, dtype, shape, bytes) in &model {
+        let (d, s, b) = &tensors[name];
+        if QUANTIZED.contains(&name.as_str()) {
+            assert_eq!(*d, Dtype::U8);
+            assert_eq!(s.len(), 1);
+            let t = adpq_core::PackedTensor::parse(b).unwrap();
+            assert_eq!([t.rows(), t.cols()], [shape[0], shape[1]]);
+        } else {
+            assert_eq!(
+                (d, s, b),
+                (dtype, shape, bytes),
+                "{name} not passed through"
+            );
+        }
+    }
+
+    // inspect, verify.
+    let out = adpq(&["inspect", p(&q)]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("7 tensors, 3 quantized"));
+    let out = adpq(&["inspect", "--json", p(&q)]);
+    ok(&out);
+    let ins: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ins["quantized"], 3);
+    ok(&adpq(&["verify", p(&q)]));
+
+    // Dequantize: original dtypes, shapes and metadata are back; values are close.
+    let d = dir.path().join("d.safetensors");
+    ok(&adpq(&["dequantize", p(&q), "-o", p(&d), "-q"]));
+    let (back, meta) = read_st(&d);
+    assert_eq!(meta.get("format").map(String::as_str), Some("pt"));
+    assert!(!meta.keys().any(|k| k.starts_with("adpq")));
+    for (name, dtype, shape, bytes) in &model {
+        let (d, s, b) = &back[name];
+        assert_eq!((d, s), (dtype, shape), "{name}");
+        if QUANTIZED.contains(&name.as_str()) {
+            let (w, v) = (to_f32(*dtype, bytes), to_f32(*d, b));
+            let err: f64 = w
+                .iter()
+                .zip(&v)
+                .map(|(a, b)| f64::from(a - b).powi(2))
+                .sum();
+            let sig: f64 = w.iter().map(|a| f64::from(*a).powi(2)).sum();
+            assert!(err / sig < 0.02, "{name}: rel MSE {}", err / sig);
+        } else {
+            assert_eq!(b, bytes, "{name}");
+        }
+    }
+    // --dtype overrides.
+    let d32 = dir.path().join("d32.safetensors");
+    ok(&adpq(&[
+        "dequantize",
+        p(&q),
+        "-o",
+        p(&d32),
+        "--dtype",
+        "f32",
+        "-q",
+    ]));
+    let (back, _) = read_st(&d32);
+    for name in QUANTIZED {
+        assert_eq!(back[name].0, Dtype::F32);
+    }
+    // Nothing else was left in the folder.
+    assert_eq!(
+        names_in(dir.path()),
+        [
+            "d.safetensors",
+            "d32.safetensors",
+            "model.safetensors",
+            "q.safetensors",
+            "report.json"
+        ]
+    );
+    assert_eq!(std::fs::read(&input).unwrap(), before, "input modified");
+}
+
+#[test]
+fn output_is_identical_for_any_thread_count_and_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("m.safetensors");
+    write_st(&input, &synthetic_model(), &[]);
+    let mut outputs = Vec::new();
+    for (threads, backend) in [
+        ("1", "scalar"),
+        ("2", "scalar"),
+        ("3", "scalar"),
+        ("1", "auto"),
+        ("2", "auto"),
+    ] {
+        let o = dir.path().join(format!("q{threads}{backend}.safetensors"));
+        ok(&adpq(&[
+            "quantize",
+            p(&input),
+            "-o",
+            p(&o),
+            "--threads",
+            threads,
+            "--backend",
+            backend,
+            "-q",
+        ]));
+        outputs.push((threads, backend, std::fs::read(&o).unwrap()));
+    }
+    for (t, b, bytes) in &outputs[1..] {
+        assert!(
+            *bytes == outputs[0].2,
+            "threads {t}, backend {b} differ from 1 thread scalar"
+        );
+    }
+}
+
+#[test]
+fn options_dry_run_include_exclude_asymmetric() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("m.safetensors");
+    write_st(&input, &synthetic_model(), &[]);
+    // Dry run: a plan, no output.
+    let out = adpq(&[
+        "quantize",
+        p(&input),
+        "--dry-run",
+        "--include",
+        "embed|proj",
+        "--exclude",
+        "down",
+    ]);
+    ok(&out);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("dry run"), "{s}");
+    assert!(s.contains("quantized 3 of 7"), "{s}");
+    assert_eq!(names_in(dir.path()), ["m.safetensors"]);
+    // Asymmetric 3-bit, group 64, JSON report.
+    let q = dir.path().join("q.safetensors");
+    let rep = dir.path().join("r.json");
+    ok(&adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q),
+        "--bits",
+        "3",
+        "--group-size",
+        "64",
+        "--asymmetric",
+        "--alpha",
+        "0.03",
+        "--report",
+        p(&rep),
+        "-q",
+    ]));
+    let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    assert_eq!(r["params"]["grid"], "asymmetric");
+    assert_eq!(r["params"]["bits"], 3);
+    ok(&adpq(&["verify", p(&q)]));
+    let out = adpq(&["inspect", p(&q)]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("adpq b3 g64 asymmetric"));
+    // Reference-compatible selection.
+    let q2 = dir.path().join("q2.safetensors");
+    ok(&adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q2),
+        "--reference-iters",
+        "100",
+        "-q",
+    ]));
+    ok(&adpq(&["verify", p(&q2)]));
+}
+
+fn sharded(dir: &Path) -> Vec<Tensor> {
+    let model = synthetic_model();
+    let (a, b) = model.split_at(3);
+    write_st(
+        &dir.join("model-00001-of-00002.safetensors"),
+        a,
+        &[("format", "pt")],
+    );
+    write_st(
+        &dir.join("model-00002-of-00002.safetensors"),
+        b,
+        &[("format", "pt")],
+    );
+    let mut map = serde_json::Map::new();
+    for (i, part) in [a, b].iter().enumerate() {
+        for t in part.iter() {
+            map.insert(
+                t.0.clone(),
+                format!("model-0000{}-of-00002.safetensors", i + 1).into(),
+            );
+        }
+    }
+    let total: usize = model.iter().map(|t| t.3.len()).sum();
+    let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("config.json"), "{\"hidden_size\": 576}").unwrap();
+    model
+}
+
+#[test]
+fn sharded_checkpoint_roundtrip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let model = sharded(&src);
+    let q = tmp.path().join("q");
+    ok(&adpq(&["quantize", p(&src), "-o", p(&q), "-q"]));
+    assert_eq!(
+        names_in(&q),
+        [
+            "config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json"
+        ]
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(q.join("model.safetensors.index.json")).unwrap())
+            .unwrap();
+    let mut total = 0u64;
+    for shard in [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ] {
+        let (t, meta) = read_st(&q.join(shard));
+        assert_eq!(meta["format"], "adpq");
+        total += t.values().map(|x| x.2.len() as u64).sum::<u64>();
+        for name in t.keys() {
+            assert_eq!(index["weight_map"][name], shard);
+        }
+    }
+    assert_eq!(index["metadata"]["total_size"], total);
+    ok(&adpq(&["verify", p(&q)]));
+    // The index file works as an input too.
+    ok(&adpq(&[
+        "inspect",
+        p(&q.join("model.safetensors.index.json")),
+    ]));
+
+    // An existing non-empty output folder needs --force.
+    let out = adpq(&["quantize", p(&src), "-o", p(&q), "-q"]);
+    fails(&out, 2, &["--force"]);
+    ok(&adpq(&["quantize", p(&src), "-o", p(&q), "-q", "--force"]));
+
+    let d = tmp.path().join("d");
+    ok(&adpq(&["dequantize", p(&q), "-o", p(&d), "-q"]));
+    let mut seen = 0;
+    for shard in [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ] {
+        let (t, meta) = read_st(&d.join(shard));
+        assert_eq!(meta["format"], "pt");
+        for (name, (dt, s, b)) in &t {
+            let orig = model.iter().find(|m| &m.0 == name).unwrap();
+            assert_eq!((dt, s), (&orig.1, &orig.2));
+            if !QUANTIZED.contains(&name.as_str()) {
+                assert_eq!(b, &orig.3, "{name}");
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, model.len());
+    assert_eq!(names_in(tmp.path()), ["d", "q", "src"]);
+}
+
+/// Runs a quantize that must fail, checking the error, that nothing is left in the
+/// output folder, and that the input is unchanged.
+fn quantize_fails(input: &Path, out_dir: &Path, needles: &[&str]) -> String {
+    let before = std::fs::read(input).ok();
+    let listing = names_in(out_dir);
+    let out = out_dir.join("out.safetensors");
+    let err = fails(&adpq(&["quantize", p(input), "-o", p(&out)]), 1, needles);
+    assert_eq!(
+        names_in(out_dir),
+        listing,
+        "output or temporary left behind"
+    );
+    assert_eq!(std::fs::read(input).ok(), before, "input modified");
+    err
+}
+
+fn raw_file(path: &Path, header: &str, data_len: usize) {
+    let mut h = header.as_bytes().to_vec();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&h);
+    bytes.extend(std::iter::repeat_n(0u8, data_len));
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = tmp.path().join("in");
+    let outs = tmp.path().join("out");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::create_dir_all(&outs).unwrap();
+    let good = inputs.join("good.safetensors");
+    write_st(&good, &synthetic_model(), &[]);
+    let good_bytes = std::fs::read(&good).unwrap();
+
+    // Truncated file.
+    let f = inputs.join("truncated.safetensors");
+    std::fs::write(&f, &good_bytes[..good_bytes.len() - 100]).unwrap();
+    quantize_fails(
+        &f,
+        &outs,
+        &["truncated.safetensors", "not a valid safetensors file"],
+    );
+    // Shorter than the length prefix; empty; garbage header.
+    let f = inputs.join("tiny.safetensors");
+    std::fs::write(&f, b"abc").unwrap();
+    quantize_fails(&f, &outs, &["tiny.safetensors"]);
+    std::fs::write(&f, b"").unwrap();
+    quantize_fails(&f, &outs, &["tiny.safetensors"]);
+    std::fs::write(&f, [0xFFu8; 64]).unwrap();
+    quantize_fails(&f, &outs, &["tiny.safetensors"]);
+    // Header lying about offsets: beyond the data, overlapping, or a gap.
+    let f = inputs.join("lying.safetensors");
+    raw_file(
+        &f,
+        r#"{"a.weight":{"dtype":"F32","shape":[16,16],"data_offsets":[0,1024]}}"#,
+        512,
+    );
+    quantize_fails(&f, &outs, &["lying.safetensors"]);
+    raw_file(
+        &f,
+        r#"{"a.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"b.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]}}"#,
+        24,
+    );
+    quantize_fails(&f, &outs, &["lying.safetensors"]);
+    raw_file(
+        &f,
+        r#"{"a.weight":{"dtype":"F32","shape":[4,4],"data_offsets":[0,32]}}"#,
+        32,
+    );
+    quantize_fails(&f, &outs, &["lying.safetensors"]);
+    // Unknown dtype.
+    let f = inputs.join("dtype.safetensors");
+    raw_file(
+        &f,
+        r#"{"a.weight":{"dtype":"Q9","shape":[2,2],"data_offsets":[0,16]}}"#,
+        16,
+    );
+    quantize_fails(&f, &outs, &["dtype.safetensors"]);
+    // NaN and infinite weights: the error names file, tensor, row and column.
+    for (name, v) in [("nan", f32::NAN), ("inf", f32::NEG_INFINITY)] {
+        let mut model = synthetic_model();
+        let (_, _, _, bytes) = &mut model[0];
+        let at = (3 * 576 + 17) * 4;
+        bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        let f = inputs.join(format!("{name}.safetensors"));
+        write_st(&f, &model, &[]);
+        quantize_fails(
+            &f,
+            &outs,
+            &[
+                &format!("{name}.safetensors"),
+                "model.layers.0.self_attn.q_proj.weight",
+                "row 3, column 17",
+            ],
+        );
+    }
+    // Missing input.
+    quantize_fails(
+        &inputs.join("missing.safetensors"),
+        &outs,
+        &["missing.safetensors"],
+    );
+    // Output in a missing folder.
+    let err = fails(
+        &adpq(&[
+            "quantize",
+            p(&good),
+            "-o",
+            p(&tmp.path().join("nope/x/out.safetensors")),
+        ]),
+        1,
+        &["nope"],
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    // Output in a read-only folder (as root, permissions do not bind: use /proc then).
+    let ro = tmp.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let mut perms = std::fs::metadata(&ro).unwrap().permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(&ro, perms).unwrap();
+    let probe = ro.join("probe");
+    let ro_target = if std::fs::write(&probe, b"x").is_ok() {
+        std::fs::remove_file(&probe).unwrap();
+        eprintln!("NOTE: running as root, using /proc as the read-only output folder");
+        PathBuf::from("/proc/adpq-test-out.safetensors")
+    } else {
+        ro.join("out.safetensors")
+    };
+    fails(&adpq(&["quantize", p(&good), "-o", p(&ro_target)]), 1, &[]);
+    assert!(!ro_target.exists());
+    assert_eq!(names_in(&ro), Vec::<String>::new());
+    // Dequantize/verify of a file that is not an adpq checkpoint.
+    fails(
+        &adpq(&["dequantize", p(&good), "-o", p(&outs.join("d.safetensors"))]),
+        1,
+        &["not an adpq checkpoint"],
+    );
+    fails(&adpq(&["verify", p(&good)]), 1, &["not an adpq checkpoint"]);
+    assert_eq!(names_in(&outs), Vec::<String>::new());
+    assert_eq!(std::fs::read(&good).unwrap(), good_bytes);
+}
+
+#[test]
+fn corrupt_packed_tensor_is_detected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.safetensors");
+    write_st(&input, &synthetic_model(), &[]);
+    let q = tmp.path().join("q.safetensors");
+    ok(&adpq(&["quantize", p(&input), "-o", p(&q), "-q"]));
+    // Flip one bit in the codes of a packed tensor.
+    let mut bytes = std::fs::read(&q).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let name = "model.layers.0.mlp.up_proj.weight";
+    let start = header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[8 + n + start + 2000] ^= 0x10;
+    let bad = tmp.path().join("bad.safetensors");
+    std::fs::write(&bad, &bytes).unwrap();
+    fails(
+        &adpq(&["verify", p(&bad)]),
+        1,
+        &["bad.safetensors", name, "checksum"],
+    );
+    let d = tmp.path().join("d.safetensors");
+    fails(
+        &adpq(&["dequantize", p(&bad), "-o", p(&d)]),
+        1,
+        &[name, "checksum"],
+    );
+    assert!(!d.exists());
+    // inspect still lists it (structure only).
+    ok(&adpq(&["inspect", p(&bad)]));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.safetensors");
+    write_st(&input, &synthetic_model(), &[]);
+    let o = tmp.path().join("o.safetensors");
+    fails(
+        &adpq(&["quantize", p(&input), "-o", p(&o), "--bits", "9"]),
+        2,
+        &["bits"],
+    );
+    fails(
+        &adpq(&["quantize", p(&input), "-o", p(&o), "--group-size", "8"]),
+        2,
+        &["group size"],
+    );
+    fails(
+        &adpq(&["quantize", p(&input), "-o", p(&o), "--alpha", "0.9"]),
+        2,
+        &["alpha"],
+    );
+    fails(
+        &adpq(&["quantize", p(&input), "-o", p(&o), "--include", "("]),
+        2,
+        &["--include"],
+    );
+    fails(
+        &adpq(&["quantize", p(&input), "-o", p(&o), "--backend", "sse9"]),
+        2,
+        &["sse9"],
+    );
+    fails(&adpq(&["quantize", p(&input)]), 2, &["--output"]);
+    fails(
+        &adpq(&["quantize", p(&input), "-o", p(&input)]),
+        2,
+        &["is the input"],
+    );
+    fails(&adpq(&["frobnicate"]), 2, &[]);
+    fails(&adpq(&[]), 2, &[]);
+    ok(&adpq(&["--help"]));
+    assert_eq!(names_in(tmp.path()), ["m.safetensors"]);
+}
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/data")
+}
+
+/// MiniLM (real F32 BERT checkpoint, 104 tensors incl. one I64): the round trip keeps
+/// every untouched tensor byte-identical, and AdpQ beats RTN.
+#[test]
+fn real_minilm_roundtrip() {
+    let input = data_dir().join("minilm/model.safetensors");
+    if !input.exists() {
+        eprintln!("SKIP: {} absent (run `cargo xtask fetch`)", input.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q.safetensors");
+    let rep = tmp.path().join("r.json");
+    ok(&adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q),
+        "--report",
+        p(&rep),
+        "-q",
+    ]));
+    let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    let (a, b) = (
+        r["totals"]["rel_mse"].as_f64().unwrap(),
+        r["totals"]["rtn_rel_mse"].as_f64().unwrap(),
+    );
+    eprintln!("MiniLM relative MSE: AdpQ {a:.4e}, RTN {b:.4e}");
+    assert!(a < b);
+    assert_eq!(r["totals"]["worse_than_rtn"], 0);
+    ok(&adpq(&["verify", p(&q)]));
+    let d = tmp.path().join("d.safetensors");
+    ok(&adpq(&["dequantize", p(&q), "-o", p(&d), "-q"]));
+    let (orig, _) = read_st(&input);
+    let (back, _) = read_st(&d);
+    assert_eq!(orig.len(), 104);
+    assert_eq!(back.len(), 104);
+    let quantized: Vec<&str> = r["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["action"] == "quantized")
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(!quantized.is_empty());
+    let mut i64_seen = false;
+    for (name, (d, s, bytes)) in &orig {
+        let (d2, s2, b2) = &back[name];
+        assert_eq!((d, s), (d2, s2), "{name}");
+        if *d == Dtype::I64 {
+            i64_seen = true;
+        }
+        if !quantized.contains(&name.as_str()) {
+            assert!(bytes == b2, "{name} changed");
+        }
+    }
+    assert!(i64_seen);
+}
+
+#[test]
+fn real_minilm_sharded() {
+    let input = data_dir().join("minilm-sharded");
+    if !input.join("model.safetensors.index.json").exists() {
+        eprintln!("SKIP: {} absent (run `cargo xtask fetch`)", input.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q");
+    ok(&adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q),
+        "-q",
+        "--no-stats",
+    ]));
+    assert_eq!(names_in(&q), names_in(&input));
+    ok(&adpq(&["verify", p(&q)]));
+    // Same tensors, same bytes as quantizing the single file.
+    let single = data_dir().join("minilm/model.safetensors");
+    if single.exists() {
+        let qs = tmp.path().join("single.safetensors");
+        ok(&adpq(&[
+            "quantize",
+            p(&single),
+            "-o",
+            p(&qs),
+            "-q",
+            "--no-stats",
+        ]));
+        let (one, _) = read_st(&qs);
+        let mut n = 0;
+        for f in names_in(&q).iter().filter(|f| f.ends_with(".safetensors")) {
+            for (name, t) in read_st(&q.join(f)).0 {
+                assert!(one[&name] == t, "{name}");
+                n += 1;
+            }
+        }
+        assert_eq!(n, one.len());
+    }
+}
