@@ -297,7 +297,11 @@ fn shape_strategy() -> impl Strategy<Value = (usize, usize)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+    // PROPTEST_CASES lowers the count under emulation (scripts/neon-test.sh).
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(160),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn simd_backends_match_the_oracle(

@@ -1,0 +1,5 @@
+//! aarch64 backends.
+
+mod neon;
+
+pub use neon::Neon;
