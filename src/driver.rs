@@ -86,7 +86,7 @@ impl<B: Backend> Driver<B> {
         if rows == 0 || cols == 0 {
             return Err(CoreError::EmptyTensor);
         }
-        let n = (rows as u64).checked_mul(cols as u64).unwrap_or(u64::MAX);
+        let n = (rows as u64).saturating_mul(cols as u64);
         if n > u64::from(u32::MAX) {
             return Err(CoreError::TensorTooLarge { elements: n });
         }

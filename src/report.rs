@@ -384,10 +384,7 @@ pub struct ConsoleProgress {
 impl ConsoleProgress {
     /// A bar on a terminal, plain lines otherwise; `quiet` prints nothing.
     pub fn new(quiet: bool) -> Self {
-        ConsoleProgress {
-            bar: None,
-            quiet: quiet,
-        }
+        ConsoleProgress { bar: None, quiet }
     }
 }
 
