@@ -31,7 +31,7 @@ struct Row {
 fn peer_of(op: &str) -> Option<&'static str> {
     match op {
         "quantize" => Some("q4_0_quantize"),
-        "dequantize" => Some("q4_0_dequantize"),
+        "dequantize" | "dequantize_row" => Some("q4_0_dequantize"),
         "gemv" => Some("q4_0_q8_0_vec_dot"),
         _ => None,
     }

@@ -3,7 +3,8 @@
 //!
 //! - `select`: the exact outlier search alone (2–3 histogram passes);
 //! - `quantize`: selection plus packing (what `adpq quantize` does per tensor);
-//! - `dequantize`: the whole tensor back to f32;
+//! - `dequantize`: the whole tensor back to f32 (a 64 MiB write at 4096x4096);
+//! - `dequantize_row`: row by row into one reused row buffer (cache-resident output);
 //! - `gemv`: `y = W x` with f32 activations (fused, no dequantized copy).
 //!
 //! With `--features candle`, candle-core peers run on the same data: `candle/q4_0_quantize`,
@@ -67,6 +68,20 @@ fn adpq(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(&label, |bch| {
             bch.iter(|| b.dequantize_rows(black_box(&t), 0, &mut out).unwrap())
+        });
+        g.finish();
+
+        // Row by row into one reused row buffer (stays in L1): what an engine that
+        // dequantizes a row or tile at a time sees, without the DRAM write of `dequantize`.
+        let mut row_buf = vec![0f32; cols];
+        let mut g = c.benchmark_group(format!("{name}/dequantize_row"));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(&label, |bch| {
+            bch.iter(|| {
+                for r in 0..rows {
+                    b.dequantize_rows(black_box(&t), r, &mut row_buf).unwrap();
+                }
+            })
         });
         g.finish();
 

@@ -21,8 +21,8 @@ use crate::backend::{Backend, RowJob, RowsDone, RowsOut};
 use crate::bits::get_bits;
 use crate::error::{Error, Result};
 use crate::format::{encode_record, PackedTensor};
-use crate::params::{Grid, MAX_GROUP_SIZE};
-use crate::quant::GridScale;
+use crate::params::{FormatParams, Grid, MAX_GROUP_SIZE};
+use crate::quant::{pow2, GridScale};
 use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, HIST_BINS, TAKE_ALL_EQUAL};
 use crate::weights::{Element, Weights};
 
@@ -609,42 +609,120 @@ fn load_codes8(codes: &[u8], i: usize, bits: u8) -> __m256i {
     }
 }
 
+/// A group record decoded for the hot loops: the same steps and offsets as
+/// [`GridScale::from_stored`] (an f16 widens to f32 exactly, whichever way), without the
+/// reciprocal the loops do not need.
+#[derive(Clone, Copy)]
+struct Rec {
+    step_in: f32,
+    off_in: i32,
+    step_out: f32,
+    off_out: i32,
+    count: usize,
+}
+
+/// f16 bits to f32, exact for every finite value (validated records hold no others).
+#[inline(always)]
+fn f16_bits_to_f32(h: u16) -> f32 {
+    let h = u32::from(h);
+    let sign = (h & 0x8000) << 16;
+    let e = (h >> 10) & 0x1F;
+    let m = h & 0x3FF;
+    let mag = if e == 0 {
+        // Subnormal or zero: m · 2^-24, exact (m < 2^10).
+        m as f32 * f32::from_bits((127 - 24) << 23)
+    } else {
+        f32::from_bits(((e + 112) << 23) | (m << 13))
+    };
+    f32::from_bits(mag.to_bits() | sign)
+}
+
+#[inline(always)]
+fn read_record(rec: &[u8], fp: &FormatParams, scale: f32) -> Rec {
+    let h_in = u16::from_le_bytes([rec[0], rec[1]]);
+    let h_out = u16::from_le_bytes([rec[2], rec[3]]);
+    let (count, zeros_at) = if fp.count_bytes() == 1 {
+        (usize::from(rec[4]), 5)
+    } else {
+        (usize::from(u16::from_le_bytes([rec[4], rec[5]])), 6)
+    };
+    let (off_in, off_out) = match fp.grid {
+        Grid::Symmetric => (1i32 << (fp.bits - 1), 1i32 << (fp.bits - 1)),
+        Grid::Asymmetric => (i32::from(rec[zeros_at]), i32::from(rec[zeros_at + 1])),
+    };
+    Rec {
+        step_in: f16_bits_to_f32(h_in) * scale,
+        off_in,
+        step_out: f16_bits_to_f32(h_out) * scale,
+        off_out,
+        count,
+    }
+}
+
+/// Reads consecutive `width`-bit outlier positions from a row's place in the stream.
+struct PositionReader<'a> {
+    data: &'a [u8],
+    bit: usize,
+    width: u32,
+}
+
+impl PositionReader<'_> {
+    #[inline(always)]
+    fn next(&mut self) -> usize {
+        let byte = self.bit >> 3;
+        let v = match self.data.get(byte..byte + 8) {
+            Some(w) => {
+                let w: [u8; 8] = w.try_into().expect("8 bytes");
+                ((u64::from_le_bytes(w) >> (self.bit & 7)) & ((1u64 << self.width) - 1)) as usize
+            }
+            None => get_bits(self.data, self.bit, self.width) as usize,
+        };
+        self.bit += self.width as usize;
+        v
+    }
+}
+
 /// Dequantizes one row: the dense pass on the inlier grid, then the outlier patch.
 #[target_feature(enable = "avx2,fma,popcnt")]
 fn dequantize_row_avx2(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Result<()> {
     let row = t.row(r)?;
     let fp = t.params();
     let g = usize::from(fp.group_size);
-    let pb = t.layout().position_bits;
-    let mut next = row.first_outlier;
+    let rb = fp.record_bytes();
+    let scale = pow2(i32::from(t.info().scale_exp));
+    let mut pos = PositionReader {
+        data: row.positions,
+        bit: row.first_outlier * t.layout().position_bits as usize,
+        width: t.layout().position_bits,
+    };
     for (gi, chunk) in out.chunks_mut(g).enumerate() {
-        let rec = t.record(&row, gi);
+        let rec = read_record(&row.records[gi * rb..(gi + 1) * rb], &fp, scale);
         let base = gi * g;
         let fast = (fp.bits == 4 && base % 2 == 0) || fp.bits == 8;
         let done = if fast {
-            let off = _mm256_set1_epi32(rec.inliers.offset);
-            let step = _mm256_set1_ps(rec.inliers.step);
-            let full = chunk.len() / 8;
+            let off = _mm256_set1_epi32(rec.off_in);
+            let step = _mm256_set1_ps(rec.step_in);
             for (c, o) in chunk.chunks_exact_mut(8).enumerate() {
                 let codes = load_codes8(row.codes, base + c * 8, fp.bits);
                 let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(codes, off)), step);
                 // SAFETY: `o` is 8 f32; unaligned store.
                 unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
             }
-            full * 8
+            chunk.len() / 8 * 8
         } else {
             0
         };
         for (i, o) in chunk.iter_mut().enumerate().skip(done) {
-            *o = rec.inliers.decode(code_at(row.codes, base + i, fp.bits));
+            *o = (i32::from(code_at(row.codes, base + i, fp.bits)) - rec.off_in) as f32
+                * rec.step_in;
         }
-        for k in next..next + rec.count {
-            let p = get_bits(row.positions, k * pb as usize, pb) as usize;
+        for _ in 0..rec.count {
+            let p = pos.next();
             if let Some(o) = chunk.get_mut(p) {
-                *o = rec.outliers.decode(code_at(row.codes, base + p, fp.bits));
+                *o = (i32::from(code_at(row.codes, base + p, fp.bits)) - rec.off_out) as f32
+                    * rec.step_out;
             }
         }
-        next += rec.count;
     }
     Ok(())
 }
@@ -661,17 +739,22 @@ fn dot_row_avx2(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
     let row = t.row(r)?;
     let fp = t.params();
     let g = usize::from(fp.group_size);
-    let pb = t.layout().position_bits;
-    let mut next = row.first_outlier;
+    let rb = fp.record_bytes();
+    let scale = pow2(i32::from(t.info().scale_exp));
+    let mut pos = PositionReader {
+        data: row.positions,
+        bit: row.first_outlier * t.layout().position_bits as usize,
+        width: t.layout().position_bits,
+    };
     let mut accv = _mm256_setzero_ps();
     let mut acc = 0f32;
     for (gi, xs) in x.chunks(g).enumerate() {
-        let rec = t.record(&row, gi);
+        let rec = read_record(&row.records[gi * rb..(gi + 1) * rb], &fp, scale);
         let base = gi * g;
         let fast = (fp.bits == 4 && base % 2 == 0) || fp.bits == 8;
         let mut done = 0;
         if fast {
-            let off = _mm256_set1_epi32(rec.inliers.offset);
+            let off = _mm256_set1_epi32(rec.off_in);
             let (mut d0, mut d1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             let mut pairs = xs.chunks_exact(16);
             for (c, xc) in (&mut pairs).enumerate() {
@@ -703,26 +786,24 @@ fn dot_row_avx2(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
                 d0 = _mm256_fmadd_ps(c0, x0, d0);
                 done += 8;
             }
-            accv = _mm256_fmadd_ps(
-                _mm256_add_ps(d0, d1),
-                _mm256_set1_ps(rec.inliers.step),
-                accv,
-            );
+            accv = _mm256_fmadd_ps(_mm256_add_ps(d0, d1), _mm256_set1_ps(rec.step_in), accv);
         }
         let mut dense = 0f32;
         for (i, &xi) in xs.iter().enumerate().skip(done) {
-            dense +=
-                (i32::from(code_at(row.codes, base + i, fp.bits)) - rec.inliers.offset) as f32 * xi;
+            dense += (i32::from(code_at(row.codes, base + i, fp.bits)) - rec.off_in) as f32 * xi;
         }
-        acc += dense * rec.inliers.step;
-        for k in next..next + rec.count {
-            let p = get_bits(row.positions, k * pb as usize, pb) as usize;
+        acc += dense * rec.step_in;
+        // Outliers: replace their inlier-grid term by their outlier-grid value.
+        let (mut corr_out, mut corr_in) = (0f32, 0f32);
+        for _ in 0..rec.count {
+            let p = pos.next();
             if let Some(&xp) = xs.get(p) {
-                let c = code_at(row.codes, base + p, fp.bits);
-                acc += xp * (rec.outliers.decode(c) - rec.inliers.decode(c));
+                let c = i32::from(code_at(row.codes, base + p, fp.bits));
+                corr_out += xp * (c - rec.off_out) as f32;
+                corr_in += xp * (c - rec.off_in) as f32;
             }
         }
-        next += rec.count;
+        acc += corr_out * rec.step_out - corr_in * rec.step_in;
     }
     Ok(acc + hsum(accv))
 }
