@@ -26,17 +26,72 @@ pub fn parse_packed(data: &[u8]) {
         Scalar
             .dequantize_rows(&t, 0, &mut out)
             .expect("accepted buffer must dequantize");
-        let x = vec![1.0f32; t.cols()];
+        let cols = t.cols();
+        // Alternating signs, so positive and negative terms meet in the sums.
+        let x: std::vec::Vec<f32> = (0..cols)
+            .map(|i| if i % 3 == 2 { -0.5 } else { 1.0 })
+            .collect();
         for r in 0..t.rows() {
             let y = Scalar.dot_row(&t, r, &x).expect("accepted buffer must dot");
-            assert!(
-                !y.is_nan()
-                    || out[r * t.cols()..(r + 1) * t.cols()]
-                        .iter()
-                        .any(|v| !v.is_finite())
-            );
+            check_dot(&t, r, &x, &out[r * cols..(r + 1) * cols], y);
         }
     }
+}
+
+/// Checks the fused dot product `y` of row `r` with `x` against the dequantized row
+/// `back`.
+///
+/// The fused form computes, per group, `Δ_in · Σ (code − z_in) · x` over every code and
+/// then `x_p · (decode_out(c) − decode_in(c))` at each outlier. When no term or partial sum
+/// of that form can exceed `f32::MAX` (checked in f64), `y` must be finite and equal
+/// `Σ back · x` up to f32 rounding. Otherwise `y` may be ±inf or NaN (`inf − inf`) even
+/// though every dequantized value is finite: a buffer with huge steps (valid, if never
+/// written by an honest quantizer) makes the arithmetic overflow, which is not a
+/// violation.
+pub fn check_dot(t: &PackedTensor<'_>, r: usize, x: &[f32], back: &[f32], y: f32) {
+    let fp = t.params();
+    let g = usize::from(fp.group_size);
+    let bits = u32::from(fp.bits);
+    let pb = t.layout().position_bits;
+    let row = t.row(r).unwrap();
+    let mut next = row.first_outlier;
+    // Σ of the magnitudes of every term of the fused form: bounds all its partial sums.
+    let mut magnitude = 0f64;
+    for (gi, xs) in x.chunks(g).enumerate() {
+        let rec = t.record(&row, gi);
+        let base = gi * g;
+        let mut dense = 0f64;
+        for (i, &xi) in xs.iter().enumerate() {
+            let c = crate::bits::get_bits(row.codes, (base + i) * bits as usize, bits) as i32;
+            dense += (f64::from(c - rec.inliers.offset) * f64::from(xi)).abs();
+        }
+        magnitude += dense * f64::from(rec.inliers.step);
+        for k in next..next + rec.count {
+            let p = crate::bits::get_bits(row.positions, k * pb as usize, pb) as usize;
+            let c = crate::bits::get_bits(row.codes, (base + p) * bits as usize, bits) as i32;
+            let out = f64::from(c - rec.outliers.offset) * f64::from(rec.outliers.step);
+            let inl = f64::from(c - rec.inliers.offset) * f64::from(rec.inliers.step);
+            magnitude += f64::from(xs[p]).abs() * (out.abs() + inl.abs());
+        }
+        next += rec.count;
+    }
+    // Leave room for rounding on the way (each step rounds by at most 2^-24 relative).
+    if magnitude >= f64::from(f32::MAX) * 0.5 {
+        return;
+    }
+    let exact: f64 = back
+        .iter()
+        .zip(x)
+        .map(|(&v, &xi)| f64::from(v) * f64::from(xi))
+        .sum();
+    // Every rounding error is at most 2^-24 of a partial sum, and the partial sums are
+    // bounded by `magnitude`; a few roundings per term, `cols` terms plus the groups'.
+    let ops = 4.0 * (x.len() + 2 * x.len().div_ceil(g)) as f64;
+    let tol = ops * f64::from(f32::EPSILON) * magnitude + f64::from(f32::MIN_POSITIVE);
+    assert!(
+        y.is_finite() && (f64::from(y) - exact).abs() <= tol,
+        "row {r}: dot {y} but the dequantized row gives {exact} (tolerance {tol})"
+    );
 }
 
 /// Structured round trip: quantize, pack, parse, dequantize, and check the invariants:
