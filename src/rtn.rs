@@ -73,6 +73,9 @@ fn sqnr(signal: f64, err: f64) -> f64 {
 
 /// Error sums of whole rows: `w` (original) against `deq` (AdpQ dequantized), plus RTN at
 /// `bits` and `group_size` computed on the fly. `w.len() == deq.len()`, a multiple of `cols`.
+///
+/// Within a group the sums run in f32 over 8 independent lanes (so the loop vectorizes);
+/// group sums are added in f64. The order is fixed, so the result is deterministic.
 pub fn row_error_sums(
     w: Weights<'_>,
     deq: &[f32],
@@ -88,25 +91,63 @@ pub fn row_error_sums(
             to_f32(row, &mut orig);
         }
         for (wg, dg) in orig.chunks(group_size).zip(deq_row.chunks(group_size)) {
-            let max = wg.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let step = max / qmax;
-            for (&v, &d) in wg.iter().zip(dg) {
-                let v64 = f64::from(v);
-                s.signal += v64 * v64;
-                let e = v64 - f64::from(d);
-                s.adpq += e * e;
-                let q = if step > 0.0 {
-                    (v / step).round_ties_even().clamp(-qmax, qmax) * step
-                } else {
-                    0.0
-                };
-                let e = v64 - f64::from(q);
-                s.rtn += e * e;
-            }
+            let g = group_sums(wg, dg, qmax);
+            s.signal += f64::from(g[0]);
+            s.adpq += f64::from(g[1]);
+            s.rtn += f64::from(g[2]);
         }
         s.count += cols as u64;
     }
     s
+}
+
+const LANES: usize = 8;
+
+/// `[Σw², Σ(w − ŵ)², Σ(w − rtn(w))²]` of one group, in f32.
+#[inline]
+fn group_sums(wg: &[f32], dg: &[f32], qmax: f32) -> [f32; 3] {
+    let n = wg.len() / LANES * LANES;
+    let mut m = [0f32; LANES];
+    for c in wg[..n].chunks_exact(LANES) {
+        for l in 0..LANES {
+            m[l] = m[l].max(c[l].abs());
+        }
+    }
+    let max = wg[n..]
+        .iter()
+        .fold(m.iter().fold(0f32, |a, &b| a.max(b)), |a, v| a.max(v.abs()));
+    let (step, inv) = if max > 0.0 {
+        (max / qmax, qmax / max)
+    } else {
+        (0.0, 0.0)
+    };
+    // Round half to even for |x| <= 2^22 (x is clamped to ±qmax first): what numpy does.
+    const MAGIC: f32 = 12_582_912.0;
+    let one = |v: f32, d: f32| -> [f32; 3] {
+        let x = (v * inv).clamp(-qmax, qmax);
+        let q = ((x + MAGIC) - MAGIC) * step;
+        [v * v, (v - d) * (v - d), (v - q) * (v - q)]
+    };
+    let mut acc = [[0f32; LANES]; 3];
+    for (wc, dc) in wg[..n].chunks_exact(LANES).zip(dg[..n].chunks_exact(LANES)) {
+        for l in 0..LANES {
+            let e = one(wc[l], dc[l]);
+            acc[0][l] += e[0];
+            acc[1][l] += e[1];
+            acc[2][l] += e[2];
+        }
+    }
+    let mut out = [0f32; 3];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        *o = a.iter().sum();
+    }
+    for (&v, &d) in wg[n..].iter().zip(&dg[n..]) {
+        let e = one(v, d);
+        for k in 0..3 {
+            out[k] += e[k];
+        }
+    }
+    out
 }
 
 /// Converts weights to f32 into `out` (`out.len() == w.len()`).
