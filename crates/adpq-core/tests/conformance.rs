@@ -362,6 +362,11 @@ fn default_params_on_a_layer_shape() {
     for dtype in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
         check_all(values.clone(), dtype, rows, cols, &Params::DEFAULT, &x);
     }
+    // Many outliers per group: several batches of the vectorized outlier correction.
+    for alpha in [0.02, 0.3, 0.5] {
+        let p = Params::new(4, 128, alpha, Grid::Symmetric).unwrap();
+        check_all(values.clone(), Dtype::F32, rows, cols, &p, &x);
+    }
 }
 
 #[test]

@@ -26,16 +26,16 @@ use crate::quant::{pow2, GridScale};
 use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, HIST_BINS, TAKE_ALL_EQUAL};
 use crate::weights::{Element, Weights};
 
-cpufeatures::new!(cpuid_avx2_fma, "avx2", "fma", "popcnt");
+cpufeatures::new!(cpuid_avx2_fma, "avx2", "fma", "popcnt", "bmi2");
 
-/// The AVX2 backend. Holding a value proves the CPU supports AVX2, FMA and POPCNT (every AVX2 CPU has the other two).
+/// The AVX2 backend. Holding a value proves the CPU supports AVX2, FMA, POPCNT and BMI2 (every AVX2 CPU has the others).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Avx2 {
     _proof: (),
 }
 
 impl Avx2 {
-    /// Whether this CPU has AVX2, FMA and POPCNT (compile-time target features first, then CPUID,
+    /// Whether this CPU has AVX2, FMA, POPCNT and BMI2 (compile-time target features first, then CPUID,
     /// which `cpufeatures` does without `std` and caches).
     #[inline]
     pub fn is_available() -> bool {
@@ -70,7 +70,7 @@ impl Avx2 {
     /// The backend without checking the CPU.
     ///
     /// # Safety
-    /// The CPU running any method of the returned value must support AVX2, FMA and POPCNT.
+    /// The CPU running any method of the returned value must support AVX2, FMA, POPCNT and BMI2.
     #[inline]
     pub unsafe fn new_unchecked() -> Self {
         Avx2 { _proof: () }
@@ -119,7 +119,7 @@ fn merge_bins(sub: &[[u32; HIST_BINS]; 4], bins: &mut [u32; HIST_BINS]) {
 /// Dense passes (every weight counted: the first pass) spread the increments over four
 /// sub-histograms so that runs of equal bins do not stall on store forwarding. Sparse
 /// passes compare 8 prefixes at once and only touch the bins on a match.
-#[target_feature(enable = "avx2,fma,popcnt")]
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
 fn histogram_f32(
     s: &[f32],
     pass: &HistogramPass,
@@ -185,7 +185,7 @@ fn histogram_f32(
 }
 
 /// Counts of `bits(|w|) < t` (`lt`) and `bits(|w|) == t` (`eq`) over f32 weights.
-#[target_feature(enable = "avx2,fma,popcnt")]
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
 fn count_f32(s: &[f32], t: u32) -> (u64, u64) {
     let absmask = _mm256_set1_epi32(0x7FFF_FFFF);
     let tv = _mm256_set1_epi32(t as i32);
@@ -330,7 +330,7 @@ fn store_codes8(c: __m256i, dst: &mut [u8; 8]) {
 }
 
 /// Writes `n` staged 8-bit codes as the `bits`-wide codes `base..base + n` of a zeroed row.
-#[target_feature(enable = "avx2,fma,popcnt")]
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
 fn pack_codes(row_codes: &mut [u8], base: usize, staged: &[u8], bits: u8) {
     let n = staged.len();
     if bits == 8 {
@@ -363,7 +363,7 @@ fn pack_codes(row_codes: &mut [u8], base: usize, staged: &[u8], bits: u8) {
 }
 
 /// Quantizes whole rows of f32 (or converted) weights.
-#[target_feature(enable = "avx2,fma,popcnt")]
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
 fn quantize_rows_avx2(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Result<RowsDone> {
     let rows = check_rows(w.len(), job, out)?;
     let fp = job.params;
@@ -667,6 +667,22 @@ struct PositionReader<'a> {
 }
 
 impl PositionReader<'_> {
+    /// The next 57 (or more) bits of the stream, zero past its end.
+    #[inline(always)]
+    fn window(&self) -> u64 {
+        let byte = self.bit >> 3;
+        let w = match self.data.get(byte..byte + 8) {
+            Some(w) => u64::from_le_bytes(w.try_into().expect("8 bytes")),
+            None => {
+                let mut b = [0u8; 8];
+                let rest = self.data.get(byte..).unwrap_or(&[]);
+                b[..rest.len()].copy_from_slice(rest);
+                u64::from_le_bytes(b)
+            }
+        };
+        w >> (self.bit & 7)
+    }
+
     #[inline(always)]
     fn next(&mut self) -> usize {
         let byte = self.bit >> 3;
@@ -682,8 +698,64 @@ impl PositionReader<'_> {
     }
 }
 
+/// The outlier correction of one full group of 128 4-bit codes, 8 outliers at a time:
+/// positions unpacked with PDEP, `x` gathered, codes picked from the group's 16 code
+/// dwords with two permutes. Adds `Σ x_p · ((c_p − z_out)·Δ_out − (c_p − z_in)·Δ_in)`.
+#[inline(always)]
+fn outliers_g128_4bit(
+    codes: &[u8; 64],
+    xs: &[f32; 128],
+    pos: &mut PositionReader<'_>,
+    rec: &Rec,
+    mut accv: __m256,
+) -> __m256 {
+    debug_assert_eq!(pos.width, 7);
+    // SAFETY: AVX2/FMA/BMI2 intrinsics, inlined into `dot_row_avx2` only, which enables
+    // them. The loads read the 64 bytes of `codes`; the gather reads `xs` at indices that
+    // are 7-bit values (< 128 = xs.len()) in the lanes it is allowed to read.
+    unsafe {
+        let lo = _mm256_loadu_si256(codes.as_ptr().cast());
+        let hi = _mm256_loadu_si256(codes.as_ptr().add(32).cast());
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let (off_out, off_in) = (
+            _mm256_set1_epi32(rec.off_out),
+            _mm256_set1_epi32(rec.off_in),
+        );
+        let (step_out, step_in) = (_mm256_set1_ps(rec.step_out), _mm256_set1_ps(rec.step_in));
+        let mut left = rec.count;
+        while left > 0 {
+            let k = left.min(8);
+            let p8 = _pdep_u64(pos.window(), 0x7F7F_7F7F_7F7F_7F7F);
+            pos.bit += k * 7;
+            let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), lanes);
+            let idx = _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(p8 as i64)), valid);
+            let xg = _mm256_mask_i32gather_ps::<4>(
+                _mm256_setzero_ps(),
+                xs.as_ptr(),
+                idx,
+                _mm256_castsi256_ps(valid),
+            );
+            let dw = _mm256_srli_epi32::<3>(idx);
+            let word = _mm256_blendv_epi8(
+                _mm256_permutevar8x32_epi32(lo, dw),
+                _mm256_permutevar8x32_epi32(hi, dw),
+                _mm256_cmpgt_epi32(dw, _mm256_set1_epi32(7)),
+            );
+            let sh = _mm256_slli_epi32::<2>(_mm256_and_si256(idx, _mm256_set1_epi32(7)));
+            let c = _mm256_and_si256(_mm256_srlv_epi32(word, sh), _mm256_set1_epi32(0xF));
+            let cout = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_out));
+            let cin = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_in));
+            let delta = _mm256_fmsub_ps(cout, step_out, _mm256_mul_ps(cin, step_in));
+            // Lanes past `k` gathered 0: they add 0 · delta = 0 (delta is finite).
+            accv = _mm256_fmadd_ps(delta, xg, accv);
+            left -= k;
+        }
+        accv
+    }
+}
+
 /// Dequantizes one row: the dense pass on the inlier grid, then the outlier patch.
-#[target_feature(enable = "avx2,fma,popcnt")]
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
 fn dequantize_row_avx2(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Result<()> {
     let row = t.row(r)?;
     let fp = t.params();
@@ -728,7 +800,7 @@ fn dequantize_row_avx2(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Resul
 }
 
 /// Dot product of one packed row with `x` (FMA, 8 lanes: see the module docs).
-#[target_feature(enable = "avx2,fma,popcnt")]
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
 fn dot_row_avx2(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
     if x.len() != t.cols() {
         return Err(Error::ShapeMismatch {
@@ -794,6 +866,14 @@ fn dot_row_avx2(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
         }
         acc += dense * rec.step_in;
         // Outliers: replace their inlier-grid term by their outlier-grid value.
+        if fp.bits == 4 && g == 128 && xs.len() == 128 {
+            let codes: &[u8; 64] = row.codes[base / 2..base / 2 + 64]
+                .try_into()
+                .expect("64 bytes");
+            let xs: &[f32; 128] = xs.try_into().expect("128 f32");
+            accv = outliers_g128_4bit(codes, xs, &mut pos, &rec, accv);
+            continue;
+        }
         let (mut corr_out, mut corr_in) = (0f32, 0f32);
         for _ in 0..rec.count {
             let p = pos.next();
