@@ -64,9 +64,22 @@ fn is_adpq(meta: &BTreeMap<String, String>) -> bool {
     meta.get(META_FORMAT).map(String::as_str) == Some(FORMAT_NAME)
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y || y.starts_with(&x) && x.is_dir(),
+/// `path` made absolute and free of symlinks, also when it does not exist yet (its
+/// parent is resolved then).
+fn resolve(path: &Path) -> Option<std::path::PathBuf> {
+    path.canonicalize().ok().or_else(|| {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        Some(parent.canonicalize().ok()?.join(path.file_name()?))
+    })
+}
+
+/// Whether `output` is `input` or, for a folder input, inside it.
+fn same_file(input: &Path, output: &Path) -> bool {
+    match (resolve(input), resolve(output)) {
+        (Some(x), Some(y)) => x == y || (x.is_dir() && y.starts_with(&x)),
         _ => false,
     }
 }

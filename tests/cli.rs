@@ -830,3 +830,49 @@ fn real_minilm_sharded() {
         assert_eq!(n, one.len());
     }
 }
+
+/// A writer that does not pad its header leaves the data misaligned for f32: the weights
+/// are then copied, and the result is the same as for an aligned file.
+#[test]
+fn misaligned_data_and_folder_without_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (name, _, shape, data) = floats("blk.weight", Dtype::F32, &[4, 160], 11);
+    let mut header = format!(
+        r#"{{"blk.weight":{{"dtype":"F32","shape":[{},{}],"data_offsets":[0,{}]}}}}"#,
+        shape[0],
+        shape[1],
+        data.len()
+    );
+    while (8 + header.len()) % 4 != 2 {
+        header.push(' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&data);
+    let odd = tmp.path().join("odd.safetensors");
+    std::fs::write(&odd, &bytes).unwrap();
+    let aligned = tmp.path().join("aligned.safetensors");
+    write_st(&aligned, &[(name.clone(), Dtype::F32, shape, data)], &[]);
+    let (q1, q2) = (
+        tmp.path().join("q1.safetensors"),
+        tmp.path().join("q2.safetensors"),
+    );
+    ok(&adpq(&["quantize", p(&odd), "-o", p(&q1), "-q"]));
+    ok(&adpq(&["quantize", p(&aligned), "-o", p(&q2), "-q"]));
+    assert!(read_st(&q1).0[&name] == read_st(&q2).0[&name]);
+
+    // A folder with one unsharded file and a config: same layout out.
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write_st(&src.join("model.safetensors"), &synthetic_model(), &[]);
+    std::fs::write(src.join("config.json"), "{}").unwrap();
+    let out = tmp.path().join("out");
+    ok(&adpq(&["quantize", p(&src), "-o", p(&out), "-q"]));
+    assert_eq!(names_in(&out), ["config.json", "model.safetensors"]);
+    // Output inside the input folder is refused.
+    fails(
+        &adpq(&["quantize", p(&src), "-o", p(&src.join("q"))]),
+        2,
+        &["is the input"],
+    );
+}
