@@ -699,8 +699,9 @@ impl PositionReader<'_> {
 }
 
 /// The outlier correction of one full group of 128 4-bit codes, 8 outliers at a time:
-/// positions unpacked with PDEP, `x` gathered, codes picked from the group's 16 code
-/// dwords with two permutes. Adds `Σ x_p · ((c_p − z_out)·Δ_out − (c_p − z_in)·Δ_in)`.
+/// positions unpacked with PDEP, `x` loaded lane by lane (as fast as `vgatherdps` here,
+/// and immune to the microcode mitigations that make gathers slow on some CPUs), codes
+/// picked from the group's 16 code dwords with two permutes. Adds `Σ x_p · ((c_p − z_out)·Δ_out − (c_p − z_in)·Δ_in)`.
 #[inline(always)]
 fn outliers_g128_4bit(
     codes: &[u8; 64],
@@ -711,8 +712,8 @@ fn outliers_g128_4bit(
 ) -> __m256 {
     debug_assert_eq!(pos.width, 7);
     // SAFETY: AVX2/FMA/BMI2 intrinsics, inlined into `dot_row_avx2` only, which enables
-    // them. The loads read the 64 bytes of `codes`; the gather reads `xs` at indices that
-    // are 7-bit values (< 128 = xs.len()) in the lanes it is allowed to read.
+    // them. The loads read the 64 bytes of `codes` and the store writes the 32 bytes of
+    // `ix`; `xs` is indexed with bounds checks.
     unsafe {
         let lo = _mm256_loadu_si256(codes.as_ptr().cast());
         let hi = _mm256_loadu_si256(codes.as_ptr().add(32).cast());
@@ -729,10 +730,19 @@ fn outliers_g128_4bit(
             pos.bit += k * 7;
             let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), lanes);
             let idx = _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(p8 as i64)), valid);
-            let xg = _mm256_mask_i32gather_ps::<4>(
-                _mm256_setzero_ps(),
-                xs.as_ptr(),
-                idx,
+            let mut ix = [0u32; 8];
+            _mm256_storeu_si256(ix.as_mut_ptr().cast(), idx);
+            let xg = _mm256_and_ps(
+                _mm256_setr_ps(
+                    xs[ix[0] as usize & 127],
+                    xs[ix[1] as usize & 127],
+                    xs[ix[2] as usize & 127],
+                    xs[ix[3] as usize & 127],
+                    xs[ix[4] as usize & 127],
+                    xs[ix[5] as usize & 127],
+                    xs[ix[6] as usize & 127],
+                    xs[ix[7] as usize & 127],
+                ),
                 _mm256_castsi256_ps(valid),
             );
             let dw = _mm256_srli_epi32::<3>(idx);
@@ -746,7 +756,7 @@ fn outliers_g128_4bit(
             let cout = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_out));
             let cin = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_in));
             let delta = _mm256_fmsub_ps(cout, step_out, _mm256_mul_ps(cin, step_in));
-            // Lanes past `k` gathered 0: they add 0 · delta = 0 (delta is finite).
+            // Lanes past `k` hold x = 0: they add 0 · delta = 0 (delta is finite).
             accv = _mm256_fmadd_ps(delta, xg, accv);
             left -= k;
         }
