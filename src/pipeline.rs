@@ -527,6 +527,7 @@ pub fn dequantize<B: Backend>(
                 Error::tensor(f.path(), name, "listed in the metadata but missing")
             })?;
             packed_of(f, &t, orig, false)?;
+            f.release(&t);
             if opts.dtype.is_none() && out_dtype(&orig.dtype).is_none() {
                 return Err(Error::tensor(
                     f.path(),
@@ -749,7 +750,9 @@ pub fn inspect(input: &Path) -> Result<Inspection> {
             if let Some(o) = origs.get(t.name) {
                 it.dtype = Some(o.dtype.clone());
                 it.shape = Some(o.shape.clone());
-                match packed_of(f, &t, o, false) {
+                let parsed = packed_of(f, &t, o, false);
+                f.release(&t);
+                match parsed {
                     Ok(p) => {
                         q += 1;
                         qw += (p.rows() * p.cols()) as u64;
