@@ -1,0 +1,72 @@
+//! Throughput by this thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), for tuning on a
+//! shared machine where wall-clock benches are noisy: time slices lost to other
+//! processes do not count.
+//!
+//! `cargo run --release -p adpq-bench --example cputime -- BACKEND OP [REPS]` with OP one
+//! of select, quantize, dequantize, dequantize_row, gemv.
+
+use adpq_bench::{gaussian, shape};
+use adpq_core::backend::AnyBackend;
+use adpq_core::{packed_len, Backend, PackedTensor, Params, Weights};
+
+fn on_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(name), Some(op)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: cputime BACKEND OP [REPS]");
+        std::process::exit(2);
+    };
+    let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let b = AnyBackend::by_name(name).unwrap_or_else(|e| panic!("{e}"));
+    let (rows, cols) = shape();
+    let n = rows * cols;
+    let w = gaussian(n, 1);
+    let x = gaussian(cols, 2);
+    let params = Params::DEFAULT;
+    let ww = Weights::F32(&w);
+    let sel = b.select(ww, rows, cols, &params).unwrap();
+    let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
+    b.quantize(ww, rows, cols, &params, &sel, &mut buf).unwrap();
+    let packed = buf.clone();
+    let t = PackedTensor::parse(&packed).unwrap();
+    let mut out = vec![0f32; n];
+    let mut y = vec![0f32; rows];
+    let mut run = || match op.as_str() {
+        "select" => {
+            std::hint::black_box(b.select(ww, rows, cols, &params).unwrap());
+        }
+        "quantize" => {
+            let sel = b.select(ww, rows, cols, &params).unwrap();
+            b.quantize(ww, rows, cols, &params, &sel, &mut buf).unwrap();
+        }
+        "dequantize" => b.dequantize_rows(&t, 0, &mut out).unwrap(),
+        "dequantize_row" => {
+            for r in 0..rows {
+                b.dequantize_rows(&t, r, &mut out[..cols]).unwrap();
+            }
+        }
+        "gemv" => b.gemv(&t, std::hint::black_box(&x), &mut y).unwrap(),
+        other => panic!("unknown op {other}"),
+    };
+    run();
+    let mut best = f64::INFINITY;
+    for _ in 0..reps {
+        let t0 = on_cpu_ns();
+        run();
+        best = best.min((on_cpu_ns() - t0) as f64);
+    }
+    println!(
+        "{name} {op} {rows}x{cols}: {:.3} Gelem/s per on-CPU second (best of {reps})",
+        n as f64 / best
+    );
+}
