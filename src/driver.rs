@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use crate::rtn::{row_error_sums, ErrorSums};
 
 /// Elements per histogram/count chunk of the selection passes.
-pub const CHUNK_ELEMS: usize = 1 << 18;
+pub const CHUNK_ELEMS: usize = 1 << 16;
 /// Target elements per row block of quantization and dequantization (a block holds at
 /// least one row).
 pub const BLOCK_ELEMS: usize = 1 << 16;

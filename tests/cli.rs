@@ -876,3 +876,36 @@ fn misaligned_data_and_folder_without_index() {
         &["is the input"],
     );
 }
+
+/// SmolLM2-135M (272 tensors, rows of 576 = 4·128 + 64): AdpQ beats RTN on every
+/// quantized tensor. Slow in a debug build: `cargo test -p adpq --release -- --ignored`.
+#[test]
+#[ignore = "about 100 M weights; run with --release -- --ignored"]
+fn real_smollm2_beats_rtn() {
+    let input = data_dir().join("smollm2/model.safetensors");
+    if !input.exists() {
+        eprintln!("SKIP: {} absent (run `cargo xtask fetch`)", input.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("q.safetensors");
+    let rep = tmp.path().join("r.json");
+    ok(&adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q),
+        "--report",
+        p(&rep),
+        "-q",
+    ]));
+    let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    let (a, b) = (
+        r["totals"]["rel_mse"].as_f64().unwrap(),
+        r["totals"]["rtn_rel_mse"].as_f64().unwrap(),
+    );
+    eprintln!("SmolLM2 relative MSE: AdpQ {a:.4e}, RTN {b:.4e}");
+    assert!(a < b);
+    assert_eq!(r["totals"]["worse_than_rtn"], 0);
+    ok(&adpq(&["verify", p(&q)]));
+}
