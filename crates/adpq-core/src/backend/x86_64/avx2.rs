@@ -698,10 +698,51 @@ impl PositionReader<'_> {
     }
 }
 
-/// The outlier correction of one full group of 128 4-bit codes, 8 outliers at a time:
-/// positions unpacked with PDEP, `x` loaded lane by lane (as fast as `vgatherdps` here,
-/// and immune to the microcode mitigations that make gathers slow on some CPUs), codes
-/// picked from the group's 16 code dwords with two permutes. Adds `Σ x_p · ((c_p − z_out)·Δ_out − (c_p − z_in)·Δ_in)`.
+/// The 16 code dwords of a full 4-bit group of 128 (codes `8d..8d+8` in dword `d`).
+#[inline(always)]
+fn group_code_dwords(codes: &[u8; 64]) -> (__m256i, __m256i) {
+    // SAFETY: AVX loads of the 64 bytes of `codes`, inlined into AVX2 callers only.
+    unsafe {
+        (
+            _mm256_loadu_si256(codes.as_ptr().cast()),
+            _mm256_loadu_si256(codes.as_ptr().add(32).cast()),
+        )
+    }
+}
+
+/// Positions (lanes past `k` hold 0), codes and lane mask of the next `k ≤ 8` outliers of
+/// a full 4-bit group of 128: positions unpacked from the 7-bit stream with PDEP, codes
+/// picked from the group's code dwords with two permutes.
+#[inline(always)]
+fn next_outliers8(
+    dwords: (__m256i, __m256i),
+    pos: &mut PositionReader<'_>,
+    k: usize,
+) -> (__m256i, __m256i, __m256i) {
+    debug_assert!(pos.width == 7 && k <= 8);
+    // SAFETY: AVX2/BMI2 intrinsics on registers, inlined into callers that enable them.
+    unsafe {
+        let p8 = _pdep_u64(pos.window(), 0x7F7F_7F7F_7F7F_7F7F);
+        pos.bit += k * 7;
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), lanes);
+        let idx = _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(p8 as i64)), valid);
+        let dw = _mm256_srli_epi32::<3>(idx);
+        let word = _mm256_blendv_epi8(
+            _mm256_permutevar8x32_epi32(dwords.0, dw),
+            _mm256_permutevar8x32_epi32(dwords.1, dw),
+            _mm256_cmpgt_epi32(dw, _mm256_set1_epi32(7)),
+        );
+        let sh = _mm256_slli_epi32::<2>(_mm256_and_si256(idx, _mm256_set1_epi32(7)));
+        let c = _mm256_and_si256(_mm256_srlv_epi32(word, sh), _mm256_set1_epi32(0xF));
+        (idx, c, valid)
+    }
+}
+
+/// The outlier correction of one full group of 128 4-bit codes, 8 outliers at a time
+/// ([`next_outliers8`]), with `x` loaded lane by lane (as fast as `vgatherdps` here, and
+/// immune to the microcode mitigations that make gathers slow on some CPUs).
+/// Adds `Σ x_p · ((c_p − z_out)·Δ_out − (c_p − z_in)·Δ_in)`.
 #[inline(always)]
 fn outliers_g128_4bit(
     codes: &[u8; 64],
@@ -710,14 +751,10 @@ fn outliers_g128_4bit(
     rec: &Rec,
     mut accv: __m256,
 ) -> __m256 {
-    debug_assert_eq!(pos.width, 7);
-    // SAFETY: AVX2/FMA/BMI2 intrinsics, inlined into `dot_row_avx2` only, which enables
-    // them. The loads read the 64 bytes of `codes` and the store writes the 32 bytes of
-    // `ix`; `xs` is indexed with bounds checks.
+    let dwords = group_code_dwords(codes);
+    // SAFETY: AVX2/FMA intrinsics, inlined into `dot_row_avx2` only, which enables them;
+    // the store writes the 32 bytes of `ix`; `xs` is indexed with bounds checks.
     unsafe {
-        let lo = _mm256_loadu_si256(codes.as_ptr().cast());
-        let hi = _mm256_loadu_si256(codes.as_ptr().add(32).cast());
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let (off_out, off_in) = (
             _mm256_set1_epi32(rec.off_out),
             _mm256_set1_epi32(rec.off_in),
@@ -726,10 +763,7 @@ fn outliers_g128_4bit(
         let mut left = rec.count;
         while left > 0 {
             let k = left.min(8);
-            let p8 = _pdep_u64(pos.window(), 0x7F7F_7F7F_7F7F_7F7F);
-            pos.bit += k * 7;
-            let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), lanes);
-            let idx = _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(p8 as i64)), valid);
+            let (idx, c, valid) = next_outliers8(dwords, pos, k);
             let mut ix = [0u32; 8];
             _mm256_storeu_si256(ix.as_mut_ptr().cast(), idx);
             let xg = _mm256_and_ps(
@@ -745,14 +779,6 @@ fn outliers_g128_4bit(
                 ),
                 _mm256_castsi256_ps(valid),
             );
-            let dw = _mm256_srli_epi32::<3>(idx);
-            let word = _mm256_blendv_epi8(
-                _mm256_permutevar8x32_epi32(lo, dw),
-                _mm256_permutevar8x32_epi32(hi, dw),
-                _mm256_cmpgt_epi32(dw, _mm256_set1_epi32(7)),
-            );
-            let sh = _mm256_slli_epi32::<2>(_mm256_and_si256(idx, _mm256_set1_epi32(7)));
-            let c = _mm256_and_si256(_mm256_srlv_epi32(word, sh), _mm256_set1_epi32(0xF));
             let cout = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_out));
             let cin = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_in));
             let delta = _mm256_fmsub_ps(cout, step_out, _mm256_mul_ps(cin, step_in));
@@ -761,6 +787,38 @@ fn outliers_g128_4bit(
             left -= k;
         }
         accv
+    }
+}
+
+/// The outlier patch of one full group of 128 4-bit codes: values computed 8 at a time
+/// exactly as the oracle does (`(c − z_out) as f32 · Δ_out`), stored lane by lane.
+#[inline(always)]
+fn patch_g128_4bit(
+    codes: &[u8; 64],
+    out: &mut [f32; 128],
+    pos: &mut PositionReader<'_>,
+    rec: &Rec,
+) {
+    let dwords = group_code_dwords(codes);
+    // SAFETY: AVX2 intrinsics, inlined into `dequantize_row_avx2` only, which enables
+    // them; the stores write the 32 bytes of `ix` and `v`; `out` is indexed with bounds
+    // checks.
+    unsafe {
+        let off_out = _mm256_set1_epi32(rec.off_out);
+        let step_out = _mm256_set1_ps(rec.step_out);
+        let mut left = rec.count;
+        while left > 0 {
+            let k = left.min(8);
+            let (idx, c, _) = next_outliers8(dwords, pos, k);
+            let vals = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_out)), step_out);
+            let (mut ix, mut v) = ([0u32; 8], [0f32; 8]);
+            _mm256_storeu_si256(ix.as_mut_ptr().cast(), idx);
+            _mm256_storeu_ps(v.as_mut_ptr(), vals);
+            for j in 0..k {
+                out[ix[j] as usize & 127] = v[j];
+            }
+            left -= k;
+        }
     }
 }
 
@@ -780,6 +838,26 @@ fn dequantize_row_avx2(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Resul
     for (gi, chunk) in out.chunks_mut(g).enumerate() {
         let rec = read_record(&row.records[gi * rb..(gi + 1) * rb], &fp, scale);
         let base = gi * g;
+        if fp.bits == 4 && g == 128 && chunk.len() == 128 {
+            // The default format's full groups: no per-chunk width tests or bounds checks.
+            let codes: &[u8; 64] = row.codes[base / 2..base / 2 + 64]
+                .try_into()
+                .expect("64 bytes");
+            let out: &mut [f32; 128] = chunk.try_into().expect("128 f32");
+            let off = _mm256_set1_epi32(rec.off_in);
+            let step = _mm256_set1_ps(rec.step_in);
+            let shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+            let nib = _mm256_set1_epi32(0xF);
+            for (cb, o) in codes.chunks_exact(4).zip(out.chunks_exact_mut(8)) {
+                let w = i32::from_le_bytes(cb.try_into().expect("4 bytes"));
+                let c = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w), shifts), nib);
+                let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c, off)), step);
+                // SAFETY: `o` is 8 f32; unaligned store.
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
+            }
+            patch_g128_4bit(codes, out, &mut pos, &rec);
+            continue;
+        }
         let fast = (fp.bits == 4 && base % 2 == 0) || fp.bits == 8;
         let done = if fast {
             let off = _mm256_set1_epi32(rec.off_in);
