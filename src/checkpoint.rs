@@ -685,3 +685,69 @@ impl Output {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_padded_and_tensors_aligned() {
+        let mut tensors = vec![
+            PlannedTensor {
+                name: "packed".into(),
+                dtype: Dtype::U8,
+                shape: vec![13],
+                len: 13,
+            },
+            PlannedTensor {
+                name: "h".into(),
+                dtype: Dtype::F16,
+                shape: vec![3],
+                len: 6,
+            },
+            PlannedTensor {
+                name: "ids".into(),
+                dtype: Dtype::I64,
+                shape: vec![1],
+                len: 8,
+            },
+            PlannedTensor {
+                name: "w".into(),
+                dtype: Dtype::F32,
+                shape: vec![3],
+                len: 12,
+            },
+        ];
+        sort_for_output(&mut tensors);
+        let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["ids", "w", "h", "packed"]);
+        let meta = BTreeMap::from([("format".to_string(), "adpq".to_string())]);
+        let mut file = header_bytes(&meta, &tensors);
+        assert_eq!(file.len() % 8, 0);
+        let mut at = file.len();
+        for t in &tensors {
+            assert_eq!(at % (t.dtype.bitsize() / 8), 0, "{} misaligned", t.name);
+            at += t.len as usize;
+        }
+        file.resize(at, 0);
+        let (_, m) = SafeTensors::read_metadata(&file).unwrap();
+        assert_eq!(m.metadata().as_ref().unwrap()["format"], "adpq");
+        assert_eq!(m.offset_keys(), names);
+    }
+
+    #[test]
+    fn shard_names_must_be_plain() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x.safetensors",
+            "a/b",
+            "a\\b",
+            "/etc/passwd",
+        ] {
+            assert!(!is_plain_file_name(bad), "{bad}");
+        }
+        assert!(is_plain_file_name("model-00001-of-00002.safetensors"));
+    }
+}

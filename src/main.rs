@@ -167,7 +167,25 @@ fn print_stdout(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
     let _ = f(&mut lock).and_then(|()| lock.flush());
 }
 
+/// Fails early (before any work) when the report could not be written.
+fn check_report_path(report: Option<&PathBuf>) -> Result<(), Error> {
+    if let Some(path) = report {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => std::path::Path::new("."),
+        };
+        if !parent.is_dir() || path.is_dir() {
+            return Err(Error::Usage(format!(
+                "--report {}: the folder does not exist or the path is a folder",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn quantize(a: QuantizeArgs) -> Result<(), Error> {
+    check_report_path(a.report.as_ref())?;
     let grid = if a.asymmetric {
         Grid::Asymmetric
     } else {
@@ -207,6 +225,7 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
 }
 
 fn dequantize(a: DequantizeArgs) -> Result<(), Error> {
+    check_report_path(a.report.as_ref())?;
     let opts = DequantizeOptions {
         dtype: a.dtype.map(|d| match d {
             DtypeArg::F32 => OutDtype::F32,

@@ -909,3 +909,48 @@ fn real_smollm2_beats_rtn() {
     assert_eq!(r["totals"]["worse_than_rtn"], 0);
     ok(&adpq(&["verify", p(&q)]));
 }
+
+#[test]
+fn hostile_index_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    sharded(&src);
+    let index = src.join("model.safetensors.index.json");
+    let good = std::fs::read_to_string(&index).unwrap();
+    let cases = [
+        // A shard outside the folder.
+        good.replacen("model-00001-of-00002.safetensors", "../evil.safetensors", 1),
+        // A missing shard.
+        good.replace(
+            "model-00002-of-00002.safetensors",
+            "model-00009-of-00002.safetensors",
+        ),
+        // Not JSON.
+        "{ not json".to_string(),
+        // No weight_map.
+        "{}".to_string(),
+    ];
+    let out = tmp.path().join("out");
+    for case in cases {
+        std::fs::write(&index, &case).unwrap();
+        fails(&adpq(&["quantize", p(&src), "-o", p(&out)]), 1, &["model"]);
+        assert!(!out.exists());
+        assert_eq!(names_in(tmp.path()), ["src"]);
+    }
+    // A report path in a missing folder is refused before any work.
+    std::fs::write(&index, &good).unwrap();
+    fails(
+        &adpq(&[
+            "quantize",
+            p(&src),
+            "-o",
+            p(&out),
+            "--report",
+            "/nonexistent/r.json",
+        ]),
+        2,
+        &["--report"],
+    );
+    assert!(!out.exists());
+}
