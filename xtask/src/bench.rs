@@ -32,7 +32,7 @@ fn peer_of(op: &str) -> Option<&'static str> {
     match op {
         "quantize" => Some("q4_0_quantize"),
         "dequantize" | "dequantize_row" => Some("q4_0_dequantize"),
-        "gemv" => Some("q4_0_q8_0_vec_dot"),
+        "gemv" | "gemv_q8" => Some("q4_0_q8_0_vec_dot"),
         _ => None,
     }
 }

@@ -5,7 +5,8 @@
 //! - `quantize`: selection plus packing (what `adpq quantize` does per tensor);
 //! - `dequantize`: the whole tensor back to f32 (a 64 MiB write at 4096x4096);
 //! - `dequantize_row`: row by row into one reused row buffer (cache-resident output);
-//! - `gemv`: `y = W x` with f32 activations (fused, no dequantized copy).
+//! - `gemv`: `y = W x` with f32 activations (fused, no dequantized copy);
+//! - `gemv_q8`: the same with int8 activations (quantized per group inside the loop).
 //!
 //! With `--features candle`, candle-core peers run on the same data: `candle/q4_0_quantize`,
 //! `candle/q4k_quantize`, `candle/q4_0_dequantize` and `candle/q4_0_q8_0_vec_dot` (one
@@ -16,7 +17,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use adpq_bench::{gaussian, quick, shape};
-use adpq_core::backend::AnyBackend;
+use adpq_core::backend::{AnyBackend, Q8Activations};
 use adpq_core::{packed_len, Backend, PackedTensor, Params, Weights};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -90,6 +91,26 @@ fn adpq(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(&label, |bch| {
             bch.iter(|| b.gemv(black_box(&t), black_box(&x), &mut y).unwrap())
+        });
+        g.finish();
+
+        // int8 activations, quantized inside the timed loop (once per call, as per token).
+        let groups = cols.div_ceil(usize::from(params.group_size));
+        let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
+        let mut g = c.benchmark_group(format!("{name}/gemv_q8"));
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(&label, |bch| {
+            bch.iter(|| {
+                let a = Q8Activations::quantize(
+                    black_box(&x),
+                    params.group_size,
+                    &mut q,
+                    &mut sc,
+                    &mut su,
+                )
+                .unwrap();
+                b.gemv_q8(black_box(&t), &a, &mut y).unwrap()
+            })
         });
         g.finish();
     }

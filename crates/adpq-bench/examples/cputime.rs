@@ -3,10 +3,10 @@
 //! processes do not count.
 //!
 //! `cargo run --release -p adpq-bench --example cputime -- BACKEND OP [REPS]` with OP one
-//! of select, quantize, dequantize, dequantize_row, gemv.
+//! of select, quantize, dequantize, dequantize_row, gemv, gemv_q8.
 
 use adpq_bench::{gaussian, shape};
-use adpq_core::backend::AnyBackend;
+use adpq_core::backend::{AnyBackend, Q8Activations};
 use adpq_core::{packed_len, Backend, PackedTensor, Params, Weights};
 
 fn on_cpu_ns() -> u64 {
@@ -56,6 +56,13 @@ fn main() {
             }
         }
         "gemv" => b.gemv(&t, std::hint::black_box(&x), &mut y).unwrap(),
+        "gemv_q8" => {
+            let groups = cols.div_ceil(usize::from(params.group_size));
+            let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
+            let a =
+                Q8Activations::quantize(&x, params.group_size, &mut q, &mut sc, &mut su).unwrap();
+            b.gemv_q8(&t, &a, &mut y).unwrap()
+        }
         other => panic!("unknown op {other}"),
     };
     run();

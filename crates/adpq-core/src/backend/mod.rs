@@ -6,6 +6,7 @@
 //! [`Scalar`] backend is the oracle every other backend is tested against.
 
 mod auto;
+mod q8;
 mod scalar;
 mod stubs;
 #[cfg(target_arch = "x86_64")]
@@ -14,6 +15,7 @@ mod x86_64;
 mod aarch64;
 
 pub use auto::{dot_tolerance, AnyBackend, BackendChoiceError};
+pub use q8::{dot_row_q8_ref, Q8Activations};
 pub use scalar::Scalar;
 #[cfg(target_arch = "aarch64")]
 pub use aarch64::Neon;

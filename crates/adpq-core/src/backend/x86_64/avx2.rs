@@ -14,6 +14,7 @@ use core::arch::x86_64::*;
 
 use half::slice::HalfFloatSliceExt;
 
+use crate::backend::q8::{dot_row_q8_ref, Q8Activations};
 use crate::backend::scalar::{
     check_out_rows, check_rows, code_at, grid_of, histogram_generic, put_code,
 };
@@ -1000,6 +1001,140 @@ fn dot_row_avx2(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
             }
         }
         acc += corr_out * rec.step_out - corr_in * rec.step_in;
+    }
+    Ok(acc + hsum(accv))
+}
+
+impl Avx2 {
+    /// Dot product of packed row `row` with int8 activations (see
+    /// [`backend::q8`](crate::backend::Q8Activations)): exact integer `Σ c·q` per group
+    /// with `maddubs`, vectorized outlier corrections. Formats other than 4-bit codes in
+    /// groups of 128 use the portable reference.
+    pub fn dot_row_q8(
+        &self,
+        t: &PackedTensor<'_>,
+        row: usize,
+        a: &Q8Activations<'_>,
+    ) -> Result<f32> {
+        // SAFETY: holding `self` proves AVX2, FMA, POPCNT and BMI2 are available.
+        unsafe { dot_row_q8_avx2(t, row, a) }
+    }
+}
+
+/// The outlier correction of a full group with int8 activations:
+/// adds `Σ q_p · ((c_p − z_out)·Δ_out − (c_p − z_in)·Δ_in)` into `corr`.
+#[inline(always)]
+fn outliers_q8_g128(
+    codes: &[u8; 64],
+    qs: &[i8; 128],
+    pos: &mut PositionReader<'_>,
+    rec: &Rec,
+    mut corr: __m256,
+) -> __m256 {
+    let dwords = group_code_dwords(codes);
+    // SAFETY: AVX2/FMA intrinsics, inlined into `dot_row_q8_avx2` only, which enables
+    // them; the store writes the 32 bytes of `ix`; `qs` is indexed with bounds checks.
+    unsafe {
+        let (off_out, off_in) = (
+            _mm256_set1_epi32(rec.off_out),
+            _mm256_set1_epi32(rec.off_in),
+        );
+        let (step_out, step_in) = (_mm256_set1_ps(rec.step_out), _mm256_set1_ps(rec.step_in));
+        let mut left = rec.count;
+        while left > 0 {
+            let k = left.min(8);
+            let (idx, c, valid) = next_outliers8(dwords, pos, k);
+            let mut ix = [0u32; 8];
+            _mm256_storeu_si256(ix.as_mut_ptr().cast(), idx);
+            let q = |j: usize| i32::from(qs[ix[j] as usize & 127]);
+            let qv = _mm256_and_si256(
+                _mm256_setr_epi32(q(0), q(1), q(2), q(3), q(4), q(5), q(6), q(7)),
+                valid,
+            );
+            let cout = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_out));
+            let cin = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_in));
+            let delta = _mm256_fmsub_ps(cout, step_out, _mm256_mul_ps(cin, step_in));
+            corr = _mm256_fmadd_ps(delta, _mm256_cvtepi32_ps(qv), corr);
+            left -= k;
+        }
+        corr
+    }
+}
+
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+fn dot_row_q8_avx2(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> Result<f32> {
+    a.check(t)?;
+    let fp = t.params();
+    if !(fp.bits == 4 && fp.group_size == 128) {
+        return dot_row_q8_ref(t, r, a);
+    }
+    let row = t.row(r)?;
+    let rb = fp.record_bytes();
+    let scale = pow2(i32::from(t.info().scale_exp));
+    let mut pos = PositionReader {
+        data: row.positions,
+        bit: row.first_outlier * t.layout().position_bits as usize,
+        width: t.layout().position_bits,
+    };
+    let ones = _mm256_set1_epi16(1);
+    let low = _mm_set1_epi8(0x0F);
+    let mut accv = _mm256_setzero_ps();
+    let mut acc = 0f32;
+    for (gi, qs) in a.q().chunks(128).enumerate() {
+        let rec = read_record(&row.records[gi * rb..(gi + 1) * rb], &fp, scale);
+        let base = gi * 128;
+        let sx = a.scales()[gi];
+        if let Ok(qs) = <&[i8; 128]>::try_from(qs) {
+            let codes: &[u8; 64] = row.codes[base / 2..base / 2 + 64]
+                .try_into()
+                .expect("64 bytes");
+            let mut isum = _mm256_setzero_si256();
+            for (cb, qc) in codes.chunks_exact(16).zip(qs.chunks_exact(32)) {
+                // SAFETY: `cb` is 16 bytes and `qc` 32 bytes; unaligned loads.
+                let (v, qv) = unsafe {
+                    (
+                        _mm_loadu_si128(cb.as_ptr().cast()),
+                        _mm256_loadu_si256(qc.as_ptr().cast()),
+                    )
+                };
+                let lo = _mm_and_si128(v, low);
+                let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), low);
+                let c = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi));
+                // |c·q + c·q| ≤ 2·15·127: no i16 saturation.
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(c, qv), ones));
+            }
+            // The exact integer dense sum, as the reference computes it.
+            let s4 = _mm_add_epi32(
+                _mm256_castsi256_si128(isum),
+                _mm256_extracti128_si256::<1>(isum),
+            );
+            let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
+            let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32::<0b01>(s2));
+            let dense = _mm_cvtsi128_si32(s1) - rec.off_in * a.sums()[gi];
+            acc += sx * (rec.step_in * dense as f32);
+            if rec.count > 0 {
+                let corr = outliers_q8_g128(codes, qs, &mut pos, &rec, _mm256_setzero_ps());
+                accv = _mm256_fmadd_ps(corr, _mm256_set1_ps(sx), accv);
+            }
+        } else {
+            // A short last group: the reference's arithmetic.
+            let mut isum = 0i32;
+            for (i, &qi) in qs.iter().enumerate() {
+                isum += i32::from(code_at(row.codes, base + i, 4)) * i32::from(qi);
+            }
+            let dense = isum - rec.off_in * a.sums()[gi];
+            let mut corr = 0f32;
+            for _ in 0..rec.count {
+                let p = pos.next();
+                if let Some(&qp) = qs.get(p) {
+                    let c = i32::from(code_at(row.codes, base + p, 4));
+                    corr += f32::from(qp)
+                        * ((c - rec.off_out) as f32 * rec.step_out
+                            - (c - rec.off_in) as f32 * rec.step_in);
+                }
+            }
+            acc += sx * (rec.step_in * dense as f32 + corr);
+        }
     }
     Ok(acc + hsum(accv))
 }

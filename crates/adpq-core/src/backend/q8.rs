@@ -1,0 +1,209 @@
+//! Dot products with int8-quantized activations, what an inference engine does per token.
+//!
+//! [`Q8Activations`] holds `x` quantized per group of the weight tensor's `g`:
+//! `x_i ≈ s_G · q_i` with `s_G = max|x_G| / 127` and `q_i = round_half_even(x_i / s_G)`
+//! in `-127..=127`, plus `Σ q_i` per group. The dot product of a packed row with it is
+//!
+//! `Σ_G s_G · (Δ_in · (Σ c_i q_i − z_in · Σ q_i) + Σ_{p outlier} q_p ((c_p − z_out)Δ_out − (c_p − z_in)Δ_in))`
+//!
+//! where `Σ c_i q_i` is exact integer arithmetic (what SIMD backends do with
+//! `maddubs`-style instructions). [`dot_row_q8_ref`] is the portable reference; SIMD
+//! versions differ from it only in float summation order, within
+//! [`dot_tolerance`](super::dot_tolerance) of the dequantized activations
+//! ([`Q8Activations::dequantize`]). The intermediate `Δ_in · (Σ c q − z Σ q)` can reach
+//! `|w|max · 127 · g`: with weights beyond ~1e33 it may overflow where an f32 dot would not.
+
+use super::scalar::code_at;
+use super::AnyBackend;
+use crate::bits::get_bits;
+use crate::error::{Error, Result};
+use crate::format::PackedTensor;
+use crate::quant::round_ties_even;
+
+/// Activations quantized to int8 per group (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct Q8Activations<'a> {
+    group_size: u16,
+    q: &'a [i8],
+    scales: &'a [f32],
+    sums: &'a [i32],
+}
+
+impl<'a> Q8Activations<'a> {
+    /// Quantizes `x` per group of `group_size` into caller buffers: `q` of `x.len()`,
+    /// `scales` and `sums` of `x.len().div_ceil(group_size)` each. Non-finite `x` give
+    /// an error.
+    pub fn quantize(
+        x: &[f32],
+        group_size: u16,
+        q: &'a mut [i8],
+        scales: &'a mut [f32],
+        sums: &'a mut [i32],
+    ) -> Result<Q8Activations<'a>> {
+        let g = usize::from(group_size);
+        if g == 0 {
+            return Err(Error::InvalidGroupSize(0));
+        }
+        let groups = x.len().div_ceil(g);
+        for (needed, actual) in [
+            (x.len(), q.len()),
+            (groups, scales.len()),
+            (groups, sums.len()),
+        ] {
+            if needed != actual {
+                return Err(Error::BufferSize {
+                    needed: needed as u64,
+                    actual: actual as u64,
+                });
+            }
+        }
+        for (gi, xs) in x.chunks(g).enumerate() {
+            let mut max = 0f32;
+            for (i, &v) in xs.iter().enumerate() {
+                if !v.is_finite() {
+                    return Err(Error::NonFinite {
+                        row: 0,
+                        col: (gi * g + i) as u64,
+                        value: v,
+                    });
+                }
+                max = max.max(v.abs());
+            }
+            let s = max / 127.0;
+            let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+            let mut sum = 0i32;
+            for (d, &v) in q[gi * g..gi * g + xs.len()].iter_mut().zip(xs) {
+                let r = round_ties_even((v * inv).clamp(-127.0, 127.0)) as i32;
+                *d = r as i8;
+                sum += r;
+            }
+            scales[gi] = s;
+            sums[gi] = sum;
+        }
+        Ok(Q8Activations {
+            group_size,
+            q,
+            scales,
+            sums,
+        })
+    }
+
+    /// Group size the activations were quantized with.
+    pub fn group_size(&self) -> u16 {
+        self.group_size
+    }
+    /// The int8 values.
+    pub fn q(&self) -> &'a [i8] {
+        self.q
+    }
+    /// Per-group scales `s_G`.
+    pub fn scales(&self) -> &'a [f32] {
+        self.scales
+    }
+    /// Per-group sums `Σ q_i`.
+    pub fn sums(&self) -> &'a [i32] {
+        self.sums
+    }
+    /// Number of activations.
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    /// Writes `s_G · q_i` (the values the int8 dot products multiply by) into `out`.
+    ///
+    /// # Panics
+    /// When `out.len() != self.len()`.
+    pub fn dequantize(&self, out: &mut [f32]) {
+        assert_eq!(out.len(), self.q.len(), "output length");
+        let g = usize::from(self.group_size);
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.scales[i / g] * f32::from(self.q[i]);
+        }
+    }
+
+    /// Checks that these activations fit the columns and groups of `t`.
+    pub(crate) fn check(&self, t: &PackedTensor<'_>) -> Result<()> {
+        if self.q.len() != t.cols() {
+            return Err(Error::ShapeMismatch {
+                expected: t.cols() as u64,
+                actual: self.q.len() as u64,
+            });
+        }
+        if self.group_size != t.params().group_size {
+            return Err(Error::InvalidGroupSize(u32::from(self.group_size)));
+        }
+        Ok(())
+    }
+}
+
+/// The portable reference of the int8-activation dot product of packed row `r`.
+pub fn dot_row_q8_ref(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> Result<f32> {
+    a.check(t)?;
+    let row = t.row(r)?;
+    let fp = t.params();
+    let g = usize::from(fp.group_size);
+    let pb = t.layout().position_bits;
+    let mut next = row.first_outlier;
+    let mut acc = 0f32;
+    for (gi, qs) in a.q.chunks(g).enumerate() {
+        let rec = t.record(&row, gi);
+        let base = gi * g;
+        let mut isum = 0i32;
+        for (i, &qi) in qs.iter().enumerate() {
+            isum += i32::from(code_at(row.codes, base + i, fp.bits)) * i32::from(qi);
+        }
+        let dense = isum - rec.inliers.offset * a.sums[gi];
+        let mut corr = 0f32;
+        for k in next..next + rec.count {
+            let p = get_bits(row.positions, k * pb as usize, pb) as usize;
+            if let Some(&qp) = qs.get(p) {
+                let c = code_at(row.codes, base + p, fp.bits);
+                corr += f32::from(qp) * (rec.outliers.decode(c) - rec.inliers.decode(c));
+            }
+        }
+        next += rec.count;
+        acc += a.scales[gi] * (rec.inliers.step * dense as f32 + corr);
+    }
+    Ok(acc)
+}
+
+impl AnyBackend {
+    /// Dot product of packed row `row` with int8 activations. AVX2 has a fast path
+    /// (4-bit codes); other backends use [`dot_row_q8_ref`].
+    pub fn dot_row_q8(
+        &self,
+        t: &PackedTensor<'_>,
+        row: usize,
+        a: &Q8Activations<'_>,
+    ) -> Result<f32> {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            AnyBackend::Avx2(b) => b.dot_row_q8(t, row, a),
+            _ => dot_row_q8_ref(t, row, a),
+        }
+    }
+
+    /// `y = W x̂` with int8 activations `x̂` (see [`AnyBackend::dot_row_q8`]).
+    pub fn gemv_q8(
+        &self,
+        t: &PackedTensor<'_>,
+        a: &Q8Activations<'_>,
+        y: &mut [f32],
+    ) -> Result<()> {
+        if y.len() != t.rows() {
+            return Err(Error::BufferSize {
+                needed: t.rows() as u64,
+                actual: y.len() as u64,
+            });
+        }
+        a.check(t)?;
+        for (r, out) in y.iter_mut().enumerate() {
+            *out = self.dot_row_q8(t, r, a)?;
+        }
+        Ok(())
+    }
+}
