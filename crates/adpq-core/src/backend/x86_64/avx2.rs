@@ -1033,7 +1033,8 @@ fn outliers_q8_g128(
 ) -> __m256 {
     let dwords = group_code_dwords(codes);
     // SAFETY: AVX2/FMA intrinsics, inlined into `dot_row_q8_avx2` only, which enables
-    // them; the store writes the 32 bytes of `ix`; `qs` is indexed with bounds checks.
+    // them; the store writes the 32 bytes of `ix`, the load reads the 8 bytes of `qb`; `qs`
+    // is indexed with bounds checks.
     unsafe {
         let (off_out, off_in) = (
             _mm256_set1_epi32(rec.off_out),
@@ -1046,9 +1047,12 @@ fn outliers_q8_g128(
             let (idx, c, valid) = next_outliers8(dwords, pos, k);
             let mut ix = [0u32; 8];
             _mm256_storeu_si256(ix.as_mut_ptr().cast(), idx);
-            let q = |j: usize| i32::from(qs[ix[j] as usize & 127]);
+            let mut qb = [0u8; 8];
+            for (d, &i) in qb.iter_mut().zip(&ix) {
+                *d = qs[i as usize & 127] as u8;
+            }
             let qv = _mm256_and_si256(
-                _mm256_setr_epi32(q(0), q(1), q(2), q(3), q(4), q(5), q(6), q(7)),
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(qb.as_ptr().cast())),
                 valid,
             );
             let cout = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_out));
