@@ -506,6 +506,91 @@ impl TensorWriter {
     }
 }
 
+/// The bytes of one tensor on their way to the writer thread.
+#[derive(Debug)]
+pub enum Chunk<'a> {
+    /// A tensor copied from the input map (its pages are released once written).
+    Mapped(TensorRef<'a>),
+    /// A tensor computed in memory.
+    Owned(String, Vec<u8>),
+}
+
+/// Hands tensors to the writer thread of [`with_writer`] (or drops them on a dry run).
+#[derive(Debug)]
+pub struct Emitter<'a> {
+    tx: Option<std::sync::mpsc::SyncSender<Chunk<'a>>>,
+    stopped: bool,
+}
+
+impl<'a> Emitter<'a> {
+    /// Queues the next tensor (in planned order). Blocks while one tensor is already
+    /// queued, so at most two computed tensors are in memory besides the one being built.
+    pub fn put(&mut self, c: Chunk<'a>) -> Result<()> {
+        match &self.tx {
+            None => Ok(()),
+            Some(tx) => tx.send(c).map_err(|_| {
+                self.stopped = true;
+                Error::Usage("the output writer stopped".into())
+            }),
+        }
+    }
+}
+
+/// Runs `produce` on this thread while a second thread writes what it emits through
+/// `writer`, so computing tensor `i + 1` overlaps writing tensor `i`. With no writer
+/// (a dry run), emitted tensors are dropped. Returns the first real error: the
+/// producer's, or the writer's when the writer stopped first.
+pub fn with_writer<'a, F>(
+    file: &'a SafetensorsFile,
+    writer: Option<TensorWriter>,
+    produce: F,
+) -> Result<()>
+where
+    F: FnOnce(&mut Emitter<'a>) -> Result<()>,
+{
+    let Some(writer) = writer else {
+        return produce(&mut Emitter {
+            tx: None,
+            stopped: false,
+        });
+    };
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk<'a>>(1);
+        let handle = s.spawn(move || -> Result<u64> {
+            let mut writer = writer;
+            for c in rx {
+                match c {
+                    Chunk::Mapped(t) => {
+                        writer.write(t.name, t.data)?;
+                        file.release(&t);
+                    }
+                    Chunk::Owned(name, buf) => writer.write(&name, &buf)?,
+                }
+            }
+            writer.finish()
+        });
+        let mut emitter = Emitter {
+            tx: Some(tx),
+            stopped: false,
+        };
+        let produced = produce(&mut emitter);
+        let stopped = emitter.stopped;
+        drop(emitter); // closes the channel: the writer finishes
+        let written = handle.join().unwrap_or_else(|_| {
+            Err(Error::invalid(
+                file.path(),
+                "internal error: the writer thread panicked",
+            ))
+        });
+        match (produced, written) {
+            (Err(e), _) if !stopped => Err(e),
+            (_, Err(e)) => Err(e),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(()), Ok(_)) => Ok(()),
+        }
+    })
+}
+
 /// Where a command writes: a temporary file or folder next to the final path, renamed into
 /// place by [`Output::commit`]. Dropped without a commit, it removes the temporary.
 #[derive(Debug)]

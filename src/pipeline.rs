@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::checkpoint::{
-    sort_for_output, weight_data, Checkpoint, Output, PlannedTensor, SafetensorsFile, Source,
-    TensorRef, TensorWriter,
+    sort_for_output, weight_data, with_writer, Checkpoint, Chunk, Output, PlannedTensor,
+    SafetensorsFile, Source, TensorRef, TensorWriter,
 };
 use crate::driver::{Driver, OutDtype};
 use crate::error::{Error, Result};
@@ -271,102 +271,94 @@ pub fn quantize<B: Backend>(
         );
         meta.insert(META_TENSORS.into(), json_string(&originals));
 
-        let mut writer = match &out {
+        let writer = match &out {
             Some(o) => {
                 let (file, shown) = o.create(&fname)?;
                 Some(TensorWriter::new(file, &shown, &meta, &planned)?)
             }
             None => None,
         };
-        let mut reports: BTreeMap<&str, TensorReport> = BTreeMap::new();
-        for p in &planned {
-            let t = f
-                .tensor(&p.name)
-                .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
-            let action = &plan
-                .iter()
-                .find(|(n, _)| *n == p.name)
-                .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?
-                .1;
-            let tstart = Instant::now();
-            let mut r = TensorReport {
-                file: fname.clone(),
-                name: p.name.clone(),
-                dtype: t.dtype.to_string(),
-                shape: t.shape.to_vec(),
-                bytes_in: t.data.len() as u64,
-                bytes_out: p.len,
-                ..Default::default()
-            };
-            match action {
-                Action::Pass(why) => {
-                    r.action = "passthrough".into();
-                    r.reason = Some((*why).into());
-                    if let Some(w) = writer.as_mut() {
-                        w.write(&p.name, t.data)?;
-                    }
-                }
-                Action::Quant {
-                    sel,
-                    rows,
-                    cols,
-                    len,
-                } => {
-                    r.action = "quantized".into();
-                    r.outliers = Some(sel.n_outliers);
-                    r.bits_per_weight = Some(8.0 * *len as f64 / (*rows as f64 * *cols as f64));
-                    if let Some(w) = writer.as_mut() {
-                        progress.message(&format!("quantize {}", p.name));
-                        let s = quantize_one(
-                            driver,
-                            f,
-                            &t,
-                            &params,
-                            sel,
-                            *rows,
-                            *cols,
-                            *len,
-                            sums.is_some(),
-                            w,
-                        )?;
-                        if let (Some(s), Some(total)) = (s, sums.as_mut()) {
-                            *total = total.merge(s);
-                            r.rel_mse = Some(s.rel_mse());
-                            r.rtn_rel_mse = Some(s.rtn_rel_mse());
-                            r.sqnr_db = Some(s.sqnr_db()).filter(|v| v.is_finite());
-                            r.rtn_sqnr_db = Some(s.rtn_sqnr_db()).filter(|v| v.is_finite());
-                        }
-                        progress.advance((rows * cols) as u64);
-                    }
-                }
-            }
-            f.release(&t);
-            r.seconds = tstart.elapsed().as_secs_f64();
-            if r.action == "quantized" && !opts.dry_run {
-                progress.line(&format!(
-                    "quantized {} ({}x{}) {:.2} -> {:.2} MiB{}",
-                    r.name,
-                    r.shape[0],
-                    r.shape[1],
-                    r.bytes_in as f64 / 1048576.0,
-                    r.bytes_out as f64 / 1048576.0,
-                    r.rel_mse.map_or(String::new(), |m| format!(
-                        ", rel MSE {m:.3e} (RTN {:.3e})",
-                        r.rtn_rel_mse.unwrap_or(0.0)
-                    ))
-                ));
-            }
-            reports.insert(
-                plan.iter()
+        let mut reports: BTreeMap<String, TensorReport> = BTreeMap::new();
+        with_writer(f, writer, |emit| {
+            for p in &planned {
+                let t = f
+                    .tensor(&p.name)
+                    .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
+                let action = &plan
+                    .iter()
                     .find(|(n, _)| *n == p.name)
-                    .map(|(n, _)| n.as_str())
-                    .unwrap_or(""),
-                r,
-            );
-        }
-        if let Some(w) = writer {
-            w.finish()?;
-        }
+                    .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?
+                    .1;
+                let tstart = Instant::now();
+                let mut r = TensorReport {
+                    file: fname.clone(),
+                    name: p.name.clone(),
+                    dtype: t.dtype.to_string(),
+                    shape: t.shape.to_vec(),
+                    bytes_in: t.data.len() as u64,
+                    bytes_out: p.len,
+                    ..Default::default()
+                };
+                match action {
+                    Action::Pass(why) => {
+                        r.action = "passthrough".into();
+                        r.reason = Some((*why).into());
+                        emit.put(Chunk::Mapped(t))?;
+                    }
+                    Action::Quant {
+                        sel,
+                        rows,
+                        cols,
+                        len,
+                    } => {
+                        r.action = "quantized".into();
+                        r.outliers = Some(sel.n_outliers);
+                        r.bits_per_weight = Some(8.0 * *len as f64 / (*rows as f64 * *cols as f64));
+                        if !opts.dry_run {
+                            progress.message(&format!("quantize {}", p.name));
+                            let (buf, s) = quantize_one(
+                                driver,
+                                f,
+                                &t,
+                                &params,
+                                sel,
+                                *rows,
+                                *cols,
+                                *len,
+                                sums.is_some(),
+                            )?;
+                            f.release(&t);
+                            emit.put(Chunk::Owned(p.name.clone(), buf))?;
+                            if let (Some(s), Some(total)) = (s, sums.as_mut()) {
+                                *total = total.merge(s);
+                                r.rel_mse = Some(s.rel_mse());
+                                r.rtn_rel_mse = Some(s.rtn_rel_mse());
+                                r.sqnr_db = Some(s.sqnr_db()).filter(|v| v.is_finite());
+                                r.rtn_sqnr_db = Some(s.rtn_sqnr_db()).filter(|v| v.is_finite());
+                            }
+                            progress.advance((rows * cols) as u64);
+                        }
+                    }
+                }
+                r.seconds = tstart.elapsed().as_secs_f64();
+                if r.action == "quantized" && !opts.dry_run {
+                    progress.line(&format!(
+                        "quantized {} ({}x{}) {:.2} -> {:.2} MiB{}",
+                        r.name,
+                        r.shape[0],
+                        r.shape[1],
+                        r.bytes_in as f64 / 1048576.0,
+                        r.bytes_out as f64 / 1048576.0,
+                        r.rel_mse.map_or(String::new(), |m| format!(
+                            ", rel MSE {m:.3e} (RTN {:.3e})",
+                            r.rtn_rel_mse.unwrap_or(0.0)
+                        ))
+                    ));
+                }
+                reports.insert(p.name.clone(), r);
+            }
+            Ok(())
+        })?;
         total_size += planned.iter().map(|p| p.len).sum::<u64>();
         // Report in input order.
         for (name, _) in plan {
@@ -384,6 +376,7 @@ pub fn quantize<B: Backend>(
     Ok(report)
 }
 
+/// Quantizes one tensor into a new buffer, with its error sums when `stats`.
 #[allow(clippy::too_many_arguments)]
 fn quantize_one<B: Backend>(
     driver: &Driver<B>,
@@ -395,8 +388,7 @@ fn quantize_one<B: Backend>(
     cols: usize,
     len: usize,
     stats: bool,
-    writer: &mut TensorWriter,
-) -> Result<Option<ErrorSums>> {
+) -> Result<(Vec<u8>, Option<ErrorSums>)> {
     let wd = weight_data(t).ok_or_else(|| Error::tensor(f.path(), t.name, "not a float tensor"))?;
     let w = wd.weights();
     let core = |e| Error::core(f.path(), t.name, e);
@@ -410,8 +402,7 @@ fn quantize_one<B: Backend>(
     } else {
         None
     };
-    writer.write(t.name, &buf)?;
-    Ok(sums)
+    Ok((buf, sums))
 }
 
 fn json_string(v: &impl Serialize) -> String {
@@ -584,45 +575,47 @@ pub fn dequantize<B: Backend>(
             meta.insert(META_FORMAT.into(), orig.clone());
         }
         let (file, shown) = out.create(&fname)?;
-        let mut writer = TensorWriter::new(file, &shown, &meta, &planned)?;
+        let writer = TensorWriter::new(file, &shown, &meta, &planned)?;
         let mut reports = BTreeMap::new();
-        for p in &planned {
-            let t = f
-                .tensor(&p.name)
-                .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
-            let tstart = Instant::now();
-            let mut r = TensorReport {
-                file: fname.clone(),
-                name: p.name.clone(),
-                dtype: p.dtype.to_string(),
-                shape: p.shape.clone(),
-                bytes_in: t.data.len() as u64,
-                bytes_out: p.len,
-                ..Default::default()
-            };
-            match origs.get(&p.name) {
-                Some(o) => {
-                    progress.message(&format!("dequantize {}", p.name));
-                    let packed = packed_of(f, &t, o, true)?;
-                    let d = out_dtype(&p.dtype.to_string()).unwrap_or(OutDtype::F32);
-                    let mut buf = vec![0u8; p.len as usize];
-                    driver
-                        .dequantize_bytes(&packed, d, &mut buf)
-                        .map_err(|e| Error::core(f.path(), &p.name, e))?;
-                    writer.write(&p.name, &buf)?;
-                    r.action = "dequantized".into();
-                    progress.advance((packed.rows() * packed.cols()) as u64);
+        with_writer(f, Some(writer), |emit| {
+            for p in &planned {
+                let t = f
+                    .tensor(&p.name)
+                    .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
+                let tstart = Instant::now();
+                let mut r = TensorReport {
+                    file: fname.clone(),
+                    name: p.name.clone(),
+                    dtype: p.dtype.to_string(),
+                    shape: p.shape.clone(),
+                    bytes_in: t.data.len() as u64,
+                    bytes_out: p.len,
+                    ..Default::default()
+                };
+                match origs.get(&p.name) {
+                    Some(o) => {
+                        progress.message(&format!("dequantize {}", p.name));
+                        let packed = packed_of(f, &t, o, true)?;
+                        let d = out_dtype(&p.dtype.to_string()).unwrap_or(OutDtype::F32);
+                        let mut buf = vec![0u8; p.len as usize];
+                        driver
+                            .dequantize_bytes(&packed, d, &mut buf)
+                            .map_err(|e| Error::core(f.path(), &p.name, e))?;
+                        f.release(&t);
+                        emit.put(Chunk::Owned(p.name.clone(), buf))?;
+                        r.action = "dequantized".into();
+                        progress.advance((packed.rows() * packed.cols()) as u64);
+                    }
+                    None => {
+                        emit.put(Chunk::Mapped(t))?;
+                        r.action = "passthrough".into();
+                    }
                 }
-                None => {
-                    writer.write(&p.name, t.data)?;
-                    r.action = "passthrough".into();
-                }
+                r.seconds = tstart.elapsed().as_secs_f64();
+                reports.insert(p.name.clone(), r);
             }
-            f.release(&t);
-            r.seconds = tstart.elapsed().as_secs_f64();
-            reports.insert(p.name.clone(), r);
-        }
-        writer.finish()?;
+            Ok(())
+        })?;
         total_size += planned.iter().map(|p| p.len).sum::<u64>();
         for n in f.names() {
             if let Some(r) = reports.remove(n) {
