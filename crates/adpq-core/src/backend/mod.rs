@@ -5,26 +5,26 @@
 //! product) so that a GPU backend can implement them with batched launches. The
 //! [`Scalar`] backend is the oracle every other backend is tested against.
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 mod auto;
 mod q8;
 mod scalar;
 mod stubs;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
-#[cfg(target_arch = "aarch64")]
-mod aarch64;
 
+#[cfg(target_arch = "aarch64")]
+pub use aarch64::Neon;
 pub use auto::{dot_tolerance, AnyBackend, BackendChoiceError};
 pub use q8::{dot_row_q8_ref, Q8Activations};
 pub use scalar::Scalar;
-#[cfg(target_arch = "aarch64")]
-pub use aarch64::Neon;
+#[cfg(not(target_arch = "x86_64"))]
+pub use stubs::Avx2;
 #[cfg(not(target_arch = "aarch64"))]
 pub use stubs::Neon;
 #[cfg(target_arch = "x86_64")]
 pub use x86_64::Avx2;
-#[cfg(not(target_arch = "x86_64"))]
-pub use stubs::Avx2;
 
 use crate::bits::BitWriter;
 use crate::error::{Error, Result};
