@@ -7,7 +7,7 @@
 //! byte-identical to the single-threaded [`Backend::quantize`] whatever the pool size
 //! (tested below), and so are the error sums.
 
-use adpq_core::bits::{stream_bytes, BitWriter};
+use adpq_core::bits::{copy_values, stream_bytes, BitWriter};
 use adpq_core::format::{finish, Sections};
 use adpq_core::select::{select_exact, select_reference, BadValue, HistogramPass, HIST_BINS};
 use adpq_core::{
@@ -317,7 +317,13 @@ impl<B: Backend> Driver<B> {
         for r in results {
             let (done, scratch) = r?;
             if next + done.outliers > k
-                || !append_bits(&scratch, done.outliers, pb, positions, next)
+                || !copy_values(
+                    &scratch,
+                    done.outliers as usize,
+                    pb,
+                    positions,
+                    next as usize,
+                )
             {
                 return Err(CoreError::BufferSize {
                     needed: k,
@@ -427,45 +433,10 @@ pub fn encode(values: &[f32], dtype: OutDtype, out: &mut [u8]) {
     }
 }
 
-/// ORs `count` values of `width` bits from the start of `src` into `dst` from value index
-/// `dst_index`, a byte at a time (the same result as [`adpq_core::bits::copy_values`],
-/// much faster). The target bits must be zero. False when either side is too short.
-pub fn append_bits(src: &[u8], count: u64, width: u32, dst: &mut [u8], dst_index: u64) -> bool {
-    let nbits = count * u64::from(width);
-    let start = dst_index * u64::from(width);
-    if nbits == 0 {
-        return true;
-    }
-    let nbytes = nbits.div_ceil(8) as usize;
-    if nbytes > src.len() || start + nbits > dst.len() as u64 * 8 {
-        return false;
-    }
-    let byte0 = (start / 8) as usize;
-    let shift = (start % 8) as u32;
-    let tail_bits = (nbits % 8) as u32;
-    for (i, &s) in src[..nbytes].iter().enumerate() {
-        let s = if i + 1 == nbytes && tail_bits != 0 {
-            s & ((1u8 << tail_bits) - 1)
-        } else {
-            s
-        };
-        let v = u16::from(s) << shift;
-        dst[byte0 + i] |= v as u8;
-        let hi = (v >> 8) as u8;
-        if hi != 0 {
-            // Nonzero high bits are inside the copied range, so inside `dst`.
-            dst[byte0 + i + 1] |= hi;
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use adpq_core::bits::copy_values;
     use adpq_core::{packed_len, Grid, Scalar};
-    use proptest::prelude::*;
 
     fn pool(n: usize) -> rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new()
@@ -639,31 +610,5 @@ mod tests {
             s1.rel_mse() > 0.0 && s1.rel_mse() < s1.rtn_rel_mse(),
             "{s1:?}"
         );
-    }
-
-    proptest! {
-        #[test]
-        fn append_bits_matches_copy_values(
-            width in 1u32..=10,
-            chunks in proptest::collection::vec(proptest::collection::vec(0u32..1024, 0..40), 1..6),
-        ) {
-            let total: usize = chunks.iter().map(Vec::len).sum();
-            let cap = (total * width as usize).div_ceil(8);
-            let mut a = vec![0u8; cap];
-            let mut b = vec![0u8; cap];
-            let mut at = 0u64;
-            for c in &chunks {
-                let mut src = vec![0u8; (c.len() * width as usize).div_ceil(8)];
-                let mut wr = BitWriter::new(&mut src, width);
-                for &v in c {
-                    prop_assert!(wr.push(v & ((1 << width) - 1)));
-                }
-                prop_assert!(append_bits(&src, c.len() as u64, width, &mut a, at));
-                prop_assert!(copy_values(&src, c.len(), width, &mut b, at as usize));
-                at += c.len() as u64;
-            }
-            prop_assert_eq!(a, b);
-            prop_assert!(!append_bits(&[0xFF; 4], 40, 1, &mut [0u8; 4], 1));
-        }
     }
 }

@@ -79,15 +79,36 @@ impl<'a> BitWriter<'a> {
 }
 
 /// Copies `count` values of `width` bits from the start of `src` into `dst` at value index
-/// `dst_index`. Returns false if either side is too short. The target bits must be zero.
+/// `dst_index`, a byte at a time (a parallel writer concatenates its blocks' position
+/// streams with this). Returns false if either side is too short. The target bits must
+/// be zero.
 pub fn copy_values(src: &[u8], count: usize, width: u32, dst: &mut [u8], dst_index: usize) -> bool {
-    let w = width as usize;
-    if count * w > src.len() * 8 || (dst_index + count) * w > dst.len() * 8 {
+    let nbits = count as u64 * u64::from(width);
+    let start = dst_index as u64 * u64::from(width);
+    if nbits == 0 {
+        return true;
+    }
+    let nbytes = nbits.div_ceil(8) as usize;
+    if nbytes > src.len() || start + nbits > dst.len() as u64 * 8 {
         return false;
     }
-    for i in 0..count {
-        let v = get_bits(src, i * w, width);
-        or_bits(dst, (dst_index + i) * w, width, v);
+    let byte0 = (start / 8) as usize;
+    let shift = (start % 8) as u32;
+    let tail_bits = (nbits % 8) as u32;
+    for (i, &s) in src[..nbytes].iter().enumerate() {
+        // Bits of the last source byte past the copied values are not ours to copy.
+        let s = if i + 1 == nbytes && tail_bits != 0 {
+            s & ((1u8 << tail_bits) - 1)
+        } else {
+            s
+        };
+        let v = u16::from(s) << shift;
+        dst[byte0 + i] |= v as u8;
+        let hi = (v >> 8) as u8;
+        if hi != 0 {
+            // Nonzero high bits lie inside the copied range, so inside `dst`.
+            dst[byte0 + i + 1] |= hi;
+        }
     }
     true
 }
@@ -95,4 +116,44 @@ pub fn copy_values(src: &[u8], count: usize, width: u32, dst: &mut [u8], dst_ind
 /// Bytes needed for `count` values of `width` bits.
 pub fn stream_bytes(count: u64, width: u32) -> u64 {
     (count * u64::from(width)).div_ceil(8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `copy_values` equals appending the values one by one, for every width and offset.
+    #[test]
+    fn copy_values_matches_value_by_value() {
+        for width in 1u32..=10 {
+            for (first, second) in [(0usize, 5usize), (3, 9), (7, 1), (13, 0), (1, 17)] {
+                let cap = ((first + second) * width as usize).div_ceil(8);
+                let mut expected = [0u8; 32];
+                let mut got = [0u8; 32];
+                let mut src = [0u8; 32];
+                let value = |i: usize| ((i * 2654435761) >> 3) as u32 & ((1 << width) - 1);
+                for i in 0..first + second {
+                    assert!(or_bits(
+                        &mut expected[..cap],
+                        i * width as usize,
+                        width,
+                        value(i)
+                    ));
+                }
+                for (start, count) in [(0, first), (first, second)] {
+                    let mut w = BitWriter::new(&mut src, width);
+                    for i in start..start + count {
+                        assert!(w.push(value(i)));
+                    }
+                    assert!(copy_values(&src, count, width, &mut got[..cap], start));
+                }
+                assert_eq!(
+                    expected[..cap],
+                    got[..cap],
+                    "width {width}, split {first}+{second}"
+                );
+            }
+        }
+        assert!(!copy_values(&[0xFF; 4], 40, 1, &mut [0u8; 4], 1));
+    }
 }
