@@ -72,7 +72,9 @@ pub fn cargo() -> std::process::Command {
 
 /// Runs a command, failing with its description when it exits non-zero.
 pub fn run_checked(cmd: &mut std::process::Command) -> DynResult {
-    let status = cmd.status().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if !status.success() {
         return Err(format!("{cmd:?} failed with {status}").into());
     }
