@@ -427,7 +427,7 @@ pub fn header_bytes(metadata: &BTreeMap<String, String>, tensors: &[PlannedTenso
         at += t.len;
     }
     let mut json = Value::Object(map).to_string().into_bytes();
-    while (json.len() % 8) != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = (json.len() as u64).to_le_bytes().to_vec();

@@ -82,21 +82,8 @@ impl<B: Backend> Driver<B> {
     }
 
     fn check(w: Weights<'_>, rows: usize, cols: usize, params: &Params) -> Result<u64, CoreError> {
-        params.validate()?;
-        if rows == 0 || cols == 0 {
-            return Err(CoreError::EmptyTensor);
-        }
-        let n = (rows as u64).saturating_mul(cols as u64);
-        if n > u64::from(u32::MAX) {
-            return Err(CoreError::TensorTooLarge { elements: n });
-        }
-        if w.len() as u64 != n {
-            return Err(CoreError::ShapeMismatch {
-                expected: n,
-                actual: w.len() as u64,
-            });
-        }
-        Ok(n)
+        adpq_core::select::check_shape(w.len(), rows, cols, params)?;
+        Ok(w.len() as u64)
     }
 
     /// Selects the outliers of a `rows × cols` tensor; the same result as
@@ -456,7 +443,7 @@ mod tests {
                     .wrapping_add(1442695040888963407);
                 let u = ((x >> 40) as f32 / (1u64 << 24) as f32) - 0.5;
                 // Heavy-ish tails: a few large values.
-                if (x >> 20) % 97 == 0 {
+                if (x >> 20).is_multiple_of(97) {
                     u * 20.0
                 } else {
                     u

@@ -54,7 +54,7 @@ impl Lcg {
             .wrapping_add(1442695040888963407);
         let u = ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
         // Roughly Laplacian-ish tails, like real weights.
-        if (self.0 >> 16) % 53 == 0 {
+        if (self.0 >> 16).is_multiple_of(53) {
             u * 8.0 * 0.02
         } else {
             u * 0.02
@@ -523,7 +523,7 @@ fn quantize_fails(input: &Path, out_dir: &Path, needles: &[&str]) -> String {
 
 fn raw_file(path: &Path, header: &str, data_len: usize) {
     let mut h = header.as_bytes().to_vec();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut bytes = (h.len() as u64).to_le_bytes().to_vec();

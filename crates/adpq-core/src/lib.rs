@@ -52,7 +52,10 @@ mod weights;
 #[cfg(feature = "std")]
 pub mod harness;
 
-pub use backend::{Backend, Quantized, RowJob, RowsDone, RowsOut, Scalar, TensorPlan};
+pub use backend::{
+    AnyBackend, Avx2, Backend, BackendChoiceError, Neon, Q8Activations, Quantized, RowJob,
+    RowsDone, RowsOut, Scalar, TensorPlan,
+};
 pub use error::{Error, FormatError, Result};
 pub use format::{packed_len, Layout, PackedTensor};
 pub use params::{FormatParams, Grid, Params, SelectionMode};

@@ -405,8 +405,9 @@ where
     })
 }
 
-/// Validates the parameters and the shape before a selection.
-pub(crate) fn check_shape(len: usize, rows: usize, cols: usize, params: &Params) -> Result<()> {
+/// Validates the parameters and a `rows × cols` shape against a slice of `len` weights
+/// (what [`Backend::select`](crate::Backend::select) checks first).
+pub fn check_shape(len: usize, rows: usize, cols: usize, params: &Params) -> Result<()> {
     params.validate()?;
     if rows == 0 || cols == 0 {
         return Err(Error::EmptyTensor);

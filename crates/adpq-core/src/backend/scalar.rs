@@ -47,7 +47,7 @@ pub(crate) fn histogram_generic<T: Element>(
 pub(crate) fn check_rows(w_len: usize, job: &RowJob, out: &RowsOut<'_>) -> Result<usize> {
     job.params.validate()?;
     let cols = job.cols;
-    if cols == 0 || w_len % cols != 0 {
+    if cols == 0 || !w_len.is_multiple_of(cols) {
         return Err(Error::ShapeMismatch {
             expected: (w_len / cols.max(1) * cols) as u64,
             actual: w_len as u64,
@@ -213,7 +213,7 @@ pub(crate) fn check_out_rows(
     out_len: usize,
 ) -> Result<usize> {
     let cols = t.cols();
-    if out_len % cols != 0 {
+    if !out_len.is_multiple_of(cols) {
         return Err(Error::ShapeMismatch {
             expected: (out_len / cols * cols) as u64,
             actual: out_len as u64,

@@ -336,7 +336,7 @@ fn pack_codes(row_codes: &mut [u8], base: usize, staged: &[u8], bits: u8) {
     let n = staged.len();
     if bits == 8 {
         row_codes[base..base + n].copy_from_slice(staged);
-    } else if bits == 4 && base % 2 == 0 {
+    } else if bits == 4 && base.is_multiple_of(2) {
         let dst = &mut row_codes[base / 2..(base + n).div_ceil(2)];
         let weights = _mm256_set1_epi16(0x1001); // bytes [1, 16]: lo + 16 · hi
         let mut src = staged.chunks_exact(32);
