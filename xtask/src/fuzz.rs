@@ -19,8 +19,9 @@ const TARGETS: &[&str] = &["parse_packed", "roundtrip"];
 const DEFAULT_SECONDS: u32 = 20;
 /// A single input running longer than this is reported as a hang (inputs are small).
 const UNIT_TIMEOUT_S: u32 = 10;
-/// Lines of libFuzzer's log shown when a target fails (the crash report and stack).
-const FAILURE_TAIL_LINES: usize = 80;
+/// Lines of the log shown when a target fails: from the finding, and at the end.
+const FINDING_LINES: usize = 12;
+const FAILURE_TAIL_LINES: usize = 30;
 
 /// Entry point.
 pub fn run(args: &[String]) -> DynResult {
@@ -111,7 +112,19 @@ fn fuzz_one(fuzz_dir: &Path, logs: &Path, target: &str, seconds: u32) -> DynResu
             eprintln!("  | {line}");
         }
     } else {
-        for line in &lines[lines.len().saturating_sub(FAILURE_TAIL_LINES)..] {
+        // The finding itself (a Rust panic, or a sanitizer / libFuzzer error) comes first,
+        // then cargo-fuzz's reproduction hints at the end of the log.
+        let tail_from = lines.len().saturating_sub(FAILURE_TAIL_LINES);
+        let finding = lines[..tail_from]
+            .iter()
+            .position(|l| l.contains("panicked at") || l.starts_with("==") && l.contains("ERROR:"));
+        if let Some(at) = finding {
+            for line in &lines[at..(at + FINDING_LINES).min(tail_from)] {
+                eprintln!("  | {line}");
+            }
+            eprintln!("  | ...");
+        }
+        for line in &lines[tail_from..] {
             eprintln!("  | {line}");
         }
     }
