@@ -54,6 +54,14 @@ pub enum Error {
         /// Bytes or elements given.
         actual: u64,
     },
+    /// The number of outliers found differs from the number the selection (or the
+    /// layout) promised: the selection does not belong to these weights.
+    OutlierCount {
+        /// Outliers promised.
+        expected: u64,
+        /// Outliers found.
+        actual: u64,
+    },
     /// The reference-compatible search could not bracket the target outlier count
     /// (the Python reference fails its assertion here, e.g. α = 0).
     NotBracketed,
@@ -149,6 +157,10 @@ impl fmt::Display for Error {
             Error::BufferSize { needed, actual } => {
                 write!(f, "buffer holds {actual} but {needed} are needed")
             }
+            Error::OutlierCount { expected, actual } => write!(
+                f,
+                "expected {expected} outliers but found {actual}: the selection does not match the weights"
+            ),
             Error::NotBracketed => write!(
                 f,
                 "reference search: lambda' in [0, 1e7] does not bracket the target outlier count"

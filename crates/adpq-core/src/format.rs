@@ -66,8 +66,8 @@ impl Layout {
             return Err(Error::TensorTooLarge { elements: n });
         }
         if n_outliers > n {
-            return Err(Error::BufferSize {
-                needed: n,
+            return Err(Error::OutlierCount {
+                expected: n,
                 actual: n_outliers,
             });
         }
@@ -82,8 +82,12 @@ impl Layout {
         let codes_at = records_at + rows as u64 * groups_per_row as u64 * record_bytes as u64;
         let positions_at = codes_at + rows as u64 * row_code_bytes;
         let total = positions_at + stream_bytes(n_outliers, position_bits);
-        let total_len =
-            usize::try_from(total).map_err(|_| Error::TensorTooLarge { elements: n })?;
+        // Readers compute bit offsets (`index · bits`) in usize: on 32-bit targets the
+        // whole buffer must be addressable in bits, not just in bytes.
+        let total_len = usize::try_from(total)
+            .ok()
+            .filter(|&len| len.checked_mul(8).is_some())
+            .ok_or(Error::TensorTooLarge { elements: n })?;
         Ok(Layout {
             rows,
             cols,
@@ -106,11 +110,11 @@ impl Layout {
         8.0 * self.total_len as f64 / (self.rows as f64 * self.cols as f64)
     }
 
-    /// Length of group `group` of any row.
+    /// Length of group `group` of any row (0 past the last group).
     #[inline]
     pub fn group_len(&self, group: usize) -> usize {
         let g = usize::from(self.params.group_size);
-        (self.cols - group * g).min(g)
+        self.cols.saturating_sub(group.saturating_mul(g)).min(g)
     }
 
     /// Bytes of the records of one row.
@@ -267,8 +271,8 @@ pub fn finish(buf: &mut [u8], layout: &Layout, info: &HeaderInfo) -> Result<()> 
         buf[at..at + 4].copy_from_slice(&(acc.min(u64::from(u32::MAX)) as u32).to_le_bytes());
     }
     if acc != layout.n_outliers {
-        return Err(Error::BufferSize {
-            needed: layout.n_outliers,
+        return Err(Error::OutlierCount {
+            expected: layout.n_outliers,
             actual: acc,
         });
     }
@@ -428,7 +432,7 @@ impl<'a> PackedTensor<'a> {
         }
         let layout = Layout::new(rows, cols, params, n_outliers).map_err(|e| match e {
             Error::EmptyTensor => bad("empty shape"),
-            Error::BufferSize { .. } => bad("more outliers than weights"),
+            Error::OutlierCount { .. } => bad("more outliers than weights"),
             _ => bad("shape too large"),
         })?;
         if layout.total_len != bytes.len() {

@@ -11,7 +11,9 @@
 //!   over magnitude bit patterns, or a mode that reproduces the Python reference.
 //! - The packed format ([`format`], `docs/FORMAT.md`): one self-describing, checksummed
 //!   buffer per tensor, parsed zero-copy with full validation.
-//! - The [`Backend`] trait, implemented by [`Scalar`] (the oracle).
+//! - The [`Backend`] trait, implemented by [`Scalar`] (the oracle), [`Avx2`] (x86_64,
+//!   detected at run time with `cpufeatures`, which needs no std) and [`Neon`] (aarch64);
+//!   [`AnyBackend::detect`] picks the best one. Fast paths produce the oracle's bytes.
 //!
 //! ```
 //! use adpq_core::{packed_len, Backend, PackedTensor, Params, Scalar, Weights};

@@ -59,8 +59,8 @@ impl HistogramPass {
     /// Whether a weight with these magnitude bits is counted, and into which bin.
     #[inline(always)]
     pub fn bin(&self, abs_bits: u32) -> Option<usize> {
-        if abs_bits >> self.prefix_shift == self.prefix {
-            Some(((abs_bits >> self.shift) & self.mask) as usize)
+        if abs_bits.checked_shr(self.prefix_shift).unwrap_or(0) == self.prefix {
+            Some((abs_bits.checked_shr(self.shift).unwrap_or(0) & self.mask) as usize)
         } else {
             None
         }

@@ -8,6 +8,7 @@ use adpq_core::{
     SelectionMode, Weights,
 };
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 fn quantize(w: Weights<'_>, rows: usize, cols: usize, params: &Params) -> Result<Vec<u8>, Error> {
     let sel = Scalar.select(w, rows, cols, params)?;
@@ -58,7 +59,13 @@ fn params_strategy() -> impl Strategy<Value = Params> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+    // Failing cases are saved beside this file (cargo runs tests from the package root)
+    // and replayed first on later runs.
+    #![proptest_config(ProptestConfig {
+        cases: 96,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("tests/props.proptest-regressions"))),
+        .. ProptestConfig::default()
+    })]
 
     /// Exactly k outliers, the k largest magnitudes, every weight within its bound, and a
     /// buffer of exactly the promised size that parses back to the same fields.

@@ -204,8 +204,8 @@ pub trait Backend: Copy + Send + Sync + core::fmt::Debug {
         };
         let done = self.quantize_rows(w, &plan.job(0, 0), &mut rows_out)?;
         if done.outliers != selection.n_outliers {
-            return Err(Error::BufferSize {
-                needed: selection.n_outliers,
+            return Err(Error::OutlierCount {
+                expected: selection.n_outliers,
                 actual: done.outliers,
             });
         }
