@@ -29,7 +29,8 @@ use crate::weights::{Element, Weights};
 
 cpufeatures::new!(cpuid_avx2_fma, "avx2", "fma", "popcnt", "bmi2");
 
-/// The AVX2 backend. Holding a value proves the CPU supports AVX2, FMA, POPCNT and BMI2 (every AVX2 CPU has the others).
+/// The AVX2 backend. Holding a value proves the CPU supports AVX2, FMA, POPCNT and BMI2
+/// (each is checked: hypervisors can expose AVX2 without BMI2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Avx2 {
     _proof: (),
@@ -38,12 +39,19 @@ pub struct Avx2 {
 impl Avx2 {
     /// Whether this CPU has AVX2, FMA, POPCNT and BMI2 (compile-time target features first, then CPUID,
     /// which `cpufeatures` does without `std` and caches).
+    ///
+    /// These four are exactly the features every `#[target_feature]` function of this module
+    /// enables (`_pdep_u64` needs BMI2; `count_ones` compiles to POPCNT; nothing uses LZCNT,
+    /// BMI1 or F16C), and the compile-time shortcut must name all of them: a target with
+    /// `avx2,fma,popcnt` but not `bmi2` (e.g. `-C target-feature=+avx2,+fma,+popcnt`) has to
+    /// ask CPUID.
     #[inline]
     pub fn is_available() -> bool {
         #[cfg(all(
             target_feature = "avx2",
             target_feature = "fma",
-            target_feature = "popcnt"
+            target_feature = "popcnt",
+            target_feature = "bmi2"
         ))]
         {
             true
@@ -51,7 +59,8 @@ impl Avx2 {
         #[cfg(not(all(
             target_feature = "avx2",
             target_feature = "fma",
-            target_feature = "popcnt"
+            target_feature = "popcnt",
+            target_feature = "bmi2"
         )))]
         {
             cpuid_avx2_fma::get()
@@ -1221,5 +1230,21 @@ impl Backend for Avx2 {
     fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
         // SAFETY: holding `self` proves AVX2 and FMA are available.
         unsafe { dot_row_avx2(t, row, x) }
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::Avx2;
+
+    /// The token exists exactly when the CPU has every feature the module's functions enable.
+    #[test]
+    fn token_requires_every_enabled_feature() {
+        let all = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("popcnt")
+            && std::is_x86_feature_detected!("bmi2");
+        assert_eq!(Avx2::is_available(), all);
+        assert_eq!(Avx2::try_new().is_some(), all);
     }
 }
