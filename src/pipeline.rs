@@ -76,21 +76,37 @@ fn resolve(path: &Path) -> Option<std::path::PathBuf> {
     })
 }
 
-/// Whether `output` is `input` or, for a folder input, inside it.
-fn same_file(input: &Path, output: &Path) -> bool {
-    match (resolve(input), resolve(output)) {
-        (Some(x), Some(y)) => x == y || (x.is_dir() && y.starts_with(&x)),
-        _ => false,
+/// Every path an input checkpoint reads: the path given, the folder, the safetensors
+/// files, the index and the extra files (each resolved, so symlinks count where they
+/// point).
+fn input_paths(ckpt: &Checkpoint, input: &Path) -> Vec<std::path::PathBuf> {
+    let mut paths = vec![input.to_path_buf()];
+    paths.extend(ckpt.files.iter().map(|f| f.path().to_path_buf()));
+    if let Source::Folder { dir, index, extras } = &ckpt.source {
+        paths.push(dir.clone());
+        paths.extend(index.iter().map(|(name, _)| dir.join(name)));
+        paths.extend(extras.iter().map(|e| dir.join(e)));
     }
+    paths.iter().filter_map(|p| resolve(p)).collect()
+}
+
+/// Whether writing `target` (replacing it, and for a folder everything in it) could touch
+/// the input: `target` is one of the input's paths, inside the input folder, or a folder
+/// that holds (at any depth) the input folder or any input file.
+fn touches_input(inputs: &[std::path::PathBuf], target: &Path) -> bool {
+    let Some(t) = resolve(target) else {
+        return false;
+    };
+    inputs
+        .iter()
+        .any(|x| x == &t || x.starts_with(&t) || (x.is_dir() && t.starts_with(x)))
 }
 
 /// Opens the output matching the input's layout (file for a file, folder for a folder).
 fn open_output(ckpt: &Checkpoint, input: &Path, output: &Path, force: bool) -> Result<Output> {
-    if same_file(input, output)
-        || matches!(&ckpt.source, Source::Folder { dir, .. } if same_file(dir, output))
-    {
+    if touches_input(&input_paths(ckpt, input), output) {
         return Err(Error::Usage(format!(
-            "output {} is the input (or inside it); the input is never modified",
+            "output {} is the input, inside it, or a folder holding it; the input is never modified",
             output.display()
         )));
     }

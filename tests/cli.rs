@@ -954,3 +954,58 @@ fn hostile_index_is_rejected() {
     );
     assert!(!out.exists());
 }
+
+/// An output folder that holds the input (its parent, or any ancestor) is refused, even
+/// with `--force`: replacing it would delete the input and its neighbours.
+#[test]
+fn output_holding_the_input_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outer = tmp.path().join("outer");
+    let model = outer.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    write_st(&model.join("model.safetensors"), &synthetic_model(), &[]);
+    std::fs::write(model.join("config.json"), "{}").unwrap();
+    std::fs::write(outer.join("keep.txt"), "precious").unwrap();
+    let q = outer.join("q");
+    ok(&adpq(&["quantize", p(&model), "-o", p(&q), "-q"]));
+    let listing = |d: &Path| (names_in(d), names_in(&d.join("model")));
+    let before = listing(&outer);
+    for target in [&outer, tmp.path()] {
+        fails(
+            &adpq(&["quantize", p(&model), "-o", p(target), "--force", "-q"]),
+            2,
+            &["is the input"],
+        );
+        fails(
+            &adpq(&["dequantize", p(&q), "-o", p(target), "--force", "-q"]),
+            2,
+            &["is the input"],
+        );
+        // Through the index-less folder given as a path with `..` in it, too.
+        fails(
+            &adpq(&[
+                "quantize",
+                p(&model),
+                "-o",
+                p(&model.join("..")),
+                "--force",
+                "-q",
+            ]),
+            2,
+            &["is the input"],
+        );
+        assert_eq!(listing(&outer), before);
+    }
+    // A single-file input: its folder is not a valid output either.
+    let single = model.join("model.safetensors");
+    fails(
+        &adpq(&["quantize", p(&single), "-o", p(&model), "--force"]),
+        2,
+        &[],
+    );
+    assert_eq!(listing(&outer), before);
+    assert_eq!(
+        std::fs::read_to_string(outer.join("keep.txt")).unwrap(),
+        "precious"
+    );
+}
