@@ -167,8 +167,13 @@ fn print_stdout(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
     let _ = f(&mut lock).and_then(|()| lock.flush());
 }
 
-/// Fails early (before any work) when the report could not be written.
-fn check_report_path(report: Option<&PathBuf>) -> Result<(), Error> {
+/// Fails early (before any work) when the report could not be written, or would
+/// overwrite the input or the output.
+fn check_report_path(
+    report: Option<&PathBuf>,
+    input: &std::path::Path,
+    output: Option<&std::path::Path>,
+) -> Result<(), Error> {
     if let Some(path) = report {
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -180,12 +185,13 @@ fn check_report_path(report: Option<&PathBuf>) -> Result<(), Error> {
                 path.display()
             )));
         }
+        pipeline::check_report_path(path, input, output)?;
     }
     Ok(())
 }
 
 fn quantize(a: QuantizeArgs) -> Result<(), Error> {
-    check_report_path(a.report.as_ref())?;
+    check_report_path(a.report.as_ref(), &a.input, a.output.as_deref())?;
     let grid = if a.asymmetric {
         Grid::Asymmetric
     } else {
@@ -225,7 +231,7 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
 }
 
 fn dequantize(a: DequantizeArgs) -> Result<(), Error> {
-    check_report_path(a.report.as_ref())?;
+    check_report_path(a.report.as_ref(), &a.input, Some(&a.output))?;
     let opts = DequantizeOptions {
         dtype: a.dtype.map(|d| match d {
             DtypeArg::F32 => OutDtype::F32,

@@ -102,6 +102,38 @@ fn touches_input(inputs: &[std::path::PathBuf], target: &Path) -> bool {
         .any(|x| x == &t || x.starts_with(&t) || (x.is_dir() && t.starts_with(x)))
 }
 
+/// Refuses (usage error) a `--report` path that would overwrite the input or the output:
+/// one of the input's paths or inside the input folder, the output or inside the output
+/// folder. An input that cannot be opened is checked by its path only (the command then
+/// fails on it anyway).
+pub fn check_report_path(report: &Path, input: &Path, output: Option<&Path>) -> Result<()> {
+    let Some(r) = resolve(report) else {
+        return Ok(());
+    };
+    let inputs = match Checkpoint::open(input) {
+        Ok(c) => input_paths(&c, input),
+        Err(_) => resolve(input).into_iter().collect(),
+    };
+    if inputs
+        .iter()
+        .any(|x| x == &r || (x.is_dir() && r.starts_with(x)))
+    {
+        return Err(Error::Usage(format!(
+            "--report {} is the input or inside the input folder",
+            report.display()
+        )));
+    }
+    if let Some(o) = output.and_then(resolve) {
+        if r.starts_with(&o) {
+            return Err(Error::Usage(format!(
+                "--report {} is the output or inside the output folder",
+                report.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Opens the output matching the input's layout (file for a file, folder for a folder).
 fn open_output(ckpt: &Checkpoint, input: &Path, output: &Path, force: bool) -> Result<Output> {
     if touches_input(&input_paths(ckpt, input), output) {

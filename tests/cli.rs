@@ -1009,3 +1009,108 @@ fn output_holding_the_input_is_refused() {
         "precious"
     );
 }
+
+/// `--report` may not name the input, a file in the input folder, the output or a file
+/// in the output folder: the JSON would replace it.
+#[test]
+fn report_path_must_not_overwrite_input_or_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim.safetensors");
+    write_st(&victim, &synthetic_model(), &[]);
+    let bytes = std::fs::read(&victim).unwrap();
+    let q = tmp.path().join("q.safetensors");
+    let quant = |report: &Path, out: &Path| {
+        adpq(&[
+            "quantize",
+            p(&victim),
+            "-o",
+            p(out),
+            "--report",
+            p(report),
+            "-q",
+        ])
+    };
+    fails(&quant(&victim, &q), 2, &["--report", "input"]);
+    fails(&quant(&q, &q), 2, &["--report", "output"]);
+    // A relative spelling of the same file is caught too.
+    let out = Command::new(env!("CARGO_BIN_EXE_adpq"))
+        .current_dir(tmp.path())
+        .args([
+            "quantize",
+            "victim.safetensors",
+            "-o",
+            "q.safetensors",
+            "--report",
+            "./victim.safetensors",
+        ])
+        .output()
+        .unwrap();
+    fails(&out, 2, &["--report", "input"]);
+    assert_eq!(std::fs::read(&victim).unwrap(), bytes);
+    assert_eq!(names_in(tmp.path()), ["victim.safetensors"]);
+
+    ok(&adpq(&["quantize", p(&victim), "-o", p(&q), "-q"]));
+    let qbytes = std::fs::read(&q).unwrap();
+    let d = tmp.path().join("d.safetensors");
+    let deq = |report: &Path| {
+        adpq(&[
+            "dequantize",
+            p(&q),
+            "-o",
+            p(&d),
+            "--report",
+            p(report),
+            "-q",
+        ])
+    };
+    fails(&deq(&q), 2, &["--report", "input"]);
+    fails(&deq(&d), 2, &["--report", "output"]);
+    assert_eq!(std::fs::read(&q).unwrap(), qbytes);
+    assert!(!d.exists());
+
+    // Folders: nothing inside the input folder or the output folder.
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write_st(&src.join("model.safetensors"), &synthetic_model(), &[]);
+    std::fs::write(src.join("config.json"), "{}").unwrap();
+    let dst = tmp.path().join("dst");
+    for (report, what) in [
+        (src.join("config.json"), "input"),
+        (src.join("new.json"), "input"),
+        (dst.join("r.json"), "output"),
+    ] {
+        if what == "output" {
+            std::fs::create_dir_all(&dst).unwrap();
+        }
+        fails(
+            &adpq(&[
+                "quantize",
+                p(&src),
+                "-o",
+                p(&dst),
+                "--report",
+                p(&report),
+                "-q",
+            ]),
+            2,
+            &["--report", what],
+        );
+    }
+    assert_eq!(names_in(&src), ["config.json", "model.safetensors"]);
+    assert_eq!(
+        std::fs::read_to_string(src.join("config.json")).unwrap(),
+        "{}"
+    );
+    // Beside them is fine.
+    let r = tmp.path().join("r.json");
+    ok(&adpq(&[
+        "quantize",
+        p(&src),
+        "-o",
+        p(&dst),
+        "--report",
+        p(&r),
+        "-q",
+    ]));
+    assert!(r.is_file());
+}
