@@ -271,8 +271,9 @@ impl Checkpoint {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
             let entry = entry.map_err(|e| Error::io(dir, e))?;
-            let ft = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
-            if let (true, Some(n)) = (ft.is_file(), entry.file_name().to_str()) {
+            // Follows symlinks: a Hugging Face hub snapshot is a folder of links to blobs.
+            let is_file = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
+            if let (true, Some(n)) = (is_file, entry.file_name().to_str()) {
                 names.push(n.to_string());
             }
         }

@@ -1114,3 +1114,51 @@ fn report_path_must_not_overwrite_input_or_output() {
     ]));
     assert!(r.is_file());
 }
+
+/// A Hugging Face hub snapshot: a folder whose files are symlinks into a blob folder.
+/// The links are followed (the output holds copies), and the blob folder is not a valid
+/// output (it holds the input's files).
+#[cfg(unix)]
+#[test]
+fn folder_of_symlinks_like_the_hub_cache() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let blobs = tmp.path().join("blobs");
+    let snap = tmp.path().join("snapshots/abc123");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::create_dir_all(&snap).unwrap();
+    write_st(&blobs.join("1111"), &synthetic_model(), &[]);
+    std::fs::write(blobs.join("2222"), r#"{"model_type":"llama"}"#).unwrap();
+    std::fs::write(blobs.join("3333"), "tokens").unwrap();
+    symlink("../../blobs/1111", snap.join("model.safetensors")).unwrap();
+    symlink("../../blobs/2222", snap.join("config.json")).unwrap();
+    symlink(blobs.join("3333"), snap.join("tokenizer.json")).unwrap();
+
+    let out = tmp.path().join("out");
+    ok(&adpq(&["quantize", p(&snap), "-o", p(&out), "-q"]));
+    assert_eq!(
+        names_in(&out),
+        ["config.json", "model.safetensors", "tokenizer.json"]
+    );
+    for n in names_in(&out) {
+        let m = std::fs::symlink_metadata(out.join(&n)).unwrap();
+        assert!(m.file_type().is_file(), "{n} is not a regular file");
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("config.json")).unwrap(),
+        r#"{"model_type":"llama"}"#
+    );
+    assert_eq!(read_st(&out.join("model.safetensors")).1["format"], "adpq");
+    ok(&adpq(&["verify", p(&out)]));
+    ok(&adpq(&["inspect", p(&snap)]));
+
+    // Replacing the blob folder (or the cache root) would delete the input's data.
+    for target in [&blobs, tmp.path()] {
+        fails(
+            &adpq(&["quantize", p(&snap), "-o", p(target), "--force", "-q"]),
+            2,
+            &["is the input"],
+        );
+    }
+    assert_eq!(names_in(&blobs), ["1111", "2222", "3333"]);
+}
