@@ -1,7 +1,11 @@
 //! The AVX2 (+FMA) backend.
 //!
-//! Every `#[target_feature]` function is private to this module; the only way to reach one
-//! is through a method of [`Avx2`], whose value proves that the CPU has AVX2 and FMA.
+//! Every function that runs an intrinsic is `#[target_feature(enable =
+//! "avx2,fma,popcnt,bmi2")]` and private to this module, helpers included: the compiler
+//! then checks that each caller enables the same features (calls between them are safe)
+//! and the only `unsafe` calls into them are the [`Avx2`] methods, whose value proves that
+//! the CPU has all four. The remaining `unsafe` blocks are raw unaligned loads and stores,
+//! each with its bounds argument.
 //!
 //! **Exactness.** Histograms and counts are integer work and equal the scalar results.
 //! Quantization performs the scalar oracle's f32 operations lane by lane (`x · (1/Δ)`,
@@ -180,10 +184,7 @@ fn histogram_f32(
             }
         }
     }
-    let mut lanes = [0u32; 8];
-    // SAFETY: `lanes` is 8 u32; storeu has no alignment requirement.
-    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), maxv) };
-    let mut max = lanes.iter().copied().max().unwrap_or(0);
+    let mut max = lanes_u32(maxv).iter().copied().max().unwrap_or(0);
     for &v in tail {
         let b = v.abs_bits();
         max = max.max(b);
@@ -243,10 +244,10 @@ struct Stats {
 }
 
 impl Stats {
-    #[inline(always)]
+    #[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+    #[inline]
     fn new() -> Stats {
-        // SAFETY: AVX intrinsic, inlined into AVX2 callers only.
-        let z = unsafe { _mm256_setzero_ps() };
+        let z = _mm256_setzero_ps();
         Stats {
             in_max: z,
             out_max: z,
@@ -260,83 +261,73 @@ impl Stats {
 
     /// Adds 8 weights `v` with outlier lanes `o` (mask bits `m`). Masked-off lanes
     /// contribute 0, which never moves an extent (they all start at 0).
-    #[inline(always)]
+    #[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+    #[inline]
     fn add(&mut self, v: __m256, o: __m256, m: u32, grid: Grid, absmask: __m256) {
         self.n_out += m.count_ones();
-        // SAFETY: AVX intrinsics, inlined into AVX2 callers only.
-        unsafe {
-            match grid {
-                Grid::Symmetric => {
-                    let a = _mm256_and_ps(v, absmask);
-                    self.in_max = _mm256_max_ps(self.in_max, _mm256_andnot_ps(o, a));
-                    self.out_max = _mm256_max_ps(self.out_max, _mm256_and_ps(o, a));
-                }
-                Grid::Asymmetric => {
-                    let vi = _mm256_andnot_ps(o, v);
-                    let vo = _mm256_and_ps(o, v);
-                    self.in_lo = _mm256_min_ps(self.in_lo, vi);
-                    self.in_hi = _mm256_max_ps(self.in_hi, vi);
-                    self.out_lo = _mm256_min_ps(self.out_lo, vo);
-                    self.out_hi = _mm256_max_ps(self.out_hi, vo);
-                }
+        match grid {
+            Grid::Symmetric => {
+                let a = _mm256_and_ps(v, absmask);
+                self.in_max = _mm256_max_ps(self.in_max, _mm256_andnot_ps(o, a));
+                self.out_max = _mm256_max_ps(self.out_max, _mm256_and_ps(o, a));
+            }
+            Grid::Asymmetric => {
+                let vi = _mm256_andnot_ps(o, v);
+                let vo = _mm256_and_ps(o, v);
+                self.in_lo = _mm256_min_ps(self.in_lo, vi);
+                self.in_hi = _mm256_max_ps(self.in_hi, vi);
+                self.out_lo = _mm256_min_ps(self.out_lo, vo);
+                self.out_hi = _mm256_max_ps(self.out_hi, vo);
             }
         }
     }
 }
 
 /// The 8-lane outlier mask for mask bits `m` (bit `j` = lane `j`).
-#[inline(always)]
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[inline]
 fn mask_from_bits(m: u32) -> __m256i {
-    // SAFETY: the intrinsics need AVX2, which every caller (a `#[target_feature(enable =
-    // "avx2")]` function this is inlined into) enables.
-    unsafe {
-        let bitsel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-        _mm256_cmpeq_epi32(
-            _mm256_and_si256(_mm256_set1_epi32(m as i32), bitsel),
-            bitsel,
-        )
-    }
+    let bitsel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    _mm256_cmpeq_epi32(
+        _mm256_and_si256(_mm256_set1_epi32(m as i32), bitsel),
+        bitsel,
+    )
 }
 
 /// Codes of 8 weights, as i32 lanes in `0..=code_max`.
-#[inline(always)]
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[inline]
 fn encode8(v: __m256, o: __m256i, gin: &GridScale, gout: &GridScale, code_max: __m256i) -> __m256i {
-    // SAFETY: inlined into `#[target_feature(enable = "avx2")]` callers only (AVX and AVX2
-    // intrinsics).
-    unsafe {
-        let of = _mm256_castsi256_ps(o);
-        let inv = _mm256_blendv_ps(_mm256_set1_ps(gin.inv), _mm256_set1_ps(gout.inv), of);
-        let off = _mm256_blendv_epi8(
-            _mm256_set1_epi32(gin.offset),
-            _mm256_set1_epi32(gout.offset),
-            o,
-        );
-        // The scalar oracle: `round_ties_even((w * inv).clamp(-512, 512)) as i32 + offset`.
-        let q = _mm256_mul_ps(v, inv);
-        let q = _mm256_min_ps(
-            _mm256_max_ps(q, _mm256_set1_ps(-512.0)),
-            _mm256_set1_ps(512.0),
-        );
-        let q = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(q);
-        let qi = _mm256_add_epi32(_mm256_cvtps_epi32(q), off);
-        _mm256_min_epi32(_mm256_max_epi32(qi, _mm256_setzero_si256()), code_max)
-    }
+    let of = _mm256_castsi256_ps(o);
+    let inv = _mm256_blendv_ps(_mm256_set1_ps(gin.inv), _mm256_set1_ps(gout.inv), of);
+    let off = _mm256_blendv_epi8(
+        _mm256_set1_epi32(gin.offset),
+        _mm256_set1_epi32(gout.offset),
+        o,
+    );
+    // The scalar oracle: `round_ties_even((w * inv).clamp(-512, 512)) as i32 + offset`.
+    let q = _mm256_mul_ps(v, inv);
+    let q = _mm256_min_ps(
+        _mm256_max_ps(q, _mm256_set1_ps(-512.0)),
+        _mm256_set1_ps(512.0),
+    );
+    let q = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(q);
+    let qi = _mm256_add_epi32(_mm256_cvtps_epi32(q), off);
+    _mm256_min_epi32(_mm256_max_epi32(qi, _mm256_setzero_si256()), code_max)
 }
 
 /// Stores the low byte of each i32 lane of `c` (values `0..=255`) as 8 bytes at `dst`.
-#[inline(always)]
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[inline]
 fn store_codes8(c: __m256i, dst: &mut [u8; 8]) {
-    // SAFETY: inlined into `#[target_feature(enable = "avx2")]` callers only; `dst` is 8
-    // bytes, exactly what `_mm_storel_epi64` writes, with no alignment requirement.
-    unsafe {
-        let pick = _mm256_setr_epi8(
-            0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, //
-            0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        );
-        let b = _mm256_shuffle_epi8(c, pick);
-        let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1));
-        _mm_storel_epi64(dst.as_mut_ptr().cast(), _mm256_castsi256_si128(b));
-    }
+    let pick = _mm256_setr_epi8(
+        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, //
+        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    );
+    let b = _mm256_shuffle_epi8(c, pick);
+    let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1));
+    // The low 8 bytes as a u64 (`vmovq`), little-endian: byte `j` is code `j`.
+    *dst = (_mm_cvtsi128_si64(_mm256_castsi256_si128(b)) as u64).to_le_bytes();
 }
 
 /// Writes `n` staged 8-bit codes as the `bits`-wide codes `base..base + n` of a zeroed row.
@@ -471,10 +462,7 @@ fn quantize_rows_avx2(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Re
                 *mask = m as u8;
                 st.add(v, _mm256_castsi256_ps(o), m, fp.grid, absmask);
             }
-            let mut lanes = [0i32; 8];
-            // SAFETY: `lanes` is 8 i32; unaligned store.
-            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), maxbits) };
-            if lanes.iter().any(|&b| !is_valid_abs_bits(b as u32)) {
+            if lanes_u32(maxbits).iter().any(|&b| !is_valid_abs_bits(b)) {
                 let i = x
                     .iter()
                     .position(|v| !is_valid_abs_bits(v.abs_bits()))
@@ -573,49 +561,69 @@ fn quantize_rows_avx2(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Re
     Ok(done)
 }
 
-#[inline(always)]
+/// The 8 lanes of `v`.
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[inline]
+fn lanes_f32(v: __m256) -> [f32; 8] {
+    let mut l = [0f32; 8];
+    // SAFETY: `_mm256_storeu_ps` writes 32 bytes with no alignment requirement; `l` is
+    // exactly 8 f32 (32 bytes), owned and writable.
+    unsafe { _mm256_storeu_ps(l.as_mut_ptr(), v) };
+    l
+}
+
+/// The 8 lanes of `v` as u32.
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[inline]
+fn lanes_u32(v: __m256i) -> [u32; 8] {
+    let mut l = [0u32; 8];
+    // SAFETY: `_mm256_storeu_si256` writes 32 bytes with no alignment requirement; `l` is
+    // exactly 8 u32 (32 bytes), owned and writable.
+    unsafe { _mm256_storeu_si256(l.as_mut_ptr().cast(), v) };
+    l
+}
+
+/// The largest lane of `v`, and 0 (every extent starts at 0).
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[inline]
 fn hmax(v: __m256) -> f32 {
-    let mut l = [0f32; 8];
-    // SAFETY: `l` is 8 f32; unaligned store (AVX, enabled by every caller).
-    unsafe { _mm256_storeu_ps(l.as_mut_ptr(), v) };
-    l.iter().fold(0f32, |a, &b| a.max(b))
+    lanes_f32(v).iter().fold(0f32, |a, &b| a.max(b))
 }
 
-#[inline(always)]
+/// The smallest lane of `v`, and 0.
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[inline]
 fn hmin(v: __m256) -> f32 {
-    let mut l = [0f32; 8];
-    // SAFETY: `l` is 8 f32; unaligned store (AVX, enabled by every caller).
-    unsafe { _mm256_storeu_ps(l.as_mut_ptr(), v) };
-    l.iter().fold(0f32, |a, &b| a.min(b))
+    lanes_f32(v).iter().fold(0f32, |a, &b| a.min(b))
 }
 
-#[inline(always)]
+/// The sum of the lanes of `v` (pairwise: 0+4, 1+5, …).
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[inline]
 fn hsum(v: __m256) -> f32 {
-    // SAFETY: AVX/SSE intrinsics, inlined into AVX2 callers only.
-    unsafe {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
-        _mm_cvtss_f32(s)
-    }
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+    _mm_cvtss_f32(s)
 }
 
 /// 8 codes starting at code `i` of a row (as i32 lanes), for 4- or 8-bit codes with `i`
-/// on a byte boundary and all 8 codes inside `codes`.
-#[inline(always)]
+/// on a byte boundary.
+///
+/// # Panics
+/// When the 8 codes are not all inside `codes` (the slicing is bounds-checked; no raw
+/// pointer is read).
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[inline]
 fn load_codes8(codes: &[u8], i: usize, bits: u8) -> __m256i {
-    // SAFETY: AVX2 intrinsics inlined into AVX2 callers; the loads read 4 (4-bit) or 8
-    // (8-bit) bytes, which `get(..)` checked to lie inside `codes`.
-    unsafe {
-        if bits == 4 {
-            let b: [u8; 4] = codes[i / 2..i / 2 + 4].try_into().expect("4 bytes");
-            let w = _mm256_set1_epi32(i32::from_le_bytes(b));
-            let shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-            _mm256_and_si256(_mm256_srlv_epi32(w, shifts), _mm256_set1_epi32(0xF))
-        } else {
-            let b = &codes[i..i + 8];
-            _mm256_cvtepu8_epi32(_mm_loadl_epi64(b.as_ptr().cast()))
-        }
+    if bits == 4 {
+        let b: [u8; 4] = codes[i / 2..i / 2 + 4].try_into().expect("4 bytes");
+        let w = _mm256_set1_epi32(i32::from_le_bytes(b));
+        let shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+        _mm256_and_si256(_mm256_srlv_epi32(w, shifts), _mm256_set1_epi32(0xF))
+    } else {
+        let b: [u8; 8] = codes[i..i + 8].try_into().expect("8 bytes");
+        _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(i64::from_le_bytes(b)))
     }
 }
 
@@ -709,9 +717,11 @@ impl PositionReader<'_> {
 }
 
 /// The 16 code dwords of a full 4-bit group of 128 (codes `8d..8d+8` in dword `d`).
-#[inline(always)]
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[inline]
 fn group_code_dwords(codes: &[u8; 64]) -> (__m256i, __m256i) {
-    // SAFETY: AVX loads of the 64 bytes of `codes`, inlined into AVX2 callers only.
+    // SAFETY: two unaligned 32-byte loads at offsets 0 and 32 of the 64 bytes of `codes`
+    // (`loadu` has no alignment requirement).
     unsafe {
         (
             _mm256_loadu_si256(codes.as_ptr().cast()),
@@ -723,37 +733,36 @@ fn group_code_dwords(codes: &[u8; 64]) -> (__m256i, __m256i) {
 /// Positions (lanes past `k` hold 0), codes and lane mask of the next `k ≤ 8` outliers of
 /// a full 4-bit group of 128: positions unpacked from the 7-bit stream with PDEP, codes
 /// picked from the group's code dwords with two permutes.
-#[inline(always)]
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[inline]
 fn next_outliers8(
     dwords: (__m256i, __m256i),
     pos: &mut PositionReader<'_>,
     k: usize,
 ) -> (__m256i, __m256i, __m256i) {
     debug_assert!(pos.width == 7 && k <= 8);
-    // SAFETY: AVX2/BMI2 intrinsics on registers, inlined into callers that enable them.
-    unsafe {
-        let p8 = _pdep_u64(pos.window(), 0x7F7F_7F7F_7F7F_7F7F);
-        pos.bit += k * 7;
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), lanes);
-        let idx = _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(p8 as i64)), valid);
-        let dw = _mm256_srli_epi32::<3>(idx);
-        let word = _mm256_blendv_epi8(
-            _mm256_permutevar8x32_epi32(dwords.0, dw),
-            _mm256_permutevar8x32_epi32(dwords.1, dw),
-            _mm256_cmpgt_epi32(dw, _mm256_set1_epi32(7)),
-        );
-        let sh = _mm256_slli_epi32::<2>(_mm256_and_si256(idx, _mm256_set1_epi32(7)));
-        let c = _mm256_and_si256(_mm256_srlv_epi32(word, sh), _mm256_set1_epi32(0xF));
-        (idx, c, valid)
-    }
+    let p8 = _pdep_u64(pos.window(), 0x7F7F_7F7F_7F7F_7F7F);
+    pos.bit += k * 7;
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), lanes);
+    let idx = _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(p8 as i64)), valid);
+    let dw = _mm256_srli_epi32::<3>(idx);
+    let word = _mm256_blendv_epi8(
+        _mm256_permutevar8x32_epi32(dwords.0, dw),
+        _mm256_permutevar8x32_epi32(dwords.1, dw),
+        _mm256_cmpgt_epi32(dw, _mm256_set1_epi32(7)),
+    );
+    let sh = _mm256_slli_epi32::<2>(_mm256_and_si256(idx, _mm256_set1_epi32(7)));
+    let c = _mm256_and_si256(_mm256_srlv_epi32(word, sh), _mm256_set1_epi32(0xF));
+    (idx, c, valid)
 }
 
 /// The outlier correction of one full group of 128 4-bit codes, 8 outliers at a time
 /// ([`next_outliers8`]), with `x` loaded lane by lane (as fast as `vgatherdps` here, and
 /// immune to the microcode mitigations that make gathers slow on some CPUs).
 /// Adds `Σ x_p · ((c_p − z_out)·Δ_out − (c_p − z_in)·Δ_in)`.
-#[inline(always)]
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[inline]
 fn outliers_g128_4bit(
     codes: &[u8; 64],
     xs: &[f32; 128],
@@ -762,47 +771,44 @@ fn outliers_g128_4bit(
     mut accv: __m256,
 ) -> __m256 {
     let dwords = group_code_dwords(codes);
-    // SAFETY: AVX2/FMA intrinsics, inlined into `dot_row_avx2` only, which enables them;
-    // the store writes the 32 bytes of `ix`; `xs` is indexed with bounds checks.
-    unsafe {
-        let (off_out, off_in) = (
-            _mm256_set1_epi32(rec.off_out),
-            _mm256_set1_epi32(rec.off_in),
+    let (off_out, off_in) = (
+        _mm256_set1_epi32(rec.off_out),
+        _mm256_set1_epi32(rec.off_in),
+    );
+    let (step_out, step_in) = (_mm256_set1_ps(rec.step_out), _mm256_set1_ps(rec.step_in));
+    let mut left = rec.count;
+    while left > 0 {
+        let k = left.min(8);
+        let (idx, c, valid) = next_outliers8(dwords, pos, k);
+        let ix = lanes_u32(idx);
+        // `& 127` keeps every index in `xs` (no bounds check emitted, none can fail).
+        let xg = _mm256_and_ps(
+            _mm256_setr_ps(
+                xs[ix[0] as usize & 127],
+                xs[ix[1] as usize & 127],
+                xs[ix[2] as usize & 127],
+                xs[ix[3] as usize & 127],
+                xs[ix[4] as usize & 127],
+                xs[ix[5] as usize & 127],
+                xs[ix[6] as usize & 127],
+                xs[ix[7] as usize & 127],
+            ),
+            _mm256_castsi256_ps(valid),
         );
-        let (step_out, step_in) = (_mm256_set1_ps(rec.step_out), _mm256_set1_ps(rec.step_in));
-        let mut left = rec.count;
-        while left > 0 {
-            let k = left.min(8);
-            let (idx, c, valid) = next_outliers8(dwords, pos, k);
-            let mut ix = [0u32; 8];
-            _mm256_storeu_si256(ix.as_mut_ptr().cast(), idx);
-            let xg = _mm256_and_ps(
-                _mm256_setr_ps(
-                    xs[ix[0] as usize & 127],
-                    xs[ix[1] as usize & 127],
-                    xs[ix[2] as usize & 127],
-                    xs[ix[3] as usize & 127],
-                    xs[ix[4] as usize & 127],
-                    xs[ix[5] as usize & 127],
-                    xs[ix[6] as usize & 127],
-                    xs[ix[7] as usize & 127],
-                ),
-                _mm256_castsi256_ps(valid),
-            );
-            let cout = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_out));
-            let cin = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_in));
-            let delta = _mm256_fmsub_ps(cout, step_out, _mm256_mul_ps(cin, step_in));
-            // Lanes past `k` hold x = 0: they add 0 · delta = 0 (delta is finite).
-            accv = _mm256_fmadd_ps(delta, xg, accv);
-            left -= k;
-        }
-        accv
+        let cout = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_out));
+        let cin = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_in));
+        let delta = _mm256_fmsub_ps(cout, step_out, _mm256_mul_ps(cin, step_in));
+        // Lanes past `k` hold x = 0: they add 0 · delta = 0 (delta is finite).
+        accv = _mm256_fmadd_ps(delta, xg, accv);
+        left -= k;
     }
+    accv
 }
 
 /// The outlier patch of one full group of 128 4-bit codes: values computed 8 at a time
 /// exactly as the oracle does (`(c − z_out) as f32 · Δ_out`), stored lane by lane.
-#[inline(always)]
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[inline]
 fn patch_g128_4bit(
     codes: &[u8; 64],
     out: &mut [f32; 128],
@@ -810,25 +816,18 @@ fn patch_g128_4bit(
     rec: &Rec,
 ) {
     let dwords = group_code_dwords(codes);
-    // SAFETY: AVX2 intrinsics, inlined into `dequantize_row_avx2` only, which enables
-    // them; the stores write the 32 bytes of `ix` and `v`; `out` is indexed with bounds
-    // checks.
-    unsafe {
-        let off_out = _mm256_set1_epi32(rec.off_out);
-        let step_out = _mm256_set1_ps(rec.step_out);
-        let mut left = rec.count;
-        while left > 0 {
-            let k = left.min(8);
-            let (idx, c, _) = next_outliers8(dwords, pos, k);
-            let vals = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_out)), step_out);
-            let (mut ix, mut v) = ([0u32; 8], [0f32; 8]);
-            _mm256_storeu_si256(ix.as_mut_ptr().cast(), idx);
-            _mm256_storeu_ps(v.as_mut_ptr(), vals);
-            for j in 0..k {
-                out[ix[j] as usize & 127] = v[j];
-            }
-            left -= k;
+    let off_out = _mm256_set1_epi32(rec.off_out);
+    let step_out = _mm256_set1_ps(rec.step_out);
+    let mut left = rec.count;
+    while left > 0 {
+        let k = left.min(8);
+        let (idx, c, _) = next_outliers8(dwords, pos, k);
+        let vals = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_out)), step_out);
+        let (ix, v) = (lanes_u32(idx), lanes_f32(vals));
+        for j in 0..k {
+            out[ix[j] as usize & 127] = v[j];
         }
+        left -= k;
     }
 }
 
@@ -1032,7 +1031,8 @@ impl Avx2 {
 
 /// The outlier correction of a full group with int8 activations:
 /// adds `Σ q_p · ((c_p − z_out)·Δ_out − (c_p − z_in)·Δ_in)` into `corr`.
-#[inline(always)]
+#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[inline]
 fn outliers_q8_g128(
     codes: &[u8; 64],
     qs: &[i8; 128],
@@ -1041,37 +1041,31 @@ fn outliers_q8_g128(
     mut corr: __m256,
 ) -> __m256 {
     let dwords = group_code_dwords(codes);
-    // SAFETY: AVX2/FMA intrinsics, inlined into `dot_row_q8_avx2` only, which enables
-    // them; the store writes the 32 bytes of `ix`, the load reads the 8 bytes of `qb`; `qs`
-    // is indexed with bounds checks.
-    unsafe {
-        let (off_out, off_in) = (
-            _mm256_set1_epi32(rec.off_out),
-            _mm256_set1_epi32(rec.off_in),
-        );
-        let (step_out, step_in) = (_mm256_set1_ps(rec.step_out), _mm256_set1_ps(rec.step_in));
-        let mut left = rec.count;
-        while left > 0 {
-            let k = left.min(8);
-            let (idx, c, valid) = next_outliers8(dwords, pos, k);
-            let mut ix = [0u32; 8];
-            _mm256_storeu_si256(ix.as_mut_ptr().cast(), idx);
-            let mut qb = [0u8; 8];
-            for (d, &i) in qb.iter_mut().zip(&ix) {
-                *d = qs[i as usize & 127] as u8;
-            }
-            let qv = _mm256_and_si256(
-                _mm256_cvtepi8_epi32(_mm_loadl_epi64(qb.as_ptr().cast())),
-                valid,
-            );
-            let cout = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_out));
-            let cin = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_in));
-            let delta = _mm256_fmsub_ps(cout, step_out, _mm256_mul_ps(cin, step_in));
-            corr = _mm256_fmadd_ps(delta, _mm256_cvtepi32_ps(qv), corr);
-            left -= k;
+    let (off_out, off_in) = (
+        _mm256_set1_epi32(rec.off_out),
+        _mm256_set1_epi32(rec.off_in),
+    );
+    let (step_out, step_in) = (_mm256_set1_ps(rec.step_out), _mm256_set1_ps(rec.step_in));
+    let mut left = rec.count;
+    while left > 0 {
+        let k = left.min(8);
+        let (idx, c, valid) = next_outliers8(dwords, pos, k);
+        let ix = lanes_u32(idx);
+        let mut qb = [0u8; 8];
+        for (d, &i) in qb.iter_mut().zip(&ix) {
+            *d = qs[i as usize & 127] as u8;
         }
-        corr
+        let qv = _mm256_and_si256(
+            _mm256_cvtepi8_epi32(_mm_cvtsi64_si128(i64::from_le_bytes(qb))),
+            valid,
+        );
+        let cout = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_out));
+        let cin = _mm256_cvtepi32_ps(_mm256_sub_epi32(c, off_in));
+        let delta = _mm256_fmsub_ps(cout, step_out, _mm256_mul_ps(cin, step_in));
+        corr = _mm256_fmadd_ps(delta, _mm256_cvtepi32_ps(qv), corr);
+        left -= k;
     }
+    corr
 }
 
 #[target_feature(enable = "avx2,fma,popcnt,bmi2")]
@@ -1170,7 +1164,7 @@ impl Backend for Avx2 {
         let mut sub = [[0u32; HIST_BINS]; 4];
         let mut max = 0u32;
         for_f32_blocks(w, |s| {
-            // SAFETY: holding `self` proves AVX2 is available.
+            // SAFETY: holding `self` proves AVX2, FMA, POPCNT and BMI2 are available.
             let m = unsafe { histogram_f32(s, pass, bins, &mut sub) };
             max = max.max(m);
         });
@@ -1188,7 +1182,7 @@ impl Backend for Avx2 {
             return 0;
         }
         let mut lt = 0;
-        // SAFETY: holding `self` proves AVX2 is available.
+        // SAFETY: holding `self` proves AVX2, FMA, POPCNT and BMI2 are available.
         for_f32_blocks(w, |s| lt += unsafe { count_f32(s, threshold_bits) }.0);
         w.len() as u64 - lt
     }
@@ -1198,7 +1192,7 @@ impl Backend for Avx2 {
             return 0;
         }
         let mut eq = 0;
-        // SAFETY: holding `self` proves AVX2 is available.
+        // SAFETY: holding `self` proves AVX2, FMA, POPCNT and BMI2 are available.
         for_f32_blocks(w, |s| eq += unsafe { count_f32(s, threshold_bits) }.1);
         eq
     }
@@ -1209,7 +1203,7 @@ impl Backend for Avx2 {
         job: &RowJob,
         out: &mut RowsOut<'_>,
     ) -> Result<RowsDone> {
-        // SAFETY: holding `self` proves AVX2 is available.
+        // SAFETY: holding `self` proves AVX2, FMA, POPCNT and BMI2 are available.
         unsafe { quantize_rows_avx2(w, job, out) }
     }
 
@@ -1221,14 +1215,14 @@ impl Backend for Avx2 {
     ) -> Result<()> {
         check_out_rows(t, first_row, out.len())?;
         for (i, row_out) in out.chunks_mut(t.cols()).enumerate() {
-            // SAFETY: holding `self` proves AVX2 is available.
+            // SAFETY: holding `self` proves AVX2, FMA, POPCNT and BMI2 are available.
             unsafe { dequantize_row_avx2(t, first_row + i, row_out)? };
         }
         Ok(())
     }
 
     fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
-        // SAFETY: holding `self` proves AVX2 and FMA are available.
+        // SAFETY: holding `self` proves AVX2, FMA, POPCNT and BMI2 are available.
         unsafe { dot_row_avx2(t, row, x) }
     }
 }
