@@ -479,9 +479,34 @@ fn originals_of(
             ))
         }
     }
-    let text = meta.get(META_TENSORS).map(String::as_str).unwrap_or("{}");
+    let text = meta.get(META_TENSORS).ok_or_else(|| {
+        Error::invalid(
+            f.path(),
+            format!("adpq checkpoint without the {META_TENSORS} metadata key"),
+        )
+    })?;
     serde_json::from_str(text)
         .map_err(|e| Error::invalid(f.path(), format!("bad {META_TENSORS} metadata: {e}")))
+}
+
+/// Whether a stored tensor looks like a packed buffer: 1-D `U8` starting with the magic.
+fn looks_packed(t: &TensorRef<'_>) -> bool {
+    t.dtype == Dtype::U8 && t.shape.len() == 1 && t.data.starts_with(&adpq_core::format::MAGIC)
+}
+
+/// The errors for the packed-looking tensors of `f` that `origs` does not list: passed
+/// through, they would end up as opaque bytes in a "standard" checkpoint.
+fn unlisted_packed(f: &SafetensorsFile, origs: &BTreeMap<String, OriginalTensor>) -> Vec<Error> {
+    f.tensors()
+        .iter()
+        .filter(|t| looks_packed(t) && !origs.contains_key(t.name))
+        .map(|t| {
+            Error::invalid(
+                f.path(),
+                format!("packed tensor `{}` not listed in {META_TENSORS}", t.name),
+            )
+        })
+        .collect()
 }
 
 /// Checks that a stored tensor is a packed buffer matching its recorded original; returns
@@ -561,6 +586,9 @@ pub fn dequantize<B: Backend>(
     let mut total = 0u64;
     for f in &ckpt.files {
         let o = originals_of(f, &f.user_metadata())?;
+        if let Some(e) = unlisted_packed(f, &o).into_iter().next() {
+            return Err(e);
+        }
         for (name, orig) in &o {
             let t = f.tensor(name).ok_or_else(|| {
                 Error::tensor(f.path(), name, "listed in the metadata but missing")
@@ -732,6 +760,10 @@ pub struct InspectFile {
     pub adpq: bool,
     /// `__metadata__`.
     pub metadata: BTreeMap<String, String>,
+    /// What is wrong with the adpq metadata (missing or invalid `adpq.tensors`, unknown
+    /// version), if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Tensors in data order.
     pub tensors: Vec<InspectTensor>,
 }
@@ -751,7 +783,8 @@ pub struct Inspection {
     pub quantized_bytes: u64,
     /// Bits per weight over the quantized tensors.
     pub bits_per_weight: Option<f64>,
-    /// Packed tensors that failed to parse.
+    /// Problems found: packed tensors that failed to parse or are not listed in the
+    /// metadata, and files whose adpq metadata is unusable.
     pub errors: usize,
 }
 
@@ -764,11 +797,15 @@ pub fn inspect(input: &Path) -> Result<Inspection> {
     for f in &ckpt.files {
         let meta = f.user_metadata();
         let adpq = is_adpq(&meta);
-        let origs = if adpq {
-            originals_of(f, &meta).unwrap_or_default()
+        let (origs, error) = if adpq {
+            match originals_of(f, &meta) {
+                Ok(o) => (o, None),
+                Err(e) => (BTreeMap::new(), Some(e.to_string())),
+            }
         } else {
-            BTreeMap::new()
+            (BTreeMap::new(), None)
         };
+        errors += usize::from(error.is_some());
         let mut tensors = Vec::new();
         for t in f.tensors() {
             n += 1;
@@ -812,6 +849,9 @@ pub fn inspect(input: &Path) -> Result<Inspection> {
                         it.error = Some(e.to_string());
                     }
                 }
+            } else if adpq && error.is_none() && looks_packed(&t) {
+                errors += 1;
+                it.error = Some(format!("packed tensor not listed in {META_TENSORS}"));
             }
             tensors.push(it);
         }
@@ -820,6 +860,7 @@ pub fn inspect(input: &Path) -> Result<Inspection> {
             bytes: f.len() as u64,
             adpq,
             metadata: meta,
+            error,
             tensors,
         });
     }
@@ -847,6 +888,9 @@ impl Inspection {
             )?;
             if let Some(p) = f.metadata.get(META_PARAMS) {
                 writeln!(out, "  params: {p}")?;
+            }
+            if let Some(e) = &f.error {
+                writeln!(out, "  INVALID metadata: {e}")?;
             }
             let w = f
                 .tensors
@@ -935,6 +979,7 @@ pub fn verify(input: &Path) -> Result<usize> {
             .collect();
         checked += results.len();
         failures.extend(results.into_iter().flatten());
+        failures.extend(unlisted_packed(f, &origs).iter().map(|e| e.to_string()));
     }
     if failures.is_empty() {
         Ok(checked)
