@@ -245,11 +245,19 @@ pub fn quantize<B: Backend>(
                     .map_err(|e| Error::core(f.path(), t.name, e))?;
                 f.release(&t);
                 progress.advance(t.numel() as u64);
-                Action::Quant {
-                    sel,
-                    rows,
-                    cols,
-                    len,
+                if len as u64 >= t.data.len() as u64 {
+                    // Narrow tensors (few columns, hence a group per row) grow when packed.
+                    if !opts.dry_run {
+                        progress.advance(t.numel() as u64);
+                    }
+                    Action::Pass("packing would not shrink it")
+                } else {
+                    Action::Quant {
+                        sel,
+                        rows,
+                        cols,
+                        len,
+                    }
                 }
             } else {
                 Action::Pass(reason(d))

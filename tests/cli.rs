@@ -1257,3 +1257,46 @@ fn adpq_tensors_metadata_is_checked() {
     );
     assert!(!d.exists());
 }
+
+/// A tensor that packing would not shrink (e.g. `[1000, 1]`: one group and its scales
+/// per weight) is passed through unchanged, with the reason in the report.
+#[test]
+fn tensors_that_would_grow_pass_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.safetensors");
+    let mut model = synthetic_model();
+    model.push(floats("narrow.weight", Dtype::F32, &[1000, 1], 7));
+    model.push(floats("narrow_bf16.weight", Dtype::BF16, &[300, 2], 8));
+    write_st(&input, &model, &[]);
+    let q = tmp.path().join("q.safetensors");
+    let rep = tmp.path().join("r.json");
+    let out = adpq(&["quantize", p(&input), "-o", p(&q), "--report", p(&rep)]);
+    ok(&out);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("passthrough (packing would not shrink it)"),
+        "{table}"
+    );
+    let (tensors, meta) = read_st(&q);
+    let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    for name in ["narrow.weight", "narrow_bf16.weight"] {
+        let orig = model.iter().find(|t| t.0 == name).unwrap();
+        let t = &tensors[name];
+        assert_eq!((t.0, &t.1), (orig.1, &orig.2), "{name}");
+        assert!(t.2 == orig.3, "{name} bytes changed");
+        let e = r["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap();
+        assert_eq!(e["action"], "passthrough");
+        assert_eq!(e["reason"], "packing would not shrink it");
+        assert!(!meta["adpq.tensors"].contains(name));
+    }
+    for name in QUANTIZED {
+        assert_eq!(tensors[name].0, Dtype::U8, "{name}");
+    }
+    assert_eq!(r["totals"]["converted"], QUANTIZED.len());
+    ok(&adpq(&["verify", p(&q)]));
+}
