@@ -6,6 +6,13 @@
 //! identical; dequantization bit-identical; dot products within
 //! [`dot_tolerance`](crate::backend::dot_tolerance). An 8-weight "chunk" is a pair of
 //! 4-lane registers, so masks are one byte per chunk as in the AVX2 backend.
+//!
+//! NEON is baseline on `aarch64-unknown-linux-gnu`, but rustc still requires a
+//! `#[target_feature(enable = "neon")]` context to call the intrinsics safely ("the neon
+//! target feature being enabled in the build configuration does not remove the
+//! requirement"). So every function here that runs an intrinsic carries that attribute,
+//! helpers included (calls between them are safe), and the only `unsafe` calls into them
+//! are the [`Neon`] methods. The remaining `unsafe` blocks are raw loads and stores.
 
 use core::arch::aarch64::*;
 
@@ -81,25 +88,29 @@ fn for_f32_blocks(w: Weights<'_>, mut f: impl FnMut(&[f32])) {
     }
 }
 
+/// The lane bits `[1, 2, 4, 8]`.
+#[target_feature(enable = "neon")]
+#[inline]
+fn lane_bits4() -> uint32x4_t {
+    let bits: [u32; 4] = [1, 2, 4, 8];
+    // SAFETY: `vld1q_u32` reads 4 u32 (16 bytes, u32 alignment) from `bits`, which is
+    // exactly that.
+    unsafe { vld1q_u32(bits.as_ptr()) }
+}
+
 /// Mask bits (lane `j` → bit `j`) of a 4-lane all-ones/all-zeros mask.
-#[inline(always)]
+#[target_feature(enable = "neon")]
+#[inline]
 fn movemask4(m: uint32x4_t) -> u32 {
-    // SAFETY: NEON intrinsics; NEON is enabled in every caller.
-    unsafe {
-        let bits: [u32; 4] = [1, 2, 4, 8];
-        vaddvq_u32(vandq_u32(m, vld1q_u32(bits.as_ptr())))
-    }
+    vaddvq_u32(vandq_u32(m, lane_bits4()))
 }
 
 /// The 4-lane mask of bits `m & 0xF`.
-#[inline(always)]
+#[target_feature(enable = "neon")]
+#[inline]
 fn mask_from_bits4(m: u32) -> uint32x4_t {
-    // SAFETY: NEON intrinsics; NEON is enabled in every caller.
-    unsafe {
-        let bits: [u32; 4] = [1, 2, 4, 8];
-        let b = vld1q_u32(bits.as_ptr());
-        vceqq_u32(vandq_u32(vdupq_n_u32(m), b), b)
-    }
+    let b = lane_bits4();
+    vceqq_u32(vandq_u32(vdupq_n_u32(m), b), b)
 }
 
 #[target_feature(enable = "neon")]
@@ -215,10 +226,10 @@ struct Stats {
 }
 
 impl Stats {
-    #[inline(always)]
+    #[target_feature(enable = "neon")]
+    #[inline]
     fn new() -> Stats {
-        // SAFETY: NEON intrinsic; NEON is enabled in every caller.
-        let z = unsafe { vdupq_n_f32(0.0) };
+        let z = vdupq_n_f32(0.0);
         Stats {
             in_max: z,
             out_max: z,
@@ -231,34 +242,33 @@ impl Stats {
     }
 
     /// Adds 4 weights `v` with outlier lanes `o`; masked-off lanes contribute 0.
-    #[inline(always)]
+    #[target_feature(enable = "neon")]
+    #[inline]
     fn add(&mut self, v: float32x4_t, o: uint32x4_t, grid: Grid) {
-        // SAFETY: NEON intrinsics; NEON is enabled in every caller.
-        unsafe {
-            let vb = vreinterpretq_u32_f32(v);
-            match grid {
-                Grid::Symmetric => {
-                    let a = vandq_u32(vb, vdupq_n_u32(0x7FFF_FFFF));
-                    let ai = vreinterpretq_f32_u32(vbicq_u32(a, o));
-                    let ao = vreinterpretq_f32_u32(vandq_u32(a, o));
-                    self.in_max = vmaxq_f32(self.in_max, ai);
-                    self.out_max = vmaxq_f32(self.out_max, ao);
-                }
-                Grid::Asymmetric => {
-                    let vi = vreinterpretq_f32_u32(vbicq_u32(vb, o));
-                    let vo = vreinterpretq_f32_u32(vandq_u32(vb, o));
-                    self.in_lo = vminq_f32(self.in_lo, vi);
-                    self.in_hi = vmaxq_f32(self.in_hi, vi);
-                    self.out_lo = vminq_f32(self.out_lo, vo);
-                    self.out_hi = vmaxq_f32(self.out_hi, vo);
-                }
+        let vb = vreinterpretq_u32_f32(v);
+        match grid {
+            Grid::Symmetric => {
+                let a = vandq_u32(vb, vdupq_n_u32(0x7FFF_FFFF));
+                let ai = vreinterpretq_f32_u32(vbicq_u32(a, o));
+                let ao = vreinterpretq_f32_u32(vandq_u32(a, o));
+                self.in_max = vmaxq_f32(self.in_max, ai);
+                self.out_max = vmaxq_f32(self.out_max, ao);
+            }
+            Grid::Asymmetric => {
+                let vi = vreinterpretq_f32_u32(vbicq_u32(vb, o));
+                let vo = vreinterpretq_f32_u32(vandq_u32(vb, o));
+                self.in_lo = vminq_f32(self.in_lo, vi);
+                self.in_hi = vmaxq_f32(self.in_hi, vi);
+                self.out_lo = vminq_f32(self.out_lo, vo);
+                self.out_hi = vmaxq_f32(self.out_hi, vo);
             }
         }
     }
 }
 
 /// Codes of 4 weights as u32 lanes in `0..=code_max` (the oracle's operations).
-#[inline(always)]
+#[target_feature(enable = "neon")]
+#[inline]
 fn encode4(
     v: float32x4_t,
     o: uint32x4_t,
@@ -266,17 +276,14 @@ fn encode4(
     gout: &GridScale,
     code_max: i32,
 ) -> uint32x4_t {
-    // SAFETY: NEON intrinsics; NEON is enabled in every caller.
-    unsafe {
-        let inv = vbslq_f32(o, vdupq_n_f32(gout.inv), vdupq_n_f32(gin.inv));
-        let off = vbslq_s32(o, vdupq_n_s32(gout.offset), vdupq_n_s32(gin.offset));
-        let q = vmulq_f32(v, inv);
-        let q = vminq_f32(vmaxq_f32(q, vdupq_n_f32(-512.0)), vdupq_n_f32(512.0));
-        let q = vrndnq_f32(q);
-        let qi = vaddq_s32(vcvtq_s32_f32(q), off);
-        let qi = vminq_s32(vmaxq_s32(qi, vdupq_n_s32(0)), vdupq_n_s32(code_max));
-        vreinterpretq_u32_s32(qi)
-    }
+    let inv = vbslq_f32(o, vdupq_n_f32(gout.inv), vdupq_n_f32(gin.inv));
+    let off = vbslq_s32(o, vdupq_n_s32(gout.offset), vdupq_n_s32(gin.offset));
+    let q = vmulq_f32(v, inv);
+    let q = vminq_f32(vmaxq_f32(q, vdupq_n_f32(-512.0)), vdupq_n_f32(512.0));
+    let q = vrndnq_f32(q);
+    let qi = vaddq_s32(vcvtq_s32_f32(q), off);
+    let qi = vminq_s32(vmaxq_s32(qi, vdupq_n_s32(0)), vdupq_n_s32(code_max));
+    vreinterpretq_u32_s32(qi)
 }
 
 #[target_feature(enable = "neon")]
@@ -508,28 +515,32 @@ fn quantize_rows_neon(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Re
 }
 
 /// 8 codes from code `i` (4-bit codes with `i` even, or 8-bit), as two i32x4 registers.
-#[inline(always)]
+///
+/// # Panics
+/// When the 8 codes are not all inside `codes` (the slicing is bounds-checked).
+#[target_feature(enable = "neon")]
+#[inline]
 fn load_codes8(codes: &[u8], i: usize, bits: u8) -> (int32x4_t, int32x4_t) {
-    // SAFETY: NEON intrinsics; the loads read 4 or 8 bytes that the slicing checked.
-    unsafe {
-        if bits == 4 {
-            let b: [u8; 4] = codes[i / 2..i / 2 + 4].try_into().expect("4 bytes");
-            let w = vdupq_n_u32(u32::from_le_bytes(b));
-            let s0: [i32; 4] = [0, -4, -8, -12];
-            let s1: [i32; 4] = [-16, -20, -24, -28];
-            let m = vdupq_n_u32(0xF);
-            (
-                vreinterpretq_s32_u32(vandq_u32(vshlq_u32(w, vld1q_s32(s0.as_ptr())), m)),
-                vreinterpretq_s32_u32(vandq_u32(vshlq_u32(w, vld1q_s32(s1.as_ptr())), m)),
-            )
-        } else {
-            let b = &codes[i..i + 8];
-            let h = vmovl_u8(vld1_u8(b.as_ptr()));
-            (
-                vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(h))),
-                vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(h))),
-            )
-        }
+    if bits == 4 {
+        let b: [u8; 4] = codes[i / 2..i / 2 + 4].try_into().expect("4 bytes");
+        let w = vdupq_n_u32(u32::from_le_bytes(b));
+        let s0: [i32; 4] = [0, -4, -8, -12];
+        let s1: [i32; 4] = [-16, -20, -24, -28];
+        let m = vdupq_n_u32(0xF);
+        // SAFETY: each `vld1q_s32` reads 4 i32 from a `[i32; 4]` (exactly its size and
+        // alignment).
+        let (s0, s1) = unsafe { (vld1q_s32(s0.as_ptr()), vld1q_s32(s1.as_ptr())) };
+        (
+            vreinterpretq_s32_u32(vandq_u32(vshlq_u32(w, s0), m)),
+            vreinterpretq_s32_u32(vandq_u32(vshlq_u32(w, s1), m)),
+        )
+    } else {
+        let b: [u8; 8] = codes[i..i + 8].try_into().expect("8 bytes");
+        let h = vmovl_u8(vcreate_u8(u64::from_le_bytes(b)));
+        (
+            vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(h))),
+            vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(h))),
+        )
     }
 }
 
@@ -644,7 +655,7 @@ impl Backend for Neon {
         let mut sub = [[0u32; HIST_BINS]; 4];
         let mut max = 0u32;
         for_f32_blocks(w, |s| {
-            // SAFETY: holding `self` proves NEON is available.
+            // SAFETY: holding `self` proves NEON is available (the only feature enabled here).
             let m = unsafe { histogram_f32(s, pass, bins, &mut sub) };
             max = max.max(m);
         });
@@ -663,14 +674,14 @@ impl Backend for Neon {
 
     fn count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
         let mut lt = 0;
-        // SAFETY: holding `self` proves NEON is available.
+        // SAFETY: holding `self` proves NEON is available (the only feature enabled here).
         for_f32_blocks(w, |s| lt += unsafe { count_f32(s, threshold_bits) }.0);
         w.len() as u64 - lt
     }
 
     fn count_equal(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
         let mut eq = 0;
-        // SAFETY: holding `self` proves NEON is available.
+        // SAFETY: holding `self` proves NEON is available (the only feature enabled here).
         for_f32_blocks(w, |s| eq += unsafe { count_f32(s, threshold_bits) }.1);
         eq
     }
@@ -681,7 +692,7 @@ impl Backend for Neon {
         job: &RowJob,
         out: &mut RowsOut<'_>,
     ) -> Result<RowsDone> {
-        // SAFETY: holding `self` proves NEON is available.
+        // SAFETY: holding `self` proves NEON is available (the only feature enabled here).
         unsafe { quantize_rows_neon(w, job, out) }
     }
 
@@ -693,14 +704,14 @@ impl Backend for Neon {
     ) -> Result<()> {
         check_out_rows(t, first_row, out.len())?;
         for (i, row_out) in out.chunks_mut(t.cols()).enumerate() {
-            // SAFETY: holding `self` proves NEON is available.
+            // SAFETY: holding `self` proves NEON is available (the only feature enabled here).
             unsafe { dequantize_row_neon(t, first_row + i, row_out)? };
         }
         Ok(())
     }
 
     fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
-        // SAFETY: holding `self` proves NEON is available.
+        // SAFETY: holding `self` proves NEON is available (the only feature enabled here).
         unsafe { dot_row_neon(t, row, x) }
     }
 }
