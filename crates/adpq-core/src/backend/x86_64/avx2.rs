@@ -25,9 +25,9 @@ use crate::backend::scalar::{
 use crate::backend::{Backend, RowJob, RowsDone, RowsOut};
 use crate::bits::get_bits;
 use crate::error::{Error, Result};
-use crate::format::{encode_record, PackedTensor};
-use crate::params::{FormatParams, Grid, MAX_GROUP_SIZE};
-use crate::quant::{pow2, GridScale};
+use crate::format::{encode_record, GroupRecord, PackedTensor};
+use crate::params::{Grid, MAX_GROUP_SIZE};
+use crate::quant::GridScale;
 use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, HIST_BINS, TAKE_ALL_EQUAL};
 use crate::weights::{Element, Weights};
 
@@ -627,56 +627,6 @@ fn load_codes8(codes: &[u8], i: usize, bits: u8) -> __m256i {
     }
 }
 
-/// A group record decoded for the hot loops: the same steps and offsets as
-/// [`GridScale::from_stored`] (an f16 widens to f32 exactly, whichever way), without the
-/// reciprocal the loops do not need.
-#[derive(Clone, Copy)]
-struct Rec {
-    step_in: f32,
-    off_in: i32,
-    step_out: f32,
-    off_out: i32,
-    count: usize,
-}
-
-/// f16 bits to f32, exact for every finite value (validated records hold no others).
-#[inline(always)]
-fn f16_bits_to_f32(h: u16) -> f32 {
-    let h = u32::from(h);
-    let sign = (h & 0x8000) << 16;
-    let e = (h >> 10) & 0x1F;
-    let m = h & 0x3FF;
-    let mag = if e == 0 {
-        // Subnormal or zero: m · 2^-24, exact (m < 2^10).
-        m as f32 * f32::from_bits((127 - 24) << 23)
-    } else {
-        f32::from_bits(((e + 112) << 23) | (m << 13))
-    };
-    f32::from_bits(mag.to_bits() | sign)
-}
-
-#[inline(always)]
-fn read_record(rec: &[u8], fp: &FormatParams, scale: f32) -> Rec {
-    let h_in = u16::from_le_bytes([rec[0], rec[1]]);
-    let h_out = u16::from_le_bytes([rec[2], rec[3]]);
-    let (count, zeros_at) = if fp.count_bytes() == 1 {
-        (usize::from(rec[4]), 5)
-    } else {
-        (usize::from(u16::from_le_bytes([rec[4], rec[5]])), 6)
-    };
-    let (off_in, off_out) = match fp.grid {
-        Grid::Symmetric => (1i32 << (fp.bits - 1), 1i32 << (fp.bits - 1)),
-        Grid::Asymmetric => (i32::from(rec[zeros_at]), i32::from(rec[zeros_at + 1])),
-    };
-    Rec {
-        step_in: f16_bits_to_f32(h_in) * scale,
-        off_in,
-        step_out: f16_bits_to_f32(h_out) * scale,
-        off_out,
-        count,
-    }
-}
-
 /// Reads consecutive `width`-bit outlier positions from a row's place in the stream.
 struct PositionReader<'a> {
     data: &'a [u8],
@@ -767,15 +717,18 @@ fn outliers_g128_4bit(
     codes: &[u8; 64],
     xs: &[f32; 128],
     pos: &mut PositionReader<'_>,
-    rec: &Rec,
+    rec: &GroupRecord,
     mut accv: __m256,
 ) -> __m256 {
     let dwords = group_code_dwords(codes);
     let (off_out, off_in) = (
-        _mm256_set1_epi32(rec.off_out),
-        _mm256_set1_epi32(rec.off_in),
+        _mm256_set1_epi32(rec.outliers.offset),
+        _mm256_set1_epi32(rec.inliers.offset),
     );
-    let (step_out, step_in) = (_mm256_set1_ps(rec.step_out), _mm256_set1_ps(rec.step_in));
+    let (step_out, step_in) = (
+        _mm256_set1_ps(rec.outliers.step),
+        _mm256_set1_ps(rec.inliers.step),
+    );
     let mut left = rec.count;
     while left > 0 {
         let k = left.min(8);
@@ -813,11 +766,11 @@ fn patch_g128_4bit(
     codes: &[u8; 64],
     out: &mut [f32; 128],
     pos: &mut PositionReader<'_>,
-    rec: &Rec,
+    rec: &GroupRecord,
 ) {
     let dwords = group_code_dwords(codes);
-    let off_out = _mm256_set1_epi32(rec.off_out);
-    let step_out = _mm256_set1_ps(rec.step_out);
+    let off_out = _mm256_set1_epi32(rec.outliers.offset);
+    let step_out = _mm256_set1_ps(rec.outliers.step);
     let mut left = rec.count;
     while left > 0 {
         let k = left.min(8);
@@ -837,15 +790,13 @@ fn dequantize_row_avx2(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Resul
     let row = t.row(r)?;
     let fp = t.params();
     let g = usize::from(fp.group_size);
-    let rb = fp.record_bytes();
-    let scale = pow2(i32::from(t.info().scale_exp));
     let mut pos = PositionReader {
         data: row.positions,
         bit: row.first_outlier * t.layout().position_bits as usize,
         width: t.layout().position_bits,
     };
     for (gi, chunk) in out.chunks_mut(g).enumerate() {
-        let rec = read_record(&row.records[gi * rb..(gi + 1) * rb], &fp, scale);
+        let rec = t.record(&row, gi);
         let base = gi * g;
         if fp.bits == 4 && g == 128 && chunk.len() == 128 {
             // The default format's full groups: no per-chunk width tests or bounds checks.
@@ -853,8 +804,8 @@ fn dequantize_row_avx2(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Resul
                 .try_into()
                 .expect("64 bytes");
             let out: &mut [f32; 128] = chunk.try_into().expect("128 f32");
-            let off = _mm256_set1_epi32(rec.off_in);
-            let step = _mm256_set1_ps(rec.step_in);
+            let off = _mm256_set1_epi32(rec.inliers.offset);
+            let step = _mm256_set1_ps(rec.inliers.step);
             let shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
             let nib = _mm256_set1_epi32(0xF);
             for (cb, o) in codes.chunks_exact(4).zip(out.chunks_exact_mut(8)) {
@@ -869,8 +820,8 @@ fn dequantize_row_avx2(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Resul
         }
         let fast = (fp.bits == 4 && base % 2 == 0) || fp.bits == 8;
         let done = if fast {
-            let off = _mm256_set1_epi32(rec.off_in);
-            let step = _mm256_set1_ps(rec.step_in);
+            let off = _mm256_set1_epi32(rec.inliers.offset);
+            let step = _mm256_set1_ps(rec.inliers.step);
             for (c, o) in chunk.chunks_exact_mut(8).enumerate() {
                 let codes = load_codes8(row.codes, base + c * 8, fp.bits);
                 let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(codes, off)), step);
@@ -882,14 +833,15 @@ fn dequantize_row_avx2(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Resul
             0
         };
         for (i, o) in chunk.iter_mut().enumerate().skip(done) {
-            *o = (i32::from(code_at(row.codes, base + i, fp.bits)) - rec.off_in) as f32
-                * rec.step_in;
+            *o = (i32::from(code_at(row.codes, base + i, fp.bits)) - rec.inliers.offset) as f32
+                * rec.inliers.step;
         }
         for _ in 0..rec.count {
             let p = pos.next();
             if let Some(o) = chunk.get_mut(p) {
-                *o = (i32::from(code_at(row.codes, base + p, fp.bits)) - rec.off_out) as f32
-                    * rec.step_out;
+                *o = (i32::from(code_at(row.codes, base + p, fp.bits)) - rec.outliers.offset)
+                    as f32
+                    * rec.outliers.step;
             }
         }
     }
@@ -908,8 +860,6 @@ fn dot_row_avx2(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
     let row = t.row(r)?;
     let fp = t.params();
     let g = usize::from(fp.group_size);
-    let rb = fp.record_bytes();
-    let scale = pow2(i32::from(t.info().scale_exp));
     let mut pos = PositionReader {
         data: row.positions,
         bit: row.first_outlier * t.layout().position_bits as usize,
@@ -918,12 +868,12 @@ fn dot_row_avx2(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
     let mut accv = _mm256_setzero_ps();
     let mut acc = 0f32;
     for (gi, xs) in x.chunks(g).enumerate() {
-        let rec = read_record(&row.records[gi * rb..(gi + 1) * rb], &fp, scale);
+        let rec = t.record(&row, gi);
         let base = gi * g;
         let fast = (fp.bits == 4 && base % 2 == 0) || fp.bits == 8;
         let mut done = 0;
         if fast {
-            let off = _mm256_set1_epi32(rec.off_in);
+            let off = _mm256_set1_epi32(rec.inliers.offset);
             let (mut d0, mut d1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             let mut pairs = xs.chunks_exact(16);
             if fp.bits == 4 {
@@ -983,13 +933,18 @@ fn dot_row_avx2(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
                 d0 = _mm256_fmadd_ps(c0, x0, d0);
                 done += 8;
             }
-            accv = _mm256_fmadd_ps(_mm256_add_ps(d0, d1), _mm256_set1_ps(rec.step_in), accv);
+            accv = _mm256_fmadd_ps(
+                _mm256_add_ps(d0, d1),
+                _mm256_set1_ps(rec.inliers.step),
+                accv,
+            );
         }
         let mut dense = 0f32;
         for (i, &xi) in xs.iter().enumerate().skip(done) {
-            dense += (i32::from(code_at(row.codes, base + i, fp.bits)) - rec.off_in) as f32 * xi;
+            dense +=
+                (i32::from(code_at(row.codes, base + i, fp.bits)) - rec.inliers.offset) as f32 * xi;
         }
-        acc += dense * rec.step_in;
+        acc += dense * rec.inliers.step;
         // Outliers: replace their inlier-grid term by their outlier-grid value.
         if fp.bits == 4 && g == 128 && xs.len() == 128 {
             let codes: &[u8; 64] = row.codes[base / 2..base / 2 + 64]
@@ -1004,11 +959,11 @@ fn dot_row_avx2(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
             let p = pos.next();
             if let Some(&xp) = xs.get(p) {
                 let c = i32::from(code_at(row.codes, base + p, fp.bits));
-                corr_out += xp * (c - rec.off_out) as f32;
-                corr_in += xp * (c - rec.off_in) as f32;
+                corr_out += xp * (c - rec.outliers.offset) as f32;
+                corr_in += xp * (c - rec.inliers.offset) as f32;
             }
         }
-        acc += corr_out * rec.step_out - corr_in * rec.step_in;
+        acc += corr_out * rec.outliers.step - corr_in * rec.inliers.step;
     }
     Ok(acc + hsum(accv))
 }
@@ -1037,15 +992,18 @@ fn outliers_q8_g128(
     codes: &[u8; 64],
     qs: &[i8; 128],
     pos: &mut PositionReader<'_>,
-    rec: &Rec,
+    rec: &GroupRecord,
     mut corr: __m256,
 ) -> __m256 {
     let dwords = group_code_dwords(codes);
     let (off_out, off_in) = (
-        _mm256_set1_epi32(rec.off_out),
-        _mm256_set1_epi32(rec.off_in),
+        _mm256_set1_epi32(rec.outliers.offset),
+        _mm256_set1_epi32(rec.inliers.offset),
     );
-    let (step_out, step_in) = (_mm256_set1_ps(rec.step_out), _mm256_set1_ps(rec.step_in));
+    let (step_out, step_in) = (
+        _mm256_set1_ps(rec.outliers.step),
+        _mm256_set1_ps(rec.inliers.step),
+    );
     let mut left = rec.count;
     while left > 0 {
         let k = left.min(8);
@@ -1076,8 +1034,6 @@ fn dot_row_q8_avx2(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> Res
         return dot_row_q8_ref(t, r, a);
     }
     let row = t.row(r)?;
-    let rb = fp.record_bytes();
-    let scale = pow2(i32::from(t.info().scale_exp));
     let mut pos = PositionReader {
         data: row.positions,
         bit: row.first_outlier * t.layout().position_bits as usize,
@@ -1088,7 +1044,7 @@ fn dot_row_q8_avx2(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> Res
     let mut accv = _mm256_setzero_ps();
     let mut acc = 0f32;
     for (gi, qs) in a.q().chunks(128).enumerate() {
-        let rec = read_record(&row.records[gi * rb..(gi + 1) * rb], &fp, scale);
+        let rec = t.record(&row, gi);
         let base = gi * 128;
         let sx = a.scales()[gi];
         if let Ok(qs) = <&[i8; 128]>::try_from(qs) {
@@ -1117,8 +1073,8 @@ fn dot_row_q8_avx2(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> Res
             );
             let s2 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
             let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32::<0b01>(s2));
-            let dense = _mm_cvtsi128_si32(s1) - rec.off_in * a.sums()[gi];
-            acc += sx * (rec.step_in * dense as f32);
+            let dense = _mm_cvtsi128_si32(s1) - rec.inliers.offset * a.sums()[gi];
+            acc += sx * (rec.inliers.step * dense as f32);
             if rec.count > 0 {
                 let corr = outliers_q8_g128(codes, qs, &mut pos, &rec, _mm256_setzero_ps());
                 accv = _mm256_fmadd_ps(corr, _mm256_set1_ps(sx), accv);
@@ -1129,18 +1085,18 @@ fn dot_row_q8_avx2(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> Res
             for (i, &qi) in qs.iter().enumerate() {
                 isum += i32::from(code_at(row.codes, base + i, 4)) * i32::from(qi);
             }
-            let dense = isum - rec.off_in * a.sums()[gi];
+            let dense = isum - rec.inliers.offset * a.sums()[gi];
             let mut corr = 0f32;
             for _ in 0..rec.count {
                 let p = pos.next();
                 if let Some(&qp) = qs.get(p) {
                     let c = i32::from(code_at(row.codes, base + p, 4));
                     corr += f32::from(qp)
-                        * ((c - rec.off_out) as f32 * rec.step_out
-                            - (c - rec.off_in) as f32 * rec.step_in);
+                        * ((c - rec.outliers.offset) as f32 * rec.outliers.step
+                            - (c - rec.inliers.offset) as f32 * rec.inliers.step);
                 }
             }
-            acc += sx * (rec.step_in * dense as f32 + corr);
+            acc += sx * (rec.inliers.step * dense as f32 + corr);
         }
     }
     Ok(acc + hsum(accv))
