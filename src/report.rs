@@ -119,6 +119,9 @@ pub struct Totals {
     /// Aggregate RTN relative MSE.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rtn_rel_mse: Option<f64>,
+    /// Aggregate AdpQ relative MSE as a percentage of RTN's; `null` when RTN's error is
+    /// zero (or without statistics).
+    pub rel_mse_pct_of_rtn: Option<f64>,
     /// Aggregate AdpQ SQNR in dB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sqnr_db: Option<f64>,
@@ -193,6 +196,9 @@ impl Report {
         if let Some(s) = sums.filter(|s| s.count > 0) {
             t.rel_mse = Some(s.rel_mse());
             t.rtn_rel_mse = Some(s.rtn_rel_mse());
+            t.rel_mse_pct_of_rtn = (s.rtn > 0.0 && s.signal > 0.0)
+                .then(|| 100.0 * s.adpq / s.rtn)
+                .filter(|v| v.is_finite());
             t.sqnr_db = Some(s.sqnr_db()).filter(|v| v.is_finite());
             t.rtn_sqnr_db = Some(s.rtn_sqnr_db()).filter(|v| v.is_finite());
             t.worse_than_rtn = Some(
@@ -316,10 +322,12 @@ impl Report {
         }
         if let (Some(a), Some(r)) = (t.rel_mse, t.rtn_rel_mse) {
             let db = |v: Option<f64>| v.map_or("inf".to_string(), |v| format!("{v:.2}"));
+            let pct = t
+                .rel_mse_pct_of_rtn
+                .map_or("n/a".to_string(), |p| format!("{p:.1}%"));
             writeln!(
                 out,
-                "relative MSE: AdpQ {a:.4e} vs RTN {r:.4e} ({:.1}% of RTN); SQNR {} dB vs {} dB; {} tensor(s) worse than RTN",
-                100.0 * a / r.max(f64::MIN_POSITIVE),
+                "relative MSE: AdpQ {a:.4e} vs RTN {r:.4e} ({pct} of RTN); SQNR {} dB vs {} dB; {} tensor(s) worse than RTN",
                 db(t.sqnr_db),
                 db(t.rtn_sqnr_db),
                 t.worse_than_rtn.unwrap_or(0)

@@ -74,8 +74,10 @@ fn sqnr(signal: f64, err: f64) -> f64 {
 /// Error sums of whole rows: `w` (original) against `deq` (AdpQ dequantized), plus RTN at
 /// `bits` and `group_size` computed on the fly. `w.len() == deq.len()`, a multiple of `cols`.
 ///
-/// Within a group the sums run in f32 over 8 independent lanes (so the loop vectorizes);
-/// group sums are added in f64. The order is fixed, so the result is deterministic.
+/// The RTN reconstruction is computed in f32 (as a real RTN kernel would); differences
+/// and squares are taken and summed in f64, over 8 independent lanes within a group, so
+/// weights near the f32 limit (|w| ~ 1e36, whose squares overflow f32) give finite sums.
+/// The order is fixed (it depends on the shape only), so the result is deterministic.
 pub fn row_error_sums(
     w: Weights<'_>,
     deq: &[f32],
@@ -92,9 +94,9 @@ pub fn row_error_sums(
         }
         for (wg, dg) in orig.chunks(group_size).zip(deq_row.chunks(group_size)) {
             let g = group_sums(wg, dg, qmax);
-            s.signal += f64::from(g[0]);
-            s.adpq += f64::from(g[1]);
-            s.rtn += f64::from(g[2]);
+            s.signal += g[0];
+            s.adpq += g[1];
+            s.rtn += g[2];
         }
         s.count += cols as u64;
     }
@@ -103,9 +105,9 @@ pub fn row_error_sums(
 
 const LANES: usize = 8;
 
-/// `[Σw², Σ(w − ŵ)², Σ(w − rtn(w))²]` of one group, in f32.
+/// `[Σw², Σ(w − ŵ)², Σ(w − rtn(w))²]` of one group, summed in f64.
 #[inline]
-fn group_sums(wg: &[f32], dg: &[f32], qmax: f32) -> [f32; 3] {
+fn group_sums(wg: &[f32], dg: &[f32], qmax: f32) -> [f64; 3] {
     let n = wg.len() / LANES * LANES;
     let mut m = [0f32; LANES];
     for c in wg[..n].chunks_exact(LANES) {
@@ -123,12 +125,13 @@ fn group_sums(wg: &[f32], dg: &[f32], qmax: f32) -> [f32; 3] {
     };
     // Round half to even for |x| <= 2^22 (x is clamped to ±qmax first): what numpy does.
     const MAGIC: f32 = 12_582_912.0;
-    let one = |v: f32, d: f32| -> [f32; 3] {
+    let one = |v: f32, d: f32| -> [f64; 3] {
         let x = (v * inv).clamp(-qmax, qmax);
         let q = ((x + MAGIC) - MAGIC) * step;
+        let (v, d, q) = (f64::from(v), f64::from(d), f64::from(q));
         [v * v, (v - d) * (v - d), (v - q) * (v - q)]
     };
-    let mut acc = [[0f32; LANES]; 3];
+    let mut acc = [[0f64; LANES]; 3];
     for (wc, dc) in wg[..n].chunks_exact(LANES).zip(dg[..n].chunks_exact(LANES)) {
         for l in 0..LANES {
             let e = one(wc[l], dc[l]);
@@ -137,7 +140,7 @@ fn group_sums(wg: &[f32], dg: &[f32], qmax: f32) -> [f32; 3] {
             acc[2][l] += e[2];
         }
     }
-    let mut out = [0f32; 3];
+    let mut out = [0f64; 3];
     for (o, a) in out.iter_mut().zip(&acc) {
         *o = a.iter().sum();
     }
@@ -172,6 +175,33 @@ mod tests {
         assert_eq!(s.adpq, 0.0);
         assert_eq!(s.count, 32);
         assert!(s.sqnr_db().is_infinite());
+    }
+
+    #[test]
+    fn huge_weights_give_finite_sums() {
+        // Squares of 1e36 overflow f32 (max ~3.4e38); the sums are f64.
+        let w: Vec<f32> = (0..256)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 1e36)
+            .collect();
+        let deq: Vec<f32> = w.iter().map(|v| v * 0.99).collect();
+        let s = row_error_sums(Weights::F32(&w), &deq, 128, 4, 128);
+        assert!(s.signal.is_finite() && s.signal > 1e72, "{s:?}");
+        assert!(s.adpq.is_finite() && s.rtn.is_finite(), "{s:?}");
+        assert!((s.rel_mse() - 1e-4).abs() < 1e-6, "{s:?}");
+        assert!(s.rtn_rel_mse() > 0.0 && s.rtn_rel_mse() < 1.0, "{s:?}");
+        // Same relative figures as the same weights scaled down.
+        let small: Vec<f32> = w.iter().map(|v| v * 1e-36).collect();
+        let small_deq: Vec<f32> = small.iter().map(|v| v * 0.99).collect();
+        let t = row_error_sums(Weights::F32(&small), &small_deq, 128, 4, 128);
+        assert!((s.rtn_rel_mse() / t.rtn_rel_mse() - 1.0).abs() < 1e-3);
+        // Opposite signs at the f32 limit: the difference overflows f32, not f64.
+        let w = [f32::MAX; 16];
+        let deq = [-f32::MAX; 16];
+        let s = row_error_sums(Weights::F32(&w), &deq, 16, 4, 16);
+        assert!(
+            s.adpq.is_finite() && (s.rel_mse() - 4.0).abs() < 1e-9,
+            "{s:?}"
+        );
     }
 
     #[test]

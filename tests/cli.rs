@@ -1300,3 +1300,63 @@ fn tensors_that_would_grow_pass_through() {
     assert_eq!(r["totals"]["converted"], QUANTIZED.len());
     ok(&adpq(&["verify", p(&q)]));
 }
+
+/// Report statistics at the edges: an RTN error of zero prints "n/a" (JSON `null`)
+/// instead of dividing by ~0, and weights near 1e36 (squares beyond f32) give finite
+/// error figures.
+#[test]
+fn report_statistics_at_the_edges() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Every group of 128 holds -3.5..=3.5 in steps of 0.5: exactly on the 4-bit RTN grid.
+    let grid: Vec<u8> = (0..16 * 128)
+        .flat_map(|i| (((i % 15) as f32 - 7.0) * 0.5).to_le_bytes())
+        .collect();
+    let input = tmp.path().join("grid.safetensors");
+    write_st(
+        &input,
+        &[("grid.weight".into(), Dtype::F32, vec![16, 128], grid)],
+        &[],
+    );
+    let rep = tmp.path().join("r.json");
+    let q = tmp.path().join("q.safetensors");
+    let out = adpq(&["quantize", p(&input), "-o", p(&q), "--report", p(&rep)]);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(n/a of RTN)"), "{text}");
+    let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    assert_eq!(r["totals"]["rtn_rel_mse"], 0.0);
+    assert!(
+        r["totals"]["rel_mse_pct_of_rtn"].is_null(),
+        "{}",
+        r["totals"]
+    );
+
+    // Weights around 1e36.
+    let (name, _, shape, bytes) = floats("huge.weight", Dtype::F32, &[16, 256], 12);
+    let huge: Vec<u8> = to_f32(Dtype::F32, &bytes)
+        .iter()
+        .flat_map(|v| (v * 1e37).to_le_bytes())
+        .collect();
+    let input = tmp.path().join("huge.safetensors");
+    write_st(&input, &[(name, Dtype::F32, shape, huge)], &[]);
+    let out = adpq(&["quantize", p(&input), "-o", p(&q), "--report", p(&rep)]);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("NaN") && !text.contains("inf"),
+        "non-finite statistics:\n{text}"
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    let t = &r["totals"];
+    for k in [
+        "rel_mse",
+        "rtn_rel_mse",
+        "rel_mse_pct_of_rtn",
+        "sqnr_db",
+        "rtn_sqnr_db",
+    ] {
+        let v = t[k].as_f64().unwrap_or_else(|| panic!("{k}: {t}"));
+        assert!(v.is_finite() && v > 0.0, "{k} = {v}");
+    }
+    assert!(t["rel_mse"].as_f64().unwrap() < 0.1, "{t}");
+}
