@@ -126,6 +126,10 @@ impl<'a> Q8Activations<'a> {
     }
 
     /// Checks that these activations fit the columns and groups of `t`.
+    ///
+    /// Both disagreements are [`Error::ShapeMismatch`]: a column count, or a group size
+    /// (`expected` the tensor's group size in elements, `actual` the activations'), since
+    /// the activations' group size is valid in itself and only disagrees with the tensor.
     pub(crate) fn check(&self, t: &PackedTensor<'_>) -> Result<()> {
         if self.q.len() != t.cols() {
             return Err(Error::ShapeMismatch {
@@ -134,7 +138,10 @@ impl<'a> Q8Activations<'a> {
             });
         }
         if self.group_size != t.params().group_size {
-            return Err(Error::InvalidGroupSize(u32::from(self.group_size)));
+            return Err(Error::ShapeMismatch {
+                expected: u64::from(t.params().group_size),
+                actual: u64::from(self.group_size),
+            });
         }
         Ok(())
     }
@@ -205,5 +212,39 @@ impl AnyBackend {
             *out = self.dot_row_q8(t, r, a)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use std::vec;
+
+    use super::*;
+    use crate::{packed_len, Backend, Params, Scalar, Weights};
+
+    /// Activations grouped differently from the tensor are a shape mismatch that names
+    /// both group sizes, not an invalid group size.
+    #[test]
+    fn group_size_mismatch_names_both_sizes() {
+        let (rows, cols) = (2, 256);
+        let w: vec::Vec<f32> = (0..rows * cols).map(|i| (i % 17) as f32 - 8.0).collect();
+        let p = Params::DEFAULT;
+        let sel = Scalar.select(Weights::F32(&w), rows, cols, &p).unwrap();
+        let mut buf = vec![0u8; packed_len(rows, cols, p.format(), sel.n_outliers).unwrap()];
+        Scalar
+            .quantize(Weights::F32(&w), rows, cols, &p, &sel, &mut buf)
+            .unwrap();
+        let t = PackedTensor::parse(&buf).unwrap();
+        let x = vec![0.5f32; cols];
+        let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; 4], vec![0i32; 4]);
+        let a = Q8Activations::quantize(&x, 64, &mut q, &mut sc, &mut su).unwrap();
+        let want = Error::ShapeMismatch {
+            expected: 128,
+            actual: 64,
+        };
+        assert_eq!(dot_row_q8_ref(&t, 0, &a), Err(want));
+        assert_eq!(AnyBackend::detect().dot_row_q8(&t, 0, &a), Err(want));
+        let mut y = [0f32; 2];
+        assert_eq!(AnyBackend::detect().gemv_q8(&t, &a, &mut y), Err(want));
     }
 }
