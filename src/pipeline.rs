@@ -245,7 +245,18 @@ pub fn quantize<B: Backend>(
                     .map_err(|e| Error::core(f.path(), t.name, e))?;
                 f.release(&t);
                 progress.advance(t.numel() as u64);
-                if len as u64 >= t.data.len() as u64 {
+                let grows = len as u64 >= t.data.len() as u64;
+                progress.note(&format!(
+                    "selected {} ({rows}x{cols}): {} outliers{}",
+                    t.name,
+                    sel.n_outliers,
+                    if grows {
+                        ", packing would not shrink it: passthrough"
+                    } else {
+                        ""
+                    }
+                ));
+                if grows {
                     // Narrow tensors (few columns, hence a group per row) grow when packed.
                     if !opts.dry_run {
                         progress.advance(t.numel() as u64);
@@ -689,6 +700,15 @@ pub fn dequantize<B: Backend>(
                         emit.put(Chunk::Owned(p.name.clone(), buf))?;
                         r.action = "dequantized".into();
                         progress.advance((packed.rows() * packed.cols()) as u64);
+                        progress.line(&format!(
+                            "dequantized {} ({}x{}) {:.2} -> {:.2} MiB {}",
+                            p.name,
+                            packed.rows(),
+                            packed.cols(),
+                            r.bytes_in as f64 / 1048576.0,
+                            r.bytes_out as f64 / 1048576.0,
+                            p.dtype
+                        ));
                     }
                     None => {
                         emit.put(Chunk::Mapped(t))?;

@@ -366,6 +366,9 @@ pub trait Progress {
     fn advance(&mut self, n: u64);
     /// A line for the log (printed above the bar, or as a plain line).
     fn line(&mut self, line: &str);
+    /// A line printed only where there is no bar (progress as plain lines): per-item
+    /// detail that the bar's message stands for on a terminal.
+    fn note(&mut self, _line: &str) {}
     /// The command is over.
     fn finish(&mut self);
 }
@@ -427,6 +430,11 @@ impl Progress for ConsoleProgress {
         match &self.bar {
             Some(b) => b.println(line),
             None => eprintln!("{line}"),
+        }
+    }
+    fn note(&mut self, line: &str) {
+        if !self.quiet && self.bar.is_none() {
+            eprintln!("{line}");
         }
     }
     fn finish(&mut self) {

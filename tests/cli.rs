@@ -1360,3 +1360,46 @@ fn report_statistics_at_the_edges() {
     }
     assert!(t["rel_mse"].as_f64().unwrap() < 0.1, "{t}");
 }
+
+/// Without a terminal, progress is one plain stderr line per tensor for the selection
+/// phase, the write phase and dequantize; `-q` silences all of it.
+#[test]
+fn plain_progress_lines_when_not_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.safetensors");
+    write_st(&input, &synthetic_model(), &[]);
+    let q = tmp.path().join("q.safetensors");
+    let d = tmp.path().join("d.safetensors");
+    let count = |err: &str, prefix: &str| err.lines().filter(|l| l.starts_with(prefix)).count();
+
+    let out = adpq(&["quantize", p(&input), "-o", p(&q)]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(count(&err, "selected "), QUANTIZED.len(), "{err}");
+    assert_eq!(count(&err, "quantized "), QUANTIZED.len(), "{err}");
+    for name in QUANTIZED {
+        assert!(err.contains(&format!("selected {name} (")), "{err}");
+    }
+    // The selection lines come first (the whole model is selected before writing).
+    let last_select = err.rfind("selected ").unwrap();
+    assert!(last_select < err.find("quantized ").unwrap(), "{err}");
+
+    let out = adpq(&["dequantize", p(&q), "-o", p(&d)]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(count(&err, "dequantized "), QUANTIZED.len(), "{err}");
+
+    for cmd in [
+        vec!["quantize", p(&input), "-o", p(&q), "-q"],
+        vec!["quantize", p(&input), "--dry-run", "-q"],
+        vec!["dequantize", p(&q), "-o", p(&d), "-q"],
+    ] {
+        let out = adpq(&cmd);
+        ok(&out);
+        assert!(
+            out.stderr.is_empty(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
