@@ -681,8 +681,12 @@ fn group_code_dwords(codes: &[u8; 64]) -> (__m256i, __m256i) {
 }
 
 /// Positions (lanes past `k` hold 0), codes and lane mask of the next `k ≤ 8` outliers of
-/// a full 4-bit group of 128: positions unpacked from the 7-bit stream with PDEP, codes
+/// a full 4-bit group of 128: positions unpacked from the 7-bit stream with shifts, codes
 /// picked from the group's code dwords with two permutes.
+///
+/// The unpack is `vpsrlvq` + `vpshufd` + `vpsrlvd`, not BMI2 `PDEP` (`_pdep_u64(w,
+/// 0x7F7F_7F7F_7F7F_7F7F)` then `vpmovzxbd`): PDEP is 3 cycles on Intel but microcoded on
+/// AMD Zen1/Zen2, where it costs one loop per set mask bit (56 here, hundreds of cycles).
 #[target_feature(enable = "avx2,fma,popcnt,bmi2")]
 #[inline]
 fn next_outliers8(
@@ -691,11 +695,20 @@ fn next_outliers8(
     k: usize,
 ) -> (__m256i, __m256i, __m256i) {
     debug_assert!(pos.width == 7 && k <= 8);
-    let p8 = _pdep_u64(pos.window(), 0x7F7F_7F7F_7F7F_7F7F);
+    // Position `j` is bits `7j..7j + 7` of the window. Qword `m` of `q` is the window
+    // shifted right by `14m`: its low dword holds positions `2m` (at bit 0) and `2m + 1`
+    // (at bit 7). `vpshufd` copies each low dword into two lanes (per 128-bit half:
+    // qwords 0, 1 | 2, 3), and a per-lane shift by 0 or 7 brings lane `j`'s position down.
+    let q = _mm256_srlv_epi64(
+        _mm256_set1_epi64x(pos.window() as i64),
+        _mm256_setr_epi64x(0, 14, 28, 42),
+    );
+    let d = _mm256_shuffle_epi32::<0b10_10_00_00>(q);
+    let p = _mm256_srlv_epi32(d, _mm256_setr_epi32(0, 7, 0, 7, 0, 7, 0, 7));
     pos.bit += k * 7;
     let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), lanes);
-    let idx = _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(p8 as i64)), valid);
+    let idx = _mm256_and_si256(_mm256_and_si256(p, _mm256_set1_epi32(0x7F)), valid);
     let dw = _mm256_srli_epi32::<3>(idx);
     let word = _mm256_blendv_epi8(
         _mm256_permutevar8x32_epi32(dwords.0, dw),
