@@ -1,10 +1,10 @@
 //! The AVX2 (+FMA) backend.
 //!
 //! Every function that runs an intrinsic is `#[target_feature(enable =
-//! "avx2,fma,popcnt,bmi2")]` and private to this module, helpers included: the compiler
+//! "avx2,fma,popcnt")]` and private to this module, helpers included: the compiler
 //! then checks that each caller enables the same features (calls between them are safe)
 //! and the only `unsafe` calls into them are the [`Avx2`] methods, whose value proves that
-//! the CPU has all four. The remaining `unsafe` blocks are raw unaligned loads and stores,
+//! the CPU has all three. The remaining `unsafe` blocks are raw unaligned loads and stores,
 //! each with its bounds argument.
 //!
 //! **Exactness.** Histograms and counts are integer work and equal the scalar results.
@@ -31,31 +31,31 @@ use crate::quant::GridScale;
 use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, HIST_BINS, TAKE_ALL_EQUAL};
 use crate::weights::{Element, Weights};
 
-cpufeatures::new!(cpuid_avx2_fma, "avx2", "fma", "popcnt", "bmi2");
+cpufeatures::new!(cpuid_avx2_fma, "avx2", "fma", "popcnt");
 
-/// The AVX2 backend. Holding a value proves the CPU supports AVX2, FMA, POPCNT and BMI2
-/// (each is checked: hypervisors can expose AVX2 without BMI2).
+/// The AVX2 backend. Holding a value proves the CPU supports AVX2, FMA and POPCNT (each is
+/// checked). BMI2 is not needed: outlier positions are unpacked with shifts, not PDEP
+/// (microcoded and slow on AMD Zen1/Zen2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Avx2 {
     _proof: (),
 }
 
 impl Avx2 {
-    /// Whether this CPU has AVX2, FMA, POPCNT and BMI2 (compile-time target features first, then CPUID,
-    /// which `cpufeatures` does without `std` and caches).
+    /// Whether this CPU has AVX2, FMA and POPCNT (compile-time target features first, then
+    /// CPUID, which `cpufeatures` does without `std` and caches).
     ///
-    /// These four are exactly the features every `#[target_feature]` function of this module
-    /// enables (`_pdep_u64` needs BMI2; `count_ones` compiles to POPCNT; nothing uses LZCNT,
-    /// BMI1 or F16C), and the compile-time shortcut must name all of them: a target with
-    /// `avx2,fma,popcnt` but not `bmi2` (e.g. `-C target-feature=+avx2,+fma,+popcnt`) has to
-    /// ask CPUID.
+    /// These three are exactly the features every `#[target_feature]` function of this
+    /// module enables (`count_ones` compiles to POPCNT; nothing uses BMI1/BMI2, LZCNT or
+    /// F16C), and the compile-time shortcut and the CPUID list must both name all of them:
+    /// a feature enabled below but missing from either check would let a token exist on a
+    /// CPU without it.
     #[inline]
     pub fn is_available() -> bool {
         #[cfg(all(
             target_feature = "avx2",
             target_feature = "fma",
-            target_feature = "popcnt",
-            target_feature = "bmi2"
+            target_feature = "popcnt"
         ))]
         {
             true
@@ -63,8 +63,7 @@ impl Avx2 {
         #[cfg(not(all(
             target_feature = "avx2",
             target_feature = "fma",
-            target_feature = "popcnt",
-            target_feature = "bmi2"
+            target_feature = "popcnt"
         )))]
         {
             cpuid_avx2_fma::get()
@@ -84,7 +83,7 @@ impl Avx2 {
     /// The backend without checking the CPU.
     ///
     /// # Safety
-    /// The CPU running any method of the returned value must support AVX2, FMA, POPCNT and BMI2.
+    /// The CPU running any method of the returned value must support AVX2, FMA and POPCNT.
     #[inline]
     pub unsafe fn new_unchecked() -> Self {
         Avx2 { _proof: () }
@@ -133,7 +132,7 @@ fn merge_bins(sub: &[[u32; HIST_BINS]; 4], bins: &mut [u32; HIST_BINS]) {
 /// Dense passes (every weight counted: the first pass) spread the increments over four
 /// sub-histograms so that runs of equal bins do not stall on store forwarding. Sparse
 /// passes compare 8 prefixes at once and only touch the bins on a match.
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 fn histogram_f32(
     s: &[f32],
     pass: &HistogramPass,
@@ -196,7 +195,7 @@ fn histogram_f32(
 }
 
 /// Counts of `bits(|w|) < t` (`lt`) and `bits(|w|) == t` (`eq`) over f32 weights.
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 fn count_f32(s: &[f32], t: u32) -> (u64, u64) {
     let absmask = _mm256_set1_epi32(0x7FFF_FFFF);
     let tv = _mm256_set1_epi32(t as i32);
@@ -244,7 +243,7 @@ struct Stats {
 }
 
 impl Stats {
-    #[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+    #[target_feature(enable = "avx2,fma,popcnt")]
     #[inline]
     fn new() -> Stats {
         let z = _mm256_setzero_ps();
@@ -261,7 +260,7 @@ impl Stats {
 
     /// Adds 8 weights `v` with outlier lanes `o` (mask bits `m`). Masked-off lanes
     /// contribute 0, which never moves an extent (they all start at 0).
-    #[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+    #[target_feature(enable = "avx2,fma,popcnt")]
     #[inline]
     fn add(&mut self, v: __m256, o: __m256, m: u32, grid: Grid, absmask: __m256) {
         self.n_out += m.count_ones();
@@ -284,7 +283,7 @@ impl Stats {
 }
 
 /// The 8-lane outlier mask for mask bits `m` (bit `j` = lane `j`).
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 #[inline]
 fn mask_from_bits(m: u32) -> __m256i {
     let bitsel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
@@ -295,7 +294,7 @@ fn mask_from_bits(m: u32) -> __m256i {
 }
 
 /// Codes of 8 weights, as i32 lanes in `0..=code_max`.
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 #[inline]
 fn encode8(v: __m256, o: __m256i, gin: &GridScale, gout: &GridScale, code_max: __m256i) -> __m256i {
     let of = _mm256_castsi256_ps(o);
@@ -317,7 +316,7 @@ fn encode8(v: __m256, o: __m256i, gin: &GridScale, gout: &GridScale, code_max: _
 }
 
 /// Stores the low byte of each i32 lane of `c` (values `0..=255`) as 8 bytes at `dst`.
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 #[inline]
 fn store_codes8(c: __m256i, dst: &mut [u8; 8]) {
     let pick = _mm256_setr_epi8(
@@ -331,7 +330,7 @@ fn store_codes8(c: __m256i, dst: &mut [u8; 8]) {
 }
 
 /// Writes `n` staged 8-bit codes as the `bits`-wide codes `base..base + n` of a zeroed row.
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 fn pack_codes(row_codes: &mut [u8], base: usize, staged: &[u8], bits: u8) {
     let n = staged.len();
     if bits == 8 {
@@ -364,7 +363,7 @@ fn pack_codes(row_codes: &mut [u8], base: usize, staged: &[u8], bits: u8) {
 }
 
 /// Quantizes whole rows of f32 (or converted) weights.
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 fn quantize_rows_avx2(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Result<RowsDone> {
     let rows = check_rows(w.len(), job, out)?;
     let fp = job.params;
@@ -562,7 +561,7 @@ fn quantize_rows_avx2(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Re
 }
 
 /// The 8 lanes of `v`.
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 #[inline]
 fn lanes_f32(v: __m256) -> [f32; 8] {
     let mut l = [0f32; 8];
@@ -573,7 +572,7 @@ fn lanes_f32(v: __m256) -> [f32; 8] {
 }
 
 /// The 8 lanes of `v` as u32.
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 #[inline]
 fn lanes_u32(v: __m256i) -> [u32; 8] {
     let mut l = [0u32; 8];
@@ -584,21 +583,21 @@ fn lanes_u32(v: __m256i) -> [u32; 8] {
 }
 
 /// The largest lane of `v`, and 0 (every extent starts at 0).
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 #[inline]
 fn hmax(v: __m256) -> f32 {
     lanes_f32(v).iter().fold(0f32, |a, &b| a.max(b))
 }
 
 /// The smallest lane of `v`, and 0.
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 #[inline]
 fn hmin(v: __m256) -> f32 {
     lanes_f32(v).iter().fold(0f32, |a, &b| a.min(b))
 }
 
 /// The sum of the lanes of `v` (pairwise: 0+4, 1+5, …).
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 #[inline]
 fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
@@ -613,7 +612,7 @@ fn hsum(v: __m256) -> f32 {
 /// # Panics
 /// When the 8 codes are not all inside `codes` (the slicing is bounds-checked; no raw
 /// pointer is read).
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 #[inline]
 fn load_codes8(codes: &[u8], i: usize, bits: u8) -> __m256i {
     if bits == 4 {
@@ -667,7 +666,7 @@ impl PositionReader<'_> {
 }
 
 /// The 16 code dwords of a full 4-bit group of 128 (codes `8d..8d+8` in dword `d`).
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 #[inline]
 fn group_code_dwords(codes: &[u8; 64]) -> (__m256i, __m256i) {
     // SAFETY: two unaligned 32-byte loads at offsets 0 and 32 of the 64 bytes of `codes`
@@ -687,7 +686,7 @@ fn group_code_dwords(codes: &[u8; 64]) -> (__m256i, __m256i) {
 /// The unpack is `vpsrlvq` + `vpshufd` + `vpsrlvd`, not BMI2 `PDEP` (`_pdep_u64(w,
 /// 0x7F7F_7F7F_7F7F_7F7F)` then `vpmovzxbd`): PDEP is 3 cycles on Intel but microcoded on
 /// AMD Zen1/Zen2, where it costs one loop per set mask bit (56 here, hundreds of cycles).
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 #[inline]
 fn next_outliers8(
     dwords: (__m256i, __m256i),
@@ -724,7 +723,7 @@ fn next_outliers8(
 /// ([`next_outliers8`]), with `x` loaded lane by lane (as fast as `vgatherdps` here, and
 /// immune to the microcode mitigations that make gathers slow on some CPUs).
 /// Adds `Σ x_p · ((c_p − z_out)·Δ_out − (c_p − z_in)·Δ_in)`.
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 #[inline]
 fn outliers_g128_4bit(
     codes: &[u8; 64],
@@ -773,7 +772,7 @@ fn outliers_g128_4bit(
 
 /// The outlier patch of one full group of 128 4-bit codes: values computed 8 at a time
 /// exactly as the oracle does (`(c − z_out) as f32 · Δ_out`), stored lane by lane.
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 #[inline]
 fn patch_g128_4bit(
     codes: &[u8; 64],
@@ -798,7 +797,7 @@ fn patch_g128_4bit(
 }
 
 /// Dequantizes one row: the dense pass on the inlier grid, then the outlier patch.
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 fn dequantize_row_avx2(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Result<()> {
     let row = t.row(r)?;
     let fp = t.params();
@@ -862,7 +861,7 @@ fn dequantize_row_avx2(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Resul
 }
 
 /// Dot product of one packed row with `x` (FMA, 8 lanes: see the module docs).
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 fn dot_row_avx2(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
     if x.len() != t.cols() {
         return Err(Error::ShapeMismatch {
@@ -992,14 +991,14 @@ impl Avx2 {
         row: usize,
         a: &Q8Activations<'_>,
     ) -> Result<f32> {
-        // SAFETY: holding `self` proves AVX2, FMA, POPCNT and BMI2 are available.
+        // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
         unsafe { dot_row_q8_avx2(t, row, a) }
     }
 }
 
 /// The outlier correction of a full group with int8 activations:
 /// adds `Σ q_p · ((c_p − z_out)·Δ_out − (c_p − z_in)·Δ_in)` into `corr`.
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 #[inline]
 fn outliers_q8_g128(
     codes: &[u8; 64],
@@ -1039,7 +1038,7 @@ fn outliers_q8_g128(
     corr
 }
 
-#[target_feature(enable = "avx2,fma,popcnt,bmi2")]
+#[target_feature(enable = "avx2,fma,popcnt")]
 fn dot_row_q8_avx2(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> Result<f32> {
     a.check(t)?;
     let fp = t.params();
@@ -1133,7 +1132,7 @@ impl Backend for Avx2 {
         let mut sub = [[0u32; HIST_BINS]; 4];
         let mut max = 0u32;
         for_f32_blocks(w, |s| {
-            // SAFETY: holding `self` proves AVX2, FMA, POPCNT and BMI2 are available.
+            // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
             let m = unsafe { histogram_f32(s, pass, bins, &mut sub) };
             max = max.max(m);
         });
@@ -1151,7 +1150,7 @@ impl Backend for Avx2 {
             return 0;
         }
         let mut lt = 0;
-        // SAFETY: holding `self` proves AVX2, FMA, POPCNT and BMI2 are available.
+        // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
         for_f32_blocks(w, |s| lt += unsafe { count_f32(s, threshold_bits) }.0);
         w.len() as u64 - lt
     }
@@ -1161,7 +1160,7 @@ impl Backend for Avx2 {
             return 0;
         }
         let mut eq = 0;
-        // SAFETY: holding `self` proves AVX2, FMA, POPCNT and BMI2 are available.
+        // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
         for_f32_blocks(w, |s| eq += unsafe { count_f32(s, threshold_bits) }.1);
         eq
     }
@@ -1172,7 +1171,7 @@ impl Backend for Avx2 {
         job: &RowJob,
         out: &mut RowsOut<'_>,
     ) -> Result<RowsDone> {
-        // SAFETY: holding `self` proves AVX2, FMA, POPCNT and BMI2 are available.
+        // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
         unsafe { quantize_rows_avx2(w, job, out) }
     }
 
@@ -1184,14 +1183,14 @@ impl Backend for Avx2 {
     ) -> Result<()> {
         check_out_rows(t, first_row, out.len())?;
         for (i, row_out) in out.chunks_mut(t.cols()).enumerate() {
-            // SAFETY: holding `self` proves AVX2, FMA, POPCNT and BMI2 are available.
+            // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
             unsafe { dequantize_row_avx2(t, first_row + i, row_out)? };
         }
         Ok(())
     }
 
     fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
-        // SAFETY: holding `self` proves AVX2, FMA, POPCNT and BMI2 are available.
+        // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
         unsafe { dot_row_avx2(t, row, x) }
     }
 }
@@ -1205,8 +1204,7 @@ mod tests {
     fn token_requires_every_enabled_feature() {
         let all = std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("popcnt")
-            && std::is_x86_feature_detected!("bmi2");
+            && std::is_x86_feature_detected!("popcnt");
         assert_eq!(Avx2::is_available(), all);
         assert_eq!(Avx2::try_new().is_some(), all);
     }
