@@ -8,6 +8,8 @@
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 mod auto;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod common;
 mod q8;
 mod scalar;
 mod stubs;

@@ -18,16 +18,17 @@ use core::arch::aarch64::*;
 
 use half::slice::HalfFloatSliceExt;
 
-use crate::backend::scalar::{
-    check_out_rows, check_rows, code_at, grid_of, histogram_generic, put_code,
+use crate::backend::common::{
+    classify_in_order, for_f32_blocks, histogram_with, rejected_weight, TieMode,
 };
+use crate::backend::scalar::{check_out_rows, check_rows, code_at, grid_of, put_code};
 use crate::backend::{Backend, RowJob, RowsDone, RowsOut};
 use crate::bits::get_bits;
 use crate::error::{Error, Result};
 use crate::format::{encode_record, PackedTensor};
 use crate::params::{Grid, MAX_GROUP_SIZE};
 use crate::quant::GridScale;
-use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, HIST_BINS, TAKE_ALL_EQUAL};
+use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, HIST_BINS};
 use crate::weights::{Element, Weights};
 
 /// The NEON backend. Holding a value proves the CPU has NEON (baseline on aarch64).
@@ -61,30 +62,6 @@ impl Neon {
     #[inline]
     pub unsafe fn new_unchecked() -> Self {
         Neon { _proof: () }
-    }
-}
-
-const CONVERT_BLOCK: usize = 4096;
-
-#[inline(always)]
-fn for_f32_blocks(w: Weights<'_>, mut f: impl FnMut(&[f32])) {
-    let mut buf = [0f32; CONVERT_BLOCK];
-    match w {
-        Weights::F32(s) => f(s),
-        Weights::F16(s) => {
-            for c in s.chunks(CONVERT_BLOCK) {
-                let b = &mut buf[..c.len()];
-                c.convert_to_f32_slice(b);
-                f(b);
-            }
-        }
-        Weights::Bf16(s) => {
-            for c in s.chunks(CONVERT_BLOCK) {
-                let b = &mut buf[..c.len()];
-                c.convert_to_f32_slice(b);
-                f(b);
-            }
-        }
     }
 }
 
@@ -205,13 +182,6 @@ fn count_f32(s: &[f32], t: u32) -> (u64, u64) {
         eq += u64::from(b == t);
     }
     (lt, eq)
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum TieMode {
-    All,
-    None,
-    Limited,
 }
 
 /// Per-group extents, two 4-lane registers per quantity (lanes 0–3 and 4–7 of a chunk).
@@ -368,11 +338,7 @@ fn quantize_rows_neon(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Re
             };
             let n_chunks = full + usize::from(rem != 0);
 
-            let mode = match rule.equal_budget {
-                TAKE_ALL_EQUAL => TieMode::All,
-                0 => TieMode::None,
-                _ => TieMode::Limited,
-            };
+            let mode = TieMode::of(&rule);
             let tv = vdupq_n_u32(rule.threshold_bits);
             let take_eq = vdupq_n_u32(if mode == TieMode::All { u32::MAX } else { 0 });
             let absmask = vdupq_n_u32(0x7FFF_FFFF);
@@ -398,31 +364,14 @@ fn quantize_rows_neon(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Re
                 *mask = m as u8;
             }
             if !is_valid_abs_bits(vmaxvq_u32(maxbits)) {
-                let i = x
-                    .iter()
-                    .position(|v| !is_valid_abs_bits(v.abs_bits()))
-                    .unwrap_or(0);
-                let flat = (job.first_row + r as u64) * cols as u64 + (base + i) as u64;
-                return Err(BadValue {
-                    index: flat,
-                    value: x[i],
-                }
-                .into_error(0, cols as u64));
+                let first = (job.first_row + r as u64) * cols as u64 + base as u64;
+                return Err(rejected_weight(x, first, cols));
             }
             match mode {
                 TieMode::All => done.equal_taken += u64::from(eq_count),
                 TieMode::None => {}
                 TieMode::Limited if eq_count > 0 => {
-                    masks[..n_chunks].fill(0);
-                    for (i, v) in x.iter().enumerate() {
-                        let b = v.abs_bits();
-                        if rule.take(b) {
-                            masks[i / 8] |= 1 << (i % 8);
-                            if b == rule.threshold_bits {
-                                done.equal_taken += 1;
-                            }
-                        }
-                    }
+                    classify_in_order(x, &mut rule, &mut masks[..n_chunks], &mut done.equal_taken);
                     st0 = Stats::new();
                     st1 = Stats::new();
                     for (c, &m) in masks[..n_chunks].iter().enumerate() {
@@ -648,28 +597,13 @@ impl Backend for Neon {
         pass: &HistogramPass,
         bins: &mut [u32; HIST_BINS],
     ) -> Result<u32, BadValue> {
-        if pass.mask as usize >= HIST_BINS || pass.shift >= 32 || pass.prefix_shift > 32 {
-            // Outside the contract of `HistogramPass`: let the oracle decide.
-            return crate::with_weights!(w, s => histogram_generic(s, pass, bins));
-        }
-        let mut sub = [[0u32; HIST_BINS]; 4];
-        let mut max = 0u32;
-        for_f32_blocks(w, |s| {
+        // The shifts must fit NEON's lane shifts too.
+        let in_contract =
+            (pass.mask as usize) < HIST_BINS && pass.shift < 32 && pass.prefix_shift <= 32;
+        histogram_with(w, pass, bins, in_contract, |s, bins, sub| {
             // SAFETY: holding `self` proves NEON is available (the only feature enabled here).
-            let m = unsafe { histogram_f32(s, pass, bins, &mut sub) };
-            max = max.max(m);
-        });
-        for (i, b) in bins.iter_mut().enumerate() {
-            *b += sub[0][i]
-                .wrapping_add(sub[1][i])
-                .wrapping_add(sub[2][i])
-                .wrapping_add(sub[3][i]);
-        }
-        if !is_valid_abs_bits(max) {
-            let mut scratch = [0u32; HIST_BINS];
-            return crate::with_weights!(w, s => histogram_generic(s, pass, &mut scratch));
-        }
-        Ok(max)
+            unsafe { histogram_f32(s, pass, bins, sub) }
+        })
     }
 
     fn count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {

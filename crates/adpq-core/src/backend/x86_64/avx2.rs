@@ -18,17 +18,18 @@ use core::arch::x86_64::*;
 
 use half::slice::HalfFloatSliceExt;
 
-use crate::backend::q8::{dot_row_q8_ref, Q8Activations};
-use crate::backend::scalar::{
-    check_out_rows, check_rows, code_at, grid_of, histogram_generic, put_code,
+use crate::backend::common::{
+    classify_in_order, for_f32_blocks, histogram_with, rejected_weight, TieMode,
 };
+use crate::backend::q8::{dot_row_q8_ref, Q8Activations};
+use crate::backend::scalar::{check_out_rows, check_rows, code_at, grid_of, put_code};
 use crate::backend::{Backend, RowJob, RowsDone, RowsOut};
 use crate::bits::get_bits;
 use crate::error::{Error, Result};
 use crate::format::{encode_record, GroupRecord, PackedTensor};
 use crate::params::{Grid, MAX_GROUP_SIZE};
 use crate::quant::GridScale;
-use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, HIST_BINS, TAKE_ALL_EQUAL};
+use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, HIST_BINS};
 use crate::weights::{Element, Weights};
 
 cpufeatures::new!(cpuid_avx2_fma, "avx2", "fma", "popcnt");
@@ -87,43 +88,6 @@ impl Avx2 {
     #[inline]
     pub unsafe fn new_unchecked() -> Self {
         Avx2 { _proof: () }
-    }
-}
-
-/// Elements converted per block when the input is f16 or bf16.
-const CONVERT_BLOCK: usize = 4096;
-
-/// Runs `f` on `s` as f32 blocks of at most [`CONVERT_BLOCK`] elements (no copy for f32).
-#[inline(always)]
-fn for_f32_blocks(w: Weights<'_>, mut f: impl FnMut(&[f32])) {
-    let mut buf = [0f32; CONVERT_BLOCK];
-    match w {
-        Weights::F32(s) => f(s),
-        Weights::F16(s) => {
-            for c in s.chunks(CONVERT_BLOCK) {
-                let b = &mut buf[..c.len()];
-                c.convert_to_f32_slice(b);
-                f(b);
-            }
-        }
-        Weights::Bf16(s) => {
-            for c in s.chunks(CONVERT_BLOCK) {
-                let b = &mut buf[..c.len()];
-                c.convert_to_f32_slice(b);
-                f(b);
-            }
-        }
-    }
-}
-
-/// Sums four sub-histograms into `bins`.
-#[inline(always)]
-fn merge_bins(sub: &[[u32; HIST_BINS]; 4], bins: &mut [u32; HIST_BINS]) {
-    for (i, b) in bins.iter_mut().enumerate() {
-        *b += sub[0][i]
-            .wrapping_add(sub[1][i])
-            .wrapping_add(sub[2][i])
-            .wrapping_add(sub[3][i]);
     }
 }
 
@@ -218,17 +182,6 @@ fn count_f32(s: &[f32], t: u32) -> (u64, u64) {
         eq += u64::from(b == t);
     }
     (lt, eq)
-}
-
-/// How weights equal to the threshold are classified in one group.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum TieMode {
-    /// All of them are outliers.
-    All,
-    /// None of them are.
-    None,
-    /// The first `budget` of them in row-major order are (decided per group, in order).
-    Limited,
 }
 
 /// Per-group accumulators.
@@ -419,11 +372,7 @@ fn quantize_rows_avx2(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Re
             let n_chunks = full + usize::from(rem != 0);
 
             // Pass A: classify, validate, accumulate the grids' extents.
-            let mode = match rule.equal_budget {
-                TAKE_ALL_EQUAL => TieMode::All,
-                0 => TieMode::None,
-                _ => TieMode::Limited,
-            };
+            let mode = TieMode::of(&rule);
             // `a > t` and `a == t` as signed compares are exact for `t < 2^31` (`a < 2^31`);
             // a larger `t` takes nobody.
             let t_big = rule.threshold_bits > i32::MAX as u32;
@@ -462,16 +411,8 @@ fn quantize_rows_avx2(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Re
                 st.add(v, _mm256_castsi256_ps(o), m, fp.grid, absmask);
             }
             if lanes_u32(maxbits).iter().any(|&b| !is_valid_abs_bits(b)) {
-                let i = x
-                    .iter()
-                    .position(|v| !is_valid_abs_bits(v.abs_bits()))
-                    .unwrap_or(0);
-                let flat = (job.first_row + r as u64) * cols as u64 + (base + i) as u64;
-                return Err(BadValue {
-                    index: flat,
-                    value: x[i],
-                }
-                .into_error(0, cols as u64));
+                let first = (job.first_row + r as u64) * cols as u64 + base as u64;
+                return Err(rejected_weight(x, first, cols));
             }
             match mode {
                 TieMode::All => done.equal_taken += u64::from(eq_count),
@@ -479,16 +420,7 @@ fn quantize_rows_avx2(w: Weights<'_>, job: &RowJob, out: &mut RowsOut<'_>) -> Re
                 TieMode::Limited if eq_count > 0 => {
                     // Ties decide in row-major order: classify this group one by one, then
                     // redo the extents under the final masks (pass B).
-                    masks[..n_chunks].fill(0);
-                    for (i, v) in x.iter().enumerate() {
-                        let b = v.abs_bits();
-                        if rule.take(b) {
-                            masks[i / 8] |= 1 << (i % 8);
-                            if b == rule.threshold_bits {
-                                done.equal_taken += 1;
-                            }
-                        }
-                    }
+                    classify_in_order(x, &mut rule, &mut masks[..n_chunks], &mut done.equal_taken);
                     st = Stats::new();
                     for (c, &m) in masks[..n_chunks].iter().enumerate() {
                         let (v, _) = chunk(c);
@@ -1125,24 +1057,11 @@ impl Backend for Avx2 {
         pass: &HistogramPass,
         bins: &mut [u32; HIST_BINS],
     ) -> Result<u32, BadValue> {
-        if pass.mask as usize >= HIST_BINS {
-            // Outside the contract of `HistogramPass`: let the oracle decide.
-            return crate::with_weights!(w, s => histogram_generic(s, pass, bins));
-        }
-        let mut sub = [[0u32; HIST_BINS]; 4];
-        let mut max = 0u32;
-        for_f32_blocks(w, |s| {
+        let in_contract = (pass.mask as usize) < HIST_BINS;
+        histogram_with(w, pass, bins, in_contract, |s, bins, sub| {
             // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
-            let m = unsafe { histogram_f32(s, pass, bins, &mut sub) };
-            max = max.max(m);
-        });
-        merge_bins(&sub, bins);
-        if !is_valid_abs_bits(max) {
-            // Report the first rejected weight exactly as the oracle does.
-            let mut scratch = [0u32; HIST_BINS];
-            return crate::with_weights!(w, s => histogram_generic(s, pass, &mut scratch));
-        }
-        Ok(max)
+            unsafe { histogram_f32(s, pass, bins, sub) }
+        })
     }
 
     fn count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
