@@ -11,7 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::params::{Params, SelectionMode};
-use crate::weights::{NON_FINITE_BITS, OUT_OF_RANGE_BITS};
+pub use crate::weights::{NON_FINITE_BITS, OUT_OF_RANGE_BITS};
 
 /// Bins of one histogram pass.
 pub const HIST_BINS: usize = 2048;
