@@ -46,10 +46,25 @@ fn backend(name: &str) -> Result<AnyBackend, Error> {
     AnyBackend::by_name(name).map_err(|e| Error::Usage(e.to_string()))
 }
 
+/// Most worker threads `--threads` accepts. Far more cannot start on ordinary systems, and
+/// some of those failures abort the process inside the standard library (a thread that
+/// cannot set up its stack guard), past any error handling.
+const MAX_THREADS: usize = 1024;
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|e| format!("{e} (a number of threads, 0: one per core)"))?;
+    if n > MAX_THREADS {
+        return Err(format!("at most {MAX_THREADS} (0: one per core)"));
+    }
+    Ok(n)
+}
+
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Worker threads (0: one per core).
-    #[arg(long, short = 'j', default_value_t = 0)]
+    /// Worker threads (0: one per core; at most 1024).
+    #[arg(long, short = 'j', default_value_t = 0, value_parser = parse_threads)]
     threads: usize,
     /// Compute backend: auto (fastest this CPU supports), scalar, avx2, neon.
     #[arg(long, default_value = "auto")]
@@ -148,8 +163,8 @@ struct InspectArgs {
 struct VerifyArgs {
     /// An adpq checkpoint (file or folder).
     input: PathBuf,
-    /// Worker threads (0: one per core).
-    #[arg(long, short = 'j', default_value_t = 0)]
+    /// Worker threads (0: one per core; at most 1024).
+    #[arg(long, short = 'j', default_value_t = 0, value_parser = parse_threads)]
     threads: usize,
 }
 

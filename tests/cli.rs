@@ -1403,3 +1403,42 @@ fn plain_progress_lines_when_not_a_terminal() {
         );
     }
 }
+
+/// `--threads` is validated up front (a huge count used to abort inside the standard
+/// library with exit 134); 0 still means one per core.
+#[test]
+fn absurd_thread_counts_are_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.safetensors");
+    write_st(&input, &synthetic_model(), &[]);
+    let q = tmp.path().join("q.safetensors");
+    for n in ["100000", "1025", "many"] {
+        fails(
+            &adpq(&["quantize", p(&input), "-o", p(&q), "--threads", n]),
+            2,
+            &["--threads"],
+        );
+        fails(&adpq(&["verify", p(&input), "-j", n]), 2, &["--threads"]);
+    }
+    assert!(!q.exists());
+    ok(&adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q),
+        "-j",
+        "0",
+        "-q",
+    ]));
+    ok(&adpq(&["verify", p(&q), "-j", "3"]));
+    let d = tmp.path().join("d.safetensors");
+    ok(&adpq(&[
+        "dequantize",
+        p(&q),
+        "-o",
+        p(&d),
+        "-j",
+        "1024",
+        "-q",
+    ]));
+}
