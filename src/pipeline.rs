@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use adpq_core::{packed_len, Backend, PackedTensor, Params, Selection};
+use adpq_core::{packed_len, Backend, PackedTensor, Params, Selection, SelectionMode};
 use rayon::prelude::*;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
@@ -207,6 +207,14 @@ pub fn quantize<B: Backend>(
     params
         .validate()
         .map_err(|e| Error::Usage(format!("invalid parameters: {e}")))?;
+    if matches!(params.selection, SelectionMode::Reference { .. }) && params.alpha <= 0.0 {
+        return Err(Error::Usage(
+            "--reference-iters needs --alpha > 0: the reference search looks for the \
+             threshold that leaves a fraction alpha of outliers and cannot bracket zero \
+             (for --alpha 0 use the default exact selection)"
+                .into(),
+        ));
+    }
     let ckpt = Checkpoint::open(input)?;
     let out = if opts.dry_run {
         None

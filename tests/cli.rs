@@ -1442,3 +1442,47 @@ fn absurd_thread_counts_are_usage_errors() {
         "-q",
     ]));
 }
+
+/// The reference selection cannot work with alpha = 0: a usage error up front, not a
+/// data error on the first tensor.
+#[test]
+fn reference_selection_needs_positive_alpha() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.safetensors");
+    write_st(&input, &synthetic_model(), &[]);
+    let q = tmp.path().join("q.safetensors");
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let mut args = vec![
+            "quantize",
+            p(&input),
+            "-o",
+            p(&q),
+            "--reference-iters",
+            "20",
+            "--alpha",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        fails(&adpq(&args), 2, &["--reference-iters", "alpha > 0"]);
+    }
+    assert!(!q.exists());
+    // Exact selection with alpha 0, and reference selection with alpha > 0, work.
+    ok(&adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q),
+        "--alpha",
+        "0",
+        "-q",
+    ]));
+    ok(&adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q),
+        "--reference-iters",
+        "20",
+        "-q",
+    ]));
+}
