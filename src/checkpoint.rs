@@ -237,6 +237,10 @@ pub struct Checkpoint {
     pub source: Source,
     /// The safetensors files (shards in name order).
     pub files: Vec<SafetensorsFile>,
+    /// Entries of an input folder that are neither read nor copied to the output, each
+    /// with the reason: subfolders, `.safetensors` files the index does not list, and
+    /// entries that are not regular files (or links to one) or have non-UTF-8 names.
+    pub skipped: Vec<String>,
 }
 
 /// Whether `name` is a plain file name (no separators, not `.` or `..`): shard names come
@@ -262,6 +266,7 @@ impl Checkpoint {
             return Ok(Checkpoint {
                 source: Source::File,
                 files: vec![SafetensorsFile::open(input)?],
+                skipped: Vec::new(),
             });
         }
         Self::open_folder(input, None)
@@ -269,12 +274,20 @@ impl Checkpoint {
 
     fn open_folder(dir: &Path, index_name: Option<String>) -> Result<Checkpoint> {
         let mut names = Vec::new();
+        let mut skipped = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
             let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let name = entry.file_name();
+            let shown = name.to_string_lossy();
             // Follows symlinks: a Hugging Face hub snapshot is a folder of links to blobs.
-            let is_file = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
-            if let (true, Some(n)) = (is_file, entry.file_name().to_str()) {
-                names.push(n.to_string());
+            match (std::fs::metadata(entry.path()), name.to_str()) {
+                (Ok(m), Some(n)) if m.is_file() => names.push(n.to_string()),
+                (Ok(m), _) if m.is_dir() => skipped.push(format!("{shown}/ (a subfolder)")),
+                (Ok(m), None) if m.is_file() => {
+                    skipped.push(format!("{shown} (a file name that is not UTF-8)"))
+                }
+                (Ok(_), _) => skipped.push(format!("{shown} (not a regular file)")),
+                (Err(e), _) => skipped.push(format!("{shown} (cannot be read: {e})")),
             }
         }
         names.sort();
@@ -367,6 +380,15 @@ impl Checkpoint {
             .filter(|n| !n.ends_with(".safetensors"))
             .cloned()
             .collect();
+        if let Some((idx, _)) = &index {
+            skipped.extend(
+                names
+                    .iter()
+                    .filter(|n| n.ends_with(".safetensors") && !shards.contains(n))
+                    .map(|n| format!("{n} (a .safetensors file that {idx} does not list)")),
+            );
+        }
+        skipped.sort();
         Ok(Checkpoint {
             source: Source::Folder {
                 dir: dir.to_path_buf(),
@@ -374,6 +396,7 @@ impl Checkpoint {
                 extras,
             },
             files,
+            skipped,
         })
     }
 

@@ -148,6 +148,24 @@ fn open_output(ckpt: &Checkpoint, input: &Path, output: &Path, force: bool) -> R
     }
 }
 
+/// The warnings for the entries of an input folder that the output will not hold,
+/// printed through `progress` (also with `-q`).
+fn skipped_warnings(ckpt: &Checkpoint, progress: &mut dyn Progress) -> Vec<String> {
+    let dir = match &ckpt.source {
+        Source::Folder { dir, .. } => dir.as_path(),
+        Source::File => return Vec::new(),
+    };
+    let warnings: Vec<String> = ckpt
+        .skipped
+        .iter()
+        .map(|s| format!("{}: not copied to the output: {s}", dir.display()))
+        .collect();
+    for w in &warnings {
+        progress.warn(w);
+    }
+    warnings
+}
+
 /// Writes the index and the extra files of a folder checkpoint into `out`.
 fn finish_folder(ckpt: &Checkpoint, out: &Output, total_size: u64) -> Result<()> {
     if let Source::Folder { dir, index, extras } = &ckpt.source {
@@ -221,6 +239,7 @@ pub fn quantize<B: Backend>(
     } else {
         Some(open_output(&ckpt, input, output, opts.force)?)
     };
+    let warnings = skipped_warnings(&ckpt, progress);
 
     // Phase 1: plan and select.
     let mut plans: Vec<Vec<(String, Action)>> = Vec::new();
@@ -296,6 +315,7 @@ pub fn quantize<B: Backend>(
         params: Some(ParamsRecord::from(&params)),
         backend: driver.backend().name().into(),
         threads: rayon::current_num_threads(),
+        warnings,
         ..Default::default()
     };
     let mut sums = (!opts.dry_run && !opts.no_stats).then(ErrorSums::default);
@@ -634,6 +654,7 @@ pub fn dequantize<B: Backend>(
         originals.push(o);
     }
     let out = open_output(&ckpt, input, output, opts.force)?;
+    let warnings = skipped_warnings(&ckpt, progress);
     progress.begin(total);
     let mut report = Report {
         command: "dequantize".into(),
@@ -642,6 +663,7 @@ pub fn dequantize<B: Backend>(
         output: Some(output.display().to_string()),
         backend: driver.backend().name().into(),
         threads: rayon::current_num_threads(),
+        warnings,
         ..Default::default()
     };
     let mut total_size = 0u64;

@@ -159,6 +159,9 @@ pub struct Report {
     pub backend: String,
     /// Worker threads.
     pub threads: usize,
+    /// Warnings, e.g. entries of the input folder that the output does not hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// One entry per tensor, in input order.
     pub tensors: Vec<TensorReport>,
     /// Totals.
@@ -369,6 +372,11 @@ pub trait Progress {
     /// A line printed only where there is no bar (progress as plain lines): per-item
     /// detail that the bar's message stands for on a terminal.
     fn note(&mut self, _line: &str) {}
+    /// A warning: something the user should know about the result. Printed even by a
+    /// quiet display; the default prints it on stderr.
+    fn warn(&mut self, msg: &str) {
+        eprintln!("adpq: warning: {msg}");
+    }
     /// The command is over.
     fn finish(&mut self);
 }
@@ -382,6 +390,7 @@ impl Progress for NoProgress {
     fn message(&mut self, _: &str) {}
     fn advance(&mut self, _: u64) {}
     fn line(&mut self, _: &str) {}
+    fn warn(&mut self, _: &str) {}
     fn finish(&mut self) {}
 }
 
@@ -435,6 +444,13 @@ impl Progress for ConsoleProgress {
     fn note(&mut self, line: &str) {
         if !self.quiet && self.bar.is_none() {
             eprintln!("{line}");
+        }
+    }
+    fn warn(&mut self, msg: &str) {
+        let line = format!("adpq: warning: {msg}");
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
         }
     }
     fn finish(&mut self) {

@@ -1486,3 +1486,75 @@ fn reference_selection_needs_positive_alpha() {
         "-q",
     ]));
 }
+
+/// What a folder input holds beyond its checkpoint and regular files (subfolders,
+/// `.safetensors` files the index does not list) is not copied, and a warning says so
+/// (also with `-q`, and in the JSON report).
+#[test]
+fn entries_not_copied_are_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    sharded(&src);
+    std::fs::write(src.join("config.json"), "{}").unwrap();
+    std::fs::create_dir(src.join("onnx")).unwrap();
+    std::fs::write(src.join("onnx/model.onnx"), "x").unwrap();
+    write_st(
+        &src.join("consolidated.safetensors"),
+        &[floats("w.weight", Dtype::F32, &[4, 64], 3)],
+        &[],
+    );
+    let out = tmp.path().join("out");
+    let rep = tmp.path().join("r.json");
+    let run = adpq(&[
+        "quantize",
+        p(&src),
+        "-o",
+        p(&out),
+        "-q",
+        "--report",
+        p(&rep),
+    ]);
+    ok(&run);
+    let err = String::from_utf8_lossy(&run.stderr);
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("adpq: warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(warnings[0].contains("consolidated.safetensors"), "{err}");
+    assert!(
+        warnings[0].contains("model.safetensors.index.json"),
+        "{err}"
+    );
+    assert!(warnings[1].contains("onnx/"), "{err}");
+    assert!(!names_in(&out).contains(&"onnx".to_string()));
+    assert!(!names_in(&out).contains(&"consolidated.safetensors".to_string()));
+    assert!(names_in(&out).contains(&"config.json".to_string()));
+    let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    assert_eq!(r["warnings"].as_array().unwrap().len(), 2, "{r}");
+
+    // dequantize warns about what the quantized folder holds beyond its checkpoint.
+    std::fs::create_dir(out.join("extra")).unwrap();
+    let d = tmp.path().join("d");
+    let run = adpq(&["dequantize", p(&out), "-o", p(&d), "-q"]);
+    ok(&run);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("adpq: warning:") && l.contains("extra/")),
+        "{err}"
+    );
+
+    // A clean folder: no warning.
+    let clean = tmp.path().join("clean");
+    std::fs::create_dir(&clean).unwrap();
+    sharded(&clean);
+    let run = adpq(&["quantize", p(&clean), "-o", p(&tmp.path().join("o2")), "-q"]);
+    ok(&run);
+    assert!(
+        run.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
