@@ -740,21 +740,16 @@ fn skip_missing_data(input: &Path) {
     eprintln!("SKIP: {hint}");
 }
 
-/// MiniLM (real F32 BERT checkpoint, 104 tensors incl. one I64): the round trip keeps
-/// every untouched tensor byte-identical, and AdpQ beats RTN.
-#[test]
-fn real_minilm_roundtrip() {
-    let input = data_dir().join("minilm/model.safetensors");
-    if !input.exists() {
-        skip_missing_data(&input);
-        return;
-    }
+/// Quantizes a real checkpoint with a report, checks that AdpQ beats RTN overall and on
+/// every tensor and that the output verifies; returns the temp dir, the output path and
+/// the report.
+fn quantize_real(input: &Path, label: &str) -> (tempfile::TempDir, PathBuf, Value) {
     let tmp = tempfile::tempdir().unwrap();
     let q = tmp.path().join("q.safetensors");
     let rep = tmp.path().join("r.json");
     ok(&adpq(&[
         "quantize",
-        p(&input),
+        p(input),
         "-o",
         p(&q),
         "--report",
@@ -766,10 +761,23 @@ fn real_minilm_roundtrip() {
         r["totals"]["rel_mse"].as_f64().unwrap(),
         r["totals"]["rtn_rel_mse"].as_f64().unwrap(),
     );
-    eprintln!("MiniLM relative MSE: AdpQ {a:.4e}, RTN {b:.4e}");
+    eprintln!("{label} relative MSE: AdpQ {a:.4e}, RTN {b:.4e}");
     assert!(a < b);
     assert_eq!(r["totals"]["worse_than_rtn"], 0);
     ok(&adpq(&["verify", p(&q)]));
+    (tmp, q, r)
+}
+
+/// MiniLM (real F32 BERT checkpoint, 104 tensors incl. one I64): the round trip keeps
+/// every untouched tensor byte-identical, and AdpQ beats RTN.
+#[test]
+fn real_minilm_roundtrip() {
+    let input = data_dir().join("minilm/model.safetensors");
+    if !input.exists() {
+        skip_missing_data(&input);
+        return;
+    }
+    let (tmp, q, r) = quantize_real(&input, "MiniLM");
     let d = tmp.path().join("d.safetensors");
     ok(&adpq(&["dequantize", p(&q), "-o", p(&d), "-q"]));
     let (orig, _) = read_st(&input);
@@ -897,27 +905,7 @@ fn real_smollm2_beats_rtn() {
         skip_missing_data(&input);
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let q = tmp.path().join("q.safetensors");
-    let rep = tmp.path().join("r.json");
-    ok(&adpq(&[
-        "quantize",
-        p(&input),
-        "-o",
-        p(&q),
-        "--report",
-        p(&rep),
-        "-q",
-    ]));
-    let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
-    let (a, b) = (
-        r["totals"]["rel_mse"].as_f64().unwrap(),
-        r["totals"]["rtn_rel_mse"].as_f64().unwrap(),
-    );
-    eprintln!("SmolLM2 relative MSE: AdpQ {a:.4e}, RTN {b:.4e}");
-    assert!(a < b);
-    assert_eq!(r["totals"]["worse_than_rtn"], 0);
-    ok(&adpq(&["verify", p(&q)]));
+    quantize_real(&input, "SmolLM2");
 }
 
 #[test]
