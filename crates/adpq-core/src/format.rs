@@ -338,6 +338,68 @@ pub struct PackedRow<'a> {
     pub n_outliers: usize,
 }
 
+/// One group of a packed row: where it sits, its grids, and its outliers.
+#[derive(Debug, Clone, Copy)]
+pub struct RowGroup<'a> {
+    /// First column of the group.
+    pub start: usize,
+    /// Columns in the group (the last group of a row may be shorter).
+    pub len: usize,
+    /// The group's grids and outlier count.
+    pub record: GroupRecord,
+    /// The codes of the whole row (the group's are `start..start + len`).
+    pub codes: &'a [u8],
+    positions: &'a [u8],
+    first_bit: usize,
+    position_bits: u32,
+}
+
+impl<'a> RowGroup<'a> {
+    /// Positions within the group of its outliers, increasing (validated by the parser to
+    /// be below `len`).
+    #[inline]
+    pub fn outliers(&self) -> impl Iterator<Item = usize> + 'a {
+        let (data, first, width) = (self.positions, self.first_bit, self.position_bits);
+        (0..self.record.count)
+            .map(move |k| get_bits(data, first + k * width as usize, width) as usize)
+    }
+}
+
+/// The groups of one packed row, in order (see [`PackedTensor::groups`]).
+#[derive(Debug, Clone)]
+pub struct RowGroups<'a> {
+    tensor: PackedTensor<'a>,
+    row: PackedRow<'a>,
+    next_group: usize,
+    next_outlier: usize,
+}
+
+impl<'a> Iterator for RowGroups<'a> {
+    type Item = RowGroup<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<RowGroup<'a>> {
+        let l = &self.tensor.layout;
+        if self.next_group >= l.groups_per_row {
+            return None;
+        }
+        let gi = self.next_group;
+        let record = self.tensor.record(&self.row, gi);
+        let group = RowGroup {
+            start: gi * usize::from(l.params.group_size),
+            len: l.group_len(gi),
+            record,
+            codes: self.row.codes,
+            positions: self.row.positions,
+            first_bit: self.next_outlier * l.position_bits as usize,
+            position_bits: l.position_bits,
+        };
+        self.next_group += 1;
+        self.next_outlier += record.count;
+        Some(group)
+    }
+}
+
 fn bad(what: &'static str) -> Error {
     Error::Format(FormatError::BadHeader(what))
 }
@@ -575,6 +637,18 @@ impl<'a> PackedTensor<'a> {
             positions: &b[l.positions_at..],
             first_outlier: first,
             n_outliers: next - first,
+        })
+    }
+
+    /// The groups of row `r` with their grids and outlier positions, or an error when the
+    /// row is out of range.
+    pub fn groups(&self, r: usize) -> Result<RowGroups<'a>> {
+        let row = self.row(r)?;
+        Ok(RowGroups {
+            tensor: *self,
+            row,
+            next_group: 0,
+            next_outlier: row.first_outlier,
         })
     }
 

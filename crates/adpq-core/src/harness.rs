@@ -50,30 +50,30 @@ pub fn parse_packed(data: &[u8]) {
 /// violation.
 pub fn check_dot(t: &PackedTensor<'_>, r: usize, x: &[f32], back: &[f32], y: f32) {
     let fp = t.params();
-    let g = usize::from(fp.group_size);
     let bits = u32::from(fp.bits);
-    let pb = t.layout().position_bits;
-    let row = t.row(r).unwrap();
-    let mut next = row.first_outlier;
+    let code =
+        |codes: &[u8], i: usize| crate::bits::get_bits(codes, i * bits as usize, bits) as i32;
     // Σ of the magnitudes of every term of the fused form: bounds all its partial sums.
     let mut magnitude = 0f64;
-    for (gi, xs) in x.chunks(g).enumerate() {
-        let rec = t.record(&row, gi);
-        let base = gi * g;
+    for (group, xs) in t
+        .groups(r)
+        .unwrap()
+        .zip(x.chunks(usize::from(fp.group_size)))
+    {
+        let rec = group.record;
         let mut dense = 0f64;
         for (i, &xi) in xs.iter().enumerate() {
-            let c = crate::bits::get_bits(row.codes, (base + i) * bits as usize, bits) as i32;
-            dense += (f64::from(c - rec.inliers.offset) * f64::from(xi)).abs();
+            dense += (f64::from(code(group.codes, group.start + i) - rec.inliers.offset)
+                * f64::from(xi))
+            .abs();
         }
         magnitude += dense * f64::from(rec.inliers.step);
-        for k in next..next + rec.count {
-            let p = crate::bits::get_bits(row.positions, k * pb as usize, pb) as usize;
-            let c = crate::bits::get_bits(row.codes, (base + p) * bits as usize, bits) as i32;
+        for p in group.outliers() {
+            let c = code(group.codes, group.start + p);
             let out = f64::from(c - rec.outliers.offset) * f64::from(rec.outliers.step);
             let inl = f64::from(c - rec.inliers.offset) * f64::from(rec.inliers.step);
             magnitude += f64::from(xs[p]).abs() * (out.abs() + inl.abs());
         }
-        next += rec.count;
     }
     // Leave room for rounding on the way (each step rounds by at most 2^-24 relative).
     if magnitude >= f64::from(f32::MAX) * 0.5 {
@@ -86,7 +86,7 @@ pub fn check_dot(t: &PackedTensor<'_>, r: usize, x: &[f32], back: &[f32], y: f32
         .sum();
     // Every rounding error is at most 2^-24 of a partial sum, and the partial sums are
     // bounded by `magnitude`; a few roundings per term, `cols` terms plus the groups'.
-    let ops = 4.0 * (x.len() + 2 * x.len().div_ceil(g)) as f64;
+    let ops = 4.0 * (x.len() + 2 * x.len().div_ceil(usize::from(fp.group_size))) as f64;
     let tol = ops * f64::from(f32::EPSILON) * magnitude + f64::from(f32::MIN_POSITIVE);
     assert!(
         y.is_finite() && (f64::from(y) - exact).abs() <= tol,
@@ -205,19 +205,12 @@ pub fn error_bound(grid: &crate::quant::GridScale, code_max: i32, scale_exp: i8)
 /// The outlier flags of a packed tensor, row-major.
 pub fn outlier_mask(t: &PackedTensor<'_>) -> std::vec::Vec<bool> {
     let (rows, cols) = (t.rows(), t.cols());
-    let g = usize::from(t.params().group_size);
-    let pb = t.layout().position_bits;
     let mut mask = vec![false; rows * cols];
     for r in 0..rows {
-        let row = t.row(r).unwrap();
-        let mut next = row.first_outlier;
-        for gi in 0..cols.div_ceil(g) {
-            let rec = t.record(&row, gi);
-            for k in next..next + rec.count {
-                let p = crate::bits::get_bits(row.positions, k * pb as usize, pb) as usize;
-                mask[r * cols + gi * g + p] = true;
+        for group in t.groups(r).unwrap() {
+            for p in group.outliers() {
+                mask[r * cols + group.start + p] = true;
             }
-            next += rec.count;
         }
     }
     mask

@@ -59,7 +59,7 @@ pub use backend::{
     RowsDone, RowsOut, Scalar, TensorPlan,
 };
 pub use error::{Error, FormatError, Result};
-pub use format::{packed_len, Layout, PackedTensor};
+pub use format::{packed_len, Layout, PackedTensor, RowGroup};
 pub use params::{FormatParams, Grid, Params, SelectionMode};
 pub use select::{OutlierRule, Selection};
 pub use weights::{Element, Weights};

@@ -4,7 +4,6 @@ use core::fmt;
 
 use super::scalar::code_at;
 use super::{Avx2, Backend, Neon, RowJob, RowsDone, RowsOut, Scalar};
-use crate::bits::get_bits;
 use crate::error::{Error, Result};
 use crate::format::PackedTensor;
 use crate::select::{BadValue, HistogramPass, HIST_BINS};
@@ -191,33 +190,31 @@ pub fn dot_tolerance(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
             actual: x.len() as u64,
         });
     }
-    let row = t.row(r)?;
-    let fp = t.params();
-    let g = usize::from(fp.group_size);
-    let pb = t.layout().position_bits;
-    let mut next = row.first_outlier;
+    let bits = t.params().bits;
     let mut s = 0f64;
-    for (gi, xs) in x.chunks(g).enumerate() {
-        let rec = t.record(&row, gi);
-        let base = gi * g;
+    let mut n_outliers = 0;
+    for (group, xs) in t
+        .groups(r)?
+        .zip(x.chunks(usize::from(t.params().group_size)))
+    {
+        let rec = group.record;
         let dense = |c: u8| {
             f64::from((i32::from(c) - rec.inliers.offset).unsigned_abs())
                 * f64::from(rec.inliers.step)
         };
         for (i, &xi) in xs.iter().enumerate() {
-            s += f64::from(xi.abs()) * dense(code_at(row.codes, base + i, fp.bits));
+            s += f64::from(xi.abs()) * dense(code_at(group.codes, group.start + i, bits));
         }
-        for k in next..next + rec.count {
-            let p = get_bits(row.positions, k * pb as usize, pb) as usize;
+        for p in group.outliers() {
             if let Some(&xp) = xs.get(p) {
-                let c = code_at(row.codes, base + p, fp.bits);
+                let c = code_at(group.codes, group.start + p, bits);
                 let out = f64::from((i32::from(c) - rec.outliers.offset).unsigned_abs())
                     * f64::from(rec.outliers.step);
                 s += f64::from(xp.abs()) * (out + dense(c));
             }
         }
-        next += rec.count;
+        n_outliers += rec.count;
     }
-    let m = (t.cols() + row.n_outliers + 8) as f64;
+    let m = (t.cols() + n_outliers + 8) as f64;
     Ok((2.0 * m * libm::ldexp(1.0, -24) * s) as f32 + f32::MIN_POSITIVE)
 }

@@ -15,7 +15,6 @@
 
 use super::scalar::code_at;
 use super::AnyBackend;
-use crate::bits::get_bits;
 use crate::error::{Error, Result};
 use crate::format::PackedTensor;
 use crate::quant::round_ties_even;
@@ -150,29 +149,26 @@ impl<'a> Q8Activations<'a> {
 /// The portable reference of the int8-activation dot product of packed row `r`.
 pub fn dot_row_q8_ref(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> Result<f32> {
     a.check(t)?;
-    let row = t.row(r)?;
-    let fp = t.params();
-    let g = usize::from(fp.group_size);
-    let pb = t.layout().position_bits;
-    let mut next = row.first_outlier;
+    let bits = t.params().bits;
     let mut acc = 0f32;
-    for (gi, qs) in a.q.chunks(g).enumerate() {
-        let rec = t.record(&row, gi);
-        let base = gi * g;
+    let groups = t.groups(r)?;
+    for ((gi, group), qs) in groups
+        .enumerate()
+        .zip(a.q.chunks(usize::from(t.params().group_size)))
+    {
+        let rec = group.record;
         let mut isum = 0i32;
         for (i, &qi) in qs.iter().enumerate() {
-            isum += i32::from(code_at(row.codes, base + i, fp.bits)) * i32::from(qi);
+            isum += i32::from(code_at(group.codes, group.start + i, bits)) * i32::from(qi);
         }
         let dense = isum - rec.inliers.offset * a.sums[gi];
         let mut corr = 0f32;
-        for k in next..next + rec.count {
-            let p = get_bits(row.positions, k * pb as usize, pb) as usize;
+        for p in group.outliers() {
             if let Some(&qp) = qs.get(p) {
-                let c = code_at(row.codes, base + p, fp.bits);
+                let c = code_at(group.codes, group.start + p, bits);
                 corr += f32::from(qp) * (rec.outliers.decode(c) - rec.inliers.decode(c));
             }
         }
-        next += rec.count;
         acc += a.scales[gi] * (rec.inliers.step * dense as f32 + corr);
     }
     Ok(acc)

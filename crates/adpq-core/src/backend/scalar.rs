@@ -231,24 +231,24 @@ pub(crate) fn check_out_rows(
 
 /// Dequantizes one row (scalar oracle): a dense pass on the inlier grid, then the outlier patch.
 pub(crate) fn dequantize_row(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Result<()> {
-    let row = t.row(r)?;
-    let fp = t.params();
-    let g = usize::from(fp.group_size);
-    let pb = t.layout().position_bits;
-    let mut next = row.first_outlier;
-    for (gi, chunk) in out.chunks_mut(g).enumerate() {
-        let rec = t.record(&row, gi);
-        let base = gi * g;
+    let bits = t.params().bits;
+    for (group, chunk) in t
+        .groups(r)?
+        .zip(out.chunks_mut(usize::from(t.params().group_size)))
+    {
+        let rec = group.record;
         for (i, o) in chunk.iter_mut().enumerate() {
-            *o = rec.inliers.decode(code_at(row.codes, base + i, fp.bits));
+            *o = rec
+                .inliers
+                .decode(code_at(group.codes, group.start + i, bits));
         }
-        for k in next..next + rec.count {
-            let p = get_bits(row.positions, k * pb as usize, pb) as usize;
+        for p in group.outliers() {
             if let Some(o) = chunk.get_mut(p) {
-                *o = rec.outliers.decode(code_at(row.codes, base + p, fp.bits));
+                *o = rec
+                    .outliers
+                    .decode(code_at(group.codes, group.start + p, bits));
             }
         }
-        next += rec.count;
     }
     Ok(())
 }
@@ -261,30 +261,26 @@ pub(crate) fn dot_row(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> 
             actual: x.len() as u64,
         });
     }
-    let row = t.row(r)?;
-    let fp = t.params();
-    let g = usize::from(fp.group_size);
-    let pb = t.layout().position_bits;
-    let mut next = row.first_outlier;
+    let bits = t.params().bits;
     let mut acc = 0f32;
-    for (gi, xs) in x.chunks(g).enumerate() {
-        let rec = t.record(&row, gi);
-        let base = gi * g;
+    for (group, xs) in t
+        .groups(r)?
+        .zip(x.chunks(usize::from(t.params().group_size)))
+    {
+        let rec = group.record;
         // Σ (code − offset_in) · x over the whole group, then the outliers' correction.
         let mut dense = 0f32;
         for (i, &xi) in xs.iter().enumerate() {
-            dense +=
-                (i32::from(code_at(row.codes, base + i, fp.bits)) - rec.inliers.offset) as f32 * xi;
+            let c = code_at(group.codes, group.start + i, bits);
+            dense += (i32::from(c) - rec.inliers.offset) as f32 * xi;
         }
         acc += dense * rec.inliers.step;
-        for k in next..next + rec.count {
-            let p = get_bits(row.positions, k * pb as usize, pb) as usize;
+        for p in group.outliers() {
             if let Some(&xp) = xs.get(p) {
-                let c = code_at(row.codes, base + p, fp.bits);
+                let c = code_at(group.codes, group.start + p, bits);
                 acc += xp * (rec.outliers.decode(c) - rec.inliers.decode(c));
             }
         }
-        next += rec.count;
     }
     Ok(acc)
 }

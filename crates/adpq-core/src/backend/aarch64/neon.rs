@@ -23,7 +23,6 @@ use crate::backend::common::{
 };
 use crate::backend::scalar::{check_out_rows, check_rows, code_at, grid_of, put_code};
 use crate::backend::{Backend, RowJob, RowsDone, RowsOut};
-use crate::bits::get_bits;
 use crate::error::{Error, Result};
 use crate::format::{encode_record, PackedTensor};
 use crate::params::{Grid, MAX_GROUP_SIZE};
@@ -261,7 +260,7 @@ fn pack_codes(row_codes: &mut [u8], base: usize, staged: &[u8], bits: u8) {
     let n = staged.len();
     if bits == 8 {
         row_codes[base..base + n].copy_from_slice(staged);
-    } else if bits == 4 && base % 2 == 0 {
+    } else if bits == 4 && base.is_multiple_of(2) {
         let dst = &mut row_codes[base / 2..(base + n).div_ceil(2)];
         let mut src = staged.chunks_exact(32);
         let mut out = dst.chunks_exact_mut(16);
@@ -495,20 +494,15 @@ fn load_codes8(codes: &[u8], i: usize, bits: u8) -> (int32x4_t, int32x4_t) {
 
 #[target_feature(enable = "neon")]
 fn dequantize_row_neon(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Result<()> {
-    let row = t.row(r)?;
     let fp = t.params();
-    let g = usize::from(fp.group_size);
-    let pb = t.layout().position_bits;
-    let mut next = row.first_outlier;
-    for (gi, chunk) in out.chunks_mut(g).enumerate() {
-        let rec = t.record(&row, gi);
-        let base = gi * g;
-        let fast = (fp.bits == 4 && base % 2 == 0) || fp.bits == 8;
+    for (group, chunk) in t.groups(r)?.zip(out.chunks_mut(usize::from(fp.group_size))) {
+        let (rec, base, codes) = (group.record, group.start, group.codes);
+        let fast = (fp.bits == 4 && base.is_multiple_of(2)) || fp.bits == 8;
         let done = if fast {
             let off = vdupq_n_s32(rec.inliers.offset);
             let step = vdupq_n_f32(rec.inliers.step);
             for (c, o) in chunk.chunks_exact_mut(8).enumerate() {
-                let (c0, c1) = load_codes8(row.codes, base + c * 8, fp.bits);
+                let (c0, c1) = load_codes8(codes, base + c * 8, fp.bits);
                 let v0 = vmulq_f32(vcvtq_f32_s32(vsubq_s32(c0, off)), step);
                 let v1 = vmulq_f32(vcvtq_f32_s32(vsubq_s32(c1, off)), step);
                 // SAFETY: `o` is 8 f32.
@@ -522,15 +516,13 @@ fn dequantize_row_neon(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Resul
             0
         };
         for (i, o) in chunk.iter_mut().enumerate().skip(done) {
-            *o = rec.inliers.decode(code_at(row.codes, base + i, fp.bits));
+            *o = rec.inliers.decode(code_at(codes, base + i, fp.bits));
         }
-        for k in next..next + rec.count {
-            let p = get_bits(row.positions, k * pb as usize, pb) as usize;
+        for p in group.outliers() {
             if let Some(o) = chunk.get_mut(p) {
-                *o = rec.outliers.decode(code_at(row.codes, base + p, fp.bits));
+                *o = rec.outliers.decode(code_at(codes, base + p, fp.bits));
             }
         }
-        next += rec.count;
     }
     Ok(())
 }
@@ -543,23 +535,18 @@ fn dot_row_neon(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
             actual: x.len() as u64,
         });
     }
-    let row = t.row(r)?;
     let fp = t.params();
-    let g = usize::from(fp.group_size);
-    let pb = t.layout().position_bits;
-    let mut next = row.first_outlier;
     let mut accv = vdupq_n_f32(0.0);
     let mut acc = 0f32;
-    for (gi, xs) in x.chunks(g).enumerate() {
-        let rec = t.record(&row, gi);
-        let base = gi * g;
-        let fast = (fp.bits == 4 && base % 2 == 0) || fp.bits == 8;
+    for (group, xs) in t.groups(r)?.zip(x.chunks(usize::from(fp.group_size))) {
+        let (rec, base, codes) = (group.record, group.start, group.codes);
+        let fast = (fp.bits == 4 && base.is_multiple_of(2)) || fp.bits == 8;
         let mut done = 0;
         if fast {
             let off = vdupq_n_s32(rec.inliers.offset);
             let (mut d0, mut d1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
             for (c, xc) in xs.chunks_exact(8).enumerate() {
-                let (c0, c1) = load_codes8(row.codes, base + c * 8, fp.bits);
+                let (c0, c1) = load_codes8(codes, base + c * 8, fp.bits);
                 // SAFETY: `xc` is 8 f32.
                 let (x0, x1) = unsafe { (vld1q_f32(xc.as_ptr()), vld1q_f32(xc.as_ptr().add(4))) };
                 d0 = vfmaq_f32(d0, vcvtq_f32_s32(vsubq_s32(c0, off)), x0);
@@ -571,17 +558,15 @@ fn dot_row_neon(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
         let mut dense = 0f32;
         for (i, &xi) in xs.iter().enumerate().skip(done) {
             dense +=
-                (i32::from(code_at(row.codes, base + i, fp.bits)) - rec.inliers.offset) as f32 * xi;
+                (i32::from(code_at(codes, base + i, fp.bits)) - rec.inliers.offset) as f32 * xi;
         }
         acc += dense * rec.inliers.step;
-        for k in next..next + rec.count {
-            let p = get_bits(row.positions, k * pb as usize, pb) as usize;
+        for p in group.outliers() {
             if let Some(&xp) = xs.get(p) {
-                let c = code_at(row.codes, base + p, fp.bits);
+                let c = code_at(codes, base + p, fp.bits);
                 acc += xp * (rec.outliers.decode(c) - rec.inliers.decode(c));
             }
         }
-        next += rec.count;
     }
     Ok(acc + vaddvq_f32(accv))
 }
