@@ -9,10 +9,10 @@
 
 use adpq_core::bits::{copy_values, stream_bytes, BitWriter};
 use adpq_core::format::{finish, Sections};
-use adpq_core::select::{select_exact, select_reference, BadValue, HistogramPass, HIST_BINS};
+use adpq_core::select::{select_with, BadValue, HistogramPass, HIST_BINS};
 use adpq_core::{
     bf16, f16, Backend, Error as CoreError, Layout, PackedTensor, Params, Quantized, RowsDone,
-    RowsOut, Selection, SelectionMode, TensorPlan, Weights,
+    RowsOut, Selection, TensorPlan, Weights,
 };
 use rayon::prelude::*;
 
@@ -96,23 +96,13 @@ impl<B: Backend> Driver<B> {
         params: &Params,
     ) -> Result<Selection, CoreError> {
         let n = Self::check(w, rows, cols, params)?;
-        let at = |e: BadValue| e.into_error(0, cols as u64);
-        match params.selection {
-            SelectionMode::Exact => select_exact(n, params.alpha, |pass, bins| {
-                self.par_histogram(w, pass, bins)
-            })
-            .map_err(at),
-            SelectionMode::Reference { n_iters } => {
-                let mut bins = [0u32; HIST_BINS];
-                let max_abs_bits = self
-                    .par_histogram(w, &HistogramPass::level(0, 0), &mut bins)
-                    .map_err(at)?;
-                let zeros = n - self.par_count_at_least(w, 1);
-                select_reference(n, params.alpha, n_iters, zeros, max_abs_bits, |t| {
-                    self.par_count_at_least(w, t)
-                })
-            }
-        }
+        select_with(
+            n,
+            cols,
+            params,
+            |pass, bins| self.par_histogram(w, pass, bins),
+            |t| self.par_count_at_least(w, t),
+        )
     }
 
     fn chunk<'w>(&self, w: Weights<'w>, i: usize) -> Option<(usize, Weights<'w>)> {
@@ -423,7 +413,7 @@ pub fn encode(values: &[f32], dtype: OutDtype, out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use adpq_core::{packed_len, Grid, Scalar};
+    use adpq_core::{packed_len, Grid, Scalar, SelectionMode};
 
     fn pool(n: usize) -> rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new()

@@ -405,6 +405,40 @@ where
     })
 }
 
+/// Selects the outliers of a tensor of `n` weights and `cols` columns in the mode
+/// `params` asks for, given the two passes a backend provides: `histogram` (one
+/// [`HistogramPass`] over the whole tensor, as in [`select_exact`]) and `count_at_least`
+/// (weights with `bits(|w|) >= t`). A parallel driver passes parallel versions of both.
+pub fn select_with<H, C>(
+    n: u64,
+    cols: usize,
+    params: &Params,
+    mut histogram: H,
+    mut count_at_least: C,
+) -> Result<Selection>
+where
+    H: FnMut(&HistogramPass, &mut [u32; HIST_BINS]) -> Result<u32, BadValue>,
+    C: FnMut(u32) -> u64,
+{
+    let at = |e: BadValue| e.into_error(0, cols as u64);
+    match params.selection {
+        SelectionMode::Exact => select_exact(n, params.alpha, histogram).map_err(at),
+        SelectionMode::Reference { n_iters } => {
+            let mut bins = [0u32; HIST_BINS];
+            let max_abs_bits = histogram(&HistogramPass::level(0, 0), &mut bins).map_err(at)?;
+            let zeros = n - count_at_least(1);
+            select_reference(
+                n,
+                params.alpha,
+                n_iters,
+                zeros,
+                max_abs_bits,
+                count_at_least,
+            )
+        }
+    }
+}
+
 /// Validates the parameters and a `rows × cols` shape against a slice of `len` weights
 /// (what [`Backend::select`](crate::Backend::select) checks first).
 pub fn check_shape(len: usize, rows: usize, cols: usize, params: &Params) -> Result<()> {

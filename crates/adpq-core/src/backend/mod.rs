@@ -31,11 +31,10 @@ pub use x86_64::Avx2;
 use crate::bits::BitWriter;
 use crate::error::{Error, Result};
 use crate::format::{finish, HeaderInfo, Layout, PackedTensor, Sections};
-use crate::params::{FormatParams, Params, SelectionMode};
+use crate::params::{FormatParams, Params};
 use crate::quant::scale_exponent;
 use crate::select::{
-    check_shape, select_exact, select_reference, BadValue, HistogramPass, OutlierRule, Selection,
-    HIST_BINS,
+    check_shape, select_with, BadValue, HistogramPass, OutlierRule, Selection, HIST_BINS,
 };
 use crate::weights::Weights;
 
@@ -151,24 +150,13 @@ pub trait Backend: Copy + Send + Sync + core::fmt::Debug {
         params: &Params,
     ) -> Result<Selection> {
         check_shape(w.len(), rows, cols, params)?;
-        let n = w.len() as u64;
-        let at = |e: BadValue| e.into_error(0, cols as u64);
-        match params.selection {
-            SelectionMode::Exact => {
-                select_exact(n, params.alpha, |pass, bins| self.histogram(w, pass, bins))
-                    .map_err(at)
-            }
-            SelectionMode::Reference { n_iters } => {
-                let mut bins = [0u32; HIST_BINS];
-                let max_abs_bits = self
-                    .histogram(w, &HistogramPass::level(0, 0), &mut bins)
-                    .map_err(at)?;
-                let zeros = n - self.count_at_least(w, 1);
-                select_reference(n, params.alpha, n_iters, zeros, max_abs_bits, |t| {
-                    self.count_at_least(w, t)
-                })
-            }
-        }
+        select_with(
+            w.len() as u64,
+            cols,
+            params,
+            |pass, bins| self.histogram(w, pass, bins),
+            |t| self.count_at_least(w, t),
+        )
     }
 
     /// Quantizes a whole tensor with a selection made by [`Backend::select`] into `out`,
