@@ -199,11 +199,18 @@ pub fn target_count(alpha: f64, n: u64) -> u64 {
 /// `bins` (which it receives zeroed) and return the largest magnitude bits it saw among
 /// all weights, or the first rejected weight. Backends implement it; a parallel driver
 /// can sum per-chunk histograms.
-pub fn select_exact<H>(n: u64, alpha: f64, mut histogram: H) -> Result<Selection, BadValue>
+pub fn select_exact<H>(n: u64, alpha: f64, histogram: H) -> Result<Selection, BadValue>
 where
     H: FnMut(&HistogramPass, &mut [u32; HIST_BINS]) -> Result<u32, BadValue>,
 {
-    let k = target_count(alpha, n);
+    select_exact_count(target_count(alpha, n), histogram)
+}
+
+/// [`select_exact`] for a given outlier count `k` (at most the number of weights).
+pub fn select_exact_count<H>(k: u64, mut histogram: H) -> Result<Selection, BadValue>
+where
+    H: FnMut(&HistogramPass, &mut [u32; HIST_BINS]) -> Result<u32, BadValue>,
+{
     let mut bins = [0u32; HIST_BINS];
     let max_abs_bits = histogram(&HistogramPass::level(0, 0), &mut bins)?;
     let mut passes = 1;
@@ -253,6 +260,93 @@ where
         histogram(&HistogramPass::level(level, prefix), &mut bins)?;
         passes += 1;
     }
+}
+
+/// What one [`scan_range`](crate::Backend::scan_range) pass found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RangeScan {
+    /// Weights with `bits(|w|) >= hi`.
+    pub at_least_hi: u64,
+    /// Weights with `lo <= bits(|w|) < hi` (all counted, even past the output's capacity).
+    pub in_range: u64,
+    /// Largest magnitude bits of all weights.
+    pub max_abs_bits: u32,
+}
+
+/// Exact selection in about one pass over the tensor, for large tensors (needs `std`).
+///
+/// A sample of 64 evenly spaced runs of 1024 weights, sorted, brackets the k-th largest
+/// magnitude with a margin of four binomial standard deviations. One
+/// [`scan_range`](crate::Backend::scan_range) pass then counts the weights above the
+/// bracket and collects those inside it (in row-major order); the exact threshold and
+/// tie count come from [`select_exact_count`] over the collected few. The result is the
+/// same [`Selection`] as the histogram passes give. `None` when the tensor is too small
+/// to bother or the bracket missed (the caller then runs the histogram passes).
+#[cfg(feature = "std")]
+pub fn select_exact_sampled<B: crate::Backend>(
+    backend: &B,
+    w: crate::Weights<'_>,
+    alpha: f64,
+) -> Option<Result<Selection, BadValue>> {
+    use std::vec::Vec;
+    const RUN: usize = 1024;
+    const RUNS: usize = 64;
+    let n = w.len();
+    let k = target_count(alpha, n as u64);
+    if n < 16 * RUN * RUNS || k == 0 || k >= n as u64 {
+        return None;
+    }
+    let mut sample: Vec<u32> = Vec::with_capacity(RUN * RUNS);
+    for run in 0..RUNS {
+        let start = run * (n - RUN) / (RUNS - 1);
+        for i in start..start + RUN {
+            sample.push(w.value(i)?.to_bits() & 0x7FFF_FFFF);
+        }
+    }
+    sample.sort_unstable();
+    let m = sample.len() as f64;
+    let k_sample = k as f64 * m / n as f64;
+    let margin = 4.0 * libm::sqrt(k_sample * (1.0 - k_sample / m)) + 16.0;
+    // The weight of descending rank r (1 = largest) in the ascending sample.
+    let at_rank = |r: f64| sample[(m - r.clamp(1.0, m)) as usize];
+    let lo = at_rank(k_sample + margin);
+    let hi = if k_sample - margin < 1.0 {
+        NON_FINITE_BITS
+    } else {
+        at_rank(k_sample - margin)
+            .saturating_add(1)
+            .min(NON_FINITE_BITS)
+    };
+    let capacity = (2.0 * (2.0 * margin / m) * n as f64) as usize + 4096;
+    let mut candidates = std::vec![0u32; capacity];
+    let scan = match backend.scan_range(w, lo, hi, &mut candidates) {
+        Ok(scan) => scan,
+        Err(e) => return Some(Err(e)),
+    };
+    if scan.at_least_hi >= k
+        || scan.at_least_hi + scan.in_range < k
+        || scan.in_range > capacity as u64
+    {
+        return None;
+    }
+    let candidates = &candidates[..scan.in_range as usize];
+    let as_f32: &[f32] = bytemuck::cast_slice(candidates);
+    let need = k - scan.at_least_hi;
+    let sub = select_exact_count(need, |pass, bins| {
+        crate::Backend::histogram(&crate::Scalar, crate::Weights::F32(as_f32), pass, bins)
+    });
+    Some(sub.map(|sub| {
+        let t = f64::from(f32::from_bits(sub.threshold_bits));
+        Selection {
+            threshold_bits: sub.threshold_bits,
+            take_equal: sub.take_equal,
+            n_outliers: k,
+            max_abs_bits: scan.max_abs_bits,
+            lambda_prime: t * t,
+            passes: 1,
+            mode: SelectionMode::Exact,
+        }
+    }))
 }
 
 /// `np.finfo(float).eps`: the reference counts `|w| = 0` as this value in its search.

@@ -6,7 +6,7 @@ use super::scalar::code_at;
 use super::{Avx2, Backend, Neon, RowJob, RowsDone, RowsOut, Scalar};
 use crate::error::{Error, Result};
 use crate::format::PackedTensor;
-use crate::select::{BadValue, HistogramPass, HIST_BINS};
+use crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS};
 use crate::weights::Weights;
 
 /// Any CPU backend, chosen at run time. Detect once ([`AnyBackend::detect`]), then pass
@@ -147,6 +147,15 @@ impl Backend for AnyBackend {
     }
     fn count_equal(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
         dispatch!(self, b => b.count_equal(w, threshold_bits))
+    }
+    fn scan_range(
+        &self,
+        w: Weights<'_>,
+        lo: u32,
+        hi: u32,
+        out: &mut [u32],
+    ) -> Result<RangeScan, BadValue> {
+        dispatch!(self, b => b.scan_range(w, lo, hi, out))
     }
     fn quantize_rows(
         &self,

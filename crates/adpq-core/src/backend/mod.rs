@@ -34,7 +34,7 @@ use crate::format::{finish, HeaderInfo, Layout, PackedTensor, Sections};
 use crate::params::{FormatParams, Params};
 use crate::quant::scale_exponent;
 use crate::select::{
-    check_shape, select_with, BadValue, HistogramPass, OutlierRule, Selection, HIST_BINS,
+    check_shape, select_with, BadValue, HistogramPass, OutlierRule, RangeScan, Selection, HIST_BINS,
 };
 use crate::weights::Weights;
 
@@ -105,6 +105,19 @@ pub trait Backend: Copy + Send + Sync + core::fmt::Debug {
     /// Number of weights with `bits(|w|) >= threshold_bits`.
     fn count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64;
 
+    /// One pass that validates every weight (as [`Backend::histogram`] does), counts the
+    /// weights with `bits(|w|) >= hi`, and writes the magnitude bits of those with
+    /// `lo <= bits(|w|) < hi` into `out` in order (as many as fit; all are counted).
+    fn scan_range(
+        &self,
+        w: Weights<'_>,
+        lo: u32,
+        hi: u32,
+        out: &mut [u32],
+    ) -> Result<RangeScan, BadValue> {
+        crate::with_weights!(w, s => scalar::scan_range_generic(s, lo, hi, out))
+    }
+
     /// Number of weights with `bits(|w|) == threshold_bits`.
     fn count_equal(&self, w: Weights<'_>, threshold_bits: u32) -> u64;
 
@@ -150,6 +163,12 @@ pub trait Backend: Copy + Send + Sync + core::fmt::Debug {
         params: &Params,
     ) -> Result<Selection> {
         check_shape(w.len(), rows, cols, params)?;
+        #[cfg(feature = "std")]
+        if params.selection == crate::params::SelectionMode::Exact {
+            if let Some(sel) = crate::select::select_exact_sampled(self, w, params.alpha) {
+                return sel.map_err(|e| e.into_error(0, cols as u64));
+            }
+        }
         select_with(
             w.len() as u64,
             cols,

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::format::{encode_record, PackedTensor};
 use crate::params::{FormatParams, Grid, MAX_GROUP_SIZE};
 use crate::quant::GridScale;
-use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, HIST_BINS};
+use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, RangeScan, HIST_BINS};
 use crate::weights::{Element, Weights};
 use crate::with_weights;
 
@@ -41,6 +41,34 @@ pub(crate) fn histogram_generic<T: Element>(
         }
     }
     Ok(max)
+}
+
+/// The scalar [`Backend::scan_range`].
+pub(crate) fn scan_range_generic<T: Element>(
+    s: &[T],
+    lo: u32,
+    hi: u32,
+    out: &mut [u32],
+) -> Result<RangeScan, BadValue> {
+    let mut scan = RangeScan::default();
+    for (i, &v) in s.iter().enumerate() {
+        let b = v.abs_bits();
+        if !is_valid_abs_bits(b) {
+            return Err(BadValue {
+                index: i as u64,
+                value: v.to_f32(),
+            });
+        }
+        scan.max_abs_bits = scan.max_abs_bits.max(b);
+        scan.at_least_hi += u64::from(b >= hi);
+        if b >= lo && b < hi {
+            if let Some(slot) = out.get_mut(scan.in_range as usize) {
+                *slot = b;
+            }
+            scan.in_range += 1;
+        }
+    }
+    Ok(scan)
 }
 
 /// Checks that `w` holds whole rows of `job.cols` and that `out` has room for them.

@@ -22,14 +22,19 @@ use crate::backend::common::{
     classify_in_order, for_f32_blocks, histogram_with, rejected_weight, TieMode,
 };
 use crate::backend::q8::{dot_row_q8_ref, Q8Activations};
-use crate::backend::scalar::{check_out_rows, check_rows, code_at, grid_of, put_code};
+use crate::backend::scalar::{
+    check_out_rows, check_rows, code_at, grid_of, put_code, scan_range_generic,
+};
 use crate::backend::{Backend, RowJob, RowsDone, RowsOut};
 use crate::bits::get_bits;
 use crate::error::{Error, Result};
 use crate::format::{encode_record, GroupRecord, PackedTensor};
 use crate::params::{Grid, MAX_GROUP_SIZE};
 use crate::quant::GridScale;
-use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, HIST_BINS};
+use crate::select::{
+    is_valid_abs_bits, BadValue, HistogramPass, RangeScan, HIST_BINS, NON_FINITE_BITS,
+    OUT_OF_RANGE_BITS,
+};
 use crate::weights::{Element, Weights};
 
 cpufeatures::new!(cpuid_avx2_fma, "avx2", "fma", "popcnt");
@@ -182,6 +187,66 @@ fn count_f32(s: &[f32], t: u32) -> (u64, u64) {
         eq += u64::from(b == t);
     }
     (lt, eq)
+}
+
+/// The AVX2 [`Backend::scan_range`] over f32 weights whose first flat index is `base`,
+/// adding into `scan`.
+#[target_feature(enable = "avx2,fma,popcnt")]
+fn scan_range_f32(
+    s: &[f32],
+    base: u64,
+    (lo, hi): (u32, u32),
+    out: &mut [u32],
+    scan: &mut RangeScan,
+) -> Result<(), BadValue> {
+    // Signed compares are exact: magnitudes are below 2^31 and `lo, hi <= NON_FINITE_BITS`.
+    let absmask = _mm256_set1_epi32(0x7FFF_FFFF);
+    let last_valid = _mm256_set1_epi32(OUT_OF_RANGE_BITS as i32 - 1);
+    let (lo_v, hi_v) = (_mm256_set1_epi32(lo as i32), _mm256_set1_epi32(hi as i32));
+    let mut max = _mm256_setzero_si256();
+    let chunks = s.chunks_exact(8);
+    let tail = chunks.remainder();
+    for (ci, c) in chunks.enumerate() {
+        // SAFETY: `c` holds exactly 8 f32; loadu has no alignment requirement.
+        let a = _mm256_and_si256(unsafe { _mm256_loadu_si256(c.as_ptr().cast()) }, absmask);
+        let bad = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(a, last_valid)));
+        if bad != 0 {
+            let lane = bad.trailing_zeros() as usize;
+            return Err(BadValue {
+                index: base + (ci * 8 + lane) as u64,
+                value: c[lane],
+            });
+        }
+        max = _mm256_max_epu32(max, a);
+        let below_hi = _mm256_cmpgt_epi32(hi_v, a);
+        let below_lo = _mm256_cmpgt_epi32(lo_v, a);
+        let below = _mm256_movemask_ps(_mm256_castsi256_ps(below_hi)) as u32;
+        scan.at_least_hi += u64::from(8 - below.count_ones());
+        let mut inside =
+            _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_andnot_si256(below_lo, below_hi))) as u32;
+        if inside != 0 {
+            let lanes = lanes_u32(a);
+            while inside != 0 {
+                let lane = inside.trailing_zeros() as usize;
+                if let Some(slot) = out.get_mut(scan.in_range as usize) {
+                    *slot = lanes[lane];
+                }
+                scan.in_range += 1;
+                inside &= inside - 1;
+            }
+        }
+    }
+    let tail_base = base + (s.len() - tail.len()) as u64;
+    let free = out.get_mut(scan.in_range as usize..).unwrap_or_default();
+    let rest = scan_range_generic(tail, lo, hi, free).map_err(|e| BadValue {
+        index: tail_base + e.index,
+        value: e.value,
+    })?;
+    scan.at_least_hi += rest.at_least_hi;
+    scan.in_range += rest.in_range;
+    let lanes_max = lanes_u32(max).into_iter().max().unwrap_or(0);
+    scan.max_abs_bits = scan.max_abs_bits.max(rest.max_abs_bits).max(lanes_max);
+    Ok(())
 }
 
 /// Per-group accumulators.
@@ -1072,6 +1137,27 @@ impl Backend for Avx2 {
         // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
         for_f32_blocks(w, |s| lt += unsafe { count_f32(s, threshold_bits) }.0);
         w.len() as u64 - lt
+    }
+
+    fn scan_range(
+        &self,
+        w: Weights<'_>,
+        lo: u32,
+        hi: u32,
+        out: &mut [u32],
+    ) -> Result<RangeScan, BadValue> {
+        let (lo, hi) = (lo.min(NON_FINITE_BITS), hi.min(NON_FINITE_BITS));
+        let mut scan = RangeScan::default();
+        let mut base = 0u64;
+        let mut result = Ok(());
+        for_f32_blocks(w, |s| {
+            if result.is_ok() {
+                // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
+                result = unsafe { scan_range_f32(s, base, (lo, hi), out, &mut scan) };
+                base += s.len() as u64;
+            }
+        });
+        result.map(|()| scan)
     }
 
     fn count_equal(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
