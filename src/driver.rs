@@ -9,10 +9,12 @@
 
 use adpq_core::bits::{copy_values, stream_bytes, BitWriter};
 use adpq_core::format::{finish, Sections};
-use adpq_core::select::{select_with, BadValue, HistogramPass, HIST_BINS};
+use adpq_core::select::{
+    select_exact_sampled_with, select_with, BadValue, HistogramPass, RangeScan, HIST_BINS,
+};
 use adpq_core::{
     bf16, f16, Backend, Error as CoreError, Layout, PackedTensor, Params, Quantized, RowsDone,
-    RowsOut, Selection, TensorPlan, Weights,
+    RowsOut, Selection, SelectionMode, TensorPlan, Weights,
 };
 use rayon::prelude::*;
 
@@ -96,6 +98,12 @@ impl<B: Backend> Driver<B> {
         params: &Params,
     ) -> Result<Selection, CoreError> {
         let n = Self::check(w, rows, cols, params)?;
+        if params.selection == SelectionMode::Exact {
+            let scan = |lo, hi, out: &mut [u32]| self.par_scan_range(w, lo, hi, out);
+            if let Some(sel) = select_exact_sampled_with(w, params.alpha, scan) {
+                return sel.map_err(|e| e.into_error(0, cols as u64));
+            }
+        }
         select_with(
             n,
             cols,
@@ -165,6 +173,58 @@ impl<B: Backend> Driver<B> {
             *x += *y;
         }
         Ok(acc.max)
+    }
+
+    /// [`Backend::scan_range`] over chunks in parallel: candidates concatenated in chunk
+    /// order (so in row-major order), the first bad weight by index.
+    fn par_scan_range(
+        &self,
+        w: Weights<'_>,
+        lo: u32,
+        hi: u32,
+        out: &mut [u32],
+    ) -> Result<RangeScan, BadValue> {
+        let per_chunk: Vec<Result<(RangeScan, Vec<u32>), BadValue>> =
+            (0..w.len().div_ceil(self.chunk_elems))
+                .into_par_iter()
+                .map(|i| {
+                    let Some((start, chunk)) = self.chunk(w, i) else {
+                        return Ok((RangeScan::default(), Vec::new()));
+                    };
+                    let at = |e: BadValue| BadValue {
+                        index: start as u64 + e.index,
+                        value: e.value,
+                    };
+                    // Candidates are a few percent of the weights: guess, rescan if it was short.
+                    let mut buf = vec![0u32; chunk.len() / 16 + 64];
+                    let mut scan = self
+                        .backend
+                        .scan_range(chunk, lo, hi, &mut buf)
+                        .map_err(at)?;
+                    if scan.in_range as usize > buf.len() {
+                        buf = vec![0u32; scan.in_range as usize];
+                        scan = self
+                            .backend
+                            .scan_range(chunk, lo, hi, &mut buf)
+                            .map_err(at)?;
+                    }
+                    buf.truncate(scan.in_range as usize);
+                    Ok((scan, buf))
+                })
+                .collect();
+        let mut total = RangeScan::default();
+        for part in per_chunk {
+            let (scan, candidates) = part?;
+            let at = total.in_range as usize;
+            if let Some(dst) = out.get_mut(at..) {
+                let n = dst.len().min(candidates.len());
+                dst[..n].copy_from_slice(&candidates[..n]);
+            }
+            total.at_least_hi += scan.at_least_hi;
+            total.in_range += scan.in_range;
+            total.max_abs_bits = total.max_abs_bits.max(scan.max_abs_bits);
+        }
+        Ok(total)
     }
 
     fn par_count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
@@ -481,6 +541,50 @@ mod tests {
                     buf == buf_ref,
                     "bytes differ: threads {threads}, block {block}, chunk {chunk}"
                 );
+            }
+        }
+    }
+
+    /// Large tensors take the sampled one-pass selection; in parallel it must still equal
+    /// the histogram passes exactly, ties included, for any thread count and chunk size.
+    #[test]
+    fn parallel_sampled_selection_equals_histogram_passes() {
+        let (rows, cols) = (1024, 1100);
+        let mut x = 99u64;
+        let mut next = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let smooth: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+        let ties: Vec<f32> = smooth.iter().map(|v| (v * 16.0).round() / 8.0).collect();
+        // With heavy ties the bracket holds more candidates than the scratch allows and the
+        // selection falls back to the histogram passes: both must agree all the same.
+        for (w, sampled) in [(&smooth, true), (&ties, false)] {
+            let ww = Weights::F32(w);
+            let params = Params::DEFAULT;
+            let expected = select_with(
+                w.len() as u64,
+                cols,
+                &params,
+                |pass, bins| Scalar.histogram(ww, pass, bins),
+                |t| Scalar.count_at_least(ww, t),
+            )
+            .unwrap();
+            let key =
+                |s: &Selection| (s.threshold_bits, s.take_equal, s.n_outliers, s.max_abs_bits);
+            for threads in [1, 2, 3] {
+                for chunk in [CHUNK_ELEMS, 1000, 77_777] {
+                    let d = Driver::new(Scalar).with_sizes(BLOCK_ELEMS, chunk);
+                    let sel = pool(threads).install(|| d.select(ww, rows, cols, &params).unwrap());
+                    assert_eq!(
+                        key(&sel),
+                        key(&expected),
+                        "threads {threads}, chunk {chunk}"
+                    );
+                    assert_eq!(sel.passes == 1, sampled, "threads {threads}, chunk {chunk}");
+                }
             }
         }
     }

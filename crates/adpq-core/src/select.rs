@@ -288,6 +288,21 @@ pub fn select_exact_sampled<B: crate::Backend>(
     w: crate::Weights<'_>,
     alpha: f64,
 ) -> Option<Result<Selection, BadValue>> {
+    select_exact_sampled_with(w, alpha, |lo, hi, out| backend.scan_range(w, lo, hi, out))
+}
+
+/// [`select_exact_sampled`] with the scan pass given as a closure (what
+/// [`Backend::scan_range`](crate::Backend::scan_range) does over all of `w`), so that a
+/// parallel driver can split it.
+#[cfg(feature = "std")]
+pub fn select_exact_sampled_with<S>(
+    w: crate::Weights<'_>,
+    alpha: f64,
+    mut scan_range: S,
+) -> Option<Result<Selection, BadValue>>
+where
+    S: FnMut(u32, u32, &mut [u32]) -> Result<RangeScan, BadValue>,
+{
     use std::vec::Vec;
     const RUN: usize = 1024;
     const RUNS: usize = 64;
@@ -319,7 +334,7 @@ pub fn select_exact_sampled<B: crate::Backend>(
     };
     let capacity = (2.0 * (2.0 * margin / m) * n as f64) as usize + 4096;
     let mut candidates = std::vec![0u32; capacity];
-    let scan = match backend.scan_range(w, lo, hi, &mut candidates) {
+    let scan = match scan_range(lo, hi, &mut candidates) {
         Ok(scan) => scan,
         Err(e) => return Some(Err(e)),
     };
