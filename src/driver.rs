@@ -4,7 +4,7 @@
 //! Determinism: the split depends only on the tensor's shape (never on the thread count),
 //! histograms are integer sums, the first rejected weight is the one with the smallest
 //! index, and row blocks are stitched in row order. The packed output is therefore
-//! byte-identical to the single-threaded [`Backend::quantize`] whatever the pool size
+//! byte-identical to the single-threaded [`CpuKernels::quantize`] whatever the pool size
 //! (tested below), and so are the error sums.
 
 use adpq_core::bits::{copy_values, stream_bytes, BitWriter};
@@ -13,7 +13,7 @@ use adpq_core::select::{
     select_exact_sampled_with, select_with, BadValue, HistogramPass, RangeScan, HIST_BINS,
 };
 use adpq_core::{
-    bf16, f16, Backend, Error as CoreError, Layout, PackedTensor, Params, Quantized, RowsDone,
+    bf16, f16, CpuKernels, Error as CoreError, Layout, PackedTensor, Params, Quantized, RowsDone,
     RowsOut, Selection, SelectionMode, TensorPlan, Weights,
 };
 use rayon::prelude::*;
@@ -55,7 +55,7 @@ pub struct Driver<B> {
     chunk_elems: usize,
 }
 
-impl<B: Backend> Driver<B> {
+impl<B: CpuKernels> Driver<B> {
     /// A driver with the default block and chunk sizes.
     pub fn new(backend: B) -> Self {
         Driver {
@@ -89,7 +89,7 @@ impl<B: Backend> Driver<B> {
     }
 
     /// Selects the outliers of a `rows × cols` tensor; the same result as
-    /// [`Backend::select`], computed over chunks in parallel.
+    /// [`CpuKernels::select`], computed over chunks in parallel.
     pub fn select(
         &self,
         w: Weights<'_>,
@@ -175,7 +175,7 @@ impl<B: Backend> Driver<B> {
         Ok(acc.max)
     }
 
-    /// [`Backend::scan_range`] over chunks in parallel: candidates concatenated in chunk
+    /// [`CpuKernels::scan_range`] over chunks in parallel: candidates concatenated in chunk
     /// order (so in row-major order), the first bad weight by index.
     fn par_scan_range(
         &self,
@@ -238,8 +238,8 @@ impl<B: Backend> Driver<B> {
     }
 
     /// Quantizes a tensor with a selection made by [`Driver::select`] (or
-    /// [`Backend::select`]) into `out`, exactly [`adpq_core::packed_len`] bytes. Row blocks
-    /// run in parallel; the bytes equal those of [`Backend::quantize`].
+    /// [`CpuKernels::select`]) into `out`, exactly [`adpq_core::packed_len`] bytes. Row blocks
+    /// run in parallel; the bytes equal those of [`CpuKernels::quantize`].
     pub fn quantize(
         &self,
         w: Weights<'_>,

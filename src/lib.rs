@@ -5,7 +5,7 @@
 //!   through a memory map, and writing them atomically (temporary file, then rename).
 //! - [`driver`]: one tensor at a time, selection and quantization split into row blocks
 //!   that run in parallel; the result is byte-identical to the single-threaded
-//!   [`Backend::quantize`](adpq_core::Backend::quantize) for any thread count.
+//!   [`CpuKernels::quantize`](adpq_core::CpuKernels::quantize) for any thread count.
 //! - [`pipeline`]: the `quantize`, `dequantize`, `inspect` and `verify` operations on
 //!   whole checkpoints.
 //! - [`report`]: per-tensor and total figures (sizes, outliers, relative MSE, SQNR and the

@@ -12,7 +12,7 @@ use adpq::filter::TensorFilter;
 use adpq::pipeline::{self, DequantizeOptions, QuantizeOptions};
 use adpq::report::{self, ConsoleProgress};
 use adpq::Error;
-use adpq_core::backend::AnyBackend;
+use adpq_core::kernels::AnyKernels;
 use adpq_core::{Grid, Params, SelectionMode};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -42,8 +42,8 @@ enum Command {
 
 /// Resolves `--backend` (`auto`, `scalar`, `avx2`, `neon`): one detection, then the
 /// `Copy` token goes into every parallel closure.
-fn backend(name: &str) -> Result<AnyBackend, Error> {
-    AnyBackend::by_name(name).map_err(|e| Error::Usage(e.to_string()))
+fn backend(name: &str) -> Result<AnyKernels, Error> {
+    AnyKernels::by_name(name).map_err(|e| Error::Usage(e.to_string()))
 }
 
 /// Most worker threads `--threads` accepts. Far more cannot start on ordinary systems, and

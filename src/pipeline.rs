@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use adpq_core::{packed_len, Backend, PackedTensor, Params, Selection, SelectionMode};
+use adpq_core::{packed_len, CpuKernels, PackedTensor, Params, Selection, SelectionMode};
 use rayon::prelude::*;
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
@@ -213,7 +213,7 @@ fn reason(d: Decision) -> &'static str {
 }
 
 /// Quantizes a checkpoint (file or folder) into `output` (see the module docs).
-pub fn quantize<B: Backend>(
+pub fn quantize<B: CpuKernels>(
     driver: &Driver<B>,
     input: &Path,
     output: &Path,
@@ -473,7 +473,7 @@ pub fn quantize<B: Backend>(
 
 /// Quantizes one tensor into a new buffer, with its error sums when `stats`.
 #[allow(clippy::too_many_arguments)]
-fn quantize_one<B: Backend>(
+fn quantize_one<B: CpuKernels>(
     driver: &Driver<B>,
     f: &SafetensorsFile,
     t: &TensorRef<'_>,
@@ -619,7 +619,7 @@ pub struct DequantizeOptions {
 }
 
 /// Turns an adpq checkpoint back into a standard safetensors checkpoint.
-pub fn dequantize<B: Backend>(
+pub fn dequantize<B: CpuKernels>(
     driver: &Driver<B>,
     input: &Path,
     output: &Path,

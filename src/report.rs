@@ -155,7 +155,7 @@ pub struct Report {
     /// Parameters (quantize).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub params: Option<ParamsRecord>,
-    /// Backend name.
+    /// CpuKernels name.
     pub backend: String,
     /// Worker threads.
     pub threads: usize,

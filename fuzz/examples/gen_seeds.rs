@@ -6,7 +6,7 @@
 //! `cargo run --manifest-path fuzz/Cargo.toml --example gen_seeds [DIR]`
 //! (default `fuzz/seeds/parse_packed`). The output is deterministic.
 
-use adpq_core::{packed_len, Backend, Grid, Params, Scalar, SelectionMode, Weights};
+use adpq_core::{packed_len, CpuKernels, Grid, Params, Scalar, SelectionMode, Weights};
 
 fn main() {
     let dir = std::env::args()

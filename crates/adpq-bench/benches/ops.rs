@@ -17,8 +17,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use adpq_bench::{gaussian, quick, shape};
-use adpq_core::backend::{AnyBackend, Q8Activations};
-use adpq_core::{packed_len, Backend, PackedTensor, Params, Weights};
+use adpq_core::kernels::{AnyKernels, Q8Activations};
+use adpq_core::{packed_len, CpuKernels, PackedTensor, Params, Weights};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn config() -> Criterion {
@@ -39,7 +39,7 @@ fn adpq(c: &mut Criterion) {
     let w = gaussian(n, 1);
     let x = gaussian(cols, 2);
     let params = Params::DEFAULT;
-    for b in AnyBackend::available() {
+    for b in AnyKernels::available() {
         let name = b.name();
         let ww = Weights::F32(&w);
         let sel = b.select(ww, rows, cols, &params).expect("select");

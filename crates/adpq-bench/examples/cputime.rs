@@ -6,8 +6,8 @@
 //! of select, quantize, dequantize, dequantize_row, gemv, gemv_q8.
 
 use adpq_bench::{gaussian, shape};
-use adpq_core::backend::{AnyBackend, Q8Activations};
-use adpq_core::{packed_len, Backend, PackedTensor, Params, Weights};
+use adpq_core::kernels::{AnyKernels, Q8Activations};
+use adpq_core::{packed_len, CpuKernels, PackedTensor, Params, Weights};
 
 fn on_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -27,7 +27,7 @@ fn main() {
         std::process::exit(2);
     };
     let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
-    let b = AnyBackend::by_name(name).unwrap_or_else(|e| panic!("{e}"));
+    let b = AnyKernels::by_name(name).unwrap_or_else(|e| panic!("{e}"));
     let (rows, cols) = shape();
     let n = rows * cols;
     let w = gaussian(n, 1);

@@ -254,7 +254,7 @@ pub(crate) fn encode_record(
 }
 
 /// Writes the header, turns the per-row outlier counts (left in the offsets section by
-/// [`Backend::quantize_rows`](crate::Backend::quantize_rows)) into offsets, and seals the
+/// [`CpuKernels::quantize_rows`](crate::CpuKernels::quantize_rows)) into offsets, and seals the
 /// buffer with its checksum.
 pub fn finish(buf: &mut [u8], layout: &Layout, info: &HeaderInfo) -> Result<()> {
     if buf.len() != layout.total_len {

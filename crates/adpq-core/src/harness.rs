@@ -5,8 +5,8 @@
 
 use std::vec;
 
-use crate::backend::{Backend, Scalar};
 use crate::format::{packed_len, PackedTensor};
+use crate::kernels::{CpuKernels, Scalar};
 use crate::params::{Grid, Params, SelectionMode};
 use crate::weights::Weights;
 

@@ -11,12 +11,12 @@
 //!   over magnitude bit patterns, or a mode that reproduces the Python reference.
 //! - The packed format ([`format`], `docs/FORMAT.md`): one self-describing, checksummed
 //!   buffer per tensor, parsed zero-copy with full validation.
-//! - The [`Backend`] trait, implemented by [`Scalar`] (the oracle), [`Avx2`] (x86_64,
+//! - The [`CpuKernels`] trait, implemented by [`Scalar`] (the oracle), [`Avx2`] (x86_64,
 //!   detected at run time with `cpufeatures`, which needs no std) and [`Neon`] (aarch64);
-//!   [`AnyBackend::detect`] picks the best one. Fast paths produce the oracle's bytes.
+//!   [`AnyKernels::detect`] picks the best one. Fast paths produce the oracle's bytes.
 //!
 //! ```
-//! use adpq_core::{packed_len, Backend, PackedTensor, Params, Scalar, Weights};
+//! use adpq_core::{packed_len, CpuKernels, PackedTensor, Params, Scalar, Weights};
 //!
 //! let (rows, cols) = (4, 200); // rows end in a 72-wide group: fine
 //! let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 100.0).collect();
@@ -42,10 +42,10 @@
 #[cfg(feature = "std")]
 extern crate std;
 
-pub mod backend;
 pub mod bits;
 pub mod error;
 pub mod format;
+pub mod kernels;
 pub mod params;
 pub mod quant;
 pub mod select;
@@ -54,12 +54,12 @@ mod weights;
 #[cfg(feature = "std")]
 pub mod harness;
 
-pub use backend::{
-    AnyBackend, Avx2, Backend, BackendChoiceError, Neon, Q8Activations, Quantized, RowJob,
-    RowsDone, RowsOut, Scalar, TensorPlan,
-};
 pub use error::{Error, FormatError, Result};
 pub use format::{packed_len, Layout, PackedTensor, RowGroup};
+pub use kernels::{
+    AnyKernels, Avx2, CpuKernels, KernelChoiceError, Neon, Q8Activations, Quantized, RowJob,
+    RowsDone, RowsOut, Scalar, TensorPlan,
+};
 pub use params::{FormatParams, Grid, Params, SelectionMode};
 pub use select::{OutlierRule, Selection};
 pub use weights::{Element, Weights};

@@ -262,7 +262,7 @@ where
     }
 }
 
-/// What one [`scan_range`](crate::Backend::scan_range) pass found.
+/// What one [`scan_range`](crate::CpuKernels::scan_range) pass found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RangeScan {
     /// Weights with `bits(|w|) >= hi`.
@@ -277,13 +277,13 @@ pub struct RangeScan {
 ///
 /// A sample of 64 evenly spaced runs of 1024 weights, sorted, brackets the k-th largest
 /// magnitude with a margin of four binomial standard deviations. One
-/// [`scan_range`](crate::Backend::scan_range) pass then counts the weights above the
+/// [`scan_range`](crate::CpuKernels::scan_range) pass then counts the weights above the
 /// bracket and collects those inside it (in row-major order); the exact threshold and
 /// tie count come from [`select_exact_count`] over the collected few. The result is the
 /// same [`Selection`] as the histogram passes give. `None` when the tensor is too small
 /// to bother or the bracket missed (the caller then runs the histogram passes).
 #[cfg(feature = "std")]
-pub fn select_exact_sampled<B: crate::Backend>(
+pub fn select_exact_sampled<B: crate::CpuKernels>(
     backend: &B,
     w: crate::Weights<'_>,
     alpha: f64,
@@ -292,7 +292,7 @@ pub fn select_exact_sampled<B: crate::Backend>(
 }
 
 /// [`select_exact_sampled`] with the scan pass given as a closure (what
-/// [`Backend::scan_range`](crate::Backend::scan_range) does over all of `w`), so that a
+/// [`CpuKernels::scan_range`](crate::CpuKernels::scan_range) does over all of `w`), so that a
 /// parallel driver can split it.
 #[cfg(feature = "std")]
 pub fn select_exact_sampled_with<S>(
@@ -348,7 +348,7 @@ where
     let as_f32: &[f32] = bytemuck::cast_slice(candidates);
     let need = k - scan.at_least_hi;
     let sub = select_exact_count(need, |pass, bins| {
-        crate::Backend::histogram(&crate::Scalar, crate::Weights::F32(as_f32), pass, bins)
+        crate::CpuKernels::histogram(&crate::Scalar, crate::Weights::F32(as_f32), pass, bins)
     });
     Some(sub.map(|sub| {
         let t = f64::from(f32::from_bits(sub.threshold_bits));
@@ -549,7 +549,7 @@ where
 }
 
 /// Validates the parameters and a `rows × cols` shape against a slice of `len` weights
-/// (what [`Backend::select`](crate::Backend::select) checks first).
+/// (what [`CpuKernels::select`](crate::CpuKernels::select) checks first).
 pub fn check_shape(len: usize, rows: usize, cols: usize, params: &Params) -> Result<()> {
     params.validate()?;
     if rows == 0 || cols == 0 {
@@ -573,7 +573,7 @@ pub fn check_shape(len: usize, rows: usize, cols: usize, params: &Params) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Backend, Scalar};
+    use crate::kernels::{CpuKernels, Scalar};
     use crate::weights::Weights;
 
     #[test]

@@ -8,17 +8,17 @@
 //!
 //! On a machine with no SIMD backend the suite prints a visible SKIP line and passes.
 
-use adpq_core::backend::{dot_row_q8_ref, dot_tolerance, AnyBackend, Q8Activations};
+use adpq_core::kernels::{dot_row_q8_ref, dot_tolerance, AnyKernels, Q8Activations};
 use adpq_core::select::{HistogramPass, HIST_BINS};
 use adpq_core::{
-    bf16, f16, packed_len, Backend, Grid, PackedTensor, Params, Scalar, SelectionMode, Weights,
+    bf16, f16, packed_len, CpuKernels, Grid, PackedTensor, Params, Scalar, SelectionMode, Weights,
 };
 use proptest::prelude::*;
 
 /// The SIMD backends this machine can run (everything except the oracle).
-fn simd_backends() -> Vec<AnyBackend> {
-    let v: Vec<AnyBackend> = AnyBackend::available()
-        .filter(|b| !matches!(b, AnyBackend::Scalar(_)))
+fn simd_backends() -> Vec<AnyKernels> {
+    let v: Vec<AnyKernels> = AnyKernels::available()
+        .filter(|b| !matches!(b, AnyKernels::Scalar(_)))
         .collect();
     if v.is_empty() {
         eprintln!("SKIP conformance: no SIMD backend on this CPU; only the scalar oracle runs");
@@ -63,7 +63,7 @@ impl Input {
 
 /// Checks one backend against the oracle on one input; panics with context on a mismatch.
 fn check_backend(
-    b: AnyBackend,
+    b: AnyKernels,
     input: &Input,
     rows: usize,
     cols: usize,
@@ -460,12 +460,12 @@ fn all_zero_and_rejected_inputs() {
 
 #[test]
 fn backend_selection_by_name() {
-    assert_eq!(AnyBackend::by_name("scalar").unwrap().name(), "scalar");
-    assert!(AnyBackend::by_name("nope").is_err());
-    let auto = AnyBackend::by_name("auto").unwrap();
-    assert_eq!(auto, AnyBackend::detect());
-    for name in AnyBackend::NAMES {
-        match AnyBackend::by_name(name) {
+    assert_eq!(AnyKernels::by_name("scalar").unwrap().name(), "scalar");
+    assert!(AnyKernels::by_name("nope").is_err());
+    let auto = AnyKernels::by_name("auto").unwrap();
+    assert_eq!(auto, AnyKernels::detect());
+    for name in AnyKernels::NAMES {
+        match AnyKernels::by_name(name) {
             Ok(b) => assert_eq!(b.name(), name),
             Err(e) => eprintln!("backend {name}: {e}"),
         }

@@ -8,7 +8,9 @@
 use std::path::PathBuf;
 
 use adpq_core::harness::outlier_mask;
-use adpq_core::{packed_len, Backend, Grid, PackedTensor, Params, Scalar, SelectionMode, Weights};
+use adpq_core::{
+    packed_len, CpuKernels, Grid, PackedTensor, Params, Scalar, SelectionMode, Weights,
+};
 use serde_json::Value;
 
 struct Case {

@@ -4,7 +4,7 @@
 use adpq_core::harness::{check_roundtrip, outlier_mask};
 use adpq_core::select::target_count;
 use adpq_core::{
-    bf16, f16, packed_len, Backend, Error, FormatError, Grid, PackedTensor, Params, Scalar,
+    bf16, f16, packed_len, CpuKernels, Error, FormatError, Grid, PackedTensor, Params, Scalar,
     SelectionMode, Weights,
 };
 use proptest::prelude::*;

@@ -1,7 +1,7 @@
 //! Inputs the fuzz targets (`fuzz/`, `cargo xtask fuzz`) once failed on, replayed through
 //! the same harness functions so they stay fixed.
 
-use adpq_core::{Backend, PackedTensor, Scalar};
+use adpq_core::{CpuKernels, PackedTensor, Scalar};
 
 /// `parse_packed` found a structurally valid buffer (bad CRC, so only
 /// `parse_skip_checksum` accepts it) with 8-bit asymmetric grids and steps near 1e36:

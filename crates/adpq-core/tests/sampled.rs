@@ -1,14 +1,14 @@
 //! The one-pass sampled selection (`select::select_exact_sampled`, used by
-//! `Backend::select` on large tensors) must give exactly the selection of the histogram
+//! `CpuKernels::select` on large tensors) must give exactly the selection of the histogram
 //! passes (`select::select_with`), on every backend, or decline.
 
 use adpq_core::select::{select_exact_sampled, select_with};
-use adpq_core::{bf16, f16, AnyBackend, Backend, Error, Params, Scalar, Selection, Weights};
+use adpq_core::{bf16, f16, AnyKernels, CpuKernels, Error, Params, Scalar, Selection, Weights};
 
 const ROWS: usize = 1024;
 const COLS: usize = 1100; // 1.1 M weights: above the sampled path's minimum
 
-fn histogram_passes<B: Backend>(b: &B, w: Weights<'_>, params: &Params) -> Selection {
+fn histogram_passes<B: CpuKernels>(b: &B, w: Weights<'_>, params: &Params) -> Selection {
     select_with(
         w.len() as u64,
         COLS,
@@ -56,10 +56,10 @@ fn cases() -> Vec<(&'static str, Vec<f32>)> {
     ]
 }
 
-fn backends() -> Vec<AnyBackend> {
-    let mut v = vec![AnyBackend::Scalar(Scalar)];
-    if !matches!(AnyBackend::detect(), AnyBackend::Scalar(_)) {
-        v.push(AnyBackend::detect());
+fn backends() -> Vec<AnyKernels> {
+    let mut v = vec![AnyKernels::Scalar(Scalar)];
+    if !matches!(AnyKernels::detect(), AnyKernels::Scalar(_)) {
+        v.push(AnyKernels::detect());
     }
     v
 }

@@ -16,7 +16,7 @@ use core::fmt::Write;
 
 use adpq_core::quant::{pow2, GridScale};
 use adpq_core::{
-    f16, packed_len, Backend, Error, FormatError, Grid, PackedTensor, Params, Scalar,
+    f16, packed_len, CpuKernels, Error, FormatError, Grid, PackedTensor, Params, Scalar,
     SelectionMode, Weights,
 };
 

@@ -3,19 +3,19 @@
 use core::fmt;
 
 use super::scalar::code_at;
-use super::{Avx2, Backend, Neon, RowJob, RowsDone, RowsOut, Scalar};
+use super::{Avx2, CpuKernels, Neon, RowJob, RowsDone, RowsOut, Scalar};
 use crate::error::{Error, Result};
 use crate::format::PackedTensor;
 use crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS};
 use crate::weights::Weights;
 
-/// Any CPU backend, chosen at run time. Detect once ([`AnyBackend::detect`]), then pass
+/// Any CPU backend, chosen at run time. Detect once ([`AnyKernels::detect`]), then pass
 /// the (`Copy`) value into parallel closures.
 ///
 /// Every variant exists on every target: on a target without the ISA, the variant's
 /// type is uninhabited, so it can never be constructed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnyBackend {
+pub enum AnyKernels {
     /// The portable oracle.
     Scalar(Scalar),
     /// AVX2 + FMA (x86_64).
@@ -24,23 +24,23 @@ pub enum AnyBackend {
     Neon(Neon),
 }
 
-/// Why [`AnyBackend::by_name`] refused a name.
+/// Why [`AnyKernels::by_name`] refused a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendChoiceError<'a> {
-    /// Not one of [`AnyBackend::NAMES`].
+pub enum KernelChoiceError<'a> {
+    /// Not one of [`AnyKernels::NAMES`].
     Unknown(&'a str),
     /// A known backend this CPU (or target) cannot run.
     Unavailable(&'static str),
 }
 
-impl fmt::Display for BackendChoiceError<'_> {
+impl fmt::Display for KernelChoiceError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BackendChoiceError::Unknown(n) => write!(
+            KernelChoiceError::Unknown(n) => write!(
                 f,
                 "unknown backend `{n}` (expected one of: auto, scalar, avx2, neon)"
             ),
-            BackendChoiceError::Unavailable(n) => {
+            KernelChoiceError::Unavailable(n) => {
                 write!(f, "backend `{n}` is not available on this CPU")
             }
         }
@@ -48,89 +48,89 @@ impl fmt::Display for BackendChoiceError<'_> {
 }
 
 #[cfg(feature = "std")]
-impl std::error::Error for BackendChoiceError<'_> {}
+impl std::error::Error for KernelChoiceError<'_> {}
 
-impl AnyBackend {
-    /// The names [`AnyBackend::by_name`] accepts besides `auto`.
+impl AnyKernels {
+    /// The names [`AnyKernels::by_name`] accepts besides `auto`.
     pub const NAMES: [&'static str; 3] = ["scalar", "avx2", "neon"];
 
     /// The fastest backend this CPU supports: AVX2, else NEON, else scalar.
-    pub fn detect() -> AnyBackend {
+    pub fn detect() -> AnyKernels {
         if let Some(b) = Avx2::try_new() {
-            AnyBackend::Avx2(b)
+            AnyKernels::Avx2(b)
         } else if let Some(b) = Neon::try_new() {
-            AnyBackend::Neon(b)
+            AnyKernels::Neon(b)
         } else {
-            AnyBackend::Scalar(Scalar)
+            AnyKernels::Scalar(Scalar)
         }
     }
 
     /// The backend called `name` (`auto`, `scalar`, `avx2`, `neon`; case-insensitive).
     ///
     /// ```
-    /// use adpq_core::backend::AnyBackend;
-    /// assert_eq!(AnyBackend::by_name("scalar").unwrap().name(), "scalar");
-    /// assert!(AnyBackend::by_name("sse9").is_err());
-    /// # use adpq_core::Backend;
+    /// use adpq_core::kernels::AnyKernels;
+    /// assert_eq!(AnyKernels::by_name("scalar").unwrap().name(), "scalar");
+    /// assert!(AnyKernels::by_name("sse9").is_err());
+    /// # use adpq_core::CpuKernels;
     /// ```
-    pub fn by_name(name: &str) -> core::result::Result<AnyBackend, BackendChoiceError<'_>> {
+    pub fn by_name(name: &str) -> core::result::Result<AnyKernels, KernelChoiceError<'_>> {
         let is = |s: &str| name.eq_ignore_ascii_case(s);
         if is("auto") {
             Ok(Self::detect())
         } else if is("scalar") {
-            Ok(AnyBackend::Scalar(Scalar))
+            Ok(AnyKernels::Scalar(Scalar))
         } else if is("avx2") {
             Avx2::try_new()
-                .map(AnyBackend::Avx2)
-                .ok_or(BackendChoiceError::Unavailable("avx2"))
+                .map(AnyKernels::Avx2)
+                .ok_or(KernelChoiceError::Unavailable("avx2"))
         } else if is("neon") {
             Neon::try_new()
-                .map(AnyBackend::Neon)
-                .ok_or(BackendChoiceError::Unavailable("neon"))
+                .map(AnyKernels::Neon)
+                .ok_or(KernelChoiceError::Unavailable("neon"))
         } else {
-            Err(BackendChoiceError::Unknown(name))
+            Err(KernelChoiceError::Unknown(name))
         }
     }
 
     /// Every backend this CPU can run, scalar first.
-    pub fn available() -> impl Iterator<Item = AnyBackend> {
+    pub fn available() -> impl Iterator<Item = AnyKernels> {
         [
-            Some(AnyBackend::Scalar(Scalar)),
-            Avx2::try_new().map(AnyBackend::Avx2),
-            Neon::try_new().map(AnyBackend::Neon),
+            Some(AnyKernels::Scalar(Scalar)),
+            Avx2::try_new().map(AnyKernels::Avx2),
+            Neon::try_new().map(AnyKernels::Neon),
         ]
         .into_iter()
         .flatten()
     }
 }
 
-impl From<Scalar> for AnyBackend {
+impl From<Scalar> for AnyKernels {
     fn from(b: Scalar) -> Self {
-        AnyBackend::Scalar(b)
+        AnyKernels::Scalar(b)
     }
 }
-impl From<Avx2> for AnyBackend {
+impl From<Avx2> for AnyKernels {
     fn from(b: Avx2) -> Self {
-        AnyBackend::Avx2(b)
+        AnyKernels::Avx2(b)
     }
 }
-impl From<Neon> for AnyBackend {
+impl From<Neon> for AnyKernels {
     fn from(b: Neon) -> Self {
-        AnyBackend::Neon(b)
+        AnyKernels::Neon(b)
     }
 }
 
 macro_rules! dispatch {
     ($self:expr, $b:ident => $e:expr) => {
         match $self {
-            AnyBackend::Scalar($b) => $e,
-            AnyBackend::Avx2($b) => $e,
-            AnyBackend::Neon($b) => $e,
+            AnyKernels::Scalar($b) => $e,
+            AnyKernels::Avx2($b) => $e,
+            AnyKernels::Neon($b) => $e,
         }
     };
 }
 
-impl Backend for AnyBackend {
+impl CpuKernels for AnyKernels {
     fn name(&self) -> &'static str {
         dispatch!(self, b => b.name())
     }
@@ -181,7 +181,7 @@ impl Backend for AnyBackend {
     }
 }
 
-/// The documented bound on how far a SIMD backend's [`Backend::dot_row`] may be from the
+/// The documented bound on how far a SIMD backend's [`CpuKernels::dot_row`] may be from the
 /// scalar oracle's on the same row and `x`.
 ///
 /// Codes, scales and dequantized values are bit-identical across backends; dot products

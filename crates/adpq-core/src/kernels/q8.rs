@@ -14,7 +14,7 @@
 //! `|w|max · 127 · g`: with weights beyond ~1e33 it may overflow where an f32 dot would not.
 
 use super::scalar::code_at;
-use super::AnyBackend;
+use super::AnyKernels;
 use crate::error::{Error, Result};
 use crate::format::PackedTensor;
 use crate::quant::round_ties_even;
@@ -174,7 +174,7 @@ pub fn dot_row_q8_ref(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> 
     Ok(acc)
 }
 
-impl AnyBackend {
+impl AnyKernels {
     /// Dot product of packed row `row` with int8 activations. AVX2 has a fast path
     /// (4-bit codes); other backends use [`dot_row_q8_ref`].
     pub fn dot_row_q8(
@@ -185,12 +185,12 @@ impl AnyBackend {
     ) -> Result<f32> {
         match self {
             #[cfg(target_arch = "x86_64")]
-            AnyBackend::Avx2(b) => b.dot_row_q8(t, row, a),
+            AnyKernels::Avx2(b) => b.dot_row_q8(t, row, a),
             _ => dot_row_q8_ref(t, row, a),
         }
     }
 
-    /// `y = W x̂` with int8 activations `x̂` (see [`AnyBackend::dot_row_q8`]).
+    /// `y = W x̂` with int8 activations `x̂` (see [`AnyKernels::dot_row_q8`]).
     pub fn gemv_q8(
         &self,
         t: &PackedTensor<'_>,
@@ -216,7 +216,7 @@ mod tests {
     use std::vec;
 
     use super::*;
-    use crate::{packed_len, Backend, Params, Scalar, Weights};
+    use crate::{packed_len, CpuKernels, Params, Scalar, Weights};
 
     /// Activations grouped differently from the tensor are a shape mismatch that names
     /// both group sizes, not an invalid group size.
@@ -239,8 +239,8 @@ mod tests {
             actual: 64,
         };
         assert_eq!(dot_row_q8_ref(&t, 0, &a), Err(want));
-        assert_eq!(AnyBackend::detect().dot_row_q8(&t, 0, &a), Err(want));
+        assert_eq!(AnyKernels::detect().dot_row_q8(&t, 0, &a), Err(want));
         let mut y = [0f32; 2];
-        assert_eq!(AnyBackend::detect().gemv_q8(&t, &a, &mut y), Err(want));
+        assert_eq!(AnyKernels::detect().gemv_q8(&t, &a, &mut y), Err(want));
     }
 }

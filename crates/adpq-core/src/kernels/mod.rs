@@ -1,4 +1,4 @@
-//! The `Backend` contract and its implementations.
+//! The `CpuKernels` contract and its implementations.
 //!
 //! A backend value is a token: holding one proves the hardware it needs is present.
 //! Operations are coarse (a whole histogram pass, a block of rows, a whole row dot
@@ -18,7 +18,7 @@ mod x86_64;
 
 #[cfg(target_arch = "aarch64")]
 pub use aarch64::Neon;
-pub use auto::{dot_tolerance, AnyBackend, BackendChoiceError};
+pub use auto::{dot_tolerance, AnyKernels, KernelChoiceError};
 pub use q8::{dot_row_q8_ref, Q8Activations};
 pub use scalar::Scalar;
 #[cfg(not(target_arch = "x86_64"))]
@@ -88,7 +88,7 @@ pub struct Quantized {
 }
 
 /// The operations every backend provides.
-pub trait Backend: Copy + Send + Sync + core::fmt::Debug {
+pub trait CpuKernels: Copy + Send + Sync + core::fmt::Debug {
     /// Short lowercase name (`scalar`, `avx2`, `neon`, `cuda`).
     fn name(&self) -> &'static str;
 
@@ -105,7 +105,7 @@ pub trait Backend: Copy + Send + Sync + core::fmt::Debug {
     /// Number of weights with `bits(|w|) >= threshold_bits`.
     fn count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64;
 
-    /// One pass that validates every weight (as [`Backend::histogram`] does), counts the
+    /// One pass that validates every weight (as [`CpuKernels::histogram`] does), counts the
     /// weights with `bits(|w|) >= hi`, and writes the magnitude bits of those with
     /// `lo <= bits(|w|) < hi` into `out` in order (as many as fit; all are counted).
     fn scan_range(
@@ -178,7 +178,7 @@ pub trait Backend: Copy + Send + Sync + core::fmt::Debug {
         )
     }
 
-    /// Quantizes a whole tensor with a selection made by [`Backend::select`] into `out`,
+    /// Quantizes a whole tensor with a selection made by [`CpuKernels::select`] into `out`,
     /// which must be exactly [`packed_len`](crate::packed_len) bytes.
     fn quantize(
         &self,

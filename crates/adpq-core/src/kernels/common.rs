@@ -4,8 +4,8 @@
 
 use half::slice::HalfFloatSliceExt;
 
-use crate::backend::scalar::histogram_generic;
 use crate::error::Error;
+use crate::kernels::scalar::histogram_generic;
 use crate::select::{
     is_valid_abs_bits, BadValue, HistogramPass, OutlierRule, HIST_BINS, TAKE_ALL_EQUAL,
 };

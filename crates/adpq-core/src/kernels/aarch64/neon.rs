@@ -4,7 +4,7 @@
 //! histograms and counts; the scalar oracle's f32 operations per lane for codes
 //! (`vrndnq_f32` rounds half to even, like the magic-number trick), so packed bytes are
 //! identical; dequantization bit-identical; dot products within
-//! [`dot_tolerance`](crate::backend::dot_tolerance). An 8-weight "chunk" is a pair of
+//! [`dot_tolerance`](crate::kernels::dot_tolerance). An 8-weight "chunk" is a pair of
 //! 4-lane registers, so masks are one byte per chunk as in the AVX2 backend.
 //!
 //! NEON is baseline on `aarch64-unknown-linux-gnu`, but rustc still requires a
@@ -18,13 +18,13 @@ use core::arch::aarch64::*;
 
 use half::slice::HalfFloatSliceExt;
 
-use crate::backend::common::{
-    classify_in_order, for_f32_blocks, histogram_with, rejected_weight, TieMode,
-};
-use crate::backend::scalar::{check_out_rows, check_rows, code_at, grid_of, put_code};
-use crate::backend::{Backend, RowJob, RowsDone, RowsOut};
 use crate::error::{Error, Result};
 use crate::format::{encode_record, PackedTensor};
+use crate::kernels::common::{
+    classify_in_order, for_f32_blocks, histogram_with, rejected_weight, TieMode,
+};
+use crate::kernels::scalar::{check_out_rows, check_rows, code_at, grid_of, put_code};
+use crate::kernels::{CpuKernels, RowJob, RowsDone, RowsOut};
 use crate::params::{Grid, MAX_GROUP_SIZE};
 use crate::quant::GridScale;
 use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, HIST_BINS};
@@ -571,7 +571,7 @@ fn dot_row_neon(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
     Ok(acc + vaddvq_f32(accv))
 }
 
-impl Backend for Neon {
+impl CpuKernels for Neon {
     fn name(&self) -> &'static str {
         "neon"
     }

@@ -12,23 +12,23 @@
 //! clamp to ±512, round half to even with `vroundps`, which equals the magic-number trick
 //! for `|x| ≤ 2^22`, add the offset, clamp), so the packed bytes are identical.
 //! Dequantization is `(code − offset) as f32 · Δ`, also identical. Only the dot products
-//! sum in another order (8 lanes, FMA): see [`dot_tolerance`](crate::backend::dot_tolerance).
+//! sum in another order (8 lanes, FMA): see [`dot_tolerance`](crate::kernels::dot_tolerance).
 
 use core::arch::x86_64::*;
 
 use half::slice::HalfFloatSliceExt;
 
-use crate::backend::common::{
-    classify_in_order, for_f32_blocks, histogram_with, rejected_weight, TieMode,
-};
-use crate::backend::q8::{dot_row_q8_ref, Q8Activations};
-use crate::backend::scalar::{
-    check_out_rows, check_rows, code_at, grid_of, put_code, scan_range_generic,
-};
-use crate::backend::{Backend, RowJob, RowsDone, RowsOut};
 use crate::bits::get_bits;
 use crate::error::{Error, Result};
 use crate::format::{encode_record, GroupRecord, PackedTensor};
+use crate::kernels::common::{
+    classify_in_order, for_f32_blocks, histogram_with, rejected_weight, TieMode,
+};
+use crate::kernels::q8::{dot_row_q8_ref, Q8Activations};
+use crate::kernels::scalar::{
+    check_out_rows, check_rows, code_at, grid_of, put_code, scan_range_generic,
+};
+use crate::kernels::{CpuKernels, RowJob, RowsDone, RowsOut};
 use crate::params::{Grid, MAX_GROUP_SIZE};
 use crate::quant::GridScale;
 use crate::select::{
@@ -189,7 +189,7 @@ fn count_f32(s: &[f32], t: u32) -> (u64, u64) {
     (lt, eq)
 }
 
-/// The AVX2 [`Backend::scan_range`] over f32 weights whose first flat index is `base`,
+/// The AVX2 [`CpuKernels::scan_range`] over f32 weights whose first flat index is `base`,
 /// adding into `scan`.
 #[target_feature(enable = "avx2,fma,popcnt")]
 fn scan_range_f32(
@@ -979,7 +979,7 @@ fn dot_row_avx2(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
 
 impl Avx2 {
     /// Dot product of packed row `row` with int8 activations (see
-    /// [`backend::q8`](crate::backend::Q8Activations)): exact integer `Σ c·q` per group
+    /// [`kernels::q8`](crate::kernels::Q8Activations)): exact integer `Σ c·q` per group
     /// with `maddubs`, vectorized outlier corrections. Formats other than 4-bit codes in
     /// groups of 128 use the portable reference.
     pub fn dot_row_q8(
@@ -1111,7 +1111,7 @@ fn dot_row_q8_avx2(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> Res
     Ok(acc + hsum(accv))
 }
 
-impl Backend for Avx2 {
+impl CpuKernels for Avx2 {
     fn name(&self) -> &'static str {
         "avx2"
     }

@@ -1,6 +1,6 @@
 //! The portable scalar backend: plain loops, the oracle for every fast path.
 
-use super::{Backend, RowJob, RowsDone, RowsOut};
+use super::{CpuKernels, RowJob, RowsDone, RowsOut};
 use crate::bits::{get_bits, or_bits};
 use crate::error::{Error, Result};
 use crate::format::{encode_record, PackedTensor};
@@ -43,7 +43,7 @@ pub(crate) fn histogram_generic<T: Element>(
     Ok(max)
 }
 
-/// The scalar [`Backend::scan_range`].
+/// The scalar [`CpuKernels::scan_range`].
 pub(crate) fn scan_range_generic<T: Element>(
     s: &[T],
     lo: u32,
@@ -313,7 +313,7 @@ pub(crate) fn dot_row(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> 
     Ok(acc)
 }
 
-impl Backend for Scalar {
+impl CpuKernels for Scalar {
     fn name(&self) -> &'static str {
         "scalar"
     }

@@ -1,8 +1,8 @@
-//! Stand-ins for the backends of other architectures, so that [`AnyBackend`] and code
+//! Stand-ins for the backends of other architectures, so that [`AnyKernels`] and code
 //! that names `Avx2` or `Neon` compile everywhere. Each stand-in is uninhabited: its
 //! `try_new` returns `None`, so no value (and no call of its methods) can exist.
 //!
-//! [`AnyBackend`]: super::AnyBackend
+//! [`AnyKernels`]: super::AnyKernels
 
 macro_rules! stub_backend {
     ($name:ident, $label:literal, $arch:literal) => {
@@ -36,7 +36,7 @@ macro_rules! stub_backend {
             }
         }
 
-        impl super::Backend for $name {
+        impl super::CpuKernels for $name {
             fn name(&self) -> &'static str {
                 match self.never {}
             }
