@@ -1556,3 +1556,95 @@ fn entries_not_copied_are_warned_about() {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+/// The digest of a checkpoint file's tensors: sha256 over, for each tensor sorted by
+/// name, the name's UTF-8 bytes followed by the 32-byte sha256 of its data bytes (as
+/// `digest.py` computed the baselines). Returns the hex digest and the tensor count.
+fn tensors_digest(path: &Path) -> (String, usize) {
+    use sha2::{Digest, Sha256};
+    let (tensors, _) = read_st(path);
+    let mut all = Sha256::new();
+    for (name, (_, _, data)) in &tensors {
+        all.update(name.as_bytes());
+        all.update(Sha256::digest(data));
+    }
+    let hex = all.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    (hex, tensors.len())
+}
+
+/// Quantizes (or dequantizes) `input` with `args` and checks the output's digest
+/// against one taken with the binary before the crate split (issue 7).
+fn assert_output_digest(input: &Path, out: &Path, args: &[&str], digest: &str, n: usize) {
+    let mut cmd = vec![args[0], p(input), "-o", p(out), "-q"];
+    cmd.extend_from_slice(&args[1..]);
+    ok(&adpq(&cmd));
+    assert_eq!(tensors_digest(out), (digest.to_string(), n), "{args:?}");
+}
+
+/// Every packed byte of the real MiniLM checkpoint, for the default and two non-default
+/// settings, and its bf16 dequantization, is identical to the output of the binary
+/// before the std crates were split out.
+#[test]
+fn real_minilm_output_is_byte_identical_to_baseline() {
+    let input = data_dir().join("minilm/model.safetensors");
+    if !input.exists() {
+        skip_missing_data(&input);
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["quantize"],
+            "f699c32cef5a325c2770c1f50663f713c1ff1491571631f3c97c127f31a3cf62",
+        ),
+        (
+            &[
+                "quantize",
+                "--asymmetric",
+                "--bits",
+                "3",
+                "--group-size",
+                "64",
+                "--alpha",
+                "0.1",
+            ],
+            "8d20b9ad196edfbf20137e36230a05cd0225bcc313c45c4d27824d53883c843a",
+        ),
+        (
+            &["quantize", "--reference-iters", "100"],
+            "9dbbb40f72df77a79ed81631c1eaf27f62fd7c7b52f83d18cfdfd7f2cee19e32",
+        ),
+    ];
+    for (i, (args, digest)) in cases.iter().enumerate() {
+        let out = tmp.path().join(format!("q{i}.safetensors"));
+        assert_output_digest(&input, &out, args, digest, 104);
+    }
+    let default_output = tmp.path().join("q0.safetensors");
+    assert_output_digest(
+        &default_output,
+        &tmp.path().join("d.safetensors"),
+        &["dequantize", "--dtype", "bf16"],
+        "dd59f3305b92d7538475f646c45e9c0354a589e3f04887881aed56ec58f717fd",
+        104,
+    );
+}
+
+/// SmolLM2-135M quantized with two threads: byte-identical to the binary before the
+/// std crates were split out. Release only, like the other SmolLM2 test.
+#[test]
+#[ignore = "about 100 M weights; run with --release -- --ignored"]
+fn real_smollm2_output_is_byte_identical_to_baseline() {
+    let input = data_dir().join("smollm2/model.safetensors");
+    if !input.exists() {
+        skip_missing_data(&input);
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    assert_output_digest(
+        &input,
+        &tmp.path().join("q.safetensors"),
+        &["quantize", "--threads", "2"],
+        "02cf462de0a3469a53ac4d0eb24d28472e0a871547a5688c659e2e156a861c5a",
+        272,
+    );
+}
