@@ -206,3 +206,54 @@ pub fn weight_data<'a>(t: &TensorRef<'a>) -> Option<WeightData<'a>> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::TensorView;
+
+    /// Lookup by name, data order, and weights viewed in place or copied when misaligned.
+    #[test]
+    fn tensors_by_name_and_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let a: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let b = vec![7u8; 3];
+        let views = vec![
+            (
+                "b".to_string(),
+                TensorView::new(Dtype::U8, vec![3], &b).unwrap(),
+            ),
+            (
+                "a".to_string(),
+                TensorView::new(Dtype::F32, vec![2, 2], &a).unwrap(),
+            ),
+        ];
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+        let f = SafetensorsFile::open(&path).unwrap();
+        assert_eq!(f.file_name(), "m.safetensors");
+        assert_eq!(f.names(), ["a", "b"]);
+        assert!(f.contains("a") && !f.contains("c"));
+        assert!(f.tensor("c").is_none());
+        let t = f.tensor("a").unwrap();
+        assert_eq!(
+            (t.name, t.dtype, t.shape, t.numel()),
+            ("a", Dtype::F32, &[2, 2][..], 4)
+        );
+        let wd = weight_data(&t).unwrap();
+        assert!(matches!(wd.weights(), Weights::F32(w) if w == [1.0, 2.0, 3.0, 4.0]));
+        assert!(weight_data(&f.tensor("b").unwrap()).is_none());
+        // The same bytes one byte off: copied, same values.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&a);
+        let odd = TensorRef {
+            data: &shifted[1..],
+            ..t
+        };
+        let wd = weight_data(&odd).unwrap();
+        assert!(matches!(wd.weights(), Weights::F32(w) if w == [1.0, 2.0, 3.0, 4.0]));
+    }
+}

@@ -206,3 +206,34 @@ pub fn packed_of<'a>(
     }
     Ok(packed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trip_restores_the_input() {
+        let input = BTreeMap::from([
+            ("format".to_string(), "pt".to_string()),
+            ("note".to_string(), "kept".to_string()),
+        ]);
+        let originals = BTreeMap::from([(
+            "w".to_string(),
+            OriginalTensor {
+                dtype: "BF16".into(),
+                shape: vec![4, 128],
+            },
+        )]);
+        let q = quantized_metadata(input.clone(), &Params::DEFAULT, &originals, "adpq 0.0");
+        assert!(is_adpq(&q));
+        assert_eq!(q[META_ORIGINAL_FORMAT], "pt");
+        assert_eq!(q[META_TOOL], "adpq 0.0");
+        assert_eq!(q[META_VERSION], adpq_core::format::VERSION.to_string());
+        let params: ParamsRecord = serde_json::from_str(&q[META_PARAMS]).unwrap();
+        assert_eq!(params, ParamsRecord::from(&Params::DEFAULT));
+        let back: BTreeMap<String, OriginalTensor> =
+            serde_json::from_str(&q[META_TENSORS]).unwrap();
+        assert_eq!(back, originals);
+        assert_eq!(dequantized_metadata(&q), input);
+    }
+}
