@@ -6,10 +6,11 @@
 //! `adpq` binary); `adpq-core` supplies the format and the row-level kernels.
 //!
 //! Where to start reading:
-//! - [`Engine`]: the seam every backend implements. An engine owns its context (a CPU
-//!   kernel token and the rayon pool it runs on; for a GPU, a device context) and loads
-//!   a tensor before working on it, so a device engine uploads it once and keeps it
-//!   resident for the selection passes and the quantization, or for repeated gemv.
+//! - [`Engine`]: the seam every backend implements. An engine owns its context (for the
+//!   CPU, the kernel token that proves the CPU features; for a GPU, a device context and
+//!   streams) and loads a tensor before working on it, so a device engine uploads it once
+//!   and keeps it resident for the selection passes and the quantization, or for
+//!   repeated gemv.
 //! - [`CpuEngine`]: the engine over any [`CpuKernels`](adpq_core::CpuKernels), parallel
 //!   inside over row blocks and chunks ([`driver`]); its output is byte-identical to the
 //!   single-threaded core for any thread count.
@@ -62,7 +63,12 @@ pub type EngineResult<T> = Result<T, EngineError>;
 /// Contract: for the same weights, parameters and selection, `quantize` writes the bytes
 /// of [`adpq_core::CpuKernels::quantize`] (the scalar kernels are the oracle), and
 /// `select` returns the selection of [`adpq_core::CpuKernels::select`].
-pub trait Engine: Sync {
+///
+/// Why associated types rather than host slices everywhere: the dense and packed types
+/// are where an engine keeps a tensor between calls (for the CPU, borrowed host slices,
+/// so loading is free). Results that the pipeline writes to a file (packed bytes,
+/// dequantized bytes) come back in host buffers the caller lends.
+pub trait Engine {
     /// A dense `rows × cols` tensor loaded for selection and quantization.
     type Dense<'a>
     where
