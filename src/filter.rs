@@ -8,9 +8,8 @@
 //! passed through byte for byte.
 
 use regex::Regex;
-use safetensors::Dtype;
 
-use crate::error::{Error, Result};
+use adpq_io::{Dtype, Error, Result};
 
 /// The tensor-selection rule.
 #[derive(Debug, Clone, Default)]

@@ -1,20 +1,31 @@
-//! The `adpq` command line. See `adpq --help`.
+//! The `adpq` command line. See `adpq --help` and docs/CLI.md.
+//!
+//! This binary is the only place with CLI dependencies (clap, indicatif, regex): argument
+//! parsing here, the whole-checkpoint commands in [`pipeline`] (generic over
+//! [`adpq_engine::Engine`], files through `adpq-io`), figures in [`report`], the
+//! progress display in [`progress`] and the include/exclude rule in [`filter`].
 //!
 //! Exit codes: 0 success, 1 runtime or data error (the message names the file and the
 //! tensor), 2 usage error.
+#![deny(unsafe_code)]
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use adpq::driver::{Driver, OutDtype};
-use adpq::filter::TensorFilter;
-use adpq::pipeline::{self, DequantizeOptions, QuantizeOptions};
-use adpq::report::{self, ConsoleProgress};
-use adpq::Error;
+mod filter;
+mod pipeline;
+mod progress;
+mod report;
+
 use adpq_core::kernels::AnyKernels;
 use adpq_core::{Grid, Params, SelectionMode};
+use adpq_engine::{CpuEngine, OutDtype};
+use adpq_io::Error;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use filter::TensorFilter;
+use pipeline::{DequantizeOptions, QuantizeOptions};
+use progress::ConsoleProgress;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -236,8 +247,9 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
     };
     let b = backend(&a.run.backend)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
-    let report = pool(a.run.threads)?
-        .install(|| pipeline::quantize(&Driver::new(b), &a.input, &output, &opts, &mut progress))?;
+    let report = pool(a.run.threads)?.install(|| {
+        pipeline::quantize(&CpuEngine::new(b), &a.input, &output, &opts, &mut progress)
+    })?;
     print_stdout(|out| report.print(out, a.summary_only));
     if let Some(path) = &a.report {
         report::write_json(path, &report)?;
@@ -258,7 +270,13 @@ fn dequantize(a: DequantizeArgs) -> Result<(), Error> {
     let b = backend(&a.run.backend)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
     let report = pool(a.run.threads)?.install(|| {
-        pipeline::dequantize(&Driver::new(b), &a.input, &a.output, &opts, &mut progress)
+        pipeline::dequantize(
+            &CpuEngine::new(b),
+            &a.input,
+            &a.output,
+            &opts,
+            &mut progress,
+        )
     })?;
     print_stdout(|out| report.print(out, true));
     if let Some(path) = &a.report {

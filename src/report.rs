@@ -1,53 +1,43 @@
-//! Reports: per-tensor and total figures of a run, printed as a table or written as JSON,
-//! and the progress display (a bar on a terminal, plain lines otherwise).
+//! Reports: per-tensor and total figures of a run, printed as a table or written as JSON.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use adpq_engine::ErrorSums;
+use adpq_io::meta::ParamsRecord;
+use adpq_io::{Error, Output, Result};
 use serde::Serialize;
-
-use crate::error::{Error, Result};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// The quantization parameters as written in reports and in the checkpoint metadata.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct ParamsRecord {
-    /// Bits per code.
-    pub bits: u8,
-    /// Group size.
-    pub group_size: u16,
-    /// Target outlier fraction.
-    pub alpha: f64,
-    /// `symmetric` or `asymmetric`.
-    pub grid: String,
-    /// `exact` or `reference`.
-    pub selection: String,
-    /// Iteration cap of the reference selection.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub reference_iters: Option<u32>,
+/// What a run did with one tensor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TensorAction {
+    /// Copied byte for byte.
+    #[default]
+    Passthrough,
+    /// Packed by `quantize`.
+    Quantized,
+    /// Restored by `dequantize`.
+    Dequantized,
 }
 
-impl From<&adpq_core::Params> for ParamsRecord {
-    fn from(p: &adpq_core::Params) -> Self {
-        let (selection, reference_iters) = match p.selection {
-            adpq_core::SelectionMode::Exact => ("exact", None),
-            adpq_core::SelectionMode::Reference { n_iters } => ("reference", Some(n_iters)),
-        };
-        ParamsRecord {
-            bits: p.bits,
-            group_size: p.group_size,
-            alpha: p.alpha,
-            grid: match p.grid {
-                adpq_core::Grid::Symmetric => "symmetric",
-                adpq_core::Grid::Asymmetric => "asymmetric",
-            }
-            .into(),
-            selection: selection.into(),
-            reference_iters,
+impl TensorAction {
+    /// The name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TensorAction::Passthrough => "passthrough",
+            TensorAction::Quantized => "quantized",
+            TensorAction::Dequantized => "dequantized",
         }
+    }
+}
+
+impl std::fmt::Display for TensorAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
     }
 }
 
@@ -62,8 +52,8 @@ pub struct TensorReport {
     pub dtype: String,
     /// Shape.
     pub shape: Vec<usize>,
-    /// `quantized`, `dequantized` or `passthrough`.
-    pub action: String,
+    /// What was done.
+    pub action: TensorAction,
     /// Why a tensor was passed through.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -91,6 +81,53 @@ pub struct TensorReport {
     pub rtn_sqnr_db: Option<f64>,
     /// Seconds spent on this tensor (selection excluded).
     pub seconds: f64,
+}
+
+impl TensorReport {
+    /// A passthrough entry; the pipeline fills in the rest.
+    pub fn new(
+        file: String,
+        name: &str,
+        dtype: impl ToString,
+        shape: &[usize],
+        bytes_in: u64,
+        bytes_out: u64,
+    ) -> Self {
+        TensorReport {
+            file,
+            name: name.to_string(),
+            dtype: dtype.to_string(),
+            shape: shape.to_vec(),
+            bytes_in,
+            bytes_out,
+            ..Default::default()
+        }
+    }
+
+    /// Records a quantized tensor's error figures (an SQNR of +inf, zero error, is left
+    /// out: JSON `null`).
+    pub fn set_error_sums(&mut self, s: &ErrorSums) {
+        self.rel_mse = Some(s.rel_mse());
+        self.rtn_rel_mse = Some(s.rtn_rel_mse());
+        self.sqnr_db = Some(s.sqnr_db()).filter(|v| v.is_finite());
+        self.rtn_sqnr_db = Some(s.rtn_sqnr_db()).filter(|v| v.is_finite());
+    }
+
+    /// The progress line of a quantized 2-D tensor.
+    pub fn quantized_line(&self) -> String {
+        format!(
+            "quantized {} ({}x{}) {:.2} -> {:.2} MiB{}",
+            self.name,
+            self.shape[0],
+            self.shape[1],
+            self.bytes_in as f64 / MIB,
+            self.bytes_out as f64 / MIB,
+            self.rel_mse.map_or(String::new(), |m| format!(
+                ", rel MSE {m:.3e} (RTN {:.3e})",
+                self.rtn_rel_mse.unwrap_or(0.0)
+            ))
+        )
+    }
 }
 
 /// Totals of a run.
@@ -175,18 +212,21 @@ pub fn tool_version() -> String {
 
 impl Report {
     /// Computes the totals from the tensors, given the error sums of the quantized ones.
-    pub fn finish_totals(&mut self, sums: Option<crate::rtn::ErrorSums>, elapsed: Duration) {
+    pub fn finish_totals(&mut self, sums: Option<ErrorSums>, elapsed: Duration) {
         let t = &mut self.totals;
         t.tensors = self.tensors.len();
         t.converted = self
             .tensors
             .iter()
-            .filter(|r| r.action != "passthrough")
+            .filter(|r| r.action != TensorAction::Passthrough)
             .count();
         t.passthrough = t.tensors - t.converted;
         t.bytes_in = self.tensors.iter().map(|r| r.bytes_in).sum();
         t.bytes_out = self.tensors.iter().map(|r| r.bytes_out).sum();
-        let conv = self.tensors.iter().filter(|r| r.action != "passthrough");
+        let conv = self
+            .tensors
+            .iter()
+            .filter(|r| r.action != TensorAction::Passthrough);
         t.weights_converted = conv
             .clone()
             .map(|r| r.shape.iter().product::<usize>() as u64)
@@ -217,82 +257,10 @@ impl Report {
 
     /// Writes the per-tensor table (unless `summary_only`) and the totals.
     pub fn print(&self, out: &mut dyn Write, summary_only: bool) -> std::io::Result<()> {
-        let quant = self.command == "quantize";
         if !summary_only {
-            let w = self
-                .tensors
-                .iter()
-                .map(|t| t.name.len())
-                .max()
-                .unwrap_or(6)
-                .clamp(6, 60);
-            if quant {
-                writeln!(
-                    out,
-                    "{:<w$}  {:>13}  {:>5}  {:>19}  {:>9}  {:>6}  {:>9}  {:>9}  {:>7}",
-                    "tensor",
-                    "shape",
-                    "dtype",
-                    "MiB in -> out",
-                    "outliers",
-                    "bits/w",
-                    "rel MSE",
-                    "RTN MSE",
-                    "SQNR dB"
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "{:<w$}  {:>13}  {:>5}  {:>19}  {:>11}",
-                    "tensor", "shape", "dtype", "MiB in -> out", "action"
-                )?;
-            }
-            for t in &self.tensors {
-                let shape = t
-                    .shape
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("x");
-                let sizes = format!(
-                    "{:.3} -> {:.3}",
-                    t.bytes_in as f64 / MIB,
-                    t.bytes_out as f64 / MIB
-                );
-                if quant && t.action == "quantized" {
-                    let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3e}"));
-                    writeln!(
-                        out,
-                        "{:<w$}  {:>13}  {:>5}  {:>19}  {:>9}  {:>6.3}  {:>9}  {:>9}  {:>7}",
-                        t.name,
-                        shape,
-                        t.dtype,
-                        sizes,
-                        t.outliers.unwrap_or(0),
-                        t.bits_per_weight.unwrap_or(0.0),
-                        f(t.rel_mse),
-                        f(t.rtn_rel_mse),
-                        t.sqnr_db.map_or("-".to_string(), |v| format!("{v:.2}")),
-                    )?;
-                } else if quant {
-                    writeln!(
-                        out,
-                        "{:<w$}  {:>13}  {:>5}  {:>19}  passthrough ({})",
-                        t.name,
-                        shape,
-                        t.dtype,
-                        sizes,
-                        t.reason.as_deref().unwrap_or("")
-                    )?;
-                } else {
-                    writeln!(
-                        out,
-                        "{:<w$}  {:>13}  {:>5}  {:>19}  {:>11}",
-                        t.name, shape, t.dtype, sizes, t.action
-                    )?;
-                }
-            }
+            self.print_table(out)?;
         }
+        let quant = self.command == "quantize";
         let t = &self.totals;
         let verb = if quant { "quantized" } else { "dequantized" };
         writeln!(
@@ -347,115 +315,93 @@ impl Report {
         )?;
         Ok(())
     }
+
+    /// The per-tensor table.
+    fn print_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let quant = self.command == "quantize";
+        let w = self
+            .tensors
+            .iter()
+            .map(|t| t.name.len())
+            .max()
+            .unwrap_or(6)
+            .clamp(6, 60);
+        if quant {
+            writeln!(
+                out,
+                "{:<w$}  {:>13}  {:>5}  {:>19}  {:>9}  {:>6}  {:>9}  {:>9}  {:>7}",
+                "tensor",
+                "shape",
+                "dtype",
+                "MiB in -> out",
+                "outliers",
+                "bits/w",
+                "rel MSE",
+                "RTN MSE",
+                "SQNR dB"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "{:<w$}  {:>13}  {:>5}  {:>19}  {:>11}",
+                "tensor", "shape", "dtype", "MiB in -> out", "action"
+            )?;
+        }
+        for t in &self.tensors {
+            let shape = t
+                .shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x");
+            let sizes = format!(
+                "{:.3} -> {:.3}",
+                t.bytes_in as f64 / MIB,
+                t.bytes_out as f64 / MIB
+            );
+            if quant && t.action == TensorAction::Quantized {
+                let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3e}"));
+                writeln!(
+                    out,
+                    "{:<w$}  {:>13}  {:>5}  {:>19}  {:>9}  {:>6.3}  {:>9}  {:>9}  {:>7}",
+                    t.name,
+                    shape,
+                    t.dtype,
+                    sizes,
+                    t.outliers.unwrap_or(0),
+                    t.bits_per_weight.unwrap_or(0.0),
+                    f(t.rel_mse),
+                    f(t.rtn_rel_mse),
+                    t.sqnr_db.map_or("-".to_string(), |v| format!("{v:.2}")),
+                )?;
+            } else if quant {
+                writeln!(
+                    out,
+                    "{:<w$}  {:>13}  {:>5}  {:>19}  passthrough ({})",
+                    t.name,
+                    shape,
+                    t.dtype,
+                    sizes,
+                    t.reason.as_deref().unwrap_or("")
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<w$}  {:>13}  {:>5}  {:>19}  {:>11}",
+                    t.name, shape, t.dtype, sizes, t.action
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes `value` as pretty JSON to `path`, atomically (temporary file, then rename).
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let out = crate::checkpoint::Output::file(path)?;
+    let out = Output::file(path)?;
     let (mut f, shown) = out.create("")?;
     serde_json::to_writer_pretty(&mut f, value).map_err(|e| Error::io(&shown, e.into()))?;
     f.write_all(b"\n").map_err(|e| Error::io(&shown, e))?;
     drop(f);
     out.commit()
-}
-
-/// Progress of a long command.
-pub trait Progress {
-    /// The work ahead: `total` units (weights).
-    fn begin(&mut self, total: u64);
-    /// A new phase or item starts.
-    fn message(&mut self, msg: &str);
-    /// `n` units are done.
-    fn advance(&mut self, n: u64);
-    /// A line for the log (printed above the bar, or as a plain line).
-    fn line(&mut self, line: &str);
-    /// A line printed only where there is no bar (progress as plain lines): per-item
-    /// detail that the bar's message stands for on a terminal.
-    fn note(&mut self, _line: &str) {}
-    /// A warning: something the user should know about the result. Printed even by a
-    /// quiet display; the default prints it on stderr.
-    fn warn(&mut self, msg: &str) {
-        eprintln!("adpq: warning: {msg}");
-    }
-    /// The command is over.
-    fn finish(&mut self);
-}
-
-/// A [`Progress`] that prints nothing.
-#[derive(Debug, Default)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn begin(&mut self, _: u64) {}
-    fn message(&mut self, _: &str) {}
-    fn advance(&mut self, _: u64) {}
-    fn line(&mut self, _: &str) {}
-    fn warn(&mut self, _: &str) {}
-    fn finish(&mut self) {}
-}
-
-/// Progress on stderr: a bar when stderr is a terminal, otherwise one plain line per event.
-#[derive(Debug)]
-pub struct ConsoleProgress {
-    bar: Option<ProgressBar>,
-    quiet: bool,
-}
-
-impl ConsoleProgress {
-    /// A bar on a terminal, plain lines otherwise; `quiet` prints nothing.
-    pub fn new(quiet: bool) -> Self {
-        ConsoleProgress { bar: None, quiet }
-    }
-}
-
-impl Progress for ConsoleProgress {
-    fn begin(&mut self, total: u64) {
-        if self.quiet || !std::io::stderr().is_terminal() {
-            return;
-        }
-        let bar = ProgressBar::new(total);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% eta {eta} {msg}",
-        ) {
-            bar.set_style(style);
-        }
-        bar.enable_steady_tick(Duration::from_millis(200));
-        self.bar = Some(bar);
-    }
-    fn message(&mut self, msg: &str) {
-        if let Some(b) = &self.bar {
-            b.set_message(msg.to_string());
-        }
-    }
-    fn advance(&mut self, n: u64) {
-        if let Some(b) = &self.bar {
-            b.inc(n);
-        }
-    }
-    fn line(&mut self, line: &str) {
-        if self.quiet {
-            return;
-        }
-        match &self.bar {
-            Some(b) => b.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
-    fn note(&mut self, line: &str) {
-        if !self.quiet && self.bar.is_none() {
-            eprintln!("{line}");
-        }
-    }
-    fn warn(&mut self, msg: &str) {
-        let line = format!("adpq: warning: {msg}");
-        match &self.bar {
-            Some(b) => b.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
-    fn finish(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
-    }
 }

@@ -1,8 +1,8 @@
 //! `cargo xtask bench [--quick] [--no-peers] [--shape RxC] [FILTER]`
 //!
-//! Builds and runs the criterion benches of `crates/adpq-bench` (every backend this CPU
-//! can run, one thread) together with the candle-core peers on the same data, then prints
-//! one table and writes `target/bench/summary.json`: an array of
+//! Builds and runs the criterion benches in `benches/` (package `adpq-bench`: every
+//! backend this CPU can run, one thread) together with the candle-core peers on the same
+//! data, then prints one table and writes `target/bench/summary.json`: an array of
 //! `{"backend", "op", "shape", "elems_per_s"}` (median of the criterion samples).
 //!
 //! The bench build lives in its own target directory (`<target>/bench-build`) because on

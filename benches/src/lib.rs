@@ -1,4 +1,4 @@
-//! Inputs shared by the criterion benches of `adpq-bench` (see `benches/ops.rs`).
+//! Inputs shared by the criterion benches of `adpq-bench` (see `ops.rs` beside `src/`).
 //!
 //! Every backend and every peer (candle-core, with the `candle` feature) is measured on
 //! the same deterministic data: a Gaussian-like weight matrix and activation vector.

@@ -1,9 +1,9 @@
-//! The error type of the std crate: every error names the file and, where it applies,
-//! the tensor.
+//! The error type of the std crates and the CLI: every error names the file and, where it
+//! applies, the tensor.
 
 use std::path::PathBuf;
 
-/// Result alias of this crate.
+/// Result alias of the std crates.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong while reading, quantizing or writing a checkpoint.
@@ -71,25 +71,24 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {
             path: path.into(),
             source,
         }
     }
 
-    pub(crate) fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Error {
+    /// An unusable file or folder.
+    pub fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Error {
         Error::Invalid {
             path: path.into(),
             message: message.into(),
         }
     }
 
-    pub(crate) fn tensor(
-        path: impl Into<PathBuf>,
-        tensor: &str,
-        message: impl Into<String>,
-    ) -> Error {
+    /// An unusable tensor.
+    pub fn tensor(path: impl Into<PathBuf>, tensor: &str, message: impl Into<String>) -> Error {
         Error::Tensor {
             path: path.into(),
             tensor: tensor.to_string(),
@@ -97,7 +96,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn core(path: impl Into<PathBuf>, tensor: &str, source: adpq_core::Error) -> Error {
+    /// The core rejected a tensor.
+    pub fn core(path: impl Into<PathBuf>, tensor: &str, source: adpq_core::Error) -> Error {
         Error::Core {
             path: path.into(),
             tensor: tensor.to_string(),

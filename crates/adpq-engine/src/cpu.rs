@@ -1,0 +1,210 @@
+//! The CPU engine: [`Engine`] over any [`CpuKernels`], parallel inside on the current
+//! rayon pool (the caller picks the thread count with `ThreadPool::install`).
+
+use adpq_core::{
+    CpuKernels, Error as CoreError, PackedTensor, Params, Quantized, Selection, Weights,
+};
+use rayon::prelude::*;
+
+use crate::driver::{Driver, OutDtype, BLOCK_ELEMS};
+use crate::rtn::ErrorSums;
+use crate::{Engine, EngineResult};
+
+/// The CPU engine over the kernels `K` (`Scalar`, `Avx2`, `Neon` or `AnyKernels`). Its
+/// context is the kernel token, which proves the CPU features; the threads are those of
+/// the rayon pool it is called on.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuEngine<K> {
+    driver: Driver<K>,
+}
+
+impl<K: CpuKernels> CpuEngine<K> {
+    /// An engine over `kernels`.
+    pub fn new(kernels: K) -> Self {
+        CpuEngine {
+            driver: Driver::new(kernels),
+        }
+    }
+
+    /// The kernels.
+    pub fn kernels(&self) -> K {
+        self.driver.backend()
+    }
+}
+
+/// A dense tensor of the CPU engine: the weights stay where they are (typically a
+/// memory map), borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuDense<'a> {
+    w: Weights<'a>,
+    rows: usize,
+    cols: usize,
+}
+
+impl<K: CpuKernels> Engine for CpuEngine<K> {
+    type Dense<'a>
+        = CpuDense<'a>
+    where
+        K: 'a;
+    type Packed<'a>
+        = PackedTensor<'a>
+    where
+        K: 'a;
+
+    fn name(&self) -> &str {
+        self.driver.backend().name()
+    }
+
+    fn load<'a>(&'a self, w: Weights<'a>, rows: usize, cols: usize) -> EngineResult<CpuDense<'a>> {
+        if rows.checked_mul(cols) != Some(w.len()) {
+            return Err(CoreError::ShapeMismatch {
+                expected: rows.saturating_mul(cols) as u64,
+                actual: w.len() as u64,
+            }
+            .into());
+        }
+        Ok(CpuDense { w, rows, cols })
+    }
+
+    fn select(&self, t: &CpuDense<'_>, params: &Params) -> EngineResult<Selection> {
+        Ok(self.driver.select(t.w, t.rows, t.cols, params)?)
+    }
+
+    fn quantize(
+        &self,
+        t: &CpuDense<'_>,
+        params: &Params,
+        sel: &Selection,
+        out: &mut [u8],
+    ) -> EngineResult<Quantized> {
+        Ok(self
+            .driver
+            .quantize(t.w, t.rows, t.cols, params, sel, out)?)
+    }
+
+    fn load_packed<'a>(&'a self, p: PackedTensor<'a>) -> EngineResult<PackedTensor<'a>> {
+        Ok(p)
+    }
+
+    fn error_sums(&self, t: &CpuDense<'_>, packed: &PackedTensor<'_>) -> EngineResult<ErrorSums> {
+        Ok(self.driver.error_sums(t.w, packed)?)
+    }
+
+    fn dequantize(
+        &self,
+        packed: &PackedTensor<'_>,
+        dtype: OutDtype,
+        out: &mut [u8],
+    ) -> EngineResult<()> {
+        Ok(self.driver.dequantize_bytes(packed, dtype, out)?)
+    }
+
+    fn gemv(&self, packed: &PackedTensor<'_>, x: &[f32], y: &mut [f32]) -> EngineResult<()> {
+        if y.len() != packed.rows() {
+            return Err(CoreError::BufferSize {
+                needed: packed.rows() as u64,
+                actual: y.len() as u64,
+            }
+            .into());
+        }
+        let k = self.driver.backend();
+        let block_rows = (BLOCK_ELEMS / packed.cols().max(1)).max(1);
+        y.par_chunks_mut(block_rows)
+            .enumerate()
+            .try_for_each(|(b, ys)| {
+                for (i, out) in ys.iter_mut().enumerate() {
+                    *out = k.dot_row(packed, b * block_rows + i, x)?;
+                }
+                Ok(())
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adpq_core::{packed_len, Scalar};
+
+    fn weights(rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| {
+                let x = (i as f32 * 0.618_034).fract() - 0.5;
+                if i % 37 == 0 {
+                    x * 16.0
+                } else {
+                    x
+                }
+            })
+            .collect()
+    }
+
+    /// Through the trait, the CPU engine gives the single-threaded core's selection,
+    /// bytes, dequantization and products.
+    #[test]
+    fn engine_equals_the_scalar_core() {
+        let (rows, cols) = (70, 1000);
+        let w = weights(rows, cols);
+        let params = Params::DEFAULT;
+        let sel_ref = Scalar
+            .select(Weights::F32(&w), rows, cols, &params)
+            .unwrap();
+        let mut expect =
+            vec![0u8; packed_len(rows, cols, params.format(), sel_ref.n_outliers).unwrap()];
+        Scalar
+            .quantize(Weights::F32(&w), rows, cols, &params, &sel_ref, &mut expect)
+            .unwrap();
+
+        let engine = CpuEngine::new(Scalar);
+        assert_eq!(engine.name(), "scalar");
+        let t = engine.load(Weights::F32(&w), rows, cols).unwrap();
+        let sel = engine.select(&t, &params).unwrap();
+        assert_eq!(sel, sel_ref);
+        let mut buf = vec![0u8; expect.len()];
+        engine.quantize(&t, &params, &sel, &mut buf).unwrap();
+        assert!(buf == expect);
+
+        let packed = engine
+            .load_packed(PackedTensor::parse(&buf).unwrap())
+            .unwrap();
+        let sums = engine.error_sums(&t, &packed).unwrap();
+        assert!(sums.rel_mse() > 0.0 && sums.rel_mse() < sums.rtn_rel_mse());
+
+        let x: Vec<f32> = (0..cols).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+        let mut y_ref = vec![0f32; rows];
+        Scalar.gemv(&packed, &x, &mut y_ref).unwrap();
+        let mut y = vec![0f32; rows];
+        engine.gemv(&packed, &x, &mut y).unwrap();
+        assert_eq!(y, y_ref);
+
+        let mut deq = vec![0f32; rows * cols];
+        Scalar.dequantize_rows(&packed, 0, &mut deq).unwrap();
+        let mut out = vec![0u8; rows * cols * 4];
+        engine.dequantize(&packed, OutDtype::F32, &mut out).unwrap();
+        let back: Vec<f32> = out
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(back, deq);
+    }
+
+    #[test]
+    fn wrong_sizes_are_errors() {
+        let engine = CpuEngine::new(Scalar);
+        let w = weights(4, 128);
+        assert!(engine.load(Weights::F32(&w), 5, 128).is_err());
+        let t = engine.load(Weights::F32(&w), 4, 128).unwrap();
+        let sel = engine.select(&t, &Params::DEFAULT).unwrap();
+        let mut short = vec![0u8; 3];
+        assert!(engine
+            .quantize(&t, &Params::DEFAULT, &sel, &mut short)
+            .is_err());
+        let mut buf =
+            vec![0u8; packed_len(4, 128, Params::DEFAULT.format(), sel.n_outliers).unwrap()];
+        engine
+            .quantize(&t, &Params::DEFAULT, &sel, &mut buf)
+            .unwrap();
+        let p = PackedTensor::parse(&buf).unwrap();
+        let mut y = vec![0f32; 3];
+        assert!(engine.gemv(&p, &[0.0; 128], &mut y).is_err());
+    }
+}

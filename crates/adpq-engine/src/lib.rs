@@ -1,0 +1,124 @@
+//! `adpq-engine`: whole-tensor compute for adpq, behind one trait.
+//!
+//! Its job: select outliers, quantize, dequantize, measure the error against the
+//! round-to-nearest baseline and multiply a packed tensor by a vector, each on a WHOLE
+//! tensor. It knows nothing of files (that is `adpq-io`) nor of the command line (the
+//! `adpq` binary); `adpq-core` supplies the format and the row-level kernels.
+//!
+//! Where to start reading:
+//! - [`Engine`]: the seam every backend implements. An engine owns its context (for the
+//!   CPU, the kernel token that proves the CPU features; for a GPU, a device context and
+//!   streams) and loads a tensor before working on it, so a device engine uploads it once
+//!   and keeps it resident for the selection passes and the quantization, or for
+//!   repeated gemv.
+//! - [`CpuEngine`]: the engine over any [`CpuKernels`](adpq_core::CpuKernels), parallel
+//!   inside over row blocks and chunks ([`driver`]); its output is byte-identical to the
+//!   single-threaded core for any thread count.
+//! - [`rtn`]: the error statistics ([`ErrorSums`]) and the RTN baseline.
+//!
+//! # Adding a backend
+//! Implement [`Engine`]: `load` turns borrowed host weights into the engine's dense
+//! tensor (an upload, for a device), `load_packed` does the same for a packed buffer,
+//! and the other methods work on those. The packed bytes must equal
+//! [`adpq_core::CpuKernels::quantize`]'s for the same selection; the pipeline in the
+//! `adpq` binary is generic over `Engine` and needs nothing else.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod cpu;
+pub mod driver;
+pub mod rtn;
+
+pub use cpu::{CpuDense, CpuEngine};
+pub use driver::OutDtype;
+pub use rtn::ErrorSums;
+
+use adpq_core::{PackedTensor, Params, Quantized, Selection, Weights};
+
+/// What an engine can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The core rejected the tensor or a buffer (NaN weight, bad shape, corrupt packed
+    /// tensor, wrong buffer size...).
+    #[error(transparent)]
+    Core(#[from] adpq_core::Error),
+    /// The engine's own machinery failed (a device error, out of device memory...).
+    #[error("{0}")]
+    Device(String),
+}
+
+/// Result alias of engine operations.
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// Whole-tensor quantization, dequantization and products: the seam between the
+/// pipeline and a compute backend.
+///
+/// A run on one tensor is `load` → `select` (once) → `quantize` into a buffer of
+/// [`adpq_core::packed_len`] bytes → optionally `load_packed` and `error_sums`. The
+/// dense and packed types are the engine's: borrowed host slices for the CPU, device
+/// buffers for a GPU engine, so a tensor crosses to the device once however many passes
+/// run on it. Every method takes `&self`: an engine is shared, not mutated, by a run.
+///
+/// Contract: for the same weights, parameters and selection, `quantize` writes the bytes
+/// of [`adpq_core::CpuKernels::quantize`] (the scalar kernels are the oracle), and
+/// `select` returns the selection of [`adpq_core::CpuKernels::select`].
+///
+/// Why associated types rather than host slices everywhere: the dense and packed types
+/// are where an engine keeps a tensor between calls (for the CPU, borrowed host slices,
+/// so loading is free). Results that the pipeline writes to a file (packed bytes,
+/// dequantized bytes) come back in host buffers the caller lends.
+pub trait Engine {
+    /// A dense `rows × cols` tensor loaded for selection and quantization.
+    type Dense<'a>
+    where
+        Self: 'a;
+    /// A packed tensor loaded for dequantization, error statistics and gemv.
+    type Packed<'a>
+    where
+        Self: 'a;
+
+    /// A short name for reports (`scalar`, `avx2`, `cuda`...).
+    fn name(&self) -> &str;
+
+    /// Loads the weights of a `rows × cols` tensor (row-major).
+    fn load<'a>(
+        &'a self,
+        w: Weights<'a>,
+        rows: usize,
+        cols: usize,
+    ) -> EngineResult<Self::Dense<'a>>;
+
+    /// Selects the outliers of a loaded tensor.
+    fn select(&self, t: &Self::Dense<'_>, params: &Params) -> EngineResult<Selection>;
+
+    /// Quantizes a loaded tensor with a selection from [`Engine::select`] into `out`,
+    /// exactly [`adpq_core::packed_len`] bytes (on the host).
+    fn quantize(
+        &self,
+        t: &Self::Dense<'_>,
+        params: &Params,
+        sel: &Selection,
+        out: &mut [u8],
+    ) -> EngineResult<Quantized>;
+
+    /// Loads a parsed packed tensor.
+    fn load_packed<'a>(&'a self, p: PackedTensor<'a>) -> EngineResult<Self::Packed<'a>>;
+
+    /// Error sums of a packed tensor against the dense tensor it came from: AdpQ and the
+    /// RTN baseline at the same bits and group size.
+    fn error_sums(&self, t: &Self::Dense<'_>, packed: &Self::Packed<'_>)
+        -> EngineResult<ErrorSums>;
+
+    /// Dequantizes a whole packed tensor into little-endian `dtype` elements in `out`
+    /// (`rows · cols · dtype.size()` bytes, on the host).
+    fn dequantize(
+        &self,
+        packed: &Self::Packed<'_>,
+        dtype: OutDtype,
+        out: &mut [u8],
+    ) -> EngineResult<()>;
+
+    /// `y = W x` for a packed `W` (`x.len() == cols`, `y.len() == rows`).
+    fn gemv(&self, packed: &Self::Packed<'_>, x: &[f32], y: &mut [f32]) -> EngineResult<()>;
+}

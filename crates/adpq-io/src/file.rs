@@ -1,0 +1,259 @@
+//! One safetensors file, memory-mapped and validated, and borrowed views of its tensors.
+//! Looking a tensor up by name is O(1).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use adpq_core::{bf16, f16, Weights};
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+use crate::mmap::MappedFile;
+
+/// One memory-mapped, validated safetensors file.
+#[derive(Debug)]
+pub struct SafetensorsFile {
+    path: PathBuf,
+    map: MappedFile,
+    data_start: usize,
+    metadata: Metadata,
+    order: Vec<String>,
+    /// Position of each name in `order`: O(1) lookup by name.
+    index: HashMap<String, usize>,
+}
+
+/// A tensor inside a [`SafetensorsFile`].
+#[derive(Debug, Clone, Copy)]
+pub struct TensorRef<'a> {
+    /// Name.
+    pub name: &'a str,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: &'a [usize],
+    /// Raw little-endian bytes.
+    pub data: &'a [u8],
+    /// Offset of `data` in the file.
+    pub file_offset: usize,
+}
+
+impl TensorRef<'_> {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+impl SafetensorsFile {
+    /// Opens, maps and validates a safetensors file (header JSON, dtypes, offsets that
+    /// tile the data section exactly, sizes that match the shapes).
+    pub fn open(path: &Path) -> Result<SafetensorsFile> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(Error::invalid(path, "not a regular file"));
+        }
+        if meta.len() < 8 {
+            return Err(Error::invalid(
+                path,
+                format!("not a valid safetensors file: {} bytes is shorter than the 8-byte header length", meta.len()),
+            ));
+        }
+        let map = MappedFile::open(path)?;
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(map.bytes()).map_err(|source| Error::Safetensors {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let order = metadata.offset_keys();
+        let index = order
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        Ok(SafetensorsFile {
+            path: path.to_path_buf(),
+            map,
+            data_start: 8 + header_len,
+            metadata,
+            order,
+            index,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's name (the last component of its path).
+    pub fn file_name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Size of the file in bytes.
+    pub fn len(&self) -> usize {
+        self.map.bytes().len()
+    }
+
+    /// True for a file without tensors or metadata (never: a file has a header).
+    pub fn is_empty(&self) -> bool {
+        self.map.bytes().is_empty()
+    }
+
+    /// Tensor names in data order.
+    pub fn names(&self) -> &[String] {
+        &self.order
+    }
+
+    /// The tensor called `name` (O(1)).
+    pub fn tensor(&self, name: &str) -> Option<TensorRef<'_>> {
+        let name = self.order.get(*self.index.get(name)?)?;
+        self.view(name, self.metadata.info(name)?)
+    }
+
+    /// Whether the file holds a tensor called `name` (O(1)).
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    fn view<'a>(&'a self, name: &'a str, info: &'a TensorInfo) -> Option<TensorRef<'a>> {
+        let (s, e) = info.data_offsets;
+        let at = self.data_start.checked_add(s)?;
+        let data = self.map.bytes().get(at..self.data_start.checked_add(e)?)?;
+        Some(TensorRef {
+            name,
+            dtype: info.dtype,
+            shape: &info.shape,
+            data,
+            file_offset: at,
+        })
+    }
+
+    /// All tensors, in data order.
+    pub fn tensors(&self) -> Vec<TensorRef<'_>> {
+        self.order
+            .iter()
+            .filter_map(|n| self.view(n, self.metadata.info(n)?))
+            .collect()
+    }
+
+    /// The `__metadata__` map (empty when absent).
+    pub fn user_metadata(&self) -> BTreeMap<String, String> {
+        self.metadata
+            .metadata()
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Drops the tensor's pages from the resident set (see the module docs).
+    pub fn release(&self, t: &TensorRef<'_>) {
+        self.map.release(t.file_offset, t.data.len());
+    }
+}
+
+/// Weights borrowed from the map, or copied when the data is not aligned for its type.
+#[derive(Debug)]
+pub enum WeightData<'a> {
+    /// Aligned: used in place.
+    Borrowed(Weights<'a>),
+    /// Misaligned f32 data, copied.
+    F32(Vec<f32>),
+    /// Misaligned f16 data, copied.
+    F16(Vec<f16>),
+    /// Misaligned bf16 data, copied.
+    Bf16(Vec<bf16>),
+}
+
+impl WeightData<'_> {
+    /// The weights.
+    pub fn weights(&self) -> Weights<'_> {
+        match self {
+            WeightData::Borrowed(w) => *w,
+            WeightData::F32(v) => Weights::F32(v),
+            WeightData::F16(v) => Weights::F16(v),
+            WeightData::Bf16(v) => Weights::Bf16(v),
+        }
+    }
+}
+
+fn cast_or_copy<T: bytemuck::Pod>(data: &[u8]) -> std::result::Result<&[T], Vec<T>> {
+    match bytemuck::try_cast_slice::<u8, T>(data) {
+        Ok(s) => Ok(s),
+        Err(_) => {
+            let n = data.len() / std::mem::size_of::<T>();
+            let mut v = vec![T::zeroed(); n];
+            bytemuck::cast_slice_mut::<T, u8>(&mut v)
+                .copy_from_slice(&data[..n * std::mem::size_of::<T>()]);
+            Err(v)
+        }
+    }
+}
+
+/// The weights of a F32, F16 or BF16 tensor; `None` for other dtypes.
+pub fn weight_data<'a>(t: &TensorRef<'a>) -> Option<WeightData<'a>> {
+    Some(match t.dtype {
+        Dtype::F32 => cast_or_copy::<f32>(t.data)
+            .map_or_else(WeightData::F32, |s| WeightData::Borrowed(Weights::F32(s))),
+        Dtype::F16 => cast_or_copy::<f16>(t.data)
+            .map_or_else(WeightData::F16, |s| WeightData::Borrowed(Weights::F16(s))),
+        Dtype::BF16 => cast_or_copy::<bf16>(t.data)
+            .map_or_else(WeightData::Bf16, |s| WeightData::Borrowed(Weights::Bf16(s))),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::TensorView;
+
+    /// Lookup by name, data order, and weights viewed in place or copied when misaligned.
+    #[test]
+    fn tensors_by_name_and_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let a: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let b = vec![7u8; 3];
+        let views = vec![
+            (
+                "b".to_string(),
+                TensorView::new(Dtype::U8, vec![3], &b).unwrap(),
+            ),
+            (
+                "a".to_string(),
+                TensorView::new(Dtype::F32, vec![2, 2], &a).unwrap(),
+            ),
+        ];
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+        let f = SafetensorsFile::open(&path).unwrap();
+        assert_eq!(f.file_name(), "m.safetensors");
+        assert_eq!(f.names(), ["a", "b"]);
+        assert!(f.contains("a") && !f.contains("c"));
+        assert!(f.tensor("c").is_none());
+        let t = f.tensor("a").unwrap();
+        assert_eq!(
+            (t.name, t.dtype, t.shape, t.numel()),
+            ("a", Dtype::F32, &[2, 2][..], 4)
+        );
+        let wd = weight_data(&t).unwrap();
+        assert!(matches!(wd.weights(), Weights::F32(w) if w == [1.0, 2.0, 3.0, 4.0]));
+        assert!(weight_data(&f.tensor("b").unwrap()).is_none());
+        // The same bytes one byte off: copied, same values.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&a);
+        let odd = TensorRef {
+            data: &shifted[1..],
+            ..t
+        };
+        let wd = weight_data(&odd).unwrap();
+        assert!(matches!(wd.weights(), Weights::F32(w) if w == [1.0, 2.0, 3.0, 4.0]));
+    }
+}

@@ -1,0 +1,239 @@
+//! The adpq checkpoint metadata: the `__metadata__` keys an adpq checkpoint carries, the
+//! record of each quantized tensor's original dtype and shape, and the checks that a
+//! stored tensor really is the packed buffer the metadata says it is.
+
+use std::collections::BTreeMap;
+
+use adpq_core::{Grid, PackedTensor, Params, SelectionMode};
+use safetensors::Dtype;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::file::{SafetensorsFile, TensorRef};
+
+/// Key of the safetensors `__metadata__` entry naming the format (`"adpq"`).
+pub const META_FORMAT: &str = "format";
+/// Value of [`META_FORMAT`] in a quantized checkpoint.
+pub const FORMAT_NAME: &str = "adpq";
+/// Metadata key: the packed format version (`adpq_core::format::VERSION`).
+pub const META_VERSION: &str = "adpq.version";
+/// Metadata key: JSON of the quantization parameters.
+pub const META_PARAMS: &str = "adpq.params";
+/// Metadata key: JSON map from each quantized tensor's name to its original dtype and shape.
+pub const META_TENSORS: &str = "adpq.tensors";
+/// Metadata key: the input's own `format` value (e.g. `pt`), restored by dequantize.
+pub const META_ORIGINAL_FORMAT: &str = "adpq.original_format";
+/// Metadata key: the tool that wrote the file.
+pub const META_TOOL: &str = "adpq.tool";
+
+/// The original dtype and shape of a quantized tensor, as recorded in the metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginalTensor {
+    /// The input dtype (`F32`, `F16` or `BF16`).
+    pub dtype: String,
+    /// The input shape `[rows, cols]`.
+    pub shape: Vec<usize>,
+}
+
+/// The quantization parameters as written in reports and in the checkpoint metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamsRecord {
+    /// Bits per code.
+    pub bits: u8,
+    /// Group size.
+    pub group_size: u16,
+    /// Target outlier fraction.
+    pub alpha: f64,
+    /// `symmetric` or `asymmetric`.
+    pub grid: String,
+    /// `exact` or `reference`.
+    pub selection: String,
+    /// Iteration cap of the reference selection.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reference_iters: Option<u32>,
+}
+
+impl From<&Params> for ParamsRecord {
+    fn from(p: &Params) -> Self {
+        let (selection, reference_iters) = match p.selection {
+            SelectionMode::Exact => ("exact", None),
+            SelectionMode::Reference { n_iters } => ("reference", Some(n_iters)),
+        };
+        ParamsRecord {
+            bits: p.bits,
+            group_size: p.group_size,
+            alpha: p.alpha,
+            grid: match p.grid {
+                Grid::Symmetric => "symmetric",
+                Grid::Asymmetric => "asymmetric",
+            }
+            .into(),
+            selection: selection.into(),
+            reference_iters,
+        }
+    }
+}
+
+/// Whether a `__metadata__` map marks an adpq checkpoint.
+pub fn is_adpq(meta: &BTreeMap<String, String>) -> bool {
+    meta.get(META_FORMAT).map(String::as_str) == Some(FORMAT_NAME)
+}
+
+fn json_string(v: &impl Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// The `__metadata__` of a quantized file made from an input file's `input` metadata:
+/// the input's `format` moves to [`META_ORIGINAL_FORMAT`], and the adpq keys are set.
+pub fn quantized_metadata(
+    mut input: BTreeMap<String, String>,
+    params: &Params,
+    originals: &BTreeMap<String, OriginalTensor>,
+    tool: &str,
+) -> BTreeMap<String, String> {
+    if let Some(orig) = input.remove(META_FORMAT) {
+        input.insert(META_ORIGINAL_FORMAT.into(), orig);
+    }
+    input.insert(META_FORMAT.into(), FORMAT_NAME.into());
+    input.insert(META_VERSION.into(), adpq_core::format::VERSION.to_string());
+    input.insert(META_TOOL.into(), tool.into());
+    input.insert(META_PARAMS.into(), json_string(&ParamsRecord::from(params)));
+    input.insert(META_TENSORS.into(), json_string(originals));
+    input
+}
+
+/// The `__metadata__` of a dequantized file made from a quantized file's metadata: the
+/// adpq keys removed, the original `format` restored.
+pub fn dequantized_metadata(quantized: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut meta = quantized.clone();
+    meta.retain(|k, _| k != META_FORMAT && !k.starts_with("adpq."));
+    if let Some(orig) = quantized.get(META_ORIGINAL_FORMAT) {
+        meta.insert(META_FORMAT.into(), orig.clone());
+    }
+    meta
+}
+
+/// The quantized tensors of an adpq file (name → original dtype and shape), read from
+/// its `meta`; an error for a file that is not an adpq checkpoint of this version or
+/// lacks a valid [`META_TENSORS`].
+pub fn originals_of(
+    f: &SafetensorsFile,
+    meta: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, OriginalTensor>> {
+    if !is_adpq(meta) {
+        return Err(Error::invalid(
+            f.path(),
+            "not an adpq checkpoint (its __metadata__ has no format=adpq)",
+        ));
+    }
+    match meta.get(META_VERSION).map(String::as_str) {
+        Some(v) if v == adpq_core::format::VERSION.to_string() => {}
+        other => {
+            return Err(Error::invalid(
+                f.path(),
+                format!(
+                    "unsupported adpq format version {other:?} (this build reads {})",
+                    adpq_core::format::VERSION
+                ),
+            ))
+        }
+    }
+    let text = meta.get(META_TENSORS).ok_or_else(|| {
+        Error::invalid(
+            f.path(),
+            format!("adpq checkpoint without the {META_TENSORS} metadata key"),
+        )
+    })?;
+    serde_json::from_str(text)
+        .map_err(|e| Error::invalid(f.path(), format!("bad {META_TENSORS} metadata: {e}")))
+}
+
+/// Whether a stored tensor looks like a packed buffer: 1-D `U8` starting with the magic.
+pub fn looks_packed(t: &TensorRef<'_>) -> bool {
+    t.dtype == Dtype::U8 && t.shape.len() == 1 && t.data.starts_with(&adpq_core::format::MAGIC)
+}
+
+/// The errors for the packed-looking tensors of `f` that `origs` does not list: passed
+/// through, they would end up as opaque bytes in a "standard" checkpoint.
+pub fn unlisted_packed(
+    f: &SafetensorsFile,
+    origs: &BTreeMap<String, OriginalTensor>,
+) -> Vec<Error> {
+    f.tensors()
+        .iter()
+        .filter(|t| looks_packed(t) && !origs.contains_key(t.name))
+        .map(|t| {
+            Error::invalid(
+                f.path(),
+                format!("packed tensor `{}` not listed in {META_TENSORS}", t.name),
+            )
+        })
+        .collect()
+}
+
+/// Checks that a stored tensor is a packed buffer matching its recorded original; returns
+/// the parsed tensor (checksum verified when `crc`).
+pub fn packed_of<'a>(
+    f: &SafetensorsFile,
+    t: &TensorRef<'a>,
+    orig: &OriginalTensor,
+    crc: bool,
+) -> Result<PackedTensor<'a>> {
+    if t.dtype != Dtype::U8 || t.shape.len() != 1 {
+        return Err(Error::tensor(
+            f.path(),
+            t.name,
+            format!("packed tensors are 1-D U8, found {} {:?}", t.dtype, t.shape),
+        ));
+    }
+    let packed = if crc {
+        PackedTensor::parse(t.data)
+    } else {
+        PackedTensor::parse_skip_checksum(t.data)
+    }
+    .map_err(|e| Error::core(f.path(), t.name, e))?;
+    if orig.shape != [packed.rows(), packed.cols()] {
+        return Err(Error::tensor(
+            f.path(),
+            t.name,
+            format!(
+                "packed shape {}x{} differs from the recorded shape {:?}",
+                packed.rows(),
+                packed.cols(),
+                orig.shape
+            ),
+        ));
+    }
+    Ok(packed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trip_restores_the_input() {
+        let input = BTreeMap::from([
+            ("format".to_string(), "pt".to_string()),
+            ("note".to_string(), "kept".to_string()),
+        ]);
+        let originals = BTreeMap::from([(
+            "w".to_string(),
+            OriginalTensor {
+                dtype: "BF16".into(),
+                shape: vec![4, 128],
+            },
+        )]);
+        let q = quantized_metadata(input.clone(), &Params::DEFAULT, &originals, "adpq 0.0");
+        assert!(is_adpq(&q));
+        assert_eq!(q[META_ORIGINAL_FORMAT], "pt");
+        assert_eq!(q[META_TOOL], "adpq 0.0");
+        assert_eq!(q[META_VERSION], adpq_core::format::VERSION.to_string());
+        let params: ParamsRecord = serde_json::from_str(&q[META_PARAMS]).unwrap();
+        assert_eq!(params, ParamsRecord::from(&Params::DEFAULT));
+        let back: BTreeMap<String, OriginalTensor> =
+            serde_json::from_str(&q[META_TENSORS]).unwrap();
+        assert_eq!(back, originals);
+        assert_eq!(dequantized_metadata(&q), input);
+    }
+}

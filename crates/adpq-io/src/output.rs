@@ -1,0 +1,187 @@
+//! Where a command writes: a temporary file or folder next to the final path, renamed
+//! into place only when everything succeeded.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Where a command writes: a temporary file or folder next to the final path, renamed into
+/// place by [`Output::commit`]. Dropped without a commit, it removes the temporary.
+#[derive(Debug)]
+pub struct Output {
+    final_path: PathBuf,
+    tmp: Tmp,
+    force: bool,
+}
+
+#[derive(Debug)]
+enum Tmp {
+    File(tempfile::NamedTempFile),
+    Dir(tempfile::TempDir),
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn tmp_prefix(path: &Path) -> String {
+    format!(
+        ".{}.adpq-tmp-",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    )
+}
+
+fn check_parent(path: &Path) -> Result<PathBuf> {
+    let parent = parent_of(path);
+    match std::fs::metadata(&parent) {
+        Ok(m) if m.is_dir() => Ok(parent),
+        Ok(_) => Err(Error::invalid(&parent, "output folder is not a folder")),
+        Err(e) => Err(Error::Io {
+            path: parent,
+            source: std::io::Error::new(
+                e.kind(),
+                format!("output folder does not exist or is not accessible: {e}"),
+            ),
+        }),
+    }
+}
+
+fn cannot_create(folder: &Path, e: std::io::Error) -> Error {
+    let kind = e.kind();
+    // tempfile appends the path to the message; the folder is named by the error already.
+    let msg = e.to_string();
+    let msg = msg.split(" at path ").next().unwrap_or(&msg).to_string();
+    Error::io(
+        folder,
+        std::io::Error::new(kind, format!("cannot write in the output folder: {msg}")),
+    )
+}
+
+impl Output {
+    /// A single output file at `path` (an existing file is replaced on commit).
+    pub fn file(path: &Path) -> Result<Output> {
+        if path.is_dir() {
+            return Err(Error::Usage(format!(
+                "output {} is a folder; give a file name",
+                path.display()
+            )));
+        }
+        let parent = check_parent(path)?;
+        let prefix = tmp_prefix(path);
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix);
+        // The usual mode of a new file (the umask applies), not tempfile's private 0600.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let tmp = builder
+            .tempfile_in(&parent)
+            .map_err(|e| cannot_create(&parent, e))?;
+        Ok(Output {
+            final_path: path.to_path_buf(),
+            tmp: Tmp::File(tmp),
+            force: true,
+        })
+    }
+
+    /// An output folder at `path`; it must not exist (or be empty) unless `force`, which
+    /// replaces it on commit.
+    pub fn dir(path: &Path, force: bool) -> Result<Output> {
+        if let Ok(m) = std::fs::metadata(path) {
+            let empty = m.is_dir()
+                && std::fs::read_dir(path)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false);
+            if !m.is_dir() {
+                return Err(Error::Usage(format!(
+                    "output {} exists and is not a folder",
+                    path.display()
+                )));
+            }
+            if !empty && !force {
+                return Err(Error::Usage(format!(
+                    "output folder {} exists and is not empty (use --force to replace it)",
+                    path.display()
+                )));
+            }
+        }
+        let parent = check_parent(path)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&tmp_prefix(path))
+            .tempdir_in(&parent)
+            .map_err(|e| cannot_create(&parent, e))?;
+        Ok(Output {
+            final_path: path.to_path_buf(),
+            tmp: Tmp::Dir(tmp),
+            force,
+        })
+    }
+
+    /// The final path.
+    pub fn path(&self) -> &Path {
+        &self.final_path
+    }
+
+    /// A writable handle for the file called `name` of the output (for a single-file
+    /// output, `name` is ignored) and the path to name in messages.
+    pub fn create(&self, name: &str) -> Result<(File, PathBuf)> {
+        match &self.tmp {
+            Tmp::File(f) => {
+                let file = f.reopen().map_err(|e| Error::io(&self.final_path, e))?;
+                Ok((file, self.final_path.clone()))
+            }
+            Tmp::Dir(d) => {
+                let shown = self.final_path.join(name);
+                let file = File::create(d.path().join(name)).map_err(|e| Error::io(&shown, e))?;
+                Ok((file, shown))
+            }
+        }
+    }
+
+    /// Copies a file into an output folder (no-op for a file output).
+    pub fn copy_in(&self, from: &Path, name: &str) -> Result<()> {
+        if let Tmp::Dir(d) = &self.tmp {
+            std::fs::copy(from, d.path().join(name)).map_err(|e| Error::io(from, e))?;
+        }
+        Ok(())
+    }
+
+    /// Renames the temporary into place.
+    pub fn commit(self) -> Result<()> {
+        let path = self.final_path;
+        match self.tmp {
+            Tmp::File(f) => {
+                f.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+            }
+            Tmp::Dir(d) => {
+                let tmp = d.keep();
+                let result = (|| {
+                    if path.exists() && self.force {
+                        // Move the old folder aside first, so a failure leaves one of the two.
+                        let old = tempfile::Builder::new()
+                            .prefix(&tmp_prefix(&path))
+                            .tempdir_in(parent_of(&path))
+                            .map_err(|e| Error::io(&path, e))?;
+                        let aside = old.path().join("old");
+                        std::fs::rename(&path, &aside).map_err(|e| Error::io(&path, e))?;
+                        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+                        drop(old); // removes the old folder
+                    } else {
+                        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+                    }
+                    Ok(())
+                })();
+                if result.is_err() {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                }
+                result?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,278 @@
+//! Writing safetensors files as a stream.
+//!
+//! # Output design
+//! A safetensors file starts with its header, which holds every tensor's byte range, so
+//! every output size must be known before the first data byte is written. The quantize
+//! pipeline therefore runs the (cheap, histogram-only) outlier selection of every tensor
+//! first: the outlier count fixes the packed length ([`adpq_core::packed_len`]). Then it
+//! writes the header and streams the tensors one by one ([`TensorWriter`]), each
+//! quantized in memory just before it is written. Peak memory is the largest tensor's
+//! packed buffer plus per-thread scratch; the input is only mapped, and the pages of a
+//! tensor are released once it is done.
+//!
+//! Tensors are written in the order the `safetensors` crate uses (larger element size
+//! first, then input order), with the header padded to 8 bytes, so every tensor is
+//! aligned to its element size; the packed `U8` tensors come last.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use safetensors::Dtype;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::file::{SafetensorsFile, TensorRef};
+
+/// A tensor as it will be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedTensor {
+    /// Name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Bytes of data.
+    pub len: u64,
+}
+
+/// Sorts tensors into the output order (larger elements first, stable otherwise).
+pub fn sort_for_output(tensors: &mut [PlannedTensor]) {
+    tensors.sort_by_key(|t| std::cmp::Reverse(t.dtype.bitsize()));
+}
+
+/// The header of a safetensors file holding `tensors` in this order: the 8-byte length and
+/// the JSON, padded with spaces to a multiple of 8 bytes.
+pub fn header_bytes(metadata: &BTreeMap<String, String>, tensors: &[PlannedTensor]) -> Vec<u8> {
+    let mut map = serde_json::Map::new();
+    if !metadata.is_empty() {
+        map.insert(
+            "__metadata__".into(),
+            serde_json::to_value(metadata).unwrap_or_default(),
+        );
+    }
+    let mut at = 0u64;
+    for t in tensors {
+        map.insert(
+            t.name.clone(),
+            serde_json::json!({ "dtype": t.dtype, "shape": t.shape, "data_offsets": [at, at + t.len] }),
+        );
+        at += t.len;
+    }
+    let mut json = Value::Object(map).to_string().into_bytes();
+    while !json.len().is_multiple_of(8) {
+        json.push(b' ');
+    }
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    out
+}
+
+/// Streams the tensors of one safetensors file, in planned order, into a file.
+#[derive(Debug)]
+pub struct TensorWriter {
+    out: BufWriter<File>,
+    path: PathBuf,
+    plan: Vec<(String, u64)>,
+    next: usize,
+    written: u64,
+}
+
+impl TensorWriter {
+    /// Writes the header of `tensors` (already in output order) into `file`. `path` names
+    /// the output in error messages.
+    pub fn new(
+        file: File,
+        path: &Path,
+        metadata: &BTreeMap<String, String>,
+        tensors: &[PlannedTensor],
+    ) -> Result<Self> {
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let header = header_bytes(metadata, tensors);
+        out.write_all(&header).map_err(|e| Error::io(path, e))?;
+        Ok(TensorWriter {
+            out,
+            path: path.to_path_buf(),
+            plan: tensors.iter().map(|t| (t.name.clone(), t.len)).collect(),
+            next: 0,
+            written: header.len() as u64,
+        })
+    }
+
+    /// Writes the data of the next planned tensor.
+    pub fn write(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        match self.plan.get(self.next) {
+            Some((n, len)) if n == name && *len == bytes.len() as u64 => {}
+            other => {
+                return Err(Error::tensor(
+                    &self.path,
+                    name,
+                    format!(
+                        "internal error: expected {other:?}, got {} bytes",
+                        bytes.len()
+                    ),
+                ))
+            }
+        }
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.next += 1;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Checks that every tensor was written, flushes and syncs. Returns the file size.
+    pub fn finish(self) -> Result<u64> {
+        if self.next != self.plan.len() {
+            return Err(Error::invalid(
+                &self.path,
+                "internal error: not every tensor was written",
+            ));
+        }
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(&self.path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&self.path, e))?;
+        Ok(self.written)
+    }
+}
+
+/// The bytes of one tensor on their way to the writer thread.
+#[derive(Debug)]
+pub enum Chunk<'a> {
+    /// A tensor copied from the input map (its pages are released once written).
+    Mapped(TensorRef<'a>),
+    /// A tensor computed in memory.
+    Owned(String, Vec<u8>),
+}
+
+/// Hands tensors to the writer thread of [`with_writer`] (or drops them on a dry run).
+#[derive(Debug)]
+pub struct Emitter<'a> {
+    tx: Option<std::sync::mpsc::SyncSender<Chunk<'a>>>,
+    stopped: bool,
+}
+
+impl<'a> Emitter<'a> {
+    /// Queues the next tensor (in planned order). Blocks while one tensor is already
+    /// queued, so at most two computed tensors are in memory besides the one being built.
+    pub fn put(&mut self, c: Chunk<'a>) -> Result<()> {
+        match &self.tx {
+            None => Ok(()),
+            Some(tx) => tx.send(c).map_err(|_| {
+                self.stopped = true;
+                Error::Usage("the output writer stopped".into())
+            }),
+        }
+    }
+}
+
+/// Runs `produce` on this thread while a second thread writes what it emits through
+/// `writer`, so computing tensor `i + 1` overlaps writing tensor `i`. With no writer
+/// (a dry run), emitted tensors are dropped. Returns the first real error: the
+/// producer's, or the writer's when the writer stopped first.
+pub fn with_writer<'a, F>(
+    file: &'a SafetensorsFile,
+    writer: Option<TensorWriter>,
+    produce: F,
+) -> Result<()>
+where
+    F: FnOnce(&mut Emitter<'a>) -> Result<()>,
+{
+    let Some(writer) = writer else {
+        return produce(&mut Emitter {
+            tx: None,
+            stopped: false,
+        });
+    };
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk<'a>>(1);
+        let handle = s.spawn(move || -> Result<u64> {
+            let mut writer = writer;
+            for c in rx {
+                match c {
+                    Chunk::Mapped(t) => {
+                        writer.write(t.name, t.data)?;
+                        file.release(&t);
+                    }
+                    Chunk::Owned(name, buf) => writer.write(&name, &buf)?,
+                }
+            }
+            writer.finish()
+        });
+        let mut emitter = Emitter {
+            tx: Some(tx),
+            stopped: false,
+        };
+        let produced = produce(&mut emitter);
+        let stopped = emitter.stopped;
+        drop(emitter); // closes the channel: the writer finishes
+        let written = handle.join().unwrap_or_else(|_| {
+            Err(Error::invalid(
+                file.path(),
+                "internal error: the writer thread panicked",
+            ))
+        });
+        match (produced, written) {
+            (Err(e), _) if !stopped => Err(e),
+            (_, Err(e)) => Err(e),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(()), Ok(_)) => Ok(()),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::SafeTensors;
+
+    #[test]
+    fn header_is_padded_and_tensors_aligned() {
+        let mut tensors = vec![
+            PlannedTensor {
+                name: "packed".into(),
+                dtype: Dtype::U8,
+                shape: vec![13],
+                len: 13,
+            },
+            PlannedTensor {
+                name: "h".into(),
+                dtype: Dtype::F16,
+                shape: vec![3],
+                len: 6,
+            },
+            PlannedTensor {
+                name: "ids".into(),
+                dtype: Dtype::I64,
+                shape: vec![1],
+                len: 8,
+            },
+            PlannedTensor {
+                name: "w".into(),
+                dtype: Dtype::F32,
+                shape: vec![3],
+                len: 12,
+            },
+        ];
+        sort_for_output(&mut tensors);
+        let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["ids", "w", "h", "packed"]);
+        let meta = BTreeMap::from([("format".to_string(), "adpq".to_string())]);
+        let mut file = header_bytes(&meta, &tensors);
+        assert_eq!(file.len() % 8, 0);
+        let mut at = file.len();
+        for t in &tensors {
+            assert_eq!(at % (t.dtype.bitsize() / 8), 0, "{} misaligned", t.name);
+            at += t.len as usize;
+        }
+        file.resize(at, 0);
+        let (_, m) = SafeTensors::read_metadata(&file).unwrap();
+        assert_eq!(m.metadata().as_ref().unwrap()["format"], "adpq");
+        assert_eq!(m.offset_keys(), names);
+    }
+}

@@ -1,0 +1,230 @@
+//! `dequantize`: check every file's metadata and packed tensors first (nothing is
+//! created for a bad input), then restore file by file, then report.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Instant;
+
+use adpq_engine::{Engine, OutDtype};
+use adpq_io::meta::{
+    dequantized_metadata, originals_of, packed_of, unlisted_packed, OriginalTensor,
+};
+use adpq_io::{
+    sort_for_output, with_writer, Checkpoint, Chunk, Dtype, Emitter, Error, Output, PlannedTensor,
+    Result, SafetensorsFile, TensorRef, TensorWriter,
+};
+
+use super::{engine_error, open_output, skipped_warnings};
+use crate::progress::Progress;
+use crate::report::{tool_version, Report, TensorAction, TensorReport};
+
+/// Options of [`dequantize`].
+#[derive(Debug, Clone, Default)]
+pub struct DequantizeOptions {
+    /// Output dtype of every dequantized tensor (default: each tensor's original dtype).
+    pub dtype: Option<OutDtype>,
+    /// Replace an existing output folder.
+    pub force: bool,
+}
+
+/// The quantized tensors of one file: name → original dtype and shape.
+type Originals = BTreeMap<String, OriginalTensor>;
+
+/// Turns an adpq checkpoint back into a standard safetensors checkpoint.
+pub fn dequantize<E: Engine>(
+    engine: &E,
+    input: &Path,
+    output: &Path,
+    opts: &DequantizeOptions,
+    progress: &mut dyn Progress,
+) -> Result<Report> {
+    let start = Instant::now();
+    let ckpt = Checkpoint::open(input)?;
+    let (originals, total) = check_input(&ckpt, opts)?;
+    let out = open_output(&ckpt, input, output, opts.force)?;
+    let warnings = skipped_warnings(&ckpt, progress);
+    progress.begin(total);
+    let mut tensors = Vec::new();
+    let mut total_size = 0u64;
+    for (f, origs) in ckpt.files.iter().zip(&originals) {
+        total_size += dequantize_file(engine, f, origs, opts, &out, progress, &mut tensors)?;
+    }
+    ckpt.finish_output(&out, total_size)?;
+    out.commit()?;
+    progress.finish();
+    let mut report = Report {
+        command: "dequantize".into(),
+        tool: tool_version(),
+        input: input.display().to_string(),
+        output: Some(output.display().to_string()),
+        backend: engine.name().into(),
+        threads: rayon::current_num_threads(),
+        warnings,
+        tensors,
+        ..Default::default()
+    };
+    report.finish_totals(None, start.elapsed());
+    Ok(report)
+}
+
+/// Validates every file's metadata and packed tensors before anything is created;
+/// returns each file's quantized tensors and their total weights.
+fn check_input(ckpt: &Checkpoint, opts: &DequantizeOptions) -> Result<(Vec<Originals>, u64)> {
+    let mut originals = Vec::with_capacity(ckpt.files.len());
+    let mut total = 0u64;
+    for f in &ckpt.files {
+        let o = originals_of(f, &f.user_metadata())?;
+        if let Some(e) = unlisted_packed(f, &o).into_iter().next() {
+            return Err(e);
+        }
+        for (name, orig) in &o {
+            let t = f.tensor(name).ok_or_else(|| {
+                Error::tensor(f.path(), name, "listed in the metadata but missing")
+            })?;
+            packed_of(f, &t, orig, false)?;
+            f.release(&t);
+            if opts.dtype.is_none() && out_dtype(&orig.dtype).is_none() {
+                return Err(Error::tensor(
+                    f.path(),
+                    name,
+                    format!("unknown original dtype {}", orig.dtype),
+                ));
+            }
+            total += orig.shape.iter().product::<usize>() as u64;
+        }
+        originals.push(o);
+    }
+    Ok((originals, total))
+}
+
+/// Restores one file into `out`, appending its reports (in input order) to `reports`;
+/// returns its bytes of tensor data.
+fn dequantize_file<E: Engine>(
+    engine: &E,
+    f: &SafetensorsFile,
+    origs: &Originals,
+    opts: &DequantizeOptions,
+    out: &Output,
+    progress: &mut dyn Progress,
+    reports: &mut Vec<TensorReport>,
+) -> Result<u64> {
+    let planned = output_plan(f, origs, opts);
+    let meta = dequantized_metadata(&f.user_metadata());
+    let (file, shown) = out.create(&f.file_name())?;
+    let writer = TensorWriter::new(file, &shown, &meta, &planned)?;
+    let mut done = HashMap::with_capacity(planned.len());
+    with_writer(f, Some(writer), |emit| {
+        for p in &planned {
+            let t = f
+                .tensor(&p.name)
+                .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
+            let r = dequantize_tensor(engine, f, t, p, origs.get(&p.name), emit, progress)?;
+            done.insert(p.name.clone(), r);
+        }
+        Ok(())
+    })?;
+    for n in f.names() {
+        if let Some(r) = done.remove(n) {
+            reports.push(r);
+        }
+    }
+    Ok(planned.iter().map(|p| p.len).sum())
+}
+
+/// The tensors of one output file, in output order.
+fn output_plan(
+    f: &SafetensorsFile,
+    origs: &Originals,
+    opts: &DequantizeOptions,
+) -> Vec<PlannedTensor> {
+    let mut planned: Vec<PlannedTensor> = f
+        .tensors()
+        .iter()
+        .map(|t| match origs.get(t.name) {
+            Some(o) => {
+                let d = opts
+                    .dtype
+                    .or_else(|| out_dtype(&o.dtype))
+                    .unwrap_or(OutDtype::F32);
+                PlannedTensor {
+                    name: t.name.into(),
+                    dtype: st_dtype(d),
+                    shape: o.shape.clone(),
+                    len: (o.shape.iter().product::<usize>() * d.size()) as u64,
+                }
+            }
+            None => PlannedTensor {
+                name: t.name.into(),
+                dtype: t.dtype,
+                shape: t.shape.to_vec(),
+                len: t.data.len() as u64,
+            },
+        })
+        .collect();
+    sort_for_output(&mut planned);
+    planned
+}
+
+/// Restores (or passes through) one tensor, hands it to the writer and reports it.
+fn dequantize_tensor<'a, E: Engine>(
+    engine: &E,
+    f: &SafetensorsFile,
+    t: TensorRef<'a>,
+    p: &PlannedTensor,
+    orig: Option<&OriginalTensor>,
+    emit: &mut Emitter<'a>,
+    progress: &mut dyn Progress,
+) -> Result<TensorReport> {
+    let tstart = Instant::now();
+    let mut r = TensorReport::new(
+        f.file_name(),
+        &p.name,
+        p.dtype,
+        &p.shape,
+        t.data.len() as u64,
+        p.len,
+    );
+    match orig {
+        Some(o) => {
+            progress.message(&format!("dequantize {}", p.name));
+            let parsed = packed_of(f, &t, o, true)?;
+            let (rows, cols) = (parsed.rows(), parsed.cols());
+            let d = out_dtype(&p.dtype.to_string()).unwrap_or(OutDtype::F32);
+            let mut buf = vec![0u8; p.len as usize];
+            let err = engine_error(f, &p.name);
+            let packed = engine.load_packed(parsed).map_err(&err)?;
+            engine.dequantize(&packed, d, &mut buf).map_err(&err)?;
+            f.release(&t);
+            emit.put(Chunk::Owned(p.name.clone(), buf))?;
+            r.action = TensorAction::Dequantized;
+            progress.advance((rows * cols) as u64);
+            progress.line(&format!(
+                "dequantized {} ({rows}x{cols}) {:.2} -> {:.2} MiB {}",
+                p.name,
+                r.bytes_in as f64 / 1048576.0,
+                r.bytes_out as f64 / 1048576.0,
+                p.dtype
+            ));
+        }
+        None => emit.put(Chunk::Mapped(t))?,
+    }
+    r.seconds = tstart.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+fn out_dtype(name: &str) -> Option<OutDtype> {
+    match name {
+        "F32" => Some(OutDtype::F32),
+        "F16" => Some(OutDtype::F16),
+        "BF16" => Some(OutDtype::Bf16),
+        _ => None,
+    }
+}
+
+fn st_dtype(d: OutDtype) -> Dtype {
+    match d {
+        OutDtype::F32 => Dtype::F32,
+        OutDtype::F16 => Dtype::F16,
+        OutDtype::Bf16 => Dtype::BF16,
+    }
+}

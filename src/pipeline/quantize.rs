@@ -1,0 +1,402 @@
+//! `quantize`: plan (select every tensor's outliers, which fixes every output size and
+//! finds data errors before anything is written), then quantize and write file by file,
+//! then report. See `adpq_io::write` for why the sizes must be known first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Instant;
+
+use adpq_core::{packed_len, PackedTensor, Params, Selection, SelectionMode};
+use adpq_engine::{Engine, ErrorSums};
+use adpq_io::meta::{is_adpq, quantized_metadata, OriginalTensor, ParamsRecord};
+use adpq_io::{
+    sort_for_output, weight_data, with_writer, Checkpoint, Chunk, Dtype, Emitter, Error, Output,
+    PlannedTensor, Result, SafetensorsFile, TensorRef, TensorWriter,
+};
+
+use super::{engine_error, open_output, skipped_warnings};
+use crate::filter::{Decision, TensorFilter};
+use crate::progress::Progress;
+use crate::report::{tool_version, Report, TensorAction, TensorReport};
+
+/// Options of [`quantize`].
+#[derive(Debug, Clone, Default)]
+pub struct QuantizeOptions {
+    /// Quantization parameters.
+    pub params: Params,
+    /// Which tensors to quantize.
+    pub filter: TensorFilter,
+    /// Plan and select only; write nothing.
+    pub dry_run: bool,
+    /// Skip the error statistics (AdpQ and RTN relative MSE), saving one pass per tensor.
+    pub no_stats: bool,
+    /// Replace an existing output folder.
+    pub force: bool,
+}
+
+/// Why a tensor is passed through unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PassReason {
+    NotFloat,
+    NotMatrix,
+    ByName,
+    /// Narrow tensors (few columns, hence a group per row) grow when packed.
+    WouldGrow,
+}
+
+impl PassReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            PassReason::NotFloat => "not F32/F16/BF16",
+            PassReason::NotMatrix => "not 2-D",
+            PassReason::ByName => "name rule",
+            PassReason::WouldGrow => "packing would not shrink it",
+        }
+    }
+}
+
+/// What quantize does with one tensor, decided in the planning phase.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Pass(PassReason),
+    Quantize {
+        sel: Selection,
+        rows: usize,
+        cols: usize,
+        /// Packed bytes.
+        len: usize,
+    },
+}
+
+/// The plan of one file: each tensor's action, in input order.
+type FilePlan = Vec<(String, Action)>;
+
+/// Quantizes a checkpoint (file or folder) into `output`.
+pub fn quantize<E: Engine>(
+    engine: &E,
+    input: &Path,
+    output: &Path,
+    opts: &QuantizeOptions,
+    progress: &mut dyn Progress,
+) -> Result<Report> {
+    let start = Instant::now();
+    check_params(&opts.params)?;
+    let ckpt = Checkpoint::open(input)?;
+    let out = match opts.dry_run {
+        true => None,
+        false => Some(open_output(&ckpt, input, output, opts.force)?),
+    };
+    let warnings = skipped_warnings(&ckpt, progress);
+
+    let plans = plan(engine, &ckpt, opts, progress)?;
+
+    let mut run = Run {
+        engine,
+        opts,
+        progress,
+        sums: (!opts.dry_run && !opts.no_stats).then(ErrorSums::default),
+        tensors: Vec::new(),
+    };
+    let mut total_size = 0u64;
+    for (f, plan) in ckpt.files.iter().zip(&plans) {
+        total_size += run.write_file(f, plan, out.as_ref())?;
+    }
+    if let Some(o) = out {
+        ckpt.finish_output(&o, total_size)?;
+        o.commit()?;
+    }
+    run.progress.finish();
+
+    let mut report = Report {
+        command: "quantize".into(),
+        tool: tool_version(),
+        input: input.display().to_string(),
+        output: (!opts.dry_run).then(|| output.display().to_string()),
+        dry_run: opts.dry_run,
+        params: Some(ParamsRecord::from(&opts.params)),
+        backend: engine.name().into(),
+        threads: rayon::current_num_threads(),
+        warnings,
+        tensors: run.tensors,
+        ..Default::default()
+    };
+    report.finish_totals(run.sums, start.elapsed());
+    Ok(report)
+}
+
+/// Usage errors in the parameters, found before any file is opened.
+fn check_params(params: &Params) -> Result<()> {
+    params
+        .validate()
+        .map_err(|e| Error::Usage(format!("invalid parameters: {e}")))?;
+    if matches!(params.selection, SelectionMode::Reference { .. }) && params.alpha <= 0.0 {
+        return Err(Error::Usage(
+            "--reference-iters needs --alpha > 0: the reference search looks for the \
+             threshold that leaves a fraction alpha of outliers and cannot bracket zero \
+             (for --alpha 0 use the default exact selection)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Phase 1: every tensor's action, file by file; the outliers of the tensors to
+/// quantize are selected here.
+fn plan<E: Engine>(
+    engine: &E,
+    ckpt: &Checkpoint,
+    opts: &QuantizeOptions,
+    progress: &mut dyn Progress,
+) -> Result<Vec<FilePlan>> {
+    let mut total_weights = 0u64;
+    for f in &ckpt.files {
+        if is_adpq(&f.user_metadata()) {
+            return Err(Error::invalid(f.path(), "is already an adpq checkpoint"));
+        }
+        for t in f.tensors() {
+            if opts.filter.decide(t.name, t.dtype, t.shape) == Decision::Quantize {
+                total_weights += t.numel() as u64;
+            }
+        }
+    }
+    // Selection, then (unless a dry run) quantization, advance the bar per weight.
+    progress.begin(if opts.dry_run { 1 } else { 2 } * total_weights);
+    let mut plans = Vec::with_capacity(ckpt.files.len());
+    for f in &ckpt.files {
+        let mut plan = FilePlan::new();
+        for t in f.tensors() {
+            let action = match opts.filter.decide(t.name, t.dtype, t.shape) {
+                Decision::Quantize => select_one(engine, f, &t, opts, progress)?,
+                Decision::NotFloat => Action::Pass(PassReason::NotFloat),
+                Decision::NotMatrix => Action::Pass(PassReason::NotMatrix),
+                Decision::ByName => Action::Pass(PassReason::ByName),
+            };
+            plan.push((t.name.to_string(), action));
+        }
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
+/// Selects the outliers of one tensor: it is quantized unless packing would not shrink it.
+fn select_one<E: Engine>(
+    engine: &E,
+    f: &SafetensorsFile,
+    t: &TensorRef<'_>,
+    opts: &QuantizeOptions,
+    progress: &mut dyn Progress,
+) -> Result<Action> {
+    progress.message(&format!("select {}", t.name));
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let wd = weight_data(t).ok_or_else(|| Error::tensor(f.path(), t.name, "not a float tensor"))?;
+    let err = engine_error(f, t.name);
+    let dense = engine.load(wd.weights(), rows, cols).map_err(&err)?;
+    let sel = engine.select(&dense, &opts.params).map_err(&err)?;
+    let len = packed_len(rows, cols, opts.params.format(), sel.n_outliers)
+        .map_err(|e| Error::core(f.path(), t.name, e))?;
+    f.release(t);
+    progress.advance(t.numel() as u64);
+    let grows = len as u64 >= t.data.len() as u64;
+    progress.note(&format!(
+        "selected {} ({rows}x{cols}): {} outliers{}",
+        t.name,
+        sel.n_outliers,
+        if grows {
+            ", packing would not shrink it: passthrough"
+        } else {
+            ""
+        }
+    ));
+    if grows {
+        if !opts.dry_run {
+            progress.advance(t.numel() as u64);
+        }
+        return Ok(Action::Pass(PassReason::WouldGrow));
+    }
+    Ok(Action::Quantize {
+        sel,
+        rows,
+        cols,
+        len,
+    })
+}
+
+/// Phase 2 and the figures for phase 3: the state of a run while it writes.
+struct Run<'r, E> {
+    engine: &'r E,
+    opts: &'r QuantizeOptions,
+    progress: &'r mut dyn Progress,
+    /// Error sums over every quantized tensor (`None`: no statistics).
+    sums: Option<ErrorSums>,
+    /// The per-tensor reports, in input order.
+    tensors: Vec<TensorReport>,
+}
+
+impl<E: Engine> Run<'_, E> {
+    /// Writes one output file (or, on a dry run, only reports it) and returns its bytes
+    /// of tensor data.
+    fn write_file(
+        &mut self,
+        f: &SafetensorsFile,
+        plan: &FilePlan,
+        out: Option<&Output>,
+    ) -> Result<u64> {
+        let (planned, originals) = output_plan(f, plan)?;
+        let meta = quantized_metadata(
+            f.user_metadata(),
+            &self.opts.params,
+            &originals,
+            &tool_version(),
+        );
+        let writer = match out {
+            Some(o) => {
+                let (file, shown) = o.create(&f.file_name())?;
+                Some(TensorWriter::new(file, &shown, &meta, &planned)?)
+            }
+            None => None,
+        };
+        let actions: HashMap<&str, &Action> = plan.iter().map(|(n, a)| (n.as_str(), a)).collect();
+        let mut reports: HashMap<String, TensorReport> = HashMap::with_capacity(plan.len());
+        with_writer(f, writer, |emit| {
+            for p in &planned {
+                let t = f
+                    .tensor(&p.name)
+                    .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
+                let action = actions
+                    .get(p.name.as_str())
+                    .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
+                let r = self.write_tensor(f, t, p, action, emit)?;
+                reports.insert(p.name.clone(), r);
+            }
+            Ok(())
+        })?;
+        // Report in input order.
+        for (name, _) in plan {
+            if let Some(r) = reports.remove(name.as_str()) {
+                self.tensors.push(r);
+            }
+        }
+        Ok(planned.iter().map(|p| p.len).sum())
+    }
+
+    /// Quantizes (or passes through) one tensor, hands it to the writer and reports it.
+    fn write_tensor<'a>(
+        &mut self,
+        f: &SafetensorsFile,
+        t: TensorRef<'a>,
+        p: &PlannedTensor,
+        action: &Action,
+        emit: &mut Emitter<'a>,
+    ) -> Result<TensorReport> {
+        let tstart = Instant::now();
+        let mut r = TensorReport::new(
+            f.file_name(),
+            &p.name,
+            t.dtype,
+            t.shape,
+            t.data.len() as u64,
+            p.len,
+        );
+        match *action {
+            Action::Pass(why) => {
+                r.reason = Some(why.as_str().into());
+                emit.put(Chunk::Mapped(t))?;
+            }
+            Action::Quantize {
+                sel,
+                rows,
+                cols,
+                len,
+            } => {
+                r.action = TensorAction::Quantized;
+                r.outliers = Some(sel.n_outliers);
+                r.bits_per_weight = Some(8.0 * len as f64 / (rows as f64 * cols as f64));
+                if !self.opts.dry_run {
+                    self.progress.message(&format!("quantize {}", p.name));
+                    let (buf, sums) = self.quantize_one(f, &t, &sel, rows, cols, len)?;
+                    f.release(&t);
+                    emit.put(Chunk::Owned(p.name.clone(), buf))?;
+                    if let (Some(s), Some(total)) = (sums, self.sums.as_mut()) {
+                        *total = total.merge(s);
+                        r.set_error_sums(&s);
+                    }
+                    self.progress.advance((rows * cols) as u64);
+                }
+            }
+        }
+        r.seconds = tstart.elapsed().as_secs_f64();
+        if r.action == TensorAction::Quantized && !self.opts.dry_run {
+            self.progress.line(&r.quantized_line());
+        }
+        Ok(r)
+    }
+
+    /// Quantizes one tensor into a new buffer, with its error sums when statistics are on.
+    fn quantize_one(
+        &self,
+        f: &SafetensorsFile,
+        t: &TensorRef<'_>,
+        sel: &Selection,
+        rows: usize,
+        cols: usize,
+        len: usize,
+    ) -> Result<(Vec<u8>, Option<ErrorSums>)> {
+        let wd =
+            weight_data(t).ok_or_else(|| Error::tensor(f.path(), t.name, "not a float tensor"))?;
+        let err = engine_error(f, t.name);
+        let dense = self.engine.load(wd.weights(), rows, cols).map_err(&err)?;
+        let mut buf = vec![0u8; len];
+        self.engine
+            .quantize(&dense, &self.opts.params, sel, &mut buf)
+            .map_err(&err)?;
+        if self.sums.is_none() {
+            return Ok((buf, None));
+        }
+        let sums = {
+            let parsed = PackedTensor::parse(&buf).map_err(|e| Error::core(f.path(), t.name, e))?;
+            let packed = self.engine.load_packed(parsed).map_err(&err)?;
+            self.engine.error_sums(&dense, &packed).map_err(&err)?
+        };
+        Ok((buf, Some(sums)))
+    }
+}
+
+/// The tensors of one output file in output order, and the original dtype and shape of
+/// each quantized one (for the metadata).
+fn output_plan(
+    f: &SafetensorsFile,
+    plan: &FilePlan,
+) -> Result<(Vec<PlannedTensor>, BTreeMap<String, OriginalTensor>)> {
+    let mut originals = BTreeMap::new();
+    let mut planned = Vec::with_capacity(plan.len());
+    for (name, action) in plan {
+        let t = f
+            .tensor(name)
+            .ok_or_else(|| Error::tensor(f.path(), name, "vanished"))?;
+        planned.push(match action {
+            Action::Pass(_) => PlannedTensor {
+                name: name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.to_vec(),
+                len: t.data.len() as u64,
+            },
+            Action::Quantize { len, .. } => {
+                originals.insert(
+                    name.clone(),
+                    OriginalTensor {
+                        dtype: t.dtype.to_string(),
+                        shape: t.shape.to_vec(),
+                    },
+                );
+                PlannedTensor {
+                    name: name.clone(),
+                    dtype: Dtype::U8,
+                    shape: vec![*len],
+                    len: *len as u64,
+                }
+            }
+        });
+    }
+    sort_for_output(&mut planned);
+    Ok((planned, originals))
+}

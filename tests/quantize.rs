@@ -1,0 +1,376 @@
+//! `adpq quantize` (and its round trip through `dequantize`) on synthetic checkpoints:
+//! odd shapes, dtypes, options, thread counts and backends, reports and progress.
+
+use safetensors::Dtype;
+use serde_json::Value;
+
+mod common;
+use common::*;
+
+#[test]
+fn synthetic_roundtrip_odd_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("model.safetensors");
+    let model = synthetic_model();
+    write_st(&input, &model, &[("format", "pt")]);
+    let before = std::fs::read(&input).unwrap();
+    let q = dir.path().join("q.safetensors");
+    let report = dir.path().join("report.json");
+    let out = adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q),
+        "--report",
+        p(&report),
+        "-q",
+    ]);
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("relative MSE: AdpQ"), "{stdout}");
+    assert_eq!(std::fs::read(&input).unwrap(), before, "input modified");
+
+    // The report.
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["totals"]["converted"], 3);
+    assert_eq!(r["totals"]["passthrough"], 4);
+    for t in r["tensors"].as_array().unwrap() {
+        if t["action"] == "quantized" {
+            let (a, b) = (
+                t["rel_mse"].as_f64().unwrap(),
+                t["rtn_rel_mse"].as_f64().unwrap(),
+            );
+            assert!(a > 0.0 && a <= b, "{}: AdpQ {a} vs RTN {b}", t["name"]);
+            assert!(t["sqnr_db"].as_f64().unwrap() > 15.0);
+        }
+    }
+
+    // The quantized file.
+    let (tensors, meta) = read_st(&q);
+    assert_eq!(meta["format"], "adpq");
+    assert_eq!(meta["adpq.original_format"], "pt");
+    assert_eq!(meta["adpq.version"], "1");
+    let params: Value = serde_json::from_str(&meta["adpq.params"]).unwrap();
+    assert_eq!(params["bits"], 4);
+    assert_eq!(params["group_size"], 128);
+    let originals: Value = serde_json::from_str(&meta["adpq.tensors"]).unwrap();
+    assert_eq!(
+        originals["model.layers.0.mlp.up_proj.weight"]["dtype"],
+        "F16"
+    );
+    for (name, dtype, shape, bytes) in &model {
+        let (d, s, b) = &tensors[name];
+        if QUANTIZED.contains(&name.as_str()) {
+            assert_eq!(*d, Dtype::U8);
+            assert_eq!(s.len(), 1);
+            let t = adpq_core::PackedTensor::parse(b).unwrap();
+            assert_eq!([t.rows(), t.cols()], [shape[0], shape[1]]);
+        } else {
+            assert_eq!(
+                (d, s, b),
+                (dtype, shape, bytes),
+                "{name} not passed through"
+            );
+        }
+    }
+
+    // inspect, verify.
+    let out = adpq(&["inspect", p(&q)]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("7 tensors, 3 quantized"));
+    let out = adpq(&["inspect", "--json", p(&q)]);
+    ok(&out);
+    let ins: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ins["quantized"], 3);
+    ok(&adpq(&["verify", p(&q)]));
+
+    // Dequantize: original dtypes, shapes and metadata are back; values are close.
+    let d = dir.path().join("d.safetensors");
+    ok(&adpq(&["dequantize", p(&q), "-o", p(&d), "-q"]));
+    let (back, meta) = read_st(&d);
+    assert_eq!(meta.get("format").map(String::as_str), Some("pt"));
+    assert!(!meta.keys().any(|k| k.starts_with("adpq")));
+    for (name, dtype, shape, bytes) in &model {
+        let (d, s, b) = &back[name];
+        assert_eq!((d, s), (dtype, shape), "{name}");
+        if QUANTIZED.contains(&name.as_str()) {
+            let (w, v) = (to_f32(*dtype, bytes), to_f32(*d, b));
+            let err: f64 = w
+                .iter()
+                .zip(&v)
+                .map(|(a, b)| f64::from(a - b).powi(2))
+                .sum();
+            let sig: f64 = w.iter().map(|a| f64::from(*a).powi(2)).sum();
+            assert!(err / sig < 0.02, "{name}: rel MSE {}", err / sig);
+        } else {
+            assert_eq!(b, bytes, "{name}");
+        }
+    }
+    // --dtype overrides.
+    let d32 = dir.path().join("d32.safetensors");
+    ok(&adpq(&[
+        "dequantize",
+        p(&q),
+        "-o",
+        p(&d32),
+        "--dtype",
+        "f32",
+        "-q",
+    ]));
+    let (back, _) = read_st(&d32);
+    for name in QUANTIZED {
+        assert_eq!(back[name].0, Dtype::F32);
+    }
+    // Nothing else was left in the folder.
+    assert_eq!(
+        names_in(dir.path()),
+        [
+            "d.safetensors",
+            "d32.safetensors",
+            "model.safetensors",
+            "q.safetensors",
+            "report.json"
+        ]
+    );
+    assert_eq!(std::fs::read(&input).unwrap(), before, "input modified");
+}
+
+#[test]
+fn output_is_identical_for_any_thread_count_and_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("m.safetensors");
+    write_st(&input, &synthetic_model(), &[]);
+    let mut outputs = Vec::new();
+    for (threads, backend) in [
+        ("1", "scalar"),
+        ("2", "scalar"),
+        ("3", "scalar"),
+        ("1", "auto"),
+        ("2", "auto"),
+    ] {
+        let o = dir.path().join(format!("q{threads}{backend}.safetensors"));
+        ok(&adpq(&[
+            "quantize",
+            p(&input),
+            "-o",
+            p(&o),
+            "--threads",
+            threads,
+            "--backend",
+            backend,
+            "-q",
+        ]));
+        outputs.push((threads, backend, std::fs::read(&o).unwrap()));
+    }
+    for (t, b, bytes) in &outputs[1..] {
+        assert!(
+            *bytes == outputs[0].2,
+            "threads {t}, backend {b} differ from 1 thread scalar"
+        );
+    }
+}
+
+#[test]
+fn options_dry_run_include_exclude_asymmetric() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("m.safetensors");
+    write_st(&input, &synthetic_model(), &[]);
+    // Dry run: a plan, no output.
+    let out = adpq(&[
+        "quantize",
+        p(&input),
+        "--dry-run",
+        "--include",
+        "embed|proj",
+        "--exclude",
+        "down",
+    ]);
+    ok(&out);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("dry run"), "{s}");
+    assert!(s.contains("quantized 3 of 7"), "{s}");
+    assert_eq!(names_in(dir.path()), ["m.safetensors"]);
+    // Asymmetric 3-bit, group 64, JSON report.
+    let q = dir.path().join("q.safetensors");
+    let rep = dir.path().join("r.json");
+    ok(&adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q),
+        "--bits",
+        "3",
+        "--group-size",
+        "64",
+        "--asymmetric",
+        "--alpha",
+        "0.03",
+        "--report",
+        p(&rep),
+        "-q",
+    ]));
+    let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    assert_eq!(r["params"]["grid"], "asymmetric");
+    assert_eq!(r["params"]["bits"], 3);
+    ok(&adpq(&["verify", p(&q)]));
+    let out = adpq(&["inspect", p(&q)]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("adpq b3 g64 asymmetric"));
+    // Reference-compatible selection.
+    let q2 = dir.path().join("q2.safetensors");
+    ok(&adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q2),
+        "--reference-iters",
+        "100",
+        "-q",
+    ]));
+    ok(&adpq(&["verify", p(&q2)]));
+}
+
+/// A tensor that packing would not shrink (e.g. `[1000, 1]`: one group and its scales
+/// per weight) is passed through unchanged, with the reason in the report.
+#[test]
+fn tensors_that_would_grow_pass_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.safetensors");
+    let mut model = synthetic_model();
+    model.push(floats("narrow.weight", Dtype::F32, &[1000, 1], 7));
+    model.push(floats("narrow_bf16.weight", Dtype::BF16, &[300, 2], 8));
+    write_st(&input, &model, &[]);
+    let q = tmp.path().join("q.safetensors");
+    let rep = tmp.path().join("r.json");
+    let out = adpq(&["quantize", p(&input), "-o", p(&q), "--report", p(&rep)]);
+    ok(&out);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("passthrough (packing would not shrink it)"),
+        "{table}"
+    );
+    let (tensors, meta) = read_st(&q);
+    let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    for name in ["narrow.weight", "narrow_bf16.weight"] {
+        let orig = model.iter().find(|t| t.0 == name).unwrap();
+        let t = &tensors[name];
+        assert_eq!((t.0, &t.1), (orig.1, &orig.2), "{name}");
+        assert!(t.2 == orig.3, "{name} bytes changed");
+        let e = r["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap();
+        assert_eq!(e["action"], "passthrough");
+        assert_eq!(e["reason"], "packing would not shrink it");
+        assert!(!meta["adpq.tensors"].contains(name));
+    }
+    for name in QUANTIZED {
+        assert_eq!(tensors[name].0, Dtype::U8, "{name}");
+    }
+    assert_eq!(r["totals"]["converted"], QUANTIZED.len());
+    ok(&adpq(&["verify", p(&q)]));
+}
+
+/// Report statistics at the edges: an RTN error of zero prints "n/a" (JSON `null`)
+/// instead of dividing by ~0, and weights near 1e36 (squares beyond f32) give finite
+/// error figures.
+#[test]
+fn report_statistics_at_the_edges() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Every group of 128 holds -3.5..=3.5 in steps of 0.5: exactly on the 4-bit RTN grid.
+    let grid: Vec<u8> = (0..16 * 128)
+        .flat_map(|i| (((i % 15) as f32 - 7.0) * 0.5).to_le_bytes())
+        .collect();
+    let input = tmp.path().join("grid.safetensors");
+    write_st(
+        &input,
+        &[("grid.weight".into(), Dtype::F32, vec![16, 128], grid)],
+        &[],
+    );
+    let rep = tmp.path().join("r.json");
+    let q = tmp.path().join("q.safetensors");
+    let out = adpq(&["quantize", p(&input), "-o", p(&q), "--report", p(&rep)]);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(n/a of RTN)"), "{text}");
+    let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    assert_eq!(r["totals"]["rtn_rel_mse"], 0.0);
+    assert!(
+        r["totals"]["rel_mse_pct_of_rtn"].is_null(),
+        "{}",
+        r["totals"]
+    );
+
+    // Weights around 1e36.
+    let (name, _, shape, bytes) = floats("huge.weight", Dtype::F32, &[16, 256], 12);
+    let huge: Vec<u8> = to_f32(Dtype::F32, &bytes)
+        .iter()
+        .flat_map(|v| (v * 1e37).to_le_bytes())
+        .collect();
+    let input = tmp.path().join("huge.safetensors");
+    write_st(&input, &[(name, Dtype::F32, shape, huge)], &[]);
+    let out = adpq(&["quantize", p(&input), "-o", p(&q), "--report", p(&rep)]);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("NaN") && !text.contains("inf"),
+        "non-finite statistics:\n{text}"
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    let t = &r["totals"];
+    for k in [
+        "rel_mse",
+        "rtn_rel_mse",
+        "rel_mse_pct_of_rtn",
+        "sqnr_db",
+        "rtn_sqnr_db",
+    ] {
+        let v = t[k].as_f64().unwrap_or_else(|| panic!("{k}: {t}"));
+        assert!(v.is_finite() && v > 0.0, "{k} = {v}");
+    }
+    assert!(t["rel_mse"].as_f64().unwrap() < 0.1, "{t}");
+}
+
+/// Without a terminal, progress is one plain stderr line per tensor for the selection
+/// phase, the write phase and dequantize; `-q` silences all of it.
+#[test]
+fn plain_progress_lines_when_not_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.safetensors");
+    write_st(&input, &synthetic_model(), &[]);
+    let q = tmp.path().join("q.safetensors");
+    let d = tmp.path().join("d.safetensors");
+    let count = |err: &str, prefix: &str| err.lines().filter(|l| l.starts_with(prefix)).count();
+
+    let out = adpq(&["quantize", p(&input), "-o", p(&q)]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(count(&err, "selected "), QUANTIZED.len(), "{err}");
+    assert_eq!(count(&err, "quantized "), QUANTIZED.len(), "{err}");
+    for name in QUANTIZED {
+        assert!(err.contains(&format!("selected {name} (")), "{err}");
+    }
+    // The selection lines come first (the whole model is selected before writing).
+    let last_select = err.rfind("selected ").unwrap();
+    assert!(last_select < err.find("quantized ").unwrap(), "{err}");
+
+    let out = adpq(&["dequantize", p(&q), "-o", p(&d)]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(count(&err, "dequantized "), QUANTIZED.len(), "{err}");
+
+    for cmd in [
+        vec!["quantize", p(&input), "-o", p(&q), "-q"],
+        vec!["quantize", p(&input), "--dry-run", "-q"],
+        vec!["dequantize", p(&q), "-o", p(&d), "-q"],
+    ] {
+        let out = adpq(&cmd);
+        ok(&out);
+        assert!(
+            out.stderr.is_empty(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
