@@ -47,6 +47,7 @@ pub mod error;
 pub mod format;
 pub mod kernels;
 pub mod params;
+mod plan;
 pub mod quant;
 pub mod select;
 mod weights;
@@ -58,9 +59,10 @@ pub use error::{Error, FormatError, Result};
 pub use format::{packed_len, Layout, PackedTensor, RowGroup};
 pub use kernels::{
     AnyKernels, Avx2, CpuKernels, KernelChoiceError, Neon, Q8Activations, Quantized, RowJob,
-    RowsDone, RowsOut, Scalar, TensorPlan,
+    RowsDone, RowsOut, Scalar,
 };
 pub use params::{FormatParams, Grid, Params, SelectionMode};
+pub use plan::{BlockDone, BlockOut, Blocks, QuantizePlan};
 pub use select::{OutlierRule, Selection};
 pub use weights::{Element, Weights};
 

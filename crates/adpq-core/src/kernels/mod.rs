@@ -30,9 +30,9 @@ pub use x86_64::Avx2;
 
 use crate::bits::BitWriter;
 use crate::error::{Error, Result};
-use crate::format::{finish, HeaderInfo, Layout, PackedTensor, Sections};
+use crate::format::PackedTensor;
 use crate::params::{FormatParams, Params};
-use crate::quant::scale_exponent;
+use crate::plan::QuantizePlan;
 use crate::select::{
     check_shape, select_with, BadValue, HistogramPass, OutlierRule, RangeScan, Selection, HIST_BINS,
 };
@@ -179,7 +179,8 @@ pub trait CpuKernels: Copy + Send + Sync + core::fmt::Debug {
     }
 
     /// Quantizes a whole tensor with a selection made by [`CpuKernels::select`] into `out`,
-    /// which must be exactly [`packed_len`](crate::packed_len) bytes.
+    /// which must be exactly [`packed_len`](crate::packed_len) bytes: the
+    /// [`QuantizePlan`](crate::QuantizePlan) as one block.
     fn quantize(
         &self,
         w: Weights<'_>,
@@ -190,82 +191,11 @@ pub trait CpuKernels: Copy + Send + Sync + core::fmt::Debug {
         out: &mut [u8],
     ) -> Result<Quantized> {
         check_shape(w.len(), rows, cols, params)?;
-        let layout = Layout::new(rows, cols, params.format(), selection.n_outliers)?;
-        if out.len() != layout.total_len {
-            return Err(Error::BufferSize {
-                needed: layout.total_len as u64,
-                actual: out.len() as u64,
-            });
+        let plan = QuantizePlan::new(rows, cols, params, selection, rows)?;
+        let mut done = None;
+        for block in plan.split(out, &[])? {
+            done = Some(plan.quantize_block(self, w, block, &mut [])?);
         }
-        let plan = TensorPlan::new(&layout, params, selection);
-        let Sections {
-            counts,
-            records,
-            codes,
-            positions,
-            ..
-        } = layout.split_mut(out);
-        let mut rows_out = RowsOut {
-            counts,
-            records,
-            codes,
-            positions: BitWriter::new(positions, layout.position_bits),
-        };
-        let done = self.quantize_rows(w, &plan.job(0, 0), &mut rows_out)?;
-        if done.outliers != selection.n_outliers {
-            return Err(Error::OutlierCount {
-                expected: selection.n_outliers,
-                actual: done.outliers,
-            });
-        }
-        finish(out, &layout, &plan.info)?;
-        Ok(Quantized {
-            selection: *selection,
-            bytes: layout.total_len,
-            bits_per_weight: layout.bits_per_weight(),
-        })
-    }
-}
-
-/// Everything needed to quantize a tensor's row blocks independently, fixed after selection.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TensorPlan {
-    /// Header fields.
-    pub info: HeaderInfo,
-    /// Format parameters.
-    pub params: FormatParams,
-    /// Columns.
-    pub cols: usize,
-    /// The selection.
-    pub selection: Selection,
-}
-
-impl TensorPlan {
-    /// The plan for a tensor of this layout.
-    pub fn new(layout: &Layout, params: &Params, selection: &Selection) -> TensorPlan {
-        let fp = params.format();
-        TensorPlan {
-            info: HeaderInfo {
-                scale_exp: scale_exponent(selection.max_abs(), &fp),
-                selection: params.selection,
-                threshold: selection.threshold(),
-                alpha: params.alpha,
-            },
-            params: fp,
-            cols: layout.cols,
-            selection: *selection,
-        }
-    }
-
-    /// The job of a block starting at `first_row`, after `equal_before` weights equal to
-    /// the threshold (0 when [`Selection::is_row_independent`]).
-    pub fn job(&self, first_row: u64, equal_before: u64) -> RowJob {
-        RowJob {
-            cols: self.cols,
-            params: self.params,
-            rule: self.selection.rule_after(equal_before),
-            scale_exp: self.info.scale_exp,
-            first_row,
-        }
+        plan.stitch(out, done.map(|d| (d, &[][..])))
     }
 }
