@@ -7,12 +7,10 @@
 //! byte-identical to the single-threaded [`CpuKernels::quantize`] whatever the pool size
 //! (tested below), and so are the error sums.
 
-use adpq_core::select::{
-    select_exact_sampled_with, select_with, BadValue, HistogramPass, RangeScan, HIST_BINS,
-};
+use adpq_core::select::{BadValue, HistogramPass, RangeScan, TensorScan, HIST_BINS};
 use adpq_core::{
-    bf16, f16, BlockDone, CpuKernels, Error as CoreError, PackedTensor, Params, QuantizePlan,
-    Quantized, Selection, SelectionMode, Weights,
+    bf16, f16, select_outliers, BlockDone, CpuKernels, Error as CoreError, KernelScan,
+    PackedTensor, Params, QuantizePlan, Quantized, Selection, Weights,
 };
 use rayon::prelude::*;
 
@@ -95,20 +93,8 @@ impl<B: CpuKernels> Driver<B> {
         cols: usize,
         params: &Params,
     ) -> Result<Selection, CoreError> {
-        let n = Self::check(w, rows, cols, params)?;
-        if params.selection == SelectionMode::Exact {
-            let scan = |lo, hi, out: &mut [u32]| self.par_scan_range(w, lo, hi, out);
-            if let Some(sel) = select_exact_sampled_with(w, params.alpha, scan) {
-                return sel.map_err(|e| e.into_error(0, cols as u64));
-            }
-        }
-        select_with(
-            n,
-            cols,
-            params,
-            |pass, bins| self.par_histogram(w, pass, bins),
-            |t| self.par_count_at_least(w, t),
-        )
+        Self::check(w, rows, cols, params)?;
+        select_outliers(&ParScan { driver: self, w }, rows, cols, params)
     }
 
     fn chunk<'w>(&self, w: Weights<'w>, i: usize) -> Option<(usize, Weights<'w>)> {
@@ -343,6 +329,76 @@ impl<B: CpuKernels> Driver<B> {
                 Ok(())
             })
     }
+}
+
+/// The selection passes of a [`Driver`] over chunks of `w` in parallel.
+struct ParScan<'d, 'w, B> {
+    driver: &'d Driver<B>,
+    w: Weights<'w>,
+}
+
+impl<B: CpuKernels> TensorScan for ParScan<'_, '_, B> {
+    fn weight_count(&self) -> usize {
+        self.w.len()
+    }
+
+    fn histogram(
+        &self,
+        pass: &HistogramPass,
+        bins: &mut [u32; HIST_BINS],
+    ) -> Result<u32, BadValue> {
+        self.driver.par_histogram(self.w, pass, bins)
+    }
+
+    fn count_at_least(&self, threshold_bits: u32) -> u64 {
+        self.driver.par_count_at_least(self.w, threshold_bits)
+    }
+
+    fn sample(&self, start: usize, out: &mut [u32]) -> bool {
+        KernelScan::new(self.driver.backend, self.w).sample(start, out)
+    }
+
+    fn scan_range(&self, lo: u32, hi: u32, out: &mut [u32]) -> Option<Result<RangeScan, BadValue>> {
+        Some(self.driver.par_scan_range(self.w, lo, hi, out))
+    }
+}
+
+/// The histogram passes (or the reference search) over two closures, never the sampled
+/// path: what the tests compare the parallel selection with.
+#[cfg(test)]
+fn select_with<H, C>(
+    n: u64,
+    cols: usize,
+    params: &Params,
+    histogram: H,
+    count_at_least: C,
+) -> Result<Selection, CoreError>
+where
+    H: Fn(&HistogramPass, &mut [u32; HIST_BINS]) -> Result<u32, BadValue>,
+    C: Fn(u32) -> u64,
+{
+    struct Passes<H, C>(usize, H, C);
+    impl<H, C> TensorScan for Passes<H, C>
+    where
+        H: Fn(&HistogramPass, &mut [u32; HIST_BINS]) -> Result<u32, BadValue>,
+        C: Fn(u32) -> u64,
+    {
+        fn weight_count(&self) -> usize {
+            self.0
+        }
+        fn histogram(
+            &self,
+            pass: &HistogramPass,
+            bins: &mut [u32; HIST_BINS],
+        ) -> Result<u32, BadValue> {
+            (self.1)(pass, bins)
+        }
+        fn count_at_least(&self, threshold_bits: u32) -> u64 {
+            (self.2)(threshold_bits)
+        }
+    }
+    let scan = Passes(n as usize, histogram, count_at_least);
+    adpq_core::select::select_by_passes(&scan, n as usize / cols, cols, params)
 }
 
 /// Encodes f32 values as little-endian `dtype` elements (round to nearest even).

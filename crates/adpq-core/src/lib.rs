@@ -63,7 +63,7 @@ pub use kernels::{
 };
 pub use params::{FormatParams, Grid, Params, SelectionMode};
 pub use plan::{BlockDone, BlockOut, Blocks, QuantizePlan};
-pub use select::{OutlierRule, Selection};
+pub use select::{select_outliers, KernelScan, OutlierRule, Selection, TensorScan};
 pub use weights::{Element, Weights};
 
 /// Re-export of the `half` crate's f16 and bf16, the element types [`Weights`] accepts.

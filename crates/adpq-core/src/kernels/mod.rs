@@ -34,7 +34,8 @@ use crate::format::PackedTensor;
 use crate::params::{FormatParams, Params};
 use crate::plan::QuantizePlan;
 use crate::select::{
-    check_shape, select_with, BadValue, HistogramPass, OutlierRule, RangeScan, Selection, HIST_BINS,
+    check_shape, select_outliers, BadValue, HistogramPass, KernelScan, OutlierRule, RangeScan,
+    Selection, HIST_BINS,
 };
 use crate::weights::Weights;
 
@@ -162,20 +163,7 @@ pub trait CpuKernels: Copy + Send + Sync + core::fmt::Debug {
         cols: usize,
         params: &Params,
     ) -> Result<Selection> {
-        check_shape(w.len(), rows, cols, params)?;
-        #[cfg(feature = "std")]
-        if params.selection == crate::params::SelectionMode::Exact {
-            if let Some(sel) = crate::select::select_exact_sampled(self, w, params.alpha) {
-                return sel.map_err(|e| e.into_error(0, cols as u64));
-            }
-        }
-        select_with(
-            w.len() as u64,
-            cols,
-            params,
-            |pass, bins| self.histogram(w, pass, bins),
-            |t| self.count_at_least(w, t),
-        )
+        select_outliers(&KernelScan::new(*self, w), rows, cols, params)
     }
 
     /// Quantizes a whole tensor with a selection made by [`CpuKernels::select`] into `out`,
