@@ -42,7 +42,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
-pub mod bits;
+mod bits;
 pub mod error;
 pub mod format;
 pub mod kernels;
@@ -58,12 +58,11 @@ pub mod harness;
 pub use error::{Error, FormatError, Result};
 pub use format::{packed_len, Layout, PackedTensor, RowGroup};
 pub use kernels::{
-    AnyKernels, Avx2, CpuKernels, KernelChoiceError, Neon, Q8Activations, Quantized, RowJob,
-    RowsDone, RowsOut, Scalar,
+    AnyKernels, Avx2, CpuKernels, KernelChoiceError, Neon, Q8Activations, Quantized, Scalar,
 };
 pub use params::{FormatParams, Grid, Params, SelectionMode};
 pub use plan::{BlockDone, BlockOut, Blocks, QuantizePlan};
-pub use select::{select_outliers, KernelScan, OutlierRule, Selection, TensorScan};
+pub use select::{select_outliers, KernelScan, Selection, TensorScan};
 pub use weights::{Element, Weights};
 
 /// Re-export of the `half` crate's f16 and bf16, the element types [`Weights`] accepts.

@@ -8,32 +8,28 @@ use crate::params::FormatParams;
 /// Byte offsets and sizes of a packed tensor's sections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
-    /// Rows.
-    pub rows: usize,
-    /// Columns.
-    pub cols: usize,
-    /// Format parameters.
-    pub params: FormatParams,
-    /// Outliers.
-    pub n_outliers: u64,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) params: FormatParams,
+    pub(crate) n_outliers: u64,
     /// Groups per row, `ceil(cols / g)`.
-    pub groups_per_row: usize,
+    pub(crate) groups_per_row: usize,
     /// Bytes of one group record.
-    pub record_bytes: usize,
+    pub(crate) record_bytes: usize,
     /// Bytes of one row of codes, `ceil(cols · b / 8)`.
-    pub row_code_bytes: usize,
+    pub(crate) row_code_bytes: usize,
     /// Bits of one outlier position.
-    pub position_bits: u32,
+    pub(crate) position_bits: u32,
     /// Start of the `rows + 1` u32 outlier offsets.
-    pub offsets_at: usize,
+    pub(crate) offsets_at: usize,
     /// Start of the group records.
-    pub records_at: usize,
+    pub(crate) records_at: usize,
     /// Start of the codes.
-    pub codes_at: usize,
+    pub(crate) codes_at: usize,
     /// Start of the position stream.
-    pub positions_at: usize,
+    pub(crate) positions_at: usize,
     /// Total length in bytes.
-    pub total_len: usize,
+    pub(crate) total_len: usize,
 }
 
 impl Layout {
@@ -133,7 +129,7 @@ impl Layout {
     }
 
     /// Bytes of the records of one row.
-    pub fn row_record_bytes(&self) -> usize {
+    pub(crate) fn row_record_bytes(&self) -> usize {
         self.groups_per_row * self.record_bytes
     }
 
@@ -141,7 +137,7 @@ impl Layout {
     ///
     /// # Panics
     /// When `buf.len() != self.total_len`.
-    pub fn split_mut<'b>(&self, buf: &'b mut [u8]) -> Sections<'b> {
+    pub(crate) fn split_mut<'b>(&self, buf: &'b mut [u8]) -> Sections<'b> {
         assert_eq!(
             buf.len(),
             self.total_len,
@@ -163,14 +159,13 @@ impl Layout {
 
 /// The sections of a packed buffer under construction, as disjoint mutable slices.
 #[derive(Debug)]
-pub struct Sections<'b> {
+pub(crate) struct Sections<'b> {
     /// Per-row outlier counts (4 bytes per row), turned into offsets by `finish`.
-    /// Per-row outlier counts.
-    pub counts: &'b mut [u8],
+    pub(crate) counts: &'b mut [u8],
     /// Group records, `row_record_bytes()` per row.
-    pub records: &'b mut [u8],
+    pub(crate) records: &'b mut [u8],
     /// Codes, `row_code_bytes` per row.
-    pub codes: &'b mut [u8],
+    pub(crate) codes: &'b mut [u8],
     /// The outlier position stream.
-    pub positions: &'b mut [u8],
+    pub(crate) positions: &'b mut [u8],
 }

@@ -20,12 +20,11 @@ mod write;
 pub(crate) use codes::{code_at, put_code};
 pub use header::HeaderInfo;
 pub use layout::Layout;
-pub use layout::Sections;
 pub use parse::{PackedRow, PackedTensor, RowGroup, RowGroups};
 pub use record::GroupRecord;
 pub(crate) use record::{encode_record, grid_of};
 pub use write::checksum;
-pub use write::finish;
+pub(crate) use write::finish;
 
 use crate::error::Result;
 

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 /// Writes the header, turns the per-row outlier counts (left in the offsets section by
 /// [`CpuKernels::quantize_rows`](crate::CpuKernels::quantize_rows)) into offsets, and seals the
 /// buffer with its checksum.
-pub fn finish(buf: &mut [u8], layout: &Layout, info: &HeaderInfo) -> Result<()> {
+pub(crate) fn finish(buf: &mut [u8], layout: &Layout, info: &HeaderInfo) -> Result<()> {
     if buf.len() != layout.total_len {
         return Err(Error::BufferSize {
             needed: layout.total_len as u64,

@@ -32,49 +32,48 @@ use crate::bits::BitWriter;
 use crate::error::{Error, Result};
 use crate::format::PackedTensor;
 use crate::params::{FormatParams, Params};
-use crate::plan::QuantizePlan;
+pub use crate::plan::QuantizePlan;
 use crate::select::{
     check_shape, select_outliers, BadValue, HistogramPass, KernelScan, OutlierRule, RangeScan,
     Selection, HIST_BINS,
 };
 use crate::weights::Weights;
 
-/// What a block of rows is quantized with.
+/// What a block of rows is quantized with (built by [`QuantizePlan`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RowJob {
     /// Columns of the tensor.
-    pub cols: usize,
-    /// Format parameters.
-    pub params: FormatParams,
-    /// Outlier rule for this block (see [`Selection::rule_after`]).
-    pub rule: OutlierRule,
+    pub(crate) cols: usize,
+    pub(crate) params: FormatParams,
+    /// Outlier rule for this block (see `Selection::rule_after`).
+    pub(crate) rule: OutlierRule,
     /// Per-tensor step exponent.
-    pub scale_exp: i8,
+    pub(crate) scale_exp: i8,
     /// Index of the block's first row in the tensor (for error messages).
-    pub first_row: u64,
+    pub(crate) first_row: u64,
 }
 
-/// Where a block of rows is written: disjoint pieces of the packed buffer (see
-/// [`Layout::split_mut`]) and a position stream.
+/// Where a block of rows is written: its share of the packed buffer (built by
+/// [`QuantizePlan`]).
 #[derive(Debug)]
 pub struct RowsOut<'a> {
     /// Per-row outlier counts, u32 little-endian, 4 bytes per row.
-    pub counts: &'a mut [u8],
+    pub(crate) counts: &'a mut [u8],
     /// The rows' group records.
-    pub records: &'a mut [u8],
+    pub(crate) records: &'a mut [u8],
     /// The rows' codes.
-    pub codes: &'a mut [u8],
+    pub(crate) codes: &'a mut [u8],
     /// Receives the outlier positions in order.
-    pub positions: BitWriter<'a>,
+    pub(crate) positions: BitWriter<'a>,
 }
 
 /// What quantizing a block of rows produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RowsDone {
     /// Outliers written.
-    pub outliers: u64,
+    pub(crate) outliers: u64,
     /// Weights exactly at the threshold that were taken as outliers.
-    pub equal_taken: u64,
+    pub(crate) equal_taken: u64,
 }
 
 /// Summary of a whole-tensor quantization.
@@ -88,8 +87,19 @@ pub struct Quantized {
     pub bits_per_weight: f64,
 }
 
-/// The operations every backend provides.
-pub trait CpuKernels: Copy + Send + Sync + core::fmt::Debug {
+mod sealed {
+    /// Only this crate implements [`CpuKernels`](super::CpuKernels): its row-level
+    /// methods take jobs that only [`QuantizePlan`](crate::QuantizePlan) builds.
+    pub trait Sealed {}
+    impl Sealed for super::Scalar {}
+    impl Sealed for super::Avx2 {}
+    impl Sealed for super::Neon {}
+    impl Sealed for super::AnyKernels {}
+}
+
+/// The operations every CPU kernel set provides (sealed: implemented by this crate's
+/// tokens only).
+pub trait CpuKernels: sealed::Sealed + Copy + Send + Sync + core::fmt::Debug {
     /// Short lowercase name (`scalar`, `avx2`, `neon`, `cuda`).
     fn name(&self) -> &'static str;
 
@@ -168,7 +178,7 @@ pub trait CpuKernels: Copy + Send + Sync + core::fmt::Debug {
 
     /// Quantizes a whole tensor with a selection made by [`CpuKernels::select`] into `out`,
     /// which must be exactly [`packed_len`](crate::packed_len) bytes: the
-    /// [`QuantizePlan`](crate::QuantizePlan) as one block.
+    /// [`QuantizePlan`] as one block.
     fn quantize(
         &self,
         w: Weights<'_>,

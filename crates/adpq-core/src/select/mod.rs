@@ -65,7 +65,7 @@ impl BadValue {
 
 /// Whether magnitude bits are accepted by the quantizer.
 #[inline(always)]
-pub fn is_valid_abs_bits(abs_bits: u32) -> bool {
+pub(crate) fn is_valid_abs_bits(abs_bits: u32) -> bool {
     abs_bits < OUT_OF_RANGE_BITS
 }
 
@@ -102,7 +102,7 @@ impl Selection {
 
     /// The outlier rule for a range of rows, given how many weights equal to the threshold
     /// come before the range in row-major order.
-    pub fn rule_after(&self, equal_before: u64) -> OutlierRule {
+    pub(crate) fn rule_after(&self, equal_before: u64) -> OutlierRule {
         OutlierRule {
             threshold_bits: self.threshold_bits,
             equal_budget: if self.take_equal == TAKE_ALL_EQUAL {
@@ -122,17 +122,17 @@ impl Selection {
 
 /// Decides, element by element in row-major order, which weights are outliers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutlierRule {
+pub(crate) struct OutlierRule {
     /// Magnitude bits of the threshold.
-    pub threshold_bits: u32,
+    pub(crate) threshold_bits: u32,
     /// Weights exactly at the threshold still to take ([`TAKE_ALL_EQUAL`]: unlimited).
-    pub equal_budget: u64,
+    pub(crate) equal_budget: u64,
 }
 
 impl OutlierRule {
     /// Classifies one weight, consuming the tie budget when it is taken at the threshold.
     #[inline(always)]
-    pub fn take(&mut self, abs_bits: u32) -> bool {
+    pub(crate) fn take(&mut self, abs_bits: u32) -> bool {
         if abs_bits > self.threshold_bits {
             true
         } else if abs_bits == self.threshold_bits && self.equal_budget > 0 {
