@@ -16,6 +16,35 @@
 //! [`Selection::is_row_independent`]), a block must know how many of them come before
 //! it. Then [`QuantizePlan::needs_tie_counts`] is true and the caller passes the count of
 //! each block ([`QuantizePlan::count_ties`]) to [`QuantizePlan::split`].
+//!
+//! ```
+//! use adpq_core::{CpuKernels, Params, QuantizePlan, Scalar, Weights};
+//!
+//! let (rows, cols) = (6, 256);
+//! let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 100.0).collect();
+//! let w = Weights::F32(&w);
+//! let params = Params::DEFAULT;
+//! let sel = Scalar.select(w, rows, cols, &params)?;
+//! let plan = QuantizePlan::new(rows, cols, &params, &sel, 2)?; // 3 blocks of 2 rows
+//! let ties: Vec<u64> = if plan.needs_tie_counts() {
+//!     (0..plan.block_count()).map(|b| plan.count_ties(&Scalar, w, b)).collect::<Result<_, _>>()?
+//! } else {
+//!     Vec::new()
+//! };
+//! let mut out = vec![0u8; plan.packed_len()];
+//! let mut done = Vec::new();
+//! for block in plan.split(&mut out, &ties)? {
+//!     // Each block is independent: a parallel driver hands them to its threads.
+//!     let mut scratch = vec![0u8; block.scratch_len()];
+//!     done.push((plan.quantize_block(&Scalar, w, block, &mut scratch)?, scratch));
+//! }
+//! plan.stitch(&mut out, done.iter().map(|(d, s)| (*d, s.as_slice())))?;
+//!
+//! let mut whole = vec![0u8; plan.packed_len()];
+//! Scalar.quantize(w, rows, cols, &params, &sel, &mut whole)?;
+//! assert_eq!(out, whole);
+//! # Ok::<(), adpq_core::Error>(())
+//! ```
 
 use core::ops::Range;
 

@@ -32,7 +32,7 @@ use crate::bits::BitWriter;
 use crate::error::{Error, Result};
 use crate::format::PackedTensor;
 use crate::params::{FormatParams, Params};
-pub use crate::plan::QuantizePlan;
+use crate::plan::QuantizePlan;
 use crate::select::{
     check_shape, select_outliers, BadValue, HistogramPass, KernelScan, OutlierRule, RangeScan,
     Selection, HIST_BINS,
