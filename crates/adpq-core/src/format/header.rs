@@ -37,10 +37,27 @@ pub(crate) struct Header {
     pub(crate) reserved1: U32,
 }
 
-const _: () = assert!(core::mem::size_of::<Header>() == HEADER_LEN);
-const _: () = assert!(core::mem::offset_of!(Header, rows) == 16);
-const _: () = assert!(core::mem::offset_of!(Header, alpha) == 40);
-const _: () = assert!(core::mem::offset_of!(Header, crc) == CRC_AT);
+// The byte offsets of docs/FORMAT.md, checked at compile time.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<Header>() == HEADER_LEN);
+    assert!(offset_of!(Header, version) == 4);
+    assert!(offset_of!(Header, header_len) == 6);
+    assert!(offset_of!(Header, bits) == 8);
+    assert!(offset_of!(Header, grid) == 9);
+    assert!(offset_of!(Header, group_size) == 10);
+    assert!(offset_of!(Header, scale_exp) == 12);
+    assert!(offset_of!(Header, selection_mode) == 13);
+    assert!(offset_of!(Header, rows) == 16);
+    assert!(offset_of!(Header, cols) == 20);
+    assert!(offset_of!(Header, n_outliers) == 24);
+    assert!(offset_of!(Header, threshold) == 32);
+    assert!(offset_of!(Header, reference_iters) == 36);
+    assert!(offset_of!(Header, alpha) == 40);
+    assert!(offset_of!(Header, total_len) == 48);
+    assert!(offset_of!(Header, crc) == CRC_AT);
+    assert!(offset_of!(Header, reserved1) == 60);
+};
 
 /// Byte offset of the CRC-32 inside the header.
 pub(crate) const CRC_AT: usize = 56;

@@ -79,7 +79,11 @@ macro_rules! record_layout {
             count: $count,
             zeros: [u8; record_layout!(@zeros $zeros)],
         }
-        const _: () = assert!(core::mem::size_of::<$name>() == $len);
+        const _: () = {
+            assert!(core::mem::size_of::<$name>() == $len);
+            assert!(core::mem::offset_of!($name, h_out) == 2);
+            assert!(core::mem::offset_of!($name, count) == 4);
+        };
         impl RecordBytes for $name {
             #[inline(always)]
             fn fields(&self) -> RecordFields {
