@@ -71,11 +71,6 @@ impl<'a> BitWriter<'a> {
     pub fn written(&self) -> u64 {
         self.written
     }
-
-    /// Bits written so far.
-    pub fn bit_len(&self) -> usize {
-        self.bit
-    }
 }
 
 /// Copies `count` values of `width` bits from the start of `src` into `dst` at value index

@@ -7,13 +7,19 @@
 //!
 //! This crate owns the bytes and the math and needs no allocator:
 //! - [`Params`]: bits, group size, α, grid kind, selection mode, validated.
-//! - Outlier selection ([`select`]): exact `k = round(α·N)` by a 3-pass k-way bisection
-//!   over magnitude bit patterns, or a mode that reproduces the Python reference.
+//! - Outlier selection ([`select_outliers`], module [`select`]): exact `k = round(α·N)`
+//!   by a 3-pass k-way bisection over magnitude bit patterns (about one pass on large
+//!   tensors, from a sample), or a mode that reproduces the Python reference. The passes
+//!   run behind [`TensorScan`], so a parallel or device engine supplies its own.
 //! - The packed format ([`format`], `docs/FORMAT.md`): one self-describing, checksummed
 //!   buffer per tensor, parsed zero-copy with full validation.
-//! - The [`CpuKernels`] trait, implemented by [`Scalar`] (the oracle), [`Avx2`] (x86_64,
-//!   detected at run time with `cpufeatures`, which needs no std) and [`Neon`] (aarch64);
-//!   [`AnyKernels::detect`] picks the best one. Fast paths produce the oracle's bytes.
+//! - [`QuantizePlan`]: a selected tensor as independent row blocks, each writing its own
+//!   share of the packed buffer, stitched (positions, offsets, header, CRC) in place.
+//!   The sequential path and a parallel driver run the same code.
+//! - The [`CpuKernels`] trait (sealed), implemented by [`Scalar`] (the oracle), [`Avx2`]
+//!   (x86_64, detected at run time with `cpufeatures`, which needs no std) and [`Neon`]
+//!   (aarch64); [`AnyKernels::detect`] picks the best one. Fast paths produce the
+//!   oracle's bytes.
 //!
 //! ```
 //! use adpq_core::{packed_len, CpuKernels, PackedTensor, Params, Scalar, Weights};
@@ -42,11 +48,12 @@
 #[cfg(feature = "std")]
 extern crate std;
 
-pub mod bits;
+mod bits;
 pub mod error;
 pub mod format;
 pub mod kernels;
 pub mod params;
+mod plan;
 pub mod quant;
 pub mod select;
 mod weights;
@@ -57,11 +64,11 @@ pub mod harness;
 pub use error::{Error, FormatError, Result};
 pub use format::{packed_len, Layout, PackedTensor, RowGroup};
 pub use kernels::{
-    AnyKernels, Avx2, CpuKernels, KernelChoiceError, Neon, Q8Activations, Quantized, RowJob,
-    RowsDone, RowsOut, Scalar, TensorPlan,
+    AnyKernels, Avx2, CpuKernels, KernelChoiceError, Neon, Q8Activations, Quantized, Scalar,
 };
 pub use params::{FormatParams, Grid, Params, SelectionMode};
-pub use select::{OutlierRule, Selection};
+pub use plan::{BlockDone, BlockOut, Blocks, QuantizePlan};
+pub use select::{select_outliers, KernelScan, Selection, TensorScan};
 pub use weights::{Element, Weights};
 
 /// Re-export of the `half` crate's f16 and bf16, the element types [`Weights`] accepts.

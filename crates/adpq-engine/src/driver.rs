@@ -7,14 +7,10 @@
 //! byte-identical to the single-threaded [`CpuKernels::quantize`] whatever the pool size
 //! (tested below), and so are the error sums.
 
-use adpq_core::bits::{copy_values, stream_bytes, BitWriter};
-use adpq_core::format::{finish, Sections};
-use adpq_core::select::{
-    select_exact_sampled_with, select_with, BadValue, HistogramPass, RangeScan, HIST_BINS,
-};
+use adpq_core::select::{BadValue, HistogramPass, RangeScan, TensorScan, HIST_BINS};
 use adpq_core::{
-    bf16, f16, CpuKernels, Error as CoreError, Layout, PackedTensor, Params, Quantized, RowsDone,
-    RowsOut, Selection, SelectionMode, TensorPlan, Weights,
+    bf16, f16, select_outliers, BlockDone, CpuKernels, Error as CoreError, KernelScan,
+    PackedTensor, Params, QuantizePlan, Quantized, Selection, Weights,
 };
 use rayon::prelude::*;
 
@@ -97,20 +93,8 @@ impl<B: CpuKernels> Driver<B> {
         cols: usize,
         params: &Params,
     ) -> Result<Selection, CoreError> {
-        let n = Self::check(w, rows, cols, params)?;
-        if params.selection == SelectionMode::Exact {
-            let scan = |lo, hi, out: &mut [u32]| self.par_scan_range(w, lo, hi, out);
-            if let Some(sel) = select_exact_sampled_with(w, params.alpha, scan) {
-                return sel.map_err(|e| e.into_error(0, cols as u64));
-            }
-        }
-        select_with(
-            n,
-            cols,
-            params,
-            |pass, bins| self.par_histogram(w, pass, bins),
-            |t| self.par_count_at_least(w, t),
-        )
+        Self::check(w, rows, cols, params)?;
+        select_outliers(&ParScan { driver: self, w }, rows, cols, params)
     }
 
     fn chunk<'w>(&self, w: Weights<'w>, i: usize) -> Option<(usize, Weights<'w>)> {
@@ -250,137 +234,35 @@ impl<B: CpuKernels> Driver<B> {
         out: &mut [u8],
     ) -> Result<Quantized, CoreError> {
         Self::check(w, rows, cols, params)?;
-        let layout = Layout::new(rows, cols, params.format(), sel.n_outliers)?;
-        if out.len() != layout.total_len {
+        let plan = QuantizePlan::new(rows, cols, params, sel, self.block_rows(cols))?;
+        if out.len() != plan.packed_len() {
             return Err(CoreError::BufferSize {
-                needed: layout.total_len as u64,
+                needed: plan.packed_len() as u64,
                 actual: out.len() as u64,
             });
         }
-        out.fill(0);
-        let plan = TensorPlan::new(&layout, params, sel);
-        let block_rows = self.block_rows(cols);
-        let n_blocks = rows.div_ceil(block_rows);
-        let block_range = |b: usize| (b * block_rows, (b * block_rows + block_rows).min(rows));
-        // Weights equal to the threshold before each block: only needed on a partial tie.
-        let equal_before: Vec<u64> = if sel.is_row_independent() {
-            vec![0; n_blocks]
-        } else {
-            let counts: Vec<u64> = (0..n_blocks)
+        // Weights equal to the threshold in each block: only needed on a partial tie.
+        let ties: Vec<u64> = if plan.needs_tie_counts() {
+            (0..plan.block_count())
                 .into_par_iter()
-                .map(|b| {
-                    let (r0, r1) = block_range(b);
-                    w.get(r0 * cols, r1 * cols)
-                        .map_or(0, |wb| self.backend.count_equal(wb, sel.threshold_bits))
-                })
-                .collect();
-            counts
-                .iter()
-                .scan(0u64, |acc, &c| {
-                    let before = *acc;
-                    *acc += c;
-                    Some(before)
-                })
-                .collect()
+                .map(|b| plan.count_ties(&self.backend, w, b))
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
         };
-
-        let Sections {
-            counts,
-            records,
-            codes,
-            positions,
-            ..
-        } = layout.split_mut(out);
-        struct Piece<'a> {
-            first_row: usize,
-            rows: usize,
-            equal_before: u64,
-            counts: &'a mut [u8],
-            records: &'a mut [u8],
-            codes: &'a mut [u8],
-        }
-        let mut pieces = Vec::with_capacity(n_blocks);
-        let (mut counts, mut records, mut codes) = (counts, records, codes);
-        for (b, &equal_before) in equal_before.iter().enumerate() {
-            let (r0, r1) = block_range(b);
-            let nr = r1 - r0;
-            let (c, rest) = std::mem::take(&mut counts).split_at_mut(4 * nr);
-            counts = rest;
-            let (rc, rest) =
-                std::mem::take(&mut records).split_at_mut(nr * layout.row_record_bytes());
-            records = rest;
-            let (cd, rest) = std::mem::take(&mut codes).split_at_mut(nr * layout.row_code_bytes);
-            codes = rest;
-            pieces.push(Piece {
-                first_row: r0,
-                rows: nr,
-                equal_before,
-                counts: c,
-                records: rc,
-                codes: cd,
-            });
-        }
-        let pb = layout.position_bits;
-        let k = sel.n_outliers;
-        let results: Vec<Result<(RowsDone, Vec<u8>), CoreError>> = pieces
+        let blocks: Vec<_> = plan.split(out, &ties)?.collect();
+        let done: Vec<(BlockDone, Vec<u8>)> = blocks
             .into_par_iter()
-            .map(|p| {
-                let elems = p.rows * cols;
-                let mut scratch = vec![0u8; stream_bytes(k.min(elems as u64), pb) as usize];
-                let wb = w
-                    .get(p.first_row * cols, (p.first_row + p.rows) * cols)
-                    .ok_or(CoreError::ShapeMismatch {
-                        expected: (rows * cols) as u64,
-                        actual: w.len() as u64,
-                    })?;
-                let mut rows_out = RowsOut {
-                    counts: p.counts,
-                    records: p.records,
-                    codes: p.codes,
-                    positions: BitWriter::new(&mut scratch, pb),
-                };
-                let done = self.backend.quantize_rows(
-                    wb,
-                    &plan.job(p.first_row as u64, p.equal_before),
-                    &mut rows_out,
-                )?;
-                // Keep only what was written: the capacity above is a worst case.
-                scratch.truncate(stream_bytes(done.outliers, pb) as usize);
+            .map(|block| {
+                let mut scratch = vec![0u8; block.scratch_len()];
+                let done = plan.quantize_block(&self.backend, w, block, &mut scratch)?;
+                // Keep only what was written: the scratch length is a worst case.
+                scratch.truncate(done.position_bytes());
                 scratch.shrink_to_fit();
                 Ok((done, scratch))
             })
-            .collect();
-        let mut next = 0u64;
-        for r in results {
-            let (done, scratch) = r?;
-            if next + done.outliers > k
-                || !copy_values(
-                    &scratch,
-                    done.outliers as usize,
-                    pb,
-                    positions,
-                    next as usize,
-                )
-            {
-                return Err(CoreError::BufferSize {
-                    needed: k,
-                    actual: next + done.outliers,
-                });
-            }
-            next += done.outliers;
-        }
-        if next != k {
-            return Err(CoreError::BufferSize {
-                needed: k,
-                actual: next,
-            });
-        }
-        finish(out, &layout, &plan.info)?;
-        Ok(Quantized {
-            selection: *sel,
-            bytes: layout.total_len,
-            bits_per_weight: layout.bits_per_weight(),
-        })
+            .collect::<Result<_, CoreError>>()?;
+        plan.stitch(out, done.iter().map(|(d, s)| (*d, s.as_slice())))
     }
 
     /// Error sums of a packed tensor against the weights it came from (AdpQ and the RTN
@@ -447,6 +329,76 @@ impl<B: CpuKernels> Driver<B> {
                 Ok(())
             })
     }
+}
+
+/// The selection passes of a [`Driver`] over chunks of `w` in parallel.
+struct ParScan<'d, 'w, B> {
+    driver: &'d Driver<B>,
+    w: Weights<'w>,
+}
+
+impl<B: CpuKernels> TensorScan for ParScan<'_, '_, B> {
+    fn weight_count(&self) -> usize {
+        self.w.len()
+    }
+
+    fn histogram(
+        &self,
+        pass: &HistogramPass,
+        bins: &mut [u32; HIST_BINS],
+    ) -> Result<u32, BadValue> {
+        self.driver.par_histogram(self.w, pass, bins)
+    }
+
+    fn count_at_least(&self, threshold_bits: u32) -> u64 {
+        self.driver.par_count_at_least(self.w, threshold_bits)
+    }
+
+    fn sample(&self, start: usize, out: &mut [u32]) -> bool {
+        KernelScan::new(self.driver.backend, self.w).sample(start, out)
+    }
+
+    fn scan_range(&self, lo: u32, hi: u32, out: &mut [u32]) -> Option<Result<RangeScan, BadValue>> {
+        Some(self.driver.par_scan_range(self.w, lo, hi, out))
+    }
+}
+
+/// The histogram passes (or the reference search) over two closures, never the sampled
+/// path: what the tests compare the parallel selection with.
+#[cfg(test)]
+fn select_with<H, C>(
+    n: u64,
+    cols: usize,
+    params: &Params,
+    histogram: H,
+    count_at_least: C,
+) -> Result<Selection, CoreError>
+where
+    H: Fn(&HistogramPass, &mut [u32; HIST_BINS]) -> Result<u32, BadValue>,
+    C: Fn(u32) -> u64,
+{
+    struct Passes<H, C>(usize, H, C);
+    impl<H, C> TensorScan for Passes<H, C>
+    where
+        H: Fn(&HistogramPass, &mut [u32; HIST_BINS]) -> Result<u32, BadValue>,
+        C: Fn(u32) -> u64,
+    {
+        fn weight_count(&self) -> usize {
+            self.0
+        }
+        fn histogram(
+            &self,
+            pass: &HistogramPass,
+            bins: &mut [u32; HIST_BINS],
+        ) -> Result<u32, BadValue> {
+            (self.1)(pass, bins)
+        }
+        fn count_at_least(&self, threshold_bits: u32) -> u64 {
+            (self.2)(threshold_bits)
+        }
+    }
+    let scan = Passes(n as usize, histogram, count_at_least);
+    adpq_core::select::select_by_passes(&scan, n as usize / cols, cols, params)
 }
 
 /// Encodes f32 values as little-endian `dtype` elements (round to nearest even).

@@ -30,50 +30,50 @@ pub use x86_64::Avx2;
 
 use crate::bits::BitWriter;
 use crate::error::{Error, Result};
-use crate::format::{finish, HeaderInfo, Layout, PackedTensor, Sections};
+use crate::format::PackedTensor;
 use crate::params::{FormatParams, Params};
-use crate::quant::scale_exponent;
+use crate::plan::QuantizePlan;
 use crate::select::{
-    check_shape, select_with, BadValue, HistogramPass, OutlierRule, RangeScan, Selection, HIST_BINS,
+    check_shape, select_outliers, BadValue, HistogramPass, KernelScan, OutlierRule, RangeScan,
+    Selection, HIST_BINS,
 };
 use crate::weights::Weights;
 
-/// What a block of rows is quantized with.
+/// What a block of rows is quantized with (built by [`QuantizePlan`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RowJob {
     /// Columns of the tensor.
-    pub cols: usize,
-    /// Format parameters.
-    pub params: FormatParams,
-    /// Outlier rule for this block (see [`Selection::rule_after`]).
-    pub rule: OutlierRule,
+    pub(crate) cols: usize,
+    pub(crate) params: FormatParams,
+    /// Outlier rule for this block (see `Selection::rule_after`).
+    pub(crate) rule: OutlierRule,
     /// Per-tensor step exponent.
-    pub scale_exp: i8,
+    pub(crate) scale_exp: i8,
     /// Index of the block's first row in the tensor (for error messages).
-    pub first_row: u64,
+    pub(crate) first_row: u64,
 }
 
-/// Where a block of rows is written: disjoint pieces of the packed buffer (see
-/// [`Layout::split_mut`]) and a position stream.
+/// Where a block of rows is written: its share of the packed buffer (built by
+/// [`QuantizePlan`]).
 #[derive(Debug)]
 pub struct RowsOut<'a> {
     /// Per-row outlier counts, u32 little-endian, 4 bytes per row.
-    pub counts: &'a mut [u8],
+    pub(crate) counts: &'a mut [u8],
     /// The rows' group records.
-    pub records: &'a mut [u8],
+    pub(crate) records: &'a mut [u8],
     /// The rows' codes.
-    pub codes: &'a mut [u8],
+    pub(crate) codes: &'a mut [u8],
     /// Receives the outlier positions in order.
-    pub positions: BitWriter<'a>,
+    pub(crate) positions: BitWriter<'a>,
 }
 
 /// What quantizing a block of rows produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RowsDone {
     /// Outliers written.
-    pub outliers: u64,
+    pub(crate) outliers: u64,
     /// Weights exactly at the threshold that were taken as outliers.
-    pub equal_taken: u64,
+    pub(crate) equal_taken: u64,
 }
 
 /// Summary of a whole-tensor quantization.
@@ -87,8 +87,19 @@ pub struct Quantized {
     pub bits_per_weight: f64,
 }
 
-/// The operations every backend provides.
-pub trait CpuKernels: Copy + Send + Sync + core::fmt::Debug {
+mod sealed {
+    /// Only this crate implements [`CpuKernels`](super::CpuKernels): its row-level
+    /// methods take jobs that only [`QuantizePlan`](crate::QuantizePlan) builds.
+    pub trait Sealed {}
+    impl Sealed for super::Scalar {}
+    impl Sealed for super::Avx2 {}
+    impl Sealed for super::Neon {}
+    impl Sealed for super::AnyKernels {}
+}
+
+/// The operations every CPU kernel set provides (sealed: implemented by this crate's
+/// tokens only).
+pub trait CpuKernels: sealed::Sealed + Copy + Send + Sync + core::fmt::Debug {
     /// Short lowercase name (`scalar`, `avx2`, `neon`, `cuda`).
     fn name(&self) -> &'static str;
 
@@ -162,24 +173,12 @@ pub trait CpuKernels: Copy + Send + Sync + core::fmt::Debug {
         cols: usize,
         params: &Params,
     ) -> Result<Selection> {
-        check_shape(w.len(), rows, cols, params)?;
-        #[cfg(feature = "std")]
-        if params.selection == crate::params::SelectionMode::Exact {
-            if let Some(sel) = crate::select::select_exact_sampled(self, w, params.alpha) {
-                return sel.map_err(|e| e.into_error(0, cols as u64));
-            }
-        }
-        select_with(
-            w.len() as u64,
-            cols,
-            params,
-            |pass, bins| self.histogram(w, pass, bins),
-            |t| self.count_at_least(w, t),
-        )
+        select_outliers(&KernelScan::new(*self, w), rows, cols, params)
     }
 
     /// Quantizes a whole tensor with a selection made by [`CpuKernels::select`] into `out`,
-    /// which must be exactly [`packed_len`](crate::packed_len) bytes.
+    /// which must be exactly [`packed_len`](crate::packed_len) bytes: the
+    /// [`QuantizePlan`] as one block.
     fn quantize(
         &self,
         w: Weights<'_>,
@@ -190,82 +189,11 @@ pub trait CpuKernels: Copy + Send + Sync + core::fmt::Debug {
         out: &mut [u8],
     ) -> Result<Quantized> {
         check_shape(w.len(), rows, cols, params)?;
-        let layout = Layout::new(rows, cols, params.format(), selection.n_outliers)?;
-        if out.len() != layout.total_len {
-            return Err(Error::BufferSize {
-                needed: layout.total_len as u64,
-                actual: out.len() as u64,
-            });
+        let plan = QuantizePlan::new(rows, cols, params, selection, rows)?;
+        let mut done = None;
+        for block in plan.split(out, &[])? {
+            done = Some(plan.quantize_block(self, w, block, &mut [])?);
         }
-        let plan = TensorPlan::new(&layout, params, selection);
-        let Sections {
-            counts,
-            records,
-            codes,
-            positions,
-            ..
-        } = layout.split_mut(out);
-        let mut rows_out = RowsOut {
-            counts,
-            records,
-            codes,
-            positions: BitWriter::new(positions, layout.position_bits),
-        };
-        let done = self.quantize_rows(w, &plan.job(0, 0), &mut rows_out)?;
-        if done.outliers != selection.n_outliers {
-            return Err(Error::OutlierCount {
-                expected: selection.n_outliers,
-                actual: done.outliers,
-            });
-        }
-        finish(out, &layout, &plan.info)?;
-        Ok(Quantized {
-            selection: *selection,
-            bytes: layout.total_len,
-            bits_per_weight: layout.bits_per_weight(),
-        })
-    }
-}
-
-/// Everything needed to quantize a tensor's row blocks independently, fixed after selection.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TensorPlan {
-    /// Header fields.
-    pub info: HeaderInfo,
-    /// Format parameters.
-    pub params: FormatParams,
-    /// Columns.
-    pub cols: usize,
-    /// The selection.
-    pub selection: Selection,
-}
-
-impl TensorPlan {
-    /// The plan for a tensor of this layout.
-    pub fn new(layout: &Layout, params: &Params, selection: &Selection) -> TensorPlan {
-        let fp = params.format();
-        TensorPlan {
-            info: HeaderInfo {
-                scale_exp: scale_exponent(selection.max_abs(), &fp),
-                selection: params.selection,
-                threshold: selection.threshold(),
-                alpha: params.alpha,
-            },
-            params: fp,
-            cols: layout.cols,
-            selection: *selection,
-        }
-    }
-
-    /// The job of a block starting at `first_row`, after `equal_before` weights equal to
-    /// the threshold (0 when [`Selection::is_row_independent`]).
-    pub fn job(&self, first_row: u64, equal_before: u64) -> RowJob {
-        RowJob {
-            cols: self.cols,
-            params: self.params,
-            rule: self.selection.rule_after(equal_before),
-            scale_exp: self.info.scale_exp,
-            first_row,
-        }
+        plan.stitch(out, done.map(|d| (d, &[][..])))
     }
 }

@@ -1,11 +1,11 @@
 //! The portable scalar backend: plain loops, the oracle for every fast path.
 
 use super::{CpuKernels, RowJob, RowsDone, RowsOut};
-use crate::bits::{get_bits, or_bits};
 use crate::error::{Error, Result};
 use crate::format::{encode_record, PackedTensor};
-use crate::params::{FormatParams, Grid, MAX_GROUP_SIZE};
-use crate::quant::GridScale;
+// Re-exported for the SIMD kernels until they import them from `format` directly.
+pub(crate) use crate::format::{code_at, grid_of, put_code};
+use crate::params::MAX_GROUP_SIZE;
 use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, RangeScan, HIST_BINS};
 use crate::weights::{Element, Weights};
 use crate::with_weights;
@@ -98,52 +98,6 @@ pub(crate) fn check_rows(w_len: usize, job: &RowJob, out: &RowsOut<'_>) -> Resul
         }
     }
     Ok(rows)
-}
-
-/// Writes one `bits`-wide code at index `i` of a zeroed row.
-#[inline(always)]
-pub(crate) fn put_code(row_codes: &mut [u8], i: usize, bits: u8, code: u8) {
-    match bits {
-        8 => row_codes[i] = code,
-        4 => row_codes[i >> 1] |= code << ((i & 1) * 4),
-        _ => {
-            or_bits(
-                row_codes,
-                i * usize::from(bits),
-                u32::from(bits),
-                u32::from(code),
-            );
-        }
-    }
-}
-
-/// Reads the `bits`-wide code at index `i` of a row.
-#[inline(always)]
-pub(crate) fn code_at(row_codes: &[u8], i: usize, bits: u8) -> u8 {
-    match bits {
-        8 => row_codes.get(i).copied().unwrap_or(0),
-        4 => (row_codes.get(i >> 1).copied().unwrap_or(0) >> ((i & 1) * 4)) & 0xF,
-        _ => get_bits(row_codes, i * usize::from(bits), u32::from(bits)) as u8,
-    }
-}
-
-/// The grid of one group's members (inliers or outliers).
-#[inline(always)]
-pub(crate) fn grid_of(
-    fp: &FormatParams,
-    scale_exp: i8,
-    max_abs: f32,
-    lo: f32,
-    hi: f32,
-    members: usize,
-) -> GridScale {
-    if members == 0 {
-        return GridScale::empty(fp);
-    }
-    match fp.grid {
-        Grid::Symmetric => GridScale::symmetric(max_abs, fp, scale_exp),
-        Grid::Asymmetric => GridScale::asymmetric(lo, hi, fp, scale_exp),
-    }
 }
 
 pub(crate) fn quantize_rows_generic<T: Element>(

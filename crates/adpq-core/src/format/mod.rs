@@ -1,0 +1,46 @@
+//! The packed ADPQ format, version 1 (see `docs/FORMAT.md` for the byte layout).
+//!
+//! A packed tensor is one little-endian buffer: a 64-byte header, per-row outlier
+//! offsets, per-group records (two f16 steps, the outlier count, zero points when
+//! asymmetric), the codes (one `b`-bit code per weight, each row starting on a byte),
+//! and the outlier positions (a bit stream of `ceil(log2 g)`-bit indices within groups).
+//! Parsing validates every field, so all accessors are bounds-safe.
+//!
+//! One job per file: the header and group records are little-endian structs read
+//! and written in place (`header.rs`, `record.rs`), `layout.rs` places the sections,
+//! `codes.rs` packs codes, `write.rs` seals a buffer and `parse.rs` validates one.
+
+mod codes;
+mod header;
+mod layout;
+mod parse;
+mod record;
+mod write;
+
+pub(crate) use codes::{code_at, put_code};
+pub use header::HeaderInfo;
+pub use layout::Layout;
+pub use parse::{PackedRow, PackedTensor, RowGroup, RowGroups};
+pub use record::GroupRecord;
+pub(crate) use record::{encode_record, grid_of};
+pub use write::checksum;
+pub(crate) use write::finish;
+
+use crate::error::Result;
+
+/// The four magic bytes.
+pub const MAGIC: [u8; 4] = *b"ADPQ";
+/// The format version this build writes and reads.
+pub const VERSION: u16 = 1;
+/// Header size in bytes.
+pub const HEADER_LEN: usize = 64;
+
+/// Exact size in bytes of a packed `rows × cols` tensor with `n_outliers` outliers.
+pub fn packed_len(
+    rows: usize,
+    cols: usize,
+    params: crate::params::FormatParams,
+    n_outliers: u64,
+) -> Result<usize> {
+    Ok(Layout::new(rows, cols, params, n_outliers)?.total_len)
+}
