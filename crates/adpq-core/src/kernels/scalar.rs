@@ -1,9 +1,10 @@
 //! The portable scalar backend: plain loops, the oracle for every fast path.
 
+use super::rows::{push_position, quantize_groups, GroupDone};
 use super::{CpuKernels, RowJob, RowsDone, RowsOut};
 use crate::bits::{get_bits, or_bits};
 use crate::error::{Error, Result};
-use crate::format::{encode_record, PackedTensor};
+use crate::format::PackedTensor;
 use crate::params::{FormatParams, Grid, MAX_GROUP_SIZE};
 use crate::quant::GridScale;
 use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, RangeScan, HIST_BINS};
@@ -151,87 +152,64 @@ pub(crate) fn quantize_rows_generic<T: Element>(
     job: &RowJob,
     out: &mut RowsOut<'_>,
 ) -> Result<RowsDone> {
-    let rows = check_rows(s.len(), job, out)?;
     let fp = job.params;
     let cols = job.cols;
     let g = usize::from(fp.group_size);
-    let rec_bytes = fp.record_bytes();
-    let row_rec_bytes = cols.div_ceil(g) * rec_bytes;
-    let row_code_bytes = (cols * usize::from(fp.bits)).div_ceil(8);
     let code_max = fp.code_max();
     let mut rule = job.rule;
-    let mut done = RowsDone::default();
+    let mut equal_taken = 0u64;
     let mut vals = [0f32; MAX_GROUP_SIZE as usize];
     let mut is_out = [false; MAX_GROUP_SIZE as usize];
-    for r in 0..rows {
-        let row = &s[r * cols..(r + 1) * cols];
-        let recs = &mut out.records[r * row_rec_bytes..(r + 1) * row_rec_bytes];
-        let codes = &mut out.codes[r * row_code_bytes..(r + 1) * row_code_bytes];
-        codes.fill(0);
-        let mut row_count = 0u32;
-        for (gi, chunk) in row.chunks(g).enumerate() {
-            let (mut in_max, mut in_lo, mut in_hi, mut n_in) = (0f32, 0f32, 0f32, 0usize);
-            let (mut out_max, mut out_lo, mut out_hi, mut n_out) = (0f32, 0f32, 0f32, 0usize);
-            for (i, &v) in chunk.iter().enumerate() {
-                let b = v.abs_bits();
-                let x = v.to_f32();
-                if !is_valid_abs_bits(b) {
-                    let flat = (job.first_row + r as u64) * cols as u64 + (gi * g + i) as u64;
-                    return Err(BadValue {
-                        index: flat,
-                        value: x,
-                    }
-                    .into_error(0, cols as u64));
+    let outliers = quantize_groups(s.len(), job, out, |r, gi, codes, positions| {
+        let base = gi * g;
+        let chunk = &s[r * cols + base..r * cols + base + g.min(cols - base)];
+        let (mut in_max, mut in_lo, mut in_hi, mut n_in) = (0f32, 0f32, 0f32, 0usize);
+        let (mut out_max, mut out_lo, mut out_hi, mut n_out) = (0f32, 0f32, 0f32, 0usize);
+        for (i, &v) in chunk.iter().enumerate() {
+            let b = v.abs_bits();
+            let x = v.to_f32();
+            if !is_valid_abs_bits(b) {
+                let flat = (job.first_row + r as u64) * cols as u64 + (base + i) as u64;
+                return Err(BadValue {
+                    index: flat,
+                    value: x,
                 }
-                let o = rule.take(b);
-                if o && b == rule.threshold_bits {
-                    done.equal_taken += 1;
-                }
-                vals[i] = x;
-                is_out[i] = o;
-                let a = f32::from_bits(b);
-                if o {
-                    out_max = out_max.max(a);
-                    out_lo = out_lo.min(x);
-                    out_hi = out_hi.max(x);
-                    n_out += 1;
-                } else {
-                    in_max = in_max.max(a);
-                    in_lo = in_lo.min(x);
-                    in_hi = in_hi.max(x);
-                    n_in += 1;
-                }
+                .into_error(0, cols as u64));
             }
-            let gin = grid_of(&fp, job.scale_exp, in_max, in_lo, in_hi, n_in);
-            let gout = grid_of(&fp, job.scale_exp, out_max, out_lo, out_hi, n_out);
-            let base = gi * g;
-            for i in 0..chunk.len() {
-                let (grid, o) = if is_out[i] {
-                    (&gout, true)
-                } else {
-                    (&gin, false)
-                };
-                put_code(codes, base + i, fp.bits, grid.encode(vals[i], code_max));
-                if o && !out.positions.push(i as u32) {
-                    return Err(Error::BufferSize {
-                        needed: out.positions.written() + 1,
-                        actual: out.positions.written(),
-                    });
-                }
+            let o = rule.take(b);
+            if o && b == rule.threshold_bits {
+                equal_taken += 1;
             }
-            encode_record(
-                &mut recs[gi * rec_bytes..(gi + 1) * rec_bytes],
-                &fp,
-                &gin,
-                &gout,
-                n_out,
-            );
-            row_count += n_out as u32;
+            vals[i] = x;
+            is_out[i] = o;
+            let a = f32::from_bits(b);
+            if o {
+                out_max = out_max.max(a);
+                out_lo = out_lo.min(x);
+                out_hi = out_hi.max(x);
+                n_out += 1;
+            } else {
+                in_max = in_max.max(a);
+                in_lo = in_lo.min(x);
+                in_hi = in_hi.max(x);
+                n_in += 1;
+            }
         }
-        out.counts[r * 4..r * 4 + 4].copy_from_slice(&row_count.to_le_bytes());
-        done.outliers += u64::from(row_count);
-    }
-    Ok(done)
+        let gin = grid_of(&fp, job.scale_exp, in_max, in_lo, in_hi, n_in);
+        let gout = grid_of(&fp, job.scale_exp, out_max, out_lo, out_hi, n_out);
+        for i in 0..chunk.len() {
+            let grid = if is_out[i] { &gout } else { &gin };
+            put_code(codes, base + i, fp.bits, grid.encode(vals[i], code_max));
+            if is_out[i] {
+                push_position(positions, i as u32)?;
+            }
+        }
+        Ok(GroupDone { gin, gout, n_out })
+    })?;
+    Ok(RowsDone {
+        outliers,
+        equal_taken,
+    })
 }
 
 /// Checks a row range against a tensor and returns the number of rows.
