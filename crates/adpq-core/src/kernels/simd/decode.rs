@@ -27,7 +27,8 @@ impl<'a> PositionReader<'a> {
         }
     }
 
-    /// The next 57 (or more) bits of the stream, zero past its end.
+    /// The next 57 (or more) bits of the stream, zero past its end (for the AVX2 unpack).
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     pub fn window(&self) -> u64 {
         let byte = self.bit >> 3;
