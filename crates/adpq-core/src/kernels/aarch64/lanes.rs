@@ -14,7 +14,7 @@ use crate::kernels::simd::Lanes;
 
 /// The NEON lanes; holding one proves NEON is available.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct NeonLanes {
+pub(crate) struct NeonLanes {
     _proof: Neon,
 }
 
@@ -28,11 +28,11 @@ impl NeonLanes {
 
 /// 8 × f32 as two registers.
 #[derive(Clone, Copy)]
-pub(super) struct F8(float32x4_t, float32x4_t);
+pub(crate) struct F8(float32x4_t, float32x4_t);
 
 /// 8 × u32 as two registers.
 #[derive(Clone, Copy)]
-pub(super) struct U8(uint32x4_t, uint32x4_t);
+pub(crate) struct U8(uint32x4_t, uint32x4_t);
 
 /// Runs one expression of intrinsics; the caller is a [`NeonLanes`] method.
 macro_rules! neon {

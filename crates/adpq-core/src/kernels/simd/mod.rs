@@ -15,14 +15,26 @@
 //! [`dot_tolerance`](crate::kernels::dot_tolerance).
 
 mod decode;
+mod entry;
 mod q8;
 mod quantize;
 mod scan;
 
 pub(crate) use decode::{dequantize_row, dequantize_rows, dot_row, PositionReader};
+pub(crate) use entry::simd_kernels;
 pub(crate) use q8::dot_row_q8;
 pub(crate) use quantize::quantize_rows;
 pub(crate) use scan::{count_f32, histogram_f32, histogram_in_contract, scan_range_f32};
+
+/// An ISA token whose lanes the shared kernels run on.
+pub(crate) trait SimdToken: Copy {
+    /// The ISA's lanes.
+    type Lanes: Lanes;
+
+    /// Runs `f` with this ISA's lanes inside a `#[target_feature]` function of the ISA,
+    /// into which `f` (called once) inlines with every lane method it uses.
+    fn run<R>(self, f: impl FnOnce(Self::Lanes) -> R) -> R;
+}
 
 /// Eight 32-bit lanes: the vector operations the kernels are written with.
 ///

@@ -1,20 +1,13 @@
 //! The AVX2 (+FMA) backend: the token, CPU detection, and the `#[target_feature]` entry
-//! points that instantiate the shared kernels of [`kernels::simd`](crate::kernels::simd)
+//! point that instantiates the shared kernels of [`kernels::simd`](crate::kernels::simd)
 //! with [`Avx2Lanes`] (see there for the exactness contract).
 //!
-//! Every entry point is `#[target_feature(enable = "avx2,fma,popcnt")]` and private; the
-//! only `unsafe` calls into them are the [`Avx2`] methods, whose value proves that the CPU
-//! has all three. Only the lane operations themselves (in [`super::lanes`]) are
-//! ISA-specific.
+//! Every kernel runs inside `with_avx2`, `#[target_feature(enable = "avx2,fma,popcnt")]`
+//! and private; the only `unsafe` call into it is [`SimdToken::run`], whose `Avx2` value
+//! proves that the CPU has all three. Only the lane operations themselves (in
+//! `x86_64/lanes.rs`) are ISA-specific.
 
-use crate::error::Result;
-use crate::format::PackedTensor;
-use crate::kernels::common::{for_f32_blocks, histogram_with};
-use crate::kernels::q8::Q8Activations;
-use crate::kernels::simd::{self, histogram_in_contract};
-use crate::kernels::{CpuKernels, RowJob, RowsDone, RowsOut};
-use crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS, NON_FINITE_BITS};
-use crate::weights::Weights;
+use crate::kernels::simd::{simd_kernels, SimdToken};
 
 use super::lanes::Avx2Lanes;
 
@@ -77,167 +70,23 @@ impl Avx2 {
     }
 }
 
-/// Instantiates the shared kernels for AVX2: each entry point compiles its kernel, lane
-/// methods inlined, with the three features enabled.
-mod entry {
-    use super::*;
+impl SimdToken for Avx2 {
+    type Lanes = Avx2Lanes;
 
-    #[target_feature(enable = "avx2,fma,popcnt")]
-    pub(super) fn histogram(
-        s: Avx2Lanes,
-        w: &[f32],
-        pass: &HistogramPass,
-        bins: &mut [u32; HIST_BINS],
-        sub: &mut [[u32; HIST_BINS]; 4],
-    ) -> u32 {
-        simd::histogram_f32(s, w, pass, bins, sub)
-    }
-
-    #[target_feature(enable = "avx2,fma,popcnt")]
-    pub(super) fn count(s: Avx2Lanes, w: &[f32], t: u32) -> (u64, u64) {
-        simd::count_f32(s, w, t)
-    }
-
-    #[target_feature(enable = "avx2,fma,popcnt")]
-    pub(super) fn scan_range(
-        s: Avx2Lanes,
-        w: &[f32],
-        base: u64,
-        range: (u32, u32),
-        out: &mut [u32],
-        scan: &mut RangeScan,
-    ) -> Result<(), BadValue> {
-        simd::scan_range_f32(s, w, base, range, out, scan)
-    }
-
-    #[target_feature(enable = "avx2,fma,popcnt")]
-    pub(super) fn quantize_rows(
-        s: Avx2Lanes,
-        w: Weights<'_>,
-        job: &RowJob,
-        out: &mut RowsOut<'_>,
-    ) -> Result<RowsDone> {
-        simd::quantize_rows(s, w, job, out)
-    }
-
-    #[target_feature(enable = "avx2,fma,popcnt")]
-    pub(super) fn dequantize_row(
-        s: Avx2Lanes,
-        t: &PackedTensor<'_>,
-        r: usize,
-        out: &mut [f32],
-    ) -> Result<()> {
-        simd::dequantize_row(s, t, r, out)
-    }
-
-    #[target_feature(enable = "avx2,fma,popcnt")]
-    pub(super) fn dot_row(s: Avx2Lanes, t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
-        simd::dot_row(s, t, r, x)
-    }
-
-    #[target_feature(enable = "avx2,fma,popcnt")]
-    pub(super) fn dot_row_q8(
-        s: Avx2Lanes,
-        t: &PackedTensor<'_>,
-        r: usize,
-        a: &Q8Activations<'_>,
-    ) -> Result<f32> {
-        simd::dot_row_q8(s, t, r, a)
+    #[inline(always)]
+    fn run<R>(self, f: impl FnOnce(Avx2Lanes) -> R) -> R {
+        // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
+        unsafe { with_avx2(Avx2Lanes::new(self), f) }
     }
 }
 
-impl CpuKernels for Avx2 {
-    fn name(&self) -> &'static str {
-        "avx2"
-    }
-
-    fn histogram(
-        &self,
-        w: Weights<'_>,
-        pass: &HistogramPass,
-        bins: &mut [u32; HIST_BINS],
-    ) -> Result<u32, BadValue> {
-        let s = Avx2Lanes::new(*self);
-        histogram_with(
-            w,
-            pass,
-            bins,
-            histogram_in_contract(pass),
-            |w, bins, sub| {
-                // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
-                unsafe { entry::histogram(s, w, pass, bins, sub) }
-            },
-        )
-    }
-
-    fn count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
-        let (s, mut lt) = (Avx2Lanes::new(*self), 0);
-        // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
-        for_f32_blocks(w, |w| lt += unsafe { entry::count(s, w, threshold_bits) }.0);
-        w.len() as u64 - lt
-    }
-
-    fn count_equal(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
-        let (s, mut eq) = (Avx2Lanes::new(*self), 0);
-        // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
-        for_f32_blocks(w, |w| eq += unsafe { entry::count(s, w, threshold_bits) }.1);
-        eq
-    }
-
-    fn scan_range(
-        &self,
-        w: Weights<'_>,
-        lo: u32,
-        hi: u32,
-        out: &mut [u32],
-    ) -> Result<RangeScan, BadValue> {
-        let s = Avx2Lanes::new(*self);
-        let range = (lo.min(NON_FINITE_BITS), hi.min(NON_FINITE_BITS));
-        let (mut scan, mut base, mut result) = (RangeScan::default(), 0u64, Ok(()));
-        for_f32_blocks(w, |w| {
-            if result.is_ok() {
-                // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
-                result = unsafe { entry::scan_range(s, w, base, range, out, &mut scan) };
-                base += w.len() as u64;
-            }
-        });
-        result.map(|()| scan)
-    }
-
-    fn quantize_rows(
-        &self,
-        w: Weights<'_>,
-        job: &RowJob,
-        out: &mut RowsOut<'_>,
-    ) -> Result<RowsDone> {
-        // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
-        unsafe { entry::quantize_rows(Avx2Lanes::new(*self), w, job, out) }
-    }
-
-    fn dequantize_rows(
-        &self,
-        t: &PackedTensor<'_>,
-        first_row: usize,
-        out: &mut [f32],
-    ) -> Result<()> {
-        simd::dequantize_rows(t, first_row, out, |r, row_out| {
-            // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
-            unsafe { entry::dequantize_row(Avx2Lanes::new(*self), t, r, row_out) }
-        })
-    }
-
-    fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
-        // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
-        unsafe { entry::dot_row(Avx2Lanes::new(*self), t, row, x) }
-    }
-
-    /// Exact integer `Σ c·q` per group with `maddubs`, vectorized outlier corrections;
-    /// formats other than 4-bit codes in groups of 128 use the portable reference.
-    fn dot_row_q8(&self, t: &PackedTensor<'_>, row: usize, a: &Q8Activations<'_>) -> Result<f32> {
-        // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
-        unsafe { entry::dot_row_q8(Avx2Lanes::new(*self), t, row, a) }
-    }
+/// Compiles `f` (a shared kernel, inlined) with the three features enabled.
+#[target_feature(enable = "avx2,fma,popcnt")]
+fn with_avx2<R>(s: Avx2Lanes, f: impl FnOnce(Avx2Lanes) -> R) -> R {
+    f(s)
 }
+
+simd_kernels!(Avx2, "avx2");
 
 #[cfg(all(test, feature = "std"))]
 mod tests {

@@ -13,7 +13,7 @@ use crate::kernels::simd::{Lanes, PositionReader};
 
 /// The AVX2 lanes; holding one proves AVX2, FMA and POPCNT are available.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Avx2Lanes {
+pub(crate) struct Avx2Lanes {
     _proof: Avx2,
 }
 
