@@ -9,6 +9,7 @@
 //! requirement"), so each kernel is compiled inside `with_neon`, and the only `unsafe` call
 //! into it is [`SimdToken::run`], whose `Neon` value proves NEON is present.
 
+use crate::kernels::simd::entry::Kernel;
 use crate::kernels::simd::{simd_kernels, SimdToken};
 
 use super::lanes::NeonLanes;
@@ -51,16 +52,16 @@ impl SimdToken for Neon {
     type Lanes = NeonLanes;
 
     #[inline(always)]
-    fn run<R>(self, f: impl FnOnce(NeonLanes) -> R) -> R {
+    fn run<K: Kernel<Self::Lanes>>(self, k: K) -> K::Out {
         // SAFETY: holding `self` proves NEON is available.
-        unsafe { with_neon(NeonLanes::new(self), f) }
+        unsafe { with_neon(NeonLanes::new(self), k) }
     }
 }
 
-/// Compiles `f` (a shared kernel, inlined) with NEON enabled.
+/// Compiles kernel `k` (inlined) with NEON enabled.
 #[target_feature(enable = "neon")]
-fn with_neon<R>(s: NeonLanes, f: impl FnOnce(NeonLanes) -> R) -> R {
-    f(s)
+fn with_neon<K: Kernel<NeonLanes>>(s: NeonLanes, k: K) -> K::Out {
+    k.call(s)
 }
 
 simd_kernels!(Neon, "neon");

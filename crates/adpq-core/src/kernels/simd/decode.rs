@@ -187,16 +187,17 @@ pub(crate) fn dequantize_row<S: Lanes>(
     Ok(())
 }
 
-/// The outlier correction of one full group of 128 4-bit codes, 8 outliers at a time,
-/// with `x` loaded lane by lane. Adds `Σ x_p · ((c_p − z_out)·Δ_out − (c_p − z_in)·Δ_in)`.
+/// The outlier correction of one full group of 128 4-bit codes, 8 outliers at a time:
+/// adds `Σ v_p · ((c_p − z_out)·Δ_out − (c_p − z_in)·Δ_in)` into `acc`, where `gather`
+/// loads the 8 `v_p` of the given positions (lanes past the outliers are zeroed here).
 #[inline(always)]
-fn outliers_g128_4bit<S: Lanes>(
+pub(super) fn outlier_corrections<S: Lanes>(
     s: S,
     codes: &[u8; 64],
-    xs: &[f32; 128],
     pos: &mut PositionReader<'_>,
     rec: &GroupRecord,
-    mut accv: S::F,
+    mut acc: S::F,
+    gather: impl Fn([u32; 8]) -> S::F,
 ) -> S::F {
     let (off_out, off_in) = (
         s.splat_i(rec.outliers.offset),
@@ -207,16 +208,14 @@ fn outliers_g128_4bit<S: Lanes>(
     while left > 0 {
         let k = left.min(8);
         let (idx, c, valid) = s.next_outliers8(codes, pos, k);
-        // `& 127` keeps every index in `xs` (no bounds check emitted, none can fail).
-        let xg = s.to_u32s(idx).map(|i| xs[i as usize & 127]);
-        let xg = s.float_of_bits(s.and(s.bits(s.load_f(&xg)), valid));
+        // Lanes past `k` get v = 0: they add 0 · delta = 0 (delta is finite).
+        let v = s.float_of_bits(s.and(s.bits(gather(s.to_u32s(idx))), valid));
         let cin = s.mul_f(centered(s, c, off_in), step_in);
         let delta = s.mul_sub(centered(s, c, off_out), step_out, cin);
-        // Lanes past `k` hold x = 0: they add 0 · delta = 0 (delta is finite).
-        accv = s.mul_add(delta, xg, accv);
+        acc = s.mul_add(delta, v, acc);
         left -= k;
     }
-    accv
+    acc
 }
 
 /// Dot product of one packed row with `x` (FMA, 8 lanes: see the module docs).
@@ -281,7 +280,9 @@ pub(crate) fn dot_row<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f32])
         if fp.bits == 4 && g == 128 && xs.len() == 128 {
             let xs: &[f32; 128] = xs.try_into().expect("128 f32");
             let codes = full_group_4bit(row.codes, base);
-            accv = outliers_g128_4bit(s, codes, xs, &mut pos, &rec, accv);
+            // `& 127` keeps every index in `xs` (no bounds check emitted, none can fail).
+            let gather = |ix: [u32; 8]| s.load_f(&ix.map(|i| xs[i as usize & 127]));
+            accv = outlier_corrections(s, codes, &mut pos, &rec, accv, gather);
             continue;
         }
         let (mut corr_out, mut corr_in) = (0f32, 0f32);

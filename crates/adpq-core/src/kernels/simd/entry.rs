@@ -9,6 +9,7 @@ macro_rules! simd_kernels {
             use $crate::error::Result;
             use $crate::format::PackedTensor;
             use $crate::kernels::common::{for_f32_blocks, histogram_with};
+            use $crate::kernels::simd::entry::*;
             use $crate::kernels::simd::{self, SimdToken};
             use $crate::kernels::{CpuKernels, Q8Activations, RowJob, RowsDone, RowsOut};
             use $crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS, NON_FINITE_BITS};
@@ -31,14 +32,19 @@ macro_rules! simd_kernels {
                         pass,
                         bins,
                         simd::histogram_in_contract(pass),
-                        |w, bins, sub| t.run(|s| simd::histogram_f32(s, w, pass, bins, sub)),
+                        |w, bins, sub| t.run(Histogram { w, pass, bins, sub }),
                     )
                 }
 
                 fn count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
                     let (t, mut lt) = (*self, 0);
                     for_f32_blocks(w, |w| {
-                        lt += t.run(|s| simd::count_f32(s, w, threshold_bits)).0
+                        lt += t
+                            .run(Count {
+                                w,
+                                t: &threshold_bits,
+                            })
+                            .0
                     });
                     w.len() as u64 - lt
                 }
@@ -46,7 +52,12 @@ macro_rules! simd_kernels {
                 fn count_equal(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
                     let (t, mut eq) = (*self, 0);
                     for_f32_blocks(w, |w| {
-                        eq += t.run(|s| simd::count_f32(s, w, threshold_bits)).1
+                        eq += t
+                            .run(Count {
+                                w,
+                                t: &threshold_bits,
+                            })
+                            .1
                     });
                     eq
                 }
@@ -63,8 +74,13 @@ macro_rules! simd_kernels {
                     let (mut scan, mut base, mut result) = (RangeScan::default(), 0u64, Ok(()));
                     for_f32_blocks(w, |w| {
                         if result.is_ok() {
-                            result =
-                                t.run(|s| simd::scan_range_f32(s, w, base, range, out, &mut scan));
+                            result = t.run(ScanRange {
+                                w,
+                                base,
+                                range,
+                                out,
+                                scan: &mut scan,
+                            });
                             base += w.len() as u64;
                         }
                     });
@@ -77,7 +93,7 @@ macro_rules! simd_kernels {
                     job: &RowJob,
                     out: &mut RowsOut<'_>,
                 ) -> Result<RowsDone> {
-                    self.run(|s| simd::quantize_rows(s, w, job, out))
+                    self.run(QuantizeRows { w, job, out })
                 }
 
                 fn dequantize_rows(
@@ -87,12 +103,12 @@ macro_rules! simd_kernels {
                     out: &mut [f32],
                 ) -> Result<()> {
                     simd::dequantize_rows(t, first_row, out, |r, row_out| {
-                        self.run(|s| simd::dequantize_row(s, t, r, row_out))
+                        self.run(DequantizeRow { t, r, out: row_out })
                     })
                 }
 
                 fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
-                    self.run(|s| simd::dot_row(s, t, row, x))
+                    self.run(DotRow { t, r: row, x })
                 }
 
                 /// Exact integer `Σ c·q` per group, vectorized outlier corrections; formats other
@@ -103,7 +119,7 @@ macro_rules! simd_kernels {
                     row: usize,
                     a: &Q8Activations<'_>,
                 ) -> Result<f32> {
-                    self.run(|s| simd::dot_row_q8(s, t, row, a))
+                    self.run(DotRowQ8 { t, r: row, a })
                 }
             }
         };
@@ -111,3 +127,98 @@ macro_rules! simd_kernels {
 }
 
 pub(crate) use simd_kernels;
+
+use super::Lanes;
+use crate::error::Result;
+use crate::format::PackedTensor;
+use crate::kernels::{Q8Activations, RowJob, RowsDone, RowsOut};
+use crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS};
+use crate::weights::Weights;
+
+/// One call of a shared kernel, which [`SimdToken::run`](super::SimdToken::run) makes with the ISA's lanes.
+///
+/// A trait rather than a closure: `call` is `#[inline(always)]`, so the kernel always
+/// inlines into the ISA's `#[target_feature]` trampoline (a closure may be left out of
+/// line, compiled without the features, and run many times slower).
+pub(crate) trait Kernel<S: Lanes> {
+    /// What the kernel returns.
+    type Out;
+    /// Runs the kernel.
+    fn call(self, s: S) -> Self::Out;
+}
+
+macro_rules! kernel {
+    ($(#[$doc:meta])* $name:ident<$($l:lifetime),*> { $($f:ident: $t:ty),* } -> $out:ty = $kernel:path) => {
+        $(#[$doc])*
+        pub(crate) struct $name<$($l),*> {
+            $(pub(crate) $f: $t),*
+        }
+
+        impl<S: Lanes> Kernel<S> for $name<'_, '_> {
+            type Out = $out;
+            #[inline(always)]
+            fn call(self, s: S) -> $out {
+                let $name { $($f),* } = self;
+                $kernel(s, $($f),*)
+            }
+        }
+    };
+}
+
+kernel!(
+    /// [`super::histogram_f32`].
+    Histogram<'a, 'b> {
+        w: &'a [f32],
+        pass: &'a HistogramPass,
+        bins: &'b mut [u32; HIST_BINS],
+        sub: &'b mut [[u32; HIST_BINS]; 4]
+    } -> u32 = super::histogram_f32
+);
+kernel!(
+    /// [`super::count_f32`].
+    Count<'a, 'b> { w: &'a [f32], t: &'b u32 } -> (u64, u64) = count
+);
+kernel!(
+    /// [`super::scan_range_f32`].
+    ScanRange<'a, 'b> {
+        w: &'a [f32],
+        base: u64,
+        range: (u32, u32),
+        out: &'b mut [u32],
+        scan: &'b mut RangeScan
+    } -> Result<(), BadValue> = super::scan_range_f32
+);
+kernel!(
+    /// [`super::quantize_rows`].
+    QuantizeRows<'a, 'b> {
+        w: Weights<'a>,
+        job: &'a RowJob,
+        out: &'a mut RowsOut<'b>
+    } -> Result<RowsDone> = super::quantize_rows
+);
+kernel!(
+    /// [`super::dequantize_row`].
+    DequantizeRow<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        r: usize,
+        out: &'a mut [f32]
+    } -> Result<()> = super::dequantize_row
+);
+kernel!(
+    /// [`super::dot_row`].
+    DotRow<'a, 'b> { t: &'a PackedTensor<'b>, r: usize, x: &'a [f32] } -> Result<f32> = super::dot_row
+);
+kernel!(
+    /// [`super::dot_row_q8`].
+    DotRowQ8<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        r: usize,
+        a: &'a Q8Activations<'b>
+    } -> Result<f32> = super::dot_row_q8
+);
+
+/// [`super::count_f32`] (with a lifetime to spare for [`Count`]).
+#[inline(always)]
+fn count<S: Lanes>(s: S, w: &[f32], t: &u32) -> (u64, u64) {
+    super::count_f32(s, w, *t)
+}

@@ -15,7 +15,7 @@
 //! [`dot_tolerance`](crate::kernels::dot_tolerance).
 
 mod decode;
-mod entry;
+pub(crate) mod entry;
 mod q8;
 mod quantize;
 mod scan;
@@ -31,9 +31,9 @@ pub(crate) trait SimdToken: Copy {
     /// The ISA's lanes.
     type Lanes: Lanes;
 
-    /// Runs `f` with this ISA's lanes inside a `#[target_feature]` function of the ISA,
-    /// into which `f` (called once) inlines with every lane method it uses.
-    fn run<R>(self, f: impl FnOnce(Self::Lanes) -> R) -> R;
+    /// Runs kernel `k` with this ISA's lanes inside a `#[target_feature]` function of the
+    /// ISA, into which `k` inlines with every lane method it uses.
+    fn run<K: entry::Kernel<Self::Lanes>>(self, k: K) -> K::Out;
 }
 
 /// Eight 32-bit lanes: the vector operations the kernels are written with.

@@ -1,45 +1,12 @@
 //! Dot products with int8 activations (see [`kernels::q8`](crate::kernels::q8)): exact
 //! integer `Σ c·q` per group 32 codes at a time, vectorized outlier corrections.
 
-use super::decode::PositionReader;
+use super::decode::{outlier_corrections, PositionReader};
 use super::{arrays, Lanes};
 use crate::error::Result;
-use crate::format::{GroupRecord, PackedTensor};
+use crate::format::PackedTensor;
 use crate::kernels::q8::{dot_row_q8_ref, Q8Activations};
 use crate::kernels::scalar::code_at;
-
-/// The outlier correction of a full group with int8 activations:
-/// adds `Σ q_p · ((c_p − z_out)·Δ_out − (c_p − z_in)·Δ_in)` into `corr`.
-#[inline(always)]
-fn outliers_q8_g128<S: Lanes>(
-    s: S,
-    codes: &[u8; 64],
-    qs: &[i8; 128],
-    pos: &mut PositionReader<'_>,
-    rec: &GroupRecord,
-    mut corr: S::F,
-) -> S::F {
-    let (off_out, off_in) = (
-        s.splat_i(rec.outliers.offset),
-        s.splat_i(rec.inliers.offset),
-    );
-    let (step_out, step_in) = (s.splat_f(rec.outliers.step), s.splat_f(rec.inliers.step));
-    let mut left = rec.count;
-    while left > 0 {
-        let k = left.min(8);
-        let (idx, c, valid) = s.next_outliers8(codes, pos, k);
-        let q = s
-            .to_u32s(idx)
-            .map(|i| i32::from(qs[i as usize & 127]) as u32);
-        let q = s.int_to_float(s.and(s.load_u(&q), valid));
-        let cout = s.int_to_float(s.sub_i(c, off_out));
-        let cin = s.int_to_float(s.sub_i(c, off_in));
-        let delta = s.mul_sub(cout, step_out, s.mul_f(cin, step_in));
-        corr = s.mul_add(delta, q, corr);
-        left -= k;
-    }
-    corr
-}
 
 /// Dot product of packed row `r` with int8 activations. Formats other than 4-bit codes in
 /// groups of 128 use the portable reference.
@@ -75,7 +42,11 @@ pub(crate) fn dot_row_q8<S: Lanes>(
             let dense = s.hsum_i(isum) - rec.inliers.offset * a.sums()[gi];
             acc += sx * (rec.inliers.step * dense as f32);
             if rec.count > 0 {
-                let corr = outliers_q8_g128(s, codes, qs, &mut pos, &rec, s.splat_f(0.0));
+                let gather = |ix: [u32; 8]| {
+                    let q = ix.map(|i| i32::from(qs[i as usize & 127]) as u32);
+                    s.int_to_float(s.load_u(&q))
+                };
+                let corr = outlier_corrections(s, codes, &mut pos, &rec, s.splat_f(0.0), gather);
                 accv = s.mul_add(corr, s.splat_f(sx), accv);
             }
         } else {

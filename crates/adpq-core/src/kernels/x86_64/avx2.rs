@@ -7,6 +7,7 @@
 //! proves that the CPU has all three. Only the lane operations themselves (in
 //! `x86_64/lanes.rs`) are ISA-specific.
 
+use crate::kernels::simd::entry::Kernel;
 use crate::kernels::simd::{simd_kernels, SimdToken};
 
 use super::lanes::Avx2Lanes;
@@ -74,16 +75,16 @@ impl SimdToken for Avx2 {
     type Lanes = Avx2Lanes;
 
     #[inline(always)]
-    fn run<R>(self, f: impl FnOnce(Avx2Lanes) -> R) -> R {
+    fn run<K: Kernel<Self::Lanes>>(self, k: K) -> K::Out {
         // SAFETY: holding `self` proves AVX2, FMA and POPCNT are available.
-        unsafe { with_avx2(Avx2Lanes::new(self), f) }
+        unsafe { with_avx2(Avx2Lanes::new(self), k) }
     }
 }
 
-/// Compiles `f` (a shared kernel, inlined) with the three features enabled.
+/// Compiles kernel `k` (inlined) with the three features enabled.
 #[target_feature(enable = "avx2,fma,popcnt")]
-fn with_avx2<R>(s: Avx2Lanes, f: impl FnOnce(Avx2Lanes) -> R) -> R {
-    f(s)
+fn with_avx2<K: Kernel<Avx2Lanes>>(s: Avx2Lanes, k: K) -> K::Out {
+    k.call(s)
 }
 
 simd_kernels!(Avx2, "avx2");
