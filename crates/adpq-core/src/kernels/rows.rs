@@ -1,4 +1,4 @@
-//! The row and group loop every `quantize_rows` shares (scalar, AVX2, NEON): buffer
+//! The row and group walk every `quantize_rows` shares (scalar, AVX2, NEON): buffer
 //! checks, group records, per-row outlier counts and position overflow, written once.
 
 use super::scalar::check_rows;
@@ -6,6 +6,7 @@ use super::{RowJob, RowsOut};
 use crate::bits::BitWriter;
 use crate::error::{Error, Result};
 use crate::format::encode_record;
+use crate::params::FormatParams;
 use crate::quant::GridScale;
 
 /// What quantizing one group produced.
@@ -19,37 +20,80 @@ pub(crate) struct GroupDone {
     pub n_out: usize,
 }
 
-/// Checks the buffers of a block of `w_len` weights, then for each row zeroes its codes
-/// and calls `group(row, group_index, row_codes, positions)` on each of its groups in
-/// order, writing the group's record and, at the row's end, its outlier count. Returns
-/// the number of outliers written.
-#[inline(always)]
-pub(crate) fn quantize_groups(
-    w_len: usize,
-    job: &RowJob,
-    out: &mut RowsOut<'_>,
-    mut group: impl FnMut(usize, usize, &mut [u8], &mut BitWriter<'_>) -> Result<GroupDone>,
-) -> Result<u64> {
-    let rows = check_rows(w_len, job, out)?;
-    let fp = job.params;
-    let groups = job.cols.div_ceil(usize::from(fp.group_size));
-    let rec_bytes = fp.record_bytes();
-    let row_code_bytes = (job.cols * usize::from(fp.bits)).div_ceil(8);
-    let mut outliers = 0u64;
-    for r in 0..rows {
-        let recs = &mut out.records[r * groups * rec_bytes..(r + 1) * groups * rec_bytes];
-        let codes = &mut out.codes[r * row_code_bytes..(r + 1) * row_code_bytes];
-        codes.fill(0);
-        let mut row_count = 0u32;
-        for (gi, rec) in recs.chunks_exact_mut(rec_bytes).enumerate() {
-            let done = group(r, gi, codes, &mut out.positions)?;
-            encode_record(rec, &fp, &done.gin, &done.gout, done.n_out);
-            row_count += done.n_out as u32;
-        }
-        out.counts[r * 4..r * 4 + 4].copy_from_slice(&row_count.to_le_bytes());
-        outliers += u64::from(row_count);
+/// Walks the groups of a block of rows in row-major order (see [`GroupCursor::next`]),
+/// writing each group's record and, at each row's end, the row's outlier count.
+///
+/// A cursor rather than a loop taking a closure: the SIMD kernels run the group bodies
+/// inline in their `#[target_feature]` function, where a closure could be left out of
+/// line and compiled without the features.
+pub(crate) struct GroupCursor<'o, 'a> {
+    out: &'o mut RowsOut<'a>,
+    fp: FormatParams,
+    rows: usize,
+    groups: usize,
+    row_code_bytes: usize,
+    r: usize,
+    gi: usize,
+    row_count: u32,
+    outliers: u64,
+}
+
+impl<'o, 'a> GroupCursor<'o, 'a> {
+    /// Checks the buffers of a block of `w_len` weights and zeroes its codes.
+    #[inline(always)]
+    pub(crate) fn new(w_len: usize, job: &RowJob, out: &'o mut RowsOut<'a>) -> Result<Self> {
+        let rows = check_rows(w_len, job, out)?;
+        let fp = job.params;
+        out.codes.fill(0);
+        Ok(GroupCursor {
+            out,
+            fp,
+            rows,
+            groups: job.cols.div_ceil(usize::from(fp.group_size)),
+            row_code_bytes: (job.cols * usize::from(fp.bits)).div_ceil(8),
+            r: 0,
+            gi: 0,
+            row_count: 0,
+            outliers: 0,
+        })
     }
-    Ok(outliers)
+
+    /// The row and group index of the next group, until every group is done.
+    #[inline(always)]
+    pub(crate) fn next(&self) -> Option<(usize, usize)> {
+        (self.r < self.rows).then_some((self.r, self.gi))
+    }
+
+    /// The current row's codes (zeroed, then filled group by group) and the positions.
+    #[inline(always)]
+    pub(crate) fn codes(&mut self) -> (&mut [u8], &mut BitWriter<'a>) {
+        let n = self.row_code_bytes;
+        let codes = &mut self.out.codes[self.r * n..(self.r + 1) * n];
+        (codes, &mut self.out.positions)
+    }
+
+    /// Finishes the current group: writes its record, and the row's count after its last.
+    #[inline(always)]
+    pub(crate) fn done(&mut self, group: &GroupDone) {
+        let rb = self.fp.record_bytes();
+        let at = (self.r * self.groups + self.gi) * rb;
+        let rec = &mut self.out.records[at..at + rb];
+        encode_record(rec, &self.fp, &group.gin, &group.gout, group.n_out);
+        self.row_count += group.n_out as u32;
+        self.gi += 1;
+        if self.gi == self.groups {
+            let r = self.r;
+            self.out.counts[r * 4..r * 4 + 4].copy_from_slice(&self.row_count.to_le_bytes());
+            self.outliers += u64::from(self.row_count);
+            (self.r, self.gi, self.row_count) = (r + 1, 0, 0);
+        }
+    }
+
+    /// Outliers written so far.
+    #[inline(always)]
+    pub(crate) fn outliers(&self) -> u64 {
+        self.outliers
+    }
 }
 
 /// Appends outlier position `i` (within its group) to the stream, or the error for a

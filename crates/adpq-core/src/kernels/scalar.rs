@@ -1,6 +1,6 @@
 //! The portable scalar backend: plain loops, the oracle for every fast path.
 
-use super::rows::{push_position, quantize_groups, GroupDone};
+use super::rows::{push_position, GroupCursor, GroupDone};
 use super::{CpuKernels, RowJob, RowsDone, RowsOut};
 use crate::bits::{get_bits, or_bits};
 use crate::error::{Error, Result};
@@ -160,7 +160,9 @@ pub(crate) fn quantize_rows_generic<T: Element>(
     let mut equal_taken = 0u64;
     let mut vals = [0f32; MAX_GROUP_SIZE as usize];
     let mut is_out = [false; MAX_GROUP_SIZE as usize];
-    let outliers = quantize_groups(s.len(), job, out, |r, gi, codes, positions| {
+    let mut cursor = GroupCursor::new(s.len(), job, out)?;
+    while let Some((r, gi)) = cursor.next() {
+        let (codes, positions) = cursor.codes();
         let base = gi * g;
         let chunk = &s[r * cols + base..r * cols + base + g.min(cols - base)];
         let (mut in_max, mut in_lo, mut in_hi, mut n_in) = (0f32, 0f32, 0f32, 0usize);
@@ -204,10 +206,10 @@ pub(crate) fn quantize_rows_generic<T: Element>(
                 push_position(positions, i as u32)?;
             }
         }
-        Ok(GroupDone { gin, gout, n_out })
-    })?;
+        cursor.done(&GroupDone { gin, gout, n_out });
+    }
     Ok(RowsDone {
-        outliers,
+        outliers: cursor.outliers(),
         equal_taken,
     })
 }

@@ -6,7 +6,7 @@ use half::slice::HalfFloatSliceExt;
 use super::{arrays, arrays_mut, Lanes};
 use crate::error::Result;
 use crate::kernels::common::{classify_in_order, rejected_weight, TieMode};
-use crate::kernels::rows::{push_position, quantize_groups, GroupDone};
+use crate::kernels::rows::{push_position, GroupCursor, GroupDone};
 use crate::kernels::scalar::{grid_of, put_code};
 use crate::kernels::{RowJob, RowsDone, RowsOut};
 use crate::params::{Grid, MAX_GROUP_SIZE};
@@ -126,7 +126,9 @@ pub(crate) fn quantize_rows<S: Lanes>(
     let mut conv = [0f32; MAXG];
     let mut staged = [0u8; MAXG + 8];
     let mut masks = [0u8; MAXG / 8 + 1];
-    let outliers = quantize_groups(w.len(), job, out, |r, gi, codes, positions| {
+    let mut cursor = GroupCursor::new(w.len(), job, out)?;
+    while let Some((r, gi)) = cursor.next() {
+        let (codes, positions) = cursor.codes();
         let base = gi * g;
         let n = g.min(cols - base);
         let start = r * cols + base;
@@ -228,10 +230,10 @@ pub(crate) fn quantize_rows<S: Lanes>(
             }
         }
         pack_codes(s, codes, base, &staged[..n], fp.bits);
-        Ok(GroupDone { gin, gout, n_out })
-    })?;
+        cursor.done(&GroupDone { gin, gout, n_out });
+    }
     Ok(RowsDone {
-        outliers,
+        outliers: cursor.outliers(),
         equal_taken,
     })
 }
