@@ -20,11 +20,13 @@ impl<'a> PositionReader<'a> {
     #[inline(always)]
     pub fn new(t: &PackedTensor<'_>, row: &PackedRow<'a>) -> Self {
         let width = t.layout().position_bits;
-        PositionReader {
-            data: row.positions,
-            bit: row.first_outlier * width as usize,
-            width,
-        }
+        Self::at(row.positions, row.first_outlier * width as usize, width)
+    }
+
+    /// The reader of the `width`-bit positions of `data` from bit `bit`.
+    #[inline(always)]
+    pub fn at(data: &'a [u8], bit: usize, width: u32) -> Self {
+        PositionReader { data, bit, width }
     }
 
     /// The next 57 (or more) bits of the stream, zero past its end (for the AVX2 unpack).

@@ -143,8 +143,9 @@ pub(crate) trait Lanes: Copy {
     /// the i32 lanes of `acc` (exact; which lane gets which term is the ISA's choice).
     fn dot_nibbles_i8(self, codes: &[u8; 16], q: &[i8; 32], acc: Self::U) -> Self::U;
 
-    /// Positions (lanes past `k` hold 0), codes and lane mask of the next `k <= 8`
-    /// outliers of a full 4-bit group of 128 whose codes are `codes`.
+    /// Positions (lanes past `k` hold 0), codes (lanes past `k` unspecified) and lane
+    /// mask of the next `k <= 8` outliers of a full 4-bit group of 128 whose codes are
+    /// `codes`.
     #[inline(always)]
     fn next_outliers8(
         self,
@@ -152,15 +153,26 @@ pub(crate) trait Lanes: Copy {
         pos: &mut PositionReader<'_>,
         k: usize,
     ) -> (Self::U, Self::U, Self::U) {
-        let (mut idx, mut c, mut valid) = ([0u32; 8], [0u32; 8], [0u32; 8]);
-        for j in 0..k.min(8) {
-            let p = pos.next() & 127;
-            idx[j] = p as u32;
-            c[j] = u32::from(codes[p / 2] >> ((p & 1) * 4)) & 0xF;
-            valid[j] = u32::MAX;
-        }
-        (self.load_u(&idx), self.load_u(&c), self.load_u(&valid))
+        next_outliers8_portable(self, codes, pos, k)
     }
+}
+
+/// [`Lanes::next_outliers8`] one position at a time (any position width).
+#[inline(always)]
+pub(crate) fn next_outliers8_portable<S: Lanes>(
+    s: S,
+    codes: &[u8; 64],
+    pos: &mut PositionReader<'_>,
+    k: usize,
+) -> (S::U, S::U, S::U) {
+    let (mut idx, mut c, mut valid) = ([0u32; 8], [0u32; 8], [0u32; 8]);
+    for j in 0..k.min(8) {
+        let p = pos.next() & 127;
+        idx[j] = p as u32;
+        c[j] = u32::from(codes[p / 2] >> ((p & 1) * 4)) & 0xF;
+        valid[j] = u32::MAX;
+    }
+    (s.load_u(&idx), s.load_u(&c), s.load_u(&valid))
 }
 
 /// `s` as whole `N`-element arrays, and the remainder (`<[T]>::as_chunks`, which is newer

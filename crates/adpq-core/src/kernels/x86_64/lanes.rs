@@ -316,3 +316,42 @@ impl Lanes for Avx2Lanes {
         })
     }
 }
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::kernels::simd::next_outliers8_portable;
+
+    /// The shift-and-permute unpack equals the one-at-a-time reading, for every count and
+    /// bit offset (up to where 8 positions still fit the stream).
+    #[test]
+    fn next_outliers8_matches_the_portable_reading() {
+        let Some(token) = Avx2::try_new() else {
+            return;
+        };
+        let s = Avx2Lanes::new(token);
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut byte = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        };
+        let codes: [u8; 64] = core::array::from_fn(|_| byte());
+        let stream: [u8; 24] = core::array::from_fn(|_| byte());
+        for bit in 0..=stream.len() * 8 - 8 * 7 {
+            for k in 1..=8 {
+                let mut fast = PositionReader::at(&stream, bit, 7);
+                let mut slow = PositionReader::at(&stream, bit, 7);
+                let a = s.next_outliers8(&codes, &mut fast, k);
+                let b = next_outliers8_portable(s, &codes, &mut slow, k);
+                // Codes past `k` are unspecified: compare them masked.
+                let lanes = |(i, c, v): (__m256i, __m256i, __m256i)| {
+                    (s.to_u32s(i), s.to_u32s(s.and(c, v)), s.to_u32s(v))
+                };
+                assert_eq!(lanes(a), lanes(b), "bit {bit}, k {k}");
+                assert_eq!(fast.bit, slow.bit);
+            }
+        }
+    }
+}
