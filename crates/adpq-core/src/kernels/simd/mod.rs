@@ -2,10 +2,24 @@
 //! implements (AVX2: one 256-bit register; NEON: a pair of 128-bit registers).
 //!
 //! Nothing here is `unsafe`: a [`Lanes`] value can only be made from its ISA's token, so
-//! holding one proves the CPU features its methods need, and those methods are safe. Every
-//! kernel is a generic `#[inline(always)]` function that each ISA instantiates inside one
-//! of its `#[target_feature]` entry points, where all of it (lane methods included)
-//! inlines into one function compiled for that ISA.
+//! holding one proves the CPU features its methods need, and those methods are safe.
+//! Every kernel is a generic `#[inline(always)]` function. An ISA provides three things:
+//! its lanes, a [`SimdToken`] impl whose `run` calls a kernel inside the ISA's one
+//! `#[target_feature]` trampoline (the only `unsafe` call, in the arch module), and
+//! `simd_kernels!(Token, "name")`, which implements
+//! [`CpuKernels`](crate::kernels::CpuKernels) by running each kernel through `run`. Kernels
+//! reach the trampoline as [`entry::Kernel`] values whose `call` is `#[inline(always)]`
+//! (not as closures, which the compiler may leave out of line and so compile without the
+//! ISA's features), so each kernel, lane methods included, compiles as one function for
+//! that ISA.
+//!
+//! | piece | where |
+//! | --- | --- |
+//! | selection: histogram pass, counts, range scan | `scan.rs` |
+//! | quantizing rows | `quantize.rs` (group walk shared with scalar: `kernels/rows.rs`) |
+//! | dequantizing rows, f32 dot products | `decode.rs` |
+//! | int8-activation dot products | `q8.rs` |
+//! | the `CpuKernels` impl and kernel values | `entry.rs` |
 //!
 //! **Exactness.** Histograms and counts are integer work and equal the scalar results.
 //! Quantization performs the scalar oracle's f32 operations lane by lane (`x · (1/Δ)`,
