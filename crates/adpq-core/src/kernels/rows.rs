@@ -20,8 +20,10 @@ pub(crate) struct GroupDone {
     pub n_out: usize,
 }
 
-/// Walks the groups of a block of rows in row-major order (see [`GroupCursor::next`]),
-/// writing each group's record and, at each row's end, the row's outlier count.
+/// Walks the groups of a block of rows in row-major order (with [`GroupCursor::next`],
+/// or nested loops over [`GroupCursor::rows`] and the groups: either way, one
+/// [`GroupCursor::done`] per group in order), writing each group's record and, at each
+/// row's end, the row's outlier count.
 ///
 /// A cursor rather than a loop taking a closure: the SIMD kernels run the group bodies
 /// inline in their `#[target_feature]` function, where a closure could be left out of
@@ -56,6 +58,12 @@ impl<'o, 'a> GroupCursor<'o, 'a> {
             row_count: 0,
             outliers: 0,
         })
+    }
+
+    /// Rows in the block.
+    #[inline(always)]
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
     }
 
     /// The row and group index of the next group, until every group is done.

@@ -157,61 +157,65 @@ pub(crate) fn quantize_rows_generic<T: Element>(
     let g = usize::from(fp.group_size);
     let code_max = fp.code_max();
     let mut rule = job.rule;
-    let mut equal_taken = 0u64;
+    let mut done = RowsDone::default();
     let mut vals = [0f32; MAX_GROUP_SIZE as usize];
     let mut is_out = [false; MAX_GROUP_SIZE as usize];
     let mut cursor = GroupCursor::new(s.len(), job, out)?;
-    while let Some((r, gi)) = cursor.next() {
-        let (codes, positions) = cursor.codes();
-        let base = gi * g;
-        let chunk = &s[r * cols + base..r * cols + base + g.min(cols - base)];
-        let (mut in_max, mut in_lo, mut in_hi, mut n_in) = (0f32, 0f32, 0f32, 0usize);
-        let (mut out_max, mut out_lo, mut out_hi, mut n_out) = (0f32, 0f32, 0f32, 0usize);
-        for (i, &v) in chunk.iter().enumerate() {
-            let b = v.abs_bits();
-            let x = v.to_f32();
-            if !is_valid_abs_bits(b) {
-                let flat = (job.first_row + r as u64) * cols as u64 + (base + i) as u64;
-                return Err(BadValue {
-                    index: flat,
-                    value: x,
+    for r in 0..cursor.rows() {
+        let row = &s[r * cols..(r + 1) * cols];
+        for (gi, chunk) in row.chunks(g).enumerate() {
+            let (codes, positions) = cursor.codes();
+            let (mut in_max, mut in_lo, mut in_hi, mut n_in) = (0f32, 0f32, 0f32, 0usize);
+            let (mut out_max, mut out_lo, mut out_hi, mut n_out) = (0f32, 0f32, 0f32, 0usize);
+            for (i, &v) in chunk.iter().enumerate() {
+                let b = v.abs_bits();
+                let x = v.to_f32();
+                if !is_valid_abs_bits(b) {
+                    let flat = (job.first_row + r as u64) * cols as u64 + (gi * g + i) as u64;
+                    return Err(BadValue {
+                        index: flat,
+                        value: x,
+                    }
+                    .into_error(0, cols as u64));
                 }
-                .into_error(0, cols as u64));
+                let o = rule.take(b);
+                if o && b == rule.threshold_bits {
+                    done.equal_taken += 1;
+                }
+                vals[i] = x;
+                is_out[i] = o;
+                let a = f32::from_bits(b);
+                if o {
+                    out_max = out_max.max(a);
+                    out_lo = out_lo.min(x);
+                    out_hi = out_hi.max(x);
+                    n_out += 1;
+                } else {
+                    in_max = in_max.max(a);
+                    in_lo = in_lo.min(x);
+                    in_hi = in_hi.max(x);
+                    n_in += 1;
+                }
             }
-            let o = rule.take(b);
-            if o && b == rule.threshold_bits {
-                equal_taken += 1;
+            let gin = grid_of(&fp, job.scale_exp, in_max, in_lo, in_hi, n_in);
+            let gout = grid_of(&fp, job.scale_exp, out_max, out_lo, out_hi, n_out);
+            let base = gi * g;
+            for i in 0..chunk.len() {
+                let (grid, o) = if is_out[i] {
+                    (&gout, true)
+                } else {
+                    (&gin, false)
+                };
+                put_code(codes, base + i, fp.bits, grid.encode(vals[i], code_max));
+                if o {
+                    push_position(positions, i as u32)?;
+                }
             }
-            vals[i] = x;
-            is_out[i] = o;
-            let a = f32::from_bits(b);
-            if o {
-                out_max = out_max.max(a);
-                out_lo = out_lo.min(x);
-                out_hi = out_hi.max(x);
-                n_out += 1;
-            } else {
-                in_max = in_max.max(a);
-                in_lo = in_lo.min(x);
-                in_hi = in_hi.max(x);
-                n_in += 1;
-            }
+            cursor.done(&GroupDone { gin, gout, n_out });
         }
-        let gin = grid_of(&fp, job.scale_exp, in_max, in_lo, in_hi, n_in);
-        let gout = grid_of(&fp, job.scale_exp, out_max, out_lo, out_hi, n_out);
-        for i in 0..chunk.len() {
-            let grid = if is_out[i] { &gout } else { &gin };
-            put_code(codes, base + i, fp.bits, grid.encode(vals[i], code_max));
-            if is_out[i] {
-                push_position(positions, i as u32)?;
-            }
-        }
-        cursor.done(&GroupDone { gin, gout, n_out });
     }
-    Ok(RowsDone {
-        outliers: cursor.outliers(),
-        equal_taken,
-    })
+    done.outliers = cursor.outliers();
+    Ok(done)
 }
 
 /// Checks a row range against a tensor and returns the number of rows.
