@@ -42,7 +42,7 @@ macro_rules! simd_kernels {
                         lt += t
                             .run(Count {
                                 w,
-                                t: &threshold_bits,
+                                t: threshold_bits,
                             })
                             .0
                     });
@@ -55,7 +55,7 @@ macro_rules! simd_kernels {
                         eq += t
                             .run(Count {
                                 w,
-                                t: &threshold_bits,
+                                t: threshold_bits,
                             })
                             .1
                     });
@@ -154,7 +154,7 @@ macro_rules! kernel {
             $(pub(crate) $f: $t),*
         }
 
-        impl<S: Lanes> Kernel<S> for $name<'_, '_> {
+        impl<$($l,)* S: Lanes> Kernel<S> for $name<$($l),*> {
             type Out = $out;
             #[inline(always)]
             fn call(self, s: S) -> $out {
@@ -176,7 +176,7 @@ kernel!(
 );
 kernel!(
     /// [`super::count_f32`].
-    Count<'a, 'b> { w: &'a [f32], t: &'b u32 } -> (u64, u64) = count
+    Count<'a> { w: &'a [f32], t: u32 } -> (u64, u64) = super::count_f32
 );
 kernel!(
     /// [`super::scan_range_f32`].
@@ -216,9 +216,3 @@ kernel!(
         a: &'a Q8Activations<'b>
     } -> Result<f32> = super::dot_row_q8
 );
-
-/// [`super::count_f32`] (with a lifetime to spare for [`Count`]).
-#[inline(always)]
-fn count<S: Lanes>(s: S, w: &[f32], t: &u32) -> (u64, u64) {
-    super::count_f32(s, w, *t)
-}

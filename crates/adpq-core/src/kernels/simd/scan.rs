@@ -27,13 +27,15 @@ pub(crate) fn histogram_f32<S: Lanes>(
     let absmask = s.splat_u(0x7FFF_FFFF);
     let maskv = s.splat_u(pass.mask & (HIST_BINS as u32 - 1));
     let mut maxv = s.splat_u(0);
+    // Locals, so that the shift counts are set up once, outside the loops.
+    let (shift, prefix_shift) = (pass.shift, pass.prefix_shift);
     let (chunks, tail) = arrays::<f32, 8>(w);
     let dense = pass.prefix_shift >= 31 && pass.prefix == 0;
     if dense {
         for c in chunks {
             let a = s.and(s.bits(s.load_f(c)), absmask);
             maxv = s.max_u(maxv, a);
-            let idx = s.to_u32s(s.and(s.shr(a, pass.shift), maskv));
+            let idx = s.to_u32s(s.and(s.shr(a, shift), maskv));
             for (j, &k) in idx.iter().enumerate() {
                 sub[j & 3][k as usize & (HIST_BINS - 1)] += 1;
             }
@@ -43,9 +45,9 @@ pub(crate) fn histogram_f32<S: Lanes>(
         for c in chunks {
             let a = s.and(s.bits(s.load_f(c)), absmask);
             maxv = s.max_u(maxv, a);
-            let mut m = s.movemask(s.eq(s.shr(a, pass.prefix_shift), prefix));
+            let mut m = s.movemask(s.eq(s.shr(a, prefix_shift), prefix));
             if m != 0 {
-                let idx = s.to_u32s(s.and(s.shr(a, pass.shift), maskv));
+                let idx = s.to_u32s(s.and(s.shr(a, shift), maskv));
                 while m != 0 {
                     let j = m.trailing_zeros() as usize;
                     bins[idx[j] as usize & (HIST_BINS - 1)] += 1;
@@ -106,6 +108,9 @@ pub(crate) fn scan_range_f32<S: Lanes>(
     let last_valid = s.splat_u(OUT_OF_RANGE_BITS - 1);
     let (lo_v, hi_v) = (s.splat_u(lo), s.splat_u(hi));
     let mut max = s.splat_u(0);
+    // Counted in locals: `scan` and `out` reach here through a kernel value, where the
+    // compiler no longer knows that they do not alias, and would store every increment.
+    let (mut at_least_hi, mut in_range) = (0u64, scan.in_range);
     let (chunks, tail) = arrays::<f32, 8>(w);
     for (ci, c) in chunks.enumerate() {
         let a = s.and(s.bits(s.load_f(c)), absmask);
@@ -120,28 +125,28 @@ pub(crate) fn scan_range_f32<S: Lanes>(
         max = s.max_u(max, a);
         let below_hi = s.gt_i(hi_v, a);
         let below_lo = s.gt_i(lo_v, a);
-        scan.at_least_hi += u64::from(8 - s.movemask(below_hi).count_ones());
+        at_least_hi += u64::from(8 - s.movemask(below_hi).count_ones());
         let mut inside = s.movemask(s.andnot(below_lo, below_hi));
         if inside != 0 {
             let lanes = s.to_u32s(a);
             while inside != 0 {
                 let lane = inside.trailing_zeros() as usize;
-                if let Some(slot) = out.get_mut(scan.in_range as usize) {
+                if let Some(slot) = out.get_mut(in_range as usize) {
                     *slot = lanes[lane];
                 }
-                scan.in_range += 1;
+                in_range += 1;
                 inside &= inside - 1;
             }
         }
     }
     let tail_base = base + (w.len() - tail.len()) as u64;
-    let free = out.get_mut(scan.in_range as usize..).unwrap_or_default();
+    let free = out.get_mut(in_range as usize..).unwrap_or_default();
     let rest = scan_range_generic(tail, lo, hi, free).map_err(|e| BadValue {
         index: tail_base + e.index,
         value: e.value,
     })?;
-    scan.at_least_hi += rest.at_least_hi;
-    scan.in_range += rest.in_range;
+    scan.at_least_hi += at_least_hi + rest.at_least_hi;
+    scan.in_range = in_range + rest.in_range;
     scan.max_abs_bits = scan.max_abs_bits.max(rest.max_abs_bits).max(s.hmax_u(max));
     Ok(())
 }
