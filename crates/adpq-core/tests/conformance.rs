@@ -247,6 +247,27 @@ fn check_backend(
             continue;
         }
         let reference = dot_row_q8_ref(&t, r, &a).unwrap();
+        // The trait's q8 methods: gemv_q8 is dot_row_q8 row by row, the scalar default is
+        // the reference, and formats without a SIMD path fall back to it exactly.
+        let dq = b.dot_row_q8(&t, r, &a).unwrap();
+        assert_eq!(
+            dq.to_bits(),
+            yr.to_bits(),
+            "{ctx}: q8 dot row {r} vs gemv_q8"
+        );
+        let sq = Scalar.dot_row_q8(&t, r, &a).unwrap();
+        assert_eq!(
+            sq.to_bits(),
+            reference.to_bits(),
+            "{ctx}: scalar q8 row {r}"
+        );
+        if !(params.bits == 4 && params.group_size == 128) {
+            assert_eq!(
+                dq.to_bits(),
+                reference.to_bits(),
+                "{ctx}: q8 fallback row {r}"
+            );
+        }
         let f32_dot = Scalar.dot_row(&t, r, &xh).unwrap();
         assert!(
             (reference - f32_dot).abs() <= tol,

@@ -2,9 +2,9 @@
 
 use core::fmt;
 
-use super::scalar::code_at;
-use super::{Avx2, CpuKernels, Neon, RowJob, RowsDone, RowsOut, Scalar};
+use super::{Avx2, CpuKernels, Neon, Q8Activations, RowJob, RowsDone, RowsOut, Scalar};
 use crate::error::{Error, Result};
+use crate::format::code_at;
 use crate::format::PackedTensor;
 use crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS};
 use crate::weights::Weights;
@@ -178,6 +178,12 @@ impl CpuKernels for AnyKernels {
     }
     fn gemv(&self, t: &PackedTensor<'_>, x: &[f32], y: &mut [f32]) -> Result<()> {
         dispatch!(self, b => b.gemv(t, x, y))
+    }
+    fn dot_row_q8(&self, t: &PackedTensor<'_>, row: usize, a: &Q8Activations<'_>) -> Result<f32> {
+        dispatch!(self, b => b.dot_row_q8(t, row, a))
+    }
+    fn gemv_q8(&self, t: &PackedTensor<'_>, a: &Q8Activations<'_>, y: &mut [f32]) -> Result<()> {
+        dispatch!(self, b => b.gemv_q8(t, a, y))
     }
 }
 

@@ -11,7 +11,10 @@ mod auto;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod common;
 mod q8;
+mod rows;
 mod scalar;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod simd;
 mod stubs;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
@@ -161,6 +164,28 @@ pub trait CpuKernels: sealed::Sealed + Copy + Send + Sync + core::fmt::Debug {
         }
         for (r, out) in y.iter_mut().enumerate() {
             *out = self.dot_row(t, r, x)?;
+        }
+        Ok(())
+    }
+
+    /// Dot product of packed row `row` with int8 activations `a` (see [`Q8Activations`]).
+    /// The default is the portable reference [`dot_row_q8_ref`]; SIMD backends may sum in
+    /// another order, within [`dot_tolerance`] of the dequantized activations.
+    fn dot_row_q8(&self, t: &PackedTensor<'_>, row: usize, a: &Q8Activations<'_>) -> Result<f32> {
+        dot_row_q8_ref(t, row, a)
+    }
+
+    /// `y = W x̂` with int8 activations `x̂` (see [`CpuKernels::dot_row_q8`]).
+    fn gemv_q8(&self, t: &PackedTensor<'_>, a: &Q8Activations<'_>, y: &mut [f32]) -> Result<()> {
+        if y.len() != t.rows() {
+            return Err(Error::BufferSize {
+                needed: t.rows() as u64,
+                actual: y.len() as u64,
+            });
+        }
+        a.check(t)?;
+        for (r, out) in y.iter_mut().enumerate() {
+            *out = self.dot_row_q8(t, r, a)?;
         }
         Ok(())
     }

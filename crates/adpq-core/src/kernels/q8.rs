@@ -13,9 +13,8 @@
 //! ([`Q8Activations::dequantize`]). The intermediate `Δ_in · (Σ c q − z Σ q)` can reach
 //! `|w|max · 127 · g`: with weights beyond ~1e33 it may overflow where an f32 dot would not.
 
-use super::scalar::code_at;
-use super::AnyKernels;
 use crate::error::{Error, Result};
+use crate::format::code_at;
 use crate::format::PackedTensor;
 use crate::quant::round_ties_even;
 
@@ -174,48 +173,12 @@ pub fn dot_row_q8_ref(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> 
     Ok(acc)
 }
 
-impl AnyKernels {
-    /// Dot product of packed row `row` with int8 activations. AVX2 has a fast path
-    /// (4-bit codes); other backends use [`dot_row_q8_ref`].
-    pub fn dot_row_q8(
-        &self,
-        t: &PackedTensor<'_>,
-        row: usize,
-        a: &Q8Activations<'_>,
-    ) -> Result<f32> {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            AnyKernels::Avx2(b) => b.dot_row_q8(t, row, a),
-            _ => dot_row_q8_ref(t, row, a),
-        }
-    }
-
-    /// `y = W x̂` with int8 activations `x̂` (see [`AnyKernels::dot_row_q8`]).
-    pub fn gemv_q8(
-        &self,
-        t: &PackedTensor<'_>,
-        a: &Q8Activations<'_>,
-        y: &mut [f32],
-    ) -> Result<()> {
-        if y.len() != t.rows() {
-            return Err(Error::BufferSize {
-                needed: t.rows() as u64,
-                actual: y.len() as u64,
-            });
-        }
-        a.check(t)?;
-        for (r, out) in y.iter_mut().enumerate() {
-            *out = self.dot_row_q8(t, r, a)?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(all(test, feature = "std"))]
 mod tests {
     use std::vec;
 
     use super::*;
+    use crate::kernels::AnyKernels;
     use crate::{packed_len, CpuKernels, Params, Scalar, Weights};
 
     /// Activations grouped differently from the tensor are a shape mismatch that names

@@ -1,10 +1,9 @@
 //! The portable scalar backend: plain loops, the oracle for every fast path.
 
+use super::rows::{push_position, GroupCursor, GroupDone};
 use super::{CpuKernels, RowJob, RowsDone, RowsOut};
 use crate::error::{Error, Result};
-use crate::format::{encode_record, PackedTensor};
-// Re-exported for the SIMD kernels until they import them from `format` directly.
-pub(crate) use crate::format::{code_at, grid_of, put_code};
+use crate::format::{code_at, grid_of, put_code, PackedTensor};
 use crate::params::MAX_GROUP_SIZE;
 use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, RangeScan, HIST_BINS};
 use crate::weights::{Element, Weights};
@@ -105,25 +104,19 @@ pub(crate) fn quantize_rows_generic<T: Element>(
     job: &RowJob,
     out: &mut RowsOut<'_>,
 ) -> Result<RowsDone> {
-    let rows = check_rows(s.len(), job, out)?;
     let fp = job.params;
     let cols = job.cols;
     let g = usize::from(fp.group_size);
-    let rec_bytes = fp.record_bytes();
-    let row_rec_bytes = cols.div_ceil(g) * rec_bytes;
-    let row_code_bytes = (cols * usize::from(fp.bits)).div_ceil(8);
     let code_max = fp.code_max();
     let mut rule = job.rule;
     let mut done = RowsDone::default();
     let mut vals = [0f32; MAX_GROUP_SIZE as usize];
     let mut is_out = [false; MAX_GROUP_SIZE as usize];
-    for r in 0..rows {
+    let mut cursor = GroupCursor::new(s.len(), job, out)?;
+    for r in 0..cursor.rows() {
         let row = &s[r * cols..(r + 1) * cols];
-        let recs = &mut out.records[r * row_rec_bytes..(r + 1) * row_rec_bytes];
-        let codes = &mut out.codes[r * row_code_bytes..(r + 1) * row_code_bytes];
-        codes.fill(0);
-        let mut row_count = 0u32;
         for (gi, chunk) in row.chunks(g).enumerate() {
+            let (codes, positions) = cursor.codes();
             let (mut in_max, mut in_lo, mut in_hi, mut n_in) = (0f32, 0f32, 0f32, 0usize);
             let (mut out_max, mut out_lo, mut out_hi, mut n_out) = (0f32, 0f32, 0f32, 0usize);
             for (i, &v) in chunk.iter().enumerate() {
@@ -166,25 +159,14 @@ pub(crate) fn quantize_rows_generic<T: Element>(
                     (&gin, false)
                 };
                 put_code(codes, base + i, fp.bits, grid.encode(vals[i], code_max));
-                if o && !out.positions.push(i as u32) {
-                    return Err(Error::BufferSize {
-                        needed: out.positions.written() + 1,
-                        actual: out.positions.written(),
-                    });
+                if o {
+                    push_position(positions, i as u32)?;
                 }
             }
-            encode_record(
-                &mut recs[gi * rec_bytes..(gi + 1) * rec_bytes],
-                &fp,
-                &gin,
-                &gout,
-                n_out,
-            );
-            row_count += n_out as u32;
+            cursor.done(&GroupDone { gin, gout, n_out });
         }
-        out.counts[r * 4..r * 4 + 4].copy_from_slice(&row_count.to_le_bytes());
-        done.outliers += u64::from(row_count);
     }
+    done.outliers = cursor.outliers();
     Ok(done)
 }
 

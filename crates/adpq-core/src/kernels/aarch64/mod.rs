@@ -1,5 +1,6 @@
 //! aarch64 backends.
 
+mod lanes;
 mod neon;
 
 pub use neon::Neon;

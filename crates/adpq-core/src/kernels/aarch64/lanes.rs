@@ -1,0 +1,325 @@
+//! [`Lanes`] for NEON: 8 lanes as a pair of 128-bit registers (lanes 0–3, 4–7).
+//!
+//! NEON is baseline on `aarch64-unknown-linux-gnu`, but rustc still requires a
+//! `#[target_feature(enable = "neon")]` context to call the intrinsics safely. So every
+//! method calls its intrinsics in an `unsafe` block, justified by the [`NeonLanes`] value:
+//! it can only be made from a [`Neon`] token, which proves the CPU has NEON. The methods
+//! are `#[inline(always)]` and inline into the `#[target_feature]` entry points of
+//! [`super::neon`].
+
+use core::arch::aarch64::*;
+
+use super::neon::Neon;
+use crate::kernels::simd::Lanes;
+
+/// The NEON lanes; holding one proves NEON is available.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NeonLanes {
+    _proof: Neon,
+}
+
+impl NeonLanes {
+    /// The lanes of a token.
+    #[inline(always)]
+    pub(super) fn new(token: Neon) -> Self {
+        NeonLanes { _proof: token }
+    }
+}
+
+/// 8 × f32 as two registers.
+#[derive(Clone, Copy)]
+pub(crate) struct F8(float32x4_t, float32x4_t);
+
+/// 8 × u32 as two registers.
+#[derive(Clone, Copy)]
+pub(crate) struct U8(uint32x4_t, uint32x4_t);
+
+/// Runs one expression of intrinsics; the caller is a [`NeonLanes`] method.
+macro_rules! neon {
+    ($e:expr) => {
+        // SAFETY: `self` is a `NeonLanes`, made only from a `Neon` token, which proves the
+        // CPU supports NEON (all these intrinsics need). The pointer arguments, where any,
+        // are derived from references to exactly as many elements as the intrinsic reads
+        // or writes, with the element type's alignment.
+        unsafe { $e }
+    };
+}
+
+/// Applies a two-register intrinsic to both halves.
+macro_rules! both {
+    ($ty:ident, $f:ident($($a:ident),*)) => {
+        neon!($ty($f($($a.0),*), $f($($a.1),*)))
+    };
+}
+
+impl NeonLanes {
+    /// The lane bits `[1, 2, 4, 8]`.
+    #[inline(always)]
+    fn lane_bits4(self) -> uint32x4_t {
+        let bits: [u32; 4] = [1, 2, 4, 8];
+        neon!(vld1q_u32(bits.as_ptr()))
+    }
+}
+
+impl Lanes for NeonLanes {
+    type F = F8;
+    type U = U8;
+
+    #[inline(always)]
+    fn splat_f(self, v: f32) -> F8 {
+        neon!(F8(vdupq_n_f32(v), vdupq_n_f32(v)))
+    }
+    #[inline(always)]
+    fn splat_u(self, v: u32) -> U8 {
+        neon!(U8(vdupq_n_u32(v), vdupq_n_u32(v)))
+    }
+    #[inline(always)]
+    fn load_f(self, v: &[f32; 8]) -> F8 {
+        neon!(F8(vld1q_f32(v.as_ptr()), vld1q_f32(v[4..].as_ptr())))
+    }
+    #[inline(always)]
+    fn load_u(self, v: &[u32; 8]) -> U8 {
+        neon!(U8(vld1q_u32(v.as_ptr()), vld1q_u32(v[4..].as_ptr())))
+    }
+    #[inline(always)]
+    fn store_f(self, v: F8, out: &mut [f32; 8]) {
+        let (lo, hi) = out.split_at_mut(4);
+        neon!({
+            vst1q_f32(lo.as_mut_ptr(), v.0);
+            vst1q_f32(hi.as_mut_ptr(), v.1);
+        })
+    }
+    #[inline(always)]
+    fn to_u32s(self, v: U8) -> [u32; 8] {
+        let mut l = [0u32; 8];
+        let (lo, hi) = l.split_at_mut(4);
+        neon!({
+            vst1q_u32(lo.as_mut_ptr(), v.0);
+            vst1q_u32(hi.as_mut_ptr(), v.1);
+        });
+        l
+    }
+    #[inline(always)]
+    fn to_f32s(self, v: F8) -> [f32; 8] {
+        let mut l = [0f32; 8];
+        self.store_f(v, &mut l);
+        l
+    }
+    #[inline(always)]
+    fn bits(self, v: F8) -> U8 {
+        both!(U8, vreinterpretq_u32_f32(v))
+    }
+    #[inline(always)]
+    fn float_of_bits(self, v: U8) -> F8 {
+        both!(F8, vreinterpretq_f32_u32(v))
+    }
+
+    #[inline(always)]
+    fn and(self, a: U8, b: U8) -> U8 {
+        both!(U8, vandq_u32(a, b))
+    }
+    #[inline(always)]
+    fn or(self, a: U8, b: U8) -> U8 {
+        both!(U8, vorrq_u32(a, b))
+    }
+    #[inline(always)]
+    fn andnot(self, a: U8, b: U8) -> U8 {
+        both!(U8, vbicq_u32(b, a))
+    }
+    #[inline(always)]
+    fn eq(self, a: U8, b: U8) -> U8 {
+        both!(U8, vceqq_u32(a, b))
+    }
+    #[inline(always)]
+    fn gt_i(self, a: U8, b: U8) -> U8 {
+        neon!(U8(
+            vcgtq_s32(vreinterpretq_s32_u32(a.0), vreinterpretq_s32_u32(b.0)),
+            vcgtq_s32(vreinterpretq_s32_u32(a.1), vreinterpretq_s32_u32(b.1)),
+        ))
+    }
+    #[inline(always)]
+    fn max_u(self, a: U8, b: U8) -> U8 {
+        both!(U8, vmaxq_u32(a, b))
+    }
+    #[inline(always)]
+    fn max_i(self, a: U8, b: U8) -> U8 {
+        neon!(U8(
+            vreinterpretq_u32_s32(vmaxq_s32(
+                vreinterpretq_s32_u32(a.0),
+                vreinterpretq_s32_u32(b.0)
+            )),
+            vreinterpretq_u32_s32(vmaxq_s32(
+                vreinterpretq_s32_u32(a.1),
+                vreinterpretq_s32_u32(b.1)
+            )),
+        ))
+    }
+    #[inline(always)]
+    fn min_i(self, a: U8, b: U8) -> U8 {
+        neon!(U8(
+            vreinterpretq_u32_s32(vminq_s32(
+                vreinterpretq_s32_u32(a.0),
+                vreinterpretq_s32_u32(b.0)
+            )),
+            vreinterpretq_u32_s32(vminq_s32(
+                vreinterpretq_s32_u32(a.1),
+                vreinterpretq_s32_u32(b.1)
+            )),
+        ))
+    }
+    #[inline(always)]
+    fn add_i(self, a: U8, b: U8) -> U8 {
+        both!(U8, vaddq_u32(a, b))
+    }
+    #[inline(always)]
+    fn sub_i(self, a: U8, b: U8) -> U8 {
+        both!(U8, vsubq_u32(a, b))
+    }
+    #[inline(always)]
+    fn shr(self, a: U8, n: u32) -> U8 {
+        // A negative lane shift shifts right; by 32 it gives 0.
+        neon!({
+            let sh = vdupq_n_s32(-(n.min(32) as i32));
+            U8(vshlq_u32(a.0, sh), vshlq_u32(a.1, sh))
+        })
+    }
+    #[inline(always)]
+    fn shr_lanes(self, a: U8, n: U8) -> U8 {
+        neon!(U8(
+            vshlq_u32(a.0, vnegq_s32(vreinterpretq_s32_u32(n.0))),
+            vshlq_u32(a.1, vnegq_s32(vreinterpretq_s32_u32(n.1))),
+        ))
+    }
+    #[inline(always)]
+    fn movemask(self, m: U8) -> u32 {
+        let b = self.lane_bits4();
+        neon!(vaddvq_u32(vandq_u32(m.0, b)) | (vaddvq_u32(vandq_u32(m.1, b)) << 4))
+    }
+    #[inline(always)]
+    fn mask_from_bits(self, bits: u32) -> U8 {
+        let b = self.lane_bits4();
+        neon!(U8(
+            vceqq_u32(vandq_u32(vdupq_n_u32(bits), b), b),
+            vceqq_u32(vandq_u32(vdupq_n_u32(bits >> 4), b), b),
+        ))
+    }
+    #[inline(always)]
+    fn select_u(self, m: U8, a: U8, b: U8) -> U8 {
+        neon!(U8(vbslq_u32(m.0, a.0, b.0), vbslq_u32(m.1, a.1, b.1)))
+    }
+    #[inline(always)]
+    fn select_f(self, m: U8, a: F8, b: F8) -> F8 {
+        neon!(F8(vbslq_f32(m.0, a.0, b.0), vbslq_f32(m.1, a.1, b.1)))
+    }
+    #[inline(always)]
+    fn hmax_u(self, v: U8) -> u32 {
+        neon!(vmaxvq_u32(vmaxq_u32(v.0, v.1)))
+    }
+    #[inline(always)]
+    fn hsum_i(self, v: U8) -> i32 {
+        neon!(vaddvq_u32(vaddq_u32(v.0, v.1))) as i32
+    }
+
+    #[inline(always)]
+    fn add_f(self, a: F8, b: F8) -> F8 {
+        both!(F8, vaddq_f32(a, b))
+    }
+    #[inline(always)]
+    fn mul_f(self, a: F8, b: F8) -> F8 {
+        both!(F8, vmulq_f32(a, b))
+    }
+    #[inline(always)]
+    fn mul_add(self, a: F8, b: F8, c: F8) -> F8 {
+        neon!(F8(vfmaq_f32(c.0, a.0, b.0), vfmaq_f32(c.1, a.1, b.1)))
+    }
+    #[inline(always)]
+    fn mul_sub(self, a: F8, b: F8, c: F8) -> F8 {
+        // `−c + a·b`, fused (negation is exact).
+        neon!(F8(
+            vfmaq_f32(vnegq_f32(c.0), a.0, b.0),
+            vfmaq_f32(vnegq_f32(c.1), a.1, b.1),
+        ))
+    }
+    #[inline(always)]
+    fn min_f(self, a: F8, b: F8) -> F8 {
+        both!(F8, vminq_f32(a, b))
+    }
+    #[inline(always)]
+    fn max_f(self, a: F8, b: F8) -> F8 {
+        both!(F8, vmaxq_f32(a, b))
+    }
+    /// `vrndnq_f32`: round to nearest, ties to even, like the oracle's magic-number trick.
+    #[inline(always)]
+    fn round_even(self, v: F8) -> F8 {
+        both!(F8, vrndnq_f32(v))
+    }
+    #[inline(always)]
+    fn float_to_int(self, v: F8) -> U8 {
+        neon!(U8(
+            vreinterpretq_u32_s32(vcvtq_s32_f32(v.0)),
+            vreinterpretq_u32_s32(vcvtq_s32_f32(v.1)),
+        ))
+    }
+    #[inline(always)]
+    fn int_to_float(self, v: U8) -> F8 {
+        neon!(F8(
+            vcvtq_f32_s32(vreinterpretq_s32_u32(v.0)),
+            vcvtq_f32_s32(vreinterpretq_s32_u32(v.1)),
+        ))
+    }
+    #[inline(always)]
+    fn hmax_f(self, v: F8) -> f32 {
+        neon!(vmaxvq_f32(vmaxq_f32(v.0, v.1)))
+    }
+    #[inline(always)]
+    fn hmin_f(self, v: F8) -> f32 {
+        neon!(vminvq_f32(vminq_f32(v.0, v.1)))
+    }
+    #[inline(always)]
+    fn hsum_f(self, v: F8) -> f32 {
+        neon!(vaddvq_f32(vaddq_f32(v.0, v.1)))
+    }
+
+    #[inline(always)]
+    fn widen_bytes(self, b: [u8; 8]) -> U8 {
+        neon!({
+            let h = vmovl_u8(vcreate_u8(u64::from_le_bytes(b)));
+            U8(vmovl_u16(vget_low_u16(h)), vmovl_u16(vget_high_u16(h)))
+        })
+    }
+    #[inline(always)]
+    fn narrow_bytes(self, v: U8) -> [u8; 8] {
+        let mut out = [0u8; 8];
+        neon!({
+            let b = vmovn_u16(vcombine_u16(vmovn_u32(v.0), vmovn_u32(v.1)));
+            vst1_u8(out.as_mut_ptr(), b);
+        });
+        out
+    }
+    #[inline(always)]
+    fn pack_nibbles(self, staged: &[u8; 32], out: &mut [u8; 16]) {
+        neon!({
+            let v = vld2q_u8(staged.as_ptr()); // even bytes, odd bytes
+            vst1q_u8(out.as_mut_ptr(), vorrq_u8(v.0, vshlq_n_u8::<4>(v.1)));
+        })
+    }
+    #[inline(always)]
+    fn dot_nibbles_i8(self, codes: &[u8; 16], q: &[i8; 32], acc: U8) -> U8 {
+        neon!({
+            let v = vld1q_u8(codes.as_ptr());
+            let lo = vandq_u8(v, vdupq_n_u8(0x0F));
+            let hi = vshrq_n_u8::<4>(v);
+            // Codes 0–15 and 16–31 in order (low nibble first), as i8 (all ≤ 15).
+            let c = vzipq_u8(lo, hi);
+            let (c0, c1) = (vreinterpretq_s8_u8(c.0), vreinterpretq_s8_u8(c.1));
+            let (q0, q1) = (vld1q_s8(q.as_ptr()), vld1q_s8(q[16..].as_ptr()));
+            // |c·q| ≤ 15·127 fits i16; pairs of i16 add into the i32 lanes.
+            let s0 = vmlal_high_s8(vmull_s8(vget_low_s8(c0), vget_low_s8(q0)), c0, q0);
+            let s1 = vmlal_high_s8(vmull_s8(vget_low_s8(c1), vget_low_s8(q1)), c1, q1);
+            U8(
+                vreinterpretq_u32_s32(vpadalq_s16(vreinterpretq_s32_u32(acc.0), s0)),
+                vreinterpretq_u32_s32(vpadalq_s16(vreinterpretq_s32_u32(acc.1), s1)),
+            )
+        })
+    }
+}

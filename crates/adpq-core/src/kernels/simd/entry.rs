@@ -1,0 +1,218 @@
+//! The `CpuKernels` implementation every SIMD ISA shares, generated for its token.
+
+/// Implements [`CpuKernels`](crate::kernels::CpuKernels) for the ISA token `$token`
+/// (a [`SimdToken`](crate::kernels::simd::SimdToken)) named `$name`: every operation runs
+/// its shared kernel through [`SimdToken::run`](crate::kernels::simd::SimdToken::run).
+macro_rules! simd_kernels {
+    ($token:ty, $name:literal) => {
+        const _: () = {
+            use $crate::error::Result;
+            use $crate::format::PackedTensor;
+            use $crate::kernels::common::{for_f32_blocks, histogram_with};
+            use $crate::kernels::simd::entry::*;
+            use $crate::kernels::simd::{self, SimdToken};
+            use $crate::kernels::{CpuKernels, Q8Activations, RowJob, RowsDone, RowsOut};
+            use $crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS, NON_FINITE_BITS};
+            use $crate::weights::Weights;
+
+            impl CpuKernels for $token {
+                fn name(&self) -> &'static str {
+                    $name
+                }
+
+                fn histogram(
+                    &self,
+                    w: Weights<'_>,
+                    pass: &HistogramPass,
+                    bins: &mut [u32; HIST_BINS],
+                ) -> Result<u32, BadValue> {
+                    let t = *self;
+                    histogram_with(
+                        w,
+                        pass,
+                        bins,
+                        simd::histogram_in_contract(pass),
+                        |w, bins, sub| t.run(Histogram { w, pass, bins, sub }),
+                    )
+                }
+
+                fn count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
+                    let (t, mut lt) = (*self, 0);
+                    for_f32_blocks(w, |w| {
+                        lt += t
+                            .run(Count {
+                                w,
+                                t: threshold_bits,
+                            })
+                            .0
+                    });
+                    w.len() as u64 - lt
+                }
+
+                fn count_equal(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
+                    let (t, mut eq) = (*self, 0);
+                    for_f32_blocks(w, |w| {
+                        eq += t
+                            .run(Count {
+                                w,
+                                t: threshold_bits,
+                            })
+                            .1
+                    });
+                    eq
+                }
+
+                fn scan_range(
+                    &self,
+                    w: Weights<'_>,
+                    lo: u32,
+                    hi: u32,
+                    out: &mut [u32],
+                ) -> Result<RangeScan, BadValue> {
+                    let t = *self;
+                    let range = (lo.min(NON_FINITE_BITS), hi.min(NON_FINITE_BITS));
+                    let (mut scan, mut base, mut result) = (RangeScan::default(), 0u64, Ok(()));
+                    for_f32_blocks(w, |w| {
+                        if result.is_ok() {
+                            result = t.run(ScanRange {
+                                w,
+                                base,
+                                range,
+                                out,
+                                scan: &mut scan,
+                            });
+                            base += w.len() as u64;
+                        }
+                    });
+                    result.map(|()| scan)
+                }
+
+                fn quantize_rows(
+                    &self,
+                    w: Weights<'_>,
+                    job: &RowJob,
+                    out: &mut RowsOut<'_>,
+                ) -> Result<RowsDone> {
+                    self.run(QuantizeRows { w, job, out })
+                }
+
+                fn dequantize_rows(
+                    &self,
+                    t: &PackedTensor<'_>,
+                    first_row: usize,
+                    out: &mut [f32],
+                ) -> Result<()> {
+                    simd::dequantize_rows(t, first_row, out, |r, row_out| {
+                        self.run(DequantizeRow { t, r, out: row_out })
+                    })
+                }
+
+                fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
+                    self.run(DotRow { t, r: row, x })
+                }
+
+                /// Exact integer `Σ c·q` per group, vectorized outlier corrections; formats other
+                /// than 4-bit codes in groups of 128 use the portable reference.
+                fn dot_row_q8(
+                    &self,
+                    t: &PackedTensor<'_>,
+                    row: usize,
+                    a: &Q8Activations<'_>,
+                ) -> Result<f32> {
+                    self.run(DotRowQ8 { t, r: row, a })
+                }
+            }
+        };
+    };
+}
+
+pub(crate) use simd_kernels;
+
+use super::Lanes;
+use crate::error::Result;
+use crate::format::PackedTensor;
+use crate::kernels::{Q8Activations, RowJob, RowsDone, RowsOut};
+use crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS};
+use crate::weights::Weights;
+
+/// One call of a shared kernel, which [`SimdToken::run`](super::SimdToken::run) makes with the ISA's lanes.
+///
+/// A trait rather than a closure: `call` is `#[inline(always)]`, so the kernel always
+/// inlines into the ISA's `#[target_feature]` trampoline (a closure may be left out of
+/// line, compiled without the features, and run many times slower).
+pub(crate) trait Kernel<S: Lanes> {
+    /// What the kernel returns.
+    type Out;
+    /// Runs the kernel.
+    fn call(self, s: S) -> Self::Out;
+}
+
+macro_rules! kernel {
+    ($(#[$doc:meta])* $name:ident<$($l:lifetime),*> { $($f:ident: $t:ty),* } -> $out:ty = $kernel:path) => {
+        $(#[$doc])*
+        pub(crate) struct $name<$($l),*> {
+            $(pub(crate) $f: $t),*
+        }
+
+        impl<$($l,)* S: Lanes> Kernel<S> for $name<$($l),*> {
+            type Out = $out;
+            #[inline(always)]
+            fn call(self, s: S) -> $out {
+                let $name { $($f),* } = self;
+                $kernel(s, $($f),*)
+            }
+        }
+    };
+}
+
+kernel!(
+    /// [`super::histogram_f32`].
+    Histogram<'a, 'b> {
+        w: &'a [f32],
+        pass: &'a HistogramPass,
+        bins: &'b mut [u32; HIST_BINS],
+        sub: &'b mut [[u32; HIST_BINS]; 4]
+    } -> u32 = super::histogram_f32
+);
+kernel!(
+    /// [`super::count_f32`].
+    Count<'a> { w: &'a [f32], t: u32 } -> (u64, u64) = super::count_f32
+);
+kernel!(
+    /// [`super::scan_range_f32`].
+    ScanRange<'a, 'b> {
+        w: &'a [f32],
+        base: u64,
+        range: (u32, u32),
+        out: &'b mut [u32],
+        scan: &'b mut RangeScan
+    } -> Result<(), BadValue> = super::scan_range_f32
+);
+kernel!(
+    /// [`super::quantize_rows`].
+    QuantizeRows<'a, 'b> {
+        w: Weights<'a>,
+        job: &'a RowJob,
+        out: &'a mut RowsOut<'b>
+    } -> Result<RowsDone> = super::quantize_rows
+);
+kernel!(
+    /// [`super::dequantize_row`].
+    DequantizeRow<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        r: usize,
+        out: &'a mut [f32]
+    } -> Result<()> = super::dequantize_row
+);
+kernel!(
+    /// [`super::dot_row`].
+    DotRow<'a, 'b> { t: &'a PackedTensor<'b>, r: usize, x: &'a [f32] } -> Result<f32> = super::dot_row
+);
+kernel!(
+    /// [`super::dot_row_q8`].
+    DotRowQ8<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        r: usize,
+        a: &'a Q8Activations<'b>
+    } -> Result<f32> = super::dot_row_q8
+);

@@ -1,0 +1,220 @@
+//! The SIMD kernels, written once over an 8-lane abstraction ([`Lanes`]) that each ISA
+//! implements (AVX2: one 256-bit register; NEON: a pair of 128-bit registers).
+//!
+//! Nothing here is `unsafe`: a [`Lanes`] value can only be made from its ISA's token, so
+//! holding one proves the CPU features its methods need, and those methods are safe.
+//! Every kernel is a generic `#[inline(always)]` function. An ISA provides three things:
+//! its lanes, a [`SimdToken`] impl whose `run` calls a kernel inside the ISA's one
+//! `#[target_feature]` trampoline (the only `unsafe` call, in the arch module), and
+//! `simd_kernels!(Token, "name")`, which implements
+//! [`CpuKernels`](crate::kernels::CpuKernels) by running each kernel through `run`. Kernels
+//! reach the trampoline as [`entry::Kernel`] values whose `call` is `#[inline(always)]`
+//! (not as closures, which the compiler may leave out of line and so compile without the
+//! ISA's features), so each kernel, lane methods included, compiles as one function for
+//! that ISA.
+//!
+//! | piece | where |
+//! | --- | --- |
+//! | selection: histogram pass, counts, range scan | `scan.rs` |
+//! | quantizing rows | `quantize.rs` (group walk shared with scalar: `kernels/rows.rs`) |
+//! | dequantizing rows, f32 dot products | `decode.rs` |
+//! | int8-activation dot products | `q8.rs` |
+//! | the `CpuKernels` impl and kernel values | `entry.rs` |
+//!
+//! **Exactness.** Histograms and counts are integer work and equal the scalar results.
+//! Quantization performs the scalar oracle's f32 operations lane by lane (`x · (1/Δ)`,
+//! clamp to ±512, round half to even, add the offset, clamp), so the packed bytes are
+//! identical. Dequantization is `(code − offset) as f32 · Δ`, also identical. Only the dot
+//! products sum in another order (lanes, FMA): see
+//! [`dot_tolerance`](crate::kernels::dot_tolerance).
+
+mod decode;
+pub(crate) mod entry;
+mod q8;
+mod quantize;
+mod scan;
+
+pub(crate) use decode::{dequantize_row, dequantize_rows, dot_row, PositionReader};
+pub(crate) use entry::simd_kernels;
+pub(crate) use q8::dot_row_q8;
+pub(crate) use quantize::quantize_rows;
+pub(crate) use scan::{count_f32, histogram_f32, histogram_in_contract, scan_range_f32};
+
+/// An ISA token whose lanes the shared kernels run on.
+pub(crate) trait SimdToken: Copy {
+    /// The ISA's lanes.
+    type Lanes: Lanes;
+
+    /// Runs kernel `k` with this ISA's lanes inside a `#[target_feature]` function of the
+    /// ISA, into which `k` inlines with every lane method it uses.
+    fn run<K: entry::Kernel<Self::Lanes>>(self, k: K) -> K::Out;
+}
+
+/// Eight 32-bit lanes: the vector operations the kernels are written with.
+///
+/// `F` holds 8 f32, `U` 8 u32 (also read as i32, and as lane masks: all ones or all
+/// zeros). Methods take the lane token `self` by value (it is a zero-sized proof of the
+/// CPU features). Lane `j` of every load, store and mask bit is element `j` in memory.
+pub(crate) trait Lanes: Copy {
+    /// 8 × f32.
+    type F: Copy;
+    /// 8 × u32 / i32 / lane mask.
+    type U: Copy;
+
+    /// Every lane `v`.
+    fn splat_f(self, v: f32) -> Self::F;
+    /// Every lane `v`.
+    fn splat_u(self, v: u32) -> Self::U;
+    /// Every lane `v`.
+    fn splat_i(self, v: i32) -> Self::U {
+        self.splat_u(v as u32)
+    }
+    /// Loads 8 f32.
+    fn load_f(self, v: &[f32; 8]) -> Self::F;
+    /// Loads 8 u32.
+    fn load_u(self, v: &[u32; 8]) -> Self::U;
+    /// Stores 8 f32.
+    fn store_f(self, v: Self::F, out: &mut [f32; 8]);
+    /// The lanes as u32.
+    fn to_u32s(self, v: Self::U) -> [u32; 8];
+    /// The lanes as f32.
+    fn to_f32s(self, v: Self::F) -> [f32; 8];
+    /// The bits of `v`.
+    fn bits(self, v: Self::F) -> Self::U;
+    /// The f32 with bits `v`.
+    fn float_of_bits(self, v: Self::U) -> Self::F;
+
+    /// `a & b`.
+    fn and(self, a: Self::U, b: Self::U) -> Self::U;
+    /// `a | b`.
+    fn or(self, a: Self::U, b: Self::U) -> Self::U;
+    /// `!a & b`.
+    fn andnot(self, a: Self::U, b: Self::U) -> Self::U;
+    /// `a == b` as a mask.
+    fn eq(self, a: Self::U, b: Self::U) -> Self::U;
+    /// `a > b` as i32, as a mask.
+    fn gt_i(self, a: Self::U, b: Self::U) -> Self::U;
+    /// Unsigned `max(a, b)`.
+    fn max_u(self, a: Self::U, b: Self::U) -> Self::U;
+    /// Signed `max(a, b)`.
+    fn max_i(self, a: Self::U, b: Self::U) -> Self::U;
+    /// Signed `min(a, b)`.
+    fn min_i(self, a: Self::U, b: Self::U) -> Self::U;
+    /// `a + b` (wrapping).
+    fn add_i(self, a: Self::U, b: Self::U) -> Self::U;
+    /// `a - b` (wrapping).
+    fn sub_i(self, a: Self::U, b: Self::U) -> Self::U;
+    /// Every lane shifted right (logical) by `n`, `n <= 32` (32 gives 0).
+    fn shr(self, a: Self::U, n: u32) -> Self::U;
+    /// Lane `j` shifted right (logical) by lane `j` of `n` (each `< 32`).
+    fn shr_lanes(self, a: Self::U, n: Self::U) -> Self::U;
+    /// Bit `j` set when lane `j` of mask `m` is set.
+    fn movemask(self, m: Self::U) -> u32;
+    /// The mask with lane `j` set when bit `j` of `bits` is.
+    fn mask_from_bits(self, bits: u32) -> Self::U;
+    /// Lane `j` of `a` where mask lane `j` is set, else of `b`.
+    fn select_u(self, m: Self::U, a: Self::U, b: Self::U) -> Self::U;
+    /// Lane `j` of `a` where mask lane `j` is set, else of `b`.
+    fn select_f(self, m: Self::U, a: Self::F, b: Self::F) -> Self::F;
+    /// The largest lane (unsigned).
+    fn hmax_u(self, v: Self::U) -> u32;
+    /// The sum of the lanes as i32 (wrapping).
+    fn hsum_i(self, v: Self::U) -> i32;
+
+    /// `a + b`.
+    fn add_f(self, a: Self::F, b: Self::F) -> Self::F;
+    /// `a · b`.
+    fn mul_f(self, a: Self::F, b: Self::F) -> Self::F;
+    /// `a · b + c`, fused.
+    fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
+    /// `a · b − c`, fused.
+    fn mul_sub(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
+    /// `min(a, b)` as the ISA's min instruction does it (no NaN reaches the kernels).
+    fn min_f(self, a: Self::F, b: Self::F) -> Self::F;
+    /// `max(a, b)` as the ISA's max instruction does it.
+    fn max_f(self, a: Self::F, b: Self::F) -> Self::F;
+    /// Rounds to the nearest integer, ties to even.
+    fn round_even(self, v: Self::F) -> Self::F;
+    /// Truncates to i32 (the kernels only convert integral values).
+    fn float_to_int(self, v: Self::F) -> Self::U;
+    /// i32 lanes as f32.
+    fn int_to_float(self, v: Self::U) -> Self::F;
+    /// The largest lane, and 0 (every extent starts at 0).
+    fn hmax_f(self, v: Self::F) -> f32;
+    /// The smallest lane, and 0.
+    fn hmin_f(self, v: Self::F) -> f32;
+    /// The sum of the lanes (in the ISA's order).
+    fn hsum_f(self, v: Self::F) -> f32;
+
+    /// 8 bytes widened to u32 lanes.
+    fn widen_bytes(self, b: [u8; 8]) -> Self::U;
+    /// The low byte of each lane (values `0..=255`), lane `j` to byte `j`.
+    fn narrow_bytes(self, v: Self::U) -> [u8; 8];
+    /// Packs 32 staged 4-bit codes (one a byte) into 16 bytes, code `2i` in the low
+    /// nibble of byte `i`.
+    fn pack_nibbles(self, staged: &[u8; 32], out: &mut [u8; 16]);
+    /// Adds `Σ c·q` over 32 4-bit codes `codes` (packed as in a row) and int8 `q` into
+    /// the i32 lanes of `acc` (exact; which lane gets which term is the ISA's choice).
+    fn dot_nibbles_i8(self, codes: &[u8; 16], q: &[i8; 32], acc: Self::U) -> Self::U;
+
+    /// Positions (lanes past `k` hold 0), codes (lanes past `k` unspecified) and lane
+    /// mask of the next `k <= 8` outliers of a full 4-bit group of 128 whose codes are
+    /// `codes`.
+    #[inline(always)]
+    fn next_outliers8(
+        self,
+        codes: &[u8; 64],
+        pos: &mut PositionReader<'_>,
+        k: usize,
+    ) -> (Self::U, Self::U, Self::U) {
+        next_outliers8_portable(self, codes, pos, k)
+    }
+}
+
+/// [`Lanes::next_outliers8`] one position at a time (any position width).
+#[inline(always)]
+pub(crate) fn next_outliers8_portable<S: Lanes>(
+    s: S,
+    codes: &[u8; 64],
+    pos: &mut PositionReader<'_>,
+    k: usize,
+) -> (S::U, S::U, S::U) {
+    let (mut idx, mut c, mut valid) = ([0u32; 8], [0u32; 8], [0u32; 8]);
+    for j in 0..k.min(8) {
+        let p = pos.next() & 127;
+        idx[j] = p as u32;
+        c[j] = u32::from(codes[p / 2] >> ((p & 1) * 4)) & 0xF;
+        valid[j] = u32::MAX;
+    }
+    (s.load_u(&idx), s.load_u(&c), s.load_u(&valid))
+}
+
+/// `s` as whole `N`-element arrays, and the remainder (`<[T]>::as_chunks`, which is newer
+/// than this crate's minimum Rust).
+#[inline(always)]
+pub(crate) fn arrays<T, const N: usize>(
+    s: &[T],
+) -> (impl ExactSizeIterator<Item = &[T; N]> + Clone, &[T]) {
+    let chunks = s.chunks_exact(N);
+    let rest = chunks.remainder();
+    (chunks.map(|a| a.try_into().expect("N elements")), rest)
+}
+
+/// `s` as whole `N`-element arrays (the remainder left out).
+#[inline(always)]
+pub(crate) fn arrays_mut<T, const N: usize>(
+    s: &mut [T],
+) -> impl ExactSizeIterator<Item = &mut [T; N]> {
+    s.chunks_exact_mut(N)
+        .map(|a| a.try_into().expect("N elements"))
+}
+
+/// The halves of 16 lanes.
+#[inline(always)]
+pub(crate) fn halves<T>(a: &[T; 16]) -> (&[T; 8], &[T; 8]) {
+    let (lo, hi) = a.split_at(8);
+    (
+        lo.try_into().expect("8 elements"),
+        hi.try_into().expect("8 elements"),
+    )
+}
