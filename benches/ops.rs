@@ -3,6 +3,7 @@
 //!
 //! - `select`: the exact outlier search alone (2–3 histogram passes);
 //! - `quantize`: selection plus packing (what `adpq quantize` does per tensor);
+//! - `quantize_f16`, `quantize_bf16`: the same from half-precision input;
 //! - `dequantize`: the whole tensor back to f32 (a 64 MiB write at 4096x4096);
 //! - `dequantize_row`: row by row into one reused row buffer (cache-resident output);
 //! - `gemv`: `y = W x` with f32 activations (fused, no dequantized copy);
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use adpq_bench::{gaussian, quick, shape};
 use adpq_core::kernels::{AnyKernels, Q8Activations};
-use adpq_core::{packed_len, CpuKernels, PackedTensor, Params, Weights};
+use adpq_core::{bf16, f16, packed_len, CpuKernels, PackedTensor, Params, Weights};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn config() -> Criterion {
@@ -61,6 +62,26 @@ fn adpq(c: &mut Criterion) {
             })
         });
         g.finish();
+
+        // Half-precision checkpoints: the same weights as f16 and bf16 input (converted
+        // per block inside the kernels; f16 uses F16C when `half` detects it at run time).
+        let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let wb16: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+        for (op, wh) in [
+            ("quantize_f16", Weights::F16(&w16)),
+            ("quantize_bf16", Weights::Bf16(&wb16)),
+        ] {
+            let mut g = c.benchmark_group(format!("{name}/{op}"));
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_function(&label, |bch| {
+                bch.iter(|| {
+                    let sel = b.select(black_box(wh), rows, cols, &params).unwrap();
+                    // k = round(α·N) does not depend on the dtype: the f32 buffer fits.
+                    b.quantize(wh, rows, cols, &params, &sel, &mut buf).unwrap()
+                })
+            });
+            g.finish();
+        }
 
         b.quantize(ww, rows, cols, &params, &sel, &mut buf).unwrap();
         let t = PackedTensor::parse(&buf).expect("parse");
