@@ -243,7 +243,10 @@ mod tests {
             "{err:?}"
         );
         let msg = err.to_string();
-        assert!(msg.contains("row 1, column 72") && msg.contains("F16"), "{msg}");
+        assert!(
+            msg.contains("row 1, column 72") && msg.contains("F16"),
+            "{msg}"
+        );
         dequantize_checked(Scalar, &p, OutDtype::Bf16, &mut out).unwrap();
         let mut out32 = vec![0u8; rows * cols * 4];
         dequantize_checked(Scalar, &p, OutDtype::F32, &mut out32).unwrap();

@@ -29,6 +29,7 @@ compile_error!(
 mod checkpoint;
 mod error;
 mod file;
+mod header;
 pub mod meta;
 mod mmap;
 mod output;

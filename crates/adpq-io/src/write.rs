@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use safetensors::Dtype;
 use serde_json::Value;
@@ -189,8 +190,12 @@ where
             stopped: false,
         });
     };
+    // Set when the producer succeeded: only then does the writer flush and sync (a failed
+    // or interrupted run's output is removed; syncing it would only delay the exit).
+    let complete = AtomicBool::new(false);
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk<'a>>(1);
+        let complete = &complete;
         let handle = s.spawn(move || -> Result<u64> {
             let mut writer = writer;
             for c in rx {
@@ -202,6 +207,9 @@ where
                     Chunk::Owned(name, buf) => writer.write(&name, &buf)?,
                 }
             }
+            if !complete.load(Ordering::SeqCst) {
+                return Ok(0);
+            }
             writer.finish()
         });
         let mut emitter = Emitter {
@@ -209,6 +217,7 @@ where
             stopped: false,
         };
         let produced = produce(&mut emitter);
+        complete.store(produced.is_ok(), Ordering::SeqCst);
         let stopped = emitter.stopped;
         drop(emitter); // closes the channel: the writer finishes
         let written = handle.join().unwrap_or_else(|_| {
