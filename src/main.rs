@@ -6,7 +6,8 @@
 //! progress display in [`progress`] and the include/exclude rule in [`filter`].
 //!
 //! Exit codes: 0 success, 1 runtime or data error (the message names the file and the
-//! tensor), 2 usage error.
+//! tensor), 2 usage error, 128 + the signal when `quantize` or `dequantize` was stopped
+//! by SIGINT, SIGTERM or SIGHUP ([`signals`]).
 #![deny(unsafe_code)]
 
 use std::io::Write;
@@ -33,7 +34,7 @@ use progress::ConsoleProgress;
     name = "adpq",
     version,
     about = "AdpQ: zero-shot ~4-bit quantization of LLM checkpoints (safetensors)",
-    after_help = "Exit codes: 0 success, 1 runtime or data error, 2 usage error."
+    after_help = "Exit codes: 0 success, 1 runtime or data error, 2 usage error, 130/143 interrupted (SIGINT/SIGTERM)."
 )]
 struct Cli {
     #[command(subcommand)]

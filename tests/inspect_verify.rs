@@ -296,3 +296,28 @@ fn plain_u8_with_the_magic_reads_back() {
         fails(&adpq(&["verify", p(&bad)]), 1, &[needle]);
     }
 }
+
+/// An input carrying `adpq.*` keys of its own (but no `format=adpq`) quantizes into a
+/// file that reads back: the stale keys are dropped, not taken for ours.
+#[test]
+fn input_adpq_keys_do_not_survive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.safetensors");
+    write_st(
+        &input,
+        &synthetic_model(),
+        &[
+            ("adpq.not_packed", r#"["nope"]"#),
+            ("adpq.params", "junk"),
+            ("note", "kept"),
+        ],
+    );
+    let q = tmp.path().join("q.safetensors");
+    ok(&adpq(&["quantize", p(&input), "-o", p(&q), "-q"]));
+    ok(&adpq(&["verify", p(&q)]));
+    let (_, meta) = read_st(&q);
+    assert!(!meta.contains_key("adpq.not_packed"));
+    assert_eq!(meta["note"], "kept");
+    let d = tmp.path().join("d.safetensors");
+    ok(&adpq(&["dequantize", p(&q), "-o", p(&d), "-q"]));
+}

@@ -117,8 +117,9 @@ fn json_string(v: &impl Serialize) -> String {
 }
 
 /// The `__metadata__` of a quantized file made from an input file's `input` metadata:
-/// the input's `format` moves to [`META_ORIGINAL_FORMAT`], and the adpq keys are set
-/// ([`META_NOT_PACKED`] only when `not_packed` is not empty).
+/// the input's `format` moves to [`META_ORIGINAL_FORMAT`], the input's own `adpq.*` keys
+/// are dropped (the namespace is ours: a stale key would make the output unreadable),
+/// and the adpq keys are set ([`META_NOT_PACKED`] only when `not_packed` is not empty).
 pub fn quantized_metadata(
     mut input: BTreeMap<String, String>,
     params: &Params,
@@ -126,6 +127,7 @@ pub fn quantized_metadata(
     not_packed: &BTreeSet<String>,
     tool: &str,
 ) -> BTreeMap<String, String> {
+    input.retain(|k, _| !k.starts_with("adpq."));
     if let Some(orig) = input.remove(META_FORMAT) {
         input.insert(META_ORIGINAL_FORMAT.into(), orig);
     }
@@ -379,5 +381,36 @@ mod tests {
             serde_json::from_str(&q[META_TENSORS]).unwrap();
         assert_eq!(back, originals);
         assert_eq!(dequantized_metadata(&q), input);
+    }
+
+    /// `adpq.*` keys of the input do not survive into the output, where a stale
+    /// `adpq.not_packed` or `adpq.original_format` would be taken for ours.
+    #[test]
+    fn input_adpq_keys_are_dropped() {
+        let input = BTreeMap::from([
+            (META_NOT_PACKED.to_string(), r#"["gone"]"#.to_string()),
+            (META_ORIGINAL_FORMAT.to_string(), "tf".to_string()),
+            ("adpq.anything".to_string(), "x".to_string()),
+            ("note".to_string(), "kept".to_string()),
+        ]);
+        let q = quantized_metadata(
+            input,
+            &Params::DEFAULT,
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+            "adpq 0.0",
+        );
+        let keys: Vec<&str> = q.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                META_PARAMS,
+                META_TENSORS,
+                META_TOOL,
+                META_VERSION,
+                META_FORMAT,
+                "note"
+            ]
+        );
     }
 }

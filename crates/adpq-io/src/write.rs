@@ -39,6 +39,10 @@ pub struct PlannedTensor {
     pub len: u64,
 }
 
+/// The largest header (JSON bytes) safetensors readers accept, the `safetensors` crate's
+/// limit: a longer one would make an output that nothing reads back.
+pub const MAX_HEADER_LEN: usize = 100_000_000;
+
 /// Sorts tensors into the output order (larger elements first, stable otherwise).
 pub fn sort_for_output(tensors: &mut [PlannedTensor]) {
     tensors.sort_by_key(|t| std::cmp::Reverse(t.dtype.bitsize()));
@@ -71,6 +75,20 @@ pub fn header_bytes(metadata: &BTreeMap<String, String>, tensors: &[PlannedTenso
     out
 }
 
+/// An error when a header of `json_len` bytes would be too long for readers.
+fn check_header_len(path: &Path, json_len: usize) -> Result<()> {
+    if json_len > MAX_HEADER_LEN {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "the output's header would be {json_len} bytes, above the {MAX_HEADER_LEN} that \
+                 safetensors readers accept (too many tensors or too much metadata for one file)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Streams the tensors of one safetensors file, in planned order, into a file.
 #[derive(Debug)]
 pub struct TensorWriter {
@@ -90,8 +108,9 @@ impl TensorWriter {
         metadata: &BTreeMap<String, String>,
         tensors: &[PlannedTensor],
     ) -> Result<Self> {
-        let mut out = BufWriter::with_capacity(1 << 20, file);
         let header = header_bytes(metadata, tensors);
+        check_header_len(path, header.len() - 8)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&header).map_err(|e| Error::io(path, e))?;
         Ok(TensorWriter {
             out,
@@ -239,6 +258,27 @@ where
 mod tests {
     use super::*;
     use safetensors::SafeTensors;
+
+    /// A header above the readers' limit is refused before anything is written.
+    #[test]
+    fn oversized_header_is_refused() {
+        let path = Path::new("out.safetensors");
+        check_header_len(path, MAX_HEADER_LEN).unwrap();
+        let err = check_header_len(path, MAX_HEADER_LEN + 1).unwrap_err();
+        assert!(
+            err.to_string().contains("safetensors readers accept"),
+            "{err}"
+        );
+        // The limit is the safetensors crate's: one byte more is refused there too.
+        let json = format!(
+            "{{\"__metadata__\":{{\"k\":\"{}\"}}}}",
+            "x".repeat(MAX_HEADER_LEN - 24)
+        );
+        let mut file = (json.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(json.as_bytes());
+        assert_eq!(json.len(), MAX_HEADER_LEN + 1);
+        assert!(SafeTensors::read_metadata(&file).is_err());
+    }
 
     #[test]
     fn header_is_padded_and_tensors_aligned() {
