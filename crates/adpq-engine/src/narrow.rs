@@ -252,6 +252,35 @@ mod tests {
         dequantize_checked(Scalar, &p, OutDtype::F32, &mut out32).unwrap();
     }
 
+    /// The bytes, and the first refused value, do not depend on the thread count.
+    #[test]
+    fn thread_count_does_not_matter() {
+        let (rows, cols) = (300, 700);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| match i % 1013 {
+                0 => 65504.0,
+                5 => -65504.0,
+                _ => ((i as f32) * 0.61).sin() * 20000.0,
+            })
+            .collect();
+        let buf = pack(&w, rows, cols);
+        let p = PackedTensor::parse(&buf).unwrap();
+        let run = |threads: usize, dtype: OutDtype| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut out = vec![0u8; rows * cols * dtype.size()];
+            pool.install(|| dequantize_checked(Scalar, &p, dtype, &mut out))
+                .unwrap();
+            out
+        };
+        for dtype in [OutDtype::F32, OutDtype::F16, OutDtype::Bf16] {
+            let one = run(1, dtype);
+            assert!(one == run(3, dtype), "{dtype}");
+        }
+    }
+
     #[test]
     fn non_finite_values_are_errors_in_every_dtype() {
         for dtype in [OutDtype::F32, OutDtype::F16, OutDtype::Bf16] {
