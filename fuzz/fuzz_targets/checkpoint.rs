@@ -6,6 +6,11 @@
 //! with `{`, the header JSON up to the first NUL byte followed by the data section (the
 //! 8-byte length prefix is computed). Mutations of the second kind keep the header length
 //! consistent, so the fuzzer reaches the metadata and packed-tensor checks behind it.
+//!
+//! Seeds (`fuzz/seeds/checkpoint`): a tiny safetensors file (F32 2×128, F16 2×64, a 1-D
+//! F32, a U8 tensor starting with the packed magic) and its quantization
+//! (`adpq quantize --include 'weight$' --group-size 64`, so `adpq.not_packed` is there
+//! too), each as a whole file and in the JSON + NUL + data form.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
