@@ -177,7 +177,16 @@ impl Output {
     /// Copies a file into an output folder (no-op for a file output).
     pub fn copy_in(&self, from: &Path, name: &str) -> Result<()> {
         if let Tmp::Dir(d) = &self.tmp {
-            std::fs::copy(from, d.path().join(name)).map_err(|e| Error::io(from, e))?;
+            std::fs::copy(from, d.path().join(name)).map_err(|e| {
+                // Name the output (a full disk is not the input's fault) and the source.
+                Error::io(
+                    self.final_path.join(name),
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot copy {} here: {e}", from.display()),
+                    ),
+                )
+            })?;
         }
         Ok(())
     }
