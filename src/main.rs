@@ -6,7 +6,8 @@
 //! progress display in [`progress`] and the include/exclude rule in [`filter`].
 //!
 //! Exit codes: 0 success, 1 runtime or data error (the message names the file and the
-//! tensor), 2 usage error.
+//! tensor), 2 usage error, 128 + the signal when `quantize` or `dequantize` was stopped
+//! by SIGINT, SIGTERM or SIGHUP ([`signals`]).
 #![deny(unsafe_code)]
 
 use std::io::Write;
@@ -17,11 +18,12 @@ mod filter;
 mod pipeline;
 mod progress;
 mod report;
+mod signals;
 
 use adpq_core::kernels::AnyKernels;
 use adpq_core::{Grid, Params, SelectionMode};
 use adpq_engine::{CpuEngine, OutDtype};
-use adpq_io::Error;
+use adpq_io::{Error, Output};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use filter::TensorFilter;
 use pipeline::{DequantizeOptions, QuantizeOptions};
@@ -32,7 +34,7 @@ use progress::ConsoleProgress;
     name = "adpq",
     version,
     about = "AdpQ: zero-shot ~4-bit quantization of LLM checkpoints (safetensors)",
-    after_help = "Exit codes: 0 success, 1 runtime or data error, 2 usage error."
+    after_help = "Exit codes: 0 success, 1 runtime or data error, 2 usage error, 130/143 interrupted (SIGINT/SIGTERM)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -193,31 +195,47 @@ fn print_stdout(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
     let _ = f(&mut lock).and_then(|()| lock.flush());
 }
 
-/// Fails early (before any work) when the report could not be written, or would
-/// overwrite the input or the output.
-fn check_report_path(
+/// Opens the `--report` output before any work (its temporary file is created now), so
+/// a report that cannot be written fails the run before anything else is written. An
+/// error too when it would overwrite the input or the output.
+fn open_report(
     report: Option<&PathBuf>,
     input: &std::path::Path,
     output: Option<&std::path::Path>,
-) -> Result<(), Error> {
-    if let Some(path) = report {
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => std::path::Path::new("."),
-        };
-        if !parent.is_dir() || path.is_dir() {
-            return Err(Error::Usage(format!(
-                "--report {}: the folder does not exist or the path is a folder",
-                path.display()
-            )));
-        }
-        pipeline::check_report_path(path, input, output)?;
+) -> Result<Option<Output>, Error> {
+    let Some(path) = report else {
+        return Ok(None);
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !parent.is_dir() || path.is_dir() {
+        return Err(Error::Usage(format!(
+            "--report {}: the folder does not exist or the path is a folder",
+            path.display()
+        )));
     }
-    Ok(())
+    pipeline::check_report_path(path, input, output)?;
+    Output::file(path).map(Some)
+}
+
+/// Writes the report into its temporary file, then puts the checkpoint and the report in
+/// place (in that order): a failure before the renames leaves neither behind.
+fn finish(done: pipeline::Done, report_out: Option<Output>) -> Result<report::Report, Error> {
+    if let Some(out) = &report_out {
+        report::write_json(out, &done.report)?;
+    }
+    signals::check()?;
+    let report = done.commit()?;
+    if let Some(out) = report_out {
+        out.commit()?;
+    }
+    Ok(report)
 }
 
 fn quantize(a: QuantizeArgs) -> Result<(), Error> {
-    check_report_path(a.report.as_ref(), &a.input, a.output.as_deref())?;
+    let report_out = open_report(a.report.as_ref(), &a.input, a.output.as_deref())?;
     let grid = if a.asymmetric {
         Grid::Asymmetric
     } else {
@@ -247,18 +265,18 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
     };
     let b = backend(&a.run.backend)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
-    let report = pool(a.run.threads)?.install(|| {
+    let pool = pool(a.run.threads)?;
+    signals::install()?;
+    let done = pool.install(|| {
         pipeline::quantize(&CpuEngine::new(b), &a.input, &output, &opts, &mut progress)
     })?;
+    let report = finish(done, report_out)?;
     print_stdout(|out| report.print(out, a.summary_only));
-    if let Some(path) = &a.report {
-        report::write_json(path, &report)?;
-    }
     Ok(())
 }
 
 fn dequantize(a: DequantizeArgs) -> Result<(), Error> {
-    check_report_path(a.report.as_ref(), &a.input, Some(&a.output))?;
+    let report_out = open_report(a.report.as_ref(), &a.input, Some(&a.output))?;
     let opts = DequantizeOptions {
         dtype: a.dtype.map(|d| match d {
             DtypeArg::F32 => OutDtype::F32,
@@ -269,7 +287,9 @@ fn dequantize(a: DequantizeArgs) -> Result<(), Error> {
     };
     let b = backend(&a.run.backend)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
-    let report = pool(a.run.threads)?.install(|| {
+    let pool = pool(a.run.threads)?;
+    signals::install()?;
+    let done = pool.install(|| {
         pipeline::dequantize(
             &CpuEngine::new(b),
             &a.input,
@@ -278,10 +298,8 @@ fn dequantize(a: DequantizeArgs) -> Result<(), Error> {
             &mut progress,
         )
     })?;
+    let report = finish(done, report_out)?;
     print_stdout(|out| report.print(out, true));
-    if let Some(path) = &a.report {
-        report::write_json(path, &report)?;
-    }
     Ok(())
 }
 

@@ -1,7 +1,6 @@
 //! Reports: per-tensor and total figures of a run, printed as a table or written as JSON.
 
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
 use adpq_engine::ErrorSums;
@@ -396,12 +395,15 @@ impl Report {
     }
 }
 
-/// Writes `value` as pretty JSON to `path`, atomically (temporary file, then rename).
-pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let out = Output::file(path)?;
-    let (mut f, shown) = out.create("")?;
-    serde_json::to_writer_pretty(&mut f, value).map_err(|e| Error::io(&shown, e.into()))?;
-    f.write_all(b"\n").map_err(|e| Error::io(&shown, e))?;
-    drop(f);
-    out.commit()
+/// Writes `value` as pretty JSON into the (uncommitted) file output `out` and syncs it;
+/// the caller commits `out`.
+pub fn write_json(out: &Output, value: &impl Serialize) -> Result<()> {
+    let (f, shown) = out.create("")?;
+    let mut w = std::io::BufWriter::new(f);
+    serde_json::to_writer_pretty(&mut w, value).map_err(|e| Error::io(&shown, e.into()))?;
+    w.write_all(b"\n").map_err(|e| Error::io(&shown, e))?;
+    let f = w
+        .into_inner()
+        .map_err(|e| Error::io(&shown, e.into_error()))?;
+    f.sync_all().map_err(|e| Error::io(&shown, e))
 }

@@ -2,6 +2,7 @@
 //! the file and tensor, no panic) and leaves neither output nor temporary behind.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 mod common;
 use common::*;
@@ -308,4 +309,103 @@ fn reference_selection_needs_positive_alpha() {
         "20",
         "-q",
     ]));
+}
+
+/// An input that is neither a regular file nor a folder is named for what it is (it
+/// used to say "Not a directory"), and is never read (a FIFO would block).
+#[test]
+fn inputs_that_are_not_files_or_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("fifo.safetensors");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let out = tmp.path().join("out.safetensors");
+    for (input, kind) in [
+        (fifo.as_path(), "a FIFO"),
+        (Path::new("/dev/zero"), "a character device"),
+    ] {
+        for args in [
+            vec!["quantize", p(input), "-o", p(&out)],
+            vec!["dequantize", p(input), "-o", p(&out)],
+            vec!["inspect", p(input)],
+            vec!["verify", p(input)],
+        ] {
+            fails(
+                &adpq(&args),
+                1,
+                &[p(input), "not a regular file or folder", kind],
+            );
+        }
+    }
+    // A FIFO inside an input folder is skipped with a warning, not read.
+    let dir = tmp.path().join("model");
+    std::fs::create_dir(&dir).unwrap();
+    write_st(&dir.join("model.safetensors"), &synthetic_model(), &[]);
+    assert!(Command::new("mkfifo")
+        .arg(dir.join("pipe"))
+        .status()
+        .unwrap()
+        .success());
+    let q = tmp.path().join("q");
+    let run = adpq(&["quantize", p(&dir), "-o", p(&q)]);
+    ok(&run);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("pipe (not a regular file)"));
+    assert_eq!(names_in(&q), ["model.safetensors"]);
+    assert_eq!(names_in(tmp.path()), ["fifo.safetensors", "model", "q"]);
+}
+
+/// A header whose sizes or offsets do not add up names the tensor and the figures (the
+/// safetensors crate's own message names neither).
+#[test]
+fn header_errors_name_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outs = tmp.path().join("out");
+    std::fs::create_dir(&outs).unwrap();
+    let f = tmp.path().join("bad.safetensors");
+    let cases = [
+        (
+            r#"{"ok.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"b.weight":{"dtype":"F32","shape":[4,4],"data_offsets":[16,48]}}"#,
+            48,
+            vec![
+                "tensor `b.weight`",
+                "shape [4, 4] of F32 needs 64 bytes",
+                "[16, 48] hold 32",
+            ],
+        ),
+        (
+            r#"{"a.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"b.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[8,24]}}"#,
+            24,
+            vec!["tensor `b.weight`", "starts at byte 8", "expected 16"],
+        ),
+        (
+            r#"{"a.weight":{"dtype":"Q9","shape":[2,2],"data_offsets":[0,16]}}"#,
+            16,
+            vec!["tensor `a.weight`", "Q9"],
+        ),
+        (
+            r#"{"a.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#,
+            20,
+            vec!["holds 20 bytes of data", "trailing bytes"],
+        ),
+        (
+            r#"{"a.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#,
+            10,
+            vec!["holds 10 bytes of data", "truncated"],
+        ),
+        (
+            r#"{"__metadata__":{"format":7},"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#,
+            2,
+            vec!["__metadata__", "`format` is not a string"],
+        ),
+    ];
+    for (header, data_len, needles) in cases {
+        raw_file(&f, header, data_len);
+        let mut needles = needles;
+        needles.push("bad.safetensors");
+        quantize_fails(&f, &outs, &needles);
+        fails(&adpq(&["inspect", p(&f)]), 1, &needles);
+    }
 }

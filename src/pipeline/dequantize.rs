@@ -5,16 +5,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
+use adpq_core::Params;
 use adpq_engine::{Engine, OutDtype};
-use adpq_io::meta::{
-    dequantized_metadata, originals_of, packed_of, unlisted_packed, OriginalTensor,
-};
+use adpq_io::meta::OriginalTensor;
+use adpq_io::meta::{dequantized_metadata, packed_of, read_adpq_meta, unlisted_packed, AdpqMeta};
 use adpq_io::{
     sort_for_output, with_writer, Checkpoint, Chunk, Dtype, Emitter, Error, Output, PlannedTensor,
     Result, SafetensorsFile, TensorRef, TensorWriter,
 };
 
-use super::{engine_error, open_output, skipped_warnings};
+use super::{engine_error, open_output, skipped_warnings, Done};
 use crate::progress::Progress;
 use crate::report::{tool_version, Report, TensorAction, TensorReport};
 
@@ -27,30 +27,28 @@ pub struct DequantizeOptions {
     pub force: bool,
 }
 
-/// The quantized tensors of one file: name → original dtype and shape.
-type Originals = BTreeMap<String, OriginalTensor>;
-
-/// Turns an adpq checkpoint back into a standard safetensors checkpoint.
+/// Turns an adpq checkpoint back into a standard safetensors checkpoint, left for the
+/// caller to commit.
 pub fn dequantize<E: Engine>(
     engine: &E,
     input: &Path,
     output: &Path,
     opts: &DequantizeOptions,
     progress: &mut dyn Progress,
-) -> Result<Report> {
+) -> Result<Done> {
     let start = Instant::now();
     let ckpt = Checkpoint::open(input)?;
-    let (originals, total) = check_input(&ckpt, opts)?;
+    let (metas, total) = check_input(&ckpt)?;
     let out = open_output(&ckpt, input, output, opts.force)?;
     let warnings = skipped_warnings(&ckpt, progress);
     progress.begin(total);
     let mut tensors = Vec::new();
     let mut total_size = 0u64;
-    for (f, origs) in ckpt.files.iter().zip(&originals) {
-        total_size += dequantize_file(engine, f, origs, opts, &out, progress, &mut tensors)?;
+    for (f, meta) in ckpt.files.iter().zip(&metas) {
+        total_size += dequantize_file(engine, f, meta, opts, &out, progress, &mut tensors)?;
     }
+    crate::signals::check()?;
     ckpt.finish_output(&out, total_size)?;
-    out.commit()?;
     progress.finish();
     let mut report = Report {
         command: "dequantize".into(),
@@ -64,37 +62,35 @@ pub fn dequantize<E: Engine>(
         ..Default::default()
     };
     report.finish_totals(None, start.elapsed());
-    Ok(report)
+    Ok(Done {
+        report,
+        output: Some(out),
+    })
 }
 
-/// Validates every file's metadata and packed tensors before anything is created;
-/// returns each file's quantized tensors and their total weights.
-fn check_input(ckpt: &Checkpoint, opts: &DequantizeOptions) -> Result<(Vec<Originals>, u64)> {
-    let mut originals = Vec::with_capacity(ckpt.files.len());
+/// Validates every file's metadata and packed tensors before anything is created (the
+/// checks of `verify` but the checksum, which is verified as each tensor is restored);
+/// returns each file's checked metadata and the total weights to restore.
+fn check_input(ckpt: &Checkpoint) -> Result<(Vec<AdpqMeta>, u64)> {
+    let mut metas = Vec::with_capacity(ckpt.files.len());
     let mut total = 0u64;
     for f in &ckpt.files {
-        let o = originals_of(f, &f.user_metadata())?;
-        if let Some(e) = unlisted_packed(f, &o).into_iter().next() {
+        let meta = read_adpq_meta(f, &f.user_metadata())?;
+        if let Some(e) = unlisted_packed(f, &meta).into_iter().next() {
             return Err(e);
         }
-        for (name, orig) in &o {
+        for (name, orig) in &meta.originals {
+            crate::signals::check()?;
             let t = f.tensor(name).ok_or_else(|| {
                 Error::tensor(f.path(), name, "listed in the metadata but missing")
             })?;
-            packed_of(f, &t, orig, false)?;
+            packed_of(f, &t, orig, &meta.params, false)?;
             f.release(&t);
-            if opts.dtype.is_none() && out_dtype(&orig.dtype).is_none() {
-                return Err(Error::tensor(
-                    f.path(),
-                    name,
-                    format!("unknown original dtype {}", orig.dtype),
-                ));
-            }
             total += orig.shape.iter().product::<usize>() as u64;
         }
-        originals.push(o);
+        metas.push(meta);
     }
-    Ok((originals, total))
+    Ok((metas, total))
 }
 
 /// Restores one file into `out`, appending its reports (in input order) to `reports`;
@@ -102,23 +98,25 @@ fn check_input(ckpt: &Checkpoint, opts: &DequantizeOptions) -> Result<(Vec<Origi
 fn dequantize_file<E: Engine>(
     engine: &E,
     f: &SafetensorsFile,
-    origs: &Originals,
+    meta: &AdpqMeta,
     opts: &DequantizeOptions,
     out: &Output,
     progress: &mut dyn Progress,
     reports: &mut Vec<TensorReport>,
 ) -> Result<u64> {
-    let planned = output_plan(f, origs, opts);
-    let meta = dequantized_metadata(&f.user_metadata());
+    let planned = output_plan(f, &meta.originals, opts);
+    let out_meta = dequantized_metadata(&f.user_metadata());
     let (file, shown) = out.create(&f.file_name())?;
-    let writer = TensorWriter::new(file, &shown, &meta, &planned)?;
+    let writer = TensorWriter::new(file, &shown, &out_meta, &planned)?;
     let mut done = HashMap::with_capacity(planned.len());
     with_writer(f, Some(writer), |emit| {
         for p in &planned {
+            crate::signals::check()?;
             let t = f
                 .tensor(&p.name)
                 .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
-            let r = dequantize_tensor(engine, f, t, p, origs.get(&p.name), emit, progress)?;
+            let original = meta.originals.get(&p.name).map(|o| (o, &meta.params));
+            let r = dequantize_tensor(engine, f, t, p, original, emit, progress)?;
             done.insert(p.name.clone(), r);
         }
         Ok(())
@@ -134,7 +132,7 @@ fn dequantize_file<E: Engine>(
 /// The tensors of one output file, in output order.
 fn output_plan(
     f: &SafetensorsFile,
-    origs: &Originals,
+    origs: &BTreeMap<String, OriginalTensor>,
     opts: &DequantizeOptions,
 ) -> Vec<PlannedTensor> {
     let mut planned: Vec<PlannedTensor> = f
@@ -171,7 +169,7 @@ fn dequantize_tensor<'a, E: Engine>(
     f: &SafetensorsFile,
     t: TensorRef<'a>,
     p: &PlannedTensor,
-    orig: Option<&OriginalTensor>,
+    orig: Option<(&OriginalTensor, &Params)>,
     emit: &mut Emitter<'a>,
     progress: &mut dyn Progress,
 ) -> Result<TensorReport> {
@@ -185,9 +183,9 @@ fn dequantize_tensor<'a, E: Engine>(
         p.len,
     );
     match orig {
-        Some(o) => {
+        Some((o, params)) => {
             progress.message(&format!("dequantize {}", p.name));
-            let parsed = packed_of(f, &t, o, true)?;
+            let parsed = packed_of(f, &t, o, params, true)?;
             let (rows, cols) = (parsed.rows(), parsed.cols());
             let d = out_dtype(&p.dtype.to_string()).unwrap_or(OutDtype::F32);
             let mut buf = vec![0u8; p.len as usize];

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use adpq_core::Params;
 use adpq_io::meta::{
-    is_adpq, looks_packed, originals_of, packed_of, unlisted_packed, OriginalTensor, META_PARAMS,
-    META_TENSORS,
+    is_adpq, looks_packed, packed_of, read_adpq_meta, unlisted_packed, AdpqMeta, OriginalTensor,
+    META_PARAMS, META_TENSORS,
 };
 use adpq_io::{Checkpoint, Error, Result, SafetensorsFile, TensorRef};
 use rayon::prelude::*;
@@ -130,20 +131,18 @@ pub fn inspect(input: &Path) -> Result<Inspection> {
 fn inspect_file(f: &SafetensorsFile) -> InspectFile {
     let meta = f.user_metadata();
     let adpq = is_adpq(&meta);
-    let (origs, error) = if adpq {
-        match originals_of(f, &meta) {
-            Ok(o) => (o, None),
-            Err(e) => (BTreeMap::new(), Some(e.to_string())),
+    let (checked, error) = if adpq {
+        match read_adpq_meta(f, &meta) {
+            Ok(m) => (Some(m), None),
+            Err(e) => (None, Some(e.to_string())),
         }
     } else {
-        (BTreeMap::new(), None)
+        (None, None)
     };
-    // With usable metadata, a packed-looking tensor it does not list is an error.
-    let check_unlisted = adpq && error.is_none();
     let tensors = f
         .tensors()
         .iter()
-        .map(|t| inspect_tensor(f, t, origs.get(t.name), check_unlisted))
+        .map(|t| inspect_tensor(f, t, checked.as_ref()))
         .collect();
     InspectFile {
         path: f.path().display().to_string(),
@@ -155,13 +154,13 @@ fn inspect_file(f: &SafetensorsFile) -> InspectFile {
     }
 }
 
-/// One tensor as `inspect` shows it; `orig` is its metadata record when it is listed
-/// as quantized.
+/// One tensor as `inspect` shows it; `meta` is the file's adpq metadata when it is
+/// usable (then a packed-looking tensor it lists neither as quantized nor as plain data
+/// is an error).
 fn inspect_tensor(
     f: &SafetensorsFile,
     t: &TensorRef<'_>,
-    orig: Option<&OriginalTensor>,
-    check_unlisted: bool,
+    meta: Option<&AdpqMeta>,
 ) -> InspectTensor {
     let mut it = InspectTensor {
         name: t.name.into(),
@@ -179,15 +178,18 @@ fn inspect_tensor(
         bits_per_weight: None,
         error: None,
     };
-    let Some(o) = orig else {
-        if check_unlisted && looks_packed(t) {
+    let Some(meta) = meta else {
+        return it;
+    };
+    let Some(o) = meta.originals.get(t.name) else {
+        if looks_packed(t) && !meta.not_packed.contains(t.name) {
             it.error = Some(format!("packed tensor not listed in {META_TENSORS}"));
         }
         return it;
     };
     it.dtype = Some(o.dtype.clone());
     it.shape = Some(o.shape.clone());
-    let parsed = packed_of(f, t, o, false);
+    let parsed = packed_of(f, t, o, &meta.params, false);
     f.release(t);
     match parsed {
         Ok(p) => {
@@ -283,33 +285,38 @@ impl Inspection {
     }
 }
 
-/// Checks every packed tensor of an adpq checkpoint (structure, checksum, recorded shape),
-/// in parallel. Returns the number of packed tensors checked, or
-/// [`Error::VerifyFailed`] listing every failure.
+/// Checks an adpq checkpoint as `dequantize` would before restoring it, and more: the
+/// metadata (format, version, parameters, every record), then every packed tensor
+/// (structure, checksum, recorded shape, agreement with the parameters) in parallel.
+/// Returns the number of packed tensors checked, or [`Error::VerifyFailed`] listing
+/// every failure.
 pub fn verify(input: &Path) -> Result<usize> {
     let ckpt = Checkpoint::open(input)?;
     let mut failures = Vec::new();
     let mut checked = 0;
     for f in &ckpt.files {
-        let origs = originals_of(f, &f.user_metadata())?;
-        let list: Vec<(&String, &OriginalTensor)> = origs.iter().collect();
+        let meta = read_adpq_meta(f, &f.user_metadata())?;
+        let list: Vec<(&String, &OriginalTensor)> = meta.originals.iter().collect();
+        let check = |name: &str, orig: &OriginalTensor, params: &Params| match f.tensor(name) {
+            None => Some(format!(
+                "{}: tensor `{name}`: listed in the metadata but missing",
+                f.path().display()
+            )),
+            Some(t) => {
+                let r = packed_of(f, &t, orig, params, true)
+                    .err()
+                    .map(|e| e.to_string());
+                f.release(&t);
+                r
+            }
+        };
         let results: Vec<Option<String>> = list
             .par_iter()
-            .map(|(name, orig)| match f.tensor(name) {
-                None => Some(format!(
-                    "{}: tensor `{name}`: listed in the metadata but missing",
-                    f.path().display()
-                )),
-                Some(t) => {
-                    let r = packed_of(f, &t, orig, true).err().map(|e| e.to_string());
-                    f.release(&t);
-                    r
-                }
-            })
+            .map(|(name, orig)| check(name, orig, &meta.params))
             .collect();
         checked += results.len();
         failures.extend(results.into_iter().flatten());
-        failures.extend(unlisted_packed(f, &origs).iter().map(|e| e.to_string()));
+        failures.extend(unlisted_packed(f, &meta).iter().map(|e| e.to_string()));
     }
     if failures.is_empty() {
         Ok(checked)

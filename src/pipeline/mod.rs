@@ -15,6 +15,7 @@ use adpq_engine::EngineError;
 use adpq_io::{Checkpoint, Error, Output, Result, SafetensorsFile, Source};
 
 use crate::progress::Progress;
+use crate::report::Report;
 
 pub use dequantize::{dequantize, DequantizeOptions};
 pub use inspect::{inspect, verify};
@@ -26,7 +27,34 @@ fn engine_error<'f>(f: &'f SafetensorsFile, name: &str) -> impl Fn(EngineError) 
     let name = name.to_string();
     move |e| match e {
         EngineError::Core(e) => Error::core(f.path(), &name, e),
+        EngineError::OutOfRange { value, .. } if value.is_finite() => Error::tensor(
+            f.path(),
+            &name,
+            format!("{e}; dequantize with --dtype f32 or --dtype bf16, which hold it"),
+        ),
         other => Error::tensor(f.path(), &name, other.to_string()),
+    }
+}
+
+/// A finished `quantize` or `dequantize`: everything written and synced into the
+/// temporary output, which [`Done::commit`] renames into place. The caller commits only
+/// once whatever else it must write (the `--report`) is written too, so a failure there
+/// leaves nothing behind.
+#[derive(Debug)]
+pub struct Done {
+    /// The run's report.
+    pub report: Report,
+    /// The output (`None` on a dry run).
+    output: Option<Output>,
+}
+
+impl Done {
+    /// Renames the output into place and returns the report.
+    pub fn commit(self) -> Result<Report> {
+        if let Some(o) = self.output {
+            o.commit()?;
+        }
+        Ok(self.report)
     }
 }
 

@@ -2,19 +2,19 @@
 //! finds data errors before anything is written), then quantize and write file by file,
 //! then report. See `adpq_io::write` for why the sizes must be known first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
 use adpq_core::{packed_len, PackedTensor, Params, Selection, SelectionMode};
 use adpq_engine::{Engine, ErrorSums};
-use adpq_io::meta::{is_adpq, quantized_metadata, OriginalTensor, ParamsRecord};
+use adpq_io::meta::{is_adpq, looks_packed, quantized_metadata, OriginalTensor, ParamsRecord};
 use adpq_io::{
     sort_for_output, weight_data, with_writer, Checkpoint, Chunk, Dtype, Emitter, Error, Output,
     PlannedTensor, Result, SafetensorsFile, TensorRef, TensorWriter,
 };
 
-use super::{engine_error, open_output, skipped_warnings};
+use super::{engine_error, open_output, skipped_warnings, Done};
 use crate::filter::{Decision, TensorFilter};
 use crate::progress::Progress;
 use crate::report::{tool_version, Report, TensorAction, TensorReport};
@@ -71,14 +71,14 @@ enum Action {
 /// The plan of one file: each tensor's action, in input order.
 type FilePlan = Vec<(String, Action)>;
 
-/// Quantizes a checkpoint (file or folder) into `output`.
+/// Quantizes a checkpoint (file or folder) into `output`, left for the caller to commit.
 pub fn quantize<E: Engine>(
     engine: &E,
     input: &Path,
     output: &Path,
     opts: &QuantizeOptions,
     progress: &mut dyn Progress,
-) -> Result<Report> {
+) -> Result<Done> {
     let start = Instant::now();
     check_params(&opts.params)?;
     let ckpt = Checkpoint::open(input)?;
@@ -101,9 +101,9 @@ pub fn quantize<E: Engine>(
     for (f, plan) in ckpt.files.iter().zip(&plans) {
         total_size += run.write_file(f, plan, out.as_ref())?;
     }
-    if let Some(o) = out {
-        ckpt.finish_output(&o, total_size)?;
-        o.commit()?;
+    if let Some(o) = &out {
+        crate::signals::check()?;
+        ckpt.finish_output(o, total_size)?;
     }
     run.progress.finish();
 
@@ -121,7 +121,10 @@ pub fn quantize<E: Engine>(
         ..Default::default()
     };
     report.finish_totals(run.sums, start.elapsed());
-    Ok(report)
+    Ok(Done {
+        report,
+        output: out,
+    })
 }
 
 /// Usage errors in the parameters, found before any file is opened.
@@ -165,6 +168,7 @@ fn plan<E: Engine>(
     for f in &ckpt.files {
         let mut plan = FilePlan::new();
         for t in f.tensors() {
+            crate::signals::check()?;
             let action = match opts.filter.decide(t.name, t.dtype, t.shape) {
                 Decision::Quantize => select_one(engine, f, &t, opts, progress)?,
                 Decision::NotFloat => Action::Pass(PassReason::NotFloat),
@@ -241,11 +245,12 @@ impl<E: Engine> Run<'_, E> {
         plan: &FilePlan,
         out: Option<&Output>,
     ) -> Result<u64> {
-        let (planned, originals) = output_plan(f, plan)?;
+        let (planned, originals, not_packed) = output_plan(f, plan)?;
         let meta = quantized_metadata(
             f.user_metadata(),
             &self.opts.params,
             &originals,
+            &not_packed,
             &tool_version(),
         );
         let writer = match out {
@@ -259,6 +264,7 @@ impl<E: Engine> Run<'_, E> {
         let mut reports: HashMap<String, TensorReport> = HashMap::with_capacity(plan.len());
         with_writer(f, writer, |emit| {
             for p in &planned {
+                crate::signals::check()?;
                 let t = f
                     .tensor(&p.name)
                     .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
@@ -361,25 +367,36 @@ impl<E: Engine> Run<'_, E> {
     }
 }
 
-/// The tensors of one output file in output order, and the original dtype and shape of
-/// each quantized one (for the metadata).
-fn output_plan(
-    f: &SafetensorsFile,
-    plan: &FilePlan,
-) -> Result<(Vec<PlannedTensor>, BTreeMap<String, OriginalTensor>)> {
+/// What one output file will hold: its tensors in output order, the original dtype and
+/// shape of each quantized one, and the passed-through tensors that look packed (both
+/// for the metadata, so that readers never take the one for the other).
+type OutputPlan = (
+    Vec<PlannedTensor>,
+    BTreeMap<String, OriginalTensor>,
+    BTreeSet<String>,
+);
+
+/// The [`OutputPlan`] of one file.
+fn output_plan(f: &SafetensorsFile, plan: &FilePlan) -> Result<OutputPlan> {
     let mut originals = BTreeMap::new();
+    let mut not_packed = BTreeSet::new();
     let mut planned = Vec::with_capacity(plan.len());
     for (name, action) in plan {
         let t = f
             .tensor(name)
             .ok_or_else(|| Error::tensor(f.path(), name, "vanished"))?;
         planned.push(match action {
-            Action::Pass(_) => PlannedTensor {
-                name: name.clone(),
-                dtype: t.dtype,
-                shape: t.shape.to_vec(),
-                len: t.data.len() as u64,
-            },
+            Action::Pass(_) => {
+                if looks_packed(&t) {
+                    not_packed.insert(name.clone());
+                }
+                PlannedTensor {
+                    name: name.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.to_vec(),
+                    len: t.data.len() as u64,
+                }
+            }
             Action::Quantize { len, .. } => {
                 originals.insert(
                     name.clone(),
@@ -398,5 +415,5 @@ fn output_plan(
         });
     }
     sort_for_output(&mut planned);
-    Ok((planned, originals))
+    Ok((planned, originals, not_packed))
 }

@@ -15,10 +15,13 @@ use std::time::Instant;
 use crate::{project_root, DynResult};
 
 /// The fuzz targets, in the order they run.
-const TARGETS: &[&str] = &["parse_packed", "roundtrip"];
+const TARGETS: &[&str] = &["parse_packed", "roundtrip", "checkpoint"];
 const DEFAULT_SECONDS: u32 = 20;
 /// A single input running longer than this is reported as a hang (inputs are small).
 const UNIT_TIMEOUT_S: u32 = 10;
+/// Resident memory above this is reported as a finding: the readers must bound what
+/// they allocate whatever the input claims (sizes in headers are checked against data).
+const RSS_LIMIT_MB: u32 = 2048;
 /// Lines of the log shown when a target fails: from the finding, and at the end.
 const FINDING_LINES: usize = 12;
 const FAILURE_TAIL_LINES: usize = 30;
@@ -88,6 +91,7 @@ fn fuzz_one(fuzz_dir: &Path, logs: &Path, target: &str, seconds: u32) -> DynResu
     cmd.arg("--")
         .arg(format!("-max_total_time={seconds}"))
         .arg(format!("-timeout={UNIT_TIMEOUT_S}"))
+        .arg(format!("-rss_limit_mb={RSS_LIMIT_MB}"))
         .arg("-print_final_stats=1")
         .stdout(log.try_clone()?)
         .stderr(log);

@@ -96,7 +96,7 @@ impl<K: CpuKernels> Engine for CpuEngine<K> {
         dtype: OutDtype,
         out: &mut [u8],
     ) -> EngineResult<()> {
-        Ok(self.driver.dequantize_bytes(packed, dtype, out)?)
+        crate::narrow::dequantize_checked(self.driver.backend(), packed, dtype, out)
     }
 
     fn gemv(&self, packed: &PackedTensor<'_>, x: &[f32], y: &mut [f32]) -> EngineResult<()> {

@@ -15,6 +15,8 @@
 //!   inside over row blocks and chunks ([`driver`]); its output is byte-identical to the
 //!   single-threaded core for any thread count.
 //! - [`rtn`]: the error statistics ([`ErrorSums`]) and the RTN baseline.
+//! - [`narrow`]: dequantized values into F16/BF16/F32 without silent infinities
+//!   (saturated within the quantization error, refused beyond it).
 //!
 //! # Adding a backend
 //! Implement [`Engine`]: `load` turns borrowed host weights into the engine's dense
@@ -27,6 +29,7 @@
 
 mod cpu;
 pub mod driver;
+pub mod narrow;
 pub mod rtn;
 
 pub use cpu::{CpuDense, CpuEngine};
@@ -46,6 +49,26 @@ pub enum EngineError {
     /// The engine's own machinery failed (a device error, out of device memory...).
     #[error("{0}")]
     Device(String),
+    /// A dequantized value does not fit the output dtype: not finite, or beyond its
+    /// largest finite value by more than the quantization error (see [`narrow`]).
+    #[error(
+        "dequantized value {value:e} at row {row}, column {col} {}",
+        if value.is_finite() {
+            format!("is beyond the range of {dtype} (largest finite {:e}) by more than the quantization error", dtype.max_finite())
+        } else {
+            "is not finite (a corrupt packed tensor)".to_string()
+        }
+    )]
+    OutOfRange {
+        /// Row of the value.
+        row: usize,
+        /// Column of the value.
+        col: usize,
+        /// The dequantized value (f32).
+        value: f32,
+        /// The output dtype.
+        dtype: OutDtype,
+    },
 }
 
 /// Result alias of engine operations.
@@ -111,7 +134,9 @@ pub trait Engine {
         -> EngineResult<ErrorSums>;
 
     /// Dequantizes a whole packed tensor into little-endian `dtype` elements in `out`
-    /// (`rows · cols · dtype.size()` bytes, on the host).
+    /// (`rows · cols · dtype.size()` bytes, on the host). A value the dtype cannot hold
+    /// is saturated when it exceeds the dtype's range by no more than the quantization
+    /// error, else [`EngineError::OutOfRange`] (see [`narrow`]): never a silent infinity.
     fn dequantize(
         &self,
         packed: &Self::Packed<'_>,

@@ -56,6 +56,15 @@ impl Checkpoint {
     /// (with or without a `*.safetensors.index.json`), or an index file.
     pub fn open(input: &Path) -> Result<Checkpoint> {
         let meta = std::fs::metadata(input).map_err(|e| Error::io(input, e))?;
+        if !meta.is_file() && !meta.is_dir() {
+            return Err(Error::invalid(
+                input,
+                format!(
+                    "not a regular file or folder ({}); give a .safetensors file, a folder or an index",
+                    kind_of(&meta)
+                ),
+            ));
+        }
         if meta.is_file() {
             let name = input.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.ends_with(".index.json") {
@@ -173,6 +182,36 @@ impl Checkpoint {
             f.sync_all().map_err(|e| Error::io(&shown, e))?;
         }
         Ok(())
+    }
+}
+
+/// What kind of file system entry `meta` describes, in words (for messages).
+pub(crate) fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a folder"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "an unknown kind of file"
     }
 }
 

@@ -57,16 +57,27 @@ pub enum Error {
     /// The request itself is wrong (maps to exit code 2).
     #[error("{0}")]
     Usage(String),
+    /// The run was stopped by a signal (SIGINT, SIGTERM...) before it committed anything;
+    /// the temporary outputs are removed on the way out.
+    #[error("interrupted by {name}: nothing was written")]
+    Interrupted {
+        /// The signal's name (`SIGINT`).
+        name: &'static str,
+        /// Its number: the exit code is 128 plus it.
+        signal: u8,
+    },
     /// `verify` found problems; each line names a file and tensor.
     #[error("verification failed for {} tensor(s):\n{}", .0.len(), .0.join("\n"))]
     VerifyFailed(Vec<String>),
 }
 
 impl Error {
-    /// The process exit code this error maps to: 2 for usage errors, 1 otherwise.
+    /// The process exit code this error maps to: 2 for usage errors, 128 + the signal
+    /// when interrupted (130 for SIGINT, 143 for SIGTERM), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) => 2,
+            Error::Interrupted { signal, .. } => 128u8.saturating_add(*signal),
             _ => 1,
         }
     }

@@ -1,5 +1,5 @@
-//! One safetensors file, memory-mapped and validated, and borrowed views of its tensors.
-//! Looking a tensor up by name is O(1).
+//! One safetensors file, memory-mapped (or held in memory) and validated, and borrowed
+//! views of its tensors. Looking a tensor up by name is O(1).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,11 +11,28 @@ use safetensors::{Dtype, SafeTensors};
 use crate::error::{Error, Result};
 use crate::mmap::MappedFile;
 
-/// One memory-mapped, validated safetensors file.
+/// Where the bytes of a [`SafetensorsFile`] live.
+#[derive(Debug)]
+enum Bytes {
+    Mapped(MappedFile),
+    Owned(Vec<u8>),
+}
+
+impl Bytes {
+    fn get(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m.bytes(),
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// One validated safetensors file, memory-mapped ([`SafetensorsFile::open`]) or held in
+/// memory ([`SafetensorsFile::from_bytes`]).
 #[derive(Debug)]
 pub struct SafetensorsFile {
     path: PathBuf,
-    map: MappedFile,
+    map: Bytes,
     data_start: usize,
     metadata: Metadata,
     order: Vec<String>,
@@ -51,20 +68,40 @@ impl SafetensorsFile {
     pub fn open(path: &Path) -> Result<SafetensorsFile> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if !meta.is_file() {
-            return Err(Error::invalid(path, "not a regular file"));
-        }
-        if meta.len() < 8 {
             return Err(Error::invalid(
                 path,
-                format!("not a valid safetensors file: {} bytes is shorter than the 8-byte header length", meta.len()),
+                format!("not a regular file ({})", crate::checkpoint::kind_of(&meta)),
             ));
         }
-        let map = MappedFile::open(path)?;
-        let (header_len, metadata) =
-            SafeTensors::read_metadata(map.bytes()).map_err(|source| Error::Safetensors {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        Self::parse(path, Bytes::Mapped(MappedFile::open(path)?))
+    }
+
+    /// Validates a safetensors file held in memory (`path` only names it in messages):
+    /// the same checks as [`SafetensorsFile::open`], without touching the disk.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<SafetensorsFile> {
+        Self::parse(path, Bytes::Owned(bytes))
+    }
+
+    fn parse(path: &Path, map: Bytes) -> Result<SafetensorsFile> {
+        let bytes = map.get();
+        if bytes.len() < 8 {
+            return Err(Error::invalid(
+                path,
+                format!(
+                    "not a valid safetensors file: {} bytes is shorter than the 8-byte header length",
+                    bytes.len()
+                ),
+            ));
+        }
+        let (header_len, metadata) = SafeTensors::read_metadata(bytes).map_err(|source| {
+            match crate::header::diagnose(bytes) {
+                Some(why) => Error::invalid(path, format!("not a valid safetensors file: {why}")),
+                None => Error::Safetensors {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            }
+        })?;
         let order = metadata.offset_keys();
         let index = order
             .iter()
@@ -96,12 +133,12 @@ impl SafetensorsFile {
 
     /// Size of the file in bytes.
     pub fn len(&self) -> usize {
-        self.map.bytes().len()
+        self.map.get().len()
     }
 
     /// True for a file without tensors or metadata (never: a file has a header).
     pub fn is_empty(&self) -> bool {
-        self.map.bytes().is_empty()
+        self.map.get().is_empty()
     }
 
     /// Tensor names in data order.
@@ -123,7 +160,7 @@ impl SafetensorsFile {
     fn view<'a>(&'a self, name: &'a str, info: &'a TensorInfo) -> Option<TensorRef<'a>> {
         let (s, e) = info.data_offsets;
         let at = self.data_start.checked_add(s)?;
-        let data = self.map.bytes().get(at..self.data_start.checked_add(e)?)?;
+        let data = self.map.get().get(at..self.data_start.checked_add(e)?)?;
         Some(TensorRef {
             name,
             dtype: info.dtype,
@@ -152,7 +189,9 @@ impl SafetensorsFile {
 
     /// Drops the tensor's pages from the resident set (see the module docs).
     pub fn release(&self, t: &TensorRef<'_>) {
-        self.map.release(t.file_offset, t.data.len());
+        if let Bytes::Mapped(m) = &self.map {
+            m.release(t.file_offset, t.data.len());
+        }
     }
 }
 

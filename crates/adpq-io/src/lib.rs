@@ -17,6 +17,8 @@
 //!   [`with_writer`] (the header first, then the tensors streamed from a writer thread;
 //!   see [`write`](mod@write) for why the sizes must be known up front).
 //!
+//! - [`harness`]: every reader over arbitrary bytes, for the `checkpoint` fuzz target.
+//!
 //! `unsafe` lives in one private module (the memory map) with its contract documented.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -29,6 +31,8 @@ compile_error!(
 mod checkpoint;
 mod error;
 mod file;
+pub mod harness;
+mod header;
 pub mod meta;
 mod mmap;
 mod output;

@@ -2,7 +2,7 @@
 //! record of each quantized tensor's original dtype and shape, and the checks that a
 //! stored tensor really is the packed buffer the metadata says it is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use adpq_core::{Grid, PackedTensor, Params, SelectionMode};
 use safetensors::Dtype;
@@ -25,6 +25,14 @@ pub const META_TENSORS: &str = "adpq.tensors";
 pub const META_ORIGINAL_FORMAT: &str = "adpq.original_format";
 /// Metadata key: the tool that wrote the file.
 pub const META_TOOL: &str = "adpq.tool";
+/// Metadata key (only when needed): JSON list of the tensors stored as they were whose
+/// bytes nevertheless look packed (1-D `U8` starting with the magic). Readers decide
+/// "packed" from [`META_TENSORS`]; this list tells them such a tensor is plain data, so a
+/// packed-looking tensor in neither list is an error (the metadata lost an entry).
+pub const META_NOT_PACKED: &str = "adpq.not_packed";
+
+/// The dtypes a quantized tensor can come from (and be restored to).
+pub const ORIGINAL_DTYPES: [&str; 3] = ["F32", "F16", "BF16"];
 
 /// The original dtype and shape of a quantized tensor, as recorded in the metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +59,31 @@ pub struct ParamsRecord {
     /// Iteration cap of the reference selection.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reference_iters: Option<u32>,
+}
+
+impl ParamsRecord {
+    /// The parameters this record stands for, validated.
+    pub fn to_params(&self) -> std::result::Result<Params, String> {
+        let grid = match self.grid.as_str() {
+            "symmetric" => Grid::Symmetric,
+            "asymmetric" => Grid::Asymmetric,
+            other => return Err(format!("unknown grid `{other}`")),
+        };
+        let selection = match (self.selection.as_str(), self.reference_iters) {
+            ("exact", None) => SelectionMode::Exact,
+            ("reference", Some(n_iters)) => SelectionMode::Reference { n_iters },
+            (s, n) => {
+                return Err(format!(
+                    "unknown selection `{s}` with reference_iters {n:?}"
+                ))
+            }
+        };
+        let p = Params::new(self.bits, self.group_size, self.alpha, grid)
+            .map_err(|e| e.to_string())?
+            .with_selection(selection);
+        p.validate().map_err(|e| e.to_string())?;
+        Ok(p)
+    }
 }
 
 impl From<&Params> for ParamsRecord {
@@ -84,13 +117,17 @@ fn json_string(v: &impl Serialize) -> String {
 }
 
 /// The `__metadata__` of a quantized file made from an input file's `input` metadata:
-/// the input's `format` moves to [`META_ORIGINAL_FORMAT`], and the adpq keys are set.
+/// the input's `format` moves to [`META_ORIGINAL_FORMAT`], the input's own `adpq.*` keys
+/// are dropped (the namespace is ours: a stale key would make the output unreadable),
+/// and the adpq keys are set ([`META_NOT_PACKED`] only when `not_packed` is not empty).
 pub fn quantized_metadata(
     mut input: BTreeMap<String, String>,
     params: &Params,
     originals: &BTreeMap<String, OriginalTensor>,
+    not_packed: &BTreeSet<String>,
     tool: &str,
 ) -> BTreeMap<String, String> {
+    input.retain(|k, _| !k.starts_with("adpq."));
     if let Some(orig) = input.remove(META_FORMAT) {
         input.insert(META_ORIGINAL_FORMAT.into(), orig);
     }
@@ -99,6 +136,9 @@ pub fn quantized_metadata(
     input.insert(META_TOOL.into(), tool.into());
     input.insert(META_PARAMS.into(), json_string(&ParamsRecord::from(params)));
     input.insert(META_TENSORS.into(), json_string(originals));
+    if !not_packed.is_empty() {
+        input.insert(META_NOT_PACKED.into(), json_string(not_packed));
+    }
     input
 }
 
@@ -113,13 +153,38 @@ pub fn dequantized_metadata(quantized: &BTreeMap<String, String>) -> BTreeMap<St
     meta
 }
 
-/// The quantized tensors of an adpq file (name → original dtype and shape), read from
-/// its `meta`; an error for a file that is not an adpq checkpoint of this version or
-/// lacks a valid [`META_TENSORS`].
-pub fn originals_of(
+/// What the metadata of an adpq file says, checked: the parameters, the quantized
+/// tensors and the packed-looking tensors that are plain data.
+#[derive(Debug, Clone)]
+pub struct AdpqMeta {
+    /// The quantization parameters ([`META_PARAMS`]), validated.
+    pub params: Params,
+    /// The quantized tensors (name → original dtype and shape, [`META_TENSORS`]).
+    pub originals: BTreeMap<String, OriginalTensor>,
+    /// Tensors stored as they were although they look packed ([`META_NOT_PACKED`]).
+    pub not_packed: BTreeSet<String>,
+}
+
+fn meta_json<T: serde::de::DeserializeOwned>(
     f: &SafetensorsFile,
     meta: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, OriginalTensor>> {
+    key: &str,
+) -> Result<Option<T>> {
+    meta.get(key)
+        .map(|text| {
+            serde_json::from_str(text)
+                .map_err(|e| Error::invalid(f.path(), format!("bad {key} metadata: {e}")))
+        })
+        .transpose()
+}
+
+/// Reads and checks the adpq metadata of `f` (its `meta`): the format and version, the
+/// parameters (valid), every quantized tensor's record (a known dtype, a 2-D shape, a
+/// tensor of that name in the file) and the not-packed list (tensors of the file, not
+/// quantized). An error for a file that is not an adpq checkpoint of this version.
+///
+/// `verify`, `dequantize` and `inspect` all start here, so they accept the same files.
+pub fn read_adpq_meta(f: &SafetensorsFile, meta: &BTreeMap<String, String>) -> Result<AdpqMeta> {
     if !is_adpq(meta) {
         return Err(Error::invalid(
             f.path(),
@@ -138,30 +203,81 @@ pub fn originals_of(
             ))
         }
     }
-    let text = meta.get(META_TENSORS).ok_or_else(|| {
+    let missing = |key: &str| {
         Error::invalid(
             f.path(),
-            format!("adpq checkpoint without the {META_TENSORS} metadata key"),
+            format!("adpq checkpoint without the {key} metadata key"),
         )
-    })?;
-    serde_json::from_str(text)
-        .map_err(|e| Error::invalid(f.path(), format!("bad {META_TENSORS} metadata: {e}")))
+    };
+    let record: ParamsRecord =
+        meta_json(f, meta, META_PARAMS)?.ok_or_else(|| missing(META_PARAMS))?;
+    let params = record
+        .to_params()
+        .map_err(|e| Error::invalid(f.path(), format!("bad {META_PARAMS} metadata: {e}")))?;
+    let originals: BTreeMap<String, OriginalTensor> =
+        meta_json(f, meta, META_TENSORS)?.ok_or_else(|| missing(META_TENSORS))?;
+    for (name, o) in &originals {
+        let bad = |what: String| {
+            Error::tensor(f.path(), name, format!("bad {META_TENSORS} record: {what}"))
+        };
+        if !ORIGINAL_DTYPES.contains(&o.dtype.as_str()) {
+            return Err(bad(format!(
+                "unknown original dtype {:?} (expected one of {ORIGINAL_DTYPES:?})",
+                o.dtype
+            )));
+        }
+        if o.shape.len() != 2 {
+            return Err(bad(format!("shape {:?} is not 2-D", o.shape)));
+        }
+        if !f.contains(name) {
+            return Err(Error::tensor(
+                f.path(),
+                name,
+                "listed in the metadata but missing",
+            ));
+        }
+    }
+    let not_packed: BTreeSet<String> = meta_json(f, meta, META_NOT_PACKED)?.unwrap_or_default();
+    for name in &not_packed {
+        if !f.contains(name) || originals.contains_key(name) {
+            return Err(Error::tensor(
+                f.path(),
+                name,
+                format!(
+                    "listed in {META_NOT_PACKED} but {}",
+                    if f.contains(name) {
+                        "also quantized"
+                    } else {
+                        "missing"
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(AdpqMeta {
+        params,
+        originals,
+        not_packed,
+    })
 }
 
 /// Whether a stored tensor looks like a packed buffer: 1-D `U8` starting with the magic.
+/// Only a hint: whether a tensor IS packed is decided by [`META_TENSORS`].
 pub fn looks_packed(t: &TensorRef<'_>) -> bool {
     t.dtype == Dtype::U8 && t.shape.len() == 1 && t.data.starts_with(&adpq_core::format::MAGIC)
 }
 
-/// The errors for the packed-looking tensors of `f` that `origs` does not list: passed
-/// through, they would end up as opaque bytes in a "standard" checkpoint.
-pub fn unlisted_packed(
-    f: &SafetensorsFile,
-    origs: &BTreeMap<String, OriginalTensor>,
-) -> Vec<Error> {
+/// The errors for the packed-looking tensors of `f` that the metadata lists neither as
+/// quantized nor as plain data: passed through, they would end up as opaque bytes in a
+/// "standard" checkpoint, so the metadata must have lost their entries.
+pub fn unlisted_packed(f: &SafetensorsFile, meta: &AdpqMeta) -> Vec<Error> {
     f.tensors()
         .iter()
-        .filter(|t| looks_packed(t) && !origs.contains_key(t.name))
+        .filter(|t| {
+            looks_packed(t)
+                && !meta.originals.contains_key(t.name)
+                && !meta.not_packed.contains(t.name)
+        })
         .map(|t| {
             Error::invalid(
                 f.path(),
@@ -171,12 +287,13 @@ pub fn unlisted_packed(
         .collect()
 }
 
-/// Checks that a stored tensor is a packed buffer matching its recorded original; returns
-/// the parsed tensor (checksum verified when `crc`).
+/// Checks that a stored tensor is a packed buffer matching its recorded original and the
+/// file's parameters; returns the parsed tensor (checksum verified when `crc`).
 pub fn packed_of<'a>(
     f: &SafetensorsFile,
     t: &TensorRef<'a>,
     orig: &OriginalTensor,
+    params: &Params,
     crc: bool,
 ) -> Result<PackedTensor<'a>> {
     if t.dtype != Dtype::U8 || t.shape.len() != 1 {
@@ -204,6 +321,27 @@ pub fn packed_of<'a>(
             ),
         ));
     }
+    let (fp, info) = (packed.params(), packed.info());
+    if fp != params.format() || info.selection != params.selection || info.alpha != params.alpha {
+        return Err(Error::tensor(
+            f.path(),
+            t.name,
+            format!(
+                "packed header (bits {}, group size {}, {:?} grid, {:?} selection, alpha {}) \
+                 disagrees with {META_PARAMS} (bits {}, group size {}, {:?} grid, {:?} selection, alpha {})",
+                fp.bits,
+                fp.group_size,
+                fp.grid,
+                info.selection,
+                info.alpha,
+                params.bits,
+                params.group_size,
+                params.grid,
+                params.selection,
+                params.alpha
+            ),
+        ));
+    }
     Ok(packed)
 }
 
@@ -224,16 +362,55 @@ mod tests {
                 shape: vec![4, 128],
             },
         )]);
-        let q = quantized_metadata(input.clone(), &Params::DEFAULT, &originals, "adpq 0.0");
+        let q = quantized_metadata(
+            input.clone(),
+            &Params::DEFAULT,
+            &originals,
+            &BTreeSet::new(),
+            "adpq 0.0",
+        );
+        assert!(!q.contains_key(META_NOT_PACKED));
         assert!(is_adpq(&q));
         assert_eq!(q[META_ORIGINAL_FORMAT], "pt");
         assert_eq!(q[META_TOOL], "adpq 0.0");
         assert_eq!(q[META_VERSION], adpq_core::format::VERSION.to_string());
         let params: ParamsRecord = serde_json::from_str(&q[META_PARAMS]).unwrap();
         assert_eq!(params, ParamsRecord::from(&Params::DEFAULT));
+        assert_eq!(params.to_params().unwrap(), Params::DEFAULT);
         let back: BTreeMap<String, OriginalTensor> =
             serde_json::from_str(&q[META_TENSORS]).unwrap();
         assert_eq!(back, originals);
         assert_eq!(dequantized_metadata(&q), input);
+    }
+
+    /// `adpq.*` keys of the input do not survive into the output, where a stale
+    /// `adpq.not_packed` or `adpq.original_format` would be taken for ours.
+    #[test]
+    fn input_adpq_keys_are_dropped() {
+        let input = BTreeMap::from([
+            (META_NOT_PACKED.to_string(), r#"["gone"]"#.to_string()),
+            (META_ORIGINAL_FORMAT.to_string(), "tf".to_string()),
+            ("adpq.anything".to_string(), "x".to_string()),
+            ("note".to_string(), "kept".to_string()),
+        ]);
+        let q = quantized_metadata(
+            input,
+            &Params::DEFAULT,
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+            "adpq 0.0",
+        );
+        let keys: Vec<&str> = q.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                META_PARAMS,
+                META_TENSORS,
+                META_TOOL,
+                META_VERSION,
+                META_FORMAT,
+                "note"
+            ]
+        );
     }
 }

@@ -1,5 +1,10 @@
 //! Where a command writes: a temporary file or folder next to the final path, renamed
 //! into place only when everything succeeded.
+//!
+//! An existing output path must be what the command would make: a regular file for a
+//! file output, a folder for a folder output. Anything else (a symbolic link, a FIFO, a
+//! device node such as `/dev/null`) is refused before anything is created: the rename
+//! would replace the link or the node itself, not write through it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -63,14 +68,37 @@ fn cannot_create(folder: &Path, e: std::io::Error) -> Error {
     )
 }
 
+/// The error for an existing output `path` that is neither a regular file nor a folder.
+fn not_replaceable(path: &Path, meta: &std::fs::Metadata) -> Error {
+    Error::invalid(
+        path,
+        format!(
+            "output exists and is {}, not a regular file or folder; adpq replaces its \
+             outputs by renaming and never replaces such an entry: give another path",
+            crate::checkpoint::kind_of(meta)
+        ),
+    )
+}
+
+/// The entry at `path` itself (a symbolic link is not followed), if there is one.
+fn existing(path: &Path) -> Option<std::fs::Metadata> {
+    std::fs::symlink_metadata(path).ok()
+}
+
 impl Output {
-    /// A single output file at `path` (an existing file is replaced on commit).
+    /// A single output file at `path` (an existing regular file is replaced on commit;
+    /// any other existing entry is refused).
     pub fn file(path: &Path) -> Result<Output> {
-        if path.is_dir() {
-            return Err(Error::Usage(format!(
-                "output {} is a folder; give a file name",
-                path.display()
-            )));
+        if let Some(m) = existing(path) {
+            if m.is_dir() {
+                return Err(Error::Usage(format!(
+                    "output {} is a folder; give a file name",
+                    path.display()
+                )));
+            }
+            if !m.is_file() {
+                return Err(not_replaceable(path, &m));
+            }
         }
         let parent = check_parent(path)?;
         let prefix = tmp_prefix(path);
@@ -92,7 +120,10 @@ impl Output {
     /// An output folder at `path`; it must not exist (or be empty) unless `force`, which
     /// replaces it on commit.
     pub fn dir(path: &Path, force: bool) -> Result<Output> {
-        if let Ok(m) = std::fs::metadata(path) {
+        if let Some(m) = existing(path) {
+            if !m.is_dir() && !m.is_file() {
+                return Err(not_replaceable(path, &m));
+            }
             let empty = m.is_dir()
                 && std::fs::read_dir(path)
                     .map(|mut d| d.next().is_none())
@@ -146,7 +177,16 @@ impl Output {
     /// Copies a file into an output folder (no-op for a file output).
     pub fn copy_in(&self, from: &Path, name: &str) -> Result<()> {
         if let Tmp::Dir(d) = &self.tmp {
-            std::fs::copy(from, d.path().join(name)).map_err(|e| Error::io(from, e))?;
+            std::fs::copy(from, d.path().join(name)).map_err(|e| {
+                // Name the output (a full disk is not the input's fault) and the source.
+                Error::io(
+                    self.final_path.join(name),
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot copy {} here: {e}", from.display()),
+                    ),
+                )
+            })?;
         }
         Ok(())
     }
@@ -154,6 +194,10 @@ impl Output {
     /// Renames the temporary into place.
     pub fn commit(self) -> Result<()> {
         let path = self.final_path;
+        // Checked again: something may have appeared there while we worked.
+        if let Some(m) = existing(&path).filter(|m| !m.is_file() && !m.is_dir()) {
+            return Err(not_replaceable(&path, &m));
+        }
         match self.tmp {
             Tmp::File(f) => {
                 f.persist(&path).map_err(|e| Error::io(&path, e.error))?;

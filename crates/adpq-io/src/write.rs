@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use safetensors::Dtype;
 use serde_json::Value;
@@ -37,6 +38,10 @@ pub struct PlannedTensor {
     /// Bytes of data.
     pub len: u64,
 }
+
+/// The largest header (JSON bytes) safetensors readers accept, the `safetensors` crate's
+/// limit: a longer one would make an output that nothing reads back.
+pub const MAX_HEADER_LEN: usize = 100_000_000;
 
 /// Sorts tensors into the output order (larger elements first, stable otherwise).
 pub fn sort_for_output(tensors: &mut [PlannedTensor]) {
@@ -70,6 +75,20 @@ pub fn header_bytes(metadata: &BTreeMap<String, String>, tensors: &[PlannedTenso
     out
 }
 
+/// An error when a header of `json_len` bytes would be too long for readers.
+fn check_header_len(path: &Path, json_len: usize) -> Result<()> {
+    if json_len > MAX_HEADER_LEN {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "the output's header would be {json_len} bytes, above the {MAX_HEADER_LEN} that \
+                 safetensors readers accept (too many tensors or too much metadata for one file)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Streams the tensors of one safetensors file, in planned order, into a file.
 #[derive(Debug)]
 pub struct TensorWriter {
@@ -89,8 +108,9 @@ impl TensorWriter {
         metadata: &BTreeMap<String, String>,
         tensors: &[PlannedTensor],
     ) -> Result<Self> {
-        let mut out = BufWriter::with_capacity(1 << 20, file);
         let header = header_bytes(metadata, tensors);
+        check_header_len(path, header.len() - 8)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
         out.write_all(&header).map_err(|e| Error::io(path, e))?;
         Ok(TensorWriter {
             out,
@@ -189,8 +209,12 @@ where
             stopped: false,
         });
     };
+    // Set when the producer succeeded: only then does the writer flush and sync (a failed
+    // or interrupted run's output is removed; syncing it would only delay the exit).
+    let complete = AtomicBool::new(false);
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk<'a>>(1);
+        let complete = &complete;
         let handle = s.spawn(move || -> Result<u64> {
             let mut writer = writer;
             for c in rx {
@@ -202,6 +226,9 @@ where
                     Chunk::Owned(name, buf) => writer.write(&name, &buf)?,
                 }
             }
+            if !complete.load(Ordering::SeqCst) {
+                return Ok(0);
+            }
             writer.finish()
         });
         let mut emitter = Emitter {
@@ -209,6 +236,7 @@ where
             stopped: false,
         };
         let produced = produce(&mut emitter);
+        complete.store(produced.is_ok(), Ordering::SeqCst);
         let stopped = emitter.stopped;
         drop(emitter); // closes the channel: the writer finishes
         let written = handle.join().unwrap_or_else(|_| {
@@ -230,6 +258,27 @@ where
 mod tests {
     use super::*;
     use safetensors::SafeTensors;
+
+    /// A header above the readers' limit is refused before anything is written.
+    #[test]
+    fn oversized_header_is_refused() {
+        let path = Path::new("out.safetensors");
+        check_header_len(path, MAX_HEADER_LEN).unwrap();
+        let err = check_header_len(path, MAX_HEADER_LEN + 1).unwrap_err();
+        assert!(
+            err.to_string().contains("safetensors readers accept"),
+            "{err}"
+        );
+        // The limit is the safetensors crate's: one byte more is refused there too.
+        let json = format!(
+            "{{\"__metadata__\":{{\"k\":\"{}\"}}}}",
+            "x".repeat(MAX_HEADER_LEN - 24)
+        );
+        let mut file = (json.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(json.as_bytes());
+        assert_eq!(json.len(), MAX_HEADER_LEN + 1);
+        assert!(SafeTensors::read_metadata(&file).is_err());
+    }
 
     #[test]
     fn header_is_padded_and_tensors_aligned() {

@@ -1,0 +1,105 @@
+//! Dequantized values never become infinities silently: at the edge of the F16 range
+//! they saturate (the weight was representable), far beyond it the run fails and says
+//! which dtype to use instead.
+
+use safetensors::Dtype;
+
+mod common;
+use common::*;
+
+/// A `rows × cols` tensor of `dtype` with values up to ±30000 and every 97th weight at
+/// +`edge` or −`edge`.
+fn with_edges(name: &str, dtype: Dtype, rows: usize, cols: usize, edge: f32) -> Tensor {
+    let vals: Vec<f32> = (0..rows * cols)
+        .map(|i| match i % 97 {
+            0 => edge,
+            1 => -edge,
+            _ => ((i as f32) * 0.37).sin() * 30000.0,
+        })
+        .collect();
+    let bytes = match dtype {
+        Dtype::F32 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Dtype::F16 => vals
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        _ => unreachable!(),
+    };
+    (name.into(), dtype, vec![rows, cols], bytes)
+}
+
+/// F16 weights at ±65504 (the largest f16) came back as ±inf: the f16-rounded step times
+/// the largest code exceeds 65504 slightly. They now come back as ±65504, with the
+/// default dtype (the original F16) and with `--dtype f16`.
+#[test]
+fn f16_weights_at_the_range_edge_come_back_finite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.safetensors");
+    let name = "model.layers.0.mlp.up_proj.weight";
+    let t = with_edges(name, Dtype::F16, 8, 512, 65504.0);
+    let original = to_f32(Dtype::F16, &t.3);
+    write_st(&input, &[t], &[]);
+    let q = tmp.path().join("q.safetensors");
+    ok(&adpq(&["quantize", p(&input), "-o", p(&q), "-q"]));
+    for extra in [&[][..], &["--dtype", "f16"]] {
+        let d = tmp.path().join("d.safetensors");
+        let mut args = vec!["dequantize", p(&q), "-o", p(&d), "-q"];
+        args.extend_from_slice(extra);
+        ok(&adpq(&args));
+        let (tensors, _) = read_st(&d);
+        let (dtype, _, bytes) = &tensors[name];
+        assert_eq!(*dtype, Dtype::F16);
+        let back = to_f32(Dtype::F16, bytes);
+        assert!(
+            back.iter().all(|v| v.is_finite()),
+            "{extra:?}: an inf came back"
+        );
+        for (i, (b, o)) in back.iter().zip(&original).enumerate() {
+            if o.abs() == 65504.0 {
+                assert_eq!(b, o, "{extra:?}: element {i}");
+            }
+        }
+    }
+}
+
+/// An F32 model with weights far beyond the f16 range, dequantized with `--dtype f16`:
+/// an error naming the file and the tensor and suggesting f32 or bf16, exit 1, nothing
+/// left behind. `--dtype bf16` and the default (F32) hold the values.
+#[test]
+fn values_beyond_f16_are_an_error_with_dtype_f16() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.safetensors");
+    let name = "model.layers.0.mlp.up_proj.weight";
+    write_st(&input, &[with_edges(name, Dtype::F32, 8, 512, 1.0e6)], &[]);
+    let q = tmp.path().join("q.safetensors");
+    ok(&adpq(&["quantize", p(&input), "-o", p(&q), "-q"]));
+    let d = tmp.path().join("d.safetensors");
+    fails(
+        &adpq(&["dequantize", p(&q), "-o", p(&d), "--dtype", "f16", "-q"]),
+        1,
+        &[
+            "q.safetensors",
+            name,
+            "beyond the range of F16",
+            "--dtype f32 or --dtype bf16",
+        ],
+    );
+    assert!(!d.exists());
+    assert_eq!(names_in(tmp.path()), ["m.safetensors", "q.safetensors"]);
+    for dtype in ["bf16", "f32"] {
+        ok(&adpq(&[
+            "dequantize",
+            p(&q),
+            "-o",
+            p(&d),
+            "--dtype",
+            dtype,
+            "-q",
+        ]));
+        let (tensors, _) = read_st(&d);
+        let (dt, _, bytes) = &tensors[name];
+        let back = to_f32(*dt, bytes);
+        assert!(back.iter().all(|v| v.is_finite()));
+        assert!(back.iter().any(|v| v.abs() > 9.0e5), "{dtype}");
+    }
+}

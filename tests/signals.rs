@@ -1,0 +1,122 @@
+//! Stopped runs leave nothing behind: SIGINT and SIGTERM remove the temporary output and
+//! exit with 128 + the signal; a write past the file-size limit (SIGXFSZ) is an I/O
+//! error (exit 1) with the same cleanup.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use safetensors::Dtype;
+
+mod common;
+use common::*;
+
+/// A checkpoint big enough that a debug build takes seconds to quantize it.
+fn big_model(path: &Path) {
+    let tensors: Vec<Tensor> = (0..16)
+        .map(|i| {
+            floats(
+                &format!("model.layers.{i}.mlp.up_proj.weight"),
+                Dtype::F32,
+                &[1024, 1024],
+                i,
+            )
+        })
+        .collect();
+    write_st(path, &tensors, &[]);
+}
+
+/// The hidden temporaries of output `out` in its folder.
+fn temporaries(out: &Path) -> Vec<String> {
+    let prefix = format!(".{}.adpq-tmp-", out.file_name().unwrap().to_str().unwrap());
+    names_in(out.parent().unwrap())
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+/// Waits until `ready` holds (polling), panicking after a minute or if the child exited.
+fn wait_for(child: &mut Child, what: &str, ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "adpq exited before {what}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(60), "no {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_adpq"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn kill(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+#[test]
+fn interrupted_runs_clean_up_and_exit_128_plus_signal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("big.safetensors");
+    big_model(&input);
+    let out = tmp.path().join("out.safetensors");
+    // SIGINT once the data is being written; SIGTERM while the plan is being made (the
+    // temporary exists, still empty).
+    for (signal, code, writing) in [("INT", 130, true), ("TERM", 143, false)] {
+        let mut child = spawn(&["quantize", p(&input), "-o", p(&out), "-q"]);
+        wait_for(&mut child, "a temporary output", || {
+            temporaries(&out).iter().any(|t| {
+                let len = std::fs::metadata(tmp.path().join(t)).map_or(0, |m| m.len());
+                !writing || len > 0
+            })
+        });
+        kill(&child, signal);
+        let result = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(code), "SIG{signal}: {err}");
+        assert!(
+            err.contains(&format!("interrupted by SIG{signal}")),
+            "{err}"
+        );
+        assert!(!out.exists());
+        assert_eq!(temporaries(&out), Vec::<String>::new(), "SIG{signal}");
+    }
+    assert_eq!(names_in(tmp.path()), ["big.safetensors"]);
+}
+
+#[test]
+fn file_size_limit_is_an_io_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.safetensors");
+    let tensors: Vec<Tensor> = (0..4)
+        .map(|i| floats(&format!("l.{i}.weight"), Dtype::F32, &[256, 1024], i))
+        .collect();
+    write_st(&input, &tensors, &[]);
+    let out = tmp.path().join("out.safetensors");
+    // `ulimit -f` counts blocks of 512 or 1024 bytes: 64 of them are far below the output.
+    let result = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 64 && exec \"$0\" quantize \"$1\" -o \"$2\" -q")
+        .arg(env!("CARGO_BIN_EXE_adpq"))
+        .arg(&input)
+        .arg(&out)
+        .output()
+        .unwrap();
+    fails(&result, 1, &["out.safetensors", "File too large"]);
+    assert!(!out.exists());
+    assert_eq!(temporaries(&out), Vec::<String>::new());
+    // The same run without the limit succeeds.
+    ok(&adpq(&["quantize", p(&input), "-o", p(&out), "-q"]));
+}
