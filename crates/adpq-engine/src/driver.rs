@@ -9,8 +9,8 @@
 
 use adpq_core::select::{BadValue, HistogramPass, RangeScan, TensorScan, HIST_BINS};
 use adpq_core::{
-    bf16, f16, select_outliers, BlockDone, CpuKernels, Error as CoreError, KernelScan,
-    PackedTensor, Params, QuantizePlan, Quantized, Selection, Weights,
+    select_outliers, BlockDone, CpuKernels, Error as CoreError, KernelScan, PackedTensor, Params,
+    QuantizePlan, Quantized, Selection, Weights,
 };
 use rayon::prelude::*;
 
@@ -301,34 +301,6 @@ impl<B: CpuKernels> Driver<B> {
         sums.into_iter()
             .try_fold(ErrorSums::default(), |acc, s| Ok(acc.merge(s?)))
     }
-
-    /// Dequantizes a whole packed tensor into little-endian `dtype` elements in `out`
-    /// (`rows · cols · dtype.size()` bytes), over row blocks in parallel.
-    pub fn dequantize_bytes(
-        &self,
-        packed: &PackedTensor<'_>,
-        dtype: OutDtype,
-        out: &mut [u8],
-    ) -> Result<(), CoreError> {
-        let (rows, cols) = (packed.rows(), packed.cols());
-        let es = dtype.size();
-        if out.len() != rows * cols * es {
-            return Err(CoreError::BufferSize {
-                needed: (rows * cols * es) as u64,
-                actual: out.len() as u64,
-            });
-        }
-        let block_rows = self.block_rows(cols);
-        out.par_chunks_mut(block_rows * cols * es)
-            .enumerate()
-            .try_for_each(|(b, chunk)| {
-                let mut deq = vec![0f32; chunk.len() / es];
-                self.backend
-                    .dequantize_rows(packed, b * block_rows, &mut deq)?;
-                encode(&deq, dtype, chunk);
-                Ok(())
-            })
-    }
 }
 
 /// The selection passes of a [`Driver`] over chunks of `w` in parallel.
@@ -401,31 +373,10 @@ where
     adpq_core::select::select_by_passes(&scan, n as usize / cols, cols, params)
 }
 
-/// Encodes f32 values as little-endian `dtype` elements (round to nearest even).
-pub fn encode(values: &[f32], dtype: OutDtype, out: &mut [u8]) {
-    match dtype {
-        OutDtype::F32 => {
-            for (o, v) in out.chunks_exact_mut(4).zip(values) {
-                o.copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        OutDtype::F16 => {
-            for (o, v) in out.chunks_exact_mut(2).zip(values) {
-                o.copy_from_slice(&f16::from_f32(*v).to_bits().to_le_bytes());
-            }
-        }
-        OutDtype::Bf16 => {
-            for (o, v) in out.chunks_exact_mut(2).zip(values) {
-                o.copy_from_slice(&bf16::from_f32(*v).to_bits().to_le_bytes());
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use adpq_core::{packed_len, Grid, Scalar, SelectionMode};
+    use adpq_core::{bf16, f16, packed_len, Grid, Scalar, SelectionMode};
 
     fn pool(n: usize) -> rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new()
@@ -616,15 +567,12 @@ mod tests {
     }
 
     #[test]
-    fn error_sums_and_dequantize_are_thread_independent() {
+    fn error_sums_are_thread_independent() {
+        // (Dequantization's thread independence is tested in `narrow`.)
         let (rows, cols) = (33, 1000);
         let w = weights(rows * cols, 5);
         let (_, buf) = reference(Weights::F32(&w), rows, cols, &Params::DEFAULT);
         let t = PackedTensor::parse(&buf).unwrap();
-        let mut deq = vec![0f32; rows * cols];
-        Scalar.dequantize_rows(&t, 0, &mut deq).unwrap();
-        let mut expect = vec![0u8; rows * cols * 4];
-        encode(&deq, OutDtype::F32, &mut expect);
         let s1 = pool(1).install(|| {
             Driver::new(Scalar)
                 .with_sizes(1, 1)
@@ -635,9 +583,6 @@ mod tests {
             let d = Driver::new(Scalar).with_sizes(1, 1);
             let s = pool(threads).install(|| d.error_sums(Weights::F32(&w), &t).unwrap());
             assert_eq!(s, s1);
-            let mut out = vec![0u8; rows * cols * 4];
-            pool(threads).install(|| d.dequantize_bytes(&t, OutDtype::F32, &mut out).unwrap());
-            assert!(out == expect);
         }
         assert!(
             s1.rel_mse() > 0.0 && s1.rel_mse() < s1.rtn_rel_mse(),
