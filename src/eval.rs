@@ -1,0 +1,160 @@
+//! `eval`: load the input model and each candidate (adpq checkpoints, RTN baselines),
+//! tokenize the text, run [`adpq_eval::evaluate`] with progress, and print the table.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use adpq_core::kernels::AnyKernels;
+use adpq_eval::{Candidate, EvalError, EvalReport, LlamaConfig, Model, RtnSpec, TextTokenizer};
+use adpq_io::{Checkpoint, Error, Result};
+
+use crate::progress::Progress;
+
+/// Options of [`eval`].
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// The input model: a folder (config.json, tokenizer.json, weights) or a weights file
+    /// whose folder holds the two json files.
+    pub model: PathBuf,
+    /// `config.json`, when not beside the model.
+    pub config: Option<PathBuf>,
+    /// `tokenizer.json`, when not beside the model.
+    pub tokenizer: Option<PathBuf>,
+    /// adpq checkpoints of the same model.
+    pub quantized: Vec<PathBuf>,
+    /// RTN baselines of the input model.
+    pub rtn: Vec<RtnSpec>,
+    /// The text (UTF-8).
+    pub text: PathBuf,
+    /// Number of windows.
+    pub windows: usize,
+    /// Tokens per window.
+    pub window_len: usize,
+}
+
+/// Scores every candidate against the input model.
+pub fn eval(
+    opts: &EvalOptions,
+    kernels: AnyKernels,
+    progress: &mut dyn Progress,
+) -> Result<EvalReport> {
+    let dir = if opts.model.is_dir() {
+        opts.model.clone()
+    } else {
+        opts.model
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    };
+    let config_path = opts
+        .config
+        .clone()
+        .unwrap_or_else(|| dir.join("config.json"));
+    let tok_path = opts
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| dir.join("tokenizer.json"));
+    let config = LlamaConfig::from_file(&config_path).map_err(err(&config_path))?;
+    let tokenizer = TextTokenizer::from_file(&tok_path).map_err(err(&tok_path))?;
+    let text = std::fs::read_to_string(&opts.text).map_err(|e| Error::io(&opts.text, e))?;
+    let tokens = tokenizer.encode(&text).map_err(err(&opts.text))?;
+    let windows = adpq_eval::windows(&tokens, opts.windows, opts.window_len)
+        .map_err(|e| Error::Usage(format!("{}: {e}", opts.text.display())))?;
+
+    let input_ckpt = Checkpoint::open(&opts.model)?;
+    let reference = Model::load(config.clone(), &input_ckpt).map_err(err(&opts.model))?;
+    let ckpts = opts
+        .quantized
+        .iter()
+        .map(|p| Checkpoint::open(p))
+        .collect::<Result<Vec<_>>>()?;
+    let mut models = Vec::new();
+    for (path, ckpt) in opts.quantized.iter().zip(&ckpts) {
+        let m = Model::load(config.clone(), ckpt).map_err(err(path))?;
+        models.push((path.display().to_string(), m));
+    }
+    for spec in &opts.rtn {
+        let m = reference.with_rtn(*spec).map_err(err(&opts.model))?;
+        models.push((spec.to_string(), m));
+    }
+    let candidates: Vec<Candidate<'_>> = models
+        .iter()
+        .map(|(name, model)| Candidate {
+            name: name.clone(),
+            model,
+        })
+        .collect();
+
+    progress.line(&format!(
+        "eval: {} windows x {} tokens of {} ({} tokens in all), {} candidate(s)",
+        windows.len(),
+        opts.window_len,
+        opts.text.display(),
+        tokens.len(),
+        candidates.len()
+    ));
+    progress.begin((windows.len() * (1 + candidates.len())) as u64);
+    let report = adpq_eval::evaluate(&reference, &candidates, &windows, &kernels, &mut |s| {
+        progress.message(&format!(
+            "window {}/{}: {}",
+            s.window + 1,
+            windows.len(),
+            s.model
+        ));
+        progress.note(&format!(
+            "window {}/{}: {} done ({}/{})",
+            s.window + 1,
+            windows.len(),
+            s.model,
+            s.done,
+            s.total
+        ));
+        progress.advance(1);
+    })
+    .map_err(err(&opts.model))?;
+    progress.finish();
+    Ok(report)
+}
+
+/// Maps an evaluation error to the CLI's error, naming `path`.
+fn err(path: &Path) -> impl Fn(EvalError) -> Error + '_ {
+    move |e| match e {
+        EvalError::Checkpoint(e) => e,
+        other => Error::invalid(path, other.to_string()),
+    }
+}
+
+/// Prints the table of an [`EvalReport`].
+pub fn print_report(out: &mut dyn Write, r: &EvalReport) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} windows x {} tokens, {} predictions per model, {:.1} s",
+        r.windows, r.window_len, r.predictions, r.seconds
+    )?;
+    let width = r
+        .candidates
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    writeln!(
+        out,
+        "{:<width$}  {:>7}  {:>10}  {:>7}  {:>8}  {:>7}  {:>9}",
+        "model", "bits/w", "perplexity", "x input", "mean KL", "top-1", "forward s"
+    )?;
+    for s in std::iter::once(&r.reference).chain(&r.candidates) {
+        writeln!(
+            out,
+            "{:<width$}  {:>7.3}  {:>10.3}  {:>7.4}  {:>8.5}  {:>6.2}%  {:>9.1}",
+            s.name,
+            s.bits_per_weight,
+            s.perplexity,
+            s.perplexity_ratio,
+            s.mean_kl,
+            s.top1_agreement * 100.0,
+            s.forward_seconds
+        )?;
+    }
+    Ok(())
+}
