@@ -183,36 +183,42 @@ impl<'a> Model<'a> {
     /// quantizes by default) seen through the RTN grid `spec`; the embedding, norms
     /// and output projection stay as they are. The weights must be dense.
     pub fn with_rtn(&'a self, spec: RtnSpec) -> Result<Model<'a>> {
-        let rtn = |l: &'a Linear<'a>| -> Result<Linear<'a>> {
-            match l {
-                Linear::Dense { w, rows, cols } => Ok(Linear::Rtn {
-                    w,
-                    rows: *rows,
-                    cols: *cols,
-                    spec,
-                }),
-                _ => Err(EvalError::Shape(
-                    "an RTN baseline needs dense input weights".into(),
-                )),
-            }
-        };
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| {
-                Ok(Layer {
-                    attn_norm: Cow::Borrowed(&l.attn_norm),
-                    q: rtn(&l.q)?,
-                    k: rtn(&l.k)?,
-                    v: rtn(&l.v)?,
-                    o: rtn(&l.o)?,
-                    mlp_norm: Cow::Borrowed(&l.mlp_norm),
-                    gate: rtn(&l.gate)?,
-                    up: rtn(&l.up)?,
-                    down: rtn(&l.down)?,
-                })
-            })
-            .collect::<Result<_>>()?;
+        self.map_projections(|_, l| match l {
+            Linear::Dense { w, rows, cols } => Ok(Linear::Rtn {
+                w,
+                rows: *rows,
+                cols: *cols,
+                spec,
+            }),
+            _ => Err(EvalError::Shape(
+                "an RTN baseline needs dense input weights".into(),
+            )),
+        })
+    }
+
+    /// This model with each block projection replaced by `f(name, projection)` (a
+    /// variant of the weights: quantized in memory, fake-quantized...); the embedding,
+    /// norms and output projection are shared. `name` is the Hugging Face tensor name.
+    pub fn map_projections(
+        &'a self,
+        mut f: impl FnMut(&str, &'a Linear<'a>) -> Result<Linear<'a>>,
+    ) -> Result<Model<'a>> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (i, l) in self.layers.iter().enumerate() {
+            let mut g =
+                |s: &str, lin: &'a Linear<'a>| f(&format!("model.layers.{i}.{s}.weight"), lin);
+            layers.push(Layer {
+                attn_norm: Cow::Borrowed(&l.attn_norm),
+                q: g("self_attn.q_proj", &l.q)?,
+                k: g("self_attn.k_proj", &l.k)?,
+                v: g("self_attn.v_proj", &l.v)?,
+                o: g("self_attn.o_proj", &l.o)?,
+                mlp_norm: Cow::Borrowed(&l.mlp_norm),
+                gate: g("mlp.gate_proj", &l.gate)?,
+                up: g("mlp.up_proj", &l.up)?,
+                down: g("mlp.down_proj", &l.down)?,
+            });
+        }
         Ok(Model {
             config: self.config.clone(),
             embed: borrow(&self.embed),
@@ -222,15 +228,30 @@ impl<'a> Model<'a> {
         })
     }
 
+    /// The block projections with their Hugging Face names, in order.
+    pub fn projections(&self) -> impl Iterator<Item = (String, &Linear<'a>)> {
+        self.layers.iter().enumerate().flat_map(|(i, l)| {
+            [
+                ("self_attn.q_proj", &l.q),
+                ("self_attn.k_proj", &l.k),
+                ("self_attn.v_proj", &l.v),
+                ("self_attn.o_proj", &l.o),
+                ("mlp.gate_proj", &l.gate),
+                ("mlp.up_proj", &l.up),
+                ("mlp.down_proj", &l.down),
+            ]
+            .into_iter()
+            .map(move |(s, lin)| (format!("model.layers.{i}.{s}.weight"), lin))
+        })
+    }
+
     /// Storage bits per weight over the block projections (the quantized tensors).
     pub fn projection_bits_per_weight(&self) -> f64 {
         let (mut bits, mut n) = (0f64, 0f64);
-        for l in &self.layers {
-            for lin in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
-                let (r, c) = lin.shape();
-                bits += lin.bits_per_weight() * (r * c) as f64;
-                n += (r * c) as f64;
-            }
+        for (_, lin) in self.projections() {
+            let (r, c) = lin.shape();
+            bits += lin.bits_per_weight() * (r * c) as f64;
+            n += (r * c) as f64;
         }
         if n > 0.0 {
             bits / n

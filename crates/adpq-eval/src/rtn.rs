@@ -87,9 +87,10 @@ impl FromStr for RtnSpec {
     type Err = String;
 
     /// `sym` or `asym`, then optional `-gN` (group size, default 128) and `-bN` (bits,
-    /// default 4), in any order: `sym`, `asym-g64`, `sym-g32-b3`.
+    /// default 4), in any order: `sym`, `asym-g64`, `sym-g32-b3`; an `rtn-` prefix (as
+    /// [`Display`](fmt::Display) writes) is accepted.
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut parts = s.split('-');
+        let mut parts = s.strip_prefix("rtn-").unwrap_or(s).split('-');
         let asymmetric = match parts.next() {
             Some("sym") => false,
             Some("asym") => true,
