@@ -38,6 +38,12 @@ pub fn eval(
     kernels: AnyKernels,
     progress: &mut dyn Progress,
 ) -> Result<EvalReport> {
+    if !opts.model.exists() {
+        return Err(Error::Usage(format!(
+            "--model {}: no such file or folder",
+            opts.model.display()
+        )));
+    }
     let dir = if opts.model.is_dir() {
         opts.model.clone()
     } else {
@@ -120,6 +126,7 @@ pub fn eval(
 fn err(path: &Path) -> impl Fn(EvalError) -> Error + '_ {
     move |e| match e {
         EvalError::Checkpoint(e) => e,
+        EvalError::Io { path, source } => Error::io(path, source),
         other => Error::invalid(path, other.to_string()),
     }
 }

@@ -56,10 +56,7 @@ impl LlamaConfig {
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<LlamaConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
-        Self::from_json(&text).map_err(|e| match e {
-            EvalError::Config(m) => EvalError::Config(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        Self::from_json(&text)
     }
 
     /// Parses and checks the text of a `config.json`.

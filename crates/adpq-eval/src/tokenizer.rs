@@ -12,10 +12,10 @@ pub struct TextTokenizer {
 }
 
 impl TextTokenizer {
-    /// Loads `tokenizer.json`.
+    /// Loads `tokenizer.json` (errors do not repeat the path).
     pub fn from_file(path: &Path) -> Result<TextTokenizer> {
         let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| EvalError::Tokenizer(format!("{}: {e}", path.display())))?;
+            .map_err(|e| EvalError::Tokenizer(e.to_string()))?;
         Ok(TextTokenizer { inner })
     }
 
