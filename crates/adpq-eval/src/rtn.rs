@@ -52,7 +52,7 @@ impl RtnSpec {
         }
         let (step, inv) = (max / qmax, qmax / max);
         for (o, &v) in out.iter_mut().zip(w) {
-            *o = (v * inv).clamp(-qmax, qmax).round_ties_even() * step;
+            *o = round_small((v * inv).clamp(-qmax, qmax)) * step;
         }
     }
 
@@ -68,12 +68,22 @@ impl RtnSpec {
             return;
         }
         let step = (hi - lo) / levels;
-        let zero = (-lo / step).round_ties_even();
+        let inv = 1.0 / step;
+        let zero = (-lo * inv).round_ties_even();
         for (o, &v) in out.iter_mut().zip(w) {
-            let code = ((v / step).round_ties_even() + zero).clamp(0.0, levels);
+            // Clamping to the integer bounds first rounds the same as rounding first.
+            let code = round_small((v * inv + zero).clamp(0.0, levels));
             *o = (code - zero) * step;
         }
     }
+}
+
+/// Round half to even of `|x| ≤ 2^22` without a libm call (`round_ties_even` is one
+/// without SSE4.1): adding and subtracting 1.5·2^23 leaves no fraction bits.
+#[inline]
+fn round_small(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
 }
 
 impl fmt::Display for RtnSpec {
@@ -123,6 +133,13 @@ impl FromStr for RtnSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_small_is_round_half_to_even() {
+        for x in [-7.5f32, -6.5, -0.5, 0.49, 0.5, 1.5, 2.5, 3.7, 14.5, 15.0] {
+            assert_eq!(round_small(x), x.round_ties_even(), "{x}");
+        }
+    }
 
     #[test]
     fn parses_names_and_round_trips_display() {
