@@ -17,6 +17,8 @@
 //! - [`Linear::matmul`]: `Y = X Wᵀ`, a block of weight rows at a time (dequantized
 //!   into a cache-sized buffer when packed), one GEMM per block, blocks in parallel.
 //! - [`LlamaConfig`] (`config.json`) and [`TextTokenizer`] (`tokenizer.json`).
+//! - [`PackedProjections`]: a model's projections quantized in memory with any
+//!   parameters (a sweep's variants, no files written).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -27,6 +29,7 @@ mod linear;
 mod model;
 mod rtn;
 mod tokenizer;
+mod variant;
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +39,7 @@ pub use linear::{Linear, BLOCK_ROWS};
 pub use model::{Layer, Model};
 pub use rtn::RtnSpec;
 pub use tokenizer::TextTokenizer;
+pub use variant::PackedProjections;
 
 /// What an evaluation can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -6,10 +6,11 @@
 use std::path::PathBuf;
 
 use adpq_core::kernels::AnyKernels;
-use adpq_core::{packed_len, PackedTensor, Params, Weights};
-use adpq_engine::{CpuEngine, Engine};
+use adpq_core::Params;
+use adpq_engine::CpuEngine;
 use adpq_eval::{
-    evaluate, forward, windows, Candidate, Linear, LlamaConfig, Model, RtnSpec, TextTokenizer,
+    evaluate, forward, windows, Candidate, LlamaConfig, Model, PackedProjections, RtnSpec,
+    TextTokenizer,
 };
 use adpq_io::Checkpoint;
 
@@ -146,30 +147,10 @@ fn adpq_perplexity_lies_between_the_input_and_rtn() {
 
     // adpq's default parameters, quantized in memory as `adpq quantize` does.
     let kernels = AnyKernels::detect();
-    let engine = CpuEngine::new(kernels);
-    let params = Params::DEFAULT;
-    let packed: Vec<(String, Vec<u8>)> = reference
-        .projections()
-        .map(|(name, lin)| {
-            let Linear::Dense { w, rows, cols } = lin else {
-                panic!("{name} is not dense")
-            };
-            let t = engine.load(Weights::F32(w), *rows, *cols).unwrap();
-            let sel = engine.select(&t, &params).unwrap();
-            let mut buf =
-                vec![0u8; packed_len(*rows, *cols, params.format(), sel.n_outliers).unwrap()];
-            engine.quantize(&t, &params, &sel, &mut buf).unwrap();
-            (name, buf)
-        })
-        .collect();
-    let mut bufs = packed.iter();
-    let adpq = reference
-        .map_projections(|name, _| {
-            let (n, buf) = bufs.next().unwrap();
-            assert_eq!(n, name);
-            Ok(Linear::Packed(PackedTensor::parse(buf)?))
-        })
-        .unwrap();
+    let packed =
+        PackedProjections::quantize(&reference, &CpuEngine::new(kernels), &Params::DEFAULT)
+            .unwrap();
+    let adpq = packed.model(&reference).unwrap();
     let rtn = reference
         .with_rtn(RtnSpec {
             bits: 4,

@@ -7,7 +7,9 @@ use std::borrow::Cow;
 use adpq_core::kernels::{AnyKernels, Scalar};
 use adpq_core::{packed_len, Grid, PackedTensor, Params, Weights};
 use adpq_engine::{CpuEngine, Engine};
-use adpq_eval::{evaluate, forward, Candidate, Layer, Linear, LlamaConfig, Model, RtnSpec};
+use adpq_eval::{
+    evaluate, forward, Candidate, Layer, Linear, LlamaConfig, Model, PackedProjections, RtnSpec,
+};
 
 /// Deterministic pseudo-random weights in about ±`scale`.
 fn weights(n: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -121,6 +123,19 @@ fn packed_8_bit_weights_score_close_to_dense_and_rtn_2_bit_far() {
     let packed = m
         .map_projections(|_, _| Ok(Linear::Packed(PackedTensor::parse(next.next().unwrap())?)))
         .unwrap();
+    // The library's in-memory variant holds the same bytes.
+    let variant = PackedProjections::quantize(&m, &engine, &params).unwrap();
+    assert_eq!(variant.params(), &params);
+    assert_eq!(
+        variant.packed_bytes(),
+        bufs.iter().map(Vec::len).sum::<usize>()
+    );
+    let from_variant = variant.model(&m).unwrap();
+    let toks = tokens(20);
+    assert_eq!(
+        forward::logits(&from_variant, &kernels, &toks).unwrap(),
+        forward::logits(&packed, &kernels, &toks).unwrap()
+    );
     let rtn2 = m
         .with_rtn(RtnSpec {
             bits: 2,
