@@ -165,3 +165,62 @@ pub fn print_report(out: &mut dyn Write, r: &EvalReport) -> std::io::Result<()> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adpq_eval::Score;
+
+    fn score(name: &str, ppl: f64, kl: f64, top1: f64) -> Score {
+        Score {
+            name: name.into(),
+            bits_per_weight: 4.807,
+            perplexity: ppl,
+            perplexity_ratio: ppl / 33.06,
+            mean_kl: kl,
+            top1_agreement: top1,
+            forward_seconds: 1.25,
+        }
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_model_with_its_figures() {
+        let r = EvalReport {
+            windows: 8,
+            window_len: 512,
+            predictions: 4088,
+            reference: score("input", 33.06, 0.0, 1.0),
+            candidates: vec![score(
+                "a-long-candidate-name.safetensors",
+                41.166,
+                0.27986,
+                0.704,
+            )],
+            seconds: 20.0,
+        };
+        let mut out = Vec::new();
+        print_report(&mut out, &r).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("8 windows x 512 tokens, 4088 predictions"));
+        let row: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "a-long-candidate-name.safetensors",
+                "4.807",
+                "41.166",
+                "1.2452",
+                "0.27986",
+                "70.40%",
+                "1.2"
+            ]
+        );
+        // Columns line up: every row is as wide as the header.
+        assert!(
+            lines[1..].iter().all(|l| l.len() == lines[1].len()),
+            "{text}"
+        );
+    }
+}
