@@ -1,5 +1,6 @@
-//! `eval`: load the input model and each candidate (adpq checkpoints, RTN baselines),
-//! tokenize the text, run [`adpq_eval::evaluate`] with progress, and print the table.
+//! `adpq eval`: its arguments; load the input model and each candidate (adpq
+//! checkpoints, RTN baselines), tokenize the text, run [`adpq_eval::evaluate`] with
+//! progress, and print the table.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,8 +8,74 @@ use std::path::{Path, PathBuf};
 use adpq_core::kernels::AnyKernels;
 use adpq_eval::{Candidate, EvalError, EvalReport, LlamaConfig, Model, RtnSpec, TextTokenizer};
 use adpq_io::{Checkpoint, Error, Result};
+use clap::Args;
 
-use crate::progress::Progress;
+use crate::progress::{ConsoleProgress, Progress};
+use crate::{backend, check_report_path, pool, print_stdout, RunArgs};
+
+/// The arguments of `adpq eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The input model: a folder with config.json, tokenizer.json and the weights, or a
+    /// .safetensors file in such a folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// An adpq checkpoint of the model to score (repeatable).
+    #[arg(long, value_name = "CHECKPOINT")]
+    quantized: Vec<PathBuf>,
+    /// An RTN baseline to score (repeatable): sym or asym, then -gN (group, 128), -bN (bits, 4).
+    #[arg(long, value_name = "SPEC")]
+    rtn: Vec<RtnSpec>,
+    /// English text (UTF-8) to score on.
+    #[arg(long, value_name = "FILE")]
+    text: PathBuf,
+    /// Number of windows, taken one after another from the start of the text.
+    #[arg(long, default_value_t = 8)]
+    windows: usize,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 512)]
+    window_len: usize,
+    /// config.json, when not beside the model.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// tokenizer.json, when not beside the model.
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// `adpq eval`: runs [`eval`] with the arguments, prints the table, writes the JSON.
+pub fn run(a: EvalArgs) -> Result<(), Error> {
+    // The report never replaces an input (the model, a checkpoint, the text).
+    for input in std::iter::once(&a.model)
+        .chain(&a.quantized)
+        .chain([&a.text])
+    {
+        check_report_path(a.report.as_ref(), input, None)?;
+    }
+    let opts = EvalOptions {
+        model: a.model,
+        config: a.config,
+        tokenizer: a.tokenizer,
+        quantized: a.quantized,
+        rtn: a.rtn,
+        text: a.text,
+        windows: a.windows,
+        window_len: a.window_len,
+    };
+    let b = backend(&a.run.backend)?;
+    let mut progress = ConsoleProgress::new(a.run.quiet);
+    let report = pool(a.run.threads)?.install(|| eval(&opts, b, &mut progress))?;
+    print_stdout(|out| print_report(out, &report));
+    if let Some(path) = &a.report {
+        crate::report::write_json(path, &report)?;
+    }
+    Ok(())
+}
 
 /// Options of [`eval`].
 #[derive(Debug, Clone)]

@@ -51,7 +51,7 @@ enum Command {
     /// Check every packed tensor of an adpq checkpoint (structure and checksum).
     Verify(VerifyArgs),
     /// Perplexity, KL divergence and top-1 agreement of quantized models against the input.
-    Eval(EvalArgs),
+    Eval(eval::EvalArgs),
 }
 
 /// Resolves `--backend` (`auto`, `scalar`, `avx2`, `neon`): one detection, then the
@@ -182,61 +182,6 @@ struct VerifyArgs {
     threads: usize,
 }
 
-#[derive(Args, Debug)]
-struct EvalArgs {
-    /// The input model: a folder with config.json, tokenizer.json and the weights, or a
-    /// .safetensors file in such a folder.
-    #[arg(long)]
-    model: PathBuf,
-    /// An adpq checkpoint of the model to score (repeatable).
-    #[arg(long, value_name = "CHECKPOINT")]
-    quantized: Vec<PathBuf>,
-    /// An RTN baseline to score (repeatable): sym or asym, then -gN (group, 128), -bN (bits, 4).
-    #[arg(long, value_name = "SPEC")]
-    rtn: Vec<adpq_eval::RtnSpec>,
-    /// English text (UTF-8) to score on.
-    #[arg(long, value_name = "FILE")]
-    text: PathBuf,
-    /// Number of windows, taken one after another from the start of the text.
-    #[arg(long, default_value_t = 8)]
-    windows: usize,
-    /// Tokens per window.
-    #[arg(long, default_value_t = 512)]
-    window_len: usize,
-    /// config.json, when not beside the model.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// tokenizer.json, when not beside the model.
-    #[arg(long, value_name = "FILE")]
-    tokenizer: Option<PathBuf>,
-    /// Write the results as JSON to this file.
-    #[arg(long, value_name = "FILE.json")]
-    json: Option<PathBuf>,
-    #[command(flatten)]
-    run: RunArgs,
-}
-
-fn eval(a: EvalArgs) -> Result<(), Error> {
-    let opts = eval::EvalOptions {
-        model: a.model,
-        config: a.config,
-        tokenizer: a.tokenizer,
-        quantized: a.quantized,
-        rtn: a.rtn,
-        text: a.text,
-        windows: a.windows,
-        window_len: a.window_len,
-    };
-    let b = backend(&a.run.backend)?;
-    let mut progress = ConsoleProgress::new(a.run.quiet);
-    let report = pool(a.run.threads)?.install(|| eval::eval(&opts, b, &mut progress))?;
-    print_stdout(|out| eval::print_report(out, &report));
-    if let Some(path) = &a.json {
-        report::write_json(path, &report)?;
-    }
-    Ok(())
-}
-
 fn pool(threads: usize) -> Result<rayon::ThreadPool, Error> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -347,7 +292,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Quantize(a) => quantize(a),
         Command::Dequantize(a) => dequantize(a),
-        Command::Eval(a) => eval(a),
+        Command::Eval(a) => eval::run(a),
         Command::Inspect(a) => {
             let ins = pipeline::inspect(&a.input)?;
             if a.json {
