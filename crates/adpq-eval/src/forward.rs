@@ -1,0 +1,193 @@
+//! The forward pass of a Llama-architecture causal LM over one window of tokens, all
+//! positions at once (no KV cache: each window is scored independently).
+//!
+//! Per block: `x += o(attention(rope(q(n₁(x))), rope(k(n₁(x))), v(n₁(x))))`, then
+//! `x += down(silu(gate(n₂(x))) · up(n₂(x)))`; `n` are RMS norms. Rotary embeddings use
+//! the Hugging Face "rotate half" layout (dimension `i` pairs with `i + head_dim / 2`).
+//! Attention is causal with grouped key/value heads. Activations are row-major
+//! `tokens × features` f32.
+
+use adpq_core::CpuKernels;
+use ndarray::{linalg::general_mat_mul, s, ArrayView2, ArrayViewMut2};
+use rayon::prelude::*;
+
+use crate::model::Model;
+use crate::{EvalError, Result};
+
+/// The logits (`tokens.len() × vocab`, row-major) of every position of `tokens`.
+pub fn logits(model: &Model<'_>, kernels: &impl CpuKernels, tokens: &[u32]) -> Result<Vec<f32>> {
+    let c = &model.config;
+    let (t, hid) = (tokens.len(), c.hidden_size);
+    let mut x = vec![0f32; t * hid];
+    for (row, &tok) in x.chunks_exact_mut(hid).zip(tokens) {
+        if tok as usize >= c.vocab_size {
+            return Err(EvalError::Text(format!(
+                "token id {tok} is outside the vocabulary"
+            )));
+        }
+        model.embed.rows_into(kernels, tok as usize, row)?;
+    }
+    let rope = Rope::new(t, c.head_dim(), c.rope_theta);
+    let eps = c.rms_norm_eps as f32;
+    let (q_dim, kv_dim) = (
+        c.num_attention_heads * c.head_dim(),
+        c.kv_heads() * c.head_dim(),
+    );
+    let mut h = vec![0f32; t * hid];
+    let (mut q, mut k, mut v) = (
+        vec![0f32; t * q_dim],
+        vec![0f32; t * kv_dim],
+        vec![0f32; t * kv_dim],
+    );
+    let mut att = vec![0f32; t * q_dim];
+    let (mut gate, mut up) = (
+        vec![0f32; t * c.intermediate_size],
+        vec![0f32; t * c.intermediate_size],
+    );
+    let mut delta = vec![0f32; t * hid];
+    for layer in &model.layers {
+        rms_norm(&x, &layer.attn_norm, eps, &mut h);
+        layer.q.matmul(kernels, &h, t, &mut q)?;
+        layer.k.matmul(kernels, &h, t, &mut k)?;
+        layer.v.matmul(kernels, &h, t, &mut v)?;
+        rope.apply(&mut q, c.num_attention_heads);
+        rope.apply(&mut k, c.kv_heads());
+        attention(
+            &q,
+            &k,
+            &v,
+            t,
+            c.num_attention_heads,
+            c.kv_heads(),
+            c.head_dim(),
+            &mut att,
+        )?;
+        layer.o.matmul(kernels, &att, t, &mut delta)?;
+        add(&mut x, &delta);
+        rms_norm(&x, &layer.mlp_norm, eps, &mut h);
+        layer.gate.matmul(kernels, &h, t, &mut gate)?;
+        layer.up.matmul(kernels, &h, t, &mut up)?;
+        gate.par_iter_mut()
+            .zip(&up)
+            .for_each(|(g, &u)| *g = *g / (1.0 + (-*g).exp()) * u);
+        layer.down.matmul(kernels, &gate, t, &mut delta)?;
+        add(&mut x, &delta);
+    }
+    rms_norm(&x, &model.norm, eps, &mut h);
+    let mut out = vec![0f32; t * c.vocab_size];
+    model.output().matmul(kernels, &h, t, &mut out)?;
+    Ok(out)
+}
+
+fn add(x: &mut [f32], d: &[f32]) {
+    x.par_iter_mut().zip(d).for_each(|(a, b)| *a += b);
+}
+
+/// `out = x / rms(x) · w`, row by row (the mean of squares taken in f64).
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let n = w.len();
+    out.par_chunks_mut(n)
+        .zip(x.par_chunks(n))
+        .for_each(|(o, r)| {
+            let ms = r.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / n as f64;
+            let inv = 1.0 / (ms as f32 + eps).sqrt();
+            for ((o, &v), &g) in o.iter_mut().zip(r).zip(w) {
+                *o = v * inv * g;
+            }
+        });
+}
+
+/// Rotary position embedding tables: `cos`/`sin` of `pos · θ^(−2i/d)`.
+struct Rope {
+    half: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Rope {
+    fn new(t: usize, head_dim: usize, theta: f64) -> Rope {
+        let half = head_dim / 2;
+        let (mut cos, mut sin) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
+        for p in 0..t {
+            for i in 0..half {
+                let a = p as f64 * theta.powf(-((2 * i) as f64) / head_dim as f64);
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        Rope { half, cos, sin }
+    }
+
+    /// Rotates every head of every position of `x` (`t × heads · head_dim`).
+    fn apply(&self, x: &mut [f32], heads: usize) {
+        let width = heads * 2 * self.half;
+        x.par_chunks_mut(width).enumerate().for_each(|(p, row)| {
+            let (cos, sin) = (
+                &self.cos[p * self.half..][..self.half],
+                &self.sin[p * self.half..][..self.half],
+            );
+            for head in row.chunks_exact_mut(2 * self.half) {
+                let (a, b) = head.split_at_mut(self.half);
+                for i in 0..self.half {
+                    let (x1, x2) = (a[i], b[i]);
+                    a[i] = x1 * cos[i] - x2 * sin[i];
+                    b[i] = x2 * cos[i] + x1 * sin[i];
+                }
+            }
+        });
+    }
+}
+
+/// Causal softmax attention, each query head reading key/value head `head / group`.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    t: usize,
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let shape_err = |e: ndarray::ShapeError| EvalError::Shape(e.to_string());
+    let qv = ArrayView2::from_shape((t, heads * d), q).map_err(shape_err)?;
+    let kv = ArrayView2::from_shape((t, kv_heads * d), k).map_err(shape_err)?;
+    let vv = ArrayView2::from_shape((t, kv_heads * d), v).map_err(shape_err)?;
+    let group = heads / kv_heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let per_head: Vec<Vec<f32>> = (0..heads)
+        .into_par_iter()
+        .map(|h| {
+            let g = h / group;
+            let qh = qv.slice(s![.., h * d..(h + 1) * d]);
+            let kh = kv.slice(s![.., g * d..(g + 1) * d]);
+            let vh = vv.slice(s![.., g * d..(g + 1) * d]);
+            let mut scores = vec![0f32; t * t];
+            let mut sv = ArrayViewMut2::from_shape((t, t), &mut scores[..]).map_err(shape_err)?;
+            general_mat_mul(scale, &qh, &kh.t(), 0.0, &mut sv);
+            for (i, row) in scores.chunks_exact_mut(t).enumerate() {
+                let m = row[..=i].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let mut sum = 0f32;
+                for s in &mut row[..=i] {
+                    *s = (*s - m).exp();
+                    sum += *s;
+                }
+                let inv = 1.0 / sum;
+                row[..=i].iter_mut().for_each(|s| *s *= inv);
+                row[i + 1..].fill(0.0);
+            }
+            let sv = ArrayView2::from_shape((t, t), &scores[..]).map_err(shape_err)?;
+            let mut o = vec![0f32; t * d];
+            let mut ov = ArrayViewMut2::from_shape((t, d), &mut o[..]).map_err(shape_err)?;
+            general_mat_mul(1.0, &sv, &vh, 0.0, &mut ov);
+            Ok(o)
+        })
+        .collect::<Result<_>>()?;
+    for (h, o) in per_head.iter().enumerate() {
+        for (dst, src) in out.chunks_exact_mut(heads * d).zip(o.chunks_exact(d)) {
+            dst[h * d..(h + 1) * d].copy_from_slice(src);
+        }
+    }
+    Ok(())
+}

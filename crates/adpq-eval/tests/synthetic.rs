@@ -1,0 +1,215 @@
+//! The forward pass and the metrics on a tiny random Llama (2 layers, GQA, tied
+//! embedding), no data needed: causality, determinism, and packed weights at 8 bits
+//! scoring close to the dense ones.
+
+use std::borrow::Cow;
+
+use adpq_core::kernels::{AnyKernels, Scalar};
+use adpq_core::{packed_len, Grid, PackedTensor, Params, Weights};
+use adpq_engine::{CpuEngine, Engine};
+use adpq_eval::{
+    evaluate, forward, Candidate, Layer, Linear, LlamaConfig, Model, PackedProjections, RtnSpec,
+};
+
+/// Deterministic pseudo-random weights in about ±`scale`.
+fn weights(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn dense(rows: usize, cols: usize, seed: u64) -> Linear<'static> {
+    let scale = 1.5 / (cols as f32).sqrt();
+    Linear::Dense {
+        w: Cow::Owned(weights(rows * cols, seed, scale)),
+        rows,
+        cols,
+    }
+}
+
+fn tiny() -> Model<'static> {
+    let config = LlamaConfig::from_json(
+        r#"{"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
+            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": true}"#,
+    )
+    .unwrap();
+    let (h, f, kv) = (128, 256, 64);
+    let layers = (0..2u64)
+        .map(|i| Layer {
+            attn_norm: Cow::Owned(vec![1.0; h]),
+            q: dense(h, h, 10 * i + 1),
+            k: dense(kv, h, 10 * i + 2),
+            v: dense(kv, h, 10 * i + 3),
+            o: dense(h, h, 10 * i + 4),
+            mlp_norm: Cow::Owned(
+                weights(h, 10 * i + 5, 0.2)
+                    .iter()
+                    .map(|v| 1.0 + v)
+                    .collect(),
+            ),
+            gate: dense(f, h, 10 * i + 6),
+            up: dense(f, h, 10 * i + 7),
+            down: dense(h, f, 10 * i + 8),
+        })
+        .collect();
+    Model {
+        config,
+        embed: Linear::Dense {
+            w: Cow::Owned(weights(300 * h, 99, 1.0)),
+            rows: 300,
+            cols: h,
+        },
+        layers,
+        norm: Cow::Owned(vec![1.0; h]),
+        lm_head: None,
+    }
+}
+
+fn tokens(n: usize) -> Vec<u32> {
+    (0..n as u32).map(|i| (i * 37 + 11) % 300).collect()
+}
+
+#[test]
+fn logits_are_causal_and_deterministic() {
+    let m = tiny();
+    let toks = tokens(40);
+    let full = forward::logits(&m, &Scalar, &toks).unwrap();
+    assert_eq!(full.len(), 40 * 300);
+    assert_eq!(full, forward::logits(&m, &Scalar, &toks).unwrap());
+    // A prefix sees the same logits, whatever follows it.
+    let prefix = forward::logits(&m, &Scalar, &toks[..17]).unwrap();
+    for (a, b) in prefix.iter().zip(&full) {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+    let mut changed = toks.clone();
+    changed[20] = (changed[20] + 1) % 300;
+    let other = forward::logits(&m, &Scalar, &changed).unwrap();
+    assert_eq!(full[..20 * 300], other[..20 * 300]);
+    assert_ne!(full[20 * 300..21 * 300], other[20 * 300..21 * 300]);
+    assert!(
+        forward::logits(&m, &Scalar, &[300]).is_err(),
+        "token outside the vocabulary"
+    );
+}
+
+#[test]
+fn packed_8_bit_weights_score_close_to_dense_and_rtn_2_bit_far() {
+    let m = tiny();
+    let kernels = AnyKernels::detect();
+    let engine = CpuEngine::new(kernels);
+    let params = Params::new(8, 64, 0.06, Grid::Symmetric).unwrap();
+    let bufs: Vec<Vec<u8>> = m
+        .projections()
+        .map(|(_, lin)| {
+            let Linear::Dense { w, rows, cols } = lin else {
+                unreachable!()
+            };
+            let t = engine.load(Weights::F32(w), *rows, *cols).unwrap();
+            let sel = engine.select(&t, &params).unwrap();
+            let mut buf =
+                vec![0u8; packed_len(*rows, *cols, params.format(), sel.n_outliers).unwrap()];
+            engine.quantize(&t, &params, &sel, &mut buf).unwrap();
+            buf
+        })
+        .collect();
+    let mut next = bufs.iter();
+    let packed = m
+        .map_projections(|_, _| Ok(Linear::Packed(PackedTensor::parse(next.next().unwrap())?)))
+        .unwrap();
+    // The library's in-memory variant holds the same bytes.
+    let variant = PackedProjections::quantize(&m, &engine, &params).unwrap();
+    assert_eq!(variant.params(), &params);
+    assert_eq!(
+        variant.packed_bytes(),
+        bufs.iter().map(Vec::len).sum::<usize>()
+    );
+    let from_variant = variant.model(&m).unwrap();
+    let toks = tokens(20);
+    assert_eq!(
+        forward::logits(&from_variant, &kernels, &toks).unwrap(),
+        forward::logits(&packed, &kernels, &toks).unwrap()
+    );
+    let rtn2 = m
+        .with_rtn(RtnSpec {
+            bits: 2,
+            group_size: 64,
+            asymmetric: false,
+        })
+        .unwrap();
+    let same = m
+        .map_projections(|_, l| {
+            Ok(match l {
+                Linear::Dense { w, rows, cols } => Linear::Dense {
+                    w: Cow::Borrowed(w),
+                    rows: *rows,
+                    cols: *cols,
+                },
+                _ => unreachable!(),
+            })
+        })
+        .unwrap();
+    let toks = tokens(96);
+    let wins: Vec<&[u32]> = toks.chunks(32).collect();
+    let cands = [
+        Candidate {
+            name: "same".into(),
+            model: &same,
+        },
+        Candidate {
+            name: "packed8".into(),
+            model: &packed,
+        },
+        Candidate {
+            name: "rtn2".into(),
+            model: &rtn2,
+        },
+    ];
+    let mut seen = Vec::new();
+    let r = evaluate(&m, &cands, &wins, &kernels, &mut |s| {
+        seen.push((s.window, s.model.to_string()))
+    })
+    .unwrap();
+    assert_eq!(seen.len(), 3 * 4);
+    assert_eq!(seen[1], (0, "same".to_string()));
+    assert_eq!(r.predictions, 3 * 31);
+    let (same, p8, r2) = (&r.candidates[0], &r.candidates[1], &r.candidates[2]);
+    assert_eq!(
+        (same.mean_kl, same.top1_agreement, same.perplexity_ratio),
+        (0.0, 1.0, 1.0)
+    );
+    assert!(
+        p8.mean_kl > 0.0 && p8.mean_kl < 1e-3,
+        "8-bit KL {}",
+        p8.mean_kl
+    );
+    assert!(
+        p8.top1_agreement > 0.9,
+        "8-bit agreement {}",
+        p8.top1_agreement
+    );
+    assert!(
+        (p8.perplexity_ratio - 1.0).abs() < 0.01,
+        "8-bit ratio {}",
+        p8.perplexity_ratio
+    );
+    assert!(
+        r2.mean_kl > 10.0 * p8.mean_kl,
+        "2-bit RTN KL {} vs 8-bit {}",
+        r2.mean_kl,
+        p8.mean_kl
+    );
+    assert!(
+        p8.bits_per_weight > 8.0 && p8.bits_per_weight < 10.0,
+        "{}",
+        p8.bits_per_weight
+    );
+    assert_eq!(r.reference.bits_per_weight, 32.0);
+    assert_eq!(r2.bits_per_weight, 2.25);
+}

@@ -1,0 +1,293 @@
+//! `adpq eval`: its arguments; load the input model and each candidate (adpq
+//! checkpoints, RTN baselines), tokenize the text, run [`adpq_eval::evaluate`] with
+//! progress, and print the table.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use adpq_core::kernels::AnyKernels;
+use adpq_eval::{Candidate, EvalError, EvalReport, LlamaConfig, Model, RtnSpec, TextTokenizer};
+use adpq_io::{Checkpoint, Error, Result};
+use clap::Args;
+
+use crate::progress::{ConsoleProgress, Progress};
+use crate::{backend, check_report_path, pool, print_stdout, RunArgs};
+
+/// The arguments of `adpq eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The input model: a folder with config.json, tokenizer.json and the weights, or a
+    /// .safetensors file in such a folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// An adpq checkpoint of the model to score (repeatable).
+    #[arg(long, value_name = "CHECKPOINT")]
+    quantized: Vec<PathBuf>,
+    /// An RTN baseline to score (repeatable): sym or asym, then -gN (group, 128), -bN (bits, 4).
+    #[arg(long, value_name = "SPEC")]
+    rtn: Vec<RtnSpec>,
+    /// English text (UTF-8) to score on.
+    #[arg(long, value_name = "FILE")]
+    text: PathBuf,
+    /// Number of windows, taken one after another from the start of the text.
+    #[arg(long, default_value_t = 8)]
+    windows: usize,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 512)]
+    window_len: usize,
+    /// config.json, when not beside the model.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// tokenizer.json, when not beside the model.
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// `adpq eval`: runs [`eval`] with the arguments, prints the table, writes the JSON.
+pub fn run(a: EvalArgs) -> Result<(), Error> {
+    // The report never replaces an input (the model, a checkpoint, the text).
+    for input in std::iter::once(&a.model)
+        .chain(&a.quantized)
+        .chain([&a.text])
+    {
+        check_report_path(a.report.as_ref(), input, None)?;
+    }
+    let opts = EvalOptions {
+        model: a.model,
+        config: a.config,
+        tokenizer: a.tokenizer,
+        quantized: a.quantized,
+        rtn: a.rtn,
+        text: a.text,
+        windows: a.windows,
+        window_len: a.window_len,
+    };
+    let b = backend(&a.run.backend)?;
+    let mut progress = ConsoleProgress::new(a.run.quiet);
+    let report = pool(a.run.threads)?.install(|| eval(&opts, b, &mut progress))?;
+    print_stdout(|out| print_report(out, &report));
+    if let Some(path) = &a.report {
+        crate::report::write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+/// Options of [`eval`].
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// The input model: a folder (config.json, tokenizer.json, weights) or a weights file
+    /// whose folder holds the two json files.
+    pub model: PathBuf,
+    /// `config.json`, when not beside the model.
+    pub config: Option<PathBuf>,
+    /// `tokenizer.json`, when not beside the model.
+    pub tokenizer: Option<PathBuf>,
+    /// adpq checkpoints of the same model.
+    pub quantized: Vec<PathBuf>,
+    /// RTN baselines of the input model.
+    pub rtn: Vec<RtnSpec>,
+    /// The text (UTF-8).
+    pub text: PathBuf,
+    /// Number of windows.
+    pub windows: usize,
+    /// Tokens per window.
+    pub window_len: usize,
+}
+
+/// Scores every candidate against the input model.
+pub fn eval(
+    opts: &EvalOptions,
+    kernels: AnyKernels,
+    progress: &mut dyn Progress,
+) -> Result<EvalReport> {
+    if !opts.model.exists() {
+        return Err(Error::Usage(format!(
+            "--model {}: no such file or folder",
+            opts.model.display()
+        )));
+    }
+    let dir = if opts.model.is_dir() {
+        opts.model.clone()
+    } else {
+        opts.model
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    };
+    let config_path = opts
+        .config
+        .clone()
+        .unwrap_or_else(|| dir.join("config.json"));
+    let tok_path = opts
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| dir.join("tokenizer.json"));
+    let config = LlamaConfig::from_file(&config_path).map_err(err(&config_path))?;
+    let tokenizer = TextTokenizer::from_file(&tok_path).map_err(err(&tok_path))?;
+    let text = std::fs::read_to_string(&opts.text).map_err(|e| Error::io(&opts.text, e))?;
+    let tokens = tokenizer.encode(&text).map_err(err(&opts.text))?;
+    let windows = adpq_eval::windows(&tokens, opts.windows, opts.window_len)
+        .map_err(|e| Error::Usage(format!("{}: {e}", opts.text.display())))?;
+
+    let input_ckpt = Checkpoint::open(&opts.model)?;
+    let reference = Model::load(config.clone(), &input_ckpt).map_err(err(&opts.model))?;
+    let ckpts = opts
+        .quantized
+        .iter()
+        .map(|p| Checkpoint::open(p))
+        .collect::<Result<Vec<_>>>()?;
+    let mut models = Vec::new();
+    for (path, ckpt) in opts.quantized.iter().zip(&ckpts) {
+        let m = Model::load(config.clone(), ckpt).map_err(err(path))?;
+        models.push((path.display().to_string(), m));
+    }
+    for spec in &opts.rtn {
+        let m = reference.with_rtn(*spec).map_err(err(&opts.model))?;
+        models.push((spec.to_string(), m));
+    }
+    let candidates: Vec<Candidate<'_>> = models
+        .iter()
+        .map(|(name, model)| Candidate {
+            name: name.clone(),
+            model,
+        })
+        .collect();
+
+    progress.line(&format!(
+        "eval: {} windows x {} tokens of {} ({} tokens in all), {} candidate(s)",
+        windows.len(),
+        opts.window_len,
+        opts.text.display(),
+        tokens.len(),
+        candidates.len()
+    ));
+    progress.begin((windows.len() * (1 + candidates.len())) as u64);
+    let report = adpq_eval::evaluate(&reference, &candidates, &windows, &kernels, &mut |s| {
+        progress.message(&format!(
+            "window {}/{}: {}",
+            s.window + 1,
+            windows.len(),
+            s.model
+        ));
+        progress.note(&format!(
+            "window {}/{}: {} done ({}/{})",
+            s.window + 1,
+            windows.len(),
+            s.model,
+            s.done,
+            s.total
+        ));
+        progress.advance(1);
+    })
+    .map_err(err(&opts.model))?;
+    progress.finish();
+    Ok(report)
+}
+
+/// Maps an evaluation error to the CLI's error, naming `path`.
+fn err(path: &Path) -> impl Fn(EvalError) -> Error + '_ {
+    move |e| match e {
+        EvalError::Checkpoint(e) => e,
+        EvalError::Io { path, source } => Error::io(path, source),
+        other => Error::invalid(path, other.to_string()),
+    }
+}
+
+/// Prints the table of an [`EvalReport`].
+pub fn print_report(out: &mut dyn Write, r: &EvalReport) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} windows x {} tokens, {} predictions per model, {:.1} s",
+        r.windows, r.window_len, r.predictions, r.seconds
+    )?;
+    let width = r
+        .candidates
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    writeln!(
+        out,
+        "{:<width$}  {:>7}  {:>10}  {:>7}  {:>8}  {:>7}  {:>9}",
+        "model", "bits/w", "perplexity", "x input", "mean KL", "top-1", "forward s"
+    )?;
+    for s in std::iter::once(&r.reference).chain(&r.candidates) {
+        writeln!(
+            out,
+            "{:<width$}  {:>7.3}  {:>10.3}  {:>7.4}  {:>8.5}  {:>6.2}%  {:>9.1}",
+            s.name,
+            s.bits_per_weight,
+            s.perplexity,
+            s.perplexity_ratio,
+            s.mean_kl,
+            s.top1_agreement * 100.0,
+            s.forward_seconds
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adpq_eval::Score;
+
+    fn score(name: &str, ppl: f64, kl: f64, top1: f64) -> Score {
+        Score {
+            name: name.into(),
+            bits_per_weight: 4.807,
+            perplexity: ppl,
+            perplexity_ratio: ppl / 33.06,
+            mean_kl: kl,
+            top1_agreement: top1,
+            forward_seconds: 1.25,
+        }
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_model_with_its_figures() {
+        let r = EvalReport {
+            windows: 8,
+            window_len: 512,
+            predictions: 4088,
+            reference: score("input", 33.06, 0.0, 1.0),
+            candidates: vec![score(
+                "a-long-candidate-name.safetensors",
+                41.166,
+                0.27986,
+                0.704,
+            )],
+            seconds: 20.0,
+        };
+        let mut out = Vec::new();
+        print_report(&mut out, &r).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("8 windows x 512 tokens, 4088 predictions"));
+        let row: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "a-long-candidate-name.safetensors",
+                "4.807",
+                "41.166",
+                "1.2452",
+                "0.27986",
+                "70.40%",
+                "1.2"
+            ]
+        );
+        // Columns line up: every row is as wide as the header.
+        assert!(
+            lines[1..].iter().all(|l| l.len() == lines[1].len()),
+            "{text}"
+        );
+    }
+}
