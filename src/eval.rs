@@ -11,7 +11,7 @@ use adpq_io::{Checkpoint, Error, Result};
 use clap::Args;
 
 use crate::progress::{ConsoleProgress, Progress};
-use crate::{backend, check_report_path, pool, print_stdout, RunArgs};
+use crate::{backend, open_report, pool, print_stdout, RunArgs};
 
 /// The arguments of `adpq eval`.
 #[derive(Args, Debug)]
@@ -51,12 +51,13 @@ pub struct EvalArgs {
 /// `adpq eval`: runs [`eval`] with the arguments, prints the table, writes the JSON.
 pub fn run(a: EvalArgs) -> Result<(), Error> {
     // The report never replaces an input (the model, a checkpoint, the text).
-    for input in std::iter::once(&a.model)
-        .chain(&a.quantized)
-        .chain([&a.text])
-    {
-        check_report_path(a.report.as_ref(), input, None)?;
+    if let Some(path) = &a.report {
+        for input in a.quantized.iter().chain([&a.text]) {
+            crate::pipeline::check_report_path(path, input, None)?;
+        }
     }
+    // Created now (and checked against the model), so an unwritable report fails first.
+    let report_out = open_report(a.report.as_ref(), &a.model, None)?;
     let opts = EvalOptions {
         model: a.model,
         config: a.config,
@@ -71,8 +72,9 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
     let mut progress = ConsoleProgress::new(a.run.quiet);
     let report = pool(a.run.threads)?.install(|| eval(&opts, b, &mut progress))?;
     print_stdout(|out| print_report(out, &report));
-    if let Some(path) = &a.report {
-        crate::report::write_json(path, &report)?;
+    if let Some(out) = report_out {
+        crate::report::write_json(&out, &report)?;
+        out.commit()?;
     }
     Ok(())
 }

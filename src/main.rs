@@ -201,7 +201,7 @@ fn print_stdout(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
 /// Opens the `--report` output before any work (its temporary file is created now), so
 /// a report that cannot be written fails the run before anything else is written. An
 /// error too when it would overwrite the input or the output.
-fn open_report(
+pub(crate) fn open_report(
     report: Option<&PathBuf>,
     input: &std::path::Path,
     output: Option<&std::path::Path>,

@@ -3,10 +3,9 @@
 //! packed tensors of an adpq checkpoint parsed in place.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use adpq_core::Weights;
-use adpq_io::meta::{is_adpq, originals_of, packed_of, OriginalTensor};
+use adpq_io::meta::{is_adpq, packed_of, read_adpq_meta, AdpqMeta};
 use adpq_io::{weight_data, Checkpoint, SafetensorsFile, WeightData};
 
 use crate::config::LlamaConfig;
@@ -54,7 +53,7 @@ pub struct Model<'a> {
 
 /// Finds tensors by name across the files of a checkpoint.
 struct Lookup<'a> {
-    files: Vec<(&'a SafetensorsFile, BTreeMap<String, OriginalTensor>)>,
+    files: Vec<(&'a SafetensorsFile, Option<AdpqMeta>)>,
 }
 
 impl<'a> Lookup<'a> {
@@ -62,21 +61,24 @@ impl<'a> Lookup<'a> {
         let mut files = Vec::new();
         for f in &ckpt.files {
             let meta = f.user_metadata();
-            let origs = if is_adpq(&meta) {
-                originals_of(f, &meta)?
+            let adpq = if is_adpq(&meta) {
+                Some(read_adpq_meta(f, &meta)?)
             } else {
-                BTreeMap::new()
+                None
             };
-            files.push((f, origs));
+            files.push((f, adpq));
         }
         Ok(Lookup { files })
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Linear<'a>> {
-        for (f, origs) in &self.files {
+        for (f, adpq) in &self.files {
             let Some(t) = f.tensor(name) else { continue };
-            let lin = match origs.get(name) {
-                Some(orig) => Linear::Packed(packed_of(f, &t, orig, true)?),
+            let packed = adpq
+                .as_ref()
+                .and_then(|m| Some((m.originals.get(name)?, &m.params)));
+            let lin = match packed {
+                Some((orig, params)) => Linear::Packed(packed_of(f, &t, orig, params, true)?),
                 None => {
                     if t.shape.len() != 2 {
                         return Err(shape(name, &[rows, cols], t.shape));
