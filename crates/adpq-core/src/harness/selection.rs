@@ -39,8 +39,9 @@ const SORT_LIMIT: usize = 1 << 16;
 /// `k = round(α·N)` outliers, the `k` largest `|w|`, ties at the threshold to the earliest
 /// in row-major order; a NaN, infinite or `|w| ≥ 2^124` weight rejected at the smallest
 /// such index; a nonzero tensor below 2^-100 rejected as too small. Small tensors are also
-/// quantized by every kernel set: identical bytes, and the outliers are the oracle's. The
-/// reference mode must agree on rejections and count the outliers it reports.
+/// quantized by every kernel set: identical bytes, and the outliers are the oracle's. On
+/// small tensors the reference mode must agree on rejections and count the outliers it
+/// reports.
 pub fn selection(pattern: &[f32], ty: InputType, rows: usize, cols: usize, alpha: f64) {
     let Ok(params) = Params::new(4, 128, alpha, Grid::Symmetric) else {
         return;
@@ -74,6 +75,10 @@ pub fn selection(pattern: &[f32], ty: InputType, rows: usize, cols: usize, alpha
         check_selection(&want, got, &abs_bits, kernels, "select_outliers");
         let got = select_by_passes(&scan, rows, cols, &params);
         check_selection(&want, got, &abs_bits, kernels, "select_by_passes");
+        if n > SORT_LIMIT {
+            // Dozens of passes: too slow for the fuzzer on large tensors.
+            continue;
+        }
         let reference = params.with_selection(SelectionMode::Reference { n_iters: 20 });
         match (select_by_passes(&scan, rows, cols, &reference), &want) {
             (Err(e), Err(w)) => assert_eq!(
