@@ -79,3 +79,36 @@ fn check_dot_rejects_a_wrong_result() {
     let y = Scalar.dot_row(&t, 0, &x).unwrap();
     adpq_core::harness::check_dot(&t, 0, &x, &back, y + 0.5);
 }
+
+/// `selection`'s first finding was in its oracle: a rejected weight was reported with
+/// its magnitude (`inf`) where the kernels rightly report its value (`-inf`). The oracle
+/// now keeps the signed values; the selection error names the value as given.
+#[test]
+fn selection_reports_a_rejected_weight_with_its_sign() {
+    use adpq_core::harness::{selection, InputType};
+    use adpq_core::{Params, Weights};
+    for ty in [InputType::F32, InputType::F16, InputType::Bf16] {
+        selection(&[0.5, f32::NEG_INFINITY, -3.0e38], ty, 2, 5, 0.06);
+    }
+    let w = [0.5f32, f32::NEG_INFINITY];
+    assert!(matches!(
+        Scalar.select(Weights::F32(&w), 1, 2, &Params::DEFAULT),
+        Err(Error::NonFinite { row: 0, col: 1, value }) if value == f32::NEG_INFINITY
+    ));
+}
+
+/// The selection harness passes on ordinary and tie-heavy tensors of every input type
+/// (its oracle agrees with every path), and on the edges of the range.
+#[test]
+fn selection_harness_accepts_exact_selections() {
+    use adpq_core::harness::{selection, InputType};
+    let ties: Vec<f32> = (0..37).map(|i| ((i % 7) as f32 - 3.0) / 4.0).collect();
+    let edges = [65504.0, -65504.0, 1e-40, 0.0, -0.0, 5.96e-8, 2.126_764_6e37];
+    for ty in [InputType::F32, InputType::F16, InputType::Bf16] {
+        for alpha in [0.0, 0.06, 0.3, 0.5] {
+            selection(&ties, ty, 5, 33, alpha);
+            selection(&edges, ty, 3, 7, alpha);
+            selection(&[1e-40, -2e-41], ty, 2, 3, alpha);
+        }
+    }
+}

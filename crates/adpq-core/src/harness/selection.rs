@@ -65,10 +65,9 @@ pub fn selection(pattern: &[f32], ty: InputType, rows: usize, cols: usize, alpha
             Weights::Bf16(&bf16s)
         }
     };
-    let abs_bits: Vec<u32> = (0..n)
-        .map(|i| w.value(i).unwrap().to_bits() & 0x7FFF_FFFF)
-        .collect();
-    let want = oracle(&abs_bits, cols, alpha);
+    let values: Vec<f32> = (0..n).map(|i| w.value(i).unwrap()).collect();
+    let abs_bits: Vec<u32> = values.iter().map(|v| v.to_bits() & 0x7FFF_FFFF).collect();
+    let want = oracle(&values, &abs_bits, cols, alpha);
     for kernels in AnyKernels::available() {
         let scan = KernelScan::new(kernels, w);
         let got = select_outliers(&scan, rows, cols, &params);
@@ -107,10 +106,10 @@ pub fn selection(pattern: &[f32], ty: InputType, rows: usize, cols: usize, alpha
 }
 
 /// The expected selection, by sorting (counting when the tensor is large).
-fn oracle(abs_bits: &[u32], cols: usize, alpha: f64) -> Result<Selection, Error> {
+fn oracle(values: &[f32], abs_bits: &[u32], cols: usize, alpha: f64) -> Result<Selection, Error> {
     if let Some(i) = abs_bits.iter().position(|&b| b >= OUT_OF_RANGE_BITS) {
         let (row, col) = ((i / cols) as u64, (i % cols) as u64);
-        let value = f32::from_bits(abs_bits[i]);
+        let value = values[i];
         return Err(if abs_bits[i] >= NON_FINITE_BITS {
             Error::NonFinite { row, col, value }
         } else {

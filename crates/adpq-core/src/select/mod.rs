@@ -225,6 +225,8 @@ fn passes_or_reference<S: TensorScan + ?Sized>(
         SelectionMode::Reference { n_iters } => {
             let mut bins = [0u32; HIST_BINS];
             let max_abs_bits = histogram(&HistogramPass::level(0, 0), &mut bins).map_err(at)?;
+            // Before the search, which may fail to bracket on such a tensor.
+            check_magnitude(f32::from_bits(max_abs_bits))?;
             let zeros = n - scan.count_at_least(1);
             reference::select_reference(n, params.alpha, n_iters, zeros, max_abs_bits, |t| {
                 scan.count_at_least(t)
