@@ -137,7 +137,18 @@ fn selection_seeds() -> Vec<(&'static str, Vec<u8>)> {
         .collect();
     let edges: Vec<u8> = [9u8, 10, 10, 9].into_iter().flat_map(special).collect();
     let subnormal: Vec<u8> = [6u8, 6, 5, 4].into_iter().flat_map(special).collect();
-    let with = |head: [u8; 5], body: &[u8]| [&head[..], body].concat();
+    let with = |head: [u8; 5], body: &[u8]| {
+        let mut bytes = [&head[..], body].concat();
+        if head[1] == 0xFF {
+            // A last ±0 value whose sign byte salts the hash past the target's gate.
+            bytes.extend([4, 0]);
+            let last = bytes.len() - 1;
+            while fnv1a(&bytes) % 8 != 0 {
+                bytes[last] = bytes[last].wrapping_add(1);
+            }
+        }
+        bytes
+    };
     vec![
         ("f32_ties_3x20", with([0, 0, 2, 19, 2], &ties)),
         ("f16_ties_8x64_half", with([1, 0, 7, 63, 1], &ties)),
@@ -151,6 +162,13 @@ fn selection_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("f32_big_ties", with([0, 0xFF, 0, 0, 2], &ties)),
         ("f16_big_ties_half", with([1, 0xFF, 0, 7, 1], &ties)),
     ]
+}
+
+/// The `selection` target's gate hash (FNV-1a, 32 bits).
+fn fnv1a(data: &[u8]) -> u32 {
+    data.iter().fold(0x811C_9DC5, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// Small valid packed buffers (the `parse_packed` seeds).

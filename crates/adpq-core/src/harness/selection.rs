@@ -27,7 +27,7 @@ pub enum InputType {
     Bf16,
 }
 
-/// Tensors at least this large are checked without the sort (the sampled path's size).
+/// Tensors up to this size are also quantized and checked weight by weight.
 const SORT_LIMIT: usize = 1 << 16;
 
 /// Exact selection of a `rows × cols` tensor made of `pattern` repeated in row-major
@@ -35,7 +35,7 @@ const SORT_LIMIT: usize = 1 << 16;
 ///
 /// Every kernel set of the host ([`AnyKernels::available`]) selects through
 /// [`select_outliers`] (the sampled one-pass path when the tensor has at least 2^20
-/// weights) and [`select_by_passes`]; each result must equal the oracle: exactly
+/// weights) and, on tensors of at most 2^16 weights, [`select_by_passes`]; each result must equal the oracle: exactly
 /// `k = round(α·N)` outliers, the `k` largest `|w|`, ties at the threshold to the earliest
 /// in row-major order; a NaN, infinite or `|w| ≥ 2^124` weight rejected at the smallest
 /// such index; a nonzero tensor below 2^-100 rejected as too small. Small tensors are also
@@ -65,19 +65,30 @@ pub fn selection(pattern: &[f32], ty: InputType, rows: usize, cols: usize, alpha
             Weights::Bf16(&bf16s)
         }
     };
-    let values: Vec<f32> = (0..n).map(|i| w.value(i).unwrap()).collect();
-    let abs_bits: Vec<u32> = values.iter().map(|v| v.to_bits() & 0x7FFF_FFFF).collect();
-    let want = oracle(&values, &abs_bits, cols, alpha);
+    // The pattern as the kernels see it (after rounding to the input type).
+    let seen: Vec<f32> = (0..pattern.len().min(n))
+        .map(|i| w.value(i).unwrap())
+        .collect();
+    let want = oracle(&seen, n, cols, alpha);
+    let small = n <= SORT_LIMIT;
+    let abs_bits: Vec<u32> = if small {
+        (0..n)
+            .map(|i| w.value(i).unwrap().to_bits() & 0x7FFF_FFFF)
+            .collect()
+    } else {
+        Vec::new()
+    };
     for kernels in AnyKernels::available() {
         let scan = KernelScan::new(kernels, w);
         let got = select_outliers(&scan, rows, cols, &params);
-        check_selection(&want, got, &abs_bits, kernels, "select_outliers");
-        let got = select_by_passes(&scan, rows, cols, &params);
-        check_selection(&want, got, &abs_bits, kernels, "select_by_passes");
-        if n > SORT_LIMIT {
-            // Dozens of passes: too slow for the fuzzer on large tensors.
+        check_selection(&want, got, n, kernels, "select_outliers");
+        if !small {
+            // The passes are the same code on small tensors; the reference search makes
+            // dozens of passes. Both are too slow for the fuzzer here.
             continue;
         }
+        let got = select_by_passes(&scan, rows, cols, &params);
+        check_selection(&want, got, n, kernels, "select_by_passes");
         let reference = params.with_selection(SelectionMode::Reference { n_iters: 20 });
         match (select_by_passes(&scan, rows, cols, &reference), &want) {
             (Err(e), Err(w)) => assert_eq!(
@@ -100,16 +111,19 @@ pub fn selection(pattern: &[f32], ty: InputType, rows: usize, cols: usize, alpha
             (got, want) => panic!("reference mode: {got:?}, exact oracle {want:?}"),
         }
     }
-    if let (Ok(sel), true) = (want, n <= SORT_LIMIT) {
+    if let (Ok(sel), true) = (want, small) {
         check_quantized(w, rows, cols, &params, &sel, &abs_bits);
     }
 }
 
-/// The expected selection, by sorting (counting when the tensor is large).
-fn oracle(values: &[f32], abs_bits: &[u32], cols: usize, alpha: f64) -> Result<Selection, Error> {
+/// The expected selection of `n` weights made of `seen` repeated, by sorting the
+/// pattern's magnitudes and counting each with its number of occurrences.
+fn oracle(seen: &[f32], n: usize, cols: usize, alpha: f64) -> Result<Selection, Error> {
+    let abs_bits: Vec<u32> = seen.iter().map(|v| v.to_bits() & 0x7FFF_FFFF).collect();
+    // Pattern index `i` occurs at flat indices `i, i + len, …`: its first is `i`.
     if let Some(i) = abs_bits.iter().position(|&b| b >= OUT_OF_RANGE_BITS) {
         let (row, col) = ((i / cols) as u64, (i % cols) as u64);
-        let value = values[i];
+        let value = seen[i];
         return Err(if abs_bits[i] >= NON_FINITE_BITS {
             Error::NonFinite { row, col, value }
         } else {
@@ -121,7 +135,7 @@ fn oracle(values: &[f32], abs_bits: &[u32], cols: usize, alpha: f64) -> Result<S
     if max_abs > 0.0 && max_abs < MIN_MAX_ABS {
         return Err(Error::TooSmall { max_abs });
     }
-    let k = target_count(alpha, abs_bits.len() as u64);
+    let k = target_count(alpha, n as u64);
     if k == 0 {
         return Ok(Selection {
             threshold_bits: NON_FINITE_BITS,
@@ -133,20 +147,27 @@ fn oracle(values: &[f32], abs_bits: &[u32], cols: usize, alpha: f64) -> Result<S
             mode: SelectionMode::Exact,
         });
     }
-    let threshold_bits = if abs_bits.len() <= SORT_LIMIT {
-        // Magnitudes descending, ties by index: the first k are the outliers.
-        let mut order: Vec<usize> = (0..abs_bits.len()).collect();
-        order.sort_by_key(|&i| (core::cmp::Reverse(abs_bits[i]), i));
-        abs_bits[order[k as usize - 1]]
-    } else {
-        // The k-th largest, without sorting the whole tensor.
-        let mut copy = abs_bits.to_vec();
-        *copy
-            .select_nth_unstable_by(k as usize - 1, |a, b| b.cmp(a))
-            .1
+    let len = abs_bits.len();
+    let occurrences = |i: usize| (n / len + usize::from(i < n % len)) as u64;
+    let mut order: Vec<usize> = (0..len).collect();
+    order.sort_by_key(|&i| core::cmp::Reverse(abs_bits[i]));
+    let mut taken = 0u64;
+    let mut threshold_bits = 0;
+    for &i in &order {
+        taken += occurrences(i);
+        if taken >= k {
+            threshold_bits = abs_bits[i];
+            break;
+        }
+    }
+    let count = |keep: &dyn Fn(u32) -> bool| -> u64 {
+        (0..len)
+            .filter(|&i| keep(abs_bits[i]))
+            .map(occurrences)
+            .sum()
     };
-    let above = abs_bits.iter().filter(|&&b| b > threshold_bits).count() as u64;
-    let equal = abs_bits.iter().filter(|&&b| b == threshold_bits).count() as u64;
+    let above = count(&|b| b > threshold_bits);
+    let equal = count(&|b| b == threshold_bits);
     let need = k - above;
     let t = f64::from(f32::from_bits(threshold_bits));
     Ok(Selection {
@@ -164,7 +185,7 @@ fn oracle(values: &[f32], abs_bits: &[u32], cols: usize, alpha: f64) -> Result<S
 fn check_selection(
     want: &Result<Selection, Error>,
     got: Result<Selection, Error>,
-    abs_bits: &[u32],
+    n: usize,
     kernels: AnyKernels,
     path: &str,
 ) {
@@ -172,7 +193,7 @@ fn check_selection(
     match (want, got) {
         (Ok(w), Ok(g)) => {
             let g = Selection { passes: 0, ..g };
-            assert_eq!(*w, g, "{path} on {name}, {} weights", abs_bits.len());
+            assert_eq!(*w, g, "{path} on {name}, {n} weights");
         }
         (Err(w), Err(g)) => {
             // Compare values by their bits (NaN).
