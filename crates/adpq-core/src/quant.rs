@@ -8,6 +8,12 @@
 //! the f16 rounding of the step at the clamped end of the range. Codes are
 //! `round_ties_even(w · (1/Δ))` with `1/Δ` computed once per grid in f32: SIMD backends
 //! perform the same f32 operations and so produce identical codes.
+//!
+//! The range is bounded at both ends: weights at or above 2^124 are rejected (the
+//! exponent cannot go higher), and so are nonzero tensors whose largest magnitude is
+//! below [`MIN_MAX_ABS`] (2^-100): with the exponent clamped at [`MIN_SCALE_EXP`] their
+//! steps would fall below f16's normal range and the tensor would come back zeroed.
+//! Keeping `e ≥ -102` also keeps every step a normal f32, so `1/Δ` never overflows.
 
 use half::f16;
 

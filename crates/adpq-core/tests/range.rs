@@ -232,3 +232,24 @@ fn the_error_bound_holds_at_the_top_of_the_range() {
         decode_finite(&buf);
     }
 }
+
+/// At the edges of the accepted range every kernel set writes the scalar oracle's bytes
+/// (the SIMD kernels share the grid arithmetic of `quant.rs`).
+#[test]
+fn edge_tensors_pack_identically_on_every_kernel_set() {
+    let (rows, cols) = (3, 200);
+    let top = f32::from_bits(adpq_core::select::OUT_OF_RANGE_BITS - 1);
+    for scale in [MIN_MAX_ABS, MIN_MAX_ABS * 3.0, 65504.0, top] {
+        let w = pattern(rows * cols, scale);
+        for params in every_params() {
+            let want = quantize(Weights::F32(&w), rows, cols, &params).unwrap();
+            for k in AnyKernels::available() {
+                let sel = k.select(Weights::F32(&w), rows, cols, &params).unwrap();
+                let mut buf = vec![0u8; want.len()];
+                k.quantize(Weights::F32(&w), rows, cols, &params, &sel, &mut buf)
+                    .unwrap();
+                assert!(buf == want, "{} at {scale:e}, {params:?}", k.name());
+            }
+        }
+    }
+}
