@@ -125,6 +125,14 @@ fn selection_seeds() -> Vec<(&'static str, Vec<u8>)> {
             }
         })
         .collect();
+    // ±(i + 1) · 2^-7: 500 distinct magnitudes, so the sampled path's bracket holds few.
+    let distinct: Vec<u8> = (0..500i16)
+        .flat_map(|i| {
+            let m = if i % 2 == 0 { i + 1 } else { -(i + 1) };
+            let [a, b] = m.to_le_bytes();
+            [2, a, b, (-7i8) as u8]
+        })
+        .collect();
     let specials: Vec<u8> = (0..16u8).flat_map(special).collect();
     let zeros: Vec<u8> = (0..12)
         .flat_map(|i| {
@@ -160,6 +168,7 @@ fn selection_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("f32_edges_2x2", with([0, 0, 1, 1, 1], &edges)),
         ("bf16_subnormal_1x4", with([2, 0, 0, 3, 2], &subnormal)),
         ("f32_big_ties", with([0, 0xFF, 0, 0, 2], &ties)),
+        ("f32_big_distinct", with([0, 0xFF, 0, 0, 2], &distinct)),
         ("f16_big_ties_half", with([1, 0xFF, 0, 7, 1], &ties)),
     ]
 }

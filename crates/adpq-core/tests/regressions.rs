@@ -112,3 +112,25 @@ fn selection_harness_accepts_exact_selections() {
         }
     }
 }
+
+/// The `selection` target's large inputs replicate a pattern of at most 512 values to
+/// 2^20+ weights. With few distinct magnitudes the sampled path declines (its bracket
+/// holds too many ties) and the passes run; with a few hundred it is taken. The seed
+/// `f32_big_distinct` is such a pattern: this checks it takes the sampled path and that
+/// the harness accepts it.
+#[test]
+fn selection_harness_reaches_the_sampled_path() {
+    use adpq_core::harness::{selection, InputType};
+    use adpq_core::{Params, Weights};
+    // As gen_seeds writes it: ±(i + 1) · 2^-7.
+    let pattern: Vec<f32> = (0..500)
+        .map(|i| (i + 1) as f32 * if i % 2 == 0 { 1.0 } else { -1.0 } / 128.0)
+        .collect();
+    let (rows, cols) = (1024, 1024);
+    let w: Vec<f32> = (0..rows * cols).map(|i| pattern[i % pattern.len()]).collect();
+    let sel = Scalar
+        .select(Weights::F32(&w), rows, cols, &Params::DEFAULT)
+        .unwrap();
+    assert_eq!(sel.passes, 1, "the sampled path");
+    selection(&pattern, InputType::F32, rows, cols, 0.06);
+}
