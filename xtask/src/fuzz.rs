@@ -1,5 +1,5 @@
 //! `cargo xtask fuzz [SECONDS] [TARGET...]`: runs each cargo-fuzz target of `fuzz/` for
-//! SECONDS (default 20), failing when one finds a crash, a timeout or a leak.
+//! SECONDS (default 15), failing when one finds a crash, a timeout or a leak.
 //!
 //! Installs cargo-fuzz (`cargo install cargo-fuzz --locked`) when it is missing; needs the
 //! rustup `nightly` toolchain (for `-Z sanitizer=address`). Each target reads the checked-in
@@ -15,8 +15,14 @@ use std::time::Instant;
 use crate::{project_root, DynResult};
 
 /// The fuzz targets, in the order they run.
-const TARGETS: &[&str] = &["parse_packed", "roundtrip", "checkpoint"];
-const DEFAULT_SECONDS: u32 = 20;
+const TARGETS: &[&str] = &[
+    "parse_packed",
+    "roundtrip",
+    "selection",
+    "decode_finite",
+    "checkpoint",
+];
+const DEFAULT_SECONDS: u32 = 15;
 /// A single input running longer than this is reported as a hang (inputs are small).
 const UNIT_TIMEOUT_S: u32 = 10;
 /// Resident memory above this is reported as a finding: the readers must bound what

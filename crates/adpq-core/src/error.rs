@@ -47,6 +47,15 @@ pub enum Error {
         /// The offending value.
         value: f32,
     },
+    /// Every weight of the tensor is below the format's range (its largest magnitude is
+    /// nonzero but below [`MIN_MAX_ABS`](crate::quant::MIN_MAX_ABS), 2^-100): the steps
+    /// would fall below what the per-tensor exponent can represent, and the tensor would
+    /// come back zeroed or with part of its energy lost. Such a tensor is refused, not
+    /// quantized; a caller keeps it unquantized (an all-zero tensor is accepted).
+    TooSmall {
+        /// The tensor's largest magnitude.
+        max_abs: f32,
+    },
     /// A caller-provided buffer has the wrong size.
     BufferSize {
         /// Bytes or elements needed.
@@ -153,6 +162,10 @@ impl fmt::Display for Error {
             Error::OutOfRange { row, col, value } => write!(
                 f,
                 "weight {value:e} at row {row}, column {col} is too large to quantize (|w| must be below 2^124)"
+            ),
+            Error::TooSmall { max_abs } => write!(
+                f,
+                "every weight is tiny (largest magnitude {max_abs:e}, below 2^-100): too small to quantize faithfully, keep the tensor unquantized"
             ),
             Error::BufferSize { needed, actual } => {
                 write!(f, "buffer holds {actual} but {needed} are needed")

@@ -53,7 +53,7 @@ use crate::error::{Error, Result};
 use crate::format::{finish, HeaderInfo, Layout};
 use crate::kernels::{CpuKernels, Quantized, RowJob, RowsOut};
 use crate::params::Params;
-use crate::quant::scale_exponent;
+use crate::quant::{check_magnitude, scale_exponent};
 use crate::select::Selection;
 use crate::weights::Weights;
 
@@ -113,6 +113,8 @@ impl QuantizePlan {
         block_rows: usize,
     ) -> Result<QuantizePlan> {
         params.validate()?;
+        // A selection made elsewhere than `select_outliers` is held to the same range.
+        check_magnitude(selection.max_abs())?;
         let fp = params.format();
         let layout = Layout::new(rows, cols, fp, selection.n_outliers)?;
         Ok(QuantizePlan {

@@ -8,15 +8,39 @@
 //! the f16 rounding of the step at the clamped end of the range. Codes are
 //! `round_ties_even(w · (1/Δ))` with `1/Δ` computed once per grid in f32: SIMD backends
 //! perform the same f32 operations and so produce identical codes.
+//!
+//! The range is bounded at both ends: weights at or above 2^124 are rejected (the
+//! exponent cannot go higher), and so are nonzero tensors whose largest magnitude is
+//! below [`MIN_MAX_ABS`] (2^-100): with the exponent clamped at [`MIN_SCALE_EXP`] their
+//! steps would fall below f16's normal range and the tensor would come back zeroed.
+//! Keeping `e ≥ -102` also keeps every step a normal f32, so `1/Δ` never overflows.
 
 use half::f16;
 
+use crate::error::{Error, Result};
 use crate::params::{FormatParams, Grid};
 
 /// Smallest per-tensor scale exponent: keeps `h · 2^e` a normal f32 for every f16 `h`.
 pub const MIN_SCALE_EXP: i32 = -102;
 /// Largest per-tensor scale exponent: keeps `65504 · 2^e` finite.
 pub const MAX_SCALE_EXP: i32 = 111;
+
+/// Smallest nonzero largest-magnitude of a tensor the quantizer accepts: 2^-100
+/// (about 7.9e-31). Below it the tensor's largest step (`max|W| / L`, `L ≤ 127.5`) would be
+/// below f16's normal range even at [`MIN_SCALE_EXP`], so the steps lose precision and
+/// all-subnormal tensors decode to zero; such tensors are refused with
+/// [`Error::TooSmall`]. At and above it the largest step is a normal f16 and the error
+/// bound holds relative to the tensor's scale as for any other tensor.
+pub const MIN_MAX_ABS: f32 = f32::from_bits((127 - 100) << 23);
+
+/// Checks that a tensor whose largest magnitude is `max_abs` can be quantized faithfully:
+/// zero (every code decodes to 0, exactly) or at least [`MIN_MAX_ABS`].
+pub fn check_magnitude(max_abs: f32) -> Result<()> {
+    if max_abs > 0.0 && max_abs < MIN_MAX_ABS {
+        return Err(Error::TooSmall { max_abs });
+    }
+    Ok(())
+}
 
 /// `2^e` as an f32, for `e` in `-126..=127`.
 #[inline]

@@ -34,6 +34,15 @@ pub const MAGIC: [u8; 4] = *b"ADPQ";
 pub const VERSION: u16 = 1;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 64;
+/// The largest magnitude any code of an accepted buffer may decode to: 2^126.
+///
+/// Honest writers stay below about 2^125 (weights are below 2^124; a grid reaches at most
+/// about twice its members' magnitude), so this leaves a factor of two. Without it, a
+/// buffer with valid fields (`e = 111`, `h` near 65504, an 8-bit code far from its zero
+/// point) could decode to infinity. With it, every dequantized value is finite, and a dot
+/// product with activations whose absolute sum is at most 1/2 (after int8 rounding, at
+/// most 1) stays below `f32::MAX` however it is summed.
+pub const MAX_DECODED_ABS: f32 = f32::from_bits((127 + 126) << 23);
 
 /// Exact size in bytes of a packed `rows × cols` tensor with `n_outliers` outliers.
 pub fn packed_len(

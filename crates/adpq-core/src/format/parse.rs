@@ -4,14 +4,23 @@ use super::header::{Header, HeaderInfo};
 use super::layout::Layout;
 use super::record::{decode_record, GroupRecord, RecordFields};
 use super::write::checksum;
+use super::MAX_DECODED_ABS;
 use crate::bits::get_bits;
 use crate::error::{Error, FormatError, Result};
 use crate::params::{FormatParams, Grid};
+use crate::quant::GridScale;
 
 /// The little-endian u32 at byte `at` (caller guarantees the bounds).
 #[inline(always)]
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The largest magnitude any code `0..=code_max` decodes to on `grid` (computed in f64,
+/// so it cannot overflow).
+fn largest_decoded(grid: &GridScale, p: &FormatParams) -> f64 {
+    let reach = grid.offset.max(p.code_max() - grid.offset);
+    f64::from(reach) * f64::from(grid.step)
 }
 
 /// A validated, zero-copy view of a packed tensor.
@@ -170,6 +179,11 @@ impl<'a> PackedTensor<'a> {
                     return Err(bad_group("step is negative, infinite or NaN"));
                 }
                 let d = decode_record(rec, p, self.info.scale_exp);
+                if largest_decoded(&d.inliers, p) > f64::from(MAX_DECODED_ABS)
+                    || largest_decoded(&d.outliers, p) > f64::from(MAX_DECODED_ABS)
+                {
+                    return Err(bad_group("a code decodes above 2^126 in magnitude"));
+                }
                 let len = l.group_len(g);
                 if d.count > len {
                     return Err(bad_group("outlier count exceeds group length"));

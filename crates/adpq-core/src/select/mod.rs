@@ -24,6 +24,7 @@ pub use scan::{KernelScan, RangeScan, TensorScan};
 
 use crate::error::{Error, Result};
 use crate::params::{Params, SelectionMode};
+use crate::quant::check_magnitude;
 pub use crate::weights::{NON_FINITE_BITS, OUT_OF_RANGE_BITS};
 
 /// Bins of one histogram pass.
@@ -164,6 +165,10 @@ pub fn target_count(alpha: f64, n: u64) -> u64 {
 /// the scanner can [`sample`](TensorScan::sample) and
 /// [`scan_range`](TensorScan::scan_range)); otherwise, or when its bracket misses, it
 /// runs the histogram passes. Both give the same [`Selection`].
+///
+/// Fails on a NaN, infinite or `|w| ≥ 2^124` weight ([`Error::NonFinite`],
+/// [`Error::OutOfRange`]) and on a nonzero tensor whose every weight is below 2^-100
+/// ([`Error::TooSmall`]).
 pub fn select_outliers<S: TensorScan + ?Sized>(
     scan: &S,
     rows: usize,
@@ -174,7 +179,9 @@ pub fn select_outliers<S: TensorScan + ?Sized>(
     #[cfg(feature = "std")]
     if params.selection == SelectionMode::Exact {
         if let Some(sel) = sampled::select_sampled(scan, params.alpha) {
-            return sel.map_err(|e| e.into_error(0, cols as u64));
+            let sel = sel.map_err(|e| e.into_error(0, cols as u64))?;
+            check_magnitude(sel.max_abs())?;
+            return Ok(sel);
         }
     }
     select_with_passes(scan, cols, params)
@@ -192,8 +199,20 @@ pub fn select_by_passes<S: TensorScan + ?Sized>(
     select_with_passes(scan, cols, params)
 }
 
-/// The histogram passes or the reference search over a checked tensor.
+/// The histogram passes or the reference search over a checked tensor, refusing a tensor
+/// too small to quantize faithfully ([`Error::TooSmall`]).
 fn select_with_passes<S: TensorScan + ?Sized>(
+    scan: &S,
+    cols: usize,
+    params: &Params,
+) -> Result<Selection> {
+    let sel = passes_or_reference(scan, cols, params)?;
+    check_magnitude(sel.max_abs())?;
+    Ok(sel)
+}
+
+/// The histogram passes or the reference search over a checked tensor.
+fn passes_or_reference<S: TensorScan + ?Sized>(
     scan: &S,
     cols: usize,
     params: &Params,
@@ -206,6 +225,8 @@ fn select_with_passes<S: TensorScan + ?Sized>(
         SelectionMode::Reference { n_iters } => {
             let mut bins = [0u32; HIST_BINS];
             let max_abs_bits = histogram(&HistogramPass::level(0, 0), &mut bins).map_err(at)?;
+            // Before the search, which may fail to bracket on such a tensor.
+            check_magnitude(f32::from_bits(max_abs_bits))?;
             let zeros = n - scan.count_at_least(1);
             reference::select_reference(n, params.alpha, n_iters, zeros, max_abs_bits, |t| {
                 scan.count_at_least(t)
