@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
-use adpq_core::{packed_len, PackedTensor, Params, Selection, SelectionMode};
-use adpq_engine::{Engine, ErrorSums};
+use adpq_core::{packed_len, Error as CoreError, PackedTensor, Params, Selection, SelectionMode};
+use adpq_engine::{Engine, EngineError, ErrorSums};
 use adpq_io::meta::{is_adpq, looks_packed, quantized_metadata, OriginalTensor, ParamsRecord};
 use adpq_io::{
     sort_for_output, weight_data, with_writer, Checkpoint, Chunk, Dtype, Emitter, Error, Output,
@@ -42,6 +42,8 @@ enum PassReason {
     ByName,
     /// Narrow tensors (few columns, hence a group per row) grow when packed.
     WouldGrow,
+    /// Every weight is below 2^-100: the format cannot represent it faithfully.
+    TooSmall,
 }
 
 impl PassReason {
@@ -51,6 +53,7 @@ impl PassReason {
             PassReason::NotMatrix => "not 2-D",
             PassReason::ByName => "name rule",
             PassReason::WouldGrow => "packing would not shrink it",
+            PassReason::TooSmall => "weights too small to quantize (all below 2^-100)",
         }
     }
 }
@@ -195,7 +198,20 @@ fn select_one<E: Engine>(
     let wd = weight_data(t).ok_or_else(|| Error::tensor(f.path(), t.name, "not a float tensor"))?;
     let err = engine_error(f, t.name);
     let dense = engine.load(wd.weights(), rows, cols).map_err(&err)?;
-    let sel = engine.select(&dense, &opts.params).map_err(&err)?;
+    let sel = match engine.select(&dense, &opts.params) {
+        Ok(sel) => sel,
+        // Kept exactly rather than quantized to zeros (the format's steps bottom out).
+        Err(EngineError::Core(e @ CoreError::TooSmall { .. })) => {
+            f.release(t);
+            progress.warn(&format!("{}: {e}", t.name));
+            progress.advance(t.numel() as u64);
+            if !opts.dry_run {
+                progress.advance(t.numel() as u64);
+            }
+            return Ok(Action::Pass(PassReason::TooSmall));
+        }
+        Err(e) => return Err(err(e)),
+    };
     let len = packed_len(rows, cols, opts.params.format(), sel.n_outliers)
         .map_err(|e| Error::core(f.path(), t.name, e))?;
     f.release(t);
