@@ -8,7 +8,8 @@
 //! JSON report into `target/sweep/sweep.md` (printed) and `target/sweep/sweep.png`
 //! (perplexity × input and mean KL against bits/weight, one marker series per
 //! family). Plotting lives here, not in the `adpq` binary: plotters and its font stay
-//! out of what users install. `--update-docs` copies the plot to `docs/sweep.png`.
+//! out of what users install. `--update-docs` copies the plot to `docs/sweep.png`;
+//! `--plot-only` redraws the table and plot from the last `sweep.json`.
 
 use std::path::Path;
 use std::time::Instant;
@@ -59,6 +60,7 @@ pub fn run(args: &[String]) -> DynResult {
     let mut windows = 8usize;
     let mut threads = 0usize;
     let mut update_docs = false;
+    let mut plot_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |flag: &str| -> DynResult<usize> {
@@ -70,23 +72,49 @@ pub fn run(args: &[String]) -> DynResult {
             "--windows" => windows = value("--windows")?,
             "--threads" | "-j" => threads = value("--threads")?,
             "--update-docs" => update_docs = true,
+            "--plot-only" => plot_only = true,
             other => return Err(format!("sweep: unknown argument `{other}`").into()),
         }
     }
     let root = project_root();
+    let out_dir = root.join("target/sweep");
+    std::fs::create_dir_all(&out_dir)?;
+    let json_path = out_dir.join("sweep.json");
+    if !plot_only {
+        measure(&root, &json_path, windows, threads)?;
+    }
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
+    let (info, rows) = parse_report(&report)?;
+    let table = markdown(&info, &rows);
+    std::fs::write(out_dir.join("sweep.md"), &table)?;
+    let png = out_dir.join("sweep.png");
+    plot(&rows, &png)?;
+    print!("{table}");
+    println!(
+        "\nwrote {}, {} and {}",
+        json_path.display(),
+        out_dir.join("sweep.md").display(),
+        png.display()
+    );
+    if update_docs {
+        let docs = root.join("docs/sweep.png");
+        std::fs::copy(&png, &docs)?;
+        println!("copied the plot to {}", docs.display());
+    }
+    Ok(())
+}
+
+/// Builds `adpq` in release and runs `adpq eval --sweep`, which writes `json_path`.
+fn measure(root: &Path, json_path: &Path, windows: usize, threads: usize) -> DynResult {
     let model = root.join("target/data/smollm2");
     let text = root.join("target/data/text/lee_background.cor");
     for p in [&model, &text] {
         if !p.exists() {
-            return Err(
-                format!("{} is missing: run `cargo xtask fetch` first", p.display()).into(),
-            );
+            let missing = format!("{} is missing: run `cargo xtask fetch` first", p.display());
+            return Err(missing.into());
         }
     }
-    let out_dir = root.join("target/sweep");
-    std::fs::create_dir_all(&out_dir)?;
-    let json_path = out_dir.join("sweep.json");
-
     run_checked(cargo().args(["build", "--release", "--quiet", "-p", "adpq"]))?;
     let start = Instant::now();
     let mut eval = std::process::Command::new(root.join("target/release/adpq"));
@@ -98,28 +126,10 @@ pub fn run(args: &[String]) -> DynResult {
         .args(["--sweep", "--windows", &windows.to_string()])
         .args(["--threads", &threads.to_string()])
         .arg("--report")
-        .arg(&json_path);
+        .arg(json_path);
     run_checked(&mut eval)?;
     let wall = start.elapsed().as_secs_f64();
-
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
-    let (info, rows) = parse_report(&report)?;
-    let table = markdown(&info, &rows);
-    std::fs::write(out_dir.join("sweep.md"), &table)?;
-    let png = out_dir.join("sweep.png");
-    plot(&rows, &png)?;
-    print!("{table}");
-    println!(
-        "\nwall time of adpq eval --sweep: {wall:.0} s; wrote {}, {} and {}",
-        json_path.display(),
-        out_dir.join("sweep.md").display(),
-        png.display()
-    );
-    if update_docs {
-        let docs = root.join("docs/sweep.png");
-        std::fs::copy(&png, &docs)?;
-        println!("copied the plot to {}", docs.display());
-    }
+    eprintln!("adpq eval --sweep: {wall:.0} s wall, model loading and quantizing included");
     Ok(())
 }
 
@@ -196,7 +206,7 @@ pub fn markdown(info: &RunInfo, rows: &[Row]) -> String {
 
 /// The short label of a point: the name without its family's prefix and the bits.
 fn point_label(name: &str) -> String {
-    let s = ["rtn-sym-", "rtn-asym-", "adpq-v1-"]
+    let s = ["rtn-sym-", "rtn-asym-", "adpq-v1-asym-", "adpq-v1-"]
         .iter()
         .find_map(|p| name.strip_prefix(p))
         .unwrap_or(name);
@@ -253,7 +263,9 @@ pub fn plot(rows: &[Row], path: &Path) -> DynResult {
             .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)))
     };
     let (b_lo, b_hi) = fold(|r| r.bits);
-    let x_range = (b_lo - 0.15)..(b_hi + 0.15);
+    // Room on the right for the last point's label.
+    let span = (b_hi - b_lo).max(0.5);
+    let x_range = (b_lo - 0.08 * span)..(b_hi + 0.15 * span);
 
     // plotters' legend closures need the backend to be 'static: leak the path's few
     // bytes once per plot (xtask draws one or two).
@@ -278,6 +290,7 @@ pub fn plot(rows: &[Row], path: &Path) -> DynResult {
         chart
             .configure_mesh()
             .x_desc("bits / weight (quantized projections, everything counted)")
+            .light_line_style(WHITE)
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 15))
             .draw()?;
@@ -384,7 +397,7 @@ mod tests {
     fn point_labels_drop_the_family_prefix() {
         assert_eq!(point_label("rtn-asym-g32-b4"), "g32");
         assert_eq!(point_label("adpq-v1-a0.02"), "α.02");
-        assert_eq!(point_label("adpq-v1-asym-a0.06-g64"), "asym-α.06-g64");
+        assert_eq!(point_label("adpq-v1-asym-a0.06-g64"), "α.06-g64");
         assert_eq!(point_label("a/b.safetensors"), "a/b.safetensors");
     }
 
