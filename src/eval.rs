@@ -352,4 +352,37 @@ mod tests {
             "{text}"
         );
     }
+
+    /// `cargo xtask sweep` reads these keys of `--report`'s JSON.
+    #[test]
+    fn the_json_report_holds_the_figures_and_each_rows_family() {
+        let r = EvalReport {
+            windows: 2,
+            window_len: 512,
+            predictions: 1022,
+            reference: score("input", 33.06, 0.0, 1.0),
+            candidates: vec![score("rtn-sym-g128-b4", 53.43, 0.65, 0.559)],
+            seconds: 20.0,
+        };
+        let spec: RtnSpec = "sym".parse().unwrap();
+        let json = EvalJson {
+            report: &r,
+            families: sweep::families(&[], &[spec], false),
+        };
+        let v = serde_json::to_value(&json).unwrap();
+        assert_eq!(v["windows"], 2);
+        assert_eq!(v["reference"]["name"], "input");
+        let c = &v["candidates"][0];
+        assert_eq!(c["name"], "rtn-sym-g128-b4");
+        for key in [
+            "bits_per_weight",
+            "perplexity",
+            "perplexity_ratio",
+            "mean_kl",
+        ] {
+            assert!(c[key].is_f64(), "{key}");
+        }
+        assert_eq!(v["families"][1]["name"], "rtn-sym-g128-b4");
+        assert_eq!(v["families"][1]["family"], "RTN sym");
+    }
 }
