@@ -1,4 +1,4 @@
-//! `cargo xtask sweep [--quick] [--windows N] [--threads N] [--update-docs]`: quality
+//! `cargo xtask sweep [--quick] [--windows N] [--threads N] [--update-docs] [--plot-only]`:
 //! of every standard variant on SmolLM2-135M, as a table and a plot.
 //!
 //! The measurement is `adpq eval --sweep` (built in release here): the variants are
@@ -56,6 +56,7 @@ pub struct RunInfo {
     pub seconds: f64,
 }
 
+/// `cargo xtask sweep`: measure (unless `--plot-only`), then write the table and plot.
 pub fn run(args: &[String]) -> DynResult {
     let mut windows = 8usize;
     let mut threads = 0usize;
