@@ -1,5 +1,5 @@
 //! `cargo xtask sweep [--quick] [--windows N] [--threads N] [--update-docs] [--plot-only]`:
-//! of every standard variant on SmolLM2-135M, as a table and a plot.
+//! quality of every standard variant on SmolLM2-135M, as a table and a plot.
 //!
 //! The measurement is `adpq eval --sweep` (built in release here): the variants are
 //! made in memory from the input model, and the input runs once per window while every
