@@ -1,16 +1,21 @@
 //! `adpq eval`: its arguments; load the input model and each candidate (adpq
-//! checkpoints, RTN baselines), tokenize the text, run [`adpq_eval::evaluate`] with
-//! progress, and print the table.
+//! checkpoints, RTN baselines, the variants of `--sweep`), tokenize the text, run
+//! [`adpq_eval::evaluate`] with progress, and print the table.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use adpq_core::kernels::AnyKernels;
-use adpq_eval::{Candidate, EvalError, EvalReport, LlamaConfig, Model, RtnSpec, TextTokenizer};
+use adpq_engine::CpuEngine;
+use adpq_eval::{
+    Candidate, EvalError, EvalReport, LlamaConfig, Model, PackedProjections, RtnSpec, TextTokenizer,
+};
 use adpq_io::{Checkpoint, Error, Result};
 use clap::Args;
+use serde::Serialize;
 
 use crate::progress::{ConsoleProgress, Progress};
+use crate::sweep::{self, Method, RowFamily};
 use crate::{backend, open_report, pool, print_stdout, RunArgs};
 
 /// The arguments of `adpq eval`.
@@ -26,6 +31,11 @@ pub struct EvalArgs {
     /// An RTN baseline to score (repeatable): sym or asym, then -gN (group, 128), -bN (bits, 4).
     #[arg(long, value_name = "SPEC")]
     rtn: Vec<RtnSpec>,
+    /// Also score the standard sweep, built in memory from the input model: RTN sym/asym
+    /// at g 32/64/128, AdpQ v1 at α .02/.06/.10 and v1 asymmetric at g 64 (see
+    /// `cargo xtask sweep` for its table and plot).
+    #[arg(long)]
+    sweep: bool,
     /// English text (UTF-8) to score on.
     #[arg(long, value_name = "FILE")]
     text: PathBuf,
@@ -64,6 +74,7 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
         tokenizer: a.tokenizer,
         quantized: a.quantized,
         rtn: a.rtn,
+        sweep: a.sweep,
         text: a.text,
         windows: a.windows,
         window_len: a.window_len,
@@ -73,10 +84,28 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
     let report = pool(a.run.threads)?.install(|| eval(&opts, b, &mut progress))?;
     print_stdout(|out| print_report(out, &report));
     if let Some(out) = report_out {
-        crate::report::write_json(&out, &report)?;
+        let names: Vec<String> = opts
+            .quantized
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let json = EvalJson {
+            report: &report,
+            families: sweep::families(&names, &opts.rtn, opts.sweep),
+        };
+        crate::report::write_json(&out, &json)?;
         out.commit()?;
     }
     Ok(())
+}
+
+/// `--report`'s JSON: the figures, and the family of each row (the table and plot of
+/// `cargo xtask sweep` group rows by it).
+#[derive(Serialize)]
+struct EvalJson<'r> {
+    #[serde(flatten)]
+    report: &'r EvalReport,
+    families: Vec<RowFamily>,
 }
 
 /// Options of [`eval`].
@@ -93,6 +122,8 @@ pub struct EvalOptions {
     pub quantized: Vec<PathBuf>,
     /// RTN baselines of the input model.
     pub rtn: Vec<RtnSpec>,
+    /// Add the variants of [`sweep::variants`].
+    pub sweep: bool,
     /// The text (UTF-8).
     pub text: PathBuf,
     /// Number of windows.
@@ -151,6 +182,35 @@ pub fn eval(
     for spec in &opts.rtn {
         let m = reference.with_rtn(*spec).map_err(err(&opts.model))?;
         models.push((spec.to_string(), m));
+    }
+    // The sweep's packed variants are quantized up front (each owns its buffers; the
+    // models below borrow them), through the same engine as `adpq quantize`.
+    let variants = if opts.sweep {
+        sweep::variants()
+    } else {
+        Vec::new()
+    };
+    let engine = CpuEngine::new(kernels);
+    let mut packed = Vec::new();
+    for v in &variants {
+        if let Method::Adpq(params) = &v.method {
+            progress.line(&format!("sweep: quantizing {}", v.name));
+            let p = PackedProjections::quantize(&reference, &engine, params)
+                .map_err(err(&opts.model))?;
+            packed.push(p);
+        }
+    }
+    let mut packed_iter = packed.iter();
+    for v in &variants {
+        let m = match &v.method {
+            Method::Rtn(spec) => reference.with_rtn(*spec),
+            Method::Adpq(_) => packed_iter
+                .next()
+                .expect("one packed set per AdpQ variant")
+                .model(&reference),
+        }
+        .map_err(err(&opts.model))?;
+        models.push((v.name.clone(), m));
     }
     let candidates: Vec<Candidate<'_>> = models
         .iter()
@@ -291,5 +351,38 @@ mod tests {
             lines[1..].iter().all(|l| l.len() == lines[1].len()),
             "{text}"
         );
+    }
+
+    /// `cargo xtask sweep` reads these keys of `--report`'s JSON.
+    #[test]
+    fn the_json_report_holds_the_figures_and_each_rows_family() {
+        let r = EvalReport {
+            windows: 2,
+            window_len: 512,
+            predictions: 1022,
+            reference: score("input", 33.06, 0.0, 1.0),
+            candidates: vec![score("rtn-sym-g128-b4", 53.43, 0.65, 0.559)],
+            seconds: 20.0,
+        };
+        let spec: RtnSpec = "sym".parse().unwrap();
+        let json = EvalJson {
+            report: &r,
+            families: sweep::families(&[], &[spec], false),
+        };
+        let v = serde_json::to_value(&json).unwrap();
+        assert_eq!(v["windows"], 2);
+        assert_eq!(v["reference"]["name"], "input");
+        let c = &v["candidates"][0];
+        assert_eq!(c["name"], "rtn-sym-g128-b4");
+        for key in [
+            "bits_per_weight",
+            "perplexity",
+            "perplexity_ratio",
+            "mean_kl",
+        ] {
+            assert!(c[key].is_f64(), "{key}");
+        }
+        assert_eq!(v["families"][1]["name"], "rtn-sym-g128-b4");
+        assert_eq!(v["families"][1]["family"], "RTN sym");
     }
 }

@@ -20,6 +20,7 @@ mod pipeline;
 mod progress;
 mod report;
 mod signals;
+mod sweep;
 
 use adpq_core::kernels::AnyKernels;
 use adpq_core::{Grid, Params, SelectionMode};

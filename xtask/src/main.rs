@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod nostd;
+mod sweep;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,11 @@ tasks:
   bench [--quick]                run the benchmarks, print a table, write target/bench/summary.json
   fuzz [SECONDS]                 run each cargo-fuzz target for SECONDS (default 20)
   nostd                          prove adpq-core is no_std (host binary + thumbv7em build)
+  sweep [--quick] [--windows N] [--threads N] [--update-docs] [--plot-only]
+                                 quality of every standard variant on SmolLM2-135M (8 x 512
+                                 tokens; --quick: 2 windows): target/sweep/sweep.{md,json,png};
+                                 --update-docs copies the plot to docs/sweep.png;
+                                 --plot-only redraws table and plot from sweep.json
 ";
 
 fn main() -> ExitCode {
@@ -36,6 +42,7 @@ fn main() -> ExitCode {
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run(rest),
         "nostd" => nostd::run(rest),
+        "sweep" => sweep::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,0 +1,187 @@
+//! `adpq eval --sweep`: the standard list of weight variants a quantizer is judged
+//! against (RTN grids, AdpQ settings), built in memory from the input model, and the
+//! family of every row of a report (for `cargo xtask sweep`'s table and plot).
+//!
+//! A new quantizer setting (a format v2's parameters, say) is one more line in
+//! [`variants`]; nothing else changes.
+
+use adpq_core::{Grid, Params};
+use adpq_eval::RtnSpec;
+use serde::Serialize;
+
+/// How a variant's projections are made from the input model's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Method {
+    /// Round-to-nearest, fake-quantized on the fly.
+    Rtn(RtnSpec),
+    /// Packed by the adpq quantizer in memory (the bytes `adpq quantize` would write).
+    Adpq(Params),
+}
+
+/// One variant of the sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// Plot series and table group: `RTN sym`, `AdpQ v1`...
+    pub family: &'static str,
+    /// Row name in the report, unique.
+    pub name: String,
+    /// How it is made.
+    pub method: Method,
+}
+
+fn rtn(spec: &str) -> Variant {
+    let spec: RtnSpec = spec.parse().expect("the sweep's RTN specs parse");
+    Variant {
+        family: if spec.asymmetric {
+            "RTN asym"
+        } else {
+            "RTN sym"
+        },
+        name: spec.to_string(),
+        method: Method::Rtn(spec),
+    }
+}
+
+fn adpq(family: &'static str, name: &str, params: Params) -> Variant {
+    Variant {
+        family,
+        name: name.into(),
+        method: Method::Adpq(params),
+    }
+}
+
+/// The sweep, in report order: RTN symmetric and asymmetric at g 32/64/128 (4 bits),
+/// AdpQ v1 at α .02/.06/.10 (otherwise `quantize`'s defaults), AdpQ v1 asymmetric at
+/// α .06 and g 64.
+pub fn variants() -> Vec<Variant> {
+    let v1 = Params::DEFAULT;
+    vec![
+        rtn("sym-g128"),
+        rtn("sym-g64"),
+        rtn("sym-g32"),
+        rtn("asym-g128"),
+        rtn("asym-g64"),
+        rtn("asym-g32"),
+        adpq("AdpQ v1", "adpq-v1-a0.02", Params { alpha: 0.02, ..v1 }),
+        adpq("AdpQ v1", "adpq-v1-a0.06", v1),
+        adpq("AdpQ v1", "adpq-v1-a0.10", Params { alpha: 0.10, ..v1 }),
+        adpq(
+            "AdpQ v1 asym",
+            "adpq-v1-asym-a0.06-g64",
+            Params {
+                grid: Grid::Asymmetric,
+                group_size: 64,
+                ..v1
+            },
+        ),
+        // A format v2 plugs in here, one line per setting, e.g.
+        // adpq("AdpQ v2", "adpq-v2-a0.06", Params { /* v2 fields */ ..v1 }),
+    ]
+}
+
+/// A report row's name and family, as `--report` writes them beside the figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowFamily {
+    /// The row's name (`input`, a checkpoint path, a variant name).
+    pub name: String,
+    /// Its family: `input`, `checkpoint`, `RTN sym`, `AdpQ v1`...
+    pub family: String,
+}
+
+/// The families of an eval's rows, in report order: the input, the checkpoints, the
+/// RTN baselines given with `--rtn`, then the sweep's variants (when `sweep`).
+pub fn families(checkpoints: &[String], rtn: &[RtnSpec], sweep: bool) -> Vec<RowFamily> {
+    let row = |name: String, family: &str| RowFamily {
+        name,
+        family: family.into(),
+    };
+    let mut rows = vec![row("input".into(), "input")];
+    rows.extend(checkpoints.iter().map(|c| row(c.clone(), "checkpoint")));
+    rows.extend(rtn.iter().map(|s| {
+        let family = if s.asymmetric { "RTN asym" } else { "RTN sym" };
+        row(s.to_string(), family)
+    }));
+    if sweep {
+        rows.extend(variants().into_iter().map(|v| row(v.name, v.family)));
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_covers_rtn_and_adpq_with_unique_names() {
+        let v = variants();
+        let mut names: Vec<&str> = v.iter().map(|v| v.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), v.len(), "names are unique");
+        let rtn: Vec<RtnSpec> = v
+            .iter()
+            .filter_map(|v| match v.method {
+                Method::Rtn(s) => Some(s),
+                Method::Adpq(_) => None,
+            })
+            .collect();
+        for asymmetric in [false, true] {
+            for g in [32, 64, 128] {
+                let want = RtnSpec {
+                    bits: 4,
+                    group_size: g,
+                    asymmetric,
+                };
+                assert!(rtn.contains(&want), "{want} is swept");
+            }
+        }
+        let alphas: Vec<f64> = v
+            .iter()
+            .filter(|v| v.family == "AdpQ v1")
+            .map(|v| match &v.method {
+                Method::Adpq(p) => {
+                    let defaults = Params {
+                        alpha: p.alpha,
+                        ..Params::DEFAULT
+                    };
+                    assert_eq!(*p, defaults, "{}: only α differs", v.name);
+                    p.alpha
+                }
+                Method::Rtn(_) => panic!("{} is RTN", v.name),
+            })
+            .collect();
+        assert_eq!(alphas, [0.02, 0.06, 0.10]);
+        // Every AdpQ setting is valid for the core.
+        for v in &v {
+            if let Method::Adpq(p) = &v.method {
+                p.validate().unwrap_or_else(|e| panic!("{}: {e}", v.name));
+            }
+        }
+    }
+
+    #[test]
+    fn families_follow_the_report_order() {
+        let rtn: RtnSpec = "asym-g64".parse().unwrap();
+        let f = families(&["a.safetensors".into()], &[rtn], true);
+        assert_eq!(f.len(), 3 + variants().len());
+        assert_eq!(
+            f[..3],
+            [
+                RowFamily {
+                    name: "input".into(),
+                    family: "input".into()
+                },
+                RowFamily {
+                    name: "a.safetensors".into(),
+                    family: "checkpoint".into()
+                },
+                RowFamily {
+                    name: "rtn-asym-g64-b4".into(),
+                    family: "RTN asym".into()
+                },
+            ]
+        );
+        assert_eq!(f[3].name, variants()[0].name);
+        assert_eq!(families(&[], &[], false).len(), 1);
+    }
+}
