@@ -127,7 +127,9 @@ fn selection_harness_reaches_the_sampled_path() {
         .map(|i| (i + 1) as f32 * if i % 2 == 0 { 1.0 } else { -1.0 } / 128.0)
         .collect();
     let (rows, cols) = (1024, 1024);
-    let w: Vec<f32> = (0..rows * cols).map(|i| pattern[i % pattern.len()]).collect();
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| pattern[i % pattern.len()])
+        .collect();
     let sel = Scalar
         .select(Weights::F32(&w), rows, cols, &Params::DEFAULT)
         .unwrap();
