@@ -112,12 +112,22 @@ fn tiny_tensors_are_kept_exactly_not_zeroed() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("m.safetensors");
     let tiny_name = "model.layers.0.self_attn.q_proj.weight";
-    let normal = floats("model.layers.0.mlp.up_proj.weight", Dtype::F32, &[16, 256], 3);
+    let normal = floats(
+        "model.layers.0.mlp.up_proj.weight",
+        Dtype::F32,
+        &[16, 256],
+        3,
+    );
     let tiny_vals: Vec<f32> = (0..16 * 256)
         .map(|i| (1 + i % 7) as f32 * 1e-40 * if i % 2 == 0 { 1.0 } else { -1.0 })
         .collect();
     let tiny_bytes: Vec<u8> = tiny_vals.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let tiny = (tiny_name.to_string(), Dtype::F32, vec![16, 256], tiny_bytes.clone());
+    let tiny = (
+        tiny_name.to_string(),
+        Dtype::F32,
+        vec![16, 256],
+        tiny_bytes.clone(),
+    );
     write_st(&input, &[normal, tiny], &[]);
     let q = tmp.path().join("q.safetensors");
     let out = adpq(&["quantize", p(&input), "-o", p(&q)]);
@@ -129,8 +139,14 @@ fn tiny_tensors_are_kept_exactly_not_zeroed() {
     );
     let (tensors, _) = read_st(&q);
     let (dtype, shape, bytes) = &tensors[tiny_name];
-    assert_eq!((*dtype, shape.as_slice()), (Dtype::F32, &[16usize, 256][..]));
-    assert!(*bytes == tiny_bytes, "the tiny tensor was not kept byte for byte");
+    assert_eq!(
+        (*dtype, shape.as_slice()),
+        (Dtype::F32, &[16usize, 256][..])
+    );
+    assert!(
+        *bytes == tiny_bytes,
+        "the tiny tensor was not kept byte for byte"
+    );
     assert_eq!(tensors["model.layers.0.mlp.up_proj.weight"].0, Dtype::U8);
     ok(&adpq(&["verify", p(&q)]));
 }
