@@ -253,3 +253,34 @@ fn edge_tensors_pack_identically_on_every_kernel_set() {
         }
     }
 }
+
+/// Int8-activation dot products on an accepted buffer whose inlier steps sit at the
+/// format's bound (4-bit codes, g 128, so the SIMD fast path runs too) were inf: they
+/// formed `q · Δ` (up to 127 · 2^123) before the activation scale. They scale first now
+/// and stay finite; `decode_finite` asserts it (with f32 dots, on every kernel set).
+#[test]
+fn int8_dots_stay_finite_at_the_decoding_bound() {
+    let (rows, cols) = (3, 300); // a short last group too
+    let w = pattern(rows * cols, 1.0);
+    let p = Params::new(4, 128, 0.06, Grid::Symmetric).unwrap();
+    let honest = quantize(Weights::F32(&w), rows, cols, &p).unwrap();
+    // 4-bit symmetric codes reach 8 steps from the offset: h = 2^15 at e = 108 decodes
+    // to at most 2^126, the largest the parser accepts (the outlier steps, below 2^15 in
+    // units of 2^e by construction, stay under it too).
+    let edge = forge(&honest, 108, f16::from_f32(32768.0).to_bits());
+    let t = PackedTensor::parse(&edge).unwrap();
+    assert!(t.n_outliers() > 0);
+    let x: Vec<f32> = (0..cols)
+        .map(|i| if i % 3 == 0 { 1e-3 } else { -1e-3 })
+        .collect();
+    let groups = cols.div_ceil(128);
+    let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
+    let a = adpq_core::Q8Activations::quantize(&x, 128, &mut q, &mut sc, &mut su).unwrap();
+    for kernels in adpq_core::AnyKernels::available() {
+        for r in 0..rows {
+            let y = kernels.dot_row_q8(&t, r, &a).unwrap();
+            assert!(y.is_finite(), "{} row {r}: {y}", kernels.name());
+        }
+    }
+    decode_finite(&edge);
+}

@@ -156,19 +156,22 @@ pub fn dot_row_q8_ref(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> 
         .zip(a.q.chunks(usize::from(t.params().group_size)))
     {
         let rec = group.record;
+        let sx = a.scales[gi];
         let mut isum = 0i32;
         for (i, &qi) in qs.iter().enumerate() {
             isum += i32::from(code_at(group.codes, group.start + i, bits)) * i32::from(qi);
         }
         let dense = isum - rec.inliers.offset * a.sums[gi];
+        // The activation scale multiplies first: `q · Δ` alone can overflow f32 for steps
+        // near the format's bound, while `(s·q) · Δ` stays as large as the true product.
         let mut corr = 0f32;
         for p in group.outliers() {
             if let Some(&qp) = qs.get(p) {
                 let c = code_at(group.codes, group.start + p, bits);
-                corr += f32::from(qp) * (rec.outliers.decode(c) - rec.inliers.decode(c));
+                corr += (sx * f32::from(qp)) * (rec.outliers.decode(c) - rec.inliers.decode(c));
             }
         }
-        acc += a.scales[gi] * (rec.inliers.step * dense as f32 + corr);
+        acc += (sx * rec.inliers.step) * dense as f32 + corr;
     }
     Ok(acc)
 }

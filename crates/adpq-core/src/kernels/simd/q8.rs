@@ -40,14 +40,15 @@ pub(crate) fn dot_row_q8<S: Lanes>(
             }
             // The exact integer dense sum, as the reference computes it.
             let dense = s.hsum_i(isum) - rec.inliers.offset * a.sums()[gi];
-            acc += sx * (rec.inliers.step * dense as f32);
+            // Scale first, as the reference does (`q · Δ` alone may overflow).
+            acc += (sx * rec.inliers.step) * dense as f32;
             if rec.count > 0 {
+                let sxv = s.splat_f(sx);
                 let gather = |ix: [u32; 8]| {
                     let q = ix.map(|i| i32::from(qs[i as usize & 127]) as u32);
-                    s.int_to_float(s.load_u(&q))
+                    s.mul_f(sxv, s.int_to_float(s.load_u(&q)))
                 };
-                let corr = outlier_corrections(s, codes, &mut pos, &rec, s.splat_f(0.0), gather);
-                accv = s.mul_add(corr, s.splat_f(sx), accv);
+                accv = outlier_corrections(s, codes, &mut pos, &rec, accv, gather);
             }
         } else {
             // A short last group: the reference's arithmetic.
@@ -61,10 +62,10 @@ pub(crate) fn dot_row_q8<S: Lanes>(
                 let p = pos.next();
                 if let Some(&qp) = qs.get(p) {
                     let c = code_at(row.codes, base + p, 4);
-                    corr += f32::from(qp) * (rec.outliers.decode(c) - rec.inliers.decode(c));
+                    corr += (sx * f32::from(qp)) * (rec.outliers.decode(c) - rec.inliers.decode(c));
                 }
             }
-            acc += sx * (rec.inliers.step * dense as f32 + corr);
+            acc += (sx * rec.inliers.step) * dense as f32 + corr;
         }
     }
     Ok(acc + s.hsum_f(accv))
