@@ -14,6 +14,11 @@ pub enum Inlier {
     AsymSearch,
     /// Asymmetric, each end shrunk by one of 1, .92, .84 (9 candidates).
     AsymSearch9,
+    /// Asymmetric, min-max start then two least-squares refits of step and minimum
+    /// for the current codes (closed form, as k-quants do), the best of the three kept.
+    AsymRefit,
+    /// `AsymSearch9`, then the least-squares refit of its winner.
+    AsymSearch9Refit,
     /// Asymmetric, one shrink factor for both ends searched among 5 (cheap).
     AsymSearch5,
     /// Symmetric, clipping scale searched.
@@ -59,8 +64,9 @@ pub struct Variant {
     pub steps: Steps,
     /// Bits per code (asymmetric inliers and magnitude outliers only; others are 4-bit).
     pub bits: u8,
-    /// Tensors whose name contains this get other bits and α (a per-tensor bit budget).
-    pub wide: Option<(&'static str, u8, f64)>,
+    /// Tensors whose name contains the pattern get these bits and α instead (a
+    /// per-tensor bit budget); the first match applies.
+    pub wide: Vec<(&'static str, u8, f64)>,
     /// Only tensors whose name contains this are quantized (a sensitivity probe).
     pub only: Option<&'static str>,
 }
@@ -77,11 +83,9 @@ impl Variant {
             return None;
         }
         let mut v = self.clone();
-        if let Some((pat, bits, alpha)) = self.wide {
-            if name.contains(pat) {
-                v.bits = bits;
-                v.alpha = alpha;
-            }
+        if let Some(&(_, bits, alpha)) = self.wide.iter().find(|(p, ..)| name.contains(p)) {
+            v.bits = bits;
+            v.alpha = alpha;
         }
         Some(v)
     }
@@ -100,7 +104,12 @@ impl Variant {
         let mut rec = step_bits; // inlier step
         if matches!(
             self.inlier,
-            Inlier::AsymMinMax | Inlier::AsymSearch | Inlier::AsymSearch5 | Inlier::AsymSearch9
+            Inlier::AsymMinMax
+                | Inlier::AsymSearch
+                | Inlier::AsymSearch5
+                | Inlier::AsymSearch9
+                | Inlier::AsymRefit
+                | Inlier::AsymSearch9Refit
         ) {
             rec += match self.steps {
                 Steps::F16 => 8,   // zero point (v1 asym)
@@ -112,7 +121,12 @@ impl Variant {
             row_bits += 16; // row step scale
             if matches!(
                 self.inlier,
-                Inlier::AsymMinMax | Inlier::AsymSearch | Inlier::AsymSearch5 | Inlier::AsymSearch9
+                Inlier::AsymMinMax
+                    | Inlier::AsymSearch
+                    | Inlier::AsymSearch5
+                    | Inlier::AsymSearch9
+                    | Inlier::AsymRefit
+                    | Inlier::AsymSearch9Refit
             ) {
                 row_bits += 16; // row minimum scale
             }
@@ -278,6 +292,42 @@ fn sse_asym(w: &[f32], d: f32, m: f32, lv: f32) -> f32 {
         .sum()
 }
 
+/// Up to `iters` least-squares refits of `(d, m)` for the codes of the current fit;
+/// returns the fit with the least squared error seen.
+fn refit(w: &[f32], start: InlierFit, lv: f32, iters: usize) -> InlierFit {
+    let mut best = (sse_asym(w, start.d, start.m, lv), start);
+    let mut cur = start;
+    for _ in 0..iters {
+        let (mut n, mut sc, mut scc, mut sw, mut scw) = (0f64, 0f64, 0f64, 0f64, 0f64);
+        for &v in w {
+            let c = f64::from(((v - cur.m) / cur.d).round().clamp(0.0, lv));
+            let v = f64::from(v);
+            n += 1.0;
+            sc += c;
+            scc += c * c;
+            sw += v;
+            scw += c * v;
+        }
+        let den = n * scc - sc * sc;
+        if den <= 0.0 {
+            break;
+        }
+        let d = (n * scw - sc * sw) / den;
+        if d <= 0.0 {
+            break;
+        }
+        cur = InlierFit {
+            d: d as f32,
+            m: ((sw - d * sc) / n) as f32,
+        };
+        let e = sse_asym(w, cur.d, cur.m, lv);
+        if e < best.0 {
+            best = (e, cur);
+        }
+    }
+    best.1
+}
+
 fn code_book_index(x: f32) -> usize {
     // Midpoints between neighbours: the nearest entry is the count of midpoints below x.
     let mut i = 0;
@@ -327,6 +377,26 @@ fn fit_inliers(kind: Inlier, w: &[f32], lv: f32) -> InlierFit {
             d: (hi - lo) / lv,
             m: lo,
         },
+        Inlier::AsymRefit => {
+            let (lo, hi) = w
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+            if hi <= lo {
+                return InlierFit { d: 0.0, m: lo };
+            }
+            let start = InlierFit {
+                d: (hi - lo) / lv,
+                m: lo,
+            };
+            refit(w, start, lv, 2)
+        }
+        Inlier::AsymSearch9Refit => {
+            let best = fit_inliers(Inlier::AsymSearch9, w, lv);
+            if best.d == 0.0 {
+                return best;
+            }
+            refit(w, best, lv, 1)
+        }
         Inlier::AsymSearch | Inlier::AsymSearch9 => {
             let (n, step) = if kind == Inlier::AsymSearch {
                 (8, 0.03)
@@ -409,7 +479,12 @@ fn decode_inlier(kind: Inlier, v: f32, f: &InlierFit, lv: f32) -> f32 {
     if f.d == 0.0 {
         return if matches!(
             kind,
-            Inlier::AsymMinMax | Inlier::AsymSearch | Inlier::AsymSearch5 | Inlier::AsymSearch9
+            Inlier::AsymMinMax
+                | Inlier::AsymSearch
+                | Inlier::AsymSearch5
+                | Inlier::AsymSearch9
+                | Inlier::AsymRefit
+                | Inlier::AsymSearch9Refit
         ) {
             f.m
         } else {
@@ -418,9 +493,12 @@ fn decode_inlier(kind: Inlier, v: f32, f: &InlierFit, lv: f32) -> f32 {
     }
     match kind {
         Inlier::SymMax | Inlier::SymSearch => (v / f.d).round().clamp(-8.0, 7.0) * f.d,
-        Inlier::AsymMinMax | Inlier::AsymSearch | Inlier::AsymSearch5 | Inlier::AsymSearch9 => {
-            f.m + ((v - f.m) / f.d).round().clamp(0.0, lv) * f.d
-        }
+        Inlier::AsymMinMax
+        | Inlier::AsymSearch
+        | Inlier::AsymSearch5
+        | Inlier::AsymSearch9
+        | Inlier::AsymRefit
+        | Inlier::AsymSearch9Refit => f.m + ((v - f.m) / f.d).round().clamp(0.0, lv) * f.d,
         Inlier::CodeBook => CODE_BOOK[code_book_index(v / f.d)] * f.d,
     }
 }

@@ -27,11 +27,11 @@ fn variants() -> Vec<Variant> {
         outlier,
         steps,
         bits: 4,
-        wide: None,
+        wide: Vec::new(),
         only: None,
     };
     let budget = |name: &str, pat, bits, alpha_wide, alpha| Variant {
-        wide: Some((pat, bits, alpha_wide)),
+        wide: vec![(pat, bits, alpha_wide)],
         ..v(name, 64, alpha, AsymSearch, MagnitudeRow, U8Row)
     };
     let probe = |name: &str, only| Variant {
@@ -42,6 +42,38 @@ fn variants() -> Vec<Variant> {
     use Outlier::*;
     use Steps::*;
     vec![
+        v("refit-g64-a.05", 64, 0.05, AsymRefit, MagnitudeRow, U8Row),
+        v(
+            "search9refit-g64-a.05",
+            64,
+            0.05,
+            AsymSearch9Refit,
+            MagnitudeRow,
+            U8Row,
+        ),
+        budget("b6-v-a.04", "v_proj", 6, 0.05, 0.04),
+        Variant {
+            wide: vec![("v_proj", 6, 0.05), ("down_proj", 4, 0.08)],
+            ..v(
+                "b6-v-down.08-a.03",
+                64,
+                0.03,
+                AsymSearch,
+                MagnitudeRow,
+                U8Row,
+            )
+        },
+        Variant {
+            wide: vec![("v_proj", 6, 0.05)],
+            ..v(
+                "b6-v-a.04-search9refit",
+                64,
+                0.04,
+                AsymSearch9Refit,
+                MagnitudeRow,
+                U8Row,
+            )
+        },
         probe("only-q", "q_proj"),
         probe("only-k", "k_proj"),
         probe("only-v", "v_proj"),
