@@ -1,7 +1,6 @@
-//! Time is linear in the number of tensors of one file (lookups by name are O(1)): a
-//! file of many tiny tensors goes through every command quickly.
-
-use std::time::Instant;
+//! A file of many tiny tensors goes through every command. Lookups by name are O(1)
+//! (hash maps), so time is linear in the number of tensors; the figures are measured, not
+//! asserted here (README, "Untrusted input": 100k tensors in 4–5 s, release).
 
 use safetensors::Dtype;
 
@@ -9,8 +8,8 @@ mod common;
 use common::*;
 
 /// 20 000 tensors (10 000 quantized, 10 000 passed through) through quantize, inspect,
-/// verify and dequantize. With a quadratic step the quantize alone took minutes at this
-/// size in a debug build; the bound leaves room for a slow, busy machine.
+/// verify and dequantize, every tensor back. (With the old quadratic lookup the quantize
+/// alone took minutes at this size in a debug build; the time is printed, not asserted.)
 #[test]
 fn twenty_thousand_tensors() {
     const N: usize = 10_000;
@@ -29,7 +28,7 @@ fn twenty_thousand_tensors() {
     write_st(&input, &tensors, &[]);
     let q = tmp.path().join("q.safetensors");
     let d = tmp.path().join("d.safetensors");
-    let start = Instant::now();
+    let start = std::time::Instant::now();
     ok(&adpq(&[
         "quantize",
         p(&input),
@@ -43,7 +42,16 @@ fn twenty_thousand_tensors() {
     ok(&adpq(&["dequantize", p(&q), "-o", p(&d), "-q"]));
     let secs = start.elapsed().as_secs_f64();
     eprintln!("20k tensors: quantize, inspect, verify, dequantize in {secs:.1} s");
-    assert!(secs < 120.0, "{secs:.1} s for 20k tensors");
     let (restored, _) = read_st(&d);
     assert_eq!(restored.len(), 2 * N);
+    let (input_back, _) = read_st(&input);
+    for i in [0, N / 2, N - 1] {
+        let bias = format!("l.{i}.bias");
+        assert_eq!(
+            restored[&bias], input_back[&bias],
+            "{bias} not passed through"
+        );
+        let weight = format!("l.{i}.weight");
+        assert_eq!(restored[&weight].0, Dtype::F32, "{weight} not restored");
+    }
 }
