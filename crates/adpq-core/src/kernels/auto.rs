@@ -1,9 +1,10 @@
 //! Picking a backend at run time, and the documented tolerance of SIMD dot products.
 
+use super::check_activations;
 use core::fmt;
 
 use super::{Avx2, CpuKernels, Neon, Q8Activations, RowJob, RowsDone, RowsOut, Scalar};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::code_at;
 use crate::format::PackedTensor;
 use crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS};
@@ -199,12 +200,7 @@ impl CpuKernels for AnyKernels {
 /// covers the dense terms and the outlier corrections (the `+ 8` covers the scale
 /// multiplications and the lane reduction). The conformance suite enforces it.
 pub fn dot_tolerance(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
-    if x.len() != t.cols() {
-        return Err(Error::ShapeMismatch {
-            expected: t.cols() as u64,
-            actual: x.len() as u64,
-        });
-    }
+    check_activations(t, x)?;
     let bits = t.params().bits;
     let mut s = 0f64;
     let mut n_outliers = 0;

@@ -222,3 +222,15 @@ pub trait CpuKernels: sealed::Sealed + Copy + Send + Sync + core::fmt::Debug {
         plan.stitch(out, done.map(|d| (d, &[][..])))
     }
 }
+
+/// Checks that activations `x` have one value per column of `t` (every dot product and
+/// the dot tolerance start with it).
+pub(crate) fn check_activations(t: &PackedTensor<'_>, x: &[f32]) -> Result<()> {
+    if x.len() != t.cols() {
+        return Err(Error::ShapeMismatch {
+            expected: t.cols() as u64,
+            actual: x.len() as u64,
+        });
+    }
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! The portable scalar backend: plain loops, the oracle for every fast path.
 
+use super::check_activations;
 use super::rows::{push_position, GroupCursor, GroupDone};
 use super::{CpuKernels, RowJob, RowsDone, RowsOut};
 use crate::error::{Error, Result};
@@ -219,12 +220,7 @@ pub(crate) fn dequantize_row(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) ->
 
 /// Dot product of one packed row with `x` (scalar oracle).
 pub(crate) fn dot_row(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
-    if x.len() != t.cols() {
-        return Err(Error::ShapeMismatch {
-            expected: t.cols() as u64,
-            actual: x.len() as u64,
-        });
-    }
+    check_activations(t, x)?;
     let bits = t.params().bits;
     let mut acc = 0f32;
     for (group, xs) in t

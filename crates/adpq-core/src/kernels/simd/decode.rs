@@ -2,9 +2,10 @@
 
 use super::{arrays, arrays_mut, halves, Lanes};
 use crate::bits::get_bits;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::code_at;
 use crate::format::{GroupRecord, PackedRow, PackedTensor};
+use crate::kernels::check_activations;
 use crate::kernels::scalar::check_out_rows;
 
 /// Reads consecutive `width`-bit outlier positions from a row's place in the stream.
@@ -224,12 +225,7 @@ pub(super) fn outlier_corrections<S: Lanes>(
 /// Dot product of one packed row with `x` (FMA, 8 lanes: see the module docs).
 #[inline(always)]
 pub(crate) fn dot_row<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
-    if x.len() != t.cols() {
-        return Err(Error::ShapeMismatch {
-            expected: t.cols() as u64,
-            actual: x.len() as u64,
-        });
-    }
+    check_activations(t, x)?;
     let row = t.row(r)?;
     let fp = t.params();
     let g = usize::from(fp.group_size);
