@@ -15,6 +15,8 @@ pub enum Error {
     InvalidAlpha(f64),
     /// The reference-compatible search needs at least one iteration.
     InvalidIterations(u32),
+    /// A combination of parameters the chosen format cannot store; the string says which.
+    Unsupported(&'static str),
     /// A tensor with zero rows or zero columns.
     EmptyTensor,
     /// A tensor with more than `u32::MAX` elements, rows or columns.
@@ -121,6 +123,13 @@ pub enum FormatError {
         /// First row found inconsistent.
         row: u64,
     },
+    /// A row's fields (format v2's units) are invalid; the string says which.
+    BadRow {
+        /// The row.
+        row: u64,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// A group record is invalid; the string says which field.
     BadGroup {
         /// Row of the group.
@@ -147,6 +156,7 @@ impl fmt::Display for Error {
             Error::InvalidIterations(n) => {
                 write!(f, "reference search needs at least 1 iteration, got {n}")
             }
+            Error::Unsupported(what) => write!(f, "{what}"),
             Error::EmptyTensor => write!(f, "tensor has no elements"),
             Error::TensorTooLarge { elements } => write!(
                 f,
@@ -205,6 +215,7 @@ impl fmt::Display for FormatError {
             FormatError::BadRowOffsets { row } => {
                 write!(f, "outlier offsets inconsistent at row {row}")
             }
+            FormatError::BadRow { row, what } => write!(f, "row {row}: {what}"),
             FormatError::BadGroup { row, group, what } => {
                 write!(f, "row {row}, group {group}: {what}")
             }

@@ -48,6 +48,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod affine;
 mod bits;
 pub mod error;
 pub mod format;
@@ -66,7 +67,7 @@ pub use format::{packed_len, Layout, PackedTensor, RowGroup};
 pub use kernels::{
     AnyKernels, Avx2, CpuKernels, KernelChoiceError, Neon, Q8Activations, Quantized, Scalar,
 };
-pub use params::{FormatParams, Grid, Params, SelectionMode};
+pub use params::{FormatParams, FormatVersion, Grid, Params, SelectionMode};
 pub use plan::{BlockDone, BlockOut, Blocks, QuantizePlan};
 pub use select::{select_outliers, KernelScan, Selection, TensorScan};
 pub use weights::{Element, Weights};

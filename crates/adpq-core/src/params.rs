@@ -6,6 +6,8 @@ use crate::error::{Error, Result};
 pub const MIN_GROUP_SIZE: u16 = 16;
 /// Largest accepted group size.
 pub const MAX_GROUP_SIZE: u16 = 1024;
+/// Largest accepted group size in format v2 (its outlier counts are one byte).
+pub const MAX_GROUP_SIZE_V2: u16 = 255;
 
 /// How each grid maps weights to codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -15,6 +17,31 @@ pub enum Grid {
     Symmetric,
     /// Min–max over `[min(w, 0), max(w, 0)]` with a per-grid zero point.
     Asymmetric,
+}
+
+/// The packed format version a tensor is written in (`docs/FORMAT.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FormatVersion {
+    /// Version 1: per group, two f16 steps (inliers and outliers on their own grid) and a
+    /// count; symmetric or asymmetric grids.
+    #[default]
+    V1,
+    /// Version 2: per row, f16 units for the inlier step and minimum and one outlier step;
+    /// per group, u8 multiples of those units and a count (3 bytes). Inliers sit on an
+    /// asymmetric grid whose range is searched for the least squared error; outliers are
+    /// a sign and an offset above the threshold. Needs [`Grid::Asymmetric`] and
+    /// `group_size < 256`.
+    V2,
+}
+
+impl FormatVersion {
+    /// The version number in the header.
+    pub fn number(self) -> u16 {
+        match self {
+            FormatVersion::V1 => 1,
+            FormatVersion::V2 => 2,
+        }
+    }
 }
 
 /// How the per-tensor outlier threshold is chosen.
@@ -46,6 +73,8 @@ pub struct Params {
     pub grid: Grid,
     /// Threshold search.
     pub selection: SelectionMode,
+    /// Packed format version.
+    pub version: FormatVersion,
 }
 
 impl Default for Params {
@@ -62,6 +91,18 @@ impl Params {
         alpha: 0.06,
         grid: Grid::Symmetric,
         selection: SelectionMode::Exact,
+        version: FormatVersion::V1,
+    };
+
+    /// Format v2's defaults: 4 bits, groups of 64, α = 0.05, exact selection (the
+    /// measured winner of `docs/FORMAT-v2.md`).
+    pub const V2: Params = Params {
+        bits: 4,
+        group_size: 64,
+        alpha: 0.05,
+        grid: Grid::Asymmetric,
+        selection: SelectionMode::Exact,
+        version: FormatVersion::V2,
     };
 
     /// Builds validated parameters.
@@ -72,6 +113,7 @@ impl Params {
             alpha,
             grid,
             selection: SelectionMode::Exact,
+            version: FormatVersion::V1,
         };
         p.validate()?;
         Ok(p)
@@ -80,6 +122,12 @@ impl Params {
     /// Returns these parameters with another selection mode.
     pub fn with_selection(mut self, selection: SelectionMode) -> Self {
         self.selection = selection;
+        self
+    }
+
+    /// Returns these parameters with another format version.
+    pub fn with_version(mut self, version: FormatVersion) -> Self {
+        self.version = version;
         self
     }
 
@@ -93,6 +141,18 @@ impl Params {
         }
         if !(self.alpha >= 0.0 && self.alpha <= 0.5) {
             return Err(Error::InvalidAlpha(self.alpha));
+        }
+        if self.version == FormatVersion::V2 {
+            if self.grid != Grid::Asymmetric {
+                return Err(Error::Unsupported(
+                    "format v2 needs the asymmetric grid (its inliers are asymmetric)",
+                ));
+            }
+            if self.group_size > MAX_GROUP_SIZE_V2 {
+                return Err(Error::Unsupported(
+                    "format v2 needs a group size below 256 (its counts are one byte)",
+                ));
+            }
         }
         if let SelectionMode::Reference { n_iters } = self.selection {
             if n_iters == 0 {
@@ -108,6 +168,7 @@ impl Params {
             bits: self.bits,
             group_size: self.group_size,
             grid: self.grid,
+            version: self.version,
         }
     }
 }
@@ -121,6 +182,8 @@ pub struct FormatParams {
     pub group_size: u16,
     /// Grid kind.
     pub grid: Grid,
+    /// Format version.
+    pub version: FormatVersion,
 }
 
 impl FormatParams {
@@ -145,13 +208,32 @@ impl FormatParams {
             2
         }
     }
-    /// Bytes of one group record: two f16 scales, the count, and two zero points if asymmetric.
+    /// Largest outlier offset in format v2, `2^(b-1) - 1` (the top bit is the sign).
+    pub fn magnitude_max(&self) -> i32 {
+        self.sym_qmax()
+    }
+    /// Bytes of one group record. v1: two f16 scales, the count, and two zero points if
+    /// asymmetric. v2: u8 step, u8 minimum, u8 count.
     pub fn record_bytes(&self) -> usize {
+        if self.version == FormatVersion::V2 {
+            return 3;
+        }
         4 + self.count_bytes()
             + match self.grid {
                 Grid::Symmetric => 0,
                 Grid::Asymmetric => 2,
             }
+    }
+    /// Bytes of the per-row fields before a row's group records: v2's three f16 units.
+    pub fn row_unit_bytes(&self) -> usize {
+        match self.version {
+            FormatVersion::V1 => 0,
+            FormatVersion::V2 => 6,
+        }
+    }
+    /// Bytes of the records of one row of `cols` columns (row units and group records).
+    pub fn row_record_bytes(&self, cols: usize) -> usize {
+        self.row_unit_bytes() + cols.div_ceil(usize::from(self.group_size)) * self.record_bytes()
     }
     /// Validates the fields (same ranges as [`Params::validate`]).
     pub fn validate(&self) -> Result<()> {
@@ -161,6 +243,7 @@ impl FormatParams {
             alpha: 0.0,
             grid: self.grid,
             selection: SelectionMode::Exact,
+            version: self.version,
         }
         .validate()
     }

@@ -18,7 +18,7 @@
 use half::f16;
 
 use crate::error::{Error, Result};
-use crate::params::{FormatParams, Grid};
+use crate::params::{FormatParams, FormatVersion, Grid};
 
 /// Smallest per-tensor scale exponent: keeps `h · 2^e` a normal f32 for every f16 `h`.
 pub const MIN_SCALE_EXP: i32 = -102;
@@ -57,9 +57,11 @@ pub fn scale_exponent(max_abs: f32, fp: &FormatParams) -> i8 {
     if max_abs.is_nan() || max_abs <= 0.0 {
         return 0;
     }
-    let levels = match fp.grid {
-        Grid::Symmetric => f64::from(fp.sym_qmax()),
-        Grid::Asymmetric => f64::from(fp.code_max()) / 2.0,
+    // v2's largest stored field is the outlier step, at most `max_abs / (2^(b-1) - 1)`;
+    // its inlier units are 255 times smaller than their steps.
+    let levels = match (fp.version, fp.grid) {
+        (FormatVersion::V2, _) | (FormatVersion::V1, Grid::Symmetric) => f64::from(fp.sym_qmax()),
+        (FormatVersion::V1, Grid::Asymmetric) => f64::from(fp.code_max()) / 2.0,
     };
     let largest_step = f64::from(max_abs) / levels;
     let e = libm::floor(libm::log2(largest_step)) as i32 - 14;

@@ -6,6 +6,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 use super::layout::Layout;
 use super::{HEADER_LEN, MAGIC, VERSION};
 use crate::error::{Error, FormatError, Result};
+use crate::params::FormatVersion;
 use crate::params::{FormatParams, Grid, SelectionMode};
 use crate::quant::{MAX_SCALE_EXP, MIN_SCALE_EXP};
 
@@ -89,7 +90,7 @@ impl Header {
         };
         Header {
             magic: MAGIC,
-            version: U16::new(VERSION),
+            version: U16::new(p.version.number()),
             header_len: U16::new(HEADER_LEN as u16),
             bits: p.bits,
             grid: match p.grid {
@@ -125,7 +126,7 @@ impl Header {
         if h.magic != MAGIC {
             return Err(FormatError::BadMagic.into());
         }
-        if h.version.get() != VERSION {
+        if !(1..=VERSION).contains(&h.version.get()) {
             return Err(FormatError::UnsupportedVersion(h.version.get()).into());
         }
         if usize::from(h.header_len.get()) != HEADER_LEN {
@@ -157,12 +158,20 @@ impl Header {
             1 => Grid::Asymmetric,
             _ => return Err(bad("grid kind")),
         };
+        let version = match self.version.get() {
+            1 => FormatVersion::V1,
+            _ => FormatVersion::V2,
+        };
         let params = FormatParams {
             bits: self.bits,
             group_size: self.group_size.get(),
             grid,
+            version,
         };
-        params.validate().map_err(|_| bad("bits or group size"))?;
+        params.validate().map_err(|e| match e {
+            Error::Unsupported(_) => bad("grid kind or group size not allowed in version 2"),
+            _ => bad("bits or group size"),
+        })?;
         if !(MIN_SCALE_EXP..=MAX_SCALE_EXP).contains(&i32::from(self.scale_exp)) {
             return Err(bad("scale exponent"));
         }
@@ -176,6 +185,10 @@ impl Header {
         }
         let threshold = self.threshold.get();
         if threshold.is_nan() || threshold < 0.0 {
+            return Err(bad("threshold"));
+        }
+        // Version 2 decodes outliers as offsets from the threshold.
+        if version == FormatVersion::V2 && self.n_outliers.get() > 0 && !threshold.is_finite() {
             return Err(bad("threshold"));
         }
         let alpha = self.alpha.get();

@@ -16,6 +16,8 @@ pub struct Layout {
     pub(crate) groups_per_row: usize,
     /// Bytes of one group record.
     pub(crate) record_bytes: usize,
+    /// Bytes of one row's records: its units (v2) and its group records.
+    pub(crate) row_record_bytes: usize,
     /// Bytes of one row of codes, `ceil(cols · b / 8)`.
     pub(crate) row_code_bytes: usize,
     /// Bits of one outlier position.
@@ -60,7 +62,8 @@ impl Layout {
         // All sizes below are bounded by ~ 2^32 · 9 bytes: no u64 overflow.
         let offsets_at = HEADER_LEN as u64;
         let records_at = offsets_at + 4 * (rows as u64 + 1);
-        let codes_at = records_at + rows as u64 * groups_per_row as u64 * record_bytes as u64;
+        let row_record_bytes = params.row_record_bytes(cols);
+        let codes_at = records_at + rows as u64 * row_record_bytes as u64;
         let positions_at = codes_at + rows as u64 * row_code_bytes;
         let total = positions_at + stream_bytes(n_outliers, position_bits);
         // Readers compute bit offsets (`index · bits`) in usize: on 32-bit targets the
@@ -76,6 +79,7 @@ impl Layout {
             n_outliers,
             groups_per_row,
             record_bytes,
+            row_record_bytes,
             row_code_bytes: row_code_bytes as usize,
             position_bits,
             offsets_at: offsets_at as usize,
@@ -128,9 +132,9 @@ impl Layout {
         self.cols.saturating_sub(group.saturating_mul(g)).min(g)
     }
 
-    /// Bytes of the records of one row.
+    /// Bytes of the records of one row (v2: its units first).
     pub(crate) fn row_record_bytes(&self) -> usize {
-        self.groups_per_row * self.record_bytes
+        self.row_record_bytes
     }
 
     /// Splits a buffer of exactly `total_len` bytes into its sections.

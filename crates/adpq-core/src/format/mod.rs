@@ -15,14 +15,16 @@ mod header;
 mod layout;
 mod parse;
 mod record;
+pub(crate) mod record_v2;
 mod write;
 
 pub(crate) use codes::{code_at, put_code};
 pub use header::HeaderInfo;
 pub use layout::Layout;
-pub use parse::{PackedRow, PackedTensor, RowGroup, RowGroups};
+pub use parse::{PackedRow, PackedTensor, Record, RowGroup, RowGroups};
 pub use record::GroupRecord;
 pub(crate) use record::{encode_record, grid_of};
+pub use record_v2::AffineRecord;
 pub use write::checksum;
 pub(crate) use write::finish;
 
@@ -30,8 +32,8 @@ use crate::error::Result;
 
 /// The four magic bytes.
 pub const MAGIC: [u8; 4] = *b"ADPQ";
-/// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+/// The newest format version this build writes and reads (it reads every version from 1).
+pub const VERSION: u16 = 2;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 64;
 /// The largest magnitude any code of an accepted buffer may decode to: 2^126.

@@ -3,10 +3,13 @@
 use super::header::{Header, HeaderInfo};
 use super::layout::Layout;
 use super::record::{decode_record, GroupRecord, RecordFields};
+use super::record_v2::{self, AffineRecord};
 use super::write::checksum;
 use super::MAX_DECODED_ABS;
+use crate::affine::RowUnits;
 use crate::bits::get_bits;
 use crate::error::{Error, FormatError, Result};
+use crate::params::FormatVersion;
 use crate::params::{FormatParams, Grid};
 use crate::quant::GridScale;
 
@@ -21,6 +24,24 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 fn largest_decoded(grid: &GridScale, p: &FormatParams) -> f64 {
     let reach = grid.offset.max(p.code_max() - grid.offset);
     f64::from(reach) * f64::from(grid.step)
+}
+
+/// A stored f16 step or unit is valid when non-negative and finite.
+fn f16_ok(h: u16) -> bool {
+    h & 0x8000 == 0 && (h & 0x7C00) != 0x7C00
+}
+
+/// Checks group `g` of a version 2 row (`recs` its records) of `len` columns (the row's
+/// units are checked once per row); returns its count.
+fn check_record_v2(recs: &[u8], g: usize, len: usize) -> Result<usize, &'static str> {
+    let (q_step, q_min, count) = record_v2::read_record(recs, g);
+    if count > len {
+        return Err("outlier count exceeds group length");
+    }
+    if count == len && (q_step != 0 || q_min != 0) {
+        return Err("inlier grid set in a group without inliers");
+    }
+    Ok(count)
 }
 
 /// A validated, zero-copy view of a packed tensor.
@@ -46,15 +67,16 @@ pub struct PackedRow<'a> {
     pub n_outliers: usize,
 }
 
-/// One group of a packed row: where it sits, its grids, and its outliers.
+/// One group of a packed row: where it sits, its record, and its outliers. `R` is the
+/// record of the tensor's format: [`GroupRecord`] (version 1) or [`AffineRecord`] (2).
 #[derive(Debug, Clone, Copy)]
-pub struct RowGroup<'a> {
+pub struct RowGroup<'a, R = GroupRecord> {
     /// First column of the group.
     pub start: usize,
     /// Columns in the group (the last group of a row may be shorter).
     pub len: usize,
     /// The group's grids and outlier count.
-    pub record: GroupRecord,
+    pub record: R,
     /// The codes of the whole row (the group's are `start..start + len`).
     pub codes: &'a [u8],
     positions: &'a [u8],
@@ -62,37 +84,86 @@ pub struct RowGroup<'a> {
     position_bits: u32,
 }
 
-impl<'a> RowGroup<'a> {
+impl<'a, R: Record> RowGroup<'a, R> {
     /// Positions within the group of its outliers, increasing (validated by the parser to
     /// be below `len`).
     #[inline]
     pub fn outliers(&self) -> impl Iterator<Item = usize> + 'a {
         let (data, first, width) = (self.positions, self.first_bit, self.position_bits);
-        (0..self.record.count)
+        (0..self.record.count())
             .map(move |k| get_bits(data, first + k * width as usize, width) as usize)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::GroupRecord {}
+    impl Sealed for super::AffineRecord {}
+}
+
+/// A group record of one format version (sealed: [`GroupRecord`], [`AffineRecord`]).
+pub trait Record: sealed::Sealed + Copy {
+    /// The format version whose records these are.
+    const VERSION: FormatVersion;
+    /// Decodes group `g` of `row` (whose units are `units` in version 2).
+    fn decode(t: &PackedTensor<'_>, row: &PackedRow<'_>, units: &RowUnits, g: usize) -> Self;
+    /// Outliers in the group.
+    fn count(&self) -> usize;
+}
+
+impl Record for GroupRecord {
+    const VERSION: FormatVersion = FormatVersion::V1;
+    #[inline(always)]
+    fn decode(t: &PackedTensor<'_>, row: &PackedRow<'_>, _: &RowUnits, g: usize) -> Self {
+        t.record(row, g)
+    }
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.count
+    }
+}
+
+impl Record for AffineRecord {
+    const VERSION: FormatVersion = FormatVersion::V2;
+    #[inline(always)]
+    fn decode(_: &PackedTensor<'_>, row: &PackedRow<'_>, units: &RowUnits, g: usize) -> Self {
+        record_v2::decode_record(row.records, g, units)
+    }
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.count
     }
 }
 
 /// The groups of one packed row, in order (see [`PackedTensor::groups`]).
 #[derive(Debug, Clone)]
-pub struct RowGroups<'a> {
+pub struct RowGroups<'a, R = GroupRecord> {
     tensor: PackedTensor<'a>,
     row: PackedRow<'a>,
+    units: RowUnits,
     next_group: usize,
     next_outlier: usize,
+    _record: core::marker::PhantomData<R>,
 }
 
-impl<'a> Iterator for RowGroups<'a> {
-    type Item = RowGroup<'a>;
+impl<'a, R: Record> RowGroups<'a, R> {
+    /// The row's units (version 2; zero in version 1).
+    pub fn units(&self) -> &RowUnits {
+        &self.units
+    }
+}
+
+impl<'a, R: Record> Iterator for RowGroups<'a, R> {
+    type Item = RowGroup<'a, R>;
 
     #[inline]
-    fn next(&mut self) -> Option<RowGroup<'a>> {
+    fn next(&mut self) -> Option<RowGroup<'a, R>> {
         let l = &self.tensor.layout;
         if self.next_group >= l.groups_per_row {
             return None;
         }
         let gi = self.next_group;
-        let record = self.tensor.record(&self.row, gi);
+        let record = R::decode(&self.tensor, &self.row, &self.units, gi);
         let group = RowGroup {
             start: gi * usize::from(l.params.group_size),
             len: l.group_len(gi),
@@ -103,7 +174,7 @@ impl<'a> Iterator for RowGroups<'a> {
             position_bits: l.position_bits,
         };
         self.next_group += 1;
-        self.next_outlier += record.count;
+        self.next_outlier += record.count();
         Some(group)
     }
 }
@@ -157,7 +228,6 @@ impl<'a> PackedTensor<'a> {
         }
         let pos_bits = l.position_bits;
         let positions = &b[l.positions_at..];
-        let f16_ok = |h: u16| h & 0x8000 == 0 && (h & 0x7C00) != 0x7C00;
         for r in 0..l.rows {
             let (start, end) = (offset(r), offset(r + 1));
             if end < start || (end - start) as usize > l.cols {
@@ -165,6 +235,10 @@ impl<'a> PackedTensor<'a> {
             }
             let mut next = start as usize;
             let recs = &b[l.records_at + r * l.row_record_bytes()..][..l.row_record_bytes()];
+            let units = match p.version {
+                FormatVersion::V1 => None,
+                FormatVersion::V2 => Some(self.check_units(r, recs, end > start)?),
+            };
             for g in 0..l.groups_per_row {
                 let bad_group = |what| {
                     Error::Format(FormatError::BadGroup {
@@ -173,37 +247,19 @@ impl<'a> PackedTensor<'a> {
                         what,
                     })
                 };
-                let rec = &recs[g * l.record_bytes..][..l.record_bytes];
-                let RecordFields { h_in, h_out, .. } = RecordFields::read(rec, p);
-                if !f16_ok(h_in) || !f16_ok(h_out) {
-                    return Err(bad_group("step is negative, infinite or NaN"));
-                }
-                let d = decode_record(rec, p, self.info.scale_exp);
-                if largest_decoded(&d.inliers, p) > f64::from(MAX_DECODED_ABS)
-                    || largest_decoded(&d.outliers, p) > f64::from(MAX_DECODED_ABS)
-                {
-                    return Err(bad_group("a code decodes above 2^126 in magnitude"));
-                }
                 let len = l.group_len(g);
-                if d.count > len {
-                    return Err(bad_group("outlier count exceeds group length"));
+                let count = match &units {
+                    None => {
+                        self.check_record_v1(&recs[g * l.record_bytes..][..l.record_bytes], len)
+                    }
+                    Some(_) => check_record_v2(recs, g, len),
                 }
-                if p.grid == Grid::Asymmetric
-                    && (d.inliers.offset > p.code_max() || d.outliers.offset > p.code_max())
-                {
-                    return Err(bad_group("zero point out of range"));
-                }
-                if d.count == 0 && h_out != 0 {
-                    return Err(bad_group("outlier step set in a group without outliers"));
-                }
-                if d.count == len && h_in != 0 {
-                    return Err(bad_group("inlier step set in a group without inliers"));
-                }
-                if next + d.count > end as usize {
+                .map_err(bad_group)?;
+                if next + count > end as usize {
                     return Err(FormatError::BadRowOffsets { row: r as u64 }.into());
                 }
                 let mut prev: Option<u32> = None;
-                for i in next..next + d.count {
+                for i in next..next + count {
                     let pos = get_bits(positions, i * pos_bits as usize, pos_bits);
                     if pos as usize >= len || prev.is_some_and(|q| pos <= q) {
                         return Err(bad_group(
@@ -212,13 +268,74 @@ impl<'a> PackedTensor<'a> {
                     }
                     prev = Some(pos);
                 }
-                next += d.count;
+                next += count;
             }
             if next != end as usize {
                 return Err(FormatError::BadRowOffsets { row: r as u64 }.into());
             }
         }
         Ok(())
+    }
+
+    /// Checks one version 1 group record of a group of `len` columns; returns its count.
+    fn check_record_v1(&self, rec: &[u8], len: usize) -> Result<usize, &'static str> {
+        let p = &self.layout.params;
+        let RecordFields { h_in, h_out, .. } = RecordFields::read(rec, p);
+        if !f16_ok(h_in) || !f16_ok(h_out) {
+            return Err("step is negative, infinite or NaN");
+        }
+        let d = decode_record(rec, p, self.info.scale_exp);
+        if largest_decoded(&d.inliers, p) > f64::from(MAX_DECODED_ABS)
+            || largest_decoded(&d.outliers, p) > f64::from(MAX_DECODED_ABS)
+        {
+            return Err("a code decodes above 2^126 in magnitude");
+        }
+        if d.count > len {
+            return Err("outlier count exceeds group length");
+        }
+        if p.grid == Grid::Asymmetric
+            && (d.inliers.offset > p.code_max() || d.outliers.offset > p.code_max())
+        {
+            return Err("zero point out of range");
+        }
+        if d.count == 0 && h_out != 0 {
+            return Err("outlier step set in a group without outliers");
+        }
+        if d.count == len && h_in != 0 {
+            return Err("inlier step set in a group without inliers");
+        }
+        Ok(d.count)
+    }
+
+    /// Checks the units of version 2 row `r` (`recs` its records); returns them.
+    fn check_units(&self, r: usize, recs: &[u8], has_outliers: bool) -> Result<RowUnits> {
+        let p = &self.layout.params;
+        let bad_row = |what| {
+            Error::Format(FormatError::BadRow {
+                row: r as u64,
+                what,
+            })
+        };
+        let stored = record_v2::read_units(recs);
+        if !stored.iter().all(|&h| f16_ok(h)) {
+            return Err(bad_row("unit is negative, infinite or NaN"));
+        }
+        if !has_outliers && stored[2] != 0 {
+            return Err(bad_row("outlier step set in a row without outliers"));
+        }
+        let units = RowUnits::from_stored(stored, self.info.scale_exp, self.info.threshold);
+        let inlier_reach = f64::from(p.code_max()) * 255.0 * f64::from(units.step_unit)
+            + 255.0 * f64::from(units.min_unit);
+        let outlier_reach = if has_outliers {
+            f64::from(units.threshold)
+                + f64::from(p.magnitude_max()) * f64::from(units.outlier_step)
+        } else {
+            0.0
+        };
+        if inlier_reach.max(outlier_reach) > f64::from(MAX_DECODED_ABS) {
+            return Err(bad_row("a code decodes above 2^126 in magnitude"));
+        }
+        Ok(units)
     }
 
     /// The layout (shape, parameters, section offsets).
@@ -272,16 +389,50 @@ impl<'a> PackedTensor<'a> {
         })
     }
 
-    /// The groups of row `r` with their grids and outlier positions, or an error when the
-    /// row is out of range.
-    pub fn groups(&self, r: usize) -> Result<RowGroups<'a>> {
+    /// The groups of row `r` of a version 1 tensor with their grids and outlier
+    /// positions, or an error when the row is out of range or the tensor is version 2
+    /// (read with [`affine_groups`](Self::affine_groups)).
+    pub fn groups(&self, r: usize) -> Result<RowGroups<'a, GroupRecord>> {
+        self.groups_of(r)
+    }
+
+    /// The groups of row `r` of a version 2 tensor, or an error when the row is out of
+    /// range or the tensor is version 1 (read with [`groups`](Self::groups)).
+    pub fn affine_groups(&self, r: usize) -> Result<RowGroups<'a, AffineRecord>> {
+        self.groups_of(r)
+    }
+
+    /// The groups of row `r` with records of kind `R`.
+    pub fn groups_of<R: Record>(&self, r: usize) -> Result<RowGroups<'a, R>> {
+        if self.version() != R::VERSION {
+            return Err(Error::Unsupported(match R::VERSION {
+                FormatVersion::V1 => "a version 2 tensor's groups are read with affine_groups",
+                FormatVersion::V2 => "a version 1 tensor's groups are read with groups",
+            }));
+        }
         let row = self.row(r)?;
         Ok(RowGroups {
             tensor: *self,
             row,
+            units: self.units_of(&row),
             next_group: 0,
             next_outlier: row.first_outlier,
+            _record: core::marker::PhantomData,
         })
+    }
+
+    /// The format version.
+    pub fn version(&self) -> FormatVersion {
+        self.layout.params.version
+    }
+
+    /// The units of a row (version 2; all zero in version 1).
+    pub fn units_of(&self, row: &PackedRow<'_>) -> RowUnits {
+        let units = match self.version() {
+            FormatVersion::V1 => [0; 3],
+            FormatVersion::V2 => record_v2::read_units(row.records),
+        };
+        RowUnits::from_stored(units, self.info.scale_exp, self.info.threshold)
     }
 
     /// The record of group `g` of a row.

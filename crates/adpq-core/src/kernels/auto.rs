@@ -7,6 +7,7 @@ use super::{Avx2, CpuKernels, Neon, Q8Activations, RowJob, RowsDone, RowsOut, Sc
 use crate::error::Result;
 use crate::format::code_at;
 use crate::format::PackedTensor;
+use crate::params::FormatVersion;
 use crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS};
 use crate::weights::Weights;
 
@@ -198,9 +199,21 @@ impl CpuKernels for AnyKernels {
 /// `u = 2^-24`. The bound returned is `2·(m + 8)·u·S + f32::MIN_POSITIVE`, where
 /// `S = Σ_i |x_i|·(|c_i − z_in|·Δ_in + [i is an outlier]·(|c_i − z_out|·Δ_out + |c_i − z_in|·Δ_in))`
 /// covers the dense terms and the outlier corrections (the `+ 8` covers the scale
-/// multiplications and the lane reduction). The conformance suite enforces it.
+/// multiplications and the lane reduction). Version 2 sums `Σc·x` and `Σx` per group, so
+/// its dense term is `|x_i|·(c_i·d + |m|)` and an outlier's `|x_p|·(|ŵ_p| + c_p·d + |m|)`.
+/// The conformance suite enforces it.
 pub fn dot_tolerance(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
     check_activations(t, x)?;
+    let (s, n_outliers) = match t.version() {
+        FormatVersion::V1 => dot_magnitude_v1(t, r, x)?,
+        FormatVersion::V2 => super::scalar_v2::dot_magnitude(t, r, x)?,
+    };
+    let m = (t.cols() + n_outliers + 8) as f64;
+    Ok((2.0 * m * libm::ldexp(1.0, -24) * s) as f32 + f32::MIN_POSITIVE)
+}
+
+/// `S` of [`dot_tolerance`] for a version 1 row, with the row's outlier count.
+fn dot_magnitude_v1(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<(f64, usize)> {
     let bits = t.params().bits;
     let mut s = 0f64;
     let mut n_outliers = 0;
@@ -226,6 +239,5 @@ pub fn dot_tolerance(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
         }
         n_outliers += rec.count;
     }
-    let m = (t.cols() + n_outliers + 8) as f64;
-    Ok((2.0 * m * libm::ldexp(1.0, -24) * s) as f32 + f32::MIN_POSITIVE)
+    Ok((s, n_outliers))
 }

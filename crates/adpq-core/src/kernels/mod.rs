@@ -13,6 +13,7 @@ mod common;
 mod q8;
 mod rows;
 mod scalar;
+mod scalar_v2;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod simd;
 mod stubs;

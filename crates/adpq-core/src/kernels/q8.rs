@@ -148,6 +148,9 @@ impl<'a> Q8Activations<'a> {
 /// The portable reference of the int8-activation dot product of packed row `r`.
 pub fn dot_row_q8_ref(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> Result<f32> {
     a.check(t)?;
+    if t.version() == crate::params::FormatVersion::V2 {
+        return super::scalar_v2::dot_row_q8(t, r, a);
+    }
     let bits = t.params().bits;
     let mut acc = 0f32;
     let groups = t.groups(r)?;

@@ -2,9 +2,11 @@
 
 use super::check_activations;
 use super::rows::{push_position, GroupCursor, GroupDone};
+use super::scalar_v2;
 use super::{CpuKernels, RowJob, RowsDone, RowsOut};
 use crate::error::{Error, Result};
 use crate::format::{code_at, grid_of, put_code, PackedTensor};
+use crate::params::FormatVersion;
 use crate::params::MAX_GROUP_SIZE;
 use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, RangeScan, HIST_BINS};
 use crate::weights::{Element, Weights};
@@ -83,7 +85,7 @@ pub(crate) fn check_rows(w_len: usize, job: &RowJob, out: &RowsOut<'_>) -> Resul
     }
     let rows = w_len / cols;
     let fp = &job.params;
-    let rec = cols.div_ceil(usize::from(fp.group_size)) * fp.record_bytes();
+    let rec = fp.row_record_bytes(cols);
     let code = (cols * usize::from(fp.bits)).div_ceil(8);
     for (needed, actual) in [
         (rows * 4, out.counts.len()),
@@ -273,7 +275,10 @@ impl CpuKernels for Scalar {
         job: &RowJob,
         out: &mut RowsOut<'_>,
     ) -> Result<RowsDone> {
-        with_weights!(w, s => quantize_rows_generic(s, job, out))
+        match job.params.version {
+            FormatVersion::V1 => with_weights!(w, s => quantize_rows_generic(s, job, out)),
+            FormatVersion::V2 => with_weights!(w, s => scalar_v2::quantize_rows(s, job, out)),
+        }
     }
 
     fn dequantize_rows(
@@ -284,12 +289,18 @@ impl CpuKernels for Scalar {
     ) -> Result<()> {
         check_out_rows(t, first_row, out.len())?;
         for (i, row_out) in out.chunks_mut(t.cols()).enumerate() {
-            dequantize_row(t, first_row + i, row_out)?;
+            match t.version() {
+                FormatVersion::V1 => dequantize_row(t, first_row + i, row_out)?,
+                FormatVersion::V2 => scalar_v2::dequantize_row(t, first_row + i, row_out)?,
+            }
         }
         Ok(())
     }
 
     fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
-        dot_row(t, row, x)
+        match t.version() {
+            FormatVersion::V1 => dot_row(t, row, x),
+            FormatVersion::V2 => scalar_v2::dot_row(t, row, x),
+        }
     }
 }

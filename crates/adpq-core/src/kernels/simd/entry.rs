@@ -93,6 +93,10 @@ macro_rules! simd_kernels {
                     job: &RowJob,
                     out: &mut RowsOut<'_>,
                 ) -> Result<RowsDone> {
+                    // Format v2 runs the scalar oracle until its SIMD kernels land.
+                    if job.params.version == $crate::params::FormatVersion::V2 {
+                        return $crate::Scalar.quantize_rows(w, job, out);
+                    }
                     self.run(QuantizeRows { w, job, out })
                 }
 
@@ -102,12 +106,18 @@ macro_rules! simd_kernels {
                     first_row: usize,
                     out: &mut [f32],
                 ) -> Result<()> {
+                    if t.version() == $crate::params::FormatVersion::V2 {
+                        return $crate::Scalar.dequantize_rows(t, first_row, out);
+                    }
                     simd::dequantize_rows(t, first_row, out, |r, row_out| {
                         self.run(DequantizeRow { t, r, out: row_out })
                     })
                 }
 
                 fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
+                    if t.version() == $crate::params::FormatVersion::V2 {
+                        return $crate::Scalar.dot_row(t, row, x);
+                    }
                     self.run(DotRow { t, r: row, x })
                 }
 
@@ -119,6 +129,9 @@ macro_rules! simd_kernels {
                     row: usize,
                     a: &Q8Activations<'_>,
                 ) -> Result<f32> {
+                    if t.version() == $crate::params::FormatVersion::V2 {
+                        return $crate::kernels::dot_row_q8_ref(t, row, a);
+                    }
                     self.run(DotRowQ8 { t, r: row, a })
                 }
             }

@@ -1,0 +1,353 @@
+//! Format v2's grid arithmetic, shared by every backend: the per-row units, the inlier
+//! grid of a group (`ŵ = c·d + m`), the range search that picks it, and the outlier grid
+//! (`ŵ = ±(t + k·h)`).
+//!
+//! **One rule for every backend.** A backend supplies only the per-weight passes over a
+//! group ([`GroupPasses`]: the squared error of a candidate grid, the sums a least-squares
+//! refit needs); the choice of grid ([`search_group`]) is written once, here. The passes
+//! add element `i` of a group into lane `i % 8` and total the lanes in one fixed order
+//! ([`LaneSums`]), with separate multiplies and adds (no FMA), so a SIMD backend's 8-lane
+//! sums equal the scalar oracle's bit for bit, and so do the chosen grids and the bytes.
+//!
+//! **The search** (`docs/FORMAT.md`, version 2): over the group's inliers `[lo, hi]`
+//! (`lo = min(w, 0)`, `hi = max(w, 0)`), the 9 ranges `[lo·s_i, hi·s_j]`, `s = 1, .92, .84`,
+//! each rounded to the stored fields (`q_d`, `q_m`, u8 multiples of the row's units), keep
+//! the least squared error (ties: the first in `i`, then `j`); then one least-squares
+//! refit of `(d, m)` for the winner's codes, kept if its stored grid errs less.
+
+use half::f16;
+
+use crate::params::FormatParams;
+use crate::quant::{pow2, round_ties_even};
+
+/// Range shrink factors the search tries at each end of a group's inlier range.
+pub(crate) const SHRINK: [f32; 3] = [1.0, 0.92, 0.84];
+
+/// Lanes of [`LaneSums`]: the width of every SIMD backend's f32 vectors.
+pub(crate) const LANES: usize = 8;
+
+/// A sum over a group kept in 8 lanes: element `i` adds into lane `i % 8`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct LaneSums(pub(crate) [f32; LANES]);
+
+impl LaneSums {
+    /// Adds `v` for element `i` of the group.
+    #[inline(always)]
+    pub(crate) fn add(&mut self, i: usize, v: f32) {
+        self.0[i % LANES] += v;
+    }
+
+    /// The lanes added in the one order every backend uses.
+    #[inline(always)]
+    pub(crate) fn total(&self) -> f32 {
+        let a = &self.0;
+        ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
+    }
+}
+
+/// The nearest f16 at or above `x` (`x ≥ 0`, finite), so that 255 units always reach `x`.
+fn f16_at_least(x: f32) -> u16 {
+    let mut h = f16::from_f32(x);
+    if h.to_f32() < x {
+        h = f16::from_bits(h.to_bits() + 1);
+    }
+    if h.is_infinite() {
+        h = f16::MAX;
+    } else if x > 0.0 && h.to_bits() == 0 {
+        h = f16::from_bits(1);
+    }
+    h.to_bits()
+}
+
+/// The nearest f16 to `x` (`x ≥ 0`, finite), kept finite.
+fn f16_nearest(x: f32) -> u16 {
+    let h = f16::from_f32(x);
+    if h.is_infinite() {
+        f16::MAX.to_bits()
+    } else {
+        h.to_bits()
+    }
+}
+
+/// A row's stored units (f16 bits) and their values `h · 2^e`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowUnits {
+    /// f16 bits of the inlier step unit.
+    pub step_unit_bits: u16,
+    /// f16 bits of the inlier minimum unit.
+    pub min_unit_bits: u16,
+    /// f16 bits of the outlier step.
+    pub outlier_step_bits: u16,
+    /// Inlier step unit `u_d · 2^e`: a group's step is `q_d` of these.
+    pub step_unit: f32,
+    /// Inlier minimum unit `u_m · 2^e`: a group's minimum is `−q_m` of these.
+    pub min_unit: f32,
+    /// Outlier step `h_o · 2^e`.
+    pub outlier_step: f32,
+    /// The tensor's threshold `t`: every outlier decodes to `±(t + k · outlier_step)`.
+    pub threshold: f32,
+}
+
+impl RowUnits {
+    /// The units of stored fields.
+    pub fn from_stored(bits: [u16; 3], scale_exp: i8, threshold: f32) -> RowUnits {
+        let scale = pow2(i32::from(scale_exp));
+        let value = |h: u16| f16::from_bits(h).to_f32() * scale;
+        RowUnits {
+            step_unit_bits: bits[0],
+            min_unit_bits: bits[1],
+            outlier_step_bits: bits[2],
+            step_unit: value(bits[0]),
+            min_unit: value(bits[1]),
+            outlier_step: value(bits[2]),
+            threshold,
+        }
+    }
+
+    /// The units of a row whose groups' inlier ranges reach at most `span_max` wide and
+    /// `neg_max` below zero, and whose outliers reach `out_max` (0 without outliers).
+    pub(crate) fn for_row(
+        span_max: f32,
+        neg_max: f32,
+        out_max: f32,
+        threshold: f32,
+        fp: &FormatParams,
+        scale_exp: i8,
+    ) -> RowUnits {
+        let down = pow2(-i32::from(scale_exp));
+        let code_max = fp.code_max() as f32;
+        let step = f16_at_least(((span_max * down) / code_max) / 255.0);
+        let min = f16_at_least((neg_max * down) / 255.0);
+        let out = if out_max > 0.0 && out_max > threshold {
+            f16_nearest(((out_max - threshold) * down) / fp.magnitude_max() as f32)
+        } else {
+            0
+        };
+        RowUnits::from_stored([step, min, out], scale_exp, threshold)
+    }
+
+    /// The stored fields in byte order.
+    pub(crate) fn stored(&self) -> [u16; 3] {
+        [
+            self.step_unit_bits,
+            self.min_unit_bits,
+            self.outlier_step_bits,
+        ]
+    }
+
+    /// The value of outlier code `code` of a `bits`-bit grid: the top bit is the sign, the
+    /// rest `k` in `t + k · h`.
+    #[inline(always)]
+    pub fn outlier(&self, code: u8, bits: u8) -> f32 {
+        let k = code & ((1u8 << (bits - 1)) - 1);
+        let magnitude = self.threshold + f32::from(k) * self.outlier_step;
+        if code >> (bits - 1) != 0 {
+            -magnitude
+        } else {
+            magnitude
+        }
+    }
+
+    /// The outlier code of `w` (`|w| ≥ t`): the sign bit and the nearest `k`.
+    #[inline(always)]
+    pub(crate) fn encode_outlier(&self, w: f32, fp: &FormatParams) -> u8 {
+        let inv = if self.outlier_step > 0.0 {
+            1.0 / self.outlier_step
+        } else {
+            0.0
+        };
+        let k = round_ties_even(
+            ((w.abs() - self.threshold) * inv).clamp(0.0, fp.magnitude_max() as f32),
+        );
+        (k as u8) | (((w.to_bits() >> 31) as u8) << (fp.bits - 1))
+    }
+}
+
+/// The inlier grid of one group: `ŵ = c·d + m`, `d = q_d · u_d`, `m = −q_m · u_m`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AffineGrid {
+    /// Stored step multiple `q_d`.
+    pub q_step: u8,
+    /// Stored minimum multiple `q_m`.
+    pub q_min: u8,
+    /// The step `d`.
+    pub step: f32,
+    /// The minimum `m` (≤ 0).
+    pub min: f32,
+    /// `1/d` (0 when `d` is 0).
+    pub inv: f32,
+}
+
+impl AffineGrid {
+    /// The grid of stored multiples of a row's units.
+    #[inline(always)]
+    pub fn new(q_step: u8, q_min: u8, units: &RowUnits) -> AffineGrid {
+        let step = f32::from(q_step) * units.step_unit;
+        AffineGrid {
+            q_step,
+            q_min,
+            step,
+            min: -(f32::from(q_min) * units.min_unit),
+            inv: if step > 0.0 { 1.0 / step } else { 0.0 },
+        }
+    }
+
+    /// The value code `c` stands for: `c·d + m`, multiply then add (never fused).
+    #[inline(always)]
+    pub fn decode(&self, code: u8) -> f32 {
+        f32::from(code) * self.step + self.min
+    }
+
+    /// The code of `w`, as an f32: `round((w − m) / d)` clamped to `0..=code_max`.
+    #[inline(always)]
+    pub(crate) fn encode(&self, w: f32, code_max: f32) -> f32 {
+        round_ties_even(((w - self.min) * self.inv).clamp(0.0, code_max))
+    }
+}
+
+/// The sums a least-squares refit of `(d, m)` needs, over a group's inliers.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct RefitSums {
+    /// Inliers.
+    pub(crate) n: u32,
+    /// `Σ c`.
+    pub(crate) c: LaneSums,
+    /// `Σ c²`.
+    pub(crate) cc: LaneSums,
+    /// `Σ w`.
+    pub(crate) w: LaneSums,
+    /// `Σ c·w`.
+    pub(crate) cw: LaneSums,
+}
+
+/// The per-weight passes over one group's inliers that [`search_group`] needs.
+pub(crate) trait GroupPasses {
+    /// `Σ (grid.decode(grid.encode(w)) − w)²` over the inliers, as [`LaneSums`].
+    fn error(&mut self, grid: &AffineGrid) -> f32;
+    /// The refit sums of the inliers' codes on `grid`.
+    fn refit_sums(&mut self, grid: &AffineGrid) -> RefitSums;
+}
+
+/// Rounds a stored multiple to `lo..=255`.
+fn multiple(v: f64, lo: f64) -> u8 {
+    if v.is_nan() {
+        return lo as u8;
+    }
+    libm::floor(v.clamp(lo, 255.0) + 0.5) as u8
+}
+
+/// The inlier grid of one group whose inliers span `[lo, hi]` (`lo ≤ 0 ≤ hi`), chosen by
+/// the search of the module docs.
+pub(crate) fn search_group(
+    passes: &mut impl GroupPasses,
+    lo: f32,
+    hi: f32,
+    units: &RowUnits,
+    fp: &FormatParams,
+) -> AffineGrid {
+    if hi <= lo {
+        // No inliers, or all of them zero: code 0 decodes to exactly 0.
+        return AffineGrid::new(0, 0, units);
+    }
+    let code_max = fp.code_max() as f32;
+    let step_scale = code_max * units.step_unit;
+    let candidate = |lo: f32, hi: f32| {
+        let q_step = round_ties_even(((hi - lo) / step_scale).clamp(1.0, 255.0)) as u8;
+        let q_min = if units.min_unit > 0.0 {
+            round_ties_even((-lo / units.min_unit).clamp(0.0, 255.0)) as u8
+        } else {
+            0
+        };
+        AffineGrid::new(q_step, q_min, units)
+    };
+    let mut best = candidate(lo, hi);
+    let mut best_err = passes.error(&best);
+    let mut tried = [(best.q_step, best.q_min); 9];
+    let mut n_tried = 1;
+    for (i, si) in SHRINK.iter().enumerate() {
+        for (j, sj) in SHRINK.iter().enumerate() {
+            if i == 0 && j == 0 {
+                continue;
+            }
+            let grid = candidate(lo * si, hi * sj);
+            let key = (grid.q_step, grid.q_min);
+            if tried[..n_tried].contains(&key) {
+                continue;
+            }
+            tried[n_tried] = key;
+            n_tried += 1;
+            let err = passes.error(&grid);
+            if err < best_err {
+                (best, best_err) = (grid, err);
+            }
+        }
+    }
+    // One least-squares refit of (d, m) for the winner's codes.
+    let s = passes.refit_sums(&best);
+    let n = f64::from(s.n);
+    let (sc, scc) = (f64::from(s.c.total()), f64::from(s.cc.total()));
+    let (sw, scw) = (f64::from(s.w.total()), f64::from(s.cw.total()));
+    let det = n * scc - sc * sc;
+    if det > 0.0 {
+        let d = (n * scw - sc * sw) / det;
+        let m = (sw - d * sc) / n;
+        let q_step = multiple(d / f64::from(units.step_unit), 1.0);
+        let q_min = if units.min_unit > 0.0 {
+            multiple(-m / f64::from(units.min_unit), 0.0)
+        } else {
+            0
+        };
+        if (q_step, q_min) != (best.q_step, best.q_min) {
+            let grid = AffineGrid::new(q_step, q_min, units);
+            if passes.error(&grid) < best_err {
+                best = grid;
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Params;
+
+    #[test]
+    fn lane_total_is_fixed_order() {
+        let mut s = LaneSums::default();
+        for i in 0..20 {
+            s.add(i, i as f32);
+        }
+        assert_eq!(s.0[3], 3.0 + 11.0 + 19.0);
+        assert_eq!(s.total(), (0..20).sum::<i32>() as f32);
+    }
+
+    #[test]
+    fn units_reach_the_row_range() {
+        let fp = Params::V2.format();
+        for span in [1e-3f32, 0.37, 5.0, 1234.5] {
+            let e = crate::quant::scale_exponent(span, &fp);
+            let u = RowUnits::for_row(span, span / 2.0, 0.0, f32::INFINITY, &fp, e);
+            // Reached up to the f32 roundings of the unit's computation.
+            let reach = 255.0 * u.step_unit * fp.code_max() as f32;
+            assert!(reach >= span * (1.0 - 1e-6), "{span}: {reach}");
+            assert!(255.0 * u.min_unit >= span / 2.0 * (1.0 - 1e-6));
+            assert_eq!(u.outlier_step_bits, 0);
+        }
+    }
+
+    #[test]
+    fn outliers_decode_sign_and_offset() {
+        let fp = Params::V2.format();
+        let u = RowUnits::for_row(1.0, 0.5, 2.0, 1.3, &fp, -16);
+        for w in [1.3f32, -1.3, 1.75, -2.0, 2.0] {
+            let c = u.encode_outlier(w, &fp);
+            let back = u.outlier(c, fp.bits);
+            assert_eq!(back.is_sign_negative(), w < 0.0);
+            assert!(
+                (back - w).abs() <= u.outlier_step / 2.0 + 1e-6,
+                "{w} -> {back}"
+            );
+        }
+    }
+}
