@@ -93,6 +93,23 @@ fn edge_seeds() -> Vec<(String, Vec<u8>)> {
             pack(Weights::F32(&w), rows, cols, &params),
         ));
     }
+    for (name, bits, scale) in [
+        ("v2_top_8_g32_2x70", 8, top),
+        ("v2_top_2_g16_2x40", 2, top),
+        ("v2_tiny_4_g16_2x40", 4, tiny * 4.0),
+    ] {
+        let cols = if bits == 8 { 70 } else { 40 };
+        let params = Params {
+            bits,
+            group_size: if bits == 8 { 32 } else { 16 },
+            alpha: 0.1,
+            ..Params::V2
+        };
+        let mut w: Vec<f32> = (0..2 * cols).map(|i| bell(i) / 4.0 * scale).collect();
+        w[1] = scale;
+        w[2] = -scale;
+        out.push((name.to_string(), pack(Weights::F32(&w), 2, cols, &params)));
+    }
     let w: Vec<f16> = (0..2 * 128)
         .map(|i| match i % 5 {
             0 => f16::MAX,
@@ -309,6 +326,44 @@ fn packed_seeds() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for &(name, rows, cols, bits, group, alpha, grid, reference, zeros) in cases {
         let mut params = Params::new(bits, group, alpha, grid).unwrap();
+        if reference {
+            params = params.with_selection(SelectionMode::Reference { n_iters: 100 });
+        }
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| if zeros { 0.0 } else { bell(i) })
+            .collect();
+        out.push((
+            name.to_string(),
+            pack(Weights::F32(&w), rows, cols, &params),
+        ));
+    }
+    out.extend(v2_seeds());
+    out
+}
+
+/// Format v2 buffers: 2..8 bits, groups from 16 to 255, short last groups, no outliers,
+/// half of the weights outliers, an all-zero tensor, a reference-mode header.
+fn v2_seeds() -> Vec<(String, Vec<u8>)> {
+    // (name, rows, cols, bits, group, alpha, reference mode, all zero)
+    let cases: &[(&str, usize, usize, u8, u16, f64, bool, bool)] = &[
+        ("v2_4_g64_3x200", 3, 200, 4, 64, 0.05, false, false),
+        ("v2_6_g64_2x100", 2, 100, 6, 64, 0.05, false, false),
+        ("v2_2_g16_4x40", 4, 40, 2, 16, 0.25, false, false),
+        ("v2_8_g255_1x300", 1, 300, 8, 255, 0.06, false, false),
+        ("v2_3_g17_2x50", 2, 50, 3, 17, 0.1, false, false),
+        ("v2_4_g64_alpha0_2x48", 2, 48, 4, 64, 0.0, false, false),
+        ("v2_4_g16_alpha05_1x33", 1, 33, 4, 16, 0.5, false, false),
+        ("v2_4_g64_zeros_2x20", 2, 20, 4, 64, 0.05, false, true),
+        ("v2_4_g64_ref_2x256", 2, 256, 4, 64, 0.06, true, false),
+    ];
+    let mut out = Vec::new();
+    for &(name, rows, cols, bits, group, alpha, reference, zeros) in cases {
+        let mut params = Params {
+            bits,
+            group_size: group,
+            alpha,
+            ..Params::V2
+        };
         if reference {
             params = params.with_selection(SelectionMode::Reference { n_iters: 100 });
         }

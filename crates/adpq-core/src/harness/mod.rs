@@ -5,11 +5,12 @@
 
 use std::vec;
 
-use crate::format::{packed_len, PackedTensor};
+use crate::format::{packed_len, PackedTensor, Record, RowGroups};
 use crate::kernels::{CpuKernels, Scalar};
-use crate::params::{Grid, Params, SelectionMode};
+use crate::params::{FormatVersion, Grid, Params, SelectionMode};
 use crate::weights::Weights;
 
+mod affine;
 mod decode;
 mod selection;
 
@@ -56,10 +57,36 @@ pub fn parse_packed(data: &[u8]) {
 /// violation.
 pub fn check_dot(t: &PackedTensor<'_>, r: usize, x: &[f32], back: &[f32], y: f32) {
     let fp = t.params();
+    // Σ of the magnitudes of every term of the fused form: bounds all its partial sums.
+    let magnitude = match t.version() {
+        FormatVersion::V1 => fused_magnitude_v1(t, r, x),
+        FormatVersion::V2 => affine::fused_magnitude(t, r, x),
+    };
+    // Leave room for rounding on the way (each step rounds by at most 2^-24 relative).
+    if magnitude >= f64::from(f32::MAX) * 0.5 {
+        return;
+    }
+    let exact: f64 = back
+        .iter()
+        .zip(x)
+        .map(|(&v, &xi)| f64::from(v) * f64::from(xi))
+        .sum();
+    // Every rounding error is at most 2^-24 of a partial sum, and the partial sums are
+    // bounded by `magnitude`; a few roundings per term, `cols` terms plus the groups'.
+    let ops = 4.0 * (x.len() + 2 * x.len().div_ceil(usize::from(fp.group_size))) as f64;
+    let tol = ops * f64::from(f32::EPSILON) * magnitude + f64::from(f32::MIN_POSITIVE);
+    assert!(
+        y.is_finite() && (f64::from(y) - exact).abs() <= tol,
+        "row {r}: dot {y} but the dequantized row gives {exact} (tolerance {tol})"
+    );
+}
+
+/// The magnitude of every term of version 1's fused dot product of row `r` with `x`.
+fn fused_magnitude_v1(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> f64 {
+    let fp = t.params();
     let bits = u32::from(fp.bits);
     let code =
         |codes: &[u8], i: usize| crate::bits::get_bits(codes, i * bits as usize, bits) as i32;
-    // Σ of the magnitudes of every term of the fused form: bounds all its partial sums.
     let mut magnitude = 0f64;
     for (group, xs) in t
         .groups(r)
@@ -81,23 +108,7 @@ pub fn check_dot(t: &PackedTensor<'_>, r: usize, x: &[f32], back: &[f32], y: f32
             magnitude += f64::from(xs[p]).abs() * (out.abs() + inl.abs());
         }
     }
-    // Leave room for rounding on the way (each step rounds by at most 2^-24 relative).
-    if magnitude >= f64::from(f32::MAX) * 0.5 {
-        return;
-    }
-    let exact: f64 = back
-        .iter()
-        .zip(x)
-        .map(|(&v, &xi)| f64::from(v) * f64::from(xi))
-        .sum();
-    // Every rounding error is at most 2^-24 of a partial sum, and the partial sums are
-    // bounded by `magnitude`; a few roundings per term, `cols` terms plus the groups'.
-    let ops = 4.0 * (x.len() + 2 * x.len().div_ceil(usize::from(fp.group_size))) as f64;
-    let tol = ops * f64::from(f32::EPSILON) * magnitude + f64::from(f32::MIN_POSITIVE);
-    assert!(
-        y.is_finite() && (f64::from(y) - exact).abs() <= tol,
-        "row {r}: dot {y} but the dequantized row gives {exact} (tolerance {tol})"
-    );
+    magnitude
 }
 
 /// Structured round trip: quantize, pack, parse, dequantize, and check the invariants:
@@ -117,9 +128,59 @@ pub fn roundtrip(
     } else {
         Grid::Symmetric
     };
+    roundtrip_with(
+        rows,
+        cols,
+        values,
+        bits,
+        group_size,
+        alpha,
+        grid,
+        FormatVersion::V1,
+    );
+}
+
+/// [`roundtrip`] in format v2 (asymmetric inliers; group sizes above 255 are refused).
+pub fn roundtrip_v2(
+    rows: usize,
+    cols: usize,
+    values: &[f32],
+    bits: u8,
+    group_size: u16,
+    alpha: f64,
+) {
+    let grid = Grid::Asymmetric;
+    roundtrip_with(
+        rows,
+        cols,
+        values,
+        bits,
+        group_size,
+        alpha,
+        grid,
+        FormatVersion::V2,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn roundtrip_with(
+    rows: usize,
+    cols: usize,
+    values: &[f32],
+    bits: u8,
+    group_size: u16,
+    alpha: f64,
+    grid: Grid,
+    version: FormatVersion,
+) {
     let Ok(params) = Params::new(bits, group_size, alpha, grid) else {
         return;
     };
+    let params = params.with_version(version);
+    if params.validate().is_err() {
+        assert!(version == FormatVersion::V2 && group_size > 255);
+        return;
+    }
     let params = params.with_selection(SelectionMode::Exact);
     let (rows, cols) = (rows.max(1), cols.max(1));
     if values.is_empty() || rows * cols > 1 << 16 {
@@ -179,6 +240,10 @@ pub fn check_roundtrip(t: &PackedTensor<'_>, w: &[f32]) {
         k == 0 || min_out >= max_in,
         "outlier {min_out} below inlier {max_in}"
     );
+    if t.version() == FormatVersion::V2 {
+        affine::check_nearest(t, w, &back, &is_out);
+        return;
+    }
     let g = usize::from(t.params().group_size);
     for r in 0..rows {
         let row = t.row(r).unwrap();
@@ -222,12 +287,20 @@ pub fn error_bound(grid: &crate::quant::GridScale, code_max: i32, scale_exp: i8)
 pub fn outlier_mask(t: &PackedTensor<'_>) -> std::vec::Vec<bool> {
     let (rows, cols) = (t.rows(), t.cols());
     let mut mask = vec![false; rows * cols];
-    for r in 0..rows {
-        for group in t.groups(r).unwrap() {
-            for p in group.outliers() {
-                mask[r * cols + group.start + p] = true;
-            }
+    for (r, row) in mask.chunks_mut(cols).enumerate() {
+        match t.version() {
+            FormatVersion::V1 => mark_outliers(t.groups(r).unwrap(), row),
+            FormatVersion::V2 => mark_outliers(t.affine_groups(r).unwrap(), row),
         }
     }
     mask
+}
+
+/// Sets the flags of a row's outliers.
+fn mark_outliers<R: Record>(groups: RowGroups<'_, R>, row: &mut [bool]) {
+    for group in groups {
+        for p in group.outliers() {
+            row[group.start + p] = true;
+        }
+    }
 }
