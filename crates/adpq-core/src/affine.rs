@@ -45,22 +45,30 @@ impl LaneSums {
     }
 }
 
-/// The nearest f16 at or above `x` (`x ≥ 0`, finite), so that 255 units always reach `x`.
+/// The nearest f16 at or above `x` (finite), so that 255 units always reach `x`; 0 for
+/// `x ≤ 0` (a zero's sign depends on how `min`/`max` treat ±0, and a unit is never
+/// negative).
 fn f16_at_least(x: f32) -> u16 {
+    if x <= 0.0 {
+        return 0;
+    }
     let mut h = f16::from_f32(x);
     if h.to_f32() < x {
         h = f16::from_bits(h.to_bits() + 1);
     }
     if h.is_infinite() {
         h = f16::MAX;
-    } else if x > 0.0 && h.to_bits() == 0 {
+    } else if h.to_bits() == 0 {
         h = f16::from_bits(1);
     }
     h.to_bits()
 }
 
-/// The nearest f16 to `x` (`x ≥ 0`, finite), kept finite.
+/// The nearest f16 to `x` (finite), kept finite; 0 for `x ≤ 0`.
 fn f16_nearest(x: f32) -> u16 {
+    if x <= 0.0 {
+        return 0;
+    }
     let h = f16::from_f32(x);
     if h.is_infinite() {
         f16::MAX.to_bits()
@@ -334,6 +342,14 @@ mod tests {
             assert!(255.0 * u.min_unit >= span / 2.0 * (1.0 - 1e-6));
             assert_eq!(u.outlier_step_bits, 0);
         }
+    }
+
+    /// A negative zero extent (`max(0, -0)` may return either zero) stores a +0 unit.
+    #[test]
+    fn negative_zero_extent_stores_zero_units() {
+        let fp = Params::V2.format();
+        let u = RowUnits::for_row(-0.0, -0.0, 1.0, 1.0, &fp, -14);
+        assert_eq!(u.stored(), [0, 0, 0]);
     }
 
     #[test]
