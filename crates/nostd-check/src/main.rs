@@ -16,8 +16,8 @@ use core::fmt::Write;
 
 use adpq_core::quant::{pow2, GridScale};
 use adpq_core::{
-    f16, packed_len, CpuKernels, Error, FormatError, Grid, PackedTensor, Params, Scalar,
-    SelectionMode, Weights,
+    f16, packed_len, CpuKernels, Error, FormatError, FormatVersion, Grid, PackedTensor, Params,
+    Scalar, SelectionMode, Weights,
 };
 
 extern "C" {
@@ -112,31 +112,11 @@ fn check(name: &str, w: Weights<'_>, params: &Params) -> Result<(), Failure> {
         .dequantize_rows(&t, 0, &mut back)
         .map_err(core_err)?;
 
-    // Every weight is within the error bound of its own grid (half a step plus the f16
-    // rounding of the step at the clamped end of the range), so within the larger one.
-    let g = usize::from(params.group_size);
-    let mut outliers = 0;
-    for r in 0..ROWS {
-        let row = t.row(r).map_err(core_err)?;
-        for gi in 0..COLS.div_ceil(g) {
-            let rec = t.record(&row, gi);
-            outliers += rec.count as u64;
-            let bound = error_bound(&rec.inliers, &t).max(error_bound(&rec.outliers, &t));
-            for c in gi * g..((gi + 1) * g).min(COLS) {
-                let i = r * COLS + c;
-                let orig = w.value(i).ok_or(Failure("weight index"))?;
-                if (back[i] - orig).abs() > bound {
-                    let _ = writeln!(
-                        Stderr,
-                        "  row {r} col {c}: {} vs {orig}, bound {bound}",
-                        back[i]
-                    );
-                    return Err(Failure("dequantized weight off its grid"));
-                }
-            }
-        }
+    if params.version == FormatVersion::V2 {
+        check_nearest_v2(&t, w, &back, k)?;
+    } else {
+        check_bound_v1(&t, w, &back, k)?;
     }
-    ensure(outliers == k, "group outlier counts do not add up")?;
 
     // The fused dot product agrees with the dequantized row.
     let mut x = [0f32; COLS];
@@ -177,6 +157,92 @@ fn check(name: &str, w: Weights<'_>, params: &Params) -> Result<(), Failure> {
 
     let _ = writeln!(Stderr, "  ok: {len} bytes, {k} outliers");
     Ok(())
+}
+
+/// Version 1: every weight is within the error bound of its own grid (half a step plus
+/// the f16 rounding of the step at the clamped end of the range), so within the larger one.
+fn check_bound_v1(
+    t: &PackedTensor<'_>,
+    w: Weights<'_>,
+    back: &[f32; N],
+    k: u64,
+) -> Result<(), Failure> {
+    let g = usize::from(t.params().group_size);
+    let mut outliers = 0;
+    for r in 0..ROWS {
+        let row = t.row(r).map_err(core_err)?;
+        for gi in 0..COLS.div_ceil(g) {
+            let rec = t.record(&row, gi);
+            outliers += rec.count as u64;
+            let bound = error_bound(&rec.inliers, t).max(error_bound(&rec.outliers, t));
+            for c in gi * g..((gi + 1) * g).min(COLS) {
+                let i = r * COLS + c;
+                let orig = w.value(i).ok_or(Failure("weight index"))?;
+                if (back[i] - orig).abs() > bound {
+                    let _ = writeln!(
+                        Stderr,
+                        "  row {r} col {c}: {} vs {orig}, bound {bound}",
+                        back[i]
+                    );
+                    return Err(Failure("dequantized weight off its grid"));
+                }
+            }
+        }
+    }
+    ensure(outliers == k, "group outlier counts do not add up")?;
+    Ok(())
+}
+
+/// Version 2: every weight decodes to the nearest value its grid holds (any inlier code;
+/// for an outlier, any offset with its sign), up to the f32 rounding of the encoder.
+fn check_nearest_v2(
+    t: &PackedTensor<'_>,
+    w: Weights<'_>,
+    back: &[f32; N],
+    k: u64,
+) -> Result<(), Failure> {
+    let fp = t.params();
+    let sign = 1u8 << (fp.bits - 1);
+    let mut outliers = 0;
+    for r in 0..ROWS {
+        let groups = t.affine_groups(r).map_err(core_err)?;
+        let units = *groups.units();
+        for group in groups {
+            outliers += group.record.count as u64;
+            let mut is_out = [false; 256];
+            for p in group.outliers() {
+                is_out[p] = true;
+            }
+            let grid = group.record.grid;
+            for i in 0..group.len {
+                let idx = r * COLS + group.start + i;
+                let orig = w.value(idx).ok_or(Failure("weight index"))?;
+                let err = (back[idx] - orig).abs();
+                let (best, step) = if is_out[i] {
+                    let neg = if orig < 0.0 { sign } else { 0 };
+                    let best = (0..sign)
+                        .map(|c| (units.outlier(c | neg, fp.bits) - orig).abs())
+                        .fold(f32::INFINITY, f32::min);
+                    (best, units.outlier_step)
+                } else {
+                    let best = (0..=fp.code_max() as u8)
+                        .map(|c| (grid.decode(c) - orig).abs())
+                        .fold(f32::INFINITY, f32::min);
+                    (best, grid.step)
+                };
+                if err > best + 1e-4 * step + f32::MIN_POSITIVE {
+                    let _ = writeln!(
+                        Stderr,
+                        "  row {r} col {}: {} vs {orig}",
+                        group.start + i,
+                        back[idx]
+                    );
+                    return Err(Failure("dequantized weight not the nearest on its grid"));
+                }
+            }
+        }
+    }
+    ensure(outliers == k, "group outlier counts do not add up")
 }
 
 /// The reconstruction error bound of a grid, as `adpq_core::harness::error_bound` (which
@@ -226,6 +292,21 @@ fn run() -> Result<(), Failure> {
     ensure(
         sel.n_outliers > 0 && sel.n_outliers <= N as u64,
         "reference selection count",
+    )?;
+    check(
+        "f32, format v2: 4 bits, g=64, alpha=0.05",
+        Weights::F32(&w),
+        &Params::V2,
+    )?;
+    let v2_6 = Params {
+        bits: 6,
+        group_size: 17,
+        ..Params::V2
+    };
+    check(
+        "f16, format v2: 6 bits, g=17, alpha=0.05",
+        Weights::F16(&h),
+        &v2_6,
     )?;
     check(
         "all zeros, 4 bits, g=128",
