@@ -44,9 +44,10 @@ pub fn checkpoint(data: &[u8]) {
             .tensor(name)
             .expect("read_adpq_meta checks every record's tensor");
         for crc in [true, false] {
-            if let Ok(p) = packed_of(&f, &t, orig, &adpq.params, crc) {
+            let params = adpq.params_of(name);
+            if let Ok(p) = packed_of(&f, &t, orig, params, crc) {
                 assert_eq!(orig.shape, [p.rows(), p.cols()]);
-                assert_eq!(p.params(), adpq.params.format());
+                assert_eq!(p.params(), params.format());
             }
         }
     }
