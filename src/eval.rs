@@ -14,8 +14,8 @@ use adpq_io::{Checkpoint, Error, Result};
 use clap::Args;
 use serde::Serialize;
 
-use crate::progress::{ConsoleProgress, Progress};
 use crate::policy::TensorParams;
+use crate::progress::{ConsoleProgress, Progress};
 use crate::sweep::{self, Method, RowFamily, SweepSet};
 use crate::{backend, open_report, pool, print_stdout, RunArgs};
 

@@ -120,7 +120,11 @@ pub struct RowFamily {
 
 /// The families of an eval's rows, in report order: the input, the checkpoints, the
 /// RTN baselines given with `--rtn`, then the sweep's variants (when `sweep`).
-pub fn families(checkpoints: &[String], rtn: &[RtnSpec], sweep: Option<SweepSet>) -> Vec<RowFamily> {
+pub fn families(
+    checkpoints: &[String],
+    rtn: &[RtnSpec],
+    sweep: Option<SweepSet>,
+) -> Vec<RowFamily> {
     let row = |name: String, family: &str| RowFamily {
         name,
         family: family.into(),

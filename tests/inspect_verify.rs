@@ -41,18 +41,6 @@ fn corrupt_packed_tensor_is_detected() {
     ok(&adpq(&["inspect", p(&bad)]));
 }
 
-/// Copies a safetensors file with its `__metadata__` changed by `edit`.
-fn rewrite_meta(src: &Path, dst: &Path, edit: impl FnOnce(&mut BTreeMap<String, String>)) {
-    let (tensors, mut meta) = read_st(src);
-    edit(&mut meta);
-    let tensors: Vec<Tensor> = tensors
-        .into_iter()
-        .map(|(n, (d, s, b))| (n, d, s, b))
-        .collect();
-    let meta: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    write_st(dst, &tensors, &meta);
-}
-
 /// `verify`, `dequantize` and `inspect` do not trust `adpq.tensors`: a missing or invalid
 /// key, or a packed tensor it does not list, is an error (never "ok: 0 tensors", never
 /// packed bytes in a "standard" checkpoint).

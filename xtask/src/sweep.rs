@@ -110,13 +110,7 @@ pub fn run(args: &[String]) -> DynResult {
 
 /// Builds `adpq` in release and runs `adpq eval --sweep SET` (`full` or `quick`), which
 /// writes `json_path`.
-fn measure(
-    root: &Path,
-    json_path: &Path,
-    set: &str,
-    windows: usize,
-    threads: usize,
-) -> DynResult {
+fn measure(root: &Path, json_path: &Path, set: &str, windows: usize, threads: usize) -> DynResult {
     let model = root.join("target/data/smollm2");
     let text = root.join("target/data/text/lee_background.cor");
     for p in [&model, &text] {
@@ -223,9 +217,9 @@ fn point_label(name: &str) -> String {
         "adpq-v1-",
         "adpq-v2-",
     ]
-        .iter()
-        .find_map(|p| name.strip_prefix(p))
-        .unwrap_or(name);
+    .iter()
+    .find_map(|p| name.strip_prefix(p))
+    .unwrap_or(name);
     s.strip_suffix("-b4").unwrap_or(s).replace("a0.", "α.")
 }
 

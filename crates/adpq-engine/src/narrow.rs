@@ -381,7 +381,10 @@ mod tests {
         // Half the row's outlier step (about (65504 − t)/7) plus its f16 rounding.
         let h = f64::from(p.affine_groups(0).unwrap().units().outlier_step);
         let outlier = error_bound(&p, 0, 0, max).unwrap();
-        assert!(outlier >= h / 2.0 && outlier < h / 2.0 + 16.0, "{outlier} vs {h}");
+        assert!(
+            outlier >= h / 2.0 && outlier < h / 2.0 + 16.0,
+            "{outlier} vs {h}"
+        );
         assert_eq!(error_bound(&p, 0, 2, max), Some(f64::INFINITY));
     }
 
@@ -398,7 +401,14 @@ mod tests {
         let mut out = vec![0u8; rows * cols * 2];
         let err = dequantize_checked(Scalar, &p, OutDtype::F16, &mut out).unwrap_err();
         assert!(
-            matches!(err, EngineError::OutOfRange { row: 1, col: 72, .. }),
+            matches!(
+                err,
+                EngineError::OutOfRange {
+                    row: 1,
+                    col: 72,
+                    ..
+                }
+            ),
             "{err:?}"
         );
         dequantize_checked(Scalar, &p, OutDtype::Bf16, &mut out).unwrap();
