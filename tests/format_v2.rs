@@ -214,6 +214,9 @@ fn the_policy_picks_the_right_tensors() {
     assert!(e6 < e4 / 4.0, "6 bits {e6} vs 4 bits {e4}");
 }
 
+/// An edit of a checkpoint's `__metadata__`.
+type MetaEdit = fn(&mut std::collections::BTreeMap<String, String>);
+
 /// A per-tensor record that disagrees with the packed header, a v2 tensor in a file
 /// that claims version 1, and a version this build does not know are refused.
 #[test]
@@ -230,11 +233,7 @@ fn per_tensor_metadata_is_checked() {
         "v2-vproj6",
         "-q",
     ]));
-    let cases: [(
-        &str,
-        fn(&mut std::collections::BTreeMap<String, String>),
-        &[&str],
-    ); 4] = [
+    let cases: [(&str, MetaEdit, &[&str]); 4] = [
         (
             "record dropped",
             |m| {

@@ -2,7 +2,6 @@
 //! corrupt packed tensors and untrustworthy `adpq.tensors` metadata.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::Value;
 
