@@ -279,7 +279,10 @@ pub fn read_adpq_meta(f: &SafetensorsFile, meta: &BTreeMap<String, String>) -> R
     if too_new(&params) {
         return Err(Error::invalid(
             f.path(),
-            format!("{META_PARAMS} is format v2 but {META_VERSION} is {version}"),
+            format!(
+                "{META_PARAMS} is format v{} but {META_VERSION} is {version}",
+                params.version.number()
+            ),
         ));
     }
     let originals: BTreeMap<String, OriginalTensor> =
@@ -309,7 +312,8 @@ pub fn read_adpq_meta(f: &SafetensorsFile, meta: &BTreeMap<String, String>) -> R
             let p = record.to_params().map_err(|e| bad(e.to_string()))?;
             if too_new(&p) {
                 return Err(bad(format!(
-                    "format v2 parameters but {META_VERSION} is {version}"
+                    "format v{} parameters but {META_VERSION} is {version}",
+                    p.version.number()
                 )));
             }
             tensor_params.insert(name.clone(), p);
