@@ -186,11 +186,9 @@ fn error_bound_v1(packed: &PackedTensor<'_>, row: usize, col: usize) -> Option<f
 /// Otherwise the bound of its grid: half a step plus the rounding of the stored step
 /// (`q_d` units of the row, so at most half a unit per code) and of the minimum.
 fn error_bound_v2(packed: &PackedTensor<'_>, row: usize, col: usize, max: f32) -> Option<f64> {
-    let groups = packed.affine_groups(row).ok()?;
+    let mut groups = packed.affine_groups(row).ok()?;
     let units = *groups.units();
-    let group = groups
-        .clone()
-        .find(|g| (g.start..g.start + g.len).contains(&col))?;
+    let group = groups.find(|g| (g.start..g.start + g.len).contains(&col))?;
     let fp = packed.params();
     if group.outliers().any(|p| group.start + p == col) {
         let scale = 2f64.powi(i32::from(packed.info().scale_exp));
