@@ -14,8 +14,9 @@ use adpq_io::{Checkpoint, Error, Result};
 use clap::Args;
 use serde::Serialize;
 
+use crate::policy::TensorParams;
 use crate::progress::{ConsoleProgress, Progress};
-use crate::sweep::{self, Method, RowFamily};
+use crate::sweep::{self, Method, RowFamily, SweepSet};
 use crate::{backend, open_report, pool, print_stdout, RunArgs};
 
 /// The arguments of `adpq eval`.
@@ -32,10 +33,11 @@ pub struct EvalArgs {
     #[arg(long, value_name = "SPEC")]
     rtn: Vec<RtnSpec>,
     /// Also score the standard sweep, built in memory from the input model: RTN sym/asym
-    /// at g 32/64/128, AdpQ v1 at α .02/.06/.10 and v1 asymmetric at g 64 (see
-    /// `cargo xtask sweep` for its table and plot).
-    #[arg(long)]
-    sweep: bool,
+    /// at g 32/64/128, AdpQ v1 at α .02/.06/.10 and v1 asymmetric at g 64, AdpQ v2 at
+    /// α .02/.06/.10 and the v2-vproj6 preset (see `cargo xtask sweep` for its table and
+    /// plot). `--sweep quick` leaves out the uniform v2 rows.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "full", value_name = "full|quick")]
+    sweep: Option<SweepSet>,
     /// English text (UTF-8) to score on.
     #[arg(long, value_name = "FILE")]
     text: PathBuf,
@@ -123,7 +125,7 @@ pub struct EvalOptions {
     /// RTN baselines of the input model.
     pub rtn: Vec<RtnSpec>,
     /// Add the variants of [`sweep::variants`].
-    pub sweep: bool,
+    pub sweep: Option<SweepSet>,
     /// The text (UTF-8).
     pub text: PathBuf,
     /// Number of windows.
@@ -185,26 +187,25 @@ pub fn eval(
     }
     // The sweep's packed variants are quantized up front (each owns its buffers; the
     // models below borrow them), through the same engine as `adpq quantize`.
-    let variants = if opts.sweep {
-        sweep::variants()
-    } else {
-        Vec::new()
-    };
+    let variants = opts.sweep.map(sweep::variants).unwrap_or_default();
     let engine = CpuEngine::new(kernels);
     let mut packed = Vec::new();
     for v in &variants {
-        if let Method::Adpq(params) = &v.method {
-            progress.line(&format!("sweep: quantizing {}", v.name));
-            let p = PackedProjections::quantize(&reference, &engine, params)
-                .map_err(err(&opts.model))?;
-            packed.push(p);
-        }
+        let params = match &v.method {
+            Method::Rtn(_) => continue,
+            Method::Adpq(params) => TensorParams::uniform(*params),
+            Method::Preset(p) => TensorParams::new(p.base(), p.rules())?,
+        };
+        progress.line(&format!("sweep: quantizing {}", v.name));
+        let p = PackedProjections::quantize_with(&reference, &engine, |name| params.of(name))
+            .map_err(err(&opts.model))?;
+        packed.push(p);
     }
     let mut packed_iter = packed.iter();
     for v in &variants {
         let m = match &v.method {
             Method::Rtn(spec) => reference.with_rtn(*spec),
-            Method::Adpq(_) => packed_iter
+            Method::Adpq(_) | Method::Preset(_) => packed_iter
                 .next()
                 .expect("one packed set per AdpQ variant")
                 .model(&reference),
@@ -367,7 +368,7 @@ mod tests {
         let spec: RtnSpec = "sym".parse().unwrap();
         let json = EvalJson {
             report: &r,
-            families: sweep::families(&[], &[spec], false),
+            families: sweep::families(&[], &[spec], None),
         };
         let v = serde_json::to_value(&json).unwrap();
         assert_eq!(v["windows"], 2);

@@ -17,18 +17,20 @@ use std::process::ExitCode;
 mod eval;
 mod filter;
 mod pipeline;
+mod policy;
 mod progress;
 mod report;
 mod signals;
 mod sweep;
 
 use adpq_core::kernels::AnyKernels;
-use adpq_core::{Grid, Params, SelectionMode};
+use adpq_core::{FormatVersion, Grid, Params, SelectionMode};
 use adpq_engine::{CpuEngine, OutDtype};
 use adpq_io::{Error, Output};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use filter::TensorFilter;
 use pipeline::{DequantizeOptions, QuantizeOptions};
+use policy::{Preset, TensorParams};
 use progress::ConsoleProgress;
 
 #[derive(Parser, Debug)]
@@ -98,18 +100,30 @@ struct QuantizeArgs {
     /// Output: a file for a file input, a folder for a folder input.
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Target fraction of outliers per tensor.
-    #[arg(long, default_value_t = 0.06)]
-    alpha: f64,
-    /// Bits per code (2..=8).
-    #[arg(long, default_value_t = 4)]
-    bits: u8,
-    /// Weights per group along a row (16..=1024).
-    #[arg(long, default_value_t = 128)]
-    group_size: u16,
-    /// Asymmetric (min-max, zero point) grids instead of symmetric ones.
+    /// Packed format version: v1, or v2 (asymmetric searched inliers, groups below 256;
+    /// its defaults: --group-size 64 --alpha 0.05) [default: v1, or the preset's].
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// Target fraction of outliers per tensor [default: 0.06; v2: 0.05; preset's].
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Bits per code (2..=8) [default: 4].
+    #[arg(long)]
+    bits: Option<u8>,
+    /// Weights per group along a row (16..=1024; v2: 16..=255) [default: 128; v2: 64].
+    #[arg(long)]
+    group_size: Option<u16>,
+    /// Asymmetric (min-max, zero point) grids instead of symmetric ones (implied by v2).
     #[arg(long)]
     asymmetric: bool,
+    /// Other bits and/or alpha for the tensors whose names match REGEX, e.g.
+    /// 'v_proj=bits:6,alpha:0.05' (repeatable; the first matching rule wins).
+    #[arg(long, value_name = "REGEX=bits:N,alpha:X")]
+    tensor_params: Vec<String>,
+    /// A named policy: its format, defaults and rules (after --tensor-params' rules).
+    /// v2-vproj6: format v2, 6-bit codes and alpha 0.05 for v_proj, alpha 0.04 elsewhere.
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
     /// Select outliers like the Python reference (Brent search, at most N iterations)
     /// instead of exactly round(alpha*N).
     #[arg(long, value_name = "N")]
@@ -138,6 +152,12 @@ struct QuantizeArgs {
     force: bool,
     #[command(flatten)]
     run: RunArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum FormatArg {
+    V1,
+    V2,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -238,19 +258,67 @@ fn finish(done: pipeline::Done, report_out: Option<Output>) -> Result<report::Re
     Ok(report)
 }
 
-fn quantize(a: QuantizeArgs) -> Result<(), Error> {
-    let report_out = open_report(a.report.as_ref(), &a.input, a.output.as_deref())?;
-    let grid = if a.asymmetric {
-        Grid::Asymmetric
-    } else {
-        Grid::Symmetric
+/// The run's base parameters from `--format`, `--preset` and the flags the user set (a
+/// flag left out takes the format's or the preset's default); a usage error when they do
+/// not go together.
+fn quantize_params(a: &QuantizeArgs) -> Result<Params, Error> {
+    let version = match (a.format, a.preset) {
+        (None, Some(p)) => p.version(),
+        (None, None) | (Some(FormatArg::V1), None) => FormatVersion::V1,
+        (Some(FormatArg::V2), _) => FormatVersion::V2,
+        (Some(FormatArg::V1), Some(p)) => {
+            if p.version() != FormatVersion::V1 {
+                return Err(Error::Usage(
+                    "--format v1 cannot be combined with a format v2 --preset".into(),
+                ));
+            }
+            FormatVersion::V1
+        }
     };
-    let mut params = Params::new(a.bits, a.group_size, a.alpha, grid)
-        .map_err(|e| Error::Usage(e.to_string()))?;
+    let base = match (a.preset, version) {
+        (Some(p), _) => p.base(),
+        (None, FormatVersion::V1) => Params::DEFAULT,
+        (None, FormatVersion::V2) => Params::V2,
+    };
+    let grid = match version {
+        FormatVersion::V2 => Grid::Asymmetric,
+        FormatVersion::V1 if a.asymmetric => Grid::Asymmetric,
+        FormatVersion::V1 => base.grid,
+    };
+    let mut params = Params {
+        bits: a.bits.unwrap_or(base.bits),
+        group_size: a.group_size.unwrap_or(base.group_size),
+        alpha: a.alpha.unwrap_or(base.alpha),
+        grid,
+        version,
+        ..base
+    };
     if let Some(n) = a.reference_iters {
         params = params.with_selection(SelectionMode::Reference { n_iters: n });
-        params.validate().map_err(|e| Error::Usage(e.to_string()))?;
     }
+    params.validate().map_err(|e| {
+        let format = match version {
+            FormatVersion::V1 => "",
+            FormatVersion::V2 => "--format v2: ",
+        };
+        Error::Usage(format!("{format}{e}"))
+    })?;
+    Ok(params)
+}
+
+/// The per-tensor rules: the user's `--tensor-params`, then the preset's.
+fn rules(a: &QuantizeArgs) -> Vec<String> {
+    let preset = a.preset.map_or(&[][..], Preset::rules);
+    a.tensor_params
+        .iter()
+        .cloned()
+        .chain(preset.iter().map(|s| s.to_string()))
+        .collect()
+}
+
+fn quantize(a: QuantizeArgs) -> Result<(), Error> {
+    let report_out = open_report(a.report.as_ref(), &a.input, a.output.as_deref())?;
+    let params = quantize_params(&a)?;
     let output = match (&a.output, a.dry_run) {
         (Some(o), _) => o.clone(),
         (None, true) => PathBuf::new(),
@@ -261,7 +329,7 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
         }
     };
     let opts = QuantizeOptions {
-        params,
+        params: TensorParams::new(params, &rules(&a))?,
         filter: TensorFilter::new(a.include.as_deref(), a.exclude.as_deref())?,
         dry_run: a.dry_run,
         no_stats: a.no_stats,

@@ -60,6 +60,10 @@ pub struct TensorReport {
     pub bytes_in: u64,
     /// Bytes of output data.
     pub bytes_out: u64,
+    /// The tensor's own parameters when they are not the run's (a `--tensor-params` rule
+    /// or a preset's), as the checkpoint's metadata records them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<ParamsRecord>,
     /// Outliers (quantized tensors).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outliers: Option<u64>,
@@ -191,6 +195,9 @@ pub struct Report {
     /// Parameters (quantize).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub params: Option<ParamsRecord>,
+    /// The per-tensor rules (`--tensor-params`, then the preset's), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tensor_params: Vec<String>,
     /// CpuKernels name.
     pub backend: String,
     /// Worker threads.

@@ -2,12 +2,24 @@
 //! against (RTN grids, AdpQ settings), built in memory from the input model, and the
 //! family of every row of a report (for `cargo xtask sweep`'s table and plot).
 //!
-//! A new quantizer setting (a format v2's parameters, say) is one more line in
-//! [`variants`]; nothing else changes.
+//! A new quantizer setting is one more line in [`variants`]; nothing else changes.
 
 use adpq_core::{Grid, Params};
 use adpq_eval::RtnSpec;
+use clap::ValueEnum;
 use serde::Serialize;
+
+use crate::policy::Preset;
+
+/// Which variants `--sweep` scores.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SweepSet {
+    /// Every variant.
+    Full,
+    /// The cheap ones, for CI: every variant except the uniform format v2 rows (each
+    /// v2 quantization runs the scalar encoder over the whole model).
+    Quick,
+}
 
 /// How a variant's projections are made from the input model's.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +28,8 @@ pub enum Method {
     Rtn(RtnSpec),
     /// Packed by the adpq quantizer in memory (the bytes `adpq quantize` would write).
     Adpq(Params),
+    /// Packed like `adpq quantize --preset` (per-tensor parameters).
+    Preset(Preset),
 }
 
 /// One variant of the sweep.
@@ -27,6 +41,8 @@ pub struct Variant {
     pub name: String,
     /// How it is made.
     pub method: Method,
+    /// Scored by `--sweep quick` too.
+    pub quick: bool,
 }
 
 fn rtn(spec: &str) -> Variant {
@@ -39,6 +55,7 @@ fn rtn(spec: &str) -> Variant {
         },
         name: spec.to_string(),
         method: Method::Rtn(spec),
+        quick: true,
     }
 }
 
@@ -47,15 +64,18 @@ fn adpq(family: &'static str, name: &str, params: Params) -> Variant {
         family,
         name: name.into(),
         method: Method::Adpq(params),
+        quick: params.version == adpq_core::FormatVersion::V1,
     }
 }
 
 /// The sweep, in report order: RTN symmetric and asymmetric at g 32/64/128 (4 bits),
 /// AdpQ v1 at α .02/.06/.10 (otherwise `quantize`'s defaults), AdpQ v1 asymmetric at
-/// α .06 and g 64.
-pub fn variants() -> Vec<Variant> {
+/// α .06 and g 64, AdpQ v2 at α .02/.06/.10 (otherwise `--format v2`'s defaults: 4 bits,
+/// g 64) and the `v2-vproj6` preset; `SweepSet::Quick` leaves out the uniform v2 rows.
+pub fn variants(set: SweepSet) -> Vec<Variant> {
     let v1 = Params::DEFAULT;
-    vec![
+    let v2 = Params::V2;
+    let all = vec![
         rtn("sym-g128"),
         rtn("sym-g64"),
         rtn("sym-g32"),
@@ -74,9 +94,19 @@ pub fn variants() -> Vec<Variant> {
                 ..v1
             },
         ),
-        // A format v2 plugs in here, one line per setting, e.g.
-        // adpq("AdpQ v2", "adpq-v2-a0.06", Params { /* v2 fields */ ..v1 }),
-    ]
+        adpq("AdpQ v2", "adpq-v2-a0.02", Params { alpha: 0.02, ..v2 }),
+        adpq("AdpQ v2", "adpq-v2-a0.06", Params { alpha: 0.06, ..v2 }),
+        adpq("AdpQ v2", "adpq-v2-a0.10", Params { alpha: 0.10, ..v2 }),
+        Variant {
+            family: "AdpQ v2 preset",
+            name: "adpq-v2-vproj6".into(),
+            method: Method::Preset(Preset::V2Vproj6),
+            quick: true,
+        },
+    ];
+    all.into_iter()
+        .filter(|v| set == SweepSet::Full || v.quick)
+        .collect()
 }
 
 /// A report row's name and family, as `--report` writes them beside the figures.
@@ -90,7 +120,11 @@ pub struct RowFamily {
 
 /// The families of an eval's rows, in report order: the input, the checkpoints, the
 /// RTN baselines given with `--rtn`, then the sweep's variants (when `sweep`).
-pub fn families(checkpoints: &[String], rtn: &[RtnSpec], sweep: bool) -> Vec<RowFamily> {
+pub fn families(
+    checkpoints: &[String],
+    rtn: &[RtnSpec],
+    sweep: Option<SweepSet>,
+) -> Vec<RowFamily> {
     let row = |name: String, family: &str| RowFamily {
         name,
         family: family.into(),
@@ -101,8 +135,8 @@ pub fn families(checkpoints: &[String], rtn: &[RtnSpec], sweep: bool) -> Vec<Row
         let family = if s.asymmetric { "RTN asym" } else { "RTN sym" };
         row(s.to_string(), family)
     }));
-    if sweep {
-        rows.extend(variants().into_iter().map(|v| row(v.name, v.family)));
+    if let Some(set) = sweep {
+        rows.extend(variants(set).into_iter().map(|v| row(v.name, v.family)));
     }
     rows
 }
@@ -113,7 +147,7 @@ mod tests {
 
     #[test]
     fn the_sweep_covers_rtn_and_adpq_with_unique_names() {
-        let v = variants();
+        let v = variants(SweepSet::Full);
         let mut names: Vec<&str> = v.iter().map(|v| v.name.as_str()).collect();
         names.sort_unstable();
         names.dedup();
@@ -122,7 +156,7 @@ mod tests {
             .iter()
             .filter_map(|v| match v.method {
                 Method::Rtn(s) => Some(s),
-                Method::Adpq(_) => None,
+                Method::Adpq(_) | Method::Preset(_) => None,
             })
             .collect();
         for asymmetric in [false, true] {
@@ -147,10 +181,33 @@ mod tests {
                     assert_eq!(*p, defaults, "{}: only α differs", v.name);
                     p.alpha
                 }
-                Method::Rtn(_) => panic!("{} is RTN", v.name),
+                _ => panic!("{} is not AdpQ with parameters", v.name),
             })
             .collect();
         assert_eq!(alphas, [0.02, 0.06, 0.10]);
+        let v2_alphas: Vec<f64> = v
+            .iter()
+            .filter(|v| v.family == "AdpQ v2")
+            .map(|v| match &v.method {
+                Method::Adpq(p) => {
+                    assert_eq!(
+                        *p,
+                        Params {
+                            alpha: p.alpha,
+                            ..Params::V2
+                        },
+                        "{}: only α differs from v2's defaults",
+                        v.name
+                    );
+                    p.alpha
+                }
+                _ => panic!("{} is not AdpQ with parameters", v.name),
+            })
+            .collect();
+        assert_eq!(v2_alphas, [0.02, 0.06, 0.10]);
+        assert!(v
+            .iter()
+            .any(|v| v.method == Method::Preset(Preset::V2Vproj6)));
         // Every AdpQ setting is valid for the core.
         for v in &v {
             if let Method::Adpq(p) = &v.method {
@@ -162,8 +219,8 @@ mod tests {
     #[test]
     fn families_follow_the_report_order() {
         let rtn: RtnSpec = "asym-g64".parse().unwrap();
-        let f = families(&["a.safetensors".into()], &[rtn], true);
-        assert_eq!(f.len(), 3 + variants().len());
+        let f = families(&["a.safetensors".into()], &[rtn], Some(SweepSet::Full));
+        assert_eq!(f.len(), 3 + variants(SweepSet::Full).len());
         assert_eq!(
             f[..3],
             [
@@ -181,7 +238,23 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(f[3].name, variants()[0].name);
-        assert_eq!(families(&[], &[], false).len(), 1);
+        assert_eq!(f[3].name, variants(SweepSet::Full)[0].name);
+        assert_eq!(families(&[], &[], None).len(), 1);
+    }
+
+    /// `--sweep quick` keeps CI fast: every v1 and RTN row, and of format v2 (whose
+    /// quantization runs the scalar encoder over the model) only the preset.
+    #[test]
+    fn the_quick_sweep_has_one_v2_row() {
+        let full = variants(SweepSet::Full);
+        let quick = variants(SweepSet::Quick);
+        let v2 = |v: &&Variant| v.family.starts_with("AdpQ v2");
+        assert_eq!(quick.iter().filter(v2).count(), 1);
+        assert_eq!(full.iter().filter(v2).count(), 4);
+        assert_eq!(
+            quick.len(),
+            full.len() - 3,
+            "only the uniform v2 rows are left out"
+        );
     }
 }

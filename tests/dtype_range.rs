@@ -30,7 +30,7 @@ fn with_edges(name: &str, dtype: Dtype, rows: usize, cols: usize, edge: f32) -> 
 
 /// F16 weights at ±65504 (the largest f16) came back as ±inf: the f16-rounded step times
 /// the largest code exceeds 65504 slightly. They now come back as ±65504, with the
-/// default dtype (the original F16) and with `--dtype f16`.
+/// default dtype (the original F16) and with `--dtype f16`, in format v1 and v2.
 #[test]
 fn f16_weights_at_the_range_edge_come_back_finite() {
     let tmp = tempfile::tempdir().unwrap();
@@ -39,11 +39,28 @@ fn f16_weights_at_the_range_edge_come_back_finite() {
     let t = with_edges(name, Dtype::F16, 8, 512, 65504.0);
     let original = to_f32(Dtype::F16, &t.3);
     write_st(&input, &[t], &[]);
-    let q = tmp.path().join("q.safetensors");
-    ok(&adpq(&["quantize", p(&input), "-o", p(&q), "-q"]));
+    for format in ["v1", "v2"] {
+        let q = tmp.path().join("q.safetensors");
+        ok(&adpq(&[
+            "quantize",
+            p(&input),
+            "-o",
+            p(&q),
+            "--format",
+            format,
+            "-q",
+        ]));
+        edge_comes_back(&q, name, &original, format);
+    }
+}
+
+/// Dequantizes `q` (default dtype and `--dtype f16`): every value finite, the ±65504
+/// weights exactly back.
+fn edge_comes_back(q: &std::path::Path, name: &str, original: &[f32], format: &str) {
+    let tmp = tempfile::tempdir().unwrap();
     for extra in [&[][..], &["--dtype", "f16"]] {
         let d = tmp.path().join("d.safetensors");
-        let mut args = vec!["dequantize", p(&q), "-o", p(&d), "-q"];
+        let mut args = vec!["dequantize", p(q), "-o", p(&d), "-q"];
         args.extend_from_slice(extra);
         ok(&adpq(&args));
         let (tensors, _) = read_st(&d);
@@ -52,11 +69,11 @@ fn f16_weights_at_the_range_edge_come_back_finite() {
         let back = to_f32(Dtype::F16, bytes);
         assert!(
             back.iter().all(|v| v.is_finite()),
-            "{extra:?}: an inf came back"
+            "{format} {extra:?}: an inf came back"
         );
-        for (i, (b, o)) in back.iter().zip(&original).enumerate() {
+        for (i, (b, o)) in back.iter().zip(original).enumerate() {
             if o.abs() == 65504.0 {
-                assert_eq!(b, o, "{extra:?}: element {i}");
+                assert_eq!(b, o, "{format} {extra:?}: element {i}");
             }
         }
     }
@@ -64,16 +81,30 @@ fn f16_weights_at_the_range_edge_come_back_finite() {
 
 /// An F32 model with weights far beyond the f16 range, dequantized with `--dtype f16`:
 /// an error naming the file and the tensor and suggesting f32 or bf16, exit 1, nothing
-/// left behind. `--dtype bf16` and the default (F32) hold the values.
+/// left behind. `--dtype bf16` and the default (F32) hold the values. In format v1 and v2.
 #[test]
 fn values_beyond_f16_are_an_error_with_dtype_f16() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("m.safetensors");
     let name = "model.layers.0.mlp.up_proj.weight";
     write_st(&input, &[with_edges(name, Dtype::F32, 8, 512, 1.0e6)], &[]);
-    let q = tmp.path().join("q.safetensors");
-    ok(&adpq(&["quantize", p(&input), "-o", p(&q), "-q"]));
-    let d = tmp.path().join("d.safetensors");
+    for format in ["v1", "v2"] {
+        beyond_f16_is_refused(tmp.path(), &input, name, format);
+    }
+}
+
+fn beyond_f16_is_refused(dir: &std::path::Path, input: &std::path::Path, name: &str, format: &str) {
+    let q = dir.join("q.safetensors");
+    ok(&adpq(&[
+        "quantize",
+        p(input),
+        "-o",
+        p(&q),
+        "--format",
+        format,
+        "-q",
+    ]));
+    let d = dir.join("d.safetensors");
     fails(
         &adpq(&["dequantize", p(&q), "-o", p(&d), "--dtype", "f16", "-q"]),
         1,
@@ -85,7 +116,7 @@ fn values_beyond_f16_are_an_error_with_dtype_f16() {
         ],
     );
     assert!(!d.exists());
-    assert_eq!(names_in(tmp.path()), ["m.safetensors", "q.safetensors"]);
+    assert_eq!(names_in(dir), ["m.safetensors", "q.safetensors"]);
     for dtype in ["bf16", "f32"] {
         ok(&adpq(&[
             "dequantize",
@@ -100,7 +131,8 @@ fn values_beyond_f16_are_an_error_with_dtype_f16() {
         let (dt, _, bytes) = &tensors[name];
         let back = to_f32(*dt, bytes);
         assert!(back.iter().all(|v| v.is_finite()));
-        assert!(back.iter().any(|v| v.abs() > 9.0e5), "{dtype}");
+        assert!(back.iter().any(|v| v.abs() > 9.0e5), "{format} {dtype}");
+        std::fs::remove_file(&d).unwrap();
     }
 }
 

@@ -2,7 +2,6 @@
 //! corrupt packed tensors and untrustworthy `adpq.tensors` metadata.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::Value;
 
@@ -39,18 +38,6 @@ fn corrupt_packed_tensor_is_detected() {
     assert!(!d.exists());
     // inspect still lists it (structure only).
     ok(&adpq(&["inspect", p(&bad)]));
-}
-
-/// Copies a safetensors file with its `__metadata__` changed by `edit`.
-fn rewrite_meta(src: &Path, dst: &Path, edit: impl FnOnce(&mut BTreeMap<String, String>)) {
-    let (tensors, mut meta) = read_st(src);
-    edit(&mut meta);
-    let tensors: Vec<Tensor> = tensors
-        .into_iter()
-        .map(|(n, (d, s, b))| (n, d, s, b))
-        .collect();
-    let meta: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    write_st(dst, &tensors, &meta);
 }
 
 /// `verify`, `dequantize` and `inspect` do not trust `adpq.tensors`: a missing or invalid

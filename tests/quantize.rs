@@ -214,7 +214,7 @@ fn options_dry_run_include_exclude_asymmetric() {
     assert_eq!(r["params"]["bits"], 3);
     ok(&adpq(&["verify", p(&q)]));
     let out = adpq(&["inspect", p(&q)]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("adpq b3 g64 asymmetric"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("adpq v1 b3 g64 asymmetric"));
     // Reference-compatible selection.
     let q2 = dir.path().join("q2.safetensors");
     ok(&adpq(&[

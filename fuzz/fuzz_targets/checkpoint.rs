@@ -10,7 +10,8 @@
 //! Seeds (`fuzz/seeds/checkpoint`): a tiny safetensors file (F32 2×128, F16 2×64, a 1-D
 //! F32, a U8 tensor starting with the packed magic) and its quantization
 //! (`adpq quantize --include 'weight$' --group-size 64`, so `adpq.not_packed` is there
-//! too), each as a whole file and in the JSON + NUL + data form.
+//! too) and a format v2 one (`--format v2 --tensor-params 'layers\.1=bits:6'`, so
+//! a per-tensor record), each as a whole file and in the JSON + NUL + data form.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -84,7 +84,7 @@ fn check_input(ckpt: &Checkpoint) -> Result<(Vec<AdpqMeta>, u64)> {
             let t = f.tensor(name).ok_or_else(|| {
                 Error::tensor(f.path(), name, "listed in the metadata but missing")
             })?;
-            packed_of(f, &t, orig, &meta.params, false)?;
+            packed_of(f, &t, orig, meta.params_of(name), false)?;
             f.release(&t);
             total += orig.shape.iter().product::<usize>() as u64;
         }
@@ -115,7 +115,10 @@ fn dequantize_file<E: Engine>(
             let t = f
                 .tensor(&p.name)
                 .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
-            let original = meta.originals.get(&p.name).map(|o| (o, &meta.params));
+            let original = meta
+                .originals
+                .get(&p.name)
+                .map(|o| (o, meta.params_of(&p.name)));
             let r = dequantize_tensor(engine, f, t, p, original, emit, progress)?;
             done.insert(p.name.clone(), r);
         }

@@ -30,6 +30,9 @@ pub struct InspectTensor {
     /// Logical shape (quantized tensors).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shape: Option<Vec<usize>>,
+    /// Packed format version (1 or 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u16>,
     /// Bits per code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bits: Option<u8>,
@@ -169,6 +172,7 @@ fn inspect_tensor(
         bytes: t.data.len() as u64,
         dtype: None,
         shape: None,
+        version: None,
         bits: None,
         group_size: None,
         grid: None,
@@ -189,11 +193,12 @@ fn inspect_tensor(
     };
     it.dtype = Some(o.dtype.clone());
     it.shape = Some(o.shape.clone());
-    let parsed = packed_of(f, t, o, &meta.params, false);
+    let parsed = packed_of(f, t, o, meta.params_of(t.name), false);
     f.release(t);
     match parsed {
         Ok(p) => {
             let fp = p.params();
+            it.version = Some(fp.version.number());
             it.bits = Some(fp.bits);
             it.group_size = Some(fp.group_size);
             it.grid = Some(format!("{:?}", fp.grid).to_lowercase());
@@ -243,13 +248,15 @@ impl Inspection {
                 } else if let (Some(shape), Some(bits)) = (&t.shape, t.bits) {
                     writeln!(
                         out,
-                        "  {:<w$}  {:>13}  {:>5} -> adpq b{} g{} {}  outliers {}  {:.3} bits/w  {:.3} MiB",
+                        "  {:<w$}  {:>13}  {:>5} -> adpq v{} b{} g{} {} alpha {}  outliers {}  {:.3} bits/w  {:.3} MiB",
                         t.name,
                         dims(shape),
                         t.dtype.as_deref().unwrap_or("?"),
+                        t.version.unwrap_or(0),
                         bits,
                         t.group_size.unwrap_or(0),
                         t.grid.as_deref().unwrap_or(""),
+                        t.alpha.unwrap_or(0.0),
                         t.outliers.unwrap_or(0),
                         t.bits_per_weight.unwrap_or(0.0),
                         t.bytes as f64 / 1048576.0
@@ -312,7 +319,7 @@ pub fn verify(input: &Path) -> Result<usize> {
         };
         let results: Vec<Option<String>> = list
             .par_iter()
-            .map(|(name, orig)| check(name, orig, &meta.params))
+            .map(|(name, orig)| check(name, orig, meta.params_of(name)))
             .collect();
         checked += results.len();
         failures.extend(results.into_iter().flatten());

@@ -16,14 +16,15 @@ use adpq_io::{
 
 use super::{engine_error, open_output, skipped_warnings, Done};
 use crate::filter::{Decision, TensorFilter};
+use crate::policy::TensorParams;
 use crate::progress::Progress;
 use crate::report::{tool_version, Report, TensorAction, TensorReport};
 
 /// Options of [`quantize`].
 #[derive(Debug, Clone, Default)]
 pub struct QuantizeOptions {
-    /// Quantization parameters.
-    pub params: Params,
+    /// Quantization parameters, per tensor.
+    pub params: TensorParams,
     /// Which tensors to quantize.
     pub filter: TensorFilter,
     /// Plan and select only; write nothing.
@@ -63,6 +64,8 @@ impl PassReason {
 enum Action {
     Pass(PassReason),
     Quantize {
+        /// The tensor's parameters.
+        params: Params,
         sel: Selection,
         rows: usize,
         cols: usize,
@@ -83,7 +86,9 @@ pub fn quantize<E: Engine>(
     progress: &mut dyn Progress,
 ) -> Result<Done> {
     let start = Instant::now();
-    check_params(&opts.params)?;
+    for params in opts.params.all() {
+        check_params(&params)?;
+    }
     let ckpt = Checkpoint::open(input)?;
     let out = match opts.dry_run {
         true => None,
@@ -116,7 +121,8 @@ pub fn quantize<E: Engine>(
         input: input.display().to_string(),
         output: (!opts.dry_run).then(|| output.display().to_string()),
         dry_run: opts.dry_run,
-        params: Some(ParamsRecord::from(&opts.params)),
+        params: Some(ParamsRecord::from(opts.params.base())),
+        tensor_params: opts.params.rules().to_vec(),
         backend: engine.name().into(),
         threads: rayon::current_num_threads(),
         warnings,
@@ -198,7 +204,8 @@ fn select_one<E: Engine>(
     let wd = weight_data(t).ok_or_else(|| Error::tensor(f.path(), t.name, "not a float tensor"))?;
     let err = engine_error(f, t.name);
     let dense = engine.load(wd.weights(), rows, cols).map_err(&err)?;
-    let sel = match engine.select(&dense, &opts.params) {
+    let params = opts.params.of(t.name);
+    let sel = match engine.select(&dense, &params) {
         Ok(sel) => sel,
         // Kept exactly rather than quantized to zeros (the format's steps bottom out).
         Err(EngineError::Core(e @ CoreError::TooSmall { .. })) => {
@@ -212,7 +219,7 @@ fn select_one<E: Engine>(
         }
         Err(e) => return Err(err(e)),
     };
-    let len = packed_len(rows, cols, opts.params.format(), sel.n_outliers)
+    let len = packed_len(rows, cols, params.format(), sel.n_outliers)
         .map_err(|e| Error::core(f.path(), t.name, e))?;
     f.release(t);
     progress.advance(t.numel() as u64);
@@ -234,6 +241,7 @@ fn select_one<E: Engine>(
         return Ok(Action::Pass(PassReason::WouldGrow));
     }
     Ok(Action::Quantize {
+        params,
         sel,
         rows,
         cols,
@@ -261,10 +269,11 @@ impl<E: Engine> Run<'_, E> {
         plan: &FilePlan,
         out: Option<&Output>,
     ) -> Result<u64> {
-        let (planned, originals, not_packed) = output_plan(f, plan)?;
+        let base = self.opts.params.base();
+        let (planned, originals, not_packed) = output_plan(f, plan, base)?;
         let meta = quantized_metadata(
             f.user_metadata(),
-            &self.opts.params,
+            base,
             &originals,
             &not_packed,
             &tool_version(),
@@ -325,17 +334,19 @@ impl<E: Engine> Run<'_, E> {
                 emit.put(Chunk::Mapped(t))?;
             }
             Action::Quantize {
+                params,
                 sel,
                 rows,
                 cols,
                 len,
             } => {
                 r.action = TensorAction::Quantized;
+                r.params = own_params(&params, self.opts.params.base());
                 r.outliers = Some(sel.n_outliers);
                 r.bits_per_weight = Some(8.0 * len as f64 / (rows as f64 * cols as f64));
                 if !self.opts.dry_run {
                     self.progress.message(&format!("quantize {}", p.name));
-                    let (buf, sums) = self.quantize_one(f, &t, &sel, rows, cols, len)?;
+                    let (buf, sums) = self.quantize_one(f, &t, &params, &sel, (rows, cols), len)?;
                     f.release(&t);
                     emit.put(Chunk::Owned(p.name.clone(), buf))?;
                     if let (Some(s), Some(total)) = (sums, self.sums.as_mut()) {
@@ -358,9 +369,9 @@ impl<E: Engine> Run<'_, E> {
         &self,
         f: &SafetensorsFile,
         t: &TensorRef<'_>,
+        params: &Params,
         sel: &Selection,
-        rows: usize,
-        cols: usize,
+        (rows, cols): (usize, usize),
         len: usize,
     ) -> Result<(Vec<u8>, Option<ErrorSums>)> {
         let wd =
@@ -369,7 +380,7 @@ impl<E: Engine> Run<'_, E> {
         let dense = self.engine.load(wd.weights(), rows, cols).map_err(&err)?;
         let mut buf = vec![0u8; len];
         self.engine
-            .quantize(&dense, &self.opts.params, sel, &mut buf)
+            .quantize(&dense, params, sel, &mut buf)
             .map_err(&err)?;
         if self.sums.is_none() {
             return Ok((buf, None));
@@ -392,8 +403,14 @@ type OutputPlan = (
     BTreeSet<String>,
 );
 
-/// The [`OutputPlan`] of one file.
-fn output_plan(f: &SafetensorsFile, plan: &FilePlan) -> Result<OutputPlan> {
+/// A tensor's parameters as its metadata record and report entry hold them: only when
+/// they are not the run's `base`.
+fn own_params(params: &Params, base: &Params) -> Option<ParamsRecord> {
+    (params != base).then(|| ParamsRecord::from(params))
+}
+
+/// The [`OutputPlan`] of one file quantized with base parameters `base`.
+fn output_plan(f: &SafetensorsFile, plan: &FilePlan, base: &Params) -> Result<OutputPlan> {
     let mut originals = BTreeMap::new();
     let mut not_packed = BTreeSet::new();
     let mut planned = Vec::with_capacity(plan.len());
@@ -413,12 +430,13 @@ fn output_plan(f: &SafetensorsFile, plan: &FilePlan) -> Result<OutputPlan> {
                     len: t.data.len() as u64,
                 }
             }
-            Action::Quantize { len, .. } => {
+            Action::Quantize { len, params, .. } => {
                 originals.insert(
                     name.clone(),
                     OriginalTensor {
                         dtype: t.dtype.to_string(),
                         shape: t.shape.to_vec(),
+                        params: own_params(params, base),
                     },
                 );
                 PlannedTensor {

@@ -97,6 +97,18 @@ pub fn write_st(path: &Path, tensors: &[Tensor], meta: &[(&str, &str)]) {
     safetensors::serialize_to_file(views, meta, path).unwrap();
 }
 
+/// Copies a safetensors file with its `__metadata__` changed by `edit`.
+pub fn rewrite_meta(src: &Path, dst: &Path, edit: impl FnOnce(&mut BTreeMap<String, String>)) {
+    let (tensors, mut meta) = read_st(src);
+    edit(&mut meta);
+    let tensors: Vec<Tensor> = tensors
+        .into_iter()
+        .map(|(n, (d, s, b))| (n, d, s, b))
+        .collect();
+    let meta: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    write_st(dst, &tensors, &meta);
+}
+
 pub type Loaded = (
     BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
     BTreeMap<String, String>,

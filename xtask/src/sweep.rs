@@ -4,7 +4,8 @@
 //! The measurement is `adpq eval --sweep` (built in release here): the variants are
 //! made in memory from the input model, and the input runs once per window while every
 //! variant is compared with it. This task fixes the inputs (`target/data/smollm2`,
-//! `lee_background.cor`, 8 windows × 512 tokens; `--quick`: 2 windows), then turns the
+//! `lee_background.cor`, 8 windows × 512 tokens; `--quick`: 2 windows and `--sweep quick`,
+//! which leaves out the uniform format v2 rows, each a scalar v2 quantization), then turns the
 //! JSON report into `target/sweep/sweep.md` (printed) and `target/sweep/sweep.png`
 //! (perplexity × input and mean KL against bits/weight, one marker series per
 //! family). Plotting lives here, not in the `adpq` binary: plotters and its font stay
@@ -59,6 +60,7 @@ pub struct RunInfo {
 /// `cargo xtask sweep`: measure (unless `--plot-only`), then write the table and plot.
 pub fn run(args: &[String]) -> DynResult {
     let mut windows = 8usize;
+    let mut set = "full";
     let mut threads = 0usize;
     let mut update_docs = false;
     let mut plot_only = false;
@@ -69,7 +71,7 @@ pub fn run(args: &[String]) -> DynResult {
             Ok(v.parse().map_err(|e| format!("{flag} {v}: {e}"))?)
         };
         match a.as_str() {
-            "--quick" => windows = 2,
+            "--quick" => (windows, set) = (2, "quick"),
             "--windows" => windows = value("--windows")?,
             "--threads" | "-j" => threads = value("--threads")?,
             "--update-docs" => update_docs = true,
@@ -82,7 +84,7 @@ pub fn run(args: &[String]) -> DynResult {
     std::fs::create_dir_all(&out_dir)?;
     let json_path = out_dir.join("sweep.json");
     if !plot_only {
-        measure(&root, &json_path, windows, threads)?;
+        measure(&root, &json_path, set, windows, threads)?;
     }
 
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
@@ -106,8 +108,9 @@ pub fn run(args: &[String]) -> DynResult {
     Ok(())
 }
 
-/// Builds `adpq` in release and runs `adpq eval --sweep`, which writes `json_path`.
-fn measure(root: &Path, json_path: &Path, windows: usize, threads: usize) -> DynResult {
+/// Builds `adpq` in release and runs `adpq eval --sweep SET` (`full` or `quick`), which
+/// writes `json_path`.
+fn measure(root: &Path, json_path: &Path, set: &str, windows: usize, threads: usize) -> DynResult {
     let model = root.join("target/data/smollm2");
     let text = root.join("target/data/text/lee_background.cor");
     for p in [&model, &text] {
@@ -124,7 +127,7 @@ fn measure(root: &Path, json_path: &Path, windows: usize, threads: usize) -> Dyn
         .arg(&model)
         .arg("--text")
         .arg(&text)
-        .args(["--sweep", "--windows", &windows.to_string()])
+        .args(["--sweep", set, "--windows", &windows.to_string()])
         .args(["--threads", &threads.to_string()])
         .arg("--report")
         .arg(json_path);
@@ -207,10 +210,16 @@ pub fn markdown(info: &RunInfo, rows: &[Row]) -> String {
 
 /// The short label of a point: the name without its family's prefix and the bits.
 fn point_label(name: &str) -> String {
-    let s = ["rtn-sym-", "rtn-asym-", "adpq-v1-asym-", "adpq-v1-"]
-        .iter()
-        .find_map(|p| name.strip_prefix(p))
-        .unwrap_or(name);
+    let s = [
+        "rtn-sym-",
+        "rtn-asym-",
+        "adpq-v1-asym-",
+        "adpq-v1-",
+        "adpq-v2-",
+    ]
+    .iter()
+    .find_map(|p| name.strip_prefix(p))
+    .unwrap_or(name);
     s.strip_suffix("-b4").unwrap_or(s).replace("a0.", "α.")
 }
 
@@ -399,6 +408,8 @@ mod tests {
         assert_eq!(point_label("rtn-asym-g32-b4"), "g32");
         assert_eq!(point_label("adpq-v1-a0.02"), "α.02");
         assert_eq!(point_label("adpq-v1-asym-a0.06-g64"), "α.06-g64");
+        assert_eq!(point_label("adpq-v2-a0.10"), "α.10");
+        assert_eq!(point_label("adpq-v2-vproj6"), "vproj6");
         assert_eq!(point_label("a/b.safetensors"), "a/b.safetensors");
     }
 

@@ -6,11 +6,12 @@
 //!   error bound of its grid (docs/FORMAT.md: `Δ/2 + (2^b − 1) · ulp_f16(h) · 2^e / 2`)
 //!   saturates to that largest value: the weight it stands for may well have been
 //!   representable (an F16 weight at 65504 decodes to a little more, since the step is
-//!   rounded to f16);
+//!   rounded to f16). In format v2 an inlier saturates whenever the tensor's threshold
+//!   fits the dtype (its weight was no larger), an outlier within its step's bound;
 //! - a value beyond it by more, or a value that is not finite, is an error
 //!   ([`EngineError::OutOfRange`]), with its row and column.
 
-use adpq_core::{bf16, f16, CpuKernels, PackedTensor};
+use adpq_core::{bf16, f16, CpuKernels, FormatVersion, PackedTensor};
 use rayon::prelude::*;
 
 use crate::driver::{OutDtype, BLOCK_ELEMS};
@@ -136,7 +137,7 @@ fn saturate(
     if !v.is_finite() {
         return Err(out_of_range());
     }
-    let bound = error_bound(packed, row, col).ok_or_else(out_of_range)?;
+    let bound = error_bound(packed, row, col, max).ok_or_else(out_of_range)?;
     if f64::from(v.abs()) - f64::from(max) <= bound {
         Ok(max.copysign(v))
     } else {
@@ -144,9 +145,25 @@ fn saturate(
     }
 }
 
-/// The reconstruction error bound of the element at (`row`, `col`) on its own grid
-/// (inlier or outlier): `Δ/2 + (2^b − 1) · ulp_f16(h) · 2^e / 2`.
-fn error_bound(packed: &PackedTensor<'_>, row: usize, col: usize) -> Option<f64> {
+/// How far above the output dtype's largest value `max` the decoded element at (`row`,
+/// `col`) may lie and still stand for a weight the dtype could hold.
+fn error_bound(packed: &PackedTensor<'_>, row: usize, col: usize, max: f32) -> Option<f64> {
+    match packed.version() {
+        FormatVersion::V1 => error_bound_v1(packed, row, col),
+        FormatVersion::V2 => error_bound_v2(packed, row, col, max),
+    }
+}
+
+/// ulp of an f16 of bits `h`: 2^-24 for subnormals, 2^(E - 15 - 10) for a normal exponent
+/// field E.
+fn f16_ulp(h: u16) -> f64 {
+    let exp_bits = i32::from((h >> 10) & 0x1f);
+    2f64.powi(if exp_bits == 0 { -24 } else { exp_bits - 25 })
+}
+
+/// Version 1: the reconstruction error bound of the element on its own grid (inlier or
+/// outlier), `Δ/2 + (2^b − 1) · ulp_f16(h) · 2^e / 2`.
+fn error_bound_v1(packed: &PackedTensor<'_>, row: usize, col: usize) -> Option<f64> {
     let group = packed
         .groups(row)
         .ok()?
@@ -157,12 +174,37 @@ fn error_bound(packed: &PackedTensor<'_>, row: usize, col: usize) -> Option<f64>
     } else {
         group.record.inliers
     };
-    let exp_bits = i32::from((grid.h >> 10) & 0x1f);
-    // ulp of an f16: 2^-24 for subnormals, 2^(E - 15 - 10) for a normal exponent field E.
-    let ulp = 2f64.powi(if exp_bits == 0 { -24 } else { exp_bits - 25 });
     let code_max = f64::from((1u32 << packed.params().bits) - 1);
     let scale = 2f64.powi(i32::from(packed.info().scale_exp));
-    Some(f64::from(grid.step) / 2.0 + code_max * ulp * scale / 2.0)
+    Some(f64::from(grid.step) / 2.0 + code_max * f16_ulp(grid.h) * scale / 2.0)
+}
+
+/// Version 2. An outlier `±(t + k·h)` is within `h/2 + (2^(b−1) − 1) · ulp_f16(h) · 2^e / 2`
+/// of its weight (the row's outlier step `h` is the nearest f16). An inlier stands for a
+/// weight no larger than the threshold `t` in magnitude, so when the tensor has outliers
+/// and `t` fits the dtype (`max`), the weight did: any bound (infinite) lets it saturate.
+/// Otherwise the bound of its grid: half a step plus the rounding of the stored step
+/// (`q_d` units of the row, so at most half a unit per code) and of the minimum.
+fn error_bound_v2(packed: &PackedTensor<'_>, row: usize, col: usize, max: f32) -> Option<f64> {
+    let mut groups = packed.affine_groups(row).ok()?;
+    let units = *groups.units();
+    let group = groups.find(|g| (g.start..g.start + g.len).contains(&col))?;
+    let fp = packed.params();
+    if group.outliers().any(|p| group.start + p == col) {
+        let scale = 2f64.powi(i32::from(packed.info().scale_exp));
+        return Some(
+            f64::from(units.outlier_step) / 2.0
+                + f64::from(fp.magnitude_max()) * f16_ulp(units.outlier_step_bits) * scale / 2.0,
+        );
+    }
+    if packed.n_outliers() > 0 && units.threshold <= max {
+        return Some(f64::INFINITY);
+    }
+    Some(
+        f64::from(group.record.grid.step) / 2.0
+            + f64::from(fp.code_max()) * f64::from(units.step_unit) / 2.0
+            + f64::from(units.min_unit) / 2.0,
+    )
 }
 
 #[cfg(test)]
@@ -171,7 +213,11 @@ mod tests {
     use adpq_core::{packed_len, Params, Scalar, Weights};
 
     fn pack(w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
-        let params = Params::DEFAULT;
+        pack_with(&Params::DEFAULT, w, rows, cols)
+    }
+
+    fn pack_with(params: &Params, w: &[f32], rows: usize, cols: usize) -> Vec<u8> {
+        let params = *params;
         let sel = Scalar.select(Weights::F32(w), rows, cols, &params).unwrap();
         let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
         Scalar
@@ -301,5 +347,70 @@ mod tests {
             .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect();
         assert_eq!(back, [bf16::MAX.to_f32(), bf16::MIN.to_f32()]);
+    }
+
+    /// Format v2 at the f16 range edge: ±65504 weights (outliers) come back within one
+    /// f16 spacing as finite values, and the inliers of a tensor whose threshold fits
+    /// F16 may always saturate, while an outlier's bound is its step's.
+    #[test]
+    fn v2_f16_range_edge() {
+        let (rows, cols) = (2, 256);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| match i % 97 {
+                0 => 65504.0,
+                1 => -65504.0,
+                _ => ((i as f32) * 0.37).sin() * 30000.0,
+            })
+            .collect();
+        let buf = pack_with(&Params::V2, &w, rows, cols);
+        let p = PackedTensor::parse(&buf).unwrap();
+        let mut out = vec![0u8; rows * cols * 2];
+        dequantize_checked(Scalar, &p, OutDtype::F16, &mut out).unwrap();
+        let back = f16s(&out);
+        for (i, (&b, &orig)) in back.iter().zip(&w).enumerate() {
+            assert!(b.is_finite(), "element {i}");
+            if orig.abs() == 65504.0 {
+                assert!((b - orig).abs() <= 32.0, "element {i}: {b}");
+            }
+        }
+        let max = OutDtype::F16.max_finite();
+        assert!(p.info().threshold <= max);
+        // Column 0 of row 0 is an outlier (65504), column 2 an inlier.
+        // Half the row's outlier step (about (65504 − t)/7) plus its f16 rounding.
+        let h = f64::from(p.affine_groups(0).unwrap().units().outlier_step);
+        let outlier = error_bound(&p, 0, 0, max).unwrap();
+        assert!(
+            outlier >= h / 2.0 && outlier < h / 2.0 + 16.0,
+            "{outlier} vs {h}"
+        );
+        assert_eq!(error_bound(&p, 0, 2, max), Some(f64::INFINITY));
+    }
+
+    /// Format v2 refuses a value far beyond F16 (an F32 outlier of 1e6) with its row and
+    /// column, and BF16 and F32 hold it.
+    #[test]
+    fn v2_values_beyond_f16_are_refused() {
+        let (rows, cols) = (3, 128);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| if i == 200 { 1.0e6 } else { (i as f32).cos() })
+            .collect();
+        let buf = pack_with(&Params::V2, &w, rows, cols);
+        let p = PackedTensor::parse(&buf).unwrap();
+        let mut out = vec![0u8; rows * cols * 2];
+        let err = dequantize_checked(Scalar, &p, OutDtype::F16, &mut out).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EngineError::OutOfRange {
+                    row: 1,
+                    col: 72,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        dequantize_checked(Scalar, &p, OutDtype::Bf16, &mut out).unwrap();
+        let mut out32 = vec![0u8; rows * cols * 4];
+        dequantize_checked(Scalar, &p, OutDtype::F32, &mut out32).unwrap();
     }
 }

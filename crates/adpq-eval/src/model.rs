@@ -76,7 +76,7 @@ impl<'a> Lookup<'a> {
             let Some(t) = f.tensor(name) else { continue };
             let packed = adpq
                 .as_ref()
-                .and_then(|m| Some((m.originals.get(name)?, &m.params)));
+                .and_then(|m| Some((m.originals.get(name)?, m.params_of(name))));
             let lin = match packed {
                 Some((orig, params)) => Linear::Packed(packed_of(f, &t, orig, params, true)?),
                 None => {

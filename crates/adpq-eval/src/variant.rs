@@ -20,6 +20,19 @@ impl PackedProjections {
     /// Quantizes the projections of `model` (which must be dense) with `params` on
     /// `engine`: the bytes `adpq quantize` writes for the same parameters.
     pub fn quantize<E: Engine>(model: &Model<'_>, engine: &E, params: &Params) -> Result<Self> {
+        let mut p = Self::quantize_with(model, engine, |_| *params)?;
+        p.params = *params;
+        Ok(p)
+    }
+
+    /// Quantizes each projection of `model` (which must be dense) with the parameters
+    /// `params_of` gives for its name (a per-tensor policy): the bytes `adpq quantize`
+    /// writes with the same rules. [`params`](Self::params) is then the first tensor's.
+    pub fn quantize_with<E: Engine>(
+        model: &Model<'_>,
+        engine: &E,
+        params_of: impl Fn(&str) -> Params,
+    ) -> Result<Self> {
         let engine_err = |name: &str| {
             let name = name.to_string();
             move |e: EngineError| match e {
@@ -28,7 +41,10 @@ impl PackedProjections {
             }
         };
         let mut buffers = Vec::new();
+        let mut first = None;
         for (name, lin) in model.projections() {
+            let params = &params_of(&name);
+            first.get_or_insert(*params);
             let Linear::Dense { w, rows, cols } = lin else {
                 return Err(EvalError::Shape(format!(
                     "tensor `{name}`: not dense, cannot quantize it"
@@ -45,12 +61,13 @@ impl PackedProjections {
             buffers.push((name, buf));
         }
         Ok(PackedProjections {
-            params: *params,
+            params: first.unwrap_or_default(),
             buffers,
         })
     }
 
-    /// The parameters the buffers were quantized with.
+    /// The parameters the buffers were quantized with (with per-tensor parameters, the
+    /// first tensor's; each buffer's header records its own).
     pub fn params(&self) -> &Params {
         &self.params
     }

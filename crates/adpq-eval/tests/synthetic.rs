@@ -213,3 +213,64 @@ fn packed_8_bit_weights_score_close_to_dense_and_rtn_2_bit_far() {
     assert_eq!(r.reference.bits_per_weight, 32.0);
     assert_eq!(r2.bits_per_weight, 2.25);
 }
+
+/// Per-tensor parameters in format v2 (`quantize_with`): each projection's header holds
+/// the parameters its name was given, and the packed model scores close to the dense one.
+#[test]
+fn per_tensor_v2_projections_follow_their_names() {
+    let m = tiny();
+    let kernels = AnyKernels::detect();
+    let engine = CpuEngine::new(kernels);
+    let six = Params {
+        bits: 6,
+        ..Params::V2
+    };
+    let variant = PackedProjections::quantize_with(&m, &engine, |name| {
+        if name.contains("v_proj") {
+            six
+        } else {
+            Params::V2
+        }
+    })
+    .unwrap();
+    let packed = variant.model(&m).unwrap();
+    let mut seen = 0;
+    for (name, lin) in packed.projections() {
+        let Linear::Packed(p) = lin else {
+            panic!("{name} is not packed")
+        };
+        let want = if name.contains("v_proj") {
+            six
+        } else {
+            Params::V2
+        };
+        assert_eq!(p.params(), want.format(), "{name}");
+        seen += usize::from(name.contains("v_proj"));
+    }
+    assert_eq!(seen, 2, "one v_proj per layer");
+    let toks = tokens(64);
+    let wins: Vec<&[u32]> = toks.chunks(32).collect();
+    let rtn4 = m
+        .with_rtn(RtnSpec {
+            bits: 4,
+            group_size: 64,
+            asymmetric: false,
+        })
+        .unwrap();
+    let cands = [
+        Candidate {
+            name: "v2".into(),
+            model: &packed,
+        },
+        Candidate {
+            name: "rtn4".into(),
+            model: &rtn4,
+        },
+    ];
+    let r = evaluate(&m, &cands, &wins, &kernels, &mut |_| {}).unwrap();
+    let (v2, rtn) = (&r.candidates[0], &r.candidates[1]);
+    assert!(
+        v2.mean_kl > 0.0 && v2.mean_kl < rtn.mean_kl,
+        "{v2:?} vs {rtn:?}"
+    );
+}

@@ -44,9 +44,10 @@ pub fn checkpoint(data: &[u8]) {
             .tensor(name)
             .expect("read_adpq_meta checks every record's tensor");
         for crc in [true, false] {
-            if let Ok(p) = packed_of(&f, &t, orig, &adpq.params, crc) {
+            let params = adpq.params_of(name);
+            if let Ok(p) = packed_of(&f, &t, orig, params, crc) {
                 assert_eq!(orig.shape, [p.rows(), p.cols()]);
-                assert_eq!(p.params(), adpq.params.format());
+                assert_eq!(p.params(), params.format());
             }
         }
     }
@@ -87,5 +88,30 @@ mod tests {
             br#"{"t":{"dtype":"F32","shape":[18446744073709551615,2],"data_offsets":[0,0]}}"#,
             b"",
         );
+    }
+
+    /// The fuzz seeds read through the harness, the format v2 one (per-tensor 6 bits)
+    /// with its metadata and both packed tensors accepted.
+    #[test]
+    fn fuzz_seeds_read() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/checkpoint");
+        for name in [
+            "tiny.safetensors",
+            "tiny.adpq.safetensors",
+            "tiny.v2.adpq.safetensors",
+        ] {
+            checkpoint(&std::fs::read(dir.join(name)).unwrap());
+        }
+        let bytes = std::fs::read(dir.join("tiny.v2.adpq.safetensors")).unwrap();
+        let f = SafetensorsFile::from_bytes(Path::new("seed"), bytes).unwrap();
+        let meta = read_adpq_meta(&f, &f.user_metadata()).unwrap();
+        assert_eq!(meta.version, 2);
+        for (name, orig) in &meta.originals {
+            let t = f.tensor(name).unwrap();
+            let p = packed_of(&f, &t, orig, meta.params_of(name), true).unwrap();
+            let bits = if name == "layers.1.weight" { 6 } else { 4 };
+            assert_eq!(p.params().bits, bits, "{name}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use adpq_core::{Grid, PackedTensor, Params, SelectionMode};
+use adpq_core::{FormatVersion, Grid, PackedTensor, Params, SelectionMode};
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,8 @@ use crate::file::{SafetensorsFile, TensorRef};
 pub const META_FORMAT: &str = "format";
 /// Value of [`META_FORMAT`] in a quantized checkpoint.
 pub const FORMAT_NAME: &str = "adpq";
-/// Metadata key: the packed format version (`adpq_core::format::VERSION`).
+/// Metadata key: the newest packed format version the file's tensors are written in
+/// (`1` or `2`; readers accept `1..=adpq_core::format::VERSION`).
 pub const META_VERSION: &str = "adpq.version";
 /// Metadata key: JSON of the quantization parameters.
 pub const META_PARAMS: &str = "adpq.params";
@@ -34,13 +35,18 @@ pub const META_NOT_PACKED: &str = "adpq.not_packed";
 /// The dtypes a quantized tensor can come from (and be restored to).
 pub const ORIGINAL_DTYPES: [&str; 3] = ["F32", "F16", "BF16"];
 
-/// The original dtype and shape of a quantized tensor, as recorded in the metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The original dtype and shape of a quantized tensor, as recorded in the metadata, and
+/// its own parameters when they differ from the file's [`META_PARAMS`] (a per-tensor
+/// policy, e.g. more bits for some projections).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OriginalTensor {
     /// The input dtype (`F32`, `F16` or `BF16`).
     pub dtype: String,
     /// The input shape `[rows, cols]`.
     pub shape: Vec<usize>,
+    /// The tensor's parameters when they are not the file's (absent: the file's).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub params: Option<ParamsRecord>,
 }
 
 /// The quantization parameters as written in reports and in the checkpoint metadata.
@@ -59,6 +65,10 @@ pub struct ParamsRecord {
     /// Iteration cap of the reference selection.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reference_iters: Option<u32>,
+    /// The packed format: `v2`; absent for version 1 (so version 1 metadata reads as it
+    /// always did).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub format: Option<String>,
 }
 
 impl ParamsRecord {
@@ -78,9 +88,19 @@ impl ParamsRecord {
                 ))
             }
         };
-        let p = Params::new(self.bits, self.group_size, self.alpha, grid)
-            .map_err(|e| e.to_string())?
-            .with_selection(selection);
+        let version = match self.format.as_deref() {
+            None | Some("v1") => FormatVersion::V1,
+            Some("v2") => FormatVersion::V2,
+            Some(other) => return Err(format!("unknown format `{other}` (expected v1 or v2)")),
+        };
+        let p = Params {
+            bits: self.bits,
+            group_size: self.group_size,
+            alpha: self.alpha,
+            grid,
+            selection,
+            version,
+        };
         p.validate().map_err(|e| e.to_string())?;
         Ok(p)
     }
@@ -103,6 +123,10 @@ impl From<&Params> for ParamsRecord {
             .into(),
             selection: selection.into(),
             reference_iters,
+            format: match p.version {
+                FormatVersion::V1 => None,
+                FormatVersion::V2 => Some("v2".into()),
+            },
         }
     }
 }
@@ -116,10 +140,23 @@ fn json_string(v: &impl Serialize) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
+/// The version [`META_VERSION`] records for a file written with `params` whose quantized
+/// tensors are `originals`: the newest of the file's and the tensors' own (so a file of
+/// version 1 tensors says `1`, as it did before version 2 existed).
+pub fn written_version(params: &Params, originals: &BTreeMap<String, OriginalTensor>) -> u16 {
+    originals
+        .values()
+        .filter_map(|o| o.params.as_ref()?.to_params().ok())
+        .map(|p| p.version.number())
+        .fold(params.version.number(), u16::max)
+}
+
 /// The `__metadata__` of a quantized file made from an input file's `input` metadata:
 /// the input's `format` moves to [`META_ORIGINAL_FORMAT`], the input's own `adpq.*` keys
 /// are dropped (the namespace is ours: a stale key would make the output unreadable),
 /// and the adpq keys are set ([`META_NOT_PACKED`] only when `not_packed` is not empty).
+/// `params` are the file's parameters; a tensor quantized with others carries them in
+/// its record.
 pub fn quantized_metadata(
     mut input: BTreeMap<String, String>,
     params: &Params,
@@ -132,7 +169,10 @@ pub fn quantized_metadata(
         input.insert(META_ORIGINAL_FORMAT.into(), orig);
     }
     input.insert(META_FORMAT.into(), FORMAT_NAME.into());
-    input.insert(META_VERSION.into(), adpq_core::format::VERSION.to_string());
+    input.insert(
+        META_VERSION.into(),
+        written_version(params, originals).to_string(),
+    );
     input.insert(META_TOOL.into(), tool.into());
     input.insert(META_PARAMS.into(), json_string(&ParamsRecord::from(params)));
     input.insert(META_TENSORS.into(), json_string(originals));
@@ -153,16 +193,28 @@ pub fn dequantized_metadata(quantized: &BTreeMap<String, String>) -> BTreeMap<St
     meta
 }
 
-/// What the metadata of an adpq file says, checked: the parameters, the quantized
-/// tensors and the packed-looking tensors that are plain data.
+/// What the metadata of an adpq file says, checked: the format version, the parameters,
+/// the quantized tensors and the packed-looking tensors that are plain data.
 #[derive(Debug, Clone)]
 pub struct AdpqMeta {
+    /// The format version ([`META_VERSION`]): the newest its tensors are written in.
+    pub version: u16,
     /// The quantization parameters ([`META_PARAMS`]), validated.
     pub params: Params,
     /// The quantized tensors (name → original dtype and shape, [`META_TENSORS`]).
     pub originals: BTreeMap<String, OriginalTensor>,
     /// Tensors stored as they were although they look packed ([`META_NOT_PACKED`]).
     pub not_packed: BTreeSet<String>,
+    /// The validated parameters of the tensors whose records carry their own.
+    tensor_params: BTreeMap<String, Params>,
+}
+
+impl AdpqMeta {
+    /// The parameters quantized tensor `name` was written with: its record's own, else
+    /// the file's.
+    pub fn params_of(&self, name: &str) -> &Params {
+        self.tensor_params.get(name).unwrap_or(&self.params)
+    }
 }
 
 fn meta_json<T: serde::de::DeserializeOwned>(
@@ -178,10 +230,12 @@ fn meta_json<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
-/// Reads and checks the adpq metadata of `f` (its `meta`): the format and version, the
-/// parameters (valid), every quantized tensor's record (a known dtype, a 2-D shape, a
-/// tensor of that name in the file) and the not-packed list (tensors of the file, not
-/// quantized). An error for a file that is not an adpq checkpoint of this version.
+/// Reads and checks the adpq metadata of `f` (its `meta`): the format and version (one
+/// this build reads, `1..=adpq_core::format::VERSION`), the parameters (valid, of a
+/// version no newer than the file's), every quantized tensor's record (a known dtype, a
+/// 2-D shape, a tensor of that name in the file, valid parameters of its own if any) and
+/// the not-packed list (tensors of the file, not quantized). An error for a file that
+/// is not an adpq checkpoint of a version this build reads.
 ///
 /// `verify`, `dequantize` and `inspect` all start here, so they accept the same files.
 pub fn read_adpq_meta(f: &SafetensorsFile, meta: &BTreeMap<String, String>) -> Result<AdpqMeta> {
@@ -191,18 +245,26 @@ pub fn read_adpq_meta(f: &SafetensorsFile, meta: &BTreeMap<String, String>) -> R
             "not an adpq checkpoint (its __metadata__ has no format=adpq)",
         ));
     }
-    match meta.get(META_VERSION).map(String::as_str) {
-        Some(v) if v == adpq_core::format::VERSION.to_string() => {}
-        other => {
+    let newest = adpq_core::format::VERSION;
+    let version = match meta.get(META_VERSION).map(|v| (v, v.parse::<u16>())) {
+        Some((_, Ok(v))) if (1..=newest).contains(&v) => v,
+        Some((v, _)) => {
             return Err(Error::invalid(
                 f.path(),
                 format!(
-                    "unsupported adpq format version {other:?} (this build reads {})",
-                    adpq_core::format::VERSION
+                    "unsupported adpq format version {v:?} (this build reads versions 1 to \
+                     {newest}; a newer adpq wrote it?)"
                 ),
             ))
         }
-    }
+        None => {
+            return Err(Error::invalid(
+                f.path(),
+                format!("adpq checkpoint without the {META_VERSION} metadata key"),
+            ))
+        }
+    };
+    let too_new = |p: &Params| p.version.number() > version;
     let missing = |key: &str| {
         Error::invalid(
             f.path(),
@@ -214,8 +276,18 @@ pub fn read_adpq_meta(f: &SafetensorsFile, meta: &BTreeMap<String, String>) -> R
     let params = record
         .to_params()
         .map_err(|e| Error::invalid(f.path(), format!("bad {META_PARAMS} metadata: {e}")))?;
+    if too_new(&params) {
+        return Err(Error::invalid(
+            f.path(),
+            format!(
+                "{META_PARAMS} is format v{} but {META_VERSION} is {version}",
+                params.version.number()
+            ),
+        ));
+    }
     let originals: BTreeMap<String, OriginalTensor> =
         meta_json(f, meta, META_TENSORS)?.ok_or_else(|| missing(META_TENSORS))?;
+    let mut tensor_params = BTreeMap::new();
     for (name, o) in &originals {
         let bad = |what: String| {
             Error::tensor(f.path(), name, format!("bad {META_TENSORS} record: {what}"))
@@ -236,6 +308,16 @@ pub fn read_adpq_meta(f: &SafetensorsFile, meta: &BTreeMap<String, String>) -> R
                 "listed in the metadata but missing",
             ));
         }
+        if let Some(record) = &o.params {
+            let p = record.to_params().map_err(|e| bad(e.to_string()))?;
+            if too_new(&p) {
+                return Err(bad(format!(
+                    "format v{} parameters but {META_VERSION} is {version}",
+                    p.version.number()
+                )));
+            }
+            tensor_params.insert(name.clone(), p);
+        }
     }
     let not_packed: BTreeSet<String> = meta_json(f, meta, META_NOT_PACKED)?.unwrap_or_default();
     for name in &not_packed {
@@ -255,9 +337,11 @@ pub fn read_adpq_meta(f: &SafetensorsFile, meta: &BTreeMap<String, String>) -> R
         }
     }
     Ok(AdpqMeta {
+        version,
         params,
         originals,
         not_packed,
+        tensor_params,
     })
 }
 
@@ -287,8 +371,9 @@ pub fn unlisted_packed(f: &SafetensorsFile, meta: &AdpqMeta) -> Vec<Error> {
         .collect()
 }
 
-/// Checks that a stored tensor is a packed buffer matching its recorded original and the
-/// file's parameters; returns the parsed tensor (checksum verified when `crc`).
+/// Checks that a stored tensor is a packed buffer matching its recorded original and its
+/// parameters (`params`: [`AdpqMeta::params_of`]); returns the parsed tensor (checksum
+/// verified when `crc`).
 pub fn packed_of<'a>(
     f: &SafetensorsFile,
     t: &TensorRef<'a>,
@@ -327,13 +412,16 @@ pub fn packed_of<'a>(
             f.path(),
             t.name,
             format!(
-                "packed header (bits {}, group size {}, {:?} grid, {:?} selection, alpha {}) \
-                 disagrees with {META_PARAMS} (bits {}, group size {}, {:?} grid, {:?} selection, alpha {})",
+                "packed header (format v{}, bits {}, group size {}, {:?} grid, {:?} selection, \
+                 alpha {}) disagrees with {META_PARAMS} (format v{}, bits {}, group size {}, \
+                 {:?} grid, {:?} selection, alpha {})",
+                fp.version.number(),
                 fp.bits,
                 fp.group_size,
                 fp.grid,
                 info.selection,
                 info.alpha,
+                params.version.number(),
                 params.bits,
                 params.group_size,
                 params.grid,
@@ -360,6 +448,7 @@ mod tests {
             OriginalTensor {
                 dtype: "BF16".into(),
                 shape: vec![4, 128],
+                params: None,
             },
         )]);
         let q = quantized_metadata(
@@ -373,7 +462,7 @@ mod tests {
         assert!(is_adpq(&q));
         assert_eq!(q[META_ORIGINAL_FORMAT], "pt");
         assert_eq!(q[META_TOOL], "adpq 0.0");
-        assert_eq!(q[META_VERSION], adpq_core::format::VERSION.to_string());
+        assert_eq!(q[META_VERSION], "1");
         let params: ParamsRecord = serde_json::from_str(&q[META_PARAMS]).unwrap();
         assert_eq!(params, ParamsRecord::from(&Params::DEFAULT));
         assert_eq!(params.to_params().unwrap(), Params::DEFAULT);
@@ -412,5 +501,94 @@ mod tests {
                 "note"
             ]
         );
+    }
+
+    /// Version 1 metadata is written exactly as before format v2 existed (version `1`, no
+    /// `format` field, no per-tensor parameters), so version 1 outputs stay byte-identical.
+    #[test]
+    fn version_1_metadata_is_unchanged() {
+        let originals = BTreeMap::from([(
+            "w".to_string(),
+            OriginalTensor {
+                dtype: "F32".into(),
+                shape: vec![2, 64],
+                params: None,
+            },
+        )]);
+        let q = quantized_metadata(
+            BTreeMap::new(),
+            &Params::DEFAULT,
+            &originals,
+            &BTreeSet::new(),
+            "t",
+        );
+        assert_eq!(q[META_VERSION], "1");
+        assert_eq!(
+            q[META_PARAMS],
+            r#"{"bits":4,"group_size":128,"alpha":0.06,"grid":"symmetric","selection":"exact"}"#
+        );
+        assert_eq!(q[META_TENSORS], r#"{"w":{"dtype":"F32","shape":[2,64]}}"#);
+    }
+
+    /// A version 2 file says so twice (`adpq.version` 2, `"format":"v2"`), and a tensor
+    /// with parameters of its own carries them in its record; both read back.
+    #[test]
+    fn version_2_and_per_tensor_parameters_round_trip() {
+        let six = Params {
+            bits: 6,
+            ..Params::V2
+        };
+        let originals = BTreeMap::from([
+            (
+                "v".to_string(),
+                OriginalTensor {
+                    dtype: "F32".into(),
+                    shape: vec![2, 64],
+                    params: Some(ParamsRecord::from(&six)),
+                },
+            ),
+            (
+                "w".to_string(),
+                OriginalTensor {
+                    dtype: "F32".into(),
+                    shape: vec![2, 64],
+                    params: None,
+                },
+            ),
+        ]);
+        let q = quantized_metadata(
+            BTreeMap::new(),
+            &Params::V2,
+            &originals,
+            &BTreeSet::new(),
+            "t",
+        );
+        assert_eq!(q[META_VERSION], "2");
+        let record: ParamsRecord = serde_json::from_str(&q[META_PARAMS]).unwrap();
+        assert_eq!(record.format.as_deref(), Some("v2"));
+        assert_eq!(record.to_params().unwrap(), Params::V2);
+        let back: BTreeMap<String, OriginalTensor> =
+            serde_json::from_str(&q[META_TENSORS]).unwrap();
+        assert_eq!(back, originals);
+        assert_eq!(back["v"].params.as_ref().unwrap().to_params().unwrap(), six);
+        // A version 2 tensor in a file of version 1 parameters makes the file version 2.
+        assert_eq!(written_version(&Params::DEFAULT, &originals), 2);
+        let v1_only = BTreeMap::from([("w".to_string(), originals["w"].clone())]);
+        assert_eq!(written_version(&Params::DEFAULT, &v1_only), 1);
+    }
+
+    #[test]
+    fn unknown_formats_and_invalid_v2_parameters_are_refused() {
+        let mut r = ParamsRecord::from(&Params::V2);
+        r.format = Some("v3".into());
+        assert!(r.to_params().unwrap_err().contains("unknown format `v3`"));
+        r.format = Some("v2".into());
+        r.group_size = 256;
+        assert!(r.to_params().is_err(), "v2 groups are below 256");
+        let mut sym = ParamsRecord::from(&Params::DEFAULT);
+        sym.format = Some("v2".into());
+        assert!(sym.to_params().is_err(), "v2 is asymmetric");
+        sym.format = Some("v1".into());
+        assert_eq!(sym.to_params().unwrap(), Params::DEFAULT);
     }
 }

@@ -1,0 +1,205 @@
+//! Per-tensor parameters: which bits and α each quantized tensor gets.
+//!
+//! A run has base parameters (`--format`, `--bits`, `--alpha`, ...). Rules given with
+//! `--tensor-params 'REGEX=bits:6,alpha:0.05'` (repeatable) change the bits and/or α of
+//! the tensors whose names match; the first matching rule wins, a tensor no rule matches
+//! gets the base. A preset ([`Preset`]) is base defaults plus rules, placed after the
+//! user's own rules (so the user's win).
+//!
+//! Every packed buffer records its own bits and α, and the checkpoint's metadata records
+//! the parameters of each tensor that differs from the base (`adpq_io::meta`), so a
+//! reader never needs the rules.
+
+use adpq_core::{FormatVersion, Params};
+use adpq_io::{Error, Result};
+use clap::ValueEnum;
+use regex::Regex;
+
+/// A named set of defaults and rules (`--preset`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// Format v2, 6-bit codes and α 0.05 for the attention value projections (`v_proj`),
+    /// 4 bits and α 0.04 for every other tensor: the measured winner of
+    /// docs/FORMAT-v2.md (4.798 bits/weight on SmolLM2).
+    #[value(name = "v2-vproj6")]
+    V2Vproj6,
+}
+
+impl Preset {
+    /// The preset's format version.
+    pub fn version(self) -> FormatVersion {
+        match self {
+            Preset::V2Vproj6 => FormatVersion::V2,
+        }
+    }
+
+    /// The preset's base parameters (before the user's flags).
+    pub fn base(self) -> Params {
+        match self {
+            Preset::V2Vproj6 => Params {
+                alpha: 0.04,
+                ..Params::V2
+            },
+        }
+    }
+
+    /// The preset's rules, in `--tensor-params` syntax.
+    pub fn rules(self) -> &'static [&'static str] {
+        match self {
+            Preset::V2Vproj6 => &[r"v_proj=bits:6,alpha:0.05"],
+        }
+    }
+}
+
+/// One `--tensor-params` rule.
+#[derive(Debug, Clone)]
+struct Rule {
+    pattern: Regex,
+    bits: Option<u8>,
+    alpha: Option<f64>,
+}
+
+impl Rule {
+    /// Parses `REGEX=key:value[,key:value]` with keys `bits` and `alpha`.
+    fn parse(spec: &str) -> std::result::Result<Rule, String> {
+        let (re, settings) = spec
+            .rsplit_once('=')
+            .ok_or("expected REGEX=bits:N,alpha:X")?;
+        let pattern = Regex::new(re).map_err(|e| format!("invalid regex: {e}"))?;
+        let (mut bits, mut alpha) = (None, None);
+        for kv in settings.split(',') {
+            let (key, value) = kv
+                .split_once(':')
+                .ok_or_else(|| format!("`{kv}`: expected key:value"))?;
+            let bad = |e: &dyn std::fmt::Display| format!("`{kv}`: {e}");
+            match key.trim() {
+                "bits" => bits = Some(value.trim().parse().map_err(|e| bad(&e))?),
+                "alpha" => alpha = Some(value.trim().parse().map_err(|e| bad(&e))?),
+                other => return Err(format!("unknown key `{other}` (expected bits or alpha)")),
+            }
+        }
+        Ok(Rule {
+            pattern,
+            bits,
+            alpha,
+        })
+    }
+
+    fn apply(&self, base: &Params) -> Params {
+        Params {
+            bits: self.bits.unwrap_or(base.bits),
+            alpha: self.alpha.unwrap_or(base.alpha),
+            ..*base
+        }
+    }
+}
+
+/// The parameters of every tensor of a run: the base and the rules.
+#[derive(Debug, Clone, Default)]
+pub struct TensorParams {
+    base: Params,
+    rules: Vec<Rule>,
+    specs: Vec<String>,
+}
+
+impl TensorParams {
+    /// The same parameters for every tensor.
+    pub fn uniform(base: Params) -> TensorParams {
+        TensorParams {
+            base,
+            rules: Vec::new(),
+            specs: Vec::new(),
+        }
+    }
+
+    /// `base` changed by `specs` (in `--tensor-params` syntax, first match wins); a usage
+    /// error for a malformed rule or one that makes invalid parameters.
+    pub fn new(base: Params, specs: &[impl AsRef<str>]) -> Result<TensorParams> {
+        let mut tp = TensorParams::uniform(base);
+        for spec in specs {
+            let spec = spec.as_ref();
+            let usage = |e: String| Error::Usage(format!("--tensor-params `{spec}`: {e}"));
+            let rule = Rule::parse(spec).map_err(usage)?;
+            rule.apply(&base)
+                .validate()
+                .map_err(|e| usage(e.to_string()))?;
+            tp.rules.push(rule);
+            tp.specs.push(spec.to_string());
+        }
+        Ok(tp)
+    }
+
+    /// The base parameters (tensors no rule matches).
+    pub fn base(&self) -> &Params {
+        &self.base
+    }
+
+    /// The base and every rule's parameters (a rule applied to the base), for checks.
+    pub fn all(&self) -> impl Iterator<Item = Params> + '_ {
+        std::iter::once(self.base).chain(self.rules.iter().map(|r| r.apply(&self.base)))
+    }
+
+    /// The rules as given, in order.
+    pub fn rules(&self) -> &[String] {
+        &self.specs
+    }
+
+    /// The parameters of tensor `name`: those of the first rule whose pattern matches,
+    /// else the base.
+    pub fn of(&self, name: &str) -> Params {
+        self.rules
+            .iter()
+            .find(|r| r.pattern.is_match(name))
+            .map_or(self.base, |r| r.apply(&self.base))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let tp = TensorParams::new(
+            Params::V2,
+            &["v_proj=bits:6,alpha:0.05", "proj=alpha:0.02", "v_=bits:8"],
+        )
+        .unwrap();
+        let v = tp.of("model.layers.0.self_attn.v_proj.weight");
+        assert_eq!((v.bits, v.alpha), (6, 0.05));
+        let q = tp.of("model.layers.0.self_attn.q_proj.weight");
+        assert_eq!((q.bits, q.alpha), (4, 0.02));
+        assert_eq!(tp.of("norm.weight"), Params::V2);
+        assert_eq!(q.group_size, 64);
+        assert_eq!(q.version, FormatVersion::V2);
+    }
+
+    #[test]
+    fn the_preset_is_the_measured_policy() {
+        let p = Preset::V2Vproj6;
+        let tp = TensorParams::new(p.base(), p.rules()).unwrap();
+        let v = tp.of("model.layers.3.self_attn.v_proj.weight");
+        assert_eq!((v.bits, v.alpha, v.group_size), (6, 0.05, 64));
+        let down = tp.of("model.layers.3.mlp.down_proj.weight");
+        assert_eq!((down.bits, down.alpha, down.group_size), (4, 0.04, 64));
+        assert_eq!(v.version, FormatVersion::V2);
+    }
+
+    #[test]
+    fn malformed_rules_are_usage_errors() {
+        for (spec, want) in [
+            ("v_proj", "expected REGEX="),
+            ("v_proj=bits", "expected key:value"),
+            ("v_proj=bits:x", "`bits:x`"),
+            ("v_proj=group:64", "unknown key `group`"),
+            ("(=bits:6", "invalid regex"),
+            ("v_proj=bits:9", "bits"),
+            ("v_proj=alpha:0.7", "alpha"),
+        ] {
+            let e = TensorParams::new(Params::V2, &[spec]).unwrap_err();
+            assert!(matches!(e, Error::Usage(_)), "{spec}");
+            let msg = e.to_string();
+            assert!(msg.contains(spec) && msg.contains(want), "{spec}: {msg}");
+        }
+    }
+}
