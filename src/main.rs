@@ -100,28 +100,32 @@ struct QuantizeArgs {
     /// Output: a file for a file input, a folder for a folder input.
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Packed format version: v1, or v2 (asymmetric searched inliers, groups below 256;
-    /// its defaults: --group-size 64 --alpha 0.05) [default: v1, or the preset's].
+    /// Packed format version: v2 (asymmetric searched inliers, groups below 256), or v1
+    /// (the first format: two f16 steps per group; its defaults: --group-size 128
+    /// --alpha 0.06, symmetric; no preset) [default: v2].
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
-    /// Target fraction of outliers per tensor [default: 0.06; v2: 0.05; preset's].
+    /// Target fraction of outliers per tensor [default: the preset's, 0.04; --preset none:
+    /// 0.05; v1: 0.06].
     #[arg(long)]
     alpha: Option<f64>,
     /// Bits per code (2..=8) [default: 4].
     #[arg(long)]
     bits: Option<u8>,
-    /// Weights per group along a row (16..=1024; v2: 16..=255) [default: 128; v2: 64].
+    /// Weights per group along a row (v2: 16..=255; v1: 16..=1024) [default: 64; v1: 128].
     #[arg(long)]
     group_size: Option<u16>,
-    /// Asymmetric (min-max, zero point) grids instead of symmetric ones (implied by v2).
+    /// v1 only: asymmetric (min-max, zero point) grids instead of symmetric ones (v2's
+    /// inliers are always asymmetric).
     #[arg(long)]
     asymmetric: bool,
     /// Other bits and/or alpha for the tensors whose names match REGEX, e.g.
     /// 'v_proj=bits:6,alpha:0.05' (repeatable; the first matching rule wins).
     #[arg(long, value_name = "REGEX=bits:N,alpha:X")]
     tensor_params: Vec<String>,
-    /// A named policy: its format, defaults and rules (after --tensor-params' rules).
-    /// v2-vproj6: format v2, 6-bit codes and alpha 0.05 for v_proj, alpha 0.04 elsewhere.
+    /// A named policy: its defaults and rules (after --tensor-params' rules).
+    /// v2-vproj6: 6-bit codes and alpha 0.05 for v_proj, alpha 0.04 elsewhere; none: v2's
+    /// plain defaults (4 bits, alpha 0.05) for every tensor [default: v2-vproj6, with v2].
     #[arg(long, value_enum)]
     preset: Option<Preset>,
     /// Select outliers like the Python reference (Brent search, at most N iterations)
@@ -262,20 +266,18 @@ fn finish(done: pipeline::Done, report_out: Option<Output>) -> Result<report::Re
 /// flag left out takes the format's or the preset's default); a usage error when they do
 /// not go together.
 fn quantize_params(a: &QuantizeArgs) -> Result<Params, Error> {
-    let version = match (a.format, a.preset) {
-        (None, Some(p)) => p.version(),
-        (None, None) | (Some(FormatArg::V1), None) => FormatVersion::V1,
-        (Some(FormatArg::V2), _) => FormatVersion::V2,
+    let version = match (a.format, effective_preset(a)) {
         (Some(FormatArg::V1), Some(p)) => {
-            if p.version() != FormatVersion::V1 {
-                return Err(Error::Usage(
-                    "--format v1 cannot be combined with a format v2 --preset".into(),
-                ));
-            }
-            FormatVersion::V1
+            return Err(Error::Usage(format!(
+                "--format v1 cannot be combined with --preset {}",
+                p.to_possible_value().map_or("?".into(), |v| v.get_name().to_string())
+            )));
         }
+        (Some(FormatArg::V1), None) => FormatVersion::V1,
+        (_, Some(p)) => p.version(),
+        (Some(FormatArg::V2), None) | (None, None) => FormatVersion::V2,
     };
-    let base = match (a.preset, version) {
+    let base = match (effective_preset(a), version) {
         (Some(p), _) => p.base(),
         (None, FormatVersion::V1) => Params::DEFAULT,
         (None, FormatVersion::V2) => Params::V2,
@@ -306,9 +308,20 @@ fn quantize_params(a: &QuantizeArgs) -> Result<Params, Error> {
     Ok(params)
 }
 
+/// The preset in force: `--preset`, or `v2-vproj6` (the measured best, docs/FORMAT-v2.md)
+/// unless `--format v1` asks for the first format.
+fn effective_preset(a: &QuantizeArgs) -> Option<Preset> {
+    match (a.preset, a.format) {
+        (Some(Preset::None), Some(FormatArg::V1)) => None,
+        (Some(p), _) => Some(p),
+        (None, Some(FormatArg::V1)) => None,
+        (None, _) => Some(Preset::V2Vproj6),
+    }
+}
+
 /// The per-tensor rules: the user's `--tensor-params`, then the preset's.
 fn rules(a: &QuantizeArgs) -> Vec<String> {
-    let preset = a.preset.map_or(&[][..], Preset::rules);
+    let preset = effective_preset(a).map_or(&[][..], Preset::rules);
     a.tensor_params
         .iter()
         .cloned()

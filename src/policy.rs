@@ -23,13 +23,17 @@ pub enum Preset {
     /// docs/FORMAT-v2.md (4.798 bits/weight on SmolLM2).
     #[value(name = "v2-vproj6")]
     V2Vproj6,
+    /// No preset: the format's own defaults (`--format v2`: 4 bits, g 64, α 0.05 for
+    /// every tensor) and only the user's rules.
+    #[value(name = "none")]
+    None,
 }
 
 impl Preset {
     /// The preset's format version.
     pub fn version(self) -> FormatVersion {
         match self {
-            Preset::V2Vproj6 => FormatVersion::V2,
+            Preset::V2Vproj6 | Preset::None => FormatVersion::V2,
         }
     }
 
@@ -40,6 +44,7 @@ impl Preset {
                 alpha: 0.04,
                 ..Params::V2
             },
+            Preset::None => Params::V2,
         }
     }
 
@@ -47,6 +52,7 @@ impl Preset {
     pub fn rules(self) -> &'static [&'static str] {
         match self {
             Preset::V2Vproj6 => &[r"v_proj=bits:6,alpha:0.05"],
+            Preset::None => &[],
         }
     }
 }

@@ -61,9 +61,9 @@ fn rel_err(orig: &(Dtype, Vec<usize>, Vec<u8>), back: &(Dtype, Vec<usize>, Vec<u
     num / den
 }
 
-/// `--format v2` alone: Params::V2 for every tensor (4 bits, g 64, α .05, asymmetric),
-/// `adpq.version` 2 and `"format":"v2"`, and the checkpoint verifies, inspects as v2
-/// and dequantizes close to the input.
+/// `--format v2 --preset none`: Params::V2 for every tensor (4 bits, g 64, α .05,
+/// asymmetric), `adpq.version` 2 and `"format":"v2"`, and the checkpoint verifies,
+/// inspects as v2 and dequantizes close to the input.
 #[test]
 fn format_v2_defaults_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
@@ -77,6 +77,8 @@ fn format_v2_defaults_round_trip() {
         p(&q),
         "--format",
         "v2",
+        "--preset",
+        "none",
         "--report",
         p(&rep),
         "-q",
@@ -331,7 +333,7 @@ fn version_1_metadata_is_unchanged() {
     let tmp = tempfile::tempdir().unwrap();
     let input = llama_like(tmp.path());
     let q = tmp.path().join("q.safetensors");
-    ok(&adpq(&["quantize", p(&input), "-o", p(&q), "-q"]));
+    ok(&adpq(&["quantize", p(&input), "-o", p(&q), "--format", "v1", "-q"]));
     let (_, meta) = read_st(&q);
     assert_eq!(meta["adpq.version"], "1");
     assert_eq!(
@@ -380,8 +382,8 @@ fn real_minilm_v2() {
         ok(&adpq(&args));
         (q, read_json(&rep))
     };
-    let (q2, r2) = quantize("v2", &["--format", "v2"]);
-    let (_, r1) = quantize("v1", &[]);
+    let (q2, r2) = quantize("v2", &[]);
+    let (_, r1) = quantize("v1", &["--format", "v1"]);
     let (e1, e2) = (
         r1["totals"]["rel_mse"].as_f64().unwrap(),
         r2["totals"]["rel_mse"].as_f64().unwrap(),

@@ -49,10 +49,13 @@ fn synthetic_roundtrip_odd_shapes() {
     let (tensors, meta) = read_st(&q);
     assert_eq!(meta["format"], "adpq");
     assert_eq!(meta["adpq.original_format"], "pt");
-    assert_eq!(meta["adpq.version"], "1");
+    // The defaults: format v2 with the v2-vproj6 preset's base (4 bits, g 64, α .04).
+    assert_eq!(meta["adpq.version"], "2");
     let params: Value = serde_json::from_str(&meta["adpq.params"]).unwrap();
+    assert_eq!(params["format"], "v2");
     assert_eq!(params["bits"], 4);
-    assert_eq!(params["group_size"], 128);
+    assert_eq!(params["group_size"], 64);
+    assert_eq!(params["alpha"], 0.04);
     let originals: Value = serde_json::from_str(&meta["adpq.tensors"]).unwrap();
     assert_eq!(
         originals["model.layers.0.mlp.up_proj.weight"]["dtype"],
@@ -198,6 +201,8 @@ fn options_dry_run_include_exclude_asymmetric() {
         p(&input),
         "-o",
         p(&q),
+        "--format",
+        "v1",
         "--bits",
         "3",
         "--group-size",

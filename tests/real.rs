@@ -184,12 +184,14 @@ fn real_minilm_output_is_byte_identical_to_baseline() {
     let tmp = tempfile::tempdir().unwrap();
     let cases: [(&[&str], &str); 3] = [
         (
-            &["quantize"],
+            &["quantize", "--format", "v1"],
             "f699c32cef5a325c2770c1f50663f713c1ff1491571631f3c97c127f31a3cf62",
         ),
         (
             &[
                 "quantize",
+                "--format",
+                "v1",
                 "--asymmetric",
                 "--bits",
                 "3",
@@ -201,7 +203,7 @@ fn real_minilm_output_is_byte_identical_to_baseline() {
             "8d20b9ad196edfbf20137e36230a05cd0225bcc313c45c4d27824d53883c843a",
         ),
         (
-            &["quantize", "--reference-iters", "100"],
+            &["quantize", "--format", "v1", "--reference-iters", "100"],
             "9dbbb40f72df77a79ed81631c1eaf27f62fd7c7b52f83d18cfdfd7f2cee19e32",
         ),
     ];
@@ -233,7 +235,7 @@ fn real_smollm2_output_is_byte_identical_to_baseline() {
     assert_output_digest(
         &input,
         &tmp.path().join("q.safetensors"),
-        &["quantize", "--threads", "2"],
+        &["quantize", "--format", "v1", "--threads", "2"],
         "02cf462de0a3469a53ac4d0eb24d28472e0a871547a5688c659e2e156a861c5a",
         272,
     );
