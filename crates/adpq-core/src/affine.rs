@@ -47,6 +47,11 @@ impl LaneSums {
 
 /// The nearest f16 at or above `x` (`x ≥ 0`, finite), so that 255 units always reach `x`.
 fn f16_at_least(x: f32) -> u16 {
+    if x <= 0.0 {
+        // Also for −0: the sign of a zero extent depends on `min`/`max` order, which
+        // differs between backends; the stored unit must not.
+        return 0;
+    }
     let mut h = f16::from_f32(x);
     if h.to_f32() < x {
         h = f16::from_bits(h.to_bits() + 1);
@@ -238,6 +243,7 @@ fn multiple(v: f64, lo: f64) -> u8 {
 
 /// The inlier grid of one group whose inliers span `[lo, hi]` (`lo ≤ 0 ≤ hi`), chosen by
 /// the search of the module docs.
+#[inline(always)] // into each SIMD ISA's `#[target_feature]` function, with its passes
 pub(crate) fn search_group(
     passes: &mut impl GroupPasses,
     lo: f32,

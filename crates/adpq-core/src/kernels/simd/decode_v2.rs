@@ -1,0 +1,169 @@
+//! Reading format v2 rows over lanes: dequantization (bit-identical to the oracle's
+//! `c·d + m`, a multiply then an add) and the f32 and int8-activation dot products.
+
+use super::decode::{load_codes8, nibbles8};
+use super::{arrays, arrays_mut, halves, Lanes};
+use crate::error::Result;
+use crate::format::{code_at, PackedTensor};
+use crate::kernels::check_activations;
+use crate::kernels::q8::{dot_row_q8_ref, Q8Activations};
+
+/// Whether 8 codes from code `base` load as one word: 8-bit codes, or 4-bit codes that
+/// start on a byte.
+#[inline(always)]
+fn loads_whole(bits: u8, base: usize) -> bool {
+    bits == 8 || (bits == 4 && base.is_multiple_of(2))
+}
+
+/// Dequantizes one v2 row: `c·d + m` 8 codes at a time where the codes load as words,
+/// then the outliers.
+#[inline(always)]
+pub(crate) fn dequantize_row_v2<S: Lanes>(
+    s: S,
+    t: &PackedTensor<'_>,
+    r: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let bits = t.params().bits;
+    let groups = t.affine_groups(r)?;
+    let units = *groups.units();
+    for (group, chunk) in groups.zip(out.chunks_mut(usize::from(t.params().group_size))) {
+        let grid = group.record.grid;
+        let base = group.start;
+        let mut done = 0;
+        if loads_whole(bits, base) {
+            let (step, min) = (s.splat_f(grid.step), s.splat_f(grid.min));
+            for (c, o) in arrays_mut::<f32, 8>(chunk).enumerate() {
+                let codes = s.int_to_float(load_codes8(s, group.codes, base + c * 8, bits));
+                s.store_f(s.add_f(s.mul_f(codes, step), min), o);
+            }
+            done = chunk.len() / 8 * 8;
+        }
+        for (i, o) in chunk.iter_mut().enumerate().skip(done) {
+            *o = grid.decode(code_at(group.codes, base + i, bits));
+        }
+        for p in group.outliers() {
+            if let Some(o) = chunk.get_mut(p) {
+                *o = units.outlier(code_at(group.codes, base + p, bits), bits);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Dot product of one v2 row with `x`: per group `d·Σc·x + m·Σx` in lanes (FMA), then
+/// each outlier's correction (see [`dot_tolerance`](crate::kernels::dot_tolerance)).
+#[inline(always)]
+pub(crate) fn dot_row_v2<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
+    check_activations(t, x)?;
+    let bits = t.params().bits;
+    let groups = t.affine_groups(r)?;
+    let units = *groups.units();
+    let mut accv = s.splat_f(0.0);
+    let mut acc = 0f32;
+    for (group, xs) in groups.zip(x.chunks(usize::from(t.params().group_size))) {
+        let grid = group.record.grid;
+        let base = group.start;
+        let mut done = 0;
+        if loads_whole(bits, base) {
+            let z = s.splat_f(0.0);
+            let (mut d0, mut d1, mut s0, mut s1) = (z, z, z, z);
+            let (mut pairs, odd) = arrays::<f32, 16>(xs);
+            if bits == 4 {
+                // The group's codes as one slice: no per-chunk bounds checks or width tests.
+                let gc = &group.codes[base / 2..base / 2 + pairs.len() * 8];
+                for (cb, xc) in arrays::<u8, 8>(gc).0.zip(&mut pairs) {
+                    let (x0, x1) = halves(xc);
+                    let (x0, x1) = (s.load_f(x0), s.load_f(x1));
+                    let w = u64::from_le_bytes(*cb);
+                    let c0 = s.int_to_float(nibbles8(s, w as u32));
+                    let c1 = s.int_to_float(nibbles8(s, (w >> 32) as u32));
+                    (d0, d1) = (s.mul_add(c0, x0, d0), s.mul_add(c1, x1, d1));
+                    (s0, s1) = (s.add_f(s0, x0), s.add_f(s1, x1));
+                }
+            }
+            for (c, xc) in pairs.enumerate() {
+                let (x0, x1) = halves(xc);
+                let (x0, x1) = (s.load_f(x0), s.load_f(x1));
+                let i = base + c * 16;
+                let c0 = s.int_to_float(load_codes8(s, group.codes, i, bits));
+                let c1 = s.int_to_float(load_codes8(s, group.codes, i + 8, bits));
+                (d0, d1) = (s.mul_add(c0, x0, d0), s.mul_add(c1, x1, d1));
+                (s0, s1) = (s.add_f(s0, x0), s.add_f(s1, x1));
+            }
+            done = xs.len() - odd.len();
+            if let Some(x0) = odd.get(..8) {
+                let x0 = s.load_f(x0.try_into().expect("8 f32"));
+                let c0 = s.int_to_float(load_codes8(s, group.codes, base + done, bits));
+                (d0, s0) = (s.mul_add(c0, x0, d0), s.add_f(s0, x0));
+                done += 8;
+            }
+            accv = s.mul_add(s.add_f(d0, d1), s.splat_f(grid.step), accv);
+            accv = s.mul_add(s.add_f(s0, s1), s.splat_f(grid.min), accv);
+        }
+        let (mut cx, mut sx) = (0f32, 0f32);
+        for (i, &xi) in xs.iter().enumerate().skip(done) {
+            cx += f32::from(code_at(group.codes, base + i, bits)) * xi;
+            sx += xi;
+        }
+        acc += cx * grid.step + sx * grid.min;
+        for p in group.outliers() {
+            if let Some(&xp) = xs.get(p) {
+                let c = code_at(group.codes, base + p, bits);
+                acc += xp * (units.outlier(c, bits) - grid.decode(c));
+            }
+        }
+    }
+    Ok(acc + s.hsum_f(accv))
+}
+
+/// Dot product of v2 row `r` with int8 activations, equal to the reference bit for bit:
+/// the exact integer `Σ c·q` 32 codes at a time (4-bit codes in groups of a multiple of
+/// 32), then the reference's float arithmetic. Other formats run the reference.
+#[inline(always)]
+pub(crate) fn dot_row_q8_v2<S: Lanes>(
+    s: S,
+    t: &PackedTensor<'_>,
+    r: usize,
+    a: &Q8Activations<'_>,
+) -> Result<f32> {
+    a.check(t)?;
+    let fp = t.params();
+    let g = usize::from(fp.group_size);
+    if !(fp.bits == 4 && g.is_multiple_of(32)) {
+        return dot_row_q8_ref(t, r, a);
+    }
+    let groups = t.affine_groups(r)?;
+    let units = *groups.units();
+    let mut acc = 0f32;
+    for ((gi, group), qs) in groups.enumerate().zip(a.q().chunks(g)) {
+        let grid = group.record.grid;
+        let sx = a.scales()[gi];
+        let base = group.start;
+        let isum = if qs.len() == g {
+            let codes = &group.codes[base / 2..base / 2 + g / 2];
+            let mut isum = s.splat_u(0);
+            for (cb, qc) in arrays::<u8, 16>(codes).0.zip(arrays::<i8, 32>(qs).0) {
+                isum = s.dot_nibbles_i8(cb, qc, isum);
+            }
+            s.hsum_i(isum)
+        } else {
+            // A short last group.
+            let mut isum = 0i32;
+            for (i, &qi) in qs.iter().enumerate() {
+                isum += i32::from(code_at(group.codes, base + i, 4)) * i32::from(qi);
+            }
+            isum
+        };
+        // The reference's arithmetic from here on.
+        let mut corr = 0f32;
+        for p in group.outliers() {
+            if let Some(&qp) = qs.get(p) {
+                let c = code_at(group.codes, base + p, 4);
+                corr += (sx * f32::from(qp)) * (units.outlier(c, 4) - grid.decode(c));
+            }
+        }
+        acc += (sx * grid.step) * isum as f32 + (sx * grid.min) * a.sums()[gi] as f32 + corr;
+    }
+    Ok(acc)
+}
