@@ -3,10 +3,10 @@
 //! (`ŵ = ±(t + k·h)`).
 //!
 //! **One rule for every backend.** A backend supplies only the per-weight passes over a
-//! group ([`GroupPasses`]: the squared error of a candidate grid, the sums a least-squares
-//! refit needs); the choice of grid ([`search_group`]) is written once, here. The passes
+//! group (`GroupPasses`: the squared error of a candidate grid, the sums a least-squares
+//! refit needs); the choice of grid (`search_group`) is written once, here. The passes
 //! add element `i` of a group into lane `i % 8` and total the lanes in one fixed order
-//! ([`LaneSums`]), with separate multiplies and adds (no FMA), so a SIMD backend's 8-lane
+//! (`LaneSums`), with separate multiplies and adds (no FMA), so a SIMD backend's 8-lane
 //! sums equal the scalar oracle's bit for bit, and so do the chosen grids and the bytes.
 //!
 //! **The search** (`docs/FORMAT.md`, version 2): over the group's inliers `[lo, hi]`
