@@ -229,6 +229,14 @@ pub(crate) struct RefitSums {
 pub(crate) trait GroupPasses {
     /// `Σ (grid.decode(grid.encode(w)) − w)²` over the inliers, as [`LaneSums`].
     fn error(&mut self, grid: &AffineGrid) -> f32;
+    /// `errors[k] = error(grids[k])` for every `k`: a backend may sweep the group once for
+    /// all of them (the candidates are independent).
+    #[inline(always)]
+    fn errors(&mut self, grids: &[AffineGrid], errors: &mut [f32]) {
+        for (grid, e) in grids.iter().zip(errors) {
+            *e = self.error(grid);
+        }
+    }
     /// The refit sums of the inliers' codes on `grid`.
     fn refit_sums(&mut self, grid: &AffineGrid) -> RefitSums;
 }
@@ -266,10 +274,9 @@ pub(crate) fn search_group(
         };
         AffineGrid::new(q_step, q_min, units)
     };
-    let mut best = candidate(lo, hi);
-    let mut best_err = passes.error(&best);
-    let mut tried = [(best.q_step, best.q_min); 9];
-    let mut n_tried = 1;
+    // The distinct candidates in order, their errors, then the first least.
+    let mut grids = [candidate(lo, hi); 9];
+    let mut n = 1;
     for (i, si) in SHRINK.iter().enumerate() {
         for (j, sj) in SHRINK.iter().enumerate() {
             if i == 0 && j == 0 {
@@ -277,15 +284,18 @@ pub(crate) fn search_group(
             }
             let grid = candidate(lo * si, hi * sj);
             let key = (grid.q_step, grid.q_min);
-            if tried[..n_tried].contains(&key) {
-                continue;
+            if !grids[..n].iter().any(|g| (g.q_step, g.q_min) == key) {
+                grids[n] = grid;
+                n += 1;
             }
-            tried[n_tried] = key;
-            n_tried += 1;
-            let err = passes.error(&grid);
-            if err < best_err {
-                (best, best_err) = (grid, err);
-            }
+        }
+    }
+    let mut errors = [0f32; 9];
+    passes.errors(&grids[..n], &mut errors[..n]);
+    let (mut best, mut best_err) = (grids[0], errors[0]);
+    for (&grid, &err) in grids[1..n].iter().zip(&errors[1..n]) {
+        if err < best_err {
+            (best, best_err) = (grid, err);
         }
     }
     // One least-squares refit of (d, m) for the winner's codes.

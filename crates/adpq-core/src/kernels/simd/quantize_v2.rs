@@ -5,8 +5,8 @@
 //!
 //! **Exactness.** The passes do the oracle's f32 operations lane by lane: element `i` of
 //! a group sits in lane `i % 8`, outliers and padding are masked to `+0` (which leaves a
-//! sum unchanged), multiplies and adds stay separate (no FMA), rounding is the oracle's
-//! `(x + 1.5·2^23) − 1.5·2^23`, and the lanes are totalled by [`LaneSums::total`]. So the
+//! sum unchanged), multiplies and adds stay separate (no FMA), rounding is half to even
+//! as the oracle's, and the lanes are totalled by [`LaneSums::total`]. So the
 //! sums, the chosen grids and the codes equal the oracle's bit for bit.
 
 use super::quantize::{classify_group, group_f32, pack_codes, push_positions, Chunks, Stats};
@@ -25,15 +25,9 @@ use crate::weights::Weights;
 const MAXG: usize = MAX_GROUP_SIZE_V2 as usize;
 const MAX_CHUNKS: usize = MAXG.div_ceil(8);
 
-/// The oracle's round half to even (`quant::round_ties_even`), lane by lane.
-#[inline(always)]
-fn round_even<S: Lanes>(s: S, v: S::F) -> S::F {
-    let magic = s.splat_f(12_582_912.0); // 1.5 · 2^23
-    s.sub_f(s.add_f(v, magic), magic)
-}
-
-/// `v.clamp(0, hi)` lane by lane (no NaN reaches it; the sign of a zero result is lost
-/// in the rounding that follows).
+/// `v.clamp(0, hi)` lane by lane (no NaN reaches it). The result is rounded half to even
+/// next, as the oracle's `(x + 1.5·2^23) − 1.5·2^23` does on `0..=255`; the two differ only
+/// in the sign of a zero, which no code and no sum sees (`+0`-started sums absorb `±0`).
 #[inline(always)]
 fn clamp0<S: Lanes>(s: S, v: S::F, hi: S::F) -> S::F {
     s.min_f(s.max_f(v, s.splat_f(0.0)), hi)
@@ -59,13 +53,21 @@ impl<S: Lanes> GridLanes<S> {
         }
     }
 
+    /// `(decode(encode(v)) − v)²` of 8 weights where mask `m` is set, else `+0`.
+    #[inline(always)]
+    fn sq_error(&self, s: S, v: S::F, m: S::U) -> S::F {
+        let e = s.sub_f(s.add_f(s.mul_f(self.encode(s, v), self.step), self.min), v);
+        masked(s, s.mul_f(e, e), m)
+    }
+
     /// [`AffineGrid::encode`] of 8 weights.
     #[inline(always)]
     fn encode(&self, s: S, v: S::F) -> S::F {
-        round_even(
+        s.round_even(clamp0(
             s,
-            clamp0(s, s.mul_f(s.sub_f(v, self.min), self.inv), self.code_max),
-        )
+            s.mul_f(s.sub_f(v, self.min), self.inv),
+            self.code_max,
+        ))
     }
 }
 
@@ -132,12 +134,36 @@ impl<S: Lanes> GroupPasses for LanePasses<'_, S> {
         let gl = GridLanes::new(s, grid, self.code_max);
         let mut acc = s.splat_f(0.0);
         for (v, m) in self.vals.iter().zip(self.inliers) {
-            let v = s.load_f(v);
-            let c = gl.encode(s, v);
-            let e = s.sub_f(s.add_f(s.mul_f(c, gl.step), gl.min), v);
-            acc = s.add_f(acc, masked(s, s.mul_f(e, e), s.load_u(m)));
+            acc = s.add_f(acc, gl.sq_error(s, s.load_f(v), s.load_u(m)));
         }
         total(s, acc)
+    }
+
+    /// Three candidates a sweep: independent sums (each still in chunk order) that the
+    /// CPU overlaps, with no branch between them.
+    #[inline(always)]
+    fn errors(&mut self, grids: &[AffineGrid], errors: &mut [f32]) {
+        let s = self.s;
+        let code_max = self.code_max;
+        let mut grids = grids.chunks_exact(3);
+        let mut errs = errors.chunks_exact_mut(3);
+        for (g3, e3) in (&mut grids).zip(&mut errs) {
+            let gl = [0, 1, 2].map(|k| GridLanes::new(s, &g3[k], code_max));
+            let z = s.splat_f(0.0);
+            let mut acc = [z, z, z];
+            for (v, m) in self.vals.iter().zip(self.inliers) {
+                let (v, m) = (s.load_f(v), s.load_u(m));
+                for k in 0..3 {
+                    acc[k] = s.add_f(acc[k], gl[k].sq_error(s, v, m));
+                }
+            }
+            for k in 0..3 {
+                e3[k] = total(s, acc[k]);
+            }
+        }
+        for (grid, e) in grids.remainder().iter().zip(errs.into_remainder()) {
+            *e = self.error(grid);
+        }
     }
 
     #[inline(always)]
@@ -177,10 +203,11 @@ fn extents<S: Lanes>(s: S, st: &Stats<S>) -> (f32, f32, f32) {
 fn encode8<S: Lanes>(s: S, v: S::F, o: S::U, gl: &GridLanes<S>, out: &OutlierLanes<S>) -> S::U {
     let inlier = s.float_to_int(gl.encode(s, v));
     let a = s.float_of_bits(s.and(s.bits(v), s.splat_u(0x7FFF_FFFF)));
-    let k = round_even(
+    let k = s.round_even(clamp0(
         s,
-        clamp0(s, s.mul_f(s.sub_f(a, out.threshold), out.inv), out.k_max),
-    );
+        s.mul_f(s.sub_f(a, out.threshold), out.inv),
+        out.k_max,
+    ));
     let sign = s.shr(s.and(s.bits(v), s.splat_u(0x8000_0000)), out.sign_shift);
     s.select_u(o, s.or(s.float_to_int(k), sign), inlier)
 }
