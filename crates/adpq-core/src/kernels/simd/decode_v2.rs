@@ -1,9 +1,11 @@
 //! Reading format v2 rows over lanes: dequantization (bit-identical to the oracle's
 //! `c·d + m`, a multiply then an add) and the f32 and int8-activation dot products.
 
-use super::decode::{load_codes8, nibbles8};
+use super::decode::{load_codes8, nibbles8, PositionReader};
 use super::{arrays, arrays_mut, halves, Lanes};
+use crate::affine::RowUnits;
 use crate::error::Result;
+use crate::format::record_v2::read_record;
 use crate::format::{code_at, PackedTensor};
 use crate::kernels::check_activations;
 use crate::kernels::q8::{dot_row_q8_ref, Q8Activations};
@@ -51,19 +53,97 @@ pub(crate) fn dequantize_row_v2<S: Lanes>(
     Ok(())
 }
 
-/// Dot product of one v2 row with `x`: per group `d·Σc·x + m·Σx` in lanes (FMA), then
-/// each outlier's correction (see [`dot_tolerance`](crate::kernels::dot_tolerance)).
+/// Outlier corrections `x_p · (ŵ_p − (c_p·d + m))` of a row, gathered 8 at a time and
+/// added in lanes.
+struct Corrections<S: Lanes> {
+    s: S,
+    units: RowUnits,
+    bits: u8,
+    n: usize,
+    codes: [u32; 8],
+    xs: [f32; 8],
+    steps: [f32; 8],
+    mins: [f32; 8],
+    acc: S::F,
+}
+
+impl<S: Lanes> Corrections<S> {
+    #[inline(always)]
+    fn new(s: S, units: RowUnits, bits: u8) -> Self {
+        Corrections {
+            s,
+            units,
+            bits,
+            n: 0,
+            codes: [0; 8],
+            xs: [0.0; 8],
+            steps: [0.0; 8],
+            mins: [0.0; 8],
+            acc: s.splat_f(0.0),
+        }
+    }
+
+    /// Adds the outlier with code `c` and activation `x` of a group with grid `(d, m)`.
+    #[inline(always)]
+    fn push(&mut self, c: u8, x: f32, step: f32, min: f32) {
+        let n = self.n & 7;
+        self.codes[n] = u32::from(c);
+        self.xs[n] = x;
+        self.steps[n] = step;
+        self.mins[n] = min;
+        self.n = n + 1;
+        if self.n == 8 {
+            self.flush();
+        }
+    }
+
+    /// Adds the gathered corrections into the lanes (unused lanes add `+0`).
+    #[inline(always)]
+    fn flush(&mut self) {
+        if self.n == 0 {
+            // Also without outliers, where the threshold may be infinite.
+            return;
+        }
+        let (s, units, bits) = (self.s, &self.units, self.bits);
+        let c = s.load_u(&self.codes);
+        let k = s.int_to_float(s.and(c, s.splat_u((1 << (bits - 1)) - 1)));
+        // `RowUnits::outlier`: `±(t + k·h)`, the sign in the code's top bit.
+        let mag = s.add_f(
+            s.splat_f(units.threshold),
+            s.mul_f(k, s.splat_f(units.outlier_step)),
+        );
+        let neg = s.gt_i(s.shr(c, u32::from(bits) - 1), s.splat_u(0));
+        let out = s.select_f(neg, s.sub_f(s.splat_f(0.0), mag), mag);
+        let dense = s.add_f(
+            s.mul_f(s.int_to_float(c), s.load_f(&self.steps)),
+            s.load_f(&self.mins),
+        );
+        let used = s.mask_from_bits((1 << self.n) - 1);
+        let term = s.mul_f(s.sub_f(out, dense), s.load_f(&self.xs));
+        self.acc = s.add_f(self.acc, s.float_of_bits(s.and(s.bits(term), used)));
+        self.n = 0;
+    }
+}
+
+/// Dot product of one v2 row with `x`: per group `d·Σc·x + m·Σx` in lanes (FMA), and the
+/// outliers' corrections 8 at a time (see [`dot_tolerance`](crate::kernels::dot_tolerance)).
 #[inline(always)]
 pub(crate) fn dot_row_v2<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
     check_activations(t, x)?;
+    let row = t.row(r)?;
+    let units = t.units_of(&row);
     let bits = t.params().bits;
-    let groups = t.affine_groups(r)?;
-    let units = *groups.units();
+    let g = usize::from(t.params().group_size);
+    let mut pos = PositionReader::new(t, &row);
+    let mut corr = Corrections::new(s, units, bits);
     let mut accv = s.splat_f(0.0);
     let mut acc = 0f32;
-    for (group, xs) in groups.zip(x.chunks(usize::from(t.params().group_size))) {
-        let grid = group.record.grid;
-        let base = group.start;
+    for (gi, xs) in x.chunks(g).enumerate() {
+        let (q_step, q_min, count) = read_record(row.records, gi);
+        // As `AffineGrid::new`, without its reciprocal.
+        let step = f32::from(q_step) * units.step_unit;
+        let min = -(f32::from(q_min) * units.min_unit);
+        let base = gi * g;
         let mut done = 0;
         if loads_whole(bits, base) {
             let z = s.splat_f(0.0);
@@ -71,7 +151,7 @@ pub(crate) fn dot_row_v2<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f3
             let (mut pairs, odd) = arrays::<f32, 16>(xs);
             if bits == 4 {
                 // The group's codes as one slice: no per-chunk bounds checks or width tests.
-                let gc = &group.codes[base / 2..base / 2 + pairs.len() * 8];
+                let gc = &row.codes[base / 2..base / 2 + pairs.len() * 8];
                 for (cb, xc) in arrays::<u8, 8>(gc).0.zip(&mut pairs) {
                     let (x0, x1) = halves(xc);
                     let (x0, x1) = (s.load_f(x0), s.load_f(x1));
@@ -86,35 +166,39 @@ pub(crate) fn dot_row_v2<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f3
                 let (x0, x1) = halves(xc);
                 let (x0, x1) = (s.load_f(x0), s.load_f(x1));
                 let i = base + c * 16;
-                let c0 = s.int_to_float(load_codes8(s, group.codes, i, bits));
-                let c1 = s.int_to_float(load_codes8(s, group.codes, i + 8, bits));
+                let c0 = s.int_to_float(load_codes8(s, row.codes, i, bits));
+                let c1 = s.int_to_float(load_codes8(s, row.codes, i + 8, bits));
                 (d0, d1) = (s.mul_add(c0, x0, d0), s.mul_add(c1, x1, d1));
                 (s0, s1) = (s.add_f(s0, x0), s.add_f(s1, x1));
             }
             done = xs.len() - odd.len();
             if let Some(x0) = odd.get(..8) {
                 let x0 = s.load_f(x0.try_into().expect("8 f32"));
-                let c0 = s.int_to_float(load_codes8(s, group.codes, base + done, bits));
+                let c0 = s.int_to_float(load_codes8(s, row.codes, base + done, bits));
                 (d0, s0) = (s.mul_add(c0, x0, d0), s.add_f(s0, x0));
                 done += 8;
             }
-            accv = s.mul_add(s.add_f(d0, d1), s.splat_f(grid.step), accv);
-            accv = s.mul_add(s.add_f(s0, s1), s.splat_f(grid.min), accv);
+            accv = s.mul_add(s.add_f(d0, d1), s.splat_f(step), accv);
+            accv = s.mul_add(s.add_f(s0, s1), s.splat_f(min), accv);
         }
-        let (mut cx, mut sx) = (0f32, 0f32);
-        for (i, &xi) in xs.iter().enumerate().skip(done) {
-            cx += f32::from(code_at(group.codes, base + i, bits)) * xi;
-            sx += xi;
+        if done < xs.len() {
+            let (mut cx, mut sx) = (0f32, 0f32);
+            for (i, &xi) in xs.iter().enumerate().skip(done) {
+                cx += f32::from(code_at(row.codes, base + i, bits)) * xi;
+                sx += xi;
+            }
+            acc += cx * step + sx * min;
         }
-        acc += cx * grid.step + sx * grid.min;
-        for p in group.outliers() {
+        for _ in 0..count {
+            let p = pos.next();
             if let Some(&xp) = xs.get(p) {
-                let c = code_at(group.codes, base + p, bits);
-                acc += xp * (units.outlier(c, bits) - grid.decode(c));
+                let c = code_at(row.codes, base + p, bits);
+                corr.push(c, xp, step, min);
             }
         }
     }
-    Ok(acc + s.hsum_f(accv))
+    corr.flush();
+    Ok(acc + s.hsum_f(s.add_f(accv, corr.acc)))
 }
 
 /// Dot product of v2 row `r` with int8 activations, equal to the reference bit for bit:
