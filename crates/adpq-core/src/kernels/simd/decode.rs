@@ -31,8 +31,7 @@ impl<'a> PositionReader<'a> {
         PositionReader { data, bit, width }
     }
 
-    /// The next 57 (or more) bits of the stream, zero past its end (for the AVX2 unpack).
-    #[cfg(target_arch = "x86_64")]
+    /// The next 57 (or more) bits of the stream, zero past its end (for the lane unpacks).
     #[inline(always)]
     pub fn window(&self) -> u64 {
         let byte = self.bit >> 3;

@@ -125,6 +125,75 @@ impl<S: Lanes> Corrections<S> {
     }
 }
 
+/// Positions (lanes past `k` hold 0), codes and lane mask of the next `k <= 8` outliers
+/// of a full 4-bit group of 64 (6-bit positions) whose codes are `codes`: the positions
+/// unpacked from the stream with shifts, the codes picked from the group's dwords.
+#[inline(always)]
+fn next_outliers8_g64<S: Lanes>(
+    s: S,
+    codes: &[u8; 32],
+    pos: &mut PositionReader<'_>,
+    k: usize,
+) -> (S::U, S::U, S::U) {
+    let window = pos.window();
+    pos.bit += k * 6;
+    // Positions 0..4 are bits 0..24 of the window, 4..8 bits 24..48.
+    let halves = s.select_u(
+        s.mask_from_bits(0xF0),
+        s.splat_u((window >> 24) as u32),
+        s.splat_u(window as u32),
+    );
+    let p = s.shr_lanes(halves, s.load_u(&[0, 6, 12, 18, 0, 6, 12, 18]));
+    let valid = s.gt_i(s.splat_u(k as u32), s.load_u(&[0, 1, 2, 3, 4, 5, 6, 7]));
+    let idx = s.and(s.and(p, s.splat_u(63)), valid);
+    let dwords: [u32; 8] = core::array::from_fn(|j| {
+        u32::from_le_bytes(codes[4 * j..4 * j + 4].try_into().expect("4 bytes"))
+    });
+    let word = s.permute_u(s.load_u(&dwords), s.shr(idx, 3));
+    let shift = s.and(s.add_i(idx, idx), s.splat_u(14));
+    let shift = s.add_i(shift, shift);
+    let c = s.and(s.shr_lanes(word, shift), s.splat_u(0xF));
+    (idx, c, valid)
+}
+
+/// `Σ x_p · (ŵ_p − (c_p·d + m))` over the `count` outliers of a full 4-bit group of 64
+/// whose codes are `codes`, activations `xs` and grid `(d, m)`, added into `acc` 8 at a time.
+#[inline(always)]
+fn corrections_g64<S: Lanes>(
+    s: S,
+    units: &RowUnits,
+    (codes, xs): (&[u8; 32], &[f32; 64]),
+    grid: (f32, f32),
+    pos: &mut PositionReader<'_>,
+    count: usize,
+    mut acc: S::F,
+) -> S::F {
+    let mut left = count;
+    while left > 0 {
+        let k = left.min(8);
+        let (idx, c, valid) = next_outliers8_g64(s, codes, pos, k);
+        // `& 63` keeps every index in `xs` (no bounds check emitted, none can fail).
+        let x = s.load_f(&s.to_u32s(idx).map(|i| xs[i as usize & 63]));
+        // `RowUnits::outlier`: `±(t + k·h)`, the sign in the code's top bit.
+        let kf = s.int_to_float(s.and(c, s.splat_u(7)));
+        let mag = s.add_f(
+            s.splat_f(units.threshold),
+            s.mul_f(kf, s.splat_f(units.outlier_step)),
+        );
+        let neg = s.gt_i(s.shr(c, 3), s.splat_u(0));
+        let out = s.select_f(neg, s.sub_f(s.splat_f(0.0), mag), mag);
+        let dense = s.add_f(
+            s.mul_f(s.int_to_float(c), s.splat_f(grid.0)),
+            s.splat_f(grid.1),
+        );
+        // Lanes past `k` add +0.
+        let term = s.mul_f(s.sub_f(out, dense), x);
+        acc = s.add_f(acc, s.float_of_bits(s.and(s.bits(term), valid)));
+        left -= k;
+    }
+    acc
+}
+
 /// Dot product of one v2 row with `x`: per group `d·Σc·x + m·Σx` in lanes (FMA), and the
 /// outliers' corrections 8 at a time (see [`dot_tolerance`](crate::kernels::dot_tolerance)).
 #[inline(always)]
@@ -188,6 +257,16 @@ pub(crate) fn dot_row_v2<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f3
                 sx += xi;
             }
             acc += cx * step + sx * min;
+        }
+        if bits == 4 && g == 64 && pos.width == 6 {
+            if let Ok(xs) = <&[f32; 64]>::try_from(xs) {
+                let codes = row.codes[base / 2..base / 2 + 32]
+                    .try_into()
+                    .expect("32 bytes");
+                let (units, grid) = (&units, (step, min));
+                accv = corrections_g64(s, units, (codes, xs), grid, &mut pos, count, accv);
+                continue;
+            }
         }
         for _ in 0..count {
             let p = pos.next();

@@ -166,6 +166,13 @@ pub(crate) trait Lanes: Copy {
     /// the i32 lanes of `acc` (exact; which lane gets which term is the ISA's choice).
     fn dot_nibbles_i8(self, codes: &[u8; 16], q: &[i8; 32], acc: Self::U) -> Self::U;
 
+    /// Lane `j` of `table` at lane `idx_j & 7`, for every `j`.
+    #[inline(always)]
+    fn permute_u(self, table: Self::U, idx: Self::U) -> Self::U {
+        let (t, i) = (self.to_u32s(table), self.to_u32s(idx));
+        self.load_u(&i.map(|j| t[j as usize & 7]))
+    }
+
     /// Positions (lanes past `k` hold 0), codes (lanes past `k` unspecified) and lane
     /// mask of the next `k <= 8` outliers of a full 4-bit group of 128 whose codes are
     /// `codes`.
