@@ -7,8 +7,8 @@ use crate::affine::RowUnits;
 use crate::error::Result;
 use crate::format::record_v2::read_record;
 use crate::format::{code_at, PackedTensor};
-use crate::kernels::check_activations;
 use crate::kernels::q8::{dot_row_q8_ref, Q8Activations};
+use crate::kernels::{check_activations, check_gemv_out};
 
 /// Whether 8 codes from code `base` load as one word: 8-bit codes, or 4-bit codes that
 /// start on a byte.
@@ -198,6 +198,19 @@ fn corrections_g64<S: Lanes>(
 /// outliers' corrections 8 at a time (see [`dot_tolerance`](crate::kernels::dot_tolerance)).
 #[inline(always)]
 pub(crate) fn dot_row_v2<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
+    dot_row_v2_with::<S, false>(s, t, r, x, &[])
+}
+
+/// [`dot_row_v2`], with `Σx` per group from `xsums` when `SUMS` (as `gemv_v2` computes
+/// them once for every row), else summed here.
+#[inline(always)]
+fn dot_row_v2_with<S: Lanes, const SUMS: bool>(
+    s: S,
+    t: &PackedTensor<'_>,
+    r: usize,
+    x: &[f32],
+    xsums: &[f32],
+) -> Result<f32> {
     check_activations(t, x)?;
     let row = t.row(r)?;
     let units = t.units_of(&row);
@@ -206,7 +219,7 @@ pub(crate) fn dot_row_v2<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f3
     let mut pos = PositionReader::new(t, &row);
     let mut corr = Corrections::new(s, units, bits);
     let mut accv = s.splat_f(0.0);
-    let mut acc = 0f32;
+    let (mut acc, mut acc_min) = (0f32, 0f32);
     for (gi, xs) in x.chunks(g).enumerate() {
         let (q_step, q_min, count) = read_record(row.records, gi);
         // As `AffineGrid::new`, without its reciprocal.
@@ -228,7 +241,9 @@ pub(crate) fn dot_row_v2<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f3
                     let c0 = s.int_to_float(nibbles8(s, w as u32));
                     let c1 = s.int_to_float(nibbles8(s, (w >> 32) as u32));
                     (d0, d1) = (s.mul_add(c0, x0, d0), s.mul_add(c1, x1, d1));
-                    (s0, s1) = (s.add_f(s0, x0), s.add_f(s1, x1));
+                    if !SUMS {
+                        (s0, s1) = (s.add_f(s0, x0), s.add_f(s1, x1));
+                    }
                 }
             }
             for (c, xc) in pairs.enumerate() {
@@ -238,17 +253,24 @@ pub(crate) fn dot_row_v2<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f3
                 let c0 = s.int_to_float(load_codes8(s, row.codes, i, bits));
                 let c1 = s.int_to_float(load_codes8(s, row.codes, i + 8, bits));
                 (d0, d1) = (s.mul_add(c0, x0, d0), s.mul_add(c1, x1, d1));
-                (s0, s1) = (s.add_f(s0, x0), s.add_f(s1, x1));
+                if !SUMS {
+                    (s0, s1) = (s.add_f(s0, x0), s.add_f(s1, x1));
+                }
             }
             done = xs.len() - odd.len();
             if let Some(x0) = odd.get(..8) {
                 let x0 = s.load_f(x0.try_into().expect("8 f32"));
                 let c0 = s.int_to_float(load_codes8(s, row.codes, base + done, bits));
-                (d0, s0) = (s.mul_add(c0, x0, d0), s.add_f(s0, x0));
+                d0 = s.mul_add(c0, x0, d0);
+                if !SUMS {
+                    s0 = s.add_f(s0, x0);
+                }
                 done += 8;
             }
             accv = s.mul_add(s.add_f(d0, d1), s.splat_f(step), accv);
-            accv = s.mul_add(s.add_f(s0, s1), s.splat_f(min), accv);
+            if !SUMS {
+                accv = s.mul_add(s.add_f(s0, s1), s.splat_f(min), accv);
+            }
         }
         if done < xs.len() {
             let (mut cx, mut sx) = (0f32, 0f32);
@@ -256,7 +278,14 @@ pub(crate) fn dot_row_v2<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f3
                 cx += f32::from(code_at(row.codes, base + i, bits)) * xi;
                 sx += xi;
             }
-            acc += cx * step + sx * min;
+            acc += if SUMS {
+                cx * step
+            } else {
+                cx * step + sx * min
+            };
+        }
+        if SUMS {
+            acc_min += min * xsums.get(gi).copied().unwrap_or(0.0);
         }
         if bits == 4 && g == 64 && pos.width == 6 {
             if let Ok(xs) = <&[f32; 64]>::try_from(xs) {
@@ -277,7 +306,41 @@ pub(crate) fn dot_row_v2<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f3
         }
     }
     corr.flush();
-    Ok(acc + s.hsum_f(s.add_f(accv, corr.acc)))
+    Ok((acc + acc_min) + s.hsum_f(s.add_f(accv, corr.acc)))
+}
+
+/// Groups whose activation sums [`gemv_v2`] keeps (on the stack); wider rows run
+/// [`dot_row_v2`] row by row.
+const MAX_SUM_GROUPS: usize = 1024;
+
+/// `y = W x` for a v2 tensor: `Σx` per group once for every row, then each row's dot.
+#[inline(always)]
+pub(crate) fn gemv_v2<S: Lanes>(
+    s: S,
+    t: &PackedTensor<'_>,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<()> {
+    check_gemv_out(t, y)?;
+    check_activations(t, x)?;
+    let g = usize::from(t.params().group_size);
+    let groups = x.len().div_ceil(g);
+    if groups > MAX_SUM_GROUPS {
+        for (r, out) in y.iter_mut().enumerate() {
+            *out = dot_row_v2(s, t, r, x)?;
+        }
+        return Ok(());
+    }
+    let mut sums = [0f32; MAX_SUM_GROUPS];
+    for (sum, xs) in sums.iter_mut().zip(x.chunks(g)) {
+        let (whole, rest) = arrays::<f32, 8>(xs);
+        let v = whole.fold(s.splat_f(0.0), |v, xc| s.add_f(v, s.load_f(xc)));
+        *sum = s.hsum_f(v) + rest.iter().sum::<f32>();
+    }
+    for (r, out) in y.iter_mut().enumerate() {
+        *out = dot_row_v2_with::<S, true>(s, t, r, x, &sums[..groups])?;
+    }
+    Ok(())
 }
 
 /// Dot product of v2 row `r` with int8 activations, equal to the reference bit for bit:

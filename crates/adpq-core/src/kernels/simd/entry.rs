@@ -119,6 +119,13 @@ macro_rules! simd_kernels {
                     }
                 }
 
+                fn gemv(&self, t: &PackedTensor<'_>, x: &[f32], y: &mut [f32]) -> Result<()> {
+                    match t.version() {
+                        FormatVersion::V1 => $crate::kernels::gemv_by_rows(self, t, x, y),
+                        FormatVersion::V2 => self.run(GemvV2 { t, x, y }),
+                    }
+                }
+
                 /// Exact integer `Σ c·q` per group; version 1 vectorizes the outlier corrections
                 /// (formats other than 4-bit codes in groups of 128 use the portable reference),
                 /// version 2 equals the reference bit for bit.
@@ -255,4 +262,12 @@ kernel!(
         r: usize,
         a: &'a Q8Activations<'b>
     } -> Result<f32> = super::dot_row_q8_v2
+);
+kernel!(
+    /// [`super::gemv_v2`].
+    GemvV2<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        x: &'a [f32],
+        y: &'a mut [f32]
+    } -> Result<()> = super::gemv_v2
 );

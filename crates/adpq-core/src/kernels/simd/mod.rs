@@ -40,7 +40,7 @@ mod quantize_v2;
 mod scan;
 
 pub(crate) use decode::{dequantize_row, dequantize_rows, dot_row, PositionReader};
-pub(crate) use decode_v2::{dequantize_row_v2, dot_row_q8_v2, dot_row_v2};
+pub(crate) use decode_v2::{dequantize_row_v2, dot_row_q8_v2, dot_row_v2, gemv_v2};
 pub(crate) use entry::simd_kernels;
 pub(crate) use q8::dot_row_q8;
 pub(crate) use quantize::quantize_rows;
