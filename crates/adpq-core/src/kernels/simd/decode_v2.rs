@@ -157,23 +157,23 @@ fn next_outliers8_g64<S: Lanes>(
 }
 
 /// `Σ x_p · (ŵ_p − (c_p·d + m))` over the `count` outliers of a full 4-bit group of 64
-/// whose codes are `codes`, activations `xs` and grid `(d, m)`, added into `acc` 8 at a time.
+/// whose codes are `codes` and grid `(d, m)`, added into `acc` 8 at a time; `gather`
+/// loads the 8 `x_p` of the given positions (`< 64`).
 #[inline(always)]
 fn corrections_g64<S: Lanes>(
     s: S,
     units: &RowUnits,
-    (codes, xs): (&[u8; 32], &[f32; 64]),
-    grid: (f32, f32),
+    (codes, grid): (&[u8; 32], (f32, f32)),
     pos: &mut PositionReader<'_>,
     count: usize,
     mut acc: S::F,
+    gather: impl Fn([u32; 8]) -> S::F,
 ) -> S::F {
     let mut left = count;
     while left > 0 {
         let k = left.min(8);
         let (idx, c, valid) = next_outliers8_g64(s, codes, pos, k);
-        // `& 63` keeps every index in `xs` (no bounds check emitted, none can fail).
-        let x = s.load_f(&s.to_u32s(idx).map(|i| xs[i as usize & 63]));
+        let x = gather(s.to_u32s(idx));
         // `RowUnits::outlier`: `±(t + k·h)`, the sign in the code's top bit.
         let kf = s.int_to_float(s.and(c, s.splat_u(7)));
         let mag = s.add_f(
@@ -292,8 +292,10 @@ fn dot_row_v2_with<S: Lanes, const SUMS: bool>(
                 let codes = row.codes[base / 2..base / 2 + 32]
                     .try_into()
                     .expect("32 bytes");
-                let (units, grid) = (&units, (step, min));
-                accv = corrections_g64(s, units, (codes, xs), grid, &mut pos, count, accv);
+                // `& 63` keeps every index in `xs` (no bounds check emitted, none can fail).
+                let gather = |ix: [u32; 8]| s.load_f(&ix.map(|i| xs[i as usize & 63]));
+                let group = (codes, (step, min));
+                accv = corrections_g64(s, &units, group, &mut pos, count, accv, gather);
                 continue;
             }
         }
@@ -343,9 +345,10 @@ pub(crate) fn gemv_v2<S: Lanes>(
     Ok(())
 }
 
-/// Dot product of v2 row `r` with int8 activations, equal to the reference bit for bit:
-/// the exact integer `Σ c·q` 32 codes at a time (4-bit codes in groups of a multiple of
-/// 32), then the reference's float arithmetic. Other formats run the reference.
+/// Dot product of v2 row `r` with int8 activations, 4-bit codes in groups of a multiple
+/// of 32: the exact integer `Σ c·q` 32 codes at a time; the outlier corrections in lanes
+/// for full groups of 64, else as the reference computes them. Other formats run the
+/// reference.
 #[inline(always)]
 pub(crate) fn dot_row_q8_v2<S: Lanes>(
     s: S,
@@ -359,15 +362,20 @@ pub(crate) fn dot_row_q8_v2<S: Lanes>(
     if !(fp.bits == 4 && g.is_multiple_of(32)) {
         return dot_row_q8_ref(t, r, a);
     }
-    let groups = t.affine_groups(r)?;
-    let units = *groups.units();
+    let row = t.row(r)?;
+    let units = t.units_of(&row);
+    let mut pos = PositionReader::new(t, &row);
+    let mut accv = s.splat_f(0.0);
     let mut acc = 0f32;
-    for ((gi, group), qs) in groups.enumerate().zip(a.q().chunks(g)) {
-        let grid = group.record.grid;
+    for (gi, qs) in a.q().chunks(g).enumerate() {
+        let (q_step, q_min, count) = read_record(row.records, gi);
+        // As `AffineGrid::new`, without its reciprocal.
+        let step = f32::from(q_step) * units.step_unit;
+        let min = -(f32::from(q_min) * units.min_unit);
         let sx = a.scales()[gi];
-        let base = group.start;
+        let base = gi * g;
         let isum = if qs.len() == g {
-            let codes = &group.codes[base / 2..base / 2 + g / 2];
+            let codes = &row.codes[base / 2..base / 2 + g / 2];
             let mut isum = s.splat_u(0);
             for (cb, qc) in arrays::<u8, 16>(codes).0.zip(arrays::<i8, 32>(qs).0) {
                 isum = s.dot_nibbles_i8(cb, qc, isum);
@@ -377,19 +385,39 @@ pub(crate) fn dot_row_q8_v2<S: Lanes>(
             // A short last group.
             let mut isum = 0i32;
             for (i, &qi) in qs.iter().enumerate() {
-                isum += i32::from(code_at(group.codes, base + i, 4)) * i32::from(qi);
+                isum += i32::from(code_at(row.codes, base + i, 4)) * i32::from(qi);
             }
             isum
         };
-        // The reference's arithmetic from here on.
-        let mut corr = 0f32;
-        for p in group.outliers() {
-            if let Some(&qp) = qs.get(p) {
-                let c = code_at(group.codes, base + p, 4);
-                corr += (sx * f32::from(qp)) * (units.outlier(c, 4) - grid.decode(c));
+        // The activation scale multiplies first, as in the reference.
+        let dense = (sx * step) * isum as f32 + (sx * min) * a.sums()[gi] as f32;
+        if g == 64 && pos.width == 6 {
+            if let Ok(qs) = <&[i8; 64]>::try_from(qs) {
+                let codes = row.codes[base / 2..base / 2 + 32]
+                    .try_into()
+                    .expect("32 bytes");
+                let sxv = s.splat_f(sx);
+                let gather = |ix: [u32; 8]| {
+                    let q = ix.map(|i| i32::from(qs[i as usize & 63]) as u32);
+                    s.mul_f(sxv, s.int_to_float(s.load_u(&q)))
+                };
+                let group = (codes, (step, min));
+                accv = corrections_g64(s, &units, group, &mut pos, count, accv, gather);
+                acc += dense;
+                continue;
             }
         }
-        acc += (sx * grid.step) * isum as f32 + (sx * grid.min) * a.sums()[gi] as f32 + corr;
+        // The reference's arithmetic.
+        let mut corr = 0f32;
+        for _ in 0..count {
+            let p = pos.next();
+            if let Some(&qp) = qs.get(p) {
+                let c = code_at(row.codes, base + p, 4);
+                let decoded = f32::from(c) * step + min;
+                corr += (sx * f32::from(qp)) * (units.outlier(c, 4) - decoded);
+            }
+        }
+        acc += dense + corr;
     }
-    Ok(acc)
+    Ok(acc + s.hsum_f(accv))
 }
