@@ -3,7 +3,7 @@
 
 use super::decode::{load_codes8, nibbles8, PositionReader};
 use super::{arrays, arrays_mut, halves, Lanes};
-use crate::affine::RowUnits;
+use crate::affine::{AffineGrid, RowUnits};
 use crate::error::Result;
 use crate::format::record_v2::read_record;
 use crate::format::{code_at, PackedTensor};
@@ -18,7 +18,8 @@ fn loads_whole(bits: u8, base: usize) -> bool {
 }
 
 /// Dequantizes one v2 row: `c·d + m` 8 codes at a time where the codes load as words,
-/// then the outliers.
+/// then the outliers (8 at a time in lanes for 4-bit groups of 64), bit-identical to the
+/// oracle.
 #[inline(always)]
 pub(crate) fn dequantize_row_v2<S: Lanes>(
     s: S,
@@ -26,31 +27,79 @@ pub(crate) fn dequantize_row_v2<S: Lanes>(
     r: usize,
     out: &mut [f32],
 ) -> Result<()> {
+    let row = t.row(r)?;
+    let units = t.units_of(&row);
     let bits = t.params().bits;
-    let groups = t.affine_groups(r)?;
-    let units = *groups.units();
-    for (group, chunk) in groups.zip(out.chunks_mut(usize::from(t.params().group_size))) {
-        let grid = group.record.grid;
-        let base = group.start;
+    let g = usize::from(t.params().group_size);
+    let mut pos = PositionReader::new(t, &row);
+    for (gi, chunk) in out.chunks_mut(g).enumerate() {
+        let (q_step, q_min, count) = read_record(row.records, gi);
+        let grid = AffineGrid::new(q_step, q_min, &units);
+        let base = gi * g;
         let mut done = 0;
         if loads_whole(bits, base) {
             let (step, min) = (s.splat_f(grid.step), s.splat_f(grid.min));
             for (c, o) in arrays_mut::<f32, 8>(chunk).enumerate() {
-                let codes = s.int_to_float(load_codes8(s, group.codes, base + c * 8, bits));
+                let codes = s.int_to_float(load_codes8(s, row.codes, base + c * 8, bits));
                 s.store_f(s.add_f(s.mul_f(codes, step), min), o);
             }
             done = chunk.len() / 8 * 8;
         }
         for (i, o) in chunk.iter_mut().enumerate().skip(done) {
-            *o = grid.decode(code_at(group.codes, base + i, bits));
+            *o = grid.decode(code_at(row.codes, base + i, bits));
         }
-        for p in group.outliers() {
+        if bits == 4 && g == 64 && pos.width == 6 {
+            if let Ok(out) = <&mut [f32; 64]>::try_from(&mut *chunk) {
+                let codes = row.codes[base / 2..base / 2 + 32]
+                    .try_into()
+                    .expect("32 bytes");
+                patch_g64(s, &units, codes, out, &mut pos, count);
+                continue;
+            }
+        }
+        for _ in 0..count {
+            let p = pos.next();
             if let Some(o) = chunk.get_mut(p) {
-                *o = units.outlier(code_at(group.codes, base + p, bits), bits);
+                *o = units.outlier(code_at(row.codes, base + p, bits), bits);
             }
         }
     }
     Ok(())
+}
+
+/// The values of 4-bit outlier codes `c`: `RowUnits::outlier` lane by lane (`t + k·h`,
+/// the sign bit set from the code's top bit), bit-identical.
+#[inline(always)]
+fn outliers4<S: Lanes>(s: S, units: &RowUnits, c: S::U) -> S::F {
+    let k = s.int_to_float(s.and(c, s.splat_u(7)));
+    let mag = s.add_f(
+        s.splat_f(units.threshold),
+        s.mul_f(k, s.splat_f(units.outlier_step)),
+    );
+    let sign = s.and(s.gt_i(s.shr(c, 3), s.splat_u(0)), s.splat_u(0x8000_0000));
+    s.float_of_bits(s.or(s.bits(mag), sign))
+}
+
+/// Writes the `count` outliers of a full 4-bit group of 64 (codes `codes`) into `out`.
+#[inline(always)]
+fn patch_g64<S: Lanes>(
+    s: S,
+    units: &RowUnits,
+    codes: &[u8; 32],
+    out: &mut [f32; 64],
+    pos: &mut PositionReader<'_>,
+    count: usize,
+) {
+    let mut left = count;
+    while left > 0 {
+        let k = left.min(8);
+        let (idx, c, _) = next_outliers8_g64(s, codes, pos, k);
+        let (ix, v) = (s.to_u32s(idx), s.to_f32s(outliers4(s, units, c)));
+        for j in 0..k {
+            out[ix[j] as usize & 63] = v[j];
+        }
+        left -= k;
+    }
 }
 
 /// Outlier corrections `x_p · (ŵ_p − (c_p·d + m))` of a row, gathered 8 at a time and
@@ -174,14 +223,7 @@ fn corrections_g64<S: Lanes>(
         let k = left.min(8);
         let (idx, c, valid) = next_outliers8_g64(s, codes, pos, k);
         let x = gather(s.to_u32s(idx));
-        // `RowUnits::outlier`: `±(t + k·h)`, the sign in the code's top bit.
-        let kf = s.int_to_float(s.and(c, s.splat_u(7)));
-        let mag = s.add_f(
-            s.splat_f(units.threshold),
-            s.mul_f(kf, s.splat_f(units.outlier_step)),
-        );
-        let neg = s.gt_i(s.shr(c, 3), s.splat_u(0));
-        let out = s.select_f(neg, s.sub_f(s.splat_f(0.0), mag), mag);
+        let out = outliers4(s, units, c);
         let dense = s.add_f(
             s.mul_f(s.int_to_float(c), s.splat_f(grid.0)),
             s.splat_f(grid.1),
