@@ -603,6 +603,25 @@ fn v2_partial_ties_zero_groups_and_rejected_inputs() {
 }
 
 #[test]
+fn v2_long_rows() {
+    // Long rows (over 1024 groups of 16, or 2048 chunks of 8) with ties at the threshold
+    // that the budget takes only in part.
+    let (rows, cols) = (2, 16411);
+    let values: Vec<f32> = gaussish(rows * cols, 17)
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if i % 5 == 0 { 0.125 } else { v })
+        .collect();
+    let x = gaussish(cols, 19);
+    for (g, alpha) in [(16u16, 0.05), (64, 0.3), (255, 0.05)] {
+        let p = Params::new(4, g, alpha, Grid::Asymmetric)
+            .unwrap()
+            .with_version(FormatVersion::V2);
+        check_all(values.clone(), Dtype::F32, rows, cols, &p, &x);
+    }
+}
+
+#[test]
 fn backend_selection_by_name() {
     assert_eq!(AnyKernels::by_name("scalar").unwrap().name(), "scalar");
     assert!(AnyKernels::by_name("nope").is_err());
