@@ -7,7 +7,9 @@
 //! - `dequantize`: the whole tensor back to f32 (a 64 MiB write at 4096x4096);
 //! - `dequantize_row`: row by row into one reused row buffer (cache-resident output);
 //! - `gemv`: `y = W x` with f32 activations (fused, no dequantized copy);
-//! - `gemv_q8`: the same with int8 activations (quantized per group inside the loop).
+//! - `gemv_q8`: the same with int8 activations (quantized per group inside the loop);
+//! - `select_v2`, `quantize_v2`, `dequantize_v2`, `gemv_v2`, `gemv_q8_v2`: the same in
+//!   format version 2 (`Params::V2`: 4 bits, groups of 64, α = 0.05).
 //!
 //! With `--features candle`, candle-core peers run on the same data: `candle/q4_0_quantize`,
 //! `candle/q4k_quantize`, `candle/q4_0_dequantize` and `candle/q4_0_q8_0_vec_dot` (one
@@ -20,7 +22,8 @@ use std::time::Duration;
 use adpq_bench::{gaussian, quick, shape};
 use adpq_core::kernels::{AnyKernels, Q8Activations};
 use adpq_core::{bf16, f16, packed_len, CpuKernels, PackedTensor, Params, Weights};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 
 fn config() -> Criterion {
     let c = Criterion::default().sample_size(10);
@@ -46,22 +49,11 @@ fn adpq(c: &mut Criterion) {
         let sel = b.select(ww, rows, cols, &params).expect("select");
         let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
 
-        let mut g = c.benchmark_group(format!("{name}/select"));
-        g.throughput(Throughput::Elements(n as u64));
-        g.bench_function(&label, |bch| {
-            bch.iter(|| b.select(black_box(ww), rows, cols, &params).unwrap())
-        });
-        g.finish();
-
-        let mut g = c.benchmark_group(format!("{name}/quantize"));
-        g.throughput(Throughput::Elements(n as u64));
-        g.bench_function(&label, |bch| {
-            bch.iter(|| {
-                let sel = b.select(black_box(ww), rows, cols, &params).unwrap();
-                b.quantize(ww, rows, cols, &params, &sel, &mut buf).unwrap()
-            })
-        });
-        g.finish();
+        // Version 1 (`op`) and version 2 (`op_v2`): select, quantize, dequantize, gemv,
+        // gemv_q8.
+        for (p, suffix) in [(params, ""), (Params::V2, "_v2")] {
+            format_ops(c, b, &w, &x, (rows, cols), &p, suffix);
+        }
 
         // Half-precision checkpoints: the same weights as f16 and bf16 input (converted
         // per block inside the kernels; f16 uses F16C when `half` detects it at run time).
@@ -85,14 +77,6 @@ fn adpq(c: &mut Criterion) {
 
         b.quantize(ww, rows, cols, &params, &sel, &mut buf).unwrap();
         let t = PackedTensor::parse(&buf).expect("parse");
-        let mut out = vec![0f32; n];
-        let mut g = c.benchmark_group(format!("{name}/dequantize"));
-        g.throughput(Throughput::Elements(n as u64));
-        g.bench_function(&label, |bch| {
-            bch.iter(|| b.dequantize_rows(black_box(&t), 0, &mut out).unwrap())
-        });
-        g.finish();
-
         // Row by row into one reused row buffer (stays in L1): what an engine that
         // dequantizes a row or tile at a time sees, without the DRAM write of `dequantize`.
         let mut row_buf = vec![0f32; cols];
@@ -106,35 +90,78 @@ fn adpq(c: &mut Criterion) {
             })
         });
         g.finish();
-
-        let mut y = vec![0f32; rows];
-        let mut g = c.benchmark_group(format!("{name}/gemv"));
-        g.throughput(Throughput::Elements(n as u64));
-        g.bench_function(&label, |bch| {
-            bch.iter(|| b.gemv(black_box(&t), black_box(&x), &mut y).unwrap())
-        });
-        g.finish();
-
-        // int8 activations, quantized inside the timed loop (once per call, as per token).
-        let groups = cols.div_ceil(usize::from(params.group_size));
-        let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
-        let mut g = c.benchmark_group(format!("{name}/gemv_q8"));
-        g.throughput(Throughput::Elements(n as u64));
-        g.bench_function(&label, |bch| {
-            bch.iter(|| {
-                let a = Q8Activations::quantize(
-                    black_box(&x),
-                    params.group_size,
-                    &mut q,
-                    &mut sc,
-                    &mut su,
-                )
-                .unwrap();
-                b.gemv_q8(black_box(&t), &a, &mut y).unwrap()
-            })
-        });
-        g.finish();
     }
+}
+
+/// A bench group with throughput in `n` weights.
+fn group(c: &mut Criterion, id: String, n: usize) -> BenchmarkGroup<'_, WallTime> {
+    let mut g = c.benchmark_group(id);
+    g.throughput(Throughput::Elements(n as u64));
+    g
+}
+
+/// The operations measured for each format version: `{backend}/{op}{suffix}/{shape}`.
+fn format_ops(
+    c: &mut Criterion,
+    b: AnyKernels,
+    w: &[f32],
+    x: &[f32],
+    (rows, cols): (usize, usize),
+    params: &Params,
+    suffix: &str,
+) {
+    let name = b.name();
+    let n = rows * cols;
+    let label = format!("{rows}x{cols}");
+    let ww = Weights::F32(w);
+    let sel = b.select(ww, rows, cols, params).expect("select");
+    let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
+    let id = |op: &str| format!("{name}/{op}{suffix}");
+
+    let mut g = group(c, id("select"), n);
+    g.bench_function(&label, |bch| {
+        bch.iter(|| b.select(black_box(ww), rows, cols, params).unwrap())
+    });
+    g.finish();
+
+    let mut g = group(c, id("quantize"), n);
+    g.bench_function(&label, |bch| {
+        bch.iter(|| {
+            let sel = b.select(black_box(ww), rows, cols, params).unwrap();
+            b.quantize(ww, rows, cols, params, &sel, &mut buf).unwrap()
+        })
+    });
+    g.finish();
+
+    b.quantize(ww, rows, cols, params, &sel, &mut buf).unwrap();
+    let t = PackedTensor::parse(&buf).expect("parse");
+    let mut out = vec![0f32; n];
+    let mut g = group(c, id("dequantize"), n);
+    g.bench_function(&label, |bch| {
+        bch.iter(|| b.dequantize_rows(black_box(&t), 0, &mut out).unwrap())
+    });
+    g.finish();
+
+    let mut y = vec![0f32; rows];
+    let mut g = group(c, id("gemv"), n);
+    g.bench_function(&label, |bch| {
+        bch.iter(|| b.gemv(black_box(&t), black_box(x), &mut y).unwrap())
+    });
+    g.finish();
+
+    // int8 activations, quantized inside the timed loop (once per call, as per token).
+    let groups = cols.div_ceil(usize::from(params.group_size));
+    let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
+    let mut g = group(c, id("gemv_q8"), n);
+    g.bench_function(&label, |bch| {
+        bch.iter(|| {
+            let a =
+                Q8Activations::quantize(black_box(x), params.group_size, &mut q, &mut sc, &mut su)
+                    .unwrap();
+            b.gemv_q8(black_box(&t), &a, &mut y).unwrap()
+        })
+    });
+    g.finish();
 }
 
 #[cfg(feature = "candle")]

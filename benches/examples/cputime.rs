@@ -32,7 +32,11 @@ fn main() {
     let n = rows * cols;
     let w = gaussian(n, 1);
     let x = gaussian(cols, 2);
-    let params = Params::DEFAULT;
+    // `OP_v2`: the same operation in format version 2.
+    let (op, params) = match op.strip_suffix("_v2") {
+        Some(op) => (op.to_string(), Params::V2),
+        None => (op.clone(), Params::DEFAULT),
+    };
     let ww = Weights::F32(&w);
     let sel = b.select(ww, rows, cols, &params).unwrap();
     let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
@@ -73,7 +77,8 @@ fn main() {
         best = best.min((on_cpu_ns() - t0) as f64);
     }
     println!(
-        "{name} {op} {rows}x{cols}: {:.3} Gelem/s per on-CPU second (best of {reps})",
+        "{name} {op} v{} {rows}x{cols}: {:.3} Gelem/s per on-CPU second (best of {reps})",
+        params.version.number(),
         n as f64 / best
     );
 }

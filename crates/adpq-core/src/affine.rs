@@ -3,10 +3,10 @@
 //! (`ŵ = ±(t + k·h)`).
 //!
 //! **One rule for every backend.** A backend supplies only the per-weight passes over a
-//! group ([`GroupPasses`]: the squared error of a candidate grid, the sums a least-squares
-//! refit needs); the choice of grid ([`search_group`]) is written once, here. The passes
+//! group (`GroupPasses`: the squared error of a candidate grid, the sums a least-squares
+//! refit needs); the choice of grid (`search_group`) is written once, here. The passes
 //! add element `i` of a group into lane `i % 8` and total the lanes in one fixed order
-//! ([`LaneSums`]), with separate multiplies and adds (no FMA), so a SIMD backend's 8-lane
+//! (`LaneSums`), with separate multiplies and adds (no FMA), so a SIMD backend's 8-lane
 //! sums equal the scalar oracle's bit for bit, and so do the chosen grids and the bytes.
 //!
 //! **The search** (`docs/FORMAT.md`, version 2): over the group's inliers `[lo, hi]`
@@ -232,6 +232,14 @@ pub(crate) struct RefitSums {
 pub(crate) trait GroupPasses {
     /// `Σ (grid.decode(grid.encode(w)) − w)²` over the inliers, as [`LaneSums`].
     fn error(&mut self, grid: &AffineGrid) -> f32;
+    /// `errors[k] = error(grids[k])` for every `k`: a backend may sweep the group once for
+    /// all of them (the candidates are independent).
+    #[inline(always)]
+    fn errors(&mut self, grids: &[AffineGrid], errors: &mut [f32]) {
+        for (grid, e) in grids.iter().zip(errors) {
+            *e = self.error(grid);
+        }
+    }
     /// The refit sums of the inliers' codes on `grid`.
     fn refit_sums(&mut self, grid: &AffineGrid) -> RefitSums;
 }
@@ -246,6 +254,7 @@ fn multiple(v: f64, lo: f64) -> u8 {
 
 /// The inlier grid of one group whose inliers span `[lo, hi]` (`lo ≤ 0 ≤ hi`), chosen by
 /// the search of the module docs.
+#[inline(always)] // into each SIMD ISA's `#[target_feature]` function, with its passes
 pub(crate) fn search_group(
     passes: &mut impl GroupPasses,
     lo: f32,
@@ -268,10 +277,9 @@ pub(crate) fn search_group(
         };
         AffineGrid::new(q_step, q_min, units)
     };
-    let mut best = candidate(lo, hi);
-    let mut best_err = passes.error(&best);
-    let mut tried = [(best.q_step, best.q_min); 9];
-    let mut n_tried = 1;
+    // The distinct candidates in order, their errors, then the first least.
+    let mut grids = [candidate(lo, hi); 9];
+    let mut n = 1;
     for (i, si) in SHRINK.iter().enumerate() {
         for (j, sj) in SHRINK.iter().enumerate() {
             if i == 0 && j == 0 {
@@ -279,15 +287,18 @@ pub(crate) fn search_group(
             }
             let grid = candidate(lo * si, hi * sj);
             let key = (grid.q_step, grid.q_min);
-            if tried[..n_tried].contains(&key) {
-                continue;
+            if !grids[..n].iter().any(|g| (g.q_step, g.q_min) == key) {
+                grids[n] = grid;
+                n += 1;
             }
-            tried[n_tried] = key;
-            n_tried += 1;
-            let err = passes.error(&grid);
-            if err < best_err {
-                (best, best_err) = (grid, err);
-            }
+        }
+    }
+    let mut errors = [0f32; 9];
+    passes.errors(&grids[..n], &mut errors[..n]);
+    let (mut best, mut best_err) = (grids[0], errors[0]);
+    for (&grid, &err) in grids[1..n].iter().zip(&errors[1..n]) {
+        if err < best_err {
+            (best, best_err) = (grid, err);
         }
     }
     // One least-squares refit of (d, m) for the winner's codes.

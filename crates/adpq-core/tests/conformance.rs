@@ -11,7 +11,8 @@
 use adpq_core::kernels::{dot_row_q8_ref, dot_tolerance, AnyKernels, Q8Activations};
 use adpq_core::select::{HistogramPass, HIST_BINS};
 use adpq_core::{
-    bf16, f16, packed_len, CpuKernels, Grid, PackedTensor, Params, Scalar, SelectionMode, Weights,
+    bf16, f16, packed_len, CpuKernels, FormatVersion, Grid, PackedTensor, Params, Scalar,
+    SelectionMode, Weights,
 };
 use proptest::prelude::*;
 
@@ -261,7 +262,14 @@ fn check_backend(
             reference.to_bits(),
             "{ctx}: scalar q8 row {r}"
         );
-        if !(params.bits == 4 && params.group_size == 128) {
+        // The SIMD q8 paths: version 1's 4-bit groups of 128, version 2's 4-bit groups of
+        // 64; everything else computes exactly what the reference does.
+        let q8_simd = params.bits == 4
+            && match params.version {
+                FormatVersion::V1 => params.group_size == 128,
+                FormatVersion::V2 => params.group_size == 64,
+            };
+        if !q8_simd {
             assert_eq!(
                 dq.to_bits(),
                 reference.to_bits(),
@@ -338,6 +346,30 @@ fn params_strategy() -> impl Strategy<Value = Params> {
         })
 }
 
+/// Format v2 parameters: any width, groups of 16..=255 (odd ones included).
+fn params_v2_strategy() -> impl Strategy<Value = Params> {
+    (
+        2u8..=8,
+        prop_oneof![
+            prop::sample::select(vec![16u16, 17, 32, 63, 64, 100, 128, 200, 255]),
+            16u16..=255,
+        ],
+        prop_oneof![Just(0.0f64), Just(0.05), 0.0f64..=0.5, Just(0.5)],
+        prop::sample::select(vec![None, Some(100u32), Some(4)]),
+    )
+        .prop_map(|(bits, g, alpha, reference)| {
+            let p = Params::new(bits, g, alpha, Grid::Asymmetric)
+                .unwrap()
+                .with_version(FormatVersion::V2);
+            match reference {
+                Some(n_iters) if alpha > 0.0 => {
+                    p.with_selection(SelectionMode::Reference { n_iters })
+                }
+                _ => p,
+            }
+        })
+}
+
 fn dtype_strategy() -> impl Strategy<Value = Dtype> {
     prop::sample::select(vec![Dtype::F32, Dtype::F16, Dtype::Bf16])
 }
@@ -376,6 +408,34 @@ proptest! {
                 s ^= s >> 7;
                 s ^= s << 17;
                 pool[(s % pool.len() as u64) as usize] * scale
+            })
+            .collect();
+        let x: Vec<f32> = (0..cols).map(|i| ((i * 2654435761usize % 1000) as f32 - 500.0) / 250.0).collect();
+        check_all(values, dtype, rows, cols, &params, &x);
+    }
+
+    #[test]
+    fn simd_backends_match_the_oracle_v2(
+        (rows, cols) in shape_strategy(),
+        params in params_v2_strategy(),
+        dtype in dtype_strategy(),
+        pool in prop::collection::vec(value_strategy(), 1..64),
+        scale in prop::sample::select(vec![1.0f32, 1e-3, 1e3, 1e-30]),
+        seed in any::<u64>(),
+        continuous in any::<bool>(),
+    ) {
+        // A small pool (ties at the threshold, all-zero groups) or continuous values.
+        let mut s = seed | 1;
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                if continuous {
+                    ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0 * scale
+                } else {
+                    pool[(s % pool.len() as u64) as usize] * scale
+                }
             })
             .collect();
         let x: Vec<f32> = (0..cols).map(|i| ((i * 2654435761usize % 1000) as f32 - 500.0) / 250.0).collect();
@@ -476,6 +536,88 @@ fn all_zero_and_rejected_inputs() {
             v[at] = bad;
             check_all(v, Dtype::F32, rows, cols, &Params::DEFAULT, &x);
         }
+    }
+}
+
+#[test]
+fn v2_shapes_widths_and_dtypes() {
+    // Odd columns and short last groups, every width, groups 16..255, all dtypes; α = 0
+    // gives rows without outliers.
+    for (rows, cols) in [(3, 576), (2, 1031), (4, 17), (1, 7), (2, 255)] {
+        let values = gaussish(rows * cols, cols as u64);
+        let x = gaussish(cols, 5);
+        for bits in 2..=8 {
+            for g in [16u16, 33, 64, 128, 255] {
+                for alpha in [0.0, 0.05] {
+                    let p = Params::new(bits, g, alpha, Grid::Asymmetric)
+                        .unwrap()
+                        .with_version(FormatVersion::V2);
+                    check_all(values.clone(), Dtype::F32, rows, cols, &p, &x);
+                }
+            }
+        }
+        for dtype in [Dtype::F16, Dtype::Bf16] {
+            check_all(values.clone(), dtype, rows, cols, &Params::V2, &x);
+        }
+    }
+}
+
+#[test]
+fn v2_partial_ties_zero_groups_and_rejected_inputs() {
+    // Half the weights share the threshold magnitude: the tie budget runs out mid-row; a
+    // few groups are all zero, others all positive or all negative.
+    let (rows, cols) = (6, 300);
+    let values: Vec<f32> = (0..rows * cols)
+        .map(|i| match (i / 64) % 5 {
+            0 => 0.0,
+            1 => 0.01 * (i % 13) as f32,
+            2 => -0.01 * (i % 11) as f32,
+            _ if i % 2 == 0 => 0.5,
+            _ => -0.125 * (i % 7) as f32 / 7.0,
+        })
+        .collect();
+    let x = gaussish(cols, 3);
+    for alpha in [0.0, 0.1, 0.25, 0.37, 0.5] {
+        for g in [16u16, 64, 100] {
+            let p = Params::new(4, g, alpha, Grid::Asymmetric)
+                .unwrap()
+                .with_version(FormatVersion::V2);
+            check_all(values.clone(), Dtype::F32, rows, cols, &p, &x);
+        }
+    }
+    check_all(
+        vec![0.0; rows * cols],
+        Dtype::F32,
+        rows,
+        cols,
+        &Params::V2,
+        &x,
+    );
+    for bad in [f32::NAN, f32::INFINITY, -f32::INFINITY, 3e37] {
+        for at in [0, 5, 150, 299, 1799] {
+            let mut v = gaussish(rows * cols, 3);
+            v[at] = bad;
+            check_all(v, Dtype::F32, rows, cols, &Params::V2, &x);
+        }
+    }
+}
+
+#[test]
+fn v2_long_rows() {
+    // Long rows (over 1024 groups of 16, or 2048 chunks of 8) with ties at the threshold
+    // that the budget takes only in part.
+    let (rows, cols) = (2, 16411);
+    let values: Vec<f32> = gaussish(rows * cols, 17)
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if i % 5 == 0 { 0.125 } else { v })
+        .collect();
+    let x = gaussish(cols, 19);
+    for (g, alpha) in [(16u16, 0.05), (64, 0.3), (255, 0.05)] {
+        let p = Params::new(4, g, alpha, Grid::Asymmetric)
+            .unwrap()
+            .with_version(FormatVersion::V2);
+        check_all(values.clone(), Dtype::F32, rows, cols, &p, &x);
     }
 }
 

@@ -157,16 +157,7 @@ pub trait CpuKernels: sealed::Sealed + Copy + Send + Sync + core::fmt::Debug {
 
     /// `y = W x` for the whole tensor.
     fn gemv(&self, t: &PackedTensor<'_>, x: &[f32], y: &mut [f32]) -> Result<()> {
-        if y.len() != t.rows() {
-            return Err(Error::BufferSize {
-                needed: t.rows() as u64,
-                actual: y.len() as u64,
-            });
-        }
-        for (r, out) in y.iter_mut().enumerate() {
-            *out = self.dot_row(t, r, x)?;
-        }
-        Ok(())
+        gemv_by_rows(self, t, x, y)
     }
 
     /// Dot product of packed row `row` with int8 activations `a` (see [`Q8Activations`]).
@@ -222,6 +213,32 @@ pub trait CpuKernels: sealed::Sealed + Copy + Send + Sync + core::fmt::Debug {
         }
         plan.stitch(out, done.map(|d| (d, &[][..])))
     }
+}
+
+/// `y = W x` row by row with `k`'s dot product: [`CpuKernels::gemv`]'s default, which a
+/// kernel set may keep for some formats.
+pub(crate) fn gemv_by_rows<K: CpuKernels>(
+    k: &K,
+    t: &PackedTensor<'_>,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<()> {
+    check_gemv_out(t, y)?;
+    for (r, out) in y.iter_mut().enumerate() {
+        *out = k.dot_row(t, r, x)?;
+    }
+    Ok(())
+}
+
+/// Checks that `y` holds one output per row of `t`.
+pub(crate) fn check_gemv_out(t: &PackedTensor<'_>, y: &[f32]) -> Result<()> {
+    if y.len() != t.rows() {
+        return Err(Error::BufferSize {
+            needed: t.rows() as u64,
+            actual: y.len() as u64,
+        });
+    }
+    Ok(())
 }
 
 /// Checks that activations `x` have one value per column of `t` (every dot product and

@@ -225,6 +225,10 @@ impl Lanes for NeonLanes {
         both!(F8, vaddq_f32(a, b))
     }
     #[inline(always)]
+    fn sub_f(self, a: F8, b: F8) -> F8 {
+        both!(F8, vsubq_f32(a, b))
+    }
+    #[inline(always)]
     fn mul_f(self, a: F8, b: F8) -> F8 {
         both!(F8, vmulq_f32(a, b))
     }

@@ -31,8 +31,7 @@ impl<'a> PositionReader<'a> {
         PositionReader { data, bit, width }
     }
 
-    /// The next 57 (or more) bits of the stream, zero past its end (for the AVX2 unpack).
-    #[cfg(target_arch = "x86_64")]
+    /// The next 57 (or more) bits of the stream, zero past its end (for the lane unpacks).
     #[inline(always)]
     pub fn window(&self) -> u64 {
         let byte = self.bit >> 3;
@@ -77,7 +76,7 @@ pub(crate) fn nibbles8<S: Lanes>(s: S, word: u32) -> S::U {
 /// # Panics
 /// When the 8 codes are not all inside `codes` (the slicing is bounds-checked).
 #[inline(always)]
-fn load_codes8<S: Lanes>(s: S, codes: &[u8], i: usize, bits: u8) -> S::U {
+pub(super) fn load_codes8<S: Lanes>(s: S, codes: &[u8], i: usize, bits: u8) -> S::U {
     if bits == 4 {
         let b: [u8; 4] = codes[i / 2..i / 2 + 4].try_into().expect("4 bytes");
         nibbles8(s, u32::from_le_bytes(b))

@@ -12,6 +12,7 @@ macro_rules! simd_kernels {
             use $crate::kernels::simd::entry::*;
             use $crate::kernels::simd::{self, SimdToken};
             use $crate::kernels::{CpuKernels, Q8Activations, RowJob, RowsDone, RowsOut};
+            use $crate::params::FormatVersion;
             use $crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS, NON_FINITE_BITS};
             use $crate::weights::Weights;
 
@@ -93,11 +94,10 @@ macro_rules! simd_kernels {
                     job: &RowJob,
                     out: &mut RowsOut<'_>,
                 ) -> Result<RowsDone> {
-                    // Format v2 runs the scalar oracle until its SIMD kernels land.
-                    if job.params.version == $crate::params::FormatVersion::V2 {
-                        return $crate::Scalar.quantize_rows(w, job, out);
+                    match job.params.version {
+                        FormatVersion::V1 => self.run(QuantizeRows { w, job, out }),
+                        FormatVersion::V2 => self.run(QuantizeRowsV2 { w, job, out }),
                     }
-                    self.run(QuantizeRows { w, job, out })
                 }
 
                 fn dequantize_rows(
@@ -106,33 +106,39 @@ macro_rules! simd_kernels {
                     first_row: usize,
                     out: &mut [f32],
                 ) -> Result<()> {
-                    if t.version() == $crate::params::FormatVersion::V2 {
-                        return $crate::Scalar.dequantize_rows(t, first_row, out);
-                    }
-                    simd::dequantize_rows(t, first_row, out, |r, row_out| {
-                        self.run(DequantizeRow { t, r, out: row_out })
+                    simd::dequantize_rows(t, first_row, out, |r, row_out| match t.version() {
+                        FormatVersion::V1 => self.run(DequantizeRow { t, r, out: row_out }),
+                        FormatVersion::V2 => self.run(DequantizeRowV2 { t, r, out: row_out }),
                     })
                 }
 
                 fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
-                    if t.version() == $crate::params::FormatVersion::V2 {
-                        return $crate::Scalar.dot_row(t, row, x);
+                    match t.version() {
+                        FormatVersion::V1 => self.run(DotRow { t, r: row, x }),
+                        FormatVersion::V2 => self.run(DotRowV2 { t, r: row, x }),
                     }
-                    self.run(DotRow { t, r: row, x })
                 }
 
-                /// Exact integer `Σ c·q` per group, vectorized outlier corrections; formats other
-                /// than 4-bit codes in groups of 128 use the portable reference.
+                fn gemv(&self, t: &PackedTensor<'_>, x: &[f32], y: &mut [f32]) -> Result<()> {
+                    match t.version() {
+                        FormatVersion::V1 => $crate::kernels::gemv_by_rows(self, t, x, y),
+                        FormatVersion::V2 => self.run(GemvV2 { t, x, y }),
+                    }
+                }
+
+                /// Exact integer `Σ c·q` per group; version 1 vectorizes the outlier corrections
+                /// (formats other than 4-bit codes in groups of 128 use the portable reference),
+                /// version 2 equals the reference bit for bit.
                 fn dot_row_q8(
                     &self,
                     t: &PackedTensor<'_>,
                     row: usize,
                     a: &Q8Activations<'_>,
                 ) -> Result<f32> {
-                    if t.version() == $crate::params::FormatVersion::V2 {
-                        return $crate::kernels::dot_row_q8_ref(t, row, a);
+                    match t.version() {
+                        FormatVersion::V1 => self.run(DotRowQ8 { t, r: row, a }),
+                        FormatVersion::V2 => self.run(DotRowQ8V2 { t, r: row, a }),
                     }
-                    self.run(DotRowQ8 { t, r: row, a })
                 }
             }
         };
@@ -228,4 +234,40 @@ kernel!(
         r: usize,
         a: &'a Q8Activations<'b>
     } -> Result<f32> = super::dot_row_q8
+);
+kernel!(
+    /// [`super::quantize_rows_v2`].
+    QuantizeRowsV2<'a, 'b> {
+        w: Weights<'a>,
+        job: &'a RowJob,
+        out: &'a mut RowsOut<'b>
+    } -> Result<RowsDone> = super::quantize_rows_v2
+);
+kernel!(
+    /// [`super::dequantize_row_v2`].
+    DequantizeRowV2<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        r: usize,
+        out: &'a mut [f32]
+    } -> Result<()> = super::dequantize_row_v2
+);
+kernel!(
+    /// [`super::dot_row_v2`].
+    DotRowV2<'a, 'b> { t: &'a PackedTensor<'b>, r: usize, x: &'a [f32] } -> Result<f32> = super::dot_row_v2
+);
+kernel!(
+    /// [`super::dot_row_q8_v2`].
+    DotRowQ8V2<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        r: usize,
+        a: &'a Q8Activations<'b>
+    } -> Result<f32> = super::dot_row_q8_v2
+);
+kernel!(
+    /// [`super::gemv_v2`].
+    GemvV2<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        x: &'a [f32],
+        y: &'a mut [f32]
+    } -> Result<()> = super::gemv_v2
 );

@@ -17,27 +17,34 @@
 //! | --- | --- |
 //! | selection: histogram pass, counts, range scan | `scan.rs` |
 //! | quantizing rows | `quantize.rs` (group walk shared with scalar: `kernels/rows.rs`) |
-//! | dequantizing rows, f32 dot products | `decode.rs` |
-//! | int8-activation dot products | `q8.rs` |
+//! | quantizing rows, format v2 | `quantize_v2.rs` (classification from `quantize.rs`, grid search shared with scalar: `affine.rs`) |
+//! | dequantizing rows, f32 dot products | `decode.rs`; format v2: `decode_v2.rs` |
+//! | int8-activation dot products | `q8.rs`; format v2: `decode_v2.rs` |
 //! | the `CpuKernels` impl and kernel values | `entry.rs` |
 //!
 //! **Exactness.** Histograms and counts are integer work and equal the scalar results.
 //! Quantization performs the scalar oracle's f32 operations lane by lane (`x · (1/Δ)`,
 //! clamp to ±512, round half to even, add the offset, clamp), so the packed bytes are
-//! identical. Dequantization is `(code − offset) as f32 · Δ`, also identical. Only the dot
-//! products sum in another order (lanes, FMA): see
-//! [`dot_tolerance`](crate::kernels::dot_tolerance).
+//! identical. Dequantization is `(code − offset) as f32 · Δ`, also identical. Format v2
+//! likewise: the search's error and refit sums keep element `i` of a group in lane `i % 8`
+//! with no FMA (`affine::LaneSums`), so the grids and codes are the oracle's, and
+//! dequantization is `c·d + m`, a multiply then an add. Only the dot products sum in
+//! another order (lanes, FMA): see [`dot_tolerance`](crate::kernels::dot_tolerance).
 
 mod decode;
+mod decode_v2;
 pub(crate) mod entry;
 mod q8;
 mod quantize;
+mod quantize_v2;
 mod scan;
 
 pub(crate) use decode::{dequantize_row, dequantize_rows, dot_row, PositionReader};
+pub(crate) use decode_v2::{dequantize_row_v2, dot_row_q8_v2, dot_row_v2, gemv_v2};
 pub(crate) use entry::simd_kernels;
 pub(crate) use q8::dot_row_q8;
 pub(crate) use quantize::quantize_rows;
+pub(crate) use quantize_v2::quantize_rows_v2;
 pub(crate) use scan::{count_f32, histogram_f32, histogram_in_contract, scan_range_f32};
 
 /// An ISA token whose lanes the shared kernels run on.
@@ -123,6 +130,8 @@ pub(crate) trait Lanes: Copy {
 
     /// `a + b`.
     fn add_f(self, a: Self::F, b: Self::F) -> Self::F;
+    /// `a − b`.
+    fn sub_f(self, a: Self::F, b: Self::F) -> Self::F;
     /// `a · b`.
     fn mul_f(self, a: Self::F, b: Self::F) -> Self::F;
     /// `a · b + c`, fused.
@@ -156,6 +165,13 @@ pub(crate) trait Lanes: Copy {
     /// Adds `Σ c·q` over 32 4-bit codes `codes` (packed as in a row) and int8 `q` into
     /// the i32 lanes of `acc` (exact; which lane gets which term is the ISA's choice).
     fn dot_nibbles_i8(self, codes: &[u8; 16], q: &[i8; 32], acc: Self::U) -> Self::U;
+
+    /// Lane `j` of `table` at lane `idx_j & 7`, for every `j`.
+    #[inline(always)]
+    fn permute_u(self, table: Self::U, idx: Self::U) -> Self::U {
+        let (t, i) = (self.to_u32s(table), self.to_u32s(idx));
+        self.load_u(&i.map(|j| t[j as usize & 7]))
+    }
 
     /// Positions (lanes past `k` hold 0), codes (lanes past `k` unspecified) and lane
     /// mask of the next `k <= 8` outliers of a full 4-bit group of 128 whose codes are

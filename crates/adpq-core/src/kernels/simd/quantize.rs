@@ -4,6 +4,7 @@
 use half::slice::HalfFloatSliceExt;
 
 use super::{arrays, arrays_mut, Lanes};
+use crate::bits::BitWriter;
 use crate::error::Result;
 use crate::format::{grid_of, put_code};
 use crate::kernels::common::{classify_in_order, rejected_weight, TieMode};
@@ -11,18 +12,23 @@ use crate::kernels::rows::{push_position, GroupCursor, GroupDone};
 use crate::kernels::{RowJob, RowsDone, RowsOut};
 use crate::params::{Grid, MAX_GROUP_SIZE};
 use crate::quant::GridScale;
-use crate::select::is_valid_abs_bits;
+use crate::select::{is_valid_abs_bits, OutlierRule};
 use crate::weights::Weights;
 
 /// Per-group extents of the inliers and the outliers.
-struct Stats<S: Lanes> {
+pub(super) struct Stats<S: Lanes> {
     in_max: S::F,
     out_max: S::F,
-    in_lo: S::F,
-    in_hi: S::F,
-    out_lo: S::F,
-    out_hi: S::F,
-    n_out: u32,
+    /// Smallest inlier (asymmetric grids; lanes start at 0).
+    pub(super) in_lo: S::F,
+    /// Largest inlier (asymmetric grids; lanes start at 0).
+    pub(super) in_hi: S::F,
+    /// Smallest outlier (asymmetric grids; lanes start at 0).
+    pub(super) out_lo: S::F,
+    /// Largest outlier (asymmetric grids; lanes start at 0).
+    pub(super) out_hi: S::F,
+    /// Outliers in the group.
+    pub(super) n_out: u32,
 }
 
 impl<S: Lanes> Stats<S> {
@@ -85,7 +91,13 @@ fn encode8<S: Lanes>(
 
 /// Writes `n` staged 8-bit codes as the `bits`-wide codes `base..base + n` of a zeroed row.
 #[inline(always)]
-fn pack_codes<S: Lanes>(s: S, row_codes: &mut [u8], base: usize, staged: &[u8], bits: u8) {
+pub(super) fn pack_codes<S: Lanes>(
+    s: S,
+    row_codes: &mut [u8],
+    base: usize,
+    staged: &[u8],
+    bits: u8,
+) {
     let n = staged.len();
     if bits == 8 {
         row_codes[base..base + n].copy_from_slice(staged);
@@ -107,6 +119,134 @@ fn pack_codes<S: Lanes>(s: S, row_codes: &mut [u8], base: usize, staged: &[u8], 
     }
 }
 
+/// A group's weights as 8-lane chunks, the last one padded with zeros.
+pub(super) struct Chunks<'x> {
+    x: &'x [f32],
+    tail: [f32; 8],
+    tail_valid: u32,
+    /// Chunks in the group.
+    pub(super) n: usize,
+}
+
+impl<'x> Chunks<'x> {
+    /// The chunks of group `x`.
+    #[inline(always)]
+    pub(super) fn new(x: &'x [f32]) -> Self {
+        let (full, rem) = (x.len() / 8, x.len() % 8);
+        let mut tail = [0f32; 8];
+        tail[..rem].copy_from_slice(&x[full * 8..]);
+        Chunks {
+            x,
+            tail,
+            tail_valid: (1u32 << rem) - 1,
+            n: full + usize::from(rem != 0),
+        }
+    }
+
+    /// The group's weights.
+    #[inline(always)]
+    pub(super) fn values(&self) -> &'x [f32] {
+        self.x
+    }
+
+    /// Chunk `c` and the mask bits of its weights (8 bits but in the last, short chunk).
+    #[inline(always)]
+    pub(super) fn get<S: Lanes>(&self, s: S, c: usize) -> (S::F, u32) {
+        match self.x.get(c * 8..c * 8 + 8) {
+            Some(v) => (s.load_f(v.try_into().expect("8 f32")), 0xFF),
+            None => (s.load_f(&self.tail), self.tail_valid),
+        }
+    }
+}
+
+/// A group's weights as f32: borrowed from f32 input, else converted into `conv`.
+#[inline(always)]
+pub(super) fn group_f32<'a>(
+    w: Weights<'a>,
+    start: usize,
+    n: usize,
+    conv: &'a mut [f32],
+) -> &'a [f32] {
+    match w {
+        Weights::F32(w) => &w[start..start + n],
+        Weights::F16(w) => {
+            w[start..start + n].convert_to_f32_slice(&mut conv[..n]);
+            &conv[..n]
+        }
+        Weights::Bf16(w) => {
+            w[start..start + n].convert_to_f32_slice(&mut conv[..n]);
+            &conv[..n]
+        }
+    }
+}
+
+/// Classifies one group under `rule` (consuming its tie budget as the oracle does, in
+/// row-major order), validates it and takes its extents on `grid`: writes one outlier
+/// mask byte per chunk into `masks` and counts the ties taken into `equal_taken`.
+/// `None` when a weight is rejected (`rule` untouched then).
+#[inline(always)]
+pub(super) fn classify_group<S: Lanes>(
+    s: S,
+    ch: &Chunks<'_>,
+    rule: &mut OutlierRule,
+    masks: &mut [u8],
+    equal_taken: &mut u64,
+    grid: Grid,
+) -> Option<Stats<S>> {
+    let masks = &mut masks[..ch.n];
+    let absmask = s.splat_u(0x7FFF_FFFF);
+    // Pass A: classify, validate, accumulate the grids' extents.
+    let mode = TieMode::of(rule);
+    // `a > t` and `a == t` as signed compares are exact for `t < 2^31` (`a < 2^31`);
+    // a larger `t` takes nobody.
+    let t_big = rule.threshold_bits > i32::MAX as u32;
+    let tv = s.splat_u(rule.threshold_bits.min(i32::MAX as u32));
+    let all = |on: bool| s.splat_u(if on { u32::MAX } else { 0 });
+    let (take_eq, take_gt) = (all(mode == TieMode::All && !t_big), all(!t_big));
+    let mut maxbits = s.splat_u(0);
+    let mut eq_count = 0u32;
+    let mut st = Stats::new(s);
+    for (c, mask) in masks.iter_mut().enumerate() {
+        let (v, valid) = ch.get(s, c);
+        let a = s.and(s.bits(v), absmask);
+        maxbits = s.max_u(maxbits, a);
+        let gt = s.and(s.gt_i(a, tv), take_gt);
+        let eq = s.eq(a, tv);
+        let mut o = s.or(gt, s.and(eq, take_eq));
+        let mut eqm = s.movemask(eq) & valid;
+        if valid != 0xFF {
+            o = s.and(o, s.mask_from_bits(valid));
+        }
+        if t_big {
+            eqm = 0;
+        }
+        eq_count += eqm.count_ones();
+        let m = s.movemask(o);
+        *mask = m as u8;
+        st.add(s, v, o, m, grid);
+    }
+    if !is_valid_abs_bits(s.hmax_u(maxbits)) {
+        return None;
+    }
+    match mode {
+        TieMode::All => *equal_taken += u64::from(eq_count),
+        TieMode::None => {}
+        TieMode::Limited if eq_count > 0 => {
+            // Ties decide in row-major order: classify this group one by one, then
+            // redo the extents under the final masks (pass B).
+            classify_in_order(ch.values(), rule, masks, equal_taken);
+            st = Stats::new(s);
+            for (c, &m) in masks.iter().enumerate() {
+                let (v, _) = ch.get(s, c);
+                let m = u32::from(m);
+                st.add(s, v, s.mask_from_bits(m), m, grid);
+            }
+        }
+        TieMode::Limited => {}
+    }
+    Some(st)
+}
+
 /// Quantizes whole rows of f32 (or converted) weights.
 #[inline(always)]
 pub(crate) fn quantize_rows<S: Lanes>(
@@ -119,7 +259,6 @@ pub(crate) fn quantize_rows<S: Lanes>(
     let cols = job.cols;
     let g = usize::from(fp.group_size);
     let code_max = s.splat_i(fp.code_max());
-    let absmask = s.splat_u(0x7FFF_FFFF);
     let mut rule = job.rule;
     let mut equal_taken = 0u64;
     const MAXG: usize = MAX_GROUP_SIZE as usize;
@@ -131,79 +270,13 @@ pub(crate) fn quantize_rows<S: Lanes>(
         let (codes, positions) = cursor.codes();
         let base = gi * g;
         let n = g.min(cols - base);
-        let start = r * cols + base;
-        let x: &[f32] = match w {
-            Weights::F32(w) => &w[start..start + n],
-            Weights::F16(w) => {
-                w[start..start + n].convert_to_f32_slice(&mut conv[..n]);
-                &conv[..n]
-            }
-            Weights::Bf16(w) => {
-                w[start..start + n].convert_to_f32_slice(&mut conv[..n]);
-                &conv[..n]
-            }
-        };
-        // The group in 8-lane chunks, the last one padded with zeros.
-        let (full, rem) = (n / 8, n % 8);
-        let mut tail = [0f32; 8];
-        tail[..rem].copy_from_slice(&x[full * 8..]);
-        let tail_valid = (1u32 << rem) - 1;
-        let chunk = |c: usize| match x.get(c * 8..c * 8 + 8) {
-            Some(v) => (s.load_f(v.try_into().expect("8 f32")), 0xFF),
-            None => (s.load_f(&tail), tail_valid),
-        };
-        let n_chunks = full + usize::from(rem != 0);
-
-        // Pass A: classify, validate, accumulate the grids' extents.
-        let mode = TieMode::of(&rule);
-        // `a > t` and `a == t` as signed compares are exact for `t < 2^31` (`a < 2^31`);
-        // a larger `t` takes nobody.
-        let t_big = rule.threshold_bits > i32::MAX as u32;
-        let tv = s.splat_u(rule.threshold_bits.min(i32::MAX as u32));
-        let all = |on: bool| s.splat_u(if on { u32::MAX } else { 0 });
-        let (take_eq, take_gt) = (all(mode == TieMode::All && !t_big), all(!t_big));
-        let mut maxbits = s.splat_u(0);
-        let mut eq_count = 0u32;
-        let mut st = Stats::new(s);
-        for (c, mask) in masks[..n_chunks].iter_mut().enumerate() {
-            let (v, valid) = chunk(c);
-            let a = s.and(s.bits(v), absmask);
-            maxbits = s.max_u(maxbits, a);
-            let gt = s.and(s.gt_i(a, tv), take_gt);
-            let eq = s.eq(a, tv);
-            let mut o = s.or(gt, s.and(eq, take_eq));
-            let mut eqm = s.movemask(eq) & valid;
-            if valid != 0xFF {
-                o = s.and(o, s.mask_from_bits(valid));
-            }
-            if t_big {
-                eqm = 0;
-            }
-            eq_count += eqm.count_ones();
-            let m = s.movemask(o);
-            *mask = m as u8;
-            st.add(s, v, o, m, fp.grid);
-        }
-        if !is_valid_abs_bits(s.hmax_u(maxbits)) {
+        let x = group_f32(w, r * cols + base, n, &mut conv);
+        let ch = Chunks::new(x);
+        let Some(st) = classify_group(s, &ch, &mut rule, &mut masks, &mut equal_taken, fp.grid)
+        else {
             let first = (job.first_row + r as u64) * cols as u64 + base as u64;
             return Err(rejected_weight(x, first, cols));
-        }
-        match mode {
-            TieMode::All => equal_taken += u64::from(eq_count),
-            TieMode::None => {}
-            TieMode::Limited if eq_count > 0 => {
-                // Ties decide in row-major order: classify this group one by one, then
-                // redo the extents under the final masks (pass B).
-                classify_in_order(x, &mut rule, &mut masks[..n_chunks], &mut equal_taken);
-                st = Stats::new(s);
-                for (c, &m) in masks[..n_chunks].iter().enumerate() {
-                    let (v, _) = chunk(c);
-                    let m = u32::from(m);
-                    st.add(s, v, s.mask_from_bits(m), m, fp.grid);
-                }
-            }
-            TieMode::Limited => {}
-        }
+        };
         let n_out = st.n_out as usize;
         let n_in = n - n_out;
         let (se, fp) = (job.scale_exp, &fp);
@@ -219,15 +292,11 @@ pub(crate) fn quantize_rows<S: Lanes>(
         };
 
         // Pass C: codes and positions.
-        for (c, &m) in masks[..n_chunks].iter().enumerate() {
-            let (v, _) = chunk(c);
-            let mut m = u32::from(m);
-            let codes8 = encode8(s, v, s.mask_from_bits(m), &gin, &gout, code_max);
+        for (c, &m) in masks[..ch.n].iter().enumerate() {
+            let (v, _) = ch.get(s, c);
+            let codes8 = encode8(s, v, s.mask_from_bits(u32::from(m)), &gin, &gout, code_max);
             staged[c * 8..c * 8 + 8].copy_from_slice(&s.narrow_bytes(codes8));
-            while m != 0 {
-                push_position(positions, (c * 8) as u32 + m.trailing_zeros())?;
-                m &= m - 1;
-            }
+            push_positions(positions, c, m)?;
         }
         pack_codes(s, codes, base, &staged[..n], fp.bits);
         cursor.done(&GroupDone { gin, gout, n_out });
@@ -236,4 +305,15 @@ pub(crate) fn quantize_rows<S: Lanes>(
         outliers: cursor.outliers(),
         equal_taken,
     })
+}
+
+/// Appends the positions of chunk `c`'s outliers (mask bits `m`), in order.
+#[inline(always)]
+pub(super) fn push_positions(positions: &mut BitWriter<'_>, c: usize, m: u8) -> Result<()> {
+    let mut m = u32::from(m);
+    while m != 0 {
+        push_position(positions, (c * 8) as u32 + m.trailing_zeros())?;
+        m &= m - 1;
+    }
+    Ok(())
 }

@@ -169,6 +169,14 @@ impl Lanes for Avx2Lanes {
         avx2!(_mm256_add_ps(a, b))
     }
     #[inline(always)]
+    fn permute_u(self, table: __m256i, idx: __m256i) -> __m256i {
+        avx2!(_mm256_permutevar8x32_epi32(table, idx))
+    }
+    #[inline(always)]
+    fn sub_f(self, a: __m256, b: __m256) -> __m256 {
+        avx2!(_mm256_sub_ps(a, b))
+    }
+    #[inline(always)]
     fn mul_f(self, a: __m256, b: __m256) -> __m256 {
         avx2!(_mm256_mul_ps(a, b))
     }
