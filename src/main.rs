@@ -270,7 +270,8 @@ fn quantize_params(a: &QuantizeArgs) -> Result<Params, Error> {
         (Some(FormatArg::V1), Some(p)) => {
             return Err(Error::Usage(format!(
                 "--format v1 cannot be combined with --preset {}",
-                p.to_possible_value().map_or("?".into(), |v| v.get_name().to_string())
+                p.to_possible_value()
+                    .map_or("?".into(), |v| v.get_name().to_string())
             )));
         }
         (Some(FormatArg::V1), None) => FormatVersion::V1,

@@ -333,7 +333,15 @@ fn version_1_metadata_is_unchanged() {
     let tmp = tempfile::tempdir().unwrap();
     let input = llama_like(tmp.path());
     let q = tmp.path().join("q.safetensors");
-    ok(&adpq(&["quantize", p(&input), "-o", p(&q), "--format", "v1", "-q"]));
+    ok(&adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q),
+        "--format",
+        "v1",
+        "-q",
+    ]));
     let (_, meta) = read_st(&q);
     assert_eq!(meta["adpq.version"], "1");
     assert_eq!(
