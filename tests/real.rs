@@ -171,9 +171,13 @@ fn assert_output_digest(input: &Path, out: &Path, args: &[&str], digest: &str, n
     assert_eq!(tensors_digest(out), (digest.to_string(), n), "{args:?}");
 }
 
-/// Every packed byte of the real MiniLM checkpoint, for the default and two non-default
-/// settings, and its bf16 dequantization, is identical to the output of the binary
-/// before the std crates were split out.
+/// `adpq quantize`'s default output (format v2, preset v2-vproj6) on MiniLM.
+const V2_MINILM_DIGEST: &str = "e577fbc375d8489ad59fee60bd84d785ad1dcdcfb315040540d1205657fbf5af";
+
+/// Every packed byte of the real MiniLM checkpoint in format v1, for its defaults and
+/// two non-default settings, and its bf16 dequantization, is identical to the output of
+/// the binary before the std crates were split out; the default output (format v2) is
+/// pinned too, and the scalar oracle writes the same bytes as the SIMD kernels.
 #[test]
 fn real_minilm_output_is_byte_identical_to_baseline() {
     let input = data_dir().join("minilm/model.safetensors");
@@ -211,6 +215,14 @@ fn real_minilm_output_is_byte_identical_to_baseline() {
         let out = tmp.path().join(format!("q{i}.safetensors"));
         assert_output_digest(&input, &out, args, digest, 104);
     }
+    // Format v2 at the defaults (the v2-vproj6 preset), pinned once it was measured
+    // (issue 9), and the same bytes from the scalar oracle as from the SIMD kernels.
+    for (i, extra) in [&[][..], &["--backend", "scalar"][..]].iter().enumerate() {
+        let mut args = vec!["quantize"];
+        args.extend_from_slice(extra);
+        let out = tmp.path().join(format!("v2-{i}.safetensors"));
+        assert_output_digest(&input, &out, &args, V2_MINILM_DIGEST, 104);
+    }
     let default_output = tmp.path().join("q0.safetensors");
     assert_output_digest(
         &default_output,
@@ -221,8 +233,9 @@ fn real_minilm_output_is_byte_identical_to_baseline() {
     );
 }
 
-/// SmolLM2-135M quantized with two threads: byte-identical to the binary before the
-/// std crates were split out. Release only, like the other SmolLM2 test.
+/// SmolLM2-135M quantized with two threads: in format v1 byte-identical to the binary
+/// before the std crates were split out, at the defaults (v2) pinned. Release only, like
+/// the other SmolLM2 test.
 #[test]
 #[ignore = "about 100 M weights; run with --release -- --ignored"]
 fn real_smollm2_output_is_byte_identical_to_baseline() {
@@ -237,6 +250,14 @@ fn real_smollm2_output_is_byte_identical_to_baseline() {
         &tmp.path().join("q.safetensors"),
         &["quantize", "--format", "v1", "--threads", "2"],
         "02cf462de0a3469a53ac4d0eb24d28472e0a871547a5688c659e2e156a861c5a",
+        272,
+    );
+    // The default (format v2, preset v2-vproj6), as measured for issue 9.
+    assert_output_digest(
+        &input,
+        &tmp.path().join("v2.safetensors"),
+        &["quantize", "--threads", "2"],
+        "8c09c28a48b867d30147327762dece9ba4bd6d0c84c43f1876c8e7f0f53bf4b4",
         272,
     );
 }
