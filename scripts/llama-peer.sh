@@ -85,7 +85,9 @@ fi
 step "build llama_quant with $CC"
 OBJ="$CACHE/obj"
 mkdir -p "$OBJ" "$CACHE/bin"
-INCLUDES=(-I"$SRC/include" -I"$SRC/src")
+# Source paths out of the binary (GGML_ASSERT names files): builds are reproducible.
+# The last matching map wins, so the narrower one comes last.
+INCLUDES=(-I"$SRC/include" -I"$SRC/src" -ffile-prefix-map="$ROOT"=. -ffile-prefix-map="$SRC"=ggml)
 "$CC" "${CFLAGS[@]}" "${INCLUDES[@]}" -c "$SRC/src/ggml.c" -o "$OBJ/ggml.o" &
 "$CC" "${CFLAGS[@]}" "${INCLUDES[@]}" -c "$SRC/src/ggml-quants.c" -o "$OBJ/ggml-quants.o" &
 wait %1 || die "compiling ggml.c failed"
