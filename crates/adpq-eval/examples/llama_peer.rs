@@ -5,12 +5,14 @@
 //!
 //! `cargo run --release -p adpq-eval --example llama_peer -- [MODEL] [TYPES...]`
 //! MODEL: a folder under `target/data` (default `minilm`); TYPES default to
-//! Q4_0 IQ4_NL IQ4_XS Q4_K Q5_0 Q8_0.
+//! Q4_0 IQ4_NL IQ4_XS Q4_K_S Q4_K_M Q4_K Q5_0 Q8_0. A type `llama-quantize` knows as a
+//! whole-model type (Q4_K_M...) gets its per-tensor recipe (`peer::tensor_type`, from
+//! the layer count and heads in config.json); any other ggml type (Q4_K) is used as is.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use adpq_eval::peer::LlamaPeer;
+use adpq_eval::peer::{tensor_type, LlamaPeer};
 use adpq_io::{weight_data, SafetensorsFile};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,14 +20,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = args.next().unwrap_or_else(|| "minilm".into());
     let mut types: Vec<String> = args.collect();
     if types.is_empty() {
-        types = ["Q4_0", "IQ4_NL", "IQ4_XS", "Q4_K", "Q5_0", "Q8_0"]
-            .map(String::from)
-            .to_vec();
+        types = [
+            "Q4_0", "IQ4_NL", "IQ4_XS", "Q4_K_S", "Q4_K_M", "Q4_K", "Q5_0", "Q8_0",
+        ]
+        .map(String::from)
+        .to_vec();
     }
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../target/data")
-        .join(&model)
-        .join("model.safetensors");
+        .join(&model);
+    let path = dir.join("model.safetensors");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
+    let count = |key: &str| config[key].as_u64().unwrap_or(1) as usize;
+    let n_layers = count("num_hidden_layers");
+    let n_gqa = count("num_attention_heads") / count("num_key_value_heads").max(1);
     let peer = LlamaPeer::find().ok_or("llama.cpp peer not built: run scripts/llama-peer.sh")?;
     let file = SafetensorsFile::open(&path)?;
     let mut tensors = Vec::new();
@@ -38,9 +47,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|i| data.weights().value(i))
             .collect::<Option<_>>()
             .ok_or("unreadable weight")?;
-        tensors.push((w, t.shape[0], t.shape[1]));
+        tensors.push((t.name.to_owned(), w, t.shape[0], t.shape[1]));
     }
-    let weights: usize = tensors.iter().map(|(w, _, _)| w.len()).sum();
+    let weights: usize = tensors.iter().map(|(_, w, _, _)| w.len()).sum();
     println!(
         "{model}: {} linear tensors, {weights} weights",
         tensors.len()
@@ -50,8 +59,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for kind in &types {
         let (mut err, mut sum, mut bits, mut seconds) = (0f64, 0f64, 0f64, 0f64);
         let mut used = BTreeMap::<String, usize>::new();
-        for (w, rows, cols) in &tensors {
-            let q = peer.fake_quantize(kind, w, *rows, *cols)?;
+        for (name, w, rows, cols) in &tensors {
+            let asked = tensor_type(kind, name, n_layers, n_gqa).unwrap_or(kind);
+            let q = peer.fake_quantize(asked, w, *rows, *cols)?;
             for (a, b) in w.iter().zip(&q.weights) {
                 err += f64::from(a - b).powi(2);
                 sum += f64::from(*a).powi(2);

@@ -57,6 +57,9 @@ pub enum PeerError {
     /// The tool's output is not what this module expects (a version mismatch?).
     #[error("llama.cpp peer: unexpected output: {0}")]
     Output(String),
+    /// [`tensor_type`] knows no such whole-model type.
+    #[error("llama.cpp model type {0} is not mirrored here (try Q4_0, IQ4_NL, IQ4_XS, Q4_K_S, Q4_K_M, ...)")]
+    ModelType(String),
 }
 
 /// A weight matrix after a round trip through a llama.cpp type.
@@ -169,6 +172,64 @@ impl LlamaPeer {
     }
 }
 
+/// The ggml type `llama-quantize MODEL_TYPE` (an "ftype": `Q4_0`, `IQ4_NL`, `IQ4_XS`,
+/// `Q4_K_S`, `Q4_K_M`, ...) gives the Hugging Face tensor `tensor` (`model.layers.7.
+/// mlp.down_proj.weight`) of a Llama-architecture model with `n_layers` layers and
+/// `n_gqa` query heads per key/value head, without an importance matrix.
+///
+/// Mirrors `llama_tensor_get_type_impl` (llama.cpp's `src/llama-quant.cpp`, the pinned
+/// version) for dense Llama models and these model types: most tensors get the model
+/// type's base type, but e.g. Q4_K_M gives Q6_K to the attention-value and
+/// feed-forward-down matrices of one layer in three. Pass the result to
+/// [`LlamaPeer::fake_quantize`], which then applies the width fallback (Q6_K -> Q8_0 on
+/// 576-wide rows). Tensors that are not a layer's projection get the base type.
+pub fn tensor_type(
+    model_type: &str,
+    tensor: &str,
+    n_layers: usize,
+    n_gqa: usize,
+) -> Result<&'static str, PeerError> {
+    let ftype = model_type.to_ascii_uppercase();
+    let base = match ftype.as_str() {
+        "Q4_0" => "Q4_0",
+        "Q4_1" => "Q4_1",
+        "Q5_0" => "Q5_0",
+        "Q5_1" => "Q5_1",
+        "Q8_0" => "Q8_0",
+        "IQ4_NL" => "IQ4_NL",
+        "IQ4_XS" => "IQ4_XS",
+        "Q4_K_S" | "Q4_K_M" => "Q4_K",
+        "Q5_K_S" | "Q5_K_M" => "Q5_K",
+        "Q6_K" => "Q6_K",
+        _ => return Err(PeerError::ModelType(model_type.to_owned())),
+    };
+    let Some((layer, role)) = layer_and_role(tensor) else {
+        return Ok(base);
+    };
+    // llama.cpp's use_more_bits: the first and last eighth of the layers, and one in
+    // three between.
+    let more_bits =
+        layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
+    let first_eighth = layer < n_layers / 8;
+    let chosen = match (role, ftype.as_str()) {
+        ("v_proj", "IQ4_NL" | "IQ4_XS") if n_gqa >= 4 => "Q5_K",
+        ("v_proj", "Q4_K_M" | "Q5_K_M") if more_bits => "Q6_K",
+        ("v_proj", "Q4_K_S") if layer < 4 => "Q5_K",
+        ("down_proj", "Q4_K_M" | "Q5_K_M") if more_bits => "Q6_K",
+        ("down_proj", "IQ4_NL" | "IQ4_XS" | "Q4_K_S") if first_eighth => "Q5_K",
+        _ => base,
+    };
+    Ok(chosen)
+}
+
+/// `model.layers.{i}.{self_attn|mlp}.{role}.weight` -> (i, role).
+fn layer_and_role(tensor: &str) -> Option<(usize, &str)> {
+    let rest = tensor.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let role = rest.strip_suffix(".weight")?.rsplit('.').next()?;
+    Some((layer.parse().ok()?, role))
+}
+
 fn read_to_end(mut pipe: impl Read) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     pipe.read_to_end(&mut bytes)?;
@@ -259,6 +320,36 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn model_types_mirror_llama_quantize_on_smollm2_shapes() {
+        // SmolLM2-135M: 30 layers, 9 query heads over 3 key/value heads.
+        let t = |ftype, name: &str| tensor_type(ftype, name, 30, 3).unwrap();
+        let v = |i: usize| format!("model.layers.{i}.self_attn.v_proj.weight");
+        let down = |i: usize| format!("model.layers.{i}.mlp.down_proj.weight");
+        // use_more_bits(i, 30): i < 3, i >= 26, (i - 3) % 3 == 2.
+        let more: Vec<usize> = (0..30).filter(|&i| t("Q4_K_M", &v(i)) == "Q6_K").collect();
+        assert_eq!(more, [0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]);
+        assert_eq!(t("q4_k_m", &down(5)), "Q6_K");
+        assert_eq!(t("Q4_K_M", &down(6)), "Q4_K");
+        assert_eq!(
+            t("Q4_K_M", "model.layers.0.self_attn.q_proj.weight"),
+            "Q4_K"
+        );
+        assert_eq!(t("Q4_K_S", &v(3)), "Q5_K");
+        assert_eq!(t("Q4_K_S", &v(4)), "Q4_K");
+        assert_eq!(t("Q4_K_S", &down(2)), "Q5_K");
+        assert_eq!(t("Q4_K_S", &down(3)), "Q4_K");
+        assert_eq!(t("IQ4_XS", &down(2)), "Q5_K");
+        assert_eq!(t("IQ4_NL", &v(0)), "IQ4_NL");
+        assert_eq!(tensor_type("IQ4_NL", &v(0), 30, 4).unwrap(), "Q5_K");
+        assert_eq!(t("Q4_0", &down(0)), "Q4_0");
+        assert_eq!(t("Q4_K_M", "model.norm.weight"), "Q4_K");
+        assert!(matches!(
+            tensor_type("IQ2_XXS", &v(0), 30, 3),
+            Err(PeerError::ModelType(_))
+        ));
     }
 
     #[test]
