@@ -27,6 +27,7 @@ pub mod eval;
 pub mod forward;
 mod linear;
 mod model;
+pub mod peer;
 mod rtn;
 mod tokenizer;
 mod variant;
