@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use adpq_core::kernels::AnyKernels;
 use adpq_engine::CpuEngine;
+use adpq_eval::peer::{LlamaPeer, PeerProjections};
 use adpq_eval::{
     Candidate, EvalError, EvalReport, LlamaConfig, Model, PackedProjections, RtnSpec, TextTokenizer,
 };
@@ -190,9 +191,21 @@ pub fn eval(
     let variants = opts.sweep.map(sweep::variants).unwrap_or_default();
     let engine = CpuEngine::new(kernels);
     let mut packed = Vec::new();
+    let mut decoded = Vec::new();
+    for v in &variants {
+        if let Method::Llama(kind) = v.method {
+            let peer = LlamaPeer::find().ok_or_else(|| {
+                Error::Usage("llama.cpp's quantizer is not built (scripts/llama-peer.sh)".into())
+            })?;
+            progress.line(&format!("sweep: quantizing {} with llama.cpp", v.name));
+            decoded.push(
+                PeerProjections::quantize(&peer, &reference, kind).map_err(err(&opts.model))?,
+            );
+        }
+    }
     for v in &variants {
         let params = match &v.method {
-            Method::Rtn(_) => continue,
+            Method::Rtn(_) | Method::Llama(_) => continue,
             Method::Adpq(params) => TensorParams::uniform(*params),
             Method::Preset(p) => TensorParams::new(p.base(), p.rules())?,
         };
@@ -201,10 +214,14 @@ pub fn eval(
             .map_err(err(&opts.model))?;
         packed.push(p);
     }
-    let mut packed_iter = packed.iter();
+    let (mut packed_iter, mut decoded_iter) = (packed.iter(), decoded.iter());
     for v in &variants {
         let m = match &v.method {
             Method::Rtn(spec) => reference.with_rtn(*spec),
+            Method::Llama(_) => decoded_iter
+                .next()
+                .expect("one decoded set per llama.cpp variant")
+                .model(&reference),
             Method::Adpq(_) | Method::Preset(_) => packed_iter
                 .next()
                 .expect("one packed set per AdpQ variant")

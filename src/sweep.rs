@@ -16,8 +16,8 @@ use crate::policy::Preset;
 pub enum SweepSet {
     /// Every variant.
     Full,
-    /// The cheap ones, for CI: every variant except the uniform format v2 rows (each
-    /// v2 quantization runs the scalar encoder over the whole model).
+    /// The cheap ones, for CI: RTN, AdpQ v1, the v2 default (preset) and llama.cpp's
+    /// Q4_0 (no uniform v2 rows, no slow llama.cpp types).
     Quick,
 }
 
@@ -30,6 +30,9 @@ pub enum Method {
     Adpq(Params),
     /// Packed like `adpq quantize --preset` (per-tensor parameters).
     Preset(Preset),
+    /// Quantized and decoded by llama.cpp's own quantizer ([`adpq_eval::peer`]) in this
+    /// whole-model type, when the peer is built (`scripts/llama-peer.sh`).
+    Llama(&'static str),
 }
 
 /// One variant of the sweep.
@@ -68,10 +71,21 @@ fn adpq(family: &'static str, name: &str, params: Params) -> Variant {
     }
 }
 
+/// llama.cpp's whole-model types in the sweep, and whether `--sweep quick` scores them
+/// (the IQ and K types quantize at a few M weights/s).
+const LLAMA_TYPES: [(&str, bool); 5] = [
+    ("Q4_0", true),
+    ("IQ4_NL", false),
+    ("IQ4_XS", false),
+    ("Q4_K_S", false),
+    ("Q4_K_M", false),
+];
+
 /// The sweep, in report order: RTN symmetric and asymmetric at g 32/64/128 (4 bits),
 /// AdpQ v1 at α .02/.06/.10 (otherwise `quantize`'s defaults), AdpQ v1 asymmetric at
 /// α .06 and g 64, AdpQ v2 at α .02/.06/.10 (otherwise `--format v2`'s defaults: 4 bits,
-/// g 64) and the `v2-vproj6` preset; `SweepSet::Quick` leaves out the uniform v2 rows.
+/// g 64) and the `v2-vproj6` preset, and llama.cpp's types when its quantizer is built;
+/// `SweepSet::Quick` leaves out the uniform v2 rows and llama.cpp's slow types.
 pub fn variants(set: SweepSet) -> Vec<Variant> {
     let v1 = Params::DEFAULT;
     let v2 = Params::V2;
@@ -104,7 +118,16 @@ pub fn variants(set: SweepSet) -> Vec<Variant> {
             quick: true,
         },
     ];
+    // llama.cpp's types (no importance matrix), where its quantizer is built.
+    let llama = LLAMA_TYPES.iter().map(|&(kind, quick)| Variant {
+        family: "llama.cpp",
+        name: format!("llama.cpp-{kind}"),
+        method: Method::Llama(kind),
+        quick,
+    });
+    let llama_built = adpq_eval::peer::LlamaPeer::find().is_some();
     all.into_iter()
+        .chain(llama.filter(|_| llama_built))
         .filter(|v| set == SweepSet::Full || v.quick)
         .collect()
 }
@@ -156,7 +179,7 @@ mod tests {
             .iter()
             .filter_map(|v| match v.method {
                 Method::Rtn(s) => Some(s),
-                Method::Adpq(_) | Method::Preset(_) => None,
+                Method::Adpq(_) | Method::Preset(_) | Method::Llama(_) => None,
             })
             .collect();
         for asymmetric in [false, true] {

@@ -216,6 +216,7 @@ fn point_label(name: &str) -> String {
         "adpq-v1-asym-",
         "adpq-v1-",
         "adpq-v2-",
+        "llama.cpp-",
     ]
     .iter()
     .find_map(|p| name.strip_prefix(p))
@@ -223,13 +224,14 @@ fn point_label(name: &str) -> String {
     s.strip_suffix("-b4").unwrap_or(s).replace("a0.", "α.")
 }
 
-const COLORS: [RGBColor; 6] = [
+const COLORS: [RGBColor; 7] = [
     RGBColor(214, 39, 40),
     RGBColor(255, 127, 14),
     RGBColor(31, 119, 180),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(23, 190, 207),
 ];
 
 /// A marker of shape `i` (circle, triangle, square, cross...) at `at`.

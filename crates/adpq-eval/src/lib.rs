@@ -75,6 +75,14 @@ pub enum EvalError {
     /// The text is unusable (too short for the windows, a token outside the vocabulary).
     #[error("text: {0}")]
     Text(String),
+    /// llama.cpp's quantizer (the peer) failed on a tensor.
+    #[error("llama.cpp peer, tensor `{tensor}`: {source}")]
+    Peer {
+        /// The tensor.
+        tensor: String,
+        /// What the peer said.
+        source: peer::PeerError,
+    },
 }
 
 impl EvalError {

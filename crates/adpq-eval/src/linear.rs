@@ -46,24 +46,41 @@ pub enum Linear<'a> {
         /// The RTN grid.
         spec: RtnSpec,
     },
+    /// Weights decoded from another quantizer's format (llama.cpp's, through
+    /// [`crate::peer`]), with that format's storage cost.
+    Decoded {
+        /// The decoded `rows · cols` weights.
+        w: Cow<'a, [f32]>,
+        /// Output features.
+        rows: usize,
+        /// Input features.
+        cols: usize,
+        /// Storage bits per weight of the format they were decoded from.
+        bits_per_weight: f64,
+    },
 }
 
 impl Linear<'_> {
     /// `(rows, cols)`.
     pub fn shape(&self) -> (usize, usize) {
         match self {
-            Linear::Dense { rows, cols, .. } | Linear::Rtn { rows, cols, .. } => (*rows, *cols),
+            Linear::Dense { rows, cols, .. }
+            | Linear::Rtn { rows, cols, .. }
+            | Linear::Decoded { rows, cols, .. } => (*rows, *cols),
             Linear::Packed(p) => (p.rows(), p.cols()),
         }
     }
 
     /// Bits of storage per weight: 32 for dense, the packed size for adpq (header and
-    /// records counted), the nominal size of the RTN grid.
+    /// records counted), the nominal size of the RTN grid, the decoded format's size.
     pub fn bits_per_weight(&self) -> f64 {
         match self {
             Linear::Dense { .. } => 32.0,
             Linear::Packed(p) => p.as_bytes().len() as f64 * 8.0 / (p.rows() * p.cols()) as f64,
             Linear::Rtn { spec, .. } => spec.bits_per_weight(),
+            Linear::Decoded {
+                bits_per_weight, ..
+            } => *bits_per_weight,
         }
     }
 
@@ -76,7 +93,7 @@ impl Linear<'_> {
     ) -> Result<()> {
         let (_, cols) = self.shape();
         match self {
-            Linear::Dense { w, .. } => {
+            Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
                 out.copy_from_slice(&w[first * cols..first * cols + out.len()]);
             }
             Linear::Packed(p) => kernels.dequantize_rows(p, first, out)?,
@@ -119,7 +136,7 @@ impl Linear<'_> {
                 let first = b * BLOCK_ROWS;
                 let n = yb.ncols();
                 let wb: ArrayView2<f32> = match self {
-                    Linear::Dense { w, .. } => {
+                    Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
                         ArrayView2::from_shape((n, cols), &w[first * cols..(first + n) * cols])
                             .map_err(shape_err)?
                     }

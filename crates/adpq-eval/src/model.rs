@@ -288,5 +288,16 @@ fn borrow<'a>(l: &'a Linear<'a>) -> Linear<'a> {
             cols: *cols,
             spec: *spec,
         },
+        Linear::Decoded {
+            w,
+            rows,
+            cols,
+            bits_per_weight,
+        } => Linear::Decoded {
+            w: Cow::Borrowed(w),
+            rows: *rows,
+            cols: *cols,
+            bits_per_weight: *bits_per_weight,
+        },
     }
 }

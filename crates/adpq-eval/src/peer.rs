@@ -281,6 +281,60 @@ fn parse(bytes: &[u8], report: &str, rows: usize, cols: usize) -> Result<PeerQua
     })
 }
 
+/// A model's block projections decoded from llama.cpp's whole-model type (each tensor
+/// in the type llama-quantize would give it, [`tensor_type`]), with their exact sizes.
+#[derive(Debug)]
+pub struct PeerProjections {
+    decoded: std::collections::HashMap<String, PeerQuantized>,
+}
+
+impl PeerProjections {
+    /// Runs every block projection of `model` (dense weights) through `peer` in the
+    /// whole-model type `model_type` (`Q4_0`, `IQ4_NL`, `Q4_K_M`...).
+    pub fn quantize(
+        peer: &LlamaPeer,
+        model: &crate::Model<'_>,
+        model_type: &str,
+    ) -> crate::Result<PeerProjections> {
+        let heads = model.config.num_attention_heads;
+        let n_gqa = heads / model.config.num_key_value_heads.unwrap_or(heads).max(1);
+        let n_layers = model.layers.len();
+        let mut decoded = std::collections::HashMap::new();
+        for (name, lin) in model.projections() {
+            let failed = |source| crate::EvalError::Peer {
+                tensor: name.clone(),
+                source,
+            };
+            let crate::Linear::Dense { w, rows, cols } = lin else {
+                return Err(crate::EvalError::Shape(format!(
+                    "{name}: llama.cpp's quantizer needs dense input weights"
+                )));
+            };
+            let kind = tensor_type(model_type, &name, n_layers, n_gqa).map_err(failed)?;
+            let q = peer.fake_quantize(kind, w, *rows, *cols).map_err(failed)?;
+            decoded.insert(name, q);
+        }
+        Ok(PeerProjections { decoded })
+    }
+
+    /// `reference` with its block projections replaced by the decoded ones.
+    pub fn model<'a>(&'a self, reference: &'a crate::Model<'a>) -> crate::Result<crate::Model<'a>> {
+        reference.map_projections(|name, lin| {
+            let q = self
+                .decoded
+                .get(name)
+                .ok_or_else(|| crate::EvalError::MissingTensor(name.to_string()))?;
+            let (rows, cols) = lin.shape();
+            Ok(crate::Linear::Decoded {
+                w: std::borrow::Cow::Borrowed(&q.weights),
+                rows,
+                cols,
+                bits_per_weight: q.bits_per_weight,
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
