@@ -265,19 +265,23 @@ mod tests {
         assert_eq!(families(&[], &[], None).len(), 1);
     }
 
-    /// `--sweep quick` keeps CI fast: every v1 and RTN row, and of format v2 (whose
-    /// quantization runs the scalar encoder over the model) only the preset.
+    /// `--sweep quick` keeps CI fast: every v1 and RTN row, of format v2 only the
+    /// preset (the default), and of llama.cpp (when its quantizer is built) only Q4_0.
     #[test]
     fn the_quick_sweep_has_one_v2_row() {
         let full = variants(SweepSet::Full);
         let quick = variants(SweepSet::Quick);
         let v2 = |v: &&Variant| v.family.starts_with("AdpQ v2");
+        let llama = |v: &&Variant| v.family == "llama.cpp";
         assert_eq!(quick.iter().filter(v2).count(), 1);
         assert_eq!(full.iter().filter(v2).count(), 4);
+        let built = adpq_eval::peer::LlamaPeer::find().is_some();
+        assert_eq!(full.iter().filter(llama).count(), if built { 5 } else { 0 });
+        assert_eq!(quick.iter().filter(llama).count(), usize::from(built));
         assert_eq!(
             quick.len(),
-            full.len() - 3,
-            "only the uniform v2 rows are left out"
+            full.len() - 3 - if built { 4 } else { 0 },
+            "only the uniform v2 rows and the slow llama.cpp types are left out"
         );
     }
 }
