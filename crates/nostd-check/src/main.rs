@@ -214,11 +214,11 @@ fn check_nearest_v2(
                 is_out[p] = true;
             }
             let grid = group.record.grid;
-            for i in 0..group.len {
+            for (i, &outlier) in is_out.iter().enumerate().take(group.len) {
                 let idx = r * COLS + group.start + i;
                 let orig = w.value(idx).ok_or(Failure("weight index"))?;
                 let err = (back[idx] - orig).abs();
-                let (best, step) = if is_out[i] {
+                let (best, step) = if outlier {
                     let neg = if orig < 0.0 { sign } else { 0 };
                     let best = (0..sign)
                         .map(|c| (units.outlier(c | neg, fp.bits) - orig).abs())
