@@ -283,7 +283,10 @@ pub(crate) fn search_group(
         };
         AffineGrid::new(q_step, q_min, units)
     };
-    // The distinct candidates in order, their errors, then the first least.
+    // The candidates in order (a repeat of the one before is skipped: ranges that round
+    // to the same stored fields are the same grid, and only the first of equal errors
+    // can win, so skipping repeats never changes the choice), their errors, then the
+    // first least.
     let mut grids = [candidate(lo, hi); CANDIDATES];
     let mut n = 1;
     for (i, si) in SHRINK.iter().enumerate() {
@@ -292,8 +295,8 @@ pub(crate) fn search_group(
                 continue;
             }
             let grid = candidate(lo * si, hi * sj);
-            let key = (grid.q_step, grid.q_min);
-            if !grids[..n].iter().any(|g| (g.q_step, g.q_min) == key) {
+            let prev = &grids[n - 1];
+            if (prev.q_step, prev.q_min) != (grid.q_step, grid.q_min) {
                 grids[n] = grid;
                 n += 1;
             }
