@@ -1,8 +1,9 @@
 //! The row and group walk every `quantize_rows` shares (scalar, AVX2, NEON): buffer
-//! checks, group records, per-row outlier counts and position overflow, written once.
+//! checks, group records, per-row outlier counts and position overflow, written once
+//! (version 1: [`GroupCursor`]; version 2: [`RowsV2`]).
 
 use super::scalar::check_rows;
-use super::{RowJob, RowsOut};
+use super::{RowJob, RowsDone, RowsOut};
 use crate::bits::BitWriter;
 use crate::error::{Error, Result};
 use crate::format::encode_record;
@@ -115,5 +116,63 @@ pub(crate) fn push_position(positions: &mut BitWriter<'_>, i: u32) -> Result<()>
             needed: positions.written() + 1,
             actual: positions.written(),
         })
+    }
+}
+
+/// The row walk of a version 2 quantizer (scalar and SIMD): the buffer checks, each row's
+/// records (units first) and codes, and each row's outlier count once its groups are done.
+pub(crate) struct RowsV2 {
+    /// Rows in the block.
+    pub(crate) rows: usize,
+    row_records: usize,
+    row_code_bytes: usize,
+}
+
+/// One row's share of the output while its groups are quantized.
+pub(crate) struct RowV2<'o, 'a> {
+    /// The row's records: units, then one record per group.
+    pub(crate) records: &'o mut [u8],
+    /// The row's codes (zeroed).
+    pub(crate) codes: &'o mut [u8],
+    /// The position stream.
+    pub(crate) positions: &'o mut BitWriter<'a>,
+}
+
+impl RowsV2 {
+    /// Checks the buffers of a block of `w_len` weights and zeroes its codes.
+    #[inline(always)]
+    pub(crate) fn new(w_len: usize, job: &RowJob, out: &mut RowsOut<'_>) -> Result<Self> {
+        let rows = check_rows(w_len, job, out)?;
+        let fp = job.params;
+        out.codes.fill(0);
+        Ok(RowsV2 {
+            rows,
+            row_records: fp.row_record_bytes(job.cols),
+            row_code_bytes: (job.cols * usize::from(fp.bits)).div_ceil(8),
+        })
+    }
+
+    /// Row `r`'s records, codes and the position stream.
+    #[inline(always)]
+    pub(crate) fn row<'o, 'a>(&self, out: &'o mut RowsOut<'a>, r: usize) -> RowV2<'o, 'a> {
+        let (nr, nc) = (self.row_records, self.row_code_bytes);
+        RowV2 {
+            records: &mut out.records[r * nr..(r + 1) * nr],
+            codes: &mut out.codes[r * nc..(r + 1) * nc],
+            positions: &mut out.positions,
+        }
+    }
+
+    /// Records row `r`'s outlier count, once all its groups are written.
+    #[inline(always)]
+    pub(crate) fn finish_row(
+        &self,
+        out: &mut RowsOut<'_>,
+        r: usize,
+        count: u32,
+        done: &mut RowsDone,
+    ) {
+        out.counts[r * 4..r * 4 + 4].copy_from_slice(&count.to_le_bytes());
+        done.outliers += u64::from(count);
     }
 }

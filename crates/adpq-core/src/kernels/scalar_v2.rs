@@ -3,8 +3,7 @@
 //! The grid of each group is chosen by [`search_group`] (shared with every backend); this
 //! file supplies the scalar per-weight passes and the row walk.
 
-use super::rows::push_position;
-use super::scalar::check_rows;
+use super::rows::{push_position, RowV2, RowsV2};
 use super::{check_activations, Q8Activations, RowJob, RowsDone, RowsOut};
 use crate::affine::{search_group, AffineGrid, GroupPasses, LaneSums, RefitSums, RowUnits};
 use crate::error::Result;
@@ -103,19 +102,16 @@ pub(crate) fn quantize_rows<T: Element>(
     job: &RowJob,
     out: &mut RowsOut<'_>,
 ) -> Result<RowsDone> {
-    let rows = check_rows(s.len(), job, out)?;
+    let walk = RowsV2::new(s.len(), job, out)?;
     let fp = job.params;
     let cols = job.cols;
     let g = usize::from(fp.group_size);
     let code_max = fp.code_max() as f32;
-    let row_records = fp.row_record_bytes(cols);
-    let row_code_bytes = (cols * usize::from(fp.bits)).div_ceil(8);
-    out.codes.fill(0);
     let mut rule = job.rule;
     let mut done = RowsDone::default();
     let mut vals = [0f32; MAX_GROUP_SIZE_V2 as usize];
     let mut is_out = [false; MAX_GROUP_SIZE_V2 as usize];
-    for r in 0..rows {
+    for r in 0..walk.rows {
         let row = &s[r * cols..(r + 1) * cols];
         // Pass 1: the row's extent (with a copy of the rule: pass 2 classifies again).
         let mut pre = rule;
@@ -137,9 +133,12 @@ pub(crate) fn quantize_rows<T: Element>(
             extent.add_group(lo, hi, out_max);
         }
         let units = extent.units(job);
-        let recs = &mut out.records[r * row_records..(r + 1) * row_records];
+        let RowV2 {
+            records: recs,
+            codes,
+            positions,
+        } = walk.row(out, r);
         write_units(recs, &units);
-        let codes = &mut out.codes[r * row_code_bytes..(r + 1) * row_code_bytes];
         // Pass 2: each group's grid and codes.
         let mut row_count = 0u32;
         for (gi, chunk) in row.chunks(g).enumerate() {
@@ -167,7 +166,7 @@ pub(crate) fn quantize_rows<T: Element>(
             let grid = search_group(&mut passes, lo, hi, &units, &fp);
             for i in 0..n {
                 let code = if is_out[i] {
-                    push_position(&mut out.positions, i as u32)?;
+                    push_position(positions, i as u32)?;
                     units.encode_outlier(vals[i], &fp)
                 } else {
                     grid.encode(vals[i], code_max) as u8
@@ -177,8 +176,7 @@ pub(crate) fn quantize_rows<T: Element>(
             write_record(recs, gi, &grid, n_out);
             row_count += n_out as u32;
         }
-        out.counts[r * 4..r * 4 + 4].copy_from_slice(&row_count.to_le_bytes());
-        done.outliers += u64::from(row_count);
+        walk.finish_row(out, r, row_count, &mut done);
     }
     Ok(done)
 }

@@ -15,7 +15,7 @@ use crate::affine::{search_group, AffineGrid, GroupPasses, LaneSums, RefitSums, 
 use crate::error::Result;
 use crate::format::record_v2::{write_record, write_units};
 use crate::kernels::common::rejected_weight;
-use crate::kernels::scalar::check_rows;
+use crate::kernels::rows::{RowV2, RowsV2};
 use crate::kernels::scalar_v2::RowExtent;
 use crate::kernels::{RowJob, RowsDone, RowsOut};
 use crate::params::{FormatParams, Grid, MAX_GROUP_SIZE_V2};
@@ -247,14 +247,11 @@ pub(crate) fn quantize_rows_v2<S: Lanes>(
     job: &RowJob,
     out: &mut RowsOut<'_>,
 ) -> Result<RowsDone> {
-    let rows = check_rows(w.len(), job, out)?;
+    let walk = RowsV2::new(w.len(), job, out)?;
     let fp = job.params;
     let cols = job.cols;
     let g = usize::from(fp.group_size);
     let code_max = fp.code_max() as f32;
-    let row_records = fp.row_record_bytes(cols);
-    let row_code_bytes = (cols * usize::from(fp.bits)).div_ceil(8);
-    out.codes.fill(0);
     let mut rule = job.rule;
     let mut done = RowsDone::default();
     let mut conv = [0f32; MAXG];
@@ -262,7 +259,7 @@ pub(crate) fn quantize_rows_v2<S: Lanes>(
     let mut vals = [[0f32; 8]; MAX_CHUNKS];
     let mut inliers = [[0u32; 8]; MAX_CHUNKS];
     let mut staged = [0u8; MAX_CHUNKS * 8];
-    for r in 0..rows {
+    for r in 0..walk.rows {
         let first = (job.first_row + r as u64) * cols as u64;
         // Pass 1: validate the row and take its extent (with a copy of the rule: pass 2
         // classifies again).
@@ -281,9 +278,12 @@ pub(crate) fn quantize_rows_v2<S: Lanes>(
         }
         let units = extent.units(job);
         let outlier_lanes = OutlierLanes::new(s, &units, &fp);
-        let recs = &mut out.records[r * row_records..(r + 1) * row_records];
+        let RowV2 {
+            records: recs,
+            codes,
+            positions,
+        } = walk.row(out, r);
         write_units(recs, &units);
-        let codes = &mut out.codes[r * row_code_bytes..(r + 1) * row_code_bytes];
         // Pass 2: each group's grid and codes.
         let mut row_count = 0u32;
         for (gi, base) in (0..cols).step_by(g).enumerate() {
@@ -304,15 +304,14 @@ pub(crate) fn quantize_rows_v2<S: Lanes>(
                 let o = s.mask_from_bits(u32::from(masks[c]));
                 let codes8 = encode8(s, s.load_f(v), o, &gl, &outlier_lanes);
                 staged[c * 8..c * 8 + 8].copy_from_slice(&s.narrow_bytes(codes8));
-                push_positions(&mut out.positions, c, masks[c])?;
+                push_positions(positions, c, masks[c])?;
             }
             pack_codes(s, codes, base, &staged[..n], fp.bits);
             let n_out = st.n_out as usize;
             write_record(recs, gi, &grid, n_out);
             row_count += n_out as u32;
         }
-        out.counts[r * 4..r * 4 + 4].copy_from_slice(&row_count.to_le_bytes());
-        done.outliers += u64::from(row_count);
+        walk.finish_row(out, r, row_count, &mut done);
     }
     Ok(done)
 }
