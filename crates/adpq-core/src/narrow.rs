@@ -404,7 +404,7 @@ mod tests {
             Err(Error::BufferSize { .. })
         ));
         assert!(matches!(
-            write_rows(&p, 0, &w[..63], OutDtype::F16, &mut vec![0u8; 126]),
+            write_rows(&p, 0, &w[..63], OutDtype::F16, &mut [0u8; 126]),
             Err(Error::BufferSize { .. })
         ));
     }
