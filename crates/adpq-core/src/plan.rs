@@ -23,7 +23,7 @@
 //! let (rows, cols) = (6, 256);
 //! let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 100.0).collect();
 //! let w = Weights::F32(&w);
-//! let params = Params::DEFAULT;
+//! let params = Params::V1;
 //! let sel = adpq_core::select_tensor(&Scalar, w, rows, cols, &params)?;
 //! let plan = QuantizePlan::new(rows, cols, &params, &sel, 2)?; // 3 blocks of 2 rows
 //! let ties: Vec<u64> = if plan.needs_tie_counts() {
@@ -132,7 +132,6 @@ impl QuantizePlan {
         selection: &Selection,
         block_rows: usize,
     ) -> Result<QuantizePlan> {
-        params.validate()?;
         // A selection made elsewhere than `select_outliers` is held to the same range.
         check_magnitude(selection.max_abs())?;
         let fp = params.format();
@@ -141,9 +140,9 @@ impl QuantizePlan {
             layout,
             info: HeaderInfo {
                 scale_exp: scale_exponent(selection.max_abs(), &fp),
-                selection: params.selection,
+                selection: params.selection(),
                 threshold: selection.threshold(),
-                alpha: params.alpha,
+                alpha: params.alpha(),
             },
             selection: *selection,
             block_rows: block_rows.clamp(1, rows),
