@@ -103,7 +103,9 @@ pub unsafe extern "C" fn adpq_tensor_parse(
 /// # Safety
 /// `t` must be NULL or point to an initialized `adpq_tensor` (filled by a parse or
 /// zeroed) whose packed buffer is still valid, for `'a`.
-pub(crate) unsafe fn tensor<'a>(t: *const adpq_tensor) -> Result<&'a PackedTensor<'a>, adpq_status> {
+pub(crate) unsafe fn tensor<'a>(
+    t: *const adpq_tensor,
+) -> Result<&'a PackedTensor<'a>, adpq_status> {
     ptr::out_ok(t.cast_mut())?;
     let inner = t.cast::<MaybeUninit<Inner>>();
     // SAFETY: `t` is non-NULL and aligned and points to an initialized adpq_tensor

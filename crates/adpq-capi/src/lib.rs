@@ -56,8 +56,8 @@ pub use ops::{
     adpq_dtype, adpq_gemv, adpq_gemv_q8, adpq_q8_scratch_len,
 };
 pub use quantize::{
-    adpq_grid, adpq_params, adpq_params_preset, adpq_preset, adpq_quantize,
-    adpq_quantize_select, adpq_selection,
+    adpq_grid, adpq_params, adpq_params_preset, adpq_preset, adpq_quantize, adpq_quantize_select,
+    adpq_selection,
 };
 pub use status::{adpq_status, adpq_status_message};
 

@@ -4,7 +4,7 @@ use core::mem::{align_of, size_of};
 
 use adpq_core::{
     bf16, f16, packed_len, quantize_tensor, select_tensor, FormatVersion, Grid, ParamFields,
-    Params, SelectionMode, Selection, Weights,
+    Params, Selection, SelectionMode, Weights,
 };
 
 use crate::adpq_status::{self, *};
@@ -151,9 +151,7 @@ unsafe fn weights<'a>(
     rows: usize,
     cols: usize,
 ) -> Result<Weights<'a>, adpq_status> {
-    let n = rows
-        .checked_mul(cols)
-        .ok_or(ADPQ_STATUS_TENSOR_TOO_LARGE)?;
+    let n = rows.checked_mul(cols).ok_or(ADPQ_STATUS_TENSOR_TOO_LARGE)?;
     // SAFETY (all three): caller contract: `n` readable elements of the dtype at `w`;
     // f16 and bf16 are `repr(transparent)` u16, so any bits are valid.
     Ok(match crate::ops::dtype(dtype)? {

@@ -133,9 +133,7 @@ impl adpq_status {
             ADPQ_STATUS_INVALID_ARGUMENT => {
                 "an argument is out of range (enumeration value or row range)\0"
             }
-            ADPQ_STATUS_INVALID_HANDLE => {
-                "the handle was not filled by a successful adpq call\0"
-            }
+            ADPQ_STATUS_INVALID_HANDLE => "the handle was not filled by a successful adpq call\0",
             ADPQ_STATUS_BACKEND_UNAVAILABLE => "the backend cannot run on this CPU\0",
             ADPQ_STATUS_INVALID_PARAMS => {
                 "invalid quantization parameters (bits, group size, alpha, grid or version)\0"
@@ -154,9 +152,7 @@ impl adpq_status {
             ADPQ_STATUS_NOT_BRACKETED => {
                 "the reference threshold search could not bracket the outlier count\0"
             }
-            ADPQ_STATUS_NOT_REPRESENTABLE => {
-                "a dequantized value does not fit the output dtype\0"
-            }
+            ADPQ_STATUS_NOT_REPRESENTABLE => "a dequantized value does not fit the output dtype\0",
             ADPQ_STATUS_FORMAT_TRUNCATED => "packed buffer truncated\0",
             ADPQ_STATUS_FORMAT_BAD_MAGIC => "not a packed adpq buffer (bad magic)\0",
             ADPQ_STATUS_FORMAT_UNSUPPORTED_VERSION => {

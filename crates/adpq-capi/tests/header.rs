@@ -66,9 +66,25 @@ fn compiles(compiler: &str, args: &[&str], src: &Path) {
 fn header_compiles_as_c11_and_cpp17() {
     let dir = tempfile::tempdir().unwrap();
     let c = dir.path().join("h.c");
-    std::fs::write(&c, "#include \"adpq.h\"\nint main(void) { return (int)adpq_version_number() < 0; }\n").unwrap();
-    compiles("cc", &["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"], &c);
+    std::fs::write(
+        &c,
+        "#include \"adpq.h\"\nint main(void) { return (int)adpq_version_number() < 0; }\n",
+    )
+    .unwrap();
+    compiles(
+        "cc",
+        &["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"],
+        &c,
+    );
     let cpp = dir.path().join("h.cpp");
-    std::fs::write(&cpp, "#include \"adpq.h\"\nint main() { return adpq_version_number() == 0; }\n").unwrap();
-    compiles("c++", &["-std=c++17", "-Wall", "-Wextra", "-Wpedantic", "-Werror"], &cpp);
+    std::fs::write(
+        &cpp,
+        "#include \"adpq.h\"\nint main() { return adpq_version_number() == 0; }\n",
+    )
+    .unwrap();
+    compiles(
+        "c++",
+        &["-std=c++17", "-Wall", "-Wextra", "-Wpedantic", "-Werror"],
+        &cpp,
+    );
 }
