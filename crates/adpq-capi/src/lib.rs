@@ -146,7 +146,7 @@ mod ptr {
         if p.is_null() {
             return Err(ADPQ_STATUS_NULL_POINTER);
         }
-        if (p as usize) % core::mem::align_of::<T>() != 0 {
+        if !(p as usize).is_multiple_of(core::mem::align_of::<T>()) {
             return Err(ADPQ_STATUS_MISALIGNED);
         }
         match len.checked_mul(core::mem::size_of::<T>()) {

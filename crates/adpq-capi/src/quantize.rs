@@ -152,13 +152,15 @@ unsafe fn weights<'a>(
     cols: usize,
 ) -> Result<Weights<'a>, adpq_status> {
     let n = rows.checked_mul(cols).ok_or(ADPQ_STATUS_TENSOR_TOO_LARGE)?;
-    // SAFETY (all three): caller contract: `n` readable elements of the dtype at `w`;
-    // f16 and bf16 are `repr(transparent)` u16, so any bits are valid.
-    Ok(match crate::ops::dtype(dtype)? {
+    let w = match crate::ops::dtype(dtype)? {
+        // SAFETY: caller contract: `n` readable f32 at `w` (alignment checked by slice).
         adpq_core::OutDtype::F32 => Weights::F32(unsafe { ptr::slice(w.cast::<f32>(), n) }?),
+        // SAFETY: as above; f16 is a `repr(transparent)` u16, any bits are valid.
         adpq_core::OutDtype::F16 => Weights::F16(unsafe { ptr::slice(w.cast::<f16>(), n) }?),
+        // SAFETY: as above; bf16 is a `repr(transparent)` u16, any bits are valid.
         adpq_core::OutDtype::Bf16 => Weights::Bf16(unsafe { ptr::slice(w.cast::<bf16>(), n) }?),
-    })
+    };
+    Ok(w)
 }
 
 /// Selects the outliers of the row-major `rows × cols` matrix `weights` (`dtype`:
