@@ -267,7 +267,8 @@ impl QuantizePlan {
             scale_exp: self.info.scale_exp,
             first_row: block.first_row as u64,
         };
-        let (index, sections) = (block.index, block.into_sections(scratch)?);
+        let (index, mut block) = (block.index, block);
+        let sections = block.sections(scratch)?;
         let mut out = RowsOut {
             counts: sections.counts,
             records: sections.records,
@@ -429,7 +430,7 @@ impl<'b> Iterator for Blocks<'_, 'b> {
 
 impl ExactSizeIterator for Blocks<'_, '_> {}
 
-impl<'b> BlockOut<'b> {
+impl BlockOut<'_> {
     /// Index of the block.
     pub fn index(&self) -> usize {
         self.index
@@ -446,20 +447,6 @@ impl<'b> BlockOut<'b> {
     /// [`scratch_len`](Self::scratch_len) bytes, then passed to `stitch` with the block).
     pub fn sections<'s>(&'s mut self, scratch: &'s mut [u8]) -> Result<BlockSections<'s>> {
         let positions = match self.positions.as_deref_mut() {
-            Some(positions) => positions,
-            None => scratch_of(scratch, self.scratch_len)?,
-        };
-        Ok(BlockSections {
-            counts: self.counts,
-            records: self.records,
-            codes: self.codes,
-            positions,
-        })
-    }
-
-    /// [`sections`](Self::sections), consuming the block.
-    fn into_sections(self, scratch: &'b mut [u8]) -> Result<BlockSections<'b>> {
-        let positions = match self.positions {
             Some(positions) => positions,
             None => scratch_of(scratch, self.scratch_len)?,
         };
