@@ -35,9 +35,12 @@ LLD="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/b
 ELF="$OUT/$TARGET/minimal.elf"
 "$LLD" -flavor gnu --gc-sections --entry=adpq_tensor_parse \
     --undefined=adpq_dequantize_rows --undefined=adpq_gemv -o "$ELF" "$LIB"
-# The link must hold no allocator and no std: no __rust_alloc, no std symbol.
-if llvm-nm "$ELF" | grep -E '__rust_alloc|__rdl_alloc|3std' >/dev/null; then
-    echo "capi-embedded: the minimal link pulls an allocator or std" >&2
+# The link must hold no allocator, no std and no unwinding machinery (panic = "abort":
+# a panic ends in the library's non-returning #[panic_handler], nothing can unwind into
+# the C caller).
+if llvm-nm "$ELF" | grep -E '__rust_alloc|__rdl_alloc|3std|_Unwind_|eh_personality' >/dev/null; then
+    echo "capi-embedded: the minimal link pulls an allocator, std or unwinding" >&2
+    llvm-nm "$ELF" | grep -E '__rust_alloc|__rdl_alloc|3std|_Unwind_|eh_personality' >&2
     exit 1
 fi
 echo "capi-embedded: $TARGET static library $(du -k "$LIB" | cut -f1) KiB (before linking)"

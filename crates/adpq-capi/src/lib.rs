@@ -35,8 +35,12 @@
 //!   it (`no_std`, bare metal) the build uses `panic = "abort"`: a panic cannot unwind at
 //!   all and ends in this crate's `#[panic_handler]`, which never returns. Either way no
 //!   unwinding reaches C; besides, every entry point is `extern "C"`, and Rust aborts
-//!   when a panic would unwind out of such a function. The core reports bad input as
-//!   error values and is fuzzed for it, so a panic would be a bug, not a code path.
+//!   when a panic would unwind out of such a function, so a std build with
+//!   `panic = "abort"` (where `catch_unwind` catches nothing) aborts the process: no
+//!   undefined behaviour either. `scripts/capi-embedded.sh` checks that the bare-metal
+//!   link holds no unwinding machinery (`_Unwind_*`, `eh_personality`). The core reports
+//!   bad input as error values and is fuzzed for it (target `capi` drives these entry
+//!   points), so a panic would be a bug, not a code path.
 //! - Thread safety: the library has no global mutable state (CPU detection caches in an
 //!   atomic). A parsed [`adpq_tensor`] is immutable: any number of threads may use it at
 //!   once; parsing into storage that another thread is reading is a data race.
@@ -46,6 +50,8 @@
 #![allow(non_camel_case_types)]
 
 mod handle;
+#[cfg(feature = "std")]
+pub mod harness;
 mod ops;
 mod quantize;
 mod status;
