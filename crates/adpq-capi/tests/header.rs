@@ -88,3 +88,45 @@ fn header_compiles_as_c11_and_cpp17() {
         &cpp,
     );
 }
+
+/// Every function the header declares is defined (exported) by the static library, and
+/// the library exports no `adpq_` function the header lacks.
+#[test]
+fn header_and_static_library_agree() {
+    let header = std::fs::read_to_string(crate_dir().join("include/adpq.h")).unwrap();
+    let mut declared: Vec<String> = header
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with('#') && !l.starts_with("typedef"))
+        .filter_map(|l| {
+            let before = &l[..l.find('(')?];
+            let name = before.rsplit([' ', '*']).next()?;
+            name.starts_with("adpq_").then(|| name.to_string())
+        })
+        .collect();
+    declared.sort();
+    assert!(declared.len() >= 15, "{declared:?}");
+    let exe = std::env::current_exe().unwrap();
+    let lib = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("libadpq_capi.a");
+    let out = Command::new("nm")
+        .args(["-g", "--defined-only"])
+        .arg(&lib)
+        .output()
+        .expect("nm (binutils)");
+    assert!(out.status.success(), "nm {}", lib.display());
+    let mut exported: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, kind, name) = (f.next()?, f.next()?, f.next()?);
+            (kind == "T" && name.starts_with("adpq_")).then(|| name.to_string())
+        })
+        .collect();
+    exported.sort();
+    exported.dedup();
+    assert_eq!(declared, exported);
+}
