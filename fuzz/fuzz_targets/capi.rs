@@ -5,4 +5,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| adpq_capi::harness::entry_points(data));
+fuzz_target!(|data: &[u8]| {
+    adpq_capi::harness::entry_points(data);
+});

@@ -66,8 +66,17 @@ impl Buf {
     }
 }
 
+/// How far one input got: the test asserts that inputs reach the success paths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reached {
+    /// The bytes parsed as a packed tensor.
+    pub parsed: bool,
+    /// A matrix was selected and quantized, and the result parsed.
+    pub quantized: bool,
+}
+
 /// Runs the entry points on `data` (see the module docs).
-pub fn entry_points(data: &[u8]) {
+pub fn entry_points(data: &[u8]) -> Reached {
     let (head, rest) = data.split_at(data.len().min(48));
     let mut a = Args(head);
     let flags = a.u8();
@@ -97,23 +106,57 @@ pub fn entry_points(data: &[u8]) {
     let rows = usize::from(a.u8() % 8) + usize::from(flags & 8 == 0);
     let cols = usize::from(a.u16() % 700);
     let dtype = u32::from(a.u8() % 4);
-    let params = adpq_params {
-        version: u32::from(a.u8() % 4),
-        bits: u32::from(a.u8() % 12),
-        group_size: u32::from(a.u16() % 1100),
-        grid: u32::from(a.u8() % 3),
-        alpha: f64::from(a.u8()) / 400.0,
-        reference_iters: u32::from(a.u8() % 4) * 20 * u32::from(flags & 16 == 16),
+    // Three times in four, parameters and weights the format accepts (so the fuzzer
+    // reaches quantization), else raw values.
+    let sane = flags & 0x60 != 0x60;
+    let params = if sane {
+        let version = 1 + u32::from(a.u8() % 2);
+        adpq_params {
+            version,
+            bits: 2 + u32::from(a.u8() % 7),
+            group_size: 16 + u32::from(a.u16() % 240),
+            grid: if version == 2 {
+                1
+            } else {
+                u32::from(a.u8() % 2)
+            },
+            alpha: f64::from(a.u8()) / 600.0,
+            reference_iters: 100 * u32::from(flags & 16 == 16),
+        }
+    } else {
+        adpq_params {
+            version: u32::from(a.u8() % 4),
+            bits: u32::from(a.u8() % 12),
+            group_size: u32::from(a.u16() % 1100),
+            grid: u32::from(a.u8() % 3),
+            alpha: f64::from(a.u8()) / 400.0,
+            reference_iters: u32::from(a.u8() % 4) * 20 * u32::from(flags & 16 == 16),
+        }
     };
     let esize = if dtype == 0 { 4 } else { 2 };
     let n = rows * cols;
     let mut w = Buf::new(n * esize, a.u8());
-    // Weights from the packed bytes, repeated: whatever bits they hold (NaN included).
     let wp: *mut u8 = w.ptr();
     if !wp.is_null() && !rest.is_empty() {
-        for i in 0..n * esize {
-            // SAFETY: wp points into w.bytes with at least n * esize bytes after it.
-            unsafe { *wp.add(i) = rest[i % rest.len()] };
+        for i in 0..n {
+            // Sane: small values from the bytes; raw: whatever bits they hold (NaN too).
+            let mut e = [0u8; 4];
+            if sane {
+                let v = f32::from(rest[i % rest.len()] as i8) / 64.0;
+                match dtype {
+                    0 => e = v.to_le_bytes(),
+                    1 => e[..2].copy_from_slice(&adpq_core::f16::from_f32(v).to_le_bytes()),
+                    _ => e[..2].copy_from_slice(&adpq_core::bf16::from_f32(v).to_le_bytes()),
+                }
+            } else {
+                for (j, b) in e.iter_mut().enumerate() {
+                    *b = rest[(i * esize + j) % rest.len()];
+                }
+            }
+            for (j, b) in e[..esize].iter().enumerate() {
+                // SAFETY: wp points into w.bytes with at least n * esize bytes after it.
+                unsafe { *wp.add(i * esize + j) = *b };
+            }
         }
     }
     // SAFETY: zeroed storage.
@@ -161,7 +204,15 @@ pub fn entry_points(data: &[u8]) {
             let s = unsafe { adpq_tensor_parse(bytes.as_ptr(), bytes.len(), &mut t2) };
             assert_eq!(s, ADPQ_STATUS_OK, "what adpq_quantize writes parses");
             operations(&t2, &mut a, true);
+            return Reached {
+                parsed,
+                quantized: true,
+            };
         }
+    }
+    Reached {
+        parsed,
+        quantized: false,
     }
 }
 

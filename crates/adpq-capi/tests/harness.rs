@@ -2,7 +2,7 @@
 //! packed-format seeds and on pseudo-random argument bytes: every call answers with a
 //! known status (the harness asserts it), and what adpq_quantize writes parses.
 
-use adpq_capi::harness::entry_points;
+use adpq_capi::harness::{entry_points, Reached};
 
 #[test]
 fn seeds_and_random_arguments_get_statuses() {
@@ -11,6 +11,8 @@ fn seeds_and_random_arguments_get_statuses() {
         "/../../fuzz/seeds/decode_finite"
     );
     let mut n = 0;
+    let mut reached = Reached::default();
+    let mut quantized = 0;
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move || {
         state ^= state << 13;
@@ -25,13 +27,22 @@ fn seeds_and_random_arguments_get_statuses() {
             // the first flag bit says so).
             let mut data: Vec<u8> = (0..48).map(|_| next() as u8).collect();
             data.extend_from_slice(&packed);
-            entry_points(&data);
-            data[0] |= 1;
-            entry_points(&data);
-            n += 2;
+            for flag in [0, 1] {
+                data[0] = data[0] & !1 | flag;
+                let r = entry_points(&data);
+                reached.parsed |= r.parsed;
+                quantized += usize::from(r.quantized);
+                n += 1;
+            }
         }
     }
     assert!(n >= 200, "{n} inputs");
+    assert!(reached.parsed, "no seed parsed");
+    assert!(
+        quantized > 0,
+        "no input reached adpq_quantize's success path"
+    );
+    eprintln!("harness: {n} inputs, {quantized} quantized");
     // Short and empty inputs too.
     for len in 0..64 {
         let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
