@@ -197,3 +197,44 @@ uint16_t adpq_host_f16_from_f32(float x) { return adpq_f16_from_f32(x); }
 
 /* f16 bits -> f32 as the kernels widen. */
 float adpq_host_f16_to_f32(uint16_t h) { return adpq_f16_to_f32(h); }
+
+/* The int8-activation dot product of packed row r (q: cols int8 values; scales and sums
+ * per group), groups in order (the oracle's sum). */
+float adpq_host_dot_row_q8(const adpq_host_job *job, uint32_t cols, const uint8_t *records,
+                           const uint8_t *codes, const uint8_t *positions,
+                           uint64_t positions_len, const uint32_t *offsets, uint32_t r,
+                           const int8_t *q, const float *scales, const int32_t *sums) {
+    host_packed t = {fmt_of(job), cols, records, codes, positions, offsets, positions_len};
+    adpq_u32 g = (adpq_u32)t.fp.group_size, groups = (cols + g - 1) / g;
+    adpq_u64 first = offsets[r];
+    float acc = 0.0f;
+    for (adpq_u32 gi = 0; gi < groups; gi++) {
+        adpq_packed_group p = group_at(&t, r, gi, first);
+        adpq_dot_group_q8(&p, &t.fp, job->scale_exp, adpq_u2f(job->threshold_bits),
+                          (const signed char *)q + p.col0, scales[gi], sums[gi], &acc);
+        first += adpq_group_count(p.row_records, gi, &t.fp);
+    }
+    return acc;
+}
+
+/* Error sums of rows × cols weights against their dequantized values `deq`, plus RTN at
+ * `bits` and `group_size`: per-group sums (the error kernel's job) added in row-major
+ * group order. out = [signal, adpq, rtn]. */
+void adpq_host_error_sums(const void *w, int32_t dtype, const float *deq, uint32_t rows,
+                          uint32_t cols, int32_t bits, uint32_t group_size, double *out) {
+    out[0] = out[1] = out[2] = 0.0;
+    for (adpq_u32 r = 0; r < rows; r++) {
+        for (adpq_u32 c0 = 0; c0 < cols; c0 += group_size) {
+            adpq_src s = {w, dtype, (adpq_u64)r * cols + c0,
+                          cols - c0 < group_size ? cols - c0 : group_size};
+            double gs[3];
+            adpq_rtn_group_sums(&s, deq + s.start, bits, gs);
+            out[0] += gs[0];
+            out[1] += gs[1];
+            out[2] += gs[2];
+        }
+    }
+}
+
+/* f32 -> bf16 bits as the kernels round. */
+uint16_t adpq_host_bf16_from_f32(float x) { return adpq_bf16_from_f32(x); }

@@ -120,6 +120,17 @@ ADPQ_HD float adpq_f16_to_f32(adpq_u16 h) {
     return adpq_u2f(sign | ((exp + 112u) << 23) | (man << 13));
 }
 
+/* f32 -> bf16 bits, round to nearest even (half's bf16::from_f32); NaN stays NaN. */
+ADPQ_HD adpq_u16 adpq_bf16_from_f32(float f) {
+    adpq_u32 x = adpq_f2u(f);
+    if ((x & 0x7FFFFFFFu) > 0x7F800000u) return (adpq_u16)((x >> 16) | 0x0040u);
+    adpq_u32 round_bit = 0x00008000u;
+    if ((x & round_bit) != 0 && (x & (3u * round_bit - 1u)) != 0) {
+        return (adpq_u16)((x >> 16) + 1u);
+    }
+    return (adpq_u16)(x >> 16);
+}
+
 /* 2^e for e in -126..=127 (quant.rs pow2). */
 ADPQ_HD float adpq_pow2(adpq_i32 e) {
     return adpq_u2f(((adpq_u32)(e + 127)) << 23);
@@ -816,6 +827,97 @@ ADPQ_HD void adpq_dot_group(const adpq_packed_group *p, const adpq_fmt *fp, adpq
         if (i < p->n) {
             adpq_u32 c = adpq_code_at(p->row_codes, p->col0 + i, fp->bits, p->row_code_bytes);
             *acc += x[i] * (adpq_grid1_decode(&gout, c) - adpq_grid1_decode(&gin, c));
+        }
+    }
+}
+
+/* A group's share of a dot product with int8 activations q[0..n] (group scale sx, sum of
+ * the group's q qsum), in the order of dot_row_q8_ref (v1) and scalar_v2::dot_row_q8. */
+ADPQ_HD void adpq_dot_group_q8(const adpq_packed_group *p, const adpq_fmt *fp, adpq_i32 scale_exp,
+                               float threshold, const signed char *q, float sx, adpq_i32 qsum,
+                               float *acc) {
+    adpq_u32 pbits = adpq_position_bits(fp);
+    adpq_i32 isum = 0;
+    for (adpq_u32 i = 0; i < p->n; i++) {
+        isum += (adpq_i32)adpq_code_at(p->row_codes, p->col0 + i, fp->bits, p->row_code_bytes) *
+                (adpq_i32)q[i];
+    }
+    float corr = 0.0f;
+    if (fp->version == 2) {
+        adpq_units u = adpq_v2_get_units(p->row_records, scale_exp, threshold);
+        const adpq_u8 *rec = p->row_records + 6u + 3u * p->gi;
+        adpq_grid2 g = adpq_grid2_new(rec[0], rec[1], &u);
+        for (adpq_u32 k = 0; k < rec[2]; k++) {
+            adpq_u32 i = adpq_position_at(p, p->first_outlier + k, pbits);
+            if (i < p->n) {
+                adpq_u32 c = adpq_code_at(p->row_codes, p->col0 + i, fp->bits, p->row_code_bytes);
+                corr += (sx * (float)q[i]) *
+                        (adpq_v2_outlier(&u, c, fp->bits) - adpq_grid2_decode(&g, c));
+            }
+        }
+        *acc += ((sx * g.step) * (float)isum + (sx * g.min) * (float)qsum) + corr;
+        return;
+    }
+    adpq_grid1 gin, gout;
+    adpq_u32 count;
+    adpq_v1_get_record(p->row_records + (adpq_u64)p->gi * adpq_record_bytes(fp), fp, scale_exp,
+                       &gin, &gout, &count);
+    adpq_i32 dense = isum - gin.offset * qsum;
+    for (adpq_u32 k = 0; k < count; k++) {
+        adpq_u32 i = adpq_position_at(p, p->first_outlier + k, pbits);
+        if (i < p->n) {
+            adpq_u32 c = adpq_code_at(p->row_codes, p->col0 + i, fp->bits, p->row_code_bytes);
+            corr += (sx * (float)q[i]) * (adpq_grid1_decode(&gout, c) - adpq_grid1_decode(&gin, c));
+        }
+    }
+    *acc += (sx * gin.step) * (float)dense + corr;
+}
+
+/* ---- error statistics (adpq-engine rtn.rs group_sums) ------------------------------ */
+
+/* [Σw², Σ(w − ŵ)², Σ(w − rtn(w))²] of one group (w the weights, d the dequantized
+ * values), in f64: full chunks of 8 into 8 lanes each summed in order, then the tail. */
+ADPQ_HD void adpq_rtn_group_sums(const adpq_src *s, const float *d, adpq_i32 bits, double *out) {
+    float qmax = (float)((1 << (bits - 1)) - 1);
+    float max = 0.0f;
+    for (adpq_u32 i = 0; i < s->n; i++) {
+        max = adpq_maxf(max, adpq_u2f(adpq_f2u(adpq_src_at(s, i)) & 0x7FFFFFFFu));
+    }
+    float step = 0.0f, inv = 0.0f;
+    if (max > 0.0f) {
+        step = max / qmax;
+        inv = qmax / max;
+    }
+    double acc[3][8];
+    for (int k = 0; k < 3; k++)
+        for (int l = 0; l < 8; l++) acc[k][l] = 0.0;
+    adpq_u32 full = s->n / 8u * 8u;
+    for (adpq_u32 i = 0; i < s->n; i++) {
+        float v = adpq_src_at(s, i);
+        float x = adpq_clampf(v * inv, -qmax, qmax);
+        float q = adpq_rte(x) * step;
+        double dv = (double)v, dd = (double)d[i], dq = (double)q;
+        double e0 = dv * dv, e1 = (dv - dd) * (dv - dd), e2 = (dv - dq) * (dv - dq);
+        if (i < full) {
+            acc[0][i & 7u] += e0;
+            acc[1][i & 7u] += e1;
+            acc[2][i & 7u] += e2;
+        } else {
+            if (i == full) {
+                for (int k = 0; k < 3; k++) {
+                    out[k] = 0.0;
+                    for (int l = 0; l < 8; l++) out[k] += acc[k][l];
+                }
+            }
+            out[0] += e0;
+            out[1] += e1;
+            out[2] += e2;
+        }
+    }
+    if (full == s->n) {
+        for (int k = 0; k < 3; k++) {
+            out[k] = 0.0;
+            for (int l = 0; l < 8; l++) out[k] += acc[k][l];
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::ffi::c_void;
 
-use adpq_core::{FormatParams, FormatVersion, Grid, PackedTensor, Weights};
+use adpq_core::{FormatParams, FormatVersion, Grid, PackedTensor, Q8Activations, Weights};
 
 /// The C side's `adpq_host_job`.
 #[repr(C)]
@@ -55,6 +55,30 @@ extern "C" {
         r: u32,
         x: *const f32,
     ) -> f32;
+    fn adpq_host_dot_row_q8(
+        job: *const CJob,
+        cols: u32,
+        records: *const u8,
+        codes: *const u8,
+        positions: *const u8,
+        positions_len: u64,
+        offsets: *const u32,
+        r: u32,
+        q: *const i8,
+        scales: *const f32,
+        sums: *const i32,
+    ) -> f32;
+    fn adpq_host_error_sums(
+        w: *const c_void,
+        dtype: i32,
+        deq: *const f32,
+        rows: u32,
+        cols: u32,
+        bits: i32,
+        group_size: u32,
+        out: *mut f64,
+    );
+    fn adpq_host_bf16_from_f32(x: f32) -> u16;
     fn adpq_host_f16_from_f32(x: f32) -> u16;
     fn adpq_host_f16_to_f32(h: u16) -> f32;
 }
@@ -140,11 +164,7 @@ pub fn quantize(
     let mut codes = vec![0u8; rows * row_codes];
     let pos_len = (n_outliers * u64::from(fp.position_bits())).div_ceil(8);
     let mut positions = vec![0u8; usize::try_from(pos_len).map_err(|_| HostError::Invalid)?];
-    let (ptr, dtype) = match w {
-        Weights::F32(s) => (s.as_ptr().cast::<c_void>(), 0),
-        Weights::F16(s) => (s.as_ptr().cast::<c_void>(), 1),
-        Weights::Bf16(s) => (s.as_ptr().cast::<c_void>(), 2),
-    };
+    let (ptr, dtype) = raw(w);
     let c = job.c();
     let mut bad = 0u64;
     // SAFETY: `ptr` points at `rows · cols` elements of the type `dtype` names; the
@@ -181,6 +201,15 @@ pub fn quantize(
             positions,
             n_outliers: n as u64,
         }),
+    }
+}
+
+/// The pointer and C storage code of weights.
+fn raw(w: Weights<'_>) -> (*const c_void, i32) {
+    match w {
+        Weights::F32(s) => (s.as_ptr().cast::<c_void>(), 0),
+        Weights::F16(s) => (s.as_ptr().cast::<c_void>(), 1),
+        Weights::Bf16(s) => (s.as_ptr().cast::<c_void>(), 2),
     }
 }
 
@@ -274,6 +303,83 @@ pub fn dot_row(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> f32 {
             x.as_ptr(),
         )
     }
+}
+
+/// The int8-activation dot product of row `r` of a parsed packed tensor, in the order
+/// of the core's `dot_row_q8_ref`.
+///
+/// # Panics
+/// When `r` is not a row of `t` or `a` does not fit `t`.
+pub fn dot_row_q8(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> f32 {
+    assert!(r < t.rows(), "row {r} out of range");
+    let groups = t.cols().div_ceil(usize::from(t.params().group_size));
+    assert!(
+        a.group_size() == t.params().group_size
+            && a.q().len() == t.cols()
+            && a.scales().len() == groups
+            && a.sums().len() == groups,
+        "activations do not fit the tensor"
+    );
+    let p = sections(t);
+    // SAFETY: as in `dequantize_row`; `a` was checked against `t` above: `cols` values
+    // and one scale and sum per group.
+    unsafe {
+        adpq_host_dot_row_q8(
+            &p.job,
+            p.cols,
+            p.records.as_ptr(),
+            p.codes.as_ptr(),
+            p.positions.as_ptr(),
+            p.positions.len() as u64,
+            p.offsets.as_ptr(),
+            r as u32,
+            a.q().as_ptr(),
+            a.scales().as_ptr(),
+            a.sums().as_ptr(),
+        )
+    }
+}
+
+/// `[Σw², Σ(w − ŵ)², Σ(w − rtn(w))²]` of whole rows as the error kernel computes them per
+/// group, added in row-major group order.
+///
+/// # Panics
+/// When `deq` and `w` differ in length, or it is not `rows · cols` with `cols` a whole
+/// number of columns, or the bits or group size are out of range.
+pub fn error_sums(
+    w: Weights<'_>,
+    deq: &[f32],
+    cols: usize,
+    bits: u8,
+    group_size: usize,
+) -> [f64; 3] {
+    assert!(
+        w.len() == deq.len() && cols > 0 && deq.len() % cols == 0 && deq.len() <= u32::MAX as usize,
+        "shape"
+    );
+    assert!((2..=8).contains(&bits) && group_size > 0 && group_size <= u32::MAX as usize);
+    let (ptr, dtype) = raw(w);
+    let mut out = [0f64; 3];
+    // SAFETY: `w` and `deq` hold `rows · cols` values (checked above); `out` holds 3.
+    unsafe {
+        adpq_host_error_sums(
+            ptr,
+            dtype,
+            deq.as_ptr(),
+            (deq.len() / cols) as u32,
+            cols as u32,
+            i32::from(bits),
+            group_size as u32,
+            out.as_mut_ptr(),
+        )
+    };
+    out
+}
+
+/// f32 to bf16 bits as the kernels round.
+pub fn bf16_from_f32(x: f32) -> u16 {
+    // SAFETY: a pure function of its argument.
+    unsafe { adpq_host_bf16_from_f32(x) }
 }
 
 /// f32 to f16 bits as the kernels round.

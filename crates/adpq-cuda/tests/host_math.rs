@@ -3,11 +3,14 @@
 //! products, on random tensors (ties, hot channels, heavy tails, f16/bf16) and real
 //! checkpoints.
 
+use adpq_core::kernels::dot_row_q8_ref;
 use adpq_core::quant::scale_exponent;
 use adpq_core::{
-    bf16, f16, packed_len, CpuKernels, FormatVersion, Grid, PackedTensor, Params, Scalar, Weights,
+    bf16, f16, packed_len, CpuKernels, FormatVersion, Grid, PackedTensor, Params, Q8Activations,
+    Scalar, Weights,
 };
 use adpq_cuda::host::{self, HostJob};
+use adpq_engine::rtn::row_error_sums;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +90,9 @@ fn check(w: Weights<'_>, rows: usize, cols: usize, params: &Params) -> bool {
     assert_eq!(got.positions, &buf[positions_at..], "positions");
 
     let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
+    let groups = cols.div_ceil(usize::from(fp.group_size));
+    let (mut q, mut scales, mut sums) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
+    let a = Q8Activations::quantize(&x, fp.group_size, &mut q, &mut scales, &mut sums).unwrap();
     let mut want = vec![0f32; cols];
     for r in 0..rows {
         Scalar.dequantize_rows(&t, r, &mut want).unwrap();
@@ -102,7 +108,21 @@ fn check(w: Weights<'_>, rows: usize, cols: usize, params: &Params) -> bool {
             Scalar.dot_row(&t, r, &x).unwrap().to_bits(),
             "dot row {r}"
         );
+        let q8 = host::dot_row_q8(&t, r, &a);
+        let want = dot_row_q8_ref(&t, r, &a).unwrap();
+        assert_eq!(q8.to_bits(), want.to_bits(), "q8 dot row {r}");
     }
+    // Error sums: the error kernel's per-group sums, added in order, equal the engine's
+    // row_error_sums bit for bit.
+    let mut deq = vec![0f32; rows * cols];
+    Scalar.dequantize_rows(&t, 0, &mut deq).unwrap();
+    let want = row_error_sums(w, &deq, cols, fp.bits, usize::from(fp.group_size));
+    let got = host::error_sums(w, &deq, cols, fp.bits, usize::from(fp.group_size));
+    assert_eq!(
+        got.map(f64::to_bits),
+        [want.signal, want.adpq, want.rtn].map(f64::to_bits),
+        "error sums"
+    );
     true
 }
 
@@ -255,6 +275,7 @@ proptest! {
         let x = f32::from_bits(bits);
         if !x.is_nan() {
             prop_assert_eq!(host::f16_from_f32(x), f16::from_f32(x).to_bits());
+            prop_assert_eq!(host::bf16_from_f32(x), bf16::from_f32(x).to_bits());
         }
         let wide = f16::from_bits(h).to_f32();
         if !wide.is_nan() {
