@@ -354,7 +354,10 @@ pub fn error_sums(
     group_size: usize,
 ) -> [f64; 3] {
     assert!(
-        w.len() == deq.len() && cols > 0 && deq.len() % cols == 0 && deq.len() <= u32::MAX as usize,
+        w.len() == deq.len()
+            && cols > 0
+            && deq.len().is_multiple_of(cols)
+            && deq.len() <= u32::MAX as usize,
         "shape"
     );
     assert!((2..=8).contains(&bits) && group_size > 0 && group_size <= u32::MAX as usize);
