@@ -53,6 +53,7 @@ mod bits;
 pub mod error;
 pub mod format;
 pub mod kernels;
+pub mod narrow;
 pub mod params;
 mod plan;
 pub mod quant;
@@ -67,6 +68,7 @@ pub use format::{packed_len, Layout, PackedTensor, RowGroup};
 pub use kernels::{
     AnyKernels, Avx2, CpuKernels, KernelChoiceError, Neon, Q8Activations, Quantized, Scalar,
 };
+pub use narrow::OutDtype;
 pub use params::{FormatParams, FormatVersion, Grid, Params, SelectionMode};
 pub use plan::{BlockDone, BlockOut, Blocks, QuantizePlan};
 pub use select::{select_outliers, KernelScan, Selection, TensorScan};

@@ -2,11 +2,11 @@
 //! rayon pool (the caller picks the thread count with `ThreadPool::install`).
 
 use adpq_core::{
-    CpuKernels, Error as CoreError, PackedTensor, Params, Quantized, Selection, Weights,
+    CpuKernels, Error as CoreError, OutDtype, PackedTensor, Params, Quantized, Selection, Weights,
 };
 use rayon::prelude::*;
 
-use crate::driver::{Driver, OutDtype, BLOCK_ELEMS};
+use crate::driver::{Driver, BLOCK_ELEMS};
 use crate::rtn::ErrorSums;
 use crate::{Engine, EngineResult};
 
@@ -96,7 +96,7 @@ impl<K: CpuKernels> Engine for CpuEngine<K> {
         dtype: OutDtype,
         out: &mut [u8],
     ) -> EngineResult<()> {
-        crate::narrow::dequantize_checked(self.driver.backend(), packed, dtype, out)
+        Ok(self.driver.dequantize(packed, dtype, out)?)
     }
 
     fn gemv(&self, packed: &PackedTensor<'_>, x: &[f32], y: &mut [f32]) -> EngineResult<()> {
