@@ -12,9 +12,11 @@
 //!   the CPU.
 #![deny(missing_docs)]
 
+mod engine;
 mod error;
 pub mod ptx;
 
+pub use engine::{driver_present, CudaDense, CudaEngine, CudaPacked};
 pub use error::CudaError;
 
 #[cfg(feature = "host-math")]
