@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::narrow::OutDtype;
+use crate::dtype::OutDtype;
 
 /// Everything that can go wrong in the core.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -145,14 +145,20 @@ mod tests {
         let (rows, cols) = (70, 1000);
         let w = weights(rows, cols);
         let params = Params::DEFAULT;
-        let sel_ref = Scalar
-            .select(Weights::F32(&w), rows, cols, &params)
-            .unwrap();
+        let sel_ref =
+            adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &params).unwrap();
         let mut expect =
             vec![0u8; packed_len(rows, cols, params.format(), sel_ref.n_outliers).unwrap()];
-        Scalar
-            .quantize(Weights::F32(&w), rows, cols, &params, &sel_ref, &mut expect)
-            .unwrap();
+        adpq_core::quantize_tensor(
+            &Scalar,
+            Weights::F32(&w),
+            rows,
+            cols,
+            &params,
+            &sel_ref,
+            &mut expect,
+        )
+        .unwrap();
 
         let engine = CpuEngine::new(Scalar);
         assert_eq!(engine.name(), "scalar");

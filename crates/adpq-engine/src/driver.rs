@@ -4,7 +4,7 @@
 //! Determinism: the split depends only on the tensor's shape (never on the thread count),
 //! histograms are integer sums, the first rejected weight is the one with the smallest
 //! index, and row blocks are stitched in row order. The packed output is therefore
-//! byte-identical to the single-threaded [`CpuKernels::quantize`] whatever the pool size
+//! byte-identical to the single-threaded [`adpq_core::quantize_tensor`] whatever the pool size
 //! (tested below), and so are the error sums.
 
 use adpq_core::select::{BadValue, HistogramPass, RangeScan, TensorScan, HIST_BINS};
@@ -65,7 +65,7 @@ impl<B: CpuKernels> Driver<B> {
     }
 
     /// Selects the outliers of a `rows × cols` tensor; the same result as
-    /// [`CpuKernels::select`], computed over chunks in parallel.
+    /// [`adpq_core::select_tensor`], computed over chunks in parallel.
     pub(crate) fn select(
         &self,
         w: Weights<'_>,
@@ -202,8 +202,8 @@ impl<B: CpuKernels> Driver<B> {
     }
 
     /// Quantizes a tensor with a selection made by [`Driver::select`] (or
-    /// [`CpuKernels::select`]) into `out`, exactly [`adpq_core::packed_len`] bytes. Row blocks
-    /// run in parallel; the bytes equal those of [`CpuKernels::quantize`].
+    /// [`adpq_core::select_tensor`]) into `out`, exactly [`adpq_core::packed_len`] bytes. Row blocks
+    /// run in parallel; the bytes equal those of [`adpq_core::quantize_tensor`].
     pub(crate) fn quantize(
         &self,
         w: Weights<'_>,
@@ -429,11 +429,9 @@ mod tests {
         cols: usize,
         params: &Params,
     ) -> (Selection, Vec<u8>) {
-        let sel = Scalar.select(w, rows, cols, params).unwrap();
+        let sel = adpq_core::select_tensor(&Scalar, w, rows, cols, params).unwrap();
         let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
-        Scalar
-            .quantize(w, rows, cols, params, &sel, &mut buf)
-            .unwrap();
+        adpq_core::quantize_tensor(&Scalar, w, rows, cols, params, &sel, &mut buf).unwrap();
         (sel, buf)
     }
 
@@ -537,8 +535,7 @@ mod tests {
                 _ => (i % 7) as f32 * 0.01,
             })
             .collect();
-        let sel = Scalar
-            .select(Weights::F32(&w), rows, cols, &Params::DEFAULT)
+        let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &Params::DEFAULT)
             .unwrap();
         assert!(!sel.is_row_independent(), "the test needs a partial tie");
         check_identical(Weights::F32(&w), rows, cols, &Params::DEFAULT);

@@ -22,7 +22,7 @@
 //! Implement [`Engine`]: `load` turns borrowed host weights into the engine's dense
 //! tensor (an upload, for a device), `load_packed` does the same for a packed buffer,
 //! and the other methods work on those. The packed bytes must equal
-//! [`adpq_core::CpuKernels::quantize`]'s for the same selection; the pipeline in the
+//! [`adpq_core::quantize_tensor`]'s for the same selection; the pipeline in the
 //! `adpq` binary is generic over `Engine` and needs nothing else.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -70,8 +70,8 @@ pub type EngineResult<T> = Result<T, EngineError>;
 /// run on it. Every method takes `&self`: an engine is shared, not mutated, by a run.
 ///
 /// Contract: for the same weights, parameters and selection, `quantize` writes the bytes
-/// of [`adpq_core::CpuKernels::quantize`] (the scalar kernels are the oracle), and
-/// `select` returns the selection of [`adpq_core::CpuKernels::select`].
+/// of [`adpq_core::quantize_tensor`] (the scalar kernels are the oracle), and
+/// `select` returns the selection of [`adpq_core::select_tensor`].
 ///
 /// Why associated types rather than host slices everywhere: the dense and packed types
 /// are where an engine keeps a tensor between calls (for the CPU, borrowed host slices,
