@@ -4,6 +4,7 @@
 
 use std::ffi::c_void;
 
+use crate::Sections;
 use adpq_core::{FormatParams, FormatVersion, Grid, PackedTensor, Q8Activations, Weights};
 
 /// The C side's `adpq_host_job`.
@@ -113,21 +114,6 @@ impl HostJob {
     }
 }
 
-/// The sections of a packed buffer as the device arithmetic fills them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostSections {
-    /// Outliers per row.
-    pub row_counts: Vec<u32>,
-    /// The records section.
-    pub records: Vec<u8>,
-    /// The codes section.
-    pub codes: Vec<u8>,
-    /// The position stream.
-    pub positions: Vec<u8>,
-    /// Outliers in the tensor.
-    pub n_outliers: u64,
-}
-
 /// Why the host build of the device arithmetic refused a tensor.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum HostError {
@@ -147,7 +133,7 @@ pub fn quantize(
     cols: usize,
     job: &HostJob,
     n_outliers: u64,
-) -> Result<HostSections, HostError> {
+) -> Result<Sections, HostError> {
     let fp = job.format;
     if fp.validate().is_err()
         || rows == 0
@@ -191,7 +177,7 @@ pub fn quantize(
         -1 => Err(HostError::Rejected(bad)),
         -2 => Err(HostError::PositionsFull),
         n if n < 0 => Err(HostError::Invalid),
-        n => Ok(HostSections {
+        _ => Ok(Sections {
             row_counts: counts
                 .chunks_exact(4)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -199,7 +185,6 @@ pub fn quantize(
             records,
             codes,
             positions,
-            n_outliers: n as u64,
         }),
     }
 }
@@ -224,13 +209,10 @@ struct Packed<'a> {
 }
 
 fn sections<'a>(t: &PackedTensor<'a>) -> Packed<'a> {
-    let (rows, cols, fp) = (t.rows(), t.cols(), t.params());
+    let (cols, fp, l) = (t.cols(), t.params(), t.layout());
     let b = t.as_bytes();
-    // docs/FORMAT.md: header, rows + 1 offsets, records, codes, positions.
-    let offsets_at = 64;
-    let records_at = offsets_at + 4 * (rows + 1);
-    let codes_at = records_at + rows * fp.row_record_bytes(cols);
-    let positions_at = codes_at + rows * (cols * usize::from(fp.bits)).div_ceil(8);
+    let (offsets_at, records_at) = (l.offsets_at(), l.records_at());
+    let (codes_at, positions_at) = (l.codes_at(), l.positions_at());
     let info = t.info();
     Packed {
         job: HostJob {

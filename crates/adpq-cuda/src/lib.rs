@@ -15,9 +15,11 @@
 mod engine;
 mod error;
 pub mod ptx;
+mod sections;
 
 pub use engine::{driver_present, CudaDense, CudaEngine, CudaPacked};
 pub use error::CudaError;
+pub use sections::Sections;
 
 #[cfg(feature = "host-math")]
 #[doc(hidden)]

@@ -6,8 +6,8 @@
 use adpq_core::kernels::dot_row_q8_ref;
 use adpq_core::quant::scale_exponent;
 use adpq_core::{
-    bf16, f16, packed_len, CpuKernels, FormatVersion, Grid, PackedTensor, Params, Q8Activations,
-    Scalar, Weights,
+    bf16, f16, packed_len, quantize_tensor, select_tensor, CpuKernels, FormatVersion, Grid,
+    PackedTensor, Params, Q8Activations, Scalar, Weights,
 };
 use adpq_cuda::host::{self, HostJob};
 use adpq_engine::rtn::row_error_sums;
@@ -54,16 +54,14 @@ impl Input {
 /// oracle refuses the tensor as too small to quantize (every weight below 2^-100); any
 /// other refusal fails.
 fn check(w: Weights<'_>, rows: usize, cols: usize, params: &Params) -> bool {
-    let sel = match Scalar.select(w, rows, cols, params) {
+    let sel = match select_tensor(&Scalar, w, rows, cols, params) {
         Ok(sel) => sel,
         Err(adpq_core::Error::TooSmall { .. }) => return false,
         Err(e) => panic!("the oracle refused the tensor: {e}"),
     };
     let fp = params.format();
     let mut buf = vec![0u8; packed_len(rows, cols, fp, sel.n_outliers).unwrap()];
-    Scalar
-        .quantize(w, rows, cols, params, &sel, &mut buf)
-        .unwrap();
+    quantize_tensor(&Scalar, w, rows, cols, params, &sel, &mut buf).unwrap();
     let t = PackedTensor::parse(&buf).unwrap();
     let job = HostJob {
         format: fp,
@@ -74,20 +72,23 @@ fn check(w: Weights<'_>, rows: usize, cols: usize, params: &Params) -> bool {
     assert_eq!(job.scale_exp, t.info().scale_exp, "scale exponent");
     let got = host::quantize(w, rows, cols, &job, sel.n_outliers).unwrap();
 
-    // The oracle's sections (docs/FORMAT.md).
-    let records_at = 64 + 4 * (rows + 1);
-    let codes_at = records_at + rows * fp.row_record_bytes(cols);
-    let positions_at = codes_at + rows * (cols * usize::from(fp.bits)).div_ceil(8);
-    let offsets: Vec<u32> = buf[64..records_at]
+    // The oracle's sections.
+    let l = t.layout();
+    let (records_at, codes_at, positions_at) = (l.records_at(), l.codes_at(), l.positions_at());
+    let offsets: Vec<u32> = buf[l.offsets_at()..records_at]
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     let counts: Vec<u32> = offsets.windows(2).map(|o| o[1] - o[0]).collect();
-    assert_eq!(got.n_outliers, sel.n_outliers, "outliers");
+    assert_eq!(got.n_outliers(), sel.n_outliers, "outliers");
     assert_eq!(got.row_counts, counts, "row counts");
     assert_eq!(got.records, &buf[records_at..codes_at], "records");
     assert_eq!(got.codes, &buf[codes_at..positions_at], "codes");
     assert_eq!(got.positions, &buf[positions_at..], "positions");
+    // Through the core's write path, the same buffer.
+    let mut written = vec![0u8; buf.len()];
+    got.write(rows, cols, params, &sel, &mut written).unwrap();
+    assert!(written == buf, "the written buffer differs");
 
     let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
     let groups = cols.div_ceil(usize::from(fp.group_size));
@@ -328,9 +329,7 @@ fn partial_ties_cross_groups_and_rows() {
             .unwrap()
             .with_version(FormatVersion::V2),
     ] {
-        let sel = Scalar
-            .select(Weights::F32(&v), rows, cols, &params)
-            .unwrap();
+        let sel = select_tensor(&Scalar, Weights::F32(&v), rows, cols, &params).unwrap();
         assert!(!sel.is_row_independent(), "the data must split the ties");
         assert!(check(Weights::F32(&v), rows, cols, &params));
     }

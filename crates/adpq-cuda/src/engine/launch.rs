@@ -7,6 +7,8 @@ use adpq_core::{FormatVersion, Grid, PackedTensor, Params, Selection};
 use adpq_engine::{EngineError, EngineResult};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
+use crate::Sections;
+
 use super::{dev, CudaDense, CudaEngine, CudaPacked, DeviceWeights};
 
 /// `adpq_job` of quantize.cu.
@@ -109,16 +111,6 @@ fn words(bytes: usize) -> usize {
     bytes.div_ceil(4).max(1) * 4
 }
 
-/// What the quantize kernels wrote, downloaded.
-#[derive(Debug)]
-pub(crate) struct Sections {
-    pub(crate) row_counts: Vec<u32>,
-    pub(crate) records: Vec<u8>,
-    pub(crate) codes: Vec<u8>,
-    pub(crate) positions: Vec<u8>,
-    pub(crate) n_outliers: u64,
-}
-
 /// Runs quantize.cu's launches on a resident tensor (see its header for the sequence).
 pub(crate) fn quantize(e: &CudaEngine, t: &CudaDense, job: &QuantJob) -> EngineResult<Sections> {
     let s = e.stream();
@@ -159,7 +151,8 @@ pub(crate) fn quantize(e: &CudaEngine, t: &CudaDense, job: &QuantJob) -> EngineR
         // SAFETY: the arguments are adpq_group_ties's parameters in order: the weights
         // (rows · cols elements of `dtype`), the shape, the group size, the threshold,
         // `ties` (one u64 per group) and the flag (one u64).
-        launched("group ties", unsafe { b.launch(cfg(n_groups)) }.map(|_| ()))?;
+        let launch = unsafe { b.launch(cfg(n_groups)) };
+        launched("group ties", launch.map(|_| ()))?;
     }
     let bad = dev("download flag", s.clone_dtoh(&first_bad))?[0];
     if bad != u64::MAX {
@@ -182,7 +175,8 @@ pub(crate) fn quantize(e: &CudaEngine, t: &CudaDense, job: &QuantJob) -> EngineR
             .arg(&mut extents);
         // SAFETY: adpq_v2_extents's parameters in order; `ties` holds the scanned tie
         // counts (n_groups + 1), `extents` three f32 per group.
-        launched("v2 extents", unsafe { b.launch(cfg(n_groups)) }.map(|_| ()))?;
+        let launch = unsafe { b.launch(cfg(n_groups)) };
+        launched("v2 extents", launch.map(|_| ()))?;
         let mut b = s.launch_builder(&k.v2_units);
         b.arg(&rows)
             .arg(&cols)
@@ -191,10 +185,8 @@ pub(crate) fn quantize(e: &CudaEngine, t: &CudaDense, job: &QuantJob) -> EngineR
             .arg(&mut records);
         // SAFETY: adpq_v2_units's parameters in order; `records` holds rows ·
         // row_record_bytes bytes (rounded up to words).
-        launched(
-            "v2 units",
-            unsafe { b.launch(cfg(u64::from(rows))) }.map(|_| ()),
-        )?;
+        let launch = unsafe { b.launch(cfg(u64::from(rows))) };
+        launched("v2 units", launch.map(|_| ()))?;
     }
     let mut codes = dev("allocate codes", s.alloc_zeros::<u8>(words(code_len)))?;
     let mut counts = alloc_u64(n_groups as usize + 1)?;
@@ -205,10 +197,8 @@ pub(crate) fn quantize(e: &CudaEngine, t: &CudaDense, job: &QuantJob) -> EngineR
         b.arg(&mut records).arg(&mut codes).arg(&mut counts);
         // SAFETY: adpq_quantize_groups's parameters in order; records and codes are the
         // sizes of their sections rounded up to words and zeroed, counts one per group.
-        launched(
-            "quantize groups",
-            unsafe { b.launch(cfg(n_groups)) }.map(|_| ()),
-        )?;
+        let launch = unsafe { b.launch(cfg(n_groups)) };
+        launched("quantize groups", launch.map(|_| ()))?;
     }
     scan(e, &mut counts, n_groups)?;
     let total = dev(
@@ -222,10 +212,8 @@ pub(crate) fn quantize(e: &CudaEngine, t: &CudaDense, job: &QuantJob) -> EngineR
         let mut b = s.launch_builder(&k.row_counts);
         b.arg(&rows).arg(&groups).arg(&counts).arg(&mut row_counts);
         // SAFETY: adpq_row_counts's parameters; `counts` is scanned (n_groups + 1).
-        launched(
-            "row counts",
-            unsafe { b.launch(cfg(u64::from(rows))) }.map(|_| ()),
-        )?;
+        let launch = unsafe { b.launch(cfg(u64::from(rows))) };
+        launched("row counts", launch.map(|_| ()))?;
         let mut b = s.launch_builder(&k.positions);
         push_weights(&mut b, wptr);
         b.arg(&dtype)
@@ -237,7 +225,8 @@ pub(crate) fn quantize(e: &CudaEngine, t: &CudaDense, job: &QuantJob) -> EngineR
         b.arg(&mut positions);
         // SAFETY: adpq_positions's parameters; `positions` holds ceil(total · p / 8)
         // bytes rounded up to words, and the group firsts come from the same counts.
-        launched("positions", unsafe { b.launch(cfg(n_groups)) }.map(|_| ()))?;
+        let launch = unsafe { b.launch(cfg(n_groups)) };
+        launched("positions", launch.map(|_| ()))?;
     }
     let mut records = dev("download records", s.clone_dtoh(&records))?;
     let mut codes = dev("download codes", s.clone_dtoh(&codes))?;
@@ -250,7 +239,6 @@ pub(crate) fn quantize(e: &CudaEngine, t: &CudaDense, job: &QuantJob) -> EngineR
         records,
         codes,
         positions,
-        n_outliers: total,
     })
 }
 
@@ -265,7 +253,8 @@ fn scan(e: &CudaEngine, data: &mut CudaSlice<u64>, n: u64) -> EngineResult<()> {
     };
     // SAFETY: adpq_scan's parameters; `data` holds n + 1 values. One block of 1024
     // threads, as the kernel's shared warp totals assume.
-    launched("scan", unsafe { b.launch(one_block) }.map(|_| ()))
+    let launch = unsafe { b.launch(one_block) };
+    launched("scan", launch.map(|_| ()))
 }
 
 /// The core's error for the rejected weight at flat index `i`.
@@ -330,10 +319,8 @@ pub(crate) fn dequantize(e: &CudaEngine, p: &CudaPacked<'_>) -> EngineResult<Cud
     // SAFETY: adpq_dequantize's parameters; the sections come from a tensor the core's
     // parser validated (every record, code and position read lies inside them), and
     // `out` holds rows · cols values.
-    launched(
-        "dequantize",
-        unsafe { b.launch(cfg(u64::from(rows) * u64::from(groups))) }.map(|_| ()),
-    )?;
+    let launch = unsafe { b.launch(cfg(u64::from(rows) * u64::from(groups))) };
+    launched("dequantize", launch.map(|_| ()))?;
     Ok(out)
 }
 
@@ -363,7 +350,8 @@ pub(crate) fn error_sums(
         .arg(&mut sums);
     // SAFETY: adpq_error_sums's parameters; weights and `deq` hold rows · cols values,
     // `sums` three per group.
-    launched("error sums", unsafe { b.launch(cfg(n_groups)) }.map(|_| ()))?;
+    let launch = unsafe { b.launch(cfg(n_groups)) };
+    launched("error sums", launch.map(|_| ()))?;
     dev("download sums", s.clone_dtoh(&sums))
 }
 
@@ -390,8 +378,35 @@ pub(crate) fn gemm(
         .arg(y);
     // SAFETY: adpq_gemm's parameters; sections validated as in `dequantize`; the caller
     // checked x (batch · cols) and y (batch · rows).
-    launched(
-        "gemm",
-        unsafe { b.launch(warp_cfg(u64::from(rows))) }.map(|_| ()),
-    )
+    let launch = unsafe { b.launch(warp_cfg(u64::from(rows))) };
+    launched("gemm", launch.map(|_| ()))
+}
+
+/// `y = W x̂` with int8 activations, uploaded for the call.
+pub(crate) fn gemv_q8(
+    e: &CudaEngine,
+    p: &CudaPacked<'_>,
+    a: &adpq_core::Q8Activations<'_>,
+    y: &mut [f32],
+) -> EngineResult<()> {
+    let s = e.stream();
+    let (rows, cols) = (p.t.rows() as u32, p.t.cols() as u32);
+    let q = dev("upload activations", s.clone_htod(a.q()))?;
+    let scales = dev("upload scales", s.clone_htod(a.scales()))?;
+    let sums = dev("upload sums", s.clone_htod(a.sums()))?;
+    let mut dy = dev("allocate outputs", s.alloc_zeros::<f32>(y.len()))?;
+    let mut b = s.launch_builder(&e.kernels().gemv_q8);
+    b.arg(&p.records)
+        .arg(&p.codes)
+        .arg(&p.positions)
+        .arg(&p.positions_len);
+    b.arg(&p.offsets).arg(&rows).arg(&cols).arg(&p.params);
+    b.arg(&q).arg(&scales).arg(&sums).arg(&mut dy);
+    // SAFETY: adpq_gemv_q8's parameters; sections validated as in `dequantize`; the
+    // caller checked the activations (cols values, one scale and sum per group) and `y`
+    // (rows values).
+    let launch = unsafe { b.launch(warp_cfg(u64::from(rows))) };
+    launched("gemv q8", launch.map(|_| ()))?;
+    y.copy_from_slice(&dev("download outputs", s.clone_dtoh(&dy))?);
+    Ok(())
 }

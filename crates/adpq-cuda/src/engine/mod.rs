@@ -10,9 +10,10 @@ mod select;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use adpq_core::narrow::{write_rows, OutDtype};
+use adpq_core::narrow::write_rows;
 use adpq_core::select::check_shape;
-use adpq_core::{packed_len, PackedTensor, Params, Quantized, Selection, Weights};
+use adpq_core::OutDtype;
+use adpq_core::{packed_len, PackedTensor, Params, Q8Activations, Quantized, Selection, Weights};
 use adpq_engine::{Engine, EngineError, EngineResult, ErrorSums};
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream};
 use cudarc::nvrtc::Ptx;
@@ -180,6 +181,31 @@ impl CudaEngine {
         Ok(())
     }
 
+    /// `y = W x̂` with int8 activations (see [`Q8Activations`]), as the CPU's
+    /// `gemv_q8`: within `adpq_core::kernels::dot_tolerance` of its sums.
+    pub fn gemv_q8(
+        &self,
+        packed: &CudaPacked<'_>,
+        a: &Q8Activations<'_>,
+        y: &mut [f32],
+    ) -> EngineResult<()> {
+        let (rows, cols) = (packed.t.rows(), packed.t.cols());
+        let groups = cols.div_ceil(usize::from(packed.t.params().group_size));
+        if a.group_size() != packed.t.params().group_size
+            || a.q().len() != cols
+            || a.scales().len() != groups
+            || a.sums().len() != groups
+            || y.len() != rows
+        {
+            return Err(adpq_core::Error::ShapeMismatch {
+                expected: cols as u64,
+                actual: a.q().len() as u64,
+            }
+            .into());
+        }
+        launch::gemv_q8(self, packed, a, y)
+    }
+
     pub(crate) fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }
@@ -230,16 +256,6 @@ pub struct CudaPacked<'a> {
     pub(crate) positions_len: u64,
     pub(crate) offsets: CudaSlice<u32>,
     pub(crate) params: PackedParams,
-}
-
-/// Section boundaries of a packed buffer (docs/FORMAT.md).
-// TODO(issue 13): the core's public Layout section accessors once merged.
-pub(crate) fn section_starts(rows: usize, cols: usize, fp: adpq_core::FormatParams) -> [usize; 4] {
-    let offsets_at = 64;
-    let records_at = offsets_at + 4 * (rows + 1);
-    let codes_at = records_at + rows * fp.row_record_bytes(cols);
-    let positions_at = codes_at + rows * (cols * usize::from(fp.bits)).div_ceil(8);
-    [offsets_at, records_at, codes_at, positions_at]
 }
 
 impl Engine for CudaEngine {
@@ -296,30 +312,26 @@ impl Engine for CudaEngine {
         }
         let job = QuantJob::new(params, sel);
         let sections = launch::quantize(self, t, &job)?;
-        if sections.n_outliers != sel.n_outliers {
+        if sections.n_outliers() != sel.n_outliers {
             return Err(EngineError::Device {
                 what: "cuda quantize".into(),
                 source: format!(
                     "the kernels found {} outliers where the selection has {}",
-                    sections.n_outliers, sel.n_outliers
+                    sections.n_outliers(),
+                    sel.n_outliers
                 )
                 .into(),
             });
         }
-        // TODO(issue 13): hand the sections to the core's public write path (a validated
-        // QuantizePlan stitch of externally filled row blocks). Until it is merged the
-        // engine refuses rather than write a second header/offset/CRC writer.
-        Err(EngineError::Device {
-            what: "cuda quantize".into(),
-            source: "the core's write path for device-filled sections is not merged yet".into(),
-        })
+        // The core writes offsets, header and CRC and validates the buffer.
+        Ok(sections.write(t.rows, t.cols, params, sel, out)?)
     }
 
     fn load_packed<'a>(&'a self, p: PackedTensor<'a>) -> EngineResult<CudaPacked<'a>> {
-        let (rows, cols) = (p.rows(), p.cols());
         let b = p.as_bytes();
-        let [offsets_at, records_at, codes_at, positions_at] =
-            section_starts(rows, cols, p.params());
+        let l = p.layout();
+        let (offsets_at, records_at) = (l.offsets_at(), l.records_at());
+        let (codes_at, positions_at) = (l.codes_at(), l.positions_at());
         let s = &self.stream;
         let offsets: Vec<u32> = b[offsets_at..records_at]
             .chunks_exact(4)

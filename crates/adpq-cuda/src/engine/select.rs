@@ -62,10 +62,8 @@ impl DeviceScan<'_> {
             .arg(&mut bad);
         // SAFETY: adpq_histogram's parameters in order: the weights (n elements of
         // `dtype`), the pass, 2048 bins, one u32 and one u64.
-        launched(
-            "histogram",
-            unsafe { b.launch(cfg(n.div_ceil(16))) }.map(|_| ()),
-        )?;
+        let launch = unsafe { b.launch(cfg(n.div_ceil(16))) };
+        launched("histogram", launch.map(|_| ()))?;
         let first_bad = dev("download flag", s.clone_dtoh(&bad))?[0];
         if first_bad != u64::MAX {
             let value = match rejected(self.e, self.t, first_bad)? {
@@ -118,10 +116,8 @@ impl DeviceScan<'_> {
         let at_least = i32::from(at_least);
         b.arg(&dtype).arg(&n).arg(&t).arg(&at_least).arg(&mut count);
         // SAFETY: adpq_count's parameters in order; `count` holds one u64.
-        launched(
-            "count",
-            unsafe { b.launch(cfg(n.div_ceil(16))) }.map(|_| ()),
-        )?;
+        let launch = unsafe { b.launch(cfg(n.div_ceil(16))) };
+        launched("count", launch.map(|_| ()))?;
         Ok(dev("download count", s.clone_dtoh(&count))?[0])
     }
 }
