@@ -110,10 +110,10 @@ fn engine_matches_the_oracle() {
                 let mut y1 = vec![0f32; rows];
                 e.gemv(&dp, x, &mut y1).unwrap();
                 assert_eq!(&y1[..], &y[b * rows..(b + 1) * rows], "gemm vector {b}");
-                for r in 0..rows {
+                for (r, &got) in y1.iter().enumerate() {
                     let cpu = Scalar.dot_row(&packed, r, x).unwrap();
                     let tol = dot_tolerance(&packed, r, x).unwrap();
-                    assert!((y1[r] - cpu).abs() <= tol, "row {r}: {} vs {cpu}", y1[r]);
+                    assert!((got - cpu).abs() <= tol, "row {r}: {got} vs {cpu}");
                 }
             }
             let g = usize::from(p.group_size);
@@ -127,9 +127,9 @@ fn engine_matches_the_oracle() {
             Scalar.gemv_q8(&packed, &a, &mut cpu).unwrap();
             let mut xq = vec![0f32; cols];
             a.dequantize(&mut xq);
-            for r in 0..rows {
+            for (r, (&got, &want)) in yq.iter().zip(&cpu).enumerate() {
                 let tol = dot_tolerance(&packed, r, &xq).unwrap();
-                assert!((yq[r] - cpu[r]).abs() <= tol, "q8 row {r}");
+                assert!((got - want).abs() <= tol, "q8 row {r}");
             }
         }
     }
