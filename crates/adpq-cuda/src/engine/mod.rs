@@ -91,7 +91,12 @@ impl CudaEngine {
         if !nvrtc_present() {
             return Err(CudaError::NoNvrtc);
         }
-        let devices = CudaContext::device_count()?;
+        let devices = match CudaContext::device_count() {
+            Err(e) if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_NO_DEVICE => {
+                return Err(CudaError::NoDevice)
+            }
+            r => r?,
+        };
         if ordinal >= usize::try_from(devices).unwrap_or(0) {
             return Err(CudaError::NoDevice);
         }

@@ -8,7 +8,7 @@ use adpq_core::{select_outliers, Params, Selection, TensorScan};
 use adpq_engine::{EngineError, EngineResult};
 use cudarc::driver::PushKernelArg;
 
-use super::launch::{cfg, launched, rejected};
+use super::launch::{cfg, launched};
 use super::{dev, CudaDense, CudaEngine, DeviceWeights};
 
 /// The passes of one selection; a device error ends the search and is reported instead
@@ -66,13 +66,9 @@ impl DeviceScan<'_> {
         launched("histogram", launch.map(|_| ()))?;
         let first_bad = dev("download flag", s.clone_dtoh(&bad))?[0];
         if first_bad != u64::MAX {
-            let value = match rejected(self.e, self.t, first_bad)? {
-                EngineError::Core(_) => self.value_at(first_bad)?,
-                other => return Err(other),
-            };
             return Ok(Err(BadValue {
                 index: first_bad,
-                value,
+                value: self.value_at(first_bad)?,
             }));
         }
         let counts = dev("download bins", s.clone_dtoh(&dbins))?;
