@@ -69,7 +69,7 @@ fn backend(name: &str) -> Result<AnyKernels, Error> {
 /// output exists), `auto` (CUDA when usable, said on stderr; else the fastest CPU
 /// kernels, with a one-line notice), or CPU kernels by name.
 enum Chosen {
-    Cuda(adpq_cuda::CudaEngine),
+    Cuda(Box<adpq_cuda::CudaEngine>),
     Cpu(AnyKernels),
 }
 
@@ -77,14 +77,14 @@ fn choose(run: &RunArgs) -> Result<Chosen, Error> {
     let cuda = || adpq_cuda::CudaEngine::new();
     match run.backend.as_str() {
         "cuda" => cuda()
-            .map(Chosen::Cuda)
+            .map(|e| Chosen::Cuda(Box::new(e)))
             .map_err(|e| Error::Usage(format!("--backend cuda: {e}"))),
         "auto" => match cuda() {
             Ok(e) => {
                 if !run.quiet {
                     eprintln!("adpq: using {}", adpq_engine::Engine::name(&e));
                 }
-                Ok(Chosen::Cuda(e))
+                Ok(Chosen::Cuda(Box::new(e)))
             }
             Err(why) => {
                 let b = backend("auto")?;
@@ -106,7 +106,7 @@ macro_rules! with_engine {
     ($chosen:expr, |$e:ident| $body:expr) => {
         match $chosen {
             Chosen::Cuda(cuda) => {
-                let $e = &cuda;
+                let $e = &*cuda;
                 $body
             }
             Chosen::Cpu(b) => {

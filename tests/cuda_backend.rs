@@ -45,7 +45,10 @@ fn auto_falls_back_to_the_cpu_with_a_notice() {
     let out = adpq(&["quantize", p(&input), "--dry-run"]);
     ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
-    let notices: Vec<_> = err.lines().filter(|l| l.contains("CUDA not used")).collect();
+    let notices: Vec<_> = err
+        .lines()
+        .filter(|l| l.contains("CUDA not used"))
+        .collect();
     assert_eq!(notices.len(), 1, "{err}");
     assert!(notices[0].contains("CPU backend"), "{err}");
 }
