@@ -236,7 +236,8 @@ fn real_v1(engine: &CpuEngine<AnyKernels>, w: &[f32], rows: usize, cols: usize) 
     engine.quantize(&t, &p, &sel, &mut buf).unwrap();
     let lin = Linear::Packed(adpq_core::PackedTensor::parse(&buf).unwrap());
     let mut out = vec![0f32; w.len()];
-    lin.rows_into(&AnyKernels::detect(), 0, &mut out).unwrap();
+    lin.rows_into(&CpuEngine::new(AnyKernels::detect()), 0, &mut out)
+        .unwrap();
     out
 }
 
@@ -296,9 +297,13 @@ fn main() {
             model: m,
         });
     }
-    let r = evaluate(&reference, &cands, &wins, &kernels, &mut |s| {
-        eprint!("\r{}/{} {:30}", s.done, s.total, s.model)
-    })
+    let r = evaluate(
+        &reference,
+        &cands,
+        &wins,
+        &CpuEngine::new(kernels),
+        &mut |s| eprint!("\r{}/{} {:30}", s.done, s.total, s.model),
+    )
     .unwrap();
     eprintln!();
     println!(
