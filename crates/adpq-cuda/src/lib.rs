@@ -17,7 +17,7 @@ mod error;
 pub mod ptx;
 mod sections;
 
-pub use engine::{driver_present, CudaDense, CudaEngine, CudaPacked};
+pub use engine::{driver_present, CudaDense, CudaEngine, CudaPacked, DeviceVectors};
 pub use error::CudaError;
 pub use sections::Sections;
 

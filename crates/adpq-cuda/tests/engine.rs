@@ -105,6 +105,21 @@ fn engine_matches_the_oracle() {
             let xs: Vec<f32> = (0..3 * cols).map(|i| (i as f32 * 0.37).sin()).collect();
             let mut y = vec![0f32; 3 * rows];
             e.gemm(&dp, &xs, 3, &mut y).unwrap();
+            // Resident vectors: the same products without a host round trip in between.
+            let dx = e.upload(&xs, 3).unwrap();
+            let mut dy = e.upload(&[0f32; 3], 3).unwrap();
+            e.gemm_resident(&dp, &dx, &mut dy).unwrap();
+            let mut back = vec![0f32; 3 * rows];
+            e.download(&dy, &mut back).unwrap();
+            assert_eq!(back, y, "resident gemm");
+            let mut part = vec![0f32; cols * rows.min(2)];
+            e.dequantize_rows(&dp, rows - rows.min(2), &mut part)
+                .unwrap();
+            assert_eq!(
+                &part[..],
+                &want[(rows - rows.min(2)) * cols..],
+                "dequantize_rows"
+            );
             for b in 0..3 {
                 let x = &xs[b * cols..(b + 1) * cols];
                 let mut y1 = vec![0f32; rows];

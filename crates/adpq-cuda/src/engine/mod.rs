@@ -137,55 +137,6 @@ impl CudaEngine {
         })
     }
 
-    /// Uploads activations (`cols` values per vector) for [`CudaEngine::gemm_device`].
-    pub fn upload(&self, x: &[f32]) -> EngineResult<CudaSlice<f32>> {
-        dev("upload activations", self.stream.clone_htod(x))
-    }
-
-    /// `Y = W X` for `batch` activation vectors resident on the device: `x` holds
-    /// `batch · cols` values (vector-major), `y` receives `batch · rows`. Nothing crosses
-    /// to the host.
-    pub fn gemm_device(
-        &self,
-        packed: &CudaPacked<'_>,
-        x: &CudaSlice<f32>,
-        batch: usize,
-        y: &mut CudaSlice<f32>,
-    ) -> EngineResult<()> {
-        let (rows, cols) = (packed.t.rows(), packed.t.cols());
-        if batch == 0 || x.len() != batch * cols || y.len() != batch * rows {
-            return Err(adpq_core::Error::ShapeMismatch {
-                expected: (batch * cols) as u64,
-                actual: x.len() as u64,
-            }
-            .into());
-        }
-        launch::gemm(self, packed, x, batch as u32, y)
-    }
-
-    /// `Y = W X` for `batch` host activation vectors (`x`: `batch · cols`, vector-major;
-    /// `y`: `batch · rows`).
-    pub fn gemm(
-        &self,
-        packed: &CudaPacked<'_>,
-        x: &[f32],
-        batch: usize,
-        y: &mut [f32],
-    ) -> EngineResult<()> {
-        let dx = self.upload(x)?;
-        let mut dy = dev(
-            "allocate outputs",
-            self.stream.alloc_zeros::<f32>(y.len().max(1)),
-        )?;
-        if y.is_empty() {
-            return self.gemm_device(packed, &dx, batch, &mut dy);
-        }
-        self.gemm_device(packed, &dx, batch, &mut dy)?;
-        let host = dev("download outputs", self.stream.clone_dtoh(&dy))?;
-        y.copy_from_slice(&host);
-        Ok(())
-    }
-
     /// `y = W x̂` with int8 activations (see [`Q8Activations`]), as the CPU's
     /// `gemv_q8`: within `adpq_core::kernels::dot_tolerance` of its sums.
     pub fn gemv_q8(
@@ -235,6 +186,13 @@ pub(crate) enum DeviceWeights {
     F32(CudaSlice<f32>),
     /// f16 or bf16 bit patterns, with the kernels' storage code (1 or 2).
     Half(CudaSlice<u16>, i32),
+}
+
+/// Activation vectors resident on the device (`count` vectors, row-major).
+#[derive(Debug)]
+pub struct DeviceVectors {
+    pub(crate) buf: CudaSlice<f32>,
+    pub(crate) count: usize,
 }
 
 /// A dense tensor resident on the device.
@@ -402,14 +360,102 @@ impl Engine for CudaEngine {
         Ok(())
     }
 
+    fn dequantize_rows(
+        &self,
+        packed: &CudaPacked<'_>,
+        first_row: usize,
+        out: &mut [f32],
+    ) -> EngineResult<()> {
+        let (rows, cols) = (packed.t.rows(), packed.t.cols());
+        let n = out.len() / cols;
+        if !out.len().is_multiple_of(cols) || first_row.checked_add(n).is_none_or(|e| e > rows) {
+            return Err(adpq_core::Error::RowOutOfRange {
+                row: (first_row + n) as u64,
+                rows: rows as u64,
+            }
+            .into());
+        }
+        let deq = launch::dequantize(self, packed)?;
+        let part = deq.slice(first_row * cols..first_row * cols + out.len());
+        dev("download values", self.stream.memcpy_dtoh(&part, out))
+    }
+
     fn gemv(&self, packed: &CudaPacked<'_>, x: &[f32], y: &mut [f32]) -> EngineResult<()> {
-        if x.len() != packed.t.cols() || y.len() != packed.t.rows() {
+        self.gemm(packed, x, 1, y)
+    }
+
+    fn gemm(
+        &self,
+        packed: &CudaPacked<'_>,
+        x: &[f32],
+        count: usize,
+        y: &mut [f32],
+    ) -> EngineResult<()> {
+        let (rows, cols) = (packed.t.rows(), packed.t.cols());
+        if count == 0 || x.len() != count * cols || y.len() != count * rows {
             return Err(adpq_core::Error::ShapeMismatch {
-                expected: packed.t.cols() as u64,
+                expected: (count * cols) as u64,
                 actual: x.len() as u64,
             }
             .into());
         }
-        self.gemm(packed, x, 1, y)
+        let dx = self.upload(x, count)?;
+        let mut dy = DeviceVectors {
+            buf: dev("allocate outputs", self.stream.alloc_zeros::<f32>(y.len()))?,
+            count,
+        };
+        self.gemm_resident(packed, &dx, &mut dy)?;
+        self.download(&dy, y)
+    }
+
+    type Vectors = DeviceVectors;
+
+    fn upload(&self, x: &[f32], count: usize) -> EngineResult<DeviceVectors> {
+        if count == 0 || x.is_empty() || !x.len().is_multiple_of(count) {
+            return Err(adpq_core::Error::ShapeMismatch {
+                expected: count as u64,
+                actual: x.len() as u64,
+            }
+            .into());
+        }
+        Ok(DeviceVectors {
+            buf: dev("upload activations", self.stream.clone_htod(x))?,
+            count,
+        })
+    }
+
+    fn download(&self, v: &DeviceVectors, out: &mut [f32]) -> EngineResult<()> {
+        if out.len() != v.buf.len() {
+            return Err(adpq_core::Error::BufferSize {
+                needed: v.buf.len() as u64,
+                actual: out.len() as u64,
+            }
+            .into());
+        }
+        dev("download vectors", self.stream.memcpy_dtoh(&v.buf, out))
+    }
+
+    fn gemm_resident(
+        &self,
+        packed: &CudaPacked<'_>,
+        x: &DeviceVectors,
+        y: &mut DeviceVectors,
+    ) -> EngineResult<()> {
+        let (rows, cols) = (packed.t.rows(), packed.t.cols());
+        if x.buf.len() != x.count * cols {
+            return Err(adpq_core::Error::ShapeMismatch {
+                expected: (x.count * cols) as u64,
+                actual: x.buf.len() as u64,
+            }
+            .into());
+        }
+        if y.buf.len() != x.count * rows {
+            y.buf = dev(
+                "allocate outputs",
+                self.stream.alloc_zeros::<f32>(x.count * rows),
+            )?;
+        }
+        y.count = x.count;
+        launch::gemm(self, packed, &x.buf, x.count as u32, &mut y.buf)
     }
 }
