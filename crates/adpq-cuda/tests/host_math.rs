@@ -424,3 +424,36 @@ fn real_smollm2_tensors() {
         assert!(n >= 7, "only {n} 2-D tensors");
     }
 }
+
+/// The core's write path refuses sections that are wrong: a position out of order, a
+/// section of the wrong size.
+#[test]
+fn wrong_sections_are_refused_by_the_write_path() {
+    let (rows, cols) = (4, 100);
+    let v = tensor(Shape::HotChannels, rows, cols, 11, 1.0);
+    let w = Weights::F32(&v);
+    let params = Params::DEFAULT;
+    let sel = select_tensor(&Scalar, w, rows, cols, &params).unwrap();
+    let job = HostJob {
+        format: params.format(),
+        scale_exp: scale_exponent(sel.max_abs(), &params.format()),
+        threshold_bits: sel.threshold_bits,
+        take_equal: sel.take_equal,
+    };
+    let good = host::quantize(w, rows, cols, &job, sel.n_outliers).unwrap();
+    let mut out = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
+    good.write(rows, cols, &params, &sel, &mut out).unwrap();
+    assert!(PackedTensor::parse(&out).is_ok());
+
+    let mut bad = good.clone();
+    bad.positions.iter_mut().for_each(|b| *b = 0xFF);
+    assert!(bad.write(rows, cols, &params, &sel, &mut out).is_err());
+    assert!(
+        PackedTensor::parse(&out).is_err(),
+        "a refused buffer must not parse"
+    );
+
+    let mut short = good.clone();
+    short.codes.pop();
+    assert!(short.write(rows, cols, &params, &sel, &mut out).is_err());
+}
