@@ -1,10 +1,30 @@
-//! Builds the device arithmetic for the host when the `host-math` feature is on (the
-//! tests' dev-dependency turns it on): one C file that includes `kernels/adpq_math.cuh`.
+//! Builds the device code for the host when the `host-math` feature is on (the tests'
+//! dev-dependency turns it on): `host/host_math.c` over `kernels/adpq_math.cuh`, and the
+//! `.cu` kernels themselves under the CUDA emulation of `host/emulate.hpp`.
 
 fn main() {
-    println!("cargo:rerun-if-changed=host/host_math.c");
-    println!("cargo:rerun-if-changed=kernels/adpq_math.cuh");
+    for f in [
+        "host/host_math.c",
+        "host/emulate.hpp",
+        "host/emu_select.cpp",
+        "host/emu_quantize.cpp",
+        "host/emu_dequantize.cpp",
+        "host/emu_gemv.cpp",
+        "kernels/adpq_math.cuh",
+        "kernels/device.cuh",
+        "kernels/select.cu",
+        "kernels/quantize.cu",
+        "kernels/dequantize.cu",
+        "kernels/gemv.cu",
+    ] {
+        println!("cargo:rerun-if-changed={f}");
+    }
     #[cfg(feature = "host-math")]
+    host_math();
+}
+
+#[cfg(feature = "host-math")]
+fn host_math() {
     cc::Build::new()
         .file("host/host_math.c")
         .std("c11")
@@ -16,4 +36,21 @@ fn main() {
         .warnings(true)
         .extra_warnings(true)
         .compile("adpq_host_math");
+    // The kernels on emulated CUDA threads (OS threads, barriers, std::atomic_ref): the
+    // same contraction rule as NVRTC's --fmad=false.
+    cc::Build::new()
+        .cpp(true)
+        .std("c++20")
+        .files([
+            "host/emu_select.cpp",
+            "host/emu_quantize.cpp",
+            "host/emu_dequantize.cpp",
+            "host/emu_gemv.cpp",
+        ])
+        .opt_level(1)
+        .flag("-ffp-contract=off")
+        .flag("-pthread")
+        .warnings(true)
+        .compile("adpq_emulated_kernels");
+    println!("cargo:rustc-link-lib=pthread");
 }

@@ -23,4 +23,7 @@ pub use sections::Sections;
 
 #[cfg(feature = "host-math")]
 #[doc(hidden)]
+pub mod emulated;
+#[cfg(feature = "host-math")]
+#[doc(hidden)]
 pub mod host;
