@@ -44,11 +44,11 @@ fn weights(rows: usize, cols: usize, seed: u64, ties: bool) -> Vec<f32> {
             s ^= s << 17;
             let u = (s >> 40) as f32 / (1u64 << 24) as f32;
             let x = (u - 0.5) * 2.0;
-            if ties && s % 5 == 0 {
+            if ties && s.is_multiple_of(5) {
                 0.5
             } else if i % cols == hot {
                 x * 50.0
-            } else if ties && s % 7 == 0 {
+            } else if ties && s.is_multiple_of(7) {
                 0.0
             } else {
                 x * x * x
