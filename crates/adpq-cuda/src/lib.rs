@@ -21,7 +21,7 @@ pub use engine::{driver_present, CudaDense, CudaEngine, CudaPacked, DeviceVector
 pub use error::CudaError;
 pub use sections::Sections;
 
-#[cfg(feature = "host-math")]
+#[cfg(all(feature = "host-math", not(adpq_no_emulation)))]
 #[doc(hidden)]
 pub mod emulated;
 #[cfg(feature = "host-math")]

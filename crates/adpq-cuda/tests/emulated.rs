@@ -6,6 +6,10 @@
 //! loops, many blocks, shared-memory histograms merged by atomics, the scans and the
 //! atomic byte ORs all run. What this cannot show: a real device's memory model and
 //! speed.
+//!
+//! Needs a C++20 compiler at build time (build.rs); without one the file holds a single
+//! test that says SKIPPED, or fails when `ADPQ_REQUIRE_EMULATION=1`.
+#![cfg(not(adpq_no_emulation))]
 
 use adpq_core::kernels::dot_tolerance;
 use adpq_core::quant::scale_exponent;
