@@ -24,7 +24,7 @@ mod signals;
 mod sweep;
 
 use adpq_core::kernels::AnyKernels;
-use adpq_core::{FormatVersion, Grid, Params, SelectionMode};
+use adpq_core::{FormatVersion, Grid, ParamFields, Params, SelectionMode};
 use adpq_engine::{CpuEngine, OutDtype};
 use adpq_io::{Error, Output};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -333,33 +333,32 @@ fn quantize_params(a: &QuantizeArgs) -> Result<Params, Error> {
     };
     let base = match (effective_preset(a), version) {
         (Some(p), _) => p.base(),
-        (None, FormatVersion::V1) => Params::DEFAULT,
+        (None, FormatVersion::V1) => Params::V1,
         (None, FormatVersion::V2) => Params::V2,
     };
     let grid = match version {
         FormatVersion::V2 => Grid::Asymmetric,
         FormatVersion::V1 if a.asymmetric => Grid::Asymmetric,
-        FormatVersion::V1 => base.grid,
+        FormatVersion::V1 => base.grid(),
     };
-    let mut params = Params {
-        bits: a.bits.unwrap_or(base.bits),
-        group_size: a.group_size.unwrap_or(base.group_size),
-        alpha: a.alpha.unwrap_or(base.alpha),
+    let mut fields = ParamFields {
+        bits: a.bits.unwrap_or(base.bits()),
+        group_size: a.group_size.unwrap_or(base.group_size()),
+        alpha: a.alpha.unwrap_or(base.alpha()),
         grid,
         version,
-        ..base
+        ..base.fields()
     };
     if let Some(n) = a.reference_iters {
-        params = params.with_selection(SelectionMode::Reference { n_iters: n });
+        fields.selection = SelectionMode::Reference { n_iters: n };
     }
-    params.validate().map_err(|e| {
+    fields.validate().map_err(|e| {
         let format = match version {
             FormatVersion::V1 => "",
             FormatVersion::V2 => "--format v2: ",
         };
         Error::Usage(format!("{format}{e}"))
-    })?;
-    Ok(params)
+    })
 }
 
 /// The preset in force: `--preset`, or `v2-vproj6` (the measured best, docs/FORMAT-v2.md)

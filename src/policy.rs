@@ -10,7 +10,7 @@
 //! the parameters of each tensor that differs from the base (`adpq_io::meta`), so a
 //! reader never needs the rules.
 
-use adpq_core::{FormatVersion, Params};
+use adpq_core::{FormatVersion, ParamFields, Params};
 use adpq_io::{Error, Result};
 use clap::ValueEnum;
 use regex::Regex;
@@ -40,10 +40,7 @@ impl Preset {
     /// The preset's base parameters (before the user's flags).
     pub fn base(self) -> Params {
         match self {
-            Preset::V2Vproj6 => Params {
-                alpha: 0.04,
-                ..Params::V2
-            },
+            Preset::V2Vproj6 => Params::DEFAULT,
             Preset::None => Params::V2,
         }
     }
@@ -91,12 +88,14 @@ impl Rule {
         })
     }
 
-    fn apply(&self, base: &Params) -> Params {
-        Params {
-            bits: self.bits.unwrap_or(base.bits),
-            alpha: self.alpha.unwrap_or(base.alpha),
-            ..*base
+    /// `base` with this rule's settings: invalid parameters are the rule's error.
+    fn apply(&self, base: &Params) -> adpq_core::Result<Params> {
+        ParamFields {
+            bits: self.bits.unwrap_or(base.bits()),
+            alpha: self.alpha.unwrap_or(base.alpha()),
+            ..base.fields()
         }
+        .validate()
     }
 }
 
@@ -104,7 +103,8 @@ impl Rule {
 #[derive(Debug, Clone, Default)]
 pub struct TensorParams {
     base: Params,
-    rules: Vec<Rule>,
+    /// Each rule's pattern and the parameters it gives (the base changed by it).
+    rules: Vec<(Regex, Params)>,
     specs: Vec<String>,
 }
 
@@ -126,10 +126,8 @@ impl TensorParams {
             let spec = spec.as_ref();
             let usage = |e: String| Error::Usage(format!("--tensor-params `{spec}`: {e}"));
             let rule = Rule::parse(spec).map_err(usage)?;
-            rule.apply(&base)
-                .validate()
-                .map_err(|e| usage(e.to_string()))?;
-            tp.rules.push(rule);
+            let params = rule.apply(&base).map_err(|e| usage(e.to_string()))?;
+            tp.rules.push((rule.pattern, params));
             tp.specs.push(spec.to_string());
         }
         Ok(tp)
@@ -142,7 +140,7 @@ impl TensorParams {
 
     /// The base and every rule's parameters (a rule applied to the base), for checks.
     pub fn all(&self) -> impl Iterator<Item = Params> + '_ {
-        std::iter::once(self.base).chain(self.rules.iter().map(|r| r.apply(&self.base)))
+        std::iter::once(self.base).chain(self.rules.iter().map(|(_, p)| *p))
     }
 
     /// The rules as given, in order.
@@ -155,14 +153,30 @@ impl TensorParams {
     pub fn of(&self, name: &str) -> Params {
         self.rules
             .iter()
-            .find(|r| r.pattern.is_match(name))
-            .map_or(self.base, |r| r.apply(&self.base))
+            .find(|(pattern, _)| pattern.is_match(name))
+            .map_or(self.base, |(_, p)| *p)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The CLI's default preset gives every tensor the library's default parameters.
+    #[test]
+    fn default_preset_is_the_library_default() {
+        let preset = Preset::V2Vproj6;
+        let tp = TensorParams::new(preset.base(), preset.rules()).unwrap();
+        for name in [
+            "model.layers.0.self_attn.v_proj.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.11.mlp.down_proj.weight",
+            "lm_head.weight",
+        ] {
+            assert_eq!(tp.of(name), Params::default_for(name), "{name}");
+        }
+        assert_eq!(*tp.base(), Params::DEFAULT);
+    }
 
     #[test]
     fn first_matching_rule_wins() {
@@ -172,12 +186,12 @@ mod tests {
         )
         .unwrap();
         let v = tp.of("model.layers.0.self_attn.v_proj.weight");
-        assert_eq!((v.bits, v.alpha), (6, 0.05));
+        assert_eq!((v.bits(), v.alpha()), (6, 0.05));
         let q = tp.of("model.layers.0.self_attn.q_proj.weight");
-        assert_eq!((q.bits, q.alpha), (4, 0.02));
+        assert_eq!((q.bits(), q.alpha()), (4, 0.02));
         assert_eq!(tp.of("norm.weight"), Params::V2);
-        assert_eq!(q.group_size, 64);
-        assert_eq!(q.version, FormatVersion::V2);
+        assert_eq!(q.group_size(), 64);
+        assert_eq!(q.version(), FormatVersion::V2);
     }
 
     #[test]
@@ -185,10 +199,13 @@ mod tests {
         let p = Preset::V2Vproj6;
         let tp = TensorParams::new(p.base(), p.rules()).unwrap();
         let v = tp.of("model.layers.3.self_attn.v_proj.weight");
-        assert_eq!((v.bits, v.alpha, v.group_size), (6, 0.05, 64));
+        assert_eq!((v.bits(), v.alpha(), v.group_size()), (6, 0.05, 64));
         let down = tp.of("model.layers.3.mlp.down_proj.weight");
-        assert_eq!((down.bits, down.alpha, down.group_size), (4, 0.04, 64));
-        assert_eq!(v.version, FormatVersion::V2);
+        assert_eq!(
+            (down.bits(), down.alpha(), down.group_size()),
+            (4, 0.04, 64)
+        );
+        assert_eq!(v.version(), FormatVersion::V2);
     }
 
     #[test]

@@ -159,6 +159,7 @@ fn v2_params() -> impl Strategy<Value = Params> {
             Params::new(bits, g, alpha, Grid::Asymmetric)
                 .unwrap()
                 .with_version(FormatVersion::V2)
+                .unwrap()
         })
 }
 
@@ -202,7 +203,7 @@ fn half_storage() {
     let v = weights(rows, cols, 3, true);
     let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
     let b: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
-    for p in [Params::DEFAULT, Params::V2] {
+    for p in [Params::V1, Params::V2] {
         check(Weights::F16(&h), rows, cols, &p, SHAPES[1]);
         check(Weights::Bf16(&b), rows, cols, &p, SHAPES[1]);
     }
@@ -230,17 +231,17 @@ fn rejected_weights() {
     let mut v = weights(rows, cols, 4, false);
     v[250] = f32::INFINITY;
     v[170] = f32::NAN;
-    let want = select_tensor(&Scalar, Weights::F32(&v), rows, cols, &Params::DEFAULT).unwrap_err();
+    let want = select_tensor(&Scalar, Weights::F32(&v), rows, cols, &Params::V1).unwrap_err();
     let got = select_by_passes(
         &EmulatedScan::new(Weights::F32(&v), SHAPES[2]),
         rows,
         cols,
-        &Params::DEFAULT,
+        &Params::V1,
     )
     .unwrap_err();
     assert_eq!(got.to_string(), want.to_string());
     let job = HostJob {
-        format: Params::DEFAULT.format(),
+        format: Params::V1.format(),
         scale_exp: 0,
         threshold_bits: 0x3F00_0000,
         take_equal: u64::MAX,

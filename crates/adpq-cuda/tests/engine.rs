@@ -53,13 +53,14 @@ fn weights(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
 
 fn params() -> Vec<Params> {
     vec![
-        Params::DEFAULT,
+        Params::V1,
         Params::new(3, 32, 0.1, Grid::Asymmetric).unwrap(),
         Params::new(4, 300, 0.06, Grid::Symmetric).unwrap(),
         Params::V2,
         Params::new(5, 100, 0.3, Grid::Asymmetric)
             .unwrap()
-            .with_version(FormatVersion::V2),
+            .with_version(FormatVersion::V2)
+            .unwrap(),
     ]
 }
 
@@ -96,7 +97,7 @@ fn engine_matches_the_oracle() {
             assert!(deq == want_bytes, "dequantized values differ");
 
             let sums = e.error_sums(&t, &dp).unwrap();
-            let cpu = row_error_sums(w, &want, cols, p.bits, usize::from(p.group_size));
+            let cpu = row_error_sums(w, &want, cols, p.bits(), usize::from(p.group_size()));
             assert_eq!(
                 (sums.signal, sums.adpq, sums.rtn),
                 (cpu.signal, cpu.adpq, cpu.rtn)
@@ -131,10 +132,10 @@ fn engine_matches_the_oracle() {
                     assert!((got - cpu).abs() <= tol, "row {r}: {got} vs {cpu}");
                 }
             }
-            let g = usize::from(p.group_size);
+            let g = usize::from(p.group_size());
             let groups = cols.div_ceil(g);
             let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
-            let a = Q8Activations::quantize(&xs[..cols], p.group_size, &mut q, &mut sc, &mut su)
+            let a = Q8Activations::quantize(&xs[..cols], p.group_size(), &mut q, &mut sc, &mut su)
                 .unwrap();
             let mut yq = vec![0f32; rows];
             e.gemv_q8(&dp, &a, &mut yq).unwrap();
@@ -174,8 +175,8 @@ fn half_weights_and_rejected_values() {
     let mut bad = v.clone();
     bad[150] = f32::NAN;
     let t = e.load(Weights::F32(&bad), rows, cols).unwrap();
-    let err = e.select(&t, &Params::DEFAULT).unwrap_err().to_string();
-    let want = select_tensor(&Scalar, Weights::F32(&bad), rows, cols, &Params::DEFAULT)
+    let err = e.select(&t, &Params::V1).unwrap_err().to_string();
+    let want = select_tensor(&Scalar, Weights::F32(&bad), rows, cols, &Params::V1)
         .unwrap_err()
         .to_string();
     assert_eq!(err, want);

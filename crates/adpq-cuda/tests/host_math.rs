@@ -227,6 +227,7 @@ fn v2_params() -> impl Strategy<Value = Params> {
             Params::new(bits, g, alpha, Grid::Asymmetric)
                 .unwrap()
                 .with_version(FormatVersion::V2)
+                .unwrap()
         })
 }
 
@@ -324,10 +325,11 @@ fn partial_ties_cross_groups_and_rows() {
     for params in [
         Params::new(4, 16, 0.2, Grid::Symmetric).unwrap(),
         Params::new(3, 32, 0.1, Grid::Asymmetric).unwrap(),
-        Params::V2.with_version(FormatVersion::V2),
+        Params::V2,
         Params::new(5, 16, 0.25, Grid::Asymmetric)
             .unwrap()
-            .with_version(FormatVersion::V2),
+            .with_version(FormatVersion::V2)
+            .unwrap(),
     ] {
         let sel = select_tensor(&Scalar, Weights::F32(&v), rows, cols, &params).unwrap();
         assert!(!sel.is_row_independent(), "the data must split the ties");
@@ -338,7 +340,7 @@ fn partial_ties_cross_groups_and_rows() {
 /// All-zero tensors, all-zero rows and a rejected weight.
 #[test]
 fn zeros_and_rejected_weights() {
-    for params in [Params::DEFAULT, Params::V2] {
+    for params in [Params::V1, Params::V2] {
         assert!(check(Weights::F32(&[0.0; 300]), 3, 100, &params));
         let mut v = tensor(Shape::Gauss, 3, 100, 7, 1.0);
         v[100..200].fill(0.0);
@@ -391,12 +393,13 @@ fn real_tensors(rel: &str, keep: impl Fn(&str) -> bool, max_rows: usize) -> usiz
         let (rows, cols) = (t.shape[0].min(max_rows), t.shape[1]);
         let w = data.weights().get(0, rows * cols).unwrap();
         for params in [
-            Params::DEFAULT,
+            Params::V1,
             Params::V2,
             Params::new(3, 64, 0.03, Grid::Asymmetric).unwrap(),
             Params::new(5, 32, 0.05, Grid::Asymmetric)
                 .unwrap()
-                .with_version(FormatVersion::V2),
+                .with_version(FormatVersion::V2)
+                .unwrap(),
         ] {
             assert!(check(w, rows, cols, &params), "{} refused", t.name);
         }
@@ -432,7 +435,7 @@ fn wrong_sections_are_refused_by_the_write_path() {
     let (rows, cols) = (4, 100);
     let v = tensor(Shape::HotChannels, rows, cols, 11, 1.0);
     let w = Weights::F32(&v);
-    let params = Params::DEFAULT;
+    let params = Params::V1;
     let sel = select_tensor(&Scalar, w, rows, cols, &params).unwrap();
     let job = HostJob {
         format: params.format(),

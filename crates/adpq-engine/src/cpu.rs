@@ -236,7 +236,7 @@ mod tests {
     fn engine_equals_the_scalar_core() {
         let (rows, cols) = (70, 1000);
         let w = weights(rows, cols);
-        let params = Params::DEFAULT;
+        let params = Params::V1;
         let sel_ref =
             adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &params).unwrap();
         let mut expect =
@@ -317,16 +317,11 @@ mod tests {
         let w = weights(4, 128);
         assert!(engine.load(Weights::F32(&w), 5, 128).is_err());
         let t = engine.load(Weights::F32(&w), 4, 128).unwrap();
-        let sel = engine.select(&t, &Params::DEFAULT).unwrap();
+        let sel = engine.select(&t, &Params::V1).unwrap();
         let mut short = vec![0u8; 3];
-        assert!(engine
-            .quantize(&t, &Params::DEFAULT, &sel, &mut short)
-            .is_err());
-        let mut buf =
-            vec![0u8; packed_len(4, 128, Params::DEFAULT.format(), sel.n_outliers).unwrap()];
-        engine
-            .quantize(&t, &Params::DEFAULT, &sel, &mut buf)
-            .unwrap();
+        assert!(engine.quantize(&t, &Params::V1, &sel, &mut short).is_err());
+        let mut buf = vec![0u8; packed_len(4, 128, Params::V1.format(), sel.n_outliers).unwrap()];
+        engine.quantize(&t, &Params::V1, &sel, &mut buf).unwrap();
         let p = PackedTensor::parse(&buf).unwrap();
         let mut y = vec![0f32; 3];
         assert!(engine.gemv(&p, &[0.0; 128], &mut y).is_err());

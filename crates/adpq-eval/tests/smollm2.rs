@@ -148,8 +148,7 @@ fn adpq_perplexity_lies_between_the_input_and_rtn() {
     // adpq's default parameters, quantized in memory as `adpq quantize` does.
     let kernels = AnyKernels::detect();
     let packed =
-        PackedProjections::quantize(&reference, &CpuEngine::new(kernels), &Params::DEFAULT)
-            .unwrap();
+        PackedProjections::quantize(&reference, &CpuEngine::new(kernels), &Params::V1).unwrap();
     let adpq = packed.model(&reference).unwrap();
     let rtn = reference
         .with_rtn(RtnSpec {

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use adpq_core::kernels::{AnyKernels, Scalar};
-use adpq_core::{packed_len, Grid, PackedTensor, Params, Weights};
+use adpq_core::{packed_len, Grid, PackedTensor, ParamFields, Params, Weights};
 use adpq_engine::{CpuEngine, Engine};
 use adpq_eval::{
     evaluate, forward, Candidate, Layer, Linear, LlamaConfig, Model, PackedProjections, RtnSpec,
@@ -224,10 +224,12 @@ fn per_tensor_v2_projections_follow_their_names() {
     let m = tiny();
     let kernels = AnyKernels::detect();
     let engine = CpuEngine::new(kernels);
-    let six = Params {
+    let six = ParamFields {
         bits: 6,
-        ..Params::V2
-    };
+        ..Params::V2.fields()
+    }
+    .validate()
+    .unwrap();
     let variant = PackedProjections::quantize_with(&m, &engine, |name| {
         if name.contains("v_proj") {
             six

@@ -263,7 +263,7 @@ impl Engine for CudaEngine {
         sel: &Selection,
         out: &mut [u8],
     ) -> EngineResult<Quantized> {
-        check_shape(t.len(), t.rows, t.cols, params)?;
+        check_shape(t.len(), t.rows, t.cols)?;
         let fp = params.format();
         let needed = packed_len(t.rows, t.cols, fp, sel.n_outliers)?;
         if out.len() != needed {

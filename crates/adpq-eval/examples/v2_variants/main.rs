@@ -229,7 +229,7 @@ fn minilm_rel_mse(v: Option<&Variant>, root: &std::path::Path) -> f64 {
 
 fn real_v1(engine: &CpuEngine<AnyKernels>, w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     use adpq_engine::Engine;
-    let p = Params::DEFAULT;
+    let p = Params::V1;
     let t = engine.load(adpq_core::Weights::F32(w), rows, cols).unwrap();
     let sel = engine.select(&t, &p).unwrap();
     let mut buf = vec![0u8; adpq_core::packed_len(rows, cols, p.format(), sel.n_outliers).unwrap()];
@@ -265,8 +265,7 @@ fn main() {
         .filter(|v| only.is_empty() || only.iter().any(|o| **o == v.name))
         .collect();
     let packed =
-        PackedProjections::quantize(&reference, &CpuEngine::new(kernels), &Params::DEFAULT)
-            .unwrap();
+        PackedProjections::quantize(&reference, &CpuEngine::new(kernels), &Params::V1).unwrap();
     let v1 = packed.model(&reference).unwrap();
     let mut models = Vec::new();
     for v in &vs {
