@@ -19,6 +19,8 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={f}");
     }
+    // Set by host_math() when no C++20 compiler builds the kernel emulation.
+    println!("cargo:rustc-check-cfg=cfg(adpq_no_emulation)");
     #[cfg(feature = "host-math")]
     host_math();
 }
@@ -40,7 +42,6 @@ fn host_math() {
     // same contraction rule as NVRTC's --fmad=false. Needs a C++20 compiler; without one
     // the emulated-kernel tests say SKIPPED (and fail under ADPQ_REQUIRE_EMULATION=1,
     // which scripts/cuda-check.sh sets after installing g++).
-    println!("cargo:rustc-check-cfg=cfg(adpq_no_emulation)");
     let emulation = cc::Build::new()
         .cpp(true)
         .std("c++20")
