@@ -97,7 +97,7 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
             families: sweep::families(&names, &opts.rtn, opts.sweep),
         };
         crate::report::write_json(&out, &json)?;
-        out.commit()?;
+        crate::signals::commit(|| out.commit())?;
     }
     Ok(())
 }

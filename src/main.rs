@@ -6,8 +6,8 @@
 //! progress display in [`progress`] and the include/exclude rule in [`filter`].
 //!
 //! Exit codes: 0 success, 1 runtime or data error (the message names the file and the
-//! tensor), 2 usage error, 128 + the signal when `quantize` or `dequantize` was stopped
-//! by SIGINT, SIGTERM or SIGHUP ([`signals`]).
+//! tensor), 2 usage error, 128 + the signal when stopped by SIGINT, SIGTERM or SIGHUP
+//! ([`signals`]).
 #![deny(unsafe_code)]
 
 use std::io::Write;
@@ -38,7 +38,7 @@ use progress::ConsoleProgress;
     name = "adpq",
     version,
     about = "AdpQ: zero-shot ~4-bit quantization of LLM checkpoints (safetensors)",
-    after_help = "Exit codes: 0 success, 1 runtime or data error, 2 usage error, 130/143 interrupted (SIGINT/SIGTERM)."
+    after_help = "Exit codes: 0 success, 1 runtime or data error, 2 usage error, 130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -245,7 +245,7 @@ pub(crate) fn open_report(
         )));
     }
     pipeline::check_report_path(path, input, output)?;
-    Output::file(path).map(Some)
+    signals::create(|| Output::file(path)).map(Some)
 }
 
 /// Writes the report into its temporary file, then puts the checkpoint and the report in
@@ -254,12 +254,13 @@ fn finish(done: pipeline::Done, report_out: Option<Output>) -> Result<report::Re
     if let Some(out) = &report_out {
         report::write_json(out, &done.report)?;
     }
-    signals::check()?;
-    let report = done.commit()?;
-    if let Some(out) = report_out {
-        out.commit()?;
-    }
-    Ok(report)
+    signals::commit(|| {
+        let report = done.commit()?;
+        if let Some(out) = report_out {
+            out.commit()?;
+        }
+        Ok(report)
+    })
 }
 
 /// The run's base parameters from `--format`, `--preset` and the flags the user set (a
@@ -352,7 +353,6 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
     let b = backend(&a.run.backend)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
     let pool = pool(a.run.threads)?;
-    signals::install()?;
     let done = pool.install(|| {
         pipeline::quantize(&CpuEngine::new(b), &a.input, &output, &opts, &mut progress)
     })?;
@@ -374,7 +374,6 @@ fn dequantize(a: DequantizeArgs) -> Result<(), Error> {
     let b = backend(&a.run.backend)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
     let pool = pool(a.run.threads)?;
-    signals::install()?;
     let done = pool.install(|| {
         pipeline::dequantize(
             &CpuEngine::new(b),
@@ -421,6 +420,12 @@ fn run(cli: Cli) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
+    // First, before anything can create a file: a signal from now on removes the
+    // temporaries and exits with 128 + the signal (see `signals`).
+    if let Err(e) = signals::install() {
+        eprintln!("adpq: error: {e}");
+        return ExitCode::from(e.exit_code());
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -430,6 +435,10 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The signal watcher removes the temporaries, reports and exits.
+        Err(e @ Error::Interrupted { .. }) => {
+            ExitCode::from(signals::wait_for_watcher(e.exit_code()))
+        }
         Err(e) => {
             eprintln!("adpq: error: {e}");
             ExitCode::from(e.exit_code())

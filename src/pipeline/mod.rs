@@ -136,10 +136,10 @@ fn open_output(ckpt: &Checkpoint, input: &Path, output: &Path, force: bool) -> R
             output.display()
         )));
     }
-    match ckpt.source {
+    crate::signals::create(|| match ckpt.source {
         Source::File => Output::file(output),
         Source::Folder { .. } => Output::dir(output, force),
-    }
+    })
 }
 
 /// The warnings for the entries of an input folder that the output will not hold,

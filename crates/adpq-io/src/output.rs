@@ -158,6 +158,15 @@ impl Output {
         &self.final_path
     }
 
+    /// The hidden temporary file or folder that [`Output::commit`] renames into place
+    /// (for a caller that must be able to remove it itself, e.g. from a signal watcher).
+    pub fn temp_path(&self) -> &Path {
+        match &self.tmp {
+            Tmp::File(f) => f.path(),
+            Tmp::Dir(d) => d.path(),
+        }
+    }
+
     /// A writable handle for the file called `name` of the output (for a single-file
     /// output, `name` is ignored) and the path to name in messages.
     pub fn create(&self, name: &str) -> Result<(File, PathBuf)> {
