@@ -14,6 +14,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod error;
 mod eval;
 mod filter;
 mod pipeline;
@@ -23,10 +24,11 @@ mod report;
 mod signals;
 mod sweep;
 
+use crate::error::Error;
 use adpq_core::kernels::AnyKernels;
 use adpq_core::{FormatVersion, Grid, Params, SelectionMode};
 use adpq_engine::{CpuEngine, OutDtype};
-use adpq_io::{Error, Output};
+use adpq_io::Output;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use filter::TensorFilter;
 use pipeline::{DequantizeOptions, QuantizeOptions};
@@ -216,11 +218,15 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool, Error> {
         .map_err(|e| Error::Usage(format!("cannot start {threads} threads: {e}")))
 }
 
-fn print_stdout(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
+/// Writes the command's output to stdout and flushes it. A failed write is an error
+/// ([`Error::Stdout`], exit 1); a closed pipe (`| head -c1`) is [`Error::BrokenPipe`],
+/// which ends the command quietly with 141, as SIGPIPE ends a Unix tool.
+fn print_stdout(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<(), Error> {
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
-    // A closed pipe (e.g. `| head`) is not an error of the command.
-    let _ = f(&mut lock).and_then(|()| lock.flush());
+    f(&mut lock)
+        .and_then(|()| lock.flush())
+        .map_err(Error::stdout)
 }
 
 /// Opens the `--report` output before any work (its temporary file is created now), so
@@ -357,7 +363,7 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
         pipeline::quantize(&CpuEngine::new(b), &a.input, &output, &opts, &mut progress)
     })?;
     let report = finish(done, report_out)?;
-    print_stdout(|out| report.print(out, a.summary_only));
+    print_stdout(|out| report.print(out, a.summary_only))?;
     Ok(())
 }
 
@@ -384,7 +390,7 @@ fn dequantize(a: DequantizeArgs) -> Result<(), Error> {
         )
     })?;
     let report = finish(done, report_out)?;
-    print_stdout(|out| report.print(out, true));
+    print_stdout(|out| report.print(out, true))?;
     Ok(())
 }
 
@@ -399,9 +405,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 print_stdout(|out| {
                     serde_json::to_writer_pretty(&mut *out, &ins)?;
                     writeln!(out)
-                });
+                })?;
             } else {
-                print_stdout(|out| ins.print(out));
+                print_stdout(|out| ins.print(out))?;
             }
             Ok(())
         }
@@ -413,7 +419,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                     "ok: {n} packed tensor(s) verified in {}",
                     a.input.display()
                 )
-            });
+            })?;
             Ok(())
         }
     }
@@ -423,7 +429,7 @@ fn main() -> ExitCode {
     // First, before anything can create a file: a signal from now on removes the
     // temporaries and exits with 128 + the signal (see `signals`).
     if let Err(e) = signals::install() {
-        eprintln!("adpq: error: {e}");
+        progress::stderr_line(&format!("adpq: error: {e}"));
         return ExitCode::from(e.exit_code());
     }
     let cli = match Cli::try_parse() {
@@ -440,7 +446,9 @@ fn main() -> ExitCode {
             ExitCode::from(signals::wait_for_watcher(e.exit_code()))
         }
         Err(e) => {
-            eprintln!("adpq: error: {e}");
+            if e.is_reported() {
+                progress::stderr_line(&format!("adpq: error: {e}"));
+            }
             ExitCode::from(e.exit_code())
         }
     }

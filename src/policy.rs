@@ -10,8 +10,8 @@
 //! the parameters of each tensor that differs from the base (`adpq_io::meta`), so a
 //! reader never needs the rules.
 
+use crate::error::{Error, Result};
 use adpq_core::{FormatVersion, Params};
-use adpq_io::{Error, Result};
 use clap::ValueEnum;
 use regex::Regex;
 

@@ -3,9 +3,10 @@
 use std::io::Write;
 use std::time::Duration;
 
+use crate::error::{Error, Result};
 use adpq_engine::ErrorSums;
 use adpq_io::meta::ParamsRecord;
-use adpq_io::{Error, Output, Result};
+use adpq_io::Output;
 use serde::Serialize;
 
 const MIB: f64 = 1024.0 * 1024.0;

@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use adpq_io::{Error, Output, Result};
+use crate::error::{Error, Result};
+use adpq_io::Output;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGXFSZ};
 use signal_hook::iterator::Signals;
 
@@ -92,17 +93,17 @@ fn stop(sig: i32) {
         remove(t);
     }
     let first = CAUGHT.load(Ordering::SeqCst);
-    eprintln!(
+    crate::progress::stderr_line(&format!(
         "adpq: error: interrupted by {}: nothing was written",
         name_of(first)
-    );
+    ));
     // Exits with the lock held: no temporary can be created after the cleanup.
     std::process::exit(i32::from(exit_code(first)));
 }
 
 /// 128 + the signal.
 fn exit_code(sig: usize) -> u8 {
-    128u8.saturating_add(u8::try_from(sig).unwrap_or(127))
+    crate::error::signal_exit_code(u8::try_from(sig).unwrap_or(127))
 }
 
 /// Removes a temporary file or folder. The main thread may still be creating a file
@@ -123,7 +124,7 @@ fn remove(path: &Path) {
 
 /// Creates an output through `make` with the watcher held off, and registers its
 /// temporary for removal on a signal. Every temporary output of the CLI is made here.
-pub fn create(make: impl FnOnce() -> Result<Output>) -> Result<Output> {
+pub fn create(make: impl FnOnce() -> adpq_io::Result<Output>) -> Result<Output> {
     let mut reg = registry();
     check()?;
     let out = make()?;

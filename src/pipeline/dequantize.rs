@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
+use crate::error::{Error, Result};
 use adpq_core::Params;
 use adpq_engine::{Engine, OutDtype};
 use adpq_io::meta::OriginalTensor;
 use adpq_io::meta::{dequantized_metadata, packed_of, read_adpq_meta, unlisted_packed, AdpqMeta};
 use adpq_io::{
-    sort_for_output, with_writer, Checkpoint, Chunk, Dtype, Emitter, Error, Output, PlannedTensor,
-    Result, SafetensorsFile, TensorRef, TensorWriter,
+    sort_for_output, with_writer, Checkpoint, Chunk, Dtype, Emitter, Output, PlannedTensor,
+    SafetensorsFile, TensorRef, TensorWriter,
 };
 
 use super::{engine_error, open_output, skipped_warnings, Done};
@@ -77,7 +78,7 @@ fn check_input(ckpt: &Checkpoint) -> Result<(Vec<AdpqMeta>, u64)> {
     for f in &ckpt.files {
         let meta = read_adpq_meta(f, &f.user_metadata())?;
         if let Some(e) = unlisted_packed(f, &meta).into_iter().next() {
-            return Err(e);
+            return Err(e.into());
         }
         for (name, orig) in &meta.originals {
             crate::signals::check()?;
@@ -109,7 +110,7 @@ fn dequantize_file<E: Engine>(
     let (file, shown) = out.create(&f.file_name())?;
     let writer = TensorWriter::new(file, &shown, &out_meta, &planned)?;
     let mut done = HashMap::with_capacity(planned.len());
-    with_writer(f, Some(writer), |emit| {
+    with_writer(f, Some(writer), |emit| -> Result<()> {
         for p in &planned {
             crate::signals::check()?;
             let t = f

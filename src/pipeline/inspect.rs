@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::error::{Error, Result};
 use adpq_core::Params;
 use adpq_io::meta::{
     is_adpq, looks_packed, packed_of, read_adpq_meta, unlisted_packed, AdpqMeta, OriginalTensor,
     META_PARAMS, META_TENSORS,
 };
-use adpq_io::{Checkpoint, Error, Result, SafetensorsFile, TensorRef};
+use adpq_io::{Checkpoint, SafetensorsFile, TensorRef};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -193,7 +194,7 @@ fn inspect_tensor(
     };
     it.dtype = Some(o.dtype.clone());
     it.shape = Some(o.shape.clone());
-    let parsed = packed_of(f, t, o, meta.params_of(t.name), false);
+    let parsed = packed_of(f, t, o, meta.params_of(t.name), true);
     f.release(t);
     match parsed {
         Ok(p) => {

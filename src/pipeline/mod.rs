@@ -11,8 +11,9 @@ mod quantize;
 
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, Result};
 use adpq_engine::EngineError;
-use adpq_io::{Checkpoint, Error, Output, Result, SafetensorsFile, Source};
+use adpq_io::{Checkpoint, Output, SafetensorsFile, Source};
 
 use crate::progress::Progress;
 use crate::report::Report;

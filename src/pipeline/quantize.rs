@@ -6,12 +6,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
+use crate::error::{Error, Result};
 use adpq_core::{packed_len, Error as CoreError, PackedTensor, Params, Selection, SelectionMode};
 use adpq_engine::{Engine, EngineError, ErrorSums};
 use adpq_io::meta::{is_adpq, looks_packed, quantized_metadata, OriginalTensor, ParamsRecord};
 use adpq_io::{
-    sort_for_output, weight_data, with_writer, Checkpoint, Chunk, Dtype, Emitter, Error, Output,
-    PlannedTensor, Result, SafetensorsFile, TensorRef, TensorWriter,
+    sort_for_output, weight_data, with_writer, Checkpoint, Chunk, Dtype, Emitter, Output,
+    PlannedTensor, SafetensorsFile, TensorRef, TensorWriter,
 };
 
 use super::{engine_error, open_output, skipped_warnings, Done};
@@ -287,7 +288,7 @@ impl<E: Engine> Run<'_, E> {
         };
         let actions: HashMap<&str, &Action> = plan.iter().map(|(n, a)| (n.as_str(), a)).collect();
         let mut reports: HashMap<String, TensorReport> = HashMap::with_capacity(plan.len());
-        with_writer(f, writer, |emit| {
+        with_writer(f, writer, |emit| -> Result<()> {
             for p in &planned {
                 crate::signals::check()?;
                 let t = f

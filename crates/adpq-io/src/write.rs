@@ -185,7 +185,7 @@ impl<'a> Emitter<'a> {
             None => Ok(()),
             Some(tx) => tx.send(c).map_err(|_| {
                 self.stopped = true;
-                Error::Usage("the output writer stopped".into())
+                Error::WriterStopped
             }),
         }
     }
@@ -195,13 +195,14 @@ impl<'a> Emitter<'a> {
 /// `writer`, so computing tensor `i + 1` overlaps writing tensor `i`. With no writer
 /// (a dry run), emitted tensors are dropped. Returns the first real error: the
 /// producer's, or the writer's when the writer stopped first.
-pub fn with_writer<'a, F>(
+pub fn with_writer<'a, F, E>(
     file: &'a SafetensorsFile,
     writer: Option<TensorWriter>,
     produce: F,
-) -> Result<()>
+) -> Result<(), E>
 where
-    F: FnOnce(&mut Emitter<'a>) -> Result<()>,
+    F: FnOnce(&mut Emitter<'a>) -> Result<(), E>,
+    E: From<Error>,
 {
     let Some(writer) = writer else {
         return produce(&mut Emitter {
@@ -247,7 +248,7 @@ where
         });
         match (produced, written) {
             (Err(e), _) if !stopped => Err(e),
-            (_, Err(e)) => Err(e),
+            (_, Err(e)) => Err(e.into()),
             (Err(e), Ok(_)) => Err(e),
             (Ok(()), Ok(_)) => Ok(()),
         }
