@@ -78,7 +78,7 @@ impl Progress for ConsoleProgress {
         }
         match &self.bar {
             Some(b) => b.println(line),
-            None => stderr_line(&line),
+            None => stderr_line(line),
         }
     }
     fn note(&mut self, line: &str) {
