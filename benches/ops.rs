@@ -46,7 +46,7 @@ fn adpq(c: &mut Criterion) {
     for b in AnyKernels::available() {
         let name = b.name();
         let ww = Weights::F32(&w);
-        let sel = b.select(ww, rows, cols, &params).expect("select");
+        let sel = adpq_core::select_tensor(&b, ww, rows, cols, &params).expect("select");
         let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
 
         // Version 1 (`op`) and version 2 (`op_v2`): select, quantize, dequantize, gemv,
@@ -67,15 +67,16 @@ fn adpq(c: &mut Criterion) {
             g.throughput(Throughput::Elements(n as u64));
             g.bench_function(&label, |bch| {
                 bch.iter(|| {
-                    let sel = b.select(black_box(wh), rows, cols, &params).unwrap();
+                    let sel =
+                        adpq_core::select_tensor(&b, black_box(wh), rows, cols, &params).unwrap();
                     // k = round(α·N) does not depend on the dtype: the f32 buffer fits.
-                    b.quantize(wh, rows, cols, &params, &sel, &mut buf).unwrap()
+                    adpq_core::quantize_tensor(&b, wh, rows, cols, &params, &sel, &mut buf).unwrap()
                 })
             });
             g.finish();
         }
 
-        b.quantize(ww, rows, cols, &params, &sel, &mut buf).unwrap();
+        adpq_core::quantize_tensor(&b, ww, rows, cols, &params, &sel, &mut buf).unwrap();
         let t = PackedTensor::parse(&buf).expect("parse");
         // Row by row into one reused row buffer (stays in L1): what an engine that
         // dequantizes a row or tile at a time sees, without the DRAM write of `dequantize`.
@@ -114,26 +115,26 @@ fn format_ops(
     let n = rows * cols;
     let label = format!("{rows}x{cols}");
     let ww = Weights::F32(w);
-    let sel = b.select(ww, rows, cols, params).expect("select");
+    let sel = adpq_core::select_tensor(&b, ww, rows, cols, params).expect("select");
     let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
     let id = |op: &str| format!("{name}/{op}{suffix}");
 
     let mut g = group(c, id("select"), n);
     g.bench_function(&label, |bch| {
-        bch.iter(|| b.select(black_box(ww), rows, cols, params).unwrap())
+        bch.iter(|| adpq_core::select_tensor(&b, black_box(ww), rows, cols, params).unwrap())
     });
     g.finish();
 
     let mut g = group(c, id("quantize"), n);
     g.bench_function(&label, |bch| {
         bch.iter(|| {
-            let sel = b.select(black_box(ww), rows, cols, params).unwrap();
-            b.quantize(ww, rows, cols, params, &sel, &mut buf).unwrap()
+            let sel = adpq_core::select_tensor(&b, black_box(ww), rows, cols, params).unwrap();
+            adpq_core::quantize_tensor(&b, ww, rows, cols, params, &sel, &mut buf).unwrap()
         })
     });
     g.finish();
 
-    b.quantize(ww, rows, cols, params, &sel, &mut buf).unwrap();
+    adpq_core::quantize_tensor(&b, ww, rows, cols, params, &sel, &mut buf).unwrap();
     let t = PackedTensor::parse(&buf).expect("parse");
     let mut out = vec![0f32; n];
     let mut g = group(c, id("dequantize"), n);

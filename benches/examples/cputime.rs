@@ -38,20 +38,20 @@ fn main() {
         None => (op.clone(), Params::DEFAULT),
     };
     let ww = Weights::F32(&w);
-    let sel = b.select(ww, rows, cols, &params).unwrap();
+    let sel = adpq_core::select_tensor(&b, ww, rows, cols, &params).unwrap();
     let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
-    b.quantize(ww, rows, cols, &params, &sel, &mut buf).unwrap();
+    adpq_core::quantize_tensor(&b, ww, rows, cols, &params, &sel, &mut buf).unwrap();
     let packed = buf.clone();
     let t = PackedTensor::parse(&packed).unwrap();
     let mut out = vec![0f32; n];
     let mut y = vec![0f32; rows];
     let mut run = || match op.as_str() {
         "select" => {
-            std::hint::black_box(b.select(ww, rows, cols, &params).unwrap());
+            std::hint::black_box(adpq_core::select_tensor(&b, ww, rows, cols, &params).unwrap());
         }
         "quantize" => {
-            let sel = b.select(ww, rows, cols, &params).unwrap();
-            b.quantize(ww, rows, cols, &params, &sel, &mut buf).unwrap();
+            let sel = adpq_core::select_tensor(&b, ww, rows, cols, &params).unwrap();
+            adpq_core::quantize_tensor(&b, ww, rows, cols, &params, &sel, &mut buf).unwrap();
         }
         "dequantize" => b.dequantize_rows(&t, 0, &mut out).unwrap(),
         "dequantize_row" => {

@@ -13,7 +13,7 @@
 //! `cargo run --manifest-path fuzz/Cargo.toml --example gen_seeds [DIR]`. The output is
 //! deterministic.
 
-use adpq_core::{f16, packed_len, CpuKernels, Grid, Params, Scalar, SelectionMode, Weights};
+use adpq_core::{f16, packed_len, Grid, Params, Scalar, SelectionMode, Weights};
 
 fn main() {
     let root = std::env::args()
@@ -44,11 +44,9 @@ fn main() {
 
 /// Quantizes `w` with the scalar kernels.
 fn pack(w: Weights<'_>, rows: usize, cols: usize, params: &Params) -> Vec<u8> {
-    let sel = Scalar.select(w, rows, cols, params).unwrap();
+    let sel = adpq_core::select_tensor(&Scalar, w, rows, cols, params).unwrap();
     let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
-    Scalar
-        .quantize(w, rows, cols, params, &sel, &mut buf)
-        .unwrap();
+    adpq_core::quantize_tensor(&Scalar, w, rows, cols, params, &sel, &mut buf).unwrap();
     buf
 }
 

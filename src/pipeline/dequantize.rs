@@ -146,7 +146,7 @@ fn output_plan(
             Some(o) => {
                 let d = opts
                     .dtype
-                    .or_else(|| out_dtype(&o.dtype))
+                    .or_else(|| OutDtype::from_name(&o.dtype))
                     .unwrap_or(OutDtype::F32);
                 PlannedTensor {
                     name: t.name.into(),
@@ -191,7 +191,7 @@ fn dequantize_tensor<'a, E: Engine>(
             progress.message(&format!("dequantize {}", p.name));
             let parsed = packed_of(f, &t, o, params, true)?;
             let (rows, cols) = (parsed.rows(), parsed.cols());
-            let d = out_dtype(&p.dtype.to_string()).unwrap_or(OutDtype::F32);
+            let d = OutDtype::from_name(&p.dtype.to_string()).unwrap_or(OutDtype::F32);
             let mut buf = vec![0u8; p.len as usize];
             let err = engine_error(f, &p.name);
             let packed = engine.load_packed(parsed).map_err(&err)?;
@@ -212,15 +212,6 @@ fn dequantize_tensor<'a, E: Engine>(
     }
     r.seconds = tstart.elapsed().as_secs_f64();
     Ok(r)
-}
-
-fn out_dtype(name: &str) -> Option<OutDtype> {
-    match name {
-        "F32" => Some(OutDtype::F32),
-        "F16" => Some(OutDtype::F16),
-        "BF16" => Some(OutDtype::Bf16),
-        _ => None,
-    }
 }
 
 fn st_dtype(d: OutDtype) -> Dtype {

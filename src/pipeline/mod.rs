@@ -12,6 +12,7 @@ mod quantize;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use adpq_core::Error as CoreError;
 use adpq_engine::EngineError;
 use adpq_io::{Checkpoint, Output, SafetensorsFile, Source};
 
@@ -27,12 +28,14 @@ pub use quantize::{quantize, QuantizeOptions};
 fn engine_error<'f>(f: &'f SafetensorsFile, name: &str) -> impl Fn(EngineError) -> Error + 'f {
     let name = name.to_string();
     move |e| match e {
+        EngineError::Core(e @ CoreError::NotRepresentable { value, .. }) if value.is_finite() => {
+            Error::tensor(
+                f.path(),
+                &name,
+                format!("{e}; dequantize with --dtype f32 or --dtype bf16, which hold it"),
+            )
+        }
         EngineError::Core(e) => Error::core(f.path(), &name, e),
-        EngineError::OutOfRange { value, .. } if value.is_finite() => Error::tensor(
-            f.path(),
-            &name,
-            format!("{e}; dequantize with --dtype f32 or --dtype bf16, which hold it"),
-        ),
         other => Error::tensor(f.path(), &name, other.to_string()),
     }
 }

@@ -3,8 +3,9 @@
 //! (`ŵ = ±(t + k·h)`).
 //!
 //! **One rule for every backend.** A backend supplies only the per-weight passes over a
-//! group (`GroupPasses`: the squared error of a candidate grid, the sums a least-squares
-//! refit needs); the choice of grid (`search_group`) is written once, here. The passes
+//! group ([`GroupPasses`]: the squared error of a candidate grid, the sums a least-squares
+//! refit needs); the choice of grid ([`search_group`]) is written once, here, and is
+//! public as the reference a device encoder must match bit for bit. The passes
 //! add element `i` of a group into lane `i % 8` and total the lanes in one fixed order
 //! (`LaneSums`), with separate multiplies and adds (no FMA), so a SIMD backend's 8-lane
 //! sums equal the scalar oracle's bit for bit, and so do the chosen grids and the bytes.
@@ -24,28 +25,28 @@ use crate::quant::{pow2, round_ties_even};
 /// per end (25 ranges) keep SmolLM2-135M within 1.10× of its perplexity at 4.8
 /// bits/weight where three (`1, .92, .84`: 9 ranges) measured 1.12×, at about 2.5 times
 /// the encoder's candidate passes (docs/FORMAT-v2.md, "Phase 2").
-pub(crate) const SHRINK: [f32; 5] = [1.0, 0.96, 0.92, 0.88, 0.84];
+pub const SHRINK: [f32; 5] = [1.0, 0.96, 0.92, 0.88, 0.84];
 
 /// Candidate ranges of the search: every pair of shrink factors.
 const CANDIDATES: usize = SHRINK.len() * SHRINK.len();
 
 /// Lanes of [`LaneSums`]: the width of every SIMD backend's f32 vectors.
-pub(crate) const LANES: usize = 8;
+pub const LANES: usize = 8;
 
 /// A sum over a group kept in 8 lanes: element `i` adds into lane `i % 8`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct LaneSums(pub(crate) [f32; LANES]);
+pub struct LaneSums(pub [f32; LANES]);
 
 impl LaneSums {
     /// Adds `v` for element `i` of the group.
     #[inline(always)]
-    pub(crate) fn add(&mut self, i: usize, v: f32) {
+    pub fn add(&mut self, i: usize, v: f32) {
         self.0[i % LANES] += v;
     }
 
     /// The lanes added in the one order every backend uses.
     #[inline(always)]
-    pub(crate) fn total(&self) -> f32 {
+    pub fn total(&self) -> f32 {
         let a = &self.0;
         ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
     }
@@ -120,7 +121,7 @@ impl RowUnits {
 
     /// The units of a row whose groups' inlier ranges reach at most `span_max` wide and
     /// `neg_max` below zero, and whose outliers reach `out_max` (0 without outliers).
-    pub(crate) fn for_row(
+    pub fn for_row(
         span_max: f32,
         neg_max: f32,
         out_max: f32,
@@ -141,7 +142,7 @@ impl RowUnits {
     }
 
     /// The stored fields in byte order.
-    pub(crate) fn stored(&self) -> [u16; 3] {
+    pub fn stored(&self) -> [u16; 3] {
         [
             self.step_unit_bits,
             self.min_unit_bits,
@@ -164,7 +165,7 @@ impl RowUnits {
 
     /// The outlier code of `w` (`|w| ≥ t`): the sign bit and the nearest `k`.
     #[inline(always)]
-    pub(crate) fn encode_outlier(&self, w: f32, fp: &FormatParams) -> u8 {
+    pub fn encode_outlier(&self, w: f32, fp: &FormatParams) -> u8 {
         let inv = if self.outlier_step > 0.0 {
             1.0 / self.outlier_step
         } else {
@@ -214,28 +215,28 @@ impl AffineGrid {
 
     /// The code of `w`, as an f32: `round((w − m) / d)` clamped to `0..=code_max`.
     #[inline(always)]
-    pub(crate) fn encode(&self, w: f32, code_max: f32) -> f32 {
+    pub fn encode(&self, w: f32, code_max: f32) -> f32 {
         round_ties_even(((w - self.min) * self.inv).clamp(0.0, code_max))
     }
 }
 
 /// The sums a least-squares refit of `(d, m)` needs, over a group's inliers.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub(crate) struct RefitSums {
+pub struct RefitSums {
     /// Inliers.
-    pub(crate) n: u32,
+    pub n: u32,
     /// `Σ c`.
-    pub(crate) c: LaneSums,
+    pub c: LaneSums,
     /// `Σ c²`.
-    pub(crate) cc: LaneSums,
+    pub cc: LaneSums,
     /// `Σ w`.
-    pub(crate) w: LaneSums,
+    pub w: LaneSums,
     /// `Σ c·w`.
-    pub(crate) cw: LaneSums,
+    pub cw: LaneSums,
 }
 
 /// The per-weight passes over one group's inliers that [`search_group`] needs.
-pub(crate) trait GroupPasses {
+pub trait GroupPasses {
     /// `Σ (grid.decode(grid.encode(w)) − w)²` over the inliers, as [`LaneSums`].
     fn error(&mut self, grid: &AffineGrid) -> f32;
     /// `errors[k] = error(grids[k])` for every `k`: a backend may sweep the group once for
@@ -261,7 +262,7 @@ fn multiple(v: f64, lo: f64) -> u8 {
 /// The inlier grid of one group whose inliers span `[lo, hi]` (`lo ≤ 0 ≤ hi`), chosen by
 /// the search of the module docs.
 #[inline(always)] // into each SIMD ISA's `#[target_feature]` function, with its passes
-pub(crate) fn search_group(
+pub fn search_group(
     passes: &mut impl GroupPasses,
     lo: f32,
     hi: f32,

@@ -3,6 +3,8 @@
 
 use core::fmt;
 
+use crate::dtype::OutDtype;
+
 /// Everything that can go wrong in the core.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
@@ -85,6 +87,18 @@ pub enum Error {
     },
     /// A packed buffer failed validation.
     Format(FormatError),
+    /// A dequantized value does not fit the output dtype: not finite, or beyond its
+    /// largest finite value by more than the quantization error (see [`crate::narrow`]).
+    NotRepresentable {
+        /// Row of the value.
+        row: u64,
+        /// Column of the value.
+        col: u64,
+        /// The dequantized value (f32).
+        value: f32,
+        /// The output dtype.
+        dtype: OutDtype,
+    },
 }
 
 /// Why a packed buffer was rejected.
@@ -192,6 +206,20 @@ impl fmt::Display for Error {
                 write!(f, "row {row} is out of range for a tensor of {rows} rows")
             }
             Error::Format(e) => write!(f, "invalid packed tensor: {e}"),
+            Error::NotRepresentable {
+                row,
+                col,
+                value,
+                dtype,
+            } if value.is_finite() => write!(
+                f,
+                "dequantized value {value:e} at row {row}, column {col} is beyond the range of {dtype} (largest finite {:e}) by more than the quantization error",
+                dtype.max_finite()
+            ),
+            Error::NotRepresentable { row, col, value, .. } => write!(
+                f,
+                "dequantized value {value:e} at row {row}, column {col} is not finite (a corrupt packed tensor)"
+            ),
         }
     }
 }

@@ -28,10 +28,10 @@
 //! let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 100.0).collect();
 //! let params = Params::DEFAULT;
 //! let backend = Scalar::new();
-//! let sel = backend.select(Weights::F32(&w), rows, cols, &params)?;
+//! let sel = adpq_core::select_tensor(&backend, Weights::F32(&w), rows, cols, &params)?;
 //! assert_eq!(sel.n_outliers, 48); // round(0.06 · 800)
 //! let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers)?];
-//! backend.quantize(Weights::F32(&w), rows, cols, &params, &sel, &mut buf)?;
+//! adpq_core::quantize_tensor(&backend, Weights::F32(&w), rows, cols, &params, &sel, &mut buf)?;
 //!
 //! let packed = PackedTensor::parse(&buf)?; // validates structure and checksum
 //! let mut back = vec![0f32; rows * cols];
@@ -50,26 +50,32 @@ extern crate std;
 
 pub mod affine;
 mod bits;
+mod dtype;
 pub mod error;
 pub mod format;
 pub mod kernels;
+pub mod narrow;
 pub mod params;
 mod plan;
 pub mod quant;
 pub mod select;
+mod tensor;
 mod weights;
 
 #[cfg(feature = "std")]
 pub mod harness;
 
+pub use dtype::OutDtype;
 pub use error::{Error, FormatError, Result};
 pub use format::{packed_len, Layout, PackedTensor, RowGroup};
 pub use kernels::{
-    AnyKernels, Avx2, CpuKernels, KernelChoiceError, Neon, Q8Activations, Quantized, Scalar,
+    AnyKernels, Avx2, CpuKernels, KernelChoiceError, KernelScan, Neon, Q8Activations, Quantized,
+    Scalar,
 };
 pub use params::{FormatParams, FormatVersion, Grid, Params, SelectionMode};
-pub use plan::{BlockDone, BlockOut, Blocks, QuantizePlan};
-pub use select::{select_outliers, KernelScan, Selection, TensorScan};
+pub use plan::{BlockDone, BlockOut, BlockSections, Blocks, QuantizePlan};
+pub use select::{select_outliers, Selection, TensorScan};
+pub use tensor::{quantize_tensor, select_tensor};
 pub use weights::{Element, Weights};
 
 /// Re-export of the `half` crate's f16 and bf16, the element types [`Weights`] accepts.

@@ -85,7 +85,11 @@ impl Default for Params {
 
 impl Params {
     /// 4 bits, groups of 128, α = 0.06, symmetric grids, exact selection.
-    pub const DEFAULT: Params = Params {
+    pub const DEFAULT: Params = Params::V1;
+
+    /// Format v1's defaults: 4 bits, groups of 128, α = 0.06, symmetric grids, exact
+    /// selection.
+    pub const V1: Params = Params {
         bits: 4,
         group_size: 128,
         alpha: 0.06,

@@ -24,7 +24,7 @@
 //! let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 100.0).collect();
 //! let w = Weights::F32(&w);
 //! let params = Params::DEFAULT;
-//! let sel = Scalar.select(w, rows, cols, &params)?;
+//! let sel = adpq_core::select_tensor(&Scalar, w, rows, cols, &params)?;
 //! let plan = QuantizePlan::new(rows, cols, &params, &sel, 2)?; // 3 blocks of 2 rows
 //! let ties: Vec<u64> = if plan.needs_tie_counts() {
 //!     (0..plan.block_count()).map(|b| plan.count_ties(&Scalar, w, b)).collect::<Result<_, _>>()?
@@ -41,7 +41,7 @@
 //! plan.stitch(&mut out, done.iter().map(|(d, s)| (*d, s.as_slice())))?;
 //!
 //! let mut whole = vec![0u8; plan.packed_len()];
-//! Scalar.quantize(w, rows, cols, &params, &sel, &mut whole)?;
+//! adpq_core::quantize_tensor(&Scalar, w, rows, cols, &params, &sel, &mut whole)?;
 //! assert_eq!(out, whole);
 //! # Ok::<(), adpq_core::Error>(())
 //! ```
@@ -50,11 +50,11 @@ use core::ops::Range;
 
 use crate::bits::{copy_values, stream_bytes, BitWriter};
 use crate::error::{Error, Result};
-use crate::format::{finish, HeaderInfo, Layout};
+use crate::format::{finish, HeaderInfo, Layout, PackedTensor, MAGIC};
 use crate::kernels::{CpuKernels, Quantized, RowJob, RowsOut};
 use crate::params::Params;
 use crate::quant::{check_magnitude, scale_exponent};
-use crate::select::Selection;
+use crate::select::{OutlierRule, Selection};
 use crate::weights::Weights;
 
 /// How a selected tensor is quantized: its layout, header and row blocks.
@@ -87,6 +87,26 @@ pub struct BlockDone {
     index: usize,
     outliers: u64,
     position_bytes: usize,
+    /// Filled by an encoder other than this crate's kernels (see
+    /// [`QuantizePlan::accept_filled`]): `stitch` validates the sealed buffer.
+    external: bool,
+}
+
+/// A block's sections of the packed buffer, for an encoder other than this crate's
+/// kernels (a device, another process) to fill: see [`BlockOut::sections`].
+#[derive(Debug)]
+pub struct BlockSections<'s> {
+    /// Outlier count of each of the block's rows, little-endian u32, 4 bytes per row.
+    pub counts: &'s mut [u8],
+    /// The rows' records, [`Layout::row_record_bytes`] per row (v2: the row units
+    /// first), as [`format::record`](crate::format::record) and
+    /// [`format::record_v2`](crate::format::record_v2) encode them.
+    pub records: &'s mut [u8],
+    /// The rows' codes, [`Layout::row_code_bytes`] per row.
+    pub codes: &'s mut [u8],
+    /// The block's outlier positions from bit 0: [`Layout::position_bits`] bits each,
+    /// LSB first, in row-major order, each its index within its group.
+    pub positions: &'s mut [u8],
 }
 
 /// The blocks of a packed buffer, in row order (see [`QuantizePlan::split`]).
@@ -128,6 +148,23 @@ impl QuantizePlan {
             selection: *selection,
             block_rows: block_rows.clamp(1, rows),
         })
+    }
+
+    /// The per-tensor step exponent `e` every grid of the tensor is stored against.
+    pub fn scale_exp(&self) -> i8 {
+        self.info.scale_exp
+    }
+
+    /// The selection the plan quantizes with.
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    /// Which weights of `block` are outliers, element by element in row-major order:
+    /// the threshold and the ties at it still to take (what an external encoder of the
+    /// block must apply, see [`BlockOut::sections`]).
+    pub fn rule_for(&self, block: &BlockOut<'_>) -> OutlierRule {
+        self.selection.rule_after(block.equal_before)
     }
 
     /// The packed layout.
@@ -224,36 +261,51 @@ impl QuantizePlan {
         scratch: &mut [u8],
     ) -> Result<BlockDone> {
         let wb = self.block_weights(w, block.first_row..block.first_row + block.rows)?;
-        let stream = match block.positions {
-            Some(positions) => positions,
-            None => {
-                let actual = scratch.len() as u64;
-                scratch
-                    .get_mut(..block.scratch_len)
-                    .ok_or(Error::BufferSize {
-                        needed: block.scratch_len as u64,
-                        actual,
-                    })?
-            }
-        };
         let job = RowJob {
             cols: self.layout.cols,
             params: self.layout.params,
-            rule: self.selection.rule_after(block.equal_before),
+            rule: self.rule_for(&block),
             scale_exp: self.info.scale_exp,
             first_row: block.first_row as u64,
         };
+        let (index, sections) = (block.index, block.into_sections(scratch)?);
         let mut out = RowsOut {
-            counts: block.counts,
-            records: block.records,
-            codes: block.codes,
-            positions: BitWriter::new(stream, self.layout.position_bits),
+            counts: sections.counts,
+            records: sections.records,
+            codes: sections.codes,
+            positions: BitWriter::new(sections.positions, self.layout.position_bits),
         };
         let done = kernels.quantize_rows(wb, &job, &mut out)?;
         Ok(BlockDone {
-            index: block.index,
+            index,
             outliers: done.outliers,
             position_bytes: stream_bytes(done.outliers, self.layout.position_bits) as usize,
+            external: false,
+        })
+    }
+
+    /// Accepts a block whose [sections](BlockOut::sections) an encoder other than this
+    /// crate's kernels filled (a device, another process): its outliers are the sum of
+    /// its rows' counts. [`stitch`](Self::stitch) then validates the whole sealed buffer
+    /// as the parser does (records, counts, positions, offsets), so a wrong block is an
+    /// error and never a corrupt tensor.
+    pub fn accept_filled(&self, block: BlockOut<'_>) -> Result<BlockDone> {
+        let outliers: u64 = block
+            .counts
+            .chunks_exact(4)
+            .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .sum();
+        if outliers > self.layout.n_outliers {
+            return Err(Error::OutlierCount {
+                expected: self.layout.n_outliers,
+                actual: outliers,
+            });
+        }
+        Ok(BlockDone {
+            index: block.index,
+            outliers,
+            position_bytes: stream_bytes(outliers, self.layout.position_bits) as usize,
+            external: true,
         })
     }
 
@@ -274,8 +326,9 @@ impl QuantizePlan {
         }
         let k = l.n_outliers;
         let positions = &mut out[l.positions_at..];
-        let (mut next, mut seen) = (0u64, 0usize);
+        let (mut next, mut seen, mut external) = (0u64, 0usize, false);
         for (done, scratch) in blocks {
+            external |= done.external;
             if done.index != seen {
                 return Err(Error::BufferSize {
                     needed: seen as u64,
@@ -314,6 +367,13 @@ impl QuantizePlan {
             });
         }
         finish(out, l, &self.info)?;
+        if external {
+            if let Err(e) = PackedTensor::parse(out) {
+                // Not a tensor anyone may mistake for a valid one.
+                out[..MAGIC.len()].fill(0);
+                return Err(e);
+            }
+        }
         Ok(Quantized {
             selection: self.selection,
             bytes: l.total_len,
@@ -370,10 +430,46 @@ impl<'b> Iterator for Blocks<'_, 'b> {
 
 impl ExactSizeIterator for Blocks<'_, '_> {}
 
-impl BlockOut<'_> {
+impl<'b> BlockOut<'b> {
     /// Index of the block.
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    /// The block's rows.
+    pub fn rows(&self) -> Range<usize> {
+        self.first_row..self.first_row + self.rows
+    }
+
+    /// The block's sections, to fill by an encoder other than this crate's kernels, then
+    /// hand to [`QuantizePlan::accept_filled`]. The positions go into the packed buffer
+    /// itself for block 0, else into `scratch` (at least
+    /// [`scratch_len`](Self::scratch_len) bytes, then passed to `stitch` with the block).
+    pub fn sections<'s>(&'s mut self, scratch: &'s mut [u8]) -> Result<BlockSections<'s>> {
+        let positions = match self.positions.as_deref_mut() {
+            Some(positions) => positions,
+            None => scratch_of(scratch, self.scratch_len)?,
+        };
+        Ok(BlockSections {
+            counts: self.counts,
+            records: self.records,
+            codes: self.codes,
+            positions,
+        })
+    }
+
+    /// [`sections`](Self::sections), consuming the block.
+    fn into_sections(self, scratch: &'b mut [u8]) -> Result<BlockSections<'b>> {
+        let positions = match self.positions {
+            Some(positions) => positions,
+            None => scratch_of(scratch, self.scratch_len)?,
+        };
+        Ok(BlockSections {
+            counts: self.counts,
+            records: self.records,
+            codes: self.codes,
+            positions,
+        })
     }
 
     /// Bytes of position scratch this block needs (0 for block 0, which writes its
@@ -381,6 +477,15 @@ impl BlockOut<'_> {
     pub fn scratch_len(&self) -> usize {
         self.scratch_len
     }
+}
+
+/// The first `len` bytes of a block's position scratch.
+fn scratch_of(scratch: &mut [u8], len: usize) -> Result<&mut [u8]> {
+    let actual = scratch.len() as u64;
+    scratch.get_mut(..len).ok_or(Error::BufferSize {
+        needed: len as u64,
+        actual,
+    })
 }
 
 impl BlockDone {

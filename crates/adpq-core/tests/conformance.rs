@@ -135,8 +135,8 @@ fn check_backend(
     }
 
     // Selection and packed bytes.
-    let sel_s = Scalar.select(w, rows, cols, params);
-    let sel_b = b.select(w, rows, cols, params);
+    let sel_s = adpq_core::select_tensor(&Scalar, w, rows, cols, params);
+    let sel_b = adpq_core::select_tensor(&b, w, rows, cols, params);
     match (&sel_s, &sel_b) {
         (Ok(s), Ok(bb)) => {
             assert_eq!(s.threshold_bits, bb.threshold_bits, "{ctx}: threshold");
@@ -159,8 +159,8 @@ fn check_backend(
     let Ok(sel) = sel_s else { return };
     let len = packed_len(rows, cols, params.format(), sel.n_outliers).unwrap();
     let (mut ps, mut pb) = (vec![0u8; len], vec![0xA5u8; len]);
-    let qs = Scalar.quantize(w, rows, cols, params, &sel, &mut ps);
-    let qb = b.quantize(w, rows, cols, params, &sel, &mut pb);
+    let qs = adpq_core::quantize_tensor(&Scalar, w, rows, cols, params, &sel, &mut ps);
+    let qb = adpq_core::quantize_tensor(&b, w, rows, cols, params, &sel, &mut pb);
     assert_eq!(
         format!("{qs:?}"),
         format!("{qb:?}"),
@@ -643,7 +643,7 @@ fn quantize_reports_the_same_rejected_weight() {
     let (rows, cols) = (3, 200);
     let clean = gaussish(rows * cols, 5);
     let p = Params::DEFAULT;
-    let sel = Scalar.select(Weights::F32(&clean), rows, cols, &p).unwrap();
+    let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&clean), rows, cols, &p).unwrap();
     let len = packed_len(rows, cols, p.format(), sel.n_outliers).unwrap();
     for b in simd_backends() {
         for bad in [f32::NAN, f32::NEG_INFINITY, -3e37] {
@@ -652,8 +652,8 @@ fn quantize_reports_the_same_rejected_weight() {
                 v[at] = bad;
                 let w = Weights::F32(&v);
                 let (mut ps, mut pb) = (vec![0u8; len], vec![0u8; len]);
-                let es = Scalar.quantize(w, rows, cols, &p, &sel, &mut ps);
-                let eb = b.quantize(w, rows, cols, &p, &sel, &mut pb);
+                let es = adpq_core::quantize_tensor(&Scalar, w, rows, cols, &p, &sel, &mut ps);
+                let eb = adpq_core::quantize_tensor(&b, w, rows, cols, &p, &sel, &mut pb);
                 assert!(es.is_err());
                 assert_eq!(
                     format!("{es:?}"),

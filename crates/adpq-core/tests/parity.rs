@@ -85,12 +85,10 @@ fn load_cases() -> Vec<Case> {
 
 fn quantize(case: &Case, params: &Params) -> (Vec<u8>, adpq_core::Selection) {
     let w = Weights::F32(&case.weights);
-    let sel = Scalar.select(w, case.rows, case.cols, params).unwrap();
+    let sel = adpq_core::select_tensor(&Scalar, w, case.rows, case.cols, params).unwrap();
     let mut buf =
         vec![0u8; packed_len(case.rows, case.cols, params.format(), sel.n_outliers).unwrap()];
-    Scalar
-        .quantize(w, case.rows, case.cols, params, &sel, &mut buf)
-        .unwrap();
+    adpq_core::quantize_tensor(&Scalar, w, case.rows, case.cols, params, &sel, &mut buf).unwrap();
     (buf, sel)
 }
 

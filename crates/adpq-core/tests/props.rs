@@ -12,9 +12,9 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
 fn quantize(w: Weights<'_>, rows: usize, cols: usize, params: &Params) -> Result<Vec<u8>, Error> {
-    let sel = Scalar.select(w, rows, cols, params)?;
+    let sel = adpq_core::select_tensor(&Scalar, w, rows, cols, params)?;
     let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers)?];
-    Scalar.quantize(w, rows, cols, params, &sel, &mut buf)?;
+    adpq_core::quantize_tensor(&Scalar, w, rows, cols, params, &sel, &mut buf)?;
     Ok(buf)
 }
 
@@ -187,8 +187,7 @@ fn non_finite_weights_name_their_position() {
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let mut w = vec![0.1f32; rows * cols];
         w[2 * cols + 17] = bad;
-        let err = Scalar
-            .select(Weights::F32(&w), rows, cols, &Params::DEFAULT)
+        let err = adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &Params::DEFAULT)
             .unwrap_err();
         assert!(
             matches!(
@@ -205,8 +204,7 @@ fn non_finite_weights_name_their_position() {
     }
     let mut w = vec![0.1f32; rows * cols];
     w[5] = 3e38;
-    let err = Scalar
-        .select(Weights::F32(&w), rows, cols, &Params::DEFAULT)
+    let err = adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &Params::DEFAULT)
         .unwrap_err();
     assert!(
         matches!(err, Error::OutOfRange { row: 0, col: 5, .. }),
@@ -260,23 +258,19 @@ fn invalid_parameters_and_shapes_are_errors() {
     ));
     let w = vec![0.5f32; 10];
     assert_eq!(
-        Scalar
-            .select(Weights::F32(&w), 3, 4, &Params::DEFAULT)
-            .unwrap_err(),
+        adpq_core::select_tensor(&Scalar, Weights::F32(&w), 3, 4, &Params::DEFAULT).unwrap_err(),
         Error::ShapeMismatch {
             expected: 12,
             actual: 10
         }
     );
     assert_eq!(
-        Scalar
-            .select(Weights::F32(&[]), 0, 4, &Params::DEFAULT)
-            .unwrap_err(),
+        adpq_core::select_tensor(&Scalar, Weights::F32(&[]), 0, 4, &Params::DEFAULT).unwrap_err(),
         Error::EmptyTensor
     );
     let p = Params::DEFAULT.with_selection(SelectionMode::Reference { n_iters: 0 });
     assert_eq!(
-        Scalar.select(Weights::F32(&w), 2, 5, &p).unwrap_err(),
+        adpq_core::select_tensor(&Scalar, Weights::F32(&w), 2, 5, &p).unwrap_err(),
         Error::InvalidIterations(0)
     );
     // The reference cannot bracket α = 0; it is an error, not a panic.
@@ -284,16 +278,22 @@ fn invalid_parameters_and_shapes_are_errors() {
         .unwrap()
         .with_selection(SelectionMode::Reference { n_iters: 100 });
     assert_eq!(
-        Scalar.select(Weights::F32(&w), 2, 5, &p).unwrap_err(),
+        adpq_core::select_tensor(&Scalar, Weights::F32(&w), 2, 5, &p).unwrap_err(),
         Error::NotBracketed
     );
     // Wrong output buffer size.
-    let sel = Scalar
-        .select(Weights::F32(&w), 2, 5, &Params::DEFAULT)
-        .unwrap();
+    let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&w), 2, 5, &Params::DEFAULT).unwrap();
     let mut small = vec![0u8; 10];
     assert!(matches!(
-        Scalar.quantize(Weights::F32(&w), 2, 5, &Params::DEFAULT, &sel, &mut small),
+        adpq_core::quantize_tensor(
+            &Scalar,
+            Weights::F32(&w),
+            2,
+            5,
+            &Params::DEFAULT,
+            &sel,
+            &mut small
+        ),
         Err(Error::BufferSize { .. })
     ));
 }

@@ -11,9 +11,9 @@ use adpq_core::{
 };
 
 fn quantize(w: Weights<'_>, rows: usize, cols: usize, params: &Params) -> Result<Vec<u8>, Error> {
-    let sel = Scalar.select(w, rows, cols, params)?;
+    let sel = adpq_core::select_tensor(&Scalar, w, rows, cols, params)?;
     let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers)?];
-    Scalar.quantize(w, rows, cols, params, &sel, &mut buf)?;
+    adpq_core::quantize_tensor(&Scalar, w, rows, cols, params, &sel, &mut buf)?;
     Ok(buf)
 }
 
@@ -53,13 +53,13 @@ fn tensors_below_the_range_are_refused() {
         for params in every_params() {
             for k in AnyKernels::available() {
                 assert_eq!(
-                    k.select(Weights::F32(&w), rows, cols, &params),
+                    adpq_core::select_tensor(&k, Weights::F32(&w), rows, cols, &params),
                     Err(Error::TooSmall { max_abs }),
                     "{scale:e} on {}",
                     k.name()
                 );
                 assert_eq!(
-                    k.select(Weights::Bf16(&bf), rows, cols, &params),
+                    adpq_core::select_tensor(&k, Weights::Bf16(&bf), rows, cols, &params),
                     Err(Error::TooSmall { max_abs: bf_max }),
                     "bf16 {scale:e} on {}",
                     k.name()
@@ -72,7 +72,7 @@ fn tensors_below_the_range_are_refused() {
     let reference =
         Params::DEFAULT.with_selection(adpq_core::SelectionMode::Reference { n_iters: 20 });
     assert!(matches!(
-        Scalar.select(Weights::F32(&w), rows, cols, &reference),
+        adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &reference),
         Err(Error::TooSmall { .. })
     ));
     let msg = Error::TooSmall { max_abs: 1e-40 }.to_string();
@@ -88,7 +88,7 @@ fn a_plan_refuses_a_selection_below_the_range() {
     let (rows, cols) = (2, 64);
     let w = pattern(rows * cols, 1.0);
     let p = Params::DEFAULT;
-    let mut sel = Scalar.select(Weights::F32(&w), rows, cols, &p).unwrap();
+    let mut sel = adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &p).unwrap();
     sel.max_abs_bits = 1e-40f32.to_bits();
     assert_eq!(
         QuantizePlan::new(rows, cols, &p, &sel, rows),
@@ -244,10 +244,19 @@ fn edge_tensors_pack_identically_on_every_kernel_set() {
         for params in every_params() {
             let want = quantize(Weights::F32(&w), rows, cols, &params).unwrap();
             for k in AnyKernels::available() {
-                let sel = k.select(Weights::F32(&w), rows, cols, &params).unwrap();
+                let sel =
+                    adpq_core::select_tensor(&k, Weights::F32(&w), rows, cols, &params).unwrap();
                 let mut buf = vec![0u8; want.len()];
-                k.quantize(Weights::F32(&w), rows, cols, &params, &sel, &mut buf)
-                    .unwrap();
+                adpq_core::quantize_tensor(
+                    &k,
+                    Weights::F32(&w),
+                    rows,
+                    cols,
+                    &params,
+                    &sel,
+                    &mut buf,
+                )
+                .unwrap();
                 assert!(buf == want, "{} at {scale:e}, {params:?}", k.name());
             }
         }

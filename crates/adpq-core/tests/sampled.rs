@@ -1,4 +1,4 @@
-//! The one-pass sampled selection (taken by `select_outliers`, so by `CpuKernels::select`,
+//! The one-pass sampled selection (taken by `select_outliers`, so by `select_tensor`,
 //! on large tensors) must give exactly the selection of the histogram passes
 //! (`select::select_by_passes`), on every backend, or decline.
 
@@ -83,7 +83,7 @@ fn sampled_selection_equals_histogram_passes() {
             for &ww in &inputs {
                 for b in backends() {
                     let expected = histogram_passes(&b, ww, &params);
-                    let got = b.select(ww, ROWS, COLS, &params).unwrap();
+                    let got = adpq_core::select_tensor(&b, ww, ROWS, COLS, &params).unwrap();
                     let same = |s: &Selection| {
                         (s.threshold_bits, s.take_equal, s.n_outliers, s.max_abs_bits)
                             == (
@@ -119,8 +119,7 @@ fn sampled_selection_reports_the_first_bad_weight() {
     w[5 * COLS + 17] = f32::NAN;
     w[900 * COLS + 3] = f32::INFINITY;
     for b in backends() {
-        let err = b
-            .select(Weights::F32(&w), ROWS, COLS, &Params::DEFAULT)
+        let err = adpq_core::select_tensor(&b, Weights::F32(&w), ROWS, COLS, &Params::DEFAULT)
             .unwrap_err();
         assert!(
             matches!(

@@ -30,10 +30,9 @@ fn weights(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
 }
 
 fn quantize<K: CpuKernels>(k: &K, w: &[f32], rows: usize, cols: usize, p: &Params) -> Vec<u8> {
-    let sel = k.select(Weights::F32(w), rows, cols, p).unwrap();
+    let sel = adpq_core::select_tensor(k, Weights::F32(w), rows, cols, p).unwrap();
     let mut buf = vec![0u8; packed_len(rows, cols, p.format(), sel.n_outliers).unwrap()];
-    k.quantize(Weights::F32(w), rows, cols, p, &sel, &mut buf)
-        .unwrap();
+    adpq_core::quantize_tensor(k, Weights::F32(w), rows, cols, p, &sel, &mut buf).unwrap();
     buf
 }
 
@@ -267,11 +266,9 @@ fn v2_half_inputs_match_f32() {
     let back: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
     let p = Params::V2;
     let via_f32 = quantize(&Scalar, &back, rows, cols, &p);
-    let sel = Scalar.select(Weights::F16(&h), rows, cols, &p).unwrap();
+    let sel = adpq_core::select_tensor(&Scalar, Weights::F16(&h), rows, cols, &p).unwrap();
     let mut buf = vec![0u8; packed_len(rows, cols, p.format(), sel.n_outliers).unwrap()];
-    Scalar
-        .quantize(Weights::F16(&h), rows, cols, &p, &sel, &mut buf)
-        .unwrap();
+    adpq_core::quantize_tensor(&Scalar, Weights::F16(&h), rows, cols, &p, &sel, &mut buf).unwrap();
     assert_eq!(buf, via_f32);
 }
 

@@ -2,11 +2,11 @@
 //! rayon pool (the caller picks the thread count with `ThreadPool::install`).
 
 use adpq_core::{
-    CpuKernels, Error as CoreError, PackedTensor, Params, Quantized, Selection, Weights,
+    CpuKernels, Error as CoreError, OutDtype, PackedTensor, Params, Quantized, Selection, Weights,
 };
 use rayon::prelude::*;
 
-use crate::driver::{Driver, OutDtype, BLOCK_ELEMS};
+use crate::driver::{Driver, BLOCK_ELEMS};
 use crate::rtn::ErrorSums;
 use crate::{Engine, EngineResult};
 
@@ -96,7 +96,7 @@ impl<K: CpuKernels> Engine for CpuEngine<K> {
         dtype: OutDtype,
         out: &mut [u8],
     ) -> EngineResult<()> {
-        crate::narrow::dequantize_checked(self.driver.backend(), packed, dtype, out)
+        Ok(self.driver.dequantize(packed, dtype, out)?)
     }
 
     fn gemv(&self, packed: &PackedTensor<'_>, x: &[f32], y: &mut [f32]) -> EngineResult<()> {
@@ -145,14 +145,20 @@ mod tests {
         let (rows, cols) = (70, 1000);
         let w = weights(rows, cols);
         let params = Params::DEFAULT;
-        let sel_ref = Scalar
-            .select(Weights::F32(&w), rows, cols, &params)
-            .unwrap();
+        let sel_ref =
+            adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &params).unwrap();
         let mut expect =
             vec![0u8; packed_len(rows, cols, params.format(), sel_ref.n_outliers).unwrap()];
-        Scalar
-            .quantize(Weights::F32(&w), rows, cols, &params, &sel_ref, &mut expect)
-            .unwrap();
+        adpq_core::quantize_tensor(
+            &Scalar,
+            Weights::F32(&w),
+            rows,
+            cols,
+            &params,
+            &sel_ref,
+            &mut expect,
+        )
+        .unwrap();
 
         let engine = CpuEngine::new(Scalar);
         assert_eq!(engine.name(), "scalar");

@@ -4,48 +4,27 @@
 //! Determinism: the split depends only on the tensor's shape (never on the thread count),
 //! histograms are integer sums, the first rejected weight is the one with the smallest
 //! index, and row blocks are stitched in row order. The packed output is therefore
-//! byte-identical to the single-threaded [`CpuKernels::quantize`] whatever the pool size
+//! byte-identical to the single-threaded [`adpq_core::quantize_tensor`] whatever the pool size
 //! (tested below), and so are the error sums.
 
 use adpq_core::select::{BadValue, HistogramPass, RangeScan, TensorScan, HIST_BINS};
 use adpq_core::{
-    select_outliers, BlockDone, CpuKernels, Error as CoreError, KernelScan, PackedTensor, Params,
-    QuantizePlan, Quantized, Selection, Weights,
+    narrow, select_outliers, BlockDone, CpuKernels, Error as CoreError, KernelScan, OutDtype,
+    PackedTensor, Params, QuantizePlan, Quantized, Selection, Weights,
 };
 use rayon::prelude::*;
 
 use crate::rtn::{row_error_sums, ErrorSums};
 
 /// Elements per histogram/count chunk of the selection passes.
-pub const CHUNK_ELEMS: usize = 1 << 16;
+pub(crate) const CHUNK_ELEMS: usize = 1 << 16;
 /// Target elements per row block of quantization and dequantization (a block holds at
 /// least one row).
-pub const BLOCK_ELEMS: usize = 1 << 16;
-
-/// Element type of a dequantized output tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutDtype {
-    /// 32-bit float.
-    F32,
-    /// IEEE half.
-    F16,
-    /// bfloat16.
-    Bf16,
-}
-
-impl OutDtype {
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            OutDtype::F32 => 4,
-            OutDtype::F16 | OutDtype::Bf16 => 2,
-        }
-    }
-}
+pub(crate) const BLOCK_ELEMS: usize = 1 << 16;
 
 /// The parallel driver over a backend `B`. Cheap to copy into closures.
 #[derive(Debug, Clone, Copy)]
-pub struct Driver<B> {
+pub(crate) struct Driver<B> {
     backend: B,
     block_elems: usize,
     chunk_elems: usize,
@@ -53,7 +32,7 @@ pub struct Driver<B> {
 
 impl<B: CpuKernels> Driver<B> {
     /// A driver with the default block and chunk sizes.
-    pub fn new(backend: B) -> Self {
+    pub(crate) fn new(backend: B) -> Self {
         Driver {
             backend,
             block_elems: BLOCK_ELEMS,
@@ -61,16 +40,17 @@ impl<B: CpuKernels> Driver<B> {
         }
     }
 
+    #[cfg(test)]
     /// Overrides the row-block and chunk sizes (in elements, at least 1). The output does
     /// not depend on them; tests use tiny ones to exercise the stitching.
-    pub fn with_sizes(mut self, block_elems: usize, chunk_elems: usize) -> Self {
+    pub(crate) fn with_sizes(mut self, block_elems: usize, chunk_elems: usize) -> Self {
         self.block_elems = block_elems.max(1);
         self.chunk_elems = chunk_elems.max(1);
         self
     }
 
     /// The backend.
-    pub fn backend(&self) -> B {
+    pub(crate) fn backend(&self) -> B {
         self.backend
     }
 
@@ -85,8 +65,8 @@ impl<B: CpuKernels> Driver<B> {
     }
 
     /// Selects the outliers of a `rows × cols` tensor; the same result as
-    /// [`CpuKernels::select`], computed over chunks in parallel.
-    pub fn select(
+    /// [`adpq_core::select_tensor`], computed over chunks in parallel.
+    pub(crate) fn select(
         &self,
         w: Weights<'_>,
         rows: usize,
@@ -222,9 +202,9 @@ impl<B: CpuKernels> Driver<B> {
     }
 
     /// Quantizes a tensor with a selection made by [`Driver::select`] (or
-    /// [`CpuKernels::select`]) into `out`, exactly [`adpq_core::packed_len`] bytes. Row blocks
-    /// run in parallel; the bytes equal those of [`CpuKernels::quantize`].
-    pub fn quantize(
+    /// [`adpq_core::select_tensor`]) into `out`, exactly [`adpq_core::packed_len`] bytes. Row blocks
+    /// run in parallel; the bytes equal those of [`adpq_core::quantize_tensor`].
+    pub(crate) fn quantize(
         &self,
         w: Weights<'_>,
         rows: usize,
@@ -267,7 +247,7 @@ impl<B: CpuKernels> Driver<B> {
 
     /// Error sums of a packed tensor against the weights it came from (AdpQ and the RTN
     /// baseline at the same bits and group size), over row blocks in parallel.
-    pub fn error_sums(
+    pub(crate) fn error_sums(
         &self,
         w: Weights<'_>,
         packed: &PackedTensor<'_>,
@@ -300,6 +280,44 @@ impl<B: CpuKernels> Driver<B> {
             .collect();
         sums.into_iter()
             .try_fold(ErrorSums::default(), |acc, s| Ok(acc.merge(s?)))
+    }
+}
+
+impl<B: CpuKernels> Driver<B> {
+    /// Dequantizes a whole packed tensor into little-endian `dtype` elements in `out`
+    /// (`rows · cols · dtype.size()` bytes) over row blocks in parallel, saturating or
+    /// refusing values the dtype cannot hold by the core's rule ([`adpq_core::narrow`]).
+    pub(crate) fn dequantize(
+        &self,
+        packed: &PackedTensor<'_>,
+        dtype: OutDtype,
+        out: &mut [u8],
+    ) -> Result<(), CoreError> {
+        let (rows, cols) = (packed.rows(), packed.cols());
+        let es = dtype.size();
+        let needed = rows
+            .checked_mul(cols)
+            .and_then(|n| n.checked_mul(es))
+            .unwrap_or(usize::MAX);
+        if out.len() != needed {
+            return Err(CoreError::BufferSize {
+                needed: needed as u64,
+                actual: out.len() as u64,
+            });
+        }
+        let block_rows = self.block_rows(cols);
+        let results: Vec<Result<(), CoreError>> = out
+            .par_chunks_mut(block_rows * cols * es)
+            .enumerate()
+            .map(|(b, chunk)| {
+                let first_row = b * block_rows;
+                let mut deq = vec![0f32; chunk.len() / es];
+                self.backend.dequantize_rows(packed, first_row, &mut deq)?;
+                narrow::write_rows(packed, first_row, &deq, dtype, chunk)
+            })
+            .collect();
+        // The first refused value in row order, whatever the threads did first.
+        results.into_iter().collect()
     }
 }
 
@@ -411,11 +429,9 @@ mod tests {
         cols: usize,
         params: &Params,
     ) -> (Selection, Vec<u8>) {
-        let sel = Scalar.select(w, rows, cols, params).unwrap();
+        let sel = adpq_core::select_tensor(&Scalar, w, rows, cols, params).unwrap();
         let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
-        Scalar
-            .quantize(w, rows, cols, params, &sel, &mut buf)
-            .unwrap();
+        adpq_core::quantize_tensor(&Scalar, w, rows, cols, params, &sel, &mut buf).unwrap();
         (sel, buf)
     }
 
@@ -519,8 +535,7 @@ mod tests {
                 _ => (i % 7) as f32 * 0.01,
             })
             .collect();
-        let sel = Scalar
-            .select(Weights::F32(&w), rows, cols, &Params::DEFAULT)
+        let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &Params::DEFAULT)
             .unwrap();
         assert!(!sel.is_row_independent(), "the test needs a partial tie");
         check_identical(Weights::F32(&w), rows, cols, &Params::DEFAULT);
@@ -588,5 +603,36 @@ mod tests {
             s1.rel_mse() > 0.0 && s1.rel_mse() < s1.rtn_rel_mse(),
             "{s1:?}"
         );
+    }
+
+    /// The dequantized bytes, and the first refused value, do not depend on the thread
+    /// count or the block size.
+    #[test]
+    fn dequantize_is_thread_and_block_independent() {
+        let (rows, cols) = (300, 700);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| match i % 1013 {
+                0 => 65504.0,
+                5 => -65504.0,
+                7 if i > 150_000 => 1.0e6,
+                _ => ((i as f32) * 0.61).sin() * 20000.0,
+            })
+            .collect();
+        for params in [Params::V1, Params::V2] {
+            let (_, buf) = reference(Weights::F32(&w), rows, cols, &params);
+            let p = PackedTensor::parse(&buf).unwrap();
+            let run = |threads: usize, block: usize, dtype: OutDtype| {
+                let d = Driver::new(Scalar).with_sizes(block, CHUNK_ELEMS);
+                let mut out = vec![0u8; rows * cols * dtype.size()];
+                pool(threads)
+                    .install(|| d.dequantize(&p, dtype, &mut out))
+                    .map(|()| out)
+            };
+            for dtype in [OutDtype::F32, OutDtype::F16, OutDtype::Bf16] {
+                let one = run(1, BLOCK_ELEMS, dtype);
+                assert!(one == run(3, cols * 7 + 1, dtype), "{dtype}");
+                assert_eq!(one.is_err(), dtype == OutDtype::F16, "{dtype}");
+            }
+        }
     }
 }

@@ -12,28 +12,27 @@
 //!   and keeps it resident for the selection passes and the quantization, or for
 //!   repeated gemv.
 //! - [`CpuEngine`]: the engine over any [`CpuKernels`](adpq_core::CpuKernels), parallel
-//!   inside over row blocks and chunks ([`driver`]); its output is byte-identical to the
-//!   single-threaded core for any thread count.
+//!   inside over row blocks and chunks (the private `driver` module); its output is
+//!   byte-identical to the single-threaded core for any thread count.
 //! - [`rtn`]: the error statistics ([`ErrorSums`]) and the RTN baseline.
-//! - [`narrow`]: dequantized values into F16/BF16/F32 without silent infinities
-//!   (saturated within the quantization error, refused beyond it).
+//! - Dequantized values reach F16/BF16/F32 through the core's narrowing rule
+//!   ([`adpq_core::narrow`]): saturated within the quantization error, refused beyond it.
 //!
 //! # Adding a backend
 //! Implement [`Engine`]: `load` turns borrowed host weights into the engine's dense
 //! tensor (an upload, for a device), `load_packed` does the same for a packed buffer,
 //! and the other methods work on those. The packed bytes must equal
-//! [`adpq_core::CpuKernels::quantize`]'s for the same selection; the pipeline in the
+//! [`adpq_core::quantize_tensor`]'s for the same selection; the pipeline in the
 //! `adpq` binary is generic over `Engine` and needs nothing else.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod cpu;
-pub mod driver;
-pub mod narrow;
+mod driver;
 pub mod rtn;
 
+pub use adpq_core::OutDtype;
 pub use cpu::{CpuDense, CpuEngine};
-pub use driver::OutDtype;
 pub use rtn::ErrorSums;
 
 use adpq_core::{PackedTensor, Params, Quantized, Selection, Weights};
@@ -46,28 +45,15 @@ pub enum EngineError {
     /// tensor, wrong buffer size...).
     #[error(transparent)]
     Core(#[from] adpq_core::Error),
-    /// The engine's own machinery failed (a device error, out of device memory...).
-    #[error("{0}")]
-    Device(String),
-    /// A dequantized value does not fit the output dtype: not finite, or beyond its
-    /// largest finite value by more than the quantization error (see [`narrow`]).
-    #[error(
-        "dequantized value {value:e} at row {row}, column {col} {}",
-        if value.is_finite() {
-            format!("is beyond the range of {dtype} (largest finite {:e}) by more than the quantization error", dtype.max_finite())
-        } else {
-            "is not finite (a corrupt packed tensor)".to_string()
-        }
-    )]
-    OutOfRange {
-        /// Row of the value.
-        row: usize,
-        /// Column of the value.
-        col: usize,
-        /// The dequantized value (f32).
-        value: f32,
-        /// The output dtype.
-        dtype: OutDtype,
+    /// The engine's own machinery failed (no device, a driver or compiler error, out of
+    /// device memory...): what failed, and the error that said so.
+    #[error("{what}: {source}")]
+    Device {
+        /// What the engine was doing.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 }
 
@@ -84,8 +70,8 @@ pub type EngineResult<T> = Result<T, EngineError>;
 /// run on it. Every method takes `&self`: an engine is shared, not mutated, by a run.
 ///
 /// Contract: for the same weights, parameters and selection, `quantize` writes the bytes
-/// of [`adpq_core::CpuKernels::quantize`] (the scalar kernels are the oracle), and
-/// `select` returns the selection of [`adpq_core::CpuKernels::select`].
+/// of [`adpq_core::quantize_tensor`] (the scalar kernels are the oracle), and
+/// `select` returns the selection of [`adpq_core::select_tensor`].
 ///
 /// Why associated types rather than host slices everywhere: the dense and packed types
 /// are where an engine keeps a tensor between calls (for the CPU, borrowed host slices,
@@ -136,7 +122,7 @@ pub trait Engine {
     /// Dequantizes a whole packed tensor into little-endian `dtype` elements in `out`
     /// (`rows · cols · dtype.size()` bytes, on the host). A value the dtype cannot hold
     /// is saturated when it exceeds the dtype's range by no more than the quantization
-    /// error, else [`EngineError::OutOfRange`] (see [`narrow`]): never a silent infinity.
+    /// error, else [`adpq_core::Error::NotRepresentable`] (see [`adpq_core::narrow`]): never a silent infinity.
     fn dequantize(
         &self,
         packed: &Self::Packed<'_>,

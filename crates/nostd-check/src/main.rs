@@ -90,7 +90,7 @@ fn weights() -> [f32; N] {
 fn check(name: &str, w: Weights<'_>, params: &Params) -> Result<(), Failure> {
     let _ = writeln!(Stderr, "nostd-check: {name}");
     let backend = Scalar::new();
-    let sel = backend.select(w, ROWS, COLS, params).map_err(core_err)?;
+    let sel = adpq_core::select_tensor(&backend, w, ROWS, COLS, params).map_err(core_err)?;
     let k = libm_round(params.alpha * N as f64);
     ensure(sel.n_outliers == k, "outlier count is not round(alpha * N)")?;
 
@@ -98,9 +98,7 @@ fn check(name: &str, w: Weights<'_>, params: &Params) -> Result<(), Failure> {
     ensure(len <= BUF_LEN, "packed_len exceeds the fixed buffer")?;
     let mut buf = [0u8; BUF_LEN];
     let buf = &mut buf[..len];
-    backend
-        .quantize(w, ROWS, COLS, params, &sel, buf)
-        .map_err(core_err)?;
+    adpq_core::quantize_tensor(&backend, w, ROWS, COLS, params, &sel, buf).map_err(core_err)?;
 
     let t = PackedTensor::parse(buf).map_err(core_err)?;
     ensure(t.rows() == ROWS && t.cols() == COLS, "parsed shape differs")?;
@@ -286,8 +284,7 @@ fn run() -> Result<(), Failure> {
     let reference = Params::DEFAULT.with_selection(SelectionMode::Reference { n_iters: 100 });
     let w_ref = Weights::F32(&w);
     // Reference mode stops within 0.1 % of alpha*N, not exactly on it: check it separately.
-    let sel = Scalar::new()
-        .select(w_ref, ROWS, COLS, &reference)
+    let sel = adpq_core::select_tensor(&Scalar::new(), w_ref, ROWS, COLS, &reference)
         .map_err(core_err)?;
     ensure(
         sel.n_outliers > 0 && sel.n_outliers <= N as u64,

@@ -132,8 +132,44 @@ impl Layout {
         self.cols.saturating_sub(group.saturating_mul(g)).min(g)
     }
 
+    /// Groups per row, `ceil(cols / g)`.
+    pub fn groups_per_row(&self) -> usize {
+        self.groups_per_row
+    }
+
+    /// Bytes of one group record.
+    pub fn record_bytes(&self) -> usize {
+        self.record_bytes
+    }
+
+    /// Bytes of one row of codes, `ceil(cols · b / 8)` (each row starts on a byte).
+    pub fn row_code_bytes(&self) -> usize {
+        self.row_code_bytes
+    }
+
+    /// Start of the `rows + 1` little-endian u32 row offsets of the outlier positions.
+    pub fn offsets_at(&self) -> usize {
+        self.offsets_at
+    }
+
+    /// Start of the group records (`row_record_bytes()` per row).
+    pub fn records_at(&self) -> usize {
+        self.records_at
+    }
+
+    /// Start of the codes (`row_code_bytes()` per row).
+    pub fn codes_at(&self) -> usize {
+        self.codes_at
+    }
+
+    /// Start of the outlier position stream (`position_bits()` bits per outlier, in
+    /// row-major order, each a position within its group).
+    pub fn positions_at(&self) -> usize {
+        self.positions_at
+    }
+
     /// Bytes of the records of one row (v2: its units first).
-    pub(crate) fn row_record_bytes(&self) -> usize {
+    pub fn row_record_bytes(&self) -> usize {
         self.row_record_bytes
     }
 

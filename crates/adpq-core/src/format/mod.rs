@@ -14,8 +14,8 @@ mod codes;
 mod header;
 mod layout;
 mod parse;
-mod record;
-pub(crate) mod record_v2;
+pub mod record;
+pub mod record_v2;
 mod write;
 
 pub(crate) use codes::{code_at, put_code};
@@ -23,7 +23,6 @@ pub use header::HeaderInfo;
 pub use layout::Layout;
 pub use parse::{PackedRow, PackedTensor, Record, RowGroup, RowGroups};
 pub use record::GroupRecord;
-pub(crate) use record::{encode_record, grid_of};
 pub use record_v2::AffineRecord;
 pub use write::checksum;
 pub(crate) use write::finish;

@@ -178,7 +178,7 @@ impl RecordFields {
 
 /// Decodes the record at the start of `rec` (caller guarantees its length).
 #[inline(always)]
-pub(crate) fn decode_record(rec: &[u8], fp: &FormatParams, scale_exp: i8) -> GroupRecord {
+pub fn decode_record(rec: &[u8], fp: &FormatParams, scale_exp: i8) -> GroupRecord {
     let f = RecordFields::read(rec, fp);
     let (z_in, z_out) = match fp.grid {
         Grid::Symmetric => (1i32 << (fp.bits - 1), 1i32 << (fp.bits - 1)),
@@ -193,7 +193,7 @@ pub(crate) fn decode_record(rec: &[u8], fp: &FormatParams, scale_exp: i8) -> Gro
 
 /// Encodes a record into `rec` (exactly `record_bytes` long).
 #[inline(always)]
-pub(crate) fn encode_record(
+pub fn encode_record(
     rec: &mut [u8],
     fp: &FormatParams,
     inliers: &GridScale,
@@ -211,7 +211,7 @@ pub(crate) fn encode_record(
 
 /// The grid of one group's members (inliers or outliers).
 #[inline(always)]
-pub(crate) fn grid_of(
+pub fn grid_of(
     fp: &FormatParams,
     scale_exp: i8,
     max_abs: f32,

@@ -44,7 +44,7 @@ pub struct AffineRecord {
 
 /// The stored unit fields (f16 bits) at the start of a row's records (zeros if short).
 #[inline(always)]
-pub(crate) fn read_units(row_records: &[u8]) -> [u16; 3] {
+pub fn read_units(row_records: &[u8]) -> [u16; 3] {
     UnitBytes::ref_from_prefix(row_records).map_or([0; 3], |(u, _)| {
         [u.step_unit.get(), u.min_unit.get(), u.outlier_step.get()]
     })
@@ -52,7 +52,7 @@ pub(crate) fn read_units(row_records: &[u8]) -> [u16; 3] {
 
 /// Writes a row's units at the start of its records.
 #[inline(always)]
-pub(crate) fn write_units(row_records: &mut [u8], units: &RowUnits) {
+pub fn write_units(row_records: &mut [u8], units: &RowUnits) {
     if let Ok((u, _)) = UnitBytes::mut_from_prefix(row_records) {
         let [s, m, o] = units.stored();
         *u = UnitBytes {
@@ -65,7 +65,7 @@ pub(crate) fn write_units(row_records: &mut [u8], units: &RowUnits) {
 
 /// The stored fields `(q_d, q_m, count)` of group `g` of a row's records (zeros if short).
 #[inline(always)]
-pub(crate) fn read_record(row_records: &[u8], g: usize) -> (u8, u8, usize) {
+pub fn read_record(row_records: &[u8], g: usize) -> (u8, u8, usize) {
     row_records
         .get(UNIT_BYTES + g * RECORD_BYTES..)
         .and_then(|b| RecordBytes::ref_from_prefix(b).ok())
@@ -76,7 +76,7 @@ pub(crate) fn read_record(row_records: &[u8], g: usize) -> (u8, u8, usize) {
 
 /// Writes group `g`'s record into a row's records.
 #[inline(always)]
-pub(crate) fn write_record(row_records: &mut [u8], g: usize, grid: &AffineGrid, count: usize) {
+pub fn write_record(row_records: &mut [u8], g: usize, grid: &AffineGrid, count: usize) {
     if let Some(Ok((r, _))) = row_records
         .get_mut(UNIT_BYTES + g * RECORD_BYTES..)
         .map(RecordBytes::mut_from_prefix)
@@ -92,7 +92,7 @@ pub(crate) fn write_record(row_records: &mut [u8], g: usize, grid: &AffineGrid, 
 
 /// Decodes group `g` of a row whose units are `units`.
 #[inline(always)]
-pub(crate) fn decode_record(row_records: &[u8], g: usize, units: &RowUnits) -> AffineRecord {
+pub fn decode_record(row_records: &[u8], g: usize, units: &RowUnits) -> AffineRecord {
     let (q_step, q_min, count) = read_record(row_records, g);
     AffineRecord {
         grid: AffineGrid::new(q_step, q_min, units),

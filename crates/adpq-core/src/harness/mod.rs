@@ -188,7 +188,7 @@ fn roundtrip_with(
     }
     let w: std::vec::Vec<f32> = (0..rows * cols).map(|i| values[i % values.len()]).collect();
     let backend = Scalar;
-    let sel = match backend.select(Weights::F32(&w), rows, cols, &params) {
+    let sel = match crate::select_tensor(&backend, Weights::F32(&w), rows, cols, &params) {
         Ok(s) => s,
         Err(crate::Error::TooSmall { max_abs }) => {
             let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -206,9 +206,16 @@ fn roundtrip_with(
     assert_eq!(sel.n_outliers, k);
     let len = packed_len(rows, cols, params.format(), sel.n_outliers).unwrap();
     let mut buf = vec![0u8; len];
-    backend
-        .quantize(Weights::F32(&w), rows, cols, &params, &sel, &mut buf)
-        .unwrap();
+    crate::quantize_tensor(
+        &backend,
+        Weights::F32(&w),
+        rows,
+        cols,
+        &params,
+        &sel,
+        &mut buf,
+    )
+    .unwrap();
     let t = PackedTensor::parse(&buf).expect("own output must parse");
     assert_eq!(t.n_outliers(), k);
     check_roundtrip(&t, &w);

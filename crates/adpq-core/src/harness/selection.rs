@@ -7,12 +7,13 @@ use half::{bf16, f16};
 use super::outlier_mask;
 use crate::error::Error;
 use crate::format::{packed_len, PackedTensor};
+use crate::kernels::KernelScan;
 use crate::kernels::{AnyKernels, CpuKernels};
 use crate::params::{Grid, Params, SelectionMode};
 use crate::quant::MIN_MAX_ABS;
 use crate::select::{
-    select_by_passes, select_outliers, target_count, KernelScan, Selection, NON_FINITE_BITS,
-    OUT_OF_RANGE_BITS, TAKE_ALL_EQUAL,
+    select_by_passes, select_outliers, target_count, Selection, NON_FINITE_BITS, OUT_OF_RANGE_BITS,
+    TAKE_ALL_EQUAL,
 };
 use crate::weights::Weights;
 
@@ -220,9 +221,7 @@ fn check_quantized(
     let mut first: Option<Vec<u8>> = None;
     for kernels in AnyKernels::available() {
         let mut buf = std::vec![0u8; len];
-        kernels
-            .quantize(w, rows, cols, params, sel, &mut buf)
-            .unwrap();
+        crate::quantize_tensor(&kernels, w, rows, cols, params, sel, &mut buf).unwrap();
         match &first {
             Some(f) => assert!(*f == buf, "{} bytes differ from scalar", kernels.name()),
             None => first = Some(buf),

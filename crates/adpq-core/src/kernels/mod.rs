@@ -14,6 +14,7 @@ mod q8;
 mod rows;
 mod scalar;
 mod scalar_v2;
+mod scan;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod simd;
 mod stubs;
@@ -25,6 +26,7 @@ pub use aarch64::Neon;
 pub use auto::{dot_tolerance, AnyKernels, KernelChoiceError};
 pub use q8::{dot_row_q8_ref, Q8Activations};
 pub use scalar::Scalar;
+pub use scan::KernelScan;
 #[cfg(not(target_arch = "x86_64"))]
 pub use stubs::Avx2;
 #[cfg(not(target_arch = "aarch64"))]
@@ -35,15 +37,11 @@ pub use x86_64::Avx2;
 use crate::bits::BitWriter;
 use crate::error::{Error, Result};
 use crate::format::PackedTensor;
-use crate::params::{FormatParams, Params};
-use crate::plan::QuantizePlan;
-use crate::select::{
-    check_shape, select_outliers, BadValue, HistogramPass, KernelScan, OutlierRule, RangeScan,
-    Selection, HIST_BINS,
-};
+use crate::params::FormatParams;
+use crate::select::{BadValue, HistogramPass, OutlierRule, RangeScan, Selection, HIST_BINS};
 use crate::weights::Weights;
 
-/// What a block of rows is quantized with (built by [`QuantizePlan`]).
+/// What a block of rows is quantized with (built by [`QuantizePlan`](crate::QuantizePlan)).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RowJob {
     /// Columns of the tensor.
@@ -58,7 +56,7 @@ pub struct RowJob {
 }
 
 /// Where a block of rows is written: its share of the packed buffer (built by
-/// [`QuantizePlan`]).
+/// [`QuantizePlan`](crate::QuantizePlan)).
 #[derive(Debug)]
 pub struct RowsOut<'a> {
     /// Per-row outlier counts, u32 little-endian, 4 bytes per row.
@@ -180,38 +178,6 @@ pub trait CpuKernels: sealed::Sealed + Copy + Send + Sync + core::fmt::Debug {
             *out = self.dot_row_q8(t, r, a)?;
         }
         Ok(())
-    }
-
-    /// Selects the outliers of a `rows × cols` tensor.
-    fn select(
-        &self,
-        w: Weights<'_>,
-        rows: usize,
-        cols: usize,
-        params: &Params,
-    ) -> Result<Selection> {
-        select_outliers(&KernelScan::new(*self, w), rows, cols, params)
-    }
-
-    /// Quantizes a whole tensor with a selection made by [`CpuKernels::select`] into `out`,
-    /// which must be exactly [`packed_len`](crate::packed_len) bytes: the
-    /// [`QuantizePlan`] as one block.
-    fn quantize(
-        &self,
-        w: Weights<'_>,
-        rows: usize,
-        cols: usize,
-        params: &Params,
-        selection: &Selection,
-        out: &mut [u8],
-    ) -> Result<Quantized> {
-        check_shape(w.len(), rows, cols, params)?;
-        let plan = QuantizePlan::new(rows, cols, params, selection, rows)?;
-        let mut done = None;
-        for block in plan.split(out, &[])? {
-            done = Some(plan.quantize_block(self, w, block, &mut [])?);
-        }
-        plan.stitch(out, done.map(|d| (d, &[][..])))
     }
 }
 

@@ -194,11 +194,9 @@ mod tests {
         let (rows, cols) = (2, 256);
         let w: vec::Vec<f32> = (0..rows * cols).map(|i| (i % 17) as f32 - 8.0).collect();
         let p = Params::DEFAULT;
-        let sel = Scalar.select(Weights::F32(&w), rows, cols, &p).unwrap();
+        let sel = crate::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &p).unwrap();
         let mut buf = vec![0u8; packed_len(rows, cols, p.format(), sel.n_outliers).unwrap()];
-        Scalar
-            .quantize(Weights::F32(&w), rows, cols, &p, &sel, &mut buf)
-            .unwrap();
+        crate::quantize_tensor(&Scalar, Weights::F32(&w), rows, cols, &p, &sel, &mut buf).unwrap();
         let t = PackedTensor::parse(&buf).unwrap();
         let x = vec![0.5f32; cols];
         let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; 4], vec![0i32; 4]);

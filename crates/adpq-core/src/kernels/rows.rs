@@ -6,7 +6,7 @@ use super::scalar::check_rows;
 use super::{RowJob, RowsDone, RowsOut};
 use crate::bits::BitWriter;
 use crate::error::{Error, Result};
-use crate::format::encode_record;
+use crate::format::record::encode_record;
 use crate::params::FormatParams;
 use crate::quant::GridScale;
 

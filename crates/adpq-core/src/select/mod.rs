@@ -10,7 +10,7 @@
 //! [`Selection::take_equal`] records how many.
 //!
 //! The passes run behind [`TensorScan`], implemented by whatever holds the tensor
-//! ([`KernelScan`]: a host slice and [`CpuKernels`](crate::CpuKernels); a parallel or
+//! ([`KernelScan`](crate::KernelScan): a host slice and [`CpuKernels`](crate::CpuKernels); a parallel or
 //! device engine: its own); [`select_outliers`] decides which passes to make.
 
 mod passes;
@@ -20,7 +20,7 @@ mod sampled;
 mod scan;
 
 pub use passes::HistogramPass;
-pub use scan::{KernelScan, RangeScan, TensorScan};
+pub use scan::{RangeScan, TensorScan};
 
 use crate::error::{Error, Result};
 use crate::params::{Params, SelectionMode};
@@ -123,17 +123,17 @@ impl Selection {
 
 /// Decides, element by element in row-major order, which weights are outliers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct OutlierRule {
+pub struct OutlierRule {
     /// Magnitude bits of the threshold.
-    pub(crate) threshold_bits: u32,
+    pub threshold_bits: u32,
     /// Weights exactly at the threshold still to take ([`TAKE_ALL_EQUAL`]: unlimited).
-    pub(crate) equal_budget: u64,
+    pub equal_budget: u64,
 }
 
 impl OutlierRule {
     /// Classifies one weight, consuming the tie budget when it is taken at the threshold.
     #[inline(always)]
-    pub(crate) fn take(&mut self, abs_bits: u32) -> bool {
+    pub fn take(&mut self, abs_bits: u32) -> bool {
         if abs_bits > self.threshold_bits {
             true
         } else if abs_bits == self.threshold_bits && self.equal_budget > 0 {
@@ -236,7 +236,7 @@ fn passes_or_reference<S: TensorScan + ?Sized>(
 }
 
 /// Validates the parameters and a `rows × cols` shape against a slice of `len` weights
-/// (what [`CpuKernels::select`](crate::CpuKernels::select) checks first).
+/// (what [`select_tensor`](crate::select_tensor) checks first).
 pub fn check_shape(len: usize, rows: usize, cols: usize, params: &Params) -> Result<()> {
     params.validate()?;
     if rows == 0 || cols == 0 {
@@ -260,21 +260,21 @@ pub fn check_shape(len: usize, rows: usize, cols: usize, params: &Params) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{CpuKernels, Scalar};
+    use crate::kernels::Scalar;
     use crate::weights::Weights;
 
     #[test]
     fn exact_selection_takes_three_passes_or_one() {
         let w: [f32; 300] = core::array::from_fn(|i| (i as f32 - 150.0) * 0.01);
         let p = Params::DEFAULT;
-        let s = Scalar.select(Weights::F32(&w), 3, 100, &p).unwrap();
+        let s = crate::select_tensor(&Scalar, Weights::F32(&w), 3, 100, &p).unwrap();
         assert_eq!((s.passes, s.n_outliers), (3, 18));
         // t is the 18th largest |w|.
         let mut mags = w.map(f32::abs);
         mags.sort_by(|a, b| b.total_cmp(a));
         assert_eq!(s.threshold(), mags[17]);
         let p0 = Params::new(4, 128, 0.0, crate::Grid::Symmetric).unwrap();
-        let s0 = Scalar.select(Weights::F32(&w), 3, 100, &p0).unwrap();
+        let s0 = crate::select_tensor(&Scalar, Weights::F32(&w), 3, 100, &p0).unwrap();
         assert_eq!((s0.passes, s0.n_outliers), (1, 0));
         assert!(s0.threshold().is_infinite());
     }

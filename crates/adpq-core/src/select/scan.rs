@@ -3,8 +3,6 @@
 //! to ask for.
 
 use super::{BadValue, HistogramPass, HIST_BINS};
-use crate::kernels::CpuKernels;
-use crate::weights::Weights;
 
 /// What one [`scan_range`](TensorScan::scan_range) pass found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -22,7 +20,8 @@ pub struct RangeScan {
 /// `bits(|w|)` is the bit pattern of a weight's magnitude as an f32. Every pass that
 /// reads all weights also validates them: a NaN, infinite or `|w| ≥ 2^124` weight is a
 /// [`BadValue`], the one with the smallest flat index when there are several.
-/// [`KernelScan`] implements it over a host slice with any [`CpuKernels`]; a parallel
+/// [`KernelScan`](crate::KernelScan) implements it over a host slice with any
+/// [`CpuKernels`](crate::CpuKernels); a parallel
 /// engine splits the passes into chunks, a device engine runs them where the tensor lives.
 /// Results must not depend on how the work is split.
 pub trait TensorScan {
@@ -51,51 +50,5 @@ pub trait TensorScan {
     fn scan_range(&self, lo: u32, hi: u32, out: &mut [u32]) -> Option<Result<RangeScan, BadValue>> {
         let _ = (lo, hi, out);
         None
-    }
-}
-
-/// A [`TensorScan`] over a host slice, one pass at a time on one thread.
-#[derive(Debug, Clone, Copy)]
-pub struct KernelScan<'w, K> {
-    kernels: K,
-    w: Weights<'w>,
-}
-
-impl<'w, K: CpuKernels> KernelScan<'w, K> {
-    /// Scans the weights `w` with `kernels`.
-    pub fn new(kernels: K, w: Weights<'w>) -> Self {
-        KernelScan { kernels, w }
-    }
-}
-
-impl<K: CpuKernels> TensorScan for KernelScan<'_, K> {
-    fn weight_count(&self) -> usize {
-        self.w.len()
-    }
-
-    fn histogram(
-        &self,
-        pass: &HistogramPass,
-        bins: &mut [u32; HIST_BINS],
-    ) -> Result<u32, BadValue> {
-        self.kernels.histogram(self.w, pass, bins)
-    }
-
-    fn count_at_least(&self, threshold_bits: u32) -> u64 {
-        self.kernels.count_at_least(self.w, threshold_bits)
-    }
-
-    fn sample(&self, start: usize, out: &mut [u32]) -> bool {
-        for (o, i) in out.iter_mut().zip(start..) {
-            match self.w.value(i) {
-                Some(v) => *o = v.to_bits() & 0x7FFF_FFFF,
-                None => return false,
-            }
-        }
-        true
-    }
-
-    fn scan_range(&self, lo: u32, hi: u32, out: &mut [u32]) -> Option<Result<RangeScan, BadValue>> {
-        Some(self.kernels.scan_range(self.w, lo, hi, out))
     }
 }
