@@ -153,7 +153,7 @@ fn header(tensors: impl Iterator<Item = (String, &'static str, String, usize)>) 
         at += len;
     }
     json.push('}');
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(' ');
     }
     let mut out = (json.len() as u64).to_le_bytes().to_vec();
@@ -165,7 +165,7 @@ fn header(tensors: impl Iterator<Item = (String, &'static str, String, usize)>) 
 fn weight(i: usize) -> f32 {
     let x = ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f32 / (1u64 << 24) as f32;
     let v = (x - 0.5) * 0.1;
-    if i % 97 == 0 {
+    if i.is_multiple_of(97) {
         v * 8.0
     } else {
         v

@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use safetensors::Dtype;
-use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::file::{SafetensorsFile, TensorRef};
@@ -50,27 +49,66 @@ pub fn sort_for_output(tensors: &mut [PlannedTensor]) {
 
 /// The header of a safetensors file holding `tensors` in this order: the 8-byte length and
 /// the JSON, padded with spaces to a multiple of 8 bytes.
+///
+/// Written straight into the output bytes (keys in name order, `__metadata__` among
+/// them, as a `serde_json` map orders them), so a header of 10⁶ tensors costs its own
+/// bytes plus 16 bytes per tensor, not a JSON tree.
 pub fn header_bytes(metadata: &BTreeMap<String, String>, tensors: &[PlannedTensor]) -> Vec<u8> {
-    let mut map = serde_json::Map::new();
-    if !metadata.is_empty() {
-        map.insert(
-            "__metadata__".into(),
-            serde_json::to_value(metadata).unwrap_or_default(),
-        );
-    }
+    use std::io::Write as _;
+    const META_KEY: &str = "__metadata__";
+    let mut offsets = Vec::with_capacity(tensors.len());
     let mut at = 0u64;
     for t in tensors {
-        map.insert(
-            t.name.clone(),
-            serde_json::json!({ "dtype": t.dtype, "shape": t.shape, "data_offsets": [at, at + t.len] }),
-        );
+        offsets.push(at);
         at += t.len;
     }
-    let mut json = Value::Object(map).to_string().into_bytes();
+    let mut by_name: Vec<usize> = (0..tensors.len()).collect();
+    by_name.sort_unstable_by(|&a, &b| tensors[a].name.cmp(&tensors[b].name));
+    let mut json: Vec<u8> = Vec::with_capacity(64 * tensors.len() + 1024);
+    json.push(b'{');
+    let mut first = true;
+    let mut sep = |json: &mut Vec<u8>| {
+        if !std::mem::take(&mut first) {
+            json.push(b',');
+        }
+    };
+    let mut meta_done = metadata.is_empty();
+    // Writing JSON into a Vec cannot fail; strings are escaped by serde_json.
+    let put_meta = |json: &mut Vec<u8>, sep: &mut dyn FnMut(&mut Vec<u8>)| {
+        sep(json);
+        let _ = serde_json::to_writer(&mut *json, META_KEY);
+        json.push(b':');
+        let _ = serde_json::to_writer(&mut *json, metadata);
+    };
+    for &i in &by_name {
+        let t = &tensors[i];
+        if !meta_done && META_KEY < t.name.as_str() {
+            put_meta(&mut json, &mut sep);
+            meta_done = true;
+        }
+        sep(&mut json);
+        let _ = serde_json::to_writer(&mut json, &t.name);
+        // Inner keys in name order too, as a `serde_json` map writes them.
+        let _ = write!(
+            json,
+            ":{{\"data_offsets\":[{},{}],\"dtype\":",
+            offsets[i],
+            offsets[i] + t.len
+        );
+        let _ = serde_json::to_writer(&mut json, &t.dtype);
+        json.extend_from_slice(b",\"shape\":");
+        let _ = serde_json::to_writer(&mut json, &t.shape);
+        json.push(b'}');
+    }
+    if !meta_done {
+        put_meta(&mut json, &mut sep);
+    }
+    json.push(b'}');
     while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    let mut out = Vec::with_capacity(8 + json.len());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
     out
 }
@@ -258,6 +296,63 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The header as a `serde_json` tree used to write it, byte for byte.
+    fn header_via_tree(metadata: &BTreeMap<String, String>, tensors: &[PlannedTensor]) -> Vec<u8> {
+        let mut map = serde_json::Map::new();
+        if !metadata.is_empty() {
+            map.insert(
+                "__metadata__".into(),
+                serde_json::to_value(metadata).unwrap(),
+            );
+        }
+        let mut at = 0u64;
+        for t in tensors {
+            map.insert(
+                t.name.clone(),
+                serde_json::json!({ "dtype": t.dtype, "shape": t.shape, "data_offsets": [at, at + t.len] }),
+            );
+            at += t.len;
+        }
+        let mut json = serde_json::Value::Object(map).to_string().into_bytes();
+        while !json.len().is_multiple_of(8) {
+            json.push(b' ');
+        }
+        let mut out = (json.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&json);
+        out
+    }
+
+    #[test]
+    fn streamed_header_equals_the_json_tree() {
+        let t = |name: &str, dtype, shape: &[usize], len| PlannedTensor {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            len,
+        };
+        let tensors = [
+            t("z.weight", Dtype::F32, &[2, 3], 24),
+            t("A \"quoted\" \\ name\u{e9}\n", Dtype::BF16, &[3], 6),
+            t("_", Dtype::U8, &[], 1),
+            t("__metadata__x", Dtype::U8, &[0], 0),
+            t("a", Dtype::U8, &[7], 7),
+        ];
+        let mut meta = BTreeMap::new();
+        for m in [BTreeMap::new(), {
+            meta.insert("format".to_string(), "pt".to_string());
+            meta.insert("adpq.tensors".to_string(), "{\"x\": [1]}".to_string());
+            meta.clone()
+        }] {
+            for n in 0..=tensors.len() {
+                assert_eq!(
+                    header_bytes(&m, &tensors[..n]),
+                    header_via_tree(&m, &tensors[..n]),
+                    "{n} tensors, metadata {m:?}"
+                );
+            }
+        }
+    }
     use safetensors::SafeTensors;
 
     /// A header above the readers' limit is refused before anything is written.
