@@ -64,7 +64,9 @@ pub fn header_bytes(metadata: &BTreeMap<String, String>, tensors: &[PlannedTenso
     }
     let mut by_name: Vec<usize> = (0..tensors.len()).collect();
     by_name.sort_unstable_by(|&a, &b| tensors[a].name.cmp(&tensors[b].name));
-    let mut json: Vec<u8> = Vec::with_capacity(64 * tensors.len() + 1024);
+    // The 8-byte length goes first; it is filled in at the end (no copy of the JSON).
+    let mut json: Vec<u8> = Vec::with_capacity(8 + 96 * tensors.len() + 1024);
+    json.extend_from_slice(&[0u8; 8]);
     json.push(b'{');
     let mut first = true;
     let mut sep = |json: &mut Vec<u8>| {
@@ -107,10 +109,9 @@ pub fn header_bytes(metadata: &BTreeMap<String, String>, tensors: &[PlannedTenso
     while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
-    let mut out = Vec::with_capacity(8 + json.len());
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
-    out
+    let len = (json.len() - 8) as u64;
+    json[..8].copy_from_slice(&len.to_le_bytes());
+    json
 }
 
 /// An error when a header of `json_len` bytes would be too long for readers.
