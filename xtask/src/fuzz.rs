@@ -21,6 +21,7 @@ const TARGETS: &[&str] = &[
     "selection",
     "decode_finite",
     "checkpoint",
+    "index",
 ];
 const DEFAULT_SECONDS: u32 = 15;
 /// A single input running longer than this is reported as a hang (inputs are small).
