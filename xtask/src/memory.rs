@@ -4,7 +4,9 @@
 //!
 //! The checkpoints are generated here into `target/memory/` (deleted afterwards unless
 //! `--keep`): `N` tiny 2×64 F16 tensors named `l.I.weight` (each quantized: v2 packs it
-//! below its 256 bytes) for N in 10⁵, 3·10⁵, 10⁶ (`--quick`: 10⁴, 3·10⁴, 10⁵), and one
+//! below its 256 bytes) for N in 10⁵, 3·10⁵, 10⁶ (`--quick`: 10⁴, 3·10⁴, 10⁵; above
+//! 3·10⁵ a sharded folder of 3·10⁵ per file, since a file's header holds at most 100 MB),
+//! and one
 //! 1×10⁸ F32 tensor (`--quick`: 1×10⁷). Each runs `quantize`, then `dequantize`,
 //! `verify` and `inspect` on the result. `--bin` measures another build of `adpq` (an
 //! older one, for a before/after table); by default the release build of this tree.
@@ -48,17 +50,22 @@ pub fn run(args: &[String]) -> DynResult {
 
     let mut rows = Vec::new();
     for &n in counts {
-        let input = dir.join(format!("tiny-{n}.safetensors"));
-        tiny_checkpoint(&input, n)?;
-        measure_all(
-            &bin,
-            &dir,
-            &input,
-            &format!("{n} tensors 2x64 F16"),
-            &mut rows,
-        )?;
+        // One safetensors file's header holds at most 100 MB (the readers' limit), about
+        // 7·10⁵ such tensors once quantized: 10⁶ go into a sharded folder.
+        let (input, case) = if n <= SHARD {
+            let input = dir.join(format!("tiny-{n}.safetensors"));
+            tiny_file(&input, 0, n)?;
+            (input, format!("{n} tensors 2x64 F16"))
+        } else {
+            let input = dir.join(format!("tiny-{n}"));
+            tiny_folder(&input, n)?;
+            let shards = n.div_ceil(SHARD);
+            (input, format!("{n} tensors 2x64 F16, {shards} shards"))
+        };
+        measure_all(&bin, &dir, &input, &case, &mut rows)?;
         if !keep {
             let _ = std::fs::remove_file(&input);
+            let _ = std::fs::remove_dir_all(&input);
         }
     }
     let input = dir.join(format!("big-{big}.safetensors"));
@@ -86,10 +93,19 @@ pub fn run(args: &[String]) -> DynResult {
     Ok(())
 }
 
+/// Tensors per shard of a generated folder.
+const SHARD: usize = 300_000;
+
 /// quantize, dequantize, verify and inspect of `input`, appended to `rows`.
 fn measure_all(bin: &Path, dir: &Path, input: &Path, case: &str, rows: &mut Vec<Row>) -> DynResult {
-    let q = dir.join("q.safetensors");
-    let d = dir.join("d.safetensors");
+    let (q, d) = match input.is_dir() {
+        true => (dir.join("q"), dir.join("d")),
+        false => (dir.join("q.safetensors"), dir.join("d.safetensors")),
+    };
+    for o in [&q, &d] {
+        let _ = std::fs::remove_file(o);
+        let _ = std::fs::remove_dir_all(o);
+    }
     let runs: [(&'static str, Vec<&Path>); 4] = [
         ("quantize", vec![input, Path::new("-o"), &q]),
         ("dequantize", vec![&q, Path::new("-o"), &d]),
@@ -106,8 +122,10 @@ fn measure_all(bin: &Path, dir: &Path, input: &Path, case: &str, rows: &mut Vec<
             wall_s,
         });
     }
-    let _ = std::fs::remove_file(&q);
-    let _ = std::fs::remove_file(&d);
+    for o in [&q, &d] {
+        let _ = std::fs::remove_file(o);
+        let _ = std::fs::remove_dir_all(o);
+    }
     Ok(())
 }
 
@@ -172,11 +190,31 @@ fn weight(i: usize) -> f32 {
     }
 }
 
-/// `n` tensors `l.I.weight`, 2×64 F16.
-fn tiny_checkpoint(path: &Path, n: usize) -> DynResult {
+/// A sharded folder of tiny tensors ([`tiny_file`]), [`SHARD`] per file, with its
+/// `model.safetensors.index.json`.
+fn tiny_folder(dir: &Path, n: usize) -> DynResult {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let shards = n.div_ceil(SHARD);
+    let mut map = serde_json::Map::new();
+    for s in 0..shards {
+        let name = format!("model-{:05}-of-{shards:05}.safetensors", s + 1);
+        let (first, end) = (s * SHARD, ((s + 1) * SHARD).min(n));
+        tiny_file(&dir.join(&name), first, end)?;
+        for i in first..end {
+            map.insert(format!("l.{i}.weight"), name.clone().into());
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string())?;
+    Ok(())
+}
+
+/// Tensors `l.I.weight` for I in `first..end`, 2×64 F16.
+fn tiny_file(path: &Path, first: usize, end: usize) -> DynResult {
     let (rows, cols) = (2usize, 64usize);
     let len = rows * cols * 2;
-    let head = header((0..n).map(|i| {
+    let head = header((first..end).map(|i| {
         (
             format!("l.{i}.weight"),
             "F16",
@@ -187,7 +225,7 @@ fn tiny_checkpoint(path: &Path, n: usize) -> DynResult {
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     out.write_all(&head)?;
     let mut buf = Vec::with_capacity(len);
-    for t in 0..n {
+    for t in first..end {
         buf.clear();
         for j in 0..rows * cols {
             buf.extend_from_slice(&f16_bits(weight(t * 131 + j)).to_le_bytes());
