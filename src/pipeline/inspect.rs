@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use adpq_core::Params;
+use adpq_core::kernels::AnyKernels;
+use adpq_core::{narrow, CpuKernels, Error as CoreError, OutDtype, PackedTensor, Params};
 use adpq_io::meta::{
     is_adpq, looks_packed, packed_of, read_adpq_meta, unlisted_packed, AdpqMeta, OriginalTensor,
     META_PARAMS, META_TENSORS,
@@ -213,6 +214,41 @@ fn inspect_tensor(
     it
 }
 
+/// Elements per block of [`fits_original`].
+const FIT_BLOCK: usize = 1 << 16;
+
+/// Whether every value of `packed` can be restored as `dtype` (its recorded original
+/// dtype, `F32`, `F16` or `BF16`) under the saturation rule of `dequantize`
+/// (`adpq_core::narrow::write_rows`), decoded block by block and discarded; the first
+/// value refused, as a message naming its row and column.
+fn fits_original(packed: &PackedTensor<'_>, dtype: &str) -> std::result::Result<(), String> {
+    let Some(dtype) = OutDtype::from_name(dtype) else {
+        return Err(format!("unknown original dtype {dtype}"));
+    };
+    let kernels = AnyKernels::detect();
+    let (rows, cols) = (packed.rows(), packed.cols().max(1));
+    let per_block = (FIT_BLOCK / cols).max(1);
+    let (mut values, mut bytes) = (Vec::new(), Vec::new());
+    let mut r = 0;
+    while r < rows {
+        let n = per_block.min(rows - r);
+        values.resize(n * cols, 0f32);
+        bytes.resize(n * cols * dtype.size(), 0u8);
+        let fits = kernels
+            .dequantize_rows(packed, r, &mut values)
+            .and_then(|()| narrow::write_rows(packed, r, &values, dtype, &mut bytes));
+        fits.map_err(|e| match e {
+            CoreError::NotRepresentable { value, .. } if value.is_finite() => format!(
+                "{e}: its original dtype {dtype} cannot hold it, so `dequantize` fails \
+                 (with --dtype f32 or --dtype bf16 it would not)"
+            ),
+            e => e.to_string(),
+        })?;
+        r += n;
+    }
+    Ok(())
+}
+
 impl Inspection {
     /// Prints a human-readable listing.
     pub fn print(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
@@ -295,7 +331,9 @@ impl Inspection {
 
 /// Checks an adpq checkpoint as `dequantize` would before restoring it, and more: the
 /// metadata (format, version, parameters, every record), then every packed tensor
-/// (structure, checksum, recorded shape, agreement with the parameters) in parallel.
+/// (structure, checksum, recorded shape, agreement with the parameters, and every value
+/// restorable as its recorded original dtype under the saturation rule, so that `verify`
+/// accepts exactly what `dequantize` restores with its default dtype) in parallel.
 /// Returns the number of packed tensors checked, or [`Error::VerifyFailed`] listing
 /// every failure.
 pub fn verify(input: &Path) -> Result<usize> {
@@ -311,9 +349,12 @@ pub fn verify(input: &Path) -> Result<usize> {
                 f.path().display()
             )),
             Some(t) => {
-                let r = packed_of(f, &t, orig, params, true)
-                    .err()
-                    .map(|e| e.to_string());
+                let r = match packed_of(f, &t, orig, params, true) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(p) => fits_original(&p, &orig.dtype)
+                        .err()
+                        .map(|e| Error::tensor(f.path(), name, e).to_string()),
+                };
                 f.release(&t);
                 r
             }
