@@ -24,6 +24,7 @@ struct Row {
     command: &'static str,
     max_rss_mb: f64,
     wall_s: f64,
+    cpu_s: f64,
 }
 
 pub fn run(args: &[String]) -> DynResult {
@@ -82,12 +83,12 @@ pub fn run(args: &[String]) -> DynResult {
     }
 
     println!("adpq: {}", bin.display());
-    println!("| checkpoint | command | peak RSS (MB) | wall (s) |");
-    println!("|---|---|---:|---:|");
+    println!("| checkpoint | command | peak RSS (MB) | wall (s) | CPU (s) |");
+    println!("|---|---|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} | {:.2} |",
-            r.case, r.command, r.max_rss_mb, r.wall_s
+            "| {} | {} | {:.0} | {:.2} | {:.2} |",
+            r.case, r.command, r.max_rss_mb, r.wall_s, r.cpu_s
         );
     }
     Ok(())
@@ -113,13 +114,14 @@ fn measure_all(bin: &Path, dir: &Path, input: &Path, case: &str, rows: &mut Vec<
         ("inspect", vec![&q]),
     ];
     for (command, args) in runs {
-        let (max_rss_mb, wall_s) = time_v(bin, command, &args)?;
-        eprintln!("{case}: {command}: {max_rss_mb:.0} MB, {wall_s:.2} s");
+        let (max_rss_mb, wall_s, cpu_s) = time_v(bin, command, &args)?;
+        eprintln!("{case}: {command}: {max_rss_mb:.0} MB, {wall_s:.2} s, CPU {cpu_s:.2} s");
         rows.push(Row {
             case: case.to_string(),
             command,
             max_rss_mb,
             wall_s,
+            cpu_s,
         });
     }
     for o in [&q, &d] {
@@ -130,8 +132,9 @@ fn measure_all(bin: &Path, dir: &Path, input: &Path, case: &str, rows: &mut Vec<
 }
 
 /// Runs `adpq COMMAND ARGS -q` (stdout discarded) under `/usr/bin/time -v`; returns the
-/// maximum resident set size in MB and the wall-clock seconds.
-fn time_v(bin: &Path, command: &str, args: &[&Path]) -> DynResult<(f64, f64)> {
+/// maximum resident set size in MB, the wall-clock seconds and the CPU seconds (user +
+/// system, less sensitive than wall time to other load on the machine).
+fn time_v(bin: &Path, command: &str, args: &[&Path]) -> DynResult<(f64, f64, f64)> {
     let mut cmd = Command::new("/usr/bin/time");
     cmd.arg("-v").arg(bin).arg(command).args(args);
     if matches!(command, "quantize" | "dequantize") {
@@ -153,7 +156,9 @@ fn time_v(bin: &Path, command: &str, args: &[&Path]) -> DynResult<(f64, f64)> {
     let wall_s = wall
         .split(':')
         .try_fold(0.0, |acc, part| part.parse::<f64>().map(|v| acc * 60.0 + v))?;
-    Ok((rss_kb / 1024.0, wall_s))
+    let cpu_s: f64 = field("User time (seconds):")?.parse::<f64>()?
+        + field("System time (seconds):")?.parse::<f64>()?;
+    Ok((rss_kb / 1024.0, wall_s, cpu_s))
 }
 
 /// Writes a safetensors header for `tensors` (name, dtype, shape, bytes), in order.
