@@ -285,6 +285,8 @@ impl<E: Engine> Run<'_, E> {
                 &not_packed,
                 &tool_version(),
             );
+            // Gone before the header is written: only the metadata's JSON is needed.
+            drop((originals, not_packed));
             let writer = match out {
                 Some(o) => {
                     let (file, shown) = o.create(&f.file_name())?;

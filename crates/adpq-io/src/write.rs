@@ -49,13 +49,36 @@ pub fn sort_for_output(tensors: &mut [PlannedTensor]) {
 
 /// The header of a safetensors file holding `tensors` in this order: the 8-byte length and
 /// the JSON, padded with spaces to a multiple of 8 bytes.
-///
-/// Written straight into the output bytes (keys in name order, `__metadata__` among
-/// them, as a `serde_json` map orders them), so a header of 10⁶ tensors costs its own
-/// bytes plus 16 bytes per tensor, not a JSON tree.
 pub fn header_bytes(metadata: &BTreeMap<String, String>, tensors: &[PlannedTensor]) -> Vec<u8> {
-    use std::io::Write as _;
-    const META_KEY: &str = "__metadata__";
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = write_header(&mut out, metadata, tensors);
+    out
+}
+
+/// Counts the bytes written through it.
+struct Counter(u64);
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes [`header_bytes`] into `out` as a stream and returns its length: the JSON is
+/// produced twice (once counted, for the length that comes first, once written), so a
+/// header of 10⁶ tensors costs 16 bytes per tensor of memory, not its own size or a
+/// JSON tree. Keys come in name order (`__metadata__` among them), as a `serde_json`
+/// map writes them.
+pub fn write_header<W: Write>(
+    out: &mut W,
+    metadata: &BTreeMap<String, String>,
+    tensors: &[PlannedTensor],
+) -> std::io::Result<u64> {
     let mut offsets = Vec::with_capacity(tensors.len());
     let mut at = 0u64;
     for t in tensors {
@@ -64,54 +87,56 @@ pub fn header_bytes(metadata: &BTreeMap<String, String>, tensors: &[PlannedTenso
     }
     let mut by_name: Vec<usize> = (0..tensors.len()).collect();
     by_name.sort_unstable_by(|&a, &b| tensors[a].name.cmp(&tensors[b].name));
-    // The 8-byte length goes first; it is filled in at the end (no copy of the JSON).
-    let mut json: Vec<u8> = Vec::with_capacity(8 + 96 * tensors.len() + 1024);
-    json.extend_from_slice(&[0u8; 8]);
-    json.push(b'{');
-    let mut first = true;
-    let mut sep = |json: &mut Vec<u8>| {
-        if !std::mem::take(&mut first) {
-            json.push(b',');
+    let json = |w: &mut dyn Write| -> std::io::Result<()> {
+        const META_KEY: &str = "__metadata__";
+        let put_meta = |w: &mut dyn Write| -> std::io::Result<()> {
+            serde_json::to_writer(&mut *w, META_KEY)?;
+            w.write_all(b":")?;
+            serde_json::to_writer(&mut *w, metadata)?;
+            Ok(())
+        };
+        w.write_all(b"{")?;
+        let mut first = true;
+        let mut meta_done = metadata.is_empty();
+        for &i in &by_name {
+            let t = &tensors[i];
+            if !std::mem::take(&mut first) {
+                w.write_all(b",")?;
+            }
+            if !meta_done && META_KEY < t.name.as_str() {
+                put_meta(w)?;
+                w.write_all(b",")?;
+                meta_done = true;
+            }
+            serde_json::to_writer(&mut *w, &t.name)?;
+            // Inner keys in name order too, as a `serde_json` map writes them.
+            write!(
+                w,
+                ":{{\"data_offsets\":[{},{}],\"dtype\":",
+                offsets[i],
+                offsets[i] + t.len
+            )?;
+            serde_json::to_writer(&mut *w, &t.dtype)?;
+            w.write_all(b",\"shape\":")?;
+            serde_json::to_writer(&mut *w, &t.shape)?;
+            w.write_all(b"}")?;
         }
-    };
-    let mut meta_done = metadata.is_empty();
-    // Writing JSON into a Vec cannot fail; strings are escaped by serde_json.
-    let put_meta = |json: &mut Vec<u8>, sep: &mut dyn FnMut(&mut Vec<u8>)| {
-        sep(json);
-        let _ = serde_json::to_writer(&mut *json, META_KEY);
-        json.push(b':');
-        let _ = serde_json::to_writer(&mut *json, metadata);
-    };
-    for &i in &by_name {
-        let t = &tensors[i];
-        if !meta_done && META_KEY < t.name.as_str() {
-            put_meta(&mut json, &mut sep);
-            meta_done = true;
+        if !meta_done {
+            if !first {
+                w.write_all(b",")?;
+            }
+            put_meta(w)?;
         }
-        sep(&mut json);
-        let _ = serde_json::to_writer(&mut json, &t.name);
-        // Inner keys in name order too, as a `serde_json` map writes them.
-        let _ = write!(
-            json,
-            ":{{\"data_offsets\":[{},{}],\"dtype\":",
-            offsets[i],
-            offsets[i] + t.len
-        );
-        let _ = serde_json::to_writer(&mut json, &t.dtype);
-        json.extend_from_slice(b",\"shape\":");
-        let _ = serde_json::to_writer(&mut json, &t.shape);
-        json.push(b'}');
-    }
-    if !meta_done {
-        put_meta(&mut json, &mut sep);
-    }
-    json.push(b'}');
-    while !json.len().is_multiple_of(8) {
-        json.push(b' ');
-    }
-    let len = (json.len() - 8) as u64;
-    json[..8].copy_from_slice(&len.to_le_bytes());
-    json
+        w.write_all(b"}")
+    };
+    let mut counter = Counter(0);
+    json(&mut counter)?;
+    let pad = (8 - counter.0 % 8) % 8;
+    let len = counter.0 + pad;
+    out.write_all(&len.to_le_bytes())?;
+    json(out)?;
+    out.write_all(&b"       "[..pad as usize])?;
+    Ok(8 + len)
 }
 
 /// An error when a header of `json_len` bytes would be too long for readers.
@@ -147,16 +172,18 @@ impl TensorWriter {
         metadata: &BTreeMap<String, String>,
         tensors: &[PlannedTensor],
     ) -> Result<Self> {
-        let header = header_bytes(metadata, tensors);
-        check_header_len(path, header.len() - 8)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(&header).map_err(|e| Error::io(path, e))?;
+        let mut counter = Counter(0);
+        let header_len =
+            write_header(&mut counter, metadata, tensors).map_err(|e| Error::io(path, e))?;
+        check_header_len(path, header_len as usize - 8)?;
+        write_header(&mut out, metadata, tensors).map_err(|e| Error::io(path, e))?;
         Ok(TensorWriter {
             out,
             path: path.to_path_buf(),
             plan: tensors.iter().map(|t| (t.name.clone(), t.len)).collect(),
             next: 0,
-            written: header.len() as u64,
+            written: header_len,
         })
     }
 
