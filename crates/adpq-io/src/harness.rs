@@ -91,7 +91,7 @@ fn shard(name: &str, names: &[&str]) -> SafetensorsFile {
 
 /// Reads `data` as a sharded folder's `model.safetensors.index.json`, in memory, as
 /// `Checkpoint::open` does: the shard names it lists, then (when it lists only shards
-/// this harness holds, [`INDEX_SHARDS`]) the check that index and shards agree, and
+/// this harness holds, `INDEX_SHARDS`) the check that index and shards agree, and
 /// the output index with the written size.
 ///
 /// Invariants: the shard names are sorted, unique and plain file names (none can
