@@ -42,7 +42,7 @@ fn adpq(c: &mut Criterion) {
     let label = format!("{rows}x{cols}");
     let w = gaussian(n, 1);
     let x = gaussian(cols, 2);
-    let params = Params::DEFAULT;
+    let params = Params::V1;
     for b in AnyKernels::available() {
         let name = b.name();
         let ww = Weights::F32(&w);
@@ -151,14 +151,19 @@ fn format_ops(
     g.finish();
 
     // int8 activations, quantized inside the timed loop (once per call, as per token).
-    let groups = cols.div_ceil(usize::from(params.group_size));
+    let groups = cols.div_ceil(usize::from(params.group_size()));
     let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
     let mut g = group(c, id("gemv_q8"), n);
     g.bench_function(&label, |bch| {
         bch.iter(|| {
-            let a =
-                Q8Activations::quantize(black_box(x), params.group_size, &mut q, &mut sc, &mut su)
-                    .unwrap();
+            let a = Q8Activations::quantize(
+                black_box(x),
+                params.group_size(),
+                &mut q,
+                &mut sc,
+                &mut su,
+            )
+            .unwrap();
             b.gemv_q8(black_box(&t), &a, &mut y).unwrap()
         })
     });

@@ -248,7 +248,7 @@ pub fn eval(
         candidates.len()
     ));
     progress.begin((windows.len() * (1 + candidates.len())) as u64);
-    let report = adpq_eval::evaluate(&reference, &candidates, &windows, &kernels, &mut |s| {
+    let report = adpq_eval::evaluate(&reference, &candidates, &windows, &engine, &mut |s| {
         progress.message(&format!(
             "window {}/{}: {}",
             s.window + 1,

@@ -66,6 +66,58 @@ fn backend(name: &str) -> Result<AnyKernels, Error> {
     AnyKernels::by_name(name).map_err(|e| Error::Usage(e.to_string()))
 }
 
+/// The engine `--backend` names: `cuda` (an error without a usable device, before any
+/// output exists), `auto` (CUDA when usable, said on stderr; else the fastest CPU
+/// kernels, with a one-line notice), or CPU kernels by name.
+enum Chosen {
+    Cuda(Box<adpq_cuda::CudaEngine>),
+    Cpu(AnyKernels),
+}
+
+fn choose(run: &RunArgs) -> Result<Chosen, Error> {
+    let cuda = || adpq_cuda::CudaEngine::new();
+    match run.backend.as_str() {
+        "cuda" => cuda()
+            .map(|e| Chosen::Cuda(Box::new(e)))
+            .map_err(|e| Error::Usage(format!("--backend cuda: {e}"))),
+        "auto" => match cuda() {
+            Ok(e) => {
+                if !run.quiet {
+                    eprintln!("adpq: using {}", adpq_engine::Engine::name(&e));
+                }
+                Ok(Chosen::Cuda(Box::new(e)))
+            }
+            Err(why) => {
+                let b = backend("auto")?;
+                if !run.quiet {
+                    eprintln!(
+                        "adpq: CUDA not used ({why}); CPU backend {}",
+                        adpq_core::CpuKernels::name(&b)
+                    );
+                }
+                Ok(Chosen::Cpu(b))
+            }
+        },
+        name => backend(name).map(Chosen::Cpu),
+    }
+}
+
+/// Runs `$body` with `$e` bound to the chosen engine (the pipeline is generic over it).
+macro_rules! with_engine {
+    ($chosen:expr, |$e:ident| $body:expr) => {
+        match $chosen {
+            Chosen::Cuda(cuda) => {
+                let $e = &*cuda;
+                $body
+            }
+            Chosen::Cpu(b) => {
+                let $e = &CpuEngine::new(b);
+                $body
+            }
+        }
+    };
+}
+
 /// Most worker threads `--threads` accepts. Far more cannot start on ordinary systems, and
 /// some of those failures abort the process inside the standard library (a thread that
 /// cannot set up its stack guard), past any error handling.
@@ -86,7 +138,8 @@ struct RunArgs {
     /// Worker threads (0: one per core; at most 1024).
     #[arg(long, short = 'j', default_value_t = 0, value_parser = parse_threads)]
     threads: usize,
-    /// Compute backend: auto (fastest this CPU supports), scalar, avx2, neon.
+    /// Compute backend: auto (CUDA when usable, else the fastest this CPU supports),
+    /// cuda, scalar, avx2, neon.
     #[arg(long, default_value = "auto")]
     backend: String,
     /// No progress output.
@@ -251,12 +304,11 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
         no_stats: a.no_stats,
         force: a.force,
     };
-    let b = backend(&a.run.backend)?;
+    let chosen = choose(&a.run)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
     let pool = pool(a.run.threads)?;
-    let done = pool.install(|| {
-        pipeline::quantize(&CpuEngine::new(b), &a.input, &output, &opts, &mut progress)
-    })?;
+    let done = with_engine!(chosen, |e| pool
+        .install(|| { pipeline::quantize(e, &a.input, &output, &opts, &mut progress) }))?;
     let report = finish(done, report_out)?;
     print_stdout(|out| report.print(out, a.summary_only))?;
     Ok(())
@@ -272,18 +324,12 @@ fn dequantize(a: DequantizeArgs) -> Result<(), Error> {
         }),
         force: a.force,
     };
-    let b = backend(&a.run.backend)?;
+    let chosen = choose(&a.run)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
     let pool = pool(a.run.threads)?;
-    let done = pool.install(|| {
-        pipeline::dequantize(
-            &CpuEngine::new(b),
-            &a.input,
-            &a.output,
-            &opts,
-            &mut progress,
-        )
-    })?;
+    let done = with_engine!(chosen, |e| pool.install(|| {
+        pipeline::dequantize(e, &a.input, &a.output, &opts, &mut progress)
+    }))?;
     let report = finish(done, report_out)?;
     print_stdout(|out| report.print(out, true))?;
     Ok(())

@@ -11,7 +11,7 @@
 //! reader never needs the rules.
 
 use crate::error::{Error, Result};
-use adpq_core::{FormatVersion, Grid, Params, SelectionMode};
+use adpq_core::{FormatVersion, Grid, ParamFields, Params, SelectionMode};
 use clap::{Args, ValueEnum};
 use regex::Regex;
 
@@ -88,33 +88,32 @@ fn base_params(a: &ParamArgs) -> Result<Params> {
     };
     let base = match (effective_preset(a), version) {
         (Some(p), _) => p.base(),
-        (None, FormatVersion::V1) => Params::DEFAULT,
+        (None, FormatVersion::V1) => Params::V1,
         (None, FormatVersion::V2) => Params::V2,
     };
     let grid = match version {
         FormatVersion::V2 => Grid::Asymmetric,
         FormatVersion::V1 if a.asymmetric => Grid::Asymmetric,
-        FormatVersion::V1 => base.grid,
+        FormatVersion::V1 => base.grid(),
     };
-    let mut params = Params {
-        bits: a.bits.unwrap_or(base.bits),
-        group_size: a.group_size.unwrap_or(base.group_size),
-        alpha: a.alpha.unwrap_or(base.alpha),
+    let mut fields = ParamFields {
+        bits: a.bits.unwrap_or(base.bits()),
+        group_size: a.group_size.unwrap_or(base.group_size()),
+        alpha: a.alpha.unwrap_or(base.alpha()),
         grid,
         version,
-        ..base
+        ..base.fields()
     };
     if let Some(n) = a.reference_iters {
-        params = params.with_selection(SelectionMode::Reference { n_iters: n });
+        fields.selection = SelectionMode::Reference { n_iters: n };
     }
-    params.validate().map_err(|e| {
+    fields.validate().map_err(|e| {
         let format = match version {
             FormatVersion::V1 => "",
             FormatVersion::V2 => "--format v2: ",
         };
         Error::Usage(format!("{format}{e}"))
-    })?;
-    Ok(params)
+    })
 }
 
 /// The preset in force: `--preset`, or `v2-vproj6` (the measured best, docs/FORMAT-v2.md)
@@ -163,10 +162,7 @@ impl Preset {
     /// The preset's base parameters (before the user's flags).
     pub fn base(self) -> Params {
         match self {
-            Preset::V2Vproj6 => Params {
-                alpha: 0.04,
-                ..Params::V2
-            },
+            Preset::V2Vproj6 => Params::DEFAULT,
             Preset::None => Params::V2,
         }
     }
@@ -214,12 +210,14 @@ impl Rule {
         })
     }
 
-    fn apply(&self, base: &Params) -> Params {
-        Params {
-            bits: self.bits.unwrap_or(base.bits),
-            alpha: self.alpha.unwrap_or(base.alpha),
-            ..*base
+    /// `base` with this rule's settings: invalid parameters are the rule's error.
+    fn apply(&self, base: &Params) -> adpq_core::Result<Params> {
+        ParamFields {
+            bits: self.bits.unwrap_or(base.bits()),
+            alpha: self.alpha.unwrap_or(base.alpha()),
+            ..base.fields()
         }
+        .validate()
     }
 }
 
@@ -227,7 +225,8 @@ impl Rule {
 #[derive(Debug, Clone, Default)]
 pub struct TensorParams {
     base: Params,
-    rules: Vec<Rule>,
+    /// Each rule's pattern and the parameters it gives (the base changed by it).
+    rules: Vec<(Regex, Params)>,
     specs: Vec<String>,
 }
 
@@ -249,10 +248,8 @@ impl TensorParams {
             let spec = spec.as_ref();
             let usage = |e: String| Error::Usage(format!("--tensor-params `{spec}`: {e}"));
             let rule = Rule::parse(spec).map_err(usage)?;
-            rule.apply(&base)
-                .validate()
-                .map_err(|e| usage(e.to_string()))?;
-            tp.rules.push(rule);
+            let params = rule.apply(&base).map_err(|e| usage(e.to_string()))?;
+            tp.rules.push((rule.pattern, params));
             tp.specs.push(spec.to_string());
         }
         Ok(tp)
@@ -265,7 +262,7 @@ impl TensorParams {
 
     /// The base and every rule's parameters (a rule applied to the base), for checks.
     pub fn all(&self) -> impl Iterator<Item = Params> + '_ {
-        std::iter::once(self.base).chain(self.rules.iter().map(|r| r.apply(&self.base)))
+        std::iter::once(self.base).chain(self.rules.iter().map(|(_, p)| *p))
     }
 
     /// The rules as given, in order.
@@ -278,14 +275,30 @@ impl TensorParams {
     pub fn of(&self, name: &str) -> Params {
         self.rules
             .iter()
-            .find(|r| r.pattern.is_match(name))
-            .map_or(self.base, |r| r.apply(&self.base))
+            .find(|(pattern, _)| pattern.is_match(name))
+            .map_or(self.base, |(_, p)| *p)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The CLI's default preset gives every tensor the library's default parameters.
+    #[test]
+    fn default_preset_is_the_library_default() {
+        let preset = Preset::V2Vproj6;
+        let tp = TensorParams::new(preset.base(), preset.rules()).unwrap();
+        for name in [
+            "model.layers.0.self_attn.v_proj.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.11.mlp.down_proj.weight",
+            "lm_head.weight",
+        ] {
+            assert_eq!(tp.of(name), Params::default_for(name), "{name}");
+        }
+        assert_eq!(*tp.base(), Params::DEFAULT);
+    }
 
     #[test]
     fn first_matching_rule_wins() {
@@ -295,12 +308,12 @@ mod tests {
         )
         .unwrap();
         let v = tp.of("model.layers.0.self_attn.v_proj.weight");
-        assert_eq!((v.bits, v.alpha), (6, 0.05));
+        assert_eq!((v.bits(), v.alpha()), (6, 0.05));
         let q = tp.of("model.layers.0.self_attn.q_proj.weight");
-        assert_eq!((q.bits, q.alpha), (4, 0.02));
+        assert_eq!((q.bits(), q.alpha()), (4, 0.02));
         assert_eq!(tp.of("norm.weight"), Params::V2);
-        assert_eq!(q.group_size, 64);
-        assert_eq!(q.version, FormatVersion::V2);
+        assert_eq!(q.group_size(), 64);
+        assert_eq!(q.version(), FormatVersion::V2);
     }
 
     #[test]
@@ -308,10 +321,13 @@ mod tests {
         let p = Preset::V2Vproj6;
         let tp = TensorParams::new(p.base(), p.rules()).unwrap();
         let v = tp.of("model.layers.3.self_attn.v_proj.weight");
-        assert_eq!((v.bits, v.alpha, v.group_size), (6, 0.05, 64));
+        assert_eq!((v.bits(), v.alpha(), v.group_size()), (6, 0.05, 64));
         let down = tp.of("model.layers.3.mlp.down_proj.weight");
-        assert_eq!((down.bits, down.alpha, down.group_size), (4, 0.04, 64));
-        assert_eq!(v.version, FormatVersion::V2);
+        assert_eq!(
+            (down.bits(), down.alpha(), down.group_size()),
+            (4, 0.04, 64)
+        );
+        assert_eq!(v.version(), FormatVersion::V2);
     }
 
     #[test]

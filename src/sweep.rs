@@ -4,7 +4,7 @@
 //!
 //! A new quantizer setting is one more line in [`variants`]; nothing else changes.
 
-use adpq_core::{Grid, Params};
+use adpq_core::{Grid, ParamFields, Params};
 use adpq_eval::RtnSpec;
 use clap::ValueEnum;
 use serde::Serialize;
@@ -67,7 +67,7 @@ fn adpq(family: &'static str, name: &str, params: Params) -> Variant {
         family,
         name: name.into(),
         method: Method::Adpq(params),
-        quick: params.version == adpq_core::FormatVersion::V1,
+        quick: params.version() == adpq_core::FormatVersion::V1,
     }
 }
 
@@ -87,7 +87,7 @@ const LLAMA_TYPES: [(&str, bool); 5] = [
 /// g 64) and the `v2-vproj6` preset, and llama.cpp's types when its quantizer is built;
 /// `SweepSet::Quick` leaves out the uniform v2 rows and llama.cpp's slow types.
 pub fn variants(set: SweepSet) -> Vec<Variant> {
-    let v1 = Params::DEFAULT;
+    let v1 = Params::V1;
     let v2 = Params::V2;
     let all = vec![
         rtn("sym-g128"),
@@ -96,21 +96,68 @@ pub fn variants(set: SweepSet) -> Vec<Variant> {
         rtn("asym-g128"),
         rtn("asym-g64"),
         rtn("asym-g32"),
-        adpq("AdpQ v1", "adpq-v1-a0.02", Params { alpha: 0.02, ..v1 }),
+        adpq(
+            "AdpQ v1",
+            "adpq-v1-a0.02",
+            ParamFields {
+                alpha: 0.02,
+                ..v1.fields()
+            }
+            .validate()
+            .unwrap(),
+        ),
         adpq("AdpQ v1", "adpq-v1-a0.06", v1),
-        adpq("AdpQ v1", "adpq-v1-a0.10", Params { alpha: 0.10, ..v1 }),
+        adpq(
+            "AdpQ v1",
+            "adpq-v1-a0.10",
+            ParamFields {
+                alpha: 0.10,
+                ..v1.fields()
+            }
+            .validate()
+            .unwrap(),
+        ),
         adpq(
             "AdpQ v1 asym",
             "adpq-v1-asym-a0.06-g64",
-            Params {
+            ParamFields {
                 grid: Grid::Asymmetric,
                 group_size: 64,
-                ..v1
-            },
+                ..v1.fields()
+            }
+            .validate()
+            .unwrap(),
         ),
-        adpq("AdpQ v2", "adpq-v2-a0.02", Params { alpha: 0.02, ..v2 }),
-        adpq("AdpQ v2", "adpq-v2-a0.06", Params { alpha: 0.06, ..v2 }),
-        adpq("AdpQ v2", "adpq-v2-a0.10", Params { alpha: 0.10, ..v2 }),
+        adpq(
+            "AdpQ v2",
+            "adpq-v2-a0.02",
+            ParamFields {
+                alpha: 0.02,
+                ..v2.fields()
+            }
+            .validate()
+            .unwrap(),
+        ),
+        adpq(
+            "AdpQ v2",
+            "adpq-v2-a0.06",
+            ParamFields {
+                alpha: 0.06,
+                ..v2.fields()
+            }
+            .validate()
+            .unwrap(),
+        ),
+        adpq(
+            "AdpQ v2",
+            "adpq-v2-a0.10",
+            ParamFields {
+                alpha: 0.10,
+                ..v2.fields()
+            }
+            .validate()
+            .unwrap(),
+        ),
         Variant {
             family: "AdpQ v2 preset",
             name: "adpq-v2-vproj6".into(),
@@ -197,12 +244,14 @@ mod tests {
             .filter(|v| v.family == "AdpQ v1")
             .map(|v| match &v.method {
                 Method::Adpq(p) => {
-                    let defaults = Params {
-                        alpha: p.alpha,
-                        ..Params::DEFAULT
-                    };
+                    let defaults = ParamFields {
+                        alpha: p.alpha(),
+                        ..Params::V1.fields()
+                    }
+                    .validate()
+                    .unwrap();
                     assert_eq!(*p, defaults, "{}: only α differs", v.name);
-                    p.alpha
+                    p.alpha()
                 }
                 _ => panic!("{} is not AdpQ with parameters", v.name),
             })
@@ -215,14 +264,16 @@ mod tests {
                 Method::Adpq(p) => {
                     assert_eq!(
                         *p,
-                        Params {
-                            alpha: p.alpha,
-                            ..Params::V2
-                        },
+                        ParamFields {
+                            alpha: p.alpha(),
+                            ..Params::V2.fields()
+                        }
+                        .validate()
+                        .unwrap(),
                         "{}: only α differs from v2's defaults",
                         v.name
                     );
-                    p.alpha
+                    p.alpha()
                 }
                 _ => panic!("{} is not AdpQ with parameters", v.name),
             })
@@ -231,12 +282,6 @@ mod tests {
         assert!(v
             .iter()
             .any(|v| v.method == Method::Preset(Preset::V2Vproj6)));
-        // Every AdpQ setting is valid for the core.
-        for v in &v {
-            if let Method::Adpq(p) = &v.method {
-                p.validate().unwrap_or_else(|e| panic!("{}: {e}", v.name));
-            }
-        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ fn main() {
     // `OP_v2`: the same operation in format version 2.
     let (op, params) = match op.strip_suffix("_v2") {
         Some(op) => (op.to_string(), Params::V2),
-        None => (op.clone(), Params::DEFAULT),
+        None => (op.clone(), Params::V1),
     };
     let ww = Weights::F32(&w);
     let sel = adpq_core::select_tensor(&b, ww, rows, cols, &params).unwrap();
@@ -61,10 +61,10 @@ fn main() {
         }
         "gemv" => b.gemv(&t, std::hint::black_box(&x), &mut y).unwrap(),
         "gemv_q8" => {
-            let groups = cols.div_ceil(usize::from(params.group_size));
+            let groups = cols.div_ceil(usize::from(params.group_size()));
             let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
             let a =
-                Q8Activations::quantize(&x, params.group_size, &mut q, &mut sc, &mut su).unwrap();
+                Q8Activations::quantize(&x, params.group_size(), &mut q, &mut sc, &mut su).unwrap();
             b.gemv_q8(&t, &a, &mut y).unwrap()
         }
         other => panic!("unknown op {other}"),
@@ -78,7 +78,7 @@ fn main() {
     }
     println!(
         "{name} {op} v{} {rows}x{cols}: {:.3} Gelem/s per on-CPU second (best of {reps})",
-        params.version.number(),
+        params.version().number(),
         n as f64 / best
     );
 }

@@ -13,7 +13,7 @@
 //! `cargo run --manifest-path fuzz/Cargo.toml --example gen_seeds [DIR]`. The output is
 //! deterministic.
 
-use adpq_core::{f16, packed_len, Grid, Params, Scalar, SelectionMode, Weights};
+use adpq_core::{f16, packed_len, Grid, ParamFields, Params, Scalar, SelectionMode, Weights};
 
 fn main() {
     let root = std::env::args()
@@ -97,12 +97,14 @@ fn edge_seeds() -> Vec<(String, Vec<u8>)> {
         ("v2_tiny_4_g16_2x40", 4, tiny * 4.0),
     ] {
         let cols = if bits == 8 { 70 } else { 40 };
-        let params = Params {
+        let params = ParamFields {
             bits,
             group_size: if bits == 8 { 32 } else { 16 },
             alpha: 0.1,
-            ..Params::V2
-        };
+            ..Params::V2.fields()
+        }
+        .validate()
+        .unwrap();
         let mut w: Vec<f32> = (0..2 * cols).map(|i| bell(i) / 4.0 * scale).collect();
         w[1] = scale;
         w[2] = -scale;
@@ -115,7 +117,7 @@ fn edge_seeds() -> Vec<(String, Vec<u8>)> {
             _ => f16::from_f32(bell(i) * 1000.0),
         })
         .collect();
-    let params = Params::DEFAULT;
+    let params = Params::V1;
     out.push((
         "f16max_sym4_g128_2x128".to_string(),
         pack(Weights::F16(&w), 2, 128, &params),
@@ -325,7 +327,9 @@ fn packed_seeds() -> Vec<(String, Vec<u8>)> {
     for &(name, rows, cols, bits, group, alpha, grid, reference, zeros) in cases {
         let mut params = Params::new(bits, group, alpha, grid).unwrap();
         if reference {
-            params = params.with_selection(SelectionMode::Reference { n_iters: 100 });
+            params = params
+                .with_selection(SelectionMode::Reference { n_iters: 100 })
+                .unwrap();
         }
         let w: Vec<f32> = (0..rows * cols)
             .map(|i| if zeros { 0.0 } else { bell(i) })
@@ -356,15 +360,16 @@ fn v2_seeds() -> Vec<(String, Vec<u8>)> {
     ];
     let mut out = Vec::new();
     for &(name, rows, cols, bits, group, alpha, reference, zeros) in cases {
-        let mut params = Params {
+        let mut fields = ParamFields {
             bits,
             group_size: group,
             alpha,
-            ..Params::V2
+            ..Params::V2.fields()
         };
         if reference {
-            params = params.with_selection(SelectionMode::Reference { n_iters: 100 });
+            fields.selection = SelectionMode::Reference { n_iters: 100 };
         }
+        let params = fields.validate().unwrap();
         let w: Vec<f32> = (0..rows * cols)
             .map(|i| if zeros { 0.0 } else { bell(i) })
             .collect();

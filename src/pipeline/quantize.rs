@@ -141,10 +141,7 @@ pub fn quantize<E: Engine>(
 
 /// Usage errors in the parameters, found before any file is opened.
 fn check_params(params: &Params) -> Result<()> {
-    params
-        .validate()
-        .map_err(|e| Error::Usage(format!("invalid parameters: {e}")))?;
-    if matches!(params.selection, SelectionMode::Reference { .. }) && params.alpha <= 0.0 {
+    if matches!(params.selection(), SelectionMode::Reference { .. }) && params.alpha() <= 0.0 {
         return Err(Error::Usage(
             "--reference-iters needs --alpha > 0: the reference search looks for the \
              threshold that leaves a fraction alpha of outliers and cannot bracket zero \

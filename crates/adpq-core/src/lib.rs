@@ -26,7 +26,7 @@
 //!
 //! let (rows, cols) = (4, 200); // rows end in a 72-wide group: fine
 //! let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 100.0).collect();
-//! let params = Params::DEFAULT;
+//! let params = Params::V1;
 //! let backend = Scalar::new();
 //! let sel = adpq_core::select_tensor(&backend, Weights::F32(&w), rows, cols, &params)?;
 //! assert_eq!(sel.n_outliers, 48); // round(0.06 · 800)
@@ -72,7 +72,7 @@ pub use kernels::{
     AnyKernels, Avx2, CpuKernels, KernelChoiceError, KernelScan, Neon, Q8Activations, Quantized,
     Scalar,
 };
-pub use params::{FormatParams, FormatVersion, Grid, Params, SelectionMode};
+pub use params::{FormatParams, FormatVersion, Grid, ParamFields, Params, SelectionMode};
 pub use plan::{BlockDone, BlockOut, BlockSections, Blocks, QuantizePlan};
 pub use select::{select_outliers, Selection, TensorScan};
 pub use tensor::{quantize_tensor, select_tensor};

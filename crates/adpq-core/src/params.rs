@@ -60,16 +60,26 @@ pub enum SelectionMode {
     },
 }
 
-/// Parameters of one quantized tensor.
+/// Parameters of one quantized tensor, validated: a value of this type always holds
+/// bits, a group size, α, a grid and a selection mode that the chosen format can store.
+/// It is checked once, when it is made ([`ParamFields::validate`], [`Params::new`], the
+/// `with_*` methods); everything that takes a `Params` relies on it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
+    fields: ParamFields,
+}
+
+/// The fields of [`Params`], unchecked: fill them, then [`validate`](Self::validate).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParamFields {
     /// Bits per code, `2..=8`.
     pub bits: u8,
-    /// Weights per group along a row, `16..=1024`. The last group of a row may be shorter.
+    /// Weights per group along a row, `16..=1024` (v2: below 256). The last group of a
+    /// row may be shorter.
     pub group_size: u16,
     /// Target outlier fraction, `[0, 0.5]`.
     pub alpha: f64,
-    /// Grid kind, shared by the inlier and the outlier grid.
+    /// Grid kind, shared by the inlier and the outlier grid (v2: asymmetric).
     pub grid: Grid,
     /// Threshold search.
     pub selection: SelectionMode,
@@ -84,59 +94,157 @@ impl Default for Params {
 }
 
 impl Params {
-    /// 4 bits, groups of 128, α = 0.06, symmetric grids, exact selection.
-    pub const DEFAULT: Params = Params::V1;
+    /// The default parameters, those of `adpq quantize` without flags: format v2, 4 bits,
+    /// groups of 64, α = 0.04, exact selection. The CLI's default preset (`v2-vproj6`)
+    /// gives `v_proj` tensors 6 bits and α = 0.05 on top: [`Params::default_for`].
+    pub const DEFAULT: Params = Params {
+        fields: ParamFields {
+            alpha: 0.04,
+            ..Params::V2.fields
+        },
+    };
 
     /// Format v1's defaults: 4 bits, groups of 128, α = 0.06, symmetric grids, exact
     /// selection.
     pub const V1: Params = Params {
-        bits: 4,
-        group_size: 128,
-        alpha: 0.06,
-        grid: Grid::Symmetric,
-        selection: SelectionMode::Exact,
-        version: FormatVersion::V1,
+        fields: ParamFields {
+            bits: 4,
+            group_size: 128,
+            alpha: 0.06,
+            grid: Grid::Symmetric,
+            selection: SelectionMode::Exact,
+            version: FormatVersion::V1,
+        },
     };
 
-    /// Format v2's defaults: 4 bits, groups of 64, α = 0.05, exact selection (the
-    /// measured winner of `docs/FORMAT-v2.md`).
+    /// Format v2's plain defaults: 4 bits, groups of 64, α = 0.05, exact selection (the
+    /// measured winner of `docs/FORMAT-v2.md` for one setting for every tensor).
     pub const V2: Params = Params {
-        bits: 4,
-        group_size: 64,
-        alpha: 0.05,
-        grid: Grid::Asymmetric,
-        selection: SelectionMode::Exact,
-        version: FormatVersion::V2,
+        fields: ParamFields {
+            bits: 4,
+            group_size: 64,
+            alpha: 0.05,
+            grid: Grid::Asymmetric,
+            selection: SelectionMode::Exact,
+            version: FormatVersion::V2,
+        },
     };
 
-    /// Builds validated parameters.
+    /// The default parameters of the tensor named `name` (what `adpq quantize` uses
+    /// without flags, preset `v2-vproj6`): 6 bits and α = 0.05 for an attention value
+    /// projection (a name containing `v_proj`), [`Params::DEFAULT`] for any other.
+    pub fn default_for(name: &str) -> Params {
+        if name.contains("v_proj") {
+            Params {
+                fields: ParamFields {
+                    bits: 6,
+                    alpha: 0.05,
+                    ..Params::DEFAULT.fields
+                },
+            }
+        } else {
+            Params::DEFAULT
+        }
+    }
+
+    /// Format v1 parameters with exact selection, validated.
     pub fn new(bits: u8, group_size: u16, alpha: f64, grid: Grid) -> Result<Self> {
-        let p = Params {
+        ParamFields {
             bits,
             group_size,
             alpha,
             grid,
-            selection: SelectionMode::Exact,
-            version: FormatVersion::V1,
-        };
-        p.validate()?;
-        Ok(p)
+            ..Params::V1.fields
+        }
+        .validate()
     }
 
-    /// Returns these parameters with another selection mode.
-    pub fn with_selection(mut self, selection: SelectionMode) -> Self {
-        self.selection = selection;
-        self
+    /// The fields, to change some and [`validate`](ParamFields::validate) again.
+    pub fn fields(&self) -> ParamFields {
+        self.fields
     }
 
-    /// Returns these parameters with another format version.
-    pub fn with_version(mut self, version: FormatVersion) -> Self {
-        self.version = version;
-        self
+    /// Bits per code.
+    pub fn bits(&self) -> u8 {
+        self.fields.bits
     }
 
-    /// Checks every field.
-    pub fn validate(&self) -> Result<()> {
+    /// Weights per group.
+    pub fn group_size(&self) -> u16 {
+        self.fields.group_size
+    }
+
+    /// Target outlier fraction.
+    pub fn alpha(&self) -> f64 {
+        self.fields.alpha
+    }
+
+    /// Grid kind.
+    pub fn grid(&self) -> Grid {
+        self.fields.grid
+    }
+
+    /// Threshold search.
+    pub fn selection(&self) -> SelectionMode {
+        self.fields.selection
+    }
+
+    /// Packed format version.
+    pub fn version(&self) -> FormatVersion {
+        self.fields.version
+    }
+
+    /// These parameters with another selection mode.
+    pub fn with_selection(self, selection: SelectionMode) -> Result<Self> {
+        ParamFields {
+            selection,
+            ..self.fields
+        }
+        .validate()
+    }
+
+    /// These parameters in another format version.
+    pub fn with_version(self, version: FormatVersion) -> Result<Self> {
+        ParamFields {
+            version,
+            ..self.fields
+        }
+        .validate()
+    }
+
+    /// These parameters with other bits.
+    pub fn with_bits(self, bits: u8) -> Result<Self> {
+        ParamFields {
+            bits,
+            ..self.fields
+        }
+        .validate()
+    }
+
+    /// These parameters with another α.
+    pub fn with_alpha(self, alpha: f64) -> Result<Self> {
+        ParamFields {
+            alpha,
+            ..self.fields
+        }
+        .validate()
+    }
+
+    /// The format-relevant subset (what a packed buffer records).
+    pub fn format(&self) -> FormatParams {
+        let f = &self.fields;
+        FormatParams {
+            bits: f.bits,
+            group_size: f.group_size,
+            grid: f.grid,
+            version: f.version,
+        }
+    }
+}
+
+impl ParamFields {
+    /// Checks every field: the [`Params`] they make, or why not.
+    pub fn validate(self) -> Result<Params> {
         if !(2..=8).contains(&self.bits) {
             return Err(Error::InvalidBits(self.bits));
         }
@@ -163,17 +271,15 @@ impl Params {
                 return Err(Error::InvalidIterations(n_iters));
             }
         }
-        Ok(())
+        Ok(Params { fields: self })
     }
+}
 
-    /// The format-relevant subset (what a packed buffer records).
-    pub fn format(&self) -> FormatParams {
-        FormatParams {
-            bits: self.bits,
-            group_size: self.group_size,
-            grid: self.grid,
-            version: self.version,
-        }
+impl TryFrom<ParamFields> for Params {
+    type Error = Error;
+
+    fn try_from(fields: ParamFields) -> Result<Params> {
+        fields.validate()
     }
 }
 
@@ -239,9 +345,9 @@ impl FormatParams {
     pub fn row_record_bytes(&self, cols: usize) -> usize {
         self.row_unit_bytes() + cols.div_ceil(usize::from(self.group_size)) * self.record_bytes()
     }
-    /// Validates the fields (same ranges as [`Params::validate`]).
+    /// Validates the fields (same ranges as [`ParamFields::validate`]).
     pub fn validate(&self) -> Result<()> {
-        Params {
+        ParamFields {
             bits: self.bits,
             group_size: self.group_size,
             alpha: 0.0,
@@ -250,5 +356,6 @@ impl FormatParams {
             version: self.version,
         }
         .validate()
+        .map(|_| ())
     }
 }

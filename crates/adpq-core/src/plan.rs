@@ -23,7 +23,7 @@
 //! let (rows, cols) = (6, 256);
 //! let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 100.0).collect();
 //! let w = Weights::F32(&w);
-//! let params = Params::DEFAULT;
+//! let params = Params::V1;
 //! let sel = adpq_core::select_tensor(&Scalar, w, rows, cols, &params)?;
 //! let plan = QuantizePlan::new(rows, cols, &params, &sel, 2)?; // 3 blocks of 2 rows
 //! let ties: Vec<u64> = if plan.needs_tie_counts() {
@@ -132,7 +132,6 @@ impl QuantizePlan {
         selection: &Selection,
         block_rows: usize,
     ) -> Result<QuantizePlan> {
-        params.validate()?;
         // A selection made elsewhere than `select_outliers` is held to the same range.
         check_magnitude(selection.max_abs())?;
         let fp = params.format();
@@ -141,9 +140,9 @@ impl QuantizePlan {
             layout,
             info: HeaderInfo {
                 scale_exp: scale_exponent(selection.max_abs(), &fp),
-                selection: params.selection,
+                selection: params.selection(),
                 threshold: selection.threshold(),
-                alpha: params.alpha,
+                alpha: params.alpha(),
             },
             selection: *selection,
             block_rows: block_rows.clamp(1, rows),
@@ -268,7 +267,8 @@ impl QuantizePlan {
             scale_exp: self.info.scale_exp,
             first_row: block.first_row as u64,
         };
-        let (index, sections) = (block.index, block.into_sections(scratch)?);
+        let (index, mut block) = (block.index, block);
+        let sections = block.sections(scratch)?;
         let mut out = RowsOut {
             counts: sections.counts,
             records: sections.records,
@@ -430,7 +430,7 @@ impl<'b> Iterator for Blocks<'_, 'b> {
 
 impl ExactSizeIterator for Blocks<'_, '_> {}
 
-impl<'b> BlockOut<'b> {
+impl BlockOut<'_> {
     /// Index of the block.
     pub fn index(&self) -> usize {
         self.index
@@ -447,20 +447,6 @@ impl<'b> BlockOut<'b> {
     /// [`scratch_len`](Self::scratch_len) bytes, then passed to `stitch` with the block).
     pub fn sections<'s>(&'s mut self, scratch: &'s mut [u8]) -> Result<BlockSections<'s>> {
         let positions = match self.positions.as_deref_mut() {
-            Some(positions) => positions,
-            None => scratch_of(scratch, self.scratch_len)?,
-        };
-        Ok(BlockSections {
-            counts: self.counts,
-            records: self.records,
-            codes: self.codes,
-            positions,
-        })
-    }
-
-    /// [`sections`](Self::sections), consuming the block.
-    fn into_sections(self, scratch: &'b mut [u8]) -> Result<BlockSections<'b>> {
-        let positions = match self.positions {
             Some(positions) => positions,
             None => scratch_of(scratch, self.scratch_len)?,
         };

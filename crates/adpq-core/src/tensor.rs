@@ -33,7 +33,7 @@ pub fn quantize_tensor<K: CpuKernels>(
     selection: &Selection,
     out: &mut [u8],
 ) -> Result<Quantized> {
-    check_shape(w.len(), rows, cols, params)?;
+    check_shape(w.len(), rows, cols)?;
     let plan = QuantizePlan::new(rows, cols, params, selection, rows)?;
     let mut done = None;
     for block in plan.split(out, &[])? {

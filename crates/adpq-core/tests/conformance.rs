@@ -226,10 +226,10 @@ fn check_backend(
     }
     // Int8 activations: the reference against the f32 oracle on the dequantized
     // activations, and the backend against the reference, both within the tolerance.
-    let g = usize::from(params.group_size);
+    let g = usize::from(params.group_size());
     let groups = cols.div_ceil(g);
     let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
-    let a = Q8Activations::quantize(x, params.group_size, &mut q, &mut sc, &mut su).unwrap();
+    let a = Q8Activations::quantize(x, params.group_size(), &mut q, &mut sc, &mut su).unwrap();
     let mut xh = vec![0f32; cols];
     a.dequantize(&mut xh);
     for (i, (&xi, &hi)) in x.iter().zip(&xh).enumerate() {
@@ -264,10 +264,10 @@ fn check_backend(
         );
         // The SIMD q8 paths: version 1's 4-bit groups of 128, version 2's 4-bit groups of
         // 64; everything else computes exactly what the reference does.
-        let q8_simd = params.bits == 4
-            && match params.version {
-                FormatVersion::V1 => params.group_size == 128,
-                FormatVersion::V2 => params.group_size == 64,
+        let q8_simd = params.bits() == 4
+            && match params.version() {
+                FormatVersion::V1 => params.group_size() == 128,
+                FormatVersion::V2 => params.group_size() == 64,
             };
         if !q8_simd {
             assert_eq!(
@@ -338,9 +338,9 @@ fn params_strategy() -> impl Strategy<Value = Params> {
             };
             let p = Params::new(bits, g, alpha, grid).unwrap();
             match reference {
-                Some(n_iters) if alpha > 0.0 => {
-                    p.with_selection(SelectionMode::Reference { n_iters })
-                }
+                Some(n_iters) if alpha > 0.0 => p
+                    .with_selection(SelectionMode::Reference { n_iters })
+                    .unwrap(),
                 _ => p,
             }
         })
@@ -360,11 +360,12 @@ fn params_v2_strategy() -> impl Strategy<Value = Params> {
         .prop_map(|(bits, g, alpha, reference)| {
             let p = Params::new(bits, g, alpha, Grid::Asymmetric)
                 .unwrap()
-                .with_version(FormatVersion::V2);
+                .with_version(FormatVersion::V2)
+                .unwrap();
             match reference {
-                Some(n_iters) if alpha > 0.0 => {
-                    p.with_selection(SelectionMode::Reference { n_iters })
-                }
+                Some(n_iters) if alpha > 0.0 => p
+                    .with_selection(SelectionMode::Reference { n_iters })
+                    .unwrap(),
                 _ => p,
             }
         })
@@ -476,7 +477,7 @@ fn default_params_on_a_layer_shape() {
     let values = gaussish(rows * cols, 7);
     let x = gaussish(cols, 9);
     for dtype in [Dtype::F32, Dtype::F16, Dtype::Bf16] {
-        check_all(values.clone(), dtype, rows, cols, &Params::DEFAULT, &x);
+        check_all(values.clone(), dtype, rows, cols, &Params::V1, &x);
     }
     // Many outliers per group: several batches of the vectorized outlier correction.
     for alpha in [0.02, 0.3, 0.5] {
@@ -527,14 +528,14 @@ fn all_zero_and_rejected_inputs() {
         Dtype::F32,
         rows,
         cols,
-        &Params::DEFAULT,
+        &Params::V1,
         &x,
     );
     for bad in [f32::NAN, f32::INFINITY, -f32::INFINITY, 3e37] {
         for at in [0, 5, 150, 299] {
             let mut v = gaussish(rows * cols, 3);
             v[at] = bad;
-            check_all(v, Dtype::F32, rows, cols, &Params::DEFAULT, &x);
+            check_all(v, Dtype::F32, rows, cols, &Params::V1, &x);
         }
     }
 }
@@ -551,7 +552,8 @@ fn v2_shapes_widths_and_dtypes() {
                 for alpha in [0.0, 0.05] {
                     let p = Params::new(bits, g, alpha, Grid::Asymmetric)
                         .unwrap()
-                        .with_version(FormatVersion::V2);
+                        .with_version(FormatVersion::V2)
+                        .unwrap();
                     check_all(values.clone(), Dtype::F32, rows, cols, &p, &x);
                 }
             }
@@ -581,7 +583,8 @@ fn v2_partial_ties_zero_groups_and_rejected_inputs() {
         for g in [16u16, 64, 100] {
             let p = Params::new(4, g, alpha, Grid::Asymmetric)
                 .unwrap()
-                .with_version(FormatVersion::V2);
+                .with_version(FormatVersion::V2)
+                .unwrap();
             check_all(values.clone(), Dtype::F32, rows, cols, &p, &x);
         }
     }
@@ -616,7 +619,8 @@ fn v2_long_rows() {
     for (g, alpha) in [(16u16, 0.05), (64, 0.3), (255, 0.05)] {
         let p = Params::new(4, g, alpha, Grid::Asymmetric)
             .unwrap()
-            .with_version(FormatVersion::V2);
+            .with_version(FormatVersion::V2)
+            .unwrap();
         check_all(values.clone(), Dtype::F32, rows, cols, &p, &x);
     }
 }
@@ -642,7 +646,7 @@ fn quantize_reports_the_same_rejected_weight() {
     // Selection on clean weights, quantization of weights that gained a bad value.
     let (rows, cols) = (3, 200);
     let clean = gaussish(rows * cols, 5);
-    let p = Params::DEFAULT;
+    let p = Params::V1;
     let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&clean), rows, cols, &p).unwrap();
     let len = packed_len(rows, cols, p.format(), sel.n_outliers).unwrap();
     for b in simd_backends() {

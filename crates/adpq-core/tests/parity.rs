@@ -105,9 +105,12 @@ fn mse(t: &PackedTensor<'_>, w: &[f32]) -> f64 {
 #[test]
 fn reference_mode_reproduces_lambda_and_outlier_set() {
     for case in load_cases() {
-        let params = case.params.with_selection(SelectionMode::Reference {
-            n_iters: case.n_iters,
-        });
+        let params = case
+            .params
+            .with_selection(SelectionMode::Reference {
+                n_iters: case.n_iters,
+            })
+            .unwrap();
         let (buf, sel) = quantize(&case, &params);
         assert_eq!(
             sel.lambda_prime.to_bits(),

@@ -64,7 +64,7 @@ fn any_block_size_gives_the_same_bytes() {
             _ => (i % 7) as f32 * 0.01,
         })
         .collect();
-    let p = Params::DEFAULT;
+    let p = Params::V1;
     let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&ties), rows, cols, &p).unwrap();
     assert!(!sel.is_row_independent(), "the test needs a partial tie");
     for w in [&smooth, &ties] {
@@ -83,7 +83,7 @@ fn stitch_rejects_missing_or_misordered_blocks() {
     let (rows, cols) = (4, 128);
     let w: Vec<f32> = (0..rows * cols).map(|i| (i % 17) as f32 - 8.0).collect();
     let ww = Weights::F32(&w);
-    let p = Params::DEFAULT;
+    let p = Params::V1;
     let sel = adpq_core::select_tensor(&Scalar, ww, rows, cols, &p).unwrap();
     let plan = QuantizePlan::new(rows, cols, &p, &sel, 1).unwrap();
     let ties: Vec<u64> = (0..plan.block_count())
@@ -215,7 +215,11 @@ fn blocks_filled_outside_the_kernels_stitch_to_the_oracle_bytes() {
         for block_rows in [1, 3, rows] {
             let (q, out) = fill_externally(&reference, rows, cols, &p, block_rows, |_, _| {});
             q.unwrap();
-            assert!(out == reference, "{:?}, blocks of {block_rows}", p.version);
+            assert!(
+                out == reference,
+                "{:?}, blocks of {block_rows}",
+                p.version()
+            );
         }
     }
 }
@@ -233,7 +237,7 @@ fn a_wrong_external_block_is_an_error_not_a_corrupt_tensor() {
                 s.counts[4] = s.counts[4].wrapping_sub(1);
             }
         });
-        assert!(q.is_err(), "{:?}", p.version);
+        assert!(q.is_err(), "{:?}", p.version());
         assert_ne!(&out[..4], b"ADPQ", "a refused buffer keeps no magic");
         // More outliers than the selection has.
         let (q, _) = fill_externally(&reference, rows, cols, &p, 3, |b, s| {
@@ -246,6 +250,6 @@ fn a_wrong_external_block_is_an_error_not_a_corrupt_tensor() {
         let (q, _) = fill_externally(&reference, rows, cols, &p, rows, |_, s| {
             s.positions.iter_mut().for_each(|b| *b = !*b);
         });
-        assert!(q.is_err(), "{:?}", p.version);
+        assert!(q.is_err(), "{:?}", p.version());
     }
 }

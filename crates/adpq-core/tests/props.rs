@@ -86,12 +86,12 @@ proptest! {
             return Ok(());
         }
         let buf = quantize(Weights::F32(&w), rows, cols, &params).unwrap();
-        let k = target_count(params.alpha, (rows * cols) as u64);
-        prop_assert_eq!(buf.len() as u64, formula_len(rows as u64, cols as u64, params.bits.into(), params.group_size.into(), params.grid == Grid::Asymmetric, k));
+        let k = target_count(params.alpha(), (rows * cols) as u64);
+        prop_assert_eq!(buf.len() as u64, formula_len(rows as u64, cols as u64, params.bits().into(), params.group_size().into(), params.grid() == Grid::Asymmetric, k));
         let t = PackedTensor::parse(&buf).unwrap();
         prop_assert_eq!((t.rows(), t.cols(), t.n_outliers()), (rows, cols, k));
         prop_assert_eq!(t.params(), params.format());
-        prop_assert_eq!(t.info().alpha, params.alpha);
+        prop_assert_eq!(t.info().alpha, params.alpha());
         check_roundtrip(&t, &w);
         // Deterministic: the same input gives the same bytes.
         prop_assert_eq!(quantize(Weights::F32(&w), rows, cols, &params).unwrap(), buf);
@@ -120,7 +120,7 @@ proptest! {
     #[test]
     fn half_inputs_match_f32(rows in 1usize..5, cols in 1usize..300, seed in prop::collection::vec(-4.0f32..4.0, 1..40)) {
         let w: Vec<f32> = (0..rows * cols).map(|i| seed[i % seed.len()] * (1.0 + i as f32 / 1000.0)).collect();
-        let params = Params::DEFAULT;
+        let params = Params::V1;
         let h: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
         let hf: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
         prop_assert_eq!(quantize(Weights::F16(&h), rows, cols, &params).unwrap(), quantize(Weights::F32(&hf), rows, cols, &params).unwrap());
@@ -133,7 +133,7 @@ proptest! {
     #[test]
     fn corruption_is_detected(pos in any::<prop::sample::Index>(), flip in 1u8..=255, cut in any::<prop::sample::Index>()) {
         let w: Vec<f32> = (0..3 * 200).map(|i| ((i * 29 % 97) as f32 - 48.0) / 10.0).collect();
-        let buf = quantize(Weights::F32(&w), 3, 200, &Params::DEFAULT).unwrap();
+        let buf = quantize(Weights::F32(&w), 3, 200, &Params::V1).unwrap();
         let mut bad = buf.clone();
         bad[pos.index(buf.len())] ^= flip;
         prop_assert!(PackedTensor::parse(&bad).is_err());
@@ -168,7 +168,7 @@ fn default_params_cost_at_most_4_8_bits_per_weight() {
     let w: Vec<f32> = (0..rows * cols)
         .map(|i| ((i as u64 * 2654435761 % 10007) as f32 - 5003.0) / 5003.0)
         .collect();
-    let buf = quantize(Weights::F32(&w), rows, cols, &Params::DEFAULT).unwrap();
+    let buf = quantize(Weights::F32(&w), rows, cols, &Params::V1).unwrap();
     let k = target_count(0.06, (rows * cols) as u64);
     assert_eq!(
         buf.len() as u64,
@@ -187,7 +187,7 @@ fn non_finite_weights_name_their_position() {
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let mut w = vec![0.1f32; rows * cols];
         w[2 * cols + 17] = bad;
-        let err = adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &Params::DEFAULT)
+        let err = adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &Params::V1)
             .unwrap_err();
         assert!(
             matches!(
@@ -204,8 +204,8 @@ fn non_finite_weights_name_their_position() {
     }
     let mut w = vec![0.1f32; rows * cols];
     w[5] = 3e38;
-    let err = adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &Params::DEFAULT)
-        .unwrap_err();
+    let err =
+        adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &Params::V1).unwrap_err();
     assert!(
         matches!(err, Error::OutOfRange { row: 0, col: 5, .. }),
         "{err:?}"
@@ -258,31 +258,34 @@ fn invalid_parameters_and_shapes_are_errors() {
     ));
     let w = vec![0.5f32; 10];
     assert_eq!(
-        adpq_core::select_tensor(&Scalar, Weights::F32(&w), 3, 4, &Params::DEFAULT).unwrap_err(),
+        adpq_core::select_tensor(&Scalar, Weights::F32(&w), 3, 4, &Params::V1).unwrap_err(),
         Error::ShapeMismatch {
             expected: 12,
             actual: 10
         }
     );
     assert_eq!(
-        adpq_core::select_tensor(&Scalar, Weights::F32(&[]), 0, 4, &Params::DEFAULT).unwrap_err(),
+        adpq_core::select_tensor(&Scalar, Weights::F32(&[]), 0, 4, &Params::V1).unwrap_err(),
         Error::EmptyTensor
     );
-    let p = Params::DEFAULT.with_selection(SelectionMode::Reference { n_iters: 0 });
+    // Invalid parameters cannot be made, so nothing downstream meets them.
     assert_eq!(
-        adpq_core::select_tensor(&Scalar, Weights::F32(&w), 2, 5, &p).unwrap_err(),
+        Params::V1
+            .with_selection(SelectionMode::Reference { n_iters: 0 })
+            .unwrap_err(),
         Error::InvalidIterations(0)
     );
     // The reference cannot bracket α = 0; it is an error, not a panic.
     let p = Params::new(4, 16, 0.0, Grid::Symmetric)
         .unwrap()
-        .with_selection(SelectionMode::Reference { n_iters: 100 });
+        .with_selection(SelectionMode::Reference { n_iters: 100 })
+        .unwrap();
     assert_eq!(
         adpq_core::select_tensor(&Scalar, Weights::F32(&w), 2, 5, &p).unwrap_err(),
         Error::NotBracketed
     );
     // Wrong output buffer size.
-    let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&w), 2, 5, &Params::DEFAULT).unwrap();
+    let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&w), 2, 5, &Params::V1).unwrap();
     let mut small = vec![0u8; 10];
     assert!(matches!(
         adpq_core::quantize_tensor(
@@ -290,7 +293,7 @@ fn invalid_parameters_and_shapes_are_errors() {
             Weights::F32(&w),
             2,
             5,
-            &Params::DEFAULT,
+            &Params::V1,
             &sel,
             &mut small
         ),
@@ -301,7 +304,7 @@ fn invalid_parameters_and_shapes_are_errors() {
 #[test]
 fn header_fields_are_validated() {
     let w: Vec<f32> = (0..2 * 64).map(|i| i as f32 / 64.0 - 1.0).collect();
-    let buf = quantize(Weights::F32(&w), 2, 64, &Params::DEFAULT).unwrap();
+    let buf = quantize(Weights::F32(&w), 2, 64, &Params::V1).unwrap();
     assert!(PackedTensor::parse(&buf).is_ok());
     let mut bad = buf.clone();
     bad[0] = b'X';

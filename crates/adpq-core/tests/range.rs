@@ -69,8 +69,9 @@ fn tensors_below_the_range_are_refused() {
     }
     // The reference mode too.
     let w = pattern(rows * cols, 1e-40);
-    let reference =
-        Params::DEFAULT.with_selection(adpq_core::SelectionMode::Reference { n_iters: 20 });
+    let reference = Params::V1
+        .with_selection(adpq_core::SelectionMode::Reference { n_iters: 20 })
+        .unwrap();
     assert!(matches!(
         adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &reference),
         Err(Error::TooSmall { .. })
@@ -87,7 +88,7 @@ fn tensors_below_the_range_are_refused() {
 fn a_plan_refuses_a_selection_below_the_range() {
     let (rows, cols) = (2, 64);
     let w = pattern(rows * cols, 1.0);
-    let p = Params::DEFAULT;
+    let p = Params::V1;
     let mut sel = adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &p).unwrap();
     sel.max_abs_bits = 1e-40f32.to_bits();
     assert_eq!(
@@ -102,7 +103,7 @@ fn a_plan_refuses_a_selection_below_the_range() {
 fn zeros_and_the_smallest_accepted_tensors_quantize_faithfully() {
     let (rows, cols) = (4, 256);
     let zeros = vec![0f32; rows * cols];
-    let buf = quantize(Weights::F32(&zeros), rows, cols, &Params::DEFAULT).unwrap();
+    let buf = quantize(Weights::F32(&zeros), rows, cols, &Params::V1).unwrap();
     let t = PackedTensor::parse(&buf).unwrap();
     let mut back = vec![1f32; rows * cols];
     Scalar.dequantize_rows(&t, 0, &mut back).unwrap();

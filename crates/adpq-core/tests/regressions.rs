@@ -42,7 +42,7 @@ fn check_dot_accepts_honest_buffers() {
     let w: Vec<f32> = (0..rows * cols)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 10.0)
         .collect();
-    let p = Params::DEFAULT;
+    let p = Params::V1;
     let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &p).unwrap();
     let mut buf = vec![0u8; packed_len(rows, cols, p.format(), sel.n_outliers).unwrap()];
     adpq_core::quantize_tensor(&Scalar, Weights::F32(&w), rows, cols, &p, &sel, &mut buf).unwrap();
@@ -64,7 +64,7 @@ fn check_dot_rejects_a_wrong_result() {
     use adpq_core::{packed_len, Params, Weights};
     let (rows, cols) = (1, 64);
     let w: Vec<f32> = (0..cols).map(|i| i as f32 / 7.0 - 4.0).collect();
-    let p = Params::DEFAULT;
+    let p = Params::V1;
     let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &p).unwrap();
     let mut buf = vec![0u8; packed_len(rows, cols, p.format(), sel.n_outliers).unwrap()];
     adpq_core::quantize_tensor(&Scalar, Weights::F32(&w), rows, cols, &p, &sel, &mut buf).unwrap();
@@ -88,7 +88,7 @@ fn selection_reports_a_rejected_weight_with_its_sign() {
     }
     let w = [0.5f32, f32::NEG_INFINITY];
     assert!(matches!(
-        adpq_core::select_tensor(&Scalar, Weights::F32(&w), 1, 2, &Params::DEFAULT),
+        adpq_core::select_tensor(&Scalar, Weights::F32(&w), 1, 2, &Params::V1),
         Err(Error::NonFinite { row: 0, col: 1, value }) if value == f32::NEG_INFINITY
     ));
 }
@@ -126,8 +126,7 @@ fn selection_harness_reaches_the_sampled_path() {
     let w: Vec<f32> = (0..rows * cols)
         .map(|i| pattern[i % pattern.len()])
         .collect();
-    let sel =
-        adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &Params::DEFAULT).unwrap();
+    let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &Params::V1).unwrap();
     assert_eq!(sel.passes, 1, "the sampled path");
     selection(&pattern, InputType::F32, rows, cols, 0.06);
 }

@@ -119,8 +119,8 @@ fn sampled_selection_reports_the_first_bad_weight() {
     w[5 * COLS + 17] = f32::NAN;
     w[900 * COLS + 3] = f32::INFINITY;
     for b in backends() {
-        let err = adpq_core::select_tensor(&b, Weights::F32(&w), ROWS, COLS, &Params::DEFAULT)
-            .unwrap_err();
+        let err =
+            adpq_core::select_tensor(&b, Weights::F32(&w), ROWS, COLS, &Params::V1).unwrap_err();
         assert!(
             matches!(
                 err,

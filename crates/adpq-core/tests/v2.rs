@@ -4,7 +4,7 @@
 use adpq_core::harness::{decode_finite, parse_packed, roundtrip_v2};
 use adpq_core::{
     kernels::dot_tolerance, packed_len, AnyKernels, CpuKernels, Error, FormatError, FormatVersion,
-    Grid, PackedTensor, Params, Scalar, Weights,
+    Grid, PackedTensor, ParamFields, Params, Scalar, Weights,
 };
 use proptest::prelude::*;
 
@@ -54,11 +54,13 @@ fn v2_roundtrips_and_beats_v1() {
         Scalar.dequantize_rows(&t, 0, &mut back).unwrap();
         let e2 = rel_mse(&w, &back);
 
-        let p1 = Params {
+        let p1 = ParamFields {
             group_size: 64,
             alpha: 0.05,
-            ..Params::DEFAULT
-        };
+            ..Params::V1.fields()
+        }
+        .validate()
+        .unwrap();
         let buf1 = quantize(&Scalar, &w, rows, cols, &p1);
         let t1 = PackedTensor::parse(&buf1).unwrap();
         let mut back1 = vec![0f32; rows * cols];
@@ -132,7 +134,9 @@ proptest! {
     ) {
         roundtrip_v2(rows, cols, &values, bits, g, alpha);
         let w: Vec<f32> = (0..rows * cols).map(|i| values[i % values.len()]).collect();
-        let p = Params { bits, group_size: g, alpha, ..Params::V2 };
+        let p = ParamFields { bits, group_size: g, alpha, ..Params::V2.fields()
+}
+.validate().unwrap();
         let buf = quantize(&Scalar, &w, rows, cols, &p);
         let k = PackedTensor::parse(&buf).unwrap().n_outliers();
         prop_assert_eq!(
@@ -194,10 +198,12 @@ fn v2_hostile_fields_are_refused_with_their_reason() {
     let w: Vec<f32> = (0..260)
         .map(|i| if i == 200 { 9.0 } else { 0.01 * (i % 7) as f32 })
         .collect();
-    let p = Params {
+    let p = ParamFields {
         alpha: 1.0 / 260.0,
-        ..Params::V2
-    };
+        ..Params::V2.fields()
+    }
+    .validate()
+    .unwrap();
     let mut buf = quantize(&Scalar, &w, 2, 130, &p);
     assert!(PackedTensor::parse(&buf).is_ok());
     buf[records_at(0) + 4] = 1;
@@ -232,17 +238,27 @@ fn v2_hostile_fields_are_refused_with_their_reason() {
 
 #[test]
 fn v2_params_are_checked() {
-    let sym = Params {
+    let sym = ParamFields {
         grid: Grid::Symmetric,
-        ..Params::V2
+        ..Params::V2.fields()
     };
     assert!(matches!(sym.validate(), Err(Error::Unsupported(_))));
-    let wide = Params {
+    let wide = ParamFields {
         group_size: 256,
-        ..Params::V2
+        ..Params::V2.fields()
     };
     assert!(matches!(wide.validate(), Err(Error::Unsupported(_))));
-    assert!(Params::V2.validate().is_ok());
+    assert_eq!(Params::V2.fields().validate(), Ok(Params::V2));
+    // The library's defaults are the CLI's: v2, α 0.04, and 6 bits, α 0.05 for v_proj.
+    assert_eq!(Params::default(), Params::DEFAULT);
+    assert_eq!(Params::DEFAULT.version(), FormatVersion::V2);
+    assert_eq!(Params::DEFAULT.alpha(), 0.04);
+    let v = Params::default_for("model.layers.3.self_attn.v_proj.weight");
+    assert_eq!((v.bits(), v.alpha(), v.group_size()), (6, 0.05, 64));
+    assert_eq!(
+        Params::default_for("model.layers.3.mlp.up_proj.weight"),
+        Params::DEFAULT
+    );
 }
 
 #[test]
@@ -252,7 +268,7 @@ fn v2_groups_are_read_with_their_own_accessor() {
     let t = PackedTensor::parse(&buf).unwrap();
     assert!(matches!(t.groups(0), Err(Error::Unsupported(_))));
     assert_eq!(t.affine_groups(1).unwrap().count(), 1);
-    let v1 = quantize(&Scalar, &w, 2, 64, &Params::DEFAULT);
+    let v1 = quantize(&Scalar, &w, 2, 64, &Params::V1);
     let t1 = PackedTensor::parse(&v1).unwrap();
     assert!(matches!(t1.affine_groups(0), Err(Error::Unsupported(_))));
 }

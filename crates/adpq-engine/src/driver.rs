@@ -59,11 +59,6 @@ impl<B: CpuKernels> Driver<B> {
         (self.block_elems / cols.max(1)).max(1)
     }
 
-    fn check(w: Weights<'_>, rows: usize, cols: usize, params: &Params) -> Result<u64, CoreError> {
-        adpq_core::select::check_shape(w.len(), rows, cols, params)?;
-        Ok(w.len() as u64)
-    }
-
     /// Selects the outliers of a `rows × cols` tensor; the same result as
     /// [`adpq_core::select_tensor`], computed over chunks in parallel.
     pub(crate) fn select(
@@ -73,7 +68,7 @@ impl<B: CpuKernels> Driver<B> {
         cols: usize,
         params: &Params,
     ) -> Result<Selection, CoreError> {
-        Self::check(w, rows, cols, params)?;
+        adpq_core::select::check_shape(w.len(), rows, cols)?;
         select_outliers(&ParScan { driver: self, w }, rows, cols, params)
     }
 
@@ -213,7 +208,7 @@ impl<B: CpuKernels> Driver<B> {
         sel: &Selection,
         out: &mut [u8],
     ) -> Result<Quantized, CoreError> {
-        Self::check(w, rows, cols, params)?;
+        adpq_core::select::check_shape(w.len(), rows, cols)?;
         let plan = QuantizePlan::new(rows, cols, params, sel, self.block_rows(cols))?;
         if out.len() != plan.packed_len() {
             return Err(CoreError::BufferSize {
@@ -482,7 +477,7 @@ mod tests {
         // selection falls back to the histogram passes: both must agree all the same.
         for (w, sampled) in [(&smooth, true), (&ties, false)] {
             let ww = Weights::F32(w);
-            let params = Params::DEFAULT;
+            let params = Params::V1;
             let expected = select_with(
                 w.len() as u64,
                 cols,
@@ -512,13 +507,15 @@ mod tests {
     fn parallel_is_byte_identical_f32_odd_shapes() {
         for (rows, cols) in [(37, 576), (19, 1000), (1, 200), (64, 128)] {
             let w = weights(rows * cols, cols as u64);
-            check_identical(Weights::F32(&w), rows, cols, &Params::DEFAULT);
-            let asym = Params {
+            check_identical(Weights::F32(&w), rows, cols, &Params::V1);
+            let asym = adpq_core::ParamFields {
                 grid: Grid::Asymmetric,
                 bits: 3,
                 group_size: 64,
-                ..Params::DEFAULT
-            };
+                ..Params::V1.fields()
+            }
+            .validate()
+            .unwrap();
             check_identical(Weights::F32(&w), rows, cols, &asym);
         }
     }
@@ -535,10 +532,10 @@ mod tests {
                 _ => (i % 7) as f32 * 0.01,
             })
             .collect();
-        let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &Params::DEFAULT)
-            .unwrap();
+        let sel =
+            adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &Params::V1).unwrap();
         assert!(!sel.is_row_independent(), "the test needs a partial tie");
-        check_identical(Weights::F32(&w), rows, cols, &Params::DEFAULT);
+        check_identical(Weights::F32(&w), rows, cols, &Params::V1);
     }
 
     #[test]
@@ -547,10 +544,11 @@ mod tests {
         let w = weights(rows * cols, 3);
         let h: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
         let b: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
-        check_identical(Weights::F16(&h), rows, cols, &Params::DEFAULT);
-        check_identical(Weights::Bf16(&b), rows, cols, &Params::DEFAULT);
-        let reference_mode =
-            Params::DEFAULT.with_selection(SelectionMode::Reference { n_iters: 100 });
+        check_identical(Weights::F16(&h), rows, cols, &Params::V1);
+        check_identical(Weights::Bf16(&b), rows, cols, &Params::V1);
+        let reference_mode = Params::V1
+            .with_selection(SelectionMode::Reference { n_iters: 100 })
+            .unwrap();
         check_identical(Weights::F32(&w), rows, cols, &reference_mode);
     }
 
@@ -564,7 +562,7 @@ mod tests {
             for chunk in [7, 100, 1 << 18] {
                 let d = Driver::new(Scalar).with_sizes(BLOCK_ELEMS, chunk);
                 let e = pool(threads)
-                    .install(|| d.select(Weights::F32(&w), rows, cols, &Params::DEFAULT))
+                    .install(|| d.select(Weights::F32(&w), rows, cols, &Params::V1))
                     .unwrap_err();
                 assert!(
                     matches!(
@@ -586,7 +584,7 @@ mod tests {
         // (Dequantization's thread independence is tested in `narrow`.)
         let (rows, cols) = (33, 1000);
         let w = weights(rows * cols, 5);
-        let (_, buf) = reference(Weights::F32(&w), rows, cols, &Params::DEFAULT);
+        let (_, buf) = reference(Weights::F32(&w), rows, cols, &Params::V1);
         let t = PackedTensor::parse(&buf).unwrap();
         let s1 = pool(1).install(|| {
             Driver::new(Scalar)

@@ -32,7 +32,7 @@ mod driver;
 pub mod rtn;
 
 pub use adpq_core::OutDtype;
-pub use cpu::{CpuDense, CpuEngine};
+pub use cpu::{CpuDense, CpuEngine, HostVectors};
 pub use rtn::ErrorSums;
 
 use adpq_core::{PackedTensor, Params, Quantized, Selection, Weights};
@@ -130,6 +130,44 @@ pub trait Engine {
         out: &mut [u8],
     ) -> EngineResult<()>;
 
+    /// Dequantizes rows `first_row..first_row + out.len() / cols` of a packed tensor as
+    /// f32 into `out` (on the host), exactly the scalar oracle's values.
+    fn dequantize_rows(
+        &self,
+        packed: &Self::Packed<'_>,
+        first_row: usize,
+        out: &mut [f32],
+    ) -> EngineResult<()>;
+
     /// `y = W x` for a packed `W` (`x.len() == cols`, `y.len() == rows`).
     fn gemv(&self, packed: &Self::Packed<'_>, x: &[f32], y: &mut [f32]) -> EngineResult<()>;
+
+    /// `Y = X Wᵀ` for `count` activation vectors at once: `x` is `count × cols` and `y`
+    /// `count × rows`, row-major (a forward pass over a few tokens). Each output equals
+    /// [`gemv`](Engine::gemv)'s for its vector within `adpq_core::kernels::dot_tolerance`.
+    fn gemm(
+        &self,
+        packed: &Self::Packed<'_>,
+        x: &[f32],
+        count: usize,
+        y: &mut [f32],
+    ) -> EngineResult<()>;
+
+    /// Activation vectors where the engine computes (host memory for the CPU, device
+    /// memory for a GPU), so that a chain of products never crosses to the host.
+    type Vectors;
+
+    /// Puts `count` vectors of `x.len() / count` values where the engine computes.
+    fn upload(&self, x: &[f32], count: usize) -> EngineResult<Self::Vectors>;
+
+    /// Copies vectors back to the host (`out.len()` equals their total length).
+    fn download(&self, v: &Self::Vectors, out: &mut [f32]) -> EngineResult<()>;
+
+    /// [`gemm`](Engine::gemm) on resident vectors: `y` becomes `count × rows` vectors.
+    fn gemm_resident(
+        &self,
+        packed: &Self::Packed<'_>,
+        x: &Self::Vectors,
+        y: &mut Self::Vectors,
+    ) -> EngineResult<()>;
 }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use adpq_core::kernels::AnyKernels;
+use adpq_engine::CpuEngine;
 use adpq_eval::peer::{tensor_type, LlamaPeer};
 use adpq_eval::{evaluate, windows, Candidate, Linear, LlamaConfig, Model, TextTokenizer};
 use adpq_io::Checkpoint;
@@ -83,9 +84,13 @@ fn main() -> Result<(), Error> {
             model: m,
         })
         .collect();
-    let r = evaluate(&reference, &cands, &wins, &kernels, &mut |s| {
-        eprint!("\r{}/{} {:30}", s.done, s.total, s.model)
-    })?;
+    let r = evaluate(
+        &reference,
+        &cands,
+        &wins,
+        &CpuEngine::new(kernels),
+        &mut |s| eprint!("\r{}/{} {:30}", s.done, s.total, s.model),
+    )?;
     eprintln!();
     println!(
         "input ppl {:.3} ({n_win} × {len}, {:.0} s)",

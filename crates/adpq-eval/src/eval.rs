@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use adpq_core::CpuKernels;
+use adpq_engine::Engine;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -104,7 +104,7 @@ pub fn evaluate(
     reference: &Model<'_>,
     candidates: &[Candidate<'_>],
     windows: &[&[u32]],
-    kernels: &impl CpuKernels,
+    engine: &(impl Engine + Sync),
     progress: &mut dyn FnMut(Step<'_>),
 ) -> Result<EvalReport> {
     let start = Instant::now();
@@ -125,7 +125,7 @@ pub fn evaluate(
     let mut predictions = 0u64;
     for (w, tokens) in windows.iter().enumerate() {
         let t0 = Instant::now();
-        let mut lp = logits(reference, kernels, tokens)?;
+        let mut lp = logits(reference, engine, tokens)?;
         ref_sums.seconds += t0.elapsed().as_secs_f64();
         log_softmax(&mut lp, vocab);
         let targets = &tokens[1..];
@@ -140,7 +140,7 @@ pub fn evaluate(
         });
         for (c, s) in candidates.iter().zip(&mut sums) {
             let t0 = Instant::now();
-            let mut lq = logits(c.model, kernels, tokens)?;
+            let mut lq = logits(c.model, engine, tokens)?;
             s.seconds += t0.elapsed().as_secs_f64();
             log_softmax(&mut lq, vocab);
             s.nll += nll(&lq, vocab, targets);

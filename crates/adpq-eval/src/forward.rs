@@ -7,7 +7,7 @@
 //! Attention is causal with grouped key/value heads. Activations are row-major
 //! `tokens × features` f32.
 
-use adpq_core::CpuKernels;
+use adpq_engine::Engine;
 use ndarray::{linalg::general_mat_mul, s, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
@@ -15,7 +15,7 @@ use crate::model::Model;
 use crate::{EvalError, Result};
 
 /// The logits (`tokens.len() × vocab`, row-major) of every position of `tokens`.
-pub fn logits(model: &Model<'_>, kernels: &impl CpuKernels, tokens: &[u32]) -> Result<Vec<f32>> {
+pub fn logits<E: Engine + Sync>(model: &Model<'_>, engine: &E, tokens: &[u32]) -> Result<Vec<f32>> {
     let c = &model.config;
     let (t, hid) = (tokens.len(), c.hidden_size);
     let mut x = vec![0f32; t * hid];
@@ -25,7 +25,7 @@ pub fn logits(model: &Model<'_>, kernels: &impl CpuKernels, tokens: &[u32]) -> R
                 "token id {tok} is outside the vocabulary"
             )));
         }
-        model.embed.rows_into(kernels, tok as usize, row)?;
+        model.embed.rows_into(engine, tok as usize, row)?;
     }
     let rope = Rope::new(t, c.head_dim(), c.rope_theta);
     let eps = c.rms_norm_eps as f32;
@@ -47,9 +47,9 @@ pub fn logits(model: &Model<'_>, kernels: &impl CpuKernels, tokens: &[u32]) -> R
     let mut delta = vec![0f32; t * hid];
     for layer in &model.layers {
         rms_norm(&x, &layer.attn_norm, eps, &mut h);
-        layer.q.matmul(kernels, &h, t, &mut q)?;
-        layer.k.matmul(kernels, &h, t, &mut k)?;
-        layer.v.matmul(kernels, &h, t, &mut v)?;
+        layer.q.matmul(engine, &h, t, &mut q)?;
+        layer.k.matmul(engine, &h, t, &mut k)?;
+        layer.v.matmul(engine, &h, t, &mut v)?;
         rope.apply(&mut q, c.num_attention_heads);
         rope.apply(&mut k, c.kv_heads());
         attention(
@@ -62,20 +62,20 @@ pub fn logits(model: &Model<'_>, kernels: &impl CpuKernels, tokens: &[u32]) -> R
             c.head_dim(),
             &mut att,
         )?;
-        layer.o.matmul(kernels, &att, t, &mut delta)?;
+        layer.o.matmul(engine, &att, t, &mut delta)?;
         add(&mut x, &delta);
         rms_norm(&x, &layer.mlp_norm, eps, &mut h);
-        layer.gate.matmul(kernels, &h, t, &mut gate)?;
-        layer.up.matmul(kernels, &h, t, &mut up)?;
+        layer.gate.matmul(engine, &h, t, &mut gate)?;
+        layer.up.matmul(engine, &h, t, &mut up)?;
         gate.par_iter_mut()
             .zip(&up)
             .for_each(|(g, &u)| *g = *g / (1.0 + (-*g).exp()) * u);
-        layer.down.matmul(kernels, &gate, t, &mut delta)?;
+        layer.down.matmul(engine, &gate, t, &mut delta)?;
         add(&mut x, &delta);
     }
     rms_norm(&x, &model.norm, eps, &mut h);
     let mut out = vec![0f32; t * c.vocab_size];
-    model.output().matmul(kernels, &h, t, &mut out)?;
+    model.output().matmul(engine, &h, t, &mut out)?;
     Ok(out)
 }
 

@@ -5,9 +5,9 @@
 //! candidate's (an adpq checkpoint's packed weights, or a round-to-nearest baseline),
 //! and report perplexity, the mean KL divergence of the candidate's next-token
 //! distributions from the input's, and top-1 agreement. It knows no command line (that
-//! is `adpq eval`); files come through `adpq-io`, packed rows are dequantized by the
-//! core's [`CpuKernels`](adpq_core::CpuKernels). It is also the worked example of an
-//! inference engine on the core.
+//! is `adpq eval`); files come through `adpq-io`, packed rows are dequantized by an
+//! [`Engine`](adpq_engine::Engine) (the CPU's, or a device's). It is also the worked
+//! example of an inference engine on the core.
 //!
 //! Where to start reading:
 //! - [`evaluate`] (module [`eval`]): windows, the comparison loop, the metrics.
@@ -83,9 +83,20 @@ pub enum EvalError {
         /// What the peer said.
         source: peer::PeerError,
     },
+    /// The engine failed otherwise than on the core's terms (a device error).
+    #[error(transparent)]
+    Engine(adpq_engine::EngineError),
 }
 
 impl EvalError {
+    /// An engine's error: the core's keep their variant.
+    fn from_engine(e: adpq_engine::EngineError) -> EvalError {
+        match e {
+            adpq_engine::EngineError::Core(e) => EvalError::Core(e),
+            other => EvalError::Engine(other),
+        }
+    }
+
     fn io(path: &Path, source: std::io::Error) -> EvalError {
         EvalError::Io {
             path: path.to_path_buf(),

@@ -9,7 +9,8 @@
 
 use std::borrow::Cow;
 
-use adpq_core::{CpuKernels, PackedTensor};
+use adpq_core::PackedTensor;
+use adpq_engine::Engine;
 use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
@@ -85,18 +86,19 @@ impl Linear<'_> {
     }
 
     /// Writes rows `first..first + out.len() / cols` as f32 into `out`.
-    pub fn rows_into(
-        &self,
-        kernels: &impl CpuKernels,
-        first: usize,
-        out: &mut [f32],
-    ) -> Result<()> {
+    pub fn rows_into<E: Engine>(&self, engine: &E, first: usize, out: &mut [f32]) -> Result<()> {
         let (_, cols) = self.shape();
         match self {
             Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
                 out.copy_from_slice(&w[first * cols..first * cols + out.len()]);
             }
-            Linear::Packed(p) => kernels.dequantize_rows(p, first, out)?,
+            Linear::Packed(p) => {
+                // Free for the CPU engine (a borrow); a device engine may keep its copy.
+                let packed = engine.load_packed(*p).map_err(EvalError::from_engine)?;
+                engine
+                    .dequantize_rows(&packed, first, out)
+                    .map_err(EvalError::from_engine)?
+            }
             Linear::Rtn { w, spec, .. } => {
                 let src = &w[first * cols..first * cols + out.len()];
                 for (o, s) in out.chunks_exact_mut(cols).zip(src.chunks_exact(cols)) {
@@ -109,9 +111,9 @@ impl Linear<'_> {
 
     /// `y = x Wᵀ` for `t` rows of input: `x` is `t × cols`, `y` is `t × rows`, both
     /// row-major. Parallel over blocks of `W`'s rows on the current rayon pool.
-    pub fn matmul(
+    pub fn matmul<E: Engine + Sync>(
         &self,
-        kernels: &impl CpuKernels,
+        engine: &E,
         x: &[f32],
         t: usize,
         y: &mut [f32],
@@ -142,7 +144,7 @@ impl Linear<'_> {
                     }
                     _ => {
                         buf.resize(n * cols, 0.0);
-                        self.rows_into(kernels, first, buf)?;
+                        self.rows_into(engine, first, buf)?;
                         ArrayView2::from_shape((n, cols), &buf[..]).map_err(shape_err)?
                     }
                 };
@@ -161,6 +163,7 @@ fn shape_err(e: ndarray::ShapeError) -> EvalError {
 mod tests {
     use super::*;
     use adpq_core::kernels::Scalar;
+    use adpq_engine::CpuEngine;
 
     fn naive(w: &[f32], rows: usize, cols: usize, x: &[f32], t: usize) -> Vec<f32> {
         let mut y = vec![0f32; t * rows];
@@ -187,11 +190,13 @@ mod tests {
             cols,
         };
         let mut y = vec![0f32; t * rows];
-        lin.matmul(&Scalar, &x, t, &mut y).unwrap();
+        lin.matmul(&CpuEngine::new(Scalar), &x, t, &mut y).unwrap();
         for (a, b) in y.iter().zip(naive(&w, rows, cols, &x, t)) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
         let mut short = vec![0f32; t * rows - 1];
-        assert!(lin.matmul(&Scalar, &x, t, &mut short).is_err());
+        assert!(lin
+            .matmul(&CpuEngine::new(Scalar), &x, t, &mut short)
+            .is_err());
     }
 }

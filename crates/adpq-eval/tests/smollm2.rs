@@ -96,7 +96,7 @@ fn forward_pass_matches_the_numpy_reference() {
     let (config, ckpt) = load(&root);
     let model = Model::load(config, &ckpt).unwrap();
     let ids = SENTENCES[0].1;
-    let lg = forward::logits(&model, &AnyKernels::detect(), ids).unwrap();
+    let lg = forward::logits(&model, &CpuEngine::new(AnyKernels::detect()), ids).unwrap();
     let vocab = model.config.vocab_size;
     // Mean next-token NLL and the greedy next token (" Rome") of verify_smollm2.py's
     // float64 numpy forward pass on the same weights.
@@ -148,8 +148,7 @@ fn adpq_perplexity_lies_between_the_input_and_rtn() {
     // adpq's default parameters, quantized in memory as `adpq quantize` does.
     let kernels = AnyKernels::detect();
     let packed =
-        PackedProjections::quantize(&reference, &CpuEngine::new(kernels), &Params::DEFAULT)
-            .unwrap();
+        PackedProjections::quantize(&reference, &CpuEngine::new(kernels), &Params::V1).unwrap();
     let adpq = packed.model(&reference).unwrap();
     let rtn = reference
         .with_rtn(RtnSpec {
@@ -169,9 +168,13 @@ fn adpq_perplexity_lies_between_the_input_and_rtn() {
         },
     ];
     let mut steps = 0;
-    let r = evaluate(&reference, &candidates, &wins, &kernels, &mut |_| {
-        steps += 1
-    })
+    let r = evaluate(
+        &reference,
+        &candidates,
+        &wins,
+        &CpuEngine::new(kernels),
+        &mut |_| steps += 1,
+    )
     .unwrap();
     assert_eq!(steps, 2 * 3);
     assert_eq!(r.predictions, 2 * 255);

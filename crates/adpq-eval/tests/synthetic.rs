@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use adpq_core::kernels::{AnyKernels, Scalar};
-use adpq_core::{packed_len, Grid, PackedTensor, Params, Weights};
+use adpq_core::{packed_len, Grid, PackedTensor, ParamFields, Params, Weights};
 use adpq_engine::{CpuEngine, Engine};
 use adpq_eval::{
     evaluate, forward, Candidate, Layer, Linear, LlamaConfig, Model, PackedProjections, RtnSpec,
@@ -80,21 +80,24 @@ fn tokens(n: usize) -> Vec<u32> {
 fn logits_are_causal_and_deterministic() {
     let m = tiny();
     let toks = tokens(40);
-    let full = forward::logits(&m, &Scalar, &toks).unwrap();
+    let full = forward::logits(&m, &CpuEngine::new(Scalar), &toks).unwrap();
     assert_eq!(full.len(), 40 * 300);
-    assert_eq!(full, forward::logits(&m, &Scalar, &toks).unwrap());
+    assert_eq!(
+        full,
+        forward::logits(&m, &CpuEngine::new(Scalar), &toks).unwrap()
+    );
     // A prefix sees the same logits, whatever follows it.
-    let prefix = forward::logits(&m, &Scalar, &toks[..17]).unwrap();
+    let prefix = forward::logits(&m, &CpuEngine::new(Scalar), &toks[..17]).unwrap();
     for (a, b) in prefix.iter().zip(&full) {
         assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
     }
     let mut changed = toks.clone();
     changed[20] = (changed[20] + 1) % 300;
-    let other = forward::logits(&m, &Scalar, &changed).unwrap();
+    let other = forward::logits(&m, &CpuEngine::new(Scalar), &changed).unwrap();
     assert_eq!(full[..20 * 300], other[..20 * 300]);
     assert_ne!(full[20 * 300..21 * 300], other[20 * 300..21 * 300]);
     assert!(
-        forward::logits(&m, &Scalar, &[300]).is_err(),
+        forward::logits(&m, &CpuEngine::new(Scalar), &[300]).is_err(),
         "token outside the vocabulary"
     );
 }
@@ -133,8 +136,8 @@ fn packed_8_bit_weights_score_close_to_dense_and_rtn_2_bit_far() {
     let from_variant = variant.model(&m).unwrap();
     let toks = tokens(20);
     assert_eq!(
-        forward::logits(&from_variant, &kernels, &toks).unwrap(),
-        forward::logits(&packed, &kernels, &toks).unwrap()
+        forward::logits(&from_variant, &CpuEngine::new(kernels), &toks).unwrap(),
+        forward::logits(&packed, &CpuEngine::new(kernels), &toks).unwrap()
     );
     let rtn2 = m
         .with_rtn(RtnSpec {
@@ -172,7 +175,7 @@ fn packed_8_bit_weights_score_close_to_dense_and_rtn_2_bit_far() {
         },
     ];
     let mut seen = Vec::new();
-    let r = evaluate(&m, &cands, &wins, &kernels, &mut |s| {
+    let r = evaluate(&m, &cands, &wins, &CpuEngine::new(kernels), &mut |s| {
         seen.push((s.window, s.model.to_string()))
     })
     .unwrap();
@@ -221,10 +224,12 @@ fn per_tensor_v2_projections_follow_their_names() {
     let m = tiny();
     let kernels = AnyKernels::detect();
     let engine = CpuEngine::new(kernels);
-    let six = Params {
+    let six = ParamFields {
         bits: 6,
-        ..Params::V2
-    };
+        ..Params::V2.fields()
+    }
+    .validate()
+    .unwrap();
     let variant = PackedProjections::quantize_with(&m, &engine, |name| {
         if name.contains("v_proj") {
             six
@@ -267,7 +272,7 @@ fn per_tensor_v2_projections_follow_their_names() {
             model: &rtn4,
         },
     ];
-    let r = evaluate(&m, &cands, &wins, &kernels, &mut |_| {}).unwrap();
+    let r = evaluate(&m, &cands, &wins, &CpuEngine::new(kernels), &mut |_| {}).unwrap();
     let (v2, rtn) = (&r.candidates[0], &r.candidates[1]);
     assert!(
         v2.mean_kl > 0.0 && v2.mean_kl < rtn.mean_kl,

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use adpq_core::{FormatVersion, Grid, PackedTensor, Params, SelectionMode};
+use adpq_core::{FormatVersion, Grid, PackedTensor, ParamFields, Params, SelectionMode};
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
@@ -93,37 +93,37 @@ impl ParamsRecord {
             Some("v2") => FormatVersion::V2,
             Some(other) => return Err(format!("unknown format `{other}` (expected v1 or v2)")),
         };
-        let p = Params {
+        ParamFields {
             bits: self.bits,
             group_size: self.group_size,
             alpha: self.alpha,
             grid,
             selection,
             version,
-        };
-        p.validate().map_err(|e| e.to_string())?;
-        Ok(p)
+        }
+        .validate()
+        .map_err(|e| e.to_string())
     }
 }
 
 impl From<&Params> for ParamsRecord {
     fn from(p: &Params) -> Self {
-        let (selection, reference_iters) = match p.selection {
+        let (selection, reference_iters) = match p.selection() {
             SelectionMode::Exact => ("exact", None),
             SelectionMode::Reference { n_iters } => ("reference", Some(n_iters)),
         };
         ParamsRecord {
-            bits: p.bits,
-            group_size: p.group_size,
-            alpha: p.alpha,
-            grid: match p.grid {
+            bits: p.bits(),
+            group_size: p.group_size(),
+            alpha: p.alpha(),
+            grid: match p.grid() {
                 Grid::Symmetric => "symmetric",
                 Grid::Asymmetric => "asymmetric",
             }
             .into(),
             selection: selection.into(),
             reference_iters,
-            format: match p.version {
+            format: match p.version() {
                 FormatVersion::V1 => None,
                 FormatVersion::V2 => Some("v2".into()),
             },
@@ -147,8 +147,8 @@ pub fn written_version(params: &Params, originals: &BTreeMap<String, OriginalTen
     originals
         .values()
         .filter_map(|o| o.params.as_ref()?.to_params().ok())
-        .map(|p| p.version.number())
-        .fold(params.version.number(), u16::max)
+        .map(|p| p.version().number())
+        .fold(params.version().number(), u16::max)
 }
 
 /// The `__metadata__` of a quantized file made from an input file's `input` metadata:
@@ -264,7 +264,7 @@ pub fn read_adpq_meta(f: &SafetensorsFile, meta: &BTreeMap<String, String>) -> R
             ))
         }
     };
-    let too_new = |p: &Params| p.version.number() > version;
+    let too_new = |p: &Params| p.version().number() > version;
     let missing = |key: &str| {
         Error::invalid(
             f.path(),
@@ -281,7 +281,7 @@ pub fn read_adpq_meta(f: &SafetensorsFile, meta: &BTreeMap<String, String>) -> R
             f.path(),
             format!(
                 "{META_PARAMS} is format v{} but {META_VERSION} is {version}",
-                params.version.number()
+                params.version().number()
             ),
         ));
     }
@@ -313,7 +313,7 @@ pub fn read_adpq_meta(f: &SafetensorsFile, meta: &BTreeMap<String, String>) -> R
             if too_new(&p) {
                 return Err(bad(format!(
                     "format v{} parameters but {META_VERSION} is {version}",
-                    p.version.number()
+                    p.version().number()
                 )));
             }
             tensor_params.insert(name.clone(), p);
@@ -407,7 +407,8 @@ pub fn packed_of<'a>(
         ));
     }
     let (fp, info) = (packed.params(), packed.info());
-    if fp != params.format() || info.selection != params.selection || info.alpha != params.alpha {
+    if fp != params.format() || info.selection != params.selection() || info.alpha != params.alpha()
+    {
         return Err(Error::tensor(
             f.path(),
             t.name,
@@ -421,12 +422,12 @@ pub fn packed_of<'a>(
                 fp.grid,
                 info.selection,
                 info.alpha,
-                params.version.number(),
-                params.bits,
-                params.group_size,
-                params.grid,
-                params.selection,
-                params.alpha
+                params.version().number(),
+                params.bits(),
+                params.group_size(),
+                params.grid(),
+                params.selection(),
+                params.alpha()
             ),
         ));
     }
@@ -453,7 +454,7 @@ mod tests {
         )]);
         let q = quantized_metadata(
             input.clone(),
-            &Params::DEFAULT,
+            &Params::V1,
             &originals,
             &BTreeSet::new(),
             "adpq 0.0",
@@ -464,8 +465,8 @@ mod tests {
         assert_eq!(q[META_TOOL], "adpq 0.0");
         assert_eq!(q[META_VERSION], "1");
         let params: ParamsRecord = serde_json::from_str(&q[META_PARAMS]).unwrap();
-        assert_eq!(params, ParamsRecord::from(&Params::DEFAULT));
-        assert_eq!(params.to_params().unwrap(), Params::DEFAULT);
+        assert_eq!(params, ParamsRecord::from(&Params::V1));
+        assert_eq!(params.to_params().unwrap(), Params::V1);
         let back: BTreeMap<String, OriginalTensor> =
             serde_json::from_str(&q[META_TENSORS]).unwrap();
         assert_eq!(back, originals);
@@ -484,7 +485,7 @@ mod tests {
         ]);
         let q = quantized_metadata(
             input,
-            &Params::DEFAULT,
+            &Params::V1,
             &BTreeMap::new(),
             &BTreeSet::new(),
             "adpq 0.0",
@@ -517,7 +518,7 @@ mod tests {
         )]);
         let q = quantized_metadata(
             BTreeMap::new(),
-            &Params::DEFAULT,
+            &Params::V1,
             &originals,
             &BTreeSet::new(),
             "t",
@@ -534,10 +535,12 @@ mod tests {
     /// with parameters of its own carries them in its record; both read back.
     #[test]
     fn version_2_and_per_tensor_parameters_round_trip() {
-        let six = Params {
+        let six = ParamFields {
             bits: 6,
-            ..Params::V2
-        };
+            ..Params::V2.fields()
+        }
+        .validate()
+        .unwrap();
         let originals = BTreeMap::from([
             (
                 "v".to_string(),
@@ -572,9 +575,9 @@ mod tests {
         assert_eq!(back, originals);
         assert_eq!(back["v"].params.as_ref().unwrap().to_params().unwrap(), six);
         // A version 2 tensor in a file of version 1 parameters makes the file version 2.
-        assert_eq!(written_version(&Params::DEFAULT, &originals), 2);
+        assert_eq!(written_version(&Params::V1, &originals), 2);
         let v1_only = BTreeMap::from([("w".to_string(), originals["w"].clone())]);
-        assert_eq!(written_version(&Params::DEFAULT, &v1_only), 1);
+        assert_eq!(written_version(&Params::V1, &v1_only), 1);
     }
 
     #[test]
@@ -585,10 +588,10 @@ mod tests {
         r.format = Some("v2".into());
         r.group_size = 256;
         assert!(r.to_params().is_err(), "v2 groups are below 256");
-        let mut sym = ParamsRecord::from(&Params::DEFAULT);
+        let mut sym = ParamsRecord::from(&Params::V1);
         sym.format = Some("v2".into());
         assert!(sym.to_params().is_err(), "v2 is asymmetric");
         sym.format = Some("v1".into());
-        assert_eq!(sym.to_params().unwrap(), Params::DEFAULT);
+        assert_eq!(sym.to_params().unwrap(), Params::V1);
     }
 }

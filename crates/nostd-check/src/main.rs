@@ -16,8 +16,8 @@ use core::fmt::Write;
 
 use adpq_core::quant::{pow2, GridScale};
 use adpq_core::{
-    f16, packed_len, CpuKernels, Error, FormatError, FormatVersion, Grid, PackedTensor, Params,
-    Scalar, SelectionMode, Weights,
+    f16, packed_len, CpuKernels, Error, FormatError, FormatVersion, Grid, PackedTensor,
+    ParamFields, Params, Scalar, SelectionMode, Weights,
 };
 
 extern "C" {
@@ -91,7 +91,7 @@ fn check(name: &str, w: Weights<'_>, params: &Params) -> Result<(), Failure> {
     let _ = writeln!(Stderr, "nostd-check: {name}");
     let backend = Scalar::new();
     let sel = adpq_core::select_tensor(&backend, w, ROWS, COLS, params).map_err(core_err)?;
-    let k = libm_round(params.alpha * N as f64);
+    let k = libm_round(params.alpha() * N as f64);
     ensure(sel.n_outliers == k, "outlier count is not round(alpha * N)")?;
 
     let len = packed_len(ROWS, COLS, params.format(), sel.n_outliers).map_err(core_err)?;
@@ -110,7 +110,7 @@ fn check(name: &str, w: Weights<'_>, params: &Params) -> Result<(), Failure> {
         .dequantize_rows(&t, 0, &mut back)
         .map_err(core_err)?;
 
-    if params.version == FormatVersion::V2 {
+    if params.version() == FormatVersion::V2 {
         check_nearest_v2(&t, w, &back, k)?;
     } else {
         check_bound_v1(&t, w, &back, k)?;
@@ -268,7 +268,7 @@ fn run() -> Result<(), Failure> {
     check(
         "f32, 4 bits, g=128, alpha=0.06, symmetric",
         Weights::F32(&w),
-        &Params::DEFAULT,
+        &Params::V1,
     )?;
     let asym = Params::new(3, 64, 0.1, Grid::Asymmetric).map_err(core_err)?;
     check(
@@ -279,9 +279,11 @@ fn run() -> Result<(), Failure> {
     check(
         "f16, 4 bits, g=128, alpha=0.06, symmetric",
         Weights::F16(&h),
-        &Params::DEFAULT,
+        &Params::V1,
     )?;
-    let reference = Params::DEFAULT.with_selection(SelectionMode::Reference { n_iters: 100 });
+    let reference = Params::V1
+        .with_selection(SelectionMode::Reference { n_iters: 100 })
+        .map_err(core_err)?;
     let w_ref = Weights::F32(&w);
     // Reference mode stops within 0.1 % of alpha*N, not exactly on it: check it separately.
     let sel = adpq_core::select_tensor(&Scalar::new(), w_ref, ROWS, COLS, &reference)
@@ -295,11 +297,13 @@ fn run() -> Result<(), Failure> {
         Weights::F32(&w),
         &Params::V2,
     )?;
-    let v2_6 = Params {
+    let v2_6 = ParamFields {
         bits: 6,
         group_size: 17,
-        ..Params::V2
-    };
+        ..Params::V2.fields()
+    }
+    .validate()
+    .map_err(core_err)?;
     check(
         "f16, format v2: 6 bits, g=17, alpha=0.05",
         Weights::F16(&h),
@@ -308,7 +312,7 @@ fn run() -> Result<(), Failure> {
     check(
         "all zeros, 4 bits, g=128",
         Weights::F32(&zeros),
-        &Params::DEFAULT,
+        &Params::V1,
     )?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::vec;
 
 use crate::format::{packed_len, PackedTensor, Record, RowGroups};
 use crate::kernels::{CpuKernels, Scalar};
-use crate::params::{FormatVersion, Grid, Params, SelectionMode};
+use crate::params::{FormatVersion, Grid, ParamFields, Params, SelectionMode};
 use crate::weights::Weights;
 
 mod affine;
@@ -180,12 +180,15 @@ fn roundtrip_with(
     let Ok(params) = Params::new(bits, group_size, alpha, grid) else {
         return;
     };
-    let params = params.with_version(version);
-    if params.validate().is_err() {
-        assert!(version == FormatVersion::V2 && group_size > 255);
-        return;
+    let Ok(params) = ParamFields {
+        version,
+        selection: SelectionMode::Exact,
+        ..params.fields()
     }
-    let params = params.with_selection(SelectionMode::Exact);
+    .validate() else {
+        assert!(version == FormatVersion::V2 && (group_size > 255 || grid != Grid::Asymmetric));
+        return;
+    };
     let (rows, cols) = (rows.max(1), cols.max(1));
     if values.is_empty() || rows * cols > 1 << 16 {
         return;

@@ -90,7 +90,9 @@ pub fn selection(pattern: &[f32], ty: InputType, rows: usize, cols: usize, alpha
         }
         let got = select_by_passes(&scan, rows, cols, &params);
         check_selection(&want, got, n, kernels, "select_by_passes");
-        let reference = params.with_selection(SelectionMode::Reference { n_iters: 20 });
+        let reference = params
+            .with_selection(SelectionMode::Reference { n_iters: 20 })
+            .expect("20 iterations are valid");
         match (select_by_passes(&scan, rows, cols, &reference), &want) {
             (Err(e), Err(w)) => assert_eq!(
                 std::format!("{e:?}"),

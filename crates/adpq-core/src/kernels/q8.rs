@@ -193,7 +193,7 @@ mod tests {
     fn group_size_mismatch_names_both_sizes() {
         let (rows, cols) = (2, 256);
         let w: vec::Vec<f32> = (0..rows * cols).map(|i| (i % 17) as f32 - 8.0).collect();
-        let p = Params::DEFAULT;
+        let p = Params::V1;
         let sel = crate::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &p).unwrap();
         let mut buf = vec![0u8; packed_len(rows, cols, p.format(), sel.n_outliers).unwrap()];
         crate::quantize_tensor(&Scalar, Weights::F32(&w), rows, cols, &p, &sel, &mut buf).unwrap();

@@ -175,10 +175,10 @@ pub fn select_outliers<S: TensorScan + ?Sized>(
     cols: usize,
     params: &Params,
 ) -> Result<Selection> {
-    check_shape(scan.weight_count(), rows, cols, params)?;
+    check_shape(scan.weight_count(), rows, cols)?;
     #[cfg(feature = "std")]
-    if params.selection == SelectionMode::Exact {
-        if let Some(sel) = sampled::select_sampled(scan, params.alpha) {
+    if params.selection() == SelectionMode::Exact {
+        if let Some(sel) = sampled::select_sampled(scan, params.alpha()) {
             let sel = sel.map_err(|e| e.into_error(0, cols as u64))?;
             check_magnitude(sel.max_abs())?;
             return Ok(sel);
@@ -195,7 +195,7 @@ pub fn select_by_passes<S: TensorScan + ?Sized>(
     cols: usize,
     params: &Params,
 ) -> Result<Selection> {
-    check_shape(scan.weight_count(), rows, cols, params)?;
+    check_shape(scan.weight_count(), rows, cols)?;
     select_with_passes(scan, cols, params)
 }
 
@@ -220,25 +220,24 @@ fn passes_or_reference<S: TensorScan + ?Sized>(
     let n = scan.weight_count() as u64;
     let at = |e: BadValue| e.into_error(0, cols as u64);
     let histogram = |pass: &HistogramPass, bins: &mut [u32; HIST_BINS]| scan.histogram(pass, bins);
-    match params.selection {
-        SelectionMode::Exact => passes::select_exact(n, params.alpha, histogram).map_err(at),
+    match params.selection() {
+        SelectionMode::Exact => passes::select_exact(n, params.alpha(), histogram).map_err(at),
         SelectionMode::Reference { n_iters } => {
             let mut bins = [0u32; HIST_BINS];
             let max_abs_bits = histogram(&HistogramPass::level(0, 0), &mut bins).map_err(at)?;
             // Before the search, which may fail to bracket on such a tensor.
             check_magnitude(f32::from_bits(max_abs_bits))?;
             let zeros = n - scan.count_at_least(1);
-            reference::select_reference(n, params.alpha, n_iters, zeros, max_abs_bits, |t| {
+            reference::select_reference(n, params.alpha(), n_iters, zeros, max_abs_bits, |t| {
                 scan.count_at_least(t)
             })
         }
     }
 }
 
-/// Validates the parameters and a `rows × cols` shape against a slice of `len` weights
+/// Validates a `rows × cols` shape against a slice of `len` weights
 /// (what [`select_tensor`](crate::select_tensor) checks first).
-pub fn check_shape(len: usize, rows: usize, cols: usize, params: &Params) -> Result<()> {
-    params.validate()?;
+pub fn check_shape(len: usize, rows: usize, cols: usize) -> Result<()> {
     if rows == 0 || cols == 0 {
         return Err(Error::EmptyTensor);
     }
@@ -266,7 +265,7 @@ mod tests {
     #[test]
     fn exact_selection_takes_three_passes_or_one() {
         let w: [f32; 300] = core::array::from_fn(|i| (i as f32 - 150.0) * 0.01);
-        let p = Params::DEFAULT;
+        let p = Params::V1;
         let s = crate::select_tensor(&Scalar, Weights::F32(&w), 3, 100, &p).unwrap();
         assert_eq!((s.passes, s.n_outliers), (3, 18));
         // t is the 18th largest |w|.

@@ -229,14 +229,15 @@ fn minilm_rel_mse(v: Option<&Variant>, root: &std::path::Path) -> f64 {
 
 fn real_v1(engine: &CpuEngine<AnyKernels>, w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     use adpq_engine::Engine;
-    let p = Params::DEFAULT;
+    let p = Params::V1;
     let t = engine.load(adpq_core::Weights::F32(w), rows, cols).unwrap();
     let sel = engine.select(&t, &p).unwrap();
     let mut buf = vec![0u8; adpq_core::packed_len(rows, cols, p.format(), sel.n_outliers).unwrap()];
     engine.quantize(&t, &p, &sel, &mut buf).unwrap();
     let lin = Linear::Packed(adpq_core::PackedTensor::parse(&buf).unwrap());
     let mut out = vec![0f32; w.len()];
-    lin.rows_into(&AnyKernels::detect(), 0, &mut out).unwrap();
+    lin.rows_into(&CpuEngine::new(AnyKernels::detect()), 0, &mut out)
+        .unwrap();
     out
 }
 
@@ -264,8 +265,7 @@ fn main() {
         .filter(|v| only.is_empty() || only.iter().any(|o| **o == v.name))
         .collect();
     let packed =
-        PackedProjections::quantize(&reference, &CpuEngine::new(kernels), &Params::DEFAULT)
-            .unwrap();
+        PackedProjections::quantize(&reference, &CpuEngine::new(kernels), &Params::V1).unwrap();
     let v1 = packed.model(&reference).unwrap();
     let mut models = Vec::new();
     for v in &vs {
@@ -296,9 +296,13 @@ fn main() {
             model: m,
         });
     }
-    let r = evaluate(&reference, &cands, &wins, &kernels, &mut |s| {
-        eprint!("\r{}/{} {:30}", s.done, s.total, s.model)
-    })
+    let r = evaluate(
+        &reference,
+        &cands,
+        &wins,
+        &CpuEngine::new(kernels),
+        &mut |s| eprint!("\r{}/{} {:30}", s.done, s.total, s.model),
+    )
     .unwrap();
     eprintln!();
     println!(

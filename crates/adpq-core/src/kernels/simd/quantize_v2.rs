@@ -369,6 +369,7 @@ mod tests {
             let fp = Params::new(width, 255, 0.0, Grid::Asymmetric)
                 .unwrap()
                 .with_version(FormatVersion::V2)
+                .unwrap()
                 .format();
             let scale = [1e-3f32, 0.1, 1.0, 37.0][case % 4];
             for (v, o) in x.iter_mut().zip(&mut is_out).take(n) {
