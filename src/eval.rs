@@ -5,13 +5,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, Result};
 use adpq_core::kernels::AnyKernels;
 use adpq_engine::CpuEngine;
 use adpq_eval::peer::{LlamaPeer, PeerProjections};
 use adpq_eval::{
     Candidate, EvalError, EvalReport, LlamaConfig, Model, PackedProjections, RtnSpec, TextTokenizer,
 };
-use adpq_io::{Checkpoint, Error, Result};
+use adpq_io::Checkpoint;
 use clap::Args;
 use serde::Serialize;
 
@@ -85,7 +86,7 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
     let b = backend(&a.run.backend)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
     let report = pool(a.run.threads)?.install(|| eval(&opts, b, &mut progress))?;
-    print_stdout(|out| print_report(out, &report));
+    // The JSON first: a failed or closed stdout does not lose it.
     if let Some(out) = report_out {
         let names: Vec<String> = opts
             .quantized
@@ -97,9 +98,9 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
             families: sweep::families(&names, &opts.rtn, opts.sweep),
         };
         crate::report::write_json(&out, &json)?;
-        out.commit()?;
+        crate::signals::commit(|| Ok(out.commit()?))?;
     }
-    Ok(())
+    print_stdout(|out| print_report(out, &report))
 }
 
 /// `--report`'s JSON: the figures, and the family of each row (the table and plot of
@@ -176,7 +177,7 @@ pub fn eval(
         .quantized
         .iter()
         .map(|p| Checkpoint::open(p))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, adpq_io::Error>>()?;
     let mut models = Vec::new();
     for (path, ckpt) in opts.quantized.iter().zip(&ckpts) {
         let m = Model::load(config.clone(), ckpt).map_err(err(path))?;
@@ -272,7 +273,7 @@ pub fn eval(
 /// Maps an evaluation error to the CLI's error, naming `path`.
 fn err(path: &Path) -> impl Fn(EvalError) -> Error + '_ {
     move |e| match e {
-        EvalError::Checkpoint(e) => e,
+        EvalError::Checkpoint(e) => e.into(),
         EvalError::Io { path, source } => Error::io(path, source),
         other => Error::invalid(path, other.to_string()),
     }

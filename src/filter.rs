@@ -9,7 +9,8 @@
 
 use regex::Regex;
 
-use adpq_io::{Dtype, Error, Result};
+use crate::error::{Error, Result};
+use adpq_io::Dtype;
 
 /// The tensor-selection rule.
 #[derive(Debug, Clone, Default)]

@@ -6,14 +6,15 @@
 //! progress display in [`progress`] and the include/exclude rule in [`filter`].
 //!
 //! Exit codes: 0 success, 1 runtime or data error (the message names the file and the
-//! tensor), 2 usage error, 128 + the signal when `quantize` or `dequantize` was stopped
-//! by SIGINT, SIGTERM or SIGHUP ([`signals`]).
+//! tensor), 2 usage error, 128 + the signal when stopped by SIGINT, SIGTERM or SIGHUP
+//! ([`signals`]).
 #![deny(unsafe_code)]
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod error;
 mod eval;
 mod filter;
 mod pipeline;
@@ -23,14 +24,14 @@ mod report;
 mod signals;
 mod sweep;
 
+use crate::error::Error;
 use adpq_core::kernels::AnyKernels;
-use adpq_core::{FormatVersion, Grid, ParamFields, Params, SelectionMode};
 use adpq_engine::{CpuEngine, OutDtype};
-use adpq_io::{Error, Output};
+use adpq_io::Output;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use filter::TensorFilter;
 use pipeline::{DequantizeOptions, QuantizeOptions};
-use policy::{Preset, TensorParams};
+use policy::ParamArgs;
 use progress::ConsoleProgress;
 
 #[derive(Parser, Debug)]
@@ -38,7 +39,7 @@ use progress::ConsoleProgress;
     name = "adpq",
     version,
     about = "AdpQ: zero-shot ~4-bit quantization of LLM checkpoints (safetensors)",
-    after_help = "Exit codes: 0 success, 1 runtime or data error, 2 usage error, 130/143 interrupted (SIGINT/SIGTERM)."
+    after_help = "Exit codes: 0 success, 1 runtime or data error, 2 usage error, 130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -153,38 +154,8 @@ struct QuantizeArgs {
     /// Output: a file for a file input, a folder for a folder input.
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Packed format version: v2 (asymmetric searched inliers, groups below 256), or v1
-    /// (the first format: two f16 steps per group; its defaults: --group-size 128
-    /// --alpha 0.06, symmetric; no preset) [default: v2].
-    #[arg(long, value_enum)]
-    format: Option<FormatArg>,
-    /// Target fraction of outliers per tensor [default: the preset's, 0.04; --preset none:
-    /// 0.05; v1: 0.06].
-    #[arg(long)]
-    alpha: Option<f64>,
-    /// Bits per code (2..=8) [default: 4].
-    #[arg(long)]
-    bits: Option<u8>,
-    /// Weights per group along a row (v2: 16..=255; v1: 16..=1024) [default: 64; v1: 128].
-    #[arg(long)]
-    group_size: Option<u16>,
-    /// v1 only: asymmetric (min-max, zero point) grids instead of symmetric ones (v2's
-    /// inliers are always asymmetric).
-    #[arg(long)]
-    asymmetric: bool,
-    /// Other bits and/or alpha for the tensors whose names match REGEX, e.g.
-    /// 'v_proj=bits:6,alpha:0.05' (repeatable; the first matching rule wins).
-    #[arg(long, value_name = "REGEX=bits:N,alpha:X")]
-    tensor_params: Vec<String>,
-    /// A named policy: its defaults and rules (after --tensor-params' rules).
-    /// v2-vproj6: 6-bit codes and alpha 0.05 for v_proj, alpha 0.04 elsewhere; none: v2's
-    /// plain defaults (4 bits, alpha 0.05) for every tensor [default: v2-vproj6, with v2].
-    #[arg(long, value_enum)]
-    preset: Option<Preset>,
-    /// Select outliers like the Python reference (Brent search, at most N iterations)
-    /// instead of exactly round(alpha*N).
-    #[arg(long, value_name = "N")]
-    reference_iters: Option<u32>,
+    #[command(flatten)]
+    params: ParamArgs,
     /// Quantize the 2-D float tensors whose names match (replaces the default rule:
     /// `*.weight` without `embed` or `lm_head`).
     #[arg(long, value_name = "REGEX")]
@@ -209,12 +180,6 @@ struct QuantizeArgs {
     force: bool,
     #[command(flatten)]
     run: RunArgs,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum FormatArg {
-    V1,
-    V2,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -269,11 +234,15 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool, Error> {
         .map_err(|e| Error::Usage(format!("cannot start {threads} threads: {e}")))
 }
 
-fn print_stdout(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
+/// Writes the command's output to stdout and flushes it. A failed write is an error
+/// ([`Error::Stdout`], exit 1); a closed pipe (`| head -c1`) is [`Error::BrokenPipe`],
+/// which ends the command quietly with 141, as SIGPIPE ends a Unix tool.
+fn print_stdout(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<(), Error> {
     let stdout = std::io::stdout();
     let mut lock = stdout.lock();
-    // A closed pipe (e.g. `| head`) is not an error of the command.
-    let _ = f(&mut lock).and_then(|()| lock.flush());
+    f(&mut lock)
+        .and_then(|()| lock.flush())
+        .map_err(Error::stdout)
 }
 
 /// Opens the `--report` output before any work (its temporary file is created now), so
@@ -298,7 +267,7 @@ pub(crate) fn open_report(
         )));
     }
     pipeline::check_report_path(path, input, output)?;
-    Output::file(path).map(Some)
+    signals::create(|| Output::file(path)).map(Some)
 }
 
 /// Writes the report into its temporary file, then puts the checkpoint and the report in
@@ -307,84 +276,18 @@ fn finish(done: pipeline::Done, report_out: Option<Output>) -> Result<report::Re
     if let Some(out) = &report_out {
         report::write_json(out, &done.report)?;
     }
-    signals::check()?;
-    let report = done.commit()?;
-    if let Some(out) = report_out {
-        out.commit()?;
-    }
-    Ok(report)
-}
-
-/// The run's base parameters from `--format`, `--preset` and the flags the user set (a
-/// flag left out takes the format's or the preset's default); a usage error when they do
-/// not go together.
-fn quantize_params(a: &QuantizeArgs) -> Result<Params, Error> {
-    let version = match (a.format, effective_preset(a)) {
-        (Some(FormatArg::V1), Some(p)) => {
-            return Err(Error::Usage(format!(
-                "--format v1 cannot be combined with --preset {}",
-                p.to_possible_value()
-                    .map_or("?".into(), |v| v.get_name().to_string())
-            )));
+    signals::commit(|| {
+        let report = done.commit()?;
+        if let Some(out) = report_out {
+            out.commit()?;
         }
-        (Some(FormatArg::V1), None) => FormatVersion::V1,
-        (_, Some(p)) => p.version(),
-        (Some(FormatArg::V2), None) | (None, None) => FormatVersion::V2,
-    };
-    let base = match (effective_preset(a), version) {
-        (Some(p), _) => p.base(),
-        (None, FormatVersion::V1) => Params::V1,
-        (None, FormatVersion::V2) => Params::V2,
-    };
-    let grid = match version {
-        FormatVersion::V2 => Grid::Asymmetric,
-        FormatVersion::V1 if a.asymmetric => Grid::Asymmetric,
-        FormatVersion::V1 => base.grid(),
-    };
-    let mut fields = ParamFields {
-        bits: a.bits.unwrap_or(base.bits()),
-        group_size: a.group_size.unwrap_or(base.group_size()),
-        alpha: a.alpha.unwrap_or(base.alpha()),
-        grid,
-        version,
-        ..base.fields()
-    };
-    if let Some(n) = a.reference_iters {
-        fields.selection = SelectionMode::Reference { n_iters: n };
-    }
-    fields.validate().map_err(|e| {
-        let format = match version {
-            FormatVersion::V1 => "",
-            FormatVersion::V2 => "--format v2: ",
-        };
-        Error::Usage(format!("{format}{e}"))
+        Ok(report)
     })
-}
-
-/// The preset in force: `--preset`, or `v2-vproj6` (the measured best, docs/FORMAT-v2.md)
-/// unless `--format v1` asks for the first format.
-fn effective_preset(a: &QuantizeArgs) -> Option<Preset> {
-    match (a.preset, a.format) {
-        (Some(Preset::None), Some(FormatArg::V1)) => None,
-        (Some(p), _) => Some(p),
-        (None, Some(FormatArg::V1)) => None,
-        (None, _) => Some(Preset::V2Vproj6),
-    }
-}
-
-/// The per-tensor rules: the user's `--tensor-params`, then the preset's.
-fn rules(a: &QuantizeArgs) -> Vec<String> {
-    let preset = effective_preset(a).map_or(&[][..], Preset::rules);
-    a.tensor_params
-        .iter()
-        .cloned()
-        .chain(preset.iter().map(|s| s.to_string()))
-        .collect()
 }
 
 fn quantize(a: QuantizeArgs) -> Result<(), Error> {
     let report_out = open_report(a.report.as_ref(), &a.input, a.output.as_deref())?;
-    let params = quantize_params(&a)?;
+    let params = a.params.resolve()?;
     let output = match (&a.output, a.dry_run) {
         (Some(o), _) => o.clone(),
         (None, true) => PathBuf::new(),
@@ -395,7 +298,7 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
         }
     };
     let opts = QuantizeOptions {
-        params: TensorParams::new(params, &rules(&a))?,
+        params,
         filter: TensorFilter::new(a.include.as_deref(), a.exclude.as_deref())?,
         dry_run: a.dry_run,
         no_stats: a.no_stats,
@@ -404,11 +307,10 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
     let chosen = choose(&a.run)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
     let pool = pool(a.run.threads)?;
-    signals::install()?;
     let done = with_engine!(chosen, |e| pool
         .install(|| { pipeline::quantize(e, &a.input, &output, &opts, &mut progress) }))?;
     let report = finish(done, report_out)?;
-    print_stdout(|out| report.print(out, a.summary_only));
+    print_stdout(|out| report.print(out, a.summary_only))?;
     Ok(())
 }
 
@@ -425,12 +327,11 @@ fn dequantize(a: DequantizeArgs) -> Result<(), Error> {
     let chosen = choose(&a.run)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
     let pool = pool(a.run.threads)?;
-    signals::install()?;
     let done = with_engine!(chosen, |e| pool.install(|| {
         pipeline::dequantize(e, &a.input, &a.output, &opts, &mut progress)
     }))?;
     let report = finish(done, report_out)?;
-    print_stdout(|out| report.print(out, true));
+    print_stdout(|out| report.print(out, true))?;
     Ok(())
 }
 
@@ -445,9 +346,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 print_stdout(|out| {
                     serde_json::to_writer_pretty(&mut *out, &ins)?;
                     writeln!(out)
-                });
+                })?;
             } else {
-                print_stdout(|out| ins.print(out));
+                print_stdout(|out| ins.print(out))?;
             }
             Ok(())
         }
@@ -459,13 +360,19 @@ fn run(cli: Cli) -> Result<(), Error> {
                     "ok: {n} packed tensor(s) verified in {}",
                     a.input.display()
                 )
-            });
+            })?;
             Ok(())
         }
     }
 }
 
 fn main() -> ExitCode {
+    // First, before anything can create a file: a signal from now on removes the
+    // temporaries and exits with 128 + the signal (see `signals`).
+    if let Err(e) = signals::install() {
+        progress::stderr_line(&format!("adpq: error: {e}"));
+        return ExitCode::from(e.exit_code());
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -475,8 +382,14 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The signal watcher removes the temporaries, reports and exits.
+        Err(e @ Error::Interrupted { .. }) => {
+            ExitCode::from(signals::wait_for_watcher(e.exit_code()))
+        }
         Err(e) => {
-            eprintln!("adpq: error: {e}");
+            if e.is_reported() {
+                progress::stderr_line(&format!("adpq: error: {e}"));
+            }
             ExitCode::from(e.exit_code())
         }
     }

@@ -10,10 +10,132 @@
 //! the parameters of each tensor that differs from the base (`adpq_io::meta`), so a
 //! reader never needs the rules.
 
-use adpq_core::{FormatVersion, ParamFields, Params};
-use adpq_io::{Error, Result};
-use clap::ValueEnum;
+use crate::error::{Error, Result};
+use adpq_core::{FormatVersion, Grid, ParamFields, Params, SelectionMode};
+use clap::{Args, ValueEnum};
 use regex::Regex;
+
+/// The flags of `adpq quantize` that choose the parameters (flattened into its
+/// arguments, in this order), resolved by [`ParamArgs::resolve`].
+#[derive(Args, Debug, Clone, Default)]
+pub struct ParamArgs {
+    /// Packed format version: v2 (asymmetric searched inliers, groups below 256), or v1
+    /// (the first format: two f16 steps per group; its defaults: --group-size 128
+    /// --alpha 0.06, symmetric; no preset) [default: v2].
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// Target fraction of outliers per tensor [default: the preset's, 0.04; --preset none:
+    /// 0.05; v1: 0.06].
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Bits per code (2..=8) [default: 4].
+    #[arg(long)]
+    bits: Option<u8>,
+    /// Weights per group along a row (v2: 16..=255; v1: 16..=1024) [default: 64; v1: 128].
+    #[arg(long)]
+    group_size: Option<u16>,
+    /// v1 only: asymmetric (min-max, zero point) grids instead of symmetric ones (v2's
+    /// inliers are always asymmetric).
+    #[arg(long)]
+    asymmetric: bool,
+    /// Other bits and/or alpha for the tensors whose names match REGEX, e.g.
+    /// 'v_proj=bits:6,alpha:0.05' (repeatable; the first matching rule wins).
+    #[arg(long, value_name = "REGEX=bits:N,alpha:X")]
+    tensor_params: Vec<String>,
+    /// A named policy: its defaults and rules (after --tensor-params' rules).
+    /// v2-vproj6: 6-bit codes and alpha 0.05 for v_proj, alpha 0.04 elsewhere; none: v2's
+    /// plain defaults (4 bits, alpha 0.05) for every tensor [default: v2-vproj6, with v2].
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+    /// Select outliers like the Python reference (Brent search, at most N iterations)
+    /// instead of exactly round(alpha*N).
+    #[arg(long, value_name = "N")]
+    reference_iters: Option<u32>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+/// `--format` (the variants carry no doc comment: clap would print them in `--help`).
+#[allow(missing_docs)]
+pub enum FormatArg {
+    V1,
+    V2,
+}
+
+impl ParamArgs {
+    /// The run's per-tensor parameters: the base ([`base_params`]) changed by the
+    /// user's `--tensor-params` rules, then the preset's; a usage error when the flags do
+    /// not go together or a rule is malformed.
+    pub fn resolve(&self) -> Result<TensorParams> {
+        TensorParams::new(base_params(self)?, &rules(self))
+    }
+}
+
+/// The run's base parameters from `--format`, `--preset` and the flags the user set (a
+/// flag left out takes the format's or the preset's default); a usage error when they do
+/// not go together.
+fn base_params(a: &ParamArgs) -> Result<Params> {
+    let version = match (a.format, effective_preset(a)) {
+        (Some(FormatArg::V1), Some(p)) => {
+            return Err(Error::Usage(format!(
+                "--format v1 cannot be combined with --preset {}",
+                p.to_possible_value()
+                    .map_or("?".into(), |v| v.get_name().to_string())
+            )));
+        }
+        (Some(FormatArg::V1), None) => FormatVersion::V1,
+        (_, Some(p)) => p.version(),
+        (Some(FormatArg::V2), None) | (None, None) => FormatVersion::V2,
+    };
+    let base = match (effective_preset(a), version) {
+        (Some(p), _) => p.base(),
+        (None, FormatVersion::V1) => Params::V1,
+        (None, FormatVersion::V2) => Params::V2,
+    };
+    let grid = match version {
+        FormatVersion::V2 => Grid::Asymmetric,
+        FormatVersion::V1 if a.asymmetric => Grid::Asymmetric,
+        FormatVersion::V1 => base.grid(),
+    };
+    let mut fields = ParamFields {
+        bits: a.bits.unwrap_or(base.bits()),
+        group_size: a.group_size.unwrap_or(base.group_size()),
+        alpha: a.alpha.unwrap_or(base.alpha()),
+        grid,
+        version,
+        ..base.fields()
+    };
+    if let Some(n) = a.reference_iters {
+        fields.selection = SelectionMode::Reference { n_iters: n };
+    }
+    fields.validate().map_err(|e| {
+        let format = match version {
+            FormatVersion::V1 => "",
+            FormatVersion::V2 => "--format v2: ",
+        };
+        Error::Usage(format!("{format}{e}"))
+    })
+}
+
+/// The preset in force: `--preset`, or `v2-vproj6` (the measured best, docs/FORMAT-v2.md)
+/// unless `--format v1` asks for the first format.
+fn effective_preset(a: &ParamArgs) -> Option<Preset> {
+    match (a.preset, a.format) {
+        (Some(Preset::None), Some(FormatArg::V1)) => None,
+        (Some(p), _) => Some(p),
+        (None, Some(FormatArg::V1)) => None,
+        (None, _) => Some(Preset::V2Vproj6),
+    }
+}
+
+/// The per-tensor rules: the user's `--tensor-params`, then the preset's.
+fn rules(a: &ParamArgs) -> Vec<String> {
+    let preset = effective_preset(a).map_or(&[][..], Preset::rules);
+    a.tensor_params
+        .iter()
+        .cloned()
+        .chain(preset.iter().map(|s| s.to_string()))
+        .collect()
+}
 
 /// A named set of defaults and rules (`--preset`).
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

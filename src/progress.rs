@@ -5,6 +5,13 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Writes one line on stderr. A failed write (stderr closed, a full disk) is ignored:
+/// progress and messages must never stop or crash a run (`eprintln!` would panic).
+pub fn stderr_line(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Progress of a long command.
 pub trait Progress {
     /// The work ahead: `total` units (weights).
@@ -21,7 +28,7 @@ pub trait Progress {
     /// A warning: something the user should know about the result. Printed even by a
     /// quiet display; the default prints it on stderr.
     fn warn(&mut self, msg: &str) {
-        eprintln!("adpq: warning: {msg}");
+        stderr_line(&format!("adpq: warning: {msg}"));
     }
     /// The command is over.
     fn finish(&mut self);
@@ -71,19 +78,19 @@ impl Progress for ConsoleProgress {
         }
         match &self.bar {
             Some(b) => b.println(line),
-            None => eprintln!("{line}"),
+            None => stderr_line(line),
         }
     }
     fn note(&mut self, line: &str) {
         if !self.quiet && self.bar.is_none() {
-            eprintln!("{line}");
+            stderr_line(line);
         }
     }
     fn warn(&mut self, msg: &str) {
         let line = format!("adpq: warning: {msg}");
         match &self.bar {
             Some(b) => b.println(line),
-            None => eprintln!("{line}"),
+            None => stderr_line(&line),
         }
     }
     fn finish(&mut self) {

@@ -1,11 +1,14 @@
 //! Reports: per-tensor and total figures of a run, printed as a table or written as JSON.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::{Error, Result};
 use adpq_engine::ErrorSums;
 use adpq_io::meta::ParamsRecord;
-use adpq_io::{Error, Output, Result};
+use adpq_io::Dtype;
+use adpq_io::Output;
 use serde::Serialize;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -40,22 +43,25 @@ impl std::fmt::Display for TensorAction {
     }
 }
 
-/// What happened to one tensor.
-#[derive(Debug, Clone, Default, Serialize)]
+/// What happened to one tensor. Kept small (about 200 bytes and three short heap
+/// strings or slices), since a run holds one per tensor of the checkpoint: the file name
+/// is shared by its tensors, dtypes and reasons are not strings. Serialized as before
+/// (strings, arrays, numbers).
+#[derive(Debug, Clone, Serialize)]
 pub struct TensorReport {
     /// The file (shard) holding it.
-    pub file: String,
+    pub file: Arc<str>,
     /// Name.
-    pub name: String,
+    pub name: Box<str>,
     /// Input dtype.
-    pub dtype: String,
+    pub dtype: Dtype,
     /// Shape.
-    pub shape: Vec<usize>,
+    pub shape: Box<[usize]>,
     /// What was done.
     pub action: TensorAction,
     /// Why a tensor was passed through.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<&'static str>,
     /// Bytes of input data.
     pub bytes_in: u64,
     /// Bytes of output data.
@@ -63,7 +69,7 @@ pub struct TensorReport {
     /// The tensor's own parameters when they are not the run's (a `--tensor-params` rule
     /// or a preset's), as the checkpoint's metadata records them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub params: Option<ParamsRecord>,
+    pub params: Option<Box<ParamsRecord>>,
     /// Outliers (quantized tensors).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outliers: Option<u64>,
@@ -89,21 +95,30 @@ pub struct TensorReport {
 impl TensorReport {
     /// A passthrough entry; the pipeline fills in the rest.
     pub fn new(
-        file: String,
+        file: &Arc<str>,
         name: &str,
-        dtype: impl ToString,
+        dtype: Dtype,
         shape: &[usize],
         bytes_in: u64,
         bytes_out: u64,
     ) -> Self {
         TensorReport {
-            file,
-            name: name.to_string(),
-            dtype: dtype.to_string(),
-            shape: shape.to_vec(),
+            file: Arc::clone(file),
+            name: name.into(),
+            dtype,
+            shape: shape.into(),
+            action: TensorAction::Passthrough,
+            reason: None,
             bytes_in,
             bytes_out,
-            ..Default::default()
+            params: None,
+            outliers: None,
+            bits_per_weight: None,
+            rel_mse: None,
+            sqnr_db: None,
+            rtn_rel_mse: None,
+            rtn_sqnr_db: None,
+            seconds: 0.0,
         }
     }
 
@@ -372,7 +387,7 @@ impl Report {
                     "{:<w$}  {:>13}  {:>5}  {:>19}  {:>9}  {:>6.3}  {:>9}  {:>9}  {:>7}",
                     t.name,
                     shape,
-                    t.dtype,
+                    t.dtype.to_string(),
                     sizes,
                     t.outliers.unwrap_or(0),
                     t.bits_per_weight.unwrap_or(0.0),
@@ -386,15 +401,19 @@ impl Report {
                     "{:<w$}  {:>13}  {:>5}  {:>19}  passthrough ({})",
                     t.name,
                     shape,
-                    t.dtype,
+                    t.dtype.to_string(),
                     sizes,
-                    t.reason.as_deref().unwrap_or("")
+                    t.reason.unwrap_or("")
                 )?;
             } else {
                 writeln!(
                     out,
                     "{:<w$}  {:>13}  {:>5}  {:>19}  {:>11}",
-                    t.name, shape, t.dtype, sizes, t.action
+                    t.name,
+                    shape,
+                    t.dtype.to_string(),
+                    sizes,
+                    t.action
                 )?;
             }
         }

@@ -182,3 +182,73 @@ fn tiny_tensors_are_kept_exactly_not_zeroed() {
     assert_eq!(tensors["model.layers.0.mlp.up_proj.weight"].0, Dtype::U8);
     ok(&adpq(&["verify", p(&q)]));
 }
+
+/// Issue 14's hostile v2 tensor: the header's exponent raised and every row's outlier
+/// step zeroed, CRC fixed. Its inliers decode to about 10¹⁶ under a threshold that fits
+/// F16. It used to pass `verify` and saturate silently to ±65504 with the default dtype
+/// (F16); now `verify` and `dequantize` both refuse it, naming the tensor, and F32 holds
+/// the values.
+#[test]
+fn hostile_v2_inliers_beyond_the_threshold_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.safetensors");
+    let name = "model.layers.0.mlp.up_proj.weight";
+    write_st(&input, &[floats(name, Dtype::F16, &[16, 128], 3)], &[]);
+    let q = tmp.path().join("q.safetensors");
+    ok(&adpq(&["quantize", p(&input), "-o", p(&q), "-q"]));
+    ok(&adpq(&["verify", p(&q)]));
+
+    let mut bytes = std::fs::read(&q).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let range = &header[name]["data_offsets"];
+    let start = 8 + n + range[0].as_u64().unwrap() as usize;
+    let end = 8 + n + range[1].as_u64().unwrap() as usize;
+    let buf = &mut bytes[start..end];
+    let (records_at, row_bytes, rows) = {
+        let t = adpq_core::PackedTensor::parse(buf).unwrap();
+        let l = t.layout();
+        (l.records_at(), l.row_record_bytes(), t.rows())
+    };
+    buf[12] = (buf[12] as i8 + 60) as u8; // the header's scale exponent
+    for r in 0..rows {
+        let units = records_at + r * row_bytes;
+        buf[units + 4..units + 6].fill(0); // the row's outlier step (f16)
+    }
+    let crc = adpq_core::format::checksum(buf);
+    buf[56..60].copy_from_slice(&crc.to_le_bytes());
+    assert!(
+        adpq_core::PackedTensor::parse(buf).is_ok(),
+        "still a valid buffer"
+    );
+    let bad = tmp.path().join("bad.safetensors");
+    std::fs::write(&bad, &bytes).unwrap();
+
+    fails(
+        &adpq(&["verify", p(&bad)]),
+        1,
+        &["bad.safetensors", name, "original dtype F16"],
+    );
+    let d = tmp.path().join("d.safetensors");
+    fails(
+        &adpq(&["dequantize", p(&bad), "-o", p(&d)]),
+        1,
+        &[name, "beyond the range of F16"],
+    );
+    assert!(!d.exists());
+    ok(&adpq(&[
+        "dequantize",
+        p(&bad),
+        "-o",
+        p(&d),
+        "--dtype",
+        "f32",
+        "-q",
+    ]));
+    let (tensors, _) = read_st(&d);
+    let back = to_f32(Dtype::F32, &tensors[name].2);
+    assert!(
+        back.iter().any(|v| v.abs() > 1e15),
+        "the raised exponent shows"
+    );
+}

@@ -36,8 +36,72 @@ fn corrupt_packed_tensor_is_detected() {
         &[name, "checksum"],
     );
     assert!(!d.exists());
-    // inspect still lists it (structure only).
-    ok(&adpq(&["inspect", p(&bad)]));
+    // inspect checks the CRC too: it lists the tensor as INVALID (and still exits 0).
+    let out = adpq(&["inspect", p(&bad)]);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains(name)).unwrap();
+    assert!(
+        line.contains("INVALID") && line.contains("checksum"),
+        "{text}"
+    );
+    assert!(text.contains(", 1 INVALID"), "{text}");
+    let out = adpq(&["inspect", "--json", p(&bad)]);
+    ok(&out);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["errors"], 1);
+    let t = json["files"][0]["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap();
+    assert!(t["error"].as_str().unwrap().contains("checksum"), "{t}");
+}
+
+/// Output that cannot be written to stdout is an error (exit 1, naming stdout), for every
+/// command that prints; a closed pipe ends the command quietly with 141 (128 + SIGPIPE,
+/// what a shell shows for a tool that SIGPIPE killed), without a panic or a message.
+#[test]
+fn stdout_failures_are_reported() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("m.safetensors");
+    write_st(&input, &synthetic_model(), &[]);
+    let q = tmp.path().join("q.safetensors");
+    let d = tmp.path().join("d.safetensors");
+    let runs: [Vec<&str>; 5] = [
+        vec!["inspect", p(&input)],
+        vec!["inspect", "--json", p(&input)],
+        vec!["verify", p(&q)],
+        vec!["quantize", p(&input), "-o", p(&q), "-q"],
+        vec!["dequantize", p(&q), "-o", p(&d), "-q"],
+    ];
+    ok(&adpq(&["quantize", p(&input), "-o", p(&q), "-q"]));
+    for args in &runs {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_adpq"))
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        fails(&out, 1, &["stdout", "No space left on device"]);
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_adpq"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before anything is written
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
 }
 
 /// `verify`, `dequantize` and `inspect` do not trust `adpq.tensors`: a missing or invalid

@@ -120,3 +120,116 @@ fn file_size_limit_is_an_io_error() {
     // The same run without the limit succeeds.
     ok(&adpq(&["quantize", p(&input), "-o", p(&out), "-q"]));
 }
+
+/// Signals in the first milliseconds (before, during and after the `--report` and output
+/// temporaries are created), single and double, leave nothing behind and exit with 128 +
+/// the signal. A signal that lands before `main` installed the handlers (exec time) may
+/// still kill the process by its default action; then nothing can exist yet either.
+#[test]
+fn early_and_double_signals_leave_nothing() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("big.safetensors");
+    big_model(&input);
+    let out = tmp.path().join("out.safetensors");
+    let report = tmp.path().join("report.json");
+    let signals = [("INT", 2), ("TERM", 15), ("HUP", 1)];
+    let mut handled = 0;
+    let delays_us = [
+        0u64, 200, 500, 1000, 1500, 2000, 3000, 4000, 6000, 9000, 15000, 30000, 80000,
+    ];
+    for (i, delay) in delays_us.iter().enumerate() {
+        for double in [false, true] {
+            let (name, num) = signals[(i + usize::from(double)) % 3];
+            let child = spawn(&[
+                "quantize",
+                p(&input),
+                "-o",
+                p(&out),
+                "--report",
+                p(&report),
+                "-q",
+            ]);
+            std::thread::sleep(Duration::from_micros(*delay));
+            kill(&child, name);
+            if double {
+                std::thread::sleep(Duration::from_micros(300));
+                kill(&child, name);
+            }
+            let result = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&result.stderr);
+            let what = format!("SIG{name} after {delay} us (double: {double})");
+            match result.status.code() {
+                Some(code) => {
+                    assert_eq!(code, 128 + num, "{what}: {err}");
+                    assert!(!err.contains("panicked"), "{what}: {err}");
+                    handled += 1;
+                }
+                None => assert_eq!(result.status.signal(), Some(num), "{what}"),
+            }
+            assert_eq!(names_in(tmp.path()), ["big.safetensors"], "{what}: {err}");
+        }
+    }
+    // Most runs are past exec when the signal lands: the handlers must have run.
+    assert!(
+        handled >= delays_us.len(),
+        "only {handled} runs handled the signal"
+    );
+}
+
+/// A second signal during the selection passes still cleans up (it used to kill the
+/// process and leave the empty output temporary).
+#[test]
+fn second_signal_during_selection_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("big.safetensors");
+    big_model(&input);
+    let out = tmp.path().join("out.safetensors");
+    for signal in ["INT", "TERM"] {
+        let mut child = spawn(&["quantize", p(&input), "-o", p(&out), "-q"]);
+        wait_for(&mut child, "a temporary output", || {
+            !temporaries(&out).is_empty()
+        });
+        kill(&child, signal);
+        kill(&child, signal);
+        let result = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&result.stderr);
+        let code = if signal == "INT" { 130 } else { 143 };
+        assert_eq!(result.status.code(), Some(code), "SIG{signal}: {err}");
+        assert!(
+            err.contains(&format!("interrupted by SIG{signal}")),
+            "{err}"
+        );
+        assert_eq!(names_in(tmp.path()), ["big.safetensors"], "SIG{signal}");
+    }
+}
+
+/// A stop request is honoured inside one long tensor (during its selection passes), not
+/// only once the tensor is done: the run never reports the tensor as selected.
+#[test]
+fn signal_inside_a_long_tensor_stops_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("one.safetensors");
+    write_st(
+        &input,
+        &[floats("l.0.weight", Dtype::F32, &[4096, 4096], 1)],
+        &[],
+    );
+    let out = tmp.path().join("out.safetensors");
+    // Not quiet: the progress lines say whether the selection finished.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_adpq"))
+        .args(["quantize", p(&input), "-o", p(&out)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&mut child, "a temporary output", || {
+        !temporaries(&out).is_empty()
+    });
+    kill(&child, "TERM");
+    let result = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(143), "{err}");
+    assert!(!err.contains("selected l.0.weight"), "{err}");
+    assert_eq!(names_in(tmp.path()), ["one.safetensors"]);
+}

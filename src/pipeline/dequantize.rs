@@ -1,17 +1,19 @@
 //! `dequantize`: check every file's metadata and packed tensors first (nothing is
 //! created for a bad input), then restore file by file, then report.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
+use crate::error::{Error, Result};
 use adpq_core::Params;
 use adpq_engine::{Engine, OutDtype};
 use adpq_io::meta::OriginalTensor;
 use adpq_io::meta::{dequantized_metadata, packed_of, read_adpq_meta, unlisted_packed, AdpqMeta};
 use adpq_io::{
-    sort_for_output, with_writer, Checkpoint, Chunk, Dtype, Emitter, Error, Output, PlannedTensor,
-    Result, SafetensorsFile, TensorRef, TensorWriter,
+    with_writer, Checkpoint, Chunk, Dtype, Emitter, Output, PlannedTensor, SafetensorsFile,
+    TensorRef, TensorWriter,
 };
 
 use super::{engine_error, open_output, skipped_warnings, Done};
@@ -77,7 +79,7 @@ fn check_input(ckpt: &Checkpoint) -> Result<(Vec<AdpqMeta>, u64)> {
     for f in &ckpt.files {
         let meta = read_adpq_meta(f, &f.user_metadata())?;
         if let Some(e) = unlisted_packed(f, &meta).into_iter().next() {
-            return Err(e);
+            return Err(e.into());
         }
         for (name, orig) in &meta.originals {
             crate::signals::check()?;
@@ -104,13 +106,17 @@ fn dequantize_file<E: Engine>(
     progress: &mut dyn Progress,
     reports: &mut Vec<TensorReport>,
 ) -> Result<u64> {
-    let planned = output_plan(f, &meta.originals, opts);
+    let (planned, order) = output_plan(f, &meta.originals, opts);
     let out_meta = dequantized_metadata(&f.user_metadata());
     let (file, shown) = out.create(&f.file_name())?;
     let writer = TensorWriter::new(file, &shown, &out_meta, &planned)?;
-    let mut done = HashMap::with_capacity(planned.len());
-    with_writer(f, Some(writer), |emit| {
-        for p in &planned {
+    drop(out_meta);
+    // Each report goes straight to its input position (no map by name).
+    let file: Arc<str> = f.file_name().into();
+    let first = reports.len();
+    reports.extend((0..order.len()).map(|_| TensorReport::new(&file, "", Dtype::U8, &[], 0, 0)));
+    with_writer(f, Some(writer), |emit| -> Result<()> {
+        for (p, &i) in planned.iter().zip(&order) {
             crate::signals::check()?;
             let t = f
                 .tensor(&p.name)
@@ -119,26 +125,21 @@ fn dequantize_file<E: Engine>(
                 .originals
                 .get(&p.name)
                 .map(|o| (o, meta.params_of(&p.name)));
-            let r = dequantize_tensor(engine, f, t, p, original, emit, progress)?;
-            done.insert(p.name.clone(), r);
+            reports[first + i] =
+                dequantize_tensor(engine, (f, &file), t, p, original, emit, progress)?;
         }
         Ok(())
     })?;
-    for n in f.names() {
-        if let Some(r) = done.remove(n) {
-            reports.push(r);
-        }
-    }
     Ok(planned.iter().map(|p| p.len).sum())
 }
 
-/// The tensors of one output file, in output order.
+/// The tensors of one output file, in output order, and the input index of each.
 fn output_plan(
     f: &SafetensorsFile,
     origs: &BTreeMap<String, OriginalTensor>,
     opts: &DequantizeOptions,
-) -> Vec<PlannedTensor> {
-    let mut planned: Vec<PlannedTensor> = f
+) -> (Vec<PlannedTensor>, Vec<usize>) {
+    let mut planned: Vec<(usize, PlannedTensor)> = f
         .tensors()
         .iter()
         .map(|t| match origs.get(t.name) {
@@ -161,15 +162,18 @@ fn output_plan(
                 len: t.data.len() as u64,
             },
         })
+        .enumerate()
         .collect();
-    sort_for_output(&mut planned);
-    planned
+    // The order of `adpq_io::sort_for_output` (a stable sort on the same key).
+    planned.sort_by_key(|(_, p)| std::cmp::Reverse(p.dtype.bitsize()));
+    let (order, planned) = planned.into_iter().unzip();
+    (planned, order)
 }
 
 /// Restores (or passes through) one tensor, hands it to the writer and reports it.
 fn dequantize_tensor<'a, E: Engine>(
     engine: &E,
-    f: &SafetensorsFile,
+    (f, file): (&SafetensorsFile, &Arc<str>),
     t: TensorRef<'a>,
     p: &PlannedTensor,
     orig: Option<(&OriginalTensor, &Params)>,
@@ -177,14 +181,7 @@ fn dequantize_tensor<'a, E: Engine>(
     progress: &mut dyn Progress,
 ) -> Result<TensorReport> {
     let tstart = Instant::now();
-    let mut r = TensorReport::new(
-        f.file_name(),
-        &p.name,
-        p.dtype,
-        &p.shape,
-        t.data.len() as u64,
-        p.len,
-    );
+    let mut r = TensorReport::new(file, &p.name, p.dtype, &p.shape, t.data.len() as u64, p.len);
     match orig {
         Some((o, params)) => {
             progress.message(&format!("dequantize {}", p.name));

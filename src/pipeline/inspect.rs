@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use adpq_core::Params;
+use crate::error::{Error, Result};
+use adpq_core::kernels::AnyKernels;
+use adpq_core::{narrow, CpuKernels, Error as CoreError, OutDtype, PackedTensor, Params};
 use adpq_io::meta::{
     is_adpq, looks_packed, packed_of, read_adpq_meta, unlisted_packed, AdpqMeta, OriginalTensor,
     META_PARAMS, META_TENSORS,
 };
-use adpq_io::{Checkpoint, Error, Result, SafetensorsFile, TensorRef};
+use adpq_io::{Checkpoint, SafetensorsFile, TensorRef};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -193,7 +195,7 @@ fn inspect_tensor(
     };
     it.dtype = Some(o.dtype.clone());
     it.shape = Some(o.shape.clone());
-    let parsed = packed_of(f, t, o, meta.params_of(t.name), false);
+    let parsed = packed_of(f, t, o, meta.params_of(t.name), true);
     f.release(t);
     match parsed {
         Ok(p) => {
@@ -210,6 +212,46 @@ fn inspect_tensor(
         Err(e) => it.error = Some(e.to_string()),
     }
     it
+}
+
+/// Elements per block of [`fits_original`].
+const FIT_BLOCK: usize = 1 << 16;
+
+/// Whether every value of `packed` can be restored as `dtype` (its recorded original
+/// dtype, `F32`, `F16` or `BF16`) under the saturation rule of `dequantize`
+/// (`adpq_core::narrow::write_rows`), decoded block by block and discarded; the first
+/// value refused, as a message naming its row and column.
+fn fits_original(packed: &PackedTensor<'_>, dtype: &str) -> std::result::Result<(), String> {
+    let Some(dtype) = OutDtype::from_name(dtype) else {
+        return Err(format!("unknown original dtype {dtype}"));
+    };
+    // The parser bounds every decoded value by 2^126 in magnitude, which F32 and BF16
+    // hold: only an F16 original can refuse a value (no need to decode the others).
+    if dtype.max_finite() > 2f32.powi(126) {
+        return Ok(());
+    }
+    let kernels = AnyKernels::detect();
+    let (rows, cols) = (packed.rows(), packed.cols().max(1));
+    let per_block = (FIT_BLOCK / cols).max(1);
+    let (mut values, mut bytes) = (Vec::new(), Vec::new());
+    let mut r = 0;
+    while r < rows {
+        let n = per_block.min(rows - r);
+        values.resize(n * cols, 0f32);
+        bytes.resize(n * cols * dtype.size(), 0u8);
+        let fits = kernels
+            .dequantize_rows(packed, r, &mut values)
+            .and_then(|()| narrow::write_rows(packed, r, &values, dtype, &mut bytes));
+        fits.map_err(|e| match e {
+            CoreError::NotRepresentable { value, .. } if value.is_finite() => format!(
+                "{e}: its original dtype {dtype} cannot hold it, so `dequantize` fails \
+                 (with --dtype f32 or --dtype bf16 it would not)"
+            ),
+            e => e.to_string(),
+        })?;
+        r += n;
+    }
+    Ok(())
 }
 
 impl Inspection {
@@ -294,7 +336,9 @@ impl Inspection {
 
 /// Checks an adpq checkpoint as `dequantize` would before restoring it, and more: the
 /// metadata (format, version, parameters, every record), then every packed tensor
-/// (structure, checksum, recorded shape, agreement with the parameters) in parallel.
+/// (structure, checksum, recorded shape, agreement with the parameters, and every value
+/// restorable as its recorded original dtype under the saturation rule, so that `verify`
+/// accepts exactly what `dequantize` restores with its default dtype) in parallel.
 /// Returns the number of packed tensors checked, or [`Error::VerifyFailed`] listing
 /// every failure.
 pub fn verify(input: &Path) -> Result<usize> {
@@ -310,9 +354,12 @@ pub fn verify(input: &Path) -> Result<usize> {
                 f.path().display()
             )),
             Some(t) => {
-                let r = packed_of(f, &t, orig, params, true)
-                    .err()
-                    .map(|e| e.to_string());
+                let r = match packed_of(f, &t, orig, params, true) {
+                    Err(e) => Some(e.to_string()),
+                    Ok(p) => fits_original(&p, &orig.dtype)
+                        .err()
+                        .map(|e| Error::tensor(f.path(), name, e).to_string()),
+                };
                 f.release(&t);
                 r
             }

@@ -11,9 +11,10 @@ mod quantize;
 
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, Result};
 use adpq_core::Error as CoreError;
 use adpq_engine::EngineError;
-use adpq_io::{Checkpoint, Error, Output, Result, SafetensorsFile, Source};
+use adpq_io::{Checkpoint, Output, SafetensorsFile, Source};
 
 use crate::progress::Progress;
 use crate::report::Report;
@@ -139,10 +140,10 @@ fn open_output(ckpt: &Checkpoint, input: &Path, output: &Path, force: bool) -> R
             output.display()
         )));
     }
-    match ckpt.source {
+    crate::signals::create(|| match ckpt.source {
         Source::File => Output::file(output),
         Source::Folder { .. } => Output::dir(output, force),
-    }
+    })
 }
 
 /// The warnings for the entries of an input folder that the output will not hold,

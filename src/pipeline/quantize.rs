@@ -2,16 +2,18 @@
 //! finds data errors before anything is written), then quantize and write file by file,
 //! then report. See `adpq_io::write` for why the sizes must be known first.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
+use crate::error::{Error, Result};
 use adpq_core::{packed_len, Error as CoreError, PackedTensor, Params, Selection, SelectionMode};
 use adpq_engine::{Engine, EngineError, ErrorSums};
 use adpq_io::meta::{is_adpq, looks_packed, quantized_metadata, OriginalTensor, ParamsRecord};
 use adpq_io::{
-    sort_for_output, weight_data, with_writer, Checkpoint, Chunk, Dtype, Emitter, Error, Output,
-    PlannedTensor, Result, SafetensorsFile, TensorRef, TensorWriter,
+    weight_data, with_writer, Checkpoint, Chunk, Dtype, Emitter, Output, PlannedTensor,
+    SafetensorsFile, TensorRef, TensorWriter,
 };
 
 use super::{engine_error, open_output, skipped_warnings, Done};
@@ -74,8 +76,9 @@ enum Action {
     },
 }
 
-/// The plan of one file: each tensor's action, in input order.
-type FilePlan = Vec<(String, Action)>;
+/// The plan of one file: each tensor's action, in input (data) order: entry `i` is the
+/// action of `f.names()[i]`.
+type FilePlan = Vec<Action>;
 
 /// Quantizes a checkpoint (file or folder) into `output`, left for the caller to commit.
 pub fn quantize<E: Engine>(
@@ -181,7 +184,7 @@ fn plan<E: Engine>(
                 Decision::NotMatrix => Action::Pass(PassReason::NotMatrix),
                 Decision::ByName => Action::Pass(PassReason::ByName),
             };
-            plan.push((t.name.to_string(), action));
+            plan.push(action);
         }
         plans.push(plan);
     }
@@ -260,6 +263,9 @@ struct Run<'r, E> {
 impl<E: Engine> Run<'_, E> {
     /// Writes one output file (or, on a dry run, only reports it) and returns its bytes
     /// of tensor data.
+    ///
+    /// Bookkeeping per tensor stays small: the output order is a list of input indices
+    /// (no map by name), and each report goes straight to its input position.
     fn write_file(
         &mut self,
         f: &SafetensorsFile,
@@ -267,67 +273,58 @@ impl<E: Engine> Run<'_, E> {
         out: Option<&Output>,
     ) -> Result<u64> {
         let base = self.opts.params.base();
-        let (planned, originals, not_packed) = output_plan(f, plan, base)?;
-        let meta = quantized_metadata(
-            f.user_metadata(),
-            base,
-            &originals,
-            &not_packed,
-            &tool_version(),
-        );
-        let writer = match out {
-            Some(o) => {
-                let (file, shown) = o.create(&f.file_name())?;
-                Some(TensorWriter::new(file, &shown, &meta, &planned)?)
-            }
-            None => None,
+        let (planned, order, writer) = {
+            let (planned, order, originals, not_packed) = output_plan(f, plan, base)?;
+            let meta = quantized_metadata(
+                f.user_metadata(),
+                base,
+                &originals,
+                &not_packed,
+                &tool_version(),
+            );
+            // Gone before the header is written: only the metadata's JSON is needed.
+            drop((originals, not_packed));
+            let writer = match out {
+                Some(o) => {
+                    let (file, shown) = o.create(&f.file_name())?;
+                    Some(TensorWriter::new(file, &shown, &meta, &planned)?)
+                }
+                None => None,
+            };
+            (planned, order, writer)
         };
-        let actions: HashMap<&str, &Action> = plan.iter().map(|(n, a)| (n.as_str(), a)).collect();
-        let mut reports: HashMap<String, TensorReport> = HashMap::with_capacity(plan.len());
-        with_writer(f, writer, |emit| {
-            for p in &planned {
+        let file: Arc<str> = f.file_name().into();
+        let first = self.tensors.len();
+        self.tensors
+            .extend((0..plan.len()).map(|_| TensorReport::new(&file, "", Dtype::U8, &[], 0, 0)));
+        with_writer(f, writer, |emit| -> Result<()> {
+            for (p, &i) in planned.iter().zip(&order) {
                 crate::signals::check()?;
                 let t = f
                     .tensor(&p.name)
                     .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
-                let action = actions
-                    .get(p.name.as_str())
-                    .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
-                let r = self.write_tensor(f, t, p, action, emit)?;
-                reports.insert(p.name.clone(), r);
+                let r = self.write_tensor((f, &file), t, p, &plan[i], emit)?;
+                self.tensors[first + i] = r;
             }
             Ok(())
         })?;
-        // Report in input order.
-        for (name, _) in plan {
-            if let Some(r) = reports.remove(name.as_str()) {
-                self.tensors.push(r);
-            }
-        }
         Ok(planned.iter().map(|p| p.len).sum())
     }
 
     /// Quantizes (or passes through) one tensor, hands it to the writer and reports it.
     fn write_tensor<'a>(
         &mut self,
-        f: &SafetensorsFile,
+        (f, file): (&SafetensorsFile, &Arc<str>),
         t: TensorRef<'a>,
         p: &PlannedTensor,
         action: &Action,
         emit: &mut Emitter<'a>,
     ) -> Result<TensorReport> {
         let tstart = Instant::now();
-        let mut r = TensorReport::new(
-            f.file_name(),
-            &p.name,
-            t.dtype,
-            t.shape,
-            t.data.len() as u64,
-            p.len,
-        );
+        let mut r = TensorReport::new(file, &p.name, t.dtype, t.shape, t.data.len() as u64, p.len);
         match *action {
             Action::Pass(why) => {
-                r.reason = Some(why.as_str().into());
+                r.reason = Some(why.as_str());
                 emit.put(Chunk::Mapped(t))?;
             }
             Action::Quantize {
@@ -338,7 +335,7 @@ impl<E: Engine> Run<'_, E> {
                 len,
             } => {
                 r.action = TensorAction::Quantized;
-                r.params = own_params(&params, self.opts.params.base());
+                r.params = own_params(&params, self.opts.params.base()).map(Box::new);
                 r.outliers = Some(sel.n_outliers);
                 r.bits_per_weight = Some(8.0 * len as f64 / (rows as f64 * cols as f64));
                 if !self.opts.dry_run {
@@ -391,11 +388,13 @@ impl<E: Engine> Run<'_, E> {
     }
 }
 
-/// What one output file will hold: its tensors in output order, the original dtype and
-/// shape of each quantized one, and the passed-through tensors that look packed (both
-/// for the metadata, so that readers never take the one for the other).
+/// What one output file will hold: its tensors in output order, the input index of each
+/// (the order), the original dtype and shape of each quantized one, and the
+/// passed-through tensors that look packed (both for the metadata, so that readers never
+/// take the one for the other).
 type OutputPlan = (
     Vec<PlannedTensor>,
+    Vec<usize>,
     BTreeMap<String, OriginalTensor>,
     BTreeSet<String>,
 );
@@ -410,8 +409,17 @@ fn own_params(params: &Params, base: &Params) -> Option<ParamsRecord> {
 fn output_plan(f: &SafetensorsFile, plan: &FilePlan, base: &Params) -> Result<OutputPlan> {
     let mut originals = BTreeMap::new();
     let mut not_packed = BTreeSet::new();
-    let mut planned = Vec::with_capacity(plan.len());
-    for (name, action) in plan {
+    // The order `sort_for_output` gives (a stable sort on the same key), as input indices.
+    let names = f.names();
+    let stored = |i: usize| match plan[i] {
+        Action::Pass(_) => f.tensor(&names[i]).map_or(Dtype::U8, |t| t.dtype),
+        Action::Quantize { .. } => Dtype::U8,
+    };
+    let mut order: Vec<usize> = (0..plan.len().min(names.len())).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(stored(i).bitsize()));
+    let mut planned = Vec::with_capacity(order.len());
+    for &i in &order {
+        let (name, action) = (&names[i], &plan[i]);
         let t = f
             .tensor(name)
             .ok_or_else(|| Error::tensor(f.path(), name, "vanished"))?;
@@ -445,6 +453,5 @@ fn output_plan(f: &SafetensorsFile, plan: &FilePlan, base: &Params) -> Result<Ou
             }
         });
     }
-    sort_for_output(&mut planned);
-    Ok((planned, originals, not_packed))
+    Ok((planned, order, originals, not_packed))
 }

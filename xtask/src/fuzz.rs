@@ -21,6 +21,7 @@ const TARGETS: &[&str] = &[
     "selection",
     "decode_finite",
     "checkpoint",
+    "index",
     "capi",
 ];
 const DEFAULT_SECONDS: u32 = 15;

@@ -6,6 +6,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod memory;
 mod nostd;
 mod sweep;
 
@@ -21,6 +22,10 @@ tasks:
   fetch                          fetch the real checkpoints into target/data
   bench [--quick]                run the benchmarks, print a table, write target/bench/summary.json
   fuzz [SECONDS]                 run each cargo-fuzz target for SECONDS (default 20)
+  memory [--quick] [--bin PATH] [--keep]
+                                 peak memory and time (/usr/bin/time -v) of quantize,
+                                 dequantize, verify, inspect on 1e5..1e6 tiny tensors and
+                                 one 1e8-weight tensor (generated in target/memory)
   nostd                          prove adpq-core is no_std (host binary + thumbv7em build)
   sweep [--quick] [--windows N] [--threads N] [--update-docs] [--plot-only]
                                  quality of every standard variant on SmolLM2-135M (8 x 512
@@ -41,6 +46,7 @@ fn main() -> ExitCode {
         "fetch" => demo::fetch(rest),
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run(rest),
+        "memory" => memory::run(rest),
         "nostd" => nostd::run(rest),
         "sweep" => sweep::run(rest),
         "-h" | "--help" | "help" => {

@@ -7,8 +7,9 @@
 //!   error bound of its grid (docs/FORMAT.md: `Δ/2 + (2^b − 1) · ulp_f16(h) · 2^e / 2`)
 //!   saturates to that largest value: the weight it stands for may well have been
 //!   representable (an F16 weight at 65504 decodes to a little more, since the step is
-//!   rounded to f16). In format v2 an inlier saturates whenever the tensor's threshold
-//!   fits the dtype (its weight was no larger), an outlier within its step's bound;
+//!   rounded to f16). The bound is always the element's own grid's (inlier or outlier,
+//!   v1 or v2), computed from what the buffer decodes, never from what an honest writer
+//!   would have stored;
 //! - a value beyond it by more, or a value that is not finite, is an error
 //!   ([`Error::NotRepresentable`]), with its row and column.
 //!
@@ -105,7 +106,7 @@ fn saturate(
     if !v.is_finite() {
         return Err(refused);
     }
-    let bound = saturation_bound(packed, row, col, max).ok_or(refused)?;
+    let bound = saturation_bound(packed, row, col).ok_or(refused)?;
     if f64::from(libm::fabsf(v)) - f64::from(max) <= bound {
         Ok(libm::copysignf(max, v))
     } else {
@@ -113,18 +114,14 @@ fn saturate(
     }
 }
 
-/// How far above an output dtype's largest value `max` the decoded element at (`row`,
-/// `col`) may lie and still stand for a weight the dtype could hold (`None` for an
-/// element outside the tensor).
-pub fn saturation_bound(
-    packed: &PackedTensor<'_>,
-    row: usize,
-    col: usize,
-    max: f32,
-) -> Option<f64> {
+/// How far above an output dtype's largest value the decoded element at (`row`, `col`)
+/// may lie and still stand for a weight the dtype could hold: the quantization error
+/// bound of the element's own grid, whatever the dtype (`None` for an element outside
+/// the tensor).
+pub fn saturation_bound(packed: &PackedTensor<'_>, row: usize, col: usize) -> Option<f64> {
     match packed.version() {
         FormatVersion::V1 => bound_v1(packed, row, col),
-        FormatVersion::V2 => bound_v2(packed, row, col, max),
+        FormatVersion::V2 => bound_v2(packed, row, col),
     }
 }
 
@@ -159,12 +156,17 @@ fn bound_v1(packed: &PackedTensor<'_>, row: usize, col: usize) -> Option<f64> {
 }
 
 /// Version 2. An outlier `±(t + k·h)` is within `h/2 + (2^(b−1) − 1) · ulp_f16(h) · 2^e / 2`
-/// of its weight (the row's outlier step `h` is the nearest f16). An inlier stands for a
-/// weight no larger than the threshold `t` in magnitude, so when the tensor has outliers
-/// and `t` fits the dtype (`max`), the weight did: any bound (infinite) lets it saturate.
-/// Otherwise the bound of its grid: half a step plus the rounding of the stored step
-/// (`q_d` units of the row, so at most half a unit per code) and of the minimum.
-fn bound_v2(packed: &PackedTensor<'_>, row: usize, col: usize, max: f32) -> Option<f64> {
+/// of its weight (the row's outlier step `h` is the nearest f16). An inlier is within the
+/// bound of its own grid: half a step plus the rounding of the stored step (`q_d` units
+/// of the row, so at most half a unit per code) and of the minimum.
+///
+/// The bound is what the element's grid can decode, never what an honest writer would
+/// have stored: an inlier stands for a weight of at most the threshold `t`, but nothing in
+/// a buffer makes its grid respect `t` (raise the header's exponent and an inlier decodes
+/// to 10¹⁷ under a small `t`), so `t` fitting the dtype proves nothing about a value.
+/// An honest inlier (weight `|w| ≤ t ≤ max`) decodes within its grid's bound of `w`, so
+/// it still saturates whenever it exceeds `max` at all.
+fn bound_v2(packed: &PackedTensor<'_>, row: usize, col: usize) -> Option<f64> {
     let mut groups = packed.affine_groups(row).ok()?;
     let units = *groups.units();
     let group = groups.find(|g| (g.start..g.start + g.len).contains(&col))?;
@@ -175,9 +177,6 @@ fn bound_v2(packed: &PackedTensor<'_>, row: usize, col: usize, max: f32) -> Opti
             f64::from(units.outlier_step) / 2.0
                 + f64::from(fp.magnitude_max()) * f16_ulp(units.outlier_step_bits) * scale / 2.0,
         );
-    }
-    if packed.n_outliers() > 0 && units.threshold <= max {
-        return Some(f64::INFINITY);
     }
     Some(
         f64::from(group.record.grid.step) / 2.0
@@ -316,8 +315,8 @@ mod tests {
     }
 
     /// Format v2 at the f16 range edge: ±65504 weights (outliers) come back within one
-    /// f16 spacing as finite values, and the inliers of a tensor whose threshold fits
-    /// F16 may always saturate, while an outlier's bound is its step's.
+    /// f16 spacing as finite values; an outlier's bound is its step's, an inlier's its
+    /// grid's (finite: a threshold that fits F16 no longer lets any inlier saturate).
     #[test]
     fn v2_f16_range_edge() {
         let (rows, cols) = (2, 256);
@@ -336,12 +335,15 @@ mod tests {
         // Column 0 of row 0 is an outlier (65504), column 2 an inlier.
         // Half the row's outlier step (about (65504 − t)/7) plus its f16 rounding.
         let h = f64::from(p.affine_groups(0).unwrap().units().outlier_step);
-        let outlier = saturation_bound(&p, 0, 0, max).unwrap();
+        let outlier = saturation_bound(&p, 0, 0).unwrap();
         assert!(
             outlier >= h / 2.0 && outlier < h / 2.0 + 16.0,
             "{outlier} vs {h}"
         );
-        assert_eq!(saturation_bound(&p, 0, 2, max), Some(f64::INFINITY));
+        let inlier = saturation_bound(&p, 0, 2).unwrap();
+        let g = p.affine_groups(0).unwrap().next().unwrap();
+        let step = f64::from(g.record.grid.step);
+        assert!(inlier >= step / 2.0 && inlier < step, "{inlier} vs {step}");
     }
 
     #[test]

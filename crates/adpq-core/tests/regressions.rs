@@ -130,3 +130,49 @@ fn selection_harness_reaches_the_sampled_path() {
     assert_eq!(sel.passes, 1, "the sampled path");
     selection(&pattern, InputType::F32, rows, cols, 0.06);
 }
+
+/// Issue 14's hostile v2 buffer: an honest tensor with the header's exponent raised by 60
+/// and every row's outlier step zeroed, CRC fixed. The parser accepts it (nothing in a
+/// buffer ties an inlier grid to the threshold); its inliers decode to about 10¹⁶ while
+/// the threshold still fits F16. Narrowing to F16 used to saturate every such inlier
+/// (an infinite bound "since the threshold fits"): now a value saturates only within its
+/// own grid's quantization error, which the harness invariant checks for every dtype.
+#[test]
+fn hostile_v2_inliers_do_not_saturate() {
+    use adpq_core::narrow::write_rows;
+    use adpq_core::{packed_len, OutDtype, Params, Weights};
+    let (rows, cols) = (16, 128);
+    let w: Vec<f32> = (0..rows * cols)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 300.0)
+        .collect();
+    let p = Params::V2;
+    let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&w), rows, cols, &p).unwrap();
+    let mut buf = vec![0u8; packed_len(rows, cols, p.format(), sel.n_outliers).unwrap()];
+    adpq_core::quantize_tensor(&Scalar, Weights::F32(&w), rows, cols, &p, &sel, &mut buf).unwrap();
+    let (records_at, row_bytes) = {
+        let t = PackedTensor::parse(&buf).unwrap();
+        let l = t.layout();
+        (l.records_at(), l.row_record_bytes())
+    };
+    buf[12] = (buf[12] as i8 + 60) as u8;
+    for r in 0..rows {
+        let units = records_at + r * row_bytes;
+        buf[units + 4..units + 6].fill(0);
+    }
+    let crc = adpq_core::format::checksum(&buf);
+    buf[56..60].copy_from_slice(&crc.to_le_bytes());
+
+    let t = PackedTensor::parse(&buf).expect("accepted");
+    assert!(t.info().threshold <= OutDtype::F16.max_finite());
+    let mut back = vec![0f32; rows * cols];
+    Scalar.dequantize_rows(&t, 0, &mut back).unwrap();
+    assert!(back.iter().any(|v| v.abs() > 1e15));
+    adpq_core::harness::parse_packed(&buf);
+    let mut out = vec![0u8; rows * cols * 2];
+    assert!(matches!(
+        write_rows(&t, 0, &back, OutDtype::F16, &mut out),
+        Err(Error::NotRepresentable { .. })
+    ));
+    let mut out = vec![0u8; rows * cols * 4];
+    write_rows(&t, 0, &back, OutDtype::F32, &mut out).unwrap();
+}

@@ -165,19 +165,8 @@ impl Checkpoint {
             out.copy_in(&dir.join(e), e)?;
         }
         if let Some((name, json)) = index {
-            let mut json = json.clone();
-            if let Some(obj) = json.as_object_mut() {
-                let meta = obj
-                    .entry("metadata")
-                    .or_insert_with(|| Value::Object(Default::default()));
-                if let Some(m) = meta.as_object_mut() {
-                    m.insert("total_size".into(), total_size.into());
-                }
-            }
             let (mut f, shown) = out.create(name)?;
-            let mut text =
-                serde_json::to_vec_pretty(&json).map_err(|e| Error::io(&shown, e.into()))?;
-            text.push(b'\n');
+            let text = index_output(json, total_size).map_err(|e| Error::io(&shown, e.into()))?;
             std::io::Write::write_all(&mut f, &text).map_err(|e| Error::io(&shown, e))?;
             f.sync_all().map_err(|e| Error::io(&shown, e))?;
         }
@@ -258,8 +247,14 @@ fn find_index(dir: &Path, names: &[String]) -> Result<Option<String>> {
 /// Reads an index file: the shard names it lists (sorted, each a plain file name) and
 /// its JSON.
 fn read_index(path: &Path) -> Result<(Vec<String>, Value)> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let json: Value = serde_json::from_str(&text)
+    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_index(path, &text)
+}
+
+/// Parses the bytes of an index file (`path` only names it in messages): the shard
+/// names its `weight_map` lists (sorted, unique, each a plain file name) and its JSON.
+pub(crate) fn parse_index(path: &Path, text: &[u8]) -> Result<(Vec<String>, Value)> {
+    let json: Value = serde_json::from_slice(text)
         .map_err(|e| Error::invalid(path, format!("invalid JSON: {e}")))?;
     let map = json
         .get("weight_map")
@@ -285,9 +280,26 @@ fn read_index(path: &Path) -> Result<(Vec<String>, Value)> {
     Ok((shards, json))
 }
 
+/// The output's index file: the input's JSON with `metadata.total_size` set to
+/// `total_size` (the bytes of tensor data written), pretty-printed.
+pub(crate) fn index_output(json: &Value, total_size: u64) -> serde_json::Result<Vec<u8>> {
+    let mut json = json.clone();
+    if let Some(obj) = json.as_object_mut() {
+        let meta = obj
+            .entry("metadata")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(m) = meta.as_object_mut() {
+            m.insert("total_size".into(), total_size.into());
+        }
+    }
+    let mut text = serde_json::to_vec_pretty(&json)?;
+    text.push(b'\n');
+    Ok(text)
+}
+
 /// Checks that the index lists every tensor of every shard under that shard, and that
 /// every tensor it lists is in its shard.
-fn check_index(
+pub(crate) fn check_index(
     path: &Path,
     json: &Value,
     shards: &[String],

@@ -1,5 +1,6 @@
-//! The error type of the std crates and the CLI: every error names the file and, where it
-//! applies, the tensor.
+//! The error type of the std crates: file and data errors, each naming the file and, where
+//! it applies, the tensor. (The CLI's own errors, usage, interruption, failed
+//! verification, and its exit codes live in the `adpq` binary.)
 
 use std::path::PathBuf;
 
@@ -54,34 +55,23 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// The request itself is wrong (maps to exit code 2).
-    #[error("{0}")]
-    Usage(String),
-    /// The run was stopped by a signal (SIGINT, SIGTERM...) before it committed anything;
-    /// the temporary outputs are removed on the way out.
-    #[error("interrupted by {name}: nothing was written")]
-    Interrupted {
-        /// The signal's name (`SIGINT`).
-        name: &'static str,
-        /// Its number: the exit code is 128 plus it.
-        signal: u8,
+    /// The output path cannot be used as asked: a folder where a file output goes, a
+    /// file where a folder output goes, a non-empty folder without `force`. The caller's
+    /// request is at fault, not the data (the CLI maps it to its usage exit code).
+    #[error("{}: {message}", path.display())]
+    OutputPath {
+        /// The output path.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
     },
-    /// `verify` found problems; each line names a file and tensor.
-    #[error("verification failed for {} tensor(s):\n{}", .0.len(), .0.join("\n"))]
-    VerifyFailed(Vec<String>),
+    /// The writer thread of [`with_writer`](crate::with_writer) stopped (on its own error,
+    /// which `with_writer` returns instead) before the producer was done.
+    #[error("the output writer stopped")]
+    WriterStopped,
 }
 
 impl Error {
-    /// The process exit code this error maps to: 2 for usage errors, 128 + the signal
-    /// when interrupted (130 for SIGINT, 143 for SIGTERM), 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Usage(_) => 2,
-            Error::Interrupted { signal, .. } => 128u8.saturating_add(*signal),
-            _ => 1,
-        }
-    }
-
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {

@@ -1,7 +1,7 @@
 //! One safetensors file, memory-mapped (or held in memory) and validated, and borrowed
-//! views of its tensors. Looking a tensor up by name is O(1).
+//! views of its tensors. Looking a tensor up by name is O(log n) (the header's own index, then a binary search in the data order), with no second copy of the names.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adpq_core::{bf16, f16, Weights};
@@ -34,11 +34,17 @@ pub struct SafetensorsFile {
     path: PathBuf,
     map: Bytes,
     data_start: usize,
+    /// The header; its own index finds a tensor by name in O(1).
     metadata: Metadata,
+    /// Names in data order (the order of the metadata's tensors).
     order: Vec<String>,
-    /// Position of each name in `order`: O(1) lookup by name.
-    index: HashMap<String, usize>,
+    /// Released bytes not yet handed to the kernel (a contiguous range): see
+    /// [`SafetensorsFile::release`].
+    pending: std::sync::Mutex<(usize, usize)>,
 }
+
+/// Released ranges are handed to the kernel once they add up to this many bytes.
+const RELEASE_BATCH: usize = 1 << 20;
 
 /// A tensor inside a [`SafetensorsFile`].
 #[derive(Debug, Clone, Copy)]
@@ -102,19 +108,27 @@ impl SafetensorsFile {
                 },
             }
         })?;
-        let order = metadata.offset_keys();
-        let index = order
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i))
-            .collect();
+        let mut order = metadata.offset_keys();
+        // Tensors at the same offsets (empty ones) come in hash order: sort each such run by
+        // name, so the order is deterministic and a lookup can binary-search it by
+        // (offsets, name).
+        let offsets = |n: &String| metadata.info(n).map_or((0, 0), |i| i.data_offsets);
+        let mut run = 0;
+        for i in 1..=order.len() {
+            if i == order.len() || offsets(&order[i]) != offsets(&order[run]) {
+                if i - run > 1 {
+                    order[run..i].sort_unstable();
+                }
+                run = i;
+            }
+        }
         Ok(SafetensorsFile {
             path: path.to_path_buf(),
             map,
             data_start: 8 + header_len,
             metadata,
             order,
-            index,
+            pending: std::sync::Mutex::new((0, 0)),
         })
     }
 
@@ -146,15 +160,22 @@ impl SafetensorsFile {
         &self.order
     }
 
-    /// The tensor called `name` (O(1)).
+    /// The tensor called `name`: an O(1) lookup in the header's index, then a binary
+    /// search by (offsets, name) for the name's entry in the data order (no second map
+    /// by name, which would cost a copy of every name). O(log n).
     pub fn tensor(&self, name: &str) -> Option<TensorRef<'_>> {
-        let name = self.order.get(*self.index.get(name)?)?;
-        self.view(name, self.metadata.info(name)?)
+        let info = self.metadata.info(name)?;
+        let key = |n: &String| self.metadata.info(n).map(|i| i.data_offsets);
+        let at = self
+            .order
+            .partition_point(|n| (key(n), n.as_str()) < (Some(info.data_offsets), name));
+        let own = self.order.get(at).filter(|n| n.as_str() == name)?;
+        self.view(own, info)
     }
 
     /// Whether the file holds a tensor called `name` (O(1)).
     pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
+        self.metadata.info(name).is_some()
     }
 
     fn view<'a>(&'a self, name: &'a str, info: &'a TensorInfo) -> Option<TensorRef<'a>> {
@@ -187,10 +208,33 @@ impl SafetensorsFile {
             .unwrap_or_default()
     }
 
-    /// Drops the tensor's pages from the resident set (see the module docs).
+    /// Drops the tensor's pages from the resident set (see the module docs). Small
+    /// tensors are gathered into contiguous ranges of at least 1 MiB first: one
+    /// `madvise` per tiny tensor would cost a TLB shootdown each and drop pages its
+    /// neighbours are still reading.
     pub fn release(&self, t: &TensorRef<'_>) {
-        if let Bytes::Mapped(m) = &self.map {
-            m.release(t.file_offset, t.data.len());
+        let Bytes::Mapped(m) = &self.map else {
+            return;
+        };
+        let (s, e) = (t.file_offset, t.file_offset + t.data.len());
+        if e - s >= RELEASE_BATCH {
+            m.release(s, e - s);
+            return;
+        }
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.1 == s && p.0 < p.1 {
+            p.1 = e;
+        } else if p.0 == e && p.0 < p.1 {
+            p.0 = s;
+        } else {
+            if p.0 < p.1 {
+                m.release(p.0, p.1 - p.0);
+            }
+            *p = (s, e);
+        }
+        if p.1 - p.0 >= RELEASE_BATCH {
+            m.release(p.0, p.1 - p.0);
+            *p = (e, e);
         }
     }
 }
@@ -294,5 +338,36 @@ mod tests {
         };
         let wd = weight_data(&odd).unwrap();
         assert!(matches!(wd.weights(), Weights::F32(w) if w == [1.0, 2.0, 3.0, 4.0]));
+    }
+
+    /// Empty tensors share offsets with each other and with their neighbours: every one is
+    /// found by name, and their order is by name (not hash order).
+    #[test]
+    fn empty_tensors_at_one_offset_are_found() {
+        let mut json = String::from("{");
+        let mut names = Vec::new();
+        for i in (0..50).rev() {
+            names.push(format!("e{i:02}"));
+            json.push_str(&format!(
+                "\"e{i:02}\":{{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]}},"
+            ));
+        }
+        json.push_str("\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},");
+        json.push_str("\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}");
+        let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(json.as_bytes());
+        bytes.extend_from_slice(&[0u8; 8]);
+        let f = SafetensorsFile::from_bytes(Path::new("mem"), bytes).unwrap();
+        names.sort();
+        let mut expect = vec!["a".to_string()];
+        expect.extend(names.iter().cloned());
+        expect.push("b".into());
+        assert_eq!(f.names(), expect);
+        for n in &expect {
+            assert_eq!(f.tensor(n).unwrap().name, n);
+            assert!(f.contains(n));
+        }
+        assert_eq!(f.tensor("b").unwrap().data.len(), 4);
+        assert!(f.tensor("e").is_none() && !f.contains("e"));
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! Where to start reading:
 //! - [`Checkpoint::open`]: an input, file or folder, and its [`SafetensorsFile`]s;
-//!   [`SafetensorsFile::tensor`] looks a tensor up by name in O(1) and
+//!   [`SafetensorsFile::tensor`] looks a tensor up by name in O(log n) and
 //!   [`weight_data`] views its weights.
 //! - [`meta`]: the `__metadata__` keys of an adpq checkpoint and the record of each
 //!   quantized tensor's original dtype and shape.

@@ -91,10 +91,10 @@ impl Output {
     pub fn file(path: &Path) -> Result<Output> {
         if let Some(m) = existing(path) {
             if m.is_dir() {
-                return Err(Error::Usage(format!(
-                    "output {} is a folder; give a file name",
-                    path.display()
-                )));
+                return Err(Error::OutputPath {
+                    path: path.to_path_buf(),
+                    message: "is a folder; give a file name".into(),
+                });
             }
             if !m.is_file() {
                 return Err(not_replaceable(path, &m));
@@ -129,16 +129,17 @@ impl Output {
                     .map(|mut d| d.next().is_none())
                     .unwrap_or(false);
             if !m.is_dir() {
-                return Err(Error::Usage(format!(
-                    "output {} exists and is not a folder",
-                    path.display()
-                )));
+                return Err(Error::OutputPath {
+                    path: path.to_path_buf(),
+                    message: "exists and is not a folder".into(),
+                });
             }
             if !empty && !force {
-                return Err(Error::Usage(format!(
-                    "output folder {} exists and is not empty (use --force to replace it)",
-                    path.display()
-                )));
+                return Err(Error::OutputPath {
+                    path: path.to_path_buf(),
+                    message: "output folder exists and is not empty (use --force to replace it)"
+                        .into(),
+                });
             }
         }
         let parent = check_parent(path)?;
@@ -156,6 +157,15 @@ impl Output {
     /// The final path.
     pub fn path(&self) -> &Path {
         &self.final_path
+    }
+
+    /// The hidden temporary file or folder that [`Output::commit`] renames into place
+    /// (for a caller that must be able to remove it itself, e.g. from a signal watcher).
+    pub fn temp_path(&self) -> &Path {
+        match &self.tmp {
+            Tmp::File(f) => f.path(),
+            Tmp::Dir(d) => d.path(),
+        }
     }
 
     /// A writable handle for the file called `name` of the output (for a single-file

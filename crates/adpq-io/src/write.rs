@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use safetensors::Dtype;
-use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::file::{SafetensorsFile, TensorRef};
@@ -51,28 +50,93 @@ pub fn sort_for_output(tensors: &mut [PlannedTensor]) {
 /// The header of a safetensors file holding `tensors` in this order: the 8-byte length and
 /// the JSON, padded with spaces to a multiple of 8 bytes.
 pub fn header_bytes(metadata: &BTreeMap<String, String>, tensors: &[PlannedTensor]) -> Vec<u8> {
-    let mut map = serde_json::Map::new();
-    if !metadata.is_empty() {
-        map.insert(
-            "__metadata__".into(),
-            serde_json::to_value(metadata).unwrap_or_default(),
-        );
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = write_header(&mut out, metadata, tensors);
+    out
+}
+
+/// Counts the bytes written through it.
+struct Counter(u64);
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
     }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes [`header_bytes`] into `out` as a stream and returns its length: the JSON is
+/// produced twice (once counted, for the length that comes first, once written), so a
+/// header of 10⁶ tensors costs 16 bytes per tensor of memory, not its own size or a
+/// JSON tree. Keys come in name order (`__metadata__` among them), as a `serde_json`
+/// map writes them.
+pub fn write_header<W: Write>(
+    out: &mut W,
+    metadata: &BTreeMap<String, String>,
+    tensors: &[PlannedTensor],
+) -> std::io::Result<u64> {
+    let mut offsets = Vec::with_capacity(tensors.len());
     let mut at = 0u64;
     for t in tensors {
-        map.insert(
-            t.name.clone(),
-            serde_json::json!({ "dtype": t.dtype, "shape": t.shape, "data_offsets": [at, at + t.len] }),
-        );
+        offsets.push(at);
         at += t.len;
     }
-    let mut json = Value::Object(map).to_string().into_bytes();
-    while !json.len().is_multiple_of(8) {
-        json.push(b' ');
-    }
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&json);
-    out
+    let mut by_name: Vec<usize> = (0..tensors.len()).collect();
+    by_name.sort_unstable_by(|&a, &b| tensors[a].name.cmp(&tensors[b].name));
+    let json = |w: &mut dyn Write| -> std::io::Result<()> {
+        const META_KEY: &str = "__metadata__";
+        let put_meta = |w: &mut dyn Write| -> std::io::Result<()> {
+            serde_json::to_writer(&mut *w, META_KEY)?;
+            w.write_all(b":")?;
+            serde_json::to_writer(&mut *w, metadata)?;
+            Ok(())
+        };
+        w.write_all(b"{")?;
+        let mut first = true;
+        let mut meta_done = metadata.is_empty();
+        for &i in &by_name {
+            let t = &tensors[i];
+            if !std::mem::take(&mut first) {
+                w.write_all(b",")?;
+            }
+            if !meta_done && META_KEY < t.name.as_str() {
+                put_meta(w)?;
+                w.write_all(b",")?;
+                meta_done = true;
+            }
+            serde_json::to_writer(&mut *w, &t.name)?;
+            // Inner keys in name order too, as a `serde_json` map writes them.
+            write!(
+                w,
+                ":{{\"data_offsets\":[{},{}],\"dtype\":",
+                offsets[i],
+                offsets[i] + t.len
+            )?;
+            serde_json::to_writer(&mut *w, &t.dtype)?;
+            w.write_all(b",\"shape\":")?;
+            serde_json::to_writer(&mut *w, &t.shape)?;
+            w.write_all(b"}")?;
+        }
+        if !meta_done {
+            if !first {
+                w.write_all(b",")?;
+            }
+            put_meta(w)?;
+        }
+        w.write_all(b"}")
+    };
+    let mut counter = Counter(0);
+    json(&mut counter)?;
+    let pad = (8 - counter.0 % 8) % 8;
+    let len = counter.0 + pad;
+    out.write_all(&len.to_le_bytes())?;
+    json(out)?;
+    out.write_all(&b"       "[..pad as usize])?;
+    Ok(8 + len)
 }
 
 /// An error when a header of `json_len` bytes would be too long for readers.
@@ -108,16 +172,18 @@ impl TensorWriter {
         metadata: &BTreeMap<String, String>,
         tensors: &[PlannedTensor],
     ) -> Result<Self> {
-        let header = header_bytes(metadata, tensors);
-        check_header_len(path, header.len() - 8)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(&header).map_err(|e| Error::io(path, e))?;
+        let mut counter = Counter(0);
+        let header_len =
+            write_header(&mut counter, metadata, tensors).map_err(|e| Error::io(path, e))?;
+        check_header_len(path, header_len as usize - 8)?;
+        write_header(&mut out, metadata, tensors).map_err(|e| Error::io(path, e))?;
         Ok(TensorWriter {
             out,
             path: path.to_path_buf(),
             plan: tensors.iter().map(|t| (t.name.clone(), t.len)).collect(),
             next: 0,
-            written: header.len() as u64,
+            written: header_len,
         })
     }
 
@@ -185,7 +251,7 @@ impl<'a> Emitter<'a> {
             None => Ok(()),
             Some(tx) => tx.send(c).map_err(|_| {
                 self.stopped = true;
-                Error::Usage("the output writer stopped".into())
+                Error::WriterStopped
             }),
         }
     }
@@ -195,13 +261,14 @@ impl<'a> Emitter<'a> {
 /// `writer`, so computing tensor `i + 1` overlaps writing tensor `i`. With no writer
 /// (a dry run), emitted tensors are dropped. Returns the first real error: the
 /// producer's, or the writer's when the writer stopped first.
-pub fn with_writer<'a, F>(
+pub fn with_writer<'a, F, E>(
     file: &'a SafetensorsFile,
     writer: Option<TensorWriter>,
     produce: F,
-) -> Result<()>
+) -> Result<(), E>
 where
-    F: FnOnce(&mut Emitter<'a>) -> Result<()>,
+    F: FnOnce(&mut Emitter<'a>) -> Result<(), E>,
+    E: From<Error>,
 {
     let Some(writer) = writer else {
         return produce(&mut Emitter {
@@ -247,7 +314,7 @@ where
         });
         match (produced, written) {
             (Err(e), _) if !stopped => Err(e),
-            (_, Err(e)) => Err(e),
+            (_, Err(e)) => Err(e.into()),
             (Err(e), Ok(_)) => Err(e),
             (Ok(()), Ok(_)) => Ok(()),
         }
@@ -257,6 +324,63 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The header as a `serde_json` tree used to write it, byte for byte.
+    fn header_via_tree(metadata: &BTreeMap<String, String>, tensors: &[PlannedTensor]) -> Vec<u8> {
+        let mut map = serde_json::Map::new();
+        if !metadata.is_empty() {
+            map.insert(
+                "__metadata__".into(),
+                serde_json::to_value(metadata).unwrap(),
+            );
+        }
+        let mut at = 0u64;
+        for t in tensors {
+            map.insert(
+                t.name.clone(),
+                serde_json::json!({ "dtype": t.dtype, "shape": t.shape, "data_offsets": [at, at + t.len] }),
+            );
+            at += t.len;
+        }
+        let mut json = serde_json::Value::Object(map).to_string().into_bytes();
+        while !json.len().is_multiple_of(8) {
+            json.push(b' ');
+        }
+        let mut out = (json.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&json);
+        out
+    }
+
+    #[test]
+    fn streamed_header_equals_the_json_tree() {
+        let t = |name: &str, dtype, shape: &[usize], len| PlannedTensor {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+            len,
+        };
+        let tensors = [
+            t("z.weight", Dtype::F32, &[2, 3], 24),
+            t("A \"quoted\" \\ name\u{e9}\n", Dtype::BF16, &[3], 6),
+            t("_", Dtype::U8, &[], 1),
+            t("__metadata__x", Dtype::U8, &[0], 0),
+            t("a", Dtype::U8, &[7], 7),
+        ];
+        let mut meta = BTreeMap::new();
+        for m in [BTreeMap::new(), {
+            meta.insert("format".to_string(), "pt".to_string());
+            meta.insert("adpq.tensors".to_string(), "{\"x\": [1]}".to_string());
+            meta.clone()
+        }] {
+            for n in 0..=tensors.len() {
+                assert_eq!(
+                    header_bytes(&m, &tensors[..n]),
+                    header_via_tree(&m, &tensors[..n]),
+                    "{n} tensors, metadata {m:?}"
+                );
+            }
+        }
+    }
     use safetensors::SafeTensors;
 
     /// A header above the readers' limit is refused before anything is written.

@@ -12,12 +12,15 @@ use crate::weights::Weights;
 
 mod affine;
 mod decode;
+mod narrowing;
 mod selection;
 
 pub use decode::decode_finite;
+pub use narrowing::check_narrowing;
 pub use selection::{selection, InputType};
 
-/// Parses arbitrary bytes; whatever is accepted must dequantize and dot without error.
+/// Parses arbitrary bytes; whatever is accepted must dequantize and dot without error,
+/// and narrow to every output dtype by the saturation rule ([`check_narrowing`]).
 pub fn parse_packed(data: &[u8]) {
     for parsed in [
         PackedTensor::parse(data),
@@ -33,6 +36,7 @@ pub fn parse_packed(data: &[u8]) {
         Scalar
             .dequantize_rows(&t, 0, &mut out)
             .expect("accepted buffer must dequantize");
+        check_narrowing(&t, &out, &outlier_mask(&t));
         let cols = t.cols();
         // Alternating signs, so positive and negative terms meet in the sums.
         let x: std::vec::Vec<f32> = (0..cols)
