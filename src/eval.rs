@@ -6,8 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use adpq_core::kernels::AnyKernels;
-use adpq_engine::CpuEngine;
+use adpq_engine::{CpuEngine, Engine};
 use adpq_eval::peer::{LlamaPeer, PeerProjections};
 use adpq_eval::{
     Candidate, EvalError, EvalReport, LlamaConfig, Model, PackedProjections, RtnSpec, TextTokenizer,
@@ -19,7 +18,7 @@ use serde::Serialize;
 use crate::policy::TensorParams;
 use crate::progress::{ConsoleProgress, Progress};
 use crate::sweep::{self, Method, RowFamily, SweepSet};
-use crate::{backend, open_report, pool, print_stdout, RunArgs};
+use crate::{choose, open_report, pool, print_stdout, Chosen, RunArgs};
 
 /// The arguments of `adpq eval`.
 #[derive(Args, Debug)]
@@ -83,9 +82,15 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
         windows: a.windows,
         window_len: a.window_len,
     };
-    let b = backend(&a.run.backend)?;
+    let chosen = choose(&a.run)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
-    let report = pool(a.run.threads)?.install(|| eval(&opts, b, &mut progress))?;
+    let pool = pool(a.run.threads)?;
+    let report = match chosen {
+        Chosen::Cuda(cuda) => pool.install(|| eval(&opts, &*cuda, &mut progress)),
+        Chosen::Cpu(kernels) => {
+            pool.install(|| eval(&opts, &CpuEngine::new(kernels), &mut progress))
+        }
+    }?;
     // The JSON first: a failed or closed stdout does not lose it.
     if let Some(out) = report_out {
         let names: Vec<String> = opts
@@ -137,9 +142,9 @@ pub struct EvalOptions {
 }
 
 /// Scores every candidate against the input model.
-pub fn eval(
+pub fn eval<E: Engine + Sync>(
     opts: &EvalOptions,
-    kernels: AnyKernels,
+    engine: &E,
     progress: &mut dyn Progress,
 ) -> Result<EvalReport> {
     if !opts.model.exists() {
@@ -190,7 +195,6 @@ pub fn eval(
     // The sweep's packed variants are quantized up front (each owns its buffers; the
     // models below borrow them), through the same engine as `adpq quantize`.
     let variants = opts.sweep.map(sweep::variants).unwrap_or_default();
-    let engine = CpuEngine::new(kernels);
     let mut packed = Vec::new();
     let mut decoded = Vec::new();
     for v in &variants {
@@ -211,7 +215,7 @@ pub fn eval(
             Method::Preset(p) => TensorParams::new(p.base(), p.rules())?,
         };
         progress.line(&format!("sweep: quantizing {}", v.name));
-        let p = PackedProjections::quantize_with(&reference, &engine, |name| params.of(name))
+        let p = PackedProjections::quantize_with(&reference, engine, |name| params.of(name))
             .map_err(err(&opts.model))?;
         packed.push(p);
     }
@@ -248,7 +252,7 @@ pub fn eval(
         candidates.len()
     ));
     progress.begin((windows.len() * (1 + candidates.len())) as u64);
-    let report = adpq_eval::evaluate(&reference, &candidates, &windows, &engine, &mut |s| {
+    let report = adpq_eval::evaluate(&reference, &candidates, &windows, engine, &mut |s| {
         progress.message(&format!(
             "window {}/{}: {}",
             s.window + 1,

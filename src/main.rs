@@ -69,12 +69,12 @@ fn backend(name: &str) -> Result<AnyKernels, Error> {
 /// The engine `--backend` names: `cuda` (an error without a usable device, before any
 /// output exists), `auto` (CUDA when usable, said on stderr; else the fastest CPU
 /// kernels, with a one-line notice), or CPU kernels by name.
-enum Chosen {
+pub(crate) enum Chosen {
     Cuda(Box<adpq_cuda::CudaEngine>),
     Cpu(AnyKernels),
 }
 
-fn choose(run: &RunArgs) -> Result<Chosen, Error> {
+pub(crate) fn choose(run: &RunArgs) -> Result<Chosen, Error> {
     let cuda = || adpq_cuda::CudaEngine::new();
     match run.backend.as_str() {
         "cuda" => cuda()

@@ -33,6 +33,31 @@ fn cuda_without_a_driver_fails_before_writing() {
     }
 }
 
+/// `adpq eval --backend cuda` goes through the same engine choice: without a device, the
+/// same usage error before any model is read.
+#[test]
+fn eval_on_cuda_without_a_driver_is_a_usage_error() {
+    if !no_driver() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, "some text").unwrap();
+    fails(
+        &adpq(&[
+            "eval",
+            "--model",
+            p(tmp.path()),
+            "--text",
+            p(&text),
+            "--backend",
+            "cuda",
+        ]),
+        2,
+        &["--backend cuda", "no CUDA driver"],
+    );
+}
+
 /// `--backend auto` says in one line that it falls back to the CPU, and then works.
 #[test]
 fn auto_falls_back_to_the_cpu_with_a_notice() {

@@ -10,6 +10,8 @@
 //! tests print why and pass only when `ADPQ_REQUIRE_DATA` is unset (CI sets it: missing
 //! data fails there).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,15 +40,6 @@ fn root() -> PathBuf {
     crate_dir().join("../..")
 }
 
-/// The folder cargo put this test's dependencies in: target/<profile>/.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .to_path_buf()
-}
-
 fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
@@ -67,12 +60,7 @@ fn install(prefix: &Path) -> Vec<String> {
     let lib = prefix.join("lib");
     std::fs::create_dir_all(lib.join("pkgconfig")).unwrap();
     std::fs::create_dir_all(prefix.join("include")).unwrap();
-    let a = profile_dir().join("libadpq_capi.a");
-    assert!(
-        a.is_file(),
-        "{} missing: cargo builds it with the lib",
-        a.display()
-    );
+    let a = common::static_lib();
     std::fs::copy(&a, lib.join("libadpq_capi.a")).unwrap();
     std::fs::copy(
         crate_dir().join("include/adpq.h"),

@@ -2,6 +2,8 @@
 //! checked-in header differs from a fresh generation (run with `ADPQ_BLESS=1` to rewrite
 //! it), and checks that it compiles as C11 and as C++17 with warnings as errors.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -105,13 +107,7 @@ fn header_and_static_library_agree() {
         .collect();
     declared.sort();
     assert!(declared.len() >= 15, "{declared:?}");
-    let exe = std::env::current_exe().unwrap();
-    let lib = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("libadpq_capi.a");
+    let lib = common::static_lib();
     let out = Command::new("nm")
         .args(["-g", "--defined-only"])
         .arg(&lib)
