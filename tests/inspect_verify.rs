@@ -90,14 +90,16 @@ fn stdout_failures_are_reported() {
             .unwrap();
         fails(&out, 1, &["stdout", "No space left on device"]);
 
-        let mut child = Command::new(env!("CARGO_BIN_EXE_adpq"))
+        // The reader is gone before the command starts (closing it after the spawn would
+        // race with a fast command whose output fits the pipe's buffer).
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_adpq"))
             .args(args)
-            .stdout(Stdio::piped())
+            .stdout(writer)
             .stderr(Stdio::piped())
-            .spawn()
+            .output()
             .unwrap();
-        drop(child.stdout.take()); // the reader is gone before anything is written
-        let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
         assert!(err.is_empty(), "{args:?}: {err}");
