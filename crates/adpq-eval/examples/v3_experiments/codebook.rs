@@ -53,7 +53,7 @@ impl Levels {
     /// min and max. The end levels stay at 0 and 15 (each group's extremes); the 14 inner
     /// levels move to the centroids of their cells. Data-free (synthetic samples).
     pub fn lloyd_groups(g: usize) -> Levels {
-        let mut rng = Rng(0x5eed_0f_11);
+        let mut rng = Rng(0x5eed_0f11);
         let mut xs = Vec::with_capacity(4000 * g);
         for _ in 0..4000 {
             let v: Vec<f64> = (0..g).map(|_| rng.normal()).collect();
@@ -82,10 +82,14 @@ impl Levels {
     /// The index of the level nearest `u` (ties: the lower).
     #[inline]
     pub fn nearest(&self, u: f32) -> usize {
+        // Binary search over the 15 cell boundaries (the same answer as a linear scan).
         let l = &self.0;
         let mut i = 0;
-        while i < 15 && u > 0.5 * (l[i] + l[i + 1]) {
-            i += 1;
+        for step in [8, 4, 2, 1] {
+            let j = i + step - 1;
+            if u > 0.5 * (l[j] + l[j + 1]) {
+                i += step;
+            }
         }
         i
     }

@@ -12,6 +12,7 @@
 //! | `a.04`, `a0` | α of the other tensors (default .04) |
 //! | `gN` | group size (default 64) |
 //! | `bN` | bits of the other tensors (default 4) |
+//! | `dN` | bits of `down_proj` (per-tensor allocation) |
 //! | `q6` | 6-bit group step and minimum (super-block-like: row units 4× coarser) |
 //! | `nc` | no outlier count byte per group in tensors at α 0 (a v3 layout without outliers) |
 
@@ -46,6 +47,7 @@ pub struct Variant {
     bits: u8,
     field_bits: u8,
     no_count: bool,
+    down_bits: Option<u8>,
 }
 
 impl Variant {
@@ -62,6 +64,7 @@ impl Variant {
             bits: 4,
             field_bits: 8,
             no_count: false,
+            down_bits: None,
         };
         for part in name.split('+') {
             match part {
@@ -79,6 +82,7 @@ impl Variant {
                 "a0" => v.alpha = 0.0,
                 "q6" => v.field_bits = 6,
                 "nc" => v.no_count = true,
+                p if p.starts_with('d') => v.down_bits = Some(p[1..].parse().unwrap()),
                 p if p.starts_with("ex") => v.out = Out::Exact(p[2..].parse().unwrap()),
                 p if p.starts_with("rot") => v.rot = Some(p[3..].parse().unwrap()),
                 p if p.starts_with('a') => v.alpha = p[1..].parse().unwrap(),
@@ -94,6 +98,8 @@ impl Variant {
     fn setting(&self, name: &str) -> (u8, f64) {
         if self.preset && name.contains("v_proj") {
             (6, if self.alpha == 0.0 { 0.0 } else { 0.05 })
+        } else if let (Some(b), true) = (self.down_bits, name.contains("down_proj")) {
+            (b, self.alpha)
         } else {
             (self.bits, self.alpha)
         }
@@ -103,7 +109,7 @@ impl Variant {
     pub fn apply(&self, name: &str, w: &[f32], rows: usize, cols: usize) -> (Vec<f32>, f64) {
         let rht = self
             .rot
-            .map(|b| Rht::new(cols, b, 0x0adb_9e3 ^ cols as u64));
+            .map(|b| Rht::new(cols, b, 0x00ad_b9e3 ^ cols as u64));
         let mut src = w.to_vec();
         if let Some(h) = &rht {
             src.chunks_mut(cols).for_each(|r| h.forward(r));
