@@ -12,7 +12,7 @@
 //! | `a.04`, `a0` | α of the other tensors (default .04) |
 //! | `gN` | group size (default 64) |
 //! | `bN` | bits of the other tensors (default 4) |
-//! | `dN` | bits of `down_proj` (per-tensor allocation) |
+//! | `dN`, `uN` | bits of `down_proj`, `up_proj` (per-tensor allocation) |
 //! | `q6` | 6-bit group step and minimum (super-block-like: row units 4× coarser) |
 //! | `nc` | no outlier count byte per group in tensors at α 0 (a v3 layout without outliers) |
 
@@ -48,6 +48,7 @@ pub struct Variant {
     field_bits: u8,
     no_count: bool,
     down_bits: Option<u8>,
+    up_bits: Option<u8>,
 }
 
 impl Variant {
@@ -65,6 +66,7 @@ impl Variant {
             field_bits: 8,
             no_count: false,
             down_bits: None,
+            up_bits: None,
         };
         for part in name.split('+') {
             match part {
@@ -82,6 +84,7 @@ impl Variant {
                 "a0" => v.alpha = 0.0,
                 "q6" => v.field_bits = 6,
                 "nc" => v.no_count = true,
+                p if p.starts_with('u') => v.up_bits = Some(p[1..].parse().unwrap()),
                 p if p.starts_with('d') => v.down_bits = Some(p[1..].parse().unwrap()),
                 p if p.starts_with("ex") => v.out = Out::Exact(p[2..].parse().unwrap()),
                 p if p.starts_with("rot") => v.rot = Some(p[3..].parse().unwrap()),
@@ -99,6 +102,8 @@ impl Variant {
         if self.preset && name.contains("v_proj") {
             (6, if self.alpha == 0.0 { 0.0 } else { 0.05 })
         } else if let (Some(b), true) = (self.down_bits, name.contains("down_proj")) {
+            (b, self.alpha)
+        } else if let (Some(b), true) = (self.up_bits, name.contains("up_proj")) {
             (b, self.alpha)
         } else {
             (self.bits, self.alpha)
