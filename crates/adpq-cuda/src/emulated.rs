@@ -7,7 +7,7 @@
 use std::ffi::c_void;
 
 use adpq_core::select::{BadValue, HistogramPass, HIST_BINS};
-use adpq_core::{FormatVersion, Grid, PackedTensor, Q8Activations, TensorScan, Weights};
+use adpq_core::{PackedTensor, Q8Activations, TensorScan, Weights};
 
 use crate::host::HostJob;
 use crate::Sections;
@@ -237,20 +237,6 @@ impl TensorScan for EmulatedScan<'_> {
     }
 }
 
-fn job_fields(job: &HostJob) -> (i32, i32, i32, i32) {
-    let fp = job.format;
-    (
-        if fp.version == FormatVersion::V2 {
-            2
-        } else {
-            1
-        },
-        i32::from(fp.bits),
-        i32::from(fp.group_size),
-        i32::from(fp.grid == Grid::Asymmetric),
-    )
-}
-
 /// Quantizes with the emulated quantize.cu launches, in the engine's sequence. `None`
 /// when a weight is rejected or the selection's count does not fit.
 pub fn quantize(
@@ -270,7 +256,8 @@ pub fn quantize(
     let pos_len = (n_outliers * u64::from(fp.position_bits())).div_ceil(8);
     let mut positions = vec![0u8; pos_len as usize];
     let (ptr, dtype) = raw(w);
-    let (version, bits, g, asym) = job_fields(job);
+    let c = job.c();
+    let (version, bits, g, asym) = (c.version, c.bits, c.group_size, c.asymmetric);
     let mut bad = 0u64;
     // SAFETY: `ptr` holds rows · cols elements of `dtype`; the outputs have the sizes the
     // C++ driver copies into (row counts, records and codes of this shape and format;
@@ -333,12 +320,16 @@ fn packed<'a>(t: &PackedTensor<'a>) -> Packed<'a> {
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
-        fields: job_fields(&HostJob {
-            format: t.params(),
-            scale_exp: 0,
-            threshold_bits: 0,
-            take_equal: 0,
-        }),
+        fields: {
+            let c = HostJob {
+                format: t.params(),
+                scale_exp: 0,
+                threshold_bits: 0,
+                take_equal: 0,
+            }
+            .c();
+            (c.version, c.bits, c.group_size, c.asymmetric)
+        },
         scale_exp: i32::from(t.info().scale_exp),
         threshold_bits: t.info().threshold.to_bits(),
     }

@@ -4,21 +4,9 @@
 
 use std::ffi::c_void;
 
+use crate::job::QuantJob;
 use crate::Sections;
-use adpq_core::{FormatParams, FormatVersion, Grid, PackedTensor, Q8Activations, Weights};
-
-/// The C side's `adpq_host_job`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct CJob {
-    version: i32,
-    bits: i32,
-    group_size: i32,
-    asymmetric: i32,
-    scale_exp: i32,
-    threshold_bits: u32,
-    take_equal: u64,
-}
+use adpq_core::{FormatParams, PackedTensor, Q8Activations, Weights};
 
 extern "C" {
     fn adpq_host_quantize(
@@ -26,7 +14,7 @@ extern "C" {
         dtype: i32,
         rows: u32,
         cols: u32,
-        job: *const CJob,
+        job: *const QuantJob,
         counts: *mut u8,
         records: *mut u8,
         codes: *mut u8,
@@ -35,7 +23,7 @@ extern "C" {
         bad: *mut u64,
     ) -> i64;
     fn adpq_host_dequantize_row(
-        job: *const CJob,
+        job: *const QuantJob,
         cols: u32,
         records: *const u8,
         codes: *const u8,
@@ -46,7 +34,7 @@ extern "C" {
         out: *mut f32,
     );
     fn adpq_host_dot_row(
-        job: *const CJob,
+        job: *const QuantJob,
         cols: u32,
         records: *const u8,
         codes: *const u8,
@@ -57,7 +45,7 @@ extern "C" {
         x: *const f32,
     ) -> f32;
     fn adpq_host_dot_row_q8(
-        job: *const CJob,
+        job: *const QuantJob,
         cols: u32,
         records: *const u8,
         codes: *const u8,
@@ -98,19 +86,14 @@ pub struct HostJob {
 }
 
 impl HostJob {
-    fn c(&self) -> CJob {
-        CJob {
-            version: match self.format.version {
-                FormatVersion::V1 => 1,
-                FormatVersion::V2 => 2,
-            },
-            bits: i32::from(self.format.bits),
-            group_size: i32::from(self.format.group_size),
-            asymmetric: i32::from(self.format.grid == Grid::Asymmetric),
-            scale_exp: i32::from(self.scale_exp),
-            threshold_bits: self.threshold_bits,
-            take_equal: self.take_equal,
-        }
+    /// The job as the C side reads it.
+    pub(crate) fn c(&self) -> QuantJob {
+        QuantJob::new(
+            &self.format,
+            self.scale_exp,
+            self.threshold_bits,
+            self.take_equal,
+        )
     }
 }
 
@@ -200,7 +183,7 @@ fn raw(w: Weights<'_>) -> (*const c_void, i32) {
 
 /// A validated packed tensor's sections, as the C side reads them.
 struct Packed<'a> {
-    job: CJob,
+    job: QuantJob,
     cols: u32,
     records: &'a [u8],
     codes: &'a [u8],

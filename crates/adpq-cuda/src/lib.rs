@@ -14,6 +14,7 @@
 
 mod engine;
 mod error;
+mod job;
 pub mod ptx;
 mod sections;
 

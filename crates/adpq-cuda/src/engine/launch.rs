@@ -7,48 +7,24 @@ use adpq_core::{FormatVersion, Grid, PackedTensor, Params, Selection};
 use adpq_engine::{EngineError, EngineResult};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
+use crate::job::{version_number, QuantJob};
 use crate::Sections;
 
 use super::{dev, CudaDense, CudaEngine, CudaPacked, DeviceWeights};
 
-/// `adpq_job` of quantize.cu.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct QuantJob {
-    version: i32,
-    bits: i32,
-    group_size: i32,
-    asymmetric: i32,
-    scale_exp: i32,
-    threshold_bits: u32,
-    take_equal: u64,
-}
-
-// SAFETY: a `#[repr(C)]` struct of plain integers, laid out as the kernels' `adpq_job`
-// (five i32, one u32, one u64: 32 bytes, no padding before the u64 at offset 24).
+// SAFETY: `QuantJob` is a `#[repr(C)]` struct of plain integers laid out as the
+// kernels' `adpq_job` (its size is asserted in `job.rs`).
 unsafe impl DeviceRepr for QuantJob {}
-const _: () = assert!(std::mem::size_of::<QuantJob>() == 32);
 
-impl QuantJob {
-    pub(crate) fn new(params: &Params, sel: &Selection) -> QuantJob {
-        let fp = params.format();
-        QuantJob {
-            version: version(fp.version),
-            bits: i32::from(fp.bits),
-            group_size: i32::from(fp.group_size),
-            asymmetric: i32::from(fp.grid == Grid::Asymmetric),
-            scale_exp: i32::from(scale_exponent(sel.max_abs(), &fp)),
-            threshold_bits: sel.threshold_bits,
-            take_equal: sel.take_equal,
-        }
-    }
-}
-
-fn version(v: FormatVersion) -> i32 {
-    match v {
-        FormatVersion::V1 => 1,
-        FormatVersion::V2 => 2,
-    }
+/// The job of a selected tensor.
+pub(crate) fn quant_job(params: &Params, sel: &Selection) -> QuantJob {
+    let fp = params.format();
+    QuantJob::new(
+        &fp,
+        scale_exponent(sel.max_abs(), &fp),
+        sel.threshold_bits,
+        sel.take_equal,
+    )
 }
 
 /// `adpq_packed_params` of dequantize.cu and gemv.cu.
@@ -72,7 +48,7 @@ impl PackedParams {
     pub(crate) fn of(t: &PackedTensor<'_>) -> PackedParams {
         let fp = t.params();
         PackedParams {
-            version: version(fp.version),
+            version: version_number(fp.version),
             bits: i32::from(fp.bits),
             group_size: i32::from(fp.group_size),
             asymmetric: i32::from(fp.grid == Grid::Asymmetric),

@@ -23,7 +23,7 @@ pub use launch::PackedParams;
 
 use crate::error::CudaError;
 use crate::ptx::{compile_all, nvrtc_present, Arch, KernelPtx};
-use launch::QuantJob;
+use launch::quant_job;
 
 /// The CUDA engine: one device, its default stream and the loaded kernels.
 #[derive(Debug)]
@@ -273,7 +273,7 @@ impl Engine for CudaEngine {
             }
             .into());
         }
-        let job = QuantJob::new(params, sel);
+        let job = quant_job(params, sel);
         let sections = launch::quantize(self, t, &job)?;
         if sections.n_outliers() != sel.n_outliers {
             return Err(EngineError::Device {
