@@ -120,7 +120,8 @@ impl RowUnits {
     }
 
     /// The units of a row whose groups' inlier ranges reach at most `span_max` wide and
-    /// `neg_max` below zero, and whose outliers reach `out_max` (0 without outliers).
+    /// `neg_max` below zero, and whose outliers reach `out_max` (0 without outliers):
+    /// [`FormatParams::field_max`] units reach them.
     pub fn for_row(
         span_max: f32,
         neg_max: f32,
@@ -131,8 +132,9 @@ impl RowUnits {
     ) -> RowUnits {
         let down = pow2(-i32::from(scale_exp));
         let code_max = fp.code_max() as f32;
-        let step = f16_at_least(((span_max * down) / code_max) / 255.0);
-        let min = f16_at_least((neg_max * down) / 255.0);
+        let field_max = f32::from(fp.field_max());
+        let step = f16_at_least(((span_max * down) / code_max) / field_max);
+        let min = f16_at_least((neg_max * down) / field_max);
         let out = if out_max > 0.0 && out_max > threshold {
             f16_nearest(((out_max - threshold) * down) / fp.magnitude_max() as f32)
         } else {
@@ -213,6 +215,12 @@ impl AffineGrid {
         f32::from(code) * self.step + self.min
     }
 
+    /// The value a code book level `L` stands for: `L·d + m` (format v3).
+    #[inline(always)]
+    pub fn decode_level(&self, level: f32) -> f32 {
+        level * self.step + self.min
+    }
+
     /// The code of `w`, as an f32: `round((w − m) / d)` clamped to `0..=code_max`.
     #[inline(always)]
     pub fn encode(&self, w: f32, code_max: f32) -> f32 {
@@ -247,16 +255,17 @@ pub trait GroupPasses {
             *e = self.error(grid);
         }
     }
-    /// The refit sums of the inliers' codes on `grid`.
+    /// The refit sums of the inliers' codes on `grid` (format v3: of their code book
+    /// levels, so that the refit fits `w ≈ d·L[c] + m`).
     fn refit_sums(&mut self, grid: &AffineGrid) -> RefitSums;
 }
 
-/// Rounds a stored multiple to `lo..=255`.
-fn multiple(v: f64, lo: f64) -> u8 {
+/// Rounds a stored multiple to `lo..=max`.
+fn multiple(v: f64, lo: f64, max: u8) -> u8 {
     if v.is_nan() {
         return lo as u8;
     }
-    libm::floor(v.clamp(lo, 255.0) + 0.5) as u8
+    libm::floor(v.clamp(lo, f64::from(max)) + 0.5) as u8
 }
 
 /// The inlier grid of one group whose inliers span `[lo, hi]` (`lo ≤ 0 ≤ hi`), chosen by
@@ -274,11 +283,13 @@ pub fn search_group(
         return AffineGrid::new(0, 0, units);
     }
     let code_max = fp.code_max() as f32;
+    let field_max = fp.field_max();
+    let top = f32::from(field_max);
     let step_scale = code_max * units.step_unit;
     let candidate = |lo: f32, hi: f32| {
-        let q_step = round_ties_even(((hi - lo) / step_scale).clamp(1.0, 255.0)) as u8;
+        let q_step = round_ties_even(((hi - lo) / step_scale).clamp(1.0, top)) as u8;
         let q_min = if units.min_unit > 0.0 {
-            round_ties_even((-lo / units.min_unit).clamp(0.0, 255.0)) as u8
+            round_ties_even((-lo / units.min_unit).clamp(0.0, top)) as u8
         } else {
             0
         };
@@ -320,9 +331,9 @@ pub fn search_group(
     if det > 0.0 {
         let d = (n * scw - sc * sw) / det;
         let m = (sw - d * sc) / n;
-        let q_step = multiple(d / f64::from(units.step_unit), 1.0);
+        let q_step = multiple(d / f64::from(units.step_unit), 1.0, field_max);
         let q_min = if units.min_unit > 0.0 {
-            multiple(-m / f64::from(units.min_unit), 0.0)
+            multiple(-m / f64::from(units.min_unit), 0.0, field_max)
         } else {
             0
         };

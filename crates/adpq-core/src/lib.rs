@@ -58,6 +58,7 @@ pub mod narrow;
 pub mod params;
 mod plan;
 pub mod quant;
+pub mod rotate;
 pub mod select;
 mod tensor;
 mod weights;

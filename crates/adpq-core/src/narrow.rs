@@ -122,6 +122,7 @@ pub fn saturation_bound(packed: &PackedTensor<'_>, row: usize, col: usize) -> Op
     match packed.version() {
         FormatVersion::V1 => bound_v1(packed, row, col),
         FormatVersion::V2 => bound_v2(packed, row, col),
+        FormatVersion::V3 => bound_v3(packed, row, col),
     }
 }
 
@@ -183,6 +184,47 @@ fn bound_v2(packed: &PackedTensor<'_>, row: usize, col: usize) -> Option<f64> {
             + f64::from(fp.code_max()) * f64::from(units.step_unit) / 2.0
             + f64::from(units.min_unit) / 2.0,
     )
+}
+
+/// Version 3. In the rotated basis each value is within its group's bound (half its
+/// widest level gap, plus the rounding of the stored step and minimum, as in v2). The
+/// inverse rotation mixes the values of one block: an element's error is at most the
+/// largest bound of its segment's groups times the rotation's gain bound (`√B`, rounded
+/// up). Without rotation, its own group's bound.
+fn bound_v3(packed: &PackedTensor<'_>, row: usize, col: usize) -> Option<f64> {
+    let fp = packed.params();
+    if row >= packed.rows() || col >= packed.cols() {
+        return None;
+    }
+    let r = packed.row(row).ok()?;
+    let units = packed.units_of(&r);
+    let g = usize::from(fp.group_size);
+    let gap = if fp.uses_codebook() {
+        // The widest step between code book levels, in eighths.
+        let t = crate::params::CODEBOOK_4BIT;
+        t.windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .map_or(1.0, |d| f64::from(d) / 8.0)
+    } else {
+        1.0
+    };
+    let bound = |gi: usize| {
+        let grid = crate::format::record_v3::decode_record(r.records, gi, &units);
+        f64::from(grid.step) * gap / 2.0
+            + f64::from(fp.code_max()) * f64::from(units.step_unit) / 2.0
+            + f64::from(units.min_unit) / 2.0
+    };
+    match packed.info().rotation {
+        None => Some(bound(col / g)),
+        Some(rot) => {
+            let seg = rot.segment().max(g);
+            let first = col / seg * seg;
+            let last = (first + seg).min(packed.cols());
+            let worst = (first / g..last.div_ceil(g)).map(bound).fold(0.0, f64::max);
+            Some(worst * f64::from(rot.gain_bound()))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,24 @@ pub enum FormatVersion {
     /// a sign and an offset above the threshold. Needs [`Grid::Asymmetric`] and
     /// `group_size < 256`.
     V2,
+    /// Version 3: each row rotated by a randomized Hadamard transform before it is coded
+    /// (the seed in the header), no outlier split; per row, f16 units for the step and the
+    /// minimum; per group, 6-bit multiples of them (12 bits). 4-bit codes index a fixed
+    /// 16-level code book ([`CODEBOOK_4BIT`]), other widths a uniform grid. Needs
+    /// [`Grid::Asymmetric`], α = 0 and a power-of-two group size of at most 512.
+    V3,
 }
+
+/// Format v3's 4-bit code book: level `c` is `CODEBOOK_4BIT[c] / 8` on `[0, 15]`, so a
+/// group decodes `ŵ = m + d · L[c]`. Lloyd's levels for groups of 64 Gaussian weights
+/// mapped onto `[0, 15]` by their own minimum and maximum (end levels fixed), in eighths
+/// (docs/FORMAT-v3-experiments.md, book `lmg`).
+pub const CODEBOOK_4BIT: [u8; 16] = [
+    0, 12, 22, 30, 37, 44, 51, 57, 63, 69, 76, 83, 90, 98, 108, 120,
+];
+
+/// Largest group size of format v3 (a group never straddles two rotation blocks).
+pub const MAX_GROUP_SIZE_V3: u16 = 512;
 
 impl FormatVersion {
     /// The version number in the header.
@@ -40,7 +57,13 @@ impl FormatVersion {
         match self {
             FormatVersion::V1 => 1,
             FormatVersion::V2 => 2,
+            FormatVersion::V3 => 3,
         }
+    }
+
+    /// True when the format stores an outlier split (row offsets, counts, positions).
+    pub fn has_outliers(self) -> bool {
+        self != FormatVersion::V3
     }
 }
 
@@ -129,6 +152,39 @@ impl Params {
             version: FormatVersion::V2,
         },
     };
+
+    /// Format v3's plain defaults: 4 bits (the code book), groups of 64, no outlier split,
+    /// rows rotated.
+    pub const V3: Params = Params {
+        fields: ParamFields {
+            bits: 4,
+            group_size: 64,
+            alpha: 0.0,
+            grid: Grid::Asymmetric,
+            selection: SelectionMode::Exact,
+            version: FormatVersion::V3,
+        },
+    };
+
+    /// Format v3's parameters for the tensor named `name` (preset `v3`, the per-tensor
+    /// bits measured in docs/FORMAT-v3-experiments.md): 6 bits for an attention value
+    /// projection (`v_proj`), 5 for the MLP's `down_proj` and `up_proj`, 4 (the code
+    /// book) for any other.
+    pub fn v3_for(name: &str) -> Params {
+        let bits = if name.contains("v_proj") {
+            6
+        } else if name.contains("down_proj") || name.contains("up_proj") {
+            5
+        } else {
+            4
+        };
+        Params {
+            fields: ParamFields {
+                bits,
+                ..Params::V3.fields
+            },
+        }
+    }
 
     /// The default parameters of the tensor named `name` (what `adpq quantize` uses
     /// without flags, preset `v2-vproj6`): 6 bits and α = 0.05 for an attention value
@@ -266,6 +322,23 @@ impl ParamFields {
                 ));
             }
         }
+        if self.version == FormatVersion::V3 {
+            if self.grid != Grid::Asymmetric {
+                return Err(Error::Unsupported(
+                    "format v3 needs the asymmetric grid (its groups have a minimum)",
+                ));
+            }
+            if !self.group_size.is_power_of_two() || self.group_size > MAX_GROUP_SIZE_V3 {
+                return Err(Error::Unsupported(
+                    "format v3 needs a power-of-two group size of at most 512",
+                ));
+            }
+            if self.alpha != 0.0 {
+                return Err(Error::Unsupported(
+                    "format v3 has no outlier split: alpha must be 0",
+                ));
+            }
+        }
         if let SelectionMode::Reference { n_iters } = self.selection {
             if n_iters == 0 {
                 return Err(Error::InvalidIterations(n_iters));
@@ -324,9 +397,12 @@ impl FormatParams {
     }
     /// Bytes of one group record. v1: two f16 scales, the count, and two zero points if
     /// asymmetric. v2: u8 step, u8 minimum, u8 count.
+    /// v3: 0, its 12-bit records are packed in pairs ([`row_record_bytes`](Self::row_record_bytes)).
     pub fn record_bytes(&self) -> usize {
-        if self.version == FormatVersion::V2 {
-            return 3;
+        match self.version {
+            FormatVersion::V1 => {}
+            FormatVersion::V2 => return 3,
+            FormatVersion::V3 => return 0,
         }
         4 + self.count_bytes()
             + match self.grid {
@@ -334,16 +410,55 @@ impl FormatParams {
                 Grid::Asymmetric => 2,
             }
     }
-    /// Bytes of the per-row fields before a row's group records: v2's three f16 units.
+    /// Bytes of the per-row fields before a row's group records: v2's three f16 units,
+    /// v3's two.
     pub fn row_unit_bytes(&self) -> usize {
         match self.version {
             FormatVersion::V1 => 0,
             FormatVersion::V2 => 6,
+            FormatVersion::V3 => 4,
         }
     }
-    /// Bytes of the records of one row of `cols` columns (row units and group records).
+    /// Bytes of the records of one row of `cols` columns (row units and group records;
+    /// v3: 12 bits a group, the row's last byte padded with zero bits).
     pub fn row_record_bytes(&self, cols: usize) -> usize {
-        self.row_unit_bytes() + cols.div_ceil(usize::from(self.group_size)) * self.record_bytes()
+        let groups = cols.div_ceil(usize::from(self.group_size));
+        match self.version {
+            FormatVersion::V3 => self.row_unit_bytes() + (12 * groups).div_ceil(8),
+            _ => self.row_unit_bytes() + groups * self.record_bytes(),
+        }
+    }
+    /// Bytes per row of the outlier offsets section (v3 has none).
+    pub fn row_count_bytes(&self) -> usize {
+        if self.version.has_outliers() {
+            4
+        } else {
+            0
+        }
+    }
+    /// Largest stored multiple of a row unit in a group record: 255 (v2's u8 fields),
+    /// 63 (v3's 6-bit fields).
+    pub fn field_max(&self) -> u8 {
+        if self.version == FormatVersion::V3 {
+            63
+        } else {
+            255
+        }
+    }
+    /// The value of code `code` on the unit grid `[0, code_max]`: v3's 4-bit code book
+    /// level, else the code itself.
+    #[inline(always)]
+    pub fn level(&self, code: u8) -> f32 {
+        if self.uses_codebook() {
+            f32::from(CODEBOOK_4BIT[usize::from(code & 15)]) * 0.125
+        } else {
+            f32::from(code)
+        }
+    }
+    /// True for format v3 at 4 bits: codes index [`CODEBOOK_4BIT`].
+    #[inline(always)]
+    pub fn uses_codebook(&self) -> bool {
+        self.version == FormatVersion::V3 && self.bits == 4
     }
     /// Validates the fields (same ranges as [`ParamFields::validate`]).
     pub fn validate(&self) -> Result<()> {

@@ -52,8 +52,13 @@ use crate::bits::{copy_values, stream_bytes, BitWriter};
 use crate::error::{Error, Result};
 use crate::format::{finish, HeaderInfo, Layout, PackedTensor, MAGIC};
 use crate::kernels::{CpuKernels, Quantized, RowJob, RowsOut};
+use crate::params::FormatVersion;
 use crate::params::Params;
 use crate::quant::{check_magnitude, scale_exponent};
+use crate::rotate::Rotation;
+
+/// The largest weight magnitude a rotated (v3) tensor may hold: `2^116`.
+const MAX_ROTATED_ABS: f32 = f32::from_bits((127 + 116) << 23);
 use crate::select::{OutlierRule, Selection};
 use crate::weights::Weights;
 
@@ -135,6 +140,13 @@ impl QuantizePlan {
         // A selection made elsewhere than `select_outliers` is held to the same range.
         check_magnitude(selection.max_abs())?;
         let fp = params.format();
+        let rotation = (fp.version == FormatVersion::V3).then(Rotation::default_v3);
+        // Rotation grows a magnitude by up to √512: keep every decoded value below 2^126.
+        if rotation.is_some() && selection.max_abs() > MAX_ROTATED_ABS {
+            return Err(Error::Unsupported(
+                "format v3 rotates rows: weights must stay below 2^116 in magnitude",
+            ));
+        }
         let layout = Layout::new(rows, cols, fp, selection.n_outliers)?;
         Ok(QuantizePlan {
             layout,
@@ -143,6 +155,7 @@ impl QuantizePlan {
                 selection: params.selection(),
                 threshold: selection.threshold(),
                 alpha: params.alpha(),
+                rotation,
             },
             selection: *selection,
             block_rows: block_rows.clamp(1, rows),
@@ -266,6 +279,7 @@ impl QuantizePlan {
             rule: self.rule_for(&block),
             scale_exp: self.info.scale_exp,
             first_row: block.first_row as u64,
+            rotation: self.info.rotation,
         };
         let (index, mut block) = (block.index, block);
         let sections = block.sections(scratch)?;
@@ -395,7 +409,8 @@ impl<'b> Iterator for Blocks<'_, 'b> {
         self.next += 1;
         let rows = plan.block_rows(index);
         let n = rows.len();
-        let (counts, rest) = core::mem::take(&mut self.counts).split_at_mut(4 * n);
+        let (counts, rest) =
+            core::mem::take(&mut self.counts).split_at_mut(n * l.params.row_count_bytes());
         self.counts = rest;
         let (records, rest) =
             core::mem::take(&mut self.records).split_at_mut(n * l.row_record_bytes());

@@ -59,9 +59,12 @@ pub fn scale_exponent(max_abs: f32, fp: &FormatParams) -> i8 {
     }
     // v2's largest stored field is the outlier step, at most `max_abs / (2^(b-1) - 1)`;
     // its inlier units are 255 times smaller than their steps.
+    // v3's largest is the minimum unit, at most `√B · max_abs / 63` after rotation
+    // (`√B ≤ 32`).
     let levels = match (fp.version, fp.grid) {
         (FormatVersion::V2, _) | (FormatVersion::V1, Grid::Symmetric) => f64::from(fp.sym_qmax()),
         (FormatVersion::V1, Grid::Asymmetric) => f64::from(fp.code_max()) / 2.0,
+        (FormatVersion::V3, _) => f64::from(fp.field_max()) / 32.0,
     };
     let largest_step = f64::from(max_abs) / levels;
     let e = libm::floor(libm::log2(largest_step)) as i32 - 14;

@@ -268,6 +268,7 @@ fn check_backend(
             && match params.version() {
                 FormatVersion::V1 => params.group_size() == 128,
                 FormatVersion::V2 => params.group_size() == 64,
+                FormatVersion::V3 => false,
             };
         if !q8_simd {
             assert_eq!(

@@ -9,6 +9,7 @@ use crate::error::{Error, FormatError, Result};
 use crate::params::FormatVersion;
 use crate::params::{FormatParams, Grid, SelectionMode};
 use crate::quant::{MAX_SCALE_EXP, MIN_SCALE_EXP};
+use crate::rotate::Rotation;
 
 /// The header bytes, field by field (`docs/FORMAT.md`, "Header"). Every field has
 /// alignment 1, so the struct views any 64 bytes of a buffer in place.
@@ -25,7 +26,9 @@ pub(crate) struct Header {
     pub(crate) scale_exp: i8,
     /// 0 exact, 1 reference.
     pub(crate) selection_mode: u8,
-    pub(crate) reserved0: [u8; 2],
+    /// Version 3: `log2` of the rotation segment (0: rows not rotated); else 0.
+    pub(crate) rotation_log2: u8,
+    pub(crate) reserved0: u8,
     pub(crate) rows: U32,
     pub(crate) cols: U32,
     pub(crate) n_outliers: U64,
@@ -35,7 +38,8 @@ pub(crate) struct Header {
     pub(crate) alpha: F64,
     pub(crate) total_len: U64,
     pub(crate) crc: U32,
-    pub(crate) reserved1: U32,
+    /// Version 3: the seed of the rotation's signs (0 without rotation); else 0.
+    pub(crate) rotation_seed: U32,
 }
 
 // The byte offsets of docs/FORMAT.md, checked at compile time.
@@ -49,6 +53,7 @@ const _: () = {
     assert!(offset_of!(Header, group_size) == 10);
     assert!(offset_of!(Header, scale_exp) == 12);
     assert!(offset_of!(Header, selection_mode) == 13);
+    assert!(offset_of!(Header, rotation_log2) == 14);
     assert!(offset_of!(Header, rows) == 16);
     assert!(offset_of!(Header, cols) == 20);
     assert!(offset_of!(Header, n_outliers) == 24);
@@ -57,7 +62,7 @@ const _: () = {
     assert!(offset_of!(Header, alpha) == 40);
     assert!(offset_of!(Header, total_len) == 48);
     assert!(offset_of!(Header, crc) == CRC_AT);
-    assert!(offset_of!(Header, reserved1) == 60);
+    assert!(offset_of!(Header, rotation_seed) == 60);
 };
 
 /// Byte offset of the CRC-32 inside the header.
@@ -74,10 +79,17 @@ pub struct HeaderInfo {
     pub threshold: f32,
     /// The requested outlier fraction α.
     pub alpha: f64,
+    /// Version 3: the rotation of the rows (`None`: not rotated; always `None` before v3).
+    pub rotation: Option<Rotation>,
 }
 
 fn bad(what: &'static str) -> Error {
     Error::Format(FormatError::BadHeader(what))
+}
+
+/// True when the threshold field holds anything but `+inf` (the value without outliers).
+fn threshold_is_set(h: &Header) -> bool {
+    h.threshold.get() != f32::INFINITY
 }
 
 impl Header {
@@ -100,7 +112,8 @@ impl Header {
             group_size: U16::new(p.group_size),
             scale_exp: info.scale_exp,
             selection_mode,
-            reserved0: [0; 2],
+            rotation_log2: info.rotation.map_or(0, |r| r.log2_segment()),
+            reserved0: 0,
             rows: U32::new(layout.rows as u32),
             cols: U32::new(layout.cols as u32),
             n_outliers: U64::new(layout.n_outliers),
@@ -109,7 +122,7 @@ impl Header {
             alpha: F64::new(info.alpha),
             total_len: U64::new(layout.total_len as u64),
             crc: U32::ZERO,
-            reserved1: U32::ZERO,
+            rotation_seed: U32::new(info.rotation.map_or(0, |r| r.seed())),
         }
     }
 
@@ -160,7 +173,8 @@ impl Header {
         };
         let version = match self.version.get() {
             1 => FormatVersion::V1,
-            _ => FormatVersion::V2,
+            2 => FormatVersion::V2,
+            _ => FormatVersion::V3,
         };
         let params = FormatParams {
             bits: self.bits,
@@ -169,7 +183,7 @@ impl Header {
             version,
         };
         params.validate().map_err(|e| match e {
-            Error::Unsupported(_) => bad("grid kind or group size not allowed in version 2"),
+            Error::Unsupported(_) => bad("grid kind or group size not allowed in this version"),
             _ => bad("bits or group size"),
         })?;
         if !(MIN_SCALE_EXP..=MAX_SCALE_EXP).contains(&i32::from(self.scale_exp)) {
@@ -180,8 +194,22 @@ impl Header {
             (1, n) if n > 0 => SelectionMode::Reference { n_iters: n },
             _ => return Err(bad("selection mode")),
         };
-        if self.reserved0 != [0; 2] || self.reserved1.get() != 0 {
+        if self.reserved0 != 0 {
             return Err(bad("reserved bytes"));
+        }
+        let (log2, seed) = (self.rotation_log2, self.rotation_seed.get());
+        let rotation = match (version, log2) {
+            (FormatVersion::V3, 0) if seed == 0 => None,
+            (FormatVersion::V3, _) => match Rotation::new(seed, log2) {
+                // A group never straddles two segments.
+                Some(r) if r.segment() >= usize::from(params.group_size) => Some(r),
+                _ => return Err(bad("rotation segment")),
+            },
+            (_, 0) if seed == 0 => None,
+            _ => return Err(bad("reserved bytes")),
+        };
+        if version == FormatVersion::V3 && (self.n_outliers.get() != 0 || threshold_is_set(self)) {
+            return Err(bad("outliers in a version without an outlier split"));
         }
         let threshold = self.threshold.get();
         if threshold.is_nan() || threshold < 0.0 {
@@ -207,6 +235,7 @@ impl Header {
             selection,
             threshold,
             alpha,
+            rotation,
         };
         Ok((layout, info))
     }

@@ -61,7 +61,13 @@ impl Layout {
         let position_bits = params.position_bits();
         // All sizes below are bounded by ~ 2^32 · 9 bytes: no u64 overflow.
         let offsets_at = HEADER_LEN as u64;
-        let records_at = offsets_at + 4 * (rows as u64 + 1);
+        // Version 3 has no outlier split, hence no offsets.
+        let offsets_len = if params.version.has_outliers() {
+            4 * (rows as u64 + 1)
+        } else {
+            0
+        };
+        let records_at = offsets_at + offsets_len;
         let row_record_bytes = params.row_record_bytes(cols);
         let codes_at = records_at + rows as u64 * row_record_bytes as u64;
         let positions_at = codes_at + rows as u64 * row_code_bytes;
@@ -147,7 +153,8 @@ impl Layout {
         self.row_code_bytes
     }
 
-    /// Start of the `rows + 1` little-endian u32 row offsets of the outlier positions.
+    /// Start of the `rows + 1` little-endian u32 row offsets of the outlier positions
+    /// (version 3: an empty section, at [`records_at`](Self::records_at)).
     pub fn offsets_at(&self) -> usize {
         self.offsets_at
     }
@@ -184,8 +191,9 @@ impl Layout {
             "buffer length must equal the layout's total_len"
         );
         // The header and the first (always zero) row offset are written by `finish`.
-        let (_header, rest) = buf.split_at_mut(self.offsets_at + 4);
-        let (counts, rest) = rest.split_at_mut(self.records_at - self.offsets_at - 4);
+        let first_offset = self.params.row_count_bytes();
+        let (_header, rest) = buf.split_at_mut(self.offsets_at + first_offset);
+        let (counts, rest) = rest.split_at_mut(self.records_at - self.offsets_at - first_offset);
         let (records, rest) = rest.split_at_mut(self.codes_at - self.records_at);
         let (codes, positions) = rest.split_at_mut(self.positions_at - self.codes_at);
         Sections {
@@ -200,7 +208,7 @@ impl Layout {
 /// The sections of a packed buffer under construction, as disjoint mutable slices.
 #[derive(Debug)]
 pub(crate) struct Sections<'b> {
-    /// Per-row outlier counts (4 bytes per row), turned into offsets by `finish`.
+    /// Per-row outlier counts (4 bytes per row; none in v3), turned into offsets by `finish`.
     pub(crate) counts: &'b mut [u8],
     /// Group records, `row_record_bytes()` per row.
     pub(crate) records: &'b mut [u8],

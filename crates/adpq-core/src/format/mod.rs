@@ -16,6 +16,7 @@ mod layout;
 mod parse;
 pub mod record;
 pub mod record_v2;
+pub mod record_v3;
 mod write;
 
 pub(crate) use codes::{code_at, put_code};
@@ -32,7 +33,7 @@ use crate::error::Result;
 /// The four magic bytes.
 pub const MAGIC: [u8; 4] = *b"ADPQ";
 /// The newest format version this build writes and reads (it reads every version from 1).
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 64;
 /// The largest magnitude any code of an accepted buffer may decode to: 2^126.

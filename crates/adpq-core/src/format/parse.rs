@@ -4,6 +4,7 @@ use super::header::{Header, HeaderInfo};
 use super::layout::Layout;
 use super::record::{decode_record, GroupRecord, RecordFields};
 use super::record_v2::{self, AffineRecord};
+use super::record_v3;
 use super::write::checksum;
 use super::MAX_DECODED_ABS;
 use crate::affine::RowUnits;
@@ -222,6 +223,9 @@ impl<'a> PackedTensor<'a> {
         let l = &self.layout;
         let p = &l.params;
         let b = self.bytes;
+        if p.version == FormatVersion::V3 {
+            return self.validate_rows_v3();
+        }
         let offset = |r: usize| u32_at(b, l.offsets_at + 4 * r);
         if offset(0) != 0 || u64::from(offset(l.rows)) != l.n_outliers {
             return Err(FormatError::BadRowOffsets { row: 0 }.into());
@@ -236,8 +240,9 @@ impl<'a> PackedTensor<'a> {
             let mut next = start as usize;
             let recs = &b[l.records_at + r * l.row_record_bytes()..][..l.row_record_bytes()];
             let units = match p.version {
-                FormatVersion::V1 => None,
                 FormatVersion::V2 => Some(self.check_units(r, recs, end > start)?),
+                // Version 3 returned above.
+                FormatVersion::V1 | FormatVersion::V3 => None,
             };
             for g in 0..l.groups_per_row {
                 let bad_group = |what| {
@@ -275,6 +280,56 @@ impl<'a> PackedTensor<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Checks every row of a version 3 tensor: its units, and the zero padding after its
+    /// records. Every 6-bit field is valid; the units bound what any code decodes to.
+    fn validate_rows_v3(&self) -> Result<()> {
+        let l = &self.layout;
+        let record_bits = 12 * l.groups_per_row;
+        for r in 0..l.rows {
+            let recs =
+                &self.bytes[l.records_at + r * l.row_record_bytes()..][..l.row_record_bytes()];
+            self.check_units_v3(r, recs)?;
+            let fields = &recs[record_v3::UNIT_BYTES..];
+            let pad = (8 - record_bits % 8) % 8;
+            if pad > 0 && get_bits(fields, record_bits, pad as u32) != 0 {
+                return Err(FormatError::BadRow {
+                    row: r as u64,
+                    what: "padding bits after the group records are set",
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the units of version 3 row `r`: valid f16, and no code decoding (after the
+    /// inverse rotation, which grows a magnitude at most by its gain bound) above 2^126.
+    fn check_units_v3(&self, r: usize, recs: &[u8]) -> Result<RowUnits> {
+        let p = &self.layout.params;
+        let bad_row = |what| {
+            Error::Format(FormatError::BadRow {
+                row: r as u64,
+                what,
+            })
+        };
+        let [d, m] = record_v3::read_units(recs);
+        if !f16_ok(d) || !f16_ok(m) {
+            return Err(bad_row("unit is negative, infinite or NaN"));
+        }
+        let units = RowUnits::from_stored([d, m, 0], self.info.scale_exp, f32::INFINITY);
+        let top = f64::from(p.field_max());
+        let reach = f64::from(p.code_max()) * top * f64::from(units.step_unit)
+            + top * f64::from(units.min_unit);
+        let gain = self
+            .info
+            .rotation
+            .map_or(1.0, |rot| f64::from(rot.gain_bound()));
+        if reach * gain > f64::from(MAX_DECODED_ABS) {
+            return Err(bad_row("a code decodes above 2^126 in magnitude"));
+        }
+        Ok(units)
     }
 
     /// Checks one version 1 group record of a group of `len` columns; returns its count.
@@ -378,8 +433,14 @@ impl<'a> PackedTensor<'a> {
             });
         }
         let b = self.bytes;
-        let first = u32_at(b, l.offsets_at + 4 * r) as usize;
-        let next = u32_at(b, l.offsets_at + 4 * (r + 1)) as usize;
+        let (first, next) = if l.params.version.has_outliers() {
+            (
+                u32_at(b, l.offsets_at + 4 * r) as usize,
+                u32_at(b, l.offsets_at + 4 * (r + 1)) as usize,
+            )
+        } else {
+            (0, 0)
+        };
         Ok(PackedRow {
             records: &b[l.records_at + r * l.row_record_bytes()..][..l.row_record_bytes()],
             codes: &b[l.codes_at + r * l.row_code_bytes..][..l.row_code_bytes],
@@ -405,9 +466,10 @@ impl<'a> PackedTensor<'a> {
     /// The groups of row `r` with records of kind `R`.
     pub fn groups_of<R: Record>(&self, r: usize) -> Result<RowGroups<'a, R>> {
         if self.version() != R::VERSION {
-            return Err(Error::Unsupported(match R::VERSION {
-                FormatVersion::V1 => "a version 2 tensor's groups are read with affine_groups",
-                FormatVersion::V2 => "a version 1 tensor's groups are read with groups",
+            return Err(Error::Unsupported(match self.version() {
+                FormatVersion::V1 => "a version 1 tensor's groups are read with groups",
+                FormatVersion::V2 => "a version 2 tensor's groups are read with affine_groups",
+                FormatVersion::V3 => "a version 3 tensor has no outlier groups",
             }));
         }
         let row = self.row(r)?;
@@ -426,11 +488,15 @@ impl<'a> PackedTensor<'a> {
         self.layout.params.version
     }
 
-    /// The units of a row (version 2; all zero in version 1).
+    /// The units of a row (versions 2 and 3; all zero in version 1).
     pub fn units_of(&self, row: &PackedRow<'_>) -> RowUnits {
         let units = match self.version() {
             FormatVersion::V1 => [0; 3],
             FormatVersion::V2 => record_v2::read_units(row.records),
+            FormatVersion::V3 => {
+                let [d, m] = record_v3::read_units(row.records);
+                [d, m, 0]
+            }
         };
         RowUnits::from_stored(units, self.info.scale_exp, self.info.threshold)
     }

@@ -19,16 +19,18 @@ pub(crate) fn finish(buf: &mut [u8], layout: &Layout, info: &HeaderInfo) -> Resu
         });
     }
     let offsets = &mut buf[layout.offsets_at..layout.records_at];
-    // The layout gives the offsets section exactly rows + 1 u32 values.
+    // The layout gives the offsets section exactly rows + 1 u32 values (none in v3).
     let offsets = <[U32]>::mut_from_bytes(offsets).map_err(|_| Error::BufferSize {
         needed: 4 * (layout.rows as u64 + 1),
         actual: (layout.records_at - layout.offsets_at) as u64,
     })?;
     let mut acc = 0u64;
-    offsets[0] = U32::ZERO;
-    for offset in &mut offsets[1..] {
-        acc += u64::from(offset.get());
-        *offset = U32::new(acc.min(u64::from(u32::MAX)) as u32);
+    if let Some((first, rest)) = offsets.split_first_mut() {
+        *first = U32::ZERO;
+        for offset in rest {
+            acc += u64::from(offset.get());
+            *offset = U32::new(acc.min(u64::from(u32::MAX)) as u32);
+        }
     }
     if acc != layout.n_outliers {
         return Err(Error::OutlierCount {

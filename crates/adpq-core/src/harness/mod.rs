@@ -14,6 +14,7 @@ mod affine;
 mod decode;
 mod narrowing;
 mod selection;
+mod v3;
 
 pub use decode::decode_finite;
 pub use narrowing::check_narrowing;
@@ -65,6 +66,7 @@ pub fn check_dot(t: &PackedTensor<'_>, r: usize, x: &[f32], back: &[f32], y: f32
     let magnitude = match t.version() {
         FormatVersion::V1 => fused_magnitude_v1(t, r, x),
         FormatVersion::V2 => affine::fused_magnitude(t, r, x),
+        FormatVersion::V3 => v3::fused_magnitude(t, r, x, back),
     };
     // Leave room for rounding on the way (each step rounds by at most 2^-24 relative).
     if magnitude >= f64::from(f32::MAX) * 0.5 {
@@ -166,6 +168,21 @@ pub fn roundtrip_v2(
     );
 }
 
+/// [`roundtrip`] in format v3 (rotated rows, no outliers; group sizes that are not a
+/// power of two or above 512 are refused).
+pub fn roundtrip_v3(rows: usize, cols: usize, values: &[f32], bits: u8, group_size: u16) {
+    roundtrip_with(
+        rows,
+        cols,
+        values,
+        bits,
+        group_size,
+        0.0,
+        Grid::Asymmetric,
+        FormatVersion::V3,
+    );
+}
+
 #[allow(clippy::too_many_arguments)]
 fn roundtrip_with(
     rows: usize,
@@ -186,7 +203,13 @@ fn roundtrip_with(
         ..params.fields()
     }
     .validate() else {
-        assert!(version == FormatVersion::V2 && (group_size > 255 || grid != Grid::Asymmetric));
+        match version {
+            FormatVersion::V2 => assert!(group_size > 255 || grid != Grid::Asymmetric),
+            FormatVersion::V3 => assert!(
+                !group_size.is_power_of_two() || group_size > 512 || grid != Grid::Asymmetric
+            ),
+            FormatVersion::V1 => panic!("valid v1 parameters refused"),
+        }
         return;
     };
     let (rows, cols) = (rows.max(1), cols.max(1));
@@ -213,7 +236,7 @@ fn roundtrip_with(
     assert_eq!(sel.n_outliers, k);
     let len = packed_len(rows, cols, params.format(), sel.n_outliers).unwrap();
     let mut buf = vec![0u8; len];
-    crate::quantize_tensor(
+    let quantized = crate::quantize_tensor(
         &backend,
         Weights::F32(&w),
         rows,
@@ -221,8 +244,13 @@ fn roundtrip_with(
         &params,
         &sel,
         &mut buf,
-    )
-    .unwrap();
+    );
+    if version == FormatVersion::V3 && sel.max_abs() > 2f32.powi(116) {
+        // Rotation could grow such weights beyond what a buffer may decode to.
+        assert!(matches!(quantized, Err(crate::Error::Unsupported(_))));
+        return;
+    }
+    quantized.unwrap();
     let t = PackedTensor::parse(&buf).expect("own output must parse");
     assert_eq!(t.n_outliers(), k);
     check_roundtrip(&t, &w);
@@ -254,9 +282,10 @@ pub fn check_roundtrip(t: &PackedTensor<'_>, w: &[f32]) {
         k == 0 || min_out >= max_in,
         "outlier {min_out} below inlier {max_in}"
     );
-    if t.version() == FormatVersion::V2 {
-        affine::check_nearest(t, w, &back, &is_out);
-        return;
+    match t.version() {
+        FormatVersion::V1 => {}
+        FormatVersion::V2 => return affine::check_nearest(t, w, &back, &is_out),
+        FormatVersion::V3 => return v3::check_nearest(t, w, &back),
     }
     let g = usize::from(t.params().group_size);
     for r in 0..rows {
@@ -305,6 +334,7 @@ pub fn outlier_mask(t: &PackedTensor<'_>) -> std::vec::Vec<bool> {
         match t.version() {
             FormatVersion::V1 => mark_outliers(t.groups(r).unwrap(), row),
             FormatVersion::V2 => mark_outliers(t.affine_groups(r).unwrap(), row),
+            FormatVersion::V3 => {}
         }
     }
     mask

@@ -16,6 +16,9 @@ use crate::params::FormatVersion;
 /// rounding of the stored step (and, in v2, of the minimum). Never infinite for a
 /// finite step, and independent of the threshold and of the dtype.
 fn grid_error(t: &PackedTensor<'_>, r: usize, c: usize, is_outlier: bool) -> f64 {
+    if t.version() == FormatVersion::V3 {
+        return super::v3::grid_error(t, r, c);
+    }
     let fp = t.params();
     let scale = libm::ldexp(1.0, i32::from(t.info().scale_exp));
     let f16_ulp = |h: u16| {
@@ -52,6 +55,7 @@ fn grid_error(t: &PackedTensor<'_>, r: usize, c: usize, is_outlier: bool) -> f64
                     + f64::from(u.min_unit) / 2.0
             }
         }
+        FormatVersion::V3 => unreachable!("handled above"),
     }
 }
 

@@ -201,12 +201,15 @@ impl CpuKernels for AnyKernels {
 /// covers the dense terms and the outlier corrections (the `+ 8` covers the scale
 /// multiplications and the lane reduction). Version 2 sums `Σc·x` and `Σx` per group, so
 /// its dense term is `|x_i|·(c_i·d + |m|)` and an outlier's `|x_p|·(|ŵ_p| + c_p·d + |m|)`.
+/// Version 3 sums the same per group over the rotated activations `x'`, with the code book
+/// level `L[c_i]` for `c_i`.
 /// The conformance suite enforces it.
 pub fn dot_tolerance(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
     check_activations(t, x)?;
     let (s, n_outliers) = match t.version() {
         FormatVersion::V1 => dot_magnitude_v1(t, r, x)?,
         FormatVersion::V2 => super::scalar_v2::dot_magnitude(t, r, x)?,
+        FormatVersion::V3 => (super::scalar_v3::dot_magnitude(t, r, x)?, 0),
     };
     let m = (t.cols() + n_outliers + 8) as f64;
     Ok((2.0 * m * libm::ldexp(1.0, -24) * s) as f32 + f32::MIN_POSITIVE)

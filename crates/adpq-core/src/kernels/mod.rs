@@ -14,6 +14,7 @@ mod q8;
 mod rows;
 mod scalar;
 mod scalar_v2;
+pub(crate) mod scalar_v3;
 mod scan;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod simd;
@@ -53,13 +54,15 @@ pub struct RowJob {
     pub(crate) scale_exp: i8,
     /// Index of the block's first row in the tensor (for error messages).
     pub(crate) first_row: u64,
+    /// The rows' rotation (format v3).
+    pub(crate) rotation: Option<crate::rotate::Rotation>,
 }
 
 /// Where a block of rows is written: its share of the packed buffer (built by
 /// [`QuantizePlan`](crate::QuantizePlan)).
 #[derive(Debug)]
 pub struct RowsOut<'a> {
-    /// Per-row outlier counts, u32 little-endian, 4 bytes per row.
+    /// Per-row outlier counts, u32 little-endian, 4 bytes per row (none in v3).
     pub(crate) counts: &'a mut [u8],
     /// The rows' group records.
     pub(crate) records: &'a mut [u8],
@@ -189,6 +192,10 @@ pub(crate) fn gemv_by_rows<K: CpuKernels>(
     x: &[f32],
     y: &mut [f32],
 ) -> Result<()> {
+    if t.version() == crate::params::FormatVersion::V3 {
+        // Each segment of `x` rotated once for every row, not once per row.
+        return scalar_v3::gemv(t, x, y);
+    }
     check_gemv_out(t, y)?;
     for (r, out) in y.iter_mut().enumerate() {
         *out = k.dot_row(t, r, x)?;

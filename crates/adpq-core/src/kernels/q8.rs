@@ -16,12 +16,16 @@
 use crate::error::{Error, Result};
 use crate::format::code_at;
 use crate::format::PackedTensor;
+use crate::params::FormatVersion;
 use crate::quant::round_ties_even;
+use crate::rotate::{Rotation, MAX_SEGMENT};
 
 /// Activations quantized to int8 per group (see the module docs).
 #[derive(Debug, Clone, Copy)]
 pub struct Q8Activations<'a> {
     group_size: u16,
+    /// The rotation `x` was turned by before it was quantized (format v3).
+    rotation: Option<Rotation>,
     q: &'a [i8],
     scales: &'a [f32],
     sums: &'a [i32],
@@ -34,6 +38,31 @@ impl<'a> Q8Activations<'a> {
     pub fn quantize(
         x: &[f32],
         group_size: u16,
+        q: &'a mut [i8],
+        scales: &'a mut [f32],
+        sums: &'a mut [i32],
+    ) -> Result<Q8Activations<'a>> {
+        Self::quantize_rotated(x, group_size, None, q, scales, sums)
+    }
+
+    /// Quantizes `x` for the dot products of tensor `t`: in `t`'s rotated basis when it is
+    /// a rotated (v3) tensor, per group of its group size. The buffers are those of
+    /// [`quantize`](Self::quantize).
+    pub fn quantize_for(
+        t: &PackedTensor<'_>,
+        x: &[f32],
+        q: &'a mut [i8],
+        scales: &'a mut [f32],
+        sums: &'a mut [i32],
+    ) -> Result<Q8Activations<'a>> {
+        let g = t.params().group_size;
+        Self::quantize_rotated(x, g, t.info().rotation, q, scales, sums)
+    }
+
+    fn quantize_rotated(
+        x: &[f32],
+        group_size: u16,
+        rotation: Option<Rotation>,
         q: &'a mut [i8],
         scales: &'a mut [f32],
         sums: &'a mut [i32],
@@ -55,16 +84,58 @@ impl<'a> Q8Activations<'a> {
                 });
             }
         }
-        for (gi, xs) in x.chunks(g).enumerate() {
-            let mut max = 0f32;
-            for (i, &v) in xs.iter().enumerate() {
-                if !v.is_finite() {
-                    return Err(Error::NonFinite {
-                        row: 0,
-                        col: (gi * g + i) as u64,
-                        value: v,
-                    });
+        if let Some((i, &v)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                row: 0,
+                col: i as u64,
+                value: v,
+            });
+        }
+        if rotation.is_some() && !g.is_power_of_two() {
+            return Err(Error::InvalidGroupSize(u32::from(group_size)));
+        }
+        // Rotated activations are made one segment at a time (groups never straddle one).
+        let mut buf = [0f32; MAX_SEGMENT];
+        let chunk = if rotation.is_some() {
+            MAX_SEGMENT.max(g)
+        } else {
+            x.len().max(1)
+        };
+        for (ci, xc) in x.chunks(chunk).enumerate() {
+            let start = ci * chunk;
+            let xc: &[f32] = match &rotation {
+                Some(rot) => {
+                    let b = &mut buf[..xc.len()];
+                    b.copy_from_slice(xc);
+                    rot.forward_at(start, b);
+                    b
                 }
+                None => xc,
+            };
+            Self::quantize_groups(xc, start, g, q, scales, sums);
+        }
+        Ok(Q8Activations {
+            group_size,
+            rotation,
+            q,
+            scales,
+            sums,
+        })
+    }
+
+    /// Quantizes the groups of `x`, which starts at column `start` (a multiple of `g`).
+    fn quantize_groups(
+        x: &[f32],
+        start: usize,
+        g: usize,
+        q: &mut [i8],
+        scales: &mut [f32],
+        sums: &mut [i32],
+    ) {
+        for (k, xs) in x.chunks(g).enumerate() {
+            let gi = start / g + k;
+            let mut max = 0f32;
+            for &v in xs {
                 max = max.max(v.abs());
             }
             let s = max / 127.0;
@@ -78,14 +149,12 @@ impl<'a> Q8Activations<'a> {
             scales[gi] = s;
             sums[gi] = sum;
         }
-        Ok(Q8Activations {
-            group_size,
-            q,
-            scales,
-            sums,
-        })
     }
 
+    /// The rotation the activations were turned by before quantization (v3 tensors).
+    pub fn rotation(&self) -> Option<Rotation> {
+        self.rotation
+    }
     /// Group size the activations were quantized with.
     pub fn group_size(&self) -> u16 {
         self.group_size
@@ -141,15 +210,17 @@ impl<'a> Q8Activations<'a> {
                 actual: u64::from(self.group_size),
             });
         }
-        Ok(())
+        super::scalar_v3::check_basis(t, self.rotation)
     }
 }
 
 /// The portable reference of the int8-activation dot product of packed row `r`.
 pub fn dot_row_q8_ref(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> Result<f32> {
     a.check(t)?;
-    if t.version() == crate::params::FormatVersion::V2 {
-        return super::scalar_v2::dot_row_q8(t, r, a);
+    match t.version() {
+        FormatVersion::V1 => {}
+        FormatVersion::V2 => return super::scalar_v2::dot_row_q8(t, r, a),
+        FormatVersion::V3 => return super::scalar_v3::dot_row_q8(t, r, a.q, a.scales, a.sums),
     }
     let bits = t.params().bits;
     let mut acc = 0f32;

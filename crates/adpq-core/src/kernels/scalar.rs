@@ -3,6 +3,7 @@
 use super::check_activations;
 use super::rows::{push_position, GroupCursor, GroupDone};
 use super::scalar_v2;
+use super::scalar_v3;
 use super::{CpuKernels, RowJob, RowsDone, RowsOut};
 use crate::error::{Error, Result};
 use crate::format::record::grid_of;
@@ -89,7 +90,7 @@ pub(crate) fn check_rows(w_len: usize, job: &RowJob, out: &RowsOut<'_>) -> Resul
     let rec = fp.row_record_bytes(cols);
     let code = (cols * usize::from(fp.bits)).div_ceil(8);
     for (needed, actual) in [
-        (rows * 4, out.counts.len()),
+        (rows * fp.row_count_bytes(), out.counts.len()),
         (rows * rec, out.records.len()),
         (rows * code, out.codes.len()),
     ] {
@@ -279,6 +280,7 @@ impl CpuKernels for Scalar {
         match job.params.version {
             FormatVersion::V1 => with_weights!(w, s => quantize_rows_generic(s, job, out)),
             FormatVersion::V2 => with_weights!(w, s => scalar_v2::quantize_rows(s, job, out)),
+            FormatVersion::V3 => with_weights!(w, s => scalar_v3::quantize_rows(s, job, out)),
         }
     }
 
@@ -293,6 +295,7 @@ impl CpuKernels for Scalar {
             match t.version() {
                 FormatVersion::V1 => dequantize_row(t, first_row + i, row_out)?,
                 FormatVersion::V2 => scalar_v2::dequantize_row(t, first_row + i, row_out)?,
+                FormatVersion::V3 => scalar_v3::dequantize_row(t, first_row + i, row_out)?,
             }
         }
         Ok(())
@@ -302,6 +305,7 @@ impl CpuKernels for Scalar {
         match t.version() {
             FormatVersion::V1 => dot_row(t, row, x),
             FormatVersion::V2 => scalar_v2::dot_row(t, row, x),
+            FormatVersion::V3 => scalar_v3::dot_row(t, row, x),
         }
     }
 }

@@ -97,6 +97,8 @@ macro_rules! simd_kernels {
                     match job.params.version {
                         FormatVersion::V1 => self.run(QuantizeRows { w, job, out }),
                         FormatVersion::V2 => self.run(QuantizeRowsV2 { w, job, out }),
+                        // Format v3 has no SIMD encoder yet: the scalar oracle's bytes.
+                        FormatVersion::V3 => $crate::kernels::Scalar.quantize_rows(w, job, out),
                     }
                 }
 
@@ -109,6 +111,9 @@ macro_rules! simd_kernels {
                     simd::dequantize_rows(t, first_row, out, |r, row_out| match t.version() {
                         FormatVersion::V1 => self.run(DequantizeRow { t, r, out: row_out }),
                         FormatVersion::V2 => self.run(DequantizeRowV2 { t, r, out: row_out }),
+                        FormatVersion::V3 => {
+                            $crate::kernels::scalar_v3::dequantize_row(t, r, row_out)
+                        }
                     })
                 }
 
@@ -116,6 +121,7 @@ macro_rules! simd_kernels {
                     match t.version() {
                         FormatVersion::V1 => self.run(DotRow { t, r: row, x }),
                         FormatVersion::V2 => self.run(DotRowV2 { t, r: row, x }),
+                        FormatVersion::V3 => $crate::kernels::scalar_v3::dot_row(t, row, x),
                     }
                 }
 
@@ -123,6 +129,7 @@ macro_rules! simd_kernels {
                     match t.version() {
                         FormatVersion::V1 => $crate::kernels::gemv_by_rows(self, t, x, y),
                         FormatVersion::V2 => self.run(GemvV2 { t, x, y }),
+                        FormatVersion::V3 => $crate::kernels::scalar_v3::gemv(t, x, y),
                     }
                 }
 
@@ -138,6 +145,7 @@ macro_rules! simd_kernels {
                     match t.version() {
                         FormatVersion::V1 => self.run(DotRowQ8 { t, r: row, a }),
                         FormatVersion::V2 => self.run(DotRowQ8V2 { t, r: row, a }),
+                        FormatVersion::V3 => $crate::kernels::dot_row_q8_ref(t, row, a),
                     }
                 }
             }
