@@ -19,9 +19,11 @@ use regex::Regex;
 /// arguments, in this order), resolved by [`ParamArgs::resolve`].
 #[derive(Args, Debug, Clone, Default)]
 pub struct ParamArgs {
-    /// Packed format version: v2 (asymmetric searched inliers, groups below 256), or v1
-    /// (the first format: two f16 steps per group; its defaults: --group-size 128
-    /// --alpha 0.06, symmetric; no preset) [default: v2].
+    /// Packed format version: v2 (asymmetric searched inliers, groups below 256), v3
+    /// (rows rotated, a 4-bit code book, 6-bit group fields, no outlier split: --alpha 0,
+    /// power-of-two groups up to 512; preset v3), or v1 (the first format: two f16 steps
+    /// per group; its defaults: --group-size 128 --alpha 0.06, symmetric; no preset)
+    /// [default: v2].
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
     /// Target fraction of outliers per tensor [default: the preset's, 0.04; --preset none:
@@ -43,8 +45,9 @@ pub struct ParamArgs {
     #[arg(long, value_name = "REGEX=bits:N,alpha:X")]
     tensor_params: Vec<String>,
     /// A named policy: its defaults and rules (after --tensor-params' rules).
-    /// v2-vproj6: 6-bit codes and alpha 0.05 for v_proj, alpha 0.04 elsewhere; none: v2's
-    /// plain defaults (4 bits, alpha 0.05) for every tensor [default: v2-vproj6, with v2].
+    /// v2-vproj6: 6-bit codes and alpha 0.05 for v_proj, alpha 0.04 elsewhere; v3: format
+    /// v3, 6 bits for v_proj, 5 for down_proj and up_proj, 4 elsewhere; none: the format's
+    /// plain defaults for every tensor [default: v2-vproj6; with --format v3: v3].
     #[arg(long, value_enum)]
     preset: Option<Preset>,
     /// Select outliers like the Python reference (Brent search, at most N iterations)
@@ -59,6 +62,18 @@ pub struct ParamArgs {
 pub enum FormatArg {
     V1,
     V2,
+    V3,
+}
+
+impl FormatArg {
+    /// The format version.
+    fn version(self) -> FormatVersion {
+        match self {
+            FormatArg::V1 => FormatVersion::V1,
+            FormatArg::V2 => FormatVersion::V2,
+            FormatArg::V3 => FormatVersion::V3,
+        }
+    }
 }
 
 impl ParamArgs {
@@ -75,24 +90,27 @@ impl ParamArgs {
 /// not go together.
 fn base_params(a: &ParamArgs) -> Result<Params> {
     let version = match (a.format, effective_preset(a)) {
-        (Some(FormatArg::V1), Some(p)) => {
+        (Some(f), Some(p)) if f.version() != p.version() => {
             return Err(Error::Usage(format!(
-                "--format v1 cannot be combined with --preset {}",
+                "--format {} cannot be combined with --preset {}",
+                f.to_possible_value()
+                    .map_or("?".into(), |v| v.get_name().to_string()),
                 p.to_possible_value()
                     .map_or("?".into(), |v| v.get_name().to_string())
             )));
         }
-        (Some(FormatArg::V1), None) => FormatVersion::V1,
         (_, Some(p)) => p.version(),
-        (Some(FormatArg::V2), None) | (None, None) => FormatVersion::V2,
+        (Some(f), None) => f.version(),
+        (None, None) => FormatVersion::V2,
     };
     let base = match (effective_preset(a), version) {
         (Some(p), _) => p.base(),
         (None, FormatVersion::V1) => Params::V1,
         (None, FormatVersion::V2) => Params::V2,
+        (None, FormatVersion::V3) => Params::V3,
     };
     let grid = match version {
-        FormatVersion::V2 => Grid::Asymmetric,
+        FormatVersion::V2 | FormatVersion::V3 => Grid::Asymmetric,
         FormatVersion::V1 if a.asymmetric => Grid::Asymmetric,
         FormatVersion::V1 => base.grid(),
     };
@@ -111,6 +129,7 @@ fn base_params(a: &ParamArgs) -> Result<Params> {
         let format = match version {
             FormatVersion::V1 => "",
             FormatVersion::V2 => "--format v2: ",
+            FormatVersion::V3 => "--format v3: ",
         };
         Error::Usage(format!("{format}{e}"))
     })
@@ -120,9 +139,10 @@ fn base_params(a: &ParamArgs) -> Result<Params> {
 /// unless `--format v1` asks for the first format.
 fn effective_preset(a: &ParamArgs) -> Option<Preset> {
     match (a.preset, a.format) {
-        (Some(Preset::None), Some(FormatArg::V1)) => None,
+        (Some(Preset::None), Some(FormatArg::V1 | FormatArg::V3)) => None,
         (Some(p), _) => Some(p),
         (None, Some(FormatArg::V1)) => None,
+        (None, Some(FormatArg::V3)) => Some(Preset::V3),
         (None, _) => Some(Preset::V2Vproj6),
     }
 }
@@ -145,6 +165,10 @@ pub enum Preset {
     /// docs/FORMAT-v2.md (4.798 bits/weight on SmolLM2).
     #[value(name = "v2-vproj6")]
     V2Vproj6,
+    /// Format v3, 6-bit codes for `v_proj`, 5 for `down_proj` and `up_proj`, 4 (the code
+    /// book) elsewhere, groups of 64 (docs/FORMAT-v3-experiments.md).
+    #[value(name = "v3")]
+    V3,
     /// No preset: the format's own defaults (`--format v2`: 4 bits, g 64, α 0.05 for
     /// every tensor) and only the user's rules.
     #[value(name = "none")]
@@ -156,6 +180,7 @@ impl Preset {
     pub fn version(self) -> FormatVersion {
         match self {
             Preset::V2Vproj6 | Preset::None => FormatVersion::V2,
+            Preset::V3 => FormatVersion::V3,
         }
     }
 
@@ -163,6 +188,7 @@ impl Preset {
     pub fn base(self) -> Params {
         match self {
             Preset::V2Vproj6 => Params::DEFAULT,
+            Preset::V3 => Params::V3,
             Preset::None => Params::V2,
         }
     }
@@ -171,6 +197,7 @@ impl Preset {
     pub fn rules(self) -> &'static [&'static str] {
         match self {
             Preset::V2Vproj6 => &[r"v_proj=bits:6,alpha:0.05"],
+            Preset::V3 => &[r"v_proj=bits:6", r"down_proj|up_proj=bits:5"],
             Preset::None => &[],
         }
     }
@@ -298,6 +325,45 @@ mod tests {
             assert_eq!(tp.of(name), Params::default_for(name), "{name}");
         }
         assert_eq!(*tp.base(), Params::DEFAULT);
+    }
+
+    /// Preset v3 gives every tensor the library's v3 parameters, and `--format v3` picks
+    /// it; `--format v3 --preset none` is plain v3, and a v2 preset with v3 is refused.
+    #[test]
+    fn v3_preset_is_the_library_v3_rule() {
+        let preset = Preset::V3;
+        let tp = TensorParams::new(preset.base(), preset.rules()).unwrap();
+        for name in [
+            "model.layers.0.self_attn.v_proj.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.11.mlp.down_proj.weight",
+            "model.layers.11.mlp.up_proj.weight",
+            "model.layers.11.mlp.gate_proj.weight",
+        ] {
+            assert_eq!(tp.of(name), Params::v3_for(name), "{name}");
+        }
+        let args = |format, preset| ParamArgs {
+            format,
+            preset,
+            ..ParamArgs::default()
+        };
+        assert_eq!(
+            effective_preset(&args(Some(FormatArg::V3), None)),
+            Some(Preset::V3)
+        );
+        assert_eq!(
+            base_params(&args(Some(FormatArg::V3), None)).unwrap(),
+            Params::V3
+        );
+        let plain = base_params(&args(Some(FormatArg::V3), Some(Preset::None))).unwrap();
+        assert_eq!(plain, Params::V3);
+        assert!(rules(&args(Some(FormatArg::V3), Some(Preset::None))).is_empty());
+        assert!(base_params(&args(Some(FormatArg::V3), Some(Preset::V2Vproj6))).is_err());
+        assert!(base_params(&args(Some(FormatArg::V2), Some(Preset::V3))).is_err());
+        assert_eq!(
+            base_params(&args(None, Some(Preset::V3))).unwrap(),
+            Params::V3
+        );
     }
 
     #[test]

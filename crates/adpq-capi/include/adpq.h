@@ -274,6 +274,11 @@ enum adpq_preset
    * Format v2's plain defaults: 4 bits, groups of 64, α = 0.05.
    */
   ADPQ_PRESET_V2 = 2,
+  /**
+   * Format v3's plain defaults: 4 bits (the code book), groups of 64, rotated rows,
+   * no outlier split.
+   */
+  ADPQ_PRESET_V3 = 3,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -350,7 +355,7 @@ typedef struct adpq_tensor_info {
  */
 typedef struct adpq_params {
   /**
-   * Packed format version: 1 or 2.
+   * Packed format version: 1, 2 or 3 (v3: rows rotated, no outlier split, α 0).
    */
   uint32_t version;
   /**
@@ -358,7 +363,8 @@ typedef struct adpq_params {
    */
   uint32_t bits;
   /**
-   * Weights per group along a row: 16..=1024 (v2: 16..=255).
+   * Weights per group along a row: 16..=1024 (v2: 16..=255; v3: a power of two up
+   * to 512).
    */
   uint32_t group_size;
   /**

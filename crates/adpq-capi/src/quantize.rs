@@ -31,6 +31,9 @@ pub enum adpq_preset {
     ADPQ_PRESET_V1 = 1,
     /// Format v2's plain defaults: 4 bits, groups of 64, α = 0.05.
     ADPQ_PRESET_V2 = 2,
+    /// Format v3's plain defaults: 4 bits (the code book), groups of 64, rotated rows,
+    /// no outlier split.
+    ADPQ_PRESET_V3 = 3,
 }
 
 /// Quantization parameters as a plain struct. Fill it (or start from
@@ -39,11 +42,12 @@ pub enum adpq_preset {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct adpq_params {
-    /// Packed format version: 1 or 2.
+    /// Packed format version: 1, 2 or 3 (v3: rows rotated, no outlier split, α 0).
     pub version: u32,
     /// Bits per code, 2..=8.
     pub bits: u32,
-    /// Weights per group along a row: 16..=1024 (v2: 16..=255).
+    /// Weights per group along a row: 16..=1024 (v2: 16..=255; v3: a power of two up
+    /// to 512).
     pub group_size: u32,
     /// `ADPQ_GRID_SYMMETRIC` or `ADPQ_GRID_ASYMMETRIC` (v2 needs asymmetric).
     pub grid: u32,
@@ -90,6 +94,7 @@ impl adpq_params {
             version: match self.version {
                 1 => FormatVersion::V1,
                 2 => FormatVersion::V2,
+                3 => FormatVersion::V3,
                 _ => return Err(bad),
             },
         }
@@ -109,6 +114,7 @@ pub unsafe extern "C" fn adpq_params_preset(preset: u32, out: *mut adpq_params) 
             0 => Params::DEFAULT,
             1 => Params::V1,
             2 => Params::V2,
+            3 => Params::V3,
             _ => return Err(ADPQ_STATUS_INVALID_ARGUMENT),
         };
         // SAFETY: caller contract on `out`.
@@ -268,7 +274,7 @@ mod tests {
 
     #[test]
     fn presets_round_trip_through_the_c_struct() {
-        for p in [Params::DEFAULT, Params::V1, Params::V2] {
+        for p in [Params::DEFAULT, Params::V1, Params::V2, Params::V3] {
             assert_eq!(adpq_params::from_params(&p).validate(), Ok(p));
         }
         let mut c = adpq_params::from_params(&Params::V2);
@@ -278,7 +284,10 @@ mod tests {
         c.bits = 260; // would wrap to 4 as a u8
         assert_eq!(c.validate(), Err(ADPQ_STATUS_INVALID_PARAMS));
         c.bits = 4;
-        c.version = 3;
+        c.version = 3; // v3 has no outlier split: α must be 0
+        assert_eq!(c.validate(), Err(ADPQ_STATUS_INVALID_PARAMS));
+        c.version = 4;
+        c.alpha = 0.0;
         assert_eq!(c.validate(), Err(ADPQ_STATUS_INVALID_PARAMS));
     }
 }

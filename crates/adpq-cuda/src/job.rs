@@ -53,5 +53,7 @@ pub(crate) fn version_number(v: FormatVersion) -> i32 {
     match v {
         FormatVersion::V1 => 1,
         FormatVersion::V2 => 2,
+        // Refused before any launch (`no_v3`): the kernels have no version 3 yet.
+        FormatVersion::V3 => 3,
     }
 }

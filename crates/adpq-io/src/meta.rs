@@ -91,7 +91,8 @@ impl ParamsRecord {
         let version = match self.format.as_deref() {
             None | Some("v1") => FormatVersion::V1,
             Some("v2") => FormatVersion::V2,
-            Some(other) => return Err(format!("unknown format `{other}` (expected v1 or v2)")),
+            Some("v3") => FormatVersion::V3,
+            Some(other) => return Err(format!("unknown format `{other}` (expected v1, v2 or v3)")),
         };
         ParamFields {
             bits: self.bits,
@@ -126,6 +127,7 @@ impl From<&Params> for ParamsRecord {
             format: match p.version() {
                 FormatVersion::V1 => None,
                 FormatVersion::V2 => Some("v2".into()),
+                FormatVersion::V3 => Some("v3".into()),
             },
         }
     }
@@ -583,8 +585,14 @@ mod tests {
     #[test]
     fn unknown_formats_and_invalid_v2_parameters_are_refused() {
         let mut r = ParamsRecord::from(&Params::V2);
+        r.format = Some("v4".into());
+        assert!(r.to_params().unwrap_err().contains("unknown format `v4`"));
+        // Version 3 reads back, and holds its own rules (no outlier split).
+        let v3 = ParamsRecord::from(&Params::V3);
+        assert_eq!(v3.format.as_deref(), Some("v3"));
+        assert_eq!(v3.to_params().unwrap(), Params::V3);
         r.format = Some("v3".into());
-        assert!(r.to_params().unwrap_err().contains("unknown format `v3`"));
+        assert!(r.to_params().is_err(), "v3 has alpha 0");
         r.format = Some("v2".into());
         r.group_size = 256;
         assert!(r.to_params().is_err(), "v2 groups are below 256");

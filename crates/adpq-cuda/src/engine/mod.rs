@@ -265,6 +265,7 @@ impl Engine for CudaEngine {
     ) -> EngineResult<Quantized> {
         check_shape(t.len(), t.rows, t.cols)?;
         let fp = params.format();
+        no_v3(fp.version)?;
         let needed = packed_len(t.rows, t.cols, fp, sel.n_outliers)?;
         if out.len() != needed {
             return Err(adpq_core::Error::BufferSize {
@@ -291,6 +292,7 @@ impl Engine for CudaEngine {
     }
 
     fn load_packed<'a>(&'a self, p: PackedTensor<'a>) -> EngineResult<CudaPacked<'a>> {
+        no_v3(p.version())?;
         let b = p.as_bytes();
         let l = p.layout();
         let (offsets_at, records_at) = (l.offsets_at(), l.records_at());
@@ -458,4 +460,15 @@ impl Engine for CudaEngine {
         y.count = x.count;
         launch::gemm(self, packed, &x.buf, x.count as u32, &mut y.buf)
     }
+}
+
+/// Format v3 has no device kernels yet: refused with a reason before anything launches.
+fn no_v3(version: adpq_core::FormatVersion) -> EngineResult<()> {
+    if version == adpq_core::FormatVersion::V3 {
+        return Err(adpq_core::Error::Unsupported(
+            "the CUDA engine has no format v3 kernels yet: use a CPU backend",
+        )
+        .into());
+    }
+    Ok(())
 }
