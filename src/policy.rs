@@ -40,9 +40,10 @@ pub struct ParamArgs {
     /// inliers are always asymmetric).
     #[arg(long)]
     asymmetric: bool,
-    /// Other bits and/or alpha for the tensors whose names match REGEX, e.g.
-    /// 'v_proj=bits:6,alpha:0.05' (repeatable; the first matching rule wins).
-    #[arg(long, value_name = "REGEX=bits:N,alpha:X")]
+    /// Other bits, alpha and/or group size for the tensors whose names match REGEX, e.g.
+    /// 'v_proj=bits:6,alpha:0.05' or 'down_proj=bits:5,group:128' (repeatable; the first
+    /// matching rule wins).
+    #[arg(long, value_name = "REGEX=bits:N,alpha:X,group:G")]
     tensor_params: Vec<String>,
     /// A named policy: its defaults and rules (after --tensor-params' rules).
     /// v2-vproj6: 6-bit codes and alpha 0.05 for v_proj, alpha 0.04 elsewhere; v3: format
@@ -209,16 +210,17 @@ struct Rule {
     pattern: Regex,
     bits: Option<u8>,
     alpha: Option<f64>,
+    group_size: Option<u16>,
 }
 
 impl Rule {
-    /// Parses `REGEX=key:value[,key:value]` with keys `bits` and `alpha`.
+    /// Parses `REGEX=key:value[,key:value]` with keys `bits`, `alpha` and `group`.
     fn parse(spec: &str) -> std::result::Result<Rule, String> {
         let (re, settings) = spec
             .rsplit_once('=')
             .ok_or("expected REGEX=bits:N,alpha:X")?;
         let pattern = Regex::new(re).map_err(|e| format!("invalid regex: {e}"))?;
-        let (mut bits, mut alpha) = (None, None);
+        let (mut bits, mut alpha, mut group_size) = (None, None, None);
         for kv in settings.split(',') {
             let (key, value) = kv
                 .split_once(':')
@@ -227,13 +229,19 @@ impl Rule {
             match key.trim() {
                 "bits" => bits = Some(value.trim().parse().map_err(|e| bad(&e))?),
                 "alpha" => alpha = Some(value.trim().parse().map_err(|e| bad(&e))?),
-                other => return Err(format!("unknown key `{other}` (expected bits or alpha)")),
+                "group" => group_size = Some(value.trim().parse().map_err(|e| bad(&e))?),
+                other => {
+                    return Err(format!(
+                        "unknown key `{other}` (expected bits, alpha or group)"
+                    ))
+                }
             }
         }
         Ok(Rule {
             pattern,
             bits,
             alpha,
+            group_size,
         })
     }
 
@@ -242,6 +250,7 @@ impl Rule {
         ParamFields {
             bits: self.bits.unwrap_or(base.bits()),
             alpha: self.alpha.unwrap_or(base.alpha()),
+            group_size: self.group_size.unwrap_or(base.group_size()),
             ..base.fields()
         }
         .validate()
@@ -380,6 +389,9 @@ mod tests {
         assert_eq!(tp.of("norm.weight"), Params::V2);
         assert_eq!(q.group_size(), 64);
         assert_eq!(q.version(), FormatVersion::V2);
+        let g = TensorParams::new(Params::V3, &["down_proj=bits:5,group:128"]).unwrap();
+        let d = g.of("model.layers.3.mlp.down_proj.weight");
+        assert_eq!((d.bits(), d.group_size()), (5, 128));
     }
 
     #[test]
@@ -402,7 +414,8 @@ mod tests {
             ("v_proj", "expected REGEX="),
             ("v_proj=bits", "expected key:value"),
             ("v_proj=bits:x", "`bits:x`"),
-            ("v_proj=group:64", "unknown key `group`"),
+            ("v_proj=rows:64", "unknown key `rows`"),
+            ("v_proj=group:300", "group size"),
             ("(=bits:6", "invalid regex"),
             ("v_proj=bits:9", "bits"),
             ("v_proj=alpha:0.7", "alpha"),

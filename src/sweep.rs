@@ -84,7 +84,8 @@ const LLAMA_TYPES: [(&str, bool); 5] = [
 /// The sweep, in report order: RTN symmetric and asymmetric at g 32/64/128 (4 bits),
 /// AdpQ v1 at α .02/.06/.10 (otherwise `quantize`'s defaults), AdpQ v1 asymmetric at
 /// α .06 and g 64, AdpQ v2 at α .02/.06/.10 (otherwise `--format v2`'s defaults: 4 bits,
-/// g 64) and the `v2-vproj6` preset, and llama.cpp's types when its quantizer is built;
+/// g 64) and the `v2-vproj6` preset, AdpQ v3 at g 64 and 32 (4 bits, the code book) and
+/// the `v3` preset, and llama.cpp's types when its quantizer is built;
 /// `SweepSet::Quick` leaves out the uniform v2 rows and llama.cpp's slow types.
 pub fn variants(set: SweepSet) -> Vec<Variant> {
     let v1 = Params::V1;
@@ -163,6 +164,23 @@ pub fn variants(set: SweepSet) -> Vec<Variant> {
             name: "adpq-v2-vproj6".into(),
             method: Method::Preset(Preset::V2Vproj6),
             quick: true,
+        },
+        adpq("AdpQ v3", "adpq-v3-g64", Params::V3),
+        adpq(
+            "AdpQ v3",
+            "adpq-v3-g32",
+            ParamFields {
+                group_size: 32,
+                ..Params::V3.fields()
+            }
+            .validate()
+            .unwrap(),
+        ),
+        Variant {
+            family: "AdpQ v3 preset",
+            name: "adpq-v3".into(),
+            method: Method::Preset(Preset::V3),
+            quick: false,
         },
     ];
     // llama.cpp's types (no importance matrix), where its quantizer is built.
@@ -311,22 +329,26 @@ mod tests {
     }
 
     /// `--sweep quick` keeps CI fast: every v1 and RTN row, of format v2 only the
-    /// preset (the default), and of llama.cpp (when its quantizer is built) only Q4_0.
+    /// preset (the default), no v3 row (its encoder is scalar only), and of llama.cpp
+    /// (when its quantizer is built) only Q4_0.
     #[test]
     fn the_quick_sweep_has_one_v2_row() {
         let full = variants(SweepSet::Full);
         let quick = variants(SweepSet::Quick);
         let v2 = |v: &&Variant| v.family.starts_with("AdpQ v2");
+        let v3 = |v: &&Variant| v.family.starts_with("AdpQ v3");
         let llama = |v: &&Variant| v.family == "llama.cpp";
         assert_eq!(quick.iter().filter(v2).count(), 1);
         assert_eq!(full.iter().filter(v2).count(), 4);
+        assert_eq!(quick.iter().filter(v3).count(), 0);
+        assert_eq!(full.iter().filter(v3).count(), 3);
         let built = adpq_eval::peer::LlamaPeer::find().is_some();
         assert_eq!(full.iter().filter(llama).count(), if built { 5 } else { 0 });
         assert_eq!(quick.iter().filter(llama).count(), usize::from(built));
         assert_eq!(
             quick.len(),
-            full.len() - 3 - if built { 4 } else { 0 },
-            "only the uniform v2 rows and the slow llama.cpp types are left out"
+            full.len() - 3 - 3 - if built { 4 } else { 0 },
+            "only the uniform v2 rows, v3 and the slow llama.cpp types are left out"
         );
     }
 }

@@ -110,6 +110,25 @@ fn edge_seeds() -> Vec<(String, Vec<u8>)> {
         w[2] = -scale;
         out.push((name.to_string(), pack(Weights::F32(&w), 2, cols, &params)));
     }
+    // Version 3 at the largest weights its rotation accepts (2^116) and near 2^-100.
+    for (name, bits, scale) in [
+        ("v3_top_8_g32_2x70", 8, f32::from_bits((127 + 116) << 23)),
+        ("v3_top_4_g16_2x40", 4, f32::from_bits((127 + 116) << 23)),
+        ("v3_tiny_4_g16_2x40", 4, tiny * 4.0),
+    ] {
+        let cols = if bits == 8 { 70 } else { 40 };
+        let params = ParamFields {
+            bits,
+            group_size: if bits == 8 { 32 } else { 16 },
+            ..Params::V3.fields()
+        }
+        .validate()
+        .unwrap();
+        let mut w: Vec<f32> = (0..2 * cols).map(|i| bell(i) / 4.0 * scale).collect();
+        w[1] = scale;
+        w[2] = -scale;
+        out.push((name.to_string(), pack(Weights::F32(&w), 2, cols, &params)));
+    }
     let w: Vec<f16> = (0..2 * 128)
         .map(|i| match i % 5 {
             0 => f16::MAX,
@@ -340,6 +359,46 @@ fn packed_seeds() -> Vec<(String, Vec<u8>)> {
         ));
     }
     out.extend(v2_seeds());
+    out.extend(v3_seeds());
+    out
+}
+
+/// Format v3 buffers: the code book (4 bits) and uniform widths, groups from 16 to 512,
+/// short last segments and groups, 576- and 1536-wide rows (a 512 + 64 segment split),
+/// an all-zero tensor, and a hot column.
+fn v3_seeds() -> Vec<(String, Vec<u8>)> {
+    // (name, rows, cols, bits, group, all zero, hot column)
+    let cases: &[(&str, usize, usize, u8, u16, bool, bool)] = &[
+        ("v3_4_g64_2x576", 2, 576, 4, 64, false, false),
+        ("v3_5_g32_1x1536", 1, 1536, 5, 32, false, false),
+        ("v3_6_g64_2x100", 2, 100, 6, 64, false, false),
+        ("v3_2_g16_3x40", 3, 40, 2, 16, false, false),
+        ("v3_8_g512_1x600", 1, 600, 8, 512, false, false),
+        ("v3_4_g16_1x7", 1, 7, 4, 16, false, false),
+        ("v3_4_g64_zeros_2x20", 2, 20, 4, 64, true, false),
+        ("v3_4_g64_hotcol_2x576", 2, 576, 4, 64, false, true),
+    ];
+    let mut out = Vec::new();
+    for &(name, rows, cols, bits, group, zeros, hot) in cases {
+        let params = ParamFields {
+            bits,
+            group_size: group,
+            ..Params::V3.fields()
+        }
+        .validate()
+        .unwrap();
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| match (zeros, hot && i % cols == 17) {
+                (true, _) => 0.0,
+                (false, true) => bell(i) * 40.0,
+                (false, false) => bell(i),
+            })
+            .collect();
+        out.push((
+            name.to_string(),
+            pack(Weights::F32(&w), rows, cols, &params),
+        ));
+    }
     out
 }
 

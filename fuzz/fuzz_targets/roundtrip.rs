@@ -2,7 +2,7 @@
 //! `adpq_core::harness::roundtrip`). Shapes stay small (at most 4 × 1100 weights) so the
 //! fuzzer keeps a high exec rate; values mix plain magnitudes, exact ties, zeros, raw bit
 //! patterns (denormals, huge values, NaN, Inf) so every path of selection and both grids
-//! is reached, in both format versions.
+//! is reached, in all three format versions.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -17,8 +17,8 @@ struct Input {
     group_size: u16,
     alpha: f64,
     asymmetric: bool,
-    /// Format v2 instead of version 1 (`asymmetric` is then implied).
-    v2: bool,
+    /// Format version: 1, 2 (`asymmetric` implied) or 3 (rotated, α 0).
+    version: u8,
 }
 
 /// One weight, drawn so that ties, zeros and extreme magnitudes are common.
@@ -66,7 +66,7 @@ impl<'a> Arbitrary<'a> for Input {
             _ => f64::from(u.int_in_range(0..=5000u16)?) / 10_000.0,
         };
         let asymmetric = u.arbitrary()?;
-        let v2 = u.arbitrary()?;
+        let version = u.int_in_range(1..=3)?;
         let n_values = u.int_in_range(1..=256usize)?;
         let mut values = Vec::with_capacity(n_values);
         for _ in 0..n_values {
@@ -86,13 +86,23 @@ impl<'a> Arbitrary<'a> for Input {
             group_size,
             alpha,
             asymmetric,
-            v2,
+            version,
         })
     }
 }
 
 fuzz_target!(|input: Input| {
-    if input.v2 {
+    if input.version == 3 {
+        adpq_core::harness::roundtrip_v3(
+            input.rows,
+            input.cols,
+            &input.values,
+            input.bits,
+            input.group_size,
+        );
+        return;
+    }
+    if input.version == 2 {
         adpq_core::harness::roundtrip_v2(
             input.rows,
             input.cols,
