@@ -103,6 +103,7 @@ fn quantize_parse_info_match_the_core() {
         (adpq_preset::ADPQ_PRESET_DEFAULT, Params::DEFAULT),
         (adpq_preset::ADPQ_PRESET_V1, Params::V1),
         (adpq_preset::ADPQ_PRESET_V2, Params::V2),
+        (adpq_preset::ADPQ_PRESET_V3, Params::V3),
     ] {
         let p = c_params(preset);
         let bytes = c_quantize(&w, &p, AUTO).unwrap();
@@ -127,10 +128,21 @@ fn quantize_parse_info_match_the_core() {
     }
 }
 
+/// Rows, narrowing, dot products: the core's bits, in format v2 (the default) and v3
+/// (rotated rows: the C ABI rotates the activations through the core, without allocating).
 #[test]
 fn dequantize_and_gemv_match_the_core() {
+    for preset in [
+        adpq_preset::ADPQ_PRESET_DEFAULT,
+        adpq_preset::ADPQ_PRESET_V3,
+    ] {
+        dequantize_and_gemv_match_the_core_in(preset);
+    }
+}
+
+fn dequantize_and_gemv_match_the_core_in(preset: adpq_preset) {
     let w = weights();
-    let bytes = c_quantize(&w, &c_params(adpq_preset::ADPQ_PRESET_DEFAULT), SCALAR).unwrap();
+    let bytes = c_quantize(&w, &c_params(preset), SCALAR).unwrap();
     let t = parse(&bytes);
     let core = PackedTensor::parse(&bytes).unwrap();
     let k = Scalar::new();
@@ -211,7 +223,8 @@ fn dequantize_and_gemv_match_the_core() {
     let g = core.params().group_size;
     let groups = COLS.div_ceil(usize::from(g));
     let (mut q, mut sc, mut su) = (vec![0i8; COLS], vec![0f32; groups], vec![0i32; groups]);
-    let a = adpq_core::Q8Activations::quantize(&x, g, &mut q, &mut sc, &mut su).unwrap();
+    let a = adpq_core::Q8Activations::quantize_for(&core, &x, &mut q, &mut sc, &mut su).unwrap();
+    assert_eq!(a.group_size(), g);
     let mut want8 = vec![0f32; ROWS];
     k.gemv_q8(&core, &a, &mut want8).unwrap();
     for offset in 0..4 {
