@@ -71,8 +71,14 @@ impl Rotation {
     /// The sign of column `col`: bit `col % 64` of SplitMix64 of `seed · 2^32 + col / 64`.
     #[inline(always)]
     pub fn sign(&self, col: usize) -> bool {
-        let word = splitmix64((u64::from(self.seed) << 32) ^ (col as u64 >> 6));
-        (word >> (col & 63)) & 1 == 1
+        (self.sign_word(col) >> (col & 63)) & 1 == 1
+    }
+
+    /// The signs of columns `col & !63..` as the bits of one word (bit `j` for column
+    /// `(col & !63) + j`).
+    #[inline(always)]
+    pub(crate) fn sign_word(&self, col: usize) -> u64 {
+        splitmix64((u64::from(self.seed) << 32) ^ (col as u64 >> 6))
     }
 
     /// Rotates the columns `start..start + x.len()` of a row in place (`start` a multiple
@@ -82,10 +88,7 @@ impl Rotation {
         let b = self.segment();
         for (s, seg) in x.chunks_mut(b).enumerate() {
             self.signs(start + s * b, seg);
-            for_blocks(seg, |block| {
-                scale(block);
-                walsh_hadamard(block);
-            });
+            for_blocks(seg, transform_block);
         }
     }
 
@@ -94,10 +97,7 @@ impl Rotation {
     pub fn inverse_at(&self, start: usize, x: &mut [f32]) {
         let b = self.segment();
         for (s, seg) in x.chunks_mut(b).enumerate() {
-            for_blocks(seg, |block| {
-                scale(block);
-                walsh_hadamard(block);
-            });
+            for_blocks(seg, transform_block);
             self.signs(start + s * b, seg);
         }
     }
@@ -113,7 +113,7 @@ impl Rotation {
     }
 
     /// Negates the values of columns `start..` whose sign is set.
-    fn signs(&self, start: usize, x: &mut [f32]) {
+    pub(crate) fn signs(&self, start: usize, x: &mut [f32]) {
         for (i, v) in x.iter_mut().enumerate() {
             if self.sign(start + i) {
                 *v = -*v;
@@ -138,7 +138,8 @@ fn splitmix64(x: u64) -> u64 {
 }
 
 /// Calls `f` on consecutive blocks of `x` of decreasing powers of two.
-fn for_blocks(x: &mut [f32], mut f: impl FnMut(&mut [f32])) {
+#[inline(always)]
+pub(crate) fn for_blocks(x: &mut [f32], mut f: impl FnMut(&mut [f32])) {
     let mut rest = x;
     while !rest.is_empty() {
         let n = 1usize << (usize::BITS - 1 - rest.len().leading_zeros());
@@ -148,14 +149,26 @@ fn for_blocks(x: &mut [f32], mut f: impl FnMut(&mut [f32])) {
     }
 }
 
-/// Multiplies a block of `2^m` values by `2^(−m/2)` (exact for even `m`).
-fn scale(block: &mut [f32]) {
-    let m = block.len().trailing_zeros() as i32;
-    let s = if m % 2 == 0 {
+/// One block's share of the rotation (both directions): scaled, then transformed.
+pub(crate) fn transform_block(block: &mut [f32]) {
+    scale(block);
+    walsh_hadamard(block);
+}
+
+/// The factor `2^(−m/2)` a block of `len = 2^m` values is scaled by.
+#[inline(always)]
+pub(crate) fn block_scale(len: usize) -> f32 {
+    let m = len.trailing_zeros() as i32;
+    if m % 2 == 0 {
         pow2(-m / 2)
     } else {
         pow2(-(m - 1) / 2) * FRAC_1_SQRT_2
-    };
+    }
+}
+
+/// Multiplies a block of `2^m` values by `2^(−m/2)` (exact for even `m`).
+fn scale(block: &mut [f32]) {
+    let s = block_scale(block.len());
     if s != 1.0 {
         for v in block.iter_mut() {
             *v *= s;

@@ -229,10 +229,19 @@ fn check_backend(
     let g = usize::from(params.group_size());
     let groups = cols.div_ceil(g);
     let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
-    let a = Q8Activations::quantize(x, params.group_size(), &mut q, &mut sc, &mut su).unwrap();
+    // Format v3's activations are quantized in the tensor's rotated basis.
+    let rotated = params.version() == FormatVersion::V3;
+    let a = if rotated {
+        Q8Activations::quantize_for(&t, x, &mut q, &mut sc, &mut su).unwrap()
+    } else {
+        Q8Activations::quantize(x, params.group_size(), &mut q, &mut sc, &mut su).unwrap()
+    };
     let mut xh = vec![0f32; cols];
     a.dequantize(&mut xh);
     for (i, (&xi, &hi)) in x.iter().zip(&xh).enumerate() {
+        if rotated {
+            break;
+        }
         assert!(
             (xi - hi).abs() <= a.scales()[i / g] * 0.5 * (1.0 + 1e-5),
             "{ctx}: q8 activation {i}"
@@ -263,7 +272,8 @@ fn check_backend(
             "{ctx}: scalar q8 row {r}"
         );
         // The SIMD q8 paths: version 1's 4-bit groups of 128, version 2's 4-bit groups of
-        // 64; everything else computes exactly what the reference does.
+        // 64; everything else computes exactly what the reference does (version 3's
+        // lanes included).
         let q8_simd = params.bits() == 4
             && match params.version() {
                 FormatVersion::V1 => params.group_size() == 128,
@@ -276,6 +286,12 @@ fn check_backend(
                 reference.to_bits(),
                 "{ctx}: q8 fallback row {r}"
             );
+        }
+        if rotated {
+            // `xh` is in the rotated basis, which the f32 dot products rotate into: no
+            // f32 counterpart here (tests/v3.rs checks v3's int8 dots against the
+            // dequantized rows).
+            continue;
         }
         let f32_dot = Scalar.dot_row(&t, r, &xh).unwrap();
         assert!(
@@ -372,6 +388,20 @@ fn params_v2_strategy() -> impl Strategy<Value = Params> {
         })
 }
 
+/// Format v3 parameters: any width, power-of-two groups of 16..=512.
+fn params_v3_strategy() -> impl Strategy<Value = Params> {
+    (
+        2u8..=8,
+        prop::sample::select(vec![16u16, 32, 64, 128, 256, 512]),
+    )
+        .prop_map(|(bits, g)| {
+            Params::new(bits, g, 0.0, Grid::Asymmetric)
+                .unwrap()
+                .with_version(FormatVersion::V3)
+                .unwrap()
+        })
+}
+
 fn dtype_strategy() -> impl Strategy<Value = Dtype> {
     prop::sample::select(vec![Dtype::F32, Dtype::F16, Dtype::Bf16])
 }
@@ -427,6 +457,35 @@ proptest! {
         continuous in any::<bool>(),
     ) {
         // A small pool (ties at the threshold, all-zero groups) or continuous values.
+        let mut s = seed | 1;
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                if continuous {
+                    ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0 * scale
+                } else {
+                    pool[(s % pool.len() as u64) as usize] * scale
+                }
+            })
+            .collect();
+        let x: Vec<f32> = (0..cols).map(|i| ((i * 2654435761usize % 1000) as f32 - 500.0) / 250.0).collect();
+        check_all(values, dtype, rows, cols, &params, &x);
+    }
+
+    #[test]
+    fn simd_backends_match_the_oracle_v3(
+        (rows, cols) in shape_strategy(),
+        params in params_v3_strategy(),
+        dtype in dtype_strategy(),
+        pool in prop::collection::vec(value_strategy(), 1..64),
+        scale in prop::sample::select(vec![1.0f32, 1e-3, 1e3, 1e-30]),
+        seed in any::<u64>(),
+        continuous in any::<bool>(),
+    ) {
+        // Rotated rows: ties at a code book midpoint, all-zero groups, huge values that
+        // rotation could grow past the format (refused alike).
         let mut s = seed | 1;
         let values: Vec<f32> = (0..rows * cols)
             .map(|_| {

@@ -109,8 +109,9 @@ fn v3_holds_on_matrices_built_to_hurt_v2() {
     }
 }
 
-/// Every kernel set writes the oracle's bytes, and the dot products (f32: per row and
-/// whole-tensor gemv; int8 activations) agree with the dequantized rows.
+/// Every kernel set writes the oracle's bytes and dequantizes to the oracle's bits; its
+/// dot products (f32: per row and whole-tensor gemv, within `dot_tolerance` of the
+/// oracle; int8 activations: the reference's bits) agree with the dequantized rows.
 #[test]
 fn kernel_sets_agree_and_dots_match_the_dequantized_rows() {
     for (rows, cols, bits, g) in [
@@ -118,6 +119,12 @@ fn kernel_sets_agree_and_dots_match_the_dequantized_rows() {
         (5, 600, 5, 32),
         (3, 88, 6, 16),
         (2, 7, 4, 16),
+        (2, 4200, 4, 32),
+        (3, 1030, 8, 128),
+        (2, 520, 3, 512),
+        (2, 1100, 2, 256),
+        (2, 300, 7, 64),
+        (2, 4500, 4, 512),
     ] {
         let (_, _, all) = stress("hot-col");
         let w = &all[..rows * cols];
@@ -140,12 +147,46 @@ fn kernel_sets_agree_and_dots_match_the_dequantized_rows() {
         let x: Vec<f32> = (0..cols)
             .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
             .collect();
-        let mut y = vec![0f32; rows];
-        AnyKernels::detect().gemv(&t, &x, &mut y).unwrap();
-        let mut yq = vec![0f32; rows];
         let groups = cols.div_ceil(usize::from(g));
         let (mut q, mut s, mut sums) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
         let a = Q8Activations::quantize_for(&t, &x, &mut q, &mut s, &mut sums).unwrap();
+        for k in AnyKernels::available() {
+            let mut other = vec![f32::NAN; rows * cols];
+            k.dequantize_rows(&t, 0, &mut other).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&other), bits(&back), "{}: dequantized bits", k.name());
+            let mut y = vec![0f32; rows];
+            k.gemv(&t, &x, &mut y).unwrap();
+            for (r, &yr) in y.iter().enumerate() {
+                let (oracle, dot) = (
+                    Scalar.dot_row(&t, r, &x).unwrap(),
+                    k.dot_row(&t, r, &x).unwrap(),
+                );
+                assert_eq!(
+                    yr.to_bits(),
+                    dot.to_bits(),
+                    "{}: row {r}: gemv sums as dot_row does",
+                    k.name()
+                );
+                let tol = dot_tolerance(&t, r, &x).unwrap();
+                assert!(
+                    (dot - oracle).abs() <= tol,
+                    "{}: row {r}: {dot} vs {oracle}",
+                    k.name()
+                );
+                let q8 = k.dot_row_q8(&t, r, &a).unwrap();
+                let reference = adpq_core::kernels::dot_row_q8_ref(&t, r, &a).unwrap();
+                assert_eq!(
+                    q8.to_bits(),
+                    reference.to_bits(),
+                    "{}: q8 row {r}",
+                    k.name()
+                );
+            }
+        }
+        let mut y = vec![0f32; rows];
+        AnyKernels::detect().gemv(&t, &x, &mut y).unwrap();
+        let mut yq = vec![0f32; rows];
         AnyKernels::detect().gemv_q8(&t, &a, &mut yq).unwrap();
         for r in 0..rows {
             let want: f64 = back[r * cols..(r + 1) * cols]
@@ -159,7 +200,7 @@ fn kernel_sets_agree_and_dots_match_the_dequantized_rows() {
                 .map(|(a, b)| f64::from((a * b).abs()))
                 .sum();
             let oracle = Scalar.dot_row(&t, r, &x).unwrap();
-            assert_eq!(y[r], oracle, "row {r}: gemv sums as dot_row does");
+            assert!((y[r] - oracle).abs() <= dot_tolerance(&t, r, &x).unwrap());
             assert!(
                 (f64::from(oracle) - want).abs() <= 1e-4 * scale,
                 "{oracle} vs {want}"

@@ -1,5 +1,5 @@
 //! The scalar oracle for format v3: quantizing rotated rows, dequantizing them, and dot
-//! products. Every kernel set runs these for v3 today (no SIMD version yet).
+//! products, and the oracle the SIMD kernels (`kernels/simd/*_v3.rs`) are tested against.
 //!
 //! A row is worked one rotation segment at a time ([`MAX_SEGMENT`] columns in a stack
 //! buffer): rotated, then coded group by group with v2's range search
@@ -21,7 +21,7 @@ use crate::weights::Element;
 
 /// Midpoints between consecutive code book levels: a value above `MIDPOINTS[k]` is
 /// nearer level `k + 1` than level `k` (ties go to the lower level).
-const MIDPOINTS: [f32; 15] = {
+pub(crate) const MIDPOINTS: [f32; 15] = {
     let mut m = [0f32; 15];
     let mut k = 0;
     while k < 15 {
@@ -45,9 +45,9 @@ pub(crate) fn encode(grid: &AffineGrid, w: f32, fp: &FormatParams) -> u8 {
 }
 
 /// The scalar passes over one (rotated) group.
-struct PassesV3<'g> {
-    vals: &'g [f32],
-    fp: FormatParams,
+pub(crate) struct PassesV3<'g> {
+    pub(crate) vals: &'g [f32],
+    pub(crate) fp: FormatParams,
 }
 
 impl GroupPasses for PassesV3<'_> {
@@ -78,7 +78,7 @@ impl GroupPasses for PassesV3<'_> {
 /// Loads columns `start..start + n` of `row` into `buf` as f32 (rotated when the tensor
 /// is), rejecting a weight no format may hold.
 #[inline(always)]
-fn load_segment<T: Element>(
+pub(crate) fn load_segment<T: Element>(
     row: &[T],
     start: usize,
     buf: &mut [f32; MAX_SEGMENT],

@@ -127,6 +127,10 @@ impl Lanes for NeonLanes {
         both!(U8, vbicq_u32(b, a))
     }
     #[inline(always)]
+    fn xor(self, a: U8, b: U8) -> U8 {
+        both!(U8, veorq_u32(a, b))
+    }
+    #[inline(always)]
     fn eq(self, a: U8, b: U8) -> U8 {
         both!(U8, vceqq_u32(a, b))
     }
@@ -309,15 +313,62 @@ impl Lanes for NeonLanes {
     }
     #[inline(always)]
     fn dot_nibbles_i8(self, codes: &[u8; 16], q: &[i8; 32], acc: U8) -> U8 {
+        let c = self.nibbles32(codes);
+        self.dot_bytes_i8(c, q, acc)
+    }
+    /// `vrev64q` for `h` 1, `vextq` for 2, the two registers swapped for 4.
+    #[inline(always)]
+    fn swap_lanes(self, v: F8, h: usize) -> F8 {
+        match h {
+            1 => both!(F8, vrev64q_f32(v)),
+            2 => neon!(F8(vextq_f32::<2>(v.0, v.0), vextq_f32::<2>(v.1, v.1))),
+            _ => F8(v.1, v.0),
+        }
+    }
+    /// `vqtbl1q_u8` on the low byte of each lane (the others index entry 0, masked off).
+    #[inline(always)]
+    fn lookup16(self, table: &[u8; 16], idx: U8) -> U8 {
+        neon!({
+            let t = vld1q_u8(table.as_ptr());
+            let low = vdupq_n_u32(0xFF);
+            let lo = vqtbl1q_u8(t, vreinterpretq_u8_u32(idx.0));
+            let hi = vqtbl1q_u8(t, vreinterpretq_u8_u32(idx.1));
+            U8(
+                vandq_u32(vreinterpretq_u32_u8(lo), low),
+                vandq_u32(vreinterpretq_u32_u8(hi), low),
+            )
+        })
+    }
+    #[inline(always)]
+    fn dot_nibble_levels_i8(self, codes: &[u8; 16], table: &[u8; 16], q: &[i8; 32], acc: U8) -> U8 {
+        let c = self.nibbles32(codes);
+        let levels = neon!({
+            let t = vld1q_u8(table.as_ptr());
+            uint8x16x2_t(vqtbl1q_u8(t, c.0), vqtbl1q_u8(t, c.1))
+        });
+        self.dot_bytes_i8(levels, q, acc)
+    }
+}
+
+impl NeonLanes {
+    /// 32 4-bit codes (packed as in a row) as 32 bytes in order.
+    #[inline(always)]
+    fn nibbles32(self, codes: &[u8; 16]) -> uint8x16x2_t {
         neon!({
             let v = vld1q_u8(codes.as_ptr());
             let lo = vandq_u8(v, vdupq_n_u8(0x0F));
             let hi = vshrq_n_u8::<4>(v);
-            // Codes 0–15 and 16–31 in order (low nibble first), as i8 (all ≤ 15).
-            let c = vzipq_u8(lo, hi);
+            vzipq_u8(lo, hi)
+        })
+    }
+
+    /// Adds `Σ c·q` over 32 bytes `c` (each ≤ 127) and int8 `q` into the i32 lanes.
+    #[inline(always)]
+    fn dot_bytes_i8(self, c: uint8x16x2_t, q: &[i8; 32], acc: U8) -> U8 {
+        neon!({
             let (c0, c1) = (vreinterpretq_s8_u8(c.0), vreinterpretq_s8_u8(c.1));
             let (q0, q1) = (vld1q_s8(q.as_ptr()), vld1q_s8(q[16..].as_ptr()));
-            // |c·q| ≤ 15·127 fits i16; pairs of i16 add into the i32 lanes.
+            // |c·q + c·q| ≤ 2·127·127 fits i16; pairs of i16 add into the i32 lanes.
             let s0 = vmlal_high_s8(vmull_s8(vget_low_s8(c0), vget_low_s8(q0)), c0, q0);
             let s1 = vmlal_high_s8(vmull_s8(vget_low_s8(c1), vget_low_s8(q1)), c1, q1);
             U8(

@@ -97,8 +97,7 @@ macro_rules! simd_kernels {
                     match job.params.version {
                         FormatVersion::V1 => self.run(QuantizeRows { w, job, out }),
                         FormatVersion::V2 => self.run(QuantizeRowsV2 { w, job, out }),
-                        // Format v3 has no SIMD encoder yet: the scalar oracle's bytes.
-                        FormatVersion::V3 => $crate::kernels::Scalar.quantize_rows(w, job, out),
+                        FormatVersion::V3 => self.run(QuantizeRowsV3 { w, job, out }),
                     }
                 }
 
@@ -111,9 +110,7 @@ macro_rules! simd_kernels {
                     simd::dequantize_rows(t, first_row, out, |r, row_out| match t.version() {
                         FormatVersion::V1 => self.run(DequantizeRow { t, r, out: row_out }),
                         FormatVersion::V2 => self.run(DequantizeRowV2 { t, r, out: row_out }),
-                        FormatVersion::V3 => {
-                            $crate::kernels::scalar_v3::dequantize_row(t, r, row_out)
-                        }
+                        FormatVersion::V3 => self.run(DequantizeRowV3 { t, r, out: row_out }),
                     })
                 }
 
@@ -121,7 +118,7 @@ macro_rules! simd_kernels {
                     match t.version() {
                         FormatVersion::V1 => self.run(DotRow { t, r: row, x }),
                         FormatVersion::V2 => self.run(DotRowV2 { t, r: row, x }),
-                        FormatVersion::V3 => $crate::kernels::scalar_v3::dot_row(t, row, x),
+                        FormatVersion::V3 => self.run(DotRowV3 { t, r: row, x }),
                     }
                 }
 
@@ -129,13 +126,14 @@ macro_rules! simd_kernels {
                     match t.version() {
                         FormatVersion::V1 => $crate::kernels::gemv_by_rows(self, t, x, y),
                         FormatVersion::V2 => self.run(GemvV2 { t, x, y }),
-                        FormatVersion::V3 => $crate::kernels::scalar_v3::gemv(t, x, y),
+                        FormatVersion::V3 => self.run(GemvV3 { t, x, y }),
                     }
                 }
 
                 /// Exact integer `Σ c·q` per group; version 1 vectorizes the outlier corrections
                 /// (formats other than 4-bit codes in groups of 128 use the portable reference),
-                /// version 2 equals the reference bit for bit.
+                /// version 2 sums the outlier corrections in lanes, version 3 equals the
+                /// reference bit for bit.
                 fn dot_row_q8(
                     &self,
                     t: &PackedTensor<'_>,
@@ -145,7 +143,7 @@ macro_rules! simd_kernels {
                     match t.version() {
                         FormatVersion::V1 => self.run(DotRowQ8 { t, r: row, a }),
                         FormatVersion::V2 => self.run(DotRowQ8V2 { t, r: row, a }),
-                        FormatVersion::V3 => $crate::kernels::dot_row_q8_ref(t, row, a),
+                        FormatVersion::V3 => self.run(DotRowQ8V3 { t, r: row, a }),
                     }
                 }
             }
@@ -278,4 +276,40 @@ kernel!(
         x: &'a [f32],
         y: &'a mut [f32]
     } -> Result<()> = super::gemv_v2
+);
+kernel!(
+    /// [`super::quantize_rows_v3`].
+    QuantizeRowsV3<'a, 'b> {
+        w: Weights<'a>,
+        job: &'a RowJob,
+        out: &'a mut RowsOut<'b>
+    } -> Result<RowsDone> = super::quantize_rows_v3
+);
+kernel!(
+    /// [`super::dequantize_row_v3`].
+    DequantizeRowV3<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        r: usize,
+        out: &'a mut [f32]
+    } -> Result<()> = super::dequantize_row_v3
+);
+kernel!(
+    /// [`super::dot_row_v3`].
+    DotRowV3<'a, 'b> { t: &'a PackedTensor<'b>, r: usize, x: &'a [f32] } -> Result<f32> = super::dot_row_v3
+);
+kernel!(
+    /// [`super::dot_row_q8_v3`].
+    DotRowQ8V3<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        r: usize,
+        a: &'a Q8Activations<'b>
+    } -> Result<f32> = super::dot_row_q8_v3
+);
+kernel!(
+    /// [`super::gemv_v3`].
+    GemvV3<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        x: &'a [f32],
+        y: &'a mut [f32]
+    } -> Result<()> = super::gemv_v3
 );

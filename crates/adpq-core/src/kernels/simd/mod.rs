@@ -20,6 +20,9 @@
 //! | quantizing rows, format v2 | `quantize_v2.rs` (classification from `quantize.rs`, grid search shared with scalar: `affine.rs`) |
 //! | dequantizing rows, f32 dot products | `decode.rs`; format v2: `decode_v2.rs` |
 //! | int8-activation dot products | `q8.rs`; format v2: `decode_v2.rs` |
+//! | format v3: the row rotation | `rotate.rs` (bit-identical to `crate::rotate`) |
+//! | format v3: quantizing rows | `quantize_v3.rs` (grid search shared with scalar: `affine.rs`) |
+//! | format v3: dequantizing rows, f32 and int8 dot products | `decode_v3.rs` |
 //! | the `CpuKernels` impl and kernel values | `entry.rs` |
 //!
 //! **Exactness.** Histograms and counts are integer work and equal the scalar results.
@@ -28,23 +31,31 @@
 //! identical. Dequantization is `(code − offset) as f32 · Δ`, also identical. Format v2
 //! likewise: the search's error and refit sums keep element `i` of a group in lane `i % 8`
 //! with no FMA (`affine::LaneSums`), so the grids and codes are the oracle's, and
-//! dequantization is `c·d + m`, a multiply then an add. Only the dot products sum in
-//! another order (lanes, FMA): see [`dot_tolerance`](crate::kernels::dot_tolerance).
+//! dequantization is `c·d + m`, a multiply then an add. Format v3 the same way, its
+//! rotation included (`rotate.rs`: the same butterflies per element). Only the f32 dot
+//! products sum in another order (lanes, FMA): see
+//! [`dot_tolerance`](crate::kernels::dot_tolerance); v3's int8 dot product equals the
+//! reference.
 
 mod decode;
 mod decode_v2;
+mod decode_v3;
 pub(crate) mod entry;
 mod q8;
 mod quantize;
 mod quantize_v2;
+mod quantize_v3;
+mod rotate;
 mod scan;
 
 pub(crate) use decode::{dequantize_row, dequantize_rows, dot_row, PositionReader};
 pub(crate) use decode_v2::{dequantize_row_v2, dot_row_q8_v2, dot_row_v2, gemv_v2};
+pub(crate) use decode_v3::{dequantize_row_v3, dot_row_q8_v3, dot_row_v3, gemv_v3};
 pub(crate) use entry::simd_kernels;
 pub(crate) use q8::dot_row_q8;
 pub(crate) use quantize::quantize_rows;
 pub(crate) use quantize_v2::quantize_rows_v2;
+pub(crate) use quantize_v3::quantize_rows_v3;
 pub(crate) use scan::{count_f32, histogram_f32, histogram_in_contract, scan_range_f32};
 
 /// An ISA token whose lanes the shared kernels run on.
@@ -97,6 +108,8 @@ pub(crate) trait Lanes: Copy {
     fn or(self, a: Self::U, b: Self::U) -> Self::U;
     /// `!a & b`.
     fn andnot(self, a: Self::U, b: Self::U) -> Self::U;
+    /// `a ^ b`.
+    fn xor(self, a: Self::U, b: Self::U) -> Self::U;
     /// `a == b` as a mask.
     fn eq(self, a: Self::U, b: Self::U) -> Self::U;
     /// `a > b` as i32, as a mask.
@@ -165,6 +178,22 @@ pub(crate) trait Lanes: Copy {
     /// Adds `Σ c·q` over 32 4-bit codes `codes` (packed as in a row) and int8 `q` into
     /// the i32 lanes of `acc` (exact; which lane gets which term is the ISA's choice).
     fn dot_nibbles_i8(self, codes: &[u8; 16], q: &[i8; 32], acc: Self::U) -> Self::U;
+
+    /// Lane `j` of `v` moved to lane `j ^ h`, for `h` 1, 2 or 4 (a Walsh–Hadamard
+    /// butterfly's partner).
+    fn swap_lanes(self, v: Self::F, h: usize) -> Self::F;
+    /// `table[idx_j]` in lane `j`, every `idx_j < 16` (format v3's code book).
+    fn lookup16(self, table: &[u8; 16], idx: Self::U) -> Self::U;
+    /// Adds `Σ table[c]·q` over 32 4-bit codes `codes` (packed as in a row) and int8 `q`
+    /// into the i32 lanes of `acc` (exact for table entries up to 127; which lane gets
+    /// which term is the ISA's choice).
+    fn dot_nibble_levels_i8(
+        self,
+        codes: &[u8; 16],
+        table: &[u8; 16],
+        q: &[i8; 32],
+        acc: Self::U,
+    ) -> Self::U;
 
     /// Lane `j` of `table` at lane `idx_j & 7`, for every `j`.
     #[inline(always)]

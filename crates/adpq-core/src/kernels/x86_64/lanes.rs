@@ -37,6 +37,20 @@ macro_rules! avx2 {
     };
 }
 
+impl Avx2Lanes {
+    /// 32 4-bit codes (packed as in a row) as 32 bytes in order.
+    #[inline(always)]
+    fn nibbles32(self, codes: &[u8; 16]) -> __m256i {
+        avx2!({
+            let v = _mm_loadu_si128(codes.as_ptr().cast());
+            let low = _mm_set1_epi8(0x0F);
+            let lo = _mm_and_si128(v, low);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), low);
+            _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi))
+        })
+    }
+}
+
 impl Lanes for Avx2Lanes {
     type F = __m256;
     type U = __m256i;
@@ -93,6 +107,10 @@ impl Lanes for Avx2Lanes {
     #[inline(always)]
     fn andnot(self, a: __m256i, b: __m256i) -> __m256i {
         avx2!(_mm256_andnot_si256(a, b))
+    }
+    #[inline(always)]
+    fn xor(self, a: __m256i, b: __m256i) -> __m256i {
+        avx2!(_mm256_xor_si256(a, b))
     }
     #[inline(always)]
     fn eq(self, a: __m256i, b: __m256i) -> __m256i {
@@ -263,15 +281,46 @@ impl Lanes for Avx2Lanes {
     }
     #[inline(always)]
     fn dot_nibbles_i8(self, codes: &[u8; 16], q: &[i8; 32], acc: __m256i) -> __m256i {
+        let c = self.nibbles32(codes);
         avx2!({
-            let v = _mm_loadu_si128(codes.as_ptr().cast());
             let qv = _mm256_loadu_si256(q.as_ptr().cast());
-            let low = _mm_set1_epi8(0x0F);
-            let lo = _mm_and_si128(v, low);
-            let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), low);
-            let c = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi));
             // |c·q + c·q| ≤ 2·15·127: no i16 saturation.
             let pairs = _mm256_maddubs_epi16(c, qv);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+        })
+    }
+    /// `vpermilps` within 128-bit halves for `h` 1 and 2, `vperm2f128` for 4.
+    #[inline(always)]
+    fn swap_lanes(self, v: __m256, h: usize) -> __m256 {
+        match h {
+            1 => avx2!(_mm256_permute_ps::<0b10_11_00_01>(v)),
+            2 => avx2!(_mm256_permute_ps::<0b01_00_11_10>(v)),
+            _ => avx2!(_mm256_permute2f128_ps::<1>(v, v)),
+        }
+    }
+    /// `vpshufb` on the low byte of each lane (the others index entry 0, masked off).
+    #[inline(always)]
+    fn lookup16(self, table: &[u8; 16], idx: __m256i) -> __m256i {
+        avx2!({
+            let t = _mm256_broadcastsi128_si256(_mm_loadu_si128(table.as_ptr().cast()));
+            _mm256_and_si256(_mm256_shuffle_epi8(t, idx), _mm256_set1_epi32(0xFF))
+        })
+    }
+    #[inline(always)]
+    fn dot_nibble_levels_i8(
+        self,
+        codes: &[u8; 16],
+        table: &[u8; 16],
+        q: &[i8; 32],
+        acc: __m256i,
+    ) -> __m256i {
+        let c = self.nibbles32(codes);
+        avx2!({
+            let t = _mm256_broadcastsi128_si256(_mm_loadu_si128(table.as_ptr().cast()));
+            let levels = _mm256_shuffle_epi8(t, c);
+            let qv = _mm256_loadu_si256(q.as_ptr().cast());
+            // |L·q + L·q| ≤ 2·127·127: no i16 saturation.
+            let pairs = _mm256_maddubs_epi16(levels, qv);
             _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
         })
     }

@@ -1,0 +1,315 @@
+//! Reading format v3 rows over lanes: dequantization (bit-identical to the oracle's
+//! `L[c]·d + m`, a multiply then an add, then the same inverse rotation), and the f32 and
+//! int8-activation dot products.
+//!
+//! Codes of any width load 8 at a time ([`codes8`]); at 4 bits a code indexes the code
+//! book, looked up in lanes ([`Lanes::lookup16`]) as integer eighths `CODEBOOK_4BIT[c]`.
+//! The f32 dot products sum `Σ T[c]·x` per group in lanes (FMA) and scale by `d/8` once
+//! per group (within [`dot_tolerance`](crate::kernels::dot_tolerance)); the int8 one sums
+//! `Σ T[c]·q` exactly and then does the reference's f32 arithmetic per group, so it
+//! equals [`dot_row_q8_ref`] bit for bit.
+
+use super::decode::{load_codes8, nibbles8};
+use super::rotate::{forward_at, inverse_at};
+use super::{arrays, arrays_mut, halves, Lanes};
+use crate::affine::RowUnits;
+use crate::error::Result;
+use crate::format::record_v3::read_record;
+use crate::format::{code_at, PackedTensor};
+use crate::kernels::q8::{dot_row_q8_ref, Q8Activations};
+use crate::kernels::{check_activations, check_gemv_out};
+use crate::params::{FormatParams, CODEBOOK_4BIT};
+use crate::rotate::{Rotation, MAX_SEGMENT};
+
+/// The 8 `bits`-wide codes from code `i` (a multiple of 8) of a row, as lanes.
+#[inline(always)]
+pub(super) fn codes8<S: Lanes>(s: S, codes: &[u8], i: usize, bits: u8) -> S::U {
+    match bits {
+        4 | 8 => load_codes8(s, codes, i, bits),
+        _ => {
+            // 8 codes of `b` bits are `b` whole bytes: codes 0–3 in the low dword,
+            // codes 4–7 from bit `4b`.
+            let b = u32::from(bits);
+            let at = i * bits as usize / 8;
+            let word = match codes.get(at..at + 8) {
+                Some(w) => u64::from_le_bytes(w.try_into().expect("8 bytes")),
+                None => {
+                    let rest = codes.get(at..).unwrap_or(&[]);
+                    let mut w = [0u8; 8];
+                    let n = rest.len().min(8);
+                    w[..n].copy_from_slice(&rest[..n]);
+                    u64::from_le_bytes(w)
+                }
+            };
+            let halves = s.select_u(
+                s.mask_from_bits(0xF0),
+                s.splat_u((word >> (4 * b)) as u32),
+                s.splat_u(word as u32),
+            );
+            let shifts = s.load_u(&[0, b, 2 * b, 3 * b, 0, b, 2 * b, 3 * b]);
+            s.and(s.shr_lanes(halves, shifts), s.splat_u((1 << b) - 1))
+        }
+    }
+}
+
+/// The integer levels of 8 codes: `CODEBOOK_4BIT[c]` (eighths) with the code book, else `c`.
+#[inline(always)]
+fn int_levels8<S: Lanes>(s: S, codes: &[u8], i: usize, fp: &FormatParams) -> S::U {
+    let c = codes8(s, codes, i, fp.bits);
+    if fp.uses_codebook() {
+        s.lookup16(&CODEBOOK_4BIT, c)
+    } else {
+        c
+    }
+}
+
+/// What one integer level is worth: `1/8` with the code book, else 1.
+#[inline(always)]
+fn level_unit(fp: &FormatParams) -> f32 {
+    if fp.uses_codebook() {
+        0.125
+    } else {
+        1.0
+    }
+}
+
+/// A group's `(d, m)` as [`AffineGrid::new`](crate::affine::AffineGrid::new) computes
+/// them (without its reciprocal).
+#[inline(always)]
+fn step_min(records: &[u8], gi: usize, units: &RowUnits) -> (f32, f32) {
+    let (q_step, q_min) = read_record(records, gi);
+    (
+        f32::from(q_step) * units.step_unit,
+        -(f32::from(q_min) * units.min_unit),
+    )
+}
+
+/// Dequantizes one v3 row: `L[c]·d + m` 8 codes at a time, then the inverse rotation,
+/// bit-identical to the oracle.
+#[inline(always)]
+pub(crate) fn dequantize_row_v3<S: Lanes>(
+    s: S,
+    t: &PackedTensor<'_>,
+    r: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let fp = t.params();
+    let row = t.row(r)?;
+    let units = t.units_of(&row);
+    let g = usize::from(fp.group_size);
+    let unit = s.splat_f(level_unit(&fp));
+    for (gi, chunk) in out.chunks_mut(g).enumerate() {
+        let (step, min) = step_min(row.records, gi, &units);
+        let base = gi * g;
+        let (step_v, min_v) = (s.splat_f(step), s.splat_f(min));
+        let whole = chunk.len() / 8 * 8;
+        for (c, o) in arrays_mut::<f32, 8>(chunk).enumerate() {
+            let levels = s.int_to_float(int_levels8(s, row.codes, base + c * 8, &fp));
+            // `FormatParams::level` is `T[c]·0.125` (exact), then `L·d + m`.
+            let levels = if fp.uses_codebook() {
+                s.mul_f(levels, unit)
+            } else {
+                levels
+            };
+            s.store_f(s.add_f(s.mul_f(levels, step_v), min_v), o);
+        }
+        for (i, o) in chunk.iter_mut().enumerate().skip(whole) {
+            *o = fp.level(code_at(row.codes, base + i, fp.bits)) * step + min;
+        }
+    }
+    if let Some(rot) = t.info().rotation {
+        inverse_at(s, &rot, 0, out);
+    }
+    Ok(())
+}
+
+/// Segments of `x` one [`gemv_v3`] pass rotates together (a 16 KiB stack buffer), so
+/// that each row's codes for the pass are read in one sweep.
+const PASS_SEGMENTS: usize = 8;
+/// Columns of one pass.
+const PASS: usize = PASS_SEGMENTS * MAX_SEGMENT;
+/// Most groups of one pass (groups have at least 16 columns).
+const PASS_GROUPS: usize = PASS / 16;
+
+/// Columns `start..start + xs.len()` of `x` (`start` a multiple of [`MAX_SEGMENT`]) in
+/// the rotated basis, in `xs`, and `Σ x` of each of their groups in `sums`.
+#[inline(always)]
+fn rotate_pass<S: Lanes>(
+    s: S,
+    rotation: Option<&Rotation>,
+    x: &[f32],
+    start: usize,
+    xs: &mut [f32],
+    g: usize,
+    sums: &mut [f32],
+) {
+    xs.copy_from_slice(&x[start..start + xs.len()]);
+    if let Some(rot) = rotation {
+        forward_at(s, rot, start, xs);
+    }
+    for (sum, xg) in sums.iter_mut().zip(xs.chunks(g)) {
+        let (whole, rest) = arrays::<f32, 8>(xg);
+        let v = whole.fold(s.splat_f(0.0), |v, xc| s.add_f(v, s.load_f(xc)));
+        *sum = s.hsum_f(v) + rest.iter().sum::<f32>();
+    }
+}
+
+/// `Σ` over the groups of columns `start..start + xs.len()` of a row of
+/// `d·Σ L[c]·x + m·Σ x`, with `Σ x` of each group from `sums` (`xs` rotated).
+#[inline(always)]
+fn dot_pass<S: Lanes>(
+    s: S,
+    fp: &FormatParams,
+    (records, codes, units): (&[u8], &[u8], &RowUnits),
+    start: usize,
+    xs: &[f32],
+    sums: &[f32],
+) -> f32 {
+    let g = usize::from(fp.group_size);
+    let unit = level_unit(fp);
+    let unit_v = s.splat_f(unit);
+    let mut accv = s.splat_f(0.0);
+    let mut acc = 0f32;
+    for ((k, xg), &sum) in xs.chunks(g).enumerate().zip(sums) {
+        let base = start + k * g;
+        let (step, min) = step_min(records, base / g, units);
+        let z = s.splat_f(0.0);
+        let (mut d0, mut d1) = (z, z);
+        let (pairs, odd) = arrays::<f32, 16>(xg);
+        if fp.uses_codebook() {
+            // 16 codes a word: the group's codes as one slice, no width tests.
+            let gc = &codes[base / 2..base / 2 + pairs.len() * 8];
+            for (cb, xc) in arrays::<u8, 8>(gc).0.zip(pairs) {
+                let (x0, x1) = halves(xc);
+                let w = u64::from_le_bytes(*cb);
+                let l0 = s.lookup16(&CODEBOOK_4BIT, nibbles8(s, w as u32));
+                let l1 = s.lookup16(&CODEBOOK_4BIT, nibbles8(s, (w >> 32) as u32));
+                d0 = s.mul_add(s.int_to_float(l0), s.load_f(x0), d0);
+                d1 = s.mul_add(s.int_to_float(l1), s.load_f(x1), d1);
+            }
+        } else {
+            for (c, xc) in pairs.enumerate() {
+                let (x0, x1) = halves(xc);
+                let i = base + c * 16;
+                let l0 = s.int_to_float(int_levels8(s, codes, i, fp));
+                let l1 = s.int_to_float(int_levels8(s, codes, i + 8, fp));
+                d0 = s.mul_add(l0, s.load_f(x0), d0);
+                d1 = s.mul_add(l1, s.load_f(x1), d1);
+            }
+        }
+        let mut done = xg.len() - odd.len();
+        if let Some(x0) = odd.get(..8) {
+            let l0 = s.int_to_float(int_levels8(s, codes, base + done, fp));
+            d0 = s.mul_add(l0, s.load_f(x0.try_into().expect("8 f32")), d0);
+            done += 8;
+        }
+        // Levels in eighths: `d/8` per group (exact scaling of the lane sums).
+        let d = s.mul_f(s.add_f(d0, d1), unit_v);
+        accv = s.mul_add(d, s.splat_f(step), accv);
+        let mut tail = 0f32;
+        for (i, &xi) in xg.iter().enumerate().skip(done) {
+            tail += fp.level(code_at(codes, base + i, fp.bits)) * xi;
+        }
+        acc += tail * step + sum * min;
+    }
+    acc + s.hsum_f(accv)
+}
+
+/// Dot product of one v3 row with `x`: `x` rotated one pass at a time (lanes), then each
+/// group's `d·Σ L[c]·x + m·Σ x` (see the module docs).
+#[inline(always)]
+pub(crate) fn dot_row_v3<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
+    check_activations(t, x)?;
+    let fp = t.params();
+    let row = t.row(r)?;
+    let units = t.units_of(&row);
+    let g = usize::from(fp.group_size);
+    let rotation = t.info().rotation;
+    let mut buf = [0f32; MAX_SEGMENT];
+    let mut sums = [0f32; MAX_SEGMENT / 16];
+    let mut acc = 0f32;
+    for start in (0..x.len()).step_by(MAX_SEGMENT) {
+        let n = MAX_SEGMENT.min(x.len() - start);
+        let (xs, sums) = (&mut buf[..n], &mut sums[..n.div_ceil(g)]);
+        rotate_pass(s, rotation.as_ref(), x, start, xs, g, sums);
+        acc += dot_pass(s, &fp, (row.records, row.codes, &units), start, xs, sums);
+    }
+    Ok(acc)
+}
+
+/// `y = W x` for a v3 tensor: `x` rotated once, [`PASS_SEGMENTS`] segments at a time,
+/// and every row's share of each segment added as [`dot_row_v3`] adds it (the same bits).
+#[inline(always)]
+pub(crate) fn gemv_v3<S: Lanes>(
+    s: S,
+    t: &PackedTensor<'_>,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<()> {
+    check_activations(t, x)?;
+    check_gemv_out(t, y)?;
+    let fp = t.params();
+    let g = usize::from(fp.group_size);
+    let rotation = t.info().rotation;
+    let mut buf = [0f32; PASS];
+    let mut sums = [0f32; PASS_GROUPS];
+    y.fill(0.0);
+    for pass in (0..x.len()).step_by(PASS) {
+        let n = PASS.min(x.len() - pass);
+        let (xs, sums) = (&mut buf[..n], &mut sums[..n.div_ceil(g)]);
+        rotate_pass(s, rotation.as_ref(), x, pass, xs, g, sums);
+        let per_segment = MAX_SEGMENT / g;
+        for (r, out) in y.iter_mut().enumerate() {
+            let row = t.row(r)?;
+            let units = t.units_of(&row);
+            let parts = (row.records, row.codes, &units);
+            for (k, seg) in xs.chunks(MAX_SEGMENT).enumerate() {
+                let seg_sums = &sums[k * per_segment..];
+                *out += dot_pass(s, &fp, parts, pass + k * MAX_SEGMENT, seg, seg_sums);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Dot product of v3 row `r` with int8 activations (already in the rotated basis), 4-bit
+/// codes: the exact `Σ T[c]·q` 32 codes at a time in lanes, then the reference's f32
+/// arithmetic per group, so the result is the reference's bit for bit. Other widths run
+/// the reference.
+#[inline(always)]
+pub(crate) fn dot_row_q8_v3<S: Lanes>(
+    s: S,
+    t: &PackedTensor<'_>,
+    r: usize,
+    a: &Q8Activations<'_>,
+) -> Result<f32> {
+    a.check(t)?;
+    let fp = t.params();
+    let g = usize::from(fp.group_size);
+    if !(fp.uses_codebook() && g.is_multiple_of(32)) {
+        return dot_row_q8_ref(t, r, a);
+    }
+    let row = t.row(r)?;
+    let units = t.units_of(&row);
+    let mut acc = 0f32;
+    for (gi, qs) in a.q().chunks(g).enumerate() {
+        let base = gi * g;
+        let (whole, rest) = arrays::<i8, 32>(qs);
+        let gc = &row.codes[base / 2..base / 2 + whole.len() * 16];
+        let mut isum_v = s.splat_u(0);
+        for (cb, qc) in arrays::<u8, 16>(gc).0.zip(whole) {
+            isum_v = s.dot_nibble_levels_i8(cb, &CODEBOOK_4BIT, qc, isum_v);
+        }
+        let mut isum = s.hsum_i(isum_v);
+        let done = qs.len() - rest.len();
+        for (i, &qi) in rest.iter().enumerate() {
+            let c = code_at(row.codes, base + done + i, 4);
+            isum += i32::from(CODEBOOK_4BIT[usize::from(c)]) * i32::from(qi);
+        }
+        // The reference's arithmetic, in its order.
+        let (step, min) = step_min(row.records, gi, &units);
+        let sx = a.scales()[gi];
+        acc += (sx * (step * 0.125)) * isum as f32 + (sx * min) * a.sums()[gi] as f32;
+    }
+    Ok(acc)
+}

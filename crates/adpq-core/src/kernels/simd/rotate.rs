@@ -1,0 +1,177 @@
+//! Format v3's row rotation over lanes, bit-identical to [`Rotation::forward_at`] and
+//! [`Rotation::inverse_at`].
+//!
+//! Every output of the rotation is a fixed chain of f32 operations on the inputs (sign
+//! flips, one scale multiply, then add/sub butterflies at strides 1, 2, 4, …), and each
+//! butterfly reads only the previous stage. So doing a stage 8 elements at a time gives
+//! the same bits as one at a time: strides 1, 2 and 4 pair lanes of one register
+//! ([`Lanes::swap_lanes`]), wider strides pair two registers. Blocks shorter than 8 (the
+//! tail of a row whose length is not a multiple of 8) run the scalar code.
+
+use super::{arrays_mut, Lanes};
+use crate::rotate::{block_scale, for_blocks, transform_block, Rotation};
+
+/// [`Rotation::forward_at`] over lanes (the same bits).
+#[inline(always)]
+pub(crate) fn forward_at<S: Lanes>(s: S, rot: &Rotation, start: usize, x: &mut [f32]) {
+    // The signs are per column, so all of them may go first: each segment still sees
+    // its signs before its blocks.
+    signs(s, rot, start, x);
+    blocks(s, rot, x);
+}
+
+/// [`Rotation::inverse_at`] over lanes (the same bits).
+#[inline(always)]
+pub(crate) fn inverse_at<S: Lanes>(s: S, rot: &Rotation, start: usize, x: &mut [f32]) {
+    blocks(s, rot, x);
+    signs(s, rot, start, x);
+}
+
+/// Negates the values of columns `start..` whose sign is set (a sign-bit flip, as the
+/// scalar `-v`).
+#[inline(always)]
+fn signs<S: Lanes>(s: S, rot: &Rotation, start: usize, x: &mut [f32]) {
+    if !start.is_multiple_of(8) {
+        rot.signs(start, x);
+        return;
+    }
+    let sign_bit = s.splat_u(0x8000_0000);
+    let whole = x.len() / 8 * 8;
+    let (head, tail) = x.split_at_mut(whole);
+    let mut word = 0u64;
+    for (k, c) in arrays_mut::<f32, 8>(head).enumerate() {
+        let col = start + k * 8;
+        if k == 0 || col.is_multiple_of(64) {
+            word = rot.sign_word(col);
+        }
+        let flip = s.and(
+            s.mask_from_bits((word >> (col & 63)) as u32 & 0xFF),
+            sign_bit,
+        );
+        let v = s.float_of_bits(s.xor(s.bits(s.load_f(c)), flip));
+        s.store_f(v, c);
+    }
+    rot.signs(start + whole, tail);
+}
+
+/// Each segment's blocks scaled and transformed.
+#[inline(always)]
+fn blocks<S: Lanes>(s: S, rot: &Rotation, x: &mut [f32]) {
+    for seg in x.chunks_mut(rot.segment()) {
+        for_blocks(seg, |block| {
+            if block.len() >= 8 {
+                transform_block_lanes(s, block);
+            } else {
+                transform_block(block);
+            }
+        });
+    }
+}
+
+/// The lane masks of the upper partner of each in-register stride (1, 2, 4).
+const UPPER: [(usize, u32); 3] = [(1, 0xAA), (2, 0xCC), (4, 0xF0)];
+
+/// One block of `2^m ≥ 8` values scaled, then transformed by the butterflies
+/// (`(a, b) → (a + b, a − b)`), as [`transform_block`] does.
+#[inline(always)]
+fn transform_block_lanes<S: Lanes>(s: S, block: &mut [f32]) {
+    let scale = block_scale(block.len());
+    let scale_v = s.splat_f(scale);
+    let upper = UPPER.map(|(h, bits)| (h, s.mask_from_bits(bits)));
+    for c in arrays_mut::<f32, 8>(block) {
+        let mut v = s.load_f(c);
+        if scale != 1.0 {
+            v = s.mul_f(v, scale_v);
+        }
+        for &(h, m) in &upper {
+            // Lane j pairs with lane j ^ h: the lower one gets a + b, the upper a − b.
+            let partner = s.swap_lanes(v, h);
+            v = s.select_f(m, s.sub_f(partner, v), s.add_f(v, partner));
+        }
+        s.store_f(v, c);
+    }
+    let n = block.len();
+    let mut h = 8;
+    while h < n {
+        for pair in block.chunks_exact_mut(2 * h) {
+            let (a, b) = pair.split_at_mut(h);
+            for (ca, cb) in arrays_mut::<f32, 8>(a).zip(arrays_mut::<f32, 8>(b)) {
+                let (u, v) = (s.load_f(ca), s.load_f(cb));
+                s.store_f(s.add_f(u, v), ca);
+                s.store_f(s.sub_f(u, v), cb);
+            }
+        }
+        h *= 2;
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::kernels::simd::entry::Kernel;
+    use crate::kernels::simd::SimdToken;
+
+    struct Rotate<'a> {
+        rot: Rotation,
+        start: usize,
+        x: &'a mut [f32],
+        inverse: bool,
+    }
+
+    impl<S: Lanes> Kernel<S> for Rotate<'_> {
+        type Out = ();
+        #[inline(always)]
+        fn call(self, s: S) {
+            if self.inverse {
+                inverse_at(s, &self.rot, self.start, self.x);
+            } else {
+                forward_at(s, &self.rot, self.start, self.x);
+            }
+        }
+    }
+
+    fn rotations_match<T: SimdToken>(t: T) {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..400 {
+            let log2 = 1 + (case % 9) as u8;
+            let rot = Rotation::new(next() as u32, log2).unwrap();
+            let n = 1 + (next() % 1500) as usize;
+            let start = [0usize, 512, 1024, 4096][case % 4];
+            let x: std::vec::Vec<f32> = (0..n)
+                .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0)
+                .collect();
+            for inverse in [false, true] {
+                let (mut want, mut got) = (x.clone(), x.clone());
+                if inverse {
+                    rot.inverse_at(start, &mut want);
+                } else {
+                    rot.forward_at(start, &mut want);
+                }
+                t.run(Rotate {
+                    rot,
+                    start,
+                    x: &mut got,
+                    inverse,
+                });
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<std::vec::Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "case {case}: n {n}, log2 {log2}");
+            }
+        }
+    }
+
+    #[test]
+    fn lane_rotation_equals_the_scalar_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = crate::kernels::Avx2::try_new() {
+            rotations_match(t);
+        }
+        #[cfg(target_arch = "aarch64")]
+        rotations_match(crate::kernels::Neon::try_new().expect("NEON is baseline on aarch64"));
+    }
+}
