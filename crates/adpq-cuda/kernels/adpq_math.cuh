@@ -1,6 +1,6 @@
-/* adpq_math.cuh: the per-group arithmetic of formats v1 and v2, written once for the
+/* adpq_math.cuh: the per-group arithmetic of formats v1, v2 and v3, written once for the
  * device kernels (NVRTC) and for the host C build that the tests compare against the
- * Rust scalar oracle (adpq-core: quant.rs, affine.rs, format/record*.rs,
+ * Rust scalar oracle (adpq-core: quant.rs, affine.rs, rotate.rs, format/record*.rs,
  * kernels/scalar*.rs).
  *
  * Byte identity rests on doing the oracle's f32/f64 operations in its order, each
@@ -39,9 +39,12 @@ typedef unsigned int adpq_u32;
 typedef int adpq_i32;
 typedef unsigned long long adpq_u64;
 
-/* Largest group sizes (params.rs): v1 1024, v2 255. */
+/* Largest group sizes (params.rs): v1 1024, v2 255, v3 512. */
 #define ADPQ_MAX_GROUP 1024
 #define ADPQ_MAX_GROUP_V2 255
+/* Format v3's rotation works on chunks of at most this many columns of a row
+ * (rotate.rs MAX_SEGMENT); a v3 group never straddles two. */
+#define ADPQ_MAX_SEGMENT 512u
 /* Words of an outlier mask of one group. */
 #define ADPQ_MASK_WORDS (ADPQ_MAX_GROUP / 32)
 /* Selection: "every weight equal to the threshold is an outlier". */
@@ -166,10 +169,10 @@ ADPQ_HD float adpq_load(const void *w, adpq_i32 dtype, adpq_u64 i) {
 
 /* The format parameters that shape the bytes (FormatParams). */
 typedef struct {
-    adpq_i32 version;    /* 1 or 2 */
+    adpq_i32 version;    /* 1, 2 or 3 */
     adpq_i32 bits;       /* 2..=8 */
-    adpq_i32 group_size; /* 16..=1024 (v2: ..=255) */
-    adpq_i32 asymmetric; /* v1 grid: 0 symmetric, 1 asymmetric (v2: 1) */
+    adpq_i32 group_size; /* 16..=1024 (v2: ..=255; v3: a power of two ..=512) */
+    adpq_i32 asymmetric; /* v1 grid: 0 symmetric, 1 asymmetric (v2, v3: 1) */
 } adpq_fmt;
 
 ADPQ_HD adpq_i32 adpq_code_max(const adpq_fmt *fp) { return (1 << fp->bits) - 1; }
@@ -179,16 +182,21 @@ ADPQ_HD adpq_u32 adpq_position_bits(const adpq_fmt *fp) {
     while ((1u << p) < g) p++;
     return p;
 }
-/* Bytes of one group record (v2: 3; v1: 5..8). */
+/* Bytes of one group record (v2: 3; v1: 5..8; v3: 0, its records are 12-bit fields). */
 ADPQ_HD adpq_u32 adpq_record_bytes(const adpq_fmt *fp) {
     if (fp->version == 2) return 3;
+    if (fp->version == 3) return 0;
     return 4u + (fp->group_size < 256 ? 1u : 2u) + (fp->asymmetric ? 2u : 0u);
 }
-/* Bytes of one row's records (v2: 6 bytes of units first). */
+/* Bytes of one row's records (v2: 6 bytes of units first; v3: 4 bytes of units, then
+ * 12 bits a group, the last byte padded). */
 ADPQ_HD adpq_u64 adpq_row_record_bytes(const adpq_fmt *fp, adpq_u32 cols) {
     adpq_u64 groups = (cols + (adpq_u32)fp->group_size - 1) / (adpq_u32)fp->group_size;
+    if (fp->version == 3) return 4u + (12u * groups + 7u) / 8u;
     return (fp->version == 2 ? 6u : 0u) + groups * adpq_record_bytes(fp);
 }
+/* Largest stored multiple of a row unit (FormatParams::field_max): 255, v3 63. */
+ADPQ_HD adpq_u32 adpq_field_max(const adpq_fmt *fp) { return fp->version == 3 ? 63u : 255u; }
 ADPQ_HD adpq_u64 adpq_row_code_bytes(const adpq_fmt *fp, adpq_u32 cols) {
     return ((adpq_u64)cols * (adpq_u64)fp->bits + 7u) / 8u;
 }
@@ -539,14 +547,15 @@ ADPQ_HD void adpq_extent_add(adpq_extent *row, const adpq_extent *g) {
     row->out_max = adpq_maxf(row->out_max, g->out_max);
 }
 
-/* The row's units (RowUnits::for_row). */
-ADPQ_HD adpq_units adpq_v2_units(const adpq_extent *e, adpq_u32 threshold_bits,
-                                 const adpq_fmt *fp, adpq_i32 scale_exp) {
+/* The row's units (RowUnits::for_row), v2 and v3. */
+ADPQ_HD adpq_units adpq_row_units(const adpq_extent *e, adpq_u32 threshold_bits,
+                                  const adpq_fmt *fp, adpq_i32 scale_exp) {
     float threshold = adpq_u2f(threshold_bits);
     float down = adpq_pow2(-scale_exp);
     float cm = (float)adpq_code_max(fp);
-    adpq_u16 step = adpq_f16_at_least(((e->span_max * down) / cm) / 255.0f);
-    adpq_u16 min = adpq_f16_at_least((e->neg_max * down) / 255.0f);
+    float field_max = (float)adpq_field_max(fp);
+    adpq_u16 step = adpq_f16_at_least(((e->span_max * down) / cm) / field_max);
+    adpq_u16 min = adpq_f16_at_least((e->neg_max * down) / field_max);
     adpq_u16 out = 0;
     if (e->out_max > 0.0f && e->out_max > threshold) {
         out = adpq_f16_nearest(((e->out_max - threshold) * down) / (float)adpq_sym_qmax(fp));
@@ -606,19 +615,176 @@ ADPQ_HD float adpq_v2_outlier(const adpq_units *u, adpq_u32 code, adpq_i32 bits)
     return (code >> (bits - 1)) != 0 ? -magnitude : magnitude;
 }
 
+/* ---- format v3: the row rotation (rotate.rs) --------------------------------------- */
+
+/* A row rotation: the seed of its signs and log2 of its segment (0: rows not rotated). */
+typedef struct {
+    adpq_u32 seed, log2;
+} adpq_rot;
+
+/* SplitMix64's output function. */
+ADPQ_HD adpq_u64 adpq_splitmix64(adpq_u64 x) {
+    adpq_u64 z = x + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The sign of column col (Rotation::sign): bit col % 64 of SplitMix64 of
+ * seed · 2^32 + col / 64. */
+ADPQ_HD int adpq_rot_sign(const adpq_rot *r, adpq_u64 col) {
+    adpq_u64 word = adpq_splitmix64(((adpq_u64)r->seed << 32) ^ (col >> 6));
+    return (int)((word >> (col & 63u)) & 1u);
+}
+
+/* Negates the values of columns start.. whose sign is set. */
+ADPQ_HD void adpq_rot_signs(const adpq_rot *r, adpq_u64 start, float *x, adpq_u32 n) {
+    for (adpq_u32 i = 0; i < n; i++) {
+        if (adpq_rot_sign(r, start + i)) x[i] = -x[i];
+    }
+}
+
+/* Each block of a segment x[0..n] (decreasing powers of two) multiplied by 2^(-m/2)
+ * (m its log2; 1/sqrt(2) as the f32 FRAC_1_SQRT_2 for odd m, skipped when 1), then
+ * transformed by the unnormalized Walsh-Hadamard butterflies at strides 1, 2, 4... */
+ADPQ_HD void adpq_rot_blocks(float *x, adpq_u32 n) {
+    adpq_u32 at = 0;
+    while (at < n) {
+        adpq_u32 m = 0;
+        while ((2u << m) <= n - at) m++;
+        adpq_u32 len = 1u << m;
+        float *b = x + at;
+        float s = (m % 2u == 0u) ? adpq_pow2(-(adpq_i32)(m / 2u))
+                                 : adpq_pow2(-(adpq_i32)((m - 1u) / 2u)) * 0.70710678118654752440f;
+        if (s != 1.0f) {
+            for (adpq_u32 i = 0; i < len; i++) b[i] *= s;
+        }
+        for (adpq_u32 h = 1; h < len; h *= 2u) {
+            for (adpq_u32 p = 0; p < len; p += 2u * h) {
+                for (adpq_u32 i = p; i < p + h; i++) {
+                    float u = b[i], v = b[i + h];
+                    b[i] = u + v;
+                    b[i + h] = u - v;
+                }
+            }
+        }
+        at += len;
+    }
+}
+
+/* Rotates columns start..start+n of a row in place (Rotation::forward_at; start a
+ * multiple of the segment): segment by segment, signs, then the blocks. */
+ADPQ_HD void adpq_rot_forward(const adpq_rot *r, adpq_u64 start, float *x, adpq_u32 n) {
+    if (r->log2 == 0) return;
+    adpq_u32 b = 1u << r->log2;
+    for (adpq_u32 s = 0; s < n; s += b) {
+        adpq_u32 len = n - s < b ? n - s : b;
+        adpq_rot_signs(r, start + s, x + s, len);
+        adpq_rot_blocks(x + s, len);
+    }
+}
+
+/* Undoes adpq_rot_forward (Rotation::inverse_at): the blocks, then the signs. */
+ADPQ_HD void adpq_rot_inverse(const adpq_rot *r, adpq_u64 start, float *x, adpq_u32 n) {
+    if (r->log2 == 0) return;
+    adpq_u32 b = 1u << r->log2;
+    for (adpq_u32 s = 0; s < n; s += b) {
+        adpq_u32 len = n - s < b ? n - s : b;
+        adpq_rot_blocks(x + s, len);
+        adpq_rot_signs(r, start + s, x + s, len);
+    }
+}
+
+/* Loads columns start..start+n of the row-major weights' row `row` (cols wide) into
+ * out[0..n] as f32 and rotates them: one chunk of a v3 encoder's row (load_segment). */
+ADPQ_HD void adpq_rot_load(const void *w, adpq_i32 dtype, adpq_u32 cols, adpq_u64 row,
+                           adpq_u32 start, adpq_u32 n, const adpq_rot *r, float *out) {
+    for (adpq_u32 i = 0; i < n; i++) out[i] = adpq_load(w, dtype, row * cols + start + i);
+    adpq_rot_forward(r, start, out, n);
+}
+
+/* ---- format v3: code book and codes (params.rs, scalar_v3.rs) ---------------------- */
+
+/* CODEBOOK_4BIT[c & 15]: level c of the 4-bit code book, in eighths. */
+ADPQ_HD adpq_u32 adpq_v3_book(adpq_u32 c) {
+    const adpq_u8 book[16] = {0, 12, 22, 30, 37, 44, 51, 57, 63, 69, 76, 83, 90, 98, 108, 120};
+    return book[c & 15u];
+}
+
+/* The value of code c on the unit grid [0, code_max] (FormatParams::level): at 4 bits
+ * the code book's level, else the code. */
+ADPQ_HD float adpq_v3_level(const adpq_fmt *fp, adpq_u32 code) {
+    if (fp->bits == 4) return (float)adpq_v3_book(code) * 0.125f;
+    return (float)code;
+}
+
+/* The code of w on grid g (scalar_v3 encode): u = (w - m)·inv on [0, code_max]; at 4
+ * bits the count of the level midpoints (T[k] + T[k+1])/16 below u (ties low), else
+ * u rounded half to even. */
+ADPQ_HD adpq_u32 adpq_v3_encode(const adpq_grid2 *g, float w, const adpq_fmt *fp) {
+    float u = adpq_clampf((w - g->min) * g->inv, 0.0f, (float)adpq_code_max(fp));
+    if (fp->bits == 4) {
+        adpq_u32 c = 0;
+        for (adpq_u32 k = 0; k < 15u; k++) {
+            c += u > (float)(adpq_v3_book(k) + adpq_v3_book(k + 1u)) / 16.0f ? 1u : 0u;
+        }
+        return c;
+    }
+    return (adpq_u32)adpq_rte(u);
+}
+
+/* [min(x, 0), max(x, 0)] of a group's values. */
+ADPQ_HD void adpq_v3_range(const float *x, adpq_u32 n, float *lo, float *hi) {
+    float l = 0.0f, h = 0.0f;
+    for (adpq_u32 i = 0; i < n; i++) {
+        l = adpq_minf(l, x[i]);
+        h = adpq_maxf(h, x[i]);
+    }
+    *lo = l;
+    *hi = h;
+}
+
+/* ---- the range search of v2 and v3 (affine.rs search_group) ------------------------ */
+
 /* A sum over a group in 8 lanes, totalled in one fixed order (LaneSums). */
 ADPQ_HD float adpq_lanes_total(const float *a) {
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-/* Σ (decode(encode(w)) − w)² over the inliers (ScalarPasses::error). */
-ADPQ_HD float adpq_v2_error(const adpq_src *s, const adpq_u32 *mask, const adpq_grid2 *g,
-                            float code_max) {
+/* The values of one group that the search's passes run over (GroupPasses): v2 reads its
+ * inliers from storage (outliers in `mask` skipped), v3 its rotated values `vals`. */
+typedef struct {
+    const adpq_src *src;  /* v2 */
+    const adpq_u32 *mask; /* v2 */
+    const float *vals;    /* v3 */
+    adpq_u32 n;
+    const adpq_fmt *fp;
+} adpq_passes;
+
+/* Value i of the group into *x; 0 when it is an outlier (not in the passes). */
+ADPQ_HD int adpq_pass_at(const adpq_passes *p, adpq_u32 i, float *x) {
+    if (p->fp->version == 3) {
+        *x = p->vals[i];
+        return 1;
+    }
+    if (adpq_is_out(p->mask, i)) return 0;
+    *x = adpq_src_at(p->src, i);
+    return 1;
+}
+
+/* The level x takes on grid g: v2 its code, v3 its code's level (fp.level(encode)). */
+ADPQ_HD float adpq_pass_level(const adpq_passes *p, const adpq_grid2 *g, float x) {
+    if (p->fp->version == 3) return adpq_v3_level(p->fp, adpq_v3_encode(g, x, p->fp));
+    return adpq_grid2_encode(g, x, (float)adpq_code_max(p->fp));
+}
+
+/* Σ (L·d + m − x)² over the group's values (the passes' error), in 8 lanes. */
+ADPQ_HD float adpq_pass_error(const adpq_passes *p, const adpq_grid2 *g) {
     float lanes[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-    for (adpq_u32 i = 0; i < s->n; i++) {
-        if (!adpq_is_out(mask, i)) {
-            float x = adpq_src_at(s, i);
-            float c = adpq_grid2_encode(g, x, code_max);
+    for (adpq_u32 i = 0; i < p->n; i++) {
+        float x;
+        if (adpq_pass_at(p, i, &x)) {
+            float c = adpq_pass_level(p, g, x);
             float e = (c * g->step + g->min) - x;
             lanes[i & 7u] += e * e;
         }
@@ -626,56 +792,58 @@ ADPQ_HD float adpq_v2_error(const adpq_src *s, const adpq_u32 *mask, const adpq_
     return adpq_lanes_total(lanes);
 }
 
-/* Rounds a stored multiple to lo..=255 (affine.rs multiple). */
-ADPQ_HD adpq_u32 adpq_multiple(double v, double lo) {
+/* Rounds a stored multiple to lo..=max (affine.rs multiple). */
+ADPQ_HD adpq_u32 adpq_multiple(double v, double lo, double max) {
     if (v != v) return (adpq_u32)lo;
-    double c = v < lo ? lo : (v > 255.0 ? 255.0 : v);
+    double c = v < lo ? lo : (v > max ? max : v);
     return (adpq_u32)ADPQ_FLOOR(c + 0.5);
 }
 
-ADPQ_HD adpq_grid2 adpq_v2_candidate(float lo, float hi, float step_scale, const adpq_units *u) {
-    adpq_u32 q_step = (adpq_u32)adpq_rte(adpq_clampf((hi - lo) / step_scale, 1.0f, 255.0f));
+ADPQ_HD adpq_grid2 adpq_candidate(float lo, float hi, float step_scale, float top,
+                                  const adpq_units *u) {
+    adpq_u32 q_step = (adpq_u32)adpq_rte(adpq_clampf((hi - lo) / step_scale, 1.0f, top));
     adpq_u32 q_min = 0;
     if (u->min_unit > 0.0f) {
-        q_min = (adpq_u32)adpq_rte(adpq_clampf(-lo / u->min_unit, 0.0f, 255.0f));
+        q_min = (adpq_u32)adpq_rte(adpq_clampf(-lo / u->min_unit, 0.0f, top));
     }
     return adpq_grid2_new(q_step, q_min, u);
 }
 
-/* The inlier grid of a group whose inliers span [lo, hi] (search_group): the least
- * squared error of the 25 shrunk ranges, then one least-squares refit. */
-ADPQ_HD adpq_grid2 adpq_v2_search(const adpq_src *s, const adpq_u32 *mask, float lo, float hi,
-                                  const adpq_units *u, const adpq_fmt *fp) {
+/* The grid of a group whose values span [lo, hi] (search_group): the least squared
+ * error of the 25 shrunk ranges, then one least-squares refit. */
+ADPQ_HD adpq_grid2 adpq_search(const adpq_passes *p, float lo, float hi, const adpq_units *u) {
     if (hi <= lo) return adpq_grid2_new(0, 0, u);
     const float shrink[5] = {1.0f, 0.96f, 0.92f, 0.88f, 0.84f};
-    float code_max = (float)adpq_code_max(fp);
+    float code_max = (float)adpq_code_max(p->fp);
+    adpq_u32 field_max = adpq_field_max(p->fp);
+    float top = (float)field_max;
     float step_scale = code_max * u->step_unit;
     /* Candidates in order; a repeat of the one before is skipped (same grid, and only
      * a strictly lower error wins). */
-    adpq_grid2 best = adpq_v2_candidate(lo, hi, step_scale, u);
+    adpq_grid2 best = adpq_candidate(lo, hi, step_scale, top, u);
     adpq_grid2 prev = best;
-    float best_err = adpq_v2_error(s, mask, &best, code_max);
+    float best_err = adpq_pass_error(p, &best);
     for (int i = 0; i < 5; i++) {
         for (int j = 0; j < 5; j++) {
             if (i == 0 && j == 0) continue;
-            adpq_grid2 g = adpq_v2_candidate(lo * shrink[i], hi * shrink[j], step_scale, u);
+            adpq_grid2 g = adpq_candidate(lo * shrink[i], hi * shrink[j], step_scale, top, u);
             if (g.q_step == prev.q_step && g.q_min == prev.q_min) continue;
             prev = g;
-            float err = adpq_v2_error(s, mask, &g, code_max);
+            float err = adpq_pass_error(p, &g);
             if (err < best_err) {
                 best = g;
                 best_err = err;
             }
         }
     }
-    /* The refit's sums over the winner's codes (ScalarPasses::refit_sums). */
+    /* The refit's sums over the winner's levels (refit_sums). */
     float lc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, lcc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     float lw[8] = {0, 0, 0, 0, 0, 0, 0, 0}, lcw[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     adpq_u32 count = 0;
-    for (adpq_u32 i = 0; i < s->n; i++) {
-        if (!adpq_is_out(mask, i)) {
-            float x = adpq_src_at(s, i);
-            float c = adpq_grid2_encode(&best, x, code_max);
+    for (adpq_u32 i = 0; i < p->n; i++) {
+        float x;
+        if (adpq_pass_at(p, i, &x)) {
+            float c = adpq_pass_level(p, &best, x);
             count++;
             lc[i & 7u] += c;
             lcc[i & 7u] += c * c;
@@ -690,11 +858,13 @@ ADPQ_HD adpq_grid2 adpq_v2_search(const adpq_src *s, const adpq_u32 *mask, float
     if (det > 0.0) {
         double d = (n * scw - sc * sw) / det;
         double m = (sw - d * sc) / n;
-        adpq_u32 q_step = adpq_multiple(d / (double)u->step_unit, 1.0);
-        adpq_u32 q_min = u->min_unit > 0.0f ? adpq_multiple(-m / (double)u->min_unit, 0.0) : 0u;
+        double fmax = (double)field_max;
+        adpq_u32 q_step = adpq_multiple(d / (double)u->step_unit, 1.0, fmax);
+        adpq_u32 q_min =
+            u->min_unit > 0.0f ? adpq_multiple(-m / (double)u->min_unit, 0.0, fmax) : 0u;
         if (q_step != best.q_step || q_min != best.q_min) {
             adpq_grid2 g = adpq_grid2_new(q_step, q_min, u);
-            if (adpq_v2_error(s, mask, &g, code_max) < best_err) best = g;
+            if (adpq_pass_error(p, &g) < best_err) best = g;
         }
     }
     return best;
@@ -706,7 +876,8 @@ ADPQ_HD adpq_u32 adpq_v2_group(const adpq_src *s, adpq_rule *rule, const adpq_fm
                                const adpq_units *u, adpq_u8 *row_records, adpq_u32 gi,
                                adpq_u8 *row_codes, adpq_u32 col0, adpq_u32 *mask) {
     adpq_stats st = adpq_classify(s, rule, mask);
-    adpq_grid2 g = adpq_v2_search(s, mask, st.in_lo, st.in_hi, u, fp);
+    adpq_passes p = {s, mask, 0, s->n, fp};
+    adpq_grid2 g = adpq_search(&p, st.in_lo, st.in_hi, u);
     float code_max = (float)adpq_code_max(fp);
     for (adpq_u32 i = 0; i < s->n; i++) {
         float x = adpq_src_at(s, i);
@@ -721,12 +892,69 @@ ADPQ_HD adpq_u32 adpq_v2_group(const adpq_src *s, adpq_rule *rule, const adpq_fm
     return st.n_out;
 }
 
-/* ---- decode and dot products (scalar.rs / scalar_v2.rs: dequantize_row, dot_row) --- */
+/* ---- format v3: units, records, groups (format/record_v3.rs, scalar_v3.rs) --------- */
+
+/* Writes a v3 row's units (step, minimum: 2 f16) at the start of its zeroed records. */
+ADPQ_HD void adpq_v3_put_units(adpq_u8 *row_records, const adpq_units *u) {
+    adpq_put_u16(row_records, u->step_bits);
+    adpq_put_u16(row_records + 2, u->min_bits);
+}
+
+ADPQ_HD adpq_units adpq_v3_get_units(const adpq_u8 *row_records, adpq_i32 scale_exp) {
+    return adpq_units_stored((adpq_u16)adpq_get_u16(row_records),
+                             (adpq_u16)adpq_get_u16(row_records + 2), 0, scale_exp, 0.0f);
+}
+
+/* ORs group gi's 12-bit record (6-bit q_d, then 6-bit q_m) into the row's zeroed record
+ * bit stream after its units. */
+ADPQ_HD void adpq_v3_put_record(adpq_u8 *row_records, adpq_u32 gi, const adpq_grid2 *g) {
+    adpq_u32 fields = (g->q_step & 63u) | ((g->q_min & 63u) << 6);
+    adpq_or_bits(row_records + 4, (adpq_u64)gi * 12u, 12u, fields);
+}
+
+/* Group gi's grid from a row's records (row_record_bytes of them). */
+ADPQ_HD adpq_grid2 adpq_v3_get_record(const adpq_u8 *row_records, adpq_u64 row_record_bytes,
+                                      adpq_u32 gi, const adpq_units *u) {
+    adpq_u32 f = adpq_get_bits(row_records + 4, (adpq_u64)gi * 12u, 12u, row_record_bytes - 4u);
+    return adpq_grid2_new(f & 63u, f >> 6, u);
+}
+
+/* A v3 group's extent in its row (pass 1 of the oracle): its range of rotated values. */
+ADPQ_HD adpq_extent adpq_v3_group_extent(const float *vals, adpq_u32 n) {
+    float lo, hi;
+    adpq_v3_range(vals, n, &lo, &hi);
+    adpq_extent e;
+    e.span_max = hi - lo;
+    e.neg_max = -lo;
+    e.out_max = 0.0f;
+    return e;
+}
+
+/* Quantizes one v3 group, its rotated values vals[0..n] (group gi of its row, starting
+ * at column col0): the searched grid's codes and record, ORed into the row's zeroed codes
+ * and records (pass 2 of the oracle). */
+ADPQ_HD void adpq_v3_group(const float *vals, adpq_u32 n, const adpq_fmt *fp,
+                           const adpq_units *u, adpq_u8 *row_records, adpq_u32 gi,
+                           adpq_u8 *row_codes, adpq_u32 col0) {
+    float lo, hi;
+    adpq_v3_range(vals, n, &lo, &hi);
+    adpq_passes p = {0, 0, vals, n, fp};
+    adpq_grid2 g = adpq_search(&p, lo, hi, u);
+    for (adpq_u32 i = 0; i < n; i++) {
+        adpq_put_code(row_codes, col0 + i, fp->bits, adpq_v3_encode(&g, vals[i], fp));
+    }
+    adpq_v3_put_record(row_records, gi, &g);
+}
+
+/* ---- decode and dot products (scalar*.rs: dequantize_row, dot_row) ---------------- */
 
 /* Where a group's packed data lies: its row's records and codes, its columns, and its
- * first outlier in the tensor's position stream. */
+ * first outlier in the tensor's position stream (v3: none). v3's values and activations
+ * are in the rotated basis: a caller undoes the rotation after decoding and rotates the
+ * activations before a dot product. */
 typedef struct {
     const adpq_u8 *row_records;
+    adpq_u64 row_record_bytes;
     const adpq_u8 *row_codes;
     adpq_u64 row_code_bytes;
     const adpq_u8 *positions;
@@ -737,6 +965,7 @@ typedef struct {
 
 /* The outlier count stored in a group's record. */
 ADPQ_HD adpq_u32 adpq_group_count(const adpq_u8 *row_records, adpq_u32 gi, const adpq_fmt *fp) {
+    if (fp->version == 3) return 0;
     if (fp->version == 2) return row_records[6u + 3u * gi + 2u];
     const adpq_u8 *rec = row_records + (adpq_u64)gi * adpq_record_bytes(fp);
     return fp->group_size < 256 ? (adpq_u32)rec[4] : adpq_get_u16(rec + 4);
@@ -751,6 +980,16 @@ ADPQ_HD adpq_u32 adpq_position_at(const adpq_packed_group *p, adpq_u64 k, adpq_u
 ADPQ_HD void adpq_decode_group(const adpq_packed_group *p, const adpq_fmt *fp,
                                adpq_i32 scale_exp, float threshold, float *out) {
     adpq_u32 pbits = adpq_position_bits(fp);
+    if (fp->version == 3) {
+        /* Each code's level on the group's grid (decode_segment), still rotated. */
+        adpq_units u = adpq_v3_get_units(p->row_records, scale_exp);
+        adpq_grid2 g = adpq_v3_get_record(p->row_records, p->row_record_bytes, p->gi, &u);
+        for (adpq_u32 i = 0; i < p->n; i++) {
+            adpq_u32 c = adpq_code_at(p->row_codes, p->col0 + i, fp->bits, p->row_code_bytes);
+            out[i] = adpq_v3_level(fp, c) * g.step + g.min;
+        }
+        return;
+    }
     if (fp->version == 2) {
         adpq_units u = adpq_v2_get_units(p->row_records, scale_exp, threshold);
         const adpq_u8 *rec = p->row_records + 6u + 3u * p->gi;
@@ -792,6 +1031,19 @@ ADPQ_HD void adpq_decode_group(const adpq_packed_group *p, const adpq_fmt *fp,
 ADPQ_HD void adpq_dot_group(const adpq_packed_group *p, const adpq_fmt *fp, adpq_i32 scale_exp,
                             float threshold, const float *x, float *acc) {
     adpq_u32 pbits = adpq_position_bits(fp);
+    if (fp->version == 3) {
+        /* x rotated: d·Σ L[c]·x + m·Σ x (dot_segment). */
+        adpq_units u = adpq_v3_get_units(p->row_records, scale_exp);
+        adpq_grid2 g = adpq_v3_get_record(p->row_records, p->row_record_bytes, p->gi, &u);
+        float lx = 0.0f, sx = 0.0f;
+        for (adpq_u32 i = 0; i < p->n; i++) {
+            adpq_u32 c = adpq_code_at(p->row_codes, p->col0 + i, fp->bits, p->row_code_bytes);
+            lx += adpq_v3_level(fp, c) * x[i];
+            sx += x[i];
+        }
+        *acc += lx * g.step + sx * g.min;
+        return;
+    }
     if (fp->version == 2) {
         adpq_units u = adpq_v2_get_units(p->row_records, scale_exp, threshold);
         const adpq_u8 *rec = p->row_records + 6u + 3u * p->gi;
@@ -837,6 +1089,21 @@ ADPQ_HD void adpq_dot_group_q8(const adpq_packed_group *p, const adpq_fmt *fp, a
                                float threshold, const signed char *q, float sx, adpq_i32 qsum,
                                float *acc) {
     adpq_u32 pbits = adpq_position_bits(fp);
+    if (fp->version == 3) {
+        /* q rotated: s·d·Σ L[c]·q + s·m·Σ q, the levels in eighths at 4 bits
+         * (scalar_v3::dot_row_q8). */
+        adpq_units u = adpq_v3_get_units(p->row_records, scale_exp);
+        adpq_grid2 g = adpq_v3_get_record(p->row_records, p->row_record_bytes, p->gi, &u);
+        int book = fp->bits == 4;
+        float unit = book ? 0.125f : 1.0f;
+        adpq_i32 lsum = 0;
+        for (adpq_u32 i = 0; i < p->n; i++) {
+            adpq_u32 c = adpq_code_at(p->row_codes, p->col0 + i, fp->bits, p->row_code_bytes);
+            lsum += (adpq_i32)(book ? adpq_v3_book(c) : c) * (adpq_i32)q[i];
+        }
+        *acc += (sx * (g.step * unit)) * (float)lsum + (sx * g.min) * (float)qsum;
+        return;
+    }
     adpq_i32 isum = 0;
     for (adpq_u32 i = 0; i < p->n; i++) {
         isum += (adpq_i32)adpq_code_at(p->row_codes, p->col0 + i, fp->bits, p->row_code_bytes) *

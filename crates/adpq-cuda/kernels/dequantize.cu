@@ -1,4 +1,5 @@
-/* dequantize.cu: packed tensor -> f32, one group per thread. The f32 values go back to
+/* dequantize.cu: packed tensor -> f32, one group per thread (v3: the levels, then
+ * adpq_v3_unrotate undoes the rotation, a thread per chunk of a row). The f32 values go back to
  * the host, where the core's narrowing rule (adpq_core::narrow) writes F16/BF16, so a
  * value beyond a dtype's range is saturated or refused exactly as on the CPU. */
 #include "device.cuh"
@@ -6,6 +7,7 @@
 typedef struct {
     adpq_i32 version, bits, group_size, asymmetric, scale_exp;
     adpq_u32 threshold_bits;
+    adpq_u32 rot_seed, rot_log2; /* v3: the rows' rotation (log2 0: none) */
 } adpq_packed_params;
 
 /* The packed data of group gi of row r; its first outlier from the row's offset plus the
@@ -19,6 +21,7 @@ __device__ inline adpq_packed_group adpq_group_at(const adpq_fmt *fp, adpq_u32 c
     adpq_u64 rcb = adpq_row_code_bytes(fp, cols);
     adpq_packed_group p;
     p.row_records = records + r * adpq_row_record_bytes(fp, cols);
+    p.row_record_bytes = adpq_row_record_bytes(fp, cols);
     p.row_codes = codes + r * rcb;
     p.row_code_bytes = rcb;
     p.positions = positions;
@@ -26,7 +29,7 @@ __device__ inline adpq_packed_group adpq_group_at(const adpq_fmt *fp, adpq_u32 c
     p.gi = gi;
     p.col0 = gi * g;
     p.n = cols - gi * g < g ? cols - gi * g : g;
-    adpq_u64 first = offsets[r];
+    adpq_u64 first = fp->version == 3 ? 0u : offsets[r]; /* v3: no offsets */
     for (adpq_u32 j = 0; j < gi; j++) first += adpq_group_count(p.row_records, j, fp);
     p.first_outlier = first;
     return p;
@@ -48,6 +51,23 @@ extern "C" __global__ void adpq_dequantize(const adpq_u8 *records, const adpq_u8
                                             offsets, k / groups, (adpq_u32)(k % groups));
         adpq_decode_group(&p, &fp, pp.scale_exp, adpq_u2f(pp.threshold_bits),
                           out + (k / groups) * cols + p.col0);
+    }
+}
+
+/* Format v3: undoes the rows' rotation of the decoded levels in place, one thread per
+ * chunk of ADPQ_MAX_SEGMENT columns of a row (dequantize_row's inverse). */
+extern "C" __global__ void adpq_v3_unrotate(float *values, adpq_u32 rows, adpq_u32 cols,
+                                            adpq_packed_params pp) {
+    adpq_rot rot;
+    rot.seed = pp.rot_seed;
+    rot.log2 = pp.rot_log2;
+    adpq_u32 chunks = (cols + ADPQ_MAX_SEGMENT - 1u) / ADPQ_MAX_SEGMENT;
+    adpq_u64 n_chunks = (adpq_u64)rows * chunks;
+    for (adpq_u64 k = adpq_tid(); k < n_chunks; k += adpq_nthreads()) {
+        adpq_u64 r = k / chunks;
+        adpq_u32 start = (adpq_u32)(k % chunks) * ADPQ_MAX_SEGMENT;
+        adpq_u32 n = cols - start < ADPQ_MAX_SEGMENT ? cols - start : ADPQ_MAX_SEGMENT;
+        adpq_rot_inverse(&rot, start, values + r * cols + start, n);
     }
 }
 

@@ -1,4 +1,6 @@
-/* gemv.cu: y = W x for a packed W, one warp per row. Lane l takes groups l, l + 32, ...;
+/* gemv.cu: y = W x for a packed W, one warp per row. Format v3 reads x already rotated
+ * (the engine runs adpq_v3_rotate over the vectors first, once per launch; int8
+ * activations come rotated from Q8Activations::quantize_for). Lane l takes groups l, l + 32, ...;
  * each group's first outlier comes from a warp scan of the groups' counts. The lanes'
  * partial sums are added by a shuffle tree, so results match the CPU within
  * adpq_core::kernels::dot_tolerance, not bit for bit. */
@@ -7,6 +9,7 @@
 typedef struct {
     adpq_i32 version, bits, group_size, asymmetric, scale_exp;
     adpq_u32 threshold_bits;
+    adpq_u32 rot_seed, rot_log2; /* v3: the rows' rotation (log2 0: none) */
 } adpq_packed_params;
 
 __device__ __forceinline__ adpq_fmt adpq_pp_fmt(const adpq_packed_params *pp) {
@@ -23,7 +26,7 @@ __device__ __forceinline__ adpq_fmt adpq_pp_fmt(const adpq_packed_params *pp) {
     adpq_u32 g = (adpq_u32)fp.group_size, groups = (cols + g - 1) / g;                         \
     adpq_u64 rcb = adpq_row_code_bytes(&fp, cols);                                             \
     const adpq_u8 *row_records = records + r * adpq_row_record_bytes(&fp, cols);               \
-    adpq_u64 first = offsets[r];                                                               \
+    adpq_u64 first = fp.version == 3 ? 0u : offsets[r]; /* v3: no offsets */                   \
     for (adpq_u32 base = 0; base < groups; base += 32) {                                       \
         adpq_u32 gi = base + lane;                                                             \
         adpq_u64 count = gi < groups ? adpq_group_count(row_records, gi, &fp) : 0;             \
@@ -32,6 +35,7 @@ __device__ __forceinline__ adpq_fmt adpq_pp_fmt(const adpq_packed_params *pp) {
         if (gi < groups) {                                                                     \
             adpq_packed_group p;                                                               \
             p.row_records = row_records;                                                       \
+            p.row_record_bytes = adpq_row_record_bytes(&fp, cols);                             \
             p.row_codes = codes + r * rcb;                                                     \
             p.row_code_bytes = rcb;                                                            \
             p.positions = positions;                                                           \

@@ -10,6 +10,7 @@ use adpq_core::select::{BadValue, HistogramPass, HIST_BINS};
 use adpq_core::{PackedTensor, Q8Activations, TensorScan, Weights};
 
 use crate::host::HostJob;
+use crate::job::rotation_fields;
 use crate::Sections;
 
 /// Blocks and threads per block of the emulated launches (the scan: one block of
@@ -62,6 +63,8 @@ extern "C" {
         scale_exp: i32,
         threshold_bits: u32,
         take_equal: u64,
+        rot_seed: u32,
+        rot_log2: u32,
         row_counts: *mut u32,
         records: *mut u8,
         codes: *mut u8,
@@ -85,6 +88,8 @@ extern "C" {
         asymmetric: i32,
         scale_exp: i32,
         threshold_bits: u32,
+        rot_seed: u32,
+        rot_log2: u32,
         out: *mut f32,
     );
     fn emu_error_sums(
@@ -115,6 +120,8 @@ extern "C" {
         asymmetric: i32,
         scale_exp: i32,
         threshold_bits: u32,
+        rot_seed: u32,
+        rot_log2: u32,
         x: *const f32,
         batch: u32,
         y: *mut f32,
@@ -135,6 +142,8 @@ extern "C" {
         asymmetric: i32,
         scale_exp: i32,
         threshold_bits: u32,
+        rot_seed: u32,
+        rot_log2: u32,
         q: *const i8,
         scales: *const f32,
         sums: *const i32,
@@ -237,8 +246,9 @@ impl TensorScan for EmulatedScan<'_> {
     }
 }
 
-/// Quantizes with the emulated quantize.cu launches, in the engine's sequence. `None`
-/// when a weight is rejected or the selection's count does not fit.
+/// Quantizes with the emulated quantize.cu launches, in the engine's sequence (format v3:
+/// its rotation, extents, units and group launches). `None` when a weight is rejected or
+/// the selection's count does not fit.
 pub fn quantize(
     w: Weights<'_>,
     rows: usize,
@@ -278,6 +288,8 @@ pub fn quantize(
             i32::from(job.scale_exp),
             job.threshold_bits,
             job.take_equal,
+            c.rot_seed,
+            c.rot_log2,
             row_counts.as_mut_ptr(),
             records.as_mut_ptr(),
             codes.as_mut_ptr(),
@@ -286,6 +298,10 @@ pub fn quantize(
             &mut bad,
         )
     };
+    if fp.version == adpq_core::FormatVersion::V3 {
+        // No outlier counts in v3.
+        row_counts.clear();
+    }
     (n >= 0).then_some(Sections {
         row_counts,
         records,
@@ -304,6 +320,7 @@ struct Packed<'a> {
     fields: (i32, i32, i32, i32),
     scale_exp: i32,
     threshold_bits: u32,
+    rot: (u32, u32),
 }
 
 fn packed<'a>(t: &PackedTensor<'a>) -> Packed<'a> {
@@ -332,6 +349,7 @@ fn packed<'a>(t: &PackedTensor<'a>) -> Packed<'a> {
         },
         scale_exp: i32::from(t.info().scale_exp),
         threshold_bits: t.info().threshold.to_bits(),
+        rot: rotation_fields(t.info().rotation),
     }
 }
 
@@ -360,6 +378,8 @@ pub fn dequantize(t: &PackedTensor<'_>, shape: Shape) -> Vec<f32> {
             a,
             p.scale_exp,
             p.threshold_bits,
+            p.rot.0,
+            p.rot.1,
             out.as_mut_ptr(),
         )
     };
@@ -430,6 +450,8 @@ pub fn gemm(t: &PackedTensor<'_>, x: &[f32], batch: usize, shape: Shape) -> Vec<
             a,
             p.scale_exp,
             p.threshold_bits,
+            p.rot.0,
+            p.rot.1,
             x.as_ptr(),
             batch as u32,
             y.as_mut_ptr(),
@@ -444,6 +466,7 @@ pub fn gemv_q8(t: &PackedTensor<'_>, a: &Q8Activations<'_>, shape: Shape) -> Vec
     let groups = t.cols().div_ceil(usize::from(t.params().group_size));
     assert!(
         a.group_size() == t.params().group_size
+            && a.rotation() == t.info().rotation
             && a.q().len() == t.cols()
             && a.scales().len() == groups
             && a.sums().len() == groups
@@ -469,6 +492,8 @@ pub fn gemv_q8(t: &PackedTensor<'_>, a: &Q8Activations<'_>, shape: Shape) -> Vec
             asym,
             p.scale_exp,
             p.threshold_bits,
+            p.rot.0,
+            p.rot.1,
             a.q().as_ptr(),
             a.scales().as_ptr(),
             a.sums().as_ptr(),

@@ -4,9 +4,10 @@
 
 use std::ffi::c_void;
 
-use crate::job::QuantJob;
+use crate::job::{rotation_fields, QuantJob};
 use crate::Sections;
-use adpq_core::{FormatParams, PackedTensor, Q8Activations, Weights};
+use adpq_core::rotate::Rotation;
+use adpq_core::{FormatParams, FormatVersion, PackedTensor, Q8Activations, Weights};
 
 extern "C" {
     fn adpq_host_quantize(
@@ -22,6 +23,18 @@ extern "C" {
         positions_len: u64,
         bad: *mut u64,
     ) -> i64;
+    fn adpq_host_quantize_v3(
+        w: *const c_void,
+        dtype: i32,
+        rows: u32,
+        cols: u32,
+        job: *const QuantJob,
+        records: *mut u8,
+        codes: *mut u8,
+        bad: *mut u64,
+    ) -> i64;
+    fn adpq_host_rotate(seed: u32, log2: u32, start: u64, x: *mut f32, n: u32, inverse: i32);
+    fn adpq_host_v3_level(bits: i32, code: u32) -> f32;
     fn adpq_host_dequantize_row(
         job: *const QuantJob,
         cols: u32,
@@ -72,7 +85,8 @@ extern "C" {
     fn adpq_host_f16_to_f32(h: u16) -> f32;
 }
 
-/// What a tensor is quantized with: its format, step exponent and selection.
+/// What a tensor is quantized with: its format, step exponent and selection (format v3:
+/// rotated as the core's writer rotates it).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HostJob {
     /// Format parameters.
@@ -127,6 +141,9 @@ pub fn quantize(
     {
         return Err(HostError::Invalid);
     }
+    if fp.version == FormatVersion::V3 {
+        return quantize_v3(w, rows, cols, job);
+    }
     let row_codes = (cols * usize::from(fp.bits)).div_ceil(8);
     let mut counts = vec![0u8; 4 * rows];
     let mut records = vec![0u8; rows * fp.row_record_bytes(cols)];
@@ -172,6 +189,74 @@ pub fn quantize(
     }
 }
 
+/// Format v3 (no counts, no positions), its shape and parameters validated by `quantize`.
+fn quantize_v3(
+    w: Weights<'_>,
+    rows: usize,
+    cols: usize,
+    job: &HostJob,
+) -> Result<Sections, HostError> {
+    let fp = job.format;
+    let mut records = vec![0u8; rows * fp.row_record_bytes(cols)];
+    let mut codes = vec![0u8; rows * (cols * usize::from(fp.bits)).div_ceil(8)];
+    let (ptr, dtype) = raw(w);
+    let c = job.c();
+    let mut bad = 0u64;
+    // SAFETY: `ptr` points at `rows · cols` elements of the type `dtype` names; records and
+    // codes have exactly the sizes the C side writes for this shape and format (rows ·
+    // row_record_bytes, rows · row_code_bytes); the parameters were validated by the
+    // caller, so its group, chunk and bit arithmetic stays in range.
+    let n = unsafe {
+        adpq_host_quantize_v3(
+            ptr,
+            dtype,
+            rows as u32,
+            cols as u32,
+            &c,
+            records.as_mut_ptr(),
+            codes.as_mut_ptr(),
+            &mut bad,
+        )
+    };
+    match n {
+        -1 => Err(HostError::Rejected(bad)),
+        n if n < 0 => Err(HostError::Invalid),
+        _ => Ok(Sections {
+            row_counts: Vec::new(),
+            records,
+            codes,
+            positions: Vec::new(),
+        }),
+    }
+}
+
+/// Rotates `x`, columns `start..` of a row (`start` a multiple of the segment), in place
+/// with the device arithmetic; `inverse` undoes the rotation.
+///
+/// # Panics
+/// When `x` has more than `u32::MAX` values.
+pub fn rotate(rotation: Rotation, start: usize, x: &mut [f32], inverse: bool) {
+    let n = u32::try_from(x.len()).expect("at most u32::MAX values");
+    let (seed, log2) = rotation_fields(Some(rotation));
+    // SAFETY: `x` holds `n` values, which the C side reads and writes in place.
+    unsafe {
+        adpq_host_rotate(
+            seed,
+            log2,
+            start as u64,
+            x.as_mut_ptr(),
+            n,
+            i32::from(inverse),
+        )
+    }
+}
+
+/// The level of a format v3 code at `bits` bits, as the kernels decode it.
+pub fn v3_level(bits: u8, code: u8) -> f32 {
+    // SAFETY: a pure function of its arguments (the code is masked to the book's 16).
+    unsafe { adpq_host_v3_level(i32::from(bits), u32::from(code)) }
+}
+
 /// The pointer and C storage code of weights.
 fn raw(w: Weights<'_>) -> (*const c_void, i32) {
     match w {
@@ -204,7 +289,8 @@ fn sections<'a>(t: &PackedTensor<'a>) -> Packed<'a> {
             threshold_bits: info.threshold.to_bits(),
             take_equal: 0,
         }
-        .c(),
+        .c()
+        .with_rotation(info.rotation),
         cols: cols as u32,
         records: &b[records_at..codes_at],
         codes: &b[codes_at..positions_at],
@@ -280,6 +366,7 @@ pub fn dot_row_q8(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> f32 
     let groups = t.cols().div_ceil(usize::from(t.params().group_size));
     assert!(
         a.group_size() == t.params().group_size
+            && a.rotation() == t.info().rotation
             && a.q().len() == t.cols()
             && a.scales().len() == groups
             && a.sums().len() == groups,

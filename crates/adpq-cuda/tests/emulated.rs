@@ -4,8 +4,9 @@
 //! the core's write path), dequantize its values, the error kernel its sums; the warp
 //! products are within the CPU's dot tolerance. Several launch shapes, so grid-stride
 //! loops, many blocks, shared-memory histograms merged by atomics, the scans and the
-//! atomic byte ORs all run. What this cannot show: a real device's memory model and
-//! speed.
+//! atomic byte ORs all run. Format v3 runs its own launches (rows rotated into scratch,
+//! extents, units, groups; the inverse rotation after decoding; the activations rotated
+//! before the gemm). What this cannot show: a real device's memory model and speed.
 //!
 //! Needs a C++20 compiler at build time (build.rs); without one the file holds a single
 //! test that says SKIPPED, or fails when `ADPQ_REQUIRE_EMULATION=1`.
@@ -120,7 +121,8 @@ fn check(w: Weights<'_>, rows: usize, cols: usize, params: &Params, shape: Shape
     }
     let groups = cols.div_ceil(usize::from(fp.group_size));
     let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
-    let a = Q8Activations::quantize(&xs[..cols], fp.group_size, &mut q, &mut sc, &mut su).unwrap();
+    // In the tensor's basis (v3: rotated), as the engine's callers make them.
+    let a = Q8Activations::quantize_for(&t, &xs[..cols], &mut q, &mut sc, &mut su).unwrap();
     let yq = emulated::gemv_q8(&t, &a, shape);
     let mut cpu = vec![0f32; rows];
     Scalar.gemv_q8(&t, &a, &mut cpu).unwrap();
@@ -163,6 +165,15 @@ fn v2_params() -> impl Strategy<Value = Params> {
         })
 }
 
+fn v3_params() -> impl Strategy<Value = Params> {
+    (2u8..=8, prop::sample::select(vec![16u16, 32, 64, 512])).prop_map(|(bits, g)| {
+        Params::new(bits, g, 0.0, Grid::Asymmetric)
+            .unwrap()
+            .with_version(FormatVersion::V3)
+            .unwrap()
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
@@ -196,6 +207,26 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn v3_kernels_match_the_oracle(
+        params in v3_params(),
+        rows in 1usize..=9,
+        cols in prop::sample::select(vec![1usize, 16, 33, 200, 601, 1100]),
+        shape in prop::sample::select(SHAPES.to_vec()),
+        ties in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let v = weights(rows, cols, seed, ties);
+        check(Weights::F32(&v), rows, cols, &params, shape);
+    }
+}
+
 /// f16 and bf16 storage, read by the kernels as stored.
 #[test]
 fn half_storage() {
@@ -203,7 +234,12 @@ fn half_storage() {
     let v = weights(rows, cols, 3, true);
     let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
     let b: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
-    for p in [Params::V1, Params::V2] {
+    for p in [
+        Params::V1,
+        Params::V2,
+        Params::V3,
+        Params::v3_for("down_proj"),
+    ] {
         check(Weights::F16(&h), rows, cols, &p, SHAPES[1]);
         check(Weights::Bf16(&b), rows, cols, &p, SHAPES[1]);
     }
@@ -215,6 +251,7 @@ fn many_groups() {
     let (rows, cols) = (41, 401);
     let v = weights(rows, cols, 9, true);
     check(Weights::F32(&v), rows, cols, &Params::V2, SHAPES[1]);
+    check(Weights::F32(&v), rows, cols, &Params::V3, SHAPES[2]);
     check(
         Weights::F32(&v),
         rows,
@@ -247,4 +284,9 @@ fn rejected_weights() {
         take_equal: u64::MAX,
     };
     assert!(emulated::quantize(Weights::F32(&v), rows, cols, &job, 300, SHAPES[1]).is_none());
+    let v3 = HostJob {
+        format: Params::V3.format(),
+        ..job
+    };
+    assert!(emulated::quantize(Weights::F32(&v), rows, cols, &v3, 0, SHAPES[1]).is_none());
 }

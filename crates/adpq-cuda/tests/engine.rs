@@ -61,11 +61,17 @@ fn params() -> Vec<Params> {
             .unwrap()
             .with_version(FormatVersion::V2)
             .unwrap(),
+        Params::V3,
+        Params::v3_for("down_proj"),
+        Params::new(3, 512, 0.0, Grid::Asymmetric)
+            .unwrap()
+            .with_version(FormatVersion::V3)
+            .unwrap(),
     ]
 }
 
 /// Selection, packed bytes, dequantized values and error sums equal the CPU oracle's;
-/// gemv, gemm and int8 gemv are within the CPU's dot tolerance.
+/// gemv, gemm and int8 gemv are within the CPU's dot tolerance. Formats v1, v2 and v3.
 #[test]
 #[ignore = "needs a CUDA device"]
 fn engine_matches_the_oracle() {
@@ -135,7 +141,8 @@ fn engine_matches_the_oracle() {
             let g = usize::from(p.group_size());
             let groups = cols.div_ceil(g);
             let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
-            let a = Q8Activations::quantize(&xs[..cols], p.group_size(), &mut q, &mut sc, &mut su)
+            // In the tensor's basis (v3: rotated).
+            let a = Q8Activations::quantize_for(&packed, &xs[..cols], &mut q, &mut sc, &mut su)
                 .unwrap();
             let mut yq = vec![0f32; rows];
             e.gemv_q8(&dp, &a, &mut yq).unwrap();

@@ -1,10 +1,11 @@
 //! The device arithmetic, built for the host, against the core's scalar oracle: the same
 //! records, codes, per-row counts and positions, the same decoded values and dot
 //! products, on random tensors (ties, hot channels, heavy tails, f16/bf16) and real
-//! checkpoints.
+//! checkpoints, in formats v1, v2 and v3 (and v3's rotation and code book on their own).
 
 use adpq_core::kernels::dot_row_q8_ref;
 use adpq_core::quant::scale_exponent;
+use adpq_core::rotate::Rotation;
 use adpq_core::{
     bf16, f16, packed_len, quantize_tensor, select_tensor, CpuKernels, FormatVersion, Grid,
     PackedTensor, Params, Q8Activations, Scalar, Weights,
@@ -93,7 +94,8 @@ fn check(w: Weights<'_>, rows: usize, cols: usize, params: &Params) -> bool {
     let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
     let groups = cols.div_ceil(usize::from(fp.group_size));
     let (mut q, mut scales, mut sums) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
-    let a = Q8Activations::quantize(&x, fp.group_size, &mut q, &mut scales, &mut sums).unwrap();
+    // In the tensor's basis (v3: rotated), as an inference engine makes them.
+    let a = Q8Activations::quantize_for(&t, &x, &mut q, &mut scales, &mut sums).unwrap();
     let mut want = vec![0f32; cols];
     for r in 0..rows {
         Scalar.dequantize_rows(&t, r, &mut want).unwrap();
@@ -231,6 +233,19 @@ fn v2_params() -> impl Strategy<Value = Params> {
         })
 }
 
+fn v3_params() -> impl Strategy<Value = Params> {
+    (
+        2u8..=8,
+        prop::sample::select(vec![16u16, 32, 64, 128, 256, 512]),
+    )
+        .prop_map(|(bits, g)| {
+            Params::new(bits, g, 0.0, Grid::Asymmetric)
+                .unwrap()
+                .with_version(FormatVersion::V3)
+                .unwrap()
+        })
+}
+
 fn draw() -> impl Strategy<Value = (usize, usize, Shape, Dtype, f32, u64)> {
     (
         1usize..=4,
@@ -273,6 +288,44 @@ proptest! {
     }
 
     #[test]
+    fn v3_matches_the_oracle(params in v3_params(), (rows, cols, shape, dtype, scale, seed) in draw()) {
+        let v = tensor(shape, rows, cols, seed, scale);
+        let input = Input::new(&v, dtype);
+        // A tensor of only subnormals is refused by the oracle: drawn again.
+        prop_assume!(check(input.weights(), rows, cols, &params));
+    }
+
+    /// The device rotation, forward and inverse, equals the core's bit for bit: any seed,
+    /// segment, length (short last segments, odd blocks) and segment-aligned start.
+    #[test]
+    fn rotation_matches_the_core(
+        seed in any::<u32>(),
+        log2 in 1u8..=9,
+        n in prop_oneof![1usize..=1100, prop::sample::select(vec![1usize, 88, 512, 576, 1031])],
+        first in 0usize..4,
+        scale in prop::sample::select(vec![1.0f32, 1e-30, 1e30]),
+        data in any::<u64>(),
+    ) {
+        let rot = Rotation::new(seed, log2).unwrap();
+        let start = first * rot.segment();
+        let mut rng = Rng(data | 1);
+        let x: Vec<f32> = (0..n).map(|_| rng.gauss() * scale).collect();
+        for inverse in [false, true] {
+            let (mut want, mut got) = (x.clone(), x.clone());
+            if inverse {
+                rot.inverse_at(start, &mut want);
+            } else {
+                rot.forward_at(start, &mut want);
+            }
+            host::rotate(rot, start, &mut got, inverse);
+            prop_assert!(
+                got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{rot:?} start {start} n {n} inverse {inverse}"
+            );
+        }
+    }
+
+    #[test]
     fn f16_conversions_match_half(bits in any::<u32>(), h in any::<u16>()) {
         let x = f32::from_bits(bits);
         if !x.is_nan() {
@@ -282,6 +335,25 @@ proptest! {
         let wide = f16::from_bits(h).to_f32();
         if !wide.is_nan() {
             prop_assert_eq!(host::f16_to_f32(h).to_bits(), wide.to_bits());
+        }
+    }
+}
+
+/// The kernels' levels are the core's: the 4-bit code book and the uniform widths.
+#[test]
+fn v3_levels_match_the_core() {
+    for bits in 2u8..=8 {
+        let fp = Params::new(bits, 64, 0.0, Grid::Asymmetric)
+            .unwrap()
+            .with_version(FormatVersion::V3)
+            .unwrap()
+            .format();
+        for code in 0..=fp.code_max() as u8 {
+            assert_eq!(
+                host::v3_level(bits, code).to_bits(),
+                fp.level(code).to_bits(),
+                "{bits} bits, code {code}"
+            );
         }
     }
 }
@@ -340,7 +412,7 @@ fn partial_ties_cross_groups_and_rows() {
 /// All-zero tensors, all-zero rows and a rejected weight.
 #[test]
 fn zeros_and_rejected_weights() {
-    for params in [Params::V1, Params::V2] {
+    for params in [Params::V1, Params::V2, Params::V3] {
         assert!(check(Weights::F32(&[0.0; 300]), 3, 100, &params));
         let mut v = tensor(Shape::Gauss, 3, 100, 7, 1.0);
         v[100..200].fill(0.0);
@@ -376,8 +448,9 @@ fn real_data(rel: &str) -> Option<adpq_io::SafetensorsFile> {
     Some(adpq_io::SafetensorsFile::open(&path).unwrap())
 }
 
-/// The first `max_rows` rows of every 2-D tensor whose name passes `keep`, under v1 and
-/// v2 defaults (and another width each): the device arithmetic writes the oracle's bytes.
+/// The first `max_rows` rows of every 2-D tensor whose name passes `keep`, under v1, v2
+/// and v3 defaults (and another width each; v3: the preset's 4, 5 and 6 bits): the device
+/// arithmetic writes the oracle's bytes.
 fn real_tensors(rel: &str, keep: impl Fn(&str) -> bool, max_rows: usize) -> usize {
     let Some(file) = real_data(rel) else {
         return 0;
@@ -400,6 +473,9 @@ fn real_tensors(rel: &str, keep: impl Fn(&str) -> bool, max_rows: usize) -> usiz
                 .unwrap()
                 .with_version(FormatVersion::V2)
                 .unwrap(),
+            Params::V3,
+            Params::v3_for("down_proj"),
+            Params::v3_for("v_proj"),
         ] {
             assert!(check(w, rows, cols, &params), "{} refused", t.name);
         }

@@ -7,7 +7,7 @@ use adpq_core::{FormatVersion, Grid, PackedTensor, Params, Selection};
 use adpq_engine::{EngineError, EngineResult};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
-use crate::job::{version_number, QuantJob};
+use crate::job::{rotation_fields, version_number, QuantJob};
 use crate::Sections;
 
 use super::{dev, CudaDense, CudaEngine, CudaPacked, DeviceWeights};
@@ -37,16 +37,19 @@ pub struct PackedParams {
     asymmetric: i32,
     scale_exp: i32,
     threshold_bits: u32,
+    rot_seed: u32,
+    rot_log2: u32,
 }
 
-// SAFETY: a `#[repr(C)]` struct of six 32-bit integers, as the kernels'
+// SAFETY: a `#[repr(C)]` struct of eight 32-bit integers, as the kernels'
 // `adpq_packed_params`.
 unsafe impl DeviceRepr for PackedParams {}
-const _: () = assert!(std::mem::size_of::<PackedParams>() == 24);
+const _: () = assert!(std::mem::size_of::<PackedParams>() == 32);
 
 impl PackedParams {
     pub(crate) fn of(t: &PackedTensor<'_>) -> PackedParams {
         let fp = t.params();
+        let (rot_seed, rot_log2) = rotation_fields(t.info().rotation);
         PackedParams {
             version: version_number(fp.version),
             bits: i32::from(fp.bits),
@@ -54,7 +57,14 @@ impl PackedParams {
             asymmetric: i32::from(fp.grid == Grid::Asymmetric),
             scale_exp: i32::from(t.info().scale_exp),
             threshold_bits: t.info().threshold.to_bits(),
+            rot_seed,
+            rot_log2,
         }
+    }
+
+    /// True for a format v3 tensor (rows rotated, no outliers).
+    pub(crate) fn is_v3(&self) -> bool {
+        self.version == 3
     }
 }
 
@@ -103,10 +113,10 @@ pub(crate) fn quantize(e: &CudaEngine, t: &CudaDense, job: &QuantJob) -> EngineR
         } else {
             Grid::Symmetric
         },
-        version: if job.version == 2 {
-            FormatVersion::V2
-        } else {
-            FormatVersion::V1
+        version: match job.version {
+            3 => FormatVersion::V3,
+            2 => FormatVersion::V2,
+            _ => FormatVersion::V1,
         },
     };
     let rec_len = t.rows * fp.row_record_bytes(t.cols);
@@ -134,8 +144,23 @@ pub(crate) fn quantize(e: &CudaEngine, t: &CudaDense, job: &QuantJob) -> EngineR
     if bad != u64::MAX {
         return Err(rejected(e, t, bad)?);
     }
-    scan(e, &mut ties, n_groups)?;
     let mut records = dev("allocate records", s.alloc_zeros::<u8>(words(rec_len)))?;
+    let mut codes = dev("allocate codes", s.alloc_zeros::<u8>(words(code_len)))?;
+    if job.version == 3 {
+        quantize_v3(e, t, job, &mut records, &mut codes)?;
+        let mut records = dev("download records", s.clone_dtoh(&records))?;
+        let mut codes = dev("download codes", s.clone_dtoh(&codes))?;
+        records.truncate(rec_len);
+        codes.truncate(code_len);
+        // No outlier counts or positions in v3.
+        return Ok(Sections {
+            row_counts: Vec::new(),
+            records,
+            codes,
+            positions: Vec::new(),
+        });
+    }
+    scan(e, &mut ties, n_groups)?;
     if job.version == 2 {
         let mut extents = dev(
             "allocate extents",
@@ -153,18 +178,17 @@ pub(crate) fn quantize(e: &CudaEngine, t: &CudaDense, job: &QuantJob) -> EngineR
         // counts (n_groups + 1), `extents` three f32 per group.
         let launch = unsafe { b.launch(cfg(n_groups)) };
         launched("v2 extents", launch.map(|_| ()))?;
-        let mut b = s.launch_builder(&k.v2_units);
+        let mut b = s.launch_builder(&k.row_units);
         b.arg(&rows)
             .arg(&cols)
             .arg(job)
             .arg(&extents)
             .arg(&mut records);
-        // SAFETY: adpq_v2_units's parameters in order; `records` holds rows ·
+        // SAFETY: adpq_put_row_units's parameters in order; `records` holds rows ·
         // row_record_bytes bytes (rounded up to words).
         let launch = unsafe { b.launch(cfg(u64::from(rows))) };
         launched("v2 units", launch.map(|_| ()))?;
     }
-    let mut codes = dev("allocate codes", s.alloc_zeros::<u8>(words(code_len)))?;
     let mut counts = alloc_u64(n_groups as usize + 1)?;
     {
         let mut b = s.launch_builder(&k.quantize_groups);
@@ -216,6 +240,74 @@ pub(crate) fn quantize(e: &CudaEngine, t: &CudaDense, job: &QuantJob) -> EngineR
         codes,
         positions,
     })
+}
+
+/// Format v3's launches after the check for rejected weights (quantize.cu's header): the
+/// rows rotated into scratch, each group's extent, each row's units, each group's record
+/// and codes, into the zeroed `records` and `codes`.
+fn quantize_v3(
+    e: &CudaEngine,
+    t: &CudaDense,
+    job: &QuantJob,
+    records: &mut CudaSlice<u8>,
+    codes: &mut CudaSlice<u8>,
+) -> EngineResult<()> {
+    let s = e.stream();
+    let k = e.kernels();
+    let (rows, cols) = (t.rows as u32, t.cols as u32);
+    let n_groups = u64::from(rows) * u64::from(cols.div_ceil(job.group_size as u32));
+    let mut rotated = dev("allocate scratch", s.alloc_zeros::<f32>(t.len()))?;
+    let (wptr, dtype) = weights_arg(&t.w);
+    {
+        let mut b = s.launch_builder(&k.v3_rotate);
+        push_weights(&mut b, wptr);
+        b.arg(&dtype)
+            .arg(&rows)
+            .arg(&cols)
+            .arg(&job.rot_seed)
+            .arg(&job.rot_log2)
+            .arg(&mut rotated);
+        // SAFETY: adpq_v3_rotate's parameters in order: the weights (rows · cols elements
+        // of `dtype`), the shape, the rotation, `rotated` (rows · cols f32).
+        let launch = unsafe { b.launch(cfg(u64::from(rows) * chunks(cols))) };
+        launched("v3 rotate", launch.map(|_| ()))?;
+    }
+    let mut extents = dev(
+        "allocate extents",
+        s.alloc_zeros::<f32>(3 * n_groups as usize),
+    )?;
+    let mut b = s.launch_builder(&k.v3_extents);
+    b.arg(&rotated)
+        .arg(&rows)
+        .arg(&cols)
+        .arg(job)
+        .arg(&mut extents);
+    // SAFETY: adpq_v3_extents's parameters in order; `rotated` holds rows · cols f32,
+    // `extents` three f32 per group.
+    let launch = unsafe { b.launch(cfg(n_groups)) };
+    launched("v3 extents", launch.map(|_| ()))?;
+    let mut b = s.launch_builder(&k.row_units);
+    b.arg(&rows)
+        .arg(&cols)
+        .arg(job)
+        .arg(&extents)
+        .arg(&mut *records);
+    // SAFETY: adpq_put_row_units's parameters in order; `records` holds rows ·
+    // row_record_bytes bytes (rounded up to words).
+    let launch = unsafe { b.launch(cfg(u64::from(rows))) };
+    launched("row units", launch.map(|_| ()))?;
+    let mut b = s.launch_builder(&k.v3_groups);
+    b.arg(&rotated).arg(&rows).arg(&cols).arg(job);
+    b.arg(&mut *records).arg(&mut *codes);
+    // SAFETY: adpq_v3_groups's parameters in order; records (units written) and codes are
+    // the sizes of their sections rounded up to words and zeroed.
+    let launch = unsafe { b.launch(cfg(n_groups)) };
+    launched("v3 groups", launch.map(|_| ()))
+}
+
+/// Chunks of the v3 rotation kernels per row (`ADPQ_MAX_SEGMENT` columns each).
+fn chunks(cols: u32) -> u64 {
+    u64::from(cols.div_ceil(adpq_core::rotate::MAX_SEGMENT as u32))
 }
 
 /// In-place exclusive scan of `data[0..n]` with the total in `data[n]`.
@@ -297,6 +389,14 @@ pub(crate) fn dequantize(e: &CudaEngine, p: &CudaPacked<'_>) -> EngineResult<Cud
     // `out` holds rows · cols values.
     let launch = unsafe { b.launch(cfg(u64::from(rows) * u64::from(groups))) };
     launched("dequantize", launch.map(|_| ()))?;
+    if p.params.is_v3() {
+        let mut b = s.launch_builder(&e.kernels().v3_unrotate);
+        b.arg(&mut out).arg(&rows).arg(&cols).arg(&p.params);
+        // SAFETY: adpq_v3_unrotate's parameters; `out` holds the rows · cols levels just
+        // decoded, rotated back in place.
+        let launch = unsafe { b.launch(cfg(u64::from(rows) * chunks(cols))) };
+        launched("v3 unrotate", launch.map(|_| ()))?;
+    }
     Ok(out)
 }
 
@@ -340,6 +440,23 @@ pub(crate) fn gemm(
     y: &mut CudaSlice<f32>,
 ) -> EngineResult<()> {
     let (rows, cols) = (p.t.rows() as u32, p.t.cols() as u32);
+    // v3: the vectors rotated once into the tensor's basis.
+    let rotated = if p.params.is_v3() {
+        let s = e.stream();
+        let mut xr = dev("allocate scratch", s.alloc_zeros::<f32>(x.len()))?;
+        let mut b = s.launch_builder(&e.kernels().v3_rotate);
+        let (dtype, (seed, log2)) = (0i32, rotation_fields(p.t.info().rotation));
+        b.arg(x).arg(&dtype).arg(&batch).arg(&cols);
+        b.arg(&seed).arg(&log2).arg(&mut xr);
+        // SAFETY: adpq_v3_rotate's parameters: `x` holds batch · cols f32 (storage code
+        // 0), rotated as `batch` rows into `xr` of the same size.
+        let launch = unsafe { b.launch(cfg(u64::from(batch) * chunks(cols))) };
+        launched("v3 rotate", launch.map(|_| ()))?;
+        Some(xr)
+    } else {
+        None
+    };
+    let x = rotated.as_ref().unwrap_or(x);
     let mut b = e.stream().launch_builder(&e.kernels().gemm);
     b.arg(&p.records)
         .arg(&p.codes)

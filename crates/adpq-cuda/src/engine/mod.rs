@@ -41,7 +41,11 @@ pub(crate) struct Kernels {
     pub(crate) group_ties: CudaFunction,
     pub(crate) scan: CudaFunction,
     pub(crate) v2_extents: CudaFunction,
-    pub(crate) v2_units: CudaFunction,
+    pub(crate) row_units: CudaFunction,
+    pub(crate) v3_rotate: CudaFunction,
+    pub(crate) v3_extents: CudaFunction,
+    pub(crate) v3_groups: CudaFunction,
+    pub(crate) v3_unrotate: CudaFunction,
     pub(crate) quantize_groups: CudaFunction,
     pub(crate) row_counts: CudaFunction,
     pub(crate) positions: CudaFunction,
@@ -120,7 +124,11 @@ impl CudaEngine {
             group_ties: f("quantize", "adpq_group_ties")?,
             scan: f("quantize", "adpq_scan")?,
             v2_extents: f("quantize", "adpq_v2_extents")?,
-            v2_units: f("quantize", "adpq_v2_units")?,
+            row_units: f("quantize", "adpq_put_row_units")?,
+            v3_rotate: f("quantize", "adpq_v3_rotate")?,
+            v3_extents: f("quantize", "adpq_v3_extents")?,
+            v3_groups: f("quantize", "adpq_v3_groups")?,
+            v3_unrotate: f("dequantize", "adpq_v3_unrotate")?,
             quantize_groups: f("quantize", "adpq_quantize_groups")?,
             row_counts: f("quantize", "adpq_row_counts")?,
             positions: f("quantize", "adpq_positions")?,
@@ -157,6 +165,14 @@ impl CudaEngine {
                 expected: cols as u64,
                 actual: a.q().len() as u64,
             }
+            .into());
+        }
+        // Format v3: the activations must be in the tensor's rotated basis
+        // (`Q8Activations::quantize_for`), as the CPU's gemv_q8 requires.
+        if a.rotation() != packed.t.info().rotation {
+            return Err(adpq_core::Error::Unsupported(
+                "activations were quantized for another rotation than the tensor's",
+            )
             .into());
         }
         launch::gemv_q8(self, packed, a, y)
@@ -265,7 +281,6 @@ impl Engine for CudaEngine {
     ) -> EngineResult<Quantized> {
         check_shape(t.len(), t.rows, t.cols)?;
         let fp = params.format();
-        no_v3(fp.version)?;
         let needed = packed_len(t.rows, t.cols, fp, sel.n_outliers)?;
         if out.len() != needed {
             return Err(adpq_core::Error::BufferSize {
@@ -292,16 +307,17 @@ impl Engine for CudaEngine {
     }
 
     fn load_packed<'a>(&'a self, p: PackedTensor<'a>) -> EngineResult<CudaPacked<'a>> {
-        no_v3(p.version())?;
         let b = p.as_bytes();
         let l = p.layout();
         let (offsets_at, records_at) = (l.offsets_at(), l.records_at());
         let (codes_at, positions_at) = (l.codes_at(), l.positions_at());
         let s = &self.stream;
-        let offsets: Vec<u32> = b[offsets_at..records_at]
+        let mut offsets: Vec<u32> = b[offsets_at..records_at]
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        // At least one: a v3 tensor has no offsets (the kernels never read them).
+        offsets.resize(offsets.len().max(1), 0);
         // At least one byte each: a tensor without outliers has no position stream.
         let up = |bytes: &[u8]| {
             let mut v = bytes.to_vec();
@@ -460,15 +476,4 @@ impl Engine for CudaEngine {
         y.count = x.count;
         launch::gemm(self, packed, &x.buf, x.count as u32, &mut y.buf)
     }
-}
-
-/// Format v3 has no device kernels yet: refused with a reason before anything launches.
-fn no_v3(version: adpq_core::FormatVersion) -> EngineResult<()> {
-    if version == adpq_core::FormatVersion::V3 {
-        return Err(adpq_core::Error::Unsupported(
-            "the CUDA engine has no format v3 kernels yet: use a CPU backend",
-        )
-        .into());
-    }
-    Ok(())
 }
