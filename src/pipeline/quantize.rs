@@ -177,7 +177,7 @@ fn plan<E: Engine>(
     progress.begin(if opts.dry_run { 1 } else { 2 } * total_weights);
     let mut plans = Vec::with_capacity(ckpt.files.len());
     for f in &ckpt.files {
-        let mut plan = FilePlan::new();
+        let mut plan = FilePlan::with_capacity(f.names().len());
         for t in f.tensors() {
             crate::signals::check()?;
             let action = match opts.filter.decide(t.name, t.dtype, t.shape) {
@@ -297,6 +297,8 @@ impl<E: Engine> Run<'_, E> {
         };
         let file: Arc<str> = f.file_name().into();
         let first = self.tensors.len();
+        // Exactly: a doubled capacity would cost up to a report per tensor more.
+        self.tensors.reserve_exact(plan.len());
         self.tensors
             .extend((0..plan.len()).map(|_| TensorReport::new(&file, "", Dtype::U8, &[], 0, 0)));
         with_writer(f, writer, |emit| -> Result<()> {
@@ -461,7 +463,7 @@ fn output_plan(f: &SafetensorsFile, plan: &FilePlan, base: &Params) -> Result<Ou
         let record = OriginalTensor {
             dtype: t.dtype.to_string(),
             shape: t.shape.to_vec(),
-            params: own_params(params, base),
+            params: own_params(params, base).map(Box::new),
         };
         if !originals.push(&names[i], &record) {
             return Err(Error::tensor(f.path(), &names[i], "name listed twice"));

@@ -44,9 +44,10 @@ pub struct OriginalTensor {
     pub dtype: String,
     /// The input shape `[rows, cols]`.
     pub shape: Vec<usize>,
-    /// The tensor's parameters when they are not the file's (absent: the file's).
+    /// The tensor's parameters when they are not the file's (absent: the file's). Boxed:
+    /// most tensors have none, and a file may list millions.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub params: Option<ParamsRecord>,
+    pub params: Option<Box<ParamsRecord>>,
 }
 
 /// The quantization parameters as written in reports and in the checkpoint metadata.
@@ -613,7 +614,7 @@ mod tests {
                 OriginalTensor {
                     dtype: "F32".into(),
                     shape: vec![2, 64],
-                    params: Some(ParamsRecord::from(&six)),
+                    params: Some(Box::new(ParamsRecord::from(&six))),
                 },
             ),
             (
