@@ -255,9 +255,9 @@ fn per_tensor_metadata_is_checked() {
         (
             "unknown version",
             |m| {
-                m.insert("adpq.version".into(), "3".into());
+                m.insert("adpq.version".into(), "4".into());
             },
-            &["unsupported adpq format version \"3\"", "versions 1 to 2"],
+            &["unsupported adpq format version \"4\"", "versions 1 to 3"],
         ),
         (
             "unknown format",

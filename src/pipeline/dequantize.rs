@@ -40,14 +40,17 @@ pub fn dequantize<E: Engine>(
 ) -> Result<Done> {
     let start = Instant::now();
     let ckpt = Checkpoint::open(input)?;
-    let (metas, total) = check_input(&ckpt)?;
+    let total = check_input(&ckpt)?;
     let out = open_output(&ckpt, input, output, opts.force)?;
     let warnings = skipped_warnings(&ckpt, progress);
     progress.begin(total);
     let mut tensors = Vec::new();
     let mut total_size = 0u64;
-    for (f, meta) in ckpt.files.iter().zip(&metas) {
-        total_size += dequantize_file(engine, f, meta, opts, &out, progress, &mut tensors)?;
+    for f in &ckpt.files {
+        // Read again rather than kept from the check: one file's metadata in memory at a
+        // time (its `adpq.tensors` map costs a few hundred bytes per tensor).
+        let meta = read_adpq_meta(f, &f.user_metadata())?;
+        total_size += dequantize_file(engine, f, &meta, opts, &out, progress, &mut tensors)?;
     }
     crate::signals::check()?;
     ckpt.finish_output(&out, total_size)?;
@@ -72,9 +75,8 @@ pub fn dequantize<E: Engine>(
 
 /// Validates every file's metadata and packed tensors before anything is created (the
 /// checks of `verify` but the checksum, which is verified as each tensor is restored);
-/// returns each file's checked metadata and the total weights to restore.
-fn check_input(ckpt: &Checkpoint) -> Result<(Vec<AdpqMeta>, u64)> {
-    let mut metas = Vec::with_capacity(ckpt.files.len());
+/// returns the total weights to restore.
+fn check_input(ckpt: &Checkpoint) -> Result<u64> {
     let mut total = 0u64;
     for f in &ckpt.files {
         let meta = read_adpq_meta(f, &f.user_metadata())?;
@@ -90,9 +92,8 @@ fn check_input(ckpt: &Checkpoint) -> Result<(Vec<AdpqMeta>, u64)> {
             f.release(&t);
             total += orig.shape.iter().product::<usize>() as u64;
         }
-        metas.push(meta);
     }
-    Ok((metas, total))
+    Ok(total)
 }
 
 /// Restores one file into `out`, appending its reports (in input order) to `reports`;
@@ -114,6 +115,7 @@ fn dequantize_file<E: Engine>(
     // Each report goes straight to its input position (no map by name).
     let file: Arc<str> = f.file_name().into();
     let first = reports.len();
+    reports.reserve_exact(order.len());
     reports.extend((0..order.len()).map(|_| TensorReport::new(&file, "", Dtype::U8, &[], 0, 0)));
     with_writer(f, Some(writer), |emit| -> Result<()> {
         for (p, &i) in planned.iter().zip(&order) {

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use adpq_core::kernels::AnyKernels;
-use adpq_core::{narrow, CpuKernels, Error as CoreError, OutDtype, PackedTensor, Params};
+use adpq_core::kernels::{dequantize_row_pieces, AnyKernels};
+use adpq_core::{narrow, Error as CoreError, OutDtype, PackedTensor, Params};
 use adpq_io::meta::{
     is_adpq, looks_packed, packed_of, read_adpq_meta, unlisted_packed, AdpqMeta, OriginalTensor,
     META_PARAMS, META_TENSORS,
@@ -231,17 +231,15 @@ fn fits_original(packed: &PackedTensor<'_>, dtype: &str) -> std::result::Result<
         return Ok(());
     }
     let kernels = AnyKernels::detect();
-    let (rows, cols) = (packed.rows(), packed.cols().max(1));
-    let per_block = (FIT_BLOCK / cols).max(1);
-    let (mut values, mut bytes) = (Vec::new(), Vec::new());
-    let mut r = 0;
-    while r < rows {
-        let n = per_block.min(rows - r);
-        values.resize(n * cols, 0f32);
-        bytes.resize(n * cols * dtype.size(), 0u8);
-        let fits = kernels
-            .dequantize_rows(packed, r, &mut values)
-            .and_then(|()| narrow::write_rows(packed, r, &values, dtype, &mut bytes));
+    let cols = packed.cols();
+    // Rows (or, for a long row, whole groups of it) about FIT_BLOCK values at a time.
+    let piece = cols.min(FIT_BLOCK.max(packed.piece_unit()));
+    let (mut values, mut bytes) = (vec![0f32; piece], vec![0u8; piece * dtype.size()]);
+    for r in 0..packed.rows() {
+        let fits = dequantize_row_pieces(&kernels, packed, r, &mut values, |c, v| {
+            let out = &mut bytes[..v.len() * dtype.size()];
+            narrow::write_part(packed, (r, c), v, dtype, out)
+        });
         fits.map_err(|e| match e {
             CoreError::NotRepresentable { value, .. } if value.is_finite() => format!(
                 "{e}: its original dtype {dtype} cannot hold it, so `dequantize` fails \
@@ -249,7 +247,6 @@ fn fits_original(packed: &PackedTensor<'_>, dtype: &str) -> std::result::Result<
             ),
             e => e.to_string(),
         })?;
-        r += n;
     }
     Ok(())
 }

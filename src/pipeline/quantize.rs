@@ -2,7 +2,7 @@
 //! finds data errors before anything is written), then quantize and write file by file,
 //! then report. See `adpq_io::write` for why the sizes must be known first.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +10,9 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use adpq_core::{packed_len, Error as CoreError, PackedTensor, Params, Selection, SelectionMode};
 use adpq_engine::{Engine, EngineError, ErrorSums};
-use adpq_io::meta::{is_adpq, looks_packed, quantized_metadata, OriginalTensor, ParamsRecord};
+use adpq_io::meta::{
+    is_adpq, looks_packed, quantized_metadata, OriginalTensor, OriginalsJson, ParamsRecord,
+};
 use adpq_io::{
     weight_data, with_writer, Checkpoint, Chunk, Dtype, Emitter, Output, PlannedTensor,
     SafetensorsFile, TensorRef, TensorWriter,
@@ -175,7 +177,7 @@ fn plan<E: Engine>(
     progress.begin(if opts.dry_run { 1 } else { 2 } * total_weights);
     let mut plans = Vec::with_capacity(ckpt.files.len());
     for f in &ckpt.files {
-        let mut plan = FilePlan::new();
+        let mut plan = FilePlan::with_capacity(f.names().len());
         for t in f.tensors() {
             crate::signals::check()?;
             let action = match opts.filter.decide(t.name, t.dtype, t.shape) {
@@ -278,12 +280,12 @@ impl<E: Engine> Run<'_, E> {
             let meta = quantized_metadata(
                 f.user_metadata(),
                 base,
-                &originals,
+                originals,
                 &not_packed,
                 &tool_version(),
             );
             // Gone before the header is written: only the metadata's JSON is needed.
-            drop((originals, not_packed));
+            drop(not_packed);
             let writer = match out {
                 Some(o) => {
                     let (file, shown) = o.create(&f.file_name())?;
@@ -295,6 +297,8 @@ impl<E: Engine> Run<'_, E> {
         };
         let file: Arc<str> = f.file_name().into();
         let first = self.tensors.len();
+        // Exactly: a doubled capacity would cost up to a report per tensor more.
+        self.tensors.reserve_exact(plan.len());
         self.tensors
             .extend((0..plan.len()).map(|_| TensorReport::new(&file, "", Dtype::U8, &[], 0, 0)));
         with_writer(f, writer, |emit| -> Result<()> {
@@ -389,13 +393,14 @@ impl<E: Engine> Run<'_, E> {
 }
 
 /// What one output file will hold: its tensors in output order, the input index of each
-/// (the order), the original dtype and shape of each quantized one, and the
-/// passed-through tensors that look packed (both for the metadata, so that readers never
-/// take the one for the other).
+/// (the order), the original dtype and shape of each quantized one (the metadata's JSON,
+/// written in name order without a map of every tensor), and the passed-through tensors
+/// that look packed (both for the metadata, so that readers never take the one for the
+/// other).
 type OutputPlan = (
     Vec<PlannedTensor>,
     Vec<usize>,
-    BTreeMap<String, OriginalTensor>,
+    OriginalsJson,
     BTreeSet<String>,
 );
 
@@ -407,7 +412,6 @@ fn own_params(params: &Params, base: &Params) -> Option<ParamsRecord> {
 
 /// The [`OutputPlan`] of one file quantized with base parameters `base`.
 fn output_plan(f: &SafetensorsFile, plan: &FilePlan, base: &Params) -> Result<OutputPlan> {
-    let mut originals = BTreeMap::new();
     let mut not_packed = BTreeSet::new();
     // The order `sort_for_output` gives (a stable sort on the same key), as input indices.
     let names = f.names();
@@ -417,12 +421,14 @@ fn output_plan(f: &SafetensorsFile, plan: &FilePlan, base: &Params) -> Result<Ou
     };
     let mut order: Vec<usize> = (0..plan.len().min(names.len())).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(stored(i).bitsize()));
+    let tensor = |name: &String| {
+        f.tensor(name)
+            .ok_or_else(|| Error::tensor(f.path(), name, "vanished"))
+    };
     let mut planned = Vec::with_capacity(order.len());
     for &i in &order {
         let (name, action) = (&names[i], &plan[i]);
-        let t = f
-            .tensor(name)
-            .ok_or_else(|| Error::tensor(f.path(), name, "vanished"))?;
+        let t = tensor(name)?;
         planned.push(match action {
             Action::Pass(_) => {
                 if looks_packed(&t) {
@@ -435,23 +441,33 @@ fn output_plan(f: &SafetensorsFile, plan: &FilePlan, base: &Params) -> Result<Ou
                     len: t.data.len() as u64,
                 }
             }
-            Action::Quantize { len, params, .. } => {
-                originals.insert(
-                    name.clone(),
-                    OriginalTensor {
-                        dtype: t.dtype.to_string(),
-                        shape: t.shape.to_vec(),
-                        params: own_params(params, base),
-                    },
-                );
-                PlannedTensor {
-                    name: name.clone(),
-                    dtype: Dtype::U8,
-                    shape: vec![*len],
-                    len: *len as u64,
-                }
-            }
+            Action::Quantize { len, .. } => PlannedTensor {
+                name: name.clone(),
+                dtype: Dtype::U8,
+                shape: vec![*len],
+                len: *len as u64,
+            },
         });
+    }
+    // The quantized tensors' records, in name order (the metadata's JSON map order).
+    let mut quantized: Vec<usize> = (0..order.len())
+        .filter(|&i| matches!(plan[i], Action::Quantize { .. }))
+        .collect();
+    quantized.sort_unstable_by(|&a, &b| names[a].cmp(&names[b]));
+    let mut originals = OriginalsJson::new();
+    for i in quantized {
+        let Action::Quantize { params, .. } = &plan[i] else {
+            continue;
+        };
+        let t = tensor(&names[i])?;
+        let record = OriginalTensor {
+            dtype: t.dtype.to_string(),
+            shape: t.shape.to_vec(),
+            params: own_params(params, base).map(Box::new),
+        };
+        if !originals.push(&names[i], &record) {
+            return Err(Error::tensor(f.path(), &names[i], "name listed twice"));
+        }
     }
     Ok((planned, order, originals, not_packed))
 }

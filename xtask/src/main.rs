@@ -22,7 +22,7 @@ tasks:
   fetch                          fetch the real checkpoints into target/data
   bench [--quick]                run the benchmarks, print a table, write target/bench/summary.json
   fuzz [SECONDS]                 run each cargo-fuzz target for SECONDS (default 20)
-  memory [--quick] [--bin PATH] [--keep]
+  memory [--quick] [--only tiny|big] [--bin PATH] [--keep]
                                  peak memory and time (/usr/bin/time -v) of quantize,
                                  dequantize, verify, inspect on 1e5..1e6 tiny tensors and
                                  one 1e8-weight tensor (generated in target/memory)

@@ -1,4 +1,4 @@
-//! `cargo xtask memory [--quick] [--bin PATH] [--keep]`: peak memory and time of `adpq`
+//! `cargo xtask memory [--quick] [--only tiny|big] [--bin PATH] [--keep]`: peak memory and time of `adpq`
 //! on synthetic checkpoints with many tiny tensors and with one huge tensor, measured
 //! with `/usr/bin/time -v` (maximum resident set size, wall-clock time).
 //!
@@ -8,7 +8,8 @@
 //! 3·10⁵ a sharded folder of 3·10⁵ per file, since a file's header holds at most 100 MB),
 //! and one
 //! 1×10⁸ F32 tensor (`--quick`: 1×10⁷). Each runs `quantize`, then `dequantize`,
-//! `verify` and `inspect` on the result. `--bin` measures another build of `adpq` (an
+//! `verify` and `inspect` on the result. `--only tiny` runs the tiny-tensor cases only,
+//! `--only big` the huge tensor only. `--bin` measures another build of `adpq` (an
 //! older one, for a before/after table); by default the release build of this tree.
 //! Prints a Markdown table (README "Untrusted input").
 
@@ -30,6 +31,13 @@ struct Row {
 pub fn run(args: &[String]) -> DynResult {
     let quick = args.iter().any(|a| a == "--quick");
     let keep = args.iter().any(|a| a == "--keep");
+    let only = match args.iter().position(|a| a == "--only") {
+        Some(i) => match args.get(i + 1).map(String::as_str) {
+            Some(o @ ("tiny" | "big")) => Some(o),
+            _ => return Err("--only takes `tiny` or `big`".into()),
+        },
+        None => None,
+    };
     let bin = match args.iter().position(|a| a == "--bin") {
         Some(i) => PathBuf::from(args.get(i + 1).ok_or("--bin needs a path")?),
         None => {
@@ -42,10 +50,10 @@ pub fn run(args: &[String]) -> DynResult {
     }
     let dir = project_root().join("target/memory");
     std::fs::create_dir_all(&dir)?;
-    let counts: &[usize] = if quick {
-        &[10_000, 30_000, 100_000]
-    } else {
-        &[100_000, 300_000, 1_000_000]
+    let counts: &[usize] = match (only, quick) {
+        (Some("big"), _) => &[],
+        (_, true) => &[10_000, 30_000, 100_000],
+        (_, false) => &[100_000, 300_000, 1_000_000],
     };
     let big: usize = if quick { 10_000_000 } else { 100_000_000 };
 
@@ -69,17 +77,19 @@ pub fn run(args: &[String]) -> DynResult {
             let _ = std::fs::remove_dir_all(&input);
         }
     }
-    let input = dir.join(format!("big-{big}.safetensors"));
-    big_checkpoint(&input, big)?;
-    measure_all(
-        &bin,
-        &dir,
-        &input,
-        &format!("1 tensor 1x{big} F32"),
-        &mut rows,
-    )?;
-    if !keep {
-        let _ = std::fs::remove_file(&input);
+    if only != Some("tiny") {
+        let input = dir.join(format!("big-{big}.safetensors"));
+        big_checkpoint(&input, big)?;
+        measure_all(
+            &bin,
+            &dir,
+            &input,
+            &format!("1 tensor 1x{big} F32"),
+            &mut rows,
+        )?;
+        if !keep {
+            let _ = std::fs::remove_file(&input);
+        }
     }
 
     println!("adpq: {}", bin.display());

@@ -68,7 +68,7 @@ pub mod harness;
 
 pub use dtype::OutDtype;
 pub use error::{Error, FormatError, Result};
-pub use format::{packed_len, Layout, PackedTensor, RowGroup};
+pub use format::{packed_len, Layout, PackedTensor, RowCursor, RowGroup};
 pub use kernels::{
     AnyKernels, Avx2, CpuKernels, KernelChoiceError, KernelScan, Neon, Q8Activations, Quantized,
     Scalar,

@@ -48,6 +48,30 @@ pub fn write_rows(
     })
 }
 
+/// [`write_rows`] for part of one row: `values` are row `row`'s columns from
+/// `first_col` on (a piece from [`crate::kernels::dequantize_row_pieces`], say).
+pub fn write_part(
+    packed: &PackedTensor<'_>,
+    (row, first_col): (usize, usize),
+    values: &[f32],
+    dtype: OutDtype,
+    out: &mut [u8],
+) -> Result<()> {
+    let needed = values.len() as u64 * dtype.size() as u64;
+    let fits = first_col
+        .checked_add(values.len())
+        .is_some_and(|end| end <= packed.cols());
+    if !fits || row >= packed.rows() || out.len() as u64 != needed {
+        return Err(Error::BufferSize {
+            needed,
+            actual: out.len() as u64,
+        });
+    }
+    encode_checked(values, dtype, out, |i, v| {
+        saturate(packed, row, first_col + i, v, dtype)
+    })
+}
+
 /// Encodes `values` as little-endian `dtype` elements (round to nearest even); a value
 /// that would not be finite goes through `fix(index, value)`, which returns the value to
 /// write instead or the error.
@@ -251,13 +275,26 @@ mod tests {
         buf
     }
 
-    /// Dequantizes all of `p` and writes it as `dtype`.
+    /// Dequantizes all of `p` and writes it as `dtype`, by whole rows and, with the same
+    /// result, by pieces of one group ([`write_part`]).
     fn restore(p: &PackedTensor<'_>, dtype: OutDtype) -> Result<Vec<u8>> {
         let mut f32s = vec![0f32; p.rows() * p.cols()];
         Scalar.dequantize_rows(p, 0, &mut f32s).unwrap();
         let mut out = vec![0u8; f32s.len() * dtype.size()];
-        write_rows(p, 0, &f32s, dtype, &mut out)?;
-        Ok(out)
+        let whole = write_rows(p, 0, &f32s, dtype, &mut out).map(|()| out);
+        let mut out = vec![0u8; f32s.len() * dtype.size()];
+        let mut buf = vec![0f32; p.piece_unit()];
+        let (cols, es) = (p.cols(), dtype.size());
+        let pieces = (0..p.rows())
+            .try_for_each(|r| {
+                crate::kernels::dequantize_row_pieces(&Scalar, p, r, &mut buf, |c, v| {
+                    let at = (r * cols + c) * es;
+                    write_part(p, (r, c), v, dtype, &mut out[at..at + v.len() * es])
+                })
+            })
+            .map(|()| out);
+        assert_eq!(whole, pieces);
+        whole
     }
 
     fn f16s(bytes: &[u8]) -> Vec<f32> {
@@ -402,5 +439,12 @@ mod tests {
             write_rows(&p, 0, &w[..63], OutDtype::F16, &mut [0u8; 126]),
             Err(Error::BufferSize { .. })
         ));
+        for (at, n) in [((0, 1), 64), ((2, 0), 1), ((1, 60), 5)] {
+            assert!(matches!(
+                write_part(&p, at, &w[..n], OutDtype::F16, &mut vec![0u8; 2 * n]),
+                Err(Error::BufferSize { .. })
+            ));
+        }
+        write_part(&p, (1, 60), &w[..4], OutDtype::F16, &mut [0u8; 8]).unwrap();
     }
 }

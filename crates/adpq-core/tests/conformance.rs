@@ -8,7 +8,9 @@
 //!
 //! On a machine with no SIMD backend the suite prints a visible SKIP line and passes.
 
-use adpq_core::kernels::{dot_row_q8_ref, dot_tolerance, AnyKernels, Q8Activations};
+use adpq_core::kernels::{
+    dequantize_row_pieces, dot_row_q8_ref, dot_tolerance, AnyKernels, Q8Activations,
+};
 use adpq_core::select::{HistogramPass, HIST_BINS};
 use adpq_core::{
     bf16, f16, packed_len, CpuKernels, FormatVersion, Grid, PackedTensor, Params, Scalar,
@@ -205,6 +207,48 @@ fn check_backend(
         );
     }
 
+    // Rows decoded in pieces of 1, 2 and 3 groups (and a whole row), by both kernel
+    // sets: the values of the whole-tensor decode, bit for bit.
+    // (For v3, pieces of whole rotation segments: `piece_unit`.)
+    let (g, unit) = (usize::from(params.group_size()), t.piece_unit());
+    for k in [Scalar.into(), b] {
+        let k: AnyKernels = k;
+        for groups in [1, 2, 3, cols.div_ceil(unit)] {
+            let mut buf = vec![f32::NAN; groups * unit];
+            for r in 0..rows {
+                let mut seen = 0;
+                dequantize_row_pieces(&k, &t, r, &mut buf, |col, v| {
+                    assert_eq!(col, seen, "{ctx}: piece order");
+                    let want = &ds[r * cols + col..][..v.len()];
+                    assert!(
+                        v.iter().zip(want).all(|(a, c)| a.to_bits() == c.to_bits()),
+                        "{ctx}: {} row {r} in pieces of {groups} groups, from column {col}",
+                        k.name()
+                    );
+                    seen += v.len();
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(seen, cols, "{ctx}: row {r} in pieces");
+            }
+        }
+        // A piece that ends inside a group, or a cursor past the row's end, is an error.
+        let mut at = t.row_cursor(0).unwrap();
+        if cols > unit + 1 {
+            let mut short = vec![0f32; unit + 1];
+            assert!(k.dequantize_part(&t, &mut at, &mut short).is_err(), "{ctx}");
+        }
+        let mut all = vec![0f32; cols];
+        k.dequantize_part(&t, &mut at, &mut all).unwrap();
+        assert_eq!(at.group(), cols.div_ceil(g), "{ctx}");
+        assert!(
+            k.dequantize_part(&t, &mut at, &mut [0f32; 1]).is_err(),
+            "{ctx}"
+        );
+        k.dequantize_part(&t, &mut at, &mut []).unwrap();
+        assert!(t.row_cursor(rows).is_err(), "{ctx}");
+    }
+
     // Dot and gemv within the documented tolerance.
     let (mut ys, mut yb) = (vec![0f32; rows], vec![0f32; rows]);
     Scalar.gemv(&t, x, &mut ys).unwrap();
@@ -226,7 +270,6 @@ fn check_backend(
     }
     // Int8 activations: the reference against the f32 oracle on the dequantized
     // activations, and the backend against the reference, both within the tolerance.
-    let g = usize::from(params.group_size());
     let groups = cols.div_ceil(g);
     let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
     // Format v3's activations are quantized in the tensor's rotated basis.

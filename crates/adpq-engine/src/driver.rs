@@ -7,6 +7,7 @@
 //! byte-identical to the single-threaded [`adpq_core::quantize_tensor`] whatever the pool size
 //! (tested below), and so are the error sums.
 
+use adpq_core::kernels::dequantize_row_pieces;
 use adpq_core::select::{BadValue, HistogramPass, RangeScan, TensorScan, HIST_BINS};
 use adpq_core::{
     narrow, select_outliers, BlockDone, CpuKernels, Error as CoreError, KernelScan, OutDtype,
@@ -14,7 +15,7 @@ use adpq_core::{
 };
 use rayon::prelude::*;
 
-use crate::rtn::{row_error_sums, ErrorSums};
+use crate::rtn::{add_error_sums, ErrorSums};
 
 /// Elements per histogram/count chunk of the selection passes.
 pub(crate) const CHUNK_ELEMS: usize = 1 << 16;
@@ -255,26 +256,38 @@ impl<B: CpuKernels> Driver<B> {
             });
         }
         let fp = packed.params();
+        let (bits, g) = (fp.bits, usize::from(fp.group_size));
         let block_rows = self.block_rows(cols);
+        let piece = self.piece_len(cols, packed.piece_unit());
         let sums: Vec<Result<ErrorSums, CoreError>> = (0..rows.div_ceil(block_rows))
             .into_par_iter()
             .map(|b| {
                 let r0 = b * block_rows;
                 let r1 = (r0 + block_rows).min(rows);
-                let mut deq = vec![0f32; (r1 - r0) * cols];
-                self.backend.dequantize_rows(packed, r0, &mut deq)?;
-                let wb = w.get(r0 * cols, r1 * cols).ok_or(CoreError::EmptyTensor)?;
-                Ok(row_error_sums(
-                    wb,
-                    &deq,
-                    cols,
-                    fp.bits,
-                    usize::from(fp.group_size),
-                ))
+                let (mut s, mut scratch) = (ErrorSums::default(), Vec::new());
+                let mut deq = vec![0f32; piece];
+                for r in r0..r1 {
+                    // A long row in pieces of whole groups: the sums are added in the
+                    // same order, so they equal the whole row's.
+                    dequantize_row_pieces(&self.backend, packed, r, &mut deq, |c, v| {
+                        let at = r * cols + c;
+                        let wp = w.get(at, at + v.len()).ok_or(CoreError::EmptyTensor)?;
+                        add_error_sums(&mut s, wp, v, bits, g, &mut scratch);
+                        Ok(())
+                    })?;
+                }
+                Ok(s)
             })
             .collect();
         sums.into_iter()
             .try_fold(ErrorSums::default(), |acc, s| Ok(acc.merge(s?)))
+    }
+
+    /// Values decoded at once from one row of `cols` columns in groups of `g`: the whole
+    /// row, or whole groups of about a block's elements, so a row of any length is
+    /// decoded in bounded memory.
+    fn piece_len(&self, cols: usize, g: usize) -> usize {
+        cols.min(self.block_elems.max(g))
     }
 }
 
@@ -300,15 +313,26 @@ impl<B: CpuKernels> Driver<B> {
                 actual: out.len() as u64,
             });
         }
+        if out.is_empty() {
+            return Ok(());
+        }
         let block_rows = self.block_rows(cols);
+        let piece = self.piece_len(cols, packed.piece_unit());
         let results: Vec<Result<(), CoreError>> = out
-            .par_chunks_mut(block_rows * cols * es)
+            .par_chunks_mut((block_rows * cols * es).max(1))
             .enumerate()
             .map(|(b, chunk)| {
                 let first_row = b * block_rows;
-                let mut deq = vec![0f32; chunk.len() / es];
-                self.backend.dequantize_rows(packed, first_row, &mut deq)?;
-                narrow::write_rows(packed, first_row, &deq, dtype, chunk)
+                let mut deq = vec![0f32; piece];
+                for (i, row_out) in chunk.chunks_mut(cols * es).enumerate() {
+                    let r = first_row + i;
+                    // A long row in pieces of whole groups (bounded memory).
+                    dequantize_row_pieces(&self.backend, packed, r, &mut deq, |c, v| {
+                        let bytes = &mut row_out[c * es..(c + v.len()) * es];
+                        narrow::write_part(packed, (r, c), v, dtype, bytes)
+                    })?;
+                }
+                Ok(())
             })
             .collect();
         // The first refused value in row order, whatever the threads did first.
@@ -601,6 +625,15 @@ mod tests {
             s1.rel_mse() > 0.0 && s1.rel_mse() < s1.rtn_rel_mse(),
             "{s1:?}"
         );
+        // Blocks of one row decoded in pieces of one group: the sums of whole rows.
+        let mut deq = vec![0f32; rows * cols];
+        Scalar.dequantize_rows(&t, 0, &mut deq).unwrap();
+        let by_rows = (0..rows).fold(ErrorSums::default(), |acc, r| {
+            let wr = Weights::F32(&w[r * cols..(r + 1) * cols]);
+            let dr = &deq[r * cols..(r + 1) * cols];
+            acc.merge(crate::rtn::row_error_sums(wr, dr, cols, 4, 128))
+        });
+        assert_eq!(s1, by_rows);
     }
 
     /// The dequantized bytes, and the first refused value, do not depend on the thread
@@ -629,6 +662,8 @@ mod tests {
             for dtype in [OutDtype::F32, OutDtype::F16, OutDtype::Bf16] {
                 let one = run(1, BLOCK_ELEMS, dtype);
                 assert!(one == run(3, cols * 7 + 1, dtype), "{dtype}");
+                // Blocks of one row, decoded in pieces of one group.
+                assert!(one == run(2, 1, dtype), "{dtype} in pieces");
                 assert_eq!(one.is_err(), dtype == OutDtype::F16, "{dtype}");
             }
         }

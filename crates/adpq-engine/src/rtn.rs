@@ -86,21 +86,44 @@ pub fn row_error_sums(
     group_size: usize,
 ) -> ErrorSums {
     let mut s = ErrorSums::default();
-    let mut orig = vec![0f32; cols];
-    let qmax = ((1i32 << (bits - 1)) - 1) as f32;
+    let mut scratch = Vec::new();
     for (r, deq_row) in deq.chunks_exact(cols).enumerate() {
         if let Some(row) = w.get(r * cols, (r + 1) * cols) {
-            to_f32(row, &mut orig);
+            add_error_sums(&mut s, row, deq_row, bits, group_size, &mut scratch);
         }
-        for (wg, dg) in orig.chunks(group_size).zip(deq_row.chunks(group_size)) {
-            let g = group_sums(wg, dg, qmax);
-            s.signal += g[0];
-            s.adpq += g[1];
-            s.rtn += g[2];
-        }
-        s.count += cols as u64;
     }
     s
+}
+
+/// Adds to `s` the error sums (as [`row_error_sums`] computes them) of consecutive whole
+/// groups of one row, from a group boundary: `w` original, `deq` dequantized, of the same
+/// length (the last group may be a row's short one). Adding a row's pieces in column
+/// order gives exactly the sums of the whole row, so a long row needs only a piece in
+/// memory. `scratch` holds F16/BF16 weights converted to f32 (F32 ones are read in place).
+pub fn add_error_sums(
+    s: &mut ErrorSums,
+    w: Weights<'_>,
+    deq: &[f32],
+    bits: u8,
+    group_size: usize,
+    scratch: &mut Vec<f32>,
+) {
+    let qmax = ((1i32 << (bits - 1)) - 1) as f32;
+    let orig = match w {
+        Weights::F32(v) => v,
+        _ => {
+            scratch.resize(w.len(), 0.0);
+            to_f32(w, scratch);
+            scratch.as_slice()
+        }
+    };
+    for (wg, dg) in orig.chunks(group_size).zip(deq.chunks(group_size)) {
+        let g = group_sums(wg, dg, qmax);
+        s.signal += g[0];
+        s.adpq += g[1];
+        s.rtn += g[2];
+    }
+    s.count += w.len() as u64;
 }
 
 const LANES: usize = 8;
@@ -202,6 +225,32 @@ mod tests {
             s.adpq.is_finite() && (s.rel_mse() - 4.0).abs() < 1e-9,
             "{s:?}"
         );
+    }
+
+    /// A row's sums added piece by piece (whole groups, F32 and F16) equal its sums.
+    #[test]
+    fn pieces_add_up_to_the_row() {
+        let (cols, g) = (1000, 64);
+        let w: Vec<f32> = (0..2 * cols)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+            .collect();
+        let deq: Vec<f32> = w.iter().map(|v| v * 0.97 + 0.001).collect();
+        let h: Vec<adpq_core::f16> = w.iter().map(|&v| adpq_core::f16::from_f32(v)).collect();
+        for w in [Weights::F32(&w), Weights::F16(&h)] {
+            let whole = row_error_sums(w, &deq, cols, 4, g);
+            for piece in [g, 3 * g, cols] {
+                let (mut s, mut scratch) = (ErrorSums::default(), Vec::new());
+                for r in 0..2 {
+                    for c in (0..cols).step_by(piece) {
+                        let end = (c + piece).min(cols);
+                        let wp = w.get(r * cols + c, r * cols + end).unwrap();
+                        let dp = &deq[r * cols + c..r * cols + end];
+                        add_error_sums(&mut s, wp, dp, 4, g, &mut scratch);
+                    }
+                }
+                assert_eq!(s, whole, "pieces of {piece}");
+            }
+        }
     }
 
     #[test]

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use adpq_core::{bf16, f16, Weights};
 use safetensors::tensor::{Metadata, TensorInfo};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 
 use crate::error::{Error, Result};
+use crate::header::read_metadata;
 use crate::mmap::MappedFile;
 
 /// Where the bytes of a [`SafetensorsFile`] live.
@@ -99,16 +100,14 @@ impl SafetensorsFile {
                 ),
             ));
         }
-        let (header_len, metadata) = SafeTensors::read_metadata(bytes).map_err(|source| {
-            match crate::header::diagnose(bytes) {
+        let (header_len, metadata, mut order) =
+            read_metadata(bytes).map_err(|source| match crate::header::diagnose(bytes) {
                 Some(why) => Error::invalid(path, format!("not a valid safetensors file: {why}")),
                 None => Error::Safetensors {
                     path: path.to_path_buf(),
                     source,
                 },
-            }
-        })?;
-        let mut order = metadata.offset_keys();
+            })?;
         // Tensors at the same offsets (empty ones) come in hash order: sort each such run by
         // name, so the order is deterministic and a lookup can binary-search it by
         // (offsets, name).

@@ -5,8 +5,96 @@
 //! for tensor"). When it rejects a file, [`diagnose`] walks the header again and
 //! describes the first problem with the tensor's name and figures.
 
-use safetensors::tensor::TensorInfo;
+use std::collections::HashMap;
+
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::{SafeTensorError, SafeTensors};
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
 use serde_json::{Map, Value};
+
+/// The largest header the `safetensors` crate reads (bytes of JSON).
+const MAX_HEADER: usize = 100_000_000;
+
+/// Reads the header of `bytes` (a whole safetensors file) with the result of
+/// `SafeTensors::read_metadata` (header length and metadata), and the tensor names in
+/// data order (`Metadata::offset_keys`), without the crate's transient copy of the
+/// whole header: it deserializes through `#[serde(flatten)]`, which first buffers the
+/// header as a tree of generic values, about 750 bytes per tiny tensor (10⁶ tensors:
+/// most of a gigabyte). Here the entries are deserialized one at a time and handed to
+/// `Metadata::new`, which validates them as the crate does. Whatever this path does not
+/// accept (an error, a repeated name) goes through the crate's own parser, so errors and
+/// edge cases stay exactly the crate's.
+pub(crate) fn read_metadata(
+    bytes: &[u8],
+) -> Result<(usize, Metadata, Vec<String>), SafeTensorError> {
+    if let Some(read) = read_streamed(bytes) {
+        return Ok(read);
+    }
+    let (n, metadata) = SafeTensors::read_metadata(bytes)?;
+    let order = metadata.offset_keys();
+    Ok((n, metadata, order))
+}
+
+/// [`read_metadata`] entry by entry; `None` where the crate must decide.
+fn read_streamed(bytes: &[u8]) -> Option<(usize, Metadata, Vec<String>)> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    if n > MAX_HEADER {
+        return None;
+    }
+    let header = bytes.get(8..8usize.checked_add(n)?)?;
+    let Entries {
+        metadata,
+        mut tensors,
+    } = serde_json::from_str(std::str::from_utf8(header).ok()?).ok()?;
+    let count = tensors.len();
+    // The crate's order: by offsets (ties are ordered by name later, in `file.rs`).
+    tensors.sort_by_key(|(_, info)| info.data_offsets);
+    let metadata = Metadata::new(metadata, tensors).ok()?;
+    let order = metadata.offset_keys();
+    // A repeated name leaves fewer names than entries: the crate's parser decides.
+    let complete = order.len() == count && metadata.data_len().checked_add(8 + n)? == bytes.len();
+    complete.then_some((n, metadata, order))
+}
+
+/// A header's entries, in file order: what the crate's `HashMetadata` holds, read
+/// without buffering.
+struct Entries {
+    metadata: Option<HashMap<String, String>>,
+    tensors: Vec<(String, TensorInfo)>,
+}
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a safetensors header (a JSON object)")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut e = Entries {
+                    metadata: None,
+                    tensors: Vec::new(),
+                };
+                let mut seen_metadata = false;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "__metadata__" {
+                        if seen_metadata {
+                            return Err(A::Error::custom("__metadata__ twice"));
+                        }
+                        seen_metadata = true;
+                        e.metadata = map.next_value()?;
+                    } else {
+                        let info: TensorInfo = map.next_value()?;
+                        e.tensors.push((key, info));
+                    }
+                }
+                Ok(e)
+            }
+        }
+        d.deserialize_map(EntriesVisitor)
+    }
+}
 
 /// The first problem of the header of `bytes` (a whole safetensors file), named and
 /// explained; `None` when it finds none the `safetensors` crate's own message would not
@@ -109,6 +197,68 @@ mod tests {
         b.extend_from_slice(header.as_bytes());
         b.resize(b.len() + data, 0);
         b
+    }
+
+    /// The streamed reader gives the crate's result: the same header length, names and
+    /// tensor infos, metadata, and (through the fallback) the same errors.
+    #[test]
+    fn streamed_read_equals_the_crates() {
+        let t = |name: &str, s: usize, e: usize| {
+            format!(
+                r#""{name}":{{"dtype":"U8","shape":[{}],"data_offsets":[{s},{e}]}}"#,
+                e - s
+            )
+        };
+        let cases = [
+            (format!("{{{},{}}}", t("b", 0, 4), t("a", 4, 6)), 6),
+            (
+                format!(
+                    r#"{{"__metadata__":{{"k":"v"}},{},{}}}"#,
+                    t("x", 0, 2),
+                    t("e", 2, 2)
+                ),
+                2,
+            ),
+            (
+                format!(r#"{{"__metadata__":null,{}}}"#, t(r"x\u00e9", 0, 3)),
+                3,
+            ),
+            ("{}".to_string(), 0),
+            // Errors: a gap, a short buffer, a repeated name, a bad dtype, bad JSON,
+            // metadata twice, trailing bytes.
+            (format!("{{{},{}}}", t("b", 0, 4), t("a", 5, 6)), 6),
+            (format!("{{{}}}", t("b", 0, 4)), 3),
+            (format!("{{{},{}}}", t("a", 0, 4), t("a", 4, 6)), 6),
+            (
+                r#"{"a":{"dtype":"Q9","shape":[1],"data_offsets":[0,1]}}"#.to_string(),
+                1,
+            ),
+            (r#"{"a":"#.to_string(), 0),
+            (r#"{"__metadata__":{},"__metadata__":{}}"#.to_string(), 0),
+            ("{} x".to_string(), 0),
+        ];
+        for (header, data) in cases {
+            let bytes = file(&header, data);
+            let ours = read_metadata(&bytes);
+            let theirs = SafeTensors::read_metadata(&bytes);
+            match (ours, theirs) {
+                (Ok((n, m, order)), Ok((tn, tm))) => {
+                    assert_eq!(n, tn, "{header}");
+                    let mut want = tm.offset_keys();
+                    let mut got = order.clone();
+                    want.sort();
+                    got.sort();
+                    assert_eq!(got, want, "{header}");
+                    for name in &order {
+                        let (a, b) = (m.info(name).unwrap(), tm.info(name).unwrap());
+                        assert_eq!(format!("{a:?}"), format!("{b:?}"), "{header}");
+                    }
+                    assert_eq!(m.metadata(), tm.metadata(), "{header}");
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{header}"),
+                (a, b) => panic!("{header}: {:?} vs {:?}", a.is_ok(), b.is_ok()),
+            }
+        }
     }
 
     #[test]

@@ -44,9 +44,10 @@ pub struct OriginalTensor {
     pub dtype: String,
     /// The input shape `[rows, cols]`.
     pub shape: Vec<usize>,
-    /// The tensor's parameters when they are not the file's (absent: the file's).
+    /// The tensor's parameters when they are not the file's (absent: the file's). Boxed:
+    /// most tensors have none, and a file may list millions.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub params: Option<ParamsRecord>,
+    pub params: Option<Box<ParamsRecord>>,
 }
 
 /// The quantization parameters as written in reports and in the checkpoint metadata.
@@ -148,9 +149,77 @@ fn json_string(v: &impl Serialize) -> String {
 pub fn written_version(params: &Params, originals: &BTreeMap<String, OriginalTensor>) -> u16 {
     originals
         .values()
-        .filter_map(|o| o.params.as_ref()?.to_params().ok())
-        .map(|p| p.version().number())
+        .filter_map(own_version)
         .fold(params.version().number(), u16::max)
+}
+
+/// The format version of a tensor's own parameters, if it has valid ones.
+fn own_version(o: &OriginalTensor) -> Option<u16> {
+    Some(o.params.as_ref()?.to_params().ok()?.version().number())
+}
+
+/// The [`META_TENSORS`] value of a file, written tensor by tensor in name order instead
+/// of built from a map of every tensor: for many tiny tensors the map cost a few hundred
+/// bytes each, this costs their JSON. The bytes are those of the JSON of the
+/// `BTreeMap<String, OriginalTensor>` of the same entries.
+#[derive(Debug, Clone)]
+pub struct OriginalsJson {
+    /// The JSON object so far, without its closing brace.
+    json: String,
+    /// The newest format version among the tensors' own parameters.
+    newest: u16,
+    /// The last name pushed (names must increase).
+    last: String,
+}
+
+impl Default for OriginalsJson {
+    fn default() -> Self {
+        OriginalsJson {
+            json: String::from("{"),
+            newest: 0,
+            last: String::new(),
+        }
+    }
+}
+
+impl OriginalsJson {
+    /// No tensors yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The entries of `map`.
+    pub fn from_map(map: &BTreeMap<String, OriginalTensor>) -> Self {
+        let mut j = Self::new();
+        for (name, o) in map {
+            j.push(name, o);
+        }
+        j
+    }
+
+    /// Adds tensor `name`, whose name must come after the last one pushed (as a map
+    /// orders them); an entry out of order is left out and `false` returned.
+    pub fn push(&mut self, name: &str, o: &OriginalTensor) -> bool {
+        if self.json.len() > 1 && name <= self.last.as_str() {
+            return false;
+        }
+        if self.json.len() > 1 {
+            self.json.push(',');
+        }
+        self.json.push_str(&json_string(&name));
+        self.json.push(':');
+        self.json.push_str(&json_string(o));
+        self.newest = self.newest.max(own_version(o).unwrap_or(0));
+        self.last.clear();
+        self.last.push_str(name);
+        true
+    }
+
+    /// The JSON object.
+    fn finish(mut self) -> String {
+        self.json.push('}');
+        self.json
+    }
 }
 
 /// The `__metadata__` of a quantized file made from an input file's `input` metadata:
@@ -162,7 +231,7 @@ pub fn written_version(params: &Params, originals: &BTreeMap<String, OriginalTen
 pub fn quantized_metadata(
     mut input: BTreeMap<String, String>,
     params: &Params,
-    originals: &BTreeMap<String, OriginalTensor>,
+    originals: OriginalsJson,
     not_packed: &BTreeSet<String>,
     tool: &str,
 ) -> BTreeMap<String, String> {
@@ -171,13 +240,11 @@ pub fn quantized_metadata(
         input.insert(META_ORIGINAL_FORMAT.into(), orig);
     }
     input.insert(META_FORMAT.into(), FORMAT_NAME.into());
-    input.insert(
-        META_VERSION.into(),
-        written_version(params, originals).to_string(),
-    );
+    let version = originals.newest.max(params.version().number());
+    input.insert(META_VERSION.into(), version.to_string());
     input.insert(META_TOOL.into(), tool.into());
     input.insert(META_PARAMS.into(), json_string(&ParamsRecord::from(params)));
-    input.insert(META_TENSORS.into(), json_string(originals));
+    input.insert(META_TENSORS.into(), originals.finish());
     if !not_packed.is_empty() {
         input.insert(META_NOT_PACKED.into(), json_string(not_packed));
     }
@@ -457,7 +524,7 @@ mod tests {
         let q = quantized_metadata(
             input.clone(),
             &Params::V1,
-            &originals,
+            OriginalsJson::from_map(&originals),
             &BTreeSet::new(),
             "adpq 0.0",
         );
@@ -488,7 +555,7 @@ mod tests {
         let q = quantized_metadata(
             input,
             &Params::V1,
-            &BTreeMap::new(),
+            OriginalsJson::new(),
             &BTreeSet::new(),
             "adpq 0.0",
         );
@@ -521,7 +588,7 @@ mod tests {
         let q = quantized_metadata(
             BTreeMap::new(),
             &Params::V1,
-            &originals,
+            OriginalsJson::from_map(&originals),
             &BTreeSet::new(),
             "t",
         );
@@ -549,7 +616,7 @@ mod tests {
                 OriginalTensor {
                     dtype: "F32".into(),
                     shape: vec![2, 64],
-                    params: Some(ParamsRecord::from(&six)),
+                    params: Some(Box::new(ParamsRecord::from(&six))),
                 },
             ),
             (
@@ -561,10 +628,27 @@ mod tests {
                 },
             ),
         ]);
+        // The same bytes as the map's JSON.
+        assert_eq!(
+            OriginalsJson::from_map(&originals).finish(),
+            json_string(&originals)
+        );
+        // Entries out of name order are refused.
+        let mut j = OriginalsJson::new();
+        assert!(j.push("w", &originals["w"]) && !j.push("v", &originals["v"]));
+        assert!(!j.push("w", &originals["w"]));
+        let q = quantized_metadata(
+            BTreeMap::new(),
+            &Params::V1,
+            OriginalsJson::from_map(&originals),
+            &BTreeSet::new(),
+            "t",
+        );
+        assert_eq!(q[META_VERSION], "2");
         let q = quantized_metadata(
             BTreeMap::new(),
             &Params::V2,
-            &originals,
+            OriginalsJson::from_map(&originals),
             &BTreeSet::new(),
             "t",
         );

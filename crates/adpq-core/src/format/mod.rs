@@ -22,7 +22,7 @@ mod write;
 pub(crate) use codes::{code_at, put_code};
 pub use header::HeaderInfo;
 pub use layout::Layout;
-pub use parse::{PackedRow, PackedTensor, Record, RowGroup, RowGroups};
+pub use parse::{PackedRow, PackedTensor, Record, RowCursor, RowGroup, RowGroups};
 pub use record::GroupRecord;
 pub use record_v2::AffineRecord;
 pub use write::checksum;

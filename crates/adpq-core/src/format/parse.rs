@@ -136,6 +136,48 @@ impl Record for AffineRecord {
     }
 }
 
+/// A place in one packed row at a group boundary, from which
+/// [`CpuKernels::dequantize_part`](crate::CpuKernels::dequantize_part) decodes the next
+/// groups and moves on: a long row decoded in pieces of bounded size, each group read
+/// once. Made at a row's start by [`PackedTensor::row_cursor`] and moved only by a
+/// decode, so it always points at a group's first outlier. (A cursor of another tensor
+/// is checked against the row's bounds but may decode wrong values: never a panic.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowCursor {
+    row: usize,
+    group: usize,
+    /// The group's first outlier, counted from the row's first.
+    outlier: usize,
+}
+
+impl RowCursor {
+    /// The row.
+    pub fn row(&self) -> usize {
+        self.row
+    }
+
+    /// The next group to decode (the row's group count once it is all decoded).
+    pub fn group(&self) -> usize {
+        self.group
+    }
+
+    /// Moves past `groups` groups that held `outliers` outliers.
+    pub(crate) fn advance(&mut self, groups: usize, outliers: usize) {
+        self.group += groups;
+        self.outlier += outliers;
+    }
+
+    /// The group's first outlier, counted from the row's first.
+    pub(crate) fn outlier(&self) -> usize {
+        self.outlier
+    }
+
+    /// The first column of the next group, in a row of `t`.
+    pub(crate) fn column(&self, t: &PackedTensor<'_>) -> usize {
+        self.group * usize::from(t.params().group_size)
+    }
+}
+
 /// The groups of one packed row, in order (see [`PackedTensor::groups`]).
 #[derive(Debug, Clone)]
 pub struct RowGroups<'a, R = GroupRecord> {
@@ -481,6 +523,64 @@ impl<'a> PackedTensor<'a> {
             next_outlier: row.first_outlier,
             _record: core::marker::PhantomData,
         })
+    }
+
+    /// A cursor at the start of row `r` (see [`RowCursor`]), or an error when the row is
+    /// out of range.
+    pub fn row_cursor(&self, r: usize) -> Result<RowCursor> {
+        self.row(r)?;
+        Ok(RowCursor {
+            row: r,
+            group: 0,
+            outlier: 0,
+        })
+    }
+
+    /// What the columns of a piece of a row (see [`RowCursor`]) are a multiple of, but
+    /// for the row's last piece: the group size, or for a rotated (v3) tensor the larger
+    /// of it and the rotation's segment, which is undone whole.
+    pub fn piece_unit(&self) -> usize {
+        let g = usize::from(self.layout.params.group_size);
+        match self.info().rotation {
+            Some(rot) => g.max(rot.segment()),
+            None => g,
+        }
+    }
+
+    /// Checks a piece of `len` columns from `at`: inside the row, starting at a group
+    /// boundary, ending at one or at the row's end. Returns the row and the groups in
+    /// the piece.
+    pub(crate) fn check_part(&self, at: &RowCursor, len: usize) -> Result<(PackedRow<'a>, usize)> {
+        let row = self.row(at.row)?;
+        let l = &self.layout;
+        let g = usize::from(l.params.group_size);
+        let unit = self.piece_unit();
+        let start = at.group.saturating_mul(g);
+        let left = l.cols.saturating_sub(start);
+        if at.group > l.groups_per_row
+            || at.outlier > row.n_outliers
+            || !(start.is_multiple_of(unit) || at.group == l.groups_per_row)
+        {
+            return Err(Error::RowOutOfRange {
+                row: at.row as u64,
+                rows: l.rows as u64,
+            });
+        }
+        if len > left || (len != left && !len.is_multiple_of(unit)) {
+            return Err(Error::ShapeMismatch {
+                expected: (len.min(left) / unit * unit) as u64,
+                actual: len as u64,
+            });
+        }
+        Ok((row, len.div_ceil(g)))
+    }
+
+    /// The groups of a row from the cursor `at` on, with records of kind `R`.
+    pub(crate) fn groups_at<R: Record>(&self, at: &RowCursor) -> Result<RowGroups<'a, R>> {
+        let mut groups = self.groups_of::<R>(at.row)?;
+        groups.next_group = at.group;
+        groups.next_outlier += at.outlier;
+        Ok(groups)
     }
 
     /// The format version.

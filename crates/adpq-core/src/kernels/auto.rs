@@ -175,6 +175,14 @@ impl CpuKernels for AnyKernels {
     ) -> Result<()> {
         dispatch!(self, b => b.dequantize_rows(t, first_row, out))
     }
+    fn dequantize_part(
+        &self,
+        t: &PackedTensor<'_>,
+        at: &mut crate::format::RowCursor,
+        out: &mut [f32],
+    ) -> Result<()> {
+        dispatch!(self, b => b.dequantize_part(t, at, out))
+    }
     fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
         dispatch!(self, b => b.dot_row(t, row, x))
     }

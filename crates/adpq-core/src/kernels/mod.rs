@@ -37,7 +37,7 @@ pub use x86_64::Avx2;
 
 use crate::bits::BitWriter;
 use crate::error::{Error, Result};
-use crate::format::PackedTensor;
+use crate::format::{PackedTensor, RowCursor};
 use crate::params::FormatParams;
 use crate::select::{BadValue, HistogramPass, OutlierRule, RangeScan, Selection, HIST_BINS};
 use crate::weights::Weights;
@@ -153,6 +153,18 @@ pub trait CpuKernels: sealed::Sealed + Copy + Send + Sync + core::fmt::Debug {
         out: &mut [f32],
     ) -> Result<()>;
 
+    /// Dequantizes the next `out.len()` columns of a row from the cursor `at`, then moves
+    /// it past them: a row decoded in pieces of bounded size (see
+    /// [`PackedTensor::row_cursor`]). `out.len()` is a multiple of
+    /// [`PackedTensor::piece_unit`] or reaches the row's end; the values are exactly those of
+    /// [`dequantize_rows`](CpuKernels::dequantize_rows).
+    fn dequantize_part(
+        &self,
+        t: &PackedTensor<'_>,
+        at: &mut RowCursor,
+        out: &mut [f32],
+    ) -> Result<()>;
+
     /// Dot product of packed row `row` with `x` (`x.len() == cols`).
     fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32>;
 
@@ -199,6 +211,42 @@ pub(crate) fn gemv_by_rows<K: CpuKernels>(
     check_gemv_out(t, y)?;
     for (r, out) in y.iter_mut().enumerate() {
         *out = k.dot_row(t, r, x)?;
+    }
+    Ok(())
+}
+
+/// Dequantizes row `row` of `t` with `k` in pieces of at most `buf.len()` values (rounded
+/// down to whole [`PackedTensor::piece_unit`]s), calling `each(first_col, values)` on each piece in column order:
+/// a row of any length decoded in `buf.len()` floats, each group read once. The values
+/// are exactly [`CpuKernels::dequantize_rows`]'s. A `buf` shorter than one unit (of a
+/// row with more columns than that) is [`Error::BufferSize`].
+pub fn dequantize_row_pieces<K: CpuKernels>(
+    k: &K,
+    t: &PackedTensor<'_>,
+    row: usize,
+    buf: &mut [f32],
+    mut each: impl FnMut(usize, &[f32]) -> Result<()>,
+) -> Result<()> {
+    let (cols, g) = (t.cols(), t.piece_unit());
+    let piece = if buf.len() >= cols {
+        cols
+    } else {
+        buf.len() / g * g
+    };
+    if piece == 0 && cols > 0 {
+        return Err(Error::BufferSize {
+            needed: g.min(cols) as u64,
+            actual: buf.len() as u64,
+        });
+    }
+    let mut at = t.row_cursor(row)?;
+    let mut col = 0;
+    while col < cols {
+        let n = piece.min(cols - col);
+        let values = &mut buf[..n];
+        k.dequantize_part(t, &mut at, values)?;
+        each(col, values)?;
+        col += n;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use super::scalar_v3;
 use super::{CpuKernels, RowJob, RowsDone, RowsOut};
 use crate::error::{Error, Result};
 use crate::format::record::grid_of;
-use crate::format::{code_at, put_code, PackedTensor};
+use crate::format::{code_at, put_code, GroupRecord, PackedTensor, RowCursor};
 use crate::params::FormatVersion;
 use crate::params::MAX_GROUP_SIZE;
 use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, RangeScan, HIST_BINS};
@@ -198,14 +198,21 @@ pub(crate) fn check_out_rows(
     Ok(n)
 }
 
-/// Dequantizes one row (scalar oracle): a dense pass on the inlier grid, then the outlier patch.
-pub(crate) fn dequantize_row(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Result<()> {
+/// Dequantizes the groups of a row from `at` on into `out` (scalar oracle): a dense pass
+/// on the inlier grid, then the outlier patch. Returns the outliers of those groups.
+pub(crate) fn dequantize_groups(
+    t: &PackedTensor<'_>,
+    at: RowCursor,
+    out: &mut [f32],
+) -> Result<usize> {
     let bits = t.params().bits;
+    let mut outliers = 0;
     for (group, chunk) in t
-        .groups(r)?
+        .groups_at::<GroupRecord>(&at)?
         .zip(out.chunks_mut(usize::from(t.params().group_size)))
     {
         let rec = group.record;
+        outliers += rec.count;
         for (i, o) in chunk.iter_mut().enumerate() {
             *o = rec
                 .inliers
@@ -219,7 +226,7 @@ pub(crate) fn dequantize_row(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) ->
             }
         }
     }
-    Ok(())
+    Ok(outliers)
 }
 
 /// Dot product of one packed row with `x` (scalar oracle).
@@ -292,12 +299,29 @@ impl CpuKernels for Scalar {
     ) -> Result<()> {
         check_out_rows(t, first_row, out.len())?;
         for (i, row_out) in out.chunks_mut(t.cols()).enumerate() {
+            let at = t.row_cursor(first_row + i)?;
             match t.version() {
-                FormatVersion::V1 => dequantize_row(t, first_row + i, row_out)?,
-                FormatVersion::V2 => scalar_v2::dequantize_row(t, first_row + i, row_out)?,
-                FormatVersion::V3 => scalar_v3::dequantize_row(t, first_row + i, row_out)?,
-            }
+                FormatVersion::V1 => dequantize_groups(t, at, row_out)?,
+                FormatVersion::V2 => scalar_v2::dequantize_groups(t, at, row_out)?,
+                FormatVersion::V3 => scalar_v3::dequantize_cols(t, first_row + i, 0, row_out)?,
+            };
         }
+        Ok(())
+    }
+
+    fn dequantize_part(
+        &self,
+        t: &PackedTensor<'_>,
+        at: &mut RowCursor,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (_, groups) = t.check_part(at, out.len())?;
+        let outliers = match t.version() {
+            FormatVersion::V1 => dequantize_groups(t, *at, out)?,
+            FormatVersion::V2 => scalar_v2::dequantize_groups(t, *at, out)?,
+            FormatVersion::V3 => scalar_v3::dequantize_cols(t, at.row(), at.column(t), out)?,
+        };
+        at.advance(groups, outliers);
         Ok(())
     }
 

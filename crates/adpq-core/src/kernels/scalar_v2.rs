@@ -8,7 +8,7 @@ use super::{check_activations, Q8Activations, RowJob, RowsDone, RowsOut};
 use crate::affine::{search_group, AffineGrid, GroupPasses, LaneSums, RefitSums, RowUnits};
 use crate::error::Result;
 use crate::format::record_v2::{write_record, write_units};
-use crate::format::{code_at, put_code, PackedTensor};
+use crate::format::{code_at, put_code, AffineRecord, PackedTensor, RowCursor};
 use crate::params::MAX_GROUP_SIZE_V2;
 use crate::select::{is_valid_abs_bits, BadValue};
 use crate::weights::Element;
@@ -181,14 +181,20 @@ pub(crate) fn quantize_rows<T: Element>(
     Ok(done)
 }
 
-/// Dequantizes one row of a v2 tensor (scalar oracle): the inlier grid everywhere, then
-/// the outliers.
-pub(crate) fn dequantize_row(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Result<()> {
+/// Dequantizes the groups of a v2 row from `at` on into `out` (scalar oracle): the
+/// inlier grid everywhere, then the outliers. Returns the outliers of those groups.
+pub(crate) fn dequantize_groups(
+    t: &PackedTensor<'_>,
+    at: RowCursor,
+    out: &mut [f32],
+) -> Result<usize> {
     let bits = t.params().bits;
-    let groups = t.affine_groups(r)?;
+    let groups = t.groups_at::<AffineRecord>(&at)?;
     let units = *groups.units();
+    let mut outliers = 0;
     for (group, chunk) in groups.zip(out.chunks_mut(usize::from(t.params().group_size))) {
         let grid = group.record.grid;
+        outliers += group.record.count;
         for (i, o) in chunk.iter_mut().enumerate() {
             *o = grid.decode(code_at(group.codes, group.start + i, bits));
         }
@@ -198,7 +204,7 @@ pub(crate) fn dequantize_row(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) ->
             }
         }
     }
-    Ok(())
+    Ok(outliers)
 }
 
 /// Dot product of one v2 row with `x` (scalar oracle): per group `d·Σc·x + m·Σx`, then

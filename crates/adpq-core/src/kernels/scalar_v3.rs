@@ -188,16 +188,23 @@ fn decode_segment(
     }
 }
 
-/// Dequantizes one row of a v3 tensor (scalar oracle): each group's levels, then the
-/// inverse rotation.
-pub(crate) fn dequantize_row(t: &PackedTensor<'_>, r: usize, out: &mut [f32]) -> Result<()> {
+/// Dequantizes columns `start..start + out.len()` of row `r` of a v3 tensor (scalar
+/// oracle; `start` and the piece's length whole rotation segments, or the piece reaching
+/// the row's end): each group's levels, then the inverse rotation. Returns the outliers
+/// decoded: none, v3 has no outlier split.
+pub(crate) fn dequantize_cols(
+    t: &PackedTensor<'_>,
+    r: usize,
+    start: usize,
+    out: &mut [f32],
+) -> Result<usize> {
     let fp = t.params();
     let parts = row_parts(t, r)?;
-    decode_segment(&fp, &parts, 0, out);
+    decode_segment(&fp, &parts, start, out);
     if let Some(rot) = rotation_of(t) {
-        rot.inverse(out);
+        rot.inverse_at(start, out);
     }
-    Ok(())
+    Ok(0)
 }
 
 /// `Σ` over the groups of columns `start..start + x.len()` of a row of

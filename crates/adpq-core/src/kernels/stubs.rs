@@ -65,6 +65,9 @@ macro_rules! stub_backend {
             fn dequantize_rows(&self, _: &crate::PackedTensor<'_>, _: usize, _: &mut [f32]) -> crate::Result<()> {
                 match self.never {}
             }
+            fn dequantize_part(&self, _: &crate::PackedTensor<'_>, _: &mut crate::RowCursor, _: &mut [f32]) -> crate::Result<()> {
+                match self.never {}
+            }
             fn dot_row(&self, _: &crate::PackedTensor<'_>, _: usize, _: &[f32]) -> crate::Result<f32> {
                 match self.never {}
             }

@@ -4,7 +4,7 @@ use super::{arrays, arrays_mut, halves, Lanes};
 use crate::bits::get_bits;
 use crate::error::Result;
 use crate::format::code_at;
-use crate::format::{GroupRecord, PackedRow, PackedTensor};
+use crate::format::{GroupRecord, PackedRow, PackedTensor, RowCursor};
 use crate::kernels::check_activations;
 use crate::kernels::scalar::check_out_rows;
 
@@ -138,20 +138,25 @@ pub(crate) fn dequantize_rows(
     Ok(())
 }
 
-/// Dequantizes one row: the dense pass on the inlier grid, then the outlier patch.
+/// Dequantizes the groups of a row from `at` on into `out`: the dense pass on the inlier
+/// grid, then the outlier patch. Returns the outliers of those groups.
 #[inline(always)]
 pub(crate) fn dequantize_row<S: Lanes>(
     s: S,
     t: &PackedTensor<'_>,
-    r: usize,
+    at: RowCursor,
     out: &mut [f32],
-) -> Result<()> {
-    let row = t.row(r)?;
+) -> Result<usize> {
+    let row = t.row(at.row())?;
     let fp = t.params();
     let g = usize::from(fp.group_size);
     let mut pos = PositionReader::new(t, &row);
-    for (gi, chunk) in out.chunks_mut(g).enumerate() {
+    pos.bit += at.outlier() * pos.width as usize;
+    let mut outliers = 0;
+    for (j, chunk) in out.chunks_mut(g).enumerate() {
+        let gi = at.group() + j;
         let rec = t.record(&row, gi);
+        outliers += rec.count;
         let base = gi * g;
         let off = s.splat_i(rec.inliers.offset);
         let step = s.splat_f(rec.inliers.step);
@@ -187,7 +192,7 @@ pub(crate) fn dequantize_row<S: Lanes>(
             }
         }
     }
-    Ok(())
+    Ok(outliers)
 }
 
 /// The outlier correction of one full group of 128 4-bit codes, 8 outliers at a time:

@@ -6,7 +6,7 @@ use super::{arrays, arrays_mut, halves, Lanes};
 use crate::affine::{AffineGrid, RowUnits};
 use crate::error::Result;
 use crate::format::record_v2::read_record;
-use crate::format::{code_at, PackedTensor};
+use crate::format::{code_at, PackedTensor, RowCursor};
 use crate::kernels::q8::{dot_row_q8_ref, Q8Activations};
 use crate::kernels::{check_activations, check_gemv_out};
 
@@ -17,23 +17,27 @@ fn loads_whole(bits: u8, base: usize) -> bool {
     bits == 8 || (bits == 4 && base.is_multiple_of(2))
 }
 
-/// Dequantizes one v2 row: `c·d + m` 8 codes at a time where the codes load as words,
-/// then the outliers (8 at a time in lanes for 4-bit groups of 64), bit-identical to the
-/// oracle.
+/// Dequantizes the groups of a v2 row from the cursor `at` on: `c·d + m` 8 codes at a
+/// time where the codes load as words, then the outliers (8 at a time in lanes for 4-bit
+/// groups of 64), bit-identical to the oracle. Returns the outliers of those groups.
 #[inline(always)]
 pub(crate) fn dequantize_row_v2<S: Lanes>(
     s: S,
     t: &PackedTensor<'_>,
-    r: usize,
+    at: RowCursor,
     out: &mut [f32],
-) -> Result<()> {
-    let row = t.row(r)?;
+) -> Result<usize> {
+    let row = t.row(at.row())?;
     let units = t.units_of(&row);
     let bits = t.params().bits;
     let g = usize::from(t.params().group_size);
     let mut pos = PositionReader::new(t, &row);
-    for (gi, chunk) in out.chunks_mut(g).enumerate() {
+    pos.bit += at.outlier() * pos.width as usize;
+    let mut outliers = 0;
+    for (j, chunk) in out.chunks_mut(g).enumerate() {
+        let gi = at.group() + j;
         let (q_step, q_min, count) = read_record(row.records, gi);
+        outliers += count;
         let grid = AffineGrid::new(q_step, q_min, &units);
         let base = gi * g;
         let mut done = 0;
@@ -64,7 +68,7 @@ pub(crate) fn dequantize_row_v2<S: Lanes>(
             }
         }
     }
-    Ok(())
+    Ok(outliers)
 }
 
 /// The values of 4-bit outlier codes `c`: `RowUnits::outlier` lane by lane (`t + k·h`,

@@ -84,23 +84,25 @@ fn step_min(records: &[u8], gi: usize, units: &RowUnits) -> (f32, f32) {
     )
 }
 
-/// Dequantizes one v3 row: `L[c]·d + m` 8 codes at a time, then the inverse rotation,
-/// bit-identical to the oracle.
+/// Dequantizes columns `start..start + out.len()` of a v3 row (whole rotation segments,
+/// or reaching the row's end): `L[c]·d + m` 8 codes at a time, then the inverse
+/// rotation, bit-identical to the oracle. Returns the outliers decoded: none.
 #[inline(always)]
 pub(crate) fn dequantize_row_v3<S: Lanes>(
     s: S,
     t: &PackedTensor<'_>,
     r: usize,
+    start: usize,
     out: &mut [f32],
-) -> Result<()> {
+) -> Result<usize> {
     let fp = t.params();
     let row = t.row(r)?;
     let units = t.units_of(&row);
     let g = usize::from(fp.group_size);
     let unit = s.splat_f(level_unit(&fp));
     for (gi, chunk) in out.chunks_mut(g).enumerate() {
-        let (step, min) = step_min(row.records, gi, &units);
-        let base = gi * g;
+        let (step, min) = step_min(row.records, start / g + gi, &units);
+        let base = start + gi * g;
         let (step_v, min_v) = (s.splat_f(step), s.splat_f(min));
         let whole = chunk.len() / 8 * 8;
         for (c, o) in arrays_mut::<f32, 8>(chunk).enumerate() {
@@ -118,9 +120,9 @@ pub(crate) fn dequantize_row_v3<S: Lanes>(
         }
     }
     if let Some(rot) = t.info().rotation {
-        inverse_at(s, &rot, 0, out);
+        inverse_at(s, &rot, start, out);
     }
-    Ok(())
+    Ok(0)
 }
 
 /// Segments of `x` one [`gemv_v3`] pass rotates together (a 16 KiB stack buffer), so

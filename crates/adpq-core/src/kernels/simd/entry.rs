@@ -107,11 +107,50 @@ macro_rules! simd_kernels {
                     first_row: usize,
                     out: &mut [f32],
                 ) -> Result<()> {
-                    simd::dequantize_rows(t, first_row, out, |r, row_out| match t.version() {
-                        FormatVersion::V1 => self.run(DequantizeRow { t, r, out: row_out }),
-                        FormatVersion::V2 => self.run(DequantizeRowV2 { t, r, out: row_out }),
-                        FormatVersion::V3 => self.run(DequantizeRowV3 { t, r, out: row_out }),
+                    simd::dequantize_rows(t, first_row, out, |r, row_out| {
+                        let at = t.row_cursor(r)?;
+                        match t.version() {
+                            FormatVersion::V1 => self.run(DequantizeRow {
+                                t,
+                                at,
+                                out: row_out,
+                            }),
+                            FormatVersion::V2 => self.run(DequantizeRowV2 {
+                                t,
+                                at,
+                                out: row_out,
+                            }),
+                            FormatVersion::V3 => self.run(DequantizeRowV3 {
+                                t,
+                                r,
+                                start: 0,
+                                out: row_out,
+                            }),
+                        }
+                        .map(drop)
                     })
+                }
+
+                fn dequantize_part(
+                    &self,
+                    t: &PackedTensor<'_>,
+                    at: &mut $crate::format::RowCursor,
+                    out: &mut [f32],
+                ) -> Result<()> {
+                    let (_, groups) = t.check_part(at, out.len())?;
+                    let a = *at;
+                    let outliers = match t.version() {
+                        FormatVersion::V1 => self.run(DequantizeRow { t, at: a, out })?,
+                        FormatVersion::V2 => self.run(DequantizeRowV2 { t, at: a, out })?,
+                        FormatVersion::V3 => self.run(DequantizeRowV3 {
+                            t,
+                            r: a.row(),
+                            start: a.column(t),
+                            out,
+                        })?,
+                    };
+                    at.advance(groups, outliers);
+                    Ok(())
                 }
 
                 fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
@@ -155,7 +194,7 @@ pub(crate) use simd_kernels;
 
 use super::Lanes;
 use crate::error::Result;
-use crate::format::PackedTensor;
+use crate::format::{PackedTensor, RowCursor};
 use crate::kernels::{Q8Activations, RowJob, RowsDone, RowsOut};
 use crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS};
 use crate::weights::Weights;
@@ -225,9 +264,9 @@ kernel!(
     /// [`super::dequantize_row`].
     DequantizeRow<'a, 'b> {
         t: &'a PackedTensor<'b>,
-        r: usize,
+        at: RowCursor,
         out: &'a mut [f32]
-    } -> Result<()> = super::dequantize_row
+    } -> Result<usize> = super::dequantize_row
 );
 kernel!(
     /// [`super::dot_row`].
@@ -253,9 +292,9 @@ kernel!(
     /// [`super::dequantize_row_v2`].
     DequantizeRowV2<'a, 'b> {
         t: &'a PackedTensor<'b>,
-        r: usize,
+        at: RowCursor,
         out: &'a mut [f32]
-    } -> Result<()> = super::dequantize_row_v2
+    } -> Result<usize> = super::dequantize_row_v2
 );
 kernel!(
     /// [`super::dot_row_v2`].
@@ -290,8 +329,9 @@ kernel!(
     DequantizeRowV3<'a, 'b> {
         t: &'a PackedTensor<'b>,
         r: usize,
+        start: usize,
         out: &'a mut [f32]
-    } -> Result<()> = super::dequantize_row_v3
+    } -> Result<usize> = super::dequantize_row_v3
 );
 kernel!(
     /// [`super::dot_row_v3`].
