@@ -9,7 +9,11 @@
 //! - `gemv`: `y = W x` with f32 activations (fused, no dequantized copy);
 //! - `gemv_q8`: the same with int8 activations (quantized per group inside the loop);
 //! - `select_v2`, `quantize_v2`, `dequantize_v2`, `gemv_v2`, `gemv_q8_v2`: the same in
-//!   format version 2 (`Params::V2`: 4 bits, groups of 64, α = 0.05).
+//!   format version 2 (`Params::V2`: 4 bits, groups of 64, α = 0.05);
+//! - `select_v3`, `quantize_v3`, `dequantize_v3`, `gemv_v3`, `gemv_q8_v3`: the same in
+//!   format version 3 (`Params::V3`: rotated rows, the 4-bit code book, groups of 64).
+//!   `gemv_v3` includes rotating `x` once per call, `gemv_q8_v3` rotating and quantizing
+//!   it (the activation transform a v3 engine pays per token).
 //!
 //! With `--features candle`, candle-core peers run on the same data: `candle/q4_0_quantize`,
 //! `candle/q4k_quantize`, `candle/q4_0_dequantize` and `candle/q4_0_q8_0_vec_dot` (one
@@ -49,9 +53,9 @@ fn adpq(c: &mut Criterion) {
         let sel = adpq_core::select_tensor(&b, ww, rows, cols, &params).expect("select");
         let mut buf = vec![0u8; packed_len(rows, cols, params.format(), sel.n_outliers).unwrap()];
 
-        // Version 1 (`op`) and version 2 (`op_v2`): select, quantize, dequantize, gemv,
-        // gemv_q8.
-        for (p, suffix) in [(params, ""), (Params::V2, "_v2")] {
+        // Versions 1 (`op`), 2 (`op_v2`) and 3 (`op_v3`): select, quantize, dequantize,
+        // gemv, gemv_q8.
+        for (p, suffix) in [(params, ""), (Params::V2, "_v2"), (Params::V3, "_v3")] {
             format_ops(c, b, &w, &x, (rows, cols), &p, suffix);
         }
 
@@ -150,20 +154,15 @@ fn format_ops(
     });
     g.finish();
 
-    // int8 activations, quantized inside the timed loop (once per call, as per token).
+    // int8 activations, quantized inside the timed loop (once per call, as per token;
+    // rotated first for a v3 tensor).
     let groups = cols.div_ceil(usize::from(params.group_size()));
     let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
     let mut g = group(c, id("gemv_q8"), n);
     g.bench_function(&label, |bch| {
         bch.iter(|| {
-            let a = Q8Activations::quantize(
-                black_box(x),
-                params.group_size(),
-                &mut q,
-                &mut sc,
-                &mut su,
-            )
-            .unwrap();
+            let a =
+                Q8Activations::quantize_for(&t, black_box(x), &mut q, &mut sc, &mut su).unwrap();
             b.gemv_q8(black_box(&t), &a, &mut y).unwrap()
         })
     });

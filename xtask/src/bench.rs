@@ -30,9 +30,13 @@ struct Row {
 /// The candle peer of each adpq operation.
 fn peer_of(op: &str) -> Option<&'static str> {
     match op {
-        "quantize" | "quantize_v2" => Some("q4_0_quantize"),
-        "dequantize" | "dequantize_row" | "dequantize_v2" => Some("q4_0_dequantize"),
-        "gemv" | "gemv_q8" | "gemv_v2" | "gemv_q8_v2" => Some("q4_0_q8_0_vec_dot"),
+        "quantize" | "quantize_v2" | "quantize_v3" => Some("q4_0_quantize"),
+        "dequantize" | "dequantize_row" | "dequantize_v2" | "dequantize_v3" => {
+            Some("q4_0_dequantize")
+        }
+        "gemv" | "gemv_q8" | "gemv_v2" | "gemv_q8_v2" | "gemv_v3" | "gemv_q8_v3" => {
+            Some("q4_0_q8_0_vec_dot")
+        }
         _ => None,
     }
 }

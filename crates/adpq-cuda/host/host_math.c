@@ -341,3 +341,13 @@ float adpq_host_v3_level(int32_t bits, uint32_t code) {
     adpq_fmt fp = {3, bits, 64, 1};
     return adpq_v3_level(&fp, code);
 }
+
+/* The v3 code of w on the grid of stored multiples (q_step, q_min) of units (f16 bits,
+ * scale exponent 0) at `bits` bits, as the kernels encode. */
+uint32_t adpq_host_v3_encode(int32_t bits, uint16_t step_unit, uint16_t min_unit,
+                             uint32_t q_step, uint32_t q_min, float w) {
+    adpq_fmt fp = {3, bits, 64, 1};
+    adpq_units u = adpq_units_stored(step_unit, min_unit, 0, 0, 0.0f);
+    adpq_grid2 g = adpq_grid2_new(q_step, q_min, &u);
+    return adpq_v3_encode(&g, w, &fp);
+}

@@ -35,6 +35,14 @@ extern "C" {
     ) -> i64;
     fn adpq_host_rotate(seed: u32, log2: u32, start: u64, x: *mut f32, n: u32, inverse: i32);
     fn adpq_host_v3_level(bits: i32, code: u32) -> f32;
+    fn adpq_host_v3_encode(
+        bits: i32,
+        step_unit: u16,
+        min_unit: u16,
+        q_step: u32,
+        q_min: u32,
+        w: f32,
+    ) -> u32;
     fn adpq_host_dequantize_row(
         job: *const QuantJob,
         cols: u32,
@@ -255,6 +263,23 @@ pub fn rotate(rotation: Rotation, start: usize, x: &mut [f32], inverse: bool) {
 pub fn v3_level(bits: u8, code: u8) -> f32 {
     // SAFETY: a pure function of its arguments (the code is masked to the book's 16).
     unsafe { adpq_host_v3_level(i32::from(bits), u32::from(code)) }
+}
+
+/// The format v3 code of `w` at `bits` bits on the grid `d = q_step · u_d`,
+/// `m = −q_min · u_m` (units as f16 bits, step exponent 0), as the kernels encode it.
+pub fn v3_encode(bits: u8, units: [u16; 2], q_step: u8, q_min: u8, w: f32) -> u8 {
+    // SAFETY: a pure function of its arguments.
+    let c = unsafe {
+        adpq_host_v3_encode(
+            i32::from(bits),
+            units[0],
+            units[1],
+            u32::from(q_step),
+            u32::from(q_min),
+            w,
+        )
+    };
+    c as u8
 }
 
 /// The pointer and C storage code of weights.

@@ -358,6 +358,49 @@ fn v3_levels_match_the_core() {
     }
 }
 
+/// Codes at and around the decision points, where rounding rules show: a level encodes to
+/// itself; the code book's midpoint `(T[k] + T[k+1]) / 16` goes to the lower level and the
+/// next f32 above it to the upper (scalar_v3's rule, ties low); uniform widths round
+/// half to even. Grid `d = 1`, `m = 0`, so `u = w`.
+#[test]
+fn v3_encoding_at_the_decision_points() {
+    use adpq_core::params::CODEBOOK_4BIT;
+    let one = [0x3c00u16, 0x3c00];
+    let up = |x: f32| f32::from_bits(x.to_bits() + 1);
+    for k in 0..16u8 {
+        assert_eq!(
+            host::v3_encode(4, one, 1, 0, f32::from(CODEBOOK_4BIT[usize::from(k)]) / 8.0),
+            k
+        );
+        if k < 15 {
+            let i = usize::from(k);
+            let mid = (u32::from(CODEBOOK_4BIT[i]) + u32::from(CODEBOOK_4BIT[i + 1])) as f32 / 16.0;
+            assert_eq!(host::v3_encode(4, one, 1, 0, mid), k, "midpoint {k}");
+            assert_eq!(
+                host::v3_encode(4, one, 1, 0, up(mid)),
+                k + 1,
+                "above midpoint {k}"
+            );
+        }
+    }
+    for bits in [2u8, 3, 5, 8] {
+        let max = (1u16 << bits) - 1;
+        for k in 0..max {
+            let half = f32::from(k) + 0.5;
+            let even = if k % 2 == 0 { k } else { k + 1 };
+            assert_eq!(
+                u16::from(host::v3_encode(bits, one, 1, 0, half)),
+                even,
+                "{bits}: {half}"
+            );
+            assert_eq!(u16::from(host::v3_encode(bits, one, 1, 0, up(half))), k + 1);
+        }
+        // Clamped at both ends.
+        assert_eq!(host::v3_encode(bits, one, 1, 0, -3.0), 0);
+        assert_eq!(u16::from(host::v3_encode(bits, one, 1, 0, 1e9)), max);
+    }
+}
+
 /// Rounding boundaries of f32 -> f16 (ties, subnormals, overflow) on every f16 step.
 #[test]
 fn f16_rounding_boundaries_match_half() {

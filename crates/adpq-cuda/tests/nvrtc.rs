@@ -37,6 +37,18 @@ fn kernels_compile_and_assemble() {
                 "{}: no kernel entry in the PTX",
                 k.name
             );
+            // Byte identity with the oracle needs every product and sum rounded on its
+            // own and subnormals kept: no fused multiply-add, no flush to zero.
+            assert!(
+                !k.ptx.contains("fma.rn"),
+                "{}: fused multiply-add in the PTX",
+                k.name
+            );
+            assert!(
+                !k.ptx.contains(".ftz"),
+                "{}: flush to zero in the PTX",
+                k.name
+            );
             let ptx_path = dir.join(format!("{}.ptx", k.name));
             let cubin = dir.join(format!("{}.cubin", k.name));
             std::fs::write(&ptx_path, &k.ptx).unwrap();
