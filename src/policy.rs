@@ -47,8 +47,9 @@ pub struct ParamArgs {
     tensor_params: Vec<String>,
     /// A named policy: its defaults and rules (after --tensor-params' rules).
     /// v2-vproj6: 6-bit codes and alpha 0.05 for v_proj, alpha 0.04 elsewhere; v3: format
-    /// v3, 6 bits for v_proj, 5 for down_proj and up_proj, 4 elsewhere; none: the format's
-    /// plain defaults for every tensor [default: v2-vproj6; with --format v3: v3].
+    /// v3, 6 bits in groups of 128 for v_proj, groups of 128 for k_proj, 5 bits for
+    /// down_proj and up_proj, 4 bits in groups of 64 elsewhere; none: the format's plain
+    /// defaults for every tensor [default: v2-vproj6; with --format v3: v3].
     #[arg(long, value_enum)]
     preset: Option<Preset>,
     /// Select outliers like the Python reference (Brent search, at most N iterations)
@@ -166,8 +167,9 @@ pub enum Preset {
     /// docs/FORMAT-v2.md (4.798 bits/weight on SmolLM2).
     #[value(name = "v2-vproj6")]
     V2Vproj6,
-    /// Format v3, 6-bit codes for `v_proj`, 5 for `down_proj` and `up_proj`, 4 (the code
-    /// book) elsewhere, groups of 64 (docs/FORMAT-v3-experiments.md).
+    /// Format v3, 6-bit codes in groups of 128 for `v_proj`, groups of 128 for `k_proj`,
+    /// 5 bits for `down_proj` and `up_proj`, 4 (the code book) in groups of 64 elsewhere:
+    /// 4.798 bits/weight on SmolLM2 (docs/FORMAT-v3-experiments.md).
     #[value(name = "v3")]
     V3,
     /// No preset: the format's own defaults (`--format v2`: 4 bits, g 64, α 0.05 for
@@ -198,7 +200,11 @@ impl Preset {
     pub fn rules(self) -> &'static [&'static str] {
         match self {
             Preset::V2Vproj6 => &[r"v_proj=bits:6,alpha:0.05"],
-            Preset::V3 => &[r"v_proj=bits:6", r"down_proj|up_proj=bits:5"],
+            Preset::V3 => &[
+                r"v_proj=bits:6,group:128",
+                r"k_proj=group:128",
+                r"down_proj|up_proj=bits:5",
+            ],
             Preset::None => &[],
         }
     }
@@ -328,6 +334,8 @@ mod tests {
         for name in [
             "model.layers.0.self_attn.v_proj.weight",
             "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.self_attn.k_proj.weight",
+            "model.layers.0.self_attn.o_proj.weight",
             "model.layers.11.mlp.down_proj.weight",
             "lm_head.weight",
         ] {
@@ -345,6 +353,8 @@ mod tests {
         for name in [
             "model.layers.0.self_attn.v_proj.weight",
             "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.self_attn.k_proj.weight",
+            "model.layers.0.self_attn.o_proj.weight",
             "model.layers.11.mlp.down_proj.weight",
             "model.layers.11.mlp.up_proj.weight",
             "model.layers.11.mlp.gate_proj.weight",

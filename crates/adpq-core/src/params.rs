@@ -167,20 +167,24 @@ impl Params {
     };
 
     /// Format v3's parameters for the tensor named `name` (preset `v3`, the per-tensor
-    /// bits measured in docs/FORMAT-v3-experiments.md): 6 bits for an attention value
-    /// projection (`v_proj`), 5 for the MLP's `down_proj` and `up_proj`, 4 (the code
-    /// book) for any other.
+    /// bits and groups measured in docs/FORMAT-v3-experiments.md): 6 bits in groups of
+    /// 128 for an attention value projection (`v_proj`), groups of 128 for `k_proj`, 5
+    /// bits for the MLP's `down_proj` and `up_proj`, 4 (the code book) in groups of 64
+    /// for any other (4.798 bits/weight on SmolLM2).
     pub fn v3_for(name: &str) -> Params {
-        let bits = if name.contains("v_proj") {
-            6
+        let (bits, group_size) = if name.contains("v_proj") {
+            (6, 128)
+        } else if name.contains("k_proj") {
+            (4, 128)
         } else if name.contains("down_proj") || name.contains("up_proj") {
-            5
+            (5, 64)
         } else {
-            4
+            (4, 64)
         };
         Params {
             fields: ParamFields {
                 bits,
+                group_size,
                 ..Params::V3.fields
             },
         }

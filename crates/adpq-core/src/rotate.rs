@@ -142,11 +142,17 @@ fn splitmix64(x: u64) -> u64 {
 pub(crate) fn for_blocks(x: &mut [f32], mut f: impl FnMut(&mut [f32])) {
     let mut rest = x;
     while !rest.is_empty() {
-        let n = 1usize << (usize::BITS - 1 - rest.len().leading_zeros());
-        let (block, tail) = rest.split_at_mut(n);
+        let (block, tail) = rest.split_at_mut(first_block(rest.len()));
         f(block);
         rest = tail;
     }
+}
+
+/// The length of the first block of `len > 0` columns: the largest power of two at most
+/// `len`.
+#[inline(always)]
+pub(crate) fn first_block(len: usize) -> usize {
+    1usize << (usize::BITS - 1 - len.leading_zeros())
 }
 
 /// One block's share of the rotation (both directions): scaled, then transformed.

@@ -9,7 +9,7 @@
 //! tail of a row whose length is not a multiple of 8) run the scalar code.
 
 use super::{arrays_mut, Lanes};
-use crate::rotate::{block_scale, for_blocks, transform_block, Rotation};
+use crate::rotate::{block_scale, first_block, transform_block, Rotation};
 
 /// [`Rotation::forward_at`] over lanes (the same bits).
 #[inline(always)]
@@ -57,14 +57,19 @@ fn signs<S: Lanes>(s: S, rot: &Rotation, start: usize, x: &mut [f32]) {
 /// Each segment's blocks scaled and transformed.
 #[inline(always)]
 fn blocks<S: Lanes>(s: S, rot: &Rotation, x: &mut [f32]) {
+    // `for_blocks`' loop written out: a closure would be compiled outside the caller's
+    // target features, and the lane operations in it would not inline (4× slower).
     for seg in x.chunks_mut(rot.segment()) {
-        for_blocks(seg, |block| {
+        let mut rest = seg;
+        while !rest.is_empty() {
+            let (block, tail) = rest.split_at_mut(first_block(rest.len()));
             if block.len() >= 8 {
                 transform_block_lanes(s, block);
             } else {
                 transform_block(block);
             }
-        });
+            rest = tail;
+        }
     }
 }
 
