@@ -3,7 +3,10 @@
 //! processes do not count.
 //!
 //! `cargo run --release -p adpq-bench --example cputime -- BACKEND OP [REPS]` with OP one
-//! of select, quantize, dequantize, dequantize_row, gemv, gemv_q8.
+//! of select, quantize, dequantize, dequantize_row, gemv, gemv_q8, each with a `_v2` or
+//! `_v3` suffix for that format version (`Params::V2`, `Params::V3`; v1 at
+//! `Params::V1` without). `gemv_q8` quantizes the activations inside the timed region
+//! (rotating them first for v3), as an engine does once per token.
 
 use adpq_bench::{gaussian, shape};
 use adpq_core::kernels::{AnyKernels, Q8Activations};
@@ -32,10 +35,13 @@ fn main() {
     let n = rows * cols;
     let w = gaussian(n, 1);
     let x = gaussian(cols, 2);
-    // `OP_v2`: the same operation in format version 2.
-    let (op, params) = match op.strip_suffix("_v2") {
-        Some(op) => (op.to_string(), Params::V2),
-        None => (op.clone(), Params::V1),
+    // `OP_v2`, `OP_v3`: the same operation in format version 2 or 3.
+    let (op, params) = if let Some(op) = op.strip_suffix("_v2") {
+        (op.to_string(), Params::V2)
+    } else if let Some(op) = op.strip_suffix("_v3") {
+        (op.to_string(), Params::V3)
+    } else {
+        (op.clone(), Params::V1)
     };
     let ww = Weights::F32(&w);
     let sel = adpq_core::select_tensor(&b, ww, rows, cols, &params).unwrap();
@@ -63,8 +69,7 @@ fn main() {
         "gemv_q8" => {
             let groups = cols.div_ceil(usize::from(params.group_size()));
             let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
-            let a =
-                Q8Activations::quantize(&x, params.group_size(), &mut q, &mut sc, &mut su).unwrap();
+            let a = Q8Activations::quantize_for(&t, &x, &mut q, &mut sc, &mut su).unwrap();
             b.gemv_q8(&t, &a, &mut y).unwrap()
         }
         other => panic!("unknown op {other}"),
