@@ -276,7 +276,7 @@ pub fn eval<E: Engine + Sync>(
 }
 
 /// Maps an evaluation error to the CLI's error, naming `path`.
-fn err(path: &Path) -> impl Fn(EvalError) -> Error + '_ {
+pub(crate) fn err(path: &Path) -> impl Fn(EvalError) -> Error + '_ {
     move |e| match e {
         EvalError::Checkpoint(e) => e.into(),
         EvalError::Io { path, source } => Error::io(path, source),

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 mod error;
 mod eval;
 mod filter;
+mod generate;
 mod pipeline;
 mod policy;
 mod progress;
@@ -58,6 +59,9 @@ enum Command {
     Verify(VerifyArgs),
     /// Perplexity, KL divergence and top-1 agreement of quantized models against the input.
     Eval(eval::EvalArgs),
+    /// Generate text token by token on an adpq checkpoint's packed weights (or the
+    /// model's own), with a KV cache; prints the text and tokens per second.
+    Generate(generate::GenerateArgs),
 }
 
 /// Resolves `--backend` (`auto`, `scalar`, `avx2`, `neon`): one detection, then the
@@ -340,6 +344,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Quantize(a) => quantize(a),
         Command::Dequantize(a) => dequantize(a),
         Command::Eval(a) => eval::run(a),
+        Command::Generate(a) => generate::run(a),
         Command::Inspect(a) => {
             let ins = pipeline::inspect(&a.input)?;
             if a.json {

@@ -5,7 +5,8 @@
 //! `demo` fetches, builds the release `adpq`, quantizes the chosen checkpoint into
 //! `target/demo/` (printing the per-tensor report, with AdpQ's relative MSE beside the
 //! round-to-nearest baseline's), writes `target/demo/<model>.report.json`, and verifies
-//! the result.
+//! the result; for SmolLM2 it then generates text on the packed weights (`adpq
+//! generate`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -104,5 +105,24 @@ pub fn run(args: &[String]) -> DynResult {
     eprintln!("==> adpq verify {}", output.display());
     run_checked(Command::new(&adpq).arg("verify").arg(&output))?;
     eprintln!("report: {}", report.display());
+    if model == "smollm2" {
+        // The worked example of an inference engine on the core: text decoded token by
+        // token on the packed weights just written.
+        let prompt = "The capital of France is";
+        eprintln!(
+            "==> adpq generate --model {} --quantized {} --prompt {prompt:?} -n 32",
+            data.join("smollm2").display(),
+            output.display()
+        );
+        run_checked(
+            Command::new(&adpq)
+                .arg("generate")
+                .arg("--model")
+                .arg(data.join("smollm2"))
+                .arg("--quantized")
+                .arg(&output)
+                .args(["--prompt", prompt, "-n", "32"]),
+        )?;
+    }
     Ok(())
 }

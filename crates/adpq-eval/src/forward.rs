@@ -67,9 +67,7 @@ pub fn logits<E: Engine + Sync>(model: &Model<'_>, engine: &E, tokens: &[u32]) -
         rms_norm(&x, &layer.mlp_norm, eps, &mut h);
         layer.gate.matmul(engine, &h, t, &mut gate)?;
         layer.up.matmul(engine, &h, t, &mut up)?;
-        gate.par_iter_mut()
-            .zip(&up)
-            .for_each(|(g, &u)| *g = *g / (1.0 + (-*g).exp()) * u);
+        swiglu(&mut gate, &up);
         layer.down.matmul(engine, &gate, t, &mut delta)?;
         add(&mut x, &delta);
     }
@@ -79,12 +77,19 @@ pub fn logits<E: Engine + Sync>(model: &Model<'_>, engine: &E, tokens: &[u32]) -
     Ok(out)
 }
 
-fn add(x: &mut [f32], d: &[f32]) {
+/// `gate = silu(gate) · up`, element by element.
+pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
+    gate.par_iter_mut()
+        .zip(up)
+        .for_each(|(g, &u)| *g = *g / (1.0 + (-*g).exp()) * u);
+}
+
+pub(crate) fn add(x: &mut [f32], d: &[f32]) {
     x.par_iter_mut().zip(d).for_each(|(a, b)| *a += b);
 }
 
 /// `out = x / rms(x) · w`, row by row (the mean of squares taken in f64).
-fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let n = w.len();
     out.par_chunks_mut(n)
         .zip(x.par_chunks(n))
@@ -98,14 +103,15 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// Rotary position embedding tables: `cos`/`sin` of `pos · θ^(−2i/d)`.
-struct Rope {
+#[derive(Debug)]
+pub(crate) struct Rope {
     half: usize,
     cos: Vec<f32>,
     sin: Vec<f32>,
 }
 
 impl Rope {
-    fn new(t: usize, head_dim: usize, theta: f64) -> Rope {
+    pub(crate) fn new(t: usize, head_dim: usize, theta: f64) -> Rope {
         let half = head_dim / 2;
         let (mut cos, mut sin) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
         for p in 0..t {
@@ -121,20 +127,25 @@ impl Rope {
     /// Rotates every head of every position of `x` (`t × heads · head_dim`).
     fn apply(&self, x: &mut [f32], heads: usize) {
         let width = heads * 2 * self.half;
-        x.par_chunks_mut(width).enumerate().for_each(|(p, row)| {
-            let (cos, sin) = (
-                &self.cos[p * self.half..][..self.half],
-                &self.sin[p * self.half..][..self.half],
-            );
-            for head in row.chunks_exact_mut(2 * self.half) {
-                let (a, b) = head.split_at_mut(self.half);
-                for i in 0..self.half {
-                    let (x1, x2) = (a[i], b[i]);
-                    a[i] = x1 * cos[i] - x2 * sin[i];
-                    b[i] = x2 * cos[i] + x1 * sin[i];
-                }
+        x.par_chunks_mut(width)
+            .enumerate()
+            .for_each(|(p, row)| self.apply_at(p, row));
+    }
+
+    /// Rotates every head of one position's `row` (`heads · head_dim`) as position `p`.
+    pub(crate) fn apply_at(&self, p: usize, row: &mut [f32]) {
+        let (cos, sin) = (
+            &self.cos[p * self.half..][..self.half],
+            &self.sin[p * self.half..][..self.half],
+        );
+        for head in row.chunks_exact_mut(2 * self.half) {
+            let (a, b) = head.split_at_mut(self.half);
+            for i in 0..self.half {
+                let (x1, x2) = (a[i], b[i]);
+                a[i] = x1 * cos[i] - x2 * sin[i];
+                b[i] = x2 * cos[i] + x1 * sin[i];
             }
-        });
+        }
     }
 }
 

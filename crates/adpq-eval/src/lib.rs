@@ -12,6 +12,8 @@
 //! Where to start reading:
 //! - [`evaluate`] (module [`eval`]): windows, the comparison loop, the metrics.
 //! - [`forward::logits`]: the forward pass over one window.
+//! - [`decode::Decoder`]: token-by-token decoding with a KV cache, every packed product
+//!   a fused int8-activation dot on the packed rows (`adpq generate`).
 //! - [`Model::load`]: weights by Hugging Face name, dense or packed; [`Model::with_rtn`]
 //!   for the RTN baselines ([`RtnSpec`]).
 //! - [`Linear::matmul`]: `Y = X Wᵀ`, a block of weight rows at a time (dequantized
@@ -23,6 +25,7 @@
 #![deny(unsafe_code)]
 
 mod config;
+pub mod decode;
 pub mod eval;
 pub mod forward;
 mod linear;

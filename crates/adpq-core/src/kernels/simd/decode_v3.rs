@@ -274,6 +274,48 @@ pub(crate) fn gemv_v3<S: Lanes>(
     Ok(())
 }
 
+/// [`dot_row_q8_v3`] at a uniform width (every width but the code book's 4 bits): per
+/// group `Σ c·q` in f32 lanes, 8 codes at a time. Exact, so the reference's bits: codes
+/// are below 2^8 and `|q| ≤ 127`, so each product and a group's sum (at most 512 terms)
+/// stay below 2^24.
+#[inline(always)]
+fn dot_row_q8_uniform<S: Lanes>(
+    s: S,
+    t: &PackedTensor<'_>,
+    r: usize,
+    a: &Q8Activations<'_>,
+) -> Result<f32> {
+    let fp = t.params();
+    let g = usize::from(fp.group_size);
+    let row = t.row(r)?;
+    let units = t.units_of(&row);
+    let (sign_at, wrap) = (s.splat_u(127), s.splat_f(256.0));
+    let mut acc = 0f32;
+    for (gi, qs) in a.q().chunks(g).enumerate() {
+        let base = gi * g;
+        let (whole, rest) = arrays::<i8, 8>(qs);
+        let mut sum_v = s.splat_f(0.0);
+        for (k, q8) in whole.enumerate() {
+            let levels = s.int_to_float(codes8(s, row.codes, base + k * 8, fp.bits));
+            // The bytes of `q` widened unsigned, then those above 127 made negative.
+            let qu = s.widen_bytes(q8.map(|q| q as u8));
+            let qf = s.int_to_float(qu);
+            let qf = s.select_f(s.gt_i(qu, sign_at), s.sub_f(qf, wrap), qf);
+            sum_v = s.add_f(sum_v, s.mul_f(levels, qf));
+        }
+        let mut isum = s.hsum_f(sum_v) as i32;
+        let done = qs.len() - rest.len();
+        for (i, &qi) in rest.iter().enumerate() {
+            isum += i32::from(code_at(row.codes, base + done + i, fp.bits)) * i32::from(qi);
+        }
+        // The reference's arithmetic, in its order (a level is worth 1).
+        let (step, min) = step_min(row.records, gi, &units);
+        let sx = a.scales()[gi];
+        acc += (sx * step) * isum as f32 + (sx * min) * a.sums()[gi] as f32;
+    }
+    Ok(acc)
+}
+
 /// Dot product of v3 row `r` with int8 activations (already in the rotated basis), 4-bit
 /// codes: the exact `Σ T[c]·q` 32 codes at a time in lanes, then the reference's f32
 /// arithmetic per group, so the result is the reference's bit for bit. Other widths run
@@ -288,7 +330,10 @@ pub(crate) fn dot_row_q8_v3<S: Lanes>(
     a.check(t)?;
     let fp = t.params();
     let g = usize::from(fp.group_size);
-    if !(fp.uses_codebook() && g.is_multiple_of(32)) {
+    if !fp.uses_codebook() {
+        return dot_row_q8_uniform(s, t, r, a);
+    }
+    if !g.is_multiple_of(32) {
         return dot_row_q8_ref(t, r, a);
     }
     let row = t.row(r)?;

@@ -1,0 +1,303 @@
+//! Token-by-token decoding with a KV cache: the inference engine of `adpq generate`.
+//!
+//! The same Llama-architecture block as [`crate::forward`] (RMS norms, rotary
+//! embeddings, grouped-query attention, SwiGLU MLP), one position at a time. Each
+//! position's keys and values are kept per layer, so a step costs one matrix-vector
+//! product per weight matrix plus attention over the positions so far. Packed weights
+//! are never expanded: every packed product is the core's fused dot on the packed rows
+//! with int8 activations (`Q8Activations::quantize_for`, rotated first for a v3 tensor),
+//! rows split over the rayon pool. Dense weights (the embedding and a tied output
+//! projection, or a whole unquantized model) use f32 dots.
+
+use adpq_core::kernels::Q8Activations;
+use adpq_core::CpuKernels;
+use rayon::prelude::*;
+
+use crate::forward::{add, rms_norm, swiglu, Rope};
+use crate::linear::Linear;
+use crate::model::Model;
+use crate::{EvalError, Result};
+
+/// Rows of a weight matrix per rayon task: enough work per task (a few hundred
+/// thousand weights at SmolLM2's widths) that scheduling is noise.
+const GEMV_ROWS: usize = 64;
+
+/// A decoding session over one model: the KV cache of the positions so far and the
+/// buffers of one step.
+#[derive(Debug)]
+pub struct Decoder<'m, K: CpuKernels> {
+    model: &'m Model<'m>,
+    kernels: K,
+    rope: Rope,
+    max_len: usize,
+    pos: usize,
+    /// Per layer: `max_len × kv_dim` keys and values.
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    buf: Buffers,
+}
+
+/// The activations of one step.
+#[derive(Debug)]
+struct Buffers {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    delta: Vec<f32>,
+    logits: Vec<f32>,
+    q8: Q8Buffers,
+}
+
+/// Room for the int8 activations of the widest input.
+#[derive(Debug)]
+struct Q8Buffers {
+    q: Vec<i8>,
+    scales: Vec<f32>,
+    sums: Vec<i32>,
+}
+
+impl<'m, K: CpuKernels> Decoder<'m, K> {
+    /// A session of at most `max_len` positions (prompt and generated tokens) over
+    /// `model`, its packed products on `kernels`. An error when a weight is neither
+    /// dense nor packed (the RTN and llama.cpp baselines of `adpq eval` are not for
+    /// decoding).
+    pub fn new(model: &'m Model<'m>, kernels: K, max_len: usize) -> Result<Self> {
+        let c = &model.config;
+        let all = model
+            .layers
+            .iter()
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
+            .chain([&model.embed, model.output()]);
+        let mut widest = 0;
+        for lin in all {
+            match lin {
+                Linear::Dense { .. } | Linear::Packed(_) | Linear::Decoded { .. } => {}
+                Linear::Rtn { .. } => {
+                    return Err(EvalError::Shape(
+                        "decoding needs dense or adpq-packed weights, not an RTN baseline".into(),
+                    ))
+                }
+            }
+            widest = widest.max(lin.shape().1);
+        }
+        let (q_dim, kv_dim) = (
+            c.num_attention_heads * c.head_dim(),
+            c.kv_heads() * c.head_dim(),
+        );
+        let layers = model.layers.len();
+        Ok(Decoder {
+            model,
+            kernels,
+            rope: Rope::new(max_len, c.head_dim(), c.rope_theta),
+            max_len,
+            pos: 0,
+            keys: vec![vec![0f32; max_len * kv_dim]; layers],
+            values: vec![vec![0f32; max_len * kv_dim]; layers],
+            buf: Buffers {
+                x: vec![0f32; c.hidden_size],
+                h: vec![0f32; c.hidden_size],
+                q: vec![0f32; q_dim],
+                k: vec![0f32; kv_dim],
+                v: vec![0f32; kv_dim],
+                att: vec![0f32; q_dim],
+                gate: vec![0f32; c.intermediate_size],
+                up: vec![0f32; c.intermediate_size],
+                delta: vec![0f32; c.hidden_size],
+                logits: vec![0f32; model.output().shape().0],
+                q8: Q8Buffers {
+                    q: vec![0i8; widest],
+                    // Groups have at least 16 columns in every format version.
+                    scales: vec![0f32; widest.div_ceil(16)],
+                    sums: vec![0i32; widest.div_ceil(16)],
+                },
+            },
+        })
+    }
+
+    /// Positions decoded so far (the next token's position).
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Feeds `token` at the next position and returns the logits of the token after it
+    /// (`vocab` values). An error when the session is full or the token is outside the
+    /// vocabulary.
+    pub fn step(&mut self, token: u32) -> Result<&[f32]> {
+        let c = &self.model.config;
+        if self.pos >= self.max_len {
+            return Err(EvalError::Text(format!(
+                "the session holds at most {} positions",
+                self.max_len
+            )));
+        }
+        if token as usize >= c.vocab_size {
+            return Err(EvalError::Text(format!(
+                "token id {token} is outside the vocabulary"
+            )));
+        }
+        let (k, b, p) = (self.kernels, &mut self.buf, self.pos);
+        embed_row(&self.model.embed, k, token as usize, &mut b.x)?;
+        let eps = c.rms_norm_eps as f32;
+        let (heads, kv_heads, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let kv_dim = kv_heads * d;
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            rms_norm(&b.x, &layer.attn_norm, eps, &mut b.h);
+            gemv(&layer.q, k, &b.h, &mut b.q, &mut b.q8)?;
+            gemv(&layer.k, k, &b.h, &mut b.k, &mut b.q8)?;
+            gemv(&layer.v, k, &b.h, &mut b.v, &mut b.q8)?;
+            self.rope.apply_at(p, &mut b.q);
+            self.rope.apply_at(p, &mut b.k);
+            self.keys[i][p * kv_dim..][..kv_dim].copy_from_slice(&b.k);
+            self.values[i][p * kv_dim..][..kv_dim].copy_from_slice(&b.v);
+            let kv = Cache {
+                keys: &self.keys[i][..(p + 1) * kv_dim],
+                values: &self.values[i][..(p + 1) * kv_dim],
+                kv_heads,
+                d,
+            };
+            attend(&b.q, &kv, heads, &mut b.att);
+            gemv(&layer.o, k, &b.att, &mut b.delta, &mut b.q8)?;
+            add(&mut b.x, &b.delta);
+            rms_norm(&b.x, &layer.mlp_norm, eps, &mut b.h);
+            gemv(&layer.gate, k, &b.h, &mut b.gate, &mut b.q8)?;
+            gemv(&layer.up, k, &b.h, &mut b.up, &mut b.q8)?;
+            swiglu(&mut b.gate, &b.up);
+            gemv(&layer.down, k, &b.gate, &mut b.delta, &mut b.q8)?;
+            add(&mut b.x, &b.delta);
+        }
+        rms_norm(&b.x, &self.model.norm, eps, &mut b.h);
+        gemv(self.model.output(), k, &b.h, &mut b.logits, &mut b.q8)?;
+        self.pos += 1;
+        Ok(&self.buf.logits)
+    }
+}
+
+/// One layer's cached keys and values, positions `0..=p`.
+struct Cache<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    kv_heads: usize,
+    d: usize,
+}
+
+/// Causal attention of one query position (`q`: `heads · d`) over the cached
+/// positions, each query head reading key/value head `head / group`, into `out`.
+fn attend(q: &[f32], kv: &Cache<'_>, heads: usize, out: &mut [f32]) {
+    let (d, kv_dim) = (kv.d, kv.kv_heads * kv.d);
+    let group = heads / kv.kv_heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let positions = kv.keys.len() / kv_dim;
+    out.par_chunks_mut(d)
+        .zip(q.par_chunks(d))
+        .enumerate()
+        .for_each(|(h, (o, qh))| {
+            let g = h / group;
+            let mut scores: Vec<f32> = (0..positions)
+                .map(|t| dot(qh, &kv.keys[t * kv_dim + g * d..][..d]) * scale)
+                .collect();
+            let m = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let mut sum = 0f32;
+            for s in &mut scores {
+                *s = (*s - m).exp();
+                sum += *s;
+            }
+            o.fill(0.0);
+            for (t, s) in scores.iter().enumerate() {
+                let w = s / sum;
+                for (a, &v) in o.iter_mut().zip(&kv.values[t * kv_dim + g * d..][..d]) {
+                    *a += w * v;
+                }
+            }
+        });
+}
+
+/// `Σ a·b` in 8 independent sums (so the compiler vectorises it), then added up.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Row `r` of an embedding matrix as f32 into `out`.
+fn embed_row<K: CpuKernels>(embed: &Linear<'_>, k: K, r: usize, out: &mut [f32]) -> Result<()> {
+    let cols = out.len();
+    match embed {
+        Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
+            out.copy_from_slice(&w[r * cols..][..cols]);
+        }
+        Linear::Packed(p) => k.dequantize_rows(p, r, out)?,
+        Linear::Rtn { .. } => {
+            return Err(EvalError::Shape(
+                "decoding needs dense or adpq-packed weights".into(),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// `y = W x`, rows split over the rayon pool: f32 dots for dense weights, the core's
+/// fused int8-activation dot on the packed rows for adpq weights (activations quantized
+/// once per call, in the tensor's basis).
+fn gemv<K: CpuKernels>(
+    w: &Linear<'_>,
+    k: K,
+    x: &[f32],
+    y: &mut [f32],
+    q8: &mut Q8Buffers,
+) -> Result<()> {
+    let (rows, cols) = w.shape();
+    if x.len() != cols || y.len() != rows {
+        return Err(EvalError::Shape(format!(
+            "gemv of a {rows}x{cols} weight with {} inputs into {} outputs",
+            x.len(),
+            y.len()
+        )));
+    }
+    match w {
+        Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
+            y.par_chunks_mut(GEMV_ROWS).enumerate().for_each(|(b, ys)| {
+                for (i, yv) in ys.iter_mut().enumerate() {
+                    *yv = dot(&w[(b * GEMV_ROWS + i) * cols..][..cols], x);
+                }
+            });
+            Ok(())
+        }
+        Linear::Packed(p) => {
+            let groups = cols.div_ceil(usize::from(p.params().group_size));
+            let a = Q8Activations::quantize_for(
+                p,
+                x,
+                &mut q8.q[..cols],
+                &mut q8.scales[..groups],
+                &mut q8.sums[..groups],
+            )?;
+            y.par_chunks_mut(GEMV_ROWS)
+                .enumerate()
+                .try_for_each(|(b, ys)| {
+                    for (i, yv) in ys.iter_mut().enumerate() {
+                        *yv = k.dot_row_q8(p, b * GEMV_ROWS + i, &a)?;
+                    }
+                    Ok(())
+                })
+        }
+        Linear::Rtn { .. } => Err(EvalError::Shape(
+            "decoding needs dense or adpq-packed weights".into(),
+        )),
+    }
+}
