@@ -1,4 +1,6 @@
-//! `cargo xtask bench [--quick] [--no-peers] [--shape RxC] [FILTER]`
+//! `cargo xtask bench [--quick] [--no-peers] [--shape RxC] [FILTER]`, or
+//! `cargo xtask bench --decode [--reps N]` (decode tokens/s beside llama.cpp: see
+//! `decode_bench.rs`)
 //!
 //! Builds and runs the criterion benches in `benches/` (package `adpq-bench`: every
 //! backend this CPU can run, one thread) together with the candle-core peers on the same
@@ -43,6 +45,9 @@ fn peer_of(op: &str) -> Option<&'static str> {
 
 /// Entry point.
 pub fn run(args: &[String]) -> DynResult {
+    if args.first().is_some_and(|a| a == "--decode") {
+        return crate::decode_bench::run(&args[1..]);
+    }
     let mut quick = false;
     let mut peers = true;
     let mut shape: Option<String> = None;

@@ -4,6 +4,7 @@
 //! toolchain that runs xtask builds the project.
 
 mod bench;
+mod decode_bench;
 mod demo;
 mod fuzz;
 mod memory;
