@@ -192,10 +192,14 @@ impl SafetensorsFile {
 
     /// All tensors, in data order.
     pub fn tensors(&self) -> Vec<TensorRef<'_>> {
+        self.iter().collect()
+    }
+
+    /// All tensors, in data order, one at a time (no list of every tensor).
+    pub fn iter(&self) -> impl Iterator<Item = TensorRef<'_>> {
         self.order
             .iter()
             .filter_map(|n| self.view(n, self.metadata.info(n)?))
-            .collect()
     }
 
     /// The `__metadata__` map (empty when absent).
