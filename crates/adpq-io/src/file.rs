@@ -121,6 +121,11 @@ impl SafetensorsFile {
                 run = i;
             }
         }
+        // The header's text is parsed: its pages leave the resident set (10⁶ tensors:
+        // about 90 MB of JSON); a later read (a diagnosis) faults them back in.
+        if let Bytes::Mapped(m) = &map {
+            m.release(0, 8 + header_len);
+        }
         Ok(SafetensorsFile {
             path: path.to_path_buf(),
             map,
