@@ -64,7 +64,8 @@ impl PassReason {
     }
 }
 
-/// What quantize does with one tensor, decided in the planning phase.
+/// What quantize does with one tensor, decided in the planning phase. One per tensor of
+/// the file being written, so kept small: the shape is the header's.
 #[derive(Debug, Clone, Copy)]
 enum Action {
     Pass(PassReason),
@@ -72,8 +73,6 @@ enum Action {
         /// The tensor's parameters.
         params: Params,
         sel: Selection,
-        rows: usize,
-        cols: usize,
         /// Packed bytes.
         len: usize,
     },
@@ -260,13 +259,7 @@ fn select_one<E: Engine>(
         }
         return Ok(Action::Pass(PassReason::WouldGrow));
     }
-    Ok(Action::Quantize {
-        params,
-        sel,
-        rows,
-        cols,
-        len,
-    })
+    Ok(Action::Quantize { params, sel, len })
 }
 
 /// Phase 2 and the figures for phase 3: the state of a run while it writes.
@@ -351,18 +344,12 @@ impl<E: Engine> Run<'_, E> {
                 r.reason = Some(why.as_str());
                 r
             }
-            Action::Quantize {
-                params,
-                sel,
-                rows,
-                cols,
-                len,
-            } => {
+            Action::Quantize { params, sel, len } => {
                 let mut r = TensorReport::new(file, t.name, t.dtype, t.shape, bytes_in, len as u64);
                 r.action = TensorAction::Quantized;
                 r.params = own_params(&params, self.opts.params.base()).map(Box::new);
                 r.outliers = Some(sel.n_outliers);
-                r.bits_per_weight = Some(8.0 * len as f64 / (rows as f64 * cols as f64));
+                r.bits_per_weight = Some(8.0 * len as f64 / t.numel() as f64);
                 if let Some(s) = &outcome.sums {
                     r.set_error_sums(s);
                 }
@@ -385,13 +372,8 @@ impl<E: Engine> Run<'_, E> {
         let mut outcome = Outcome::default();
         match *action {
             Action::Pass(_) => emit.put(Chunk::Mapped(t))?,
-            Action::Quantize {
-                params,
-                sel,
-                rows,
-                cols,
-                len,
-            } => {
+            Action::Quantize { params, sel, len } => {
+                let (rows, cols) = (t.shape[0], t.shape[1]);
                 if self.opts.dry_run {
                     return Ok(outcome);
                 }
