@@ -274,12 +274,10 @@ pub(crate) fn open_report(
     signals::create(|| Output::file(path)).map(Some)
 }
 
-/// Writes the report into its temporary file, then puts the checkpoint and the report in
-/// place (in that order): a failure before the renames leaves neither behind.
+/// Puts the checkpoint and the report (written into its temporary file by the run's
+/// [`report::TensorLog`]) in place, in that order: a failure before the renames leaves
+/// neither behind.
 fn finish(done: pipeline::Done, report_out: Option<Output>) -> Result<report::Report, Error> {
-    if let Some(out) = &report_out {
-        report::write_json(out, &done.report)?;
-    }
     signals::commit(|| {
         let report = done.commit()?;
         if let Some(out) = report_out {
@@ -311,8 +309,10 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
     let chosen = choose(&a.run)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
     let pool = pool(a.run.threads)?;
-    let done = with_engine!(chosen, |e| pool
-        .install(|| { pipeline::quantize(e, &a.input, &output, &opts, &mut progress) }))?;
+    let log = report::TensorLog::new(report_out.as_ref(), !a.summary_only)?;
+    let done = with_engine!(chosen, |e| pool.install(|| {
+        pipeline::quantize(e, &a.input, &output, &opts, &mut progress, log)
+    }))?;
     let report = finish(done, report_out)?;
     print_stdout(|out| report.print(out, a.summary_only))?;
     Ok(())
@@ -331,8 +331,10 @@ fn dequantize(a: DequantizeArgs) -> Result<(), Error> {
     let chosen = choose(&a.run)?;
     let mut progress = ConsoleProgress::new(a.run.quiet);
     let pool = pool(a.run.threads)?;
+    // The table is never printed (only the totals): no rows to keep.
+    let log = report::TensorLog::new(report_out.as_ref(), false)?;
     let done = with_engine!(chosen, |e| pool.install(|| {
-        pipeline::dequantize(e, &a.input, &a.output, &opts, &mut progress)
+        pipeline::dequantize(e, &a.input, &a.output, &opts, &mut progress, log)
     }))?;
     let report = finish(done, report_out)?;
     print_stdout(|out| report.print(out, true))?;

@@ -1,6 +1,7 @@
 //! Reports: per-tensor and total figures of a run, printed as a table or written as JSON.
 
-use std::io::Write;
+use std::io::{Seek, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,10 +44,9 @@ impl std::fmt::Display for TensorAction {
     }
 }
 
-/// What happened to one tensor. Kept small (about 200 bytes and three short heap
-/// strings or slices), since a run holds one per tensor of the checkpoint: the file name
-/// is shared by its tensors, dtypes and reasons are not strings. Serialized as before
-/// (strings, arrays, numbers).
+/// What happened to one tensor: made when the tensor is reported, handed to the
+/// [`TensorLog`] and dropped (a run keeps none to the end). The file name is shared by
+/// its tensors, dtypes and reasons are not strings.
 #[derive(Debug, Clone, Serialize)]
 pub struct TensorReport {
     /// The file (shard) holding it.
@@ -194,8 +194,11 @@ pub struct Totals {
     pub mib_per_second: f64,
 }
 
-/// The report of a `quantize` or `dequantize` run.
-#[derive(Debug, Clone, Default, Serialize)]
+/// The report of a `quantize` or `dequantize` run, without its per-tensor entries: a
+/// run streams those through a [`TensorLog`] as it goes (into the `--report` JSON and the
+/// table's rows), so that nothing per tensor is kept to the end. Serialized, it is the
+/// head of the `--report` JSON, which the log completes with `tensors` and `totals`.
+#[derive(Debug, Default, Serialize)]
 pub struct Report {
     /// `quantize` or `dequantize`.
     pub command: String,
@@ -220,10 +223,189 @@ pub struct Report {
     /// Warnings, e.g. entries of the input folder that the output does not hold.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
-    /// One entry per tensor, in input order.
-    pub tensors: Vec<TensorReport>,
-    /// Totals.
+    /// Totals (written after the tensors by [`TensorLog::finish`]).
+    #[serde(skip)]
     pub totals: Totals,
+    /// The per-tensor table's rows, as the log spilled them (`None`: no table).
+    #[serde(skip)]
+    pub(crate) table: Option<TableRows>,
+}
+
+/// Running totals of the tensors reported so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    tensors: usize,
+    converted: usize,
+    weights_converted: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    converted_bytes_out: u64,
+    worse_than_rtn: usize,
+}
+
+impl Tally {
+    fn add(&mut self, r: &TensorReport) {
+        self.tensors += 1;
+        self.bytes_in += r.bytes_in;
+        self.bytes_out += r.bytes_out;
+        if r.action != TensorAction::Passthrough {
+            self.converted += 1;
+            self.weights_converted += r.shape.iter().product::<usize>() as u64;
+            self.converted_bytes_out += r.bytes_out;
+            if matches!((r.rel_mse, r.rtn_rel_mse), (Some(a), Some(b)) if a > b) {
+                self.worse_than_rtn += 1;
+            }
+        }
+    }
+}
+
+/// Where a run's per-tensor reports go, one at a time, in input order: the running
+/// totals, the `--report` JSON (its `tensors` entries written as they come) and the rows
+/// of the per-tensor table (spilled into an anonymous temporary file, printed after the
+/// run as before). Its memory does not grow with the number of tensors.
+#[derive(Debug)]
+pub struct TensorLog {
+    json: Option<JsonStream>,
+    table: Option<Table>,
+    tally: Tally,
+}
+
+/// The `--report` file being written.
+#[derive(Debug)]
+struct JsonStream {
+    w: std::io::BufWriter<std::fs::File>,
+    shown: PathBuf,
+    entries: usize,
+}
+
+/// The table's rows being spilled.
+#[derive(Debug)]
+struct Table {
+    rows: std::io::BufWriter<std::fs::File>,
+    width: usize,
+    quant: bool,
+}
+
+/// The spilled rows of a finished run, and the name column's width.
+#[derive(Debug)]
+pub(crate) struct TableRows {
+    file: std::fs::File,
+    width: usize,
+}
+
+/// The path named when the table's temporary file fails.
+fn spill_path() -> PathBuf {
+    std::env::temp_dir().join("(adpq report table, anonymous)")
+}
+
+/// `json` (pretty, one or more lines) with every line but the first indented by `indent`.
+fn indented(json: &str, indent: &str) -> String {
+    json.replace('\n', &format!("\n{indent}"))
+}
+
+impl TensorLog {
+    /// A log writing the JSON report into `report` (the uncommitted `--report` file, if
+    /// any) and, when `table`, the table's rows into an anonymous temporary file.
+    pub fn new(report: Option<&Output>, table: bool) -> Result<Self> {
+        let json = match report {
+            Some(out) => {
+                let (f, shown) = out.create("")?;
+                Some(JsonStream {
+                    w: std::io::BufWriter::new(f),
+                    shown,
+                    entries: 0,
+                })
+            }
+            None => None,
+        };
+        let table = match table {
+            true => Some(Table {
+                rows: std::io::BufWriter::new(
+                    tempfile::tempfile().map_err(|e| Error::io(spill_path(), e))?,
+                ),
+                width: 6,
+                quant: true,
+            }),
+            false => None,
+        };
+        Ok(TensorLog {
+            json,
+            table,
+            tally: Tally::default(),
+        })
+    }
+
+    /// Starts the run's report: `head` (everything but the tensors and totals) and the
+    /// longest tensor name in bytes (the table's name column, at most 60 wide).
+    pub fn begin(&mut self, head: &Report, longest_name: usize) -> Result<()> {
+        if let Some(t) = &mut self.table {
+            t.width = longest_name.clamp(6, 60);
+            t.quant = head.command == "quantize";
+        }
+        if let Some(j) = &mut self.json {
+            let text =
+                serde_json::to_string_pretty(head).map_err(|e| Error::io(&j.shown, e.into()))?;
+            // `{\n  "command": ...\n}`: never empty (`command` is always there).
+            let text = text.strip_suffix("\n}").unwrap_or(&text);
+            write!(j.w, "{text},\n  \"tensors\": [").map_err(|e| Error::io(&j.shown, e))?;
+        }
+        Ok(())
+    }
+
+    /// Reports the next tensor (in input order).
+    pub fn push(&mut self, r: &TensorReport) -> Result<()> {
+        self.tally.add(r);
+        if let Some(j) = &mut self.json {
+            let text =
+                serde_json::to_string_pretty(r).map_err(|e| Error::io(&j.shown, e.into()))?;
+            let sep = if j.entries == 0 { "\n" } else { ",\n" };
+            j.entries += 1;
+            write!(j.w, "{sep}    {}", indented(&text, "    "))
+                .map_err(|e| Error::io(&j.shown, e))?;
+        }
+        if let Some(t) = &mut self.table {
+            write_row(&mut t.rows, r, t.width, t.quant).map_err(|e| Error::io(spill_path(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Ends the run: computes `report`'s totals (given the error sums of the quantized
+    /// tensors), writes them and syncs the JSON report, and hands the table's rows to
+    /// `report` for [`Report::print`].
+    pub fn finish(
+        self,
+        report: &mut Report,
+        sums: Option<ErrorSums>,
+        elapsed: Duration,
+    ) -> Result<()> {
+        report.finish_totals(self.tally, sums, elapsed);
+        if let Some(mut j) = self.json {
+            let totals = serde_json::to_string_pretty(&report.totals)
+                .map_err(|e| Error::io(&j.shown, e.into()))?;
+            let close = if j.entries == 0 { "]" } else { "\n  ]" };
+            write!(
+                j.w,
+                "{close},\n  \"totals\": {}\n}}\n",
+                indented(&totals, "  ")
+            )
+            .map_err(|e| Error::io(&j.shown, e))?;
+            let f =
+                j.w.into_inner()
+                    .map_err(|e| Error::io(&j.shown, e.into_error()))?;
+            f.sync_all().map_err(|e| Error::io(&j.shown, e))?;
+        }
+        if let Some(t) = self.table {
+            let file = t
+                .rows
+                .into_inner()
+                .map_err(|e| Error::io(spill_path(), e.into_error()))?;
+            report.table = Some(TableRows {
+                file,
+                width: t.width,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The tool's name and version, as recorded in files and reports.
@@ -232,27 +414,17 @@ pub fn tool_version() -> String {
 }
 
 impl Report {
-    /// Computes the totals from the tensors, given the error sums of the quantized ones.
-    pub fn finish_totals(&mut self, sums: Option<ErrorSums>, elapsed: Duration) {
+    /// Computes the totals from the tally of the tensors, given the error sums of the
+    /// quantized ones.
+    fn finish_totals(&mut self, tally: Tally, sums: Option<ErrorSums>, elapsed: Duration) {
         let t = &mut self.totals;
-        t.tensors = self.tensors.len();
-        t.converted = self
-            .tensors
-            .iter()
-            .filter(|r| r.action != TensorAction::Passthrough)
-            .count();
+        t.tensors = tally.tensors;
+        t.converted = tally.converted;
         t.passthrough = t.tensors - t.converted;
-        t.bytes_in = self.tensors.iter().map(|r| r.bytes_in).sum();
-        t.bytes_out = self.tensors.iter().map(|r| r.bytes_out).sum();
-        let conv = self
-            .tensors
-            .iter()
-            .filter(|r| r.action != TensorAction::Passthrough);
-        t.weights_converted = conv
-            .clone()
-            .map(|r| r.shape.iter().product::<usize>() as u64)
-            .sum();
-        t.converted_bytes_out = conv.clone().map(|r| r.bytes_out).sum();
+        t.bytes_in = tally.bytes_in;
+        t.bytes_out = tally.bytes_out;
+        t.weights_converted = tally.weights_converted;
+        t.converted_bytes_out = tally.converted_bytes_out;
         if self.command == "quantize" && t.weights_converted > 0 {
             t.bits_per_weight =
                 Some(8.0 * t.converted_bytes_out as f64 / t.weights_converted as f64);
@@ -265,10 +437,7 @@ impl Report {
                 .filter(|v| v.is_finite());
             t.sqnr_db = Some(s.sqnr_db()).filter(|v| v.is_finite());
             t.rtn_sqnr_db = Some(s.rtn_sqnr_db()).filter(|v| v.is_finite());
-            t.worse_than_rtn = Some(
-                conv.filter(|r| matches!((r.rel_mse, r.rtn_rel_mse), (Some(a), Some(b)) if a > b))
-                    .count(),
-            );
+            t.worse_than_rtn = Some(tally.worse_than_rtn);
         }
         t.seconds = elapsed.as_secs_f64();
         let secs = t.seconds.max(1e-9);
@@ -337,17 +506,13 @@ impl Report {
         Ok(())
     }
 
-    /// The per-tensor table.
+    /// The per-tensor table: its head, then the rows the log spilled.
     fn print_table(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        let quant = self.command == "quantize";
-        let w = self
-            .tensors
-            .iter()
-            .map(|t| t.name.len())
-            .max()
-            .unwrap_or(6)
-            .clamp(6, 60);
-        if quant {
+        let Some(rows) = &self.table else {
+            return Ok(());
+        };
+        let w = rows.width;
+        if self.command == "quantize" {
             writeln!(
                 out,
                 "{:<w$}  {:>13}  {:>5}  {:>19}  {:>9}  {:>6}  {:>9}  {:>9}  {:>7}",
@@ -368,56 +533,61 @@ impl Report {
                 "tensor", "shape", "dtype", "MiB in -> out", "action"
             )?;
         }
-        for t in &self.tensors {
-            let shape = t
-                .shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("x");
-            let sizes = format!(
-                "{:.3} -> {:.3}",
-                t.bytes_in as f64 / MIB,
-                t.bytes_out as f64 / MIB
-            );
-            if quant && t.action == TensorAction::Quantized {
-                let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3e}"));
-                writeln!(
-                    out,
-                    "{:<w$}  {:>13}  {:>5}  {:>19}  {:>9}  {:>6.3}  {:>9}  {:>9}  {:>7}",
-                    t.name,
-                    shape,
-                    t.dtype.to_string(),
-                    sizes,
-                    t.outliers.unwrap_or(0),
-                    t.bits_per_weight.unwrap_or(0.0),
-                    f(t.rel_mse),
-                    f(t.rtn_rel_mse),
-                    t.sqnr_db.map_or("-".to_string(), |v| format!("{v:.2}")),
-                )?;
-            } else if quant {
-                writeln!(
-                    out,
-                    "{:<w$}  {:>13}  {:>5}  {:>19}  passthrough ({})",
-                    t.name,
-                    shape,
-                    t.dtype.to_string(),
-                    sizes,
-                    t.reason.unwrap_or("")
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "{:<w$}  {:>13}  {:>5}  {:>19}  {:>11}",
-                    t.name,
-                    shape,
-                    t.dtype.to_string(),
-                    sizes,
-                    t.action
-                )?;
-            }
-        }
+        let mut file = &rows.file;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        std::io::copy(&mut file, out)?;
         Ok(())
+    }
+}
+
+/// One row of the per-tensor table, name column `w` wide.
+fn write_row(out: &mut dyn Write, t: &TensorReport, w: usize, quant: bool) -> std::io::Result<()> {
+    let shape = t
+        .shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("x");
+    let sizes = format!(
+        "{:.3} -> {:.3}",
+        t.bytes_in as f64 / MIB,
+        t.bytes_out as f64 / MIB
+    );
+    if quant && t.action == TensorAction::Quantized {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3e}"));
+        writeln!(
+            out,
+            "{:<w$}  {:>13}  {:>5}  {:>19}  {:>9}  {:>6.3}  {:>9}  {:>9}  {:>7}",
+            t.name,
+            shape,
+            t.dtype.to_string(),
+            sizes,
+            t.outliers.unwrap_or(0),
+            t.bits_per_weight.unwrap_or(0.0),
+            f(t.rel_mse),
+            f(t.rtn_rel_mse),
+            t.sqnr_db.map_or("-".to_string(), |v| format!("{v:.2}")),
+        )
+    } else if quant {
+        writeln!(
+            out,
+            "{:<w$}  {:>13}  {:>5}  {:>19}  passthrough ({})",
+            t.name,
+            shape,
+            t.dtype.to_string(),
+            sizes,
+            t.reason.unwrap_or("")
+        )
+    } else {
+        writeln!(
+            out,
+            "{:<w$}  {:>13}  {:>5}  {:>19}  {:>11}",
+            t.name,
+            shape,
+            t.dtype.to_string(),
+            sizes,
+            t.action
+        )
     }
 }
 
@@ -432,4 +602,92 @@ pub fn write_json(out: &Output, value: &impl Serialize) -> Result<()> {
         .into_inner()
         .map_err(|e| Error::io(&shown, e.into_error()))?;
     f.sync_all().map_err(|e| Error::io(&shown, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The report serialized in one go, as it was before it was streamed.
+    fn whole(head: &Report, tensors: &[TensorReport]) -> String {
+        #[derive(Serialize)]
+        struct Whole<'a> {
+            #[serde(flatten)]
+            head: &'a Report,
+            tensors: &'a [TensorReport],
+            totals: &'a Totals,
+        }
+        let w = Whole {
+            head,
+            tensors,
+            totals: &head.totals,
+        };
+        serde_json::to_string_pretty(&w).unwrap() + "\n"
+    }
+
+    fn tensor(name: &str, quantized: bool) -> TensorReport {
+        let file: Arc<str> = "model.safetensors".into();
+        let mut r = TensorReport::new(&file, name, Dtype::F16, &[2, 64], 256, 100);
+        if quantized {
+            r.action = TensorAction::Quantized;
+            r.outliers = Some(3);
+            r.bits_per_weight = Some(6.25);
+            r.set_error_sums(&ErrorSums {
+                count: 128,
+                signal: 2.0,
+                adpq: 0.01,
+                rtn: 0.02,
+            });
+        } else {
+            r.reason = Some("name rule");
+        }
+        r
+    }
+
+    /// The streamed JSON is the one-go text, byte for byte, for 0, 1 and 3 tensors; the
+    /// table has a head and a row per tensor.
+    #[test]
+    fn streamed_json_equals_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [0, 1, 3] {
+            let path = dir.path().join(format!("r{n}.json"));
+            let out = Output::file(&path).unwrap();
+            let mut log = TensorLog::new(Some(&out), true).unwrap();
+            let mut head = Report {
+                command: "quantize".into(),
+                tool: "adpq test".into(),
+                input: "in \"q\"\n".into(),
+                warnings: vec!["w1".into(), "w2".into()],
+                ..Default::default()
+            };
+            log.begin(&head, 8).unwrap();
+            let tensors: Vec<_> = (0..n).map(|i| tensor(&format!("t{i}"), i != 1)).collect();
+            for t in &tensors {
+                log.push(t).unwrap();
+            }
+            let sums = ErrorSums {
+                count: 256,
+                signal: 4.0,
+                adpq: 0.02,
+                rtn: 0.04,
+            };
+            log.finish(&mut head, Some(sums), Duration::from_secs(1))
+                .unwrap();
+            out.commit().unwrap();
+            assert_eq!(head.totals.tensors, n);
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                whole(&head, &tensors),
+                "{n} tensors"
+            );
+            let mut table = Vec::new();
+            head.print(&mut table, false).unwrap();
+            let table = String::from_utf8(table).unwrap();
+            assert!(table.starts_with("tensor  "), "{table}");
+            let rows = table
+                .lines()
+                .filter(|l| l.starts_with("t0 ") || l.starts_with("t1 ") || l.starts_with("t2 "));
+            assert_eq!(rows.count(), n, "{table}");
+        }
+    }
 }

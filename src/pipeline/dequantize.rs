@@ -18,7 +18,7 @@ use adpq_io::{
 
 use super::{engine_error, open_output, skipped_warnings, Done};
 use crate::progress::Progress;
-use crate::report::{tool_version, Report, TensorAction, TensorReport};
+use crate::report::{tool_version, Report, TensorAction, TensorLog, TensorReport};
 
 /// Options of [`dequantize`].
 #[derive(Debug, Clone, Default)]
@@ -37,6 +37,7 @@ pub fn dequantize<E: Engine>(
     output: &Path,
     opts: &DequantizeOptions,
     progress: &mut dyn Progress,
+    mut log: TensorLog,
 ) -> Result<Done> {
     let start = Instant::now();
     let ckpt = Checkpoint::open(input)?;
@@ -44,17 +45,6 @@ pub fn dequantize<E: Engine>(
     let out = open_output(&ckpt, input, output, opts.force)?;
     let warnings = skipped_warnings(&ckpt, progress);
     progress.begin(total);
-    let mut tensors = Vec::new();
-    let mut total_size = 0u64;
-    for f in &ckpt.files {
-        // Read again rather than kept from the check: one file's metadata in memory at a
-        // time (its `adpq.tensors` map costs a few hundred bytes per tensor).
-        let meta = read_adpq_meta(f, &f.user_metadata())?;
-        total_size += dequantize_file(engine, f, &meta, opts, &out, progress, &mut tensors)?;
-    }
-    crate::signals::check()?;
-    ckpt.finish_output(&out, total_size)?;
-    progress.finish();
     let mut report = Report {
         command: "dequantize".into(),
         tool: tool_version(),
@@ -63,14 +53,34 @@ pub fn dequantize<E: Engine>(
         backend: engine.name().into(),
         threads: rayon::current_num_threads(),
         warnings,
-        tensors,
         ..Default::default()
     };
-    report.finish_totals(None, start.elapsed());
+    log.begin(&report, longest_name(&ckpt))?;
+    let mut total_size = 0u64;
+    for f in &ckpt.files {
+        // Read again rather than kept from the check: one file's metadata in memory at a
+        // time (its `adpq.tensors` map costs a few hundred bytes per tensor).
+        let meta = read_adpq_meta(f, &f.user_metadata())?;
+        total_size += dequantize_file(engine, f, &meta, opts, &out, progress, &mut log)?;
+    }
+    crate::signals::check()?;
+    ckpt.finish_output(&out, total_size)?;
+    progress.finish();
+    log.finish(&mut report, None, start.elapsed())?;
     Ok(Done {
         report,
         output: Some(out),
     })
+}
+
+/// The longest tensor name of the checkpoint, in bytes.
+fn longest_name(ckpt: &Checkpoint) -> usize {
+    ckpt.files
+        .iter()
+        .flat_map(|f| f.names())
+        .map(String::len)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Validates every file's metadata and packed tensors before anything is created (the
@@ -96,7 +106,7 @@ fn check_input(ckpt: &Checkpoint) -> Result<u64> {
     Ok(total)
 }
 
-/// Restores one file into `out`, appending its reports (in input order) to `reports`;
+/// Restores one file into `out`, then hands its reports (in input order) to `log`;
 /// returns its bytes of tensor data.
 fn dequantize_file<E: Engine>(
     engine: &E,
@@ -105,18 +115,15 @@ fn dequantize_file<E: Engine>(
     opts: &DequantizeOptions,
     out: &Output,
     progress: &mut dyn Progress,
-    reports: &mut Vec<TensorReport>,
+    log: &mut TensorLog,
 ) -> Result<u64> {
     let (planned, order) = output_plan(f, &meta.originals, opts);
     let out_meta = dequantized_metadata(&f.user_metadata());
     let (file, shown) = out.create(&f.file_name())?;
     let writer = TensorWriter::new(file, &shown, &out_meta, &planned)?;
     drop(out_meta);
-    // Each report goes straight to its input position (no map by name).
-    let file: Arc<str> = f.file_name().into();
-    let first = reports.len();
-    reports.reserve_exact(order.len());
-    reports.extend((0..order.len()).map(|_| TensorReport::new(&file, "", Dtype::U8, &[], 0, 0)));
+    // Each tensor's seconds go straight to its input position (no map by name).
+    let mut seconds = vec![0.0; order.len()];
     with_writer(f, Some(writer), |emit| -> Result<()> {
         for (p, &i) in planned.iter().zip(&order) {
             crate::signals::check()?;
@@ -127,11 +134,35 @@ fn dequantize_file<E: Engine>(
                 .originals
                 .get(&p.name)
                 .map(|o| (o, meta.params_of(&p.name)));
-            reports[first + i] =
-                dequantize_tensor(engine, (f, &file), t, p, original, emit, progress)?;
+            seconds[i] = dequantize_tensor(engine, f, t, p, original, emit, progress)?;
         }
         Ok(())
     })?;
+    // The reports in input order: where each input tensor is in the output order.
+    let mut at = vec![0; order.len()];
+    for (j, &i) in order.iter().enumerate() {
+        at[i] = j;
+    }
+    let file: Arc<str> = f.file_name().into();
+    for (i, &j) in at.iter().enumerate() {
+        let p = &planned[j];
+        let t = f
+            .tensor(&p.name)
+            .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
+        let mut r = TensorReport::new(
+            &file,
+            &p.name,
+            p.dtype,
+            &p.shape,
+            t.data.len() as u64,
+            p.len,
+        );
+        if meta.originals.contains_key(&p.name) {
+            r.action = TensorAction::Dequantized;
+        }
+        r.seconds = seconds[i];
+        log.push(&r)?;
+    }
     Ok(planned.iter().map(|p| p.len).sum())
 }
 
@@ -172,18 +203,18 @@ fn output_plan(
     (planned, order)
 }
 
-/// Restores (or passes through) one tensor, hands it to the writer and reports it.
+/// Restores (or passes through) one tensor and hands it to the writer; returns the
+/// seconds it took.
 fn dequantize_tensor<'a, E: Engine>(
     engine: &E,
-    (f, file): (&SafetensorsFile, &Arc<str>),
+    f: &SafetensorsFile,
     t: TensorRef<'a>,
     p: &PlannedTensor,
     orig: Option<(&OriginalTensor, &Params)>,
     emit: &mut Emitter<'a>,
     progress: &mut dyn Progress,
-) -> Result<TensorReport> {
+) -> Result<f64> {
     let tstart = Instant::now();
-    let mut r = TensorReport::new(file, &p.name, p.dtype, &p.shape, t.data.len() as u64, p.len);
     match orig {
         Some((o, params)) => {
             progress.message(&format!("dequantize {}", p.name));
@@ -194,22 +225,21 @@ fn dequantize_tensor<'a, E: Engine>(
             let err = engine_error(f, &p.name);
             let packed = engine.load_packed(parsed).map_err(&err)?;
             engine.dequantize(&packed, d, &mut buf).map_err(&err)?;
+            let bytes_in = t.data.len();
             f.release(&t);
             emit.put(Chunk::Owned(p.name.clone(), buf))?;
-            r.action = TensorAction::Dequantized;
             progress.advance((rows * cols) as u64);
             progress.line(&format!(
                 "dequantized {} ({rows}x{cols}) {:.2} -> {:.2} MiB {}",
                 p.name,
-                r.bytes_in as f64 / 1048576.0,
-                r.bytes_out as f64 / 1048576.0,
+                bytes_in as f64 / 1048576.0,
+                p.len as f64 / 1048576.0,
                 p.dtype
             ));
         }
         None => emit.put(Chunk::Mapped(t))?,
     }
-    r.seconds = tstart.elapsed().as_secs_f64();
-    Ok(r)
+    Ok(tstart.elapsed().as_secs_f64())
 }
 
 fn st_dtype(d: OutDtype) -> Dtype {

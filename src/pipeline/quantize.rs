@@ -1,6 +1,7 @@
-//! `quantize`: plan (select every tensor's outliers, which fixes every output size and
-//! finds data errors before anything is written), then quantize and write file by file,
-//! then report. See `adpq_io::write` for why the sizes must be known first.
+//! `quantize`, file by file: plan (select every tensor's outliers, which fixes the file's
+//! output sizes and finds its data errors before it is written), then quantize and write
+//! it, then report its tensors; then the totals. See `adpq_io::write` for why the sizes
+//! must be known first.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -22,7 +23,7 @@ use super::{engine_error, open_output, skipped_warnings, Done};
 use crate::filter::{Decision, TensorFilter};
 use crate::policy::TensorParams;
 use crate::progress::Progress;
-use crate::report::{tool_version, Report, TensorAction, TensorReport};
+use crate::report::{tool_version, Report, TensorAction, TensorLog, TensorReport};
 
 /// Options of [`quantize`].
 #[derive(Debug, Clone, Default)]
@@ -63,7 +64,8 @@ impl PassReason {
     }
 }
 
-/// What quantize does with one tensor, decided in the planning phase.
+/// What quantize does with one tensor, decided in the planning phase. One per tensor of
+/// the file being written, so kept small: the shape is the header's.
 #[derive(Debug, Clone, Copy)]
 enum Action {
     Pass(PassReason),
@@ -71,8 +73,6 @@ enum Action {
         /// The tensor's parameters.
         params: Params,
         sel: Selection,
-        rows: usize,
-        cols: usize,
         /// Packed bytes.
         len: usize,
     },
@@ -82,13 +82,25 @@ enum Action {
 /// action of `f.names()[i]`.
 type FilePlan = Vec<Action>;
 
+/// What writing a tensor finds out, kept per tensor of the file being written until
+/// its reports are made (in input order, once the file is written).
+#[derive(Debug, Clone, Copy, Default)]
+struct Outcome {
+    /// Seconds spent on it (selection excluded).
+    seconds: f64,
+    /// Its error sums (quantized, with statistics).
+    sums: Option<ErrorSums>,
+}
+
 /// Quantizes a checkpoint (file or folder) into `output`, left for the caller to commit.
+/// Each tensor's report goes to `log` once its file is written.
 pub fn quantize<E: Engine>(
     engine: &E,
     input: &Path,
     output: &Path,
     opts: &QuantizeOptions,
     progress: &mut dyn Progress,
+    log: TensorLog,
 ) -> Result<Done> {
     let start = Instant::now();
     for params in opts.params.all() {
@@ -100,25 +112,7 @@ pub fn quantize<E: Engine>(
         false => Some(open_output(&ckpt, input, output, opts.force)?),
     };
     let warnings = skipped_warnings(&ckpt, progress);
-
-    let plans = plan(engine, &ckpt, opts, progress)?;
-
-    let mut run = Run {
-        engine,
-        opts,
-        progress,
-        sums: (!opts.dry_run && !opts.no_stats).then(ErrorSums::default),
-        tensors: Vec::new(),
-    };
-    let mut total_size = 0u64;
-    for (f, plan) in ckpt.files.iter().zip(&plans) {
-        total_size += run.write_file(f, plan, out.as_ref())?;
-    }
-    if let Some(o) = &out {
-        crate::signals::check()?;
-        ckpt.finish_output(o, total_size)?;
-    }
-    run.progress.finish();
+    let longest_name = survey(&ckpt, opts, progress)?;
 
     let mut report = Report {
         command: "quantize".into(),
@@ -131,10 +125,29 @@ pub fn quantize<E: Engine>(
         backend: engine.name().into(),
         threads: rayon::current_num_threads(),
         warnings,
-        tensors: run.tensors,
         ..Default::default()
     };
-    report.finish_totals(run.sums, start.elapsed());
+    let mut run = Run {
+        engine,
+        opts,
+        progress,
+        sums: (!opts.dry_run && !opts.no_stats).then(ErrorSums::default),
+        log,
+    };
+    run.log.begin(&report, longest_name)?;
+    // One file at a time: its plan (every outlier selection, which fixes its output
+    // sizes), then its output.
+    let mut total_size = 0u64;
+    for f in &ckpt.files {
+        let plan = plan_file(engine, f, opts, run.progress)?;
+        total_size += run.write_file(f, &plan, out.as_ref())?;
+    }
+    if let Some(o) = &out {
+        crate::signals::check()?;
+        ckpt.finish_output(o, total_size)?;
+    }
+    run.progress.finish();
+    run.log.finish(&mut report, run.sums, start.elapsed())?;
     Ok(Done {
         report,
         output: out,
@@ -154,43 +167,47 @@ fn check_params(params: &Params) -> Result<()> {
     Ok(())
 }
 
-/// Phase 1: every tensor's action, file by file; the outliers of the tensors to
-/// quantize are selected here.
-fn plan<E: Engine>(
-    engine: &E,
-    ckpt: &Checkpoint,
-    opts: &QuantizeOptions,
-    progress: &mut dyn Progress,
-) -> Result<Vec<FilePlan>> {
+/// A first pass over the headers only: refuses an adpq checkpoint, starts the progress
+/// (selection, then unless a dry run quantization, advance the bar per weight) and
+/// returns the longest tensor name in bytes (the report table's column).
+fn survey(ckpt: &Checkpoint, opts: &QuantizeOptions, progress: &mut dyn Progress) -> Result<usize> {
     let mut total_weights = 0u64;
+    let mut longest_name = 0;
     for f in &ckpt.files {
         if is_adpq(&f.user_metadata()) {
             return Err(Error::invalid(f.path(), "is already an adpq checkpoint"));
         }
-        for t in f.tensors() {
+        for t in f.iter() {
+            longest_name = longest_name.max(t.name.len());
             if opts.filter.decide(t.name, t.dtype, t.shape) == Decision::Quantize {
                 total_weights += t.numel() as u64;
             }
         }
     }
-    // Selection, then (unless a dry run) quantization, advance the bar per weight.
     progress.begin(if opts.dry_run { 1 } else { 2 } * total_weights);
-    let mut plans = Vec::with_capacity(ckpt.files.len());
-    for f in &ckpt.files {
-        let mut plan = FilePlan::with_capacity(f.names().len());
-        for t in f.tensors() {
-            crate::signals::check()?;
-            let action = match opts.filter.decide(t.name, t.dtype, t.shape) {
-                Decision::Quantize => select_one(engine, f, &t, opts, progress)?,
-                Decision::NotFloat => Action::Pass(PassReason::NotFloat),
-                Decision::NotMatrix => Action::Pass(PassReason::NotMatrix),
-                Decision::ByName => Action::Pass(PassReason::ByName),
-            };
-            plan.push(action);
-        }
-        plans.push(plan);
+    Ok(longest_name)
+}
+
+/// Phase 1, per file: every tensor's action; the outliers of the tensors to quantize
+/// are selected here, so data errors surface before the file's output is written.
+fn plan_file<E: Engine>(
+    engine: &E,
+    f: &SafetensorsFile,
+    opts: &QuantizeOptions,
+    progress: &mut dyn Progress,
+) -> Result<FilePlan> {
+    let mut plan = FilePlan::with_capacity(f.names().len());
+    for t in f.iter() {
+        crate::signals::check()?;
+        let action = match opts.filter.decide(t.name, t.dtype, t.shape) {
+            Decision::Quantize => select_one(engine, f, &t, opts, progress)?,
+            Decision::NotFloat => Action::Pass(PassReason::NotFloat),
+            Decision::NotMatrix => Action::Pass(PassReason::NotMatrix),
+            Decision::ByName => Action::Pass(PassReason::ByName),
+        };
+        plan.push(action);
     }
-    Ok(plans)
+    Ok(plan)
 }
 
 /// Selects the outliers of one tensor: it is quantized unless packing would not shrink it.
@@ -242,13 +259,7 @@ fn select_one<E: Engine>(
         }
         return Ok(Action::Pass(PassReason::WouldGrow));
     }
-    Ok(Action::Quantize {
-        params,
-        sel,
-        rows,
-        cols,
-        len,
-    })
+    Ok(Action::Quantize { params, sel, len })
 }
 
 /// Phase 2 and the figures for phase 3: the state of a run while it writes.
@@ -258,16 +269,18 @@ struct Run<'r, E> {
     progress: &'r mut dyn Progress,
     /// Error sums over every quantized tensor (`None`: no statistics).
     sums: Option<ErrorSums>,
-    /// The per-tensor reports, in input order.
-    tensors: Vec<TensorReport>,
+    /// Where the per-tensor reports go, in input order.
+    log: TensorLog,
 }
 
 impl<E: Engine> Run<'_, E> {
     /// Writes one output file (or, on a dry run, only reports it) and returns its bytes
     /// of tensor data.
     ///
-    /// Bookkeeping per tensor stays small: the output order is a list of input indices
-    /// (no map by name), and each report goes straight to its input position.
+    /// Bookkeeping per tensor stays small and lasts the file only: the output order is a
+    /// list of input indices (no map by name), the planned header is dropped once
+    /// written, and each tensor's [`Outcome`] goes straight to its input position; the
+    /// reports are made from plan and outcome once the file is written.
     fn write_file(
         &mut self,
         f: &SafetensorsFile,
@@ -275,7 +288,7 @@ impl<E: Engine> Run<'_, E> {
         out: Option<&Output>,
     ) -> Result<u64> {
         let base = self.opts.params.base();
-        let (planned, order, writer) = {
+        let (size, order, writer) = {
             let (planned, order, originals, not_packed) = output_plan(f, plan, base)?;
             let meta = quantized_metadata(
                 f.user_metadata(),
@@ -293,73 +306,93 @@ impl<E: Engine> Run<'_, E> {
                 }
                 None => None,
             };
-            (planned, order, writer)
+            (planned.iter().map(|p| p.len).sum(), order, writer)
         };
         let file: Arc<str> = f.file_name().into();
-        let first = self.tensors.len();
-        // Exactly: a doubled capacity would cost up to a report per tensor more.
-        self.tensors.reserve_exact(plan.len());
-        self.tensors
-            .extend((0..plan.len()).map(|_| TensorReport::new(&file, "", Dtype::U8, &[], 0, 0)));
+        let names = f.names();
+        let tensor = |i: usize| {
+            f.tensor(&names[i])
+                .ok_or_else(|| Error::tensor(f.path(), &names[i], "vanished"))
+        };
+        let mut outcomes = vec![Outcome::default(); plan.len()];
         with_writer(f, writer, |emit| -> Result<()> {
-            for (p, &i) in planned.iter().zip(&order) {
+            for &i in &order {
                 crate::signals::check()?;
-                let t = f
-                    .tensor(&p.name)
-                    .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
-                let r = self.write_tensor((f, &file), t, p, &plan[i], emit)?;
-                self.tensors[first + i] = r;
+                outcomes[i] = self.write_tensor((f, &file), tensor(i)?, &plan[i], emit)?;
             }
             Ok(())
         })?;
-        Ok(planned.iter().map(|p| p.len).sum())
+        for (i, (action, outcome)) in plan.iter().zip(&outcomes).enumerate() {
+            let r = self.report(&file, &tensor(i)?, action, outcome);
+            self.log.push(&r)?;
+        }
+        Ok(size)
     }
 
-    /// Quantizes (or passes through) one tensor, hands it to the writer and reports it.
+    /// The report of tensor `t` of `file`, planned `action`, written with `outcome`.
+    fn report(
+        &self,
+        file: &Arc<str>,
+        t: &TensorRef<'_>,
+        action: &Action,
+        outcome: &Outcome,
+    ) -> TensorReport {
+        let bytes_in = t.data.len() as u64;
+        let mut r = match *action {
+            Action::Pass(why) => {
+                let mut r = TensorReport::new(file, t.name, t.dtype, t.shape, bytes_in, bytes_in);
+                r.reason = Some(why.as_str());
+                r
+            }
+            Action::Quantize { params, sel, len } => {
+                let mut r = TensorReport::new(file, t.name, t.dtype, t.shape, bytes_in, len as u64);
+                r.action = TensorAction::Quantized;
+                r.params = own_params(&params, self.opts.params.base()).map(Box::new);
+                r.outliers = Some(sel.n_outliers);
+                r.bits_per_weight = Some(8.0 * len as f64 / t.numel() as f64);
+                if let Some(s) = &outcome.sums {
+                    r.set_error_sums(s);
+                }
+                r
+            }
+        };
+        r.seconds = outcome.seconds;
+        r
+    }
+
+    /// Quantizes (or passes through) one tensor and hands it to the writer.
     fn write_tensor<'a>(
         &mut self,
         (f, file): (&SafetensorsFile, &Arc<str>),
         t: TensorRef<'a>,
-        p: &PlannedTensor,
         action: &Action,
         emit: &mut Emitter<'a>,
-    ) -> Result<TensorReport> {
+    ) -> Result<Outcome> {
         let tstart = Instant::now();
-        let mut r = TensorReport::new(file, &p.name, t.dtype, t.shape, t.data.len() as u64, p.len);
+        let mut outcome = Outcome::default();
         match *action {
-            Action::Pass(why) => {
-                r.reason = Some(why.as_str());
-                emit.put(Chunk::Mapped(t))?;
-            }
-            Action::Quantize {
-                params,
-                sel,
-                rows,
-                cols,
-                len,
-            } => {
-                r.action = TensorAction::Quantized;
-                r.params = own_params(&params, self.opts.params.base()).map(Box::new);
-                r.outliers = Some(sel.n_outliers);
-                r.bits_per_weight = Some(8.0 * len as f64 / (rows as f64 * cols as f64));
-                if !self.opts.dry_run {
-                    self.progress.message(&format!("quantize {}", p.name));
-                    let (buf, sums) = self.quantize_one(f, &t, &params, &sel, (rows, cols), len)?;
-                    f.release(&t);
-                    emit.put(Chunk::Owned(p.name.clone(), buf))?;
-                    if let (Some(s), Some(total)) = (sums, self.sums.as_mut()) {
-                        *total = total.merge(s);
-                        r.set_error_sums(&s);
-                    }
-                    self.progress.advance((rows * cols) as u64);
+            Action::Pass(_) => emit.put(Chunk::Mapped(t))?,
+            Action::Quantize { params, sel, len } => {
+                let (rows, cols) = (t.shape[0], t.shape[1]);
+                if self.opts.dry_run {
+                    return Ok(outcome);
                 }
+                self.progress.message(&format!("quantize {}", t.name));
+                let (buf, sums) = self.quantize_one(f, &t, &params, &sel, (rows, cols), len)?;
+                f.release(&t);
+                emit.put(Chunk::Owned(t.name.to_string(), buf))?;
+                if let (Some(s), Some(total)) = (sums, self.sums.as_mut()) {
+                    *total = total.merge(s);
+                    outcome.sums = Some(s);
+                }
+                self.progress.advance((rows * cols) as u64);
+                outcome.seconds = tstart.elapsed().as_secs_f64();
+                let line = self.report(file, &t, action, &outcome).quantized_line();
+                self.progress.line(&line);
             }
         }
-        r.seconds = tstart.elapsed().as_secs_f64();
-        if r.action == TensorAction::Quantized && !self.opts.dry_run {
-            self.progress.line(&r.quantized_line());
-        }
-        Ok(r)
+        outcome.seconds = tstart.elapsed().as_secs_f64();
+        Ok(outcome)
     }
 
     /// Quantizes one tensor into a new buffer, with its error sums when statistics are on.

@@ -165,9 +165,13 @@ impl Checkpoint {
             out.copy_in(&dir.join(e), e)?;
         }
         if let Some((name, json)) = index {
-            let (mut f, shown) = out.create(name)?;
-            let text = index_output(json, total_size).map_err(|e| Error::io(&shown, e.into()))?;
-            std::io::Write::write_all(&mut f, &text).map_err(|e| Error::io(&shown, e))?;
+            let (f, shown) = out.create(name)?;
+            let mut w = std::io::BufWriter::new(f);
+            write_index_output(&mut w, json, total_size)
+                .map_err(|e| Error::io(&shown, e.into()))?;
+            let f = w
+                .into_inner()
+                .map_err(|e| Error::io(&shown, e.into_error()))?;
             f.sync_all().map_err(|e| Error::io(&shown, e))?;
         }
         Ok(())
@@ -283,18 +287,88 @@ pub(crate) fn parse_index(path: &Path, text: &[u8]) -> Result<(Vec<String>, Valu
 /// The output's index file: the input's JSON with `metadata.total_size` set to
 /// `total_size` (the bytes of tensor data written), pretty-printed.
 pub(crate) fn index_output(json: &Value, total_size: u64) -> serde_json::Result<Vec<u8>> {
-    let mut json = json.clone();
-    if let Some(obj) = json.as_object_mut() {
-        let meta = obj
-            .entry("metadata")
-            .or_insert_with(|| Value::Object(Default::default()));
-        if let Some(m) = meta.as_object_mut() {
-            m.insert("total_size".into(), total_size.into());
+    let mut text = Vec::new();
+    write_index_output(&mut text, json, total_size)?;
+    Ok(text)
+}
+
+/// Writes [`index_output`] into `out` as a stream: no copy of the index's JSON tree
+/// (with 10⁶ tensors, a few hundred megabytes) and no text of it in memory. The text is
+/// that of the tree with the total set (keys in the tree's order, `metadata` and
+/// `total_size` inserted where the tree's map would put them).
+pub(crate) fn write_index_output<W: std::io::Write>(
+    out: W,
+    json: &Value,
+    total_size: u64,
+) -> serde_json::Result<()> {
+    let mut out = out;
+    serde_json::to_writer_pretty(&mut out, &WithTotal { json, total_size })?;
+    out.write_all(b"\n").map_err(serde_json::Error::io)
+}
+
+/// An index's JSON with `metadata.total_size` set, serialized as the modified tree.
+struct WithTotal<'a> {
+    json: &'a Value,
+    total_size: u64,
+}
+
+impl serde::Serialize for WithTotal<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let Some(obj) = self.json.as_object() else {
+            return self.json.serialize(s);
+        };
+        match obj.get("metadata") {
+            // Not an object: left as it is.
+            Some(m) if !m.is_object() => self.json.serialize(s),
+            m => {
+                let meta = Meta {
+                    map: m.and_then(Value::as_object),
+                    total_size: self.total_size,
+                };
+                with_entry(s, Some(obj), "metadata", &meta)
+            }
         }
     }
-    let mut text = serde_json::to_vec_pretty(&json)?;
-    text.push(b'\n');
-    Ok(text)
+}
+
+/// The index's `metadata` object (`None`: absent) with `total_size` set.
+struct Meta<'a> {
+    map: Option<&'a serde_json::Map<String, Value>>,
+    total_size: u64,
+}
+
+impl serde::Serialize for Meta<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        with_entry(s, self.map, "total_size", &self.total_size)
+    }
+}
+
+/// Serializes the entries of `map` (none when `None`) with `key` set to `value`, in the
+/// map's order: a key already there keeps its place, a new one goes where the map (sorted
+/// by key) would insert it.
+fn with_entry<S: serde::Serializer, T: serde::Serialize>(
+    s: S,
+    map: Option<&serde_json::Map<String, Value>>,
+    key: &str,
+    value: &T,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(None)?;
+    let mut placed = false;
+    for (k, v) in map.into_iter().flatten() {
+        if !placed && k.as_str() >= key {
+            m.serialize_entry(key, value)?;
+            placed = true;
+            if k == key {
+                continue;
+            }
+        }
+        m.serialize_entry(k, v)?;
+    }
+    if !placed {
+        m.serialize_entry(key, value)?;
+    }
+    m.end()
 }
 
 /// Checks that the index lists every tensor of every shard under that shard, and that
@@ -336,6 +410,45 @@ pub(crate) fn check_index(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`index_output`] as it was made before it was streamed: a modified copy of the tree.
+    fn index_output_via_tree(json: &Value, total_size: u64) -> Vec<u8> {
+        let mut json = json.clone();
+        if let Some(obj) = json.as_object_mut() {
+            let meta = obj
+                .entry("metadata")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(m) = meta.as_object_mut() {
+                m.insert("total_size".into(), total_size.into());
+            }
+        }
+        let mut text = serde_json::to_vec_pretty(&json).unwrap();
+        text.push(b'\n');
+        text
+    }
+
+    #[test]
+    fn streamed_index_equals_the_modified_tree() {
+        let cases = [
+            r#"{"metadata":{"total_size":5,"a":1,"z":[1]},"weight_map":{"x":"a.safetensors"}}"#,
+            r#"{"metadata":{"a":1,"z":{"k":null}},"weight_map":{}}"#,
+            r#"{"metadata":{},"weight_map":{"b":"s","a":"s"}}"#,
+            r#"{"weight_map":{"x":"a.safetensors"},"a":1,"metadatb":2,"metadat":3}"#,
+            r#"{"metadata":"text","weight_map":{}}"#,
+            r#"{"metadata":{"total_size":{"x":1},"u":2,"totals":3}}"#,
+            r#"{}"#,
+            r#"[1,2]"#,
+            r#""s""#,
+        ];
+        for c in cases {
+            let json: Value = serde_json::from_str(c).unwrap();
+            assert_eq!(
+                String::from_utf8(index_output(&json, 1234).unwrap()).unwrap(),
+                String::from_utf8(index_output_via_tree(&json, 1234)).unwrap(),
+                "{c}"
+            );
+        }
+    }
 
     #[test]
     fn shard_names_must_be_plain() {

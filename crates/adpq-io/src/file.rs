@@ -121,6 +121,11 @@ impl SafetensorsFile {
                 run = i;
             }
         }
+        // The header's text is parsed: its pages leave the resident set (10⁶ tensors:
+        // about 90 MB of JSON); a later read (a diagnosis) faults them back in.
+        if let Bytes::Mapped(m) = &map {
+            m.release(0, 8 + header_len);
+        }
         Ok(SafetensorsFile {
             path: path.to_path_buf(),
             map,
@@ -192,10 +197,14 @@ impl SafetensorsFile {
 
     /// All tensors, in data order.
     pub fn tensors(&self) -> Vec<TensorRef<'_>> {
+        self.iter().collect()
+    }
+
+    /// All tensors, in data order, one at a time (no list of every tensor).
+    pub fn iter(&self) -> impl Iterator<Item = TensorRef<'_>> {
         self.order
             .iter()
             .filter_map(|n| self.view(n, self.metadata.info(n)?))
-            .collect()
     }
 
     /// The `__metadata__` map (empty when absent).

@@ -218,6 +218,8 @@ impl OriginalsJson {
     /// The JSON object.
     fn finish(mut self) -> String {
         self.json.push('}');
+        // Kept while the file is written: without the growth's slack (up to half).
+        self.json.shrink_to_fit();
         self.json
     }
 }

@@ -4,7 +4,7 @@
 //! A safetensors file starts with its header, which holds every tensor's byte range, so
 //! every output size must be known before the first data byte is written. The quantize
 //! pipeline therefore runs the (cheap, histogram-only) outlier selection of every tensor
-//! first: the outlier count fixes the packed length ([`adpq_core::packed_len`]). Then it
+//! of a file first: the outlier count fixes the packed length ([`adpq_core::packed_len`]). Then it
 //! writes the header and streams the tensors one by one ([`TensorWriter`]), each
 //! quantized in memory just before it is written. Peak memory is the largest tensor's
 //! packed buffer plus per-thread scratch; the input is only mapped, and the pages of a
@@ -153,12 +153,22 @@ fn check_header_len(path: &Path, json_len: usize) -> Result<()> {
     Ok(())
 }
 
+/// A name's fingerprint (a fixed-key SipHash), for [`TensorWriter`]'s check.
+fn fingerprint(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
+}
+
 /// Streams the tensors of one safetensors file, in planned order, into a file.
 #[derive(Debug)]
 pub struct TensorWriter {
     out: BufWriter<File>,
     path: PathBuf,
-    plan: Vec<(String, u64)>,
+    /// Each planned tensor's name fingerprint and length: the check of what is written,
+    /// without a second copy of every name.
+    plan: Vec<(u64, u64)>,
     next: usize,
     written: u64,
 }
@@ -181,7 +191,10 @@ impl TensorWriter {
         Ok(TensorWriter {
             out,
             path: path.to_path_buf(),
-            plan: tensors.iter().map(|t| (t.name.clone(), t.len)).collect(),
+            plan: tensors
+                .iter()
+                .map(|t| (fingerprint(&t.name), t.len))
+                .collect(),
             next: 0,
             written: header_len,
         })
@@ -190,15 +203,18 @@ impl TensorWriter {
     /// Writes the data of the next planned tensor.
     pub fn write(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         match self.plan.get(self.next) {
-            Some((n, len)) if n == name && *len == bytes.len() as u64 => {}
+            Some(&(n, len)) if n == fingerprint(name) && len == bytes.len() as u64 => {}
             other => {
                 return Err(Error::tensor(
                     &self.path,
                     name,
                     format!(
-                        "internal error: expected {other:?}, got {} bytes",
-                        bytes.len()
-                    ),
+                    "internal error: not planned next (tensor {} of {}, {:?} bytes), got {} bytes",
+                    self.next,
+                    self.plan.len(),
+                    other.map(|p| p.1),
+                    bytes.len()
+                ),
                 ))
             }
         }
