@@ -216,6 +216,17 @@ fn attend(q: &[f32], kv: &Cache<'_>, heads: usize, out: &mut [f32]) {
         });
 }
 
+/// Rows ahead whose bytes a packed product reads early (see [`touch`]).
+const AHEAD: usize = 4;
+
+/// Reads one value of each cache line of `values`, so that their misses overlap the work
+/// on the rows before (a row's dot alone waits on its own misses one at a time).
+fn touch<T: Copy>(values: &[T]) {
+    for v in values.iter().step_by(64 / std::mem::size_of::<T>()) {
+        std::hint::black_box(*v);
+    }
+}
+
 /// `Σ a·b` in 8 independent sums (so the compiler vectorises it), then added up.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -291,7 +302,12 @@ fn gemv<K: CpuKernels>(
                 .enumerate()
                 .try_for_each(|(b, ys)| {
                     for (i, yv) in ys.iter_mut().enumerate() {
-                        *yv = k.dot_row_q8(p, b * GEMV_ROWS + i, &a)?;
+                        let r = b * GEMV_ROWS + i;
+                        if let Ok(ahead) = p.row(r + AHEAD) {
+                            touch(ahead.codes);
+                            touch(ahead.records);
+                        }
+                        *yv = k.dot_row_q8(p, r, &a)?;
                     }
                     Ok(())
                 })
