@@ -393,6 +393,9 @@ fn main() -> ExitCode {
         Err(e @ Error::Interrupted { .. }) => {
             ExitCode::from(signals::wait_for_watcher(e.exit_code()))
         }
+        // An error met while the watcher removes the temporaries (one vanished from under
+        // the run) is the signal's doing: the watcher reports it and exits 128 + signal.
+        Err(e) if signals::stopping() => ExitCode::from(signals::wait_for_watcher(e.exit_code())),
         Err(e) => {
             if e.is_reported() {
                 progress::stderr_line(&format!("adpq: error: {e}"));

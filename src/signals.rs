@@ -37,6 +37,8 @@ use signal_hook::iterator::Signals;
 static CAUGHT: AtomicUsize = AtomicUsize::new(0);
 /// Set by SIGXFSZ; only there so the signal does not kill the process.
 static FILE_TOO_LARGE: AtomicBool = AtomicBool::new(false);
+/// Set by the watcher once it has begun to remove the temporaries (it then always exits).
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// The temporaries to remove on a signal, and whether the outputs are already in place.
 struct Registry {
@@ -89,6 +91,7 @@ fn stop(sig: i32) {
     if reg.committed {
         return;
     }
+    STOPPING.store(true, Ordering::SeqCst);
     for t in &reg.temps {
         remove(t);
     }
@@ -153,6 +156,13 @@ pub fn check() -> Result<()> {
             signal: u8::try_from(sig).unwrap_or(127),
         }),
     }
+}
+
+/// Whether the watcher is removing the temporaries and will exit the process: an error
+/// the run meets now (a temporary gone from under it) is the signal's doing, and `main`
+/// leaves the report and the exit code to the watcher.
+pub fn stopping() -> bool {
+    STOPPING.load(Ordering::SeqCst)
 }
 
 /// Called by `main` for [`Error::Interrupted`]: the watcher is cleaning up and will exit
