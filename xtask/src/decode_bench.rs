@@ -10,12 +10,12 @@
 //! llama.cpp figure is `llama-bench -p 0 -n 64 -r N`'s mean. Prints a table and writes
 //! `target/bench/decode.json`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::{cargo, project_root, run_checked, DynResult};
+use crate::{project_root, run_checked, DynResult};
 
 /// Threads measured.
 const THREADS: [usize; 2] = [1, 2];
@@ -67,23 +67,7 @@ pub fn run(args: &[String]) -> DynResult {
         crate::demo::fetch(&[])?;
     }
     run_checked(Command::new("bash").arg(root.join("scripts/llama-bench.sh")))?;
-    run_checked(cargo().args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "adpq",
-        "--bin",
-        "adpq",
-    ]))?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let adpq = if target.is_absolute() {
-        target
-    } else {
-        root.join(target)
-    }
-    .join("release/adpq");
+    let adpq = crate::build_release_adpq()?;
     let out_dir = root.join("target/bench/decode");
     std::fs::create_dir_all(&out_dir)?;
 

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::{cargo, project_root, run_checked, DynResult};
+use crate::{project_root, run_checked, DynResult};
 
 /// `cargo xtask fetch`.
 pub fn fetch(args: &[String]) -> DynResult {
@@ -68,23 +68,7 @@ pub fn run(args: &[String]) -> DynResult {
     }
     std::fs::create_dir_all(root.join("target/demo"))?;
     eprintln!("==> building adpq (release)");
-    run_checked(cargo().args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "adpq",
-        "--bin",
-        "adpq",
-    ]))?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let target = if target.is_absolute() {
-        target
-    } else {
-        root.join(target)
-    };
-    let adpq = target.join("release/adpq");
+    let adpq = crate::build_release_adpq()?;
     let report = root.join(format!("target/demo/{model}.report.json"));
     eprintln!(
         "==> adpq quantize {} -o {}",

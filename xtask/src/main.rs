@@ -84,6 +84,29 @@ pub fn cargo() -> std::process::Command {
     cmd
 }
 
+/// Builds the release `adpq` binary and returns its path (under `CARGO_TARGET_DIR` when
+/// set).
+pub fn build_release_adpq() -> DynResult<std::path::PathBuf> {
+    run_checked(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "adpq",
+        "--bin",
+        "adpq",
+    ]))?;
+    let root = project_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let target = if target.is_absolute() {
+        target
+    } else {
+        root.join(target)
+    };
+    Ok(target.join("release/adpq"))
+}
+
 /// Runs a command, failing with its description when it exits non-zero.
 pub fn run_checked(cmd: &mut std::process::Command) -> DynResult {
     let status = cmd
