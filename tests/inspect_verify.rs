@@ -228,6 +228,24 @@ fn verify_checks_what_dequantize_checks() {
             vec![one, "is not 2-D"],
         ),
         (
+            // JSON allows a key twice; a map would keep the last record silently.
+            "a record listed twice",
+            Box::new(|m: &mut BTreeMap<String, String>| {
+                let text = &m["adpq.tensors"];
+                let first = &text[1..text.find('}').unwrap() + 1];
+                let twice = format!("{{{first},{}", &text[1..]);
+                m.insert("adpq.tensors".into(), twice);
+            }),
+            vec!["listed twice in adpq.tensors"],
+        ),
+        (
+            "records not an object",
+            Box::new(|m: &mut BTreeMap<String, String>| {
+                m.insert("adpq.tensors".into(), "[1]".into());
+            }),
+            vec!["bad adpq.tensors metadata"],
+        ),
+        (
             "params missing",
             Box::new(|m: &mut BTreeMap<String, String>| {
                 m.remove("adpq.params");

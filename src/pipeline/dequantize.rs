@@ -1,7 +1,6 @@
 //! `dequantize`: check every file's metadata and packed tensors first (nothing is
 //! created for a bad input), then restore file by file, then report.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,8 +8,8 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use adpq_core::Params;
 use adpq_engine::{Engine, OutDtype};
-use adpq_io::meta::OriginalTensor;
 use adpq_io::meta::{dequantized_metadata, packed_of, read_adpq_meta, unlisted_packed, AdpqMeta};
+use adpq_io::meta::{Original, Originals};
 use adpq_io::{
     with_writer, Checkpoint, Chunk, Dtype, Emitter, Output, PlannedTensor, SafetensorsFile,
     TensorRef, TensorWriter,
@@ -78,7 +77,7 @@ fn longest_name(ckpt: &Checkpoint) -> usize {
     ckpt.files
         .iter()
         .flat_map(|f| f.names())
-        .map(String::len)
+        .map(str::len)
         .max()
         .unwrap_or(0)
 }
@@ -93,7 +92,7 @@ fn check_input(ckpt: &Checkpoint) -> Result<u64> {
         if let Some(e) = unlisted_packed(f, &meta).into_iter().next() {
             return Err(e.into());
         }
-        for (name, orig) in &meta.originals {
+        for (name, orig) in meta.originals.iter() {
             crate::signals::check()?;
             let t = f.tensor(name).ok_or_else(|| {
                 Error::tensor(f.path(), name, "listed in the metadata but missing")
@@ -128,12 +127,12 @@ fn dequantize_file<E: Engine>(
         for (p, &i) in planned.iter().zip(&order) {
             crate::signals::check()?;
             let t = f
-                .tensor(&p.name)
-                .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
+                .tensor(p.name)
+                .ok_or_else(|| Error::tensor(f.path(), p.name, "vanished"))?;
             let original = meta
                 .originals
-                .get(&p.name)
-                .map(|o| (o, meta.params_of(&p.name)));
+                .get(p.name)
+                .map(|o| (o, meta.params_of(p.name)));
             seconds[i] = dequantize_tensor(engine, f, t, p, original, emit, progress)?;
         }
         Ok(())
@@ -147,17 +146,10 @@ fn dequantize_file<E: Engine>(
     for (i, &j) in at.iter().enumerate() {
         let p = &planned[j];
         let t = f
-            .tensor(&p.name)
-            .ok_or_else(|| Error::tensor(f.path(), &p.name, "vanished"))?;
-        let mut r = TensorReport::new(
-            &file,
-            &p.name,
-            p.dtype,
-            &p.shape,
-            t.data.len() as u64,
-            p.len,
-        );
-        if meta.originals.contains_key(&p.name) {
+            .tensor(p.name)
+            .ok_or_else(|| Error::tensor(f.path(), p.name, "vanished"))?;
+        let mut r = TensorReport::new(&file, p.name, p.dtype, p.shape, t.data.len() as u64, p.len);
+        if meta.originals.contains_key(p.name) {
             r.action = TensorAction::Dequantized;
         }
         r.seconds = seconds[i];
@@ -167,39 +159,36 @@ fn dequantize_file<E: Engine>(
 }
 
 /// The tensors of one output file, in output order, and the input index of each.
-fn output_plan(
-    f: &SafetensorsFile,
-    origs: &BTreeMap<String, OriginalTensor>,
+fn output_plan<'a>(
+    f: &'a SafetensorsFile,
+    origs: &'a Originals,
     opts: &DequantizeOptions,
-) -> (Vec<PlannedTensor>, Vec<usize>) {
-    let mut planned: Vec<(usize, PlannedTensor)> = f
-        .tensors()
-        .iter()
-        .map(|t| match origs.get(t.name) {
-            Some(o) => {
-                let d = opts
-                    .dtype
-                    .or_else(|| OutDtype::from_name(&o.dtype))
-                    .unwrap_or(OutDtype::F32);
-                PlannedTensor {
-                    name: t.name.into(),
-                    dtype: st_dtype(d),
-                    shape: o.shape.clone(),
-                    len: (o.shape.iter().product::<usize>() * d.size()) as u64,
-                }
+) -> (Vec<PlannedTensor<'a>>, Vec<usize>) {
+    let plan = |t: TensorRef<'a>| match origs.get(t.name) {
+        Some(o) => {
+            let d = opts.dtype.unwrap_or(o.dtype);
+            PlannedTensor {
+                name: t.name,
+                dtype: st_dtype(d),
+                shape: &o.shape,
+                len: (o.shape.iter().product::<usize>() * d.size()) as u64,
             }
-            None => PlannedTensor {
-                name: t.name.into(),
-                dtype: t.dtype,
-                shape: t.shape.to_vec(),
-                len: t.data.len() as u64,
-            },
-        })
-        .enumerate()
+        }
+        None => PlannedTensor {
+            name: t.name,
+            dtype: t.dtype,
+            shape: t.shape,
+            len: t.data.len() as u64,
+        },
+    };
+    // The order of `adpq_io::sort_for_output` (a stable sort on the same key), as input
+    // indices first: one list of planned tensors, not two.
+    let dtype = |i: usize| f.at(i).map_or(Dtype::U8, |t| plan(t).dtype);
+    let mut order: Vec<usize> = (0..f.tensor_count())
+        .filter(|&i| f.at(i).is_some())
         .collect();
-    // The order of `adpq_io::sort_for_output` (a stable sort on the same key).
-    planned.sort_by_key(|(_, p)| std::cmp::Reverse(p.dtype.bitsize()));
-    let (order, planned) = planned.into_iter().unzip();
+    order.sort_by_key(|&i| std::cmp::Reverse(dtype(i).bitsize()));
+    let planned = order.iter().filter_map(|&i| f.at(i).map(plan)).collect();
     (planned, order)
 }
 
@@ -209,8 +198,8 @@ fn dequantize_tensor<'a, E: Engine>(
     engine: &E,
     f: &SafetensorsFile,
     t: TensorRef<'a>,
-    p: &PlannedTensor,
-    orig: Option<(&OriginalTensor, &Params)>,
+    p: &PlannedTensor<'_>,
+    orig: Option<(&Original, &Params)>,
     emit: &mut Emitter<'a>,
     progress: &mut dyn Progress,
 ) -> Result<f64> {
@@ -222,12 +211,12 @@ fn dequantize_tensor<'a, E: Engine>(
             let (rows, cols) = (parsed.rows(), parsed.cols());
             let d = OutDtype::from_name(&p.dtype.to_string()).unwrap_or(OutDtype::F32);
             let mut buf = vec![0u8; p.len as usize];
-            let err = engine_error(f, &p.name);
+            let err = engine_error(f, p.name);
             let packed = engine.load_packed(parsed).map_err(&err)?;
             engine.dequantize(&packed, d, &mut buf).map_err(&err)?;
             let bytes_in = t.data.len();
             f.release(&t);
-            emit.put(Chunk::Owned(p.name.clone(), buf))?;
+            emit.put(Chunk::Owned(p.name.into(), buf))?;
             progress.advance((rows * cols) as u64);
             progress.line(&format!(
                 "dequantized {} ({rows}x{cols}) {:.2} -> {:.2} MiB {}",

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use adpq_core::kernels::{dequantize_row_pieces, AnyKernels};
 use adpq_core::{narrow, Error as CoreError, OutDtype, PackedTensor, Params};
 use adpq_io::meta::{
-    is_adpq, looks_packed, packed_of, read_adpq_meta, unlisted_packed, AdpqMeta, OriginalTensor,
+    is_adpq, looks_packed, packed_of, read_adpq_meta, unlisted_packed, AdpqMeta, Original,
     META_PARAMS, META_TENSORS,
 };
 use adpq_io::{Checkpoint, SafetensorsFile, TensorRef};
@@ -193,8 +193,8 @@ fn inspect_tensor(
         }
         return it;
     };
-    it.dtype = Some(o.dtype.clone());
-    it.shape = Some(o.shape.clone());
+    it.dtype = Some(o.dtype.name().into());
+    it.shape = Some(o.shape.to_vec());
     let parsed = packed_of(f, t, o, meta.params_of(t.name), true);
     f.release(t);
     match parsed {
@@ -221,10 +221,7 @@ const FIT_BLOCK: usize = 1 << 16;
 /// dtype, `F32`, `F16` or `BF16`) under the saturation rule of `dequantize`
 /// (`adpq_core::narrow::write_rows`), decoded block by block and discarded; the first
 /// value refused, as a message naming its row and column.
-fn fits_original(packed: &PackedTensor<'_>, dtype: &str) -> std::result::Result<(), String> {
-    let Some(dtype) = OutDtype::from_name(dtype) else {
-        return Err(format!("unknown original dtype {dtype}"));
-    };
+fn fits_original(packed: &PackedTensor<'_>, dtype: OutDtype) -> std::result::Result<(), String> {
     // The parser bounds every decoded value by 2^126 in magnitude, which F32 and BF16
     // hold: only an F16 original can refuse a value (no need to decode the others).
     if dtype.max_finite() > 2f32.powi(126) {
@@ -344,8 +341,8 @@ pub fn verify(input: &Path) -> Result<usize> {
     let mut checked = 0;
     for f in &ckpt.files {
         let meta = read_adpq_meta(f, &f.user_metadata())?;
-        let list: Vec<(&String, &OriginalTensor)> = meta.originals.iter().collect();
-        let check = |name: &str, orig: &OriginalTensor, params: &Params| match f.tensor(name) {
+        let list: Vec<(&str, &Original)> = meta.originals.iter().collect();
+        let check = |name: &str, orig: &Original, params: &Params| match f.tensor(name) {
             None => Some(format!(
                 "{}: tensor `{name}`: listed in the metadata but missing",
                 f.path().display()
@@ -353,7 +350,7 @@ pub fn verify(input: &Path) -> Result<usize> {
             Some(t) => {
                 let r = match packed_of(f, &t, orig, params, true) {
                     Err(e) => Some(e.to_string()),
-                    Ok(p) => fits_original(&p, &orig.dtype)
+                    Ok(p) => fits_original(&p, orig.dtype)
                         .err()
                         .map(|e| Error::tensor(f.path(), name, e).to_string()),
                 };

@@ -79,7 +79,7 @@ enum Action {
 }
 
 /// The plan of one file: each tensor's action, in input (data) order: entry `i` is the
-/// action of `f.names()[i]`.
+/// action of `f.at(i)`.
 type FilePlan = Vec<Action>;
 
 /// What writing a tensor finds out, kept per tensor of the file being written until
@@ -196,7 +196,7 @@ fn plan_file<E: Engine>(
     opts: &QuantizeOptions,
     progress: &mut dyn Progress,
 ) -> Result<FilePlan> {
-    let mut plan = FilePlan::with_capacity(f.names().len());
+    let mut plan = FilePlan::with_capacity(f.tensor_count());
     for t in f.iter() {
         crate::signals::check()?;
         let action = match opts.filter.decide(t.name, t.dtype, t.shape) {
@@ -309,10 +309,9 @@ impl<E: Engine> Run<'_, E> {
             (planned.iter().map(|p| p.len).sum(), order, writer)
         };
         let file: Arc<str> = f.file_name().into();
-        let names = f.names();
         let tensor = |i: usize| {
-            f.tensor(&names[i])
-                .ok_or_else(|| Error::tensor(f.path(), &names[i], "vanished"))
+            f.at(i)
+                .ok_or_else(|| Error::invalid(f.path(), format!("tensor {i} of the plan vanished")))
         };
         let mut outcomes = vec![Outcome::default(); plan.len()];
         with_writer(f, writer, |emit| -> Result<()> {
@@ -430,8 +429,8 @@ impl<E: Engine> Run<'_, E> {
 /// written in name order without a map of every tensor), and the passed-through tensors
 /// that look packed (both for the metadata, so that readers never take the one for the
 /// other).
-type OutputPlan = (
-    Vec<PlannedTensor>,
+type OutputPlan<'a> = (
+    Vec<PlannedTensor<'a>>,
     Vec<usize>,
     OriginalsJson,
     BTreeSet<String>,
@@ -444,62 +443,66 @@ fn own_params(params: &Params, base: &Params) -> Option<ParamsRecord> {
 }
 
 /// The [`OutputPlan`] of one file quantized with base parameters `base`.
-fn output_plan(f: &SafetensorsFile, plan: &FilePlan, base: &Params) -> Result<OutputPlan> {
+fn output_plan<'a>(
+    f: &'a SafetensorsFile,
+    plan: &'a FilePlan,
+    base: &Params,
+) -> Result<OutputPlan<'a>> {
     let mut not_packed = BTreeSet::new();
     // The order `sort_for_output` gives (a stable sort on the same key), as input indices.
-    let names = f.names();
     let stored = |i: usize| match plan[i] {
-        Action::Pass(_) => f.tensor(&names[i]).map_or(Dtype::U8, |t| t.dtype),
+        Action::Pass(_) => f.at(i).map_or(Dtype::U8, |t| t.dtype),
         Action::Quantize { .. } => Dtype::U8,
     };
-    let mut order: Vec<usize> = (0..plan.len().min(names.len())).collect();
+    let mut order: Vec<usize> = (0..plan.len().min(f.tensor_count())).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(stored(i).bitsize()));
-    let tensor = |name: &String| {
-        f.tensor(name)
-            .ok_or_else(|| Error::tensor(f.path(), name, "vanished"))
+    let tensor = |i: usize| {
+        f.at(i)
+            .ok_or_else(|| Error::invalid(f.path(), format!("tensor {i} of the plan vanished")))
     };
     let mut planned = Vec::with_capacity(order.len());
     for &i in &order {
-        let (name, action) = (&names[i], &plan[i]);
-        let t = tensor(name)?;
-        planned.push(match action {
+        let t = tensor(i)?;
+        planned.push(match &plan[i] {
             Action::Pass(_) => {
                 if looks_packed(&t) {
-                    not_packed.insert(name.clone());
+                    not_packed.insert(t.name.to_string());
                 }
                 PlannedTensor {
-                    name: name.clone(),
+                    name: t.name,
                     dtype: t.dtype,
-                    shape: t.shape.to_vec(),
+                    shape: t.shape,
                     len: t.data.len() as u64,
                 }
             }
             Action::Quantize { len, .. } => PlannedTensor {
-                name: name.clone(),
+                name: t.name,
                 dtype: Dtype::U8,
-                shape: vec![*len],
+                // The packed tensor's shape `[len]`, borrowed from the plan.
+                shape: std::slice::from_ref(len),
                 len: *len as u64,
             },
         });
     }
     // The quantized tensors' records, in name order (the metadata's JSON map order).
+    let name = |i: usize| f.at(i).map_or("", |t| t.name);
     let mut quantized: Vec<usize> = (0..order.len())
         .filter(|&i| matches!(plan[i], Action::Quantize { .. }))
         .collect();
-    quantized.sort_unstable_by(|&a, &b| names[a].cmp(&names[b]));
+    quantized.sort_unstable_by(|&a, &b| name(a).cmp(name(b)));
     let mut originals = OriginalsJson::new();
     for i in quantized {
         let Action::Quantize { params, .. } = &plan[i] else {
             continue;
         };
-        let t = tensor(&names[i])?;
+        let t = tensor(i)?;
         let record = OriginalTensor {
             dtype: t.dtype.to_string(),
             shape: t.shape.to_vec(),
             params: own_params(params, base).map(Box::new),
         };
-        if !originals.push(&names[i], &record) {
-            return Err(Error::tensor(f.path(), &names[i], "name listed twice"));
+        if !originals.push(t.name, &record) {
+            return Err(Error::tensor(f.path(), t.name, "name listed twice"));
         }
     }
     Ok((planned, order, originals, not_packed))

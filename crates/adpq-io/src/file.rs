@@ -1,15 +1,16 @@
 //! One safetensors file, memory-mapped (or held in memory) and validated, and borrowed
-//! views of its tensors. Looking a tensor up by name is O(log n) (the header's own index, then a binary search in the data order), with no second copy of the names.
+//! views of its tensors. Its header is kept as a compact table ([`TensorIndex`]): a
+//! tensor is found by name in O(log n) or by its position in data order in O(1).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use adpq_core::{bf16, f16, Weights};
-use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::Dtype;
 
 use crate::error::{Error, Result};
 use crate::header::read_metadata;
+use crate::index::TensorIndex;
 use crate::mmap::MappedFile;
 
 /// Where the bytes of a [`SafetensorsFile`] live.
@@ -35,10 +36,10 @@ pub struct SafetensorsFile {
     path: PathBuf,
     map: Bytes,
     data_start: usize,
-    /// The header; its own index finds a tensor by name in O(1).
-    metadata: Metadata,
-    /// Names in data order (the order of the metadata's tensors).
-    order: Vec<String>,
+    /// The header's tensors, in data order.
+    index: TensorIndex,
+    /// The header's `__metadata__`.
+    user_metadata: BTreeMap<String, String>,
     /// Released bytes not yet handed to the kernel (a contiguous range): see
     /// [`SafetensorsFile::release`].
     pending: std::sync::Mutex<(usize, usize)>,
@@ -100,7 +101,7 @@ impl SafetensorsFile {
                 ),
             ));
         }
-        let (header_len, metadata, mut order) =
+        let header =
             read_metadata(bytes).map_err(|source| match crate::header::diagnose(bytes) {
                 Some(why) => Error::invalid(path, format!("not a valid safetensors file: {why}")),
                 None => Error::Safetensors {
@@ -109,18 +110,13 @@ impl SafetensorsFile {
                 },
             })?;
         // Tensors at the same offsets (empty ones) come in hash order: sort each such run by
-        // name, so the order is deterministic and a lookup can binary-search it by
-        // (offsets, name).
-        let offsets = |n: &String| metadata.info(n).map_or((0, 0), |i| i.data_offsets);
-        let mut run = 0;
-        for i in 1..=order.len() {
-            if i == order.len() || offsets(&order[i]) != offsets(&order[run]) {
-                if i - run > 1 {
-                    order[run..i].sort_unstable();
-                }
-                run = i;
-            }
-        }
+        // name, so the order is deterministic.
+        let crate::header::Header {
+            header_len,
+            index,
+            user,
+        } = header;
+        let user_metadata = user.into_iter().collect();
         // The header's text is parsed: its pages leave the resident set (10⁶ tensors:
         // about 90 MB of JSON); a later read (a diagnosis) faults them back in.
         if let Bytes::Mapped(m) = &map {
@@ -130,8 +126,8 @@ impl SafetensorsFile {
             path: path.to_path_buf(),
             map,
             data_start: 8 + header_len,
-            metadata,
-            order,
+            index,
+            user_metadata,
             pending: std::sync::Mutex::new((0, 0)),
         })
     }
@@ -159,40 +155,41 @@ impl SafetensorsFile {
         self.map.get().is_empty()
     }
 
+    /// Number of tensors.
+    pub fn tensor_count(&self) -> usize {
+        self.index.len()
+    }
+
     /// Tensor names in data order.
-    pub fn names(&self) -> &[String] {
-        &self.order
+    pub fn names(&self) -> impl ExactSizeIterator<Item = &str> {
+        (0..self.index.len()).map(|i| self.index.name(i))
     }
 
-    /// The tensor called `name`: an O(1) lookup in the header's index, then a binary
-    /// search by (offsets, name) for the name's entry in the data order (no second map
-    /// by name, which would cost a copy of every name). O(log n).
-    pub fn tensor(&self, name: &str) -> Option<TensorRef<'_>> {
-        let info = self.metadata.info(name)?;
-        let key = |n: &String| self.metadata.info(n).map(|i| i.data_offsets);
-        let at = self
-            .order
-            .partition_point(|n| (key(n), n.as_str()) < (Some(info.data_offsets), name));
-        let own = self.order.get(at).filter(|n| n.as_str() == name)?;
-        self.view(own, info)
-    }
-
-    /// Whether the file holds a tensor called `name` (O(1)).
-    pub fn contains(&self, name: &str) -> bool {
-        self.metadata.info(name).is_some()
-    }
-
-    fn view<'a>(&'a self, name: &'a str, info: &'a TensorInfo) -> Option<TensorRef<'a>> {
-        let (s, e) = info.data_offsets;
+    /// Tensor `i` in data order (`i < tensor_count()`; `None` beyond): O(1).
+    pub fn at(&self, i: usize) -> Option<TensorRef<'_>> {
+        if i >= self.index.len() {
+            return None;
+        }
+        let (s, e) = self.index.offsets(i);
         let at = self.data_start.checked_add(s)?;
         let data = self.map.get().get(at..self.data_start.checked_add(e)?)?;
         Some(TensorRef {
-            name,
-            dtype: info.dtype,
-            shape: &info.shape,
+            name: self.index.name(i),
+            dtype: self.index.dtype(i),
+            shape: self.index.shape(i),
             data,
             file_offset: at,
         })
+    }
+
+    /// The tensor called `name`: O(log n).
+    pub fn tensor(&self, name: &str) -> Option<TensorRef<'_>> {
+        self.at(self.index.find(name)?)
+    }
+
+    /// Whether the file holds a tensor called `name`: O(log n).
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.find(name).is_some()
     }
 
     /// All tensors, in data order.
@@ -202,18 +199,12 @@ impl SafetensorsFile {
 
     /// All tensors, in data order, one at a time (no list of every tensor).
     pub fn iter(&self) -> impl Iterator<Item = TensorRef<'_>> {
-        self.order
-            .iter()
-            .filter_map(|n| self.view(n, self.metadata.info(n)?))
+        (0..self.index.len()).filter_map(|i| self.at(i))
     }
 
     /// The `__metadata__` map (empty when absent).
     pub fn user_metadata(&self) -> BTreeMap<String, String> {
-        self.metadata
-            .metadata()
-            .as_ref()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
+        self.user_metadata.clone()
     }
 
     /// Drops the tensor's pages from the resident set (see the module docs). Small
@@ -326,7 +317,7 @@ mod tests {
         safetensors::serialize_to_file(views, None, &path).unwrap();
         let f = SafetensorsFile::open(&path).unwrap();
         assert_eq!(f.file_name(), "m.safetensors");
-        assert_eq!(f.names(), ["a", "b"]);
+        assert_eq!(f.names().collect::<Vec<_>>(), ["a", "b"]);
         assert!(f.contains("a") && !f.contains("c"));
         assert!(f.tensor("c").is_none());
         let t = f.tensor("a").unwrap();
@@ -370,7 +361,7 @@ mod tests {
         let mut expect = vec!["a".to_string()];
         expect.extend(names.iter().cloned());
         expect.push("b".into());
-        assert_eq!(f.names(), expect);
+        assert_eq!(f.names().collect::<Vec<_>>(), expect);
         for n in &expect {
             assert_eq!(f.tensor(n).unwrap().name, n);
             assert!(f.contains(n));

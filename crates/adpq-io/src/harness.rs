@@ -40,7 +40,7 @@ pub fn checkpoint(data: &[u8]) {
         return;
     };
     let _ = unlisted_packed(&f, &adpq);
-    for (name, orig) in &adpq.originals {
+    for (name, orig) in adpq.originals.iter() {
         let t = f
             .tensor(name)
             .expect("read_adpq_meta checks every record's tensor");
@@ -219,7 +219,7 @@ mod tests {
         let f = SafetensorsFile::from_bytes(Path::new("seed"), bytes).unwrap();
         let meta = read_adpq_meta(&f, &f.user_metadata()).unwrap();
         assert_eq!(meta.version, 2);
-        for (name, orig) in &meta.originals {
+        for (name, orig) in meta.originals.iter() {
             let t = f.tensor(name).unwrap();
             let p = packed_of(&f, &t, orig, meta.params_of(name), true).unwrap();
             let bits = if name == "layers.1.weight" { 6 } else { 4 };

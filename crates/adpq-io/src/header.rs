@@ -7,63 +7,73 @@
 
 use std::collections::HashMap;
 
-use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::tensor::TensorInfo;
 use safetensors::{SafeTensorError, SafeTensors};
 use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
+use crate::index::TensorIndex;
+
 /// The largest header the `safetensors` crate reads (bytes of JSON).
 const MAX_HEADER: usize = 100_000_000;
 
-/// Reads the header of `bytes` (a whole safetensors file) with the result of
-/// `SafeTensors::read_metadata` (header length and metadata), and the tensor names in
-/// data order (`Metadata::offset_keys`), without the crate's transient copy of the
-/// whole header: it deserializes through `#[serde(flatten)]`, which first buffers the
-/// header as a tree of generic values, about 750 bytes per tiny tensor (10⁶ tensors:
-/// most of a gigabyte). Here the entries are deserialized one at a time and handed to
-/// `Metadata::new`, which validates them as the crate does. Whatever this path does not
-/// accept (an error, a repeated name) goes through the crate's own parser, so errors and
-/// edge cases stay exactly the crate's.
-pub(crate) fn read_metadata(
-    bytes: &[u8],
-) -> Result<(usize, Metadata, Vec<String>), SafeTensorError> {
+/// Reads the header of `bytes` (a whole safetensors file) into a [`TensorIndex`]: the
+/// result of `SafeTensors::read_metadata`, without the crate's `Metadata` (about 250
+/// bytes per tiny tensor) or its transient copy of the whole header (it deserializes
+/// through `#[serde(flatten)]`, which first buffers the header as a tree of generic
+/// values, about 750 bytes per tiny tensor: 10⁶ tensors, most of a gigabyte). Here the
+/// entries are deserialized one at a time straight into the table, which is then
+/// checked by the crate's own rules ([`TensorIndex::tiled_len`]). Whatever this path
+/// does not accept (an error, a repeated name) goes through the crate's own parser, so
+/// errors and edge cases stay exactly the crate's.
+pub(crate) fn read_metadata(bytes: &[u8]) -> Result<Header, SafeTensorError> {
     if let Some(read) = read_streamed(bytes) {
         return Ok(read);
     }
-    let (n, metadata) = SafeTensors::read_metadata(bytes)?;
-    let order = metadata.offset_keys();
-    Ok((n, metadata, order))
+    let (header_len, metadata) = SafeTensors::read_metadata(bytes)?;
+    // The crate accepted it: the same facts fit the table.
+    let index = TensorIndex::from_metadata(&metadata).ok_or(SafeTensorError::HeaderTooLarge)?;
+    Ok(Header {
+        header_len,
+        index,
+        user: metadata.metadata().clone().unwrap_or_default(),
+    })
+}
+
+/// What [`read_metadata`] returns.
+pub(crate) struct Header {
+    /// Bytes of the header's JSON.
+    pub header_len: usize,
+    /// The tensors, in data order.
+    pub index: TensorIndex,
+    /// The `__metadata__` map (empty when absent).
+    pub user: HashMap<String, String>,
 }
 
 /// [`read_metadata`] entry by entry; `None` where the crate must decide.
-fn read_streamed(bytes: &[u8]) -> Option<(usize, Metadata, Vec<String>)> {
+fn read_streamed(bytes: &[u8]) -> Option<Header> {
     let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
     if n > MAX_HEADER {
         return None;
     }
     let header = bytes.get(8..8usize.checked_add(n)?)?;
-    let Entries {
-        metadata,
-        mut tensors,
-    } = serde_json::from_str(std::str::from_utf8(header).ok()?).ok()?;
-    let count = tensors.len();
-    // `Metadata::new` keeps this allocation for its tensor list (an in-place collect):
-    // without the growth's slack, up to 72 bytes per tensor less.
-    tensors.shrink_to_fit();
-    // The crate's order: by offsets (ties are ordered by name later, in `file.rs`).
-    tensors.sort_by_key(|(_, info)| info.data_offsets);
-    let metadata = Metadata::new(metadata, tensors).ok()?;
-    let order = metadata.offset_keys();
-    // A repeated name leaves fewer names than entries: the crate's parser decides.
-    let complete = order.len() == count && metadata.data_len().checked_add(8 + n)? == bytes.len();
-    complete.then_some((n, metadata, order))
+    let Entries { metadata, index } =
+        serde_json::from_str(std::str::from_utf8(header).ok()?).ok()?;
+    // A repeated name, offsets that do not tile the data: the crate's parser decides.
+    let index = index?.finish()?;
+    let complete = index.tiled_len()?.checked_add(8 + n)? == bytes.len();
+    complete.then(|| Header {
+        header_len: n,
+        index,
+        user: metadata.unwrap_or_default(),
+    })
 }
 
-/// A header's entries, in file order: what the crate's `HashMetadata` holds, read
-/// without buffering.
+/// A header's entries: its `__metadata__` and its tensors in a table (`None` when the
+/// table would overflow).
 struct Entries {
     metadata: Option<HashMap<String, String>>,
-    tensors: Vec<(String, TensorInfo)>,
+    index: Option<TensorIndex>,
 }
 
 impl<'de> Deserialize<'de> for Entries {
@@ -75,10 +85,8 @@ impl<'de> Deserialize<'de> for Entries {
                 f.write_str("a safetensors header (a JSON object)")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
-                let mut e = Entries {
-                    metadata: None,
-                    tensors: Vec::new(),
-                };
+                let mut metadata = None;
+                let mut index = Some(TensorIndex::default());
                 let mut seen_metadata = false;
                 while let Some(key) = map.next_key::<String>()? {
                     if key == "__metadata__" {
@@ -86,13 +94,16 @@ impl<'de> Deserialize<'de> for Entries {
                             return Err(A::Error::custom("__metadata__ twice"));
                         }
                         seen_metadata = true;
-                        e.metadata = map.next_value()?;
+                        metadata = map.next_value()?;
                     } else {
                         let info: TensorInfo = map.next_value()?;
-                        e.tensors.push((key, info));
+                        index = index.and_then(|mut i| {
+                            i.push(&key, info.dtype, &info.shape, info.data_offsets)?;
+                            Some(i)
+                        });
                     }
                 }
-                Ok(e)
+                Ok(Entries { metadata, index })
             }
         }
         d.deserialize_map(EntriesVisitor)
@@ -239,24 +250,59 @@ mod tests {
             (r#"{"a":"#.to_string(), 0),
             (r#"{"__metadata__":{},"__metadata__":{}}"#.to_string(), 0),
             ("{} x".to_string(), 0),
+            // A size that disagrees with the shape, overlapping and reversed offsets, a
+            // part of a byte, a shape whose size overflows.
+            (
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#.to_string(),
+                4,
+            ),
+            (format!("{{{},{}}}", t("a", 0, 4), t("b", 2, 6)), 6),
+            (
+                r#"{"a":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}}"#.to_string(),
+                4,
+            ),
+            (
+                r#"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#.to_string(),
+                2,
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}"#
+                    .to_string(),
+                0,
+            ),
         ];
         for (header, data) in cases {
             let bytes = file(&header, data);
             let ours = read_metadata(&bytes);
             let theirs = SafeTensors::read_metadata(&bytes);
+            // Whatever the crate accepts (none of these repeats a name), the streamed
+            // path accepts itself, and the reverse: its checks are the crate's.
+            assert_eq!(read_streamed(&bytes).is_some(), theirs.is_ok(), "{header}");
             match (ours, theirs) {
-                (Ok((n, m, order)), Ok((tn, tm))) => {
+                (
+                    Ok(Header {
+                        header_len: n,
+                        index,
+                        user,
+                    }),
+                    Ok((tn, tm)),
+                ) => {
                     assert_eq!(n, tn, "{header}");
                     let mut want = tm.offset_keys();
-                    let mut got = order.clone();
+                    let mut got: Vec<String> = (0..index.len())
+                        .map(|i| index.name(i).to_string())
+                        .collect();
                     want.sort();
                     got.sort();
                     assert_eq!(got, want, "{header}");
-                    for name in &order {
-                        let (a, b) = (m.info(name).unwrap(), tm.info(name).unwrap());
-                        assert_eq!(format!("{a:?}"), format!("{b:?}"), "{header}");
+                    for i in 0..index.len() {
+                        let b = tm.info(index.name(i)).unwrap();
+                        assert_eq!(index.dtype(i), b.dtype, "{header}");
+                        assert_eq!(index.shape(i), b.shape, "{header}");
+                        assert_eq!(index.offsets(i), b.data_offsets, "{header}");
+                        assert_eq!(index.find(index.name(i)), Some(i), "{header}");
                     }
-                    assert_eq!(m.metadata(), tm.metadata(), "{header}");
+                    assert_eq!(user, tm.metadata().clone().unwrap_or_default(), "{header}");
                 }
                 (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{header}"),
                 (a, b) => panic!("{header}: {:?} vs {:?}", a.is_ok(), b.is_ok()),

@@ -33,6 +33,7 @@ mod error;
 mod file;
 pub mod harness;
 mod header;
+mod index;
 pub mod meta;
 mod mmap;
 mod output;

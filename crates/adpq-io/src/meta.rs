@@ -4,9 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use adpq_core::{FormatVersion, Grid, PackedTensor, ParamFields, Params, SelectionMode};
+use adpq_core::{FormatVersion, Grid, OutDtype, PackedTensor, ParamFields, Params, SelectionMode};
 use safetensors::Dtype;
-use serde::{Deserialize, Serialize};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
 use crate::file::{SafetensorsFile, TensorRef};
@@ -256,8 +257,12 @@ pub fn quantized_metadata(
 /// The `__metadata__` of a dequantized file made from a quantized file's metadata: the
 /// adpq keys removed, the original `format` restored.
 pub fn dequantized_metadata(quantized: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let mut meta = quantized.clone();
-    meta.retain(|k, _| k != META_FORMAT && !k.starts_with("adpq."));
+    // Only the kept entries are copied: `adpq.tensors` alone is tens of bytes per tensor.
+    let mut meta: BTreeMap<String, String> = quantized
+        .iter()
+        .filter(|(k, _)| k.as_str() != META_FORMAT && !k.starts_with("adpq."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     if let Some(orig) = quantized.get(META_ORIGINAL_FORMAT) {
         meta.insert(META_FORMAT.into(), orig.clone());
     }
@@ -273,7 +278,7 @@ pub struct AdpqMeta {
     /// The quantization parameters ([`META_PARAMS`]), validated.
     pub params: Params,
     /// The quantized tensors (name → original dtype and shape, [`META_TENSORS`]).
-    pub originals: BTreeMap<String, OriginalTensor>,
+    pub originals: Originals,
     /// Tensors stored as they were although they look packed ([`META_NOT_PACKED`]).
     pub not_packed: BTreeSet<String>,
     /// The validated parameters of the tensors whose records carry their own.
@@ -285,6 +290,110 @@ impl AdpqMeta {
     /// the file's.
     pub fn params_of(&self, name: &str) -> &Params {
         self.tensor_params.get(name).unwrap_or(&self.params)
+    }
+}
+
+/// A quantized tensor's record as read back and checked: the dtype it is restored to and
+/// its 2-D shape (its parameters are [`AdpqMeta::params_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Original {
+    /// The input dtype.
+    pub dtype: OutDtype,
+    /// The input shape, `[rows, cols]`.
+    pub shape: [usize; 2],
+}
+
+/// The quantized tensors of a file ([`META_TENSORS`], checked), sorted by name for
+/// lookups in O(log n). A sorted list rather than a map: a file may list millions, and
+/// an entry costs its name plus 40 bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Originals {
+    entries: Vec<(Box<str>, Original)>,
+}
+
+impl Originals {
+    /// The record of tensor `name`, if it is quantized.
+    pub fn get(&self, name: &str) -> Option<&Original> {
+        let i = self
+            .entries
+            .binary_search_by(|(n, _)| n.as_ref().cmp(name))
+            .ok()?;
+        Some(&self.entries[i].1)
+    }
+
+    /// Whether tensor `name` is quantized.
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The records in name order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Original)> {
+        self.entries.iter().map(|(n, o)| (n.as_ref(), o))
+    }
+
+    /// How many tensors are quantized.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no tensor is quantized.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Parses a [`META_TENSORS`] object entry by entry, handing each to `each` as it comes:
+/// the object is never held whole (with millions of tensors its tree would cost a few
+/// hundred bytes each). Stops at the first error, `each`'s own or the JSON's (`Err(None)`
+/// with the JSON error in `json_error`).
+fn each_record(
+    text: &str,
+    each: &mut dyn FnMut(String, OriginalTensor) -> Result<()>,
+) -> std::result::Result<(), RecordsError> {
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = de
+        .deserialize_map(Records {
+            each,
+            failed: &mut failed,
+        })
+        .and_then(|()| de.end());
+    match (parsed, failed) {
+        (_, Some(e)) => Err(RecordsError::Record(e)),
+        (Err(e), None) => Err(RecordsError::Json(e)),
+        (Ok(()), None) => Ok(()),
+    }
+}
+
+/// Why [`each_record`] stopped.
+enum RecordsError {
+    /// The text is not an object of records.
+    Json(serde_json::Error),
+    /// A record was refused.
+    Record(Error),
+}
+
+/// The visitor of [`each_record`].
+struct Records<'a> {
+    each: &'a mut dyn FnMut(String, OriginalTensor) -> Result<()>,
+    failed: &'a mut Option<Error>,
+}
+
+impl<'de> Visitor<'de> for Records<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object of tensor records")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        while let Some((name, record)) = map.next_entry::<String, OriginalTensor>()? {
+            if let Err(e) = (self.each)(name, record) {
+                *self.failed = Some(e);
+                return Err(serde::de::Error::custom("record refused"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -356,26 +465,32 @@ pub fn read_adpq_meta(f: &SafetensorsFile, meta: &BTreeMap<String, String>) -> R
             ),
         ));
     }
-    let originals: BTreeMap<String, OriginalTensor> =
-        meta_json(f, meta, META_TENSORS)?.ok_or_else(|| missing(META_TENSORS))?;
+    let text = meta
+        .get(META_TENSORS)
+        .ok_or_else(|| missing(META_TENSORS))?;
+    let mut entries = Vec::new();
     let mut tensor_params = BTreeMap::new();
-    for (name, o) in &originals {
+    let mut check = |name: String, o: OriginalTensor| -> Result<()> {
         let bad = |what: String| {
-            Error::tensor(f.path(), name, format!("bad {META_TENSORS} record: {what}"))
+            Error::tensor(
+                f.path(),
+                &name,
+                format!("bad {META_TENSORS} record: {what}"),
+            )
         };
-        if !ORIGINAL_DTYPES.contains(&o.dtype.as_str()) {
+        let Some(dtype) = OutDtype::from_name(&o.dtype) else {
             return Err(bad(format!(
                 "unknown original dtype {:?} (expected one of {ORIGINAL_DTYPES:?})",
                 o.dtype
             )));
-        }
-        if o.shape.len() != 2 {
+        };
+        let &[rows, cols] = o.shape.as_slice() else {
             return Err(bad(format!("shape {:?} is not 2-D", o.shape)));
-        }
-        if !f.contains(name) {
+        };
+        if !f.contains(&name) {
             return Err(Error::tensor(
                 f.path(),
-                name,
+                &name,
                 "listed in the metadata but missing",
             ));
         }
@@ -389,7 +504,27 @@ pub fn read_adpq_meta(f: &SafetensorsFile, meta: &BTreeMap<String, String>) -> R
             }
             tensor_params.insert(name.clone(), p);
         }
+        let shape = [rows, cols];
+        entries.push((name.into_boxed_str(), Original { dtype, shape }));
+        Ok(())
+    };
+    each_record(text, &mut check).map_err(|e| match e {
+        RecordsError::Record(e) => e,
+        RecordsError::Json(e) => {
+            Error::invalid(f.path(), format!("bad {META_TENSORS} metadata: {e}"))
+        }
+    })?;
+    // Our files list the names in order; a hand-made one may not.
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(Error::tensor(
+            f.path(),
+            &w[0].0,
+            format!("listed twice in {META_TENSORS}"),
+        ));
     }
+    entries.shrink_to_fit();
+    let originals = Originals { entries };
     let not_packed: BTreeSet<String> = meta_json(f, meta, META_NOT_PACKED)?.unwrap_or_default();
     for name in &not_packed {
         if !f.contains(name) || originals.contains_key(name) {
@@ -448,7 +583,7 @@ pub fn unlisted_packed(f: &SafetensorsFile, meta: &AdpqMeta) -> Vec<Error> {
 pub fn packed_of<'a>(
     f: &SafetensorsFile,
     t: &TensorRef<'a>,
-    orig: &OriginalTensor,
+    orig: &Original,
     params: &Params,
     crc: bool,
 ) -> Result<PackedTensor<'a>> {

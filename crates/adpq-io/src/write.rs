@@ -25,15 +25,16 @@ use safetensors::Dtype;
 use crate::error::{Error, Result};
 use crate::file::{SafetensorsFile, TensorRef};
 
-/// A tensor as it will be written.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlannedTensor {
+/// A tensor as it will be written: borrowed from the input and the plan, since a file
+/// may plan millions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlannedTensor<'a> {
     /// Name.
-    pub name: String,
+    pub name: &'a str,
     /// Element type.
     pub dtype: Dtype,
     /// Shape.
-    pub shape: Vec<usize>,
+    pub shape: &'a [usize],
     /// Bytes of data.
     pub len: u64,
 }
@@ -43,13 +44,13 @@ pub struct PlannedTensor {
 pub const MAX_HEADER_LEN: usize = 100_000_000;
 
 /// Sorts tensors into the output order (larger elements first, stable otherwise).
-pub fn sort_for_output(tensors: &mut [PlannedTensor]) {
+pub fn sort_for_output(tensors: &mut [PlannedTensor<'_>]) {
     tensors.sort_by_key(|t| std::cmp::Reverse(t.dtype.bitsize()));
 }
 
 /// The header of a safetensors file holding `tensors` in this order: the 8-byte length and
 /// the JSON, padded with spaces to a multiple of 8 bytes.
-pub fn header_bytes(metadata: &BTreeMap<String, String>, tensors: &[PlannedTensor]) -> Vec<u8> {
+pub fn header_bytes(metadata: &BTreeMap<String, String>, tensors: &[PlannedTensor<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing into a Vec cannot fail.
     let _ = write_header(&mut out, metadata, tensors);
@@ -77,7 +78,7 @@ impl Write for Counter {
 pub fn write_header<W: Write>(
     out: &mut W,
     metadata: &BTreeMap<String, String>,
-    tensors: &[PlannedTensor],
+    tensors: &[PlannedTensor<'_>],
 ) -> std::io::Result<u64> {
     let mut offsets = Vec::with_capacity(tensors.len());
     let mut at = 0u64;
@@ -86,7 +87,7 @@ pub fn write_header<W: Write>(
         at += t.len;
     }
     let mut by_name: Vec<usize> = (0..tensors.len()).collect();
-    by_name.sort_unstable_by(|&a, &b| tensors[a].name.cmp(&tensors[b].name));
+    by_name.sort_unstable_by(|&a, &b| tensors[a].name.cmp(tensors[b].name));
     let json = |w: &mut dyn Write| -> std::io::Result<()> {
         const META_KEY: &str = "__metadata__";
         let put_meta = |w: &mut dyn Write| -> std::io::Result<()> {
@@ -103,7 +104,7 @@ pub fn write_header<W: Write>(
             if !std::mem::take(&mut first) {
                 w.write_all(b",")?;
             }
-            if !meta_done && META_KEY < t.name.as_str() {
+            if !meta_done && META_KEY < t.name {
                 put_meta(w)?;
                 w.write_all(b",")?;
                 meta_done = true;
@@ -180,7 +181,7 @@ impl TensorWriter {
         file: File,
         path: &Path,
         metadata: &BTreeMap<String, String>,
-        tensors: &[PlannedTensor],
+        tensors: &[PlannedTensor<'_>],
     ) -> Result<Self> {
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut counter = Counter(0);
@@ -193,7 +194,7 @@ impl TensorWriter {
             path: path.to_path_buf(),
             plan: tensors
                 .iter()
-                .map(|t| (fingerprint(&t.name), t.len))
+                .map(|t| (fingerprint(t.name), t.len))
                 .collect(),
             next: 0,
             written: header_len,
@@ -342,7 +343,10 @@ mod tests {
     use super::*;
 
     /// The header as a `serde_json` tree used to write it, byte for byte.
-    fn header_via_tree(metadata: &BTreeMap<String, String>, tensors: &[PlannedTensor]) -> Vec<u8> {
+    fn header_via_tree(
+        metadata: &BTreeMap<String, String>,
+        tensors: &[PlannedTensor<'_>],
+    ) -> Vec<u8> {
         let mut map = serde_json::Map::new();
         if !metadata.is_empty() {
             map.insert(
@@ -353,7 +357,7 @@ mod tests {
         let mut at = 0u64;
         for t in tensors {
             map.insert(
-                t.name.clone(),
+                t.name.to_string(),
                 serde_json::json!({ "dtype": t.dtype, "shape": t.shape, "data_offsets": [at, at + t.len] }),
             );
             at += t.len;
@@ -369,10 +373,10 @@ mod tests {
 
     #[test]
     fn streamed_header_equals_the_json_tree() {
-        let t = |name: &str, dtype, shape: &[usize], len| PlannedTensor {
-            name: name.into(),
+        let t = |name, dtype, shape, len| PlannedTensor {
+            name,
             dtype,
-            shape: shape.to_vec(),
+            shape,
             len,
         };
         let tensors = [
@@ -424,32 +428,32 @@ mod tests {
     fn header_is_padded_and_tensors_aligned() {
         let mut tensors = vec![
             PlannedTensor {
-                name: "packed".into(),
+                name: "packed",
                 dtype: Dtype::U8,
-                shape: vec![13],
+                shape: &[13],
                 len: 13,
             },
             PlannedTensor {
-                name: "h".into(),
+                name: "h",
                 dtype: Dtype::F16,
-                shape: vec![3],
+                shape: &[3],
                 len: 6,
             },
             PlannedTensor {
-                name: "ids".into(),
+                name: "ids",
                 dtype: Dtype::I64,
-                shape: vec![1],
+                shape: &[1],
                 len: 8,
             },
             PlannedTensor {
-                name: "w".into(),
+                name: "w",
                 dtype: Dtype::F32,
-                shape: vec![3],
+                shape: &[3],
                 len: 12,
             },
         ];
         sort_for_output(&mut tensors);
-        let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+        let names: Vec<&str> = tensors.iter().map(|t| t.name).collect();
         assert_eq!(names, ["ids", "w", "h", "packed"]);
         let meta = BTreeMap::from([("format".to_string(), "adpq".to_string())]);
         let mut file = header_bytes(&meta, &tensors);
