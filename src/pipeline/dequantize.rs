@@ -188,7 +188,8 @@ fn output_plan<'a>(
         .filter(|&i| f.at(i).is_some())
         .collect();
     order.sort_by_key(|&i| std::cmp::Reverse(dtype(i).bitsize()));
-    let planned = order.iter().filter_map(|&i| f.at(i).map(plan)).collect();
+    let mut planned = Vec::with_capacity(order.len());
+    planned.extend(order.iter().filter_map(|&i| f.at(i).map(plan)));
     (planned, order)
 }
 

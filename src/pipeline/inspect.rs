@@ -145,9 +145,8 @@ fn inspect_file(f: &SafetensorsFile) -> InspectFile {
         (None, None)
     };
     let tensors = f
-        .tensors()
         .iter()
-        .map(|t| inspect_tensor(f, t, checked.as_ref()))
+        .map(|t| inspect_tensor(f, &t, checked.as_ref()))
         .collect();
     InspectFile {
         path: f.path().display().to_string(),

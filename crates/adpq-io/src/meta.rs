@@ -561,8 +561,7 @@ pub fn looks_packed(t: &TensorRef<'_>) -> bool {
 /// quantized nor as plain data: passed through, they would end up as opaque bytes in a
 /// "standard" checkpoint, so the metadata must have lost their entries.
 pub fn unlisted_packed(f: &SafetensorsFile, meta: &AdpqMeta) -> Vec<Error> {
-    f.tensors()
-        .iter()
+    f.iter()
         .filter(|t| {
             looks_packed(t)
                 && !meta.originals.contains_key(t.name)
