@@ -349,14 +349,16 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Generate(a) => generate::run(a),
         Command::Inspect(a) => {
             let ins = pipeline::inspect(&a.input)?;
-            if a.json {
-                print_stdout(|out| {
-                    serde_json::to_writer_pretty(&mut *out, &ins)?;
-                    writeln!(out)
-                })?;
-            } else {
-                print_stdout(|out| ins.print(out))?;
-            }
+            // Buffered: the listing comes a line per tensor.
+            print_stdout(|out| {
+                let mut out = std::io::BufWriter::new(out);
+                if a.json {
+                    ins.write_json(&mut out)?;
+                } else {
+                    ins.print(&mut out)?;
+                }
+                out.flush()
+            })?;
             Ok(())
         }
         Command::Verify(a) => {

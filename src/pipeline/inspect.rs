@@ -1,6 +1,7 @@
 //! `inspect` (list the tensors of a checkpoint, quantized or not) and `verify` (check
 //! every packed tensor's structure and checksum).
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -13,7 +14,8 @@ use adpq_io::meta::{
 };
 use adpq_io::{Checkpoint, SafetensorsFile, TensorRef};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::ser::{SerializeSeq, SerializeStruct};
+use serde::{Serialize, Serializer};
 
 /// One tensor as `inspect` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -61,100 +63,174 @@ pub struct InspectTensor {
     pub error: Option<String>,
 }
 
-/// One file as `inspect` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct InspectFile {
-    /// Path.
-    pub path: String,
-    /// File size.
-    pub bytes: u64,
-    /// Whether it is an adpq checkpoint.
-    pub adpq: bool,
-    /// `__metadata__`.
-    pub metadata: BTreeMap<String, String>,
-    /// What is wrong with the adpq metadata (missing or invalid `adpq.tensors`, unknown
-    /// version), if anything.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Tensors in data order.
-    pub tensors: Vec<InspectTensor>,
-}
-
-/// What `inspect` prints.
-#[derive(Debug, Clone, Serialize)]
+/// A checkpoint opened for `inspect`. Its listing is made while it is printed, one
+/// tensor at a time (no list of every tensor: a checkpoint may hold millions), the
+/// totals last.
+#[derive(Debug)]
 pub struct Inspection {
-    /// The files.
-    pub files: Vec<InspectFile>,
-    /// Tensors in all files.
-    pub tensors: usize,
-    /// Quantized tensors.
-    pub quantized: usize,
-    /// Weights of the quantized tensors.
-    pub quantized_weights: u64,
-    /// Bytes of the quantized tensors.
-    pub quantized_bytes: u64,
-    /// Bits per weight over the quantized tensors.
-    pub bits_per_weight: Option<f64>,
-    /// Problems found: packed tensors that failed to parse or are not listed in the
-    /// metadata, and files whose adpq metadata is unusable.
-    pub errors: usize,
+    ckpt: Checkpoint,
 }
 
-/// Lists the tensors of a checkpoint, quantized or not (no checksum verification: use
-/// [`verify`] for that).
+/// Opens a checkpoint to list its tensors, quantized or not, with
+/// [`Inspection::print`] or [`Inspection::write_json`]. A packed tensor's structure and
+/// checksum are checked as it is listed; [`verify`] checks more.
 pub fn inspect(input: &Path) -> Result<Inspection> {
-    let ckpt = Checkpoint::open(input)?;
-    let files: Vec<InspectFile> = ckpt.files.iter().map(inspect_file).collect();
-    let quantized = || {
-        files
-            .iter()
-            .flat_map(|f| &f.tensors)
-            .filter(|t| t.bits.is_some())
-    };
-    let weights: u64 = quantized()
-        .map(|t| t.shape.iter().flatten().product::<usize>() as u64)
-        .sum();
-    let bytes: u64 = quantized().map(|t| t.bytes).sum();
-    let errors = files
-        .iter()
-        .map(|f| {
-            usize::from(f.error.is_some()) + f.tensors.iter().filter(|t| t.error.is_some()).count()
-        })
-        .sum();
     Ok(Inspection {
-        tensors: files.iter().map(|f| f.tensors.len()).sum(),
-        quantized: quantized().count(),
-        quantized_weights: weights,
-        quantized_bytes: bytes,
-        bits_per_weight: (weights > 0).then(|| 8.0 * bytes as f64 / weights as f64),
-        errors,
-        files,
+        ckpt: Checkpoint::open(input)?,
     })
 }
 
-/// One file as `inspect` shows it.
-fn inspect_file(f: &SafetensorsFile) -> InspectFile {
-    let meta = f.user_metadata();
-    let adpq = is_adpq(&meta);
+/// Totals over the tensors listed so far.
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    tensors: usize,
+    quantized: usize,
+    quantized_weights: u64,
+    quantized_bytes: u64,
+    /// Problems found: packed tensors that failed to parse or are not listed in the
+    /// metadata, and files whose adpq metadata is unusable.
+    errors: usize,
+}
+
+impl Totals {
+    fn add(&mut self, t: &InspectTensor) {
+        self.tensors += 1;
+        if t.bits.is_some() {
+            self.quantized += 1;
+            self.quantized_weights += t.shape.iter().flatten().product::<usize>() as u64;
+            self.quantized_bytes += t.bytes;
+        }
+        self.errors += usize::from(t.error.is_some());
+    }
+
+    /// Bits per weight over the quantized tensors.
+    fn bits_per_weight(&self) -> Option<f64> {
+        (self.quantized_weights > 0)
+            .then(|| 8.0 * self.quantized_bytes as f64 / self.quantized_weights as f64)
+    }
+}
+
+/// What `inspect` shows of a file before its tensors.
+struct FileHead {
+    path: String,
+    bytes: u64,
+    adpq: bool,
+    metadata: BTreeMap<String, String>,
+    /// What is wrong with the adpq metadata (missing or invalid `adpq.tensors`, unknown
+    /// version), if anything.
+    error: Option<String>,
+    /// The adpq metadata, when it is usable.
+    checked: Option<AdpqMeta>,
+}
+
+fn file_head(f: &SafetensorsFile) -> FileHead {
+    let metadata = f.user_metadata();
+    let adpq = is_adpq(&metadata);
     let (checked, error) = if adpq {
-        match read_adpq_meta(f, &meta) {
+        match read_adpq_meta(f, &metadata) {
             Ok(m) => (Some(m), None),
             Err(e) => (None, Some(e.to_string())),
         }
     } else {
         (None, None)
     };
-    let tensors = f
-        .iter()
-        .map(|t| inspect_tensor(f, &t, checked.as_ref()))
-        .collect();
-    InspectFile {
+    FileHead {
         path: f.path().display().to_string(),
         bytes: f.len() as u64,
         adpq,
-        metadata: meta,
+        metadata,
         error,
-        tensors,
+        checked,
+    }
+}
+
+/// The JSON listing (`inspect --json`): `{"files": [{..., "tensors": [...]}], totals}`,
+/// serialized as it is made.
+struct JsonListing<'a> {
+    ckpt: &'a Checkpoint,
+    totals: &'a Cell<Totals>,
+}
+
+impl Serialize for JsonListing<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Inspection", 7)?;
+        st.serialize_field("files", &JsonFiles(self))?;
+        let t = self.totals.get();
+        st.serialize_field("tensors", &t.tensors)?;
+        st.serialize_field("quantized", &t.quantized)?;
+        st.serialize_field("quantized_weights", &t.quantized_weights)?;
+        st.serialize_field("quantized_bytes", &t.quantized_bytes)?;
+        st.serialize_field("bits_per_weight", &t.bits_per_weight())?;
+        st.serialize_field("errors", &t.errors)?;
+        st.end()
+    }
+}
+
+struct JsonFiles<'a>(&'a JsonListing<'a>);
+
+impl Serialize for JsonFiles<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let files = &self.0.ckpt.files;
+        let mut seq = s.serialize_seq(Some(files.len()))?;
+        for f in files {
+            seq.serialize_element(&JsonFile {
+                f,
+                totals: self.0.totals,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+struct JsonFile<'a> {
+    f: &'a SafetensorsFile,
+    totals: &'a Cell<Totals>,
+}
+
+impl Serialize for JsonFile<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let head = file_head(self.f);
+        let mut totals = self.totals.get();
+        totals.errors += usize::from(head.error.is_some());
+        self.totals.set(totals);
+        let mut st = s.serialize_struct("InspectFile", 6)?;
+        st.serialize_field("path", &head.path)?;
+        st.serialize_field("bytes", &head.bytes)?;
+        st.serialize_field("adpq", &head.adpq)?;
+        st.serialize_field("metadata", &head.metadata)?;
+        match &head.error {
+            Some(e) => st.serialize_field("error", e)?,
+            None => st.skip_field("error")?,
+        }
+        st.serialize_field(
+            "tensors",
+            &JsonTensors {
+                f: self.f,
+                checked: head.checked.as_ref(),
+                totals: self.totals,
+            },
+        )?;
+        st.end()
+    }
+}
+
+struct JsonTensors<'a> {
+    f: &'a SafetensorsFile,
+    checked: Option<&'a AdpqMeta>,
+    totals: &'a Cell<Totals>,
+}
+
+impl Serialize for JsonTensors<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.f.tensor_count()))?;
+        for t in self.f.iter() {
+            let it = inspect_tensor(self.f, &t, self.checked);
+            let mut totals = self.totals.get();
+            totals.add(&it);
+            self.totals.set(totals);
+            seq.serialize_element(&it)?;
+        }
+        seq.end()
     }
 }
 
@@ -250,80 +326,95 @@ fn fits_original(packed: &PackedTensor<'_>, dtype: OutDtype) -> std::result::Res
 impl Inspection {
     /// Prints a human-readable listing.
     pub fn print(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-        for f in &self.files {
+        let mut totals = Totals::default();
+        for f in &self.ckpt.files {
+            let head = file_head(f);
             writeln!(
                 out,
                 "{} ({:.2} MiB){}",
-                f.path,
-                f.bytes as f64 / 1048576.0,
-                if f.adpq { ", adpq" } else { "" }
+                head.path,
+                head.bytes as f64 / 1048576.0,
+                if head.adpq { ", adpq" } else { "" }
             )?;
-            if let Some(p) = f.metadata.get(META_PARAMS) {
+            if let Some(p) = head.metadata.get(META_PARAMS) {
                 writeln!(out, "  params: {p}")?;
             }
-            if let Some(e) = &f.error {
+            if let Some(e) = &head.error {
                 writeln!(out, "  INVALID metadata: {e}")?;
+                totals.errors += 1;
             }
-            let w = f
-                .tensors
-                .iter()
-                .map(|t| t.name.len())
-                .max()
-                .unwrap_or(6)
-                .clamp(6, 60);
-            for t in &f.tensors {
-                let dims = |s: &[usize]| {
-                    s.iter()
-                        .map(|d| d.to_string())
-                        .collect::<Vec<_>>()
-                        .join("x")
-                };
-                if let Some(e) = &t.error {
-                    writeln!(out, "  {:<w$}  INVALID: {e}", t.name)?;
-                } else if let (Some(shape), Some(bits)) = (&t.shape, t.bits) {
-                    writeln!(
-                        out,
-                        "  {:<w$}  {:>13}  {:>5} -> adpq v{} b{} g{} {} alpha {}  outliers {}  {:.3} bits/w  {:.3} MiB",
-                        t.name,
-                        dims(shape),
-                        t.dtype.as_deref().unwrap_or("?"),
-                        t.version.unwrap_or(0),
-                        bits,
-                        t.group_size.unwrap_or(0),
-                        t.grid.as_deref().unwrap_or(""),
-                        t.alpha.unwrap_or(0.0),
-                        t.outliers.unwrap_or(0),
-                        t.bits_per_weight.unwrap_or(0.0),
-                        t.bytes as f64 / 1048576.0
-                    )?;
-                } else {
-                    writeln!(
-                        out,
-                        "  {:<w$}  {:>13}  {:>5}  {:.3} MiB",
-                        t.name,
-                        dims(&t.stored_shape),
-                        t.stored_dtype,
-                        t.bytes as f64 / 1048576.0
-                    )?;
-                }
+            let w = f.names().map(str::len).max().unwrap_or(6).clamp(6, 60);
+            for t in f.iter() {
+                let t = inspect_tensor(f, &t, head.checked.as_ref());
+                totals.add(&t);
+                print_tensor(out, &t, w)?;
             }
         }
         write!(
             out,
             "{} tensors, {} quantized",
-            self.tensors, self.quantized
+            totals.tensors, totals.quantized
         )?;
-        if let Some(b) = self.bits_per_weight {
+        if let Some(b) = totals.bits_per_weight() {
             write!(
                 out,
                 " ({:.2} M weights at {b:.3} bits/weight)",
-                self.quantized_weights as f64 / 1e6
+                totals.quantized_weights as f64 / 1e6
             )?;
         }
-        if self.errors > 0 {
-            write!(out, ", {} INVALID", self.errors)?;
+        if totals.errors > 0 {
+            write!(out, ", {} INVALID", totals.errors)?;
         }
         writeln!(out)
+    }
+
+    /// Writes the listing as pretty-printed JSON.
+    pub fn write_json(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let totals = Cell::new(Totals::default());
+        let listing = JsonListing {
+            ckpt: &self.ckpt,
+            totals: &totals,
+        };
+        serde_json::to_writer_pretty(&mut *out, &listing)?;
+        writeln!(out)
+    }
+}
+
+/// One line of the human-readable listing; `w` is the width of the name column.
+fn print_tensor(out: &mut dyn std::io::Write, t: &InspectTensor, w: usize) -> std::io::Result<()> {
+    let dims = |s: &[usize]| {
+        s.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x")
+    };
+    if let Some(e) = &t.error {
+        writeln!(out, "  {:<w$}  INVALID: {e}", t.name)
+    } else if let (Some(shape), Some(bits)) = (&t.shape, t.bits) {
+        writeln!(
+            out,
+            "  {:<w$}  {:>13}  {:>5} -> adpq v{} b{} g{} {} alpha {}  outliers {}  {:.3} bits/w  {:.3} MiB",
+            t.name,
+            dims(shape),
+            t.dtype.as_deref().unwrap_or("?"),
+            t.version.unwrap_or(0),
+            bits,
+            t.group_size.unwrap_or(0),
+            t.grid.as_deref().unwrap_or(""),
+            t.alpha.unwrap_or(0.0),
+            t.outliers.unwrap_or(0),
+            t.bits_per_weight.unwrap_or(0.0),
+            t.bytes as f64 / 1048576.0
+        )
+    } else {
+        writeln!(
+            out,
+            "  {:<w$}  {:>13}  {:>5}  {:.3} MiB",
+            t.name,
+            dims(&t.stored_shape),
+            t.stored_dtype,
+            t.bytes as f64 / 1048576.0
+        )
     }
 }
 
