@@ -148,7 +148,13 @@ impl<S: Lanes> GroupPasses for LanePasses<'_, S> {
         let mut grids = grids.chunks_exact(3);
         let mut errs = errors.chunks_exact_mut(3);
         for (g3, e3) in (&mut grids).zip(&mut errs) {
-            let gl = [0, 1, 2].map(|k| GridLanes::new(s, &g3[k], code_max));
+            // Spelled out: `[0, 1, 2].map(..)` is a closure the compiler may leave out of
+            // line, compiled without the ISA's features (then each splat is a call).
+            let gl = [
+                GridLanes::new(s, &g3[0], code_max),
+                GridLanes::new(s, &g3[1], code_max),
+                GridLanes::new(s, &g3[2], code_max),
+            ];
             let z = s.splat_f(0.0);
             let mut acc = [z, z, z];
             for (v, m) in self.vals.iter().zip(self.inliers) {
