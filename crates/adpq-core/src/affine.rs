@@ -286,30 +286,38 @@ pub fn search_group(
     let field_max = fp.field_max();
     let top = f32::from(field_max);
     let step_scale = code_max * units.step_unit;
-    let candidate = |lo: f32, hi: f32| {
-        let q_step = round_ties_even(((hi - lo) / step_scale).clamp(1.0, top)) as u8;
-        let q_min = if units.min_unit > 0.0 {
+    // A candidate range's stored fields: `q_min` depends on the low end only, so it is
+    // computed once per low end (the same f32 operations as per candidate).
+    let q_min_of = |lo: f32| {
+        if units.min_unit > 0.0 {
             round_ties_even((-lo / units.min_unit).clamp(0.0, top)) as u8
         } else {
             0
-        };
-        AffineGrid::new(q_step, q_min, units)
+        }
     };
+    let q_step_of =
+        |lo: f32, hi: f32| round_ties_even(((hi - lo) / step_scale).clamp(1.0, top)) as u8;
+    let mut his = SHRINK;
+    for h in &mut his {
+        *h *= hi;
+    }
     // The candidates in order (a repeat of the one before is skipped: ranges that round
     // to the same stored fields are the same grid, and only the first of equal errors
     // can win, so skipping repeats never changes the choice), their errors, then the
     // first least.
-    let mut grids = [candidate(lo, hi); CANDIDATES];
+    let mut grids = [AffineGrid::new(q_step_of(lo, hi), q_min_of(lo), units); CANDIDATES];
     let mut n = 1;
     for (i, si) in SHRINK.iter().enumerate() {
-        for (j, sj) in SHRINK.iter().enumerate() {
+        let lo_i = lo * si;
+        let q_min = q_min_of(lo_i);
+        for (j, &hi_j) in his.iter().enumerate() {
             if i == 0 && j == 0 {
                 continue;
             }
-            let grid = candidate(lo * si, hi * sj);
+            let q_step = q_step_of(lo_i, hi_j);
             let prev = &grids[n - 1];
-            if (prev.q_step, prev.q_min) != (grid.q_step, grid.q_min) {
-                grids[n] = grid;
+            if (prev.q_step, prev.q_min) != (q_step, q_min) {
+                grids[n] = AffineGrid::new(q_step, q_min, units);
                 n += 1;
             }
         }
