@@ -3,7 +3,7 @@
 //! processes do not count.
 //!
 //! `cargo run --release -p adpq-bench --example cputime -- BACKEND OP [REPS]` with OP one
-//! of select, quantize, dequantize, dequantize_row, gemv, gemv_q8, each with a `_v2` or
+//! of select, quantize, pack (quantize without the selection), dequantize, dequantize_row, gemv, gemv_q8, each with a `_v2` or
 //! `_v3` suffix for that format version (`Params::V2`, `Params::V3`; v1 at
 //! `Params::V1` without). `gemv_q8` quantizes the activations inside the timed region
 //! (rotating them first for v3), as an engine does once per token.
@@ -57,6 +57,9 @@ fn main() {
         }
         "quantize" => {
             let sel = adpq_core::select_tensor(&b, ww, rows, cols, &params).unwrap();
+            adpq_core::quantize_tensor(&b, ww, rows, cols, &params, &sel, &mut buf).unwrap();
+        }
+        "pack" => {
             adpq_core::quantize_tensor(&b, ww, rows, cols, &params, &sel, &mut buf).unwrap();
         }
         "dequantize" => b.dequantize_rows(&t, 0, &mut out).unwrap(),

@@ -1,6 +1,7 @@
 //! `cargo xtask bench [--quick] [--no-peers] [--shape RxC] [FILTER]`, or
 //! `cargo xtask bench --decode [--reps N]` (decode tokens/s beside llama.cpp: see
-//! `decode_bench.rs`)
+//! `decode_bench.rs`), or `cargo xtask bench --quantize` (`adpq quantize` GB/s on 1 and 2
+//! threads: see `quantize_bench.rs`)
 //!
 //! Builds and runs the criterion benches in `benches/` (package `adpq-bench`: every
 //! backend this CPU can run, one thread) together with the candle-core peers on the same
@@ -47,6 +48,9 @@ fn peer_of(op: &str) -> Option<&'static str> {
 pub fn run(args: &[String]) -> DynResult {
     if args.first().is_some_and(|a| a == "--decode") {
         return crate::decode_bench::run(&args[1..]);
+    }
+    if args.first().is_some_and(|a| a == "--quantize") {
+        return crate::quantize_bench::run(&args[1..]);
     }
     let mut quick = false;
     let mut peers = true;

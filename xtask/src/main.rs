@@ -9,6 +9,7 @@ mod demo;
 mod fuzz;
 mod memory;
 mod nostd;
+mod quantize_bench;
 mod sweep;
 
 use std::process::ExitCode;
@@ -22,6 +23,10 @@ tasks:
   demo [--model minilm|smollm2]  fetch a real checkpoint, quantize it, print the report
   fetch                          fetch the real checkpoints into target/data
   bench [--quick]                run the benchmarks, print a table, write target/bench/summary.json
+  bench --decode [--reps N]      adpq generate tokens/s beside llama.cpp's llama-bench
+  bench --quantize [--reps N] [--tensors N] [--dtype bf16|f16|f32]... [--no-stats]
+                                 adpq quantize GB/s on 1 and 2 threads (Student-t
+                                 checkpoints generated in target/bench/quantize)
   fuzz [SECONDS]                 run each cargo-fuzz target for SECONDS (default 20)
   memory [--quick] [--only tiny|big] [--bin PATH] [--keep]
                                  peak memory and time (/usr/bin/time -v) of quantize,

@@ -255,9 +255,82 @@ pub trait GroupPasses {
             *e = self.error(grid);
         }
     }
+    /// The candidate grids of a group whose inliers span `[lo, hi]` (`lo < hi`), as
+    /// [`Candidates::compute`] makes them: a backend may compute them in lanes, with the
+    /// same f32 operations.
+    #[inline(always)]
+    fn candidates(&mut self, lo: f32, hi: f32, units: &RowUnits, fp: &FormatParams) -> Candidates {
+        Candidates::compute(lo, hi, units, fp)
+    }
     /// The refit sums of the inliers' codes on `grid` (format v3: of their code book
     /// levels, so that the refit fits `w ≈ d·L[c] + m`).
     fn refit_sums(&mut self, grid: &AffineGrid) -> RefitSums;
+}
+
+/// Slots of [`Candidates`]: the candidates rounded up to whole 8-lane vectors.
+pub const CANDIDATE_SLOTS: usize = CANDIDATES.div_ceil(LANES) * LANES;
+
+/// The search's candidate grids field by field, in search order: candidate `k` is the
+/// range `[lo·s_i, hi·s_j]` with `(i, j) = (k / 5, k % 5)` in [`SHRINK`]. Slots past
+/// the last candidate are unused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidates {
+    /// `q_d`, an integer in `1..=field_max`.
+    pub q_step: [f32; CANDIDATE_SLOTS],
+    /// `q_m`, an integer in `0..=field_max`.
+    pub q_min: [f32; CANDIDATE_SLOTS],
+    /// The step `d = q_d · u_d`.
+    pub step: [f32; CANDIDATE_SLOTS],
+    /// The minimum `m = −(q_m · u_m)`.
+    pub min: [f32; CANDIDATE_SLOTS],
+    /// `1/d` (0 when `d` is 0).
+    pub inv: [f32; CANDIDATE_SLOTS],
+}
+
+impl Candidates {
+    /// The candidates of a group whose inliers span `[lo, hi]`, one at a time (the
+    /// reference every lanes version must equal bit for bit): `q_d = round((hi·s_j −
+    /// lo·s_i) / (code_max · u_d))` clamped to `1..=field_max`, `q_m = round(−lo·s_i /
+    /// u_m)` clamped to `0..=field_max` (0 when `u_m` is 0), then [`AffineGrid::new`].
+    pub fn compute(lo: f32, hi: f32, units: &RowUnits, fp: &FormatParams) -> Candidates {
+        let top = f32::from(fp.field_max());
+        let step_scale = fp.code_max() as f32 * units.step_unit;
+        let mut c = Candidates {
+            q_step: [1.0; CANDIDATE_SLOTS],
+            q_min: [0.0; CANDIDATE_SLOTS],
+            step: [0.0; CANDIDATE_SLOTS],
+            min: [0.0; CANDIDATE_SLOTS],
+            inv: [0.0; CANDIDATE_SLOTS],
+        };
+        for (i, si) in SHRINK.iter().enumerate() {
+            let lo_i = lo * si;
+            let q_min = if units.min_unit > 0.0 {
+                round_ties_even((-lo_i / units.min_unit).clamp(0.0, top))
+            } else {
+                0.0
+            };
+            for (j, sj) in SHRINK.iter().enumerate() {
+                let k = i * SHRINK.len() + j;
+                let q_step = round_ties_even(((hi * sj - lo_i) / step_scale).clamp(1.0, top));
+                let g = AffineGrid::new(q_step as u8, q_min as u8, units);
+                (c.q_step[k], c.q_min[k]) = (q_step, q_min);
+                (c.step[k], c.min[k], c.inv[k]) = (g.step, g.min, g.inv);
+            }
+        }
+        c
+    }
+
+    /// Candidate `k`'s grid.
+    #[inline(always)]
+    pub fn grid(&self, k: usize) -> AffineGrid {
+        AffineGrid {
+            q_step: self.q_step[k] as u8,
+            q_min: self.q_min[k] as u8,
+            step: self.step[k],
+            min: self.min[k],
+            inv: self.inv[k],
+        }
+    }
 }
 
 /// Rounds a stored multiple to `lo..=max`.
@@ -282,36 +355,19 @@ pub fn search_group(
         // No inliers, or all of them zero: code 0 decodes to exactly 0.
         return AffineGrid::new(0, 0, units);
     }
-    let code_max = fp.code_max() as f32;
     let field_max = fp.field_max();
-    let top = f32::from(field_max);
-    let step_scale = code_max * units.step_unit;
-    let candidate = |lo: f32, hi: f32| {
-        let q_step = round_ties_even(((hi - lo) / step_scale).clamp(1.0, top)) as u8;
-        let q_min = if units.min_unit > 0.0 {
-            round_ties_even((-lo / units.min_unit).clamp(0.0, top)) as u8
-        } else {
-            0
-        };
-        AffineGrid::new(q_step, q_min, units)
-    };
+    let c = passes.candidates(lo, hi, units, fp);
     // The candidates in order (a repeat of the one before is skipped: ranges that round
     // to the same stored fields are the same grid, and only the first of equal errors
     // can win, so skipping repeats never changes the choice), their errors, then the
     // first least.
-    let mut grids = [candidate(lo, hi); CANDIDATES];
+    let mut grids = [c.grid(0); CANDIDATES];
     let mut n = 1;
-    for (i, si) in SHRINK.iter().enumerate() {
-        for (j, sj) in SHRINK.iter().enumerate() {
-            if i == 0 && j == 0 {
-                continue;
-            }
-            let grid = candidate(lo * si, hi * sj);
-            let prev = &grids[n - 1];
-            if (prev.q_step, prev.q_min) != (grid.q_step, grid.q_min) {
-                grids[n] = grid;
-                n += 1;
-            }
+    for k in 1..CANDIDATES {
+        let prev = &grids[n - 1];
+        if (f32::from(prev.q_step), f32::from(prev.q_min)) != (c.q_step[k], c.q_min[k]) {
+            grids[n] = c.grid(k);
+            n += 1;
         }
     }
     let mut errors = [0f32; CANDIDATES];

@@ -77,7 +77,7 @@ pub use params::{FormatParams, FormatVersion, Grid, ParamFields, Params, Selecti
 pub use plan::{BlockDone, BlockOut, BlockSections, Blocks, QuantizePlan};
 pub use select::{select_outliers, Selection, TensorScan};
 pub use tensor::{quantize_tensor, select_tensor};
-pub use weights::{Element, Weights};
+pub use weights::{bf16_to_f32_slice, Element, Weights};
 
 /// Re-export of the `half` crate's f16 and bf16, the element types [`Weights`] accepts.
 pub use half::{bf16, f16};

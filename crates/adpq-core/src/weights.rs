@@ -102,6 +102,19 @@ impl<'a> Weights<'a> {
     }
 }
 
+/// Converts bf16 values to f32 exactly as `half`'s conversion does (a NaN gets its quiet
+/// bit), written as one branch-free loop that the compiler vectorizes: inlined into a
+/// SIMD kernel's `#[target_feature]` function it runs 8 or 16 lanes at a time (`half`'s
+/// slice conversion goes one element at a time).
+#[inline(always)]
+pub fn bf16_to_f32_slice(src: &[bf16], dst: &mut [f32]) {
+    for (o, v) in dst.iter_mut().zip(src) {
+        let b = v.to_bits();
+        let quiet = if b & 0x7FFF > 0x7F80 { 0x0040 } else { 0 };
+        *o = f32::from_bits(u32::from(b | quiet) << 16);
+    }
+}
+
 impl<'a> From<&'a [f32]> for Weights<'a> {
     fn from(s: &'a [f32]) -> Self {
         Weights::F32(s)
@@ -129,4 +142,20 @@ macro_rules! with_weights {
             $crate::Weights::Bf16($s) => $body,
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every bf16 bit pattern, NaNs included, converts to `half`'s f32 bits.
+    #[test]
+    fn bf16_slice_conversion_is_halfs() {
+        let src: [bf16; 65536] = core::array::from_fn(|i| bf16::from_bits(i as u16));
+        let mut got = [0f32; 65536];
+        bf16_to_f32_slice(&src, &mut got);
+        for (v, g) in src.iter().zip(&got) {
+            assert_eq!(g.to_bits(), v.to_f32().to_bits(), "{:#06x}", v.to_bits());
+        }
+    }
 }

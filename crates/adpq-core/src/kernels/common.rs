@@ -30,7 +30,7 @@ pub(super) fn for_f32_blocks(w: Weights<'_>, mut f: impl FnMut(&[f32])) {
         Weights::Bf16(s) => {
             for c in s.chunks(CONVERT_BLOCK) {
                 let b = &mut buf[..c.len()];
-                c.convert_to_f32_slice(b);
+                crate::weights::bf16_to_f32_slice(c, b);
                 f(b);
             }
         }

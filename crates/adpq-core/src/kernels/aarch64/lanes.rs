@@ -237,6 +237,10 @@ impl Lanes for NeonLanes {
         both!(F8, vmulq_f32(a, b))
     }
     #[inline(always)]
+    fn div_f(self, a: F8, b: F8) -> F8 {
+        both!(F8, vdivq_f32(a, b))
+    }
+    #[inline(always)]
     fn mul_add(self, a: F8, b: F8, c: F8) -> F8 {
         neon!(F8(vfmaq_f32(c.0, a.0, b.0), vfmaq_f32(c.1, a.1, b.1)))
     }

@@ -147,6 +147,8 @@ pub(crate) trait Lanes: Copy {
     fn sub_f(self, a: Self::F, b: Self::F) -> Self::F;
     /// `a · b`.
     fn mul_f(self, a: Self::F, b: Self::F) -> Self::F;
+    /// `a / b`, correctly rounded (IEEE division, as f32 `/`).
+    fn div_f(self, a: Self::F, b: Self::F) -> Self::F;
     /// `a · b + c`, fused.
     fn mul_add(self, a: Self::F, b: Self::F, c: Self::F) -> Self::F;
     /// `a · b − c`, fused.

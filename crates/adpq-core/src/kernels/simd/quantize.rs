@@ -175,7 +175,7 @@ pub(super) fn group_f32<'a>(
             &conv[..n]
         }
         Weights::Bf16(w) => {
-            w[start..start + n].convert_to_f32_slice(&mut conv[..n]);
+            crate::weights::bf16_to_f32_slice(&w[start..start + n], &mut conv[..n]);
             &conv[..n]
         }
     }

@@ -11,7 +11,10 @@
 
 use super::quantize::{classify_group, group_f32, pack_codes, push_positions, Chunks, Stats};
 use super::Lanes;
-use crate::affine::{search_group, AffineGrid, GroupPasses, LaneSums, RefitSums, RowUnits};
+use crate::affine::{
+    search_group, AffineGrid, Candidates, GroupPasses, LaneSums, RefitSums, RowUnits,
+    CANDIDATE_SLOTS, SHRINK,
+};
 use crate::error::Result;
 use crate::format::record_v2::{write_record, write_units};
 use crate::kernels::common::rejected_weight;
@@ -83,6 +86,79 @@ fn total<S: Lanes>(s: S, v: S::F) -> f32 {
     LaneSums(s.to_f32s(v)).total()
 }
 
+/// [`Candidates::compute`] in lanes, 8 candidates at a time: the same f32 operations
+/// (the clamps as `max` then `min`, equal to `f32::clamp` for the finite quotients that
+/// positive finite units give; other units take the one-at-a-time path).
+#[inline(always)]
+pub(super) fn candidates<S: Lanes>(
+    s: S,
+    lo: f32,
+    hi: f32,
+    units: &RowUnits,
+    fp: &FormatParams,
+) -> Candidates {
+    let top = f32::from(fp.field_max());
+    let step_scale = fp.code_max() as f32 * units.step_unit;
+    let finite_positive = |x: f32| x > 0.0 && x < f32::INFINITY;
+    if !(finite_positive(step_scale) && finite_positive(units.step_unit)) {
+        return Candidates::compute(lo, hi, units, fp);
+    }
+    // Each slot's range ends (unused slots repeat candidate 0).
+    let (mut los, mut his) = ([lo; CANDIDATE_SLOTS], [hi; CANDIDATE_SLOTS]);
+    for (i, si) in SHRINK.iter().enumerate() {
+        let lo_i = lo * si;
+        for (j, sj) in SHRINK.iter().enumerate() {
+            let k = i * SHRINK.len() + j;
+            (los[k], his[k]) = (lo_i, hi * sj);
+        }
+    }
+    let z = s.splat_f(0.0);
+    let (one, top) = (s.splat_f(1.0), s.splat_f(top));
+    let (scale, step_unit) = (s.splat_f(step_scale), s.splat_f(units.step_unit));
+    let min_unit = s.splat_f(units.min_unit);
+    let sign = s.splat_u(0x8000_0000);
+    let mut c = Candidates {
+        q_step: [0.0; CANDIDATE_SLOTS],
+        q_min: [0.0; CANDIDATE_SLOTS],
+        step: [0.0; CANDIDATE_SLOTS],
+        min: [0.0; CANDIDATE_SLOTS],
+        inv: [0.0; CANDIDATE_SLOTS],
+    };
+    for v in 0..CANDIDATE_SLOTS / 8 {
+        let lo = s.load_f(eight(&mut los, v));
+        let hi = s.load_f(eight(&mut his, v));
+        let q_step = s.div_f(s.sub_f(hi, lo), scale);
+        let q_step = s.round_even(s.min_f(s.max_f(q_step, one), top));
+        let q_min = if units.min_unit > 0.0 {
+            s.round_even(s.min_f(s.max_f(s.div_f(neg(s, lo, sign), min_unit), z), top))
+        } else {
+            z
+        };
+        // `AffineGrid::new`: `step ≥ u_d > 0`, so `inv` is `1/step`.
+        let step = s.mul_f(q_step, step_unit);
+        let min = neg(s, s.mul_f(q_min, min_unit), sign);
+        let inv = s.div_f(one, step);
+        s.store_f(q_step, eight(&mut c.q_step, v));
+        s.store_f(q_min, eight(&mut c.q_min, v));
+        s.store_f(step, eight(&mut c.step, v));
+        s.store_f(min, eight(&mut c.min, v));
+        s.store_f(inv, eight(&mut c.inv, v));
+    }
+    c
+}
+
+/// `−v` exactly (the sign bit flipped, as f32 negation does); `sign` is `0x8000_0000`.
+#[inline(always)]
+fn neg<S: Lanes>(s: S, v: S::F, sign: S::U) -> S::F {
+    s.float_of_bits(s.xor(s.bits(v), sign))
+}
+
+/// Slot vector `v` of a candidates array.
+#[inline(always)]
+fn eight(a: &mut [f32; CANDIDATE_SLOTS], v: usize) -> &mut [f32; 8] {
+    (&mut a[v * 8..v * 8 + 8]).try_into().expect("8 lanes")
+}
+
 /// The 8-lane passes over one group: its chunks (zero-padded) and inlier lane masks.
 struct LanePasses<'g, S: Lanes> {
     s: S,
@@ -129,6 +205,11 @@ impl<'g, S: Lanes> LanePasses<'g, S> {
 
 impl<S: Lanes> GroupPasses for LanePasses<'_, S> {
     #[inline(always)]
+    fn candidates(&mut self, lo: f32, hi: f32, units: &RowUnits, fp: &FormatParams) -> Candidates {
+        candidates(self.s, lo, hi, units, fp)
+    }
+
+    #[inline(always)]
     fn error(&mut self, grid: &AffineGrid) -> f32 {
         let s = self.s;
         let gl = GridLanes::new(s, grid, self.code_max);
@@ -148,7 +229,13 @@ impl<S: Lanes> GroupPasses for LanePasses<'_, S> {
         let mut grids = grids.chunks_exact(3);
         let mut errs = errors.chunks_exact_mut(3);
         for (g3, e3) in (&mut grids).zip(&mut errs) {
-            let gl = [0, 1, 2].map(|k| GridLanes::new(s, &g3[k], code_max));
+            // Spelled out: `[0, 1, 2].map(..)` is a closure the compiler may leave out of
+            // line, compiled without the ISA's features (then each splat is a call).
+            let gl = [
+                GridLanes::new(s, &g3[0], code_max),
+                GridLanes::new(s, &g3[1], code_max),
+                GridLanes::new(s, &g3[2], code_max),
+            ];
             let z = s.splat_f(0.0);
             let mut acc = [z, z, z];
             for (v, m) in self.vals.iter().zip(self.inliers) {
@@ -397,6 +484,89 @@ mod tests {
             assert_eq!(got.0.to_bits(), want.0.to_bits(), "case {case}: error");
             assert_eq!(bits(&got.1), bits(&want.1), "case {case}: refit sums");
         }
+    }
+
+    /// [`candidates`] over lanes for one group.
+    struct Cands<'a> {
+        lo: f32,
+        hi: f32,
+        units: &'a RowUnits,
+        fp: &'a FormatParams,
+    }
+
+    impl<S: Lanes> Kernel<S> for Cands<'_> {
+        type Out = Candidates;
+        #[inline(always)]
+        fn call(self, s: S) -> Candidates {
+            candidates(s, self.lo, self.hi, self.units, self.fp)
+        }
+    }
+
+    /// Random ranges, units and field widths: the lanes candidates equal
+    /// `Candidates::compute` bit for bit (both signs of zero, tiny and huge units).
+    fn candidates_match<T: SimdToken>(t: T) {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for case in 0..20_000 {
+            let width = 2 + (case % 7) as u8;
+            let version = if case % 3 == 0 {
+                FormatVersion::V3
+            } else {
+                FormatVersion::V2
+            };
+            let Ok(p) = Params::new(width, 64, 0.0, Grid::Asymmetric) else {
+                continue;
+            };
+            let Ok(p) = p.with_version(version) else {
+                continue;
+            };
+            let fp = p.format();
+            let scale = [1e-30f32, 1e-3, 0.1, 1.0, 37.0, 1e30][case % 6];
+            let u = |n: u64| (n >> 40) as f32 / (1u64 << 24) as f32;
+            let mut lo = -u(next()) * scale;
+            let hi = u(next()) * scale + f32::MIN_POSITIVE;
+            if case % 17 == 0 {
+                lo = -0.0;
+            }
+            let span = (hi - lo) * (1.0 + u(next()));
+            let e = scale_exponent(span, &fp);
+            let units =
+                RowUnits::for_row(span, -lo * (1.0 + u(next())), 0.0, f32::INFINITY, &fp, e);
+            let want = Candidates::compute(lo, hi, &units, &fp);
+            let got = t.run(Cands {
+                lo,
+                hi,
+                units: &units,
+                fp: &fp,
+            });
+            // The used slots (the rest are unspecified).
+            let n = SHRINK.len() * SHRINK.len();
+            let bits = |c: &Candidates| {
+                [c.q_step, c.q_min, c.step, c.min, c.inv].map(|a| {
+                    let mut b = [0u32; CANDIDATE_SLOTS];
+                    for (b, v) in b.iter_mut().zip(&a[..n]) {
+                        *b = v.to_bits();
+                    }
+                    b
+                })
+            };
+            assert_eq!(bits(&got), bits(&want), "case {case}: {lo} {hi} {units:?}");
+        }
+    }
+
+    #[test]
+    fn lane_candidates_equal_the_oracle_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = crate::kernels::Avx2::try_new() {
+            candidates_match(t);
+        }
+        #[cfg(target_arch = "aarch64")]
+        candidates_match(crate::kernels::Neon::try_new().expect("NEON is baseline on aarch64"));
     }
 
     #[test]

@@ -13,7 +13,9 @@
 use super::quantize::{pack_codes, Chunks};
 use super::rotate::forward_at;
 use super::Lanes;
-use crate::affine::{search_group, AffineGrid, GroupPasses, LaneSums, RefitSums};
+use crate::affine::{
+    search_group, AffineGrid, Candidates, GroupPasses, LaneSums, RefitSums, RowUnits,
+};
 use crate::error::Result;
 use crate::format::record_v3::{write_record, write_units};
 use crate::kernels::rows::RowsV2;
@@ -136,6 +138,11 @@ struct LanePasses<'g, S: Lanes> {
 }
 
 impl<S: Lanes> GroupPasses for LanePasses<'_, S> {
+    #[inline(always)]
+    fn candidates(&mut self, lo: f32, hi: f32, units: &RowUnits, fp: &FormatParams) -> Candidates {
+        super::quantize_v2::candidates(self.s, lo, hi, units, fp)
+    }
+
     #[inline(always)]
     fn error(&mut self, grid: &AffineGrid) -> f32 {
         let s = self.s;

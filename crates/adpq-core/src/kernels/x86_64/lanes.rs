@@ -199,6 +199,10 @@ impl Lanes for Avx2Lanes {
         avx2!(_mm256_mul_ps(a, b))
     }
     #[inline(always)]
+    fn div_f(self, a: __m256, b: __m256) -> __m256 {
+        avx2!(_mm256_div_ps(a, b))
+    }
+    #[inline(always)]
     fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
         avx2!(_mm256_fmadd_ps(a, b, c))
     }
