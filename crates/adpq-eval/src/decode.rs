@@ -216,7 +216,8 @@ fn attend(q: &[f32], kv: &Cache<'_>, heads: usize, out: &mut [f32]) {
         });
 }
 
-/// Rows ahead whose bytes a packed product reads early (see [`touch`]).
+/// Rows a packed product hands the kernels at once, and reads ahead of them (see
+/// [`touch`]).
 const AHEAD: usize = 4;
 
 /// Reads one value of each cache line of `values`, so that their misses overlap the work
@@ -301,13 +302,15 @@ fn gemv<K: CpuKernels>(
             y.par_chunks_mut(GEMV_ROWS)
                 .enumerate()
                 .try_for_each(|(b, ys)| {
-                    for (i, yv) in ys.iter_mut().enumerate() {
-                        let r = b * GEMV_ROWS + i;
-                        if let Ok(ahead) = p.row(r + AHEAD) {
-                            touch(ahead.codes);
-                            touch(ahead.records);
+                    for (i, yv) in ys.chunks_mut(AHEAD).enumerate() {
+                        let r = b * GEMV_ROWS + i * AHEAD;
+                        for ahead in r + AHEAD..r + 2 * AHEAD {
+                            if let Ok(ahead) = p.row(ahead) {
+                                touch(ahead.codes);
+                                touch(ahead.records);
+                            }
                         }
-                        *yv = k.dot_row_q8(p, r, &a)?;
+                        k.gemv_q8_rows(p, r, &a, yv)?;
                     }
                     Ok(())
                 })

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::format::record_v3::read_record;
 use crate::format::{code_at, PackedTensor};
 use crate::kernels::q8::{dot_row_q8_ref, Q8Activations};
-use crate::kernels::{check_activations, check_gemv_out};
+use crate::kernels::{check_activations, check_gemv_out, check_row_range};
 use crate::params::{FormatParams, CODEBOOK_4BIT};
 use crate::rotate::{Rotation, MAX_SEGMENT};
 
@@ -316,10 +316,8 @@ fn dot_row_q8_uniform<S: Lanes>(
     Ok(acc)
 }
 
-/// Dot product of v3 row `r` with int8 activations (already in the rotated basis), 4-bit
-/// codes: the exact `Σ T[c]·q` 32 codes at a time in lanes, then the reference's f32
-/// arithmetic per group, so the result is the reference's bit for bit. Other widths run
-/// the reference.
+/// Dot product of v3 row `r` with int8 activations (already in the rotated basis): one
+/// row of [`gemv_q8_rows_v3`], so the reference's bits.
 #[inline(always)]
 pub(crate) fn dot_row_q8_v3<S: Lanes>(
     s: S,
@@ -327,36 +325,215 @@ pub(crate) fn dot_row_q8_v3<S: Lanes>(
     r: usize,
     a: &Q8Activations<'_>,
 ) -> Result<f32> {
+    let mut y = [0f32];
+    gemv_q8_rows_v3(s, t, r, a, &mut y)?;
+    Ok(y[0])
+}
+
+/// Rows [`gemv_q8_rows_v3`] works on together, sharing each activation load and one
+/// horizontal sum per group.
+const ROW_BLOCK: usize = 4;
+
+/// Rows `first..first + y.len()` of `W x̂` for a v3 tensor with int8 activations (already
+/// in the rotated basis): per group the exact integer `Σ L[c]·q`, 32 codes at a time as
+/// bytes (the code book looked up, or `b`-bit codes unpacked, see [`ByteCodes`]) and
+/// `maddubs`-style products, [`ROW_BLOCK`] rows at a time; then the reference's f32
+/// arithmetic per group, so each output is the reference's bit for bit. 8-bit codes
+/// (above `maddubs`'s range) take f32 lanes; groups below 32 columns the reference.
+#[inline(always)]
+pub(crate) fn gemv_q8_rows_v3<S: Lanes>(
+    s: S,
+    t: &PackedTensor<'_>,
+    first: usize,
+    a: &Q8Activations<'_>,
+    y: &mut [f32],
+) -> Result<()> {
+    check_row_range(t, first, y.len())?;
     a.check(t)?;
     let fp = t.params();
     let g = usize::from(fp.group_size);
-    if !fp.uses_codebook() {
-        return dot_row_q8_uniform(s, t, r, a);
+    if g < 32 {
+        for (i, out) in y.iter_mut().enumerate() {
+            *out = dot_row_q8_ref(t, first + i, a)?;
+        }
+        return Ok(());
     }
-    if !g.is_multiple_of(32) {
-        return dot_row_q8_ref(t, r, a);
+    let Some(bytes) = ByteCodes::new(s, &fp) else {
+        for (i, out) in y.iter_mut().enumerate() {
+            *out = dot_row_q8_uniform(s, t, first + i, a)?;
+        }
+        return Ok(());
+    };
+    let done = y.len() / ROW_BLOCK * ROW_BLOCK;
+    let mut blocks = y.chunks_exact_mut(ROW_BLOCK);
+    for (k, out) in (&mut blocks).enumerate() {
+        let out: &mut [f32; ROW_BLOCK] = out.try_into().expect("a block of rows");
+        dot_rows_q8(s, t, first + k * ROW_BLOCK, a, &bytes, out)?;
     }
-    let row = t.row(r)?;
-    let units = t.units_of(&row);
-    let mut acc = 0f32;
+    for (i, out) in blocks.into_remainder().iter_mut().enumerate() {
+        dot_rows_q8::<S, 1>(
+            s,
+            t,
+            first + done + i,
+            a,
+            &bytes,
+            core::array::from_mut(out),
+        )?;
+    }
+    Ok(())
+}
+
+/// How 32 codes of a v3 row become 32 bytes in lanes: the code book's levels (4 bits),
+/// or `b`-bit codes (`b <= 7`, so every byte is at most 127) unpacked.
+///
+/// `b`-bit codes unpack in u16 lanes: codes `0..16` are bytes `0..2b` of the 32 codes'
+/// `4b`, codes `16..32` the next `2b`, one 16-byte half each. Each half's even codes go
+/// to one register and its odd codes to another, code `c` as the two bytes holding its
+/// bits (a byte shuffle); a multiply by `2^(16 − b − o)` (`o`: the code's bit offset in
+/// the pair) moves its top bit to bit 15, a shift right by `16 − b` brings it down
+/// alone, and the odd codes shifted into the high bytes join the even ones.
+#[derive(Clone, Copy)]
+struct ByteCodes<S: Lanes> {
+    /// Bits per code.
+    bits: usize,
+    /// The code book's levels in both halves (4 bits).
+    table: Option<S::B>,
+    /// Per parity (even, odd codes): the shuffle and the multipliers.
+    even: (S::B, S::B),
+    odd: (S::B, S::B),
+}
+
+impl<S: Lanes> ByteCodes<S> {
+    /// The unpacking of `fp`'s codes; `None` for 8-bit codes.
+    #[inline(always)]
+    fn new(s: S, fp: &FormatParams) -> Option<Self> {
+        let bits = usize::from(fp.bits);
+        if bits > 7 {
+            return None;
+        }
+        let mut shuffle = [[0x80u8; 32]; 2];
+        let mut mul = [[0u8; 32]; 2];
+        for half in 0..2 {
+            for c in 0..16 {
+                let (byte, off) = (c * bits / 8, c * bits % 8);
+                let at = half * 16 + (c / 2) * 2;
+                shuffle[c % 2][at] = byte as u8;
+                if off + bits > 8 {
+                    shuffle[c % 2][at + 1] = byte as u8 + 1;
+                }
+                let m = 1u16 << (16 - bits - off);
+                mul[c % 2][at..at + 2].copy_from_slice(&m.to_le_bytes());
+            }
+        }
+        let table = fp
+            .uses_codebook()
+            .then(|| s.load_b2(&CODEBOOK_4BIT, &CODEBOOK_4BIT));
+        Some(ByteCodes {
+            bits,
+            table,
+            even: (s.load_b(&shuffle[0]), s.load_b(&mul[0])),
+            odd: (s.load_b(&shuffle[1]), s.load_b(&mul[1])),
+        })
+    }
+
+    /// The levels of codes `i..i + 32` (`i` a multiple of 32) of the row whose codes
+    /// start `codes` (which may run on past the row).
+    #[inline(always)]
+    fn levels(&self, s: S, codes: &[u8], i: usize) -> S::B {
+        if let Some(table) = self.table {
+            let c: &[u8; 16] = codes[i / 2..i / 2 + 16].try_into().expect("16 bytes");
+            return s.shuffle_b(table, s.nibbles32(c));
+        }
+        let b = self.bits;
+        let at = i / 8 * b;
+        let v = match (
+            codes.get(at..at + 16),
+            codes.get(at + 2 * b..at + 2 * b + 16),
+        ) {
+            (Some(lo), Some(hi)) => s.load_b2(
+                lo.try_into().expect("16 bytes"),
+                hi.try_into().expect("16 bytes"),
+            ),
+            _ => {
+                // The buffer's last codes: the two halves' bytes copied apart.
+                let mut buf = [0u8; 32];
+                for (half, dst) in buf.chunks_mut(16).enumerate() {
+                    let src = codes.get(at + half * 2 * b..).unwrap_or(&[]);
+                    let n = src.len().min(2 * b);
+                    dst[..n].copy_from_slice(&src[..n]);
+                }
+                s.load_b(&buf)
+            }
+        };
+        let unpack = |(shuffle, mul): (S::B, S::B)| {
+            s.shr_u16(s.mul_lo_u16(s.shuffle_b(v, shuffle), mul), 16 - b as u32)
+        };
+        s.or_b(unpack(self.even), s.shl_u16(unpack(self.odd), 8))
+    }
+}
+
+/// Rows `first..first + N` of [`gemv_q8_rows_v3`] (groups of at least 32 columns, codes
+/// of at most 7 bits).
+#[inline(always)]
+fn dot_rows_q8<S: Lanes, const N: usize>(
+    s: S,
+    t: &PackedTensor<'_>,
+    first: usize,
+    a: &Q8Activations<'_>,
+    bytes: &ByteCodes<S>,
+    out: &mut [f32; N],
+) -> Result<()> {
+    let fp = t.params();
+    let g = usize::from(fp.group_size);
+    let rows = {
+        let mut rows = [t.row(first)?; N];
+        for (n, row) in rows.iter_mut().enumerate().skip(1) {
+            *row = t.row(first + n)?;
+        }
+        rows
+    };
+    let units = rows.map(|row| t.units_of(&row));
+    let codes: [&[u8]; N] = core::array::from_fn(|n| t.codes_from_row(first + n));
+    let unit = level_unit(&fp);
+    let level_of = |c: u8| {
+        if fp.uses_codebook() {
+            i32::from(CODEBOOK_4BIT[usize::from(c & 15)])
+        } else {
+            i32::from(c)
+        }
+    };
+    let mut acc = [0f32; N];
     for (gi, qs) in a.q().chunks(g).enumerate() {
         let base = gi * g;
         let (whole, rest) = arrays::<i8, 32>(qs);
-        let gc = &row.codes[base / 2..base / 2 + whole.len() * 16];
-        let mut isum_v = s.splat_u(0);
-        for (cb, qc) in arrays::<u8, 16>(gc).0.zip(whole) {
-            isum_v = s.dot_nibble_levels_i8(cb, &CODEBOOK_4BIT, qc, isum_v);
+        let mut isum_v = [s.splat_u(0); N];
+        for (k, qc) in whole.enumerate() {
+            let q = s.load_q(qc);
+            for (sum, codes) in isum_v.iter_mut().zip(codes) {
+                *sum = s.dot_bytes_i8(bytes.levels(s, codes, base + k * 32), q, *sum);
+            }
         }
-        let mut isum = s.hsum_i(isum_v);
+        let mut isum = [0i32; N];
+        match <[S::U; 4]>::try_from(&isum_v[..]) {
+            Ok(four) => isum.copy_from_slice(&s.hsum4_i(four)),
+            Err(_) => {
+                for (sum, v) in isum.iter_mut().zip(isum_v) {
+                    *sum = s.hsum_i(v);
+                }
+            }
+        }
         let done = qs.len() - rest.len();
-        for (i, &qi) in rest.iter().enumerate() {
-            let c = code_at(row.codes, base + done + i, 4);
-            isum += i32::from(CODEBOOK_4BIT[usize::from(c)]) * i32::from(qi);
+        let (sx, qsum) = (a.scales()[gi], a.sums()[gi] as f32);
+        for n in 0..N {
+            for (i, &qi) in rest.iter().enumerate() {
+                let c = code_at(rows[n].codes, base + done + i, fp.bits);
+                isum[n] += level_of(c) * i32::from(qi);
+            }
+            // The reference's arithmetic, in its order.
+            let (step, min) = step_min(rows[n].records, gi, &units[n]);
+            acc[n] += (sx * (step * unit)) * isum[n] as f32 + (sx * min) * qsum;
         }
-        // The reference's arithmetic, in its order.
-        let (step, min) = step_min(row.records, gi, &units);
-        let sx = a.scales()[gi];
-        acc += (sx * (step * 0.125)) * isum as f32 + (sx * min) * a.sums()[gi] as f32;
     }
-    Ok(acc)
+    *out = acc;
+    Ok(())
 }

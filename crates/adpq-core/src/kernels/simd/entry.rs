@@ -185,6 +185,21 @@ macro_rules! simd_kernels {
                         FormatVersion::V3 => self.run(DotRowQ8V3 { t, r: row, a }),
                     }
                 }
+
+                /// Version 3 works on several rows at once (the reference's bits per row);
+                /// the others one row at a time.
+                fn gemv_q8_rows(
+                    &self,
+                    t: &PackedTensor<'_>,
+                    first: usize,
+                    a: &Q8Activations<'_>,
+                    y: &mut [f32],
+                ) -> Result<()> {
+                    match t.version() {
+                        FormatVersion::V3 => self.run(GemvQ8RowsV3 { t, first, a, y }),
+                        _ => $crate::kernels::gemv_q8_rows_by_rows(self, t, first, a, y),
+                    }
+                }
             }
         };
     };
@@ -344,6 +359,15 @@ kernel!(
         r: usize,
         a: &'a Q8Activations<'b>
     } -> Result<f32> = super::dot_row_q8_v3
+);
+kernel!(
+    /// [`super::gemv_q8_rows_v3`].
+    GemvQ8RowsV3<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        first: usize,
+        a: &'a Q8Activations<'b>,
+        y: &'a mut [f32]
+    } -> Result<()> = super::gemv_q8_rows_v3
 );
 kernel!(
     /// [`super::gemv_v3`].
