@@ -405,14 +405,14 @@ impl Lanes for NeonLanes {
     }
     /// Pairwise adds (`vpaddq`) down to one register.
     #[inline(always)]
-    fn hsum4_i(self, v: [U8; 4]) -> [i32; 4] {
-        let mut out = [0i32; 4];
+    fn hsum4_i(self, v: [U8; 4]) -> U8 {
         neon!({
             let [a, b, c, d] = v.map(|v| vaddq_u32(v.0, v.1));
-            let abcd = vpaddq_u32(vpaddq_u32(a, b), vpaddq_u32(c, d));
-            vst1q_s32(out.as_mut_ptr(), vreinterpretq_s32_u32(abcd));
-        });
-        out
+            U8(
+                vpaddq_u32(vpaddq_u32(a, b), vpaddq_u32(c, d)),
+                vdupq_n_u32(0),
+            )
+        })
     }
 }
 

@@ -14,7 +14,7 @@ use super::rotate::{forward_at, inverse_at};
 use super::{arrays, arrays_mut, halves, Lanes};
 use crate::affine::RowUnits;
 use crate::error::Result;
-use crate::format::record_v3::read_record;
+use crate::format::record_v3::{read_record, RECORD_BITS, UNIT_BYTES};
 use crate::format::{code_at, PackedTensor};
 use crate::kernels::q8::{dot_row_q8_ref, Q8Activations};
 use crate::kernels::{check_activations, check_gemv_out, check_row_range};
@@ -383,6 +383,32 @@ pub(crate) fn gemv_q8_rows_v3<S: Lanes>(
     Ok(())
 }
 
+/// Per code width `b < 8` (the index), what [`ByteCodes`] unpacks 32 `b`-bit codes with:
+/// the byte shuffle and the u16 multipliers of the even codes, then of the odd codes.
+const UNPACK: [[[u8; 32]; 4]; 8] = {
+    let mut t = [[[0x80u8; 32]; 4]; 8];
+    let mut bits = 1;
+    while bits < 8 {
+        let mut c = 0;
+        while c < 32 {
+            // Code `c % 16` of half `c / 16`, in u16 lane `c % 16 / 2` of that half.
+            let (byte, off) = ((c % 16) * bits / 8, (c % 16) * bits % 8);
+            let at = c / 16 * 16 + (c % 16) / 2 * 2;
+            let parity = 2 * (c % 2);
+            t[bits][parity][at] = byte as u8;
+            if off + bits > 8 {
+                t[bits][parity][at + 1] = byte as u8 + 1;
+            }
+            let m = (1u16 << (16 - bits - off)).to_le_bytes();
+            t[bits][parity + 1][at] = m[0];
+            t[bits][parity + 1][at + 1] = m[1];
+            c += 1;
+        }
+        bits += 1;
+    }
+    t
+};
+
 /// How 32 codes of a v3 row become 32 bytes in lanes: the code book's levels (4 bits),
 /// or `b`-bit codes (`b <= 7`, so every byte is at most 127) unpacked.
 ///
@@ -408,31 +434,15 @@ impl<S: Lanes> ByteCodes<S> {
     #[inline(always)]
     fn new(s: S, fp: &FormatParams) -> Option<Self> {
         let bits = usize::from(fp.bits);
-        if bits > 7 {
-            return None;
-        }
-        let mut shuffle = [[0x80u8; 32]; 2];
-        let mut mul = [[0u8; 32]; 2];
-        for half in 0..2 {
-            for c in 0..16 {
-                let (byte, off) = (c * bits / 8, c * bits % 8);
-                let at = half * 16 + (c / 2) * 2;
-                shuffle[c % 2][at] = byte as u8;
-                if off + bits > 8 {
-                    shuffle[c % 2][at + 1] = byte as u8 + 1;
-                }
-                let m = 1u16 << (16 - bits - off);
-                mul[c % 2][at..at + 2].copy_from_slice(&m.to_le_bytes());
-            }
-        }
+        let [even_shuffle, even_mul, odd_shuffle, odd_mul] = UNPACK.get(bits)?;
         let table = fp
             .uses_codebook()
             .then(|| s.load_b2(&CODEBOOK_4BIT, &CODEBOOK_4BIT));
         Some(ByteCodes {
             bits,
             table,
-            even: (s.load_b(&shuffle[0]), s.load_b(&mul[0])),
-            odd: (s.load_b(&shuffle[1]), s.load_b(&mul[1])),
+            even: (s.load_b(even_shuffle), s.load_b(even_mul)),
+            odd: (s.load_b(odd_shuffle), s.load_b(odd_mul)),
         })
     }
 
@@ -472,8 +482,9 @@ impl<S: Lanes> ByteCodes<S> {
     }
 }
 
-/// Rows `first..first + N` of [`gemv_q8_rows_v3`] (groups of at least 32 columns, codes
-/// of at most 7 bits).
+/// Rows `first..first + N` (`N <= 8`) of [`gemv_q8_rows_v3`] (groups of at least 32
+/// columns, codes of at most 7 bits). Row `n`'s f32 arithmetic runs in lane `n`: the
+/// reference's operations one by one (no FMA), so its bits.
 #[inline(always)]
 fn dot_rows_q8<S: Lanes, const N: usize>(
     s: S,
@@ -492,9 +503,16 @@ fn dot_rows_q8<S: Lanes, const N: usize>(
         }
         rows
     };
-    let units = rows.map(|row| t.units_of(&row));
     let codes: [&[u8]; N] = core::array::from_fn(|n| t.codes_from_row(first + n));
-    let unit = level_unit(&fp);
+    // Lane `n`: row `n`'s units.
+    let (mut step_units, mut min_units) = ([0f32; 8], [0f32; 8]);
+    for (n, row) in rows.iter().enumerate() {
+        let units = t.units_of(row);
+        (step_units[n], min_units[n]) = (units.step_unit, units.min_unit);
+    }
+    let (step_units, min_units) = (s.load_f(&step_units), s.load_f(&min_units));
+    let unit = s.splat_f(level_unit(&fp));
+    let sign = s.splat_u(0x8000_0000);
     let level_of = |c: u8| {
         if fp.uses_codebook() {
             i32::from(CODEBOOK_4BIT[usize::from(c & 15)])
@@ -502,7 +520,7 @@ fn dot_rows_q8<S: Lanes, const N: usize>(
             i32::from(c)
         }
     };
-    let mut acc = [0f32; N];
+    let mut acc = s.splat_f(0.0);
     for (gi, qs) in a.q().chunks(g).enumerate() {
         let base = gi * g;
         let (whole, rest) = arrays::<i8, 32>(qs);
@@ -513,27 +531,68 @@ fn dot_rows_q8<S: Lanes, const N: usize>(
                 *sum = s.dot_bytes_i8(bytes.levels(s, codes, base + k * 32), q, *sum);
             }
         }
-        let mut isum = [0i32; N];
-        match <[S::U; 4]>::try_from(&isum_v[..]) {
-            Ok(four) => isum.copy_from_slice(&s.hsum4_i(four)),
-            Err(_) => {
-                for (sum, v) in isum.iter_mut().zip(isum_v) {
-                    *sum = s.hsum_i(v);
+        let mut isum = hsums(s, isum_v);
+        if !rest.is_empty() {
+            let done = qs.len() - rest.len();
+            let mut tail = [0u32; 8];
+            for (n, row) in rows.iter().enumerate() {
+                for (i, &qi) in rest.iter().enumerate() {
+                    let c = code_at(row.codes, base + done + i, fp.bits);
+                    tail[n] = tail[n].wrapping_add((level_of(c) * i32::from(qi)) as u32);
                 }
             }
+            isum = s.add_i(isum, s.load_u(&tail));
         }
-        let done = qs.len() - rest.len();
-        let (sx, qsum) = (a.scales()[gi], a.sums()[gi] as f32);
-        for n in 0..N {
-            for (i, &qi) in rest.iter().enumerate() {
-                let c = code_at(rows[n].codes, base + done + i, fp.bits);
-                isum[n] += level_of(c) * i32::from(qi);
-            }
-            // The reference's arithmetic, in its order.
-            let (step, min) = step_min(rows[n].records, gi, &units[n]);
-            acc[n] += (sx * (step * unit)) * isum[n] as f32 + (sx * min) * qsum;
+        let mut fields = [0u32; 8];
+        for (f, row) in fields.iter_mut().zip(&rows) {
+            *f = record_fields(row.records, gi);
+        }
+        let fields = s.load_u(&fields);
+        // `step_min` in lanes: `q_d·d_unit`, `−(q_m·m_unit)` (the sign flipped, as `−`).
+        let q_step = s.int_to_float(s.and(fields, s.splat_u(63)));
+        let q_min = s.int_to_float(s.shr(fields, 6));
+        let step = s.mul_f(q_step, step_units);
+        let min = s.float_of_bits(s.xor(s.bits(s.mul_f(q_min, min_units)), sign));
+        // The reference's arithmetic, in its order:
+        // `acc += (sx·(d·unit))·Σ L·q + (sx·m)·Σ q`.
+        let sx = s.splat_f(a.scales()[gi]);
+        let qsum = s.splat_f(a.sums()[gi] as f32);
+        let dense = s.mul_f(s.mul_f(sx, s.mul_f(step, unit)), s.int_to_float(isum));
+        let offset = s.mul_f(s.mul_f(sx, min), qsum);
+        acc = s.add_f(acc, s.add_f(dense, offset));
+    }
+    let acc = s.to_f32s(acc);
+    out.copy_from_slice(&acc[..N]);
+    Ok(())
+}
+
+/// Group `g`'s 12 record bits (`q_d | q_m << 6`) of a row's records, as
+/// [`read_record`] reads them, from one 4-byte load where the records allow.
+#[inline(always)]
+fn record_fields(records: &[u8], g: usize) -> u32 {
+    let bit = g * RECORD_BITS;
+    match records.get(UNIT_BYTES + bit / 8..UNIT_BYTES + bit / 8 + 4) {
+        Some(w) => {
+            let w = u32::from_le_bytes(w.try_into().expect("4 bytes"));
+            (w >> (bit % 8)) & ((1 << RECORD_BITS) - 1)
+        }
+        None => {
+            let (q_step, q_min) = read_record(records, g);
+            u32::from(q_step) | (u32::from(q_min) << 6)
         }
     }
-    *out = acc;
-    Ok(())
+}
+
+/// The lane sums of `N <= 8` vectors: vector `n`'s in lane `n`, the other lanes 0.
+#[inline(always)]
+fn hsums<S: Lanes, const N: usize>(s: S, v: [S::U; N]) -> S::U {
+    if N == 4 {
+        s.hsum4_i(core::array::from_fn(|i| v[i]))
+    } else {
+        let mut sums = [0u32; 8];
+        for (sum, v) in sums.iter_mut().zip(v) {
+            *sum = s.hsum_i(v) as u32;
+        }
+        s.load_u(&sums)
+    }
 }

@@ -213,10 +213,12 @@ pub(crate) trait Lanes: Copy {
     /// Adds `Σ c·q` over 32 bytes `c` (each at most 127) and 32 int8 `q` into the i32
     /// lanes of `acc` (exact; which lane gets which term is the ISA's choice).
     fn dot_bytes_i8(self, c: Self::B, q: Self::B, acc: Self::U) -> Self::U;
-    /// The lane sums of 4 vectors ([`hsum_i`](Self::hsum_i) of each).
+    /// The lane sums of 4 vectors ([`hsum_i`](Self::hsum_i) of each): that of `v[k]` in
+    /// lane `k`, lanes 4–7 zero.
     #[inline(always)]
-    fn hsum4_i(self, v: [Self::U; 4]) -> [i32; 4] {
-        v.map(|v| self.hsum_i(v))
+    fn hsum4_i(self, v: [Self::U; 4]) -> Self::U {
+        let [a, b, c, d] = v.map(|v| self.hsum_i(v) as u32);
+        self.load_u(&[a, b, c, d, 0, 0, 0, 0])
     }
 
     /// Lane `j` of `table` at lane `idx_j & 7`, for every `j`.

@@ -335,19 +335,16 @@ impl Lanes for Avx2Lanes {
     }
     /// Three `vphaddd` and one add of the halves.
     #[inline(always)]
-    fn hsum4_i(self, v: [__m256i; 4]) -> [i32; 4] {
+    fn hsum4_i(self, v: [__m256i; 4]) -> __m256i {
         avx2!({
             let ab = _mm256_hadd_epi32(v[0], v[1]);
             let cd = _mm256_hadd_epi32(v[2], v[3]);
             // Lane `k` of each half: a partial sum of vector `k`.
             let abcd = _mm256_hadd_epi32(ab, cd);
-            let s = _mm_add_epi32(
+            _mm256_zextsi128_si256(_mm_add_epi32(
                 _mm256_castsi256_si128(abcd),
                 _mm256_extracti128_si256::<1>(abcd),
-            );
-            let mut out = [0i32; 4];
-            _mm_storeu_si128(out.as_mut_ptr().cast(), s);
-            out
+            ))
         })
     }
 
