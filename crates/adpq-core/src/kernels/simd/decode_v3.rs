@@ -364,21 +364,33 @@ pub(crate) fn gemv_q8_rows_v3<S: Lanes>(
         }
         return Ok(());
     };
+    if fp.uses_codebook() {
+        rows_in_blocks::<S, true>(s, t, first, a, &bytes, y)
+    } else {
+        rows_in_blocks::<S, false>(s, t, first, a, &bytes, y)
+    }
+}
+
+/// [`gemv_q8_rows_v3`] in blocks of [`ROW_BLOCK`] rows, the rest one at a time; the code
+/// book or not decided once, outside the loops.
+#[inline(always)]
+fn rows_in_blocks<S: Lanes, const CODEBOOK: bool>(
+    s: S,
+    t: &PackedTensor<'_>,
+    first: usize,
+    a: &Q8Activations<'_>,
+    bytes: &ByteCodes<S>,
+    y: &mut [f32],
+) -> Result<()> {
     let done = y.len() / ROW_BLOCK * ROW_BLOCK;
     let mut blocks = y.chunks_exact_mut(ROW_BLOCK);
     for (k, out) in (&mut blocks).enumerate() {
         let out: &mut [f32; ROW_BLOCK] = out.try_into().expect("a block of rows");
-        dot_rows_q8(s, t, first + k * ROW_BLOCK, a, &bytes, out)?;
+        dot_rows_q8::<S, ROW_BLOCK, CODEBOOK>(s, t, first + k * ROW_BLOCK, a, bytes, out)?;
     }
     for (i, out) in blocks.into_remainder().iter_mut().enumerate() {
-        dot_rows_q8::<S, 1>(
-            s,
-            t,
-            first + done + i,
-            a,
-            &bytes,
-            core::array::from_mut(out),
-        )?;
+        let out = core::array::from_mut(out);
+        dot_rows_q8::<S, 1, CODEBOOK>(s, t, first + done + i, a, bytes, out)?;
     }
     Ok(())
 }
@@ -449,8 +461,8 @@ impl<S: Lanes> ByteCodes<S> {
     /// The levels of codes `i..i + 32` (`i` a multiple of 32) of the row whose codes
     /// start `codes` (which may run on past the row).
     #[inline(always)]
-    fn levels(&self, s: S, codes: &[u8], i: usize) -> S::B {
-        if let Some(table) = self.table {
+    fn levels<const CODEBOOK: bool>(&self, s: S, codes: &[u8], i: usize) -> S::B {
+        if let (true, Some(table)) = (CODEBOOK, self.table) {
             let c: &[u8; 16] = codes[i / 2..i / 2 + 16].try_into().expect("16 bytes");
             return s.shuffle_b(table, s.nibbles32(c));
         }
@@ -465,12 +477,14 @@ impl<S: Lanes> ByteCodes<S> {
                 hi.try_into().expect("16 bytes"),
             ),
             _ => {
-                // The buffer's last codes: the two halves' bytes copied apart.
+                // The buffer's last codes: the two halves' bytes copied apart, byte by
+                // byte (a `memcpy` call here would make the loop spill every register).
                 let mut buf = [0u8; 32];
-                for (half, dst) in buf.chunks_mut(16).enumerate() {
-                    let src = codes.get(at + half * 2 * b..).unwrap_or(&[]);
-                    let n = src.len().min(2 * b);
-                    dst[..n].copy_from_slice(&src[..n]);
+                for (j, v) in buf.iter_mut().enumerate() {
+                    let from = at + j / 16 * 2 * b + j % 16;
+                    if j % 16 < 2 * b {
+                        *v = codes.get(from).copied().unwrap_or(0);
+                    }
                 }
                 s.load_b(&buf)
             }
@@ -486,7 +500,7 @@ impl<S: Lanes> ByteCodes<S> {
 /// columns, codes of at most 7 bits). Row `n`'s f32 arithmetic runs in lane `n`: the
 /// reference's operations one by one (no FMA), so its bits.
 #[inline(always)]
-fn dot_rows_q8<S: Lanes, const N: usize>(
+fn dot_rows_q8<S: Lanes, const N: usize, const CODEBOOK: bool>(
     s: S,
     t: &PackedTensor<'_>,
     first: usize,
@@ -514,7 +528,7 @@ fn dot_rows_q8<S: Lanes, const N: usize>(
     let unit = s.splat_f(level_unit(&fp));
     let sign = s.splat_u(0x8000_0000);
     let level_of = |c: u8| {
-        if fp.uses_codebook() {
+        if CODEBOOK {
             i32::from(CODEBOOK_4BIT[usize::from(c & 15)])
         } else {
             i32::from(c)
@@ -528,7 +542,7 @@ fn dot_rows_q8<S: Lanes, const N: usize>(
         for (k, qc) in whole.enumerate() {
             let q = s.load_q(qc);
             for (sum, codes) in isum_v.iter_mut().zip(codes) {
-                *sum = s.dot_bytes_i8(bytes.levels(s, codes, base + k * 32), q, *sum);
+                *sum = s.dot_bytes_i8(bytes.levels::<CODEBOOK>(s, codes, base + k * 32), q, *sum);
             }
         }
         let mut isum = hsums(s, isum_v);
