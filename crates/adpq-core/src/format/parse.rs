@@ -492,15 +492,6 @@ impl<'a> PackedTensor<'a> {
         })
     }
 
-    /// The codes of rows `r..`, to the end of the buffer: what a kernel may read past row
-    /// `r`'s own codes (bytes it then ignores) to load whole vectors.
-    pub(crate) fn codes_from_row(&self, r: usize) -> &'a [u8] {
-        let l = &self.layout;
-        self.bytes
-            .get(l.codes_at + r * l.row_code_bytes..)
-            .unwrap_or(&[])
-    }
-
     /// The groups of row `r` of a version 1 tensor with their grids and outlier
     /// positions, or an error when the row is out of range or the tensor is version 2
     /// (read with [`affine_groups`](Self::affine_groups)).

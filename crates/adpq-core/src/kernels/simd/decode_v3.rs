@@ -336,10 +336,10 @@ const ROW_BLOCK: usize = 4;
 
 /// Rows `first..first + y.len()` of `W x̂` for a v3 tensor with int8 activations (already
 /// in the rotated basis): per group the exact integer `Σ L[c]·q`, 32 codes at a time as
-/// bytes (the code book looked up, or `b`-bit codes unpacked, see [`ByteCodes`]) and
+/// bytes (the code book looked up, or 5- to 7-bit codes unpacked: [`CodeChunks`]) and
 /// `maddubs`-style products, [`ROW_BLOCK`] rows at a time; then the reference's f32
-/// arithmetic per group, so each output is the reference's bit for bit. 8-bit codes
-/// (above `maddubs`'s range) take f32 lanes; groups below 32 columns the reference.
+/// arithmetic per group, so each output is the reference's bit for bit. 2-, 3- and 8-bit
+/// codes take f32 lanes one row at a time; groups below 32 columns the reference.
 #[inline(always)]
 pub(crate) fn gemv_q8_rows_v3<S: Lanes>(
     s: S,
@@ -351,61 +351,158 @@ pub(crate) fn gemv_q8_rows_v3<S: Lanes>(
     check_row_range(t, first, y.len())?;
     a.check(t)?;
     let fp = t.params();
-    let g = usize::from(fp.group_size);
-    if g < 32 {
+    if fp.group_size < 32 {
         for (i, out) in y.iter_mut().enumerate() {
             *out = dot_row_q8_ref(t, first + i, a)?;
         }
         return Ok(());
     }
-    let Some(bytes) = ByteCodes::new(s, &fp) else {
-        for (i, out) in y.iter_mut().enumerate() {
-            *out = dot_row_q8_uniform(s, t, first + i, a)?;
+    match fp.bits {
+        _ if fp.uses_codebook() => rows_in_blocks(s, t, first, a, CodeBook::new(s), y),
+        5 => rows_in_blocks(s, t, first, a, Uniform::<S, 5>::new(s), y),
+        6 => rows_in_blocks(s, t, first, a, Uniform::<S, 6>::new(s), y),
+        7 => rows_in_blocks(s, t, first, a, Uniform::<S, 7>::new(s), y),
+        _ => {
+            for (i, out) in y.iter_mut().enumerate() {
+                *out = dot_row_q8_uniform(s, t, first + i, a)?;
+            }
+            Ok(())
         }
-        return Ok(());
-    };
-    if fp.uses_codebook() {
-        rows_in_blocks::<S, true>(s, t, first, a, &bytes, y)
-    } else {
-        rows_in_blocks::<S, false>(s, t, first, a, &bytes, y)
     }
 }
 
-/// [`gemv_q8_rows_v3`] in blocks of [`ROW_BLOCK`] rows, the rest one at a time; the code
-/// book or not decided once, outside the loops.
+/// [`gemv_q8_rows_v3`] in blocks of [`ROW_BLOCK`] rows, the rest one at a time.
 #[inline(always)]
-fn rows_in_blocks<S: Lanes, const CODEBOOK: bool>(
+fn rows_in_blocks<S: Lanes, C: CodeChunks<S>>(
     s: S,
     t: &PackedTensor<'_>,
     first: usize,
     a: &Q8Activations<'_>,
-    bytes: &ByteCodes<S>,
+    chunks: C,
     y: &mut [f32],
 ) -> Result<()> {
     let done = y.len() / ROW_BLOCK * ROW_BLOCK;
     let mut blocks = y.chunks_exact_mut(ROW_BLOCK);
     for (k, out) in (&mut blocks).enumerate() {
         let out: &mut [f32; ROW_BLOCK] = out.try_into().expect("a block of rows");
-        dot_rows_q8::<S, ROW_BLOCK, CODEBOOK>(s, t, first + k * ROW_BLOCK, a, bytes, out)?;
+        dot_rows_q8(s, t, first + k * ROW_BLOCK, a, chunks, out)?;
     }
     for (i, out) in blocks.into_remainder().iter_mut().enumerate() {
-        let out = core::array::from_mut(out);
-        dot_rows_q8::<S, 1, CODEBOOK>(s, t, first + done + i, a, bytes, out)?;
+        dot_rows_q8(
+            s,
+            t,
+            first + done + i,
+            a,
+            chunks,
+            core::array::from_mut(out),
+        )?;
     }
     Ok(())
 }
 
-/// Per code width `b < 8` (the index), what [`ByteCodes`] unpacks 32 `b`-bit codes with:
+/// How the 32 codes of a chunk of a v3 row (whole bytes, since 32 codes of any width
+/// are) become 32 bytes in lanes, each at most 127.
+trait CodeChunks<S: Lanes>: Copy {
+    /// Bits per code.
+    const BITS: usize;
+    /// Bytes of 32 codes.
+    const BYTES: usize = 4 * Self::BITS;
+    /// The levels of the 32 codes `chunk` (of [`BYTES`](Self::BYTES) bytes).
+    fn levels(self, s: S, chunk: &[u8]) -> S::B;
+    /// The level of one code (for the columns past the last whole chunk).
+    fn level(c: u8) -> i32;
+}
+
+/// 4-bit codes looked up in the code book.
+#[derive(Clone, Copy)]
+struct CodeBook<S: Lanes> {
+    /// The code book's levels in both halves.
+    table: S::B,
+}
+
+impl<S: Lanes> CodeBook<S> {
+    #[inline(always)]
+    fn new(s: S) -> Self {
+        CodeBook {
+            table: s.load_b2(&CODEBOOK_4BIT, &CODEBOOK_4BIT),
+        }
+    }
+}
+
+impl<S: Lanes> CodeChunks<S> for CodeBook<S> {
+    const BITS: usize = 4;
+    #[inline(always)]
+    fn levels(self, s: S, chunk: &[u8]) -> S::B {
+        let codes: &[u8; 16] = chunk.try_into().expect("16 bytes");
+        s.shuffle_b(self.table, s.nibbles32(codes))
+    }
+    #[inline(always)]
+    fn level(c: u8) -> i32 {
+        i32::from(CODEBOOK_4BIT[usize::from(c & 15)])
+    }
+}
+
+/// `B`-bit codes (`4 <= B <= 7`: 32 codes are 16 to 28 bytes, and at most 127), which are
+/// their own levels, unpacked in u16 lanes.
+///
+/// Codes `0..16` are bytes `0..2B` of the chunk's `4B`, codes `16..32` the next `2B`:
+/// one 16-byte half each, the first loaded from the chunk's start, the second ending at
+/// its end (so nothing past the chunk is read). Each half's even codes go to one
+/// register and its odd codes to another, code `c` as the two bytes holding its bits (a
+/// byte shuffle); a multiply by `2^(16 − B − o)` (`o`: the code's bit offset in the
+/// pair) moves its top bit to bit 15, a shift right by `16 − B` brings it down alone, and
+/// the odd codes shifted into the high bytes join the even ones.
+#[derive(Clone, Copy)]
+struct Uniform<S: Lanes, const B: usize> {
+    /// The byte shuffle and u16 multipliers of the even codes, then of the odd codes.
+    even: (S::B, S::B),
+    odd: (S::B, S::B),
+}
+
+impl<S: Lanes, const B: usize> Uniform<S, B> {
+    #[inline(always)]
+    fn new(s: S) -> Self {
+        let [even_shuffle, even_mul, odd_shuffle, odd_mul] = &UNPACK[B];
+        Uniform {
+            even: (s.load_b(even_shuffle), s.load_b(even_mul)),
+            odd: (s.load_b(odd_shuffle), s.load_b(odd_mul)),
+        }
+    }
+}
+
+impl<S: Lanes, const B: usize> CodeChunks<S> for Uniform<S, B> {
+    const BITS: usize = B;
+    #[inline(always)]
+    fn levels(self, s: S, chunk: &[u8]) -> S::B {
+        let lo: &[u8; 16] = chunk[..16].try_into().expect("16 bytes");
+        let hi: &[u8; 16] = chunk[Self::BYTES - 16..].try_into().expect("16 bytes");
+        let v = s.load_b2(lo, hi);
+        let unpack = |(shuffle, mul): (S::B, S::B)| {
+            s.shr_u16(s.mul_lo_u16(s.shuffle_b(v, shuffle), mul), 16 - B as u32)
+        };
+        s.or_b(unpack(self.even), s.shl_u16(unpack(self.odd), 8))
+    }
+    #[inline(always)]
+    fn level(c: u8) -> i32 {
+        i32::from(c)
+    }
+}
+
+/// Per code width `B` (the index, 4 to 7 used), what [`Uniform`] unpacks 32 codes with:
 /// the byte shuffle and the u16 multipliers of the even codes, then of the odd codes.
+/// The second half's bytes sit at `16 − 2B` in its register (loaded to end at the
+/// chunk's end).
 const UNPACK: [[[u8; 32]; 4]; 8] = {
     let mut t = [[[0x80u8; 32]; 4]; 8];
-    let mut bits = 1;
+    let mut bits = 4;
     while bits < 8 {
         let mut c = 0;
         while c < 32 {
             // Code `c % 16` of half `c / 16`, in u16 lane `c % 16 / 2` of that half.
-            let (byte, off) = ((c % 16) * bits / 8, (c % 16) * bits % 8);
-            let at = c / 16 * 16 + (c % 16) / 2 * 2;
+            let (half, i) = (c / 16, c % 16);
+            let byte = i * bits / 8 + half * (16 - 2 * bits);
+            let off = i * bits % 8;
+            let at = half * 16 + i / 2 * 2;
             let parity = 2 * (c % 2);
             t[bits][parity][at] = byte as u8;
             if off + bits > 8 {
@@ -421,91 +518,16 @@ const UNPACK: [[[u8; 32]; 4]; 8] = {
     t
 };
 
-/// How 32 codes of a v3 row become 32 bytes in lanes: the code book's levels (4 bits),
-/// or `b`-bit codes (`b <= 7`, so every byte is at most 127) unpacked.
-///
-/// `b`-bit codes unpack in u16 lanes: codes `0..16` are bytes `0..2b` of the 32 codes'
-/// `4b`, codes `16..32` the next `2b`, one 16-byte half each. Each half's even codes go
-/// to one register and its odd codes to another, code `c` as the two bytes holding its
-/// bits (a byte shuffle); a multiply by `2^(16 − b − o)` (`o`: the code's bit offset in
-/// the pair) moves its top bit to bit 15, a shift right by `16 − b` brings it down
-/// alone, and the odd codes shifted into the high bytes join the even ones.
-#[derive(Clone, Copy)]
-struct ByteCodes<S: Lanes> {
-    /// Bits per code.
-    bits: usize,
-    /// The code book's levels in both halves (4 bits).
-    table: Option<S::B>,
-    /// Per parity (even, odd codes): the shuffle and the multipliers.
-    even: (S::B, S::B),
-    odd: (S::B, S::B),
-}
-
-impl<S: Lanes> ByteCodes<S> {
-    /// The unpacking of `fp`'s codes; `None` for 8-bit codes.
-    #[inline(always)]
-    fn new(s: S, fp: &FormatParams) -> Option<Self> {
-        let bits = usize::from(fp.bits);
-        let [even_shuffle, even_mul, odd_shuffle, odd_mul] = UNPACK.get(bits)?;
-        let table = fp
-            .uses_codebook()
-            .then(|| s.load_b2(&CODEBOOK_4BIT, &CODEBOOK_4BIT));
-        Some(ByteCodes {
-            bits,
-            table,
-            even: (s.load_b(even_shuffle), s.load_b(even_mul)),
-            odd: (s.load_b(odd_shuffle), s.load_b(odd_mul)),
-        })
-    }
-
-    /// The levels of codes `i..i + 32` (`i` a multiple of 32) of the row whose codes
-    /// start `codes` (which may run on past the row).
-    #[inline(always)]
-    fn levels<const CODEBOOK: bool>(&self, s: S, codes: &[u8], i: usize) -> S::B {
-        if let (true, Some(table)) = (CODEBOOK, self.table) {
-            let c: &[u8; 16] = codes[i / 2..i / 2 + 16].try_into().expect("16 bytes");
-            return s.shuffle_b(table, s.nibbles32(c));
-        }
-        let b = self.bits;
-        let at = i / 8 * b;
-        let v = match (
-            codes.get(at..at + 16),
-            codes.get(at + 2 * b..at + 2 * b + 16),
-        ) {
-            (Some(lo), Some(hi)) => s.load_b2(
-                lo.try_into().expect("16 bytes"),
-                hi.try_into().expect("16 bytes"),
-            ),
-            _ => {
-                // The buffer's last codes: the two halves' bytes copied apart, byte by
-                // byte (a `memcpy` call here would make the loop spill every register).
-                let mut buf = [0u8; 32];
-                for (j, v) in buf.iter_mut().enumerate() {
-                    let from = at + j / 16 * 2 * b + j % 16;
-                    if j % 16 < 2 * b {
-                        *v = codes.get(from).copied().unwrap_or(0);
-                    }
-                }
-                s.load_b(&buf)
-            }
-        };
-        let unpack = |(shuffle, mul): (S::B, S::B)| {
-            s.shr_u16(s.mul_lo_u16(s.shuffle_b(v, shuffle), mul), 16 - b as u32)
-        };
-        s.or_b(unpack(self.even), s.shl_u16(unpack(self.odd), 8))
-    }
-}
-
 /// Rows `first..first + N` (`N <= 8`) of [`gemv_q8_rows_v3`] (groups of at least 32
-/// columns, codes of at most 7 bits). Row `n`'s f32 arithmetic runs in lane `n`: the
-/// reference's operations one by one (no FMA), so its bits.
+/// columns). Row `n`'s f32 arithmetic runs in lane `n`: the reference's operations one
+/// by one (no FMA), so its bits.
 #[inline(always)]
-fn dot_rows_q8<S: Lanes, const N: usize, const CODEBOOK: bool>(
+fn dot_rows_q8<S: Lanes, C: CodeChunks<S>, const N: usize>(
     s: S,
     t: &PackedTensor<'_>,
     first: usize,
     a: &Q8Activations<'_>,
-    bytes: &ByteCodes<S>,
+    chunks: C,
     out: &mut [f32; N],
 ) -> Result<()> {
     let fp = t.params();
@@ -517,7 +539,6 @@ fn dot_rows_q8<S: Lanes, const N: usize, const CODEBOOK: bool>(
         }
         rows
     };
-    let codes: [&[u8]; N] = core::array::from_fn(|n| t.codes_from_row(first + n));
     // Lane `n`: row `n`'s units.
     let (mut step_units, mut min_units) = ([0f32; 8], [0f32; 8]);
     for (n, row) in rows.iter().enumerate() {
@@ -527,32 +548,35 @@ fn dot_rows_q8<S: Lanes, const N: usize, const CODEBOOK: bool>(
     let (step_units, min_units) = (s.load_f(&step_units), s.load_f(&min_units));
     let unit = s.splat_f(level_unit(&fp));
     let sign = s.splat_u(0x8000_0000);
-    let level_of = |c: u8| {
-        if CODEBOOK {
-            i32::from(CODEBOOK_4BIT[usize::from(c & 15)])
-        } else {
-            i32::from(c)
-        }
-    };
     let mut acc = s.splat_f(0.0);
     for (gi, qs) in a.q().chunks(g).enumerate() {
         let base = gi * g;
         let (whole, rest) = arrays::<i8, 32>(qs);
-        let mut isum_v = [s.splat_u(0); N];
+        // Each row's codes of the group's whole chunks.
+        let at = base / 8 * C::BITS;
+        let len = qs.len() / 32 * C::BYTES;
+        // A loop, not `map`: the compiler leaves `map` out of line here, and the call makes
+        // the group loop spill its vector registers.
+        let mut codes: [&[u8]; N] = [&[]; N];
+        for (codes, row) in codes.iter_mut().zip(&rows) {
+            *codes = &row.codes[at..at + len];
+        }
+        let mut isum = [s.splat_u(0); N];
         for (k, qc) in whole.enumerate() {
             let q = s.load_q(qc);
-            for (sum, codes) in isum_v.iter_mut().zip(codes) {
-                *sum = s.dot_bytes_i8(bytes.levels::<CODEBOOK>(s, codes, base + k * 32), q, *sum);
+            for (sum, codes) in isum.iter_mut().zip(codes) {
+                let chunk = &codes[k * C::BYTES..(k + 1) * C::BYTES];
+                *sum = s.dot_bytes_i8(chunks.levels(s, chunk), q, *sum);
             }
         }
-        let mut isum = hsums(s, isum_v);
+        let mut isum = hsums(s, isum);
         if !rest.is_empty() {
             let done = qs.len() - rest.len();
             let mut tail = [0u32; 8];
             for (n, row) in rows.iter().enumerate() {
                 for (i, &qi) in rest.iter().enumerate() {
                     let c = code_at(row.codes, base + done + i, fp.bits);
-                    tail[n] = tail[n].wrapping_add((level_of(c) * i32::from(qi)) as u32);
+                    tail[n] = tail[n].wrapping_add((C::level(c) * i32::from(qi)) as u32);
                 }
             }
             isum = s.add_i(isum, s.load_u(&tail));
