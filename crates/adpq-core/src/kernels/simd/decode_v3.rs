@@ -6,8 +6,9 @@
 //! book, looked up in lanes ([`Lanes::lookup16`]) as integer eighths `CODEBOOK_4BIT[c]`.
 //! The f32 dot products sum `Σ T[c]·x` per group in lanes (FMA) and scale by `d/8` once
 //! per group (within [`dot_tolerance`](crate::kernels::dot_tolerance)); the int8 one sums
-//! `Σ T[c]·q` exactly and then does the reference's f32 arithmetic per group, so it
-//! equals [`dot_row_q8_ref`] bit for bit.
+//! `Σ L[c]·q` exactly (32 codes at a time as bytes, `maddubs`-style, several rows sharing
+//! each activation load: [`gemv_q8_rows_v3`]) and then does the reference's f32
+//! arithmetic per group, so it equals [`dot_row_q8_ref`] bit for bit.
 
 use super::decode::{load_codes8, nibbles8};
 use super::rotate::{forward_at, inverse_at};

@@ -49,7 +49,9 @@ mod rotate;
 mod scan;
 
 pub(crate) use decode::{dequantize_row, dequantize_rows, dot_row, PositionReader};
-pub(crate) use decode_v2::{dequantize_row_v2, dot_row_q8_v2, dot_row_v2, gemv_v2};
+pub(crate) use decode_v2::{
+    dequantize_row_v2, dot_row_q8_v2, dot_row_v2, gemv_q8_rows_v2, gemv_v2,
+};
 pub(crate) use decode_v3::{
     dequantize_row_v3, dot_row_q8_v3, dot_row_v3, gemv_q8_rows_v3, gemv_v3,
 };
