@@ -313,3 +313,55 @@ fn v2_rows_without_inliers_store_positive_zero_units() {
     roundtrip_v2(4, 1097, &[1.0], 2, 16, 0.5);
     roundtrip_v2(2, 40, &[-1.0, 1.0], 4, 16, 0.5);
 }
+
+/// The int8 dot products of many rows at once (`gemv_q8`, `gemv_q8_rows` from any first
+/// row, blocks of rows and their remainders) are `dot_row_q8`'s bits, row by row, and
+/// within the tolerance of the reference.
+#[test]
+fn q8_rows_equal_the_row_dots() {
+    use adpq_core::kernels::{dot_row_q8_ref, Q8Activations};
+    let rows = 11;
+    for (g, cols) in [(64u16, 576), (64, 100), (128, 1536), (32, 96)] {
+        let w = weights(rows, cols, 7);
+        let p = ParamFields {
+            group_size: g,
+            ..Params::V2.fields()
+        }
+        .validate()
+        .unwrap();
+        let buf = quantize(&Scalar, &w, rows, cols, &p);
+        let t = PackedTensor::parse(&buf).unwrap();
+        let x: Vec<f32> = (0..cols)
+            .map(|i| ((i * 7 % 31) as f32 - 15.0) / 4.0)
+            .collect();
+        let groups = cols.div_ceil(usize::from(g));
+        let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
+        let a = Q8Activations::quantize_for(&t, &x, &mut q, &mut sc, &mut su).unwrap();
+        let mut xh = vec![0f32; cols];
+        a.dequantize(&mut xh);
+        for k in AnyKernels::available() {
+            let ctx = format!("{}: g {g}, {cols} columns", k.name());
+            let want: Vec<u32> = (0..rows)
+                .map(|r| k.dot_row_q8(&t, r, &a).unwrap().to_bits())
+                .collect();
+            for (r, &bits) in want.iter().enumerate() {
+                let (got, reference) = (f32::from_bits(bits), dot_row_q8_ref(&t, r, &a).unwrap());
+                let tol = dot_tolerance(&t, r, &xh).unwrap();
+                assert!((got - reference).abs() <= tol, "{ctx}: row {r}");
+            }
+            let mut y = vec![0f32; rows];
+            k.gemv_q8(&t, &a, &mut y).unwrap();
+            let got: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "{ctx}: gemv_q8");
+            for first in [0, 1, 3, 6] {
+                for n in [1, 4, 5] {
+                    let n = n.min(rows - first);
+                    let mut y = vec![0f32; n];
+                    k.gemv_q8_rows(&t, first, &a, &mut y).unwrap();
+                    let got: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(got, want[first..first + n], "{ctx}: rows from {first}");
+                }
+            }
+        }
+    }
+}

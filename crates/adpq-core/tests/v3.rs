@@ -225,6 +225,66 @@ fn kernel_sets_agree_and_dots_match_the_dequantized_rows() {
 }
 
 /// The size formula of format v3 (docs/FORMAT.md), written out independently.
+/// The int8 dot products of many rows at once (`gemv_q8`, `gemv_q8_rows` from any first
+/// row, blocks of rows and their remainders, the last rows of the buffer) are the
+/// reference's bits at every width and group size.
+#[test]
+fn q8_rows_equal_the_reference_at_every_width() {
+    let (_, cols, all) = stress("student-t");
+    let rows = 11;
+    for bits in 2..=8u8 {
+        for (g, cols) in [(32u16, 96), (64, 576), (128, cols), (512, 1100)] {
+            let p = ParamFields {
+                bits,
+                group_size: g,
+                ..Params::V3.fields()
+            }
+            .validate()
+            .unwrap();
+            let buf = quantize(&Scalar, &all[..rows * cols], rows, cols, &p);
+            let t = PackedTensor::parse(&buf).unwrap();
+            let x: Vec<f32> = (0..cols)
+                .map(|i| ((i * 7 % 31) as f32 - 15.0) / 4.0)
+                .collect();
+            let groups = cols.div_ceil(usize::from(g));
+            let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
+            let a = Q8Activations::quantize_for(&t, &x, &mut q, &mut sc, &mut su).unwrap();
+            let want: Vec<u32> = (0..rows)
+                .map(|r| {
+                    adpq_core::kernels::dot_row_q8_ref(&t, r, &a)
+                        .unwrap()
+                        .to_bits()
+                })
+                .collect();
+            for k in AnyKernels::available() {
+                let ctx = format!("{}: {bits} bits, g {g}", k.name());
+                let mut y = vec![0f32; rows];
+                k.gemv_q8(&t, &a, &mut y).unwrap();
+                let got: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, want, "{ctx}: gemv_q8");
+                for first in [0, 1, 3, 6] {
+                    for n in [1, 4, 5] {
+                        let n = n.min(rows - first);
+                        let mut y = vec![0f32; n];
+                        k.gemv_q8_rows(&t, first, &a, &mut y).unwrap();
+                        let got: Vec<u32> = y.iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(got, want[first..first + n], "{ctx}: rows from {first}");
+                    }
+                }
+                let mut y = vec![0f32; 2];
+                assert_eq!(
+                    k.gemv_q8_rows(&t, rows - 1, &a, &mut y),
+                    Err(Error::RowOutOfRange {
+                        row: rows as u64,
+                        rows: rows as u64
+                    }),
+                    "{ctx}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn v3_size_formula() {
     for (rows, cols, bits, g) in [(3u64, 576u64, 4u64, 64u64), (2, 1536, 5, 32), (1, 7, 6, 16)] {

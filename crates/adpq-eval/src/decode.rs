@@ -50,7 +50,9 @@ struct Buffers {
     up: Vec<f32>,
     delta: Vec<f32>,
     logits: Vec<f32>,
-    q8: Q8Buffers,
+    /// One set per activation quantization a step shares between matrices (q, k and v
+    /// may differ in group size).
+    q8: [Q8Buffers; 3],
 }
 
 /// Room for the int8 activations of the widest input.
@@ -109,12 +111,12 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
                 up: vec![0f32; c.intermediate_size],
                 delta: vec![0f32; c.hidden_size],
                 logits: vec![0f32; model.output().shape().0],
-                q8: Q8Buffers {
+                q8: std::array::from_fn(|_| Q8Buffers {
                     q: vec![0i8; widest],
                     // Groups have at least 16 columns in every format version.
                     scales: vec![0f32; widest.div_ceil(16)],
                     sums: vec![0i32; widest.div_ceil(16)],
-                },
+                }),
             },
         })
     }
@@ -147,9 +149,16 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
         let kv_dim = kv_heads * d;
         for (i, layer) in self.model.layers.iter().enumerate() {
             rms_norm(&b.x, &layer.attn_norm, eps, &mut b.h);
-            gemv(&layer.q, k, &b.h, &mut b.q, &mut b.q8)?;
-            gemv(&layer.k, k, &b.h, &mut b.k, &mut b.q8)?;
-            gemv(&layer.v, k, &b.h, &mut b.v, &mut b.q8)?;
+            gemv(
+                k,
+                &b.h,
+                [
+                    (&layer.q, &mut b.q),
+                    (&layer.k, &mut b.k),
+                    (&layer.v, &mut b.v),
+                ],
+                &mut b.q8,
+            )?;
             self.rope.apply_at(p, &mut b.q);
             self.rope.apply_at(p, &mut b.k);
             self.keys[i][p * kv_dim..][..kv_dim].copy_from_slice(&b.k);
@@ -161,17 +170,21 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
                 d,
             };
             attend(&b.q, &kv, heads, &mut b.att);
-            gemv(&layer.o, k, &b.att, &mut b.delta, &mut b.q8)?;
+            gemv(k, &b.att, [(&layer.o, &mut b.delta)], &mut b.q8)?;
             add(&mut b.x, &b.delta);
             rms_norm(&b.x, &layer.mlp_norm, eps, &mut b.h);
-            gemv(&layer.gate, k, &b.h, &mut b.gate, &mut b.q8)?;
-            gemv(&layer.up, k, &b.h, &mut b.up, &mut b.q8)?;
+            gemv(
+                k,
+                &b.h,
+                [(&layer.gate, &mut b.gate), (&layer.up, &mut b.up)],
+                &mut b.q8,
+            )?;
             swiglu(&mut b.gate, &b.up);
-            gemv(&layer.down, k, &b.gate, &mut b.delta, &mut b.q8)?;
+            gemv(k, &b.gate, [(&layer.down, &mut b.delta)], &mut b.q8)?;
             add(&mut b.x, &b.delta);
         }
         rms_norm(&b.x, &self.model.norm, eps, &mut b.h);
-        gemv(self.model.output(), k, &b.h, &mut b.logits, &mut b.q8)?;
+        gemv(k, &b.h, [(self.model.output(), &mut b.logits)], &mut b.q8)?;
         self.pos += 1;
         Ok(&self.buf.logits)
     }
@@ -216,7 +229,8 @@ fn attend(q: &[f32], kv: &Cache<'_>, heads: usize, out: &mut [f32]) {
         });
 }
 
-/// Rows ahead whose bytes a packed product reads early (see [`touch`]).
+/// Rows a packed product hands the kernels at once, and reads ahead of them (see
+/// [`touch`]).
 const AHEAD: usize = 4;
 
 /// Reads one value of each cache line of `values`, so that their misses overlap the work
@@ -262,58 +276,94 @@ fn embed_row<K: CpuKernels>(embed: &Linear<'_>, k: K, r: usize, out: &mut [f32])
     Ok(())
 }
 
-/// `y = W x`, rows split over the rayon pool: f32 dots for dense weights, the core's
-/// fused int8-activation dot on the packed rows for adpq weights (activations quantized
-/// once per call, in the tensor's basis).
-fn gemv<K: CpuKernels>(
-    w: &Linear<'_>,
+/// `y_i = W_i x` for matrices that share their input `x` (q, k and v; gate and up): one
+/// parallel region over all their rows, in blocks of [`GEMV_ROWS`] (fewer joins of the
+/// pool than a region per matrix). f32 dots for dense weights; for adpq weights the
+/// core's fused int8-activation dot on the packed rows, `x` quantized once per group size
+/// and rotation among them.
+fn gemv<K: CpuKernels, const M: usize>(
     k: K,
     x: &[f32],
-    y: &mut [f32],
-    q8: &mut Q8Buffers,
+    outs: [(&Linear<'_>, &mut [f32]); M],
+    q8: &mut [Q8Buffers],
 ) -> Result<()> {
-    let (rows, cols) = w.shape();
-    if x.len() != cols || y.len() != rows {
-        return Err(EvalError::Shape(format!(
-            "gemv of a {rows}x{cols} weight with {} inputs into {} outputs",
-            x.len(),
-            y.len()
-        )));
-    }
-    match w {
-        Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
-            y.par_chunks_mut(GEMV_ROWS).enumerate().for_each(|(b, ys)| {
-                for (i, yv) in ys.iter_mut().enumerate() {
-                    *yv = dot(&w[(b * GEMV_ROWS + i) * cols..][..cols], x);
-                }
-            });
-            Ok(())
+    // Per matrix, which activations it reads (an index into `acts`).
+    let mut slot_of = [usize::MAX; M];
+    let mut acts: Vec<Q8Activations<'_>> = Vec::with_capacity(q8.len());
+    let mut free = q8.iter_mut();
+    for (i, (w, y)) in outs.iter().enumerate() {
+        let (rows, cols) = w.shape();
+        if x.len() != cols || y.len() != rows {
+            return Err(EvalError::Shape(format!(
+                "gemv of a {rows}x{cols} weight with {} inputs into {} outputs",
+                x.len(),
+                y.len()
+            )));
         }
-        Linear::Packed(p) => {
-            let groups = cols.div_ceil(usize::from(p.params().group_size));
-            let a = Q8Activations::quantize_for(
-                p,
-                x,
-                &mut q8.q[..cols],
-                &mut q8.scales[..groups],
-                &mut q8.sums[..groups],
-            )?;
-            y.par_chunks_mut(GEMV_ROWS)
-                .enumerate()
-                .try_for_each(|(b, ys)| {
-                    for (i, yv) in ys.iter_mut().enumerate() {
-                        let r = b * GEMV_ROWS + i;
-                        if let Ok(ahead) = p.row(r + AHEAD) {
+        match w {
+            Linear::Dense { .. } | Linear::Decoded { .. } => {}
+            Linear::Packed(p) => {
+                let (g, rotation) = (p.params().group_size, p.info().rotation);
+                let same = |a: &Q8Activations<'_>| a.group_size() == g && a.rotation() == rotation;
+                slot_of[i] = match acts.iter().position(same) {
+                    Some(j) => j,
+                    None => {
+                        let b = free.next().ok_or_else(|| {
+                            EvalError::Shape("more activation quantizations than buffers".into())
+                        })?;
+                        let groups = cols.div_ceil(usize::from(g));
+                        acts.push(Q8Activations::quantize_for(
+                            p,
+                            x,
+                            &mut b.q[..cols],
+                            &mut b.scales[..groups],
+                            &mut b.sums[..groups],
+                        )?);
+                        acts.len() - 1
+                    }
+                };
+            }
+            Linear::Rtn { .. } => {
+                return Err(EvalError::Shape(
+                    "decoding needs dense or adpq-packed weights".into(),
+                ))
+            }
+        }
+    }
+    let mut tasks = Vec::new();
+    for (i, (w, y)) in outs.into_iter().enumerate() {
+        for (b, ys) in y.chunks_mut(GEMV_ROWS).enumerate() {
+            tasks.push((w, i, b * GEMV_ROWS, ys));
+        }
+    }
+    let (acts, slot_of) = (&acts, &slot_of);
+    tasks.into_par_iter().try_for_each(|(w, i, first, ys)| {
+        match w {
+            Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
+                let cols = x.len();
+                for (r, yv) in ys.iter_mut().enumerate() {
+                    *yv = dot(&w[(first + r) * cols..][..cols], x);
+                }
+            }
+            Linear::Packed(p) => {
+                let a = &acts[slot_of[i]];
+                for (j, yv) in ys.chunks_mut(AHEAD).enumerate() {
+                    let r = first + j * AHEAD;
+                    for ahead in r + AHEAD..r + 2 * AHEAD {
+                        if let Ok(ahead) = p.row(ahead) {
                             touch(ahead.codes);
                             touch(ahead.records);
                         }
-                        *yv = k.dot_row_q8(p, r, &a)?;
                     }
-                    Ok(())
-                })
+                    k.gemv_q8_rows(p, r, a, yv)?;
+                }
+            }
+            Linear::Rtn { .. } => {
+                return Err(EvalError::Shape(
+                    "decoding needs dense or adpq-packed weights".into(),
+                ))
+            }
         }
-        Linear::Rtn { .. } => Err(EvalError::Shape(
-            "decoding needs dense or adpq-packed weights".into(),
-        )),
-    }
+        Ok(())
+    })
 }

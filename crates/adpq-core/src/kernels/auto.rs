@@ -195,6 +195,15 @@ impl CpuKernels for AnyKernels {
     fn gemv_q8(&self, t: &PackedTensor<'_>, a: &Q8Activations<'_>, y: &mut [f32]) -> Result<()> {
         dispatch!(self, b => b.gemv_q8(t, a, y))
     }
+    fn gemv_q8_rows(
+        &self,
+        t: &PackedTensor<'_>,
+        first: usize,
+        a: &Q8Activations<'_>,
+        y: &mut [f32],
+    ) -> Result<()> {
+        dispatch!(self, b => b.gemv_q8_rows(t, first, a, y))
+    }
 }
 
 /// The documented bound on how far a SIMD backend's [`CpuKernels::dot_row`] may be from the

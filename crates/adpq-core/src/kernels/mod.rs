@@ -182,17 +182,50 @@ pub trait CpuKernels: sealed::Sealed + Copy + Send + Sync + core::fmt::Debug {
 
     /// `y = W x̂` with int8 activations `x̂` (see [`CpuKernels::dot_row_q8`]).
     fn gemv_q8(&self, t: &PackedTensor<'_>, a: &Q8Activations<'_>, y: &mut [f32]) -> Result<()> {
-        if y.len() != t.rows() {
-            return Err(Error::BufferSize {
-                needed: t.rows() as u64,
-                actual: y.len() as u64,
-            });
-        }
-        a.check(t)?;
-        for (r, out) in y.iter_mut().enumerate() {
-            *out = self.dot_row_q8(t, r, a)?;
-        }
-        Ok(())
+        check_gemv_out(t, y)?;
+        self.gemv_q8_rows(t, 0, a, y)
+    }
+
+    /// Rows `first..first + y.len()` of `W x̂` (see [`CpuKernels::gemv_q8`]): each output
+    /// is [`dot_row_q8`](CpuKernels::dot_row_q8) of its row, bit for bit (a SIMD backend
+    /// works on several rows at once, sharing each activation load). An error when a row
+    /// is out of range.
+    fn gemv_q8_rows(
+        &self,
+        t: &PackedTensor<'_>,
+        first: usize,
+        a: &Q8Activations<'_>,
+        y: &mut [f32],
+    ) -> Result<()> {
+        gemv_q8_rows_by_rows(self, t, first, a, y)
+    }
+}
+
+/// [`CpuKernels::gemv_q8_rows`] one [`dot_row_q8`](CpuKernels::dot_row_q8) at a time: its
+/// default, which a kernel set may keep for some formats.
+pub(crate) fn gemv_q8_rows_by_rows<K: CpuKernels>(
+    k: &K,
+    t: &PackedTensor<'_>,
+    first: usize,
+    a: &Q8Activations<'_>,
+    y: &mut [f32],
+) -> Result<()> {
+    check_row_range(t, first, y.len())?;
+    a.check(t)?;
+    for (i, out) in y.iter_mut().enumerate() {
+        *out = k.dot_row_q8(t, first + i, a)?;
+    }
+    Ok(())
+}
+
+/// Checks that rows `first..first + n` are rows of `t`.
+pub(crate) fn check_row_range(t: &PackedTensor<'_>, first: usize, n: usize) -> Result<()> {
+    match first.checked_add(n) {
+        Some(end) if end <= t.rows() => Ok(()),
+        _ => Err(Error::RowOutOfRange {
+            row: first.saturating_add(n).saturating_sub(1) as u64,
+            rows: t.rows() as u64,
+        }),
     }
 }
 

@@ -64,6 +64,7 @@ impl NeonLanes {
 impl Lanes for NeonLanes {
     type F = F8;
     type U = U8;
+    type B = uint8x16x2_t;
 
     #[inline(always)]
     fn splat_f(self, v: f32) -> F8 {
@@ -315,11 +316,6 @@ impl Lanes for NeonLanes {
             vst1q_u8(out.as_mut_ptr(), vorrq_u8(v.0, vshlq_n_u8::<4>(v.1)));
         })
     }
-    #[inline(always)]
-    fn dot_nibbles_i8(self, codes: &[u8; 16], q: &[i8; 32], acc: U8) -> U8 {
-        let c = self.nibbles32(codes);
-        self.dot_bytes_i8(c, q, acc)
-    }
     /// `vrev64q` for `h` 1, `vextq` for 2, the two registers swapped for 4.
     #[inline(always)]
     fn swap_lanes(self, v: F8, h: usize) -> F8 {
@@ -344,18 +340,23 @@ impl Lanes for NeonLanes {
         })
     }
     #[inline(always)]
-    fn dot_nibble_levels_i8(self, codes: &[u8; 16], table: &[u8; 16], q: &[i8; 32], acc: U8) -> U8 {
-        let c = self.nibbles32(codes);
-        let levels = neon!({
-            let t = vld1q_u8(table.as_ptr());
-            uint8x16x2_t(vqtbl1q_u8(t, c.0), vqtbl1q_u8(t, c.1))
-        });
-        self.dot_bytes_i8(levels, q, acc)
+    fn load_b(self, v: &[u8; 32]) -> uint8x16x2_t {
+        neon!(uint8x16x2_t(
+            vld1q_u8(v.as_ptr()),
+            vld1q_u8(v[16..].as_ptr())
+        ))
     }
-}
-
-impl NeonLanes {
-    /// 32 4-bit codes (packed as in a row) as 32 bytes in order.
+    #[inline(always)]
+    fn load_b2(self, lo: &[u8; 16], hi: &[u8; 16]) -> uint8x16x2_t {
+        neon!(uint8x16x2_t(vld1q_u8(lo.as_ptr()), vld1q_u8(hi.as_ptr())))
+    }
+    #[inline(always)]
+    fn load_q(self, q: &[i8; 32]) -> uint8x16x2_t {
+        neon!(uint8x16x2_t(
+            vreinterpretq_u8_s8(vld1q_s8(q.as_ptr())),
+            vreinterpretq_u8_s8(vld1q_s8(q[16..].as_ptr())),
+        ))
+    }
     #[inline(always)]
     fn nibbles32(self, codes: &[u8; 16]) -> uint8x16x2_t {
         neon!({
@@ -365,13 +366,38 @@ impl NeonLanes {
             vzipq_u8(lo, hi)
         })
     }
-
-    /// Adds `Σ c·q` over 32 bytes `c` (each ≤ 127) and int8 `q` into the i32 lanes.
     #[inline(always)]
-    fn dot_bytes_i8(self, c: uint8x16x2_t, q: &[i8; 32], acc: U8) -> U8 {
+    fn shuffle_b(self, v: uint8x16x2_t, idx: uint8x16x2_t) -> uint8x16x2_t {
+        neon!(uint8x16x2_t(vqtbl1q_u8(v.0, idx.0), vqtbl1q_u8(v.1, idx.1)))
+    }
+    #[inline(always)]
+    fn mul_lo_u16(self, a: uint8x16x2_t, m: uint8x16x2_t) -> uint8x16x2_t {
+        let mul = |a, m| {
+            neon!(vreinterpretq_u8_u16(vmulq_u16(
+                vreinterpretq_u16_u8(a),
+                vreinterpretq_u16_u8(m)
+            )))
+        };
+        uint8x16x2_t(mul(a.0, m.0), mul(a.1, m.1))
+    }
+    #[inline(always)]
+    fn shr_u16(self, a: uint8x16x2_t, n: u32) -> uint8x16x2_t {
+        // `vshlq` by a negative count shifts right.
+        self.shl_by(a, -(n as i16))
+    }
+    #[inline(always)]
+    fn shl_u16(self, a: uint8x16x2_t, n: u32) -> uint8x16x2_t {
+        self.shl_by(a, n as i16)
+    }
+    #[inline(always)]
+    fn or_b(self, a: uint8x16x2_t, b: uint8x16x2_t) -> uint8x16x2_t {
+        neon!(uint8x16x2_t(vorrq_u8(a.0, b.0), vorrq_u8(a.1, b.1)))
+    }
+    #[inline(always)]
+    fn dot_bytes_i8(self, c: uint8x16x2_t, q: uint8x16x2_t, acc: U8) -> U8 {
         neon!({
             let (c0, c1) = (vreinterpretq_s8_u8(c.0), vreinterpretq_s8_u8(c.1));
-            let (q0, q1) = (vld1q_s8(q.as_ptr()), vld1q_s8(q[16..].as_ptr()));
+            let (q0, q1) = (vreinterpretq_s8_u8(q.0), vreinterpretq_s8_u8(q.1));
             // |c·q + c·q| ≤ 2·127·127 fits i16; pairs of i16 add into the i32 lanes.
             let s0 = vmlal_high_s8(vmull_s8(vget_low_s8(c0), vget_low_s8(q0)), c0, q0);
             let s1 = vmlal_high_s8(vmull_s8(vget_low_s8(c1), vget_low_s8(q1)), c1, q1);
@@ -379,6 +405,29 @@ impl NeonLanes {
                 vreinterpretq_u32_s32(vpadalq_s16(vreinterpretq_s32_u32(acc.0), s0)),
                 vreinterpretq_u32_s32(vpadalq_s16(vreinterpretq_s32_u32(acc.1), s1)),
             )
+        })
+    }
+    /// Pairwise adds (`vpaddq`) down to one register.
+    #[inline(always)]
+    fn hsum4_i(self, v: [U8; 4]) -> U8 {
+        neon!({
+            let [a, b, c, d] = v.map(|v| vaddq_u32(v.0, v.1));
+            U8(
+                vpaddq_u32(vpaddq_u32(a, b), vpaddq_u32(c, d)),
+                vdupq_n_u32(0),
+            )
+        })
+    }
+}
+
+impl NeonLanes {
+    /// The u16 lanes shifted left by `n` (right for negative `n`).
+    #[inline(always)]
+    fn shl_by(self, a: uint8x16x2_t, n: i16) -> uint8x16x2_t {
+        neon!({
+            let n = vdupq_n_s16(n);
+            let sh = |a| vreinterpretq_u8_u16(vshlq_u16(vreinterpretq_u16_u8(a), n));
+            uint8x16x2_t(sh(a.0), sh(a.1))
         })
     }
 }

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::format::record_v2::read_record;
 use crate::format::{code_at, PackedTensor, RowCursor};
 use crate::kernels::q8::{dot_row_q8_ref, Q8Activations};
-use crate::kernels::{check_activations, check_gemv_out};
+use crate::kernels::{check_activations, check_gemv_out, check_row_range};
 
 /// Whether 8 codes from code `base` load as one word: 8-bit codes, or 4-bit codes that
 /// start on a byte.
@@ -391,10 +391,7 @@ pub(crate) fn gemv_v2<S: Lanes>(
     Ok(())
 }
 
-/// Dot product of v2 row `r` with int8 activations, 4-bit codes in groups of a multiple
-/// of 32: the exact integer `Σ c·q` 32 codes at a time; the outlier corrections in lanes
-/// for full groups of 64, else as the reference computes them. Other formats run the
-/// reference.
+/// Dot product of v2 row `r` with int8 activations: one row of [`gemv_q8_rows_v2`].
 #[inline(always)]
 pub(crate) fn dot_row_q8_v2<S: Lanes>(
     s: S,
@@ -402,68 +399,139 @@ pub(crate) fn dot_row_q8_v2<S: Lanes>(
     r: usize,
     a: &Q8Activations<'_>,
 ) -> Result<f32> {
+    let mut y = [0f32];
+    gemv_q8_rows_v2(s, t, r, a, &mut y)?;
+    Ok(y[0])
+}
+
+/// Rows [`gemv_q8_rows_v2`] works on together, sharing each activation load and one
+/// horizontal sum per group.
+const ROW_BLOCK: usize = 4;
+
+/// Rows `first..first + y.len()` of `W x̂` for a v2 tensor with int8 activations, 4-bit
+/// codes in groups of a multiple of 32: the exact integer `Σ c·q` 32 codes at a time,
+/// [`ROW_BLOCK`] rows at a time; then per row the outlier corrections, in lanes for full
+/// groups of 64, else as the reference computes them. Each row's arithmetic is the same
+/// however many rows run together. Other formats run the reference.
+#[inline(always)]
+pub(crate) fn gemv_q8_rows_v2<S: Lanes>(
+    s: S,
+    t: &PackedTensor<'_>,
+    first: usize,
+    a: &Q8Activations<'_>,
+    y: &mut [f32],
+) -> Result<()> {
+    check_row_range(t, first, y.len())?;
     a.check(t)?;
     let fp = t.params();
-    let g = usize::from(fp.group_size);
-    if !(fp.bits == 4 && g.is_multiple_of(32)) {
-        return dot_row_q8_ref(t, r, a);
+    if !(fp.bits == 4 && usize::from(fp.group_size).is_multiple_of(32)) {
+        for (i, out) in y.iter_mut().enumerate() {
+            *out = dot_row_q8_ref(t, first + i, a)?;
+        }
+        return Ok(());
     }
-    let row = t.row(r)?;
-    let units = t.units_of(&row);
-    let mut pos = PositionReader::new(t, &row);
-    let mut accv = s.splat_f(0.0);
-    let mut acc = 0f32;
+    let done = y.len() / ROW_BLOCK * ROW_BLOCK;
+    let mut blocks = y.chunks_exact_mut(ROW_BLOCK);
+    for (k, out) in (&mut blocks).enumerate() {
+        let out: &mut [f32; ROW_BLOCK] = out.try_into().expect("a block of rows");
+        dot_rows_q8_v2(s, t, first + k * ROW_BLOCK, a, out)?;
+    }
+    for (i, out) in blocks.into_remainder().iter_mut().enumerate() {
+        dot_rows_q8_v2(s, t, first + done + i, a, core::array::from_mut(out))?;
+    }
+    Ok(())
+}
+
+/// Rows `first..first + N` of [`gemv_q8_rows_v2`] (4-bit codes, groups of a multiple of
+/// 32).
+#[inline(always)]
+fn dot_rows_q8_v2<S: Lanes, const N: usize>(
+    s: S,
+    t: &PackedTensor<'_>,
+    first: usize,
+    a: &Q8Activations<'_>,
+    out: &mut [f32; N],
+) -> Result<()> {
+    let g = usize::from(t.params().group_size);
+    let rows = {
+        let mut rows = [t.row(first)?; N];
+        for (n, row) in rows.iter_mut().enumerate().skip(1) {
+            *row = t.row(first + n)?;
+        }
+        rows
+    };
+    let units = rows.map(|row| t.units_of(&row));
+    let mut pos = rows.map(|row| PositionReader::new(t, &row));
+    let mut accv = [s.splat_f(0.0); N];
+    let mut acc = [0f32; N];
     for (gi, qs) in a.q().chunks(g).enumerate() {
-        let (q_step, q_min, count) = read_record(row.records, gi);
-        // As `AffineGrid::new`, without its reciprocal.
-        let step = f32::from(q_step) * units.step_unit;
-        let min = -(f32::from(q_min) * units.min_unit);
         let sx = a.scales()[gi];
         let base = gi * g;
-        let isum = if qs.len() == g {
-            let codes = &row.codes[base / 2..base / 2 + g / 2];
-            let mut isum = s.splat_u(0);
-            for (cb, qc) in arrays::<u8, 16>(codes).0.zip(arrays::<i8, 32>(qs).0) {
-                isum = s.dot_nibbles_i8(cb, qc, isum);
+        let isum: [i32; N] = if qs.len() == g {
+            let mut isum = [s.splat_u(0); N];
+            for (k, qc) in arrays::<i8, 32>(qs).0.enumerate() {
+                let q = s.load_q(qc);
+                for (sum, row) in isum.iter_mut().zip(&rows) {
+                    let at = base / 2 + k * 16;
+                    let codes: &[u8; 16] = row.codes[at..at + 16].try_into().expect("16 bytes");
+                    *sum = s.dot_bytes_i8(s.nibbles32(codes), q, *sum);
+                }
             }
-            s.hsum_i(isum)
+            if N == 4 {
+                let four = s.to_u32s(s.hsum4_i(core::array::from_fn(|n| isum[n])));
+                core::array::from_fn(|n| four[n] as i32)
+            } else {
+                isum.map(|v| s.hsum_i(v))
+            }
         } else {
             // A short last group.
-            let mut isum = 0i32;
-            for (i, &qi) in qs.iter().enumerate() {
-                isum += i32::from(code_at(row.codes, base + i, 4)) * i32::from(qi);
-            }
-            isum
+            core::array::from_fn(|n| {
+                let mut isum = 0i32;
+                for (i, &qi) in qs.iter().enumerate() {
+                    isum += i32::from(code_at(rows[n].codes, base + i, 4)) * i32::from(qi);
+                }
+                isum
+            })
         };
-        // The activation scale multiplies first, as in the reference.
-        let dense = (sx * step) * isum as f32 + (sx * min) * a.sums()[gi] as f32;
-        if g == 64 && pos.width == 6 {
-            if let Ok(qs) = <&[i8; 64]>::try_from(qs) {
-                let codes = row.codes[base / 2..base / 2 + 32]
-                    .try_into()
-                    .expect("32 bytes");
-                let sxv = s.splat_f(sx);
-                let gather = |ix: [u32; 8]| {
-                    let q = ix.map(|i| i32::from(qs[i as usize & 63]) as u32);
-                    s.mul_f(sxv, s.int_to_float(s.load_u(&q)))
-                };
-                let group = (codes, (step, min));
-                accv = corrections_g64(s, &units, group, &mut pos, count, accv, gather);
-                acc += dense;
-                continue;
+        for n in 0..N {
+            let (row, units, pos) = (&rows[n], &units[n], &mut pos[n]);
+            let (q_step, q_min, count) = read_record(row.records, gi);
+            // As `AffineGrid::new`, without its reciprocal.
+            let step = f32::from(q_step) * units.step_unit;
+            let min = -(f32::from(q_min) * units.min_unit);
+            // The activation scale multiplies first, as in the reference.
+            let dense = (sx * step) * isum[n] as f32 + (sx * min) * a.sums()[gi] as f32;
+            if g == 64 && pos.width == 6 {
+                if let Ok(qs) = <&[i8; 64]>::try_from(qs) {
+                    let codes = row.codes[base / 2..base / 2 + 32]
+                        .try_into()
+                        .expect("32 bytes");
+                    let sxv = s.splat_f(sx);
+                    let gather = |ix: [u32; 8]| {
+                        let q = ix.map(|i| i32::from(qs[i as usize & 63]) as u32);
+                        s.mul_f(sxv, s.int_to_float(s.load_u(&q)))
+                    };
+                    let group = (codes, (step, min));
+                    accv[n] = corrections_g64(s, units, group, pos, count, accv[n], gather);
+                    acc[n] += dense;
+                    continue;
+                }
             }
-        }
-        // The reference's arithmetic.
-        let mut corr = 0f32;
-        for _ in 0..count {
-            let p = pos.next();
-            if let Some(&qp) = qs.get(p) {
-                let c = code_at(row.codes, base + p, 4);
-                let decoded = f32::from(c) * step + min;
-                corr += (sx * f32::from(qp)) * (units.outlier(c, 4) - decoded);
+            // The reference's arithmetic.
+            let mut corr = 0f32;
+            for _ in 0..count {
+                let p = pos.next();
+                if let Some(&qp) = qs.get(p) {
+                    let c = code_at(row.codes, base + p, 4);
+                    let decoded = f32::from(c) * step + min;
+                    corr += (sx * f32::from(qp)) * (units.outlier(c, 4) - decoded);
+                }
             }
+            acc[n] += dense + corr;
         }
-        acc += dense + corr;
     }
-    Ok(acc + s.hsum_f(accv))
+    for n in 0..N {
+        out[n] = acc[n] + s.hsum_f(accv[n]);
+    }
+    Ok(())
 }

@@ -6,18 +6,19 @@
 //! book, looked up in lanes ([`Lanes::lookup16`]) as integer eighths `CODEBOOK_4BIT[c]`.
 //! The f32 dot products sum `Σ T[c]·x` per group in lanes (FMA) and scale by `d/8` once
 //! per group (within [`dot_tolerance`](crate::kernels::dot_tolerance)); the int8 one sums
-//! `Σ T[c]·q` exactly and then does the reference's f32 arithmetic per group, so it
-//! equals [`dot_row_q8_ref`] bit for bit.
+//! `Σ L[c]·q` exactly (32 codes at a time as bytes, `maddubs`-style, several rows sharing
+//! each activation load: [`gemv_q8_rows_v3`]) and then does the reference's f32
+//! arithmetic per group, so it equals [`dot_row_q8_ref`] bit for bit.
 
 use super::decode::{load_codes8, nibbles8};
 use super::rotate::{forward_at, inverse_at};
 use super::{arrays, arrays_mut, halves, Lanes};
 use crate::affine::RowUnits;
 use crate::error::Result;
-use crate::format::record_v3::read_record;
+use crate::format::record_v3::{read_record, RECORD_BITS, UNIT_BYTES};
 use crate::format::{code_at, PackedTensor};
 use crate::kernels::q8::{dot_row_q8_ref, Q8Activations};
-use crate::kernels::{check_activations, check_gemv_out};
+use crate::kernels::{check_activations, check_gemv_out, check_row_range};
 use crate::params::{FormatParams, CODEBOOK_4BIT};
 use crate::rotate::{Rotation, MAX_SEGMENT};
 
@@ -316,10 +317,8 @@ fn dot_row_q8_uniform<S: Lanes>(
     Ok(acc)
 }
 
-/// Dot product of v3 row `r` with int8 activations (already in the rotated basis), 4-bit
-/// codes: the exact `Σ T[c]·q` 32 codes at a time in lanes, then the reference's f32
-/// arithmetic per group, so the result is the reference's bit for bit. Other widths run
-/// the reference.
+/// Dot product of v3 row `r` with int8 activations (already in the rotated basis): one
+/// row of [`gemv_q8_rows_v3`], so the reference's bits.
 #[inline(always)]
 pub(crate) fn dot_row_q8_v3<S: Lanes>(
     s: S,
@@ -327,36 +326,312 @@ pub(crate) fn dot_row_q8_v3<S: Lanes>(
     r: usize,
     a: &Q8Activations<'_>,
 ) -> Result<f32> {
+    let mut y = [0f32];
+    gemv_q8_rows_v3(s, t, r, a, &mut y)?;
+    Ok(y[0])
+}
+
+/// Rows [`gemv_q8_rows_v3`] works on together, sharing each activation load and one
+/// horizontal sum per group.
+const ROW_BLOCK: usize = 4;
+
+/// Rows `first..first + y.len()` of `W x̂` for a v3 tensor with int8 activations (already
+/// in the rotated basis): per group the exact integer `Σ L[c]·q`, 32 codes at a time as
+/// bytes (the code book looked up, or 5- to 7-bit codes unpacked: [`CodeChunks`]) and
+/// `maddubs`-style products, [`ROW_BLOCK`] rows at a time; then the reference's f32
+/// arithmetic per group, so each output is the reference's bit for bit. 2-, 3- and 8-bit
+/// codes take f32 lanes one row at a time; groups below 32 columns the reference.
+#[inline(always)]
+pub(crate) fn gemv_q8_rows_v3<S: Lanes>(
+    s: S,
+    t: &PackedTensor<'_>,
+    first: usize,
+    a: &Q8Activations<'_>,
+    y: &mut [f32],
+) -> Result<()> {
+    check_row_range(t, first, y.len())?;
     a.check(t)?;
     let fp = t.params();
+    if fp.group_size < 32 {
+        for (i, out) in y.iter_mut().enumerate() {
+            *out = dot_row_q8_ref(t, first + i, a)?;
+        }
+        return Ok(());
+    }
+    match fp.bits {
+        _ if fp.uses_codebook() => rows_in_blocks(s, t, first, a, CodeBook::new(s), y),
+        5 => rows_in_blocks(s, t, first, a, Uniform::<S, 5>::new(s), y),
+        6 => rows_in_blocks(s, t, first, a, Uniform::<S, 6>::new(s), y),
+        7 => rows_in_blocks(s, t, first, a, Uniform::<S, 7>::new(s), y),
+        _ => {
+            for (i, out) in y.iter_mut().enumerate() {
+                *out = dot_row_q8_uniform(s, t, first + i, a)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// [`gemv_q8_rows_v3`] in blocks of [`ROW_BLOCK`] rows, the rest one at a time.
+#[inline(always)]
+fn rows_in_blocks<S: Lanes, C: CodeChunks<S>>(
+    s: S,
+    t: &PackedTensor<'_>,
+    first: usize,
+    a: &Q8Activations<'_>,
+    chunks: C,
+    y: &mut [f32],
+) -> Result<()> {
+    let done = y.len() / ROW_BLOCK * ROW_BLOCK;
+    let mut blocks = y.chunks_exact_mut(ROW_BLOCK);
+    for (k, out) in (&mut blocks).enumerate() {
+        let out: &mut [f32; ROW_BLOCK] = out.try_into().expect("a block of rows");
+        dot_rows_q8(s, t, first + k * ROW_BLOCK, a, chunks, out)?;
+    }
+    for (i, out) in blocks.into_remainder().iter_mut().enumerate() {
+        dot_rows_q8(
+            s,
+            t,
+            first + done + i,
+            a,
+            chunks,
+            core::array::from_mut(out),
+        )?;
+    }
+    Ok(())
+}
+
+/// How the 32 codes of a chunk of a v3 row (whole bytes, since 32 codes of any width
+/// are) become 32 bytes in lanes, each at most 127.
+trait CodeChunks<S: Lanes>: Copy {
+    /// Bits per code.
+    const BITS: usize;
+    /// Bytes of 32 codes.
+    const BYTES: usize = 4 * Self::BITS;
+    /// The levels of the 32 codes `chunk` (of [`BYTES`](Self::BYTES) bytes).
+    fn levels(self, s: S, chunk: &[u8]) -> S::B;
+    /// The level of one code (for the columns past the last whole chunk).
+    fn level(c: u8) -> i32;
+}
+
+/// 4-bit codes looked up in the code book.
+#[derive(Clone, Copy)]
+struct CodeBook<S: Lanes> {
+    /// The code book's levels in both halves.
+    table: S::B,
+}
+
+impl<S: Lanes> CodeBook<S> {
+    #[inline(always)]
+    fn new(s: S) -> Self {
+        CodeBook {
+            table: s.load_b2(&CODEBOOK_4BIT, &CODEBOOK_4BIT),
+        }
+    }
+}
+
+impl<S: Lanes> CodeChunks<S> for CodeBook<S> {
+    const BITS: usize = 4;
+    #[inline(always)]
+    fn levels(self, s: S, chunk: &[u8]) -> S::B {
+        let codes: &[u8; 16] = chunk.try_into().expect("16 bytes");
+        s.shuffle_b(self.table, s.nibbles32(codes))
+    }
+    #[inline(always)]
+    fn level(c: u8) -> i32 {
+        i32::from(CODEBOOK_4BIT[usize::from(c & 15)])
+    }
+}
+
+/// `B`-bit codes (`4 <= B <= 7`: 32 codes are 16 to 28 bytes, and at most 127), which are
+/// their own levels, unpacked in u16 lanes.
+///
+/// Codes `0..16` are bytes `0..2B` of the chunk's `4B`, codes `16..32` the next `2B`:
+/// one 16-byte half each, the first loaded from the chunk's start, the second ending at
+/// its end (so nothing past the chunk is read). Each half's even codes go to one
+/// register and its odd codes to another, code `c` as the two bytes holding its bits (a
+/// byte shuffle); a multiply by `2^(16 − B − o)` (`o`: the code's bit offset in the
+/// pair) moves its top bit to bit 15, a shift right by `16 − B` brings it down alone, and
+/// the odd codes shifted into the high bytes join the even ones.
+#[derive(Clone, Copy)]
+struct Uniform<S: Lanes, const B: usize> {
+    /// The byte shuffle and u16 multipliers of the even codes, then of the odd codes.
+    even: (S::B, S::B),
+    odd: (S::B, S::B),
+}
+
+impl<S: Lanes, const B: usize> Uniform<S, B> {
+    #[inline(always)]
+    fn new(s: S) -> Self {
+        let [even_shuffle, even_mul, odd_shuffle, odd_mul] = &UNPACK[B];
+        Uniform {
+            even: (s.load_b(even_shuffle), s.load_b(even_mul)),
+            odd: (s.load_b(odd_shuffle), s.load_b(odd_mul)),
+        }
+    }
+}
+
+impl<S: Lanes, const B: usize> CodeChunks<S> for Uniform<S, B> {
+    const BITS: usize = B;
+    #[inline(always)]
+    fn levels(self, s: S, chunk: &[u8]) -> S::B {
+        let lo: &[u8; 16] = chunk[..16].try_into().expect("16 bytes");
+        let hi: &[u8; 16] = chunk[Self::BYTES - 16..].try_into().expect("16 bytes");
+        let v = s.load_b2(lo, hi);
+        let unpack = |(shuffle, mul): (S::B, S::B)| {
+            s.shr_u16(s.mul_lo_u16(s.shuffle_b(v, shuffle), mul), 16 - B as u32)
+        };
+        s.or_b(unpack(self.even), s.shl_u16(unpack(self.odd), 8))
+    }
+    #[inline(always)]
+    fn level(c: u8) -> i32 {
+        i32::from(c)
+    }
+}
+
+/// Per code width `B` (the index, 4 to 7 used), what [`Uniform`] unpacks 32 codes with:
+/// the byte shuffle and the u16 multipliers of the even codes, then of the odd codes.
+/// The second half's bytes sit at `16 − 2B` in its register (loaded to end at the
+/// chunk's end).
+const UNPACK: [[[u8; 32]; 4]; 8] = {
+    let mut t = [[[0x80u8; 32]; 4]; 8];
+    let mut bits = 4;
+    while bits < 8 {
+        let mut c = 0;
+        while c < 32 {
+            // Code `c % 16` of half `c / 16`, in u16 lane `c % 16 / 2` of that half.
+            let (half, i) = (c / 16, c % 16);
+            let byte = i * bits / 8 + half * (16 - 2 * bits);
+            let off = i * bits % 8;
+            let at = half * 16 + i / 2 * 2;
+            let parity = 2 * (c % 2);
+            t[bits][parity][at] = byte as u8;
+            if off + bits > 8 {
+                t[bits][parity][at + 1] = byte as u8 + 1;
+            }
+            let m = (1u16 << (16 - bits - off)).to_le_bytes();
+            t[bits][parity + 1][at] = m[0];
+            t[bits][parity + 1][at + 1] = m[1];
+            c += 1;
+        }
+        bits += 1;
+    }
+    t
+};
+
+/// Rows `first..first + N` (`N <= 8`) of [`gemv_q8_rows_v3`] (groups of at least 32
+/// columns). Row `n`'s f32 arithmetic runs in lane `n`: the reference's operations one
+/// by one (no FMA), so its bits.
+#[inline(always)]
+fn dot_rows_q8<S: Lanes, C: CodeChunks<S>, const N: usize>(
+    s: S,
+    t: &PackedTensor<'_>,
+    first: usize,
+    a: &Q8Activations<'_>,
+    chunks: C,
+    out: &mut [f32; N],
+) -> Result<()> {
+    let fp = t.params();
     let g = usize::from(fp.group_size);
-    if !fp.uses_codebook() {
-        return dot_row_q8_uniform(s, t, r, a);
+    let rows = {
+        let mut rows = [t.row(first)?; N];
+        for (n, row) in rows.iter_mut().enumerate().skip(1) {
+            *row = t.row(first + n)?;
+        }
+        rows
+    };
+    // Lane `n`: row `n`'s units.
+    let (mut step_units, mut min_units) = ([0f32; 8], [0f32; 8]);
+    for (n, row) in rows.iter().enumerate() {
+        let units = t.units_of(row);
+        (step_units[n], min_units[n]) = (units.step_unit, units.min_unit);
     }
-    if !g.is_multiple_of(32) {
-        return dot_row_q8_ref(t, r, a);
-    }
-    let row = t.row(r)?;
-    let units = t.units_of(&row);
-    let mut acc = 0f32;
+    let (step_units, min_units) = (s.load_f(&step_units), s.load_f(&min_units));
+    let unit = s.splat_f(level_unit(&fp));
+    let sign = s.splat_u(0x8000_0000);
+    let mut acc = s.splat_f(0.0);
     for (gi, qs) in a.q().chunks(g).enumerate() {
         let base = gi * g;
         let (whole, rest) = arrays::<i8, 32>(qs);
-        let gc = &row.codes[base / 2..base / 2 + whole.len() * 16];
-        let mut isum_v = s.splat_u(0);
-        for (cb, qc) in arrays::<u8, 16>(gc).0.zip(whole) {
-            isum_v = s.dot_nibble_levels_i8(cb, &CODEBOOK_4BIT, qc, isum_v);
+        // Each row's codes of the group's whole chunks.
+        let at = base / 8 * C::BITS;
+        let len = qs.len() / 32 * C::BYTES;
+        // A loop, not `map`: the compiler leaves `map` out of line here, and the call makes
+        // the group loop spill its vector registers.
+        let mut codes: [&[u8]; N] = [&[]; N];
+        for (codes, row) in codes.iter_mut().zip(&rows) {
+            *codes = &row.codes[at..at + len];
         }
-        let mut isum = s.hsum_i(isum_v);
-        let done = qs.len() - rest.len();
-        for (i, &qi) in rest.iter().enumerate() {
-            let c = code_at(row.codes, base + done + i, 4);
-            isum += i32::from(CODEBOOK_4BIT[usize::from(c)]) * i32::from(qi);
+        let mut isum = [s.splat_u(0); N];
+        for (k, qc) in whole.enumerate() {
+            let q = s.load_q(qc);
+            for (sum, codes) in isum.iter_mut().zip(codes) {
+                let chunk = &codes[k * C::BYTES..(k + 1) * C::BYTES];
+                *sum = s.dot_bytes_i8(chunks.levels(s, chunk), q, *sum);
+            }
         }
-        // The reference's arithmetic, in its order.
-        let (step, min) = step_min(row.records, gi, &units);
-        let sx = a.scales()[gi];
-        acc += (sx * (step * 0.125)) * isum as f32 + (sx * min) * a.sums()[gi] as f32;
+        let mut isum = hsums(s, isum);
+        if !rest.is_empty() {
+            let done = qs.len() - rest.len();
+            let mut tail = [0u32; 8];
+            for (n, row) in rows.iter().enumerate() {
+                for (i, &qi) in rest.iter().enumerate() {
+                    let c = code_at(row.codes, base + done + i, fp.bits);
+                    tail[n] = tail[n].wrapping_add((C::level(c) * i32::from(qi)) as u32);
+                }
+            }
+            isum = s.add_i(isum, s.load_u(&tail));
+        }
+        let mut fields = [0u32; 8];
+        for (f, row) in fields.iter_mut().zip(&rows) {
+            *f = record_fields(row.records, gi);
+        }
+        let fields = s.load_u(&fields);
+        // `step_min` in lanes: `q_d·d_unit`, `−(q_m·m_unit)` (the sign flipped, as `−`).
+        let q_step = s.int_to_float(s.and(fields, s.splat_u(63)));
+        let q_min = s.int_to_float(s.shr(fields, 6));
+        let step = s.mul_f(q_step, step_units);
+        let min = s.float_of_bits(s.xor(s.bits(s.mul_f(q_min, min_units)), sign));
+        // The reference's arithmetic, in its order:
+        // `acc += (sx·(d·unit))·Σ L·q + (sx·m)·Σ q`.
+        let sx = s.splat_f(a.scales()[gi]);
+        let qsum = s.splat_f(a.sums()[gi] as f32);
+        let dense = s.mul_f(s.mul_f(sx, s.mul_f(step, unit)), s.int_to_float(isum));
+        let offset = s.mul_f(s.mul_f(sx, min), qsum);
+        acc = s.add_f(acc, s.add_f(dense, offset));
     }
-    Ok(acc)
+    let acc = s.to_f32s(acc);
+    out.copy_from_slice(&acc[..N]);
+    Ok(())
+}
+
+/// Group `g`'s 12 record bits (`q_d | q_m << 6`) of a row's records, as
+/// [`read_record`] reads them, from one 4-byte load where the records allow.
+#[inline(always)]
+fn record_fields(records: &[u8], g: usize) -> u32 {
+    let bit = g * RECORD_BITS;
+    match records.get(UNIT_BYTES + bit / 8..UNIT_BYTES + bit / 8 + 4) {
+        Some(w) => {
+            let w = u32::from_le_bytes(w.try_into().expect("4 bytes"));
+            (w >> (bit % 8)) & ((1 << RECORD_BITS) - 1)
+        }
+        None => {
+            let (q_step, q_min) = read_record(records, g);
+            u32::from(q_step) | (u32::from(q_min) << 6)
+        }
+    }
+}
+
+/// The lane sums of `N <= 8` vectors: vector `n`'s in lane `n`, the other lanes 0.
+#[inline(always)]
+fn hsums<S: Lanes, const N: usize>(s: S, v: [S::U; N]) -> S::U {
+    if N == 4 {
+        s.hsum4_i(core::array::from_fn(|i| v[i]))
+    } else {
+        let mut sums = [0u32; 8];
+        for (sum, v) in sums.iter_mut().zip(v) {
+            *sum = s.hsum_i(v) as u32;
+        }
+        s.load_u(&sums)
+    }
 }

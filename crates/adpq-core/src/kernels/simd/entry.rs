@@ -185,6 +185,24 @@ macro_rules! simd_kernels {
                         FormatVersion::V3 => self.run(DotRowQ8V3 { t, r: row, a }),
                     }
                 }
+
+                /// Versions 2 and 3 work on several rows at once (each row's arithmetic
+                /// that of `dot_row_q8`); version 1 one row at a time.
+                fn gemv_q8_rows(
+                    &self,
+                    t: &PackedTensor<'_>,
+                    first: usize,
+                    a: &Q8Activations<'_>,
+                    y: &mut [f32],
+                ) -> Result<()> {
+                    match t.version() {
+                        FormatVersion::V1 => {
+                            $crate::kernels::gemv_q8_rows_by_rows(self, t, first, a, y)
+                        }
+                        FormatVersion::V2 => self.run(GemvQ8RowsV2 { t, first, a, y }),
+                        FormatVersion::V3 => self.run(GemvQ8RowsV3 { t, first, a, y }),
+                    }
+                }
             }
         };
     };
@@ -344,6 +362,24 @@ kernel!(
         r: usize,
         a: &'a Q8Activations<'b>
     } -> Result<f32> = super::dot_row_q8_v3
+);
+kernel!(
+    /// [`super::gemv_q8_rows_v2`].
+    GemvQ8RowsV2<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        first: usize,
+        a: &'a Q8Activations<'b>,
+        y: &'a mut [f32]
+    } -> Result<()> = super::gemv_q8_rows_v2
+);
+kernel!(
+    /// [`super::gemv_q8_rows_v3`].
+    GemvQ8RowsV3<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        first: usize,
+        a: &'a Q8Activations<'b>,
+        y: &'a mut [f32]
+    } -> Result<()> = super::gemv_q8_rows_v3
 );
 kernel!(
     /// [`super::gemv_v3`].

@@ -49,8 +49,12 @@ mod rotate;
 mod scan;
 
 pub(crate) use decode::{dequantize_row, dequantize_rows, dot_row, PositionReader};
-pub(crate) use decode_v2::{dequantize_row_v2, dot_row_q8_v2, dot_row_v2, gemv_v2};
-pub(crate) use decode_v3::{dequantize_row_v3, dot_row_q8_v3, dot_row_v3, gemv_v3};
+pub(crate) use decode_v2::{
+    dequantize_row_v2, dot_row_q8_v2, dot_row_v2, gemv_q8_rows_v2, gemv_v2,
+};
+pub(crate) use decode_v3::{
+    dequantize_row_v3, dot_row_q8_v3, dot_row_v3, gemv_q8_rows_v3, gemv_v3,
+};
 pub(crate) use entry::simd_kernels;
 pub(crate) use q8::dot_row_q8;
 pub(crate) use quantize::quantize_rows;
@@ -78,6 +82,8 @@ pub(crate) trait Lanes: Copy {
     type F: Copy;
     /// 8 × u32 / i32 / lane mask.
     type U: Copy;
+    /// 32 bytes, also read as 16 u16: the byte lanes of the int8 dot products.
+    type B: Copy;
 
     /// Every lane `v`.
     fn splat_f(self, v: f32) -> Self::F;
@@ -179,23 +185,45 @@ pub(crate) trait Lanes: Copy {
     fn pack_nibbles(self, staged: &[u8; 32], out: &mut [u8; 16]);
     /// Adds `Σ c·q` over 32 4-bit codes `codes` (packed as in a row) and int8 `q` into
     /// the i32 lanes of `acc` (exact; which lane gets which term is the ISA's choice).
-    fn dot_nibbles_i8(self, codes: &[u8; 16], q: &[i8; 32], acc: Self::U) -> Self::U;
+    #[inline(always)]
+    fn dot_nibbles_i8(self, codes: &[u8; 16], q: &[i8; 32], acc: Self::U) -> Self::U {
+        self.dot_bytes_i8(self.nibbles32(codes), self.load_q(q), acc)
+    }
 
     /// Lane `j` of `v` moved to lane `j ^ h`, for `h` 1, 2 or 4 (a Walsh–Hadamard
     /// butterfly's partner).
     fn swap_lanes(self, v: Self::F, h: usize) -> Self::F;
     /// `table[idx_j]` in lane `j`, every `idx_j < 16` (format v3's code book).
     fn lookup16(self, table: &[u8; 16], idx: Self::U) -> Self::U;
-    /// Adds `Σ table[c]·q` over 32 4-bit codes `codes` (packed as in a row) and int8 `q`
-    /// into the i32 lanes of `acc` (exact for table entries up to 127; which lane gets
-    /// which term is the ISA's choice).
-    fn dot_nibble_levels_i8(
-        self,
-        codes: &[u8; 16],
-        table: &[u8; 16],
-        q: &[i8; 32],
-        acc: Self::U,
-    ) -> Self::U;
+    /// Loads 32 bytes.
+    fn load_b(self, v: &[u8; 32]) -> Self::B;
+    /// 16 bytes from `lo`, then 16 from `hi`.
+    fn load_b2(self, lo: &[u8; 16], hi: &[u8; 16]) -> Self::B;
+    /// Loads 32 int8 (as their bytes).
+    fn load_q(self, q: &[i8; 32]) -> Self::B;
+    /// 32 4-bit codes (packed as in a row) as 32 bytes in order.
+    fn nibbles32(self, codes: &[u8; 16]) -> Self::B;
+    /// Byte `j` of each 16-byte half: byte `idx_j` of the same half of `v` for
+    /// `idx_j < 16`, 0 for `idx_j >= 0x80` (AVX2's `vpshufb`, NEON's `tbl`).
+    fn shuffle_b(self, v: Self::B, idx: Self::B) -> Self::B;
+    /// The 16 u16 lanes (bytes `2j`, `2j + 1`, little-endian): `a·m mod 2^16`.
+    fn mul_lo_u16(self, a: Self::B, m: Self::B) -> Self::B;
+    /// The u16 lanes shifted right (logical) by `n < 16`.
+    fn shr_u16(self, a: Self::B, n: u32) -> Self::B;
+    /// The u16 lanes shifted left by `n < 16`.
+    fn shl_u16(self, a: Self::B, n: u32) -> Self::B;
+    /// `a | b`.
+    fn or_b(self, a: Self::B, b: Self::B) -> Self::B;
+    /// Adds `Σ c·q` over 32 bytes `c` (each at most 127) and 32 int8 `q` into the i32
+    /// lanes of `acc` (exact; which lane gets which term is the ISA's choice).
+    fn dot_bytes_i8(self, c: Self::B, q: Self::B, acc: Self::U) -> Self::U;
+    /// The lane sums of 4 vectors ([`hsum_i`](Self::hsum_i) of each): that of `v[k]` in
+    /// lane `k`, lanes 4–7 zero.
+    #[inline(always)]
+    fn hsum4_i(self, v: [Self::U; 4]) -> Self::U {
+        let [a, b, c, d] = v.map(|v| self.hsum_i(v) as u32);
+        self.load_u(&[a, b, c, d, 0, 0, 0, 0])
+    }
 
     /// Lane `j` of `table` at lane `idx_j & 7`, for every `j`.
     #[inline(always)]

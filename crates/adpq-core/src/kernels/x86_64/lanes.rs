@@ -37,23 +37,10 @@ macro_rules! avx2 {
     };
 }
 
-impl Avx2Lanes {
-    /// 32 4-bit codes (packed as in a row) as 32 bytes in order.
-    #[inline(always)]
-    fn nibbles32(self, codes: &[u8; 16]) -> __m256i {
-        avx2!({
-            let v = _mm_loadu_si128(codes.as_ptr().cast());
-            let low = _mm_set1_epi8(0x0F);
-            let lo = _mm_and_si128(v, low);
-            let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), low);
-            _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi))
-        })
-    }
-}
-
 impl Lanes for Avx2Lanes {
     type F = __m256;
     type U = __m256i;
+    type B = __m256i;
 
     #[inline(always)]
     fn splat_f(self, v: f32) -> __m256 {
@@ -283,16 +270,6 @@ impl Lanes for Avx2Lanes {
             _mm_storeu_si128(out.as_mut_ptr().cast(), _mm256_castsi256_si128(packed));
         })
     }
-    #[inline(always)]
-    fn dot_nibbles_i8(self, codes: &[u8; 16], q: &[i8; 32], acc: __m256i) -> __m256i {
-        let c = self.nibbles32(codes);
-        avx2!({
-            let qv = _mm256_loadu_si256(q.as_ptr().cast());
-            // |c·q + c·q| ≤ 2·15·127: no i16 saturation.
-            let pairs = _mm256_maddubs_epi16(c, qv);
-            _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-        })
-    }
     /// `vpermilps` within 128-bit halves for `h` 1 and 2, `vperm2f128` for 4.
     #[inline(always)]
     fn swap_lanes(self, v: __m256, h: usize) -> __m256 {
@@ -311,21 +288,67 @@ impl Lanes for Avx2Lanes {
         })
     }
     #[inline(always)]
-    fn dot_nibble_levels_i8(
-        self,
-        codes: &[u8; 16],
-        table: &[u8; 16],
-        q: &[i8; 32],
-        acc: __m256i,
-    ) -> __m256i {
-        let c = self.nibbles32(codes);
+    fn load_b(self, v: &[u8; 32]) -> __m256i {
+        avx2!(_mm256_loadu_si256(v.as_ptr().cast()))
+    }
+    #[inline(always)]
+    fn load_b2(self, lo: &[u8; 16], hi: &[u8; 16]) -> __m256i {
+        avx2!(_mm256_loadu2_m128i(hi.as_ptr().cast(), lo.as_ptr().cast()))
+    }
+    #[inline(always)]
+    fn load_q(self, q: &[i8; 32]) -> __m256i {
+        avx2!(_mm256_loadu_si256(q.as_ptr().cast()))
+    }
+    #[inline(always)]
+    fn nibbles32(self, codes: &[u8; 16]) -> __m256i {
         avx2!({
-            let t = _mm256_broadcastsi128_si256(_mm_loadu_si128(table.as_ptr().cast()));
-            let levels = _mm256_shuffle_epi8(t, c);
-            let qv = _mm256_loadu_si256(q.as_ptr().cast());
-            // |L·q + L·q| ≤ 2·127·127: no i16 saturation.
-            let pairs = _mm256_maddubs_epi16(levels, qv);
+            let v = _mm_loadu_si128(codes.as_ptr().cast());
+            let low = _mm_set1_epi8(0x0F);
+            let lo = _mm_and_si128(v, low);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(v), low);
+            _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi))
+        })
+    }
+    #[inline(always)]
+    fn shuffle_b(self, v: __m256i, idx: __m256i) -> __m256i {
+        avx2!(_mm256_shuffle_epi8(v, idx))
+    }
+    #[inline(always)]
+    fn mul_lo_u16(self, a: __m256i, m: __m256i) -> __m256i {
+        avx2!(_mm256_mullo_epi16(a, m))
+    }
+    #[inline(always)]
+    fn shr_u16(self, a: __m256i, n: u32) -> __m256i {
+        avx2!(_mm256_srl_epi16(a, _mm_cvtsi32_si128(n as i32)))
+    }
+    #[inline(always)]
+    fn shl_u16(self, a: __m256i, n: u32) -> __m256i {
+        avx2!(_mm256_sll_epi16(a, _mm_cvtsi32_si128(n as i32)))
+    }
+    #[inline(always)]
+    fn or_b(self, a: __m256i, b: __m256i) -> __m256i {
+        avx2!(_mm256_or_si256(a, b))
+    }
+    #[inline(always)]
+    fn dot_bytes_i8(self, c: __m256i, q: __m256i, acc: __m256i) -> __m256i {
+        avx2!({
+            // `c` is at most 127, so |c·q + c·q| ≤ 2·127·127: no i16 saturation.
+            let pairs = _mm256_maddubs_epi16(c, q);
             _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+        })
+    }
+    /// Three `vphaddd` and one add of the halves.
+    #[inline(always)]
+    fn hsum4_i(self, v: [__m256i; 4]) -> __m256i {
+        avx2!({
+            let ab = _mm256_hadd_epi32(v[0], v[1]);
+            let cd = _mm256_hadd_epi32(v[2], v[3]);
+            // Lane `k` of each half: a partial sum of vector `k`.
+            let abcd = _mm256_hadd_epi32(ab, cd);
+            _mm256_zextsi128_si256(_mm_add_epi32(
+                _mm256_castsi256_si128(abcd),
+                _mm256_extracti128_si256::<1>(abcd),
+            ))
         })
     }
 
