@@ -109,8 +109,7 @@ pub(super) fn allocate_bits<E: Engine>(
 }
 
 /// The candidates of one tensor with their estimated errors; `None` when it takes no
-/// part (its weights are too small to quantize, or no candidate shrinks it: planning
-/// passes it through).
+/// part (no candidate shrinks it: planning passes it through).
 fn estimate<E: Engine>(
     engine: &E,
     f: &SafetensorsFile,
@@ -147,7 +146,10 @@ fn estimate<E: Engine>(
         let Some(cost_bits) = cost(&p)? else { continue };
         let error = match sample_error(engine, &sample, sample_rows.len(), cols, &p) {
             Ok(e) => e,
-            Err(EngineError::Core(CoreError::TooSmall { .. })) => return Ok(None),
+            // Sampled rows too small to code lose nothing worth bits: the cheapest
+            // candidate, counted in the budget (if the whole tensor is, planning passes
+            // it through and the budget is under-spent, never over).
+            Err(EngineError::Core(CoreError::TooSmall { .. })) => 0.0,
             Err(e) => return Err(engine_error(f, t.name)(e)),
         };
         entry.params.push(p);
