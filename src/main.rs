@@ -14,6 +14,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod alloc;
 mod error;
 mod eval;
 mod filter;

@@ -48,10 +48,17 @@ pub struct ParamArgs {
     /// A named policy: its defaults and rules (after --tensor-params' rules).
     /// v2-vproj6: 6-bit codes and alpha 0.05 for v_proj, alpha 0.04 elsewhere; v3: format
     /// v3, 6 bits in groups of 128 for v_proj, groups of 128 for k_proj, 5 bits for
-    /// down_proj and up_proj, 4 bits in groups of 64 elsewhere; none: the format's plain
-    /// defaults for every tensor [default: v2-vproj6; with --format v3: v3].
+    /// down_proj and up_proj, 4 bits in groups of 64 elsewhere; v3-auto: format v3, each
+    /// tensor's bits (3-6) and group (32, 64, 128) chosen from its weights for the least
+    /// squared error within --bits-budget, whatever the tensor names; none: the format's
+    /// plain defaults for every tensor [default: v2-vproj6; with --format v3: v3; with
+    /// --bits-budget: v3-auto].
     #[arg(long, value_enum)]
     preset: Option<Preset>,
+    /// --preset v3-auto: packed bits per quantized weight to spend, everything counted
+    /// [default: 4.8].
+    #[arg(long, value_name = "B")]
+    bits_budget: Option<f64>,
     /// Select outliers like the Python reference (Brent search, at most N iterations)
     /// instead of exactly round(alpha*N).
     #[arg(long, value_name = "N")]
@@ -83,7 +90,29 @@ impl ParamArgs {
     /// user's `--tensor-params` rules, then the preset's; a usage error when the flags do
     /// not go together or a rule is malformed.
     pub fn resolve(&self) -> Result<TensorParams> {
-        TensorParams::new(base_params(self)?, &rules(self))
+        let mut tp = TensorParams::new(base_params(self)?, &rules(self))?;
+        if effective_preset(self) == Some(Preset::V3Auto) {
+            if self.bits.is_some() || self.group_size.is_some() {
+                return Err(Error::Usage(
+                    "--preset v3-auto chooses every tensor's bits and group size: set a \
+                     budget with --bits-budget, or fix tensors with --tensor-params"
+                        .into(),
+                ));
+            }
+            let budget = self.bits_budget.unwrap_or(DEFAULT_BITS_BUDGET);
+            if !(budget.is_finite() && budget > 0.0) {
+                return Err(Error::Usage(format!(
+                    "--bits-budget {budget}: expected a positive number of bits per weight"
+                )));
+            }
+            tp.budget = Some(budget);
+        } else if self.bits_budget.is_some() {
+            return Err(Error::Usage(
+                "--bits-budget needs --preset v3-auto (the other presets fix each tensor's bits)"
+                    .into(),
+            ));
+        }
+        Ok(tp)
     }
 }
 
@@ -143,6 +172,7 @@ fn effective_preset(a: &ParamArgs) -> Option<Preset> {
     match (a.preset, a.format) {
         (Some(Preset::None), Some(FormatArg::V1 | FormatArg::V3)) => None,
         (Some(p), _) => Some(p),
+        (None, _) if a.bits_budget.is_some() => Some(Preset::V3Auto),
         (None, Some(FormatArg::V1)) => None,
         (None, Some(FormatArg::V3)) => Some(Preset::V3),
         (None, _) => Some(Preset::V2Vproj6),
@@ -172,6 +202,11 @@ pub enum Preset {
     /// 4.798 bits/weight on SmolLM2 (docs/FORMAT-v3-experiments.md).
     #[value(name = "v3")]
     V3,
+    /// Format v3, each tensor's bits (3 to 6) and group size (32, 64 or 128) chosen from
+    /// its weights alone for the least summed squared error within a bits/weight budget
+    /// (`--bits-budget`, default [`DEFAULT_BITS_BUDGET`]): no names, so any architecture.
+    #[value(name = "v3-auto")]
+    V3Auto,
     /// No preset: the format's own defaults (`--format v2`: 4 bits, g 64, α 0.05 for
     /// every tensor) and only the user's rules.
     #[value(name = "none")]
@@ -183,7 +218,7 @@ impl Preset {
     pub fn version(self) -> FormatVersion {
         match self {
             Preset::V2Vproj6 | Preset::None => FormatVersion::V2,
-            Preset::V3 => FormatVersion::V3,
+            Preset::V3 | Preset::V3Auto => FormatVersion::V3,
         }
     }
 
@@ -191,7 +226,7 @@ impl Preset {
     pub fn base(self) -> Params {
         match self {
             Preset::V2Vproj6 => Params::DEFAULT,
-            Preset::V3 => Params::V3,
+            Preset::V3 | Preset::V3Auto => Params::V3,
             Preset::None => Params::V2,
         }
     }
@@ -205,9 +240,33 @@ impl Preset {
                 r"k_proj=group:128",
                 r"down_proj|up_proj=bits:5",
             ],
-            Preset::None => &[],
+            Preset::V3Auto | Preset::None => &[],
         }
     }
+}
+
+/// The default of `--bits-budget`: preset `v3`'s and `v2-vproj6`'s bits/weight on SmolLM2
+/// (4.798), rounded.
+pub const DEFAULT_BITS_BUDGET: f64 = 4.8;
+
+/// The settings preset `v3-auto` chooses among for each tensor: `base` with 3 to 6 bits
+/// in groups of 32, 64 or 128.
+pub fn auto_candidates(base: &Params) -> Vec<Params> {
+    let mut out = Vec::new();
+    for bits in 3..=6u8 {
+        for group_size in [32u16, 64, 128] {
+            let fields = ParamFields {
+                bits,
+                group_size,
+                ..base.fields()
+            };
+            // Always valid for v3 (the only format the preset uses); skipped otherwise.
+            if let Ok(p) = fields.validate() {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// One `--tensor-params` rule.
@@ -263,13 +322,18 @@ impl Rule {
     }
 }
 
-/// The parameters of every tensor of a run: the base and the rules.
+/// The parameters of every tensor of a run: the base, the rules and, after a bit
+/// allocation (preset `v3-auto`), each allocated tensor's own.
 #[derive(Debug, Clone, Default)]
 pub struct TensorParams {
     base: Params,
     /// Each rule's pattern and the parameters it gives (the base changed by it).
     rules: Vec<(Regex, Params)>,
     specs: Vec<String>,
+    /// Bits per weight to allocate (preset `v3-auto`), before the allocation.
+    budget: Option<f64>,
+    /// Allocated parameters by tensor name, sorted by name (empty without an allocation).
+    assigned: Vec<(String, Params)>,
 }
 
 impl TensorParams {
@@ -279,6 +343,8 @@ impl TensorParams {
             base,
             rules: Vec::new(),
             specs: Vec::new(),
+            budget: None,
+            assigned: Vec::new(),
         }
     }
 
@@ -302,9 +368,36 @@ impl TensorParams {
         &self.base
     }
 
-    /// The base and every rule's parameters (a rule applied to the base), for checks.
+    /// The base and every rule's and allocated tensor's parameters, for checks.
     pub fn all(&self) -> impl Iterator<Item = Params> + '_ {
-        std::iter::once(self.base).chain(self.rules.iter().map(|(_, p)| *p))
+        std::iter::once(self.base)
+            .chain(self.rules.iter().map(|(_, p)| *p))
+            .chain(self.assigned.iter().map(|(_, p)| *p))
+    }
+
+    /// The bits per weight still to allocate (preset `v3-auto`), `None` once allocated
+    /// or without the preset.
+    pub fn budget(&self) -> Option<f64> {
+        self.budget
+    }
+
+    /// These parameters with each named tensor's allocated parameters (a rule that
+    /// matches a tensor still wins); the budget is then spent.
+    pub fn with_assigned(&self, mut assigned: Vec<(String, Params)>) -> TensorParams {
+        assigned.sort_by(|a, b| a.0.cmp(&b.0));
+        TensorParams {
+            budget: None,
+            assigned,
+            ..self.clone()
+        }
+    }
+
+    /// The parameters of the first rule matching `name`, if any.
+    pub fn by_rule(&self, name: &str) -> Option<Params> {
+        self.rules
+            .iter()
+            .find(|(pattern, _)| pattern.is_match(name))
+            .map(|(_, p)| *p)
     }
 
     /// The rules as given, in order.
@@ -313,12 +406,13 @@ impl TensorParams {
     }
 
     /// The parameters of tensor `name`: those of the first rule whose pattern matches,
-    /// else the base.
+    /// else its allocated ones, else the base.
     pub fn of(&self, name: &str) -> Params {
-        self.rules
-            .iter()
-            .find(|(pattern, _)| pattern.is_match(name))
-            .map_or(self.base, |(_, p)| *p)
+        self.by_rule(name).unwrap_or_else(|| {
+            self.assigned
+                .binary_search_by(|(n, _)| n.as_str().cmp(name))
+                .map_or(self.base, |i| self.assigned[i].1)
+        })
     }
 }
 
@@ -383,6 +477,73 @@ mod tests {
             base_params(&args(None, Some(Preset::V3))).unwrap(),
             Params::V3
         );
+    }
+
+    /// Preset v3-auto: format v3's plain base, no rules of its own, a budget to allocate
+    /// (4.8 unless `--bits-budget`, which implies the preset); allocated parameters
+    /// come after the user's rules and before the base.
+    #[test]
+    fn v3_auto_preset_carries_a_budget() {
+        let args = |format, preset, budget| ParamArgs {
+            format,
+            preset,
+            bits_budget: budget,
+            ..ParamArgs::default()
+        };
+        let tp = args(None, Some(Preset::V3Auto), None).resolve().unwrap();
+        assert_eq!(*tp.base(), Params::V3);
+        assert!(tp.rules().is_empty());
+        assert_eq!(tp.budget(), Some(DEFAULT_BITS_BUDGET));
+        let tp = args(Some(FormatArg::V3), None, Some(4.5))
+            .resolve()
+            .unwrap();
+        assert_eq!(tp.budget(), Some(4.5));
+        assert_eq!(*tp.base(), Params::V3);
+        // A budget only means something to the allocating preset.
+        for bad in [
+            args(None, Some(Preset::V3), Some(4.8)),
+            args(None, Some(Preset::V2Vproj6), Some(4.8)),
+            args(Some(FormatArg::V2), None, Some(4.8)),
+            args(None, Some(Preset::V3Auto), Some(0.0)),
+            args(None, Some(Preset::V3Auto), Some(f64::NAN)),
+            ParamArgs {
+                bits: Some(5),
+                ..args(None, Some(Preset::V3Auto), None)
+            },
+        ] {
+            assert!(matches!(bad.resolve(), Err(Error::Usage(_))), "{bad:?}");
+        }
+
+        let user = ParamArgs {
+            tensor_params: vec!["fixed=bits:6".into()],
+            ..args(None, Some(Preset::V3Auto), None)
+        };
+        let tp = user.resolve().unwrap();
+        let five = Params::V3.with_bits(5).unwrap();
+        let tp = tp.with_assigned(vec![
+            ("b.fixed".into(), Params::V3.with_bits(3).unwrap()),
+            ("a".into(), five),
+        ]);
+        assert_eq!(tp.budget(), None, "spent");
+        assert_eq!(tp.of("a"), five);
+        assert_eq!(tp.of("b.fixed").bits(), 6, "the user's rule wins");
+        assert_eq!(tp.by_rule("a"), None);
+        assert_eq!(tp.of("c"), Params::V3);
+        assert!(tp.all().any(|p| p == five));
+    }
+
+    /// The candidates: 3 to 6 bits in groups of 32, 64 and 128, all valid v3 parameters.
+    #[test]
+    fn auto_candidates_span_bits_and_groups() {
+        let c = auto_candidates(&Params::V3);
+        assert_eq!(c.len(), 12);
+        assert!(c
+            .iter()
+            .all(|p| p.version() == FormatVersion::V3 && p.alpha() == 0.0));
+        assert_eq!(c.iter().map(|p| p.bits()).min(), Some(3));
+        assert_eq!(c.iter().map(|p| p.bits()).max(), Some(6));
+        assert!(c.iter().any(|p| p.group_size() == 32));
+        assert!(c.iter().any(|p| p.group_size() == 128));
     }
 
     #[test]

@@ -161,15 +161,36 @@ fn tiny_tensors_are_kept_exactly_not_zeroed() {
         tiny_bytes.clone(),
     );
     write_st(&input, &[normal, tiny], &[]);
-    let q = tmp.path().join("q.safetensors");
-    let out = adpq(&["quantize", p(&input), "-o", p(&q)]);
+    // The same with preset v3-auto, whose allocation codes a sample of every tensor first.
+    for extra in [&[][..], &["--preset", "v3-auto", "--force"][..]] {
+        tiny_tensor_kept(
+            &input,
+            &tmp.path().join("q.safetensors"),
+            extra,
+            tiny_name,
+            &tiny_bytes,
+        );
+    }
+}
+
+/// Quantizes `input` (with `extra` flags) and checks that `tiny_name` was kept exactly.
+fn tiny_tensor_kept(
+    input: &std::path::Path,
+    q: &std::path::Path,
+    extra: &[&str],
+    tiny_name: &str,
+    tiny_bytes: &[u8],
+) {
+    let mut args = vec!["quantize", p(input), "-o", p(q)];
+    args.extend_from_slice(extra);
+    let out = adpq(&args);
     ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(tiny_name) && stderr.contains("too small"),
         "no warning naming the tensor: {stderr}"
     );
-    let (tensors, _) = read_st(&q);
+    let (tensors, _) = read_st(q);
     let (dtype, shape, bytes) = &tensors[tiny_name];
     assert_eq!(
         (*dtype, shape.as_slice()),
@@ -180,7 +201,7 @@ fn tiny_tensors_are_kept_exactly_not_zeroed() {
         "the tiny tensor was not kept byte for byte"
     );
     assert_eq!(tensors["model.layers.0.mlp.up_proj.weight"].0, Dtype::U8);
-    ok(&adpq(&["verify", p(&q)]));
+    ok(&adpq(&["verify", p(q)]));
 }
 
 /// Issue 14's hostile v2 tensor: the header's exponent raised and every row's outlier

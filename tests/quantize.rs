@@ -379,3 +379,107 @@ fn plain_progress_lines_when_not_a_terminal() {
         );
     }
 }
+
+/// `--preset v3-auto`: format v3 with each tensor's bits and group chosen from its
+/// weights within `--bits-budget` (packed bits, everything counted); deterministic, a
+/// larger budget never gives a tensor fewer bits, a `--tensor-params` rule still wins,
+/// and a budget below the cheapest setting is a usage error.
+#[test]
+fn v3_auto_allocates_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("model.safetensors");
+    write_st(&input, &synthetic_model(), &[]);
+    let run = |budget: &str, extra: &[&str], tag: &str| -> (Value, Vec<u8>) {
+        let q = dir.path().join(format!("q-{tag}.safetensors"));
+        let rep = dir.path().join(format!("r-{tag}.json"));
+        let mut args = vec![
+            "quantize",
+            p(&input),
+            "-o",
+            p(&q),
+            "--preset",
+            "v3-auto",
+            "--bits-budget",
+            budget,
+            "--report",
+            p(&rep),
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        ok(&adpq(&args));
+        let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+        (r, std::fs::read(&q).unwrap())
+    };
+    let bits_of = |r: &Value| -> Vec<u64> {
+        QUANTIZED
+            .iter()
+            .map(|name| {
+                let t = r["tensors"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|t| t["name"] == *name)
+                    .unwrap();
+                assert_eq!(t["action"], "quantized", "{name}");
+                t["params"]["bits"].as_u64().unwrap_or(4)
+            })
+            .collect()
+    };
+    let mut previous: Option<Vec<u64>> = None;
+    for budget in ["4.6", "5.0", "5.6", "6.5"] {
+        let (r, bytes) = run(budget, &[], budget);
+        assert_eq!(r["params"]["format"], "v3");
+        let bpw = r["totals"]["bits_per_weight"].as_f64().unwrap();
+        assert!(bpw <= budget.parse::<f64>().unwrap(), "{bpw} over {budget}");
+        let (_, meta) = read_st(&dir.path().join(format!("q-{budget}.safetensors")));
+        assert_eq!(meta["adpq.version"], "3");
+        let bits = bits_of(&r);
+        if let Some(p) = &previous {
+            assert!(
+                p.iter().zip(&bits).all(|(a, b)| b >= a),
+                "{p:?} -> {bits:?}"
+            );
+        }
+        previous = Some(bits);
+        if budget == "5.0" {
+            // The same checkpoint, byte for byte, on one thread.
+            let (_, again) = run(budget, &["--threads", "1"], "again");
+            assert_eq!(bytes, again, "budget {budget}: not deterministic");
+        }
+    }
+    // The largest budget buys the most bits the preset offers (6) everywhere.
+    assert_eq!(previous.unwrap(), vec![6, 6, 6]);
+
+    // A rule wins over the allocation and counts against the budget.
+    let (r, _) = run(
+        "5.0",
+        &["--tensor-params", "up_proj=bits:3,group:128"],
+        "rule",
+    );
+    assert_eq!(bits_of(&r)[1], 3);
+    assert!(r["totals"]["bits_per_weight"].as_f64().unwrap() <= 5.0);
+
+    let q = dir.path().join("low.safetensors");
+    let out = adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q),
+        "--preset",
+        "v3-auto",
+        "--bits-budget",
+        "2",
+    ]);
+    fails(&out, 2, &["--bits-budget 2", "below the least"]);
+    let out = adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q),
+        "--preset",
+        "v3",
+        "--bits-budget",
+        "4.8",
+    ]);
+    fails(&out, 2, &["--bits-budget needs --preset v3-auto"]);
+}

@@ -5,6 +5,7 @@
 //! This module holds what they share: where an output may go (never onto the input),
 //! and the warnings for input entries the output will not hold.
 
+mod allocate;
 mod dequantize;
 mod inspect;
 mod quantize;

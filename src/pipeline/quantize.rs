@@ -113,6 +113,19 @@ pub fn quantize<E: Engine>(
     };
     let warnings = skipped_warnings(&ckpt, progress);
     let longest_name = survey(&ckpt, opts, progress)?;
+    // Preset v3-auto: every tensor's parameters, chosen over the whole checkpoint before
+    // the first file is planned.
+    let allocated;
+    let opts = match opts.params.budget() {
+        Some(budget) => {
+            allocated = QuantizeOptions {
+                params: super::allocate::allocate_bits(engine, &ckpt, opts, budget, progress)?,
+                ..opts.clone()
+            };
+            &allocated
+        }
+        None => opts,
+    };
 
     let mut report = Report {
         command: "quantize".into(),
