@@ -187,7 +187,8 @@ fn output_plan<'a>(
     let mut order: Vec<usize> = (0..f.tensor_count())
         .filter(|&i| f.at(i).is_some())
         .collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(dtype(i).bitsize()));
+    // Each key once: it looks the record up by name.
+    order.sort_by_cached_key(|&i| std::cmp::Reverse(dtype(i).bitsize()));
     let mut planned = Vec::with_capacity(order.len());
     planned.extend(order.iter().filter_map(|&i| f.at(i).map(plan)));
     (planned, order)
