@@ -105,9 +105,12 @@ pub struct RowUnits {
 
 impl RowUnits {
     /// The units of stored fields.
+    #[inline]
     pub fn from_stored(bits: [u16; 3], scale_exp: i8, threshold: f32) -> RowUnits {
         let scale = pow2(i32::from(scale_exp));
-        let value = |h: u16| f16::from_bits(h).to_f32() * scale;
+        // The software conversion, which inlines (the same value for every f16): `to_f32`
+        // makes a call and a runtime choice of F16C per value, 4 % of a decoder step.
+        let value = |h: u16| f16::from_bits(h).to_f32_const() * scale;
         RowUnits {
             step_unit_bits: bits[0],
             min_unit_bits: bits[1],

@@ -229,18 +229,6 @@ fn attend(q: &[f32], kv: &Cache<'_>, heads: usize, out: &mut [f32]) {
         });
 }
 
-/// Rows a packed product hands the kernels at once, and reads ahead of them (see
-/// [`touch`]).
-const AHEAD: usize = 4;
-
-/// Reads one value of each cache line of `values`, so that their misses overlap the work
-/// on the rows before (a row's dot alone waits on its own misses one at a time).
-fn touch<T: Copy>(values: &[T]) {
-    for v in values.iter().step_by(64 / std::mem::size_of::<T>()) {
-        std::hint::black_box(*v);
-    }
-}
-
 /// `Σ a·b` in 8 independent sums (so the compiler vectorises it), then added up.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -346,17 +334,7 @@ fn gemv<K: CpuKernels, const M: usize>(
                 }
             }
             Linear::Packed(p) => {
-                let a = &acts[slot_of[i]];
-                for (j, yv) in ys.chunks_mut(AHEAD).enumerate() {
-                    let r = first + j * AHEAD;
-                    for ahead in r + AHEAD..r + 2 * AHEAD {
-                        if let Ok(ahead) = p.row(ahead) {
-                            touch(ahead.codes);
-                            touch(ahead.records);
-                        }
-                    }
-                    k.gemv_q8_rows(p, r, a, yv)?;
-                }
+                k.gemv_q8_rows(p, first, &acts[slot_of[i]], ys)?;
             }
             Linear::Rtn { .. } => {
                 return Err(EvalError::Shape(

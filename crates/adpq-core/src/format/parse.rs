@@ -464,6 +464,26 @@ impl<'a> PackedTensor<'a> {
         self.bytes
     }
 
+    /// The records and the codes of rows `first..first + n`: `n` rows' records (codes)
+    /// one after the other, or an error when a row is out of range.
+    #[inline]
+    pub(crate) fn row_spans(&self, first: usize, n: usize) -> Result<(&'a [u8], &'a [u8])> {
+        let l = &self.layout;
+        let end = first.checked_add(n).filter(|&end| end <= l.rows);
+        let Some(end) = end else {
+            return Err(Error::RowOutOfRange {
+                row: first.saturating_add(n).saturating_sub(1) as u64,
+                rows: l.rows as u64,
+            });
+        };
+        let (rb, cb) = (l.row_record_bytes(), l.row_code_bytes);
+        let b = self.bytes;
+        Ok((
+            &b[l.records_at + first * rb..l.records_at + end * rb],
+            &b[l.codes_at + first * cb..l.codes_at + end * cb],
+        ))
+    }
+
     /// Row `r`, or an error when out of range.
     #[inline]
     pub fn row(&self, r: usize) -> Result<PackedRow<'a>> {
@@ -590,11 +610,17 @@ impl<'a> PackedTensor<'a> {
 
     /// The units of a row (versions 2 and 3; all zero in version 1).
     pub fn units_of(&self, row: &PackedRow<'_>) -> RowUnits {
+        self.units_of_records(row.records)
+    }
+
+    /// The units of a row whose records are `records`.
+    #[inline]
+    pub(crate) fn units_of_records(&self, records: &[u8]) -> RowUnits {
         let units = match self.version() {
             FormatVersion::V1 => [0; 3],
-            FormatVersion::V2 => record_v2::read_units(row.records),
+            FormatVersion::V2 => record_v2::read_units(records),
             FormatVersion::V3 => {
-                let [d, m] = record_v3::read_units(row.records);
+                let [d, m] = record_v3::read_units(records);
                 [d, m, 0]
             }
         };

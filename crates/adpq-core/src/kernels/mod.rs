@@ -10,6 +10,7 @@ mod aarch64;
 mod auto;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod common;
+mod prefetch;
 mod q8;
 mod rows;
 mod scalar;
@@ -25,6 +26,7 @@ mod x86_64;
 #[cfg(target_arch = "aarch64")]
 pub use aarch64::Neon;
 pub use auto::{dot_tolerance, AnyKernels, KernelChoiceError};
+pub use prefetch::prefetch_rows;
 pub use q8::{dot_row_q8_ref, Q8Activations};
 pub use scalar::Scalar;
 pub use scan::KernelScan;

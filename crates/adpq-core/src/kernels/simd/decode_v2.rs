@@ -2,6 +2,7 @@
 //! `c·d + m`, a multiply then an add) and the f32 and int8-activation dot products.
 
 use super::decode::{load_codes8, nibbles8, PositionReader};
+use super::row_blocks::{in_row_blocks, RowsDot};
 use super::{arrays, arrays_mut, halves, Lanes};
 use crate::affine::{AffineGrid, RowUnits};
 use crate::error::Result;
@@ -404,13 +405,9 @@ pub(crate) fn dot_row_q8_v2<S: Lanes>(
     Ok(y[0])
 }
 
-/// Rows [`gemv_q8_rows_v2`] works on together, sharing each activation load and one
-/// horizontal sum per group.
-const ROW_BLOCK: usize = 4;
-
 /// Rows `first..first + y.len()` of `W x̂` for a v2 tensor with int8 activations, 4-bit
 /// codes in groups of a multiple of 32: the exact integer `Σ c·q` 32 codes at a time,
-/// [`ROW_BLOCK`] rows at a time; then per row the outlier corrections, in lanes for full
+/// [`ROW_BLOCK`](super::row_blocks::ROW_BLOCK) rows at a time; then per row the outlier corrections, in lanes for full
 /// groups of 64, else as the reference computes them. Each row's arithmetic is the same
 /// however many rows run together. Other formats run the reference.
 #[inline(always)]
@@ -430,16 +427,21 @@ pub(crate) fn gemv_q8_rows_v2<S: Lanes>(
         }
         return Ok(());
     }
-    let done = y.len() / ROW_BLOCK * ROW_BLOCK;
-    let mut blocks = y.chunks_exact_mut(ROW_BLOCK);
-    for (k, out) in (&mut blocks).enumerate() {
-        let out: &mut [f32; ROW_BLOCK] = out.try_into().expect("a block of rows");
-        dot_rows_q8_v2(s, t, first + k * ROW_BLOCK, a, out)?;
+    in_row_blocks(t, first, y, RowsV2 { s, t, a })
+}
+
+/// [`dot_rows_q8_v2`] as a [`RowsDot`].
+struct RowsV2<'t, 'a, S> {
+    s: S,
+    t: &'t PackedTensor<'a>,
+    a: &'t Q8Activations<'a>,
+}
+
+impl<S: Lanes> RowsDot for RowsV2<'_, '_, S> {
+    #[inline(always)]
+    fn rows<const N: usize>(&self, first: usize, out: &mut [f32; N]) -> Result<()> {
+        dot_rows_q8_v2(self.s, self.t, first, self.a, out)
     }
-    for (i, out) in blocks.into_remainder().iter_mut().enumerate() {
-        dot_rows_q8_v2(s, t, first + done + i, a, core::array::from_mut(out))?;
-    }
-    Ok(())
 }
 
 /// Rows `first..first + N` of [`gemv_q8_rows_v2`] (4-bit codes, groups of a multiple of

@@ -12,6 +12,7 @@
 
 use super::decode::{load_codes8, nibbles8};
 use super::rotate::{forward_at, inverse_at};
+use super::row_blocks::{in_row_blocks, RowsDot};
 use super::{arrays, arrays_mut, halves, Lanes};
 use crate::affine::RowUnits;
 use crate::error::Result;
@@ -331,14 +332,10 @@ pub(crate) fn dot_row_q8_v3<S: Lanes>(
     Ok(y[0])
 }
 
-/// Rows [`gemv_q8_rows_v3`] works on together, sharing each activation load and one
-/// horizontal sum per group.
-const ROW_BLOCK: usize = 4;
-
 /// Rows `first..first + y.len()` of `W x̂` for a v3 tensor with int8 activations (already
 /// in the rotated basis): per group the exact integer `Σ L[c]·q`, 32 codes at a time as
 /// bytes (the code book looked up, or 5- to 7-bit codes unpacked: [`CodeChunks`]) and
-/// `maddubs`-style products, [`ROW_BLOCK`] rows at a time; then the reference's f32
+/// `maddubs`-style products, [`ROW_BLOCK`](super::row_blocks::ROW_BLOCK) rows at a time; then the reference's f32
 /// arithmetic per group, so each output is the reference's bit for bit. 2-, 3- and 8-bit
 /// codes take f32 lanes one row at a time; groups below 32 columns the reference.
 #[inline(always)]
@@ -359,10 +356,50 @@ pub(crate) fn gemv_q8_rows_v3<S: Lanes>(
         return Ok(());
     }
     match fp.bits {
-        _ if fp.uses_codebook() => rows_in_blocks(s, t, first, a, CodeBook::new(s), y),
-        5 => rows_in_blocks(s, t, first, a, Uniform::<S, 5>::new(s), y),
-        6 => rows_in_blocks(s, t, first, a, Uniform::<S, 6>::new(s), y),
-        7 => rows_in_blocks(s, t, first, a, Uniform::<S, 7>::new(s), y),
+        _ if fp.uses_codebook() => in_row_blocks(
+            t,
+            first,
+            y,
+            RowsV3 {
+                s,
+                t,
+                a,
+                chunks: CodeBook::new(s),
+            },
+        ),
+        5 => in_row_blocks(
+            t,
+            first,
+            y,
+            RowsV3 {
+                s,
+                t,
+                a,
+                chunks: Uniform::<S, 5>::new(s),
+            },
+        ),
+        6 => in_row_blocks(
+            t,
+            first,
+            y,
+            RowsV3 {
+                s,
+                t,
+                a,
+                chunks: Uniform::<S, 6>::new(s),
+            },
+        ),
+        7 => in_row_blocks(
+            t,
+            first,
+            y,
+            RowsV3 {
+                s,
+                t,
+                a,
+                chunks: Uniform::<S, 7>::new(s),
+            },
+        ),
         _ => {
             for (i, out) in y.iter_mut().enumerate() {
                 *out = dot_row_q8_uniform(s, t, first + i, a)?;
@@ -372,33 +409,19 @@ pub(crate) fn gemv_q8_rows_v3<S: Lanes>(
     }
 }
 
-/// [`gemv_q8_rows_v3`] in blocks of [`ROW_BLOCK`] rows, the rest one at a time.
-#[inline(always)]
-fn rows_in_blocks<S: Lanes, C: CodeChunks<S>>(
+/// [`dot_rows_q8`] as a [`RowsDot`].
+struct RowsV3<'t, 'a, S, C> {
     s: S,
-    t: &PackedTensor<'_>,
-    first: usize,
-    a: &Q8Activations<'_>,
+    t: &'t PackedTensor<'a>,
+    a: &'t Q8Activations<'a>,
     chunks: C,
-    y: &mut [f32],
-) -> Result<()> {
-    let done = y.len() / ROW_BLOCK * ROW_BLOCK;
-    let mut blocks = y.chunks_exact_mut(ROW_BLOCK);
-    for (k, out) in (&mut blocks).enumerate() {
-        let out: &mut [f32; ROW_BLOCK] = out.try_into().expect("a block of rows");
-        dot_rows_q8(s, t, first + k * ROW_BLOCK, a, chunks, out)?;
+}
+
+impl<S: Lanes, C: CodeChunks<S>> RowsDot for RowsV3<'_, '_, S, C> {
+    #[inline(always)]
+    fn rows<const N: usize>(&self, first: usize, out: &mut [f32; N]) -> Result<()> {
+        dot_rows_q8(self.s, self.t, first, self.a, self.chunks, out)
     }
-    for (i, out) in blocks.into_remainder().iter_mut().enumerate() {
-        dot_rows_q8(
-            s,
-            t,
-            first + done + i,
-            a,
-            chunks,
-            core::array::from_mut(out),
-        )?;
-    }
-    Ok(())
 }
 
 /// How the 32 codes of a chunk of a v3 row (whole bytes, since 32 codes of any width
@@ -533,17 +556,18 @@ fn dot_rows_q8<S: Lanes, C: CodeChunks<S>, const N: usize>(
 ) -> Result<()> {
     let fp = t.params();
     let g = usize::from(fp.group_size);
-    let rows = {
-        let mut rows = [t.row(first)?; N];
-        for (n, row) in rows.iter_mut().enumerate().skip(1) {
-            *row = t.row(first + n)?;
-        }
-        rows
-    };
+    // Row `n`'s records and codes (one bounds check for the block, not one per row).
+    let (records, codes) = t.row_spans(first, N)?;
+    let (rb, cb) = (records.len() / N, codes.len() / N);
+    // A loop, not `from_fn`: the compiler leaves the closure out of line.
+    let mut rows: [(&[u8], &[u8]); N] = [(&[], &[]); N];
+    for (n, row) in rows.iter_mut().enumerate() {
+        *row = (&records[n * rb..][..rb], &codes[n * cb..][..cb]);
+    }
     // Lane `n`: row `n`'s units.
     let (mut step_units, mut min_units) = ([0f32; 8], [0f32; 8]);
-    for (n, row) in rows.iter().enumerate() {
-        let units = t.units_of(row);
+    for (n, (records, _)) in rows.iter().enumerate() {
+        let units = t.units_of_records(records);
         (step_units[n], min_units[n]) = (units.step_unit, units.min_unit);
     }
     let (step_units, min_units) = (s.load_f(&step_units), s.load_f(&min_units));
@@ -559,8 +583,8 @@ fn dot_rows_q8<S: Lanes, C: CodeChunks<S>, const N: usize>(
         // A loop, not `map`: the compiler leaves `map` out of line here, and the call makes
         // the group loop spill its vector registers.
         let mut codes: [&[u8]; N] = [&[]; N];
-        for (codes, row) in codes.iter_mut().zip(&rows) {
-            *codes = &row.codes[at..at + len];
+        for (codes, (_, row)) in codes.iter_mut().zip(&rows) {
+            *codes = &row[at..at + len];
         }
         let mut isum = [s.splat_u(0); N];
         for (k, qc) in whole.enumerate() {
@@ -574,17 +598,17 @@ fn dot_rows_q8<S: Lanes, C: CodeChunks<S>, const N: usize>(
         if !rest.is_empty() {
             let done = qs.len() - rest.len();
             let mut tail = [0u32; 8];
-            for (n, row) in rows.iter().enumerate() {
+            for (n, (_, row)) in rows.iter().enumerate() {
                 for (i, &qi) in rest.iter().enumerate() {
-                    let c = code_at(row.codes, base + done + i, fp.bits);
+                    let c = code_at(row, base + done + i, fp.bits);
                     tail[n] = tail[n].wrapping_add((C::level(c) * i32::from(qi)) as u32);
                 }
             }
             isum = s.add_i(isum, s.load_u(&tail));
         }
         let mut fields = [0u32; 8];
-        for (f, row) in fields.iter_mut().zip(&rows) {
-            *f = record_fields(row.records, gi);
+        for (f, (records, _)) in fields.iter_mut().zip(&rows) {
+            *f = record_fields(records, gi);
         }
         let fields = s.load_u(&fields);
         // `step_min` in lanes: `q_d·d_unit`, `−(q_m·m_unit)` (the sign flipped, as `−`).

@@ -19,7 +19,7 @@
 //! | quantizing rows | `quantize.rs` (group walk shared with scalar: `kernels/rows.rs`) |
 //! | quantizing rows, format v2 | `quantize_v2.rs` (classification from `quantize.rs`, grid search shared with scalar: `affine.rs`) |
 //! | dequantizing rows, f32 dot products | `decode.rs`; format v2: `decode_v2.rs` |
-//! | int8-activation dot products | `q8.rs`; format v2: `decode_v2.rs` |
+//! | int8-activation dot products | `q8.rs`; format v2: `decode_v2.rs`; the walk over blocks of rows: `row_blocks.rs` |
 //! | format v3: the row rotation | `rotate.rs` (bit-identical to `crate::rotate`) |
 //! | format v3: quantizing rows | `quantize_v3.rs` (grid search shared with scalar: `affine.rs`) |
 //! | format v3: dequantizing rows, f32 and int8 dot products | `decode_v3.rs` |
@@ -46,6 +46,7 @@ mod quantize;
 mod quantize_v2;
 mod quantize_v3;
 mod rotate;
+mod row_blocks;
 mod scan;
 
 pub(crate) use decode::{dequantize_row, dequantize_rows, dot_row, PositionReader};
