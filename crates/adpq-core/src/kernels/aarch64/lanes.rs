@@ -367,6 +367,29 @@ impl Lanes for NeonLanes {
         })
     }
     #[inline(always)]
+    fn nibbles64(self, codes: &[u8; 32]) -> (uint8x16x2_t, uint8x16x2_t) {
+        neon!({
+            let (a, b) = (vld1q_u8(codes.as_ptr()), vld1q_u8(codes[16..].as_ptr()));
+            let low = vdupq_n_u8(0x0F);
+            (
+                uint8x16x2_t(vandq_u8(a, low), vandq_u8(b, low)),
+                uint8x16x2_t(vshrq_n_u8::<4>(a), vshrq_n_u8::<4>(b)),
+            )
+        })
+    }
+    /// Two de-interleaving loads (`ld2`).
+    #[inline(always)]
+    fn deinterleave_q(self, q: &[i8; 64]) -> (uint8x16x2_t, uint8x16x2_t) {
+        neon!({
+            let a = vld2q_s8(q.as_ptr());
+            let b = vld2q_s8(q[32..].as_ptr());
+            (
+                uint8x16x2_t(vreinterpretq_u8_s8(a.0), vreinterpretq_u8_s8(b.0)),
+                uint8x16x2_t(vreinterpretq_u8_s8(a.1), vreinterpretq_u8_s8(b.1)),
+            )
+        })
+    }
+    #[inline(always)]
     fn shuffle_b(self, v: uint8x16x2_t, idx: uint8x16x2_t) -> uint8x16x2_t {
         neon!(uint8x16x2_t(vqtbl1q_u8(v.0, idx.0), vqtbl1q_u8(v.1, idx.1)))
     }

@@ -471,12 +471,27 @@ fn dot_rows_q8_v2<S: Lanes, const N: usize>(
         let base = gi * g;
         let isum: [i32; N] = if qs.len() == g {
             let mut isum = [s.splat_u(0); N];
-            for (k, qc) in arrays::<i8, 32>(qs).0.enumerate() {
-                let q = s.load_q(qc);
-                for (sum, row) in isum.iter_mut().zip(&rows) {
-                    let at = base / 2 + k * 16;
-                    let codes: &[u8; 16] = row.codes[at..at + 16].try_into().expect("16 bytes");
-                    *sum = s.dot_bytes_i8(s.nibbles32(codes), q, *sum);
+            if g % 64 == 0 {
+                // 64 codes at a time: the even and the odd codes of 32 bytes as they lie,
+                // against the activations de-interleaved once for all the rows (the sum is
+                // exact, so its order does not matter).
+                for (k, q64) in arrays::<i8, 64>(qs).0.enumerate() {
+                    let (q_even, q_odd) = s.deinterleave_q(q64);
+                    for (sum, row) in isum.iter_mut().zip(&rows) {
+                        let at = base / 2 + k * 32;
+                        let codes: &[u8; 32] = row.codes[at..at + 32].try_into().expect("32 bytes");
+                        let (even, odd) = s.nibbles64(codes);
+                        *sum = s.dot_bytes_i8(odd, q_odd, s.dot_bytes_i8(even, q_even, *sum));
+                    }
+                }
+            } else {
+                for (k, qc) in arrays::<i8, 32>(qs).0.enumerate() {
+                    let q = s.load_q(qc);
+                    for (sum, row) in isum.iter_mut().zip(&rows) {
+                        let at = base / 2 + k * 16;
+                        let codes: &[u8; 16] = row.codes[at..at + 16].try_into().expect("16 bytes");
+                        *sum = s.dot_bytes_i8(s.nibbles32(codes), q, *sum);
+                    }
                 }
             }
             if N == 4 {

@@ -435,6 +435,18 @@ trait CodeChunks<S: Lanes>: Copy {
     fn levels(self, s: S, chunk: &[u8]) -> S::B;
     /// The level of one code (for the columns past the last whole chunk).
     fn level(c: u8) -> i32;
+    /// `Σ L[c]·q` of each row over the whole chunks of a group (`codes[n]`: row `n`'s
+    /// codes of them, `qs`: their activations), in the i32 lanes of `sums[n]`.
+    #[inline(always)]
+    fn group_sums<const N: usize>(self, s: S, qs: &[i8], codes: [&[u8]; N], sums: &mut [S::U; N]) {
+        for (k, qc) in arrays::<i8, 32>(qs).0.enumerate() {
+            let q = s.load_q(qc);
+            for (sum, codes) in sums.iter_mut().zip(codes) {
+                let chunk = &codes[k * Self::BYTES..(k + 1) * Self::BYTES];
+                *sum = s.dot_bytes_i8(self.levels(s, chunk), q, *sum);
+            }
+        }
+    }
 }
 
 /// 4-bit codes looked up in the code book.
@@ -463,6 +475,32 @@ impl<S: Lanes> CodeChunks<S> for CodeBook<S> {
     #[inline(always)]
     fn level(c: u8) -> i32 {
         i32::from(CODEBOOK_4BIT[usize::from(c & 15)])
+    }
+    /// 64 codes at a time where the chunks pair up: the even and the odd codes of 32
+    /// bytes as they lie (no interleave), against the activations de-interleaved once
+    /// for all the rows. The sum is exact, so its order does not matter.
+    #[inline(always)]
+    fn group_sums<const N: usize>(self, s: S, qs: &[i8], codes: [&[u8]; N], sums: &mut [S::U; N]) {
+        let (pairs, rest) = arrays::<i8, 64>(qs);
+        if !rest.is_empty() {
+            for (k, qc) in arrays::<i8, 32>(qs).0.enumerate() {
+                let q = s.load_q(qc);
+                for (sum, codes) in sums.iter_mut().zip(codes) {
+                    let chunk = &codes[k * 16..(k + 1) * 16];
+                    *sum = s.dot_bytes_i8(self.levels(s, chunk), q, *sum);
+                }
+            }
+            return;
+        }
+        for (k, q64) in pairs.enumerate() {
+            let (q_even, q_odd) = s.deinterleave_q(q64);
+            for (sum, codes) in sums.iter_mut().zip(codes) {
+                let chunk: &[u8; 32] = codes[k * 32..(k + 1) * 32].try_into().expect("32 bytes");
+                let (even, odd) = s.nibbles64(chunk);
+                let (even, odd) = (s.shuffle_b(self.table, even), s.shuffle_b(self.table, odd));
+                *sum = s.dot_bytes_i8(odd, q_odd, s.dot_bytes_i8(even, q_even, *sum));
+            }
+        }
     }
 }
 
@@ -576,7 +614,7 @@ fn dot_rows_q8<S: Lanes, C: CodeChunks<S>, const N: usize>(
     let mut acc = s.splat_f(0.0);
     for (gi, qs) in a.q().chunks(g).enumerate() {
         let base = gi * g;
-        let (whole, rest) = arrays::<i8, 32>(qs);
+        let rest = arrays::<i8, 32>(qs).1;
         // Each row's codes of the group's whole chunks.
         let at = base / 8 * C::BITS;
         let len = qs.len() / 32 * C::BYTES;
@@ -587,13 +625,7 @@ fn dot_rows_q8<S: Lanes, C: CodeChunks<S>, const N: usize>(
             *codes = &row[at..at + len];
         }
         let mut isum = [s.splat_u(0); N];
-        for (k, qc) in whole.enumerate() {
-            let q = s.load_q(qc);
-            for (sum, codes) in isum.iter_mut().zip(codes) {
-                let chunk = &codes[k * C::BYTES..(k + 1) * C::BYTES];
-                *sum = s.dot_bytes_i8(chunks.levels(s, chunk), q, *sum);
-            }
-        }
+        chunks.group_sums(s, &qs[..qs.len() - rest.len()], codes, &mut isum);
         let mut isum = hsums(s, isum);
         if !rest.is_empty() {
             let done = qs.len() - rest.len();

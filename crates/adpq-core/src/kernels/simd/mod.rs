@@ -204,6 +204,12 @@ pub(crate) trait Lanes: Copy {
     fn load_q(self, q: &[i8; 32]) -> Self::B;
     /// 32 4-bit codes (packed as in a row) as 32 bytes in order.
     fn nibbles32(self, codes: &[u8; 16]) -> Self::B;
+    /// 64 4-bit codes (packed as in a row) as the even codes' 32 bytes (byte `j`: code
+    /// `2j`, the low nibble of byte `j`) and the odd codes' (code `2j + 1`, its high
+    /// nibble): no interleave, for products with [`deinterleave_q`](Self::deinterleave_q).
+    fn nibbles64(self, codes: &[u8; 32]) -> (Self::B, Self::B);
+    /// 64 int8 as the even ones (byte `j`: `q[2j]`) and the odd ones (`q[2j + 1]`).
+    fn deinterleave_q(self, q: &[i8; 64]) -> (Self::B, Self::B);
     /// Byte `j` of each 16-byte half: byte `idx_j` of the same half of `v` for
     /// `idx_j < 16`, 0 for `idx_j >= 0x80` (AVX2's `vpshufb`, NEON's `tbl`).
     fn shuffle_b(self, v: Self::B, idx: Self::B) -> Self::B;

@@ -310,6 +310,38 @@ impl Lanes for Avx2Lanes {
         })
     }
     #[inline(always)]
+    fn nibbles64(self, codes: &[u8; 32]) -> (__m256i, __m256i) {
+        avx2!({
+            let v = _mm256_loadu_si256(codes.as_ptr().cast());
+            let low = _mm256_set1_epi8(0x0F);
+            (
+                _mm256_and_si256(v, low),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(v), low),
+            )
+        })
+    }
+    /// Per 128-bit half a byte shuffle (its 8 even bytes, then its 8 odd), the 64-bit
+    /// quarters reordered to evens then odds, and the halves of the two gathered.
+    #[inline(always)]
+    fn deinterleave_q(self, q: &[i8; 64]) -> (__m256i, __m256i) {
+        avx2!({
+            let split = _mm256_setr_epi8(
+                0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, //
+                0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+            );
+            let half = |v: __m256i| {
+                // Quarters: evens of half 0, evens of half 1, odds of half 0, odds of 1.
+                _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_shuffle_epi8(v, split))
+            };
+            let a = half(_mm256_loadu_si256(q.as_ptr().cast()));
+            let b = half(_mm256_loadu_si256(q[32..].as_ptr().cast()));
+            (
+                _mm256_permute2x128_si256::<0x20>(a, b),
+                _mm256_permute2x128_si256::<0x31>(a, b),
+            )
+        })
+    }
+    #[inline(always)]
     fn shuffle_b(self, v: __m256i, idx: __m256i) -> __m256i {
         avx2!(_mm256_shuffle_epi8(v, idx))
     }
