@@ -18,9 +18,13 @@ use crate::linear::Linear;
 use crate::model::Model;
 use crate::{EvalError, Result};
 
-/// Rows of a weight matrix per rayon task: enough work per task (a few hundred
-/// thousand weights at SmolLM2's widths) that scheduling is noise.
-const GEMV_ROWS: usize = 64;
+/// Rayon tasks per thread a product's rows are split into: enough that the threads
+/// finish together, few enough that scheduling is noise.
+const TASKS_PER_THREAD: usize = 4;
+
+/// Attention work (query heads × positions × head width) below which one thread does
+/// it all: a parallel region costs more than it saves on a short context.
+const PARALLEL_ATTENTION: usize = 1 << 16;
 
 /// A decoding session over one model: the KV cache of the positions so far and the
 /// buffers of one step.
@@ -205,9 +209,11 @@ fn attend(q: &[f32], kv: &Cache<'_>, heads: usize, out: &mut [f32]) {
     let group = heads / kv.kv_heads;
     let scale = 1.0 / (d as f32).sqrt();
     let positions = kv.keys.len() / kv_dim;
+    let heads_per_task = PARALLEL_ATTENTION.div_ceil(positions * d).clamp(1, heads);
     out.par_chunks_mut(d)
         .zip(q.par_chunks(d))
         .enumerate()
+        .with_min_len(heads_per_task)
         .for_each(|(h, (o, qh))| {
             let g = h / group;
             let mut scores: Vec<f32> = (0..positions)
@@ -265,7 +271,7 @@ fn embed_row<K: CpuKernels>(embed: &Linear<'_>, k: K, r: usize, out: &mut [f32])
 }
 
 /// `y_i = W_i x` for matrices that share their input `x` (q, k and v; gate and up): one
-/// parallel region over all their rows, in blocks of [`GEMV_ROWS`] (fewer joins of the
+/// parallel region over all their rows, in [`TASKS_PER_THREAD`] tasks per thread (fewer joins of the
 /// pool than a region per matrix). f32 dots for dense weights; for adpq weights the
 /// core's fused int8-activation dot on the packed rows, `x` quantized once per group size
 /// and rotation among them.
@@ -318,10 +324,16 @@ fn gemv<K: CpuKernels, const M: usize>(
             }
         }
     }
+    // Rows per task: the region's rows in `TASKS_PER_THREAD` tasks per thread, whole
+    // blocks of 4 rows (the kernels' block).
+    let rows: usize = outs.iter().map(|(_, y)| y.len()).sum();
+    let per_task = rows
+        .div_ceil(TASKS_PER_THREAD * rayon::current_num_threads())
+        .next_multiple_of(4);
     let mut tasks = Vec::new();
     for (i, (w, y)) in outs.into_iter().enumerate() {
-        for (b, ys) in y.chunks_mut(GEMV_ROWS).enumerate() {
-            tasks.push((w, i, b * GEMV_ROWS, ys));
+        for (b, ys) in y.chunks_mut(per_task).enumerate() {
+            tasks.push((w, i, b * per_task, ys));
         }
     }
     let (acts, slot_of) = (&acts, &slot_of);
