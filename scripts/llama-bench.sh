@@ -5,8 +5,16 @@
 #
 # usage: scripts/llama-bench.sh [CACHE_DIR]      (default: <repo root>/target/llama-bench)
 #
-# Produces CACHE_DIR/build/bin/{llama-bench,llama-quantize} (they need
-# LD_LIBRARY_PATH=CACHE_DIR/build/bin) and CACHE_DIR/models/smollm2-{Q4_0,Q4_K_M}.gguf.
+# Produces CACHE_DIR/bin/{llama-bench,llama-quantize} (they need
+# LD_LIBRARY_PATH=CACHE_DIR/bin) and CACHE_DIR/models/smollm2-{Q4_0,Q4_K_M}.gguf.
+# CACHE_DIR/bin is a link to the build folder of the current configuration:
+# build-native, or build-native-noamx where the CPU advertises AMX. There -march=native
+# would compile ggml's AMX matrix multiply, which dies with SIGILL (in
+# ggml_backend_amx_mul_mat, on the first prompt) where the kernel or hypervisor does not
+# grant the process the AMX tile state; -mno-amx-* keeps every other native extension
+# (AVX-512, VNNI, ...) and with them llama.cpp's repacked AVX-512 GEMM, so llama.cpp is
+# measured at its best that runs here. The folder's .flags records the cmake arguments; a
+# different configuration builds into its own folder.
 # The sources are the pinned llama-cpp-python source package that scripts/llama-peer.sh
 # downloads (it runs first, and checks the package's SHA-256). Idempotent: a finished
 # build and the requantized models are kept. Needs cmake and g++ (installed with apt-get
@@ -48,14 +56,26 @@ if [ ! -f "$SRC/.complete" ]; then
   touch "$SRC.tmp/.complete"
   mv "$SRC.tmp" "$SRC"
 fi
-BIN="$CACHE/build/bin"
-if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-quantize" ]; then
-  step "cmake build llama-bench llama-quantize (Release, GGML_NATIVE)"
-  cmake -S "$SRC" -B "$CACHE/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
-    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
-    -DLLAMA_BUILD_EXAMPLES=OFF >/dev/null
-  cmake --build "$CACHE/build" --target llama-bench llama-quantize -j "$(nproc)" >/dev/null
+CMAKE_ARGS=(-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF)
+TAG=native
+if grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+  NOAMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  CMAKE_ARGS+=("-DCMAKE_C_FLAGS=$NOAMX" "-DCMAKE_CXX_FLAGS=$NOAMX")
+  TAG=native-noamx
 fi
+BUILD="$CACHE/build-$TAG"
+BIN="$BUILD/bin"
+if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-quantize" ] ||
+  [ "$(cat "$BUILD/.flags" 2>/dev/null)" != "${CMAKE_ARGS[*]}" ]; then
+  step "cmake build llama-bench llama-quantize ($TAG: ${CMAKE_ARGS[*]})"
+  rm -f "$BUILD/.flags"
+  cmake -S "$SRC" -B "$BUILD" "${CMAKE_ARGS[@]}" >/dev/null
+  cmake --build "$BUILD" --target llama-bench llama-quantize -j "$(nproc)" >/dev/null
+  echo "${CMAKE_ARGS[*]}" >"$BUILD/.flags"
+fi
+ln -sfn "build-$TAG/bin" "$CACHE/bin"
+BIN="$CACHE/bin"
 mkdir -p "$CACHE/models"
 for t in "${TYPES[@]}"; do
   out="$CACHE/models/smollm2-$t.gguf"

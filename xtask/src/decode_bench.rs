@@ -1,14 +1,20 @@
 //! `cargo xtask bench --decode [--reps N]`: tokens per second of `adpq generate` on
 //! SmolLM2-135M's packed weights beside llama.cpp's `llama-bench` tg64 on the same
-//! model requantized to Q4_0 and Q4_K_M, on 1 and 2 threads, in one run.
+//! model requantized to Q4_0 and Q4_K_M, on 1 and 2 threads, in one run; and prefill:
+//! `adpq eval`'s forward pass beside `llama-bench`'s pp512 on the same files and threads
+//! (issue 17, goal 3: ≥ 0.8× Q4_K_M's pp512 on 2 threads).
 //!
-//! `scripts/llama-bench.sh` builds llama.cpp (pinned source, native SIMD) and
-//! requantizes the model; the adpq checkpoints are made here into `target/bench/decode/`
-//! with `adpq quantize` (v2 default, v3 preset, and v3 with the tied embedding / output
-//! projection at 6 bits, which llama.cpp's files quantize too). Each adpq figure is the
-//! best of `--reps` runs (default 3) of 64 generated tokens after a 5-token prompt; each
-//! llama.cpp figure is `llama-bench -p 0 -n 64 -r N`'s mean. Prints a table and writes
-//! `target/bench/decode.json`.
+//! `scripts/llama-bench.sh` builds llama.cpp (pinned source, native SIMD, AMX left out
+//! where the CPU advertises it) and requantizes the model; the adpq checkpoints are made
+//! here into `target/bench/decode/` with `adpq quantize` (v2 default, v3 preset, and v3
+//! with the tied embedding / output projection at 6 bits, which llama.cpp's files quantize
+//! too). Each adpq decode figure is the best of `--reps` runs (default 3) of 64 generated
+//! tokens after a 5-token prompt; each llama.cpp figure is `llama-bench -p 0 -n 64 -r N`'s
+//! (decode) or `-p 512 -n 0 -r N`'s (prefill) mean. The adpq prefill figure is one `adpq
+//! eval --windows 4` per thread count with the three checkpoints: 4 × 512 tokens over the
+//! forward seconds it reports per model (the forward passes only, not loading, tokenizing
+//! or scoring; the forward computes logits at all 512 positions, where llama-bench's pp
+//! needs only the last one's). Prints two tables and writes `target/bench/decode.json`.
 
 use std::path::Path;
 use std::process::Command;
@@ -43,12 +49,21 @@ const ADPQ: [(&str, &[&str]); 3] = [
 ];
 /// llama.cpp types, as `scripts/llama-bench.sh` names its models.
 const LLAMA: [&str; 2] = ["Q4_0", "Q4_K_M"];
+/// Prompt tokens of a prefill figure (llama-bench's pp512; `adpq eval`'s window).
+const PROMPT_TOKENS: usize = 512;
+/// Windows of `adpq eval` per prefill figure.
+const WINDOWS: usize = 4;
+/// Issue 17, goal 3: adpq's prefill on 2 threads over llama.cpp Q4_K_M's pp512.
+const PREFILL_GOAL: f64 = 0.8;
 
-/// One row of the table: tokens/s per thread count.
+/// One row of the tables: tokens/s per thread count.
 struct Row {
     name: String,
     mib: f64,
+    /// Decode (tg64); empty for the dense input model, which only prefill measures.
     tps: Vec<f64>,
+    /// Prefill (`adpq eval`'s forward pass, or pp512).
+    pp: Vec<f64>,
 }
 
 /// Entry point.
@@ -72,6 +87,7 @@ pub fn run(args: &[String]) -> DynResult {
     std::fs::create_dir_all(&out_dir)?;
 
     let mut rows = Vec::new();
+    let mut files = Vec::new();
     for (i, (name, flags)) in ADPQ.iter().enumerate() {
         let file = out_dir.join(format!("smollm2-{i}.safetensors"));
         eprintln!("xtask bench --decode: adpq quantize {flags:?}");
@@ -97,26 +113,72 @@ pub fn run(args: &[String]) -> DynResult {
             name: name.to_string(),
             mib: mib(&file)?,
             tps,
+            pp: Vec::new(),
         });
+        files.push(file);
     }
+    // Prefill: one `adpq eval` per thread count scores all three files (and the input).
+    let mut input_pp = Vec::new();
+    for t in THREADS {
+        eprintln!("xtask bench --decode: adpq eval --windows {WINDOWS} --threads {t}");
+        let report = out_dir.join(format!("eval-{t}.json"));
+        let (input, adpq_pp) = eval_tps(&adpq, &data, &files, t, &report)?;
+        input_pp.push(input);
+        for (row, v) in rows.iter_mut().zip(adpq_pp) {
+            row.pp.push(v);
+        }
+    }
+    rows.push(Row {
+        name: "SmolLM2 f32 (dense input)".into(),
+        mib: mib(&data.join("smollm2/model.safetensors"))?,
+        tps: Vec::new(),
+        pp: input_pp,
+    });
     let lb = root.join("target/llama-bench");
     for ty in LLAMA {
         let model = lb.join(format!("models/smollm2-{ty}.gguf"));
+        let bin = lb.join("bin");
         rows.push(Row {
             name: format!("llama.cpp {ty}"),
             mib: mib(&model)?,
-            tps: llama_tps(&lb.join("build/bin"), &model, reps)?,
+            tps: llama_tps(&bin, &model, (0, TOKENS), reps)?,
+            pp: llama_tps(&bin, &model, (PROMPT_TOKENS, 0), reps)?,
         });
     }
     print!("{}", table(&rows));
-    let json: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({"weights": r.name, "file_mib": r.mib,
-                   "tokens_per_s": THREADS.iter().zip(&r.tps)
-                       .map(|(t, v)| json!({"threads": t, "tg64": v})).collect::<Vec<_>>()})
-        })
-        .collect();
+    println!();
+    print!("{}", prefill_table(&rows));
+    let goal = prefill_goal(&rows);
+    if let Some(g) = &goal {
+        println!(
+            "\ngoal 3 (prefill ≥ {PREFILL_GOAL}× llama.cpp Q4_K_M pp512, 2 threads): best adpq \
+             {} at {:.1} t/s = {:.2}× ({:.1} t/s) — {}",
+            g.name,
+            g.tps,
+            g.ratio,
+            g.q4_k_m,
+            if g.ratio >= PREFILL_GOAL {
+                "met"
+            } else {
+                "not met"
+            }
+        );
+    }
+    let per_thread = |r: &Row| -> Vec<Value> {
+        THREADS
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"threads": t, "tg64": r.tps.get(i), "pp512": r.pp.get(i)}))
+            .collect()
+    };
+    let json = json!({
+        "rows": rows.iter().map(|r| json!({"weights": r.name, "file_mib": r.mib,
+                                            "tokens_per_s": per_thread(r)}))
+                    .collect::<Vec<_>>(),
+        "prefill_goal": goal.map(|g| json!({
+            "threads": 2, "goal": PREFILL_GOAL, "best_adpq": g.name, "adpq_tokens_per_s": g.tps,
+            "q4_k_m_pp512": g.q4_k_m, "ratio": g.ratio, "met": g.ratio >= PREFILL_GOAL})),
+    });
     let path = root.join("target/bench/decode.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")?;
     eprintln!("xtask bench --decode: wrote {}", path.display());
@@ -152,21 +214,71 @@ fn generate_tps(adpq: &Path, model: &Path, file: &Path, threads: usize) -> DynRe
     Ok(tail.parse()?)
 }
 
-/// `llama-bench`'s tg64 mean tokens/s per thread count.
-fn llama_tps(bin: &Path, model: &Path, reps: usize) -> DynResult<Vec<f64>> {
+/// `adpq eval`'s forward-pass tokens/s on `threads` threads: the dense input model's
+/// and each of `files`' (from the report's `forward_seconds`, the passes alone).
+fn eval_tps(
+    adpq: &Path,
+    data: &Path,
+    files: &[std::path::PathBuf],
+    threads: usize,
+    report: &Path,
+) -> DynResult<(f64, Vec<f64>)> {
+    let mut cmd = Command::new(adpq);
+    cmd.arg("eval")
+        .arg("--model")
+        .arg(data.join("smollm2"))
+        .arg("--text")
+        .arg(data.join("text/lee_background.cor"))
+        .args(["--windows", &WINDOWS.to_string()])
+        .args(["--window-len", &PROMPT_TOKENS.to_string()])
+        .args(["--threads", &threads.to_string(), "-q", "--report"])
+        .arg(report);
+    for f in files {
+        cmd.arg("--quantized").arg(f);
+    }
+    run_checked(&mut cmd)?;
+    let v: Value = serde_json::from_slice(&std::fs::read(report)?)?;
+    let tokens =
+        (v["windows"].as_u64().unwrap_or(0) * v["window_len"].as_u64().unwrap_or(0)) as f64;
+    if tokens != (WINDOWS * PROMPT_TOKENS) as f64 {
+        return Err(format!(
+            "adpq eval scored {tokens} tokens, not {WINDOWS} × {PROMPT_TOKENS} (text too short?)"
+        )
+        .into());
+    }
+    let tps = |m: &Value| -> DynResult<f64> {
+        let s = m["forward_seconds"]
+            .as_f64()
+            .ok_or("adpq eval's report has no forward_seconds")?;
+        Ok(tokens / s)
+    };
+    let candidates = v["candidates"]
+        .as_array()
+        .ok_or("adpq eval's report has no candidates")?;
+    if candidates.len() != files.len() {
+        return Err("adpq eval's report lacks a candidate".into());
+    }
+    Ok((
+        tps(&v["reference"])?,
+        candidates.iter().map(tps).collect::<DynResult<_>>()?,
+    ))
+}
+
+/// `llama-bench`'s mean tokens/s per thread count, for `(prompt, generated)` tokens:
+/// `(0, 64)` is tg64, `(512, 0)` pp512.
+fn llama_tps(
+    bin: &Path,
+    model: &Path,
+    (prompt, generated): (usize, usize),
+    reps: usize,
+) -> DynResult<Vec<f64>> {
     let threads: Vec<String> = THREADS.iter().map(|t| t.to_string()).collect();
     let out = Command::new(bin.join("llama-bench"))
         .env("LD_LIBRARY_PATH", bin)
         .arg("-m")
         .arg(model)
-        .args([
-            "-p",
-            "0",
-            "-n",
-            &TOKENS.to_string(),
-            "-r",
-            &reps.to_string(),
-        ])
+        .args(["-p", &prompt.to_string(), "-n", &generated.to_string()])
+        .args(["-r", &reps.to_string()])
         .args(["-t", &threads.join(","), "-o", "json"])
         .output()?;
     if !out.status.success() {
@@ -197,7 +309,7 @@ fn table(rows: &[Row]) -> String {
     let mut s = String::from(
         "| weights | file MiB | tg64, 1 thread | vs Q4_0 | tg64, 2 threads | vs Q4_0 |\n|---|---|---|---|---|---|\n",
     );
-    for r in rows {
+    for r in rows.iter().filter(|r| !r.tps.is_empty()) {
         let _ = write!(s, "| {} | {:.1} |", r.name, r.mib);
         for (i, v) in r.tps.iter().enumerate() {
             let ratio = q4_0.map_or(String::new(), |q| format!("{:.2}×", v / q.tps[i]));
@@ -206,4 +318,47 @@ fn table(rows: &[Row]) -> String {
         s.push('\n');
     }
     s
+}
+
+/// The prefill table: tokens/s per thread count and the ratio to llama.cpp's Q4_K_M pp512
+/// in this run (goal 3's reference).
+fn prefill_table(rows: &[Row]) -> String {
+    use std::fmt::Write as _;
+    let q4_k_m = rows.iter().find(|r| r.name == "llama.cpp Q4_K_M");
+    let mut s = String::from(
+        "| weights (prefill: adpq eval forward / llama-bench pp512) | 1 thread | vs Q4_K_M \
+         | 2 threads | vs Q4_K_M |\n|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let _ = write!(s, "| {} |", r.name);
+        for (i, v) in r.pp.iter().enumerate() {
+            let ratio = q4_k_m.map_or(String::new(), |q| format!("{:.2}×", v / q.pp[i]));
+            let _ = write!(s, " {v:.1} t/s | {ratio} |");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Goal 3's figures: the fastest adpq file's prefill on 2 threads against Q4_K_M's pp512.
+struct Goal {
+    name: String,
+    tps: f64,
+    q4_k_m: f64,
+    ratio: f64,
+}
+
+fn prefill_goal(rows: &[Row]) -> Option<Goal> {
+    let i = THREADS.iter().position(|&t| t == 2)?;
+    let q4_k_m = rows.iter().find(|r| r.name == "llama.cpp Q4_K_M")?.pp[i];
+    let best = rows
+        .iter()
+        .filter(|r| r.name.starts_with("adpq"))
+        .max_by(|a, b| a.pp[i].total_cmp(&b.pp[i]))?;
+    Some(Goal {
+        name: best.name.clone(),
+        tps: best.pp[i],
+        q4_k_m,
+        ratio: best.pp[i] / q4_k_m,
+    })
 }

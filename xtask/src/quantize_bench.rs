@@ -245,7 +245,7 @@ fn f16_bits(x: f32) -> u16 {
 
 /// llama.cpp's quantizer on SmolLM2's Q4_1 GGUF, when `scripts/llama-bench.sh` built it.
 fn llama_rows(root: &Path, reps: usize) -> DynResult<Vec<Row>> {
-    let bin = root.join("target/llama-bench/build/bin");
+    let bin = root.join("target/llama-bench/bin");
     let gguf = root.join("target/data/gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
     let quantize = bin.join("llama-quantize");
     if !quantize.exists() || !gguf.exists() {

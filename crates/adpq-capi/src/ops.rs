@@ -1,7 +1,7 @@
 //! Kernels choice, dequantization, dot products and gemv on a parsed tensor.
 
 use adpq_core::narrow::write_rows;
-use adpq_core::{AnyKernels, CpuKernels, OutDtype, PackedTensor, Q8Activations};
+use adpq_core::{AnyKernels, CpuKernels, OutDtype, PackedTensor};
 
 use crate::adpq_status::{self, *};
 use crate::handle::{adpq_tensor, tensor};
@@ -343,7 +343,7 @@ pub unsafe extern "C" fn adpq_gemv_q8(
             bytemuck::try_cast_slice_mut(sums).map_err(|_| ADPQ_STATUS_MISALIGNED)?;
         let q: &mut [i8] = bytemuck::cast_slice_mut(&mut q[..cols]);
         let r = (|| {
-            let a = Q8Activations::quantize_for(t, x, q, scales, sums)?;
+            let a = k.quantize_activations(t, x, q, scales, sums)?;
             k.gemv_q8(t, &a, y)
         })()
         .map_err(Into::into);

@@ -285,6 +285,66 @@ fn q8_rows_equal_the_reference_at_every_width() {
     }
 }
 
+/// Every kernel set's `quantize_activations` gives `Q8Activations::quantize_for`'s bits
+/// (values, scales, sums), rotated (v3) or not (v2): long and short groups, ties, an
+/// all-zero group and groups too small for their scale's inverse.
+#[test]
+fn activations_quantize_alike_on_every_kernel_set() {
+    let mut rng = Rng(0xac7);
+    for (params, g, cols) in [
+        (Params::V3, 64u16, 576usize),
+        (Params::V3, 32, 1100),
+        (Params::V3, 512, 1536),
+        (Params::V2, 64, 200),
+    ] {
+        let p = ParamFields {
+            group_size: g,
+            ..params.fields()
+        }
+        .validate()
+        .unwrap();
+        let w: Vec<f32> = (0..2 * cols).map(|_| rng.normal() as f32).collect();
+        let buf = quantize(&Scalar, &w, 2, cols, &p);
+        let t = PackedTensor::parse(&buf).unwrap();
+        let mut x: Vec<f32> = (0..cols).map(|_| (rng.normal() * 3.0) as f32).collect();
+        // Ties of the rounding: halves of the group's step.
+        for (i, v) in x.iter_mut().enumerate().take(24) {
+            *v = (i as f32 - 12.0) * 0.5;
+        }
+        x[23] = 127.0 / 12.0 * 11.5;
+        let g = usize::from(g);
+        if cols > 2 * g {
+            x[g..2 * g].fill(0.0);
+        }
+        if cols > 3 * g {
+            for (i, v) in x[2 * g..3 * g].iter_mut().enumerate() {
+                // Scales below 2^-128: their inverses overflow to infinity.
+                *v = 4e-38 * (1 + i % 7) as f32 * if i % 2 == 0 { 1.0 } else { -1.0 };
+            }
+        }
+        let groups = cols.div_ceil(g);
+        let quantized = |k: Option<&AnyKernels>| {
+            let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
+            let a = match k {
+                Some(k) => k.quantize_activations(&t, &x, &mut q, &mut sc, &mut su),
+                None => Q8Activations::quantize_for(&t, &x, &mut q, &mut sc, &mut su),
+            }
+            .unwrap();
+            let scales: Vec<u32> = a.scales().iter().map(|s| s.to_bits()).collect();
+            (a.q().to_vec(), scales, a.sums().to_vec())
+        };
+        let want = quantized(None);
+        for k in AnyKernels::available() {
+            assert_eq!(
+                quantized(Some(&k)),
+                want,
+                "{}: {params:?} g {g}, {cols} columns",
+                k.name()
+            );
+        }
+    }
+}
+
 #[test]
 fn v3_size_formula() {
     for (rows, cols, bits, g) in [(3u64, 576u64, 4u64, 64u64), (2, 1536, 5, 32), (1, 7, 6, 16)] {

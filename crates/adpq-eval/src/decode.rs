@@ -306,7 +306,7 @@ fn gemv<K: CpuKernels, const M: usize>(
                             EvalError::Shape("more activation quantizations than buffers".into())
                         })?;
                         let groups = cols.div_ceil(usize::from(g));
-                        acts.push(Q8Activations::quantize_for(
+                        acts.push(k.quantize_activations(
                             p,
                             x,
                             &mut b.q[..cols],

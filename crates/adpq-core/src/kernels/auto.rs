@@ -204,6 +204,16 @@ impl CpuKernels for AnyKernels {
     ) -> Result<()> {
         dispatch!(self, b => b.gemv_q8_rows(t, first, a, y))
     }
+    fn quantize_activations<'a>(
+        &self,
+        t: &PackedTensor<'_>,
+        x: &[f32],
+        q: &'a mut [i8],
+        scales: &'a mut [f32],
+        sums: &'a mut [i32],
+    ) -> Result<Q8Activations<'a>> {
+        dispatch!(self, b => b.quantize_activations(t, x, q, scales, sums))
+    }
 }
 
 /// The documented bound on how far a SIMD backend's [`CpuKernels::dot_row`] may be from the

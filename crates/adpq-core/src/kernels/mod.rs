@@ -201,6 +201,20 @@ pub trait CpuKernels: sealed::Sealed + Copy + Send + Sync + core::fmt::Debug {
     ) -> Result<()> {
         gemv_q8_rows_by_rows(self, t, first, a, y)
     }
+
+    /// [`Q8Activations::quantize_for`]: `x` quantized for the int8 dots of `t` (rotated
+    /// first for a v3 tensor), its rotation and rounding in this kernel set's lanes, the
+    /// same bits.
+    fn quantize_activations<'a>(
+        &self,
+        t: &PackedTensor<'_>,
+        x: &[f32],
+        q: &'a mut [i8],
+        scales: &'a mut [f32],
+        sums: &'a mut [i32],
+    ) -> Result<Q8Activations<'a>> {
+        Q8Activations::quantize_for(t, x, q, scales, sums)
+    }
 }
 
 /// [`CpuKernels::gemv_q8_rows`] one [`dot_row_q8`](CpuKernels::dot_row_q8) at a time: its

@@ -20,6 +20,58 @@ use crate::params::FormatVersion;
 use crate::quant::round_ties_even;
 use crate::rotate::{Rotation, MAX_SEGMENT};
 
+/// The two steps of making [`Q8Activations`], which a kernel set may run in its lanes:
+/// each must give the [`Reference`]'s bits.
+pub(crate) trait ActivationSteps: Copy {
+    /// [`Rotation::forward_at`].
+    fn rotate(self, rot: &Rotation, start: usize, x: &mut [f32]);
+    /// Quantizes one group `x` into `q` (as long): returns its scale `max|x| / 127` and
+    /// `Σ q`.
+    fn quantize_group(self, x: &[f32], q: &mut [i8]) -> (f32, i32);
+}
+
+/// The portable steps, the oracle of every kernel set's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reference;
+
+impl ActivationSteps for Reference {
+    fn rotate(self, rot: &Rotation, start: usize, x: &mut [f32]) {
+        rot.forward_at(start, x);
+    }
+
+    fn quantize_group(self, x: &[f32], q: &mut [i8]) -> (f32, i32) {
+        let mut max = 0f32;
+        for &v in x {
+            max = max.max(v.abs());
+        }
+        let s = max / 127.0;
+        (s, self.quantize_group_with(x, q, group_inverse(s)))
+    }
+}
+
+impl Reference {
+    /// Quantizes `x` into `q` with the multiplier `inv`: returns `Σ q`.
+    pub(crate) fn quantize_group_with(self, x: &[f32], q: &mut [i8], inv: f32) -> i32 {
+        let mut sum = 0i32;
+        for (d, &v) in q.iter_mut().zip(x) {
+            let r = round_ties_even((v * inv).clamp(-127.0, 127.0)) as i32;
+            *d = r as i8;
+            sum += r;
+        }
+        sum
+    }
+}
+
+/// The multiplier of a group of scale `s`: `1 / s`, 0 for an all-zero group.
+#[inline(always)]
+pub(crate) fn group_inverse(s: f32) -> f32 {
+    if s > 0.0 {
+        1.0 / s
+    } else {
+        0.0
+    }
+}
+
 /// Activations quantized to int8 per group (see the module docs).
 #[derive(Debug, Clone, Copy)]
 pub struct Q8Activations<'a> {
@@ -67,6 +119,34 @@ impl<'a> Q8Activations<'a> {
         scales: &'a mut [f32],
         sums: &'a mut [i32],
     ) -> Result<Q8Activations<'a>> {
+        Self::quantize_with(Reference, x, group_size, rotation, q, scales, sums)
+    }
+
+    /// [`quantize_for`](Self::quantize_for) with the rotation and the group quantization
+    /// of `steps` (a kernel set's lanes; the same bits as the [`Reference`]).
+    #[inline(always)]
+    pub(crate) fn quantize_for_with<A: ActivationSteps>(
+        steps: A,
+        t: &PackedTensor<'_>,
+        x: &[f32],
+        q: &'a mut [i8],
+        scales: &'a mut [f32],
+        sums: &'a mut [i32],
+    ) -> Result<Q8Activations<'a>> {
+        let g = t.params().group_size;
+        Self::quantize_with(steps, x, g, t.info().rotation, q, scales, sums)
+    }
+
+    #[inline(always)]
+    fn quantize_with<A: ActivationSteps>(
+        steps: A,
+        x: &[f32],
+        group_size: u16,
+        rotation: Option<Rotation>,
+        q: &'a mut [i8],
+        scales: &'a mut [f32],
+        sums: &'a mut [i32],
+    ) -> Result<Q8Activations<'a>> {
         let g = usize::from(group_size);
         if g == 0 {
             return Err(Error::InvalidGroupSize(0));
@@ -107,12 +187,16 @@ impl<'a> Q8Activations<'a> {
                 Some(rot) => {
                     let b = &mut buf[..xc.len()];
                     b.copy_from_slice(xc);
-                    rot.forward_at(start, b);
+                    steps.rotate(rot, start, b);
                     b
                 }
                 None => xc,
             };
-            Self::quantize_groups(xc, start, g, q, scales, sums);
+            for (k, xs) in xc.chunks(g).enumerate() {
+                let gi = start / g + k;
+                let qs = &mut q[gi * g..gi * g + xs.len()];
+                (scales[gi], sums[gi]) = steps.quantize_group(xs, qs);
+            }
         }
         Ok(Q8Activations {
             group_size,
@@ -121,34 +205,6 @@ impl<'a> Q8Activations<'a> {
             scales,
             sums,
         })
-    }
-
-    /// Quantizes the groups of `x`, which starts at column `start` (a multiple of `g`).
-    fn quantize_groups(
-        x: &[f32],
-        start: usize,
-        g: usize,
-        q: &mut [i8],
-        scales: &mut [f32],
-        sums: &mut [i32],
-    ) {
-        for (k, xs) in x.chunks(g).enumerate() {
-            let gi = start / g + k;
-            let mut max = 0f32;
-            for &v in xs {
-                max = max.max(v.abs());
-            }
-            let s = max / 127.0;
-            let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-            let mut sum = 0i32;
-            for (d, &v) in q[gi * g..gi * g + xs.len()].iter_mut().zip(xs) {
-                let r = round_ties_even((v * inv).clamp(-127.0, 127.0)) as i32;
-                *d = r as i8;
-                sum += r;
-            }
-            scales[gi] = s;
-            sums[gi] = sum;
-        }
     }
 
     /// The rotation the activations were turned by before quantization (v3 tensors).

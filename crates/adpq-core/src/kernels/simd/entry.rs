@@ -203,6 +203,23 @@ macro_rules! simd_kernels {
                         FormatVersion::V3 => self.run(GemvQ8RowsV3 { t, first, a, y }),
                     }
                 }
+
+                fn quantize_activations<'a>(
+                    &self,
+                    t: &PackedTensor<'_>,
+                    x: &[f32],
+                    q: &'a mut [i8],
+                    scales: &'a mut [f32],
+                    sums: &'a mut [i32],
+                ) -> Result<Q8Activations<'a>> {
+                    self.run(QuantizeActivations {
+                        t,
+                        x,
+                        q,
+                        scales,
+                        sums,
+                    })
+                }
             }
         };
     };
@@ -380,6 +397,16 @@ kernel!(
         a: &'a Q8Activations<'b>,
         y: &'a mut [f32]
     } -> Result<()> = super::gemv_q8_rows_v3
+);
+kernel!(
+    /// [`Q8Activations::quantize_for`] in lanes.
+    QuantizeActivations<'a, 'b, 'c> {
+        t: &'a PackedTensor<'b>,
+        x: &'a [f32],
+        q: &'c mut [i8],
+        scales: &'c mut [f32],
+        sums: &'c mut [i32]
+    } -> Result<Q8Activations<'c>> = super::quantize_activations
 );
 kernel!(
     /// [`super::gemv_v3`].

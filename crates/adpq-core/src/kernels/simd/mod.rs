@@ -57,7 +57,7 @@ pub(crate) use decode_v3::{
     dequantize_row_v3, dot_row_q8_v3, dot_row_v3, gemv_q8_rows_v3, gemv_v3,
 };
 pub(crate) use entry::simd_kernels;
-pub(crate) use q8::dot_row_q8;
+pub(crate) use q8::{dot_row_q8, quantize_activations};
 pub(crate) use quantize::quantize_rows;
 pub(crate) use quantize_v2::quantize_rows_v2;
 pub(crate) use quantize_v3::quantize_rows_v3;

@@ -6,7 +6,10 @@ use super::{arrays, Lanes};
 use crate::error::Result;
 use crate::format::code_at;
 use crate::format::PackedTensor;
-use crate::kernels::q8::{dot_row_q8_ref, Q8Activations};
+use crate::kernels::q8::{
+    dot_row_q8_ref, group_inverse, ActivationSteps, Q8Activations, Reference,
+};
+use crate::rotate::Rotation;
 
 /// Dot product of packed row `r` with int8 activations. Formats other than 4-bit codes in
 /// groups of 128 use the portable reference.
@@ -69,4 +72,61 @@ pub(crate) fn dot_row_q8<S: Lanes>(
         }
     }
     Ok(acc + s.hsum_f(accv))
+}
+
+/// The steps of making int8 activations in lanes: the rotation of
+/// [`rotate`](super::rotate), and per group a lane maximum and lane rounding, the
+/// reference's operations element by element.
+#[derive(Clone, Copy)]
+pub(crate) struct LaneSteps<S>(pub(crate) S);
+
+impl<S: Lanes> ActivationSteps for LaneSteps<S> {
+    #[inline(always)]
+    fn rotate(self, rot: &Rotation, start: usize, x: &mut [f32]) {
+        super::rotate::forward_at(self.0, rot, start, x);
+    }
+
+    #[inline(always)]
+    fn quantize_group(self, x: &[f32], q: &mut [i8]) -> (f32, i32) {
+        let s = self.0;
+        let (whole, rest) = arrays::<f32, 8>(x);
+        let magnitude = s.splat_u(0x7FFF_FFFF);
+        let mut maxv = s.splat_f(0.0);
+        for v in whole.clone() {
+            maxv = s.max_f(maxv, s.float_of_bits(s.and(s.bits(s.load_f(v)), magnitude)));
+        }
+        let max = rest.iter().fold(s.hmax_f(maxv), |m, &v| m.max(v.abs()));
+        let scale = max / 127.0;
+        let inv = group_inverse(scale);
+        if !inv.is_finite() {
+            // A scale so small that its inverse overflows: the reference's NaN products.
+            return Reference.quantize_group(x, q);
+        }
+        let (invv, lo, hi) = (s.splat_f(inv), s.splat_f(-127.0), s.splat_f(127.0));
+        let (q_whole, q_rest) = q.split_at_mut(whole.len() * 8);
+        let mut sumv = s.splat_u(0);
+        for (v, out) in whole.zip(q_whole.chunks_exact_mut(8)) {
+            let r = s.round_even(s.min_f(s.max_f(s.mul_f(s.load_f(v), invv), lo), hi));
+            let r = s.float_to_int(r);
+            sumv = s.add_i(sumv, r);
+            for (d, b) in out.iter_mut().zip(s.narrow_bytes(r)) {
+                *d = b as i8;
+            }
+        }
+        let rest_sum = Reference.quantize_group_with(rest, q_rest, inv);
+        (scale, s.hsum_i(sumv) + rest_sum)
+    }
+}
+
+/// [`Q8Activations::quantize_for`] with the [`LaneSteps`].
+#[inline(always)]
+pub(crate) fn quantize_activations<'a, S: Lanes>(
+    s: S,
+    t: &PackedTensor<'_>,
+    x: &[f32],
+    q: &'a mut [i8],
+    scales: &'a mut [f32],
+    sums: &'a mut [i32],
+) -> Result<Q8Activations<'a>> {
+    Q8Activations::quantize_for_with(LaneSteps(s), t, x, q, scales, sums)
 }
