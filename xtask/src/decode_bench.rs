@@ -17,7 +17,7 @@
 //! needs only the last one's). Prints two tables and writes `target/bench/decode.json`.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
@@ -98,7 +98,8 @@ pub fn run(args: &[String]) -> DynResult {
                 .arg("-o")
                 .arg(&file)
                 .args(["--force", "-q"])
-                .args(*flags),
+                .args(*flags)
+                .stdout(Stdio::null()),
         )?;
         let mut tps = Vec::new();
         for t in THREADS {
@@ -232,7 +233,8 @@ fn eval_tps(
         .args(["--windows", &WINDOWS.to_string()])
         .args(["--window-len", &PROMPT_TOKENS.to_string()])
         .args(["--threads", &threads.to_string(), "-q", "--report"])
-        .arg(report);
+        .arg(report)
+        .stdout(Stdio::null());
     for f in files {
         cmd.arg("--quantized").arg(f);
     }
