@@ -152,7 +152,7 @@ pub fn run(args: &[String]) -> DynResult {
     let goal = prefill_goal(&rows);
     if let Some(g) = &goal {
         println!(
-            "\ngoal 3 (prefill ≥ {PREFILL_GOAL}× llama.cpp Q4_K_M pp512, 2 threads): best adpq \
+            "\ngoal 3 (prefill ≥ {PREFILL_GOAL}× llama.cpp Q4_K_M pp512, 2 threads): best: \
              {} at {:.1} t/s = {:.2}× ({:.1} t/s) — {}",
             g.name,
             g.tps,
