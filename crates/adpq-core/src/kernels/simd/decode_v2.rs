@@ -1,6 +1,7 @@
 //! Reading format v2 rows over lanes: dequantization (bit-identical to the oracle's
 //! `c·d + m`, a multiply then an add) and the f32 and int8-activation dot products.
 
+use super::code_chunks::{CodeChunks, FourBit, Uniform};
 use super::decode::{load_codes8, nibbles8, PositionReader};
 use super::row_blocks::{in_row_blocks, RowsDot};
 use super::{arrays, arrays_mut, halves, Lanes};
@@ -405,11 +406,12 @@ pub(crate) fn dot_row_q8_v2<S: Lanes>(
     Ok(y[0])
 }
 
-/// Rows `first..first + y.len()` of `W x̂` for a v2 tensor with int8 activations, 4-bit
-/// codes in groups of a multiple of 32: the exact integer `Σ c·q` 32 codes at a time,
-/// [`ROW_BLOCK`](super::row_blocks::ROW_BLOCK) rows at a time; then per row the outlier corrections, in lanes for full
-/// groups of 64, else as the reference computes them. Each row's arithmetic is the same
-/// however many rows run together. Other formats run the reference.
+/// Rows `first..first + y.len()` of `W x̂` for a v2 tensor with int8 activations, 4- to
+/// 7-bit codes in groups of a multiple of 32: the exact integer `Σ c·q` of each group
+/// (byte lanes of codes, [`CodeChunks`]), 4 rows at a time; then per row the outlier
+/// corrections, in lanes for 4-bit groups of 64, else as the reference computes them.
+/// Each row's arithmetic is the same however many rows run together. Other formats run
+/// the reference.
 #[inline(always)]
 pub(crate) fn gemv_q8_rows_v2<S: Lanes>(
     s: S,
@@ -421,40 +423,99 @@ pub(crate) fn gemv_q8_rows_v2<S: Lanes>(
     check_row_range(t, first, y.len())?;
     a.check(t)?;
     let fp = t.params();
-    if !(fp.bits == 4 && usize::from(fp.group_size).is_multiple_of(32)) {
-        for (i, out) in y.iter_mut().enumerate() {
-            *out = dot_row_q8_ref(t, first + i, a)?;
-        }
-        return Ok(());
+    if !usize::from(fp.group_size).is_multiple_of(32) {
+        return rows_by_reference(t, first, a, y);
     }
-    in_row_blocks(t, first, y, RowsV2 { s, t, a })
+    match fp.bits {
+        4 => in_row_blocks(
+            t,
+            first,
+            y,
+            RowsV2 {
+                s,
+                t,
+                a,
+                chunks: FourBit::<S, false>::new(s),
+            },
+        ),
+        5 => in_row_blocks(
+            t,
+            first,
+            y,
+            RowsV2 {
+                s,
+                t,
+                a,
+                chunks: Uniform::<S, 5>::new(s),
+            },
+        ),
+        6 => in_row_blocks(
+            t,
+            first,
+            y,
+            RowsV2 {
+                s,
+                t,
+                a,
+                chunks: Uniform::<S, 6>::new(s),
+            },
+        ),
+        7 => in_row_blocks(
+            t,
+            first,
+            y,
+            RowsV2 {
+                s,
+                t,
+                a,
+                chunks: Uniform::<S, 7>::new(s),
+            },
+        ),
+        _ => rows_by_reference(t, first, a, y),
+    }
+}
+
+/// Rows `first..first + y.len()` by [`dot_row_q8_ref`].
+fn rows_by_reference(
+    t: &PackedTensor<'_>,
+    first: usize,
+    a: &Q8Activations<'_>,
+    y: &mut [f32],
+) -> Result<()> {
+    for (i, out) in y.iter_mut().enumerate() {
+        *out = dot_row_q8_ref(t, first + i, a)?;
+    }
+    Ok(())
 }
 
 /// [`dot_rows_q8_v2`] as a [`RowsDot`].
-struct RowsV2<'t, 'a, S> {
+struct RowsV2<'t, 'a, S, C> {
     s: S,
     t: &'t PackedTensor<'a>,
     a: &'t Q8Activations<'a>,
+    chunks: C,
 }
 
-impl<S: Lanes> RowsDot for RowsV2<'_, '_, S> {
+impl<S: Lanes, C: CodeChunks<S>> RowsDot for RowsV2<'_, '_, S, C> {
     #[inline(always)]
     fn rows<const N: usize>(&self, first: usize, out: &mut [f32; N]) -> Result<()> {
-        dot_rows_q8_v2(self.s, self.t, first, self.a, out)
+        dot_rows_q8_v2(self.s, self.t, first, self.a, self.chunks, out)
     }
 }
 
-/// Rows `first..first + N` of [`gemv_q8_rows_v2`] (4-bit codes, groups of a multiple of
-/// 32).
+/// Rows `first..first + N` of [`gemv_q8_rows_v2`] (codes of `C::BITS`, groups of a
+/// multiple of 32).
 #[inline(always)]
-fn dot_rows_q8_v2<S: Lanes, const N: usize>(
+fn dot_rows_q8_v2<S: Lanes, C: CodeChunks<S>, const N: usize>(
     s: S,
     t: &PackedTensor<'_>,
     first: usize,
     a: &Q8Activations<'_>,
+    chunks: C,
     out: &mut [f32; N],
 ) -> Result<()> {
     let g = usize::from(t.params().group_size);
+    let bits = C::BITS as u8;
     let rows = {
         let mut rows = [t.row(first)?; N];
         for (n, row) in rows.iter_mut().enumerate().skip(1) {
@@ -470,30 +531,14 @@ fn dot_rows_q8_v2<S: Lanes, const N: usize>(
         let sx = a.scales()[gi];
         let base = gi * g;
         let isum: [i32; N] = if qs.len() == g {
-            let mut isum = [s.splat_u(0); N];
-            if g % 64 == 0 {
-                // 64 codes at a time: the even and the odd codes of 32 bytes as they lie,
-                // against the activations de-interleaved once for all the rows (the sum is
-                // exact, so its order does not matter).
-                for (k, q64) in arrays::<i8, 64>(qs).0.enumerate() {
-                    let (q_even, q_odd) = s.deinterleave_q(q64);
-                    for (sum, row) in isum.iter_mut().zip(&rows) {
-                        let at = base / 2 + k * 32;
-                        let codes: &[u8; 32] = row.codes[at..at + 32].try_into().expect("32 bytes");
-                        let (even, odd) = s.nibbles64(codes);
-                        *sum = s.dot_bytes_i8(odd, q_odd, s.dot_bytes_i8(even, q_even, *sum));
-                    }
-                }
-            } else {
-                for (k, qc) in arrays::<i8, 32>(qs).0.enumerate() {
-                    let q = s.load_q(qc);
-                    for (sum, row) in isum.iter_mut().zip(&rows) {
-                        let at = base / 2 + k * 16;
-                        let codes: &[u8; 16] = row.codes[at..at + 16].try_into().expect("16 bytes");
-                        *sum = s.dot_bytes_i8(s.nibbles32(codes), q, *sum);
-                    }
-                }
+            // Each row's codes of the group (whole bytes: `g` is a multiple of 32).
+            let (at, len) = (base / 8 * C::BITS, g / 8 * C::BITS);
+            let mut codes: [&[u8]; N] = [&[]; N];
+            for (codes, row) in codes.iter_mut().zip(&rows) {
+                *codes = &row.codes[at..at + len];
             }
+            let mut isum = [s.splat_u(0); N];
+            chunks.group_sums(s, qs, codes, &mut isum);
             if N == 4 {
                 let four = s.to_u32s(s.hsum4_i(core::array::from_fn(|n| isum[n])));
                 core::array::from_fn(|n| four[n] as i32)
@@ -505,7 +550,7 @@ fn dot_rows_q8_v2<S: Lanes, const N: usize>(
             core::array::from_fn(|n| {
                 let mut isum = 0i32;
                 for (i, &qi) in qs.iter().enumerate() {
-                    isum += i32::from(code_at(rows[n].codes, base + i, 4)) * i32::from(qi);
+                    isum += i32::from(code_at(rows[n].codes, base + i, bits)) * i32::from(qi);
                 }
                 isum
             })
@@ -518,7 +563,7 @@ fn dot_rows_q8_v2<S: Lanes, const N: usize>(
             let min = -(f32::from(q_min) * units.min_unit);
             // The activation scale multiplies first, as in the reference.
             let dense = (sx * step) * isum[n] as f32 + (sx * min) * a.sums()[gi] as f32;
-            if g == 64 && pos.width == 6 {
+            if C::BITS == 4 && g == 64 && pos.width == 6 {
                 if let Ok(qs) = <&[i8; 64]>::try_from(qs) {
                     let codes = row.codes[base / 2..base / 2 + 32]
                         .try_into()
@@ -539,9 +584,9 @@ fn dot_rows_q8_v2<S: Lanes, const N: usize>(
             for _ in 0..count {
                 let p = pos.next();
                 if let Some(&qp) = qs.get(p) {
-                    let c = code_at(row.codes, base + p, 4);
+                    let c = code_at(row.codes, base + p, bits);
                     let decoded = f32::from(c) * step + min;
-                    corr += (sx * f32::from(qp)) * (units.outlier(c, 4) - decoded);
+                    corr += (sx * f32::from(qp)) * (units.outlier(c, bits) - decoded);
                 }
             }
             acc[n] += dense + corr;

@@ -37,6 +37,7 @@
 //! [`dot_tolerance`](crate::kernels::dot_tolerance); v3's int8 dot product equals the
 //! reference.
 
+mod code_chunks;
 mod decode;
 mod decode_v2;
 mod decode_v3;
