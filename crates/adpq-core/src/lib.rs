@@ -60,6 +60,7 @@ mod plan;
 pub mod quant;
 pub mod rotate;
 pub mod select;
+pub mod stats;
 mod tensor;
 mod weights;
 

@@ -15,7 +15,7 @@ use adpq_core::{
 };
 use rayon::prelude::*;
 
-use crate::rtn::{add_error_sums, ErrorSums};
+use crate::rtn::{add_sums, ErrorSums};
 
 /// Elements per histogram/count chunk of the selection passes.
 pub(crate) const CHUNK_ELEMS: usize = 1 << 16;
@@ -264,7 +264,7 @@ impl<B: CpuKernels> Driver<B> {
             .map(|b| {
                 let r0 = b * block_rows;
                 let r1 = (r0 + block_rows).min(rows);
-                let (mut s, mut scratch) = (ErrorSums::default(), Vec::new());
+                let mut s = ErrorSums::default();
                 let mut deq = vec![0f32; piece];
                 for r in r0..r1 {
                     // A long row in pieces of whole groups: the sums are added in the
@@ -272,7 +272,7 @@ impl<B: CpuKernels> Driver<B> {
                     dequantize_row_pieces(&self.backend, packed, r, &mut deq, |c, v| {
                         let at = r * cols + c;
                         let wp = w.get(at, at + v.len()).ok_or(CoreError::EmptyTensor)?;
-                        add_error_sums(&mut s, wp, v, bits, g, &mut scratch);
+                        add_sums(&mut s, &self.backend, wp, v, bits, g);
                         Ok(())
                     })?;
                 }

@@ -86,10 +86,9 @@ pub fn row_error_sums(
     group_size: usize,
 ) -> ErrorSums {
     let mut s = ErrorSums::default();
-    let mut scratch = Vec::new();
     for (r, deq_row) in deq.chunks_exact(cols).enumerate() {
         if let Some(row) = w.get(r * cols, (r + 1) * cols) {
-            add_error_sums(&mut s, row, deq_row, bits, group_size, &mut scratch);
+            add_error_sums(&mut s, row, deq_row, bits, group_size);
         }
     }
     s
@@ -99,81 +98,33 @@ pub fn row_error_sums(
 /// groups of one row, from a group boundary: `w` original, `deq` dequantized, of the same
 /// length (the last group may be a row's short one). Adding a row's pieces in column
 /// order gives exactly the sums of the whole row, so a long row needs only a piece in
-/// memory. `scratch` holds F16/BF16 weights converted to f32 (F32 ones are read in place).
-pub fn add_error_sums(
+/// memory. The arithmetic is the core's [`adpq_core::stats::add_error_sums`] (what every
+/// kernel set's [`CpuKernels::add_error_sums`](adpq_core::CpuKernels::add_error_sums)
+/// runs, bit for bit).
+pub fn add_error_sums(s: &mut ErrorSums, w: Weights<'_>, deq: &[f32], bits: u8, group_size: usize) {
+    add_sums(
+        s,
+        &adpq_core::kernels::Scalar::new(),
+        w,
+        deq,
+        bits,
+        group_size,
+    );
+}
+
+/// [`add_error_sums`] with kernel set `k`.
+pub(crate) fn add_sums<K: adpq_core::CpuKernels>(
     s: &mut ErrorSums,
+    k: &K,
     w: Weights<'_>,
     deq: &[f32],
     bits: u8,
     group_size: usize,
-    scratch: &mut Vec<f32>,
 ) {
-    let qmax = ((1i32 << (bits - 1)) - 1) as f32;
-    let orig = match w {
-        Weights::F32(v) => v,
-        _ => {
-            scratch.resize(w.len(), 0.0);
-            to_f32(w, scratch);
-            scratch.as_slice()
-        }
-    };
-    for (wg, dg) in orig.chunks(group_size).zip(deq.chunks(group_size)) {
-        let g = group_sums(wg, dg, qmax);
-        s.signal += g[0];
-        s.adpq += g[1];
-        s.rtn += g[2];
-    }
+    let mut sums = [s.signal, s.adpq, s.rtn];
+    k.add_error_sums(&mut sums, w, deq, bits, group_size);
+    [s.signal, s.adpq, s.rtn] = sums;
     s.count += w.len() as u64;
-}
-
-const LANES: usize = 8;
-
-/// `[Σw², Σ(w − ŵ)², Σ(w − rtn(w))²]` of one group, summed in f64.
-#[inline]
-fn group_sums(wg: &[f32], dg: &[f32], qmax: f32) -> [f64; 3] {
-    let n = wg.len() / LANES * LANES;
-    let mut m = [0f32; LANES];
-    for c in wg[..n].chunks_exact(LANES) {
-        for l in 0..LANES {
-            m[l] = m[l].max(c[l].abs());
-        }
-    }
-    let max = wg[n..]
-        .iter()
-        .fold(m.iter().fold(0f32, |a, &b| a.max(b)), |a, v| a.max(v.abs()));
-    let (step, inv) = if max > 0.0 {
-        (max / qmax, qmax / max)
-    } else {
-        (0.0, 0.0)
-    };
-    // Round half to even for |x| <= 2^22 (x is clamped to ±qmax first): what numpy does.
-    const MAGIC: f32 = 12_582_912.0;
-    let one = |v: f32, d: f32| -> [f64; 3] {
-        let x = (v * inv).clamp(-qmax, qmax);
-        let q = ((x + MAGIC) - MAGIC) * step;
-        let (v, d, q) = (f64::from(v), f64::from(d), f64::from(q));
-        [v * v, (v - d) * (v - d), (v - q) * (v - q)]
-    };
-    let mut acc = [[0f64; LANES]; 3];
-    for (wc, dc) in wg[..n].chunks_exact(LANES).zip(dg[..n].chunks_exact(LANES)) {
-        for l in 0..LANES {
-            let e = one(wc[l], dc[l]);
-            acc[0][l] += e[0];
-            acc[1][l] += e[1];
-            acc[2][l] += e[2];
-        }
-    }
-    let mut out = [0f64; 3];
-    for (o, a) in out.iter_mut().zip(&acc) {
-        *o = a.iter().sum();
-    }
-    for (&v, &d) in wg[n..].iter().zip(&dg[n..]) {
-        let e = one(v, d);
-        for k in 0..3 {
-            out[k] += e[k];
-        }
-    }
-    out
 }
 
 /// Converts weights to f32 into `out` (`out.len() == w.len()`).
@@ -239,17 +190,63 @@ mod tests {
         for w in [Weights::F32(&w), Weights::F16(&h)] {
             let whole = row_error_sums(w, &deq, cols, 4, g);
             for piece in [g, 3 * g, cols] {
-                let (mut s, mut scratch) = (ErrorSums::default(), Vec::new());
+                let mut s = ErrorSums::default();
                 for r in 0..2 {
                     for c in (0..cols).step_by(piece) {
                         let end = (c + piece).min(cols);
                         let wp = w.get(r * cols + c, r * cols + end).unwrap();
                         let dp = &deq[r * cols + c..r * cols + end];
-                        add_error_sums(&mut s, wp, dp, 4, g, &mut scratch);
+                        add_error_sums(&mut s, wp, dp, 4, g);
                     }
                 }
                 assert_eq!(s, whole, "pieces of {piece}");
             }
+        }
+    }
+
+    /// Every kernel set adds the same sums bit for bit (the SIMD ones run the core's code
+    /// in their vector registers), for every dtype, short groups and tails; and a group
+    /// longer than the core's conversion buffer (BF16, one weight at a time) sums as its
+    /// F32 values do.
+    #[test]
+    fn kernel_sets_add_identical_sums() {
+        use adpq_core::kernels::{AnyKernels, Scalar};
+        use adpq_core::{bf16, f16, CpuKernels};
+        let n = 3000;
+        let w: Vec<f32> = (0..n)
+            .map(|i| {
+                let x = ((i * 7919 % 1013) as f32 / 506.0) - 1.0;
+                x * x * x * [1.0, 3e-3, 40.0][i % 3]
+            })
+            .collect();
+        let deq: Vec<f32> = w.iter().map(|v| v * 0.97 + 0.001).collect();
+        let h: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let b: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+        let b32: Vec<f32> = b.iter().map(|v| v.to_f32()).collect();
+        let sums = |k: &dyn Fn(&mut [f64; 3], Weights<'_>, usize), w: Weights<'_>, g| {
+            let mut s = [0f64; 3];
+            k(&mut s, w, g);
+            s.map(f64::to_bits)
+        };
+        let oracle = |s: &mut [f64; 3], w: Weights<'_>, g| {
+            Scalar::new().add_error_sums(s, w, &deq[..w.len()], 5, g)
+        };
+        let best = |s: &mut [f64; 3], w: Weights<'_>, g| {
+            AnyKernels::detect().add_error_sums(s, w, &deq[..w.len()], 5, g)
+        };
+        for g in [1, 7, 8, 64, 100, 1024, 1500, 3000] {
+            for w in [Weights::F32(&w), Weights::F16(&h), Weights::Bf16(&b)] {
+                assert_eq!(sums(&best, w, g), sums(&oracle, w, g), "g {g} {w:?}");
+                let short = w.get(0, n - 5).unwrap();
+                assert_eq!(sums(&best, short, g), sums(&oracle, short, g), "g {g}");
+            }
+            let (wb, wf) = (Weights::Bf16(&b), Weights::F32(&b32));
+            assert_eq!(
+                sums(&best, wb, g),
+                sums(&oracle, wf, g),
+                "g {g}: bf16 = f32"
+            );
+            assert_ne!(sums(&oracle, wf, g)[1], 0, "g {g}");
         }
     }
 

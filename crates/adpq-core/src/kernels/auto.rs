@@ -214,6 +214,16 @@ impl CpuKernels for AnyKernels {
     ) -> Result<Q8Activations<'a>> {
         dispatch!(self, b => b.quantize_activations(t, x, q, scales, sums))
     }
+    fn add_error_sums(
+        &self,
+        sums: &mut [f64; 3],
+        w: Weights<'_>,
+        deq: &[f32],
+        bits: u8,
+        group_size: usize,
+    ) {
+        dispatch!(self, b => b.add_error_sums(sums, w, deq, bits, group_size))
+    }
 }
 
 /// The documented bound on how far a SIMD backend's [`CpuKernels::dot_row`] may be from the

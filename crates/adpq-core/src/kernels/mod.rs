@@ -215,6 +215,21 @@ pub trait CpuKernels: sealed::Sealed + Copy + Send + Sync + core::fmt::Debug {
     ) -> Result<Q8Activations<'a>> {
         Q8Activations::quantize_for(t, x, q, scales, sums)
     }
+
+    /// Adds to `sums` the error statistics (`[Σ w², Σ (w − ŵ)², Σ (w − rtn(w))²]`) of
+    /// consecutive whole groups of one row: [`stats::add_error_sums`](crate::stats::add_error_sums),
+    /// the same sums bit for bit on every kernel set (a SIMD one runs the same code with
+    /// its vector registers).
+    fn add_error_sums(
+        &self,
+        sums: &mut [f64; 3],
+        w: Weights<'_>,
+        deq: &[f32],
+        bits: u8,
+        group_size: usize,
+    ) {
+        crate::stats::add_error_sums(sums, w, deq, bits, group_size)
+    }
 }
 
 /// [`CpuKernels::gemv_q8_rows`] one [`dot_row_q8`](CpuKernels::dot_row_q8) at a time: its

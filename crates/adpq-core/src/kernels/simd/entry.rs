@@ -220,6 +220,23 @@ macro_rules! simd_kernels {
                         sums,
                     })
                 }
+
+                fn add_error_sums(
+                    &self,
+                    sums: &mut [f64; 3],
+                    w: Weights<'_>,
+                    deq: &[f32],
+                    bits: u8,
+                    group_size: usize,
+                ) {
+                    self.run(ErrorSums {
+                        sums,
+                        w,
+                        deq,
+                        bits,
+                        group_size,
+                    })
+                }
             }
         };
     };
@@ -416,3 +433,27 @@ kernel!(
         y: &'a mut [f32]
     } -> Result<()> = super::gemv_v3
 );
+kernel!(
+    /// [`crate::stats::add_error_sums`], in the ISA's `#[target_feature]` function.
+    ErrorSums<'a, 'b> {
+        sums: &'a mut [f64; 3],
+        w: Weights<'b>,
+        deq: &'a [f32],
+        bits: u8,
+        group_size: usize
+    } -> () = error_sums
+);
+
+/// [`crate::stats::add_error_sums`] (the lanes unused: the compiler vectorizes its f64
+/// lanes with the ISA's registers).
+#[inline(always)]
+fn error_sums<S: Lanes>(
+    _: S,
+    sums: &mut [f64; 3],
+    w: Weights<'_>,
+    deq: &[f32],
+    bits: u8,
+    group_size: usize,
+) {
+    crate::stats::add_error_sums(sums, w, deq, bits, group_size)
+}
