@@ -349,12 +349,15 @@ impl Candidates {
     }
 }
 
-/// Rounds a stored multiple to `lo..=max`.
+/// Rounds a stored multiple to `lo..=max` (`lo ≥ 0`): `floor(v + 0.5)` of the clamped
+/// value, which is positive, so truncating (`as`) is the floor (and needs no `libm`
+/// call).
+#[inline(always)]
 fn multiple(v: f64, lo: f64, max: u8) -> u8 {
     if v.is_nan() {
         return lo as u8;
     }
-    libm::floor(v.clamp(lo, f64::from(max)) + 0.5) as u8
+    (v.clamp(lo, f64::from(max)) + 0.5) as u8
 }
 
 /// The inlier grid of one group whose inliers span `[lo, hi]` (`lo ≤ 0 ≤ hi`), chosen by

@@ -209,8 +209,8 @@ impl GroupAcc {
     fn add(&mut self, i: usize, v: f32, d: f32) {
         let e = self.rtn.terms(v, d);
         if i < self.full {
-            for k in 0..3 {
-                self.acc[k][i % LANES] += e[k];
+            for (acc, e) in self.acc.iter_mut().zip(e) {
+                acc[i % LANES] += e;
             }
         } else {
             self.tail[i - self.full] = e;

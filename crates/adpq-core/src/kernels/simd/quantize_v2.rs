@@ -80,10 +80,15 @@ fn masked<S: Lanes>(s: S, v: S::F, m: S::U) -> S::F {
     s.float_of_bits(s.and(s.bits(v), m))
 }
 
-/// The total of 8 lanes in [`LaneSums`]'s order.
+/// The total of 8 lanes in [`LaneSums`]'s order, `((a0 + a1) + (a2 + a3)) + ((a4 + a5) +
+/// (a6 + a7))`, as three butterflies in lanes: lane 0 adds the same pairs in the same
+/// order (a sum of two is the same either way round), with no trip through memory.
 #[inline(always)]
 fn total<S: Lanes>(s: S, v: S::F) -> f32 {
-    LaneSums(s.to_f32s(v)).total()
+    let v = s.add_f(v, s.swap_lanes(v, 1));
+    let v = s.add_f(v, s.swap_lanes(v, 2));
+    let v = s.add_f(v, s.swap_lanes(v, 4));
+    s.to_f32s(v)[0]
 }
 
 /// [`Candidates::compute`] in lanes, 8 candidates at a time: the same f32 operations
