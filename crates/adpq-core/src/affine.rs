@@ -340,13 +340,21 @@ impl Candidates {
     #[inline(always)]
     pub fn grid(&self, k: usize) -> AffineGrid {
         AffineGrid {
-            q_step: self.q_step[k] as u8,
-            q_min: self.q_min[k] as u8,
+            q_step: small_int(self.q_step[k]),
+            q_min: small_int(self.q_min[k]),
             step: self.step[k],
             min: self.min[k],
             inv: self.inv[k],
         }
     }
+}
+
+/// `x as u8` for an integer `x` in `0..=255` (a stored multiple), without the saturating
+/// cast's range checks: `x + 2^23` is exact and holds `x` in its low mantissa bits.
+#[inline(always)]
+fn small_int(x: f32) -> u8 {
+    debug_assert!(x == x as u8 as f32, "{x} is not an integer in 0..=255");
+    (x + 8_388_608.0).to_bits() as u8
 }
 
 /// Rounds a stored multiple to `lo..=max` (`lo ≥ 0`): `floor(v + 0.5)` of the clamped
@@ -380,23 +388,24 @@ pub fn search_group(
     // to the same stored fields are the same grid, and only the first of equal errors
     // can win, so skipping repeats never changes the choice), their errors, then the
     // first least.
+    // Without branches: each candidate is written at slot `n`, which moves on only past
+    // a new grid (the outcomes are data-dependent, so branches would mispredict).
     let mut grids = [c.grid(0); CANDIDATES];
     let mut n = 1;
     for k in 1..CANDIDATES {
-        let prev = &grids[n - 1];
-        if (f32::from(prev.q_step), f32::from(prev.q_min)) != (c.q_step[k], c.q_min[k]) {
-            grids[n] = c.grid(k);
-            n += 1;
-        }
+        let new = (c.q_step[k], c.q_min[k]) != (c.q_step[k - 1], c.q_min[k - 1]);
+        grids[n] = c.grid(k);
+        n += usize::from(new);
     }
     let mut errors = [0f32; CANDIDATES];
     passes.errors(&grids[..n], &mut errors[..n]);
-    let (mut best, mut best_err) = (grids[0], errors[0]);
-    for (&grid, &err) in grids[1..n].iter().zip(&errors[1..n]) {
-        if err < best_err {
-            (best, best_err) = (grid, err);
-        }
+    let (mut best_k, mut best_err) = (0, errors[0]);
+    for (k, &err) in errors[..n].iter().enumerate().skip(1) {
+        let better = err < best_err;
+        best_k = if better { k } else { best_k };
+        best_err = if better { err } else { best_err };
     }
+    let mut best = grids[best_k];
     // One least-squares refit of (d, m) for the winner's codes.
     let s = passes.refit_sums(&best);
     let n = f64::from(s.n);
