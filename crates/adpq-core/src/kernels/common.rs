@@ -16,24 +16,41 @@ const CONVERT_BLOCK: usize = 4096;
 
 /// Runs `f` on `w` as f32 blocks of at most [`CONVERT_BLOCK`] elements (no copy for f32).
 #[inline(always)]
-pub(super) fn for_f32_blocks(w: Weights<'_>, mut f: impl FnMut(&[f32])) {
-    let mut buf = [0f32; CONVERT_BLOCK];
+pub(super) fn for_f32_blocks(w: Weights<'_>, f: impl FnMut(&[f32])) {
+    for_f32_blocks_with(w, convert_portable, f)
+}
+
+/// F16/BF16 weights to f32 (`out.len() == w.len()`), compiled for the baseline target.
+#[inline(always)]
+fn convert_portable(w: Weights<'_>, out: &mut [f32]) {
     match w {
-        Weights::F32(s) => f(s),
-        Weights::F16(s) => {
-            for c in s.chunks(CONVERT_BLOCK) {
-                let b = &mut buf[..c.len()];
-                c.convert_to_f32_slice(b);
-                f(b);
-            }
-        }
-        Weights::Bf16(s) => {
-            for c in s.chunks(CONVERT_BLOCK) {
-                let b = &mut buf[..c.len()];
-                crate::weights::bf16_to_f32_slice(c, b);
-                f(b);
-            }
-        }
+        Weights::F32(s) => out.copy_from_slice(s),
+        Weights::F16(s) => s.convert_to_f32_slice(out),
+        Weights::Bf16(s) => crate::weights::bf16_to_f32_slice(s, out),
+    }
+}
+
+/// [`for_f32_blocks`] converting each F16/BF16 block with `convert(block, out)` (a SIMD
+/// backend's conversion in its `#[target_feature]` function; the same values).
+#[inline(always)]
+pub(super) fn for_f32_blocks_with(
+    w: Weights<'_>,
+    mut convert: impl FnMut(Weights<'_>, &mut [f32]),
+    mut f: impl FnMut(&[f32]),
+) {
+    if let Weights::F32(s) = w {
+        return f(s);
+    }
+    let mut buf = [0f32; CONVERT_BLOCK];
+    let mut at = 0;
+    while let Some(c) = w
+        .get(at, (at + CONVERT_BLOCK).min(w.len()))
+        .filter(|c| !c.is_empty())
+    {
+        let b = &mut buf[..c.len()];
+        convert(c, b);
+        f(b);
+        at += c.len();
     }
 }
 

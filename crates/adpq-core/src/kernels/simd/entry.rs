@@ -8,7 +8,7 @@ macro_rules! simd_kernels {
         const _: () = {
             use $crate::error::Result;
             use $crate::format::PackedTensor;
-            use $crate::kernels::common::{for_f32_blocks, histogram_with};
+            use $crate::kernels::common::{for_f32_blocks_with, histogram_with};
             use $crate::kernels::simd::entry::*;
             use $crate::kernels::simd::{self, SimdToken};
             use $crate::kernels::{CpuKernels, Q8Activations, RowJob, RowsDone, RowsOut};
@@ -39,27 +39,35 @@ macro_rules! simd_kernels {
 
                 fn count_at_least(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
                     let (t, mut lt) = (*self, 0);
-                    for_f32_blocks(w, |w| {
-                        lt += t
-                            .run(Count {
-                                w,
-                                t: threshold_bits,
-                            })
-                            .0
-                    });
+                    for_f32_blocks_with(
+                        w,
+                        |w, out| t.run(ToF32 { w, out }),
+                        |w| {
+                            lt += t
+                                .run(Count {
+                                    w,
+                                    t: threshold_bits,
+                                })
+                                .0
+                        },
+                    );
                     w.len() as u64 - lt
                 }
 
                 fn count_equal(&self, w: Weights<'_>, threshold_bits: u32) -> u64 {
                     let (t, mut eq) = (*self, 0);
-                    for_f32_blocks(w, |w| {
-                        eq += t
-                            .run(Count {
-                                w,
-                                t: threshold_bits,
-                            })
-                            .1
-                    });
+                    for_f32_blocks_with(
+                        w,
+                        |w, out| t.run(ToF32 { w, out }),
+                        |w| {
+                            eq += t
+                                .run(Count {
+                                    w,
+                                    t: threshold_bits,
+                                })
+                                .1
+                        },
+                    );
                     eq
                 }
 
@@ -73,18 +81,22 @@ macro_rules! simd_kernels {
                     let t = *self;
                     let range = (lo.min(NON_FINITE_BITS), hi.min(NON_FINITE_BITS));
                     let (mut scan, mut base, mut result) = (RangeScan::default(), 0u64, Ok(()));
-                    for_f32_blocks(w, |w| {
-                        if result.is_ok() {
-                            result = t.run(ScanRange {
-                                w,
-                                base,
-                                range,
-                                out,
-                                scan: &mut scan,
-                            });
-                            base += w.len() as u64;
-                        }
-                    });
+                    for_f32_blocks_with(
+                        w,
+                        |w, out| t.run(ToF32 { w, out }),
+                        |w| {
+                            if result.is_ok() {
+                                result = t.run(ScanRange {
+                                    w,
+                                    base,
+                                    range,
+                                    out,
+                                    scan: &mut scan,
+                                });
+                                base += w.len() as u64;
+                            }
+                        },
+                    );
                     result.map(|()| scan)
                 }
 
@@ -456,4 +468,22 @@ fn error_sums<S: Lanes>(
     group_size: usize,
 ) {
     crate::stats::add_error_sums(sums, w, deq, bits, group_size)
+}
+kernel!(
+    /// F16/BF16 weights to f32 in the ISA's `#[target_feature]` function (the portable
+    /// conversions, which vectorize there).
+    ToF32<'a, 'b> { w: Weights<'b>, out: &'a mut [f32] } -> () = to_f32
+);
+
+/// `w` as f32 into `out` (`out.len() == w.len()`).
+#[inline(always)]
+fn to_f32<S: Lanes>(_: S, w: Weights<'_>, out: &mut [f32]) {
+    match w {
+        Weights::F32(s) => out.copy_from_slice(s),
+        Weights::F16(s) => {
+            use half::slice::HalfFloatSliceExt;
+            s.convert_to_f32_slice(out)
+        }
+        Weights::Bf16(s) => crate::weights::bf16_to_f32_slice(s, out),
+    }
 }
