@@ -6,15 +6,19 @@
 # usage: scripts/llama-bench.sh [CACHE_DIR]      (default: <repo root>/target/llama-bench)
 #
 # Produces CACHE_DIR/bin/{llama-bench,llama-quantize} (they need
-# LD_LIBRARY_PATH=CACHE_DIR/bin) and CACHE_DIR/models/smollm2-{Q4_0,Q4_K_M}.gguf.
-# CACHE_DIR/bin is a link to the build folder of the current configuration:
-# build-native, or build-native-noamx where the CPU advertises AMX. There -march=native
-# would compile ggml's AMX matrix multiply, which dies with SIGILL (in
-# ggml_backend_amx_mul_mat, on the first prompt) where the kernel or hypervisor does not
-# grant the process the AMX tile state; -mno-amx-* keeps every other native extension
-# (AVX-512, VNNI, ...) and with them llama.cpp's repacked AVX-512 GEMM, so llama.cpp is
-# measured at its best that runs here. The folder's .flags records the cmake arguments; a
-# different configuration builds into its own folder.
+# LD_LIBRARY_PATH=CACHE_DIR/bin), CACHE_DIR/bin-prompt/llama-bench (the same, for prompt
+# processing) and CACHE_DIR/models/smollm2-{Q4_0,Q4_K_M}.gguf.
+# CACHE_DIR/bin links to CACHE_DIR/build/bin, the GGML_NATIVE build, used for decode (tg)
+# and requantizing. CACHE_DIR/bin-prompt links there too when that build processes a prompt;
+# on a CPU that advertises AMX without the kernel or hypervisor granting the process the
+# tile state (as here), -march=native compiles ggml's AMX matrix multiply, whose tile
+# instructions die with SIGILL on the first prompt (ggml_backend_amx_mul_mat; a
+# single-token product takes its VNNI path, no tiles, so decode runs, and is faster there
+# than without it: Q4_0 tg64 about 1.8x on one thread). Then a second build,
+# CACHE_DIR/build-noamx (GGML_NATIVE plus -mno-amx-tile -mno-amx-int8 -mno-amx-bf16: every
+# other native extension, AVX-512 and VNNI included, and with them llama.cpp's repacked
+# GEMM), is bin-prompt's. So each figure is llama.cpp's best build that runs here. Each
+# build folder's .flags records its cmake arguments; other arguments rebuild it.
 # The sources are the pinned llama-cpp-python source package that scripts/llama-peer.sh
 # downloads (it runs first, and checks the package's SHA-256). Idempotent: a finished
 # build and the requantized models are kept. Needs cmake and g++ (installed with apt-get
@@ -58,23 +62,25 @@ if [ ! -f "$SRC/.complete" ]; then
 fi
 CMAKE_ARGS=(-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF)
-TAG=native
-if grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
-  NOAMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-  CMAKE_ARGS+=("-DCMAKE_C_FLAGS=$NOAMX" "-DCMAKE_CXX_FLAGS=$NOAMX")
-  TAG=native-noamx
-fi
-BUILD="$CACHE/build-$TAG"
-BIN="$BUILD/bin"
-if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-quantize" ] ||
-  [ "$(cat "$BUILD/.flags" 2>/dev/null)" != "${CMAKE_ARGS[*]}" ]; then
-  step "cmake build llama-bench llama-quantize ($TAG: ${CMAKE_ARGS[*]})"
-  rm -f "$BUILD/.flags"
-  cmake -S "$SRC" -B "$BUILD" "${CMAKE_ARGS[@]}" >/dev/null
-  cmake --build "$BUILD" --target llama-bench llama-quantize -j "$(nproc)" >/dev/null
-  echo "${CMAKE_ARGS[*]}" >"$BUILD/.flags"
-fi
-ln -sfn "build-$TAG/bin" "$CACHE/bin"
+# build FOLDER EXTRA_CMAKE_ARGS...: llama-bench and llama-quantize into CACHE/FOLDER.
+build() {
+  local dir="$CACHE/$1" args=("${CMAKE_ARGS[@]}" "${@:2}")
+  if [ ! -x "$dir/bin/llama-bench" ] || [ ! -x "$dir/bin/llama-quantize" ] ||
+    [ "$(cat "$dir/.flags" 2>/dev/null)" != "${args[*]}" ]; then
+    step "cmake build llama-bench llama-quantize into $1 (${args[*]})"
+    rm -f "$dir/.flags"
+    # A folder configured elsewhere (moved) cannot be reconfigured in place.
+    if [ -f "$dir/CMakeCache.txt" ] &&
+      ! grep -qxF "CMAKE_CACHEFILE_DIR:INTERNAL=$dir" "$dir/CMakeCache.txt"; then
+      rm -rf "$dir"
+    fi
+    cmake -S "$SRC" -B "$dir" "${args[@]}" >/dev/null
+    cmake --build "$dir" --target llama-bench llama-quantize -j "$(nproc)" >/dev/null
+    echo "${args[*]}" >"$dir/.flags"
+  fi
+}
+build build
+ln -sfn build/bin "$CACHE/bin"
 BIN="$CACHE/bin"
 mkdir -p "$CACHE/models"
 for t in "${TYPES[@]}"; do
@@ -86,4 +92,20 @@ for t in "${TYPES[@]}"; do
     mv "$out.tmp" "$out"
   fi
 done
-step "ready: $BIN/llama-bench, models in $CACHE/models"
+# Does the native build process a prompt? (A few seconds; see the header for AMX. The
+# subshell, which waits for llama-bench, keeps bash's "Illegal instruction" notice out of
+# the output.)
+if (LD_LIBRARY_PATH="$BIN" "$BIN/llama-bench" -m "$CACHE/models/smollm2-Q4_0.gguf" \
+  -p 32 -n 0 -r 1 -t 1; exit $?) >/dev/null 2>&1; then
+  ln -sfn build/bin "$CACHE/bin-prompt"
+elif grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+  NOAMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  build build-noamx "-DCMAKE_C_FLAGS=$NOAMX" "-DCMAKE_CXX_FLAGS=$NOAMX"
+  ln -sfn build-noamx/bin "$CACHE/bin-prompt"
+  LD_LIBRARY_PATH="$CACHE/bin-prompt" "$CACHE/bin-prompt/llama-bench" \
+    -m "$CACHE/models/smollm2-Q4_0.gguf" -p 32 -n 0 -r 1 -t 1 >/dev/null 2>&1 ||
+    die "neither build of llama-bench processes a prompt"
+else
+  die "llama-bench (native build) fails on a prompt: $BIN/llama-bench -p 32 -n 0"
+fi
+step "ready: $BIN/llama-bench (prompts: $CACHE/bin-prompt/llama-bench), models in $CACHE/models"

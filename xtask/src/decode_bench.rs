@@ -4,8 +4,9 @@
 //! `adpq eval`'s forward pass beside `llama-bench`'s pp512 on the same files and threads
 //! (issue 17, goal 3: ≥ 0.8× Q4_K_M's pp512 on 2 threads).
 //!
-//! `scripts/llama-bench.sh` builds llama.cpp (pinned source, native SIMD, AMX left out
-//! where the CPU advertises it) and requantizes the model; the adpq checkpoints are made
+//! `scripts/llama-bench.sh` builds llama.cpp (pinned source, native SIMD; for prompts a
+//! second build without AMX where the native one dies on them, see the script) and
+//! requantizes the model; the adpq checkpoints are made
 //! here into `target/bench/decode/` with `adpq quantize` (v2 default, v3 preset, and v3
 //! with the tied embedding / output projection at 6 bits, which llama.cpp's files quantize
 //! too). Each adpq decode figure is the best of `--reps` runs (default 3) of 64 generated
@@ -138,12 +139,11 @@ pub fn run(args: &[String]) -> DynResult {
     let lb = root.join("target/llama-bench");
     for ty in LLAMA {
         let model = lb.join(format!("models/smollm2-{ty}.gguf"));
-        let bin = lb.join("bin");
         rows.push(Row {
             name: format!("llama.cpp {ty}"),
             mib: mib(&model)?,
-            tps: llama_tps(&bin, &model, (0, TOKENS), reps)?,
-            pp: llama_tps(&bin, &model, (PROMPT_TOKENS, 0), reps)?,
+            tps: llama_tps(&lb.join("bin"), &model, (0, TOKENS), reps)?,
+            pp: llama_tps(&lb.join("bin-prompt"), &model, (PROMPT_TOKENS, 0), reps)?,
         });
     }
     print!("{}", table(&rows));
