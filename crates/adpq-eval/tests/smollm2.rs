@@ -309,6 +309,46 @@ fn decoder_matches_the_forward_pass() {
     }
 }
 
+/// The decoder's logits are the same bits on one thread and on a team of three (two
+/// helpers, rows shared unevenly), on dense, packed v2 and packed v3 weights.
+#[test]
+#[ignore = "needs a release build (cargo test --release -- --ignored)"]
+fn decoder_threads_give_the_same_bits() {
+    use adpq_eval::decode::Decoder;
+    let Some(root) = data(&["smollm2/model.safetensors", "smollm2/config.json"]) else {
+        return;
+    };
+    let (config, ckpt) = load(&root);
+    let reference = Model::load(config, &ckpt).unwrap();
+    let kernels = AnyKernels::detect();
+    let engine = CpuEngine::new(kernels);
+    let v2 = PackedProjections::quantize_with(&reference, &engine, Params::default_for).unwrap();
+    let v3 = PackedProjections::quantize_with(&reference, &engine, Params::v3_for).unwrap();
+    let (v2, v3) = (v2.model(&reference).unwrap(), v3.model(&reference).unwrap());
+    let ids = &SENTENCES[0].1[..6];
+    for (name, model) in [("dense", &reference), ("v2", &v2), ("v3", &v3)] {
+        let logits = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut dec = Decoder::new(model, kernels, ids.len()).unwrap();
+                ids.iter()
+                    .flat_map(|&t| {
+                        dec.step(t)
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect::<Vec<u32>>()
+            })
+        };
+        assert!(logits(1) == logits(3), "{name}: 1 and 3 threads differ");
+    }
+}
+
 /// A session refuses a token past its length and a token outside the vocabulary, with
 /// an error, not a panic.
 #[test]

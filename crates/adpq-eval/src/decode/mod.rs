@@ -5,22 +5,25 @@
 //! position's keys and values are kept per layer, so a step costs one matrix-vector
 //! product per weight matrix plus attention over the positions so far. Packed weights
 //! are never expanded: every packed product is the core's fused dot on the packed rows
-//! with int8 activations (`Q8Activations::quantize_for`, rotated first for a v3 tensor),
-//! rows split over the rayon pool. Dense weights (the embedding and a tied output
-//! projection, or a whole unquantized model) use f32 dots.
+//! with int8 activations (`CpuKernels::quantize_activations`, rotated first for a v3
+//! tensor). With more than one thread in the rayon pool the step's products are split
+//! over a team that stays awake for the step ([`team`]). Dense weights (the embedding and
+//! a tied output projection, or a whole unquantized model) use f32 dots.
+
+mod team;
+
+use std::ops::Range;
 
 use adpq_core::kernels::Q8Activations;
 use adpq_core::CpuKernels;
 use rayon::prelude::*;
 
+use team::{Board, StopOnDrop};
+
 use crate::forward::{add, rms_norm, swiglu, Rope};
 use crate::linear::Linear;
 use crate::model::Model;
 use crate::{EvalError, Result};
-
-/// Rayon tasks per thread a product's rows are split into: enough that the threads
-/// finish together, few enough that scheduling is noise.
-const TASKS_PER_THREAD: usize = 4;
 
 /// Attention work (query heads × positions × head width) below which one thread does
 /// it all: a parallel region costs more than it saves on a short context.
@@ -39,6 +42,8 @@ pub struct Decoder<'m, K: CpuKernels> {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
     buf: Buffers,
+    /// Columns of the widest matrix (the int8 activations' room).
+    widest: usize,
 }
 
 /// The activations of one step.
@@ -65,6 +70,18 @@ struct Q8Buffers {
     q: Vec<i8>,
     scales: Vec<f32>,
     sums: Vec<i32>,
+}
+
+impl Q8Buffers {
+    /// Room for inputs of `widest` columns.
+    fn for_width(widest: usize) -> Self {
+        Q8Buffers {
+            q: vec![0i8; widest],
+            // Groups have at least 16 columns in every format version.
+            scales: vec![0f32; widest.div_ceil(16)],
+            sums: vec![0i32; widest.div_ceil(16)],
+        }
+    }
 }
 
 impl<'m, K: CpuKernels> Decoder<'m, K> {
@@ -115,13 +132,9 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
                 up: vec![0f32; c.intermediate_size],
                 delta: vec![0f32; c.hidden_size],
                 logits: vec![0f32; model.output().shape().0],
-                q8: std::array::from_fn(|_| Q8Buffers {
-                    q: vec![0i8; widest],
-                    // Groups have at least 16 columns in every format version.
-                    scales: vec![0f32; widest.div_ceil(16)],
-                    sums: vec![0i32; widest.div_ceil(16)],
-                }),
+                q8: std::array::from_fn(|_| Q8Buffers::for_width(widest)),
             },
+            widest,
         })
     }
 
@@ -134,6 +147,26 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
     /// (`vocab` values). An error when the session is full or the token is outside the
     /// vocabulary.
     pub fn step(&mut self, token: u32) -> Result<&[f32]> {
+        let helpers = rayon::current_num_threads().saturating_sub(1);
+        if helpers == 0 {
+            self.step_on(token, None)?;
+        } else {
+            let board = Board::new(helpers);
+            let (k, widest) = (self.kernels, self.widest);
+            std::thread::scope(|scope| {
+                for h in 1..=helpers {
+                    let board = &board;
+                    scope.spawn(move || board.help(k, h, widest));
+                }
+                let _stop = StopOnDrop(&board);
+                self.step_on(token, Some(&board))
+            })?;
+        }
+        Ok(&self.buf.logits)
+    }
+
+    /// [`step`](Self::step) with the products shared with the helpers of `board`.
+    fn step_on(&mut self, token: u32, board: Option<&Board<'m>>) -> Result<()> {
         let c = &self.model.config;
         if self.pos >= self.max_len {
             return Err(EvalError::Text(format!(
@@ -146,12 +179,12 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
                 "token id {token} is outside the vocabulary"
             )));
         }
-        let (k, b, p) = (self.kernels, &mut self.buf, self.pos);
-        embed_row(&self.model.embed, k, token as usize, &mut b.x)?;
+        let (k, b, p, model) = (self.kernels, &mut self.buf, self.pos, self.model);
+        embed_row(&model.embed, k, token as usize, &mut b.x)?;
         let eps = c.rms_norm_eps as f32;
         let (heads, kv_heads, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
         let kv_dim = kv_heads * d;
-        for (i, layer) in self.model.layers.iter().enumerate() {
+        for (i, layer) in model.layers.iter().enumerate() {
             rms_norm(&b.x, &layer.attn_norm, eps, &mut b.h);
             gemv(
                 k,
@@ -162,6 +195,7 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
                     (&layer.v, &mut b.v),
                 ],
                 &mut b.q8,
+                board,
             )?;
             self.rope.apply_at(p, &mut b.q);
             self.rope.apply_at(p, &mut b.k);
@@ -174,7 +208,7 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
                 d,
             };
             attend(&b.q, &kv, heads, &mut b.att);
-            gemv(k, &b.att, [(&layer.o, &mut b.delta)], &mut b.q8)?;
+            gemv(k, &b.att, [(&layer.o, &mut b.delta)], &mut b.q8, board)?;
             add(&mut b.x, &b.delta);
             rms_norm(&b.x, &layer.mlp_norm, eps, &mut b.h);
             gemv(
@@ -182,15 +216,16 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
                 &b.h,
                 [(&layer.gate, &mut b.gate), (&layer.up, &mut b.up)],
                 &mut b.q8,
+                board,
             )?;
             swiglu(&mut b.gate, &b.up);
-            gemv(k, &b.gate, [(&layer.down, &mut b.delta)], &mut b.q8)?;
+            gemv(k, &b.gate, [(&layer.down, &mut b.delta)], &mut b.q8, board)?;
             add(&mut b.x, &b.delta);
         }
-        rms_norm(&b.x, &self.model.norm, eps, &mut b.h);
-        gemv(k, &b.h, [(self.model.output(), &mut b.logits)], &mut b.q8)?;
+        rms_norm(&b.x, &model.norm, eps, &mut b.h);
+        gemv(k, &b.h, [(model.output(), &mut b.logits)], &mut b.q8, board)?;
         self.pos += 1;
-        Ok(&self.buf.logits)
+        Ok(())
     }
 }
 
@@ -270,22 +305,16 @@ fn embed_row<K: CpuKernels>(embed: &Linear<'_>, k: K, r: usize, out: &mut [f32])
     Ok(())
 }
 
-/// `y_i = W_i x` for matrices that share their input `x` (q, k and v; gate and up): one
-/// parallel region over all their rows, in [`TASKS_PER_THREAD`] tasks per thread (fewer joins of the
-/// pool than a region per matrix). f32 dots for dense weights; for adpq weights the
-/// core's fused int8-activation dot on the packed rows, `x` quantized once per group size
-/// and rotation among them.
-fn gemv<K: CpuKernels, const M: usize>(
+/// `y_i = W_i x` for matrices that share their input `x` (q, k and v; gate and up): on
+/// this thread, or shared with the helpers of `board`.
+fn gemv<'m, K: CpuKernels, const M: usize>(
     k: K,
     x: &[f32],
-    outs: [(&Linear<'_>, &mut [f32]); M],
+    outs: [(&'m Linear<'m>, &mut [f32]); M],
     q8: &mut [Q8Buffers],
+    board: Option<&Board<'m>>,
 ) -> Result<()> {
-    // Per matrix, which activations it reads (an index into `acts`).
-    let mut slot_of = [usize::MAX; M];
-    let mut acts: Vec<Q8Activations<'_>> = Vec::with_capacity(q8.len());
-    let mut free = q8.iter_mut();
-    for (i, (w, y)) in outs.iter().enumerate() {
+    for (w, y) in &outs {
         let (rows, cols) = w.shape();
         if x.len() != cols || y.len() != rows {
             return Err(EvalError::Shape(format!(
@@ -294,12 +323,75 @@ fn gemv<K: CpuKernels, const M: usize>(
                 y.len()
             )));
         }
+    }
+    let mut outs = outs;
+    match board {
+        Some(board) => board.product(k, x, &mut outs, q8),
+        None => {
+            let mats: Vec<&Linear<'_>> = outs.iter().map(|(w, _)| *w).collect();
+            if let [(_, y)] = &mut outs[..] {
+                return product_rows(k, x, &mats, 0..y.len(), y, q8);
+            }
+            // One call for all the matrices, so that they share their int8 activations.
+            let mut rows = vec![0f32; outs.iter().map(|(_, y)| y.len()).sum()];
+            product_rows(k, x, &mats, 0..rows.len(), &mut rows, q8)?;
+            scatter(&mut outs, 0, &rows);
+            Ok(())
+        }
+    }
+}
+
+/// Copies `rows` (rows `first..` of the matrices of `outs`, one after the other) into
+/// the outputs.
+fn scatter(outs: &mut [(&Linear<'_>, &mut [f32])], first: usize, rows: &[f32]) {
+    let (mut at, mut done) = (0, 0);
+    for (_, y) in outs.iter_mut() {
+        let span = at..at + y.len();
+        let from = first + done;
+        if done < rows.len() && span.contains(&from) {
+            let n = (span.end - from).min(rows.len() - done);
+            y[from - at..from - at + n].copy_from_slice(&rows[done..done + n]);
+            done += n;
+        }
+        at = span.end;
+    }
+}
+
+/// Rows `range` of the matrices `mats` one after the other (which share their input `x`)
+/// into `out`: f32 dots for dense weights; for adpq weights the core's fused
+/// int8-activation dot on the packed rows, `x` quantized once per group size and rotation
+/// among the matrices the range reaches.
+fn product_rows<K: CpuKernels>(
+    k: K,
+    x: &[f32],
+    mats: &[&Linear<'_>],
+    range: Range<usize>,
+    out: &mut [f32],
+    q8: &mut [Q8Buffers],
+) -> Result<()> {
+    let mut acts: Vec<Q8Activations<'_>> = Vec::with_capacity(q8.len());
+    let mut free = q8.iter_mut();
+    let (mut at, mut done) = (0, 0);
+    for w in mats {
+        let (rows, cols) = w.shape();
+        let span = at..at + rows;
+        at += rows;
+        let (lo, hi) = (range.start.max(span.start), range.end.min(span.end));
+        if lo >= hi {
+            continue;
+        }
+        let (first, ys) = (lo - span.start, &mut out[done..done + (hi - lo)]);
+        done += hi - lo;
         match w {
-            Linear::Dense { .. } | Linear::Decoded { .. } => {}
+            Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
+                for (r, yv) in ys.iter_mut().enumerate() {
+                    *yv = dot(&w[(first + r) * cols..][..cols], x);
+                }
+            }
             Linear::Packed(p) => {
                 let (g, rotation) = (p.params().group_size, p.info().rotation);
                 let same = |a: &Q8Activations<'_>| a.group_size() == g && a.rotation() == rotation;
-                slot_of[i] = match acts.iter().position(same) {
+                let slot = match acts.iter().position(same) {
                     Some(j) => j,
                     None => {
                         let b = free.next().ok_or_else(|| {
@@ -316,6 +408,7 @@ fn gemv<K: CpuKernels, const M: usize>(
                         acts.len() - 1
                     }
                 };
+                k.gemv_q8_rows(p, first, &acts[slot], ys)?;
             }
             Linear::Rtn { .. } => {
                 return Err(EvalError::Shape(
@@ -324,36 +417,5 @@ fn gemv<K: CpuKernels, const M: usize>(
             }
         }
     }
-    // Rows per task: the region's rows in `TASKS_PER_THREAD` tasks per thread, whole
-    // blocks of 4 rows (the kernels' block).
-    let rows: usize = outs.iter().map(|(_, y)| y.len()).sum();
-    let per_task = rows
-        .div_ceil(TASKS_PER_THREAD * rayon::current_num_threads())
-        .next_multiple_of(4);
-    let mut tasks = Vec::new();
-    for (i, (w, y)) in outs.into_iter().enumerate() {
-        for (b, ys) in y.chunks_mut(per_task).enumerate() {
-            tasks.push((w, i, b * per_task, ys));
-        }
-    }
-    let (acts, slot_of) = (&acts, &slot_of);
-    tasks.into_par_iter().try_for_each(|(w, i, first, ys)| {
-        match w {
-            Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
-                let cols = x.len();
-                for (r, yv) in ys.iter_mut().enumerate() {
-                    *yv = dot(&w[(first + r) * cols..][..cols], x);
-                }
-            }
-            Linear::Packed(p) => {
-                k.gemv_q8_rows(p, first, &acts[slot_of[i]], ys)?;
-            }
-            Linear::Rtn { .. } => {
-                return Err(EvalError::Shape(
-                    "decoding needs dense or adpq-packed weights".into(),
-                ))
-            }
-        }
-        Ok(())
-    })
+    Ok(())
 }
