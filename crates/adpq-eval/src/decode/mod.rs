@@ -7,7 +7,7 @@
 //! are never expanded: every packed product is the core's fused dot on the packed rows
 //! with int8 activations (`CpuKernels::quantize_activations`, rotated first for a v3
 //! tensor). With more than one thread in the rayon pool the step's products are split
-//! over a team that stays awake for the step ([`team`]). Dense weights (the embedding and
+//! over a team that stays awake for the step (`decode/team.rs`). Dense weights (the embedding and
 //! a tied output projection, or a whole unquantized model) use f32 dots.
 
 mod team;
