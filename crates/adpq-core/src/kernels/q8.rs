@@ -94,7 +94,7 @@ impl<'a> Q8Activations<'a> {
         scales: &'a mut [f32],
         sums: &'a mut [i32],
     ) -> Result<Q8Activations<'a>> {
-        Self::quantize_rotated(x, group_size, None, q, scales, sums)
+        Self::quantize_with(Reference, x, group_size, None, q, scales, sums)
     }
 
     /// Quantizes `x` for the dot products of tensor `t`: in `t`'s rotated basis when it is
@@ -107,19 +107,7 @@ impl<'a> Q8Activations<'a> {
         scales: &'a mut [f32],
         sums: &'a mut [i32],
     ) -> Result<Q8Activations<'a>> {
-        let g = t.params().group_size;
-        Self::quantize_rotated(x, g, t.info().rotation, q, scales, sums)
-    }
-
-    fn quantize_rotated(
-        x: &[f32],
-        group_size: u16,
-        rotation: Option<Rotation>,
-        q: &'a mut [i8],
-        scales: &'a mut [f32],
-        sums: &'a mut [i32],
-    ) -> Result<Q8Activations<'a>> {
-        Self::quantize_with(Reference, x, group_size, rotation, q, scales, sums)
+        Self::quantize_for_with(Reference, t, x, q, scales, sums)
     }
 
     /// [`quantize_for`](Self::quantize_for) with the rotation and the group quantization
