@@ -118,12 +118,18 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(sign | magnitude << 13) * f32::from_bits((127 + 112) << 23)
 }
 
+/// The value of a stored unit field `h` (f16 bits) in a tensor of scale exponent
+/// `scale_exp`: `h · 2^scale_exp`.
+#[inline(always)]
+pub(crate) fn unit_value(h: u16, scale_exp: i8) -> f32 {
+    f16_to_f32(h) * pow2(i32::from(scale_exp))
+}
+
 impl RowUnits {
     /// The units of stored fields.
     #[inline]
     pub fn from_stored(bits: [u16; 3], scale_exp: i8, threshold: f32) -> RowUnits {
-        let scale = pow2(i32::from(scale_exp));
-        let value = |h: u16| f16_to_f32(h) * scale;
+        let value = |h: u16| unit_value(h, scale_exp);
         RowUnits {
             step_unit_bits: bits[0],
             min_unit_bits: bits[1],

@@ -450,8 +450,7 @@ fn dot_rows_q8<S: Lanes, C: CodeChunks<S>, const N: usize>(
     // Lane `n`: row `n`'s units.
     let (mut step_units, mut min_units) = ([0f32; 8], [0f32; 8]);
     for (n, (records, _)) in rows.iter().enumerate() {
-        let units = t.units_of_records(records);
-        (step_units[n], min_units[n]) = (units.step_unit, units.min_unit);
+        (step_units[n], min_units[n]) = t.v3_units(records);
     }
     let (step_units, min_units) = (s.load_f(&step_units), s.load_f(&min_units));
     let unit = s.splat_f(level_unit(&fp));
