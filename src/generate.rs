@@ -65,7 +65,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let kernels = match a.run.backend.as_str() {
         "cuda" => {
             return Err(Error::Usage(
-                "--backend cuda: generate runs on the CPU (auto, scalar, avx2, neon)".into(),
+                "--backend cuda: generate runs on the CPU (auto, scalar, avx2, avx-vnni, neon)"
+                    .into(),
             ))
         }
         name => AnyKernels::by_name(name).map_err(|e| Error::Usage(e.to_string()))?,

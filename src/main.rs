@@ -144,7 +144,7 @@ struct RunArgs {
     #[arg(long, short = 'j', default_value_t = 0, value_parser = parse_threads)]
     threads: usize,
     /// Compute backend: auto (CUDA when usable, else the fastest this CPU supports),
-    /// cuda, scalar, avx2, neon.
+    /// cuda, scalar, avx2, avx-vnni, neon.
     #[arg(long, default_value = "auto")]
     backend: String,
     /// No progress output.

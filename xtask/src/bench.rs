@@ -136,7 +136,7 @@ fn simd_rustflags() -> Option<&'static str> {
 }
 
 fn order(backend: &str) -> usize {
-    ["scalar", "avx2", "neon", "candle"]
+    ["scalar", "avx2", "avx-vnni", "neon", "candle"]
         .iter()
         .position(|b| *b == backend)
         .unwrap_or(9)

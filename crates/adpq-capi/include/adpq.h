@@ -176,7 +176,8 @@ enum adpq_backend
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   /**
-   * The fastest set this CPU runs, detected at run time (AVX2+FMA, NEON, else scalar).
+   * The fastest set this CPU runs, detected at run time (AVX-VNNI, AVX2+FMA, NEON,
+   * else scalar).
    */
   ADPQ_BACKEND_AUTO = 0,
   /**
@@ -191,6 +192,10 @@ enum adpq_backend
    * NEON (aarch64).
    */
   ADPQ_BACKEND_NEON = 3,
+  /**
+   * AVX2 + FMA with AVX-VNNI's int8 dot (x86_64 CPUs that have them).
+   */
+  ADPQ_BACKEND_AVX_VNNI = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -444,7 +449,7 @@ adpq_status adpq_tensor_get_info(const struct adpq_tensor *tensor, struct adpq_t
 adpq_status adpq_backend_resolve(uint32_t backend, uint32_t *out);
 
 /**
- * The name (`"scalar"`, `"avx2"`, `"neon"`) of the kernels `backend` runs
+ * The name (`"scalar"`, `"avx2"`, `"avx-vnni"`, `"neon"`) of the kernels `backend` runs
  * (`ADPQ_BACKEND_AUTO`: the detected set), as a static NUL-terminated string; NULL
  * when the value is unknown or the set cannot run here. Thread-safe.
  */

@@ -13,7 +13,8 @@ use crate::{guard, ptr};
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum adpq_backend {
-    /// The fastest set this CPU runs, detected at run time (AVX2+FMA, NEON, else scalar).
+    /// The fastest set this CPU runs, detected at run time (AVX-VNNI, AVX2+FMA, NEON,
+    /// else scalar).
     ADPQ_BACKEND_AUTO = 0,
     /// The portable scalar oracle, on every target.
     ADPQ_BACKEND_SCALAR = 1,
@@ -21,6 +22,8 @@ pub enum adpq_backend {
     ADPQ_BACKEND_AVX2 = 2,
     /// NEON (aarch64).
     ADPQ_BACKEND_NEON = 3,
+    /// AVX2 + FMA with AVX-VNNI's int8 dot (x86_64 CPUs that have them).
+    ADPQ_BACKEND_AVX_VNNI = 4,
 }
 
 /// Element types, passed as `uint32_t dtype`.
@@ -51,6 +54,7 @@ pub(crate) fn kernels(backend: u32) -> Result<AnyKernels, adpq_status> {
         1 => "scalar",
         2 => "avx2",
         3 => "neon",
+        4 => "avx-vnni",
         _ => return Err(ADPQ_STATUS_INVALID_ARGUMENT),
     };
     AnyKernels::by_name(name).map_err(|_| ADPQ_STATUS_BACKEND_UNAVAILABLE)
@@ -69,6 +73,7 @@ pub unsafe extern "C" fn adpq_backend_resolve(backend: u32, out: *mut u32) -> ad
         let v = match kernels(backend)? {
             AnyKernels::Scalar(_) => adpq_backend::ADPQ_BACKEND_SCALAR,
             AnyKernels::Avx2(_) => adpq_backend::ADPQ_BACKEND_AVX2,
+            AnyKernels::AvxVnni(_) => adpq_backend::ADPQ_BACKEND_AVX_VNNI,
             AnyKernels::Neon(_) => adpq_backend::ADPQ_BACKEND_NEON,
         };
         // SAFETY: caller contract on `out`.
@@ -76,7 +81,7 @@ pub unsafe extern "C" fn adpq_backend_resolve(backend: u32, out: *mut u32) -> ad
     })
 }
 
-/// The name (`"scalar"`, `"avx2"`, `"neon"`) of the kernels `backend` runs
+/// The name (`"scalar"`, `"avx2"`, `"avx-vnni"`, `"neon"`) of the kernels `backend` runs
 /// (`ADPQ_BACKEND_AUTO`: the detected set), as a static NUL-terminated string; NULL
 /// when the value is unknown or the set cannot run here. Thread-safe.
 #[no_mangle]
@@ -84,6 +89,7 @@ pub extern "C" fn adpq_backend_name(backend: u32) -> *const core::ffi::c_char {
     match kernels(backend) {
         Ok(AnyKernels::Scalar(_)) => c"scalar".as_ptr(),
         Ok(AnyKernels::Avx2(_)) => c"avx2".as_ptr(),
+        Ok(AnyKernels::AvxVnni(_)) => c"avx-vnni".as_ptr(),
         Ok(AnyKernels::Neon(_)) => c"neon".as_ptr(),
         Err(_) => core::ptr::null(),
     }

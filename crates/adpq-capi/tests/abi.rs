@@ -459,6 +459,25 @@ fn bad_arguments_get_a_status_and_leave_outputs_alone() {
             );
             assert_eq!(b, 5);
         }
+        // AVX-VNNI resolves to itself exactly where the core can run it.
+        let vnni = adpq_backend::ADPQ_BACKEND_AVX_VNNI as u32;
+        let mut b = 5u32;
+        if adpq_core::AvxVnni::is_available() {
+            assert_eq!(adpq_backend_resolve(vnni, &mut b), ADPQ_STATUS_OK);
+            assert_eq!(b, vnni);
+            assert_eq!(
+                core::ffi::CStr::from_ptr(adpq_backend_name(vnni))
+                    .to_str()
+                    .unwrap(),
+                "avx-vnni"
+            );
+        } else {
+            assert_eq!(
+                adpq_backend_resolve(vnni, &mut b),
+                ADPQ_STATUS_BACKEND_UNAVAILABLE
+            );
+            assert_eq!(b, 5);
+        }
     }
 }
 

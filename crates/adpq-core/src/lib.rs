@@ -17,9 +17,9 @@
 //!   share of the packed buffer, stitched (positions, offsets, header, CRC) in place.
 //!   The sequential path and a parallel driver run the same code.
 //! - The [`CpuKernels`] trait (sealed), implemented by [`Scalar`] (the oracle), [`Avx2`]
-//!   (x86_64, detected at run time with `cpufeatures`, which needs no std) and [`Neon`]
-//!   (aarch64); [`AnyKernels::detect`] picks the best one. Fast paths produce the
-//!   oracle's bytes.
+//!   (x86_64, detected at run time with `cpufeatures`, which needs no std), [`AvxVnni`]
+//!   (AVX2 with AVX-VNNI's int8 dot, detected by CPUID) and [`Neon`] (aarch64);
+//!   [`AnyKernels::detect`] picks the best one. Fast paths produce the oracle's bytes.
 //!
 //! ```
 //! use adpq_core::{packed_len, CpuKernels, PackedTensor, Params, Scalar, Weights};
@@ -71,8 +71,8 @@ pub use dtype::OutDtype;
 pub use error::{Error, FormatError, Result};
 pub use format::{packed_len, Layout, PackedTensor, RowCursor, RowGroup};
 pub use kernels::{
-    AnyKernels, Avx2, CpuKernels, KernelChoiceError, KernelScan, Neon, Q8Activations, Quantized,
-    Scalar,
+    AnyKernels, Avx2, AvxVnni, CpuKernels, KernelChoiceError, KernelScan, Neon, Q8Activations,
+    Quantized, Scalar,
 };
 pub use params::{FormatParams, FormatVersion, Grid, ParamFields, Params, SelectionMode};
 pub use plan::{BlockDone, BlockOut, BlockSections, Blocks, QuantizePlan};

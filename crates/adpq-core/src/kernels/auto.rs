@@ -3,7 +3,7 @@
 use super::check_activations;
 use core::fmt;
 
-use super::{Avx2, CpuKernels, Neon, Q8Activations, RowJob, RowsDone, RowsOut, Scalar};
+use super::{Avx2, AvxVnni, CpuKernels, Neon, Q8Activations, RowJob, RowsDone, RowsOut, Scalar};
 use crate::error::Result;
 use crate::format::code_at;
 use crate::format::PackedTensor;
@@ -22,6 +22,8 @@ pub enum AnyKernels {
     Scalar(Scalar),
     /// AVX2 + FMA (x86_64).
     Avx2(Avx2),
+    /// AVX2 + FMA with AVX-VNNI's int8 dot (x86_64).
+    AvxVnni(AvxVnni),
     /// NEON (aarch64, always present there).
     Neon(Neon),
 }
@@ -40,7 +42,7 @@ impl fmt::Display for KernelChoiceError<'_> {
         match self {
             KernelChoiceError::Unknown(n) => write!(
                 f,
-                "unknown backend `{n}` (expected one of: auto, scalar, avx2, neon)"
+                "unknown backend `{n}` (expected one of: auto, scalar, avx2, avx-vnni, neon)"
             ),
             KernelChoiceError::Unavailable(n) => {
                 write!(f, "backend `{n}` is not available on this CPU")
@@ -54,11 +56,14 @@ impl std::error::Error for KernelChoiceError<'_> {}
 
 impl AnyKernels {
     /// The names [`AnyKernels::by_name`] accepts besides `auto`.
-    pub const NAMES: [&'static str; 3] = ["scalar", "avx2", "neon"];
+    pub const NAMES: [&'static str; 4] = ["scalar", "avx2", "avx-vnni", "neon"];
 
-    /// The fastest backend this CPU supports: AVX2, else NEON, else scalar.
+    /// The fastest backend this CPU supports: AVX-VNNI, else AVX2, else NEON, else
+    /// scalar.
     pub fn detect() -> AnyKernels {
-        if let Some(b) = Avx2::try_new() {
+        if let Some(b) = AvxVnni::try_new() {
+            AnyKernels::AvxVnni(b)
+        } else if let Some(b) = Avx2::try_new() {
             AnyKernels::Avx2(b)
         } else if let Some(b) = Neon::try_new() {
             AnyKernels::Neon(b)
@@ -67,7 +72,8 @@ impl AnyKernels {
         }
     }
 
-    /// The backend called `name` (`auto`, `scalar`, `avx2`, `neon`; case-insensitive).
+    /// The backend called `name` (`auto`, `scalar`, `avx2`, `avx-vnni`, `neon`;
+    /// case-insensitive).
     ///
     /// ```
     /// use adpq_core::kernels::AnyKernels;
@@ -85,6 +91,10 @@ impl AnyKernels {
             Avx2::try_new()
                 .map(AnyKernels::Avx2)
                 .ok_or(KernelChoiceError::Unavailable("avx2"))
+        } else if is("avx-vnni") {
+            AvxVnni::try_new()
+                .map(AnyKernels::AvxVnni)
+                .ok_or(KernelChoiceError::Unavailable("avx-vnni"))
         } else if is("neon") {
             Neon::try_new()
                 .map(AnyKernels::Neon)
@@ -99,6 +109,7 @@ impl AnyKernels {
         [
             Some(AnyKernels::Scalar(Scalar)),
             Avx2::try_new().map(AnyKernels::Avx2),
+            AvxVnni::try_new().map(AnyKernels::AvxVnni),
             Neon::try_new().map(AnyKernels::Neon),
         ]
         .into_iter()
@@ -116,6 +127,11 @@ impl From<Avx2> for AnyKernels {
         AnyKernels::Avx2(b)
     }
 }
+impl From<AvxVnni> for AnyKernels {
+    fn from(b: AvxVnni) -> Self {
+        AnyKernels::AvxVnni(b)
+    }
+}
 impl From<Neon> for AnyKernels {
     fn from(b: Neon) -> Self {
         AnyKernels::Neon(b)
@@ -127,6 +143,7 @@ macro_rules! dispatch {
         match $self {
             AnyKernels::Scalar($b) => $e,
             AnyKernels::Avx2($b) => $e,
+            AnyKernels::AvxVnni($b) => $e,
             AnyKernels::Neon($b) => $e,
         }
     };

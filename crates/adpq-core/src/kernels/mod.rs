@@ -30,12 +30,12 @@ pub use prefetch::prefetch_rows;
 pub use q8::{dot_row_q8_ref, Q8Activations};
 pub use scalar::Scalar;
 pub use scan::KernelScan;
-#[cfg(not(target_arch = "x86_64"))]
-pub use stubs::Avx2;
 #[cfg(not(target_arch = "aarch64"))]
 pub use stubs::Neon;
+#[cfg(not(target_arch = "x86_64"))]
+pub use stubs::{Avx2, AvxVnni};
 #[cfg(target_arch = "x86_64")]
-pub use x86_64::Avx2;
+pub use x86_64::{Avx2, AvxVnni};
 
 use crate::bits::BitWriter;
 use crate::error::{Error, Result};
@@ -100,6 +100,7 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for super::Scalar {}
     impl Sealed for super::Avx2 {}
+    impl Sealed for super::AvxVnni {}
     impl Sealed for super::Neon {}
     impl Sealed for super::AnyKernels {}
 }

@@ -1,5 +1,5 @@
 //! Stand-ins for the backends of other architectures, so that [`AnyKernels`] and code
-//! that names `Avx2` or `Neon` compile everywhere. Each stand-in is uninhabited: its
+//! that names `Avx2`, `AvxVnni` or `Neon` compile everywhere. Each stand-in is uninhabited: its
 //! `try_new` returns `None`, so no value (and no call of its methods) can exist.
 //!
 //! [`AnyKernels`]: super::AnyKernels
@@ -77,5 +77,7 @@ macro_rules! stub_backend {
 
 #[cfg(not(target_arch = "x86_64"))]
 stub_backend!(Avx2, "AVX2", "x86_64");
+#[cfg(not(target_arch = "x86_64"))]
+stub_backend!(AvxVnni, "AVX-VNNI", "x86_64");
 #[cfg(not(target_arch = "aarch64"))]
 stub_backend!(Neon, "NEON", "aarch64");

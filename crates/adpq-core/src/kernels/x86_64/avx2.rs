@@ -72,7 +72,7 @@ impl Avx2 {
 }
 
 impl SimdToken for Avx2 {
-    type Lanes = Avx2Lanes;
+    type Lanes = Avx2Lanes<false>;
 
     #[inline(always)]
     fn run<K: Kernel<Self::Lanes>>(self, k: K) -> K::Out {
@@ -83,7 +83,7 @@ impl SimdToken for Avx2 {
 
 /// Compiles kernel `k` (inlined) with the three features enabled.
 #[target_feature(enable = "avx2,fma,popcnt")]
-fn with_avx2<K: Kernel<Avx2Lanes>>(s: Avx2Lanes, k: K) -> K::Out {
+fn with_avx2<K: Kernel<Avx2Lanes<false>>>(s: Avx2Lanes<false>, k: K) -> K::Out {
     k.call(s)
 }
 

@@ -2,22 +2,25 @@
 //!
 //! Every method is `#[inline(always)]` and calls its intrinsics in an `unsafe` block: the
 //! intrinsics need AVX2, FMA (and POPCNT for `count_ones`), and an [`Avx2Lanes`] value can
-//! only be made from an [`Avx2`] token, which proves the CPU has all three. The methods
-//! inline into the `#[target_feature]` entry points of [`super::avx2`], where the
-//! intrinsics compile to single instructions.
+//! only be made from an [`Avx2`] or [`AvxVnni`] token, which proves the CPU has all three.
+//! The methods inline into the `#[target_feature]` entry points of [`super::avx2`] and
+//! [`super::vnni`], where the intrinsics compile to single instructions. With `VNNI` (only
+//! made from an [`AvxVnni`] token) the int8 dot is one `vpdpbusd` instead of three.
 
 use core::arch::x86_64::*;
 
 use super::avx2::Avx2;
+use super::vnni::AvxVnni;
 use crate::kernels::simd::{Lanes, PositionReader};
 
-/// The AVX2 lanes; holding one proves AVX2, FMA and POPCNT are available.
+/// The AVX2 lanes; holding one proves AVX2, FMA and POPCNT are available, and with
+/// `VNNI` also AVX-VNNI.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Avx2Lanes {
+pub(crate) struct Avx2Lanes<const VNNI: bool> {
     _proof: Avx2,
 }
 
-impl Avx2Lanes {
+impl Avx2Lanes<false> {
     /// The lanes of a token.
     #[inline(always)]
     pub(super) fn new(token: Avx2) -> Self {
@@ -25,11 +28,22 @@ impl Avx2Lanes {
     }
 }
 
+impl Avx2Lanes<true> {
+    /// The lanes of an AVX-VNNI token.
+    #[inline(always)]
+    pub(super) fn with_vnni(token: AvxVnni) -> Self {
+        Avx2Lanes {
+            _proof: token.avx2(),
+        }
+    }
+}
+
 /// Runs one expression of intrinsics; the caller is an [`Avx2Lanes`] method.
 macro_rules! avx2 {
     ($e:expr) => {
-        // SAFETY: `self` is an `Avx2Lanes`, made only from an `Avx2` token, which proves
-        // the CPU supports AVX2, FMA and POPCNT (all these intrinsics need). The pointer
+        // SAFETY: `self` is an `Avx2Lanes`, made only from an `Avx2` or `AvxVnni` token,
+        // each of which proves the CPU supports AVX2, FMA and POPCNT (all these
+        // intrinsics need). The pointer
         // arguments, where any, are derived from references to exactly as many bytes as
         // the intrinsic reads or writes, and the unaligned forms have no alignment
         // requirement.
@@ -37,7 +51,7 @@ macro_rules! avx2 {
     };
 }
 
-impl Lanes for Avx2Lanes {
+impl<const VNNI: bool> Lanes for Avx2Lanes<VNNI> {
     type F = __m256;
     type U = __m256i;
     type B = __m256i;
@@ -363,6 +377,12 @@ impl Lanes for Avx2Lanes {
     }
     #[inline(always)]
     fn dot_bytes_i8(self, c: __m256i, q: __m256i, acc: __m256i) -> __m256i {
+        if VNNI {
+            // SAFETY: `Avx2Lanes<true>` is made only from an `AvxVnni` token, which proves
+            // the CPU supports AVX-VNNI (and AVX2). The sums equal the branch below: four
+            // products of at most 127·128 each fit an i32 without saturation.
+            return unsafe { _mm256_dpbusd_avx_epi32(acc, c, q) };
+        }
         avx2!({
             // `c` is at most 127, so |c·q + c·q| ≤ 2·127·127: no i16 saturation.
             let pairs = _mm256_maddubs_epi16(c, q);

@@ -2,8 +2,10 @@
 
 mod avx2;
 mod lanes;
+mod vnni;
 
 pub use avx2::Avx2;
+pub use vnni::AvxVnni;
 
 /// A hint to load the cache line holding `line`'s first byte into every cache level.
 #[inline(always)]
