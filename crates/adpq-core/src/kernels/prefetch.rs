@@ -27,11 +27,12 @@ pub fn prefetch_rows(t: &PackedTensor<'_>, first: usize, n: usize) {
     prefetch_lines(span(l.codes_at(), l.row_code_bytes()));
 }
 
-/// One hint per cache line of `bytes`.
+/// One hint per cache line of `bytes` (by its first byte: a hint covers the line, and
+/// a one-byte slice needs no per-line length arithmetic).
 #[inline]
 fn prefetch_lines(bytes: &[u8]) {
-    for line in bytes.chunks(LINE) {
-        hint(line);
+    for first in bytes.iter().step_by(LINE) {
+        hint(core::slice::from_ref(first));
     }
 }
 
