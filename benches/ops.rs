@@ -15,6 +15,12 @@
 //!   `gemv_v3` includes rotating `x` once per call, `gemv_q8_v3` rotating and quantizing
 //!   it (the activation transform a v3 engine pays per token).
 //!
+//! - `memory/read`: a plain sum over `rows·cols/2` bytes (4 bits a weight), throughput in
+//!   bytes: the rate the machine reads a packed tensor's worth of memory at, beside which
+//!   `cargo xtask bench` sets the gemvs' effective rate of packed bytes read. The packed
+//!   size of each format goes to the file `ADPQ_BENCH_SIZES` names, one `SUFFIX BYTES`
+//!   line per format (suffix `-` for version 1).
+//!
 //! With `--features candle`, candle-core peers run on the same data: `candle/q4_0_quantize`,
 //! `candle/q4k_quantize`, `candle/q4_0_dequantize` and `candle/q4_0_q8_0_vec_dot` (one
 //! `vec_dot` per row against an activation vector quantized to Q8_0 once).
@@ -24,7 +30,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use adpq_bench::{gaussian, quick, shape};
-use adpq_core::kernels::{AnyKernels, Q8Activations};
+use adpq_core::kernels::AnyKernels;
 use adpq_core::{bf16, f16, packed_len, CpuKernels, PackedTensor, Params, Weights};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
@@ -55,8 +61,13 @@ fn adpq(c: &mut Criterion) {
 
         // Versions 1 (`op`), 2 (`op_v2`) and 3 (`op_v3`): select, quantize, dequantize,
         // gemv, gemv_q8.
+        let mut sizes = String::new();
         for (p, suffix) in [(params, ""), (Params::V2, "_v2"), (Params::V3, "_v3")] {
-            format_ops(c, b, &w, &x, (rows, cols), &p, suffix);
+            let bytes = format_ops(c, b, &w, &x, (rows, cols), &p, suffix);
+            sizes += &format!("{} {bytes}\n", if suffix.is_empty() { "-" } else { suffix });
+        }
+        if let Some(path) = std::env::var_os("ADPQ_BENCH_SIZES") {
+            std::fs::write(path, sizes).expect("write the packed sizes");
         }
 
         // Half-precision checkpoints: the same weights as f16 and bf16 input (converted
@@ -105,7 +116,29 @@ fn group(c: &mut Criterion, id: String, n: usize) -> BenchmarkGroup<'_, WallTime
     g
 }
 
+/// A plain read of `n / 2` bytes (a 4-bit tensor's worth), throughput in bytes.
+fn memory(c: &mut Criterion) {
+    let (rows, cols) = shape();
+    let words: Vec<u64> = (0..rows * cols / 16).map(|i| i as u64).collect();
+    let mut g = c.benchmark_group("memory/read");
+    g.throughput(Throughput::Elements((words.len() * 8) as u64));
+    g.bench_function(format!("{rows}x{cols}"), |bch| {
+        bch.iter(|| {
+            // Four independent sums, so the adds keep up with the loads.
+            let mut acc = [0u64; 4];
+            for w in black_box(&words).chunks_exact(4) {
+                for (a, &v) in acc.iter_mut().zip(w) {
+                    *a = a.wrapping_add(v);
+                }
+            }
+            acc
+        })
+    });
+    g.finish();
+}
+
 /// The operations measured for each format version: `{backend}/{op}{suffix}/{shape}`.
+/// Returns the packed tensor's bytes.
 fn format_ops(
     c: &mut Criterion,
     b: AnyKernels,
@@ -114,7 +147,7 @@ fn format_ops(
     (rows, cols): (usize, usize),
     params: &Params,
     suffix: &str,
-) {
+) -> usize {
     let name = b.name();
     let n = rows * cols;
     let label = format!("{rows}x{cols}");
@@ -161,12 +194,14 @@ fn format_ops(
     let mut g = group(c, id("gemv_q8"), n);
     g.bench_function(&label, |bch| {
         bch.iter(|| {
-            let a =
-                Q8Activations::quantize_for(&t, black_box(x), &mut q, &mut sc, &mut su).unwrap();
+            let a = b
+                .quantize_activations(&t, black_box(x), &mut q, &mut sc, &mut su)
+                .unwrap();
             b.gemv_q8(black_box(&t), &a, &mut y).unwrap()
         })
     });
     g.finish();
+    t.as_bytes().len()
 }
 
 #[cfg(feature = "candle")]
@@ -226,6 +261,6 @@ fn candle(_: &mut Criterion) {}
 criterion_group! {
     name = benches;
     config = config();
-    targets = adpq, candle
+    targets = memory, adpq, candle
 }
 criterion_main!(benches);

@@ -91,6 +91,9 @@ pub fn run(args: &[String]) -> DynResult {
     if let Some(s) = &shape {
         cmd.env("ADPQ_BENCH_SHAPE", s);
     }
+    let sizes_file = build_dir.join("packed_bytes.txt");
+    let _ = std::fs::remove_file(&sizes_file);
+    cmd.env("ADPQ_BENCH_SIZES", &sizes_file);
     if let Some(flags) = simd_rustflags() {
         let mut rf = std::env::var("RUSTFLAGS").unwrap_or_default();
         if !rf.is_empty() {
@@ -110,7 +113,8 @@ pub fn run(args: &[String]) -> DynResult {
     rows.sort_by(|a, b| {
         (order(&a.backend), &a.op, &a.shape).cmp(&(order(&b.backend), &b.op, &b.shape))
     });
-    print!("{}", table(&rows));
+    let sizes = packed_sizes(&sizes_file);
+    print!("{}", table(&rows, &sizes));
 
     let out_dir = project_root().join("target").join("bench");
     std::fs::create_dir_all(&out_dir)?;
@@ -136,7 +140,7 @@ fn simd_rustflags() -> Option<&'static str> {
 }
 
 fn order(backend: &str) -> usize {
-    ["scalar", "avx2", "avx-vnni", "neon", "candle"]
+    ["memory", "scalar", "avx2", "avx-vnni", "neon", "candle"]
         .iter()
         .position(|b| *b == backend)
         .unwrap_or(9)
@@ -197,7 +201,39 @@ fn read_one(new: &Path) -> DynResult<Option<Row>> {
     }))
 }
 
-fn table(rows: &[Row]) -> String {
+/// The packed bytes of each format's bench tensor (`ADPQ_BENCH_SIZES`: `SUFFIX BYTES`
+/// lines, `-` for version 1), by op suffix; empty when the bench did not write them.
+fn packed_sizes(path: &Path) -> Vec<(String, f64)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (suffix, bytes) = l.split_once(' ')?;
+            let suffix = if suffix == "-" { "" } else { suffix };
+            Some((suffix.to_string(), bytes.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// A gemv row's effective rate of packed bytes read, in GB/s, and its ratio to the plain
+/// memory read of the same run: what goal 4 of issue 17 asks beside the weights/s.
+fn packed_rate(r: &Row, rows: &[Row], sizes: &[(String, f64)]) -> Option<String> {
+    let suffix =
+        r.op.strip_prefix("gemv_q8")
+            .or_else(|| r.op.strip_prefix("gemv"))?;
+    let bytes = sizes.iter().find(|(s, _)| s == suffix)?.1;
+    let (h, w) = r.shape.split_once('x')?;
+    let n = h.parse::<f64>().ok()? * w.parse::<f64>().ok()?;
+    let gbs = r.elems_per_s * bytes / n / 1e9;
+    let read = rows
+        .iter()
+        .find(|q| q.backend == "memory" && q.op == "read" && q.shape == r.shape)?;
+    Some(format!(
+        "{gbs:.2} GB/s packed, {:.2}x memory read",
+        gbs * 1e9 / read.elems_per_s
+    ))
+}
+
+fn table(rows: &[Row], sizes: &[(String, f64)]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -210,10 +246,13 @@ fn table(rows: &[Row]) -> String {
                 .find(|q| q.backend == "candle" && q.op == p && q.shape == r.shape)
                 .map(|q| (p, r.elems_per_s / q.elems_per_s))
         });
-        let vs = match peer {
+        let mut vs = match peer {
             Some((p, ratio)) if r.backend != "candle" => format!("{ratio:.2}x {p}"),
             _ => String::new(),
         };
+        if let Some(rate) = packed_rate(r, rows, sizes) {
+            vs = format!("{vs:<28}  {rate}");
+        }
         let _ = writeln!(
             s,
             "{:<8} {:<18} {:<10} {:>12.3}  {:<28}",
