@@ -11,7 +11,9 @@
 //! F32, a U8 tensor starting with the packed magic) and its quantization
 //! (`adpq quantize --include 'weight$' --group-size 64`, so `adpq.not_packed` is there
 //! too) and a format v2 one (`--format v2 --tensor-params 'layers\.1=bits:6'`, so
-//! a per-tensor record), each as a whole file and in the JSON + NUL + data form.
+//! a per-tensor record), each as a whole file and in the JSON + NUL + data form; and a
+//! finding kept as a seed (`original-format-adpq.bin`: `adpq.original_format` of `adpq`,
+//! which dequantize restored as the output's `format`, so it read as packed).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -164,6 +164,12 @@ mod tests {
             br#"{"t":{"dtype":"F32","shape":[18446744073709551615,2],"data_offsets":[0,0]}}"#,
             b"",
         );
+        // A fuzzer finding: an original format of `adpq` was restored by dequantize, so
+        // the dequantized metadata read as packed.
+        checkpoint_parts(
+            br#"{"__metadata__":{"adpq.original_format":"adpq"},"n":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+            &[0; 4],
+        );
     }
 
     /// The index harness on hand-made indexes (hostile names, mismatches) and the seeds.

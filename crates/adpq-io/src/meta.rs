@@ -148,7 +148,9 @@ pub fn quantized_metadata(
     tool: &str,
 ) -> BTreeMap<String, String> {
     input.retain(|k, _| !k.starts_with("adpq."));
-    if let Some(orig) = input.remove(META_FORMAT) {
+    // An original `format` of `adpq` is not kept: restored, it would mark the
+    // dequantized file as packed.
+    if let Some(orig) = input.remove(META_FORMAT).filter(|f| f != FORMAT_NAME) {
         input.insert(META_ORIGINAL_FORMAT.into(), orig);
     }
     input.insert(META_FORMAT.into(), FORMAT_NAME.into());
@@ -164,7 +166,8 @@ pub fn quantized_metadata(
 }
 
 /// The `__metadata__` of a dequantized file made from a quantized file's metadata: the
-/// adpq keys removed, the original `format` restored.
+/// adpq keys removed, the original `format` restored (unless it is `adpq`, which would
+/// mark the output as packed: a hand-edited file can say so).
 pub fn dequantized_metadata(quantized: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     // Only the kept entries are copied: `adpq.tensors` alone is tens of bytes per tensor.
     let mut meta: BTreeMap<String, String> = quantized
@@ -172,7 +175,10 @@ pub fn dequantized_metadata(quantized: &BTreeMap<String, String>) -> BTreeMap<St
         .filter(|(k, _)| k.as_str() != META_FORMAT && !k.starts_with("adpq."))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if let Some(orig) = quantized.get(META_ORIGINAL_FORMAT) {
+    if let Some(orig) = quantized
+        .get(META_ORIGINAL_FORMAT)
+        .filter(|f| f.as_str() != FORMAT_NAME)
+    {
         meta.insert(META_FORMAT.into(), orig.clone());
     }
     meta
@@ -470,6 +476,29 @@ mod tests {
             serde_json::from_str(&q[META_TENSORS]).unwrap();
         assert_eq!(back, originals);
         assert_eq!(dequantized_metadata(&q), input);
+    }
+
+    /// An original format of `adpq` (a hand-edited file; the fuzzer found one) is
+    /// neither recorded nor restored: the dequantized file must not read as packed.
+    #[test]
+    fn an_original_format_of_adpq_is_not_restored() {
+        let quantized = BTreeMap::from([
+            (META_ORIGINAL_FORMAT.to_string(), FORMAT_NAME.to_string()),
+            (META_NOT_PACKED.to_string(), r#"["magic"]"#.to_string()),
+        ]);
+        let restored = dequantized_metadata(&quantized);
+        assert!(!is_adpq(&restored));
+        assert!(restored.is_empty());
+        let input = BTreeMap::from([(META_FORMAT.to_string(), FORMAT_NAME.to_string())]);
+        let q = quantized_metadata(
+            input,
+            &Params::V1,
+            OriginalsJson::from_map(&BTreeMap::new()),
+            &BTreeSet::new(),
+            "adpq 0.0",
+        );
+        assert!(!q.contains_key(META_ORIGINAL_FORMAT));
+        assert!(!is_adpq(&dequantized_metadata(&q)));
     }
 
     /// `adpq.*` keys of the input do not survive into the output, where a stale
