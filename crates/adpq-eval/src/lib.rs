@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::LlamaConfig;
 pub use eval::{evaluate, windows, Candidate, EvalReport, Score, Step};
-pub use linear::{Linear, BLOCK_ROWS};
+pub use linear::{block_rows, Linear, MAX_BLOCK_ROWS};
 pub use model::{Layer, Model};
 pub use rtn::RtnSpec;
 pub use tokenizer::TextTokenizer;

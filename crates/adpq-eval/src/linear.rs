@@ -1,13 +1,14 @@
 //! Weight matrices and `Y = X Wᵀ`: dense, packed (dequantized block by block), or
 //! round-to-nearest fake-quantized on the fly.
 //!
-//! Every kind multiplies the same way: the rows of `W` are split into blocks of
-//! [`BLOCK_ROWS`]; each block (on its own rayon task) is made dense in a cache-sized
-//! buffer if it is not already, and one GEMM computes the matching columns of `Y`.
-//! So a packed tensor is never expanded whole, and the dense reference and the packed
-//! candidate go through the same GEMM.
+//! Every kind multiplies the same way: the rows of `W` are split into about one block
+//! per thread ([`block_rows`], at most [`MAX_BLOCK_ROWS`]); each block (on its own rayon
+//! task) is made dense in its thread's buffer if it is not already, and one GEMM
+//! computes the matching columns of `Y`. So a packed tensor is never expanded whole,
+//! and the dense reference and the packed candidate go through the same GEMM.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use adpq_core::PackedTensor;
 use adpq_engine::Engine;
@@ -17,10 +18,34 @@ use rayon::prelude::*;
 use crate::rtn::RtnSpec;
 use crate::{EvalError, Result};
 
-/// Rows of `W` per task: 128 rows of the widest SmolLM2 input (1536) are 768 KiB. Each
-/// GEMM call packs all of `X` again, so fewer, larger blocks pay less for that (64 rows:
-/// packing was 13 % of a forward pass).
-pub const BLOCK_ROWS: usize = 128;
+/// Most rows of `W` per task: matrixmultiply's `nc`, the columns of `Y` one packing of
+/// `X` serves. Each GEMM call packs all of `X` again, so blocks of `rows / threads` pay
+/// that once per thread where the former fixed 128 rows paid it 4.5 to 12 times a thread
+/// (`W` 576 to 1536 rows, 2 threads).
+pub const MAX_BLOCK_ROWS: usize = 1024;
+
+/// Block sizes are rounded up to this: the AVX-512 GEMM kernel's width (16 columns of
+/// `Y`), so only a tensor's last block has a partial panel.
+const BLOCK_ALIGN: usize = 16;
+
+/// Rows of `W` per task for a `rows`-row matrix on `threads` threads: as many blocks as
+/// threads, or a multiple of `threads` when blocks would exceed [`MAX_BLOCK_ROWS`], so
+/// every thread gets the same share. Each output is computed the same way whatever the
+/// split (the GEMM's order of summation along `cols` does not depend on it), so the
+/// results do not depend on `threads` (tested).
+pub fn block_rows(rows: usize, threads: usize) -> usize {
+    let threads = threads.max(1);
+    let blocks = rows.div_ceil(MAX_BLOCK_ROWS).div_ceil(threads).max(1) * threads;
+    rows.div_ceil(blocks)
+        .next_multiple_of(BLOCK_ALIGN)
+        .clamp(BLOCK_ALIGN, MAX_BLOCK_ROWS)
+}
+
+thread_local! {
+    /// A worker's dense copy of its current block of a packed or RTN matrix, kept from
+    /// block to block and call to call (at most `MAX_BLOCK_ROWS × cols` f32).
+    static BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// A `rows × cols` weight matrix (row-major: one row per output feature).
 #[derive(Debug)]
@@ -128,30 +153,46 @@ impl Linear<'_> {
         }
         let xv = ArrayView2::from_shape((t, cols), x).map_err(shape_err)?;
         let mut yv = ArrayViewMut2::from_shape((t, rows), y).map_err(shape_err)?;
+        let block = block_rows(rows, rayon::current_num_threads());
         let blocks: Vec<_> = yv
-            .axis_chunks_iter_mut(Axis(1), BLOCK_ROWS)
+            .axis_chunks_iter_mut(Axis(1), block)
             .enumerate()
             .collect();
-        blocks
-            .into_par_iter()
-            .map_init(Vec::new, |buf: &mut Vec<f32>, (b, mut yb)| {
-                let first = b * BLOCK_ROWS;
-                let n = yb.ncols();
-                let wb: ArrayView2<f32> = match self {
-                    Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
-                        ArrayView2::from_shape((n, cols), &w[first * cols..(first + n) * cols])
-                            .map_err(shape_err)?
-                    }
-                    _ => {
-                        buf.resize(n * cols, 0.0);
-                        self.rows_into(engine, first, buf)?;
-                        ArrayView2::from_shape((n, cols), &buf[..]).map_err(shape_err)?
-                    }
-                };
-                general_mat_mul(1.0, &xv, &wb.t(), 0.0, &mut yb);
-                Ok(())
-            })
-            .collect::<Result<()>>()
+        blocks.into_par_iter().try_for_each(|(b, mut yb)| {
+            let first = b * block;
+            let n = yb.ncols();
+            match self {
+                Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
+                    let wb = ArrayView2::from_shape((n, cols), &w[first * cols..][..n * cols])
+                        .map_err(shape_err)?;
+                    general_mat_mul(1.0, &xv, &wb.t(), 0.0, &mut yb);
+                }
+                // A fresh buffer only if this thread is already inside a block (a
+                // nested product, which the CPU engine never makes).
+                _ => BLOCK.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut buf) => self.block_product(engine, first, &xv, &mut yb, &mut buf),
+                    Err(_) => self.block_product(engine, first, &xv, &mut yb, &mut Vec::new()),
+                })?,
+            }
+            Ok(())
+        })
+    }
+
+    /// `yb = x W[first..first + yb.ncols()]ᵀ`, the rows made dense in `buf` first.
+    fn block_product<E: Engine>(
+        &self,
+        engine: &E,
+        first: usize,
+        x: &ArrayView2<f32>,
+        yb: &mut ArrayViewMut2<f32>,
+        buf: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (n, cols) = (yb.ncols(), self.shape().1);
+        buf.resize(n * cols, 0.0);
+        self.rows_into(engine, first, buf)?;
+        let wb = ArrayView2::from_shape((n, cols), &buf[..]).map_err(shape_err)?;
+        general_mat_mul(1.0, x, &wb.t(), 0.0, yb);
+        Ok(())
     }
 }
 
@@ -175,15 +216,16 @@ mod tests {
         y
     }
 
+    fn data(n: usize, mul: usize, modulo: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * mul) % modulo) as f32 / (modulo / 2) as f32 - 1.0)
+            .collect()
+    }
+
     #[test]
     fn dense_matmul_matches_the_naive_product_across_block_edges() {
-        let (rows, cols, t) = (BLOCK_ROWS * 2 + 5, 37, 3);
-        let w: Vec<f32> = (0..rows * cols)
-            .map(|i| ((i * 7919) % 113) as f32 / 50.0 - 1.0)
-            .collect();
-        let x: Vec<f32> = (0..t * cols)
-            .map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0)
-            .collect();
+        let (rows, cols, t) = (MAX_BLOCK_ROWS * 2 + 5, 37, 3);
+        let (w, x) = (data(rows * cols, 7919, 113), data(t * cols, 31, 17));
         let lin = Linear::Dense {
             w: Cow::Borrowed(&w),
             rows,
@@ -198,5 +240,49 @@ mod tests {
         assert!(lin
             .matmul(&CpuEngine::new(Scalar), &x, t, &mut short)
             .is_err());
+    }
+
+    #[test]
+    fn blocks_share_rows_evenly_between_threads() {
+        assert_eq!(block_rows(576, 1), 576);
+        assert_eq!(block_rows(576, 2), 288);
+        assert_eq!(block_rows(1536, 1), 768);
+        assert_eq!(block_rows(1536, 2), 768);
+        assert_eq!(block_rows(49152, 2), 1024);
+        assert_eq!(block_rows(3, 4), 16);
+        assert_eq!(block_rows(0, 0), 16);
+    }
+
+    /// Blocks of `rows / threads` rows: the products are the same bits on 1, 2 and 3
+    /// threads, dense and dequantized (RTN) alike.
+    #[test]
+    fn products_do_not_depend_on_the_thread_count() {
+        let (rows, cols, t) = (MAX_BLOCK_ROWS + 300, 300, 21);
+        let (w, x) = (data(rows * cols, 7919, 113), data(t * cols, 31, 17));
+        let dense = Linear::Dense {
+            w: Cow::Borrowed(&w),
+            rows,
+            cols,
+        };
+        let rtn = Linear::Rtn {
+            w: &w,
+            rows,
+            cols,
+            spec: "sym-g64-b4".parse().unwrap(),
+        };
+        for lin in [&dense, &rtn] {
+            let product = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut y = vec![0f32; t * rows];
+                pool.install(|| lin.matmul(&CpuEngine::new(Scalar), &x, t, &mut y))
+                    .unwrap();
+                y
+            };
+            let one = product(1);
+            assert!(one == product(2) && one == product(3));
+        }
     }
 }
