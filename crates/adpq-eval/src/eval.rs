@@ -11,7 +11,7 @@ use adpq_engine::Engine;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::forward::logits;
+use crate::forward::logits_into;
 use crate::model::Model;
 use crate::{EvalError, Result};
 
@@ -123,9 +123,11 @@ pub fn evaluate(
     let mut ref_sums = Sums::default();
     let mut sums = vec![Sums::default(); candidates.len()];
     let mut predictions = 0u64;
+    // Log-probabilities of the reference and of a candidate, reused window to window.
+    let (mut lp, mut lq) = (Vec::new(), Vec::new());
     for (w, tokens) in windows.iter().enumerate() {
         let t0 = Instant::now();
-        let mut lp = logits(reference, engine, tokens)?;
+        logits_into(reference, engine, tokens, &mut lp)?;
         ref_sums.seconds += t0.elapsed().as_secs_f64();
         log_softmax(&mut lp, vocab);
         let targets = &tokens[1..];
@@ -140,7 +142,7 @@ pub fn evaluate(
         });
         for (c, s) in candidates.iter().zip(&mut sums) {
             let t0 = Instant::now();
-            let mut lq = logits(c.model, engine, tokens)?;
+            logits_into(c.model, engine, tokens, &mut lq)?;
             s.seconds += t0.elapsed().as_secs_f64();
             log_softmax(&mut lq, vocab);
             s.nll += nll(&lq, vocab, targets);

@@ -8,7 +8,7 @@
 //! `tokens × features` f32.
 
 use adpq_engine::Engine;
-use ndarray::{linalg::general_mat_mul, s, ArrayView2, ArrayViewMut2};
+use ndarray::{linalg::general_mat_mul, s, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 use crate::model::Model;
@@ -16,6 +16,20 @@ use crate::{EvalError, Result};
 
 /// The logits (`tokens.len() × vocab`, row-major) of every position of `tokens`.
 pub fn logits<E: Engine + Sync>(model: &Model<'_>, engine: &E, tokens: &[u32]) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    logits_into(model, engine, tokens, &mut out)?;
+    Ok(out)
+}
+
+/// [`logits`] into `out`, resized to `tokens.len() × vocab`: a caller scoring many
+/// windows keeps one buffer (49 152 × 512 f32 are 96 MiB for SmolLM2, which a fresh
+/// vector would fault in page by page each window).
+pub fn logits_into<E: Engine + Sync>(
+    model: &Model<'_>,
+    engine: &E,
+    tokens: &[u32],
+    out: &mut Vec<f32>,
+) -> Result<()> {
     let c = &model.config;
     let (t, hid) = (tokens.len(), c.hidden_size);
     let mut x = vec![0f32; t * hid];
@@ -72,9 +86,8 @@ pub fn logits<E: Engine + Sync>(model: &Model<'_>, engine: &E, tokens: &[u32]) -
         add(&mut x, &delta);
     }
     rms_norm(&x, &model.norm, eps, &mut h);
-    let mut out = vec![0f32; t * c.vocab_size];
-    model.output().matmul(engine, &h, t, &mut out)?;
-    Ok(out)
+    out.resize(t * c.vocab_size, 0.0);
+    model.output().matmul(engine, &h, t, out)
 }
 
 /// `gate = silu(gate) · up`, element by element.
@@ -149,7 +162,14 @@ impl Rope {
     }
 }
 
+/// Queries per attention task: a task reads the keys and values up to its last query,
+/// so tasks of (head, 64 queries) share 512 positions among 2 threads evenly where one
+/// task per head (9 for SmolLM2) could not, and skip the masked half of the scores.
+const QUERY_BLOCK: usize = 64;
+
 /// Causal softmax attention, each query head reading key/value head `head / group`.
+/// Parallel over (head, block of [`QUERY_BLOCK`] queries); each output is computed the
+/// same way whatever the thread count.
 #[allow(clippy::too_many_arguments)]
 fn attention(
     q: &[f32],
@@ -165,19 +185,32 @@ fn attention(
     let qv = ArrayView2::from_shape((t, heads * d), q).map_err(shape_err)?;
     let kv = ArrayView2::from_shape((t, kv_heads * d), k).map_err(shape_err)?;
     let vv = ArrayView2::from_shape((t, kv_heads * d), v).map_err(shape_err)?;
+    let mut ov = ArrayViewMut2::from_shape((t, heads * d), out).map_err(shape_err)?;
     let group = heads / kv_heads;
     let scale = 1.0 / (d as f32).sqrt();
-    let per_head: Vec<Vec<f32>> = (0..heads)
+    // Each task's (first query, head, output block): disjoint views of `out`.
+    let mut tasks = Vec::with_capacity(heads * t.div_ceil(QUERY_BLOCK));
+    for (b, mut rows) in ov.axis_chunks_iter_mut(Axis(0), QUERY_BLOCK).enumerate() {
+        for h in 0..heads {
+            let (o, rest) = rows.split_at(Axis(1), d);
+            tasks.push((b * QUERY_BLOCK, h, o));
+            rows = rest;
+        }
+    }
+    tasks
         .into_par_iter()
-        .map(|h| {
-            let g = h / group;
-            let qh = qv.slice(s![.., h * d..(h + 1) * d]);
-            let kh = kv.slice(s![.., g * d..(g + 1) * d]);
-            let vh = vv.slice(s![.., g * d..(g + 1) * d]);
-            let mut scores = vec![0f32; t * t];
-            let mut sv = ArrayViewMut2::from_shape((t, t), &mut scores[..]).map_err(shape_err)?;
+        .try_for_each_init(Vec::new, |scores: &mut Vec<f32>, (first, h, mut o)| {
+            // Queries first..end see keys 0..end.
+            let (n, g) = (o.nrows(), h / group);
+            let end = first + n;
+            let qh = qv.slice(s![first..end, h * d..(h + 1) * d]);
+            let kh = kv.slice(s![..end, g * d..(g + 1) * d]);
+            let vh = vv.slice(s![..end, g * d..(g + 1) * d]);
+            scores.resize(n * end, 0.0);
+            let mut sv = ArrayViewMut2::from_shape((n, end), &mut scores[..]).map_err(shape_err)?;
             general_mat_mul(scale, &qh, &kh.t(), 0.0, &mut sv);
-            for (i, row) in scores.chunks_exact_mut(t).enumerate() {
+            for (r, row) in scores.chunks_exact_mut(end).enumerate() {
+                let i = first + r;
                 let m = row[..=i].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                 let mut sum = 0f32;
                 for s in &mut row[..=i] {
@@ -188,17 +221,8 @@ fn attention(
                 row[..=i].iter_mut().for_each(|s| *s *= inv);
                 row[i + 1..].fill(0.0);
             }
-            let sv = ArrayView2::from_shape((t, t), &scores[..]).map_err(shape_err)?;
-            let mut o = vec![0f32; t * d];
-            let mut ov = ArrayViewMut2::from_shape((t, d), &mut o[..]).map_err(shape_err)?;
-            general_mat_mul(1.0, &sv, &vh, 0.0, &mut ov);
-            Ok(o)
+            let sv = ArrayView2::from_shape((n, end), &scores[..]).map_err(shape_err)?;
+            general_mat_mul(1.0, &sv, &vh, 0.0, &mut o);
+            Ok(())
         })
-        .collect::<Result<_>>()?;
-    for (h, o) in per_head.iter().enumerate() {
-        for (dst, src) in out.chunks_exact_mut(heads * d).zip(o.chunks_exact(d)) {
-            dst[h * d..(h + 1) * d].copy_from_slice(src);
-        }
-    }
-    Ok(())
 }
