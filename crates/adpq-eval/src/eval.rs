@@ -206,9 +206,12 @@ fn nll(lp: &[f32], vocab: usize, targets: &[u32]) -> f64 {
         .sum()
 }
 
-/// `(Σ KL(p ‖ q), rows whose argmax agree)` over the first `rows` rows.
+/// `(Σ KL(p ‖ q), rows whose argmax agree)` over the first `rows` rows. Rows are
+/// scored in parallel and their KL added in row order, so the sum is the same bits on
+/// any number of threads.
 fn compare(lp: &[f32], lq: &[f32], vocab: usize, rows: usize) -> (f64, u64) {
-    lp.par_chunks(vocab)
+    let per_row: Vec<(f64, bool)> = lp
+        .par_chunks(vocab)
         .zip(lq.par_chunks(vocab))
         .take(rows)
         .map(|(p, q)| {
@@ -217,9 +220,12 @@ fn compare(lp: &[f32], lq: &[f32], vocab: usize, rows: usize) -> (f64, u64) {
                 .zip(q)
                 .map(|(&a, &b)| f64::from(a.exp()) * f64::from(a - b))
                 .sum();
-            (kl.max(0.0), u64::from(argmax(p) == argmax(q)))
+            (kl.max(0.0), argmax(p) == argmax(q))
         })
-        .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        .collect();
+    per_row.iter().fold((0.0, 0), |(kl, agree), &(k, a)| {
+        (kl + k, agree + u64::from(a))
+    })
 }
 
 fn argmax(row: &[f32]) -> usize {

@@ -217,6 +217,47 @@ fn packed_8_bit_weights_score_close_to_dense_and_rtn_2_bit_far() {
     assert_eq!(r2.bits_per_weight, 2.25);
 }
 
+/// The summary (perplexity, KL, agreement) is the same bits on 1, 2 and 3 threads:
+/// products, attention blocks and the per-row sums do not depend on the split.
+#[test]
+fn scores_do_not_depend_on_the_thread_count() {
+    let m = tiny();
+    let rtn4 = m
+        .with_rtn(RtnSpec {
+            bits: 4,
+            group_size: 64,
+            asymmetric: true,
+        })
+        .unwrap();
+    let cands = [Candidate {
+        name: "rtn4".into(),
+        model: &rtn4,
+    }];
+    let toks = tokens(1024);
+    let wins: Vec<&[u32]> = toks.chunks(256).collect();
+    let scores = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let engine = CpuEngine::new(AnyKernels::detect());
+        let r = pool
+            .install(|| evaluate(&m, &cands, &wins, &engine, &mut |_| {}))
+            .unwrap();
+        [&r.reference, &r.candidates[0]].map(|s| {
+            (
+                s.perplexity.to_bits(),
+                s.mean_kl.to_bits(),
+                s.top1_agreement.to_bits(),
+            )
+        })
+    };
+    let one = scores(1);
+    assert!(one[1].1 > 0, "RTN 4-bit has a KL");
+    assert_eq!(one, scores(2));
+    assert_eq!(one, scores(3));
+}
+
 /// Per-tensor parameters in format v2 (`quantize_with`): each projection's header holds
 /// the parameters its name was given, and the packed model scores close to the dense one.
 #[test]
