@@ -16,8 +16,9 @@
 //!   a fused int8-activation dot on the packed rows (`adpq generate`).
 //! - [`Model::load`]: weights by Hugging Face name, dense or packed; [`Model::with_rtn`]
 //!   for the RTN baselines ([`RtnSpec`]).
-//! - [`Linear::matmul`]: `Y = X Wᵀ`, a block of weight rows at a time (dequantized
-//!   into a cache-sized buffer when packed), one GEMM per block, blocks in parallel.
+//! - [`Linear::matmul`]: `Y = X Wᵀ`, a block of weight rows at a time (about rows /
+//!   threads rows, at most 1024, dequantized into a per-thread buffer when packed),
+//!   one GEMM per block, blocks in parallel.
 //! - [`LlamaConfig`] (`config.json`) and [`TextTokenizer`] (`tokenizer.json`).
 //! - [`PackedProjections`]: a model's projections quantized in memory with any
 //!   parameters (a sweep's variants, no files written).
@@ -39,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::LlamaConfig;
 pub use eval::{evaluate, windows, Candidate, EvalReport, Score, Step};
-pub use linear::{block_rows, Linear, MAX_BLOCK_ROWS};
+pub use linear::Linear;
 pub use model::{Layer, Model};
 pub use rtn::RtnSpec;
 pub use tokenizer::TextTokenizer;

@@ -4,8 +4,10 @@
 //! Every kind multiplies the same way: the rows of `W` are split into about one block
 //! per thread ([`block_rows`], at most [`MAX_BLOCK_ROWS`]); each block (on its own rayon
 //! task) is made dense in its thread's buffer if it is not already, and one GEMM
-//! computes the matching columns of `Y`. So a packed tensor is never expanded whole,
-//! and the dense reference and the packed candidate go through the same GEMM.
+//! computes the matching columns of `Y`. So a packed tensor is never expanded into one
+//! buffer (at most `threads × MAX_BLOCK_ROWS` rows are dense at a time, and each rayon
+//! worker keeps its buffer for the next call), and the dense reference and the packed
+//! candidate go through the same GEMM.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -21,19 +23,22 @@ use crate::{EvalError, Result};
 /// Most rows of `W` per task: matrixmultiply's `nc`, the columns of `Y` one packing of
 /// `X` serves. Each GEMM call packs all of `X` again, so blocks of `rows / threads` pay
 /// that once per thread where the former fixed 128 rows paid it 4.5 to 12 times a thread
-/// (`W` 576 to 1536 rows, 2 threads).
-pub const MAX_BLOCK_ROWS: usize = 1024;
+/// (`W` 576 to 1536 rows, 2 threads). It bounds the buffer each worker keeps
+/// (`MAX_BLOCK_ROWS × cols` f32: 2.25 MiB for SmolLM2, 56 MiB for a 14336-column
+/// projection), which lives as long as the worker thread.
+pub(crate) const MAX_BLOCK_ROWS: usize = 1024;
 
 /// Block sizes are rounded up to this: the AVX-512 GEMM kernel's width (16 columns of
 /// `Y`), so only a tensor's last block has a partial panel.
 const BLOCK_ALIGN: usize = 16;
 
 /// Rows of `W` per task for a `rows`-row matrix on `threads` threads: as many blocks as
-/// threads, or a multiple of `threads` when blocks would exceed [`MAX_BLOCK_ROWS`], so
-/// every thread gets the same share. Each output is computed the same way whatever the
+/// threads, or a multiple of `threads` when blocks would exceed [`MAX_BLOCK_ROWS`],
+/// rounded up to [`BLOCK_ALIGN`] rows (so a small matrix may have fewer blocks than
+/// threads, and the last block fewer rows). Each output is computed the same way whatever the
 /// split (the GEMM's order of summation along `cols` does not depend on it), so the
 /// results do not depend on `threads` (tested).
-pub fn block_rows(rows: usize, threads: usize) -> usize {
+pub(crate) fn block_rows(rows: usize, threads: usize) -> usize {
     let threads = threads.max(1);
     let blocks = rows.div_ceil(MAX_BLOCK_ROWS).div_ceil(threads).max(1) * threads;
     rows.div_ceil(blocks)
@@ -257,7 +262,7 @@ mod tests {
     /// threads, dense and dequantized (RTN) alike.
     #[test]
     fn products_do_not_depend_on_the_thread_count() {
-        let (rows, cols, t) = (MAX_BLOCK_ROWS + 300, 300, 21);
+        let (rows, cols, t) = (1000, 300, 21);
         let (w, x) = (data(rows * cols, 7919, 113), data(t * cols, 31, 17));
         let dense = Linear::Dense {
             w: Cow::Borrowed(&w),

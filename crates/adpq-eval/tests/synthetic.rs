@@ -78,24 +78,34 @@ fn tokens(n: usize) -> Vec<u32> {
 
 #[test]
 fn logits_are_causal_and_deterministic() {
-    let m = tiny();
-    let toks = tokens(40);
+    // 130 tokens: three of attention's 64-query blocks, so causality is checked past the
+    // first block too.
+    let (m, n) = (tiny(), 130);
+    let toks = tokens(n);
     let full = forward::logits(&m, &CpuEngine::new(Scalar), &toks).unwrap();
-    assert_eq!(full.len(), 40 * 300);
+    assert_eq!(full.len(), n * 300);
     assert_eq!(
         full,
         forward::logits(&m, &CpuEngine::new(Scalar), &toks).unwrap()
     );
     // A prefix sees the same logits, whatever follows it.
-    let prefix = forward::logits(&m, &CpuEngine::new(Scalar), &toks[..17]).unwrap();
-    for (a, b) in prefix.iter().zip(&full) {
-        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+    for len in [17, 97] {
+        let prefix = forward::logits(&m, &CpuEngine::new(Scalar), &toks[..len]).unwrap();
+        for (a, b) in prefix.iter().zip(&full) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
     }
-    let mut changed = toks.clone();
-    changed[20] = (changed[20] + 1) % 300;
-    let other = forward::logits(&m, &CpuEngine::new(Scalar), &changed).unwrap();
-    assert_eq!(full[..20 * 300], other[..20 * 300]);
-    assert_ne!(full[20 * 300..21 * 300], other[20 * 300..21 * 300]);
+    for at in [20, 70] {
+        let mut changed = toks.clone();
+        changed[at] = (changed[at] + 1) % 300;
+        let other = forward::logits(&m, &CpuEngine::new(Scalar), &changed).unwrap();
+        assert_eq!(full[..at * 300], other[..at * 300], "before {at}");
+        // The changed token, and a later query (in the next block for 70) that sees it.
+        for row in [at, at + 30] {
+            let (a, b) = (&full[row * 300..][..300], &other[row * 300..][..300]);
+            assert_ne!(a, b, "row {row} does not see token {at}");
+        }
+    }
     assert!(
         forward::logits(&m, &CpuEngine::new(Scalar), &[300]).is_err(),
         "token outside the vocabulary"
