@@ -35,9 +35,9 @@ const BLOCK_ALIGN: usize = 16;
 /// Rows of `W` per task for a `rows`-row matrix on `threads` threads: as many blocks as
 /// threads, or a multiple of `threads` when blocks would exceed [`MAX_BLOCK_ROWS`],
 /// rounded up to [`BLOCK_ALIGN`] rows (so a small matrix may have fewer blocks than
-/// threads, and the last block fewer rows). Each output is computed the same way whatever the
-/// split (the GEMM's order of summation along `cols` does not depend on it), so the
-/// results do not depend on `threads` (tested).
+/// threads, and the last block fewer rows). Each output is computed the same way
+/// whatever the split (the GEMM's order of summation along `cols` does not depend on
+/// it), so the results do not depend on `threads` (tested).
 pub(crate) fn block_rows(rows: usize, threads: usize) -> usize {
     let threads = threads.max(1);
     let blocks = rows.div_ceil(MAX_BLOCK_ROWS).div_ceil(threads).max(1) * threads;
