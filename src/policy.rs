@@ -19,21 +19,22 @@ use regex::Regex;
 /// arguments, in this order), resolved by [`ParamArgs::resolve`].
 #[derive(Args, Debug, Clone, Default)]
 pub struct ParamArgs {
-    /// Packed format version: v2 (asymmetric searched inliers, groups below 256), v3
-    /// (rows rotated, a 4-bit code book, 6-bit group fields, no outlier split: --alpha 0,
-    /// power-of-two groups up to 512; preset v3), or v1 (the first format: two f16 steps
-    /// per group; its defaults: --group-size 128 --alpha 0.06, symmetric; no preset)
-    /// [default: v2].
+    /// Packed format version: v3 (rows rotated, a 4-bit code book, 6-bit group fields, no
+    /// outlier split: --alpha 0, power-of-two groups up to 512; preset v3), v2 (AdpQ's
+    /// outlier split, asymmetric searched inliers, groups below 256; preset v2-vproj6), or
+    /// v1 (the first format: two f16 steps per group; its defaults: --group-size 128
+    /// --alpha 0.06, symmetric; no preset) [default: v3].
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
-    /// Target fraction of outliers per tensor [default: the preset's, 0.04; --preset none:
-    /// 0.05; v1: 0.06].
+    /// Target fraction of outliers per tensor (v1, v2; v3 has none) [default: v2-vproj6's
+    /// 0.04; v2 --preset none: 0.05; v1: 0.06].
     #[arg(long)]
     alpha: Option<f64>,
     /// Bits per code (2..=8) [default: 4].
     #[arg(long)]
     bits: Option<u8>,
-    /// Weights per group along a row (v2: 16..=255; v1: 16..=1024) [default: 64; v1: 128].
+    /// Weights per group along a row (v3: a power of two, 16..=512; v2: 16..=255; v1:
+    /// 16..=1024) [default: 64; v1: 128].
     #[arg(long)]
     group_size: Option<u16>,
     /// v1 only: asymmetric (min-max, zero point) grids instead of symmetric ones (v2's
@@ -46,16 +47,19 @@ pub struct ParamArgs {
     #[arg(long, value_name = "REGEX=bits:N,alpha:X,group:G")]
     tensor_params: Vec<String>,
     /// A named policy: its defaults and rules (after --tensor-params' rules).
-    /// v2-vproj6: 6-bit codes and alpha 0.05 for v_proj, alpha 0.04 elsewhere; v3: format
-    /// v3, 6 bits in groups of 128 for v_proj, groups of 128 for k_proj, 5 bits for
-    /// down_proj and up_proj, 4 bits in groups of 64 elsewhere; v3-auto: format v3, each
-    /// tensor's bits (3-6) and group (32, 64, 128) chosen from its weights for the least
-    /// squared error within --bits-budget, whatever the tensor names; none: the format's
-    /// plain defaults for every tensor [default: v2-vproj6; with --format v3: v3; with
-    /// --bits-budget: v3-auto].
+    /// v3: format v3, 6 bits in groups of 128 for v_proj, groups of 128 for k_proj, 5 bits
+    /// for down_proj and up_proj, 4 bits in groups of 64 for q_proj, o_proj and
+    /// gate_proj; a tensor no rule names gets its bits and group as v3-auto chooses them,
+    /// within --bits-budget for those tensors (or --bits and --group-size, when given).
+    /// v3-auto: format v3, each tensor's bits (3-6) and group (32, 64, 128) chosen from
+    /// its weights for the least squared error within --bits-budget, whatever the tensor
+    /// names. v2-vproj6: format v2, 6-bit codes and alpha 0.05 for v_proj, alpha 0.04
+    /// elsewhere. none: the format's plain defaults for every tensor [default: v3; with
+    /// --format v2: v2-vproj6; with --bits-budget: v3-auto].
     #[arg(long, value_enum)]
     preset: Option<Preset>,
-    /// --preset v3-auto: packed bits per quantized weight to spend, everything counted
+    /// Presets v3-auto and v3: packed bits per quantized weight to spend, everything
+    /// counted (v3-auto: over every quantized tensor; v3: over the tensors no rule names)
     /// [default: 4.8].
     #[arg(long, value_name = "B")]
     bits_budget: Option<f64>,
@@ -91,11 +95,21 @@ impl ParamArgs {
     /// not go together or a rule is malformed.
     pub fn resolve(&self) -> Result<TensorParams> {
         let mut tp = TensorParams::new(base_params(self)?, &rules(self))?;
-        if effective_preset(self) == Some(Preset::V3Auto) {
-            if self.bits.is_some() || self.group_size.is_some() {
+        let preset = effective_preset(self);
+        let fixed_base = self.bits.is_some() || self.group_size.is_some();
+        // Preset v3 with --bits or --group-size: every tensor no rule names takes that
+        // base, nothing is allocated.
+        let allocates = match preset {
+            Some(Preset::V3Auto) => true,
+            Some(Preset::V3) => !fixed_base || self.bits_budget.is_some(),
+            _ => false,
+        };
+        if allocates {
+            if fixed_base {
                 return Err(Error::Usage(
-                    "--preset v3-auto chooses every tensor's bits and group size: set a \
-                     budget with --bits-budget, or fix tensors with --tensor-params"
+                    "--bits-budget (and --preset v3-auto) chooses the bits and group size of \
+                     tensors no rule names: set a budget with --bits-budget, or fix tensors \
+                     with --tensor-params"
                         .into(),
                 ));
             }
@@ -106,9 +120,15 @@ impl ParamArgs {
                 )));
             }
             tp.budget = Some(budget);
+            // Preset v3's rules name the Llama projections; the budget is the others'. Its
+            // default budget is a target: tensors too small to fit it get their
+            // cheapest setting instead of failing the run.
+            tp.ruled_outside_budget = preset == Some(Preset::V3);
+            tp.soft_budget = preset == Some(Preset::V3) && self.bits_budget.is_none();
         } else if self.bits_budget.is_some() {
             return Err(Error::Usage(
-                "--bits-budget needs --preset v3-auto (the other presets fix each tensor's bits)"
+                "--bits-budget needs --preset v3-auto or v3 (the other presets fix each \
+                 tensor's bits)"
                     .into(),
             ));
         }
@@ -132,7 +152,7 @@ fn base_params(a: &ParamArgs) -> Result<Params> {
         }
         (_, Some(p)) => p.version(),
         (Some(f), None) => f.version(),
-        (None, None) => FormatVersion::V2,
+        (None, None) => FormatVersion::V3,
     };
     let base = match (effective_preset(a), version) {
         (Some(p), _) => p.base(),
@@ -154,28 +174,41 @@ fn base_params(a: &ParamArgs) -> Result<Params> {
         ..base.fields()
     };
     if let Some(n) = a.reference_iters {
+        if version == FormatVersion::V3 {
+            return Err(Error::Usage(
+                "--reference-iters selects outliers as the Python reference does, and \
+                 format v3 (the default) has no outliers: add --format v2 or v1"
+                    .into(),
+            ));
+        }
         fields.selection = SelectionMode::Reference { n_iters: n };
     }
     fields.validate().map_err(|e| {
-        let format = match version {
-            FormatVersion::V1 => "",
-            FormatVersion::V2 => "--format v2: ",
-            FormatVersion::V3 => "--format v3: ",
+        let format = match (version, a.format) {
+            (FormatVersion::V1, _) => "",
+            (FormatVersion::V2, _) => "--format v2: ",
+            (FormatVersion::V3, Some(_)) => "--format v3: ",
+            (FormatVersion::V3, None) => {
+                "format v3, the default (--format v2 or v1 for AdpQ's outlier split): "
+            }
         };
         Error::Usage(format!("{format}{e}"))
     })
 }
 
-/// The preset in force: `--preset`, or `v2-vproj6` (the measured best, docs/FORMAT-v2.md)
-/// unless `--format v1` asks for the first format.
+/// The preset in force: `--preset`, or the measured best of the format (`v3`, the
+/// default, docs/FORMAT-v3-experiments.md; `v2-vproj6` with `--format v2`,
+/// docs/FORMAT-v2.md), none for `--format v1`.
 fn effective_preset(a: &ParamArgs) -> Option<Preset> {
     match (a.preset, a.format) {
-        (Some(Preset::None), Some(FormatArg::V1 | FormatArg::V3)) => None,
+        (Some(Preset::None), None | Some(FormatArg::V1 | FormatArg::V3)) => None,
         (Some(p), _) => Some(p),
-        (None, _) if a.bits_budget.is_some() => Some(Preset::V3Auto),
+        (None, _) if a.bits_budget.is_some() && a.format != Some(FormatArg::V2) => {
+            Some(Preset::V3Auto)
+        }
         (None, Some(FormatArg::V1)) => None,
-        (None, Some(FormatArg::V3)) => Some(Preset::V3),
-        (None, _) => Some(Preset::V2Vproj6),
+        (None, Some(FormatArg::V2)) => Some(Preset::V2Vproj6),
+        (None, _) => Some(Preset::V3),
     }
 }
 
@@ -197,9 +230,12 @@ pub enum Preset {
     /// docs/FORMAT-v2.md (4.798 bits/weight on SmolLM2).
     #[value(name = "v2-vproj6")]
     V2Vproj6,
-    /// Format v3, 6-bit codes in groups of 128 for `v_proj`, groups of 128 for `k_proj`,
-    /// 5 bits for `down_proj` and `up_proj`, 4 (the code book) in groups of 64 elsewhere:
-    /// 4.798 bits/weight on SmolLM2 (docs/FORMAT-v3-experiments.md).
+    /// Format v3, the default: 6-bit codes in groups of 128 for `v_proj`, groups of 128
+    /// for `k_proj`, 5 bits for `down_proj` and `up_proj`, 4 (the code book) in groups of
+    /// 64 for `q_proj`, `o_proj` and `gate_proj` ([`Params::v3_for`]; 4.798 bits/weight on
+    /// SmolLM2, docs/FORMAT-v3-experiments.md). A tensor no rule names (another
+    /// architecture's) gets its bits and group as [`Preset::V3Auto`] chooses them, within
+    /// `--bits-budget` for those tensors.
     #[value(name = "v3")]
     V3,
     /// Format v3, each tensor's bits (3 to 6) and group size (32, 64 or 128) chosen from
@@ -207,8 +243,8 @@ pub enum Preset {
     /// (`--bits-budget`, default [`DEFAULT_BITS_BUDGET`]): no names, so any architecture.
     #[value(name = "v3-auto")]
     V3Auto,
-    /// No preset: the format's own defaults (`--format v2`: 4 bits, g 64, α 0.05 for
-    /// every tensor) and only the user's rules.
+    /// No preset: the format's own defaults for every tensor (v3: the 4-bit code book in
+    /// groups of 64; `--format v2`: 4 bits, g 64, α 0.05) and only the user's rules.
     #[value(name = "none")]
     None,
 }
@@ -225,7 +261,7 @@ impl Preset {
     /// The preset's base parameters (before the user's flags).
     pub fn base(self) -> Params {
         match self {
-            Preset::V2Vproj6 => Params::DEFAULT,
+            Preset::V2Vproj6 => Params::V2_PRESET,
             Preset::V3 | Preset::V3Auto => Params::V3,
             Preset::None => Params::V2,
         }
@@ -239,6 +275,9 @@ impl Preset {
                 r"v_proj=bits:6,group:128",
                 r"k_proj=group:128",
                 r"down_proj|up_proj=bits:5",
+                // Names them, so they take the base (alpha 0 is v3's own) and are not
+                // allocated.
+                r"q_proj|o_proj|gate_proj=alpha:0",
             ],
             Preset::V3Auto | Preset::None => &[],
         }
@@ -330,8 +369,14 @@ pub struct TensorParams {
     /// Each rule's pattern and the parameters it gives (the base changed by it).
     rules: Vec<(Regex, Params)>,
     specs: Vec<String>,
-    /// Bits per weight to allocate (preset `v3-auto`), before the allocation.
+    /// Bits per weight to allocate (presets `v3-auto` and `v3`), before the allocation.
     budget: Option<f64>,
+    /// Whether tensors a rule names stay out of the allocation and its budget (preset
+    /// `v3`), rather than counting against it (`v3-auto`).
+    ruled_outside_budget: bool,
+    /// Whether a budget the tensors cannot fit gives each its cheapest setting (preset
+    /// `v3` without `--bits-budget`) instead of a usage error.
+    soft_budget: bool,
     /// Allocated parameters by tensor name, sorted by name (empty without an allocation).
     assigned: Vec<(String, Params)>,
 }
@@ -344,6 +389,8 @@ impl TensorParams {
             rules: Vec::new(),
             specs: Vec::new(),
             budget: None,
+            ruled_outside_budget: false,
+            soft_budget: false,
             assigned: Vec::new(),
         }
     }
@@ -375,10 +422,22 @@ impl TensorParams {
             .chain(self.assigned.iter().map(|(_, p)| *p))
     }
 
-    /// The bits per weight still to allocate (preset `v3-auto`), `None` once allocated
-    /// or without the preset.
+    /// The bits per weight still to allocate (presets `v3-auto` and `v3`), `None` once
+    /// allocated or without those presets.
     pub fn budget(&self) -> Option<f64> {
         self.budget
+    }
+
+    /// Whether a tensor a rule names stays out of the allocation (preset `v3`: the
+    /// budget is that of the tensors no rule names) instead of counting against it.
+    pub fn ruled_outside_budget(&self) -> bool {
+        self.ruled_outside_budget
+    }
+
+    /// Whether a budget the tensors cannot fit gives each its cheapest setting (the
+    /// default preset's own budget) rather than a usage error (a budget the user set).
+    pub fn soft_budget(&self) -> bool {
+        self.soft_budget
     }
 
     /// These parameters with each named tensor's allocated parameters (a rule that
@@ -420,22 +479,90 @@ impl TensorParams {
 mod tests {
     use super::*;
 
-    /// The CLI's default preset gives every tensor the library's default parameters.
+    /// The CLI's default preset (v3) gives every Llama projection the library's default
+    /// parameters, and allocates the rest within the default budget.
     #[test]
     fn default_preset_is_the_library_default() {
-        let preset = Preset::V2Vproj6;
-        let tp = TensorParams::new(preset.base(), preset.rules()).unwrap();
+        let tp = ParamArgs::default().resolve().unwrap();
         for name in [
             "model.layers.0.self_attn.v_proj.weight",
             "model.layers.0.self_attn.q_proj.weight",
             "model.layers.0.self_attn.k_proj.weight",
             "model.layers.0.self_attn.o_proj.weight",
             "model.layers.11.mlp.down_proj.weight",
+            "model.layers.11.mlp.up_proj.weight",
+            "model.layers.11.mlp.gate_proj.weight",
+        ] {
+            assert_eq!(tp.by_rule(name), Some(Params::default_for(name)), "{name}");
+        }
+        assert_eq!(
+            tp.by_rule("encoder.layer.0.attention.self.query.weight"),
+            None
+        );
+        assert_eq!(*tp.base(), Params::DEFAULT);
+        assert_eq!(tp.budget(), Some(DEFAULT_BITS_BUDGET));
+        assert!(tp.ruled_outside_budget() && tp.soft_budget());
+        // --format v2 alone is v2's measured preset, as the default was before v3.
+        let v2 = ParamArgs {
+            format: Some(FormatArg::V2),
+            ..ParamArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        for name in [
+            "model.layers.0.self_attn.v_proj.weight",
+            "model.layers.0.self_attn.q_proj.weight",
             "lm_head.weight",
         ] {
-            assert_eq!(tp.of(name), Params::default_for(name), "{name}");
+            assert_eq!(v2.of(name), Params::v2_for(name), "{name}");
         }
-        assert_eq!(*tp.base(), Params::DEFAULT);
+        assert_eq!(v2.budget(), None);
+        // --preset none alone: the default format's plain parameters, no allocation.
+        let none = ParamArgs {
+            preset: Some(Preset::None),
+            ..ParamArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(*none.base(), Params::V3);
+        assert!(none.rules().is_empty());
+        assert_eq!(none.budget(), None);
+    }
+
+    /// Preset v3 with --bits or --group-size: those set the base of the tensors no rule
+    /// names, and nothing is allocated; with --bits-budget as well, a usage error.
+    #[test]
+    fn v3_preset_with_a_fixed_base_allocates_nothing() {
+        let tp = ParamArgs {
+            bits: Some(5),
+            ..ParamArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(tp.budget(), None);
+        assert_eq!(
+            tp.of("encoder.layer.0.attention.self.query.weight").bits(),
+            5
+        );
+        assert_eq!(tp.of("model.layers.0.self_attn.v_proj.weight").bits(), 6);
+        let budget = ParamArgs {
+            bits_budget: Some(4.5),
+            ..ParamArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(budget.budget(), Some(4.5));
+        assert!(
+            !budget.soft_budget(),
+            "a budget the user set is kept or refused"
+        );
+        let both = ParamArgs {
+            group_size: Some(128),
+            bits_budget: Some(4.5),
+            preset: Some(Preset::V3),
+            ..ParamArgs::default()
+        };
+        assert!(matches!(both.resolve(), Err(Error::Usage(_))));
     }
 
     /// Preset v3 gives every tensor the library's v3 parameters, and `--format v3` picks
@@ -499,9 +626,9 @@ mod tests {
             .unwrap();
         assert_eq!(tp.budget(), Some(4.5));
         assert_eq!(*tp.base(), Params::V3);
-        // A budget only means something to the allocating preset.
+        assert!(!tp.ruled_outside_budget() && !tp.soft_budget());
+        // A budget only means something to the allocating presets.
         for bad in [
-            args(None, Some(Preset::V3), Some(4.8)),
             args(None, Some(Preset::V2Vproj6), Some(4.8)),
             args(Some(FormatArg::V2), None, Some(4.8)),
             args(None, Some(Preset::V3Auto), Some(0.0)),

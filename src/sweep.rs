@@ -180,7 +180,7 @@ pub fn variants(set: SweepSet) -> Vec<Variant> {
             family: "AdpQ v3 preset",
             name: "adpq-v3".into(),
             method: Method::Preset(Preset::V3),
-            quick: false,
+            quick: true,
         },
     ];
     // llama.cpp's types (no importance matrix), where its quantizer is built.
@@ -328,11 +328,11 @@ mod tests {
         assert_eq!(families(&[], &[], None).len(), 1);
     }
 
-    /// `--sweep quick` keeps CI fast: every v1 and RTN row, of format v2 only the
-    /// preset (the default), no v3 row (its encoder is scalar only), and of llama.cpp
-    /// (when its quantizer is built) only Q4_0.
+    /// `--sweep quick` keeps CI fast: every v1 and RTN row, of formats v2 and v3 only
+    /// the presets (v3's the default), and of llama.cpp (when its quantizer is built)
+    /// only Q4_0.
     #[test]
-    fn the_quick_sweep_has_one_v2_row() {
+    fn the_quick_sweep_has_one_row_per_preset() {
         let full = variants(SweepSet::Full);
         let quick = variants(SweepSet::Quick);
         let v2 = |v: &&Variant| v.family.starts_with("AdpQ v2");
@@ -340,15 +340,16 @@ mod tests {
         let llama = |v: &&Variant| v.family == "llama.cpp";
         assert_eq!(quick.iter().filter(v2).count(), 1);
         assert_eq!(full.iter().filter(v2).count(), 4);
-        assert_eq!(quick.iter().filter(v3).count(), 0);
+        assert_eq!(quick.iter().filter(v3).count(), 1);
+        assert!(quick.iter().any(|v| v.method == Method::Preset(Preset::V3)));
         assert_eq!(full.iter().filter(v3).count(), 3);
         let built = adpq_eval::peer::LlamaPeer::find().is_some();
         assert_eq!(full.iter().filter(llama).count(), if built { 5 } else { 0 });
         assert_eq!(quick.iter().filter(llama).count(), usize::from(built));
         assert_eq!(
             quick.len(),
-            full.len() - 3 - 3 - if built { 4 } else { 0 },
-            "only the uniform v2 rows, v3 and the slow llama.cpp types are left out"
+            full.len() - 3 - 2 - if built { 4 } else { 0 },
+            "only the uniform v2 and v3 rows and the slow llama.cpp types are left out"
         );
     }
 }

@@ -281,6 +281,8 @@ fn reference_selection_needs_positive_alpha() {
             p(&input),
             "-o",
             p(&q),
+            "--format",
+            "v2",
             "--reference-iters",
             "20",
             "--alpha",
@@ -296,6 +298,8 @@ fn reference_selection_needs_positive_alpha() {
         p(&input),
         "-o",
         p(&q),
+        "--format",
+        "v2",
         "--alpha",
         "0",
         "-q",
@@ -305,10 +309,31 @@ fn reference_selection_needs_positive_alpha() {
         p(&input),
         "-o",
         p(&q),
+        "--format",
+        "v2",
         "--reference-iters",
         "20",
         "-q",
     ]));
+    // Format v3, the default, has no outliers to select.
+    fails(
+        &adpq(&[
+            "quantize",
+            p(&input),
+            "-o",
+            p(&q),
+            "--reference-iters",
+            "20",
+        ]),
+        2,
+        &["--reference-iters", "no outliers", "--format v2"],
+    );
+    // So is an outlier fraction: the error names the default and the way out.
+    fails(
+        &adpq(&["quantize", p(&input), "-o", p(&q), "--alpha", "0.05"]),
+        2,
+        &["format v3, the default", "--format v2", "alpha must be 0"],
+    );
 }
 
 /// An input that is neither a regular file nor a folder is named for what it is (it

@@ -390,7 +390,7 @@ fn real_minilm_v2() {
         ok(&adpq(&args));
         (q, read_json(&rep))
     };
-    let (q2, r2) = quantize("v2", &[]);
+    let (q2, r2) = quantize("v2", &["--format", "v2"]);
     let (_, r1) = quantize("v1", &["--format", "v1"]);
     let (e1, e2) = (
         r1["totals"]["rel_mse"].as_f64().unwrap(),

@@ -232,7 +232,9 @@ fn verify_checks_what_dequantize_checks() {
             "a record listed twice",
             Box::new(|m: &mut BTreeMap<String, String>| {
                 let text = &m["adpq.tensors"];
-                let first = &text[1..text.find('}').unwrap() + 1];
+                let records: BTreeMap<String, Value> = serde_json::from_str(text).unwrap();
+                let (name, record) = records.iter().next().unwrap();
+                let first = format!("{}:{record}", Value::from(name.as_str()));
                 let twice = format!("{{{first},{}", &text[1..]);
                 m.insert("adpq.tensors".into(), twice);
             }),

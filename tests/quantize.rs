@@ -49,13 +49,14 @@ fn synthetic_roundtrip_odd_shapes() {
     let (tensors, meta) = read_st(&q);
     assert_eq!(meta["format"], "adpq");
     assert_eq!(meta["adpq.original_format"], "pt");
-    // The defaults: format v2 with the v2-vproj6 preset's base (4 bits, g 64, α .04).
-    assert_eq!(meta["adpq.version"], "2");
+    // The defaults: format v3 with the v3 preset's base (the 4-bit code book, g 64, no
+    // outliers); its rules give up_proj and down_proj 5 bits.
+    assert_eq!(meta["adpq.version"], "3");
     let params: Value = serde_json::from_str(&meta["adpq.params"]).unwrap();
-    assert_eq!(params["format"], "v2");
+    assert_eq!(params["format"], "v3");
     assert_eq!(params["bits"], 4);
     assert_eq!(params["group_size"], 64);
-    assert_eq!(params["alpha"], 0.04);
+    assert_eq!(params["alpha"], 0.0);
     let originals: Value = serde_json::from_str(&meta["adpq.tensors"]).unwrap();
     assert_eq!(
         originals["model.layers.0.mlp.up_proj.weight"]["dtype"],
@@ -227,6 +228,8 @@ fn options_dry_run_include_exclude_asymmetric() {
         p(&input),
         "-o",
         p(&q2),
+        "--format",
+        "v2",
         "--reference-iters",
         "100",
         "-q",
@@ -315,7 +318,20 @@ fn report_statistics_at_the_edges() {
         .collect();
     let input = tmp.path().join("huge.safetensors");
     write_st(&input, &[(name, Dtype::F32, shape, huge)], &[]);
+    // Format v3, the default, rotates rows and refuses such weights by name...
     let out = adpq(&["quantize", p(&input), "-o", p(&q), "--report", p(&rep)]);
+    fails(&out, 1, &["huge.safetensors", "huge.weight", "below 2^116"]);
+    // ...which v2 quantizes, with finite statistics.
+    let out = adpq(&[
+        "quantize",
+        p(&input),
+        "-o",
+        p(&q),
+        "--format",
+        "v2",
+        "--report",
+        p(&rep),
+    ]);
     ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -476,10 +492,109 @@ fn v3_auto_allocates_within_the_budget() {
         p(&input),
         "-o",
         p(&q),
-        "--preset",
-        "v3",
+        "--format",
+        "v2",
         "--bits-budget",
         "4.8",
     ]);
-    fails(&out, 2, &["--bits-budget needs --preset v3-auto"]);
+    fails(&out, 2, &["--bits-budget needs --preset v3-auto or v3"]);
+}
+
+/// The default preset (v3) keeps its rules for the Llama projections it names and
+/// allocates the bits of every other tensor (another architecture's names) within the
+/// budget, from the weights, as v3-auto does.
+#[test]
+fn default_preset_allocates_the_tensors_its_rules_do_not_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("model.safetensors");
+    let mut model = synthetic_model();
+    let bert = [
+        "encoder.layer.0.attention.self.query.weight",
+        "encoder.layer.0.intermediate.dense.weight",
+    ];
+    model.push(floats(bert[0], Dtype::F32, &[64, 384], 21));
+    model.push(floats(bert[1], Dtype::F32, &[96, 384], 22));
+    write_st(&input, &model, &[]);
+    let run = |extra: &[&str], tag: &str| -> (Value, String) {
+        let q = dir.path().join(format!("q-{tag}.safetensors"));
+        let rep = dir.path().join(format!("r-{tag}.json"));
+        let mut args = vec!["quantize", p(&input), "-o", p(&q), "--report", p(&rep)];
+        args.extend_from_slice(extra);
+        let out = adpq(&args);
+        ok(&out);
+        let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+        (r, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let params_of = |r: &Value, name: &str| -> (u64, u64, u64) {
+        let t = r["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in the report"));
+        assert_eq!(t["action"], "quantized", "{name}");
+        let bits = |k: &str, d: u64| t["params"][k].as_u64().unwrap_or(d);
+        let (bits, group) = (bits("bits", 4), bits("group_size", 64));
+        let weights = t["shape"][0].as_u64().unwrap() * t["shape"][1].as_u64().unwrap();
+        (bits, group, weights)
+    };
+    for (budget, tag) in [
+        (None, "default"),
+        (Some("3.5"), "low"),
+        (Some("6.6"), "high"),
+    ] {
+        let extra: Vec<&str> =
+            budget.map_or(vec![], |b| vec!["--bits-budget", b, "--preset", "v3"]);
+        let (r, stderr) = run(&extra, tag);
+        assert!(stderr.contains("bit allocation: budget"), "{stderr}");
+        assert_eq!(r["params"]["format"], "v3");
+        // The named projections keep the rules whatever the budget.
+        assert_eq!(params_of(&r, "model.layers.0.self_attn.q_proj.weight").0, 4);
+        assert_eq!(params_of(&r, "model.layers.0.mlp.up_proj.weight").0, 5);
+        assert_eq!(params_of(&r, "model.layers.0.mlp.down_proj.weight").0, 5);
+        let bits: Vec<u64> = bert.iter().map(|n| params_of(&r, n).0).collect();
+        assert!(bits.iter().all(|b| (3..=6).contains(b)), "{bits:?}");
+        match budget {
+            Some("3.5") => assert_eq!(bits, [3, 3], "the least the budget allows"),
+            Some("6.6") => assert_eq!(bits, [6, 6], "the most the preset offers"),
+            _ => {}
+        }
+    }
+    // A Llama checkpoint: every tensor named, nothing allocated, as before the fallback.
+    let llama = dir.path().join("llama.safetensors");
+    write_st(&llama, &synthetic_model(), &[]);
+    let out = adpq(&[
+        "quantize",
+        p(&llama),
+        "-o",
+        p(&dir.path().join("l.safetensors")),
+    ]);
+    ok(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("bit allocation"));
+    // Tensors whose group records alone cost more than the default budget: each gets
+    // its cheapest setting, said on stderr; a budget the user sets is refused instead.
+    let tiny = dir.path().join("tiny.safetensors");
+    write_st(
+        &tiny,
+        &[floats("l.0.weight", Dtype::F32, &[2, 128], 5)],
+        &[],
+    );
+    let t = dir.path().join("t.safetensors");
+    let out = adpq(&["quantize", p(&tiny), "-o", p(&t)]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("each gets its smallest setting"),
+        "{stderr}"
+    );
+    let out = adpq(&[
+        "quantize",
+        p(&tiny),
+        "-o",
+        p(&t),
+        "--bits-budget",
+        "4.8",
+        "--force",
+    ]);
+    fails(&out, 2, &["--bits-budget 4.8", "below the least"]);
 }

@@ -173,11 +173,14 @@ fn assert_output_digest(input: &Path, out: &Path, args: &[&str], digest: &str, n
 
 /// `adpq quantize`'s default output (format v2, preset v2-vproj6) on MiniLM.
 const V2_MINILM_DIGEST: &str = "e577fbc375d8489ad59fee60bd84d785ad1dcdcfb315040540d1205657fbf5af";
+/// The default output (format v3, preset v3) of the real MiniLM checkpoint.
+const V3_MINILM_DIGEST: &str = "b2b36851df498edf014ceba29071205bfba7e8ce6583bc6c174d878ba19e5129";
 
 /// Every packed byte of the real MiniLM checkpoint in format v1, for its defaults and
 /// two non-default settings, and its bf16 dequantization, is identical to the output of
-/// the binary before the std crates were split out; the default output (format v2) is
-/// pinned too, and the scalar oracle writes the same bytes as the SIMD kernels.
+/// the binary before the std crates were split out; format v2's default output and the
+/// default (v3) are pinned too, and the scalar oracle writes the same bytes as the SIMD
+/// kernels.
 #[test]
 fn real_minilm_output_is_byte_identical_to_baseline() {
     let input = data_dir().join("minilm/model.safetensors");
@@ -215,13 +218,19 @@ fn real_minilm_output_is_byte_identical_to_baseline() {
         let out = tmp.path().join(format!("q{i}.safetensors"));
         assert_output_digest(&input, &out, args, digest, 104);
     }
-    // Format v2 at the defaults (the v2-vproj6 preset), pinned once it was measured
-    // (issue 9), and the same bytes from the scalar oracle as from the SIMD kernels.
+    // Format v2 at its defaults (the v2-vproj6 preset, the default until format v3),
+    // pinned once it was measured (issue 9), and the default (format v3: MiniLM's names
+    // are not Llama's, so every tensor's bits are allocated), each the same bytes from
+    // the scalar oracle as from the SIMD kernels.
     for (i, extra) in [&[][..], &["--backend", "scalar"][..]].iter().enumerate() {
-        let mut args = vec!["quantize"];
+        let mut args = vec!["quantize", "--format", "v2"];
         args.extend_from_slice(extra);
         let out = tmp.path().join(format!("v2-{i}.safetensors"));
         assert_output_digest(&input, &out, &args, V2_MINILM_DIGEST, 104);
+        let mut args = vec!["quantize"];
+        args.extend_from_slice(extra);
+        let out = tmp.path().join(format!("v3-{i}.safetensors"));
+        assert_output_digest(&input, &out, &args, V3_MINILM_DIGEST, 104);
     }
     let default_output = tmp.path().join("q0.safetensors");
     assert_output_digest(
@@ -234,7 +243,8 @@ fn real_minilm_output_is_byte_identical_to_baseline() {
 }
 
 /// SmolLM2-135M quantized with two threads: in format v1 byte-identical to the binary
-/// before the std crates were split out, at the defaults (v2) pinned. Release only, like
+/// before the std crates were split out, format v2's default and the default (v3)
+/// pinned. Release only, like
 /// the other SmolLM2 test.
 #[test]
 #[ignore = "about 100 M weights; run with --release -- --ignored"]
@@ -252,12 +262,21 @@ fn real_smollm2_output_is_byte_identical_to_baseline() {
         "02cf462de0a3469a53ac4d0eb24d28472e0a871547a5688c659e2e156a861c5a",
         272,
     );
-    // The default (format v2, preset v2-vproj6), as measured for issue 9.
+    // Format v2's default (preset v2-vproj6), as measured for issue 9.
     assert_output_digest(
         &input,
         &tmp.path().join("v2.safetensors"),
-        &["quantize", "--threads", "2"],
+        &["quantize", "--format", "v2", "--threads", "2"],
         "8c09c28a48b867d30147327762dece9ba4bd6d0c84c43f1876c8e7f0f53bf4b4",
+        272,
+    );
+    // The default (format v3, preset v3: every projection named by its rules), the
+    // bytes of the README's quality figures.
+    assert_output_digest(
+        &input,
+        &tmp.path().join("v3.safetensors"),
+        &["quantize", "--threads", "2"],
+        "f2635bdd919547080820f8ec5064929a57ecaa0c520c7dfa5275d7fe0ec53022",
         272,
     );
 }

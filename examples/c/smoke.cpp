@@ -37,7 +37,7 @@ int main() {
     if (!ok(adpq_tensor_parse(packed.data(), packed.size(), &t), "parse") ||
         !ok(adpq_tensor_get_info(&t, &info), "info"))
         return 1;
-    if (info.rows != rows || info.cols != cols || info.version != 2 || info.bits != 4) return 1;
+    if (info.rows != rows || info.cols != cols || info.version != 3 || info.bits != 4) return 1;
 
     std::vector<float> back(rows * cols), scratch(cols);
     std::vector<uint16_t> half(rows * cols);

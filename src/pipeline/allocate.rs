@@ -1,5 +1,6 @@
-//! `quantize --preset v3-auto`: each tensor's bits and group size chosen from its weights
-//! alone, under a bits/weight budget, before any file is planned.
+//! `quantize --preset v3-auto` (and preset `v3`, the default, for the tensors its rules do
+//! not name): each tensor's bits and group size chosen from its weights alone, under a
+//! bits/weight budget, before any file is planned.
 //!
 //! For every tensor to quantize, each candidate setting ([`crate::policy::auto_candidates`])
 //! is encoded by the engine on an evenly spaced sample of the tensor's rows (v3 codes
@@ -44,8 +45,9 @@ struct Entry {
 }
 
 /// The run's parameters with each tensor's allocated setting, for a budget of
-/// `budget` bits per quantized weight (everything counted). Tensors a `--tensor-params`
-/// rule matches keep the rule's parameters and count against the budget.
+/// `budget` bits per quantized weight (everything counted). Tensors a rule matches keep
+/// the rule's parameters and count against the budget (`v3-auto`), or stay out of it
+/// (preset `v3`: the budget is that of the tensors no rule names).
 pub(super) fn allocate_bits<E: Engine>(
     engine: &E,
     ckpt: &Checkpoint,
@@ -58,7 +60,9 @@ pub(super) fn allocate_bits<E: Engine>(
     for f in &ckpt.files {
         for t in f.iter() {
             crate::signals::check()?;
-            if opts.filter.decide(t.name, t.dtype, t.shape) != Decision::Quantize {
+            if opts.filter.decide(t.name, t.dtype, t.shape) != Decision::Quantize
+                || (opts.params.ruled_outside_budget() && opts.params.by_rule(t.name).is_some())
+            {
                 continue;
             }
             progress.message(&format!("allocate {}", t.name));
@@ -70,18 +74,34 @@ pub(super) fn allocate_bits<E: Engine>(
             }
         }
     }
+    if entries.is_empty() {
+        // Preset v3 on a checkpoint whose every tensor its rules name: nothing to allocate.
+        return Ok(opts.params.with_assigned(Vec::new()));
+    }
     let candidates: Vec<Vec<Candidate>> = entries.iter().map(|e| e.candidates.clone()).collect();
     let budget_bits = (budget * weights as f64).floor() as u64;
-    let choice = allocate(&candidates, budget_bits).ok_or_else(|| {
-        let least: u64 = candidates
-            .iter()
-            .map(|c| c.iter().map(|c| c.cost_bits).min().unwrap_or(0))
-            .sum();
-        Error::Usage(format!(
-            "--bits-budget {budget}: below the least these tensors can take ({:.3} bits/weight)",
-            least as f64 / weights.max(1) as f64
-        ))
-    })?;
+    let choice = match allocate(&candidates, budget_bits) {
+        Some(choice) => choice,
+        None => {
+            let least: u64 = candidates
+                .iter()
+                .map(|c| c.iter().map(|c| c.cost_bits).min().unwrap_or(0))
+                .sum();
+            let least = least as f64 / weights.max(1) as f64;
+            if !opts.params.soft_budget() {
+                return Err(Error::Usage(format!(
+                    "--bits-budget {budget}: below the least these tensors can take \
+                     ({least:.3} bits/weight)"
+                )));
+            }
+            // The default budget is a target: small tensors' records cost more than it.
+            progress.line(&format!(
+                "bit allocation: these tensors take at least {least:.3} bits/weight, more \
+                 than the budget {budget}: each gets its smallest setting"
+            ));
+            candidates.iter().map(|c| cheapest(c)).collect()
+        }
+    };
     let spent: u64 = candidates
         .iter()
         .zip(&choice)
@@ -106,6 +126,18 @@ pub(super) fn allocate_bits<E: Engine>(
         by_bits.join(", ")
     ));
     Ok(opts.params.with_assigned(assigned))
+}
+
+/// The index of the cheapest of a tensor's candidates (the least error among equals).
+fn cheapest(candidates: &[Candidate]) -> usize {
+    (0..candidates.len())
+        .min_by(|&a, &b| {
+            let (a, b) = (&candidates[a], &candidates[b]);
+            a.cost_bits
+                .cmp(&b.cost_bits)
+                .then(a.error.total_cmp(&b.error))
+        })
+        .unwrap_or(0)
 }
 
 /// The candidates of one tensor with their estimated errors; `None` when it takes no

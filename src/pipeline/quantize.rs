@@ -113,8 +113,8 @@ pub fn quantize<E: Engine>(
     };
     let warnings = skipped_warnings(&ckpt, progress);
     let longest_name = survey(&ckpt, opts, progress)?;
-    // Preset v3-auto: every tensor's parameters, chosen over the whole checkpoint before
-    // the first file is planned.
+    // Presets v3-auto and v3 (the tensors its rules do not name): parameters chosen over
+    // the whole checkpoint before the first file is planned.
     let allocated;
     let opts = match opts.params.budget() {
         Some(budget) => {

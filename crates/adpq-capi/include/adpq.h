@@ -268,7 +268,10 @@ enum adpq_preset
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   /**
-   * The `adpq quantize` default: format v2, 4 bits, groups of 64, α = 0.04.
+   * The `adpq quantize` default for a tensor its preset does not name, `Params::DEFAULT`:
+   * format v3, 4 bits (the code book), groups of 64, rotated rows, no outlier split.
+   * (Format v2 with α = 0.04 before format v3 became the default: now
+   * `ADPQ_PRESET_V2_TUNED`.)
    */
   ADPQ_PRESET_DEFAULT = 0,
   /**
@@ -284,6 +287,11 @@ enum adpq_preset
    * no outlier split.
    */
   ADPQ_PRESET_V3 = 3,
+  /**
+   * Format v2's measured preset base (`adpq quantize --format v2`), the default before
+   * format v3: 4 bits, groups of 64, α = 0.04.
+   */
+  ADPQ_PRESET_V2_TUNED = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

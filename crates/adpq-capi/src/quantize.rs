@@ -25,7 +25,10 @@ pub enum adpq_grid {
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum adpq_preset {
-    /// The `adpq quantize` default: format v2, 4 bits, groups of 64, α = 0.04.
+    /// The `adpq quantize` default for a tensor its preset does not name, `Params::DEFAULT`:
+    /// format v3, 4 bits (the code book), groups of 64, rotated rows, no outlier split.
+    /// (Format v2 with α = 0.04 before format v3 became the default: now
+    /// `ADPQ_PRESET_V2_TUNED`.)
     ADPQ_PRESET_DEFAULT = 0,
     /// Format v1's defaults: 4 bits, groups of 128, α = 0.06, symmetric.
     ADPQ_PRESET_V1 = 1,
@@ -34,6 +37,9 @@ pub enum adpq_preset {
     /// Format v3's plain defaults: 4 bits (the code book), groups of 64, rotated rows,
     /// no outlier split.
     ADPQ_PRESET_V3 = 3,
+    /// Format v2's measured preset base (`adpq quantize --format v2`), the default before
+    /// format v3: 4 bits, groups of 64, α = 0.04.
+    ADPQ_PRESET_V2_TUNED = 4,
 }
 
 /// Quantization parameters as a plain struct. Fill it (or start from
@@ -115,6 +121,7 @@ pub unsafe extern "C" fn adpq_params_preset(preset: u32, out: *mut adpq_params) 
             1 => Params::V1,
             2 => Params::V2,
             3 => Params::V3,
+            4 => Params::V2_PRESET,
             _ => return Err(ADPQ_STATUS_INVALID_ARGUMENT),
         };
         // SAFETY: caller contract on `out`.
@@ -274,7 +281,13 @@ mod tests {
 
     #[test]
     fn presets_round_trip_through_the_c_struct() {
-        for p in [Params::DEFAULT, Params::V1, Params::V2, Params::V3] {
+        for p in [
+            Params::DEFAULT,
+            Params::V1,
+            Params::V2,
+            Params::V3,
+            Params::V2_PRESET,
+        ] {
             assert_eq!(adpq_params::from_params(&p).validate(), Ok(p));
         }
         let mut c = adpq_params::from_params(&Params::V2);

@@ -184,7 +184,7 @@ fn rust_gemv<K: CpuKernels>(k: &K, t: &PackedTensor<'_>) -> (Vec<f32>, Vec<f32>)
     let g = t.params().group_size;
     let groups = t.cols().div_ceil(usize::from(g));
     let (mut q, mut s, mut sums) = (vec![0i8; t.cols()], vec![0f32; groups], vec![0i32; groups]);
-    let a = Q8Activations::quantize(&x, g, &mut q, &mut s, &mut sums).unwrap();
+    let a = Q8Activations::quantize_for(t, &x, &mut q, &mut s, &mut sums).unwrap();
     let mut y8 = vec![0f32; t.rows()];
     k.gemv_q8(t, &a, &mut y8).unwrap();
     (y, y8)

@@ -117,10 +117,15 @@ impl Default for Params {
 }
 
 impl Params {
-    /// The default parameters, those of `adpq quantize` without flags: format v2, 4 bits,
-    /// groups of 64, α = 0.04, exact selection. The CLI's default preset (`v2-vproj6`)
-    /// gives `v_proj` tensors 6 bits and α = 0.05 on top: [`Params::default_for`].
-    pub const DEFAULT: Params = Params {
+    /// The default parameters, those of `adpq quantize` without flags for a tensor no
+    /// preset rule names: format v3's plain defaults ([`Params::V3`]: rows rotated, the
+    /// 4-bit code book, groups of 64, no outlier split). The CLI's default preset (`v3`)
+    /// gives the Llama projections their own bits and groups: [`Params::default_for`].
+    pub const DEFAULT: Params = Params::V3;
+
+    /// Format v2's measured preset (`v2-vproj6`, the default before format v3): 4 bits,
+    /// groups of 64, α = 0.04, exact selection; [`Params::v2_for`] adds 6-bit `v_proj`.
+    pub const V2_PRESET: Params = Params {
         fields: ParamFields {
             alpha: 0.04,
             ..Params::V2.fields
@@ -190,21 +195,29 @@ impl Params {
         }
     }
 
-    /// The default parameters of the tensor named `name` (what `adpq quantize` uses
-    /// without flags, preset `v2-vproj6`): 6 bits and α = 0.05 for an attention value
-    /// projection (a name containing `v_proj`), [`Params::DEFAULT`] for any other.
-    pub fn default_for(name: &str) -> Params {
+    /// Format v2's parameters for the tensor named `name` (preset `v2-vproj6`, measured in
+    /// docs/FORMAT-v2.md): 6 bits and α = 0.05 for an attention value projection (a name
+    /// containing `v_proj`), [`Params::V2_PRESET`] for any other.
+    pub fn v2_for(name: &str) -> Params {
         if name.contains("v_proj") {
             Params {
                 fields: ParamFields {
                     bits: 6,
                     alpha: 0.05,
-                    ..Params::DEFAULT.fields
+                    ..Params::V2_PRESET.fields
                 },
             }
         } else {
-            Params::DEFAULT
+            Params::V2_PRESET
         }
+    }
+
+    /// The default parameters of the tensor named `name`: [`Params::v3_for`], what
+    /// `adpq quantize` gives a Llama projection without flags (its default preset `v3`).
+    /// For a tensor no rule of the preset names, the CLI goes further than this function
+    /// can: it chooses bits and group from the checkpoint's weights under a bits budget.
+    pub fn default_for(name: &str) -> Params {
+        Params::v3_for(name)
     }
 
     /// Format v1 parameters with exact selection, validated.

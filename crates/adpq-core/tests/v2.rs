@@ -249,16 +249,28 @@ fn v2_params_are_checked() {
     };
     assert!(matches!(wide.validate(), Err(Error::Unsupported(_))));
     assert_eq!(Params::V2.fields().validate(), Ok(Params::V2));
-    // The library's defaults are the CLI's: v2, α 0.04, and 6 bits, α 0.05 for v_proj.
-    assert_eq!(Params::default(), Params::DEFAULT);
-    assert_eq!(Params::DEFAULT.version(), FormatVersion::V2);
-    assert_eq!(Params::DEFAULT.alpha(), 0.04);
-    let v = Params::default_for("model.layers.3.self_attn.v_proj.weight");
+    // v2's preset (the CLI's `--format v2`): α 0.04, and 6 bits, α 0.05 for v_proj.
+    assert_eq!(Params::V2_PRESET.version(), FormatVersion::V2);
+    assert_eq!(Params::V2_PRESET.alpha(), 0.04);
+    let v = Params::v2_for("model.layers.3.self_attn.v_proj.weight");
     assert_eq!((v.bits(), v.alpha(), v.group_size()), (6, 0.05, 64));
     assert_eq!(
-        Params::default_for("model.layers.3.mlp.up_proj.weight"),
-        Params::DEFAULT
+        Params::v2_for("model.layers.3.mlp.up_proj.weight"),
+        Params::V2_PRESET
     );
+    // The library's defaults are the CLI's: format v3, with preset v3's per-name bits.
+    assert_eq!(Params::default(), Params::DEFAULT);
+    assert_eq!(Params::DEFAULT, Params::V3);
+    for name in [
+        "v_proj",
+        "k_proj",
+        "up_proj",
+        "down_proj",
+        "q_proj",
+        "lm_head",
+    ] {
+        assert_eq!(Params::default_for(name), Params::v3_for(name), "{name}");
+    }
 }
 
 #[test]

@@ -89,7 +89,7 @@ fn v3_holds_on_matrices_built_to_hurt_v2() {
     for kind in ["gauss", "hot-col", "hot-cols", "hot-row", "t3", "t2"] {
         let (rows, cols, w) = stress(kind);
         let b3 = quantize(&Scalar, &w, rows, cols, &Params::V3);
-        let b2 = quantize(&Scalar, &w, rows, cols, &Params::DEFAULT);
+        let b2 = quantize(&Scalar, &w, rows, cols, &Params::V2_PRESET);
         let b1 = quantize(&Scalar, &w, rows, cols, &Params::V1);
         let (e3, e2, e1) = (
             rel_mse(&w, &dequantize(&b3)),
@@ -492,7 +492,7 @@ fn the_parser_refuses_what_v3_cannot_hold() {
         Error::Format(FormatError::BadRow { row: 0, .. })
     ));
     // The version 2 reader's header fields stay refused there.
-    let mut b = quantize(&Scalar, &all[..rows * cols], rows, cols, &Params::DEFAULT);
+    let mut b = quantize(&Scalar, &all[..rows * cols], rows, cols, &Params::V2_PRESET);
     b[14] = 9;
     reseal(&mut b);
     assert_eq!(PackedTensor::parse(&b).unwrap_err(), bad_header("reserved"));

@@ -237,7 +237,7 @@ fn decoder_matches_the_forward_pass() {
     let reference = Model::load(config, &ckpt).unwrap();
     let kernels = AnyKernels::detect();
     let engine = CpuEngine::new(kernels);
-    let v2 = PackedProjections::quantize_with(&reference, &engine, Params::default_for).unwrap();
+    let v2 = PackedProjections::quantize_with(&reference, &engine, Params::v2_for).unwrap();
     let v3 = PackedProjections::quantize_with(&reference, &engine, Params::v3_for).unwrap();
     let (v2, v3) = (v2.model(&reference).unwrap(), v3.model(&reference).unwrap());
     let vocab = reference.config.vocab_size;
@@ -322,7 +322,7 @@ fn decoder_threads_give_the_same_bits() {
     let reference = Model::load(config, &ckpt).unwrap();
     let kernels = AnyKernels::detect();
     let engine = CpuEngine::new(kernels);
-    let v2 = PackedProjections::quantize_with(&reference, &engine, Params::default_for).unwrap();
+    let v2 = PackedProjections::quantize_with(&reference, &engine, Params::v2_for).unwrap();
     let v3 = PackedProjections::quantize_with(&reference, &engine, Params::v3_for).unwrap();
     let (v2, v3) = (v2.model(&reference).unwrap(), v3.model(&reference).unwrap());
     let ids = &SENTENCES[0].1[..6];

@@ -53,7 +53,7 @@ fn run_1() {
     ] {
         let mut rng = Rng(rows as u64 * 31 + cols as u64);
         let w: Vec<f32> = (0..rows * cols).map(|_| rng.normal() as f32).collect();
-        let p = Params::DEFAULT;
+        let p = Params::V2_PRESET;
         let t = engine.load(Weights::F32(&w), rows, cols).unwrap();
         let sel = engine.select(&t, &p).unwrap();
         let mut buf = vec![0u8; packed_len(rows, cols, p.format(), sel.n_outliers).unwrap()];
