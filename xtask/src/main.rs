@@ -24,7 +24,7 @@ tasks:
   fetch                          fetch the real checkpoints into target/data
   bench [--quick]                run the benchmarks, print a table, write target/bench/summary.json
   bench --decode [--reps N]      adpq generate tokens/s beside llama.cpp's llama-bench
-  bench --quantize [--reps N] [--tensors N] [--dtype bf16|f16|f32]... [--no-stats]
+  bench --quantize [--reps N] [--tensors N] [--dtype bf16|f16|f32]... [--no-stats] [--format v1|v2|v3]
                                  adpq quantize GB/s on 1 and 2 threads (Student-t
                                  checkpoints generated in target/bench/quantize)
   fuzz [SECONDS]                 run each cargo-fuzz target for SECONDS (default 20)

@@ -1,6 +1,7 @@
 //! `cargo xtask bench --quantize [--reps N] [--tensors N] [--dtype bf16|f16|f32]...
-//! [--no-stats]`: end-to-end throughput of `adpq quantize` at its defaults (issue 17,
-//! goal 1), on 1 and 2 threads, in one run.
+//! [--no-stats] [--format v1|v2|v3]`: end-to-end throughput of `adpq quantize` at its
+//! defaults (issue 17, goal 1; `--format` to measure another format's), on 1 and 2
+//! threads, in one run.
 //!
 //! Generates a checkpoint of `--tensors` (default 16) 4096×4096 Student-t (ν = 4)
 //! matrices per input dtype into `target/bench/quantize/` (kept between runs; about
@@ -52,6 +53,11 @@ pub fn run(args: &[String]) -> DynResult {
             "--tensors" => tensors = it.next().ok_or("--tensors needs a number")?.parse()?,
             "--dtype" => dtypes.push(it.next().ok_or("--dtype needs bf16|f16|f32")?.clone()),
             "--no-stats" => extra.push(a.clone()),
+            // Another format than the default (v3), e.g. v2 for the figure before it.
+            "--format" => {
+                let f = it.next().ok_or("--format needs v1|v2|v3")?;
+                extra.extend([a.clone(), f.clone()]);
+            }
             other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
@@ -106,7 +112,7 @@ pub fn run(args: &[String]) -> DynResult {
         rows.push(Row {
             name: format!(
                 "adpq defaults, {dtype}{}",
-                extra.concat().replace("--", " ")
+                extra.iter().map(|e| format!(" {e}")).collect::<String>()
             ),
             weights,
             input_bytes: Some(std::fs::metadata(&input)?.len()),
