@@ -37,7 +37,7 @@ pub struct EvalArgs {
     /// at g 32/64/128, AdpQ v1 at α .02/.06/.10 and v1 asymmetric at g 64, AdpQ v2 at
     /// α .02/.06/.10 and the v2-vproj6 preset, AdpQ v3 at g 64/32 and the v3 preset (see
     /// `cargo xtask sweep` for its table and plot). `--sweep quick` leaves out the uniform
-    /// v2 rows and v3.
+    /// v2 and v3 rows and llama.cpp's slow types.
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "full", value_name = "full|quick")]
     sweep: Option<SweepSet>,
     /// English text (UTF-8) to score on.

@@ -26,15 +26,16 @@ pub struct ParamArgs {
     /// --alpha 0.06, symmetric; no preset) [default: v3].
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
-    /// Target fraction of outliers per tensor (v1, v2; v3 has none) [default: v2-vproj6's
-    /// 0.04; v2 --preset none: 0.05; v1: 0.06].
+    /// Target fraction of outliers per tensor (v1, v2; v3 has none, alpha 0) [default: v3:
+    /// 0; v2 (preset v2-vproj6): 0.04; v2 --preset none: 0.05; v1: 0.06].
     #[arg(long)]
     alpha: Option<f64>,
-    /// Bits per code (2..=8) [default: 4].
+    /// Bits per code (2..=8) [default: 4; preset v3: the rules' bits, and for tensors no
+    /// rule names the allocation's, which setting --bits turns off].
     #[arg(long)]
     bits: Option<u8>,
     /// Weights per group along a row (v3: a power of two, 16..=512; v2: 16..=255; v1:
-    /// 16..=1024) [default: 64; v1: 128].
+    /// 16..=1024) [default: 64; v1: 128; preset v3: as --bits].
     #[arg(long)]
     group_size: Option<u16>,
     /// v1 only: asymmetric (min-max, zero point) grids instead of symmetric ones (v2's
@@ -55,7 +56,7 @@ pub struct ParamArgs {
     /// its weights for the least squared error within --bits-budget, whatever the tensor
     /// names. v2-vproj6: format v2, 6-bit codes and alpha 0.05 for v_proj, alpha 0.04
     /// elsewhere. none: the format's plain defaults for every tensor [default: v3; with
-    /// --format v2: v2-vproj6; with --bits-budget: v3-auto].
+    /// --format v2: v2-vproj6].
     #[arg(long, value_enum)]
     preset: Option<Preset>,
     /// Presets v3-auto and v3: packed bits per quantized weight to spend, everything
@@ -121,8 +122,8 @@ impl ParamArgs {
             }
             tp.budget = Some(budget);
             // Preset v3's rules name the Llama projections; the budget is the others'. Its
-            // default budget is a target: tensors too small to fit it get their
-            // cheapest setting instead of failing the run.
+            // default budget is a target: a tensor too small to fit it at any setting
+            // keeps the base instead of failing the run.
             tp.ruled_outside_budget = preset == Some(Preset::V3);
             tp.soft_budget = preset == Some(Preset::V3) && self.bits_budget.is_none();
         } else if self.bits_budget.is_some() {
@@ -177,7 +178,7 @@ fn base_params(a: &ParamArgs) -> Result<Params> {
         if version == FormatVersion::V3 {
             return Err(Error::Usage(
                 "--reference-iters selects outliers as the Python reference does, and \
-                 format v3 (the default) has no outliers: add --format v2 or v1"
+                 format v3 (the default format) has no outliers: use --format v2 or v1"
                     .into(),
             ));
         }
@@ -203,9 +204,6 @@ fn effective_preset(a: &ParamArgs) -> Option<Preset> {
     match (a.preset, a.format) {
         (Some(Preset::None), None | Some(FormatArg::V1 | FormatArg::V3)) => None,
         (Some(p), _) => Some(p),
-        (None, _) if a.bits_budget.is_some() && a.format != Some(FormatArg::V2) => {
-            Some(Preset::V3Auto)
-        }
         (None, Some(FormatArg::V1)) => None,
         (None, Some(FormatArg::V2)) => Some(Preset::V2Vproj6),
         (None, _) => Some(Preset::V3),
@@ -232,9 +230,9 @@ pub enum Preset {
     V2Vproj6,
     /// Format v3, the default: 6-bit codes in groups of 128 for `v_proj`, groups of 128
     /// for `k_proj`, 5 bits for `down_proj` and `up_proj`, 4 (the code book) in groups of
-    /// 64 for `q_proj`, `o_proj` and `gate_proj` ([`Params::v3_for`]; 4.798 bits/weight on
+    /// 64 for `q_proj`, `o_proj` and `gate_proj` (`Params::v3_for`; 4.798 bits/weight on
     /// SmolLM2, docs/FORMAT-v3-experiments.md). A tensor no rule names (another
-    /// architecture's) gets its bits and group as [`Preset::V3Auto`] chooses them, within
+    /// architecture's) gets its bits and group as preset `v3-auto` chooses them, within
     /// `--bits-budget` for those tensors.
     #[value(name = "v3")]
     V3,
@@ -271,13 +269,15 @@ impl Preset {
     pub fn rules(self) -> &'static [&'static str] {
         match self {
             Preset::V2Vproj6 => &[r"v_proj=bits:6,alpha:0.05"],
+            // Whole name components, as `Params::v3_for` matches them: Phi-3's `qkv_proj`
+            // and `gate_up_proj` are other matrices than `v_proj` and `up_proj`.
             Preset::V3 => &[
-                r"v_proj=bits:6,group:128",
-                r"k_proj=group:128",
-                r"down_proj|up_proj=bits:5",
+                r"(^|\.)v_proj(\.|$)=bits:6,group:128",
+                r"(^|\.)k_proj(\.|$)=group:128",
+                r"(^|\.)(down_proj|up_proj)(\.|$)=bits:5",
                 // Names them, so they take the base (alpha 0 is v3's own) and are not
                 // allocated.
-                r"q_proj|o_proj|gate_proj=alpha:0",
+                r"(^|\.)(q_proj|o_proj|gate_proj)(\.|$)=alpha:0",
             ],
             Preset::V3Auto | Preset::None => &[],
         }
@@ -374,8 +374,8 @@ pub struct TensorParams {
     /// Whether tensors a rule names stay out of the allocation and its budget (preset
     /// `v3`), rather than counting against it (`v3-auto`).
     ruled_outside_budget: bool,
-    /// Whether a budget the tensors cannot fit gives each its cheapest setting (preset
-    /// `v3` without `--bits-budget`) instead of a usage error.
+    /// Whether a tensor that cannot fit the budget at any setting keeps the base (preset
+    /// `v3` without `--bits-budget`) instead of making the budget a usage error.
     soft_budget: bool,
     /// Allocated parameters by tensor name, sorted by name (empty without an allocation).
     assigned: Vec<(String, Params)>,
@@ -434,8 +434,9 @@ impl TensorParams {
         self.ruled_outside_budget
     }
 
-    /// Whether a budget the tensors cannot fit gives each its cheapest setting (the
-    /// default preset's own budget) rather than a usage error (a budget the user set).
+    /// Whether a tensor that cannot fit the budget at any setting keeps the base (the
+    /// default preset's own budget) rather than the budget being a usage error (one the
+    /// user set).
     pub fn soft_budget(&self) -> bool {
         self.soft_budget
     }
@@ -548,10 +549,11 @@ mod tests {
         let budget = ParamArgs {
             bits_budget: Some(4.5),
             ..ParamArgs::default()
-        }
-        .resolve()
-        .unwrap();
+        };
+        assert_eq!(effective_preset(&budget), Some(Preset::V3));
+        let budget = budget.resolve().unwrap();
         assert_eq!(budget.budget(), Some(4.5));
+        assert!(budget.ruled_outside_budget());
         assert!(
             !budget.soft_budget(),
             "a budget the user set is kept or refused"
@@ -607,8 +609,9 @@ mod tests {
     }
 
     /// Preset v3-auto: format v3's plain base, no rules of its own, a budget to allocate
-    /// (4.8 unless `--bits-budget`, which implies the preset); allocated parameters
-    /// come after the user's rules and before the base.
+    /// (4.8 unless `--bits-budget`) over every tensor, strictly; allocated parameters come
+    /// after the user's rules and before the base. `--bits-budget` alone is the default
+    /// preset's (v3) budget, strict too; with --format v1 or a v2 preset, a usage error.
     #[test]
     fn v3_auto_preset_carries_a_budget() {
         let args = |format, preset, budget| ParamArgs {
@@ -621,16 +624,21 @@ mod tests {
         assert_eq!(*tp.base(), Params::V3);
         assert!(tp.rules().is_empty());
         assert_eq!(tp.budget(), Some(DEFAULT_BITS_BUDGET));
-        let tp = args(Some(FormatArg::V3), None, Some(4.5))
-            .resolve()
-            .unwrap();
-        assert_eq!(tp.budget(), Some(4.5));
-        assert_eq!(*tp.base(), Params::V3);
         assert!(!tp.ruled_outside_budget() && !tp.soft_budget());
+        for format in [None, Some(FormatArg::V3)] {
+            let a = args(format, None, Some(4.5));
+            assert_eq!(effective_preset(&a), Some(Preset::V3), "{a:?}");
+            let tp = a.resolve().unwrap();
+            assert_eq!(tp.budget(), Some(4.5));
+            assert_eq!(*tp.base(), Params::V3);
+            assert!(tp.ruled_outside_budget() && !tp.soft_budget());
+        }
         // A budget only means something to the allocating presets.
         for bad in [
             args(None, Some(Preset::V2Vproj6), Some(4.8)),
             args(Some(FormatArg::V2), None, Some(4.8)),
+            args(Some(FormatArg::V1), None, Some(4.8)),
+            args(None, Some(Preset::None), Some(4.8)),
             args(None, Some(Preset::V3Auto), Some(0.0)),
             args(None, Some(Preset::V3Auto), Some(f64::NAN)),
             ParamArgs {

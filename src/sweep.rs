@@ -16,8 +16,8 @@ use crate::policy::Preset;
 pub enum SweepSet {
     /// Every variant.
     Full,
-    /// The cheap ones, for CI: RTN, AdpQ v1, the v2 default (preset) and llama.cpp's
-    /// Q4_0 (no uniform v2 rows, no slow llama.cpp types).
+    /// The cheap ones, for CI: RTN, AdpQ v1, the v2 and v3 presets (v3's the default)
+    /// and llama.cpp's Q4_0 (no uniform v2 or v3 rows, no slow llama.cpp types).
     Quick,
 }
 

@@ -525,7 +525,7 @@ fn default_preset_allocates_the_tensors_its_rules_do_not_name() {
         let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
         (r, String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    let params_of = |r: &Value, name: &str| -> (u64, u64, u64) {
+    let params_of = |r: &Value, name: &str| -> (u64, u64) {
         let t = r["tensors"]
             .as_array()
             .unwrap()
@@ -534,17 +534,14 @@ fn default_preset_allocates_the_tensors_its_rules_do_not_name() {
             .unwrap_or_else(|| panic!("{name} not in the report"));
         assert_eq!(t["action"], "quantized", "{name}");
         let bits = |k: &str, d: u64| t["params"][k].as_u64().unwrap_or(d);
-        let (bits, group) = (bits("bits", 4), bits("group_size", 64));
-        let weights = t["shape"][0].as_u64().unwrap() * t["shape"][1].as_u64().unwrap();
-        (bits, group, weights)
+        (bits("bits", 4), bits("group_size", 64))
     };
     for (budget, tag) in [
         (None, "default"),
         (Some("3.5"), "low"),
         (Some("6.6"), "high"),
     ] {
-        let extra: Vec<&str> =
-            budget.map_or(vec![], |b| vec!["--bits-budget", b, "--preset", "v3"]);
+        let extra: Vec<&str> = budget.map_or(vec![], |b| vec!["--bits-budget", b]);
         let (r, stderr) = run(&extra, tag);
         assert!(stderr.contains("bit allocation: budget"), "{stderr}");
         assert_eq!(r["params"]["format"], "v3");
@@ -553,6 +550,19 @@ fn default_preset_allocates_the_tensors_its_rules_do_not_name() {
         assert_eq!(params_of(&r, "model.layers.0.mlp.up_proj.weight").0, 5);
         assert_eq!(params_of(&r, "model.layers.0.mlp.down_proj.weight").0, 5);
         let bits: Vec<u64> = bert.iter().map(|n| params_of(&r, n).0).collect();
+        // The unnamed tensors' packed bits per weight, everything counted, within it.
+        let (tensors, _) = read_st(&dir.path().join(format!("q-{tag}.safetensors")));
+        let (mut packed_bits, mut weights) = (0.0, 0.0);
+        for n in bert {
+            let t = adpq_core::PackedTensor::parse(&tensors[n].2).unwrap();
+            packed_bits += t.layout().bits_per_weight() * (t.rows() * t.cols()) as f64;
+            weights += (t.rows() * t.cols()) as f64;
+        }
+        let spent = packed_bits / weights;
+        assert!(
+            spent <= budget.map_or(4.8, |b| b.parse().unwrap()),
+            "{tag}: {spent} bits/weight"
+        );
         assert!(bits.iter().all(|b| (3..=6).contains(b)), "{bits:?}");
         match budget {
             Some("3.5") => assert_eq!(bits, [3, 3], "the least the budget allows"),
@@ -571,30 +581,102 @@ fn default_preset_allocates_the_tensors_its_rules_do_not_name() {
     ]);
     ok(&out);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("bit allocation"));
-    // Tensors whose group records alone cost more than the default budget: each gets
-    // its cheapest setting, said on stderr; a budget the user sets is refused instead.
-    let tiny = dir.path().join("tiny.safetensors");
-    write_st(
-        &tiny,
-        &[floats("l.0.weight", Dtype::F32, &[2, 128], 5)],
-        &[],
-    );
-    let t = dir.path().join("t.safetensors");
-    let out = adpq(&["quantize", p(&tiny), "-o", p(&t)]);
+    // A user's budget with every tensor named: said, not silently ignored.
+    let out = adpq(&[
+        "quantize",
+        p(&llama),
+        "-o",
+        p(&dir.path().join("l2.safetensors")),
+        "--bits-budget",
+        "3.5",
+    ]);
     ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("each gets its smallest setting"),
+        stderr.contains("--bits-budget 3.5 has nothing to allocate"),
         "{stderr}"
     );
+    // A tensor whose group records alone cost more than the default budget keeps the
+    // base (said on stderr) while a larger one beside it is allocated within the budget;
+    // a budget the user sets covers both, and is refused when they cannot fit it.
+    let tiny = dir.path().join("tiny.safetensors");
+    write_st(
+        &tiny,
+        &[
+            floats("l.0.weight", Dtype::F32, &[2, 128], 5),
+            floats("l.1.weight", Dtype::F32, &[64, 256], 6),
+        ],
+        &[],
+    );
+    let t = dir.path().join("t.safetensors");
+    let rep = dir.path().join("t.json");
+    let out = adpq(&["quantize", p(&tiny), "-o", p(&t), "--report", p(&rep)]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 tensor(s) too small"), "{stderr}");
+    let r: Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    assert_eq!(params_of(&r, "l.0.weight").0, 4, "the base");
+    let (tensors, meta) = read_st(&t);
+    assert_eq!(meta["adpq.version"], "3");
+    let big = adpq_core::PackedTensor::parse(&tensors["l.1.weight"].2).unwrap();
+    assert!(
+        big.layout().bits_per_weight() <= 4.8,
+        "{}",
+        big.layout().bits_per_weight()
+    );
+    ok(&adpq(&["verify", p(&t)]));
     let out = adpq(&[
         "quantize",
         p(&tiny),
         "-o",
         p(&t),
         "--bits-budget",
-        "4.8",
+        "3",
         "--force",
     ]);
-    fails(&out, 2, &["--bits-budget 4.8", "below the least"]);
+    fails(&out, 2, &["--bits-budget 3", "below the least"]);
+}
+
+/// The default preset's names are whole name components: Phi-3's fused `qkv_proj` and
+/// `gate_up_proj` are not `v_proj` and `up_proj`, so their bits are allocated, not the
+/// rules'; and `--bits-budget` alone sets the default preset's budget.
+#[test]
+fn default_preset_names_whole_components() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("phi.safetensors");
+    let names = [
+        "model.layers.0.self_attn.qkv_proj.weight",
+        "model.layers.0.self_attn.o_proj.weight",
+        "model.layers.0.mlp.gate_up_proj.weight",
+        "model.layers.0.mlp.down_proj.weight",
+    ];
+    let model: Vec<Tensor> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| floats(n, Dtype::F32, &[96, 256], 30 + i as u64))
+        .collect();
+    write_st(&input, &model, &[]);
+    for (extra, budget) in [(&[][..], 4.8), (&["--bits-budget", "4.5"][..], 4.5)] {
+        let q = dir.path().join("q.safetensors");
+        let mut args = vec!["quantize", p(&input), "-o", p(&q), "--force"];
+        args.extend_from_slice(extra);
+        let out = adpq(&args);
+        ok(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("budget {budget} bits/weight")),
+            "{stderr}"
+        );
+        let (tensors, _) = read_st(&q);
+        let packed = |n: &str| {
+            let t = adpq_core::PackedTensor::parse(&tensors[n].2).unwrap();
+            (t.params().bits, t.layout().bits_per_weight())
+        };
+        // The named ones keep the rules: o_proj the base, down_proj 5 bits.
+        assert_eq!(packed(names[1]).0, 4);
+        assert_eq!(packed(names[3]).0, 5);
+        // The fused ones share the budget (equal shapes: the mean of their bits/weight).
+        let mean = (packed(names[0]).1 + packed(names[2]).1) / 2.0;
+        assert!(mean <= budget, "{mean} over {budget}");
+    }
 }

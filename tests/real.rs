@@ -171,7 +171,7 @@ fn assert_output_digest(input: &Path, out: &Path, args: &[&str], digest: &str, n
     assert_eq!(tensors_digest(out), (digest.to_string(), n), "{args:?}");
 }
 
-/// `adpq quantize`'s default output (format v2, preset v2-vproj6) on MiniLM.
+/// `adpq quantize --format v2`'s output (preset v2-vproj6, the default before v3) on MiniLM.
 const V2_MINILM_DIGEST: &str = "e577fbc375d8489ad59fee60bd84d785ad1dcdcfb315040540d1205657fbf5af";
 /// The default output (format v3, preset v3) of the real MiniLM checkpoint.
 const V3_MINILM_DIGEST: &str = "b2b36851df498edf014ceba29071205bfba7e8ce6583bc6c174d878ba19e5129";

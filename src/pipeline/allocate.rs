@@ -57,6 +57,10 @@ pub(super) fn allocate_bits<E: Engine>(
 ) -> Result<TensorParams> {
     let mut entries = Vec::new();
     let mut weights = 0u64;
+    // The default budget is a target: a tensor that cannot fit it whatever its setting
+    // (a small matrix, whose group records cost more) keeps the base, out of the budget.
+    let alone = opts.params.soft_budget().then_some(budget);
+    let mut kept_base = 0usize;
     for f in &ckpt.files {
         for t in f.iter() {
             crate::signals::check()?;
@@ -66,19 +70,40 @@ pub(super) fn allocate_bits<E: Engine>(
                 continue;
             }
             progress.message(&format!("allocate {}", t.name));
-            let entry = estimate(engine, f, &t, &opts.params)?;
+            let entry = estimate(engine, f, &t, &opts.params, alone)?;
             f.release(&t);
-            if let Some(e) = entry {
-                weights += t.numel() as u64;
-                entries.push(e);
+            match entry {
+                Estimate::Allocate(e) => {
+                    weights += t.numel() as u64;
+                    entries.push(e);
+                }
+                Estimate::KeepBase => kept_base += 1,
+                Estimate::Out => {}
             }
         }
     }
+    if kept_base > 0 {
+        progress.line(&format!(
+            "bit allocation: {kept_base} tensor(s) too small to fit {budget} bits/weight at \
+             any setting keep the base ({} bits, groups of {})",
+            opts.params.base().bits(),
+            opts.params.base().group_size()
+        ));
+    }
     if entries.is_empty() {
         // Preset v3 on a checkpoint whose every tensor its rules name: nothing to allocate.
+        if opts.params.ruled_outside_budget() && !opts.params.soft_budget() {
+            progress.line(&format!(
+                "bit allocation: every quantized tensor is named by a rule: --bits-budget \
+                 {budget} has nothing to allocate"
+            ));
+        }
         return Ok(opts.params.with_assigned(Vec::new()));
     }
-    let candidates: Vec<Vec<Candidate>> = entries.iter().map(|e| e.candidates.clone()).collect();
+    let candidates: Vec<Vec<Candidate>> = entries
+        .iter_mut()
+        .map(|e| std::mem::take(&mut e.candidates))
+        .collect();
     let budget_bits = (budget * weights as f64).floor() as u64;
     let choice = match allocate(&candidates, budget_bits) {
         Some(choice) => choice,
@@ -94,7 +119,9 @@ pub(super) fn allocate_bits<E: Engine>(
                      ({least:.3} bits/weight)"
                 )));
             }
-            // The default budget is a target: small tensors' records cost more than it.
+            // Unreachable in practice with the default budget (every tensor taking part
+            // fits it alone, so all fit it together), but f64 rounding must not fail a
+            // run that used no flags.
             progress.line(&format!(
                 "bit allocation: these tensors take at least {least:.3} bits/weight, more \
                  than the budget {budget}: each gets its smallest setting"
@@ -140,14 +167,27 @@ fn cheapest(candidates: &[Candidate]) -> usize {
         .unwrap_or(0)
 }
 
-/// The candidates of one tensor with their estimated errors; `None` when it takes no
-/// part (no candidate shrinks it: planning passes it through).
+/// What the allocation does with one tensor.
+enum Estimate {
+    /// It takes part, with these candidates.
+    Allocate(Entry),
+    /// It cannot fit the (default) budget at any setting: it keeps the base.
+    KeepBase,
+    /// No candidate shrinks it (planning passes it through), or its sampled rows are too
+    /// small to code: it takes no part and costs nothing in the budget.
+    Out,
+}
+
+/// The candidates of one tensor with their estimated errors. With `alone` (the default
+/// budget), a tensor whose cheapest setting costs more bits per weight than it keeps the
+/// base instead, unsampled.
 fn estimate<E: Engine>(
     engine: &E,
     f: &SafetensorsFile,
     t: &TensorRef<'_>,
     params: &TensorParams,
-) -> Result<Option<Entry>> {
+    alone: Option<f64>,
+) -> Result<Estimate> {
     let (rows, cols) = (t.shape[0], t.shape[1]);
     let core = |e| Error::core(f.path(), t.name, e);
     let cost = |p: &Params| -> Result<Option<u64>> {
@@ -156,14 +196,31 @@ fn estimate<E: Engine>(
     };
     // A tensor a rule fixes: one candidate, its error irrelevant.
     if let Some(fixed) = params.by_rule(t.name) {
-        return Ok(cost(&fixed)?.map(|cost_bits| Entry {
-            name: t.name.to_string(),
-            params: vec![fixed],
-            candidates: vec![Candidate {
-                cost_bits,
-                error: 0.0,
-            }],
-        }));
+        return Ok(match cost(&fixed)? {
+            Some(cost_bits) => Estimate::Allocate(Entry {
+                name: t.name.to_string(),
+                params: vec![fixed],
+                candidates: vec![Candidate {
+                    cost_bits,
+                    error: 0.0,
+                }],
+            }),
+            None => Estimate::Out,
+        });
+    }
+    let settings = auto_candidates(params.base());
+    if let Some(budget) = alone {
+        let mut least = None;
+        for p in &settings {
+            if let Some(c) = cost(p)? {
+                least = Some(least.map_or(c, |l: u64| l.min(c)));
+            }
+        }
+        match least {
+            None => return Ok(Estimate::Out),
+            Some(c) if c as f64 > budget * t.numel() as f64 => return Ok(Estimate::KeepBase),
+            Some(_) => {}
+        }
     }
     let wd = weight_data(t).ok_or_else(|| Error::tensor(f.path(), t.name, "not a float tensor"))?;
     let sample_rows = sample_rows(rows, cols);
@@ -174,14 +231,13 @@ fn estimate<E: Engine>(
         params: Vec::new(),
         candidates: Vec::new(),
     };
-    for p in auto_candidates(params.base()) {
+    for p in settings {
         let Some(cost_bits) = cost(&p)? else { continue };
         let error = match sample_error(engine, &sample, sample_rows.len(), cols, &p) {
             Ok(e) => e,
-            // Sampled rows too small to code lose nothing worth bits: the cheapest
-            // candidate, counted in the budget (if the whole tensor is, planning passes
-            // it through and the budget is under-spent, never over).
-            Err(EngineError::Core(CoreError::TooSmall { .. })) => 0.0,
+            // Sampled rows too small to code (weights near 2^-100): planning may pass the
+            // tensor through, so it takes no part rather than hold bits of the budget.
+            Err(EngineError::Core(CoreError::TooSmall { .. })) => return Ok(Estimate::Out),
             Err(e) => return Err(engine_error(f, t.name)(e)),
         };
         entry.params.push(p);
@@ -191,7 +247,11 @@ fn estimate<E: Engine>(
             error: if signal > 0.0 { error / signal } else { 0.0 },
         });
     }
-    Ok((!entry.params.is_empty()).then_some(entry))
+    Ok(if entry.params.is_empty() {
+        Estimate::Out
+    } else {
+        Estimate::Allocate(entry)
+    })
 }
 
 /// The rows sampled from a `rows × cols` tensor: about [`SAMPLE_WEIGHTS`] weights, evenly

@@ -24,7 +24,7 @@
 /**
  * Minor version of this library.
  */
-#define ADPQ_VERSION_MINOR 1
+#define ADPQ_VERSION_MINOR 2
 
 /**
  * Patch version of this library.
@@ -268,8 +268,9 @@ enum adpq_preset
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   /**
-   * The `adpq quantize` default for a tensor its preset does not name, `Params::DEFAULT`:
-   * format v3, 4 bits (the code book), groups of 64, rotated rows, no outlier split.
+   * The library's default, `Params::DEFAULT` (what `adpq quantize` gives a Llama
+   * `q_proj`): format v3, 4 bits (the code book), groups of 64, rotated rows, no outlier
+   * split.
    * (Format v2 with α = 0.04 before format v3 became the default: now
    * `ADPQ_PRESET_V2_TUNED`.)
    */
@@ -410,7 +411,7 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * The library's version as a static NUL-terminated string (`"0.1.0"`). Never NULL;
+ * The library's version as a static NUL-terminated string (`"0.2.0"`). Never NULL;
  * the string lives as long as the program. Thread-safe.
  */
 const char *adpq_version(void);

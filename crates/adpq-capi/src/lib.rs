@@ -70,7 +70,7 @@ pub use status::{adpq_status, adpq_status_message};
 /// Major version of this library (the crate's version).
 pub const ADPQ_VERSION_MAJOR: u32 = 0;
 /// Minor version of this library.
-pub const ADPQ_VERSION_MINOR: u32 = 1;
+pub const ADPQ_VERSION_MINOR: u32 = 2;
 /// Patch version of this library.
 pub const ADPQ_VERSION_PATCH: u32 = 0;
 /// `MAJOR * 10000 + MINOR * 100 + PATCH`, what [`adpq_version_number`] returns; compare
@@ -78,7 +78,7 @@ pub const ADPQ_VERSION_PATCH: u32 = 0;
 pub const ADPQ_VERSION_NUMBER: u32 =
     ADPQ_VERSION_MAJOR * 10000 + ADPQ_VERSION_MINOR * 100 + ADPQ_VERSION_PATCH;
 
-/// The library's version as a static NUL-terminated string (`"0.1.0"`). Never NULL;
+/// The library's version as a static NUL-terminated string (`"0.2.0"`). Never NULL;
 /// the string lives as long as the program. Thread-safe.
 #[no_mangle]
 pub extern "C" fn adpq_version() -> *const core::ffi::c_char {

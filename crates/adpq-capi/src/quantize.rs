@@ -25,8 +25,9 @@ pub enum adpq_grid {
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum adpq_preset {
-    /// The `adpq quantize` default for a tensor its preset does not name, `Params::DEFAULT`:
-    /// format v3, 4 bits (the code book), groups of 64, rotated rows, no outlier split.
+    /// The library's default, `Params::DEFAULT` (what `adpq quantize` gives a Llama
+    /// `q_proj`): format v3, 4 bits (the code book), groups of 64, rotated rows, no outlier
+    /// split.
     /// (Format v2 with α = 0.04 before format v3 became the default: now
     /// `ADPQ_PRESET_V2_TUNED`.)
     ADPQ_PRESET_DEFAULT = 0,

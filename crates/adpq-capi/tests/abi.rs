@@ -136,6 +136,7 @@ fn quantize_parse_info_match_the_core() {
 fn dequantize_and_gemv_match_the_core() {
     for preset in [
         adpq_preset::ADPQ_PRESET_V2_TUNED,
+        adpq_preset::ADPQ_PRESET_V3,
         adpq_preset::ADPQ_PRESET_DEFAULT,
     ] {
         dequantize_and_gemv_match_the_core_in(preset);
@@ -285,6 +286,14 @@ fn bad_arguments_get_a_status_and_leave_outputs_alone() {
             ADPQ_STATUS_NULL_POINTER
         );
         assert_eq!(adpq_params_preset(0, null_mut()), ADPQ_STATUS_NULL_POINTER);
+        // The first value past the last preset, and any later one, is refused.
+        let mut p = core::mem::MaybeUninit::<adpq_params>::uninit();
+        for unknown in [5, 6, u32::MAX] {
+            assert_eq!(
+                adpq_params_preset(unknown, p.as_mut_ptr()),
+                ADPQ_STATUS_INVALID_ARGUMENT
+            );
+        }
         assert_eq!(
             adpq_dequantize_rows(
                 &t,

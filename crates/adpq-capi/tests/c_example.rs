@@ -101,7 +101,7 @@ fn cpp_smoke_test_builds_and_runs() {
         .arg(&exe)
         .args(&flags));
     let out = run(&mut Command::new(&exe));
-    assert!(out.contains("smoke.cpp: adpq 0.1.0"), "{out}");
+    assert!(out.contains("smoke.cpp: adpq 0.2.0"), "{out}");
 }
 
 /// MiniLM's path, or None (with the reason printed) when it is absent and not required.

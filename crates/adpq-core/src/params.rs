@@ -117,10 +117,12 @@ impl Default for Params {
 }
 
 impl Params {
-    /// The default parameters, those of `adpq quantize` without flags for a tensor no
-    /// preset rule names: format v3's plain defaults ([`Params::V3`]: rows rotated, the
-    /// 4-bit code book, groups of 64, no outlier split). The CLI's default preset (`v3`)
-    /// gives the Llama projections their own bits and groups: [`Params::default_for`].
+    /// The default parameters: format v3's plain defaults ([`Params::V3`]: rows rotated,
+    /// the 4-bit code book, groups of 64, no outlier split), what `adpq quantize` without
+    /// flags gives a Llama `q_proj`, `o_proj` or `gate_proj`. Its default preset (`v3`)
+    /// gives the other Llama projections their own bits and groups
+    /// ([`Params::default_for`]), and chooses those of any tensor it does not name from the
+    /// checkpoint's weights.
     pub const DEFAULT: Params = Params::V3;
 
     /// Format v2's measured preset (`v2-vproj6`, the default before format v3): 4 bits,
@@ -177,11 +179,13 @@ impl Params {
     /// bits for the MLP's `down_proj` and `up_proj`, 4 (the code book) in groups of 64
     /// for any other (4.798 bits/weight on SmolLM2).
     pub fn v3_for(name: &str) -> Params {
-        let (bits, group_size) = if name.contains("v_proj") {
+        // Whole dot-separated components: Phi-3's `qkv_proj` is not a `v_proj`.
+        let is = |component: &str| name.split('.').any(|c| c == component);
+        let (bits, group_size) = if is("v_proj") {
             (6, 128)
-        } else if name.contains("k_proj") {
+        } else if is("k_proj") {
             (4, 128)
-        } else if name.contains("down_proj") || name.contains("up_proj") {
+        } else if is("down_proj") || is("up_proj") {
             (5, 64)
         } else {
             (4, 64)

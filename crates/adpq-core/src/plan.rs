@@ -144,7 +144,7 @@ impl QuantizePlan {
         // Rotation grows a magnitude by up to √512: keep every decoded value below 2^126.
         if rotation.is_some() && selection.max_abs() > MAX_ROTATED_ABS {
             return Err(Error::Unsupported(
-                "format v3 rotates rows: weights must stay below 2^116 in magnitude",
+                "format v3 rotates rows: weights must stay below 2^116 in magnitude (format v2 takes up to 2^124)",
             ));
         }
         let layout = Layout::new(rows, cols, fp, selection.n_outliers)?;

@@ -258,19 +258,19 @@ fn v2_params_are_checked() {
         Params::v2_for("model.layers.3.mlp.up_proj.weight"),
         Params::V2_PRESET
     );
-    // The library's defaults are the CLI's: format v3, with preset v3's per-name bits.
+    // The library's defaults are the CLI's (src/policy.rs holds the preset to them):
+    // format v3, with preset v3's per-name bits.
     assert_eq!(Params::default(), Params::DEFAULT);
     assert_eq!(Params::DEFAULT, Params::V3);
-    for name in [
-        "v_proj",
-        "k_proj",
-        "up_proj",
-        "down_proj",
-        "q_proj",
-        "lm_head",
-    ] {
-        assert_eq!(Params::default_for(name), Params::v3_for(name), "{name}");
-    }
+    let v = Params::default_for("model.layers.3.self_attn.v_proj.weight");
+    assert_eq!(
+        (v.version(), v.bits(), v.group_size()),
+        (FormatVersion::V3, 6, 128)
+    );
+    assert_eq!(
+        Params::default_for("model.layers.3.self_attn.q_proj.weight"),
+        Params::V3
+    );
 }
 
 #[test]

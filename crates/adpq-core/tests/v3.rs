@@ -404,6 +404,14 @@ fn v3_parameters_are_validated() {
         Params::v3_for("model.layers.0.mlp.gate_proj.weight").bits(),
         4
     );
+    // Whole name components: Phi-3's fused matrices are not the projections they end in.
+    for fused in [
+        "model.layers.0.self_attn.qkv_proj.weight",
+        "model.layers.0.mlp.gate_up_proj.weight",
+    ] {
+        assert_eq!(Params::v3_for(fused), Params::V3, "{fused}");
+    }
+    assert_eq!(Params::v3_for("v_proj").bits(), 6);
     // Weights rotation could grow past the decode bound are refused with a reason.
     let w = vec![1e36f32; 64];
     let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&w), 1, 64, &Params::V3).unwrap();
