@@ -7,6 +7,14 @@
 //! `_v3` suffix for that format version (`Params::V2`, `Params::V3`; v1 at
 //! `Params::V1` without). `gemv_q8` quantizes the activations inside the timed region
 //! (rotating them first for v3), as an engine does once per token.
+//!
+//! `ADPQ_BENCH_V3_TENSOR=NAME` runs the `_v3` ops with preset v3's parameters for a
+//! tensor of that name (`Params::v3_for`: `mlp.up_proj` codes 5 bits, `self_attn.v_proj` 6
+//! bits in groups of 128) instead of `Params::V3` (4 bits, the code book, groups of 64).
+//!
+//! Instruction counts of the packing alone (valgrind hides AVX-VNNI: name `avx2`):
+//! `valgrind --tool=callgrind --toggle-collect='*quantize_tensor*' cputime avx2 pack_v3 1`
+//! counts 3 calls (the setup's, the warm-up's and the one timed).
 
 use adpq_bench::{gaussian, shape};
 use adpq_core::kernels::{AnyKernels, Q8Activations};
@@ -39,7 +47,11 @@ fn main() {
     let (op, params) = if let Some(op) = op.strip_suffix("_v2") {
         (op.to_string(), Params::V2)
     } else if let Some(op) = op.strip_suffix("_v3") {
-        (op.to_string(), Params::V3)
+        let params = match std::env::var("ADPQ_BENCH_V3_TENSOR") {
+            Ok(name) => Params::v3_for(&name),
+            Err(_) => Params::V3,
+        };
+        (op.to_string(), params)
     } else {
         (op.clone(), Params::V1)
     };

@@ -274,6 +274,13 @@ impl Lanes for NeonLanes {
         ))
     }
     #[inline(always)]
+    fn round_to_int(self, v: F8) -> U8 {
+        neon!(U8(
+            vreinterpretq_u32_s32(vcvtnq_s32_f32(v.0)),
+            vreinterpretq_u32_s32(vcvtnq_s32_f32(v.1)),
+        ))
+    }
+    #[inline(always)]
     fn int_to_float(self, v: U8) -> F8 {
         neon!(F8(
             vcvtq_f32_s32(vreinterpretq_s32_u32(v.0)),
@@ -326,6 +333,25 @@ impl Lanes for NeonLanes {
         }
     }
     /// `vqtbl1q_u8` on the low byte of each lane (the others index entry 0, masked off).
+    /// `tbl` over the table's 64 bytes: lane `j`'s bytes are `4·idx_j + 0..4`.
+    #[inline(always)]
+    fn lookup16_u(self, table: [U8; 2], idx: U8) -> U8 {
+        neon!({
+            let t = uint8x16x4_t(
+                vreinterpretq_u8_u32(table[0].0),
+                vreinterpretq_u8_u32(table[0].1),
+                vreinterpretq_u8_u32(table[1].0),
+                vreinterpretq_u8_u32(table[1].1),
+            );
+            let (four, offsets) = (vdupq_n_u32(0x0404_0404), vdupq_n_u32(0x0302_0100));
+            let lo = vreinterpretq_u8_u32(vmlaq_u32(offsets, idx.0, four));
+            let hi = vreinterpretq_u8_u32(vmlaq_u32(offsets, idx.1, four));
+            U8(
+                vreinterpretq_u32_u8(vqtbl4q_u8(t, lo)),
+                vreinterpretq_u32_u8(vqtbl4q_u8(t, hi)),
+            )
+        })
+    }
     #[inline(always)]
     fn lookup16(self, table: &[u8; 16], idx: U8) -> U8 {
         neon!({

@@ -169,6 +169,12 @@ pub(crate) trait Lanes: Copy {
     fn round_even(self, v: Self::F) -> Self::F;
     /// Truncates to i32 (the kernels only convert integral values).
     fn float_to_int(self, v: Self::F) -> Self::U;
+    /// Rounds to the nearest integer, ties to even, as i32 (`|v| < 2^31`): one
+    /// instruction where the ISA converts with that rounding.
+    #[inline(always)]
+    fn round_to_int(self, v: Self::F) -> Self::U {
+        self.float_to_int(self.round_even(v))
+    }
     /// i32 lanes as f32.
     fn int_to_float(self, v: Self::U) -> Self::F;
     /// The largest lane, and 0 (every extent starts at 0).
@@ -238,6 +244,18 @@ pub(crate) trait Lanes: Copy {
     fn permute_u(self, table: Self::U, idx: Self::U) -> Self::U {
         let (t, i) = (self.to_u32s(table), self.to_u32s(idx));
         self.load_u(&i.map(|j| t[j as usize & 7]))
+    }
+
+    /// `table[idx_j]` in lane `j` of a 16-entry table of 32-bit values held as two
+    /// vectors (entries 0–7, then 8–15), every `idx_j < 16`.
+    #[inline(always)]
+    fn lookup16_u(self, table: [Self::U; 2], idx: Self::U) -> Self::U {
+        let upper = self.gt_i(idx, self.splat_u(7));
+        self.select_u(
+            upper,
+            self.permute_u(table[1], idx),
+            self.permute_u(table[0], idx),
+        )
     }
 
     /// Positions (lanes past `k` hold 0), codes (lanes past `k` unspecified) and lane

@@ -84,7 +84,7 @@ fn masked<S: Lanes>(s: S, v: S::F, m: S::U) -> S::F {
 /// (a6 + a7))`, as three butterflies in lanes: lane 0 adds the same pairs in the same
 /// order (a sum of two is the same either way round), with no trip through memory.
 #[inline(always)]
-fn total<S: Lanes>(s: S, v: S::F) -> f32 {
+pub(super) fn total<S: Lanes>(s: S, v: S::F) -> f32 {
     let v = s.add_f(v, s.swap_lanes(v, 1));
     let v = s.add_f(v, s.swap_lanes(v, 2));
     let v = s.add_f(v, s.swap_lanes(v, 4));

@@ -10,13 +10,14 @@
 //! exact as the oracle's float compare), and its level `CODEBOOK_4BIT[c] · 0.125` is
 //! exact, so the sums, grids and codes equal the oracle's bit for bit.
 
-use super::quantize::{pack_codes, Chunks};
+use super::quantize::pack_codes;
 use super::rotate::forward_at;
 use super::Lanes;
 use crate::affine::{
     search_group, AffineGrid, Candidates, GroupPasses, LaneSums, RefitSums, RowUnits,
 };
 use crate::error::Result;
+use crate::format::put_code;
 use crate::format::record_v3::{write_record, write_units};
 use crate::kernels::rows::RowsV2;
 use crate::kernels::scalar_v2::RowExtent;
@@ -24,10 +25,84 @@ use crate::kernels::scalar_v3::{load_segment, MIDPOINTS};
 use crate::kernels::{RowJob, RowsDone, RowsOut};
 use crate::params::{FormatParams, CODEBOOK_4BIT, MAX_GROUP_SIZE_V3};
 use crate::rotate::MAX_SEGMENT;
+use crate::select::is_valid_abs_bits;
 use crate::weights::{Element, Weights};
 
 /// The largest group's chunks of 8.
 const MAX_CHUNKS: usize = MAX_GROUP_SIZE_V3 as usize / 8;
+
+/// The largest f32 below 1, `1 − 2^−24`: see [`BINS`].
+const BELOW_ONE: f32 = f32::from_bits(0x3F7F_FFFF);
+
+/// The code book's 16 bins, for coding a value `u` in `[0, 15]` (`+0` included) with one
+/// compare instead of 15: `u` falls in bin `i = round(u · BELOW_ONE)` (ties to even),
+/// and its code, the number of [`MIDPOINTS`] below it, is `base[i] + (u > mid[i])`.
+///
+/// `u · BELOW_ONE` is `u` or the f32 just below it, so bin `i` holds the values from
+/// about `i − 0.5` to `i + 0.5`, their ends within an ulp of those half-integers. The
+/// only midpoint that close to a half-integer is 7.5 itself, and the multiply puts it in
+/// bin 7 (`7.5 · BELOW_ONE` is the f32 below 7.5, which rounds to 7) and the f32 above it
+/// in bin 8 (it becomes 7.5, which ties to 8). So every bin has at most one midpoint
+/// strictly inside (`mid[i]`, or 16, above every `u`, when none), `base[i]` counts those
+/// at or below `i − 0.5`, which every value of the bin exceeds, and those at or above
+/// `i + 0.5` exceed every value of the bin. Bin 0 has none: its `base` is −1 and its
+/// `mid` −1 as i32 bits, below every `u ≥ +0`, so that `base[i] = i − 1 + (i > 7)` for
+/// every bin (what [`Coder::book_code`] computes instead of a lookup). The test
+/// `bins_count_the_midpoints` checks every value near each midpoint and half-integer;
+/// between those both sides are constant. The bin only picks which compare to make: the
+/// compare itself is the oracle's `u > m`, so the code is exact whatever the rounding of
+/// the bin's arithmetic.
+const BINS: ([i32; 16], [u32; 16]) = {
+    let mut base = [0i32; 16];
+    let mut mid = [16f32.to_bits(); 16];
+    let mut i = 0;
+    while i < 16 {
+        let (lo, hi) = (i as f32 - 0.5, i as f32 + 0.5);
+        let mut inside = 0;
+        let mut k = 0;
+        while k < MIDPOINTS.len() {
+            let m = MIDPOINTS[k];
+            if m <= lo {
+                base[i] += 1;
+            } else if m < hi {
+                mid[i] = m.to_bits();
+                inside += 1;
+            }
+            k += 1;
+        }
+        assert!(inside <= 1, "a bin holds two midpoints");
+        if i == 0 {
+            assert!(base[0] == 0 && inside == 0);
+            (base[0], mid[0]) = (-1, u32::MAX);
+        }
+        assert!(base[i] == i as i32 - 1 + (i > 7) as i32);
+        i += 1;
+    }
+    (base, mid)
+};
+
+/// `BINS.1[i] + 1` (wrapping: bin 0's is 0): `u ≤ mid[i]` is `bits(u) < BIN_MID_NEXT[i]`
+/// as i32 (false for every `u ≥ +0` in bin 0).
+const BIN_MID_NEXT: [u32; 16] = {
+    let mut next = [0u32; 16];
+    let mut i = 0;
+    while i < 16 {
+        next[i] = BINS.1[i].wrapping_add(1);
+        i += 1;
+    }
+    next
+};
+
+/// The code book's levels `CODEBOOK_4BIT[c] / 8` as f32 bits.
+const LEVEL_BITS: [u32; 16] = {
+    let mut l = [0u32; 16];
+    let mut c = 0;
+    while c < 16 {
+        l[c] = (CODEBOOK_4BIT[c] as f32 * 0.125).to_bits();
+        c += 1;
+    }
+    l
+};
 
 /// `v.clamp(0, hi)` lane by lane: `+0` for `±0` and below (both ISAs' max returns its
 /// second operand, `+0`, on equal zeros), so every result has its sign bit clear.
@@ -42,56 +117,91 @@ fn masked<S: Lanes>(s: S, v: S::F, m: S::U) -> S::F {
     s.float_of_bits(s.and(s.bits(v), m))
 }
 
-/// The total of 8 lanes in [`LaneSums`]'s order.
+/// A 16-entry table of 32-bit values in two vectors, for [`Lanes::lookup16_u`].
 #[inline(always)]
-fn total<S: Lanes>(s: S, v: S::F) -> f32 {
-    LaneSums(s.to_f32s(v)).total()
+fn table16<S: Lanes>(s: S, t: &[u32; 16]) -> [S::U; 2] {
+    let (lo, hi) = super::halves(t);
+    [s.load_u(lo), s.load_u(hi)]
 }
 
-/// The coding of a format in lanes: its code book midpoints (as f32 bits) or its
-/// uniform grid's top code.
+/// The coding of a format in lanes (`BOOK`: the 4-bit code book, else the uniform grid
+/// of `code_max + 1` levels).
 #[derive(Clone, Copy)]
-struct Coder<S: Lanes> {
-    codebook: bool,
-    midpoints: [S::U; 15],
+struct Coder<S: Lanes, const BOOK: bool> {
     code_max: S::F,
+    below_one: S::F,
+    /// `BINS.1`, each plus 1: the bits of the f32 after each bin's midpoint.
+    bin_mid_next: [S::U; 2],
+    /// The levels' f32 bits.
+    levels: [S::U; 2],
 }
 
-impl<S: Lanes> Coder<S> {
+impl<S: Lanes, const BOOK: bool> Coder<S, BOOK> {
     #[inline(always)]
     fn new(s: S, fp: &FormatParams) -> Self {
+        debug_assert_eq!(BOOK, fp.uses_codebook());
         Coder {
-            codebook: fp.uses_codebook(),
-            midpoints: MIDPOINTS.map(|m| s.splat_u(m.to_bits())),
             code_max: s.splat_f(fp.code_max() as f32),
+            below_one: s.splat_f(BELOW_ONE),
+            bin_mid_next: table16(s, &BIN_MID_NEXT),
+            levels: table16(s, &LEVEL_BITS),
         }
     }
 
-    /// [`scalar_v3::encode`](crate::kernels::scalar_v3::encode) of 8 weights on a grid
-    /// `(m, 1/d)`, as i32 lanes.
+    /// `(w − m)/d` of 8 weights clamped to `[+0, code_max]`, as the oracle's
+    /// [`encode`](crate::kernels::scalar_v3::encode) computes it.
     #[inline(always)]
-    fn codes(&self, s: S, v: S::F, min: S::F, inv: S::F) -> S::U {
-        let u = clamp0(s, s.mul_f(s.sub_f(v, min), inv), self.code_max);
-        if self.codebook {
-            // `u ≥ +0`: its bits order as the value does. Each mask is −1 where set.
-            let bits = s.bits(u);
-            self.midpoints
-                .iter()
-                .fold(s.splat_u(0), |c, &m| s.sub_i(c, s.gt_i(bits, m)))
+    fn unit(&self, s: S, v: S::F, gl: &GridLanes<S>) -> S::F {
+        clamp0(s, s.mul_f(s.sub_f(v, gl.min), gl.inv), self.code_max)
+    }
+
+    /// The code book code of 8 clamped values `u` ([`BINS`]).
+    #[inline(always)]
+    fn book_code(&self, s: S, u: S::F) -> S::U {
+        let bin = s.round_to_int(s.mul_f(u, self.below_one));
+        // `lookup16_u` makes the same mask (CSE merges them).
+        let upper = s.gt_i(bin, s.splat_u(7));
+        // `u ≥ +0`: its bits order as the value does, and `u ≤ mid` is `bits(u) <
+        // bits(mid) + 1`. Masks are −1 where set.
+        let at_most = s.gt_i(s.lookup16_u(self.bin_mid_next, bin), s.bits(u));
+        // `BINS.0[bin] + (u > mid)` is `bin − 1 + (bin > 7) + 1 − (u ≤ mid)`.
+        s.add_i(s.sub_i(bin, upper), at_most)
+    }
+
+    /// The codes of 8 weights, as i32 lanes.
+    #[inline(always)]
+    fn codes(&self, s: S, v: S::F, gl: &GridLanes<S>) -> S::U {
+        let u = self.unit(s, v, gl);
+        if BOOK {
+            self.book_code(s, u)
         } else {
             s.float_to_int(s.round_even(u))
         }
     }
 
-    /// [`FormatParams::level`] of 8 codes (exact: `T[c] · 0.125`, or `c`).
+    /// The levels ([`FormatParams::level`]) of 8 weights' codes.
     #[inline(always)]
-    fn levels(&self, s: S, codes: S::U) -> S::F {
-        if self.codebook {
-            let t = s.int_to_float(s.lookup16(&CODEBOOK_4BIT, codes));
-            s.mul_f(t, s.splat_f(0.125))
+    fn levels(&self, s: S, v: S::F, gl: &GridLanes<S>) -> S::F {
+        let u = self.unit(s, v, gl);
+        if BOOK {
+            s.float_of_bits(s.lookup16_u(self.levels, self.book_code(s, u)))
         } else {
-            s.int_to_float(codes)
+            s.round_even(u)
         }
+    }
+
+    /// `(L·d + m − v)²` of 8 weights (the decoded value looked up by code on the code
+    /// book: `L[c]·d + m` per code, the same two operations).
+    #[inline(always)]
+    fn sq_error(&self, s: S, v: S::F, gl: &GridLanes<S>) -> S::F {
+        let u = self.unit(s, v, gl);
+        let decoded = if BOOK {
+            s.float_of_bits(s.lookup16_u(gl.decoded, self.book_code(s, u)))
+        } else {
+            s.add_f(s.mul_f(s.round_even(u), gl.step), gl.min)
+        };
+        let e = s.sub_f(decoded, v);
+        s.mul_f(e, e)
     }
 }
 
@@ -101,43 +211,77 @@ struct GridLanes<S: Lanes> {
     step: S::F,
     min: S::F,
     inv: S::F,
+    /// On the code book, the value each code decodes to (`L[c]·d + m`) as f32 bits.
+    decoded: [S::U; 2],
 }
 
 impl<S: Lanes> GridLanes<S> {
     #[inline(always)]
-    fn new(s: S, grid: &AffineGrid) -> Self {
+    fn new<const BOOK: bool>(s: S, coder: &Coder<S, BOOK>, grid: &AffineGrid) -> Self {
+        let (step, min) = (s.splat_f(grid.step), s.splat_f(grid.min));
+        // Spelled out: a closure (`levels.map(..)`) may be left out of line, compiled
+        // without the ISA's features.
+        let decoded = if BOOK {
+            let [lo, hi] = coder.levels;
+            [
+                s.bits(s.add_f(s.mul_f(s.float_of_bits(lo), step), min)),
+                s.bits(s.add_f(s.mul_f(s.float_of_bits(hi), step), min)),
+            ]
+        } else {
+            [s.splat_u(0); 2]
+        };
         GridLanes {
-            step: s.splat_f(grid.step),
-            min: s.splat_f(grid.min),
+            step,
+            min,
             inv: s.splat_f(grid.inv),
+            decoded,
         }
     }
-
-    /// The levels of 8 weights' codes.
-    #[inline(always)]
-    fn levels(&self, s: S, coder: &Coder<S>, v: S::F) -> S::F {
-        coder.levels(s, coder.codes(s, v, self.min, self.inv))
-    }
-
-    /// `(L·d + m − v)²` of 8 weights where mask `m` is set, else `+0`.
-    #[inline(always)]
-    fn sq_error(&self, s: S, coder: &Coder<S>, v: S::F, m: S::U) -> S::F {
-        let level = self.levels(s, coder, v);
-        let e = s.sub_f(s.add_f(s.mul_f(level, self.step), self.min), v);
-        masked(s, s.mul_f(e, e), m)
-    }
 }
 
-/// The 8-lane passes over one (rotated) group: its chunks, zero-padded, and their masks.
-struct LanePasses<'g, S: Lanes> {
+/// The total of 8 lanes in [`LaneSums`]'s order.
+#[inline(always)]
+fn total<S: Lanes>(s: S, v: S::F) -> f32 {
+    super::quantize_v2::total(s, v)
+}
+
+/// The 8-lane passes over one (rotated) group: its whole chunks, and its last, short
+/// chunk (zero-padded) with its lane mask.
+struct LanePasses<'g, S: Lanes, const BOOK: bool> {
     s: S,
-    vals: &'g [[f32; 8]],
-    valid: &'g [[u32; 8]],
+    full: &'g [[f32; 8]],
+    tail: Option<(&'g [f32; 8], S::U)>,
     n: u32,
-    coder: Coder<S>,
+    coder: Coder<S, BOOK>,
 }
 
-impl<S: Lanes> GroupPasses for LanePasses<'_, S> {
+impl<S: Lanes, const BOOK: bool> LanePasses<'_, S, BOOK> {
+    /// The sums of `K` grids' squared errors.
+    #[inline(always)]
+    fn sweep<const K: usize>(&self, gl: &[GridLanes<S>; K]) -> [f32; K] {
+        let s = self.s;
+        let mut acc = [s.splat_f(0.0); K];
+        for v in self.full {
+            let v = s.load_f(v);
+            for k in 0..K {
+                acc[k] = s.add_f(acc[k], self.coder.sq_error(s, v, &gl[k]));
+            }
+        }
+        if let Some((v, m)) = self.tail {
+            let v = s.load_f(v);
+            for k in 0..K {
+                acc[k] = s.add_f(acc[k], masked(s, self.coder.sq_error(s, v, &gl[k]), m));
+            }
+        }
+        let mut out = [0f32; K];
+        for k in 0..K {
+            out[k] = total(s, acc[k]);
+        }
+        out
+    }
+}
+
+impl<S: Lanes, const BOOK: bool> GroupPasses for LanePasses<'_, S, BOOK> {
     #[inline(always)]
     fn candidates(&mut self, lo: f32, hi: f32, units: &RowUnits, fp: &FormatParams) -> Candidates {
         super::quantize_v2::candidates(self.s, lo, hi, units, fp)
@@ -145,36 +289,14 @@ impl<S: Lanes> GroupPasses for LanePasses<'_, S> {
 
     #[inline(always)]
     fn error(&mut self, grid: &AffineGrid) -> f32 {
-        let s = self.s;
-        let gl = GridLanes::new(s, grid);
-        let mut acc = s.splat_f(0.0);
-        for (v, m) in self.vals.iter().zip(self.valid) {
-            acc = s.add_f(acc, gl.sq_error(s, &self.coder, s.load_f(v), s.load_u(m)));
-        }
-        total(s, acc)
+        let gl = GridLanes::new(self.s, &self.coder, grid);
+        self.sweep(&[gl])[0]
     }
 
-    /// Two candidates a sweep: independent sums (each still in chunk order) that the CPU
-    /// overlaps.
+    /// One candidate a sweep (two would need more than 16 AVX2 registers).
     #[inline(always)]
     fn errors(&mut self, grids: &[AffineGrid], errors: &mut [f32]) {
-        let s = self.s;
-        let mut grids = grids.chunks_exact(2);
-        let mut errs = errors.chunks_exact_mut(2);
-        for (g2, e2) in (&mut grids).zip(&mut errs) {
-            let gl = [GridLanes::new(s, &g2[0]), GridLanes::new(s, &g2[1])];
-            let z = s.splat_f(0.0);
-            let mut acc = [z, z];
-            for (v, m) in self.vals.iter().zip(self.valid) {
-                let (v, m) = (s.load_f(v), s.load_u(m));
-                for k in 0..2 {
-                    acc[k] = s.add_f(acc[k], gl[k].sq_error(s, &self.coder, v, m));
-                }
-            }
-            e2[0] = total(s, acc[0]);
-            e2[1] = total(s, acc[1]);
-        }
-        for (grid, e) in grids.remainder().iter().zip(errs.into_remainder()) {
+        for (grid, e) in grids.iter().zip(errors) {
             *e = self.error(grid);
         }
     }
@@ -182,17 +304,27 @@ impl<S: Lanes> GroupPasses for LanePasses<'_, S> {
     #[inline(always)]
     fn refit_sums(&mut self, grid: &AffineGrid) -> RefitSums {
         let s = self.s;
-        let gl = GridLanes::new(s, grid);
+        let gl = GridLanes::new(s, &self.coder, grid);
         let z = s.splat_f(0.0);
-        let (mut sc, mut scc, mut sw, mut scw) = (z, z, z, z);
-        for (v, m) in self.vals.iter().zip(self.valid) {
-            let (v, m) = (s.load_f(v), s.load_u(m));
-            let c = gl.levels(s, &self.coder, v);
-            sc = s.add_f(sc, masked(s, c, m));
-            scc = s.add_f(scc, masked(s, s.mul_f(c, c), m));
-            sw = s.add_f(sw, masked(s, v, m));
-            scw = s.add_f(scw, masked(s, s.mul_f(c, v), m));
+        let mut sums = [z; 4];
+        for v in self.full {
+            let v = s.load_f(v);
+            let c = self.coder.levels(s, v, &gl);
+            add_refit(s, &mut sums, [c, s.mul_f(c, c), v, s.mul_f(c, v)]);
         }
+        if let Some((v, m)) = self.tail {
+            let v = s.load_f(v);
+            let c = self.coder.levels(s, v, &gl);
+            let terms = [c, s.mul_f(c, c), v, s.mul_f(c, v)];
+            let terms = [
+                masked(s, terms[0], m),
+                masked(s, terms[1], m),
+                masked(s, terms[2], m),
+                masked(s, terms[3], m),
+            ];
+            add_refit(s, &mut sums, terms);
+        }
+        let [sc, scc, sw, scw] = sums;
         RefitSums {
             n: self.n,
             c: LaneSums(s.to_f32s(sc)),
@@ -203,26 +335,143 @@ impl<S: Lanes> GroupPasses for LanePasses<'_, S> {
     }
 }
 
-/// A group staged as zero-padded chunks: its `[min(x, 0), max(x, 0)]` (padding zeros
-/// change neither) and element count.
+/// Adds a chunk's refit terms (`c`, `c²`, `w`, `c·w`) to the sums.
 #[inline(always)]
-fn stage<S: Lanes>(
-    s: S,
-    x: &[f32],
-    vals: &mut [[f32; 8]; MAX_CHUNKS],
-    valid: &mut [[u32; 8]; MAX_CHUNKS],
-) -> (usize, f32, f32) {
-    let ch = Chunks::new(x);
+fn add_refit<S: Lanes>(s: S, sums: &mut [S::F; 4], terms: [S::F; 4]) {
+    for (a, t) in sums.iter_mut().zip(terms) {
+        *a = s.add_f(*a, t);
+    }
+}
+
+/// A group as 8-lane chunks: its whole chunks (borrowed), and its last, short one
+/// zero-padded with the mask bits of its weights (0 when there is none).
+struct Staged<'g> {
+    full: &'g [[f32; 8]],
+    tail: [f32; 8],
+    tail_bits: u32,
+}
+
+/// A group staged, and its `[min(x, 0), max(x, 0)]` (padding zeros change neither).
+#[inline(always)]
+fn stage<S: Lanes>(s: S, x: &[f32]) -> (Staged<'_>, f32, f32) {
+    let (full, rest) = x.as_chunks::<8>();
+    let mut tail = [0f32; 8];
+    tail[..rest.len()].copy_from_slice(rest);
     let z = s.splat_f(0.0);
     let (mut lo, mut hi) = (z, z);
-    for (c, (v, m)) in vals.iter_mut().zip(valid.iter_mut()).take(ch.n).enumerate() {
-        let (x8, bits) = ch.get(s, c);
-        lo = s.min_f(lo, x8);
-        hi = s.max_f(hi, x8);
-        s.store_f(x8, v);
-        *m = s.to_u32s(s.mask_from_bits(bits));
+    for v in full {
+        let v = s.load_f(v);
+        lo = s.min_f(lo, v);
+        hi = s.max_f(hi, v);
     }
-    (ch.n, s.hmin_f(lo), s.hmax_f(hi))
+    if !rest.is_empty() {
+        let v = s.load_f(&tail);
+        lo = s.min_f(lo, v);
+        hi = s.max_f(hi, v);
+    }
+    let tail_bits = (1u32 << rest.len()) - 1;
+    let st = Staged {
+        full,
+        tail,
+        tail_bits,
+    };
+    (st, s.hmin_f(lo), s.hmax_f(hi))
+}
+
+/// A group's `[min(x, 0), max(x, 0)]` in lanes, as [`stage`] takes it.
+#[inline(always)]
+fn range<S: Lanes>(s: S, x: &[f32]) -> (f32, f32) {
+    let (_, lo, hi) = stage(s, x);
+    (lo, hi)
+}
+
+/// Columns `start..` of `row`, a segment's worth, as f32 in `buf` (not rotated); with
+/// `CHECK`, rejecting a weight no format may hold as [`load_segment`] does. The check
+/// runs as one branch-free pass over the segment (which vectorizes), and only a segment
+/// with a rejected weight goes through `load_segment` again to report the first.
+#[inline(always)]
+fn load<T: Element, const CHECK: bool>(
+    row: &[T],
+    start: usize,
+    buf: &mut [f32; MAX_SEGMENT],
+    job: &RowJob,
+    r: usize,
+) -> Result<usize> {
+    let seg = &row[start..(start + MAX_SEGMENT).min(row.len())];
+    if CHECK {
+        let mut bad = false;
+        for &v in seg {
+            bad |= !is_valid_abs_bits(v.abs_bits());
+        }
+        if bad {
+            return load_segment(row, start, buf, None, job, r);
+        }
+    }
+    for (&v, d) in seg.iter().zip(buf.iter_mut()) {
+        *d = v.to_f32();
+    }
+    Ok(seg.len())
+}
+
+/// The passes over a group staged by [`stage`].
+#[inline(always)]
+fn passes<'g, S: Lanes, const BOOK: bool>(
+    s: S,
+    st: &'g Staged<'g>,
+    n: usize,
+    coder: Coder<S, BOOK>,
+) -> LanePasses<'g, S, BOOK> {
+    // Not `bool::then`: a closure may be left out of line, without the ISA's features.
+    let tail = if st.tail_bits != 0 {
+        Some((&st.tail, s.mask_from_bits(st.tail_bits)))
+    } else {
+        None
+    };
+    LanePasses {
+        s,
+        full: st.full,
+        tail,
+        n: n as u32,
+        coder,
+    }
+}
+
+/// 8 codes below `2^bits` (byte `j`: code `j`) packed `bits` apart, LSB first, as a row
+/// stores them: pairs, then fours, then the eight.
+#[inline(always)]
+fn pack8(x: u64, bits: u32) -> u64 {
+    const PAIRS: u64 = 0x00FF_00FF_00FF_00FF;
+    const FOURS: u64 = 0x0000_FFFF_0000_FFFF;
+    let x = (x & PAIRS) | ((x >> 8) & PAIRS) << bits;
+    let x = (x & FOURS) | ((x >> 16) & FOURS) << (2 * bits);
+    (x & 0xFFFF_FFFF) | (x >> 32) << (4 * bits)
+}
+
+/// Packs a group's staged codes into a row's codes from code `first` on. Widths other
+/// than 4 and 8 go 8 codes (`bits` whole bytes) at a time where `first` is a multiple of
+/// 8: each 8 written as one 8-byte store where the row has room (the bytes past its
+/// `bits` are zero, and belong to codes not yet written, so they stay zero), the rest
+/// one code at a time.
+#[inline(always)]
+fn pack_group_codes<S: Lanes>(s: S, row_codes: &mut [u8], first: usize, staged: &[u8], bits: u8) {
+    if bits == 4 || bits == 8 || !first.is_multiple_of(8) {
+        pack_codes(s, row_codes, first, staged, bits);
+        return;
+    }
+    let b = usize::from(bits);
+    let (eights, rest) = staged.as_chunks::<8>();
+    for (c, e) in eights.iter().enumerate() {
+        let v = pack8(u64::from_le_bytes(*e), u32::from(bits)).to_le_bytes();
+        let at = (first / 8 + c) * b;
+        match row_codes.get_mut(at..at + 8) {
+            Some(dst) => dst.copy_from_slice(&v),
+            None => row_codes[at..at + b].copy_from_slice(&v[..b]),
+        }
+    }
+    let done = staged.len() - rest.len();
+    for (i, &code) in rest.iter().enumerate() {
+        put_code(row_codes, first + done + i, bits, code);
+    }
 }
 
 /// Quantizes whole rows into format v3 (the oracle's bytes, see the module docs).
@@ -233,11 +482,15 @@ pub(crate) fn quantize_rows_v3<S: Lanes>(
     job: &RowJob,
     out: &mut RowsOut<'_>,
 ) -> Result<RowsDone> {
-    crate::with_weights!(w, src => quantize_rows_typed(s, src, job, out))
+    if job.params.uses_codebook() {
+        crate::with_weights!(w, src => quantize_rows_typed::<S, _, true>(s, src, job, out))
+    } else {
+        crate::with_weights!(w, src => quantize_rows_typed::<S, _, false>(s, src, job, out))
+    }
 }
 
 #[inline(always)]
-fn quantize_rows_typed<S: Lanes, T: Element>(
+fn quantize_rows_typed<S: Lanes, T: Element, const BOOK: bool>(
     s: S,
     src: &[T],
     job: &RowJob,
@@ -249,22 +502,20 @@ fn quantize_rows_typed<S: Lanes, T: Element>(
     let cols = job.cols;
     let g = usize::from(fp.group_size);
     let rotation = job.rotation.as_ref();
-    let coder = Coder::new(s, &fp);
+    let coder = Coder::<S, BOOK>::new(s, &fp);
     let mut buf = [0f32; MAX_SEGMENT];
-    let mut vals = [[0f32; 8]; MAX_CHUNKS];
-    let mut valid = [[0u32; 8]; MAX_CHUNKS];
     let mut staged = [0u8; MAX_CHUNKS * 8];
     for r in 0..walk.rows {
         let row = &src[r * cols..(r + 1) * cols];
         // Pass 1: the extent of the row's rotated groups.
         let mut extent = RowExtent::default();
         for start in (0..cols).step_by(MAX_SEGMENT) {
-            let n = load_segment(row, start, &mut buf, None, job, r)?;
+            let n = load::<T, true>(row, start, &mut buf, job, r)?;
             if let Some(rot) = rotation {
                 forward_at(s, rot, start, &mut buf[..n]);
             }
             for chunk in buf[..n].chunks(g) {
-                let (_, lo, hi) = stage(s, chunk, &mut vals, &mut valid);
+                let (lo, hi) = range(s, chunk);
                 extent.add_group(lo, hi, 0.0);
             }
         }
@@ -273,27 +524,27 @@ fn quantize_rows_typed<S: Lanes, T: Element>(
         write_units(row_out.records, &units);
         // Pass 2: each group's grid and codes.
         for start in (0..cols).step_by(MAX_SEGMENT) {
-            let n = load_segment(row, start, &mut buf, None, job, r)?;
+            // Pass 1 validated the row.
+            let n = load::<T, false>(row, start, &mut buf, job, r)?;
             if let Some(rot) = rotation {
                 forward_at(s, rot, start, &mut buf[..n]);
             }
             for (k, chunk) in buf[..n].chunks(g).enumerate() {
-                let (n_chunks, lo, hi) = stage(s, chunk, &mut vals, &mut valid);
-                let mut passes = LanePasses {
-                    s,
-                    vals: &vals[..n_chunks],
-                    valid: &valid[..n_chunks],
-                    n: chunk.len() as u32,
-                    coder,
-                };
-                let grid = search_group(&mut passes, lo, hi, &units, &fp);
-                let gl = GridLanes::new(s, &grid);
-                for (c, v) in vals[..n_chunks].iter().enumerate() {
-                    let codes = coder.codes(s, s.load_f(v), gl.min, gl.inv);
-                    staged[c * 8..c * 8 + 8].copy_from_slice(&s.narrow_bytes(codes));
+                let (st, lo, hi) = stage(s, chunk);
+                let mut p = passes(s, &st, chunk.len(), coder);
+                let grid = search_group(&mut p, lo, hi, &units, &fp);
+                let gl = GridLanes::new(s, &coder, &grid);
+                let (eights, _) = staged.as_chunks_mut::<8>();
+                for (v, o) in st.full.iter().zip(eights.iter_mut()) {
+                    *o = s.narrow_bytes(coder.codes(s, s.load_f(v), &gl));
+                }
+                if st.tail_bits != 0 {
+                    let o = &mut eights[st.full.len()];
+                    *o = s.narrow_bytes(coder.codes(s, s.load_f(&st.tail), &gl));
                 }
                 let first = start + k * g;
-                pack_codes(s, row_out.codes, first, &staged[..chunk.len()], fp.bits);
+                let codes = &staged[..chunk.len()];
+                pack_group_codes(s, row_out.codes, first, codes, fp.bits);
                 write_record(row_out.records, first / g, &grid);
             }
         }
@@ -319,26 +570,37 @@ mod tests {
     }
 
     impl<S: Lanes> Kernel<S> for Passes<'_> {
-        type Out = (f32, RefitSums, [u8; MAX_CHUNKS * 8]);
+        type Out = (f32, RefitSums, [u8; MAX_CHUNKS * 8], [f32; 2]);
         #[inline(always)]
         fn call(self, s: S) -> Self::Out {
-            let (mut vals, mut valid) = ([[0f32; 8]; MAX_CHUNKS], [[0u32; 8]; MAX_CHUNKS]);
-            let (n_chunks, _, _) = stage(s, self.x, &mut vals, &mut valid);
-            let coder = Coder::new(s, &self.fp);
-            let mut p = LanePasses {
-                s,
-                vals: &vals[..n_chunks],
-                valid: &valid[..n_chunks],
-                n: self.x.len() as u32,
-                coder,
-            };
-            let gl = GridLanes::new(s, &self.grid);
+            if self.fp.uses_codebook() {
+                self.run::<S, true>(s)
+            } else {
+                self.run::<S, false>(s)
+            }
+        }
+    }
+
+    impl Passes<'_> {
+        #[inline(always)]
+        fn run<S: Lanes, const BOOK: bool>(
+            self,
+            s: S,
+        ) -> (f32, RefitSums, [u8; MAX_CHUNKS * 8], [f32; 2]) {
+            let (st, _, _) = stage(s, self.x);
+            let coder = Coder::<S, BOOK>::new(s, &self.fp);
+            let mut p = passes(s, &st, self.x.len(), coder);
+            let gl = GridLanes::new(s, &coder, &self.grid);
             let mut codes = [0u8; MAX_CHUNKS * 8];
-            for (c, v) in vals[..n_chunks].iter().enumerate() {
-                let c8 = coder.codes(s, s.load_f(v), gl.min, gl.inv);
+            let tail = (st.tail_bits != 0).then_some(&st.tail);
+            for (c, v) in st.full.iter().chain(tail).enumerate() {
+                let c8 = coder.codes(s, s.load_f(v), &gl);
                 codes[c * 8..c * 8 + 8].copy_from_slice(&s.narrow_bytes(c8));
             }
-            (p.error(&self.grid), p.refit_sums(&self.grid), codes)
+            // The same grid through the sweeps of two (and of one).
+            let mut two = [0f32; 2];
+            p.errors(&[self.grid, self.grid], &mut two);
+            (p.error(&self.grid), p.refit_sums(&self.grid), codes, two)
         }
     }
 
@@ -389,12 +651,139 @@ mod tests {
             let want = (oracle.error(&grid), oracle.refit_sums(&grid));
             let got = t.run(Passes { x, grid, fp });
             assert_eq!(got.0.to_bits(), want.0.to_bits(), "case {case}: error");
+            for e in got.3 {
+                assert_eq!(e.to_bits(), want.0.to_bits(), "case {case}: swept error");
+            }
             assert_eq!(bits(&got.1), bits(&want.1), "case {case}: refit sums");
             for (i, &v) in x.iter().enumerate() {
                 let c = crate::kernels::scalar_v3::encode(&grid, v, &fp);
                 assert_eq!(got.2[i], c, "case {case}: code {i}");
             }
         }
+    }
+
+    /// Codes 8 clamped values at a time through [`Coder::book_code`].
+    struct BookCodes<'a> {
+        u: &'a [f32],
+        out: &'a mut [u32],
+    }
+
+    impl<S: Lanes> Kernel<S> for BookCodes<'_> {
+        type Out = ();
+        #[inline(always)]
+        fn call(self, s: S) {
+            let coder = Coder::<S, true>::new(s, &Params::V3.format());
+            for (u, o) in self.u.chunks_exact(8).zip(self.out.chunks_exact_mut(8)) {
+                let c = coder.book_code(s, s.load_f(u.try_into().unwrap()));
+                o.copy_from_slice(&s.to_u32s(c));
+            }
+        }
+    }
+
+    /// Every value within 300 ulps of a midpoint, of a half-integer (a bin's end) or of
+    /// the ends of `[0, 15]`: its bin's base and compare count the midpoints below it,
+    /// in scalar arithmetic and in lanes. Elsewhere neither the bin nor the count changes
+    /// between neighbouring values, so this covers every value of `[0, 15]`.
+    fn bins_match<T: SimdToken>(t: T) {
+        let mut centres: std::vec::Vec<f32> = MIDPOINTS.to_vec();
+        centres.extend((0..=15).map(|i| i as f32 + 0.5));
+        centres.extend([0.0, 15.0]);
+        let mut u = std::vec::Vec::new();
+        for c in centres {
+            for d in -300i32..=300 {
+                let v = f32::from_bits((c.to_bits() as i32 + d).max(0) as u32);
+                if (0.0..=15.0).contains(&v) {
+                    u.push(v);
+                }
+            }
+        }
+        while u.len() % 8 != 0 {
+            u.push(15.0);
+        }
+        let mut out = std::vec![0u32; u.len()];
+        t.run(BookCodes {
+            u: &u,
+            out: &mut out,
+        });
+        for (&v, &got) in u.iter().zip(&out) {
+            let want = MIDPOINTS.iter().filter(|&&m| v > m).count() as u32;
+            let bin = crate::quant::round_ties_even(v * BELOW_ONE) as usize;
+            // As signed bits (bin 0's `mid` is −1, below every `u ≥ +0`).
+            let above = v.to_bits() as i32 > BINS.1[bin] as i32;
+            let scalar = (BINS.0[bin] + i32::from(above)) as u32;
+            assert_eq!(scalar, want, "{v} ({:#x}), bin {bin}", v.to_bits());
+            assert_eq!(got, want, "{v} ({:#x}) in lanes", v.to_bits());
+        }
+    }
+
+    /// Packs groups' codes through [`pack_group_codes`] into a row.
+    struct Pack<'a> {
+        row: &'a mut [u8],
+        codes: &'a [u8],
+        g: usize,
+        bits: u8,
+    }
+
+    impl<S: Lanes> Kernel<S> for Pack<'_> {
+        type Out = ();
+        #[inline(always)]
+        fn call(self, s: S) {
+            for (k, group) in self.codes.chunks(self.g).enumerate() {
+                pack_group_codes(s, self.row, k * self.g, group, self.bits);
+            }
+        }
+    }
+
+    /// Every width, group size and row length: the row's bytes are `put_code`'s.
+    fn packing_matches<T: SimdToken>(t: T) {
+        let mut state = 0x5851_F42D_4C95_7F2Du64;
+        for bits in 2..=8u8 {
+            for g in [1usize, 2, 4, 8, 16, 64, 512] {
+                for cols in [1usize, 7, 8, 9, 64, 70, 576, 1000] {
+                    let codes: std::vec::Vec<u8> = (0..cols)
+                        .map(|_| {
+                            state ^= state << 13;
+                            state ^= state >> 7;
+                            state ^= state << 17;
+                            (state >> 32) as u8 & ((1u16 << bits) - 1) as u8
+                        })
+                        .collect();
+                    let len = (cols * usize::from(bits)).div_ceil(8);
+                    let mut want = std::vec![0u8; len];
+                    for (i, &c) in codes.iter().enumerate() {
+                        put_code(&mut want, i, bits, c);
+                    }
+                    let mut got = std::vec![0u8; len];
+                    t.run(Pack {
+                        row: &mut got,
+                        codes: &codes,
+                        g,
+                        bits,
+                    });
+                    assert_eq!(got, want, "bits {bits}, group {g}, cols {cols}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn group_codes_pack_as_put_code_does() {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = crate::kernels::Avx2::try_new() {
+            packing_matches(t);
+        }
+        #[cfg(target_arch = "aarch64")]
+        packing_matches(crate::kernels::Neon::try_new().expect("NEON is baseline on aarch64"));
+    }
+
+    #[test]
+    fn bins_count_the_midpoints() {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = crate::kernels::Avx2::try_new() {
+            bins_match(t);
+        }
+        #[cfg(target_arch = "aarch64")]
+        bins_match(crate::kernels::Neon::try_new().expect("NEON is baseline on aarch64"));
     }
 
     #[test]

@@ -231,6 +231,12 @@ impl<const VNNI: bool> Lanes for Avx2Lanes<VNNI> {
     fn float_to_int(self, v: __m256) -> __m256i {
         avx2!(_mm256_cvtps_epi32(v))
     }
+    /// `vcvtps2dq` rounds by MXCSR, which Rust code runs at its default: nearest, ties
+    /// to even.
+    #[inline(always)]
+    fn round_to_int(self, v: __m256) -> __m256i {
+        avx2!(_mm256_cvtps_epi32(v))
+    }
     #[inline(always)]
     fn int_to_float(self, v: __m256i) -> __m256 {
         avx2!(_mm256_cvtepi32_ps(v))
