@@ -287,6 +287,34 @@ pub trait GroupPasses {
     /// The refit sums of the inliers' codes on `grid` (format v3: of their code book
     /// levels, so that the refit fits `w ≈ d·L[c] + m`).
     fn refit_sums(&mut self, grid: &AffineGrid) -> RefitSums;
+    /// The first least error among candidates `order` of `c` (`order` not empty): `(j,
+    /// error(c.grid(order[j])))` for the least such error, the smallest `j` on ties. A
+    /// backend may take the grids' fields from `c` without making each grid; by
+    /// default, [`errors`](Self::errors) of the grids.
+    #[inline(always)]
+    fn least_error(&mut self, c: &Candidates, order: &[u8]) -> (usize, f32) {
+        let mut grids = [c.grid(0); CANDIDATES];
+        for (g, &k) in grids.iter_mut().zip(order) {
+            *g = c.grid(usize::from(k));
+        }
+        let n = order.len();
+        let mut errors = [0f32; CANDIDATES];
+        self.errors(&grids[..n], &mut errors[..n]);
+        first_least(&errors[..n])
+    }
+}
+
+/// The index and value of the first least of `errors` (not empty), without branches
+/// (the outcomes are data-dependent, so branches would mispredict).
+#[inline(always)]
+pub fn first_least(errors: &[f32]) -> (usize, f32) {
+    let (mut best_k, mut best_err) = (0, errors[0]);
+    for (k, &err) in errors.iter().enumerate().skip(1) {
+        let better = err < best_err;
+        best_k = if better { k } else { best_k };
+        best_err = if better { err } else { best_err };
+    }
+    (best_k, best_err)
 }
 
 /// Slots of [`Candidates`]: the candidates rounded up to whole 8-lane vectors.
@@ -394,24 +422,18 @@ pub fn search_group(
     // to the same stored fields are the same grid, and only the first of equal errors
     // can win, so skipping repeats never changes the choice), their errors, then the
     // first least.
-    // Without branches: each candidate is written at slot `n`, which moves on only past
-    // a new grid (the outcomes are data-dependent, so branches would mispredict).
-    let mut grids = [c.grid(0); CANDIDATES];
+    // Without branches: each candidate's index is written at slot `n`, which moves on
+    // only past a new grid (the outcomes are data-dependent, so branches would
+    // mispredict).
+    let mut order = [0u8; CANDIDATES];
     let mut n = 1;
     for k in 1..CANDIDATES {
         let new = (c.q_step[k], c.q_min[k]) != (c.q_step[k - 1], c.q_min[k - 1]);
-        grids[n] = c.grid(k);
+        order[n] = k as u8;
         n += usize::from(new);
     }
-    let mut errors = [0f32; CANDIDATES];
-    passes.errors(&grids[..n], &mut errors[..n]);
-    let (mut best_k, mut best_err) = (0, errors[0]);
-    for (k, &err) in errors[..n].iter().enumerate().skip(1) {
-        let better = err < best_err;
-        best_k = if better { k } else { best_k };
-        best_err = if better { err } else { best_err };
-    }
-    let mut best = grids[best_k];
+    let (best_j, best_err) = passes.least_error(&c, &order[..n]);
+    let mut best = c.grid(usize::from(order[best_j]));
     // One least-squares refit of (d, m) for the winner's codes.
     let s = passes.refit_sums(&best);
     let n = f64::from(s.n);

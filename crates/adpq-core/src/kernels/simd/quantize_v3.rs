@@ -218,7 +218,13 @@ struct GridLanes<S: Lanes> {
 impl<S: Lanes> GridLanes<S> {
     #[inline(always)]
     fn new<const BOOK: bool>(s: S, coder: &Coder<S, BOOK>, grid: &AffineGrid) -> Self {
-        let (step, min) = (s.splat_f(grid.step), s.splat_f(grid.min));
+        Self::of(s, coder, grid.step, grid.min, grid.inv)
+    }
+
+    /// The constants of the grid of step `step`, minimum `min` and `1/step` `inv`.
+    #[inline(always)]
+    fn of<const BOOK: bool>(s: S, coder: &Coder<S, BOOK>, step: f32, min: f32, inv: f32) -> Self {
+        let (step, min) = (s.splat_f(step), s.splat_f(min));
         // Spelled out: a closure (`levels.map(..)`) may be left out of line, compiled
         // without the ISA's features.
         let decoded = if BOOK {
@@ -233,7 +239,7 @@ impl<S: Lanes> GridLanes<S> {
         GridLanes {
             step,
             min,
-            inv: s.splat_f(grid.inv),
+            inv: s.splat_f(inv),
             decoded,
         }
     }
@@ -293,12 +299,24 @@ impl<S: Lanes, const BOOK: bool> GroupPasses for LanePasses<'_, S, BOOK> {
         self.sweep(&[gl])[0]
     }
 
-    /// One candidate a sweep (two would need more than 16 AVX2 registers).
+    /// One candidate a sweep (two would need more than 16 AVX2 registers), its grid's
+    /// constants taken from `c`'s fields, the first least kept as
+    /// [`first_least`](crate::affine::first_least) keeps it.
     #[inline(always)]
-    fn errors(&mut self, grids: &[AffineGrid], errors: &mut [f32]) {
-        for (grid, e) in grids.iter().zip(errors) {
-            *e = self.error(grid);
+    fn least_error(&mut self, c: &Candidates, order: &[u8]) -> (usize, f32) {
+        let s = self.s;
+        let (mut best_j, mut best_err) = (0, f32::NAN);
+        for (j, &k) in order.iter().enumerate() {
+            // Not a closure: it may be left out of line, without the ISA's features.
+            let k = usize::from(k);
+            let gl = GridLanes::of(s, &self.coder, c.step[k], c.min[k], c.inv[k]);
+            let err = self.sweep(&[gl])[0];
+            // `j == 0` takes the first error, as `first_least` starts from it.
+            let better = j == 0 || err < best_err;
+            best_j = if better { j } else { best_j };
+            best_err = if better { err } else { best_err };
         }
+        (best_j, best_err)
     }
 
     #[inline(always)]
@@ -356,7 +374,10 @@ struct Staged<'g> {
 fn stage<S: Lanes>(s: S, x: &[f32]) -> (Staged<'_>, f32, f32) {
     let (full, rest) = x.as_chunks::<8>();
     let mut tail = [0f32; 8];
-    tail[..rest.len()].copy_from_slice(rest);
+    // Tested first: an empty copy is still a call to `memcpy`.
+    if !rest.is_empty() {
+        tail[..rest.len()].copy_from_slice(rest);
+    }
     let z = s.splat_f(0.0);
     let (mut lo, mut hi) = (z, z);
     for v in full {

@@ -73,27 +73,48 @@ fn blocks<S: Lanes>(s: S, rot: &Rotation, x: &mut [f32]) {
     }
 }
 
-/// The lane masks of the upper partner of each in-register stride (1, 2, 4).
-const UPPER: [(usize, u32); 3] = [(1, 0xAA), (2, 0xCC), (4, 0xF0)];
+/// The butterflies of stride `h` (1, 2 or 4) within each register: lane `j` pairs with
+/// lane `j ^ h`, the lower one gets `a + b`, the upper (mask `upper`) `a − b`.
+#[inline(always)]
+fn butterflies<S: Lanes>(s: S, v: S::F, h: usize, upper: S::U) -> S::F {
+    let partner = s.swap_lanes(v, h);
+    s.select_f(upper, s.sub_f(partner, v), s.add_f(v, partner))
+}
+
+/// The first three stages (strides 1, 2, 4) of each 8 values of `block`, each scaled
+/// first when `SCALE`.
+#[inline(always)]
+fn first_stages<S: Lanes, const SCALE: bool>(s: S, block: &mut [f32], scale: f32) {
+    let scale = s.splat_f(scale);
+    // Each stride a constant (not a loop over an array of them), so that `swap_lanes`
+    // compiles to its one shuffle, not a branch on the stride.
+    let (m1, m2, m4) = (
+        s.mask_from_bits(0xAA),
+        s.mask_from_bits(0xCC),
+        s.mask_from_bits(0xF0),
+    );
+    for c in arrays_mut::<f32, 8>(block) {
+        let mut v = s.load_f(c);
+        if SCALE {
+            v = s.mul_f(v, scale);
+        }
+        v = butterflies(s, v, 1, m1);
+        v = butterflies(s, v, 2, m2);
+        v = butterflies(s, v, 4, m4);
+        s.store_f(v, c);
+    }
+}
 
 /// One block of `2^m ≥ 8` values scaled, then transformed by the butterflies
 /// (`(a, b) → (a + b, a − b)`), as [`transform_block`] does.
 #[inline(always)]
 fn transform_block_lanes<S: Lanes>(s: S, block: &mut [f32]) {
     let scale = block_scale(block.len());
-    let scale_v = s.splat_f(scale);
-    let upper = UPPER.map(|(h, bits)| (h, s.mask_from_bits(bits)));
-    for c in arrays_mut::<f32, 8>(block) {
-        let mut v = s.load_f(c);
-        if scale != 1.0 {
-            v = s.mul_f(v, scale_v);
-        }
-        for &(h, m) in &upper {
-            // Lane j pairs with lane j ^ h: the lower one gets a + b, the upper a − b.
-            let partner = s.swap_lanes(v, h);
-            v = s.select_f(m, s.sub_f(partner, v), s.add_f(v, partner));
-        }
-        s.store_f(v, c);
+    // The scale's test once a block, not once a vector.
+    if scale != 1.0 {
+        first_stages::<S, true>(s, block, scale);
+    } else {
+        first_stages::<S, false>(s, block, scale);
     }
     // The stages from h = 8 up, three at a time in registers (one pass over the block
     // per three stages instead of one per stage). Every butterfly is the same operation
