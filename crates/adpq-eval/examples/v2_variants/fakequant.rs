@@ -1,15 +1,23 @@
 //! Fake quantization of format v2 candidates: each weight replaced by what a packed
 //! format with the given records would decode it to, plus the bits/weight that format
 //! would cost. For ranking candidates only; the core's packed v2 is the real thing.
+//!
+//! Experimental, not a copy of the core's encoder: this is phase 1's model of the
+//! candidates, written before format v2 existed, and docs/FORMAT-v2.md's phase-1 tables
+//! are its figures. Even the variants with v2's record layout (`U8Row` steps,
+//! `MagnitudeRow` outliers, asymmetric inliers) differ from `adpq_core::affine`'s
+//! encoder: the range is the raw `[min, max]` (not anchored at 0), the search runs in f32
+//! before the step and minimum are rounded to u8 (signed 7-bit minimum), the row units
+//! are f16 of the largest field without the tensor's `2^e`, rounding is half away from
+//! zero, the candidate sets are 81/9/5 ranges (v2: 25), and the threshold ignores ties
+//! (`select_tensor` splits them). The real format is `Params::V2` through the engine, as
+//! `v1 (packed)` is for v1 in `main.rs`.
 
 /// How the inliers of a group are coded.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Inlier {
     /// v1: symmetric, `Δ = max|w| / 7`.
     SymMax,
-    /// Asymmetric min-max, no search (`w ≈ m + c·d`).
-    #[allow(dead_code)]
-    AsymMinMax,
     /// Asymmetric, clipping range searched for the least squared error.
     AsymSearch,
     /// Asymmetric, each end shrunk by one of 1, .92, .84 (9 candidates).
@@ -51,7 +59,7 @@ pub enum Steps {
 #[derive(Debug, Clone)]
 pub struct Variant {
     /// Short name.
-    pub name: String,
+    pub name: &'static str,
     /// Group size.
     pub group: usize,
     /// Outlier fraction (0: no outliers).
@@ -66,7 +74,7 @@ pub struct Variant {
     pub bits: u8,
     /// Tensors whose name contains the pattern get these bits and α instead (a
     /// per-tensor bit budget); the first match applies.
-    pub wide: Vec<(&'static str, u8, f64)>,
+    pub wide: &'static [(&'static str, u8, f64)],
     /// Only tensors whose name contains this are quantized (a sensitivity probe).
     pub only: Option<&'static str>,
 }
@@ -76,7 +84,49 @@ const CODE_BOOK: [f32; 16] = [
     -127., -104., -83., -65., -49., -35., -22., -10., 1., 13., 25., 38., 53., 69., 89., 113.,
 ];
 
+impl Inlier {
+    /// Asymmetric (`w ≈ m + c·d`): a minimum stored beside the step.
+    fn is_asym(self) -> bool {
+        !matches!(self, Inlier::SymMax | Inlier::SymSearch | Inlier::CodeBook)
+    }
+}
+
 impl Variant {
+    /// A candidate with 4-bit codes everywhere, every tensor quantized.
+    pub fn new(
+        name: &'static str,
+        group: usize,
+        alpha: f64,
+        inlier: Inlier,
+        outlier: Outlier,
+        steps: Steps,
+    ) -> Variant {
+        Variant {
+            name,
+            group,
+            alpha,
+            inlier,
+            outlier,
+            steps,
+            bits: 4,
+            wide: &[],
+            only: None,
+        }
+    }
+
+    /// The same with per-tensor bits and α (see [`Variant::wide`]).
+    pub fn wide(self, wide: &'static [(&'static str, u8, f64)]) -> Variant {
+        Variant { wide, ..self }
+    }
+
+    /// The same quantizing only the tensors whose name contains `pattern`.
+    pub fn only(self, pattern: &'static str) -> Variant {
+        Variant {
+            only: Some(pattern),
+            ..self
+        }
+    }
+
     /// The variant applied to tensor `name`, `None` to keep it dense.
     pub fn for_tensor(&self, name: &str) -> Option<Variant> {
         if self.only.is_some_and(|o| !name.contains(o)) {
@@ -101,33 +151,15 @@ impl Variant {
             Steps::F16 => 16,
             Steps::U8Row => 8,
         };
+        let asym = self.inlier.is_asym();
         let mut rec = step_bits; // inlier step
-        if matches!(
-            self.inlier,
-            Inlier::AsymMinMax
-                | Inlier::AsymSearch
-                | Inlier::AsymSearch5
-                | Inlier::AsymSearch9
-                | Inlier::AsymRefit
-                | Inlier::AsymSearch9Refit
-        ) {
-            rec += match self.steps {
-                Steps::F16 => 8,   // zero point (v1 asym)
-                Steps::U8Row => 8, // u8 minimum relative to the row's
-            };
+        if asym {
+            rec += 8; // zero point (f16 records, as v1's asymmetric grid) or u8 minimum
         }
         let mut row_bits = 0;
         if self.steps == Steps::U8Row {
             row_bits += 16; // row step scale
-            if matches!(
-                self.inlier,
-                Inlier::AsymMinMax
-                    | Inlier::AsymSearch
-                    | Inlier::AsymSearch5
-                    | Inlier::AsymSearch9
-                    | Inlier::AsymRefit
-                    | Inlier::AsymSearch9Refit
-            ) {
+            if asym {
                 row_bits += 16; // row minimum scale
             }
         }
@@ -153,15 +185,14 @@ impl Variant {
             / n
     }
 
-    /// The fake-quantized copy of a row-major `rows × cols` tensor.
-    pub fn apply(&self, w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    /// The fake-quantized copy of a row-major tensor of `cols` columns.
+    pub fn apply(&self, w: &[f32], cols: usize) -> Vec<f32> {
         let t = threshold(w, self.alpha);
         let mut out = vec![0f32; w.len()];
         use rayon::prelude::*;
         w.par_chunks(cols)
             .zip(out.par_chunks_mut(cols))
             .for_each(|(wr, or)| self.row(wr, or, t));
-        let _ = rows;
         out
     }
 
@@ -259,7 +290,7 @@ fn threshold(w: &[f32], alpha: f64) -> f32 {
 }
 
 fn f16r(x: f32) -> f32 {
-    half::f16::from_f32(x).to_f32()
+    adpq_core::f16::from_f32(x).to_f32()
 }
 
 fn u8q(x: f32, max: f32) -> f32 {
@@ -347,9 +378,10 @@ fn fit_inliers(kind: Inlier, w: &[f32], lv: f32) -> InlierFit {
         return InlierFit::default();
     }
     let amax = w.iter().fold(0f32, |a, v| a.max(v.abs()));
+    // The raw range (not anchored at zero as the core's v2 encoder anchors it).
     let (lo, hi) = w
         .iter()
-        .fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
+        .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
     match kind {
         Inlier::SymMax => InlierFit {
             d: amax / 7.0,
@@ -373,14 +405,7 @@ fn fit_inliers(kind: Inlier, w: &[f32], lv: f32) -> InlierFit {
             }
             InlierFit { d: best.1, m: 0.0 }
         }
-        Inlier::AsymMinMax => InlierFit {
-            d: (hi - lo) / lv,
-            m: lo,
-        },
         Inlier::AsymRefit => {
-            let (lo, hi) = w
-                .iter()
-                .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
             if hi <= lo {
                 return InlierFit { d: 0.0, m: lo };
             }
@@ -403,9 +428,6 @@ fn fit_inliers(kind: Inlier, w: &[f32], lv: f32) -> InlierFit {
             } else {
                 (2, 0.08)
             };
-            let (lo, hi) = w
-                .iter()
-                .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
             let mut best = (
                 f32::INFINITY,
                 InlierFit {
@@ -424,7 +446,6 @@ fn fit_inliers(kind: Inlier, w: &[f32], lv: f32) -> InlierFit {
                         continue;
                     }
                     let d = (h - l) / lv;
-                    // Refit the minimum by least squares for these codes (k-quants do).
                     let e = sse_asym(w, d, l, lv);
                     if e < best.0 {
                         best = (e, InlierFit { d, m: l });
@@ -434,9 +455,6 @@ fn fit_inliers(kind: Inlier, w: &[f32], lv: f32) -> InlierFit {
             best.1
         }
         Inlier::AsymSearch5 => {
-            let (lo, hi) = w
-                .iter()
-                .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
             if hi <= lo {
                 return InlierFit { d: 0.0, m: lo };
             }
@@ -477,24 +495,11 @@ fn fit_inliers(kind: Inlier, w: &[f32], lv: f32) -> InlierFit {
 
 fn decode_inlier(kind: Inlier, v: f32, f: &InlierFit, lv: f32) -> f32 {
     if f.d == 0.0 {
-        return if matches!(
-            kind,
-            Inlier::AsymMinMax
-                | Inlier::AsymSearch
-                | Inlier::AsymSearch5
-                | Inlier::AsymSearch9
-                | Inlier::AsymRefit
-                | Inlier::AsymSearch9Refit
-        ) {
-            f.m
-        } else {
-            0.0
-        };
+        return if kind.is_asym() { f.m } else { 0.0 };
     }
     match kind {
         Inlier::SymMax | Inlier::SymSearch => (v / f.d).round().clamp(-8.0, 7.0) * f.d,
-        Inlier::AsymMinMax
-        | Inlier::AsymSearch
+        Inlier::AsymSearch
         | Inlier::AsymSearch5
         | Inlier::AsymSearch9
         | Inlier::AsymRefit

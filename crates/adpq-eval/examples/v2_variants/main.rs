@@ -18,62 +18,24 @@ use adpq_eval::{
 use adpq_io::{weight_data, Checkpoint, SafetensorsFile};
 use fakequant::{Inlier, Outlier, Steps, Variant};
 
+/// The candidates, in the order of the table. `u8r`: u8 records relative to per-row
+/// units, outliers on `[t, max]` with one step per row (the record layout format v2 took);
+/// `f16g`: f16 records per group of 128, α .06 (v1's layout).
 fn variants() -> Vec<Variant> {
-    let v = |name: &str, group, alpha, inlier, outlier, steps| Variant {
-        name: name.into(),
-        group,
-        alpha,
-        inlier,
-        outlier,
-        steps,
-        bits: 4,
-        wide: Vec::new(),
-        only: None,
-    };
-    let budget = |name: &str, pat, bits, alpha_wide, alpha| Variant {
-        wide: vec![(pat, bits, alpha_wide)],
-        ..v(name, 64, alpha, AsymSearch, MagnitudeRow, U8Row)
-    };
-    let probe = |name: &str, only| Variant {
-        only: Some(only),
-        ..v(name, 64, 0.05, AsymSearch, MagnitudeRow, U8Row)
-    };
     use Inlier::*;
     use Outlier::*;
-    use Steps::*;
+    let u8r = |name, group, alpha, inlier| {
+        Variant::new(name, group, alpha, inlier, MagnitudeRow, Steps::U8Row)
+    };
+    let f16g = |name, inlier, outlier| Variant::new(name, 128, 0.06, inlier, outlier, Steps::F16);
+    const V6: (&str, u8, f64) = ("v_proj", 6, 0.05);
+    let probe = |name, only| u8r(name, 64, 0.05, AsymSearch).only(only);
     vec![
-        v("refit-g64-a.05", 64, 0.05, AsymRefit, MagnitudeRow, U8Row),
-        v(
-            "search9refit-g64-a.05",
-            64,
-            0.05,
-            AsymSearch9Refit,
-            MagnitudeRow,
-            U8Row,
-        ),
-        budget("b6-v-a.04", "v_proj", 6, 0.05, 0.04),
-        Variant {
-            wide: vec![("v_proj", 6, 0.05), ("down_proj", 4, 0.08)],
-            ..v(
-                "b6-v-down.08-a.03",
-                64,
-                0.03,
-                AsymSearch,
-                MagnitudeRow,
-                U8Row,
-            )
-        },
-        Variant {
-            wide: vec![("v_proj", 6, 0.05)],
-            ..v(
-                "b6-v-a.04-search9refit",
-                64,
-                0.04,
-                AsymSearch9Refit,
-                MagnitudeRow,
-                U8Row,
-            )
-        },
+        u8r("refit-g64-a.05", 64, 0.05, AsymRefit),
+        u8r("search9refit-g64-a.05", 64, 0.05, AsymSearch9Refit),
+        u8r("b6-v-a.04", 64, 0.04, AsymSearch).wide(&[V6]),
+        u8r("b6-v-down.08-a.03", 64, 0.03, AsymSearch).wide(&[V6, ("down_proj", 4, 0.08)]),
+        u8r("b6-v-a.04-search9refit", 64, 0.04, AsymSearch9Refit).wide(&[V6]),
         probe("only-q", "q_proj"),
         probe("only-k", "k_proj"),
         probe("only-v", "v_proj"),
@@ -81,110 +43,26 @@ fn variants() -> Vec<Variant> {
         probe("only-gate", "gate_proj"),
         probe("only-up", "up_proj"),
         probe("only-down", "down_proj"),
-        budget("b5-v-a.05", "v_proj", 5, 0.05, 0.05),
-        budget("b5-down-a.02", "down_proj", 5, 0.02, 0.02),
-        budget("b6-v-a.05", "v_proj", 6, 0.05, 0.045),
-        v("v1-fake", 128, 0.06, SymMax, SymGroup, F16),
-        v("mag-out", 128, 0.06, SymMax, MagnitudeGroup, F16),
-        v(
-            "mag+asym-search",
-            128,
-            0.06,
-            AsymSearch,
-            MagnitudeGroup,
-            F16,
-        ),
-        v("mag+sym-search", 128, 0.06, SymSearch, MagnitudeGroup, F16),
-        v("mag+codebook", 128, 0.06, CodeBook, MagnitudeGroup, F16),
-        v(
-            "u8:asym-search-g64",
-            64,
-            0.06,
-            AsymSearch,
-            MagnitudeRow,
-            U8Row,
-        ),
-        v(
-            "u8:asym-search-g64-a.05",
-            64,
-            0.05,
-            AsymSearch,
-            MagnitudeRow,
-            U8Row,
-        ),
-        v(
-            "u8:asym-search9-g64-a.05",
-            64,
-            0.05,
-            AsymSearch9,
-            MagnitudeRow,
-            U8Row,
-        ),
-        v(
-            "u8:asym-search5-g64-a.05",
-            64,
-            0.05,
-            AsymSearch5,
-            MagnitudeRow,
-            U8Row,
-        ),
-        v(
-            "u8:asym-search-g128-a.08",
-            128,
-            0.08,
-            AsymSearch,
-            MagnitudeRow,
-            U8Row,
-        ),
-        v(
-            "u8:asym-search-g128-a.06",
-            128,
-            0.06,
-            AsymSearch,
-            MagnitudeRow,
-            U8Row,
-        ),
-        v("u8:codebook-g64", 64, 0.06, CodeBook, MagnitudeRow, U8Row),
-        v(
-            "u8:codebook-g32-a.04",
-            32,
-            0.04,
-            CodeBook,
-            MagnitudeRow,
-            U8Row,
-        ),
-        v(
-            "u8:codebook-g64-a.075",
-            64,
-            0.075,
-            CodeBook,
-            MagnitudeRow,
-            U8Row,
-        ),
-        v(
-            "u8:codebook-g128-a.10",
-            128,
-            0.10,
-            CodeBook,
-            MagnitudeRow,
-            U8Row,
-        ),
-        v(
-            "u8:asym-search-g32-a.02",
-            32,
-            0.02,
-            AsymSearch,
-            MagnitudeRow,
-            U8Row,
-        ),
-        v(
-            "u8:asym-search-g32-noout",
-            32,
-            0.0,
-            AsymSearch,
-            MagnitudeRow,
-            U8Row,
-        ),
+        u8r("b5-v-a.05", 64, 0.05, AsymSearch).wide(&[("v_proj", 5, 0.05)]),
+        u8r("b5-down-a.02", 64, 0.02, AsymSearch).wide(&[("down_proj", 5, 0.02)]),
+        u8r("b6-v-a.05", 64, 0.045, AsymSearch).wide(&[V6]),
+        f16g("v1-fake", SymMax, SymGroup),
+        f16g("mag-out", SymMax, MagnitudeGroup),
+        f16g("mag+asym-search", AsymSearch, MagnitudeGroup),
+        f16g("mag+sym-search", SymSearch, MagnitudeGroup),
+        f16g("mag+codebook", CodeBook, MagnitudeGroup),
+        u8r("u8:asym-search-g64", 64, 0.06, AsymSearch),
+        u8r("u8:asym-search-g64-a.05", 64, 0.05, AsymSearch),
+        u8r("u8:asym-search9-g64-a.05", 64, 0.05, AsymSearch9),
+        u8r("u8:asym-search5-g64-a.05", 64, 0.05, AsymSearch5),
+        u8r("u8:asym-search-g128-a.08", 128, 0.08, AsymSearch),
+        u8r("u8:asym-search-g128-a.06", 128, 0.06, AsymSearch),
+        u8r("u8:codebook-g64", 64, 0.06, CodeBook),
+        u8r("u8:codebook-g32-a.04", 32, 0.04, CodeBook),
+        u8r("u8:codebook-g64-a.075", 64, 0.075, CodeBook),
+        u8r("u8:codebook-g128-a.10", 128, 0.10, CodeBook),
+        u8r("u8:asym-search-g32-a.02", 32, 0.02, AsymSearch),
+        u8r("u8:asym-search-g32-noout", 32, 0.0, AsymSearch),
     ]
 }
 
@@ -214,7 +92,7 @@ fn minilm_rel_mse(v: Option<&Variant>, root: &std::path::Path) -> f64 {
             .collect();
         let q = match v {
             Some(v) => match v.for_tensor(t.name) {
-                Some(tv) => tv.apply(&w, rows, cols),
+                Some(tv) => tv.apply(&w, cols),
                 None => w.clone(),
             },
             None => real_v1(&engine, &w, rows, cols),
@@ -227,6 +105,8 @@ fn minilm_rel_mse(v: Option<&Variant>, root: &std::path::Path) -> f64 {
     err / sum
 }
 
+/// The real packed v1 (the core's encoder through the engine, the bytes `adpq quantize
+/// --format v1` writes), dequantized.
 fn real_v1(engine: &CpuEngine<AnyKernels>, w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     use adpq_engine::Engine;
     let p = Params::V1;
@@ -236,8 +116,7 @@ fn real_v1(engine: &CpuEngine<AnyKernels>, w: &[f32], rows: usize, cols: usize) 
     engine.quantize(&t, &p, &sel, &mut buf).unwrap();
     let lin = Linear::Packed(adpq_core::PackedTensor::parse(&buf).unwrap());
     let mut out = vec![0f32; w.len()];
-    lin.rows_into(&CpuEngine::new(AnyKernels::detect()), 0, &mut out)
-        .unwrap();
+    lin.rows_into(engine, 0, &mut out).unwrap();
     out
 }
 
@@ -276,7 +155,7 @@ fn main() {
                 };
                 Ok(Linear::Dense {
                     w: match v.for_tensor(name) {
-                        Some(t) => Cow::Owned(t.apply(w, *rows, *cols)),
+                        Some(t) => Cow::Owned(t.apply(w, *cols)),
                         None => Cow::Borrowed(&w[..]),
                     },
                     rows: *rows,
@@ -292,7 +171,7 @@ fn main() {
     }];
     for (v, m) in vs.iter().zip(&models) {
         cands.push(Candidate {
-            name: v.name.clone(),
+            name: v.name.into(),
             model: m,
         });
     }
