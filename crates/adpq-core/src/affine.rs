@@ -307,7 +307,7 @@ pub trait GroupPasses {
 /// The index and value of the first least of `errors` (not empty), without branches
 /// (the outcomes are data-dependent, so branches would mispredict).
 #[inline(always)]
-pub fn first_least(errors: &[f32]) -> (usize, f32) {
+pub(crate) fn first_least(errors: &[f32]) -> (usize, f32) {
     let (mut best_k, mut best_err) = (0, errors[0]);
     for (k, &err) in errors.iter().enumerate().skip(1) {
         let better = err < best_err;
