@@ -372,6 +372,9 @@ fn plain_progress_lines_when_not_a_terminal() {
     for name in QUANTIZED {
         assert!(err.contains(&format!("selected {name} (")), "{err}");
     }
+    // The default (v3) has no outliers to count: the line says what was done instead.
+    assert!(err.contains("): checked, 5 bits"), "{err}");
+    assert!(!err.contains("outliers"), "{err}");
     // The selection lines come first (the whole model is selected before writing).
     let last_select = err.rfind("selected ").unwrap();
     assert!(last_select < err.find("quantized ").unwrap(), "{err}");

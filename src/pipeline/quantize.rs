@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use adpq_core::{packed_len, Error as CoreError, PackedTensor, Params, Selection, SelectionMode};
+use adpq_core::{
+    packed_len, Error as CoreError, FormatVersion, PackedTensor, Params, Selection, SelectionMode,
+};
 use adpq_engine::{Engine, EngineError, ErrorSums};
 use adpq_io::meta::{
     is_adpq, looks_packed, quantized_metadata, OriginalTensor, OriginalsJson, ParamsRecord,
@@ -256,10 +258,14 @@ fn select_one<E: Engine>(
     f.release(t);
     progress.advance(t.numel() as u64);
     let grows = len as u64 >= t.data.len() as u64;
+    // Format v3 has no outlier split: its "selection" only checks the weights.
+    let what = match params.version() {
+        FormatVersion::V3 => format!("checked, {} bits", params.bits()),
+        _ => format!("{} outliers", sel.n_outliers),
+    };
     progress.note(&format!(
-        "selected {} ({rows}x{cols}): {} outliers{}",
+        "selected {} ({rows}x{cols}): {what}{}",
         t.name,
-        sel.n_outliers,
         if grows {
             ", packing would not shrink it: passthrough"
         } else {
