@@ -58,6 +58,23 @@ pub(crate) use decode_v3::{
     dequantize_row_v3, dot_row_q8_v3, dot_row_v3, gemv_q8_rows_v3, gemv_v3,
 };
 pub(crate) use entry::simd_kernels;
+
+/// Calls `check(token)` with this machine's baseline SIMD token, for the lane kernels'
+/// tests against the scalar oracle: AVX2 where the CPU has it (nothing otherwise), NEON
+/// on aarch64 (baseline there).
+#[cfg(test)]
+macro_rules! on_native_lanes {
+    ($check:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = crate::kernels::Avx2::try_new() {
+            $check(t);
+        }
+        #[cfg(target_arch = "aarch64")]
+        $check(crate::kernels::Neon::try_new().expect("NEON is baseline on aarch64"));
+    }};
+}
+#[cfg(test)]
+pub(crate) use on_native_lanes;
 pub(crate) use q8::{dot_row_q8, quantize_activations};
 pub(crate) use quantize::quantize_rows;
 pub(crate) use quantize_v2::quantize_rows_v2;

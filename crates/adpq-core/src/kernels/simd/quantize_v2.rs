@@ -566,21 +566,11 @@ mod tests {
 
     #[test]
     fn lane_candidates_equal_the_oracle_bit_for_bit() {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(t) = crate::kernels::Avx2::try_new() {
-            candidates_match(t);
-        }
-        #[cfg(target_arch = "aarch64")]
-        candidates_match(crate::kernels::Neon::try_new().expect("NEON is baseline on aarch64"));
+        crate::kernels::simd::on_native_lanes!(candidates_match);
     }
 
     #[test]
     fn lane_passes_equal_the_oracle_bit_for_bit() {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(t) = crate::kernels::Avx2::try_new() {
-            passes_match(t);
-        }
-        #[cfg(target_arch = "aarch64")]
-        passes_match(crate::kernels::Neon::try_new().expect("NEON is baseline on aarch64"));
+        crate::kernels::simd::on_native_lanes!(passes_match);
     }
 }

@@ -229,11 +229,6 @@ mod tests {
 
     #[test]
     fn lane_rotation_equals_the_scalar_bit_for_bit() {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(t) = crate::kernels::Avx2::try_new() {
-            rotations_match(t);
-        }
-        #[cfg(target_arch = "aarch64")]
-        rotations_match(crate::kernels::Neon::try_new().expect("NEON is baseline on aarch64"));
+        crate::kernels::simd::on_native_lanes!(rotations_match);
     }
 }
