@@ -3,11 +3,10 @@
 use super::check_activations;
 use core::fmt;
 
+use super::format::{with_format, Format};
 use super::{Avx2, AvxVnni, CpuKernels, Neon, Q8Activations, RowJob, RowsDone, RowsOut, Scalar};
 use crate::error::Result;
-use crate::format::code_at;
 use crate::format::PackedTensor;
-use crate::params::FormatVersion;
 use crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS};
 use crate::weights::Weights;
 
@@ -260,41 +259,7 @@ impl CpuKernels for AnyKernels {
 /// The conformance suite enforces it.
 pub fn dot_tolerance(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
     check_activations(t, x)?;
-    let (s, n_outliers) = match t.version() {
-        FormatVersion::V1 => dot_magnitude_v1(t, r, x)?,
-        FormatVersion::V2 => super::scalar_v2::dot_magnitude(t, r, x)?,
-        FormatVersion::V3 => (super::scalar_v3::dot_magnitude(t, r, x)?, 0),
-    };
+    let (s, n_outliers) = with_format!(t.version(), F => F::dot_magnitude(t, r, x))?;
     let m = (t.cols() + n_outliers + 8) as f64;
     Ok((2.0 * m * libm::ldexp(1.0, -24) * s) as f32 + f32::MIN_POSITIVE)
-}
-
-/// `S` of [`dot_tolerance`] for a version 1 row, with the row's outlier count.
-fn dot_magnitude_v1(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<(f64, usize)> {
-    let bits = t.params().bits;
-    let mut s = 0f64;
-    let mut n_outliers = 0;
-    for (group, xs) in t
-        .groups(r)?
-        .zip(x.chunks(usize::from(t.params().group_size)))
-    {
-        let rec = group.record;
-        let dense = |c: u8| {
-            f64::from((i32::from(c) - rec.inliers.offset).unsigned_abs())
-                * f64::from(rec.inliers.step)
-        };
-        for (i, &xi) in xs.iter().enumerate() {
-            s += f64::from(xi.abs()) * dense(code_at(group.codes, group.start + i, bits));
-        }
-        for p in group.outliers() {
-            if let Some(&xp) = xs.get(p) {
-                let c = code_at(group.codes, group.start + p, bits);
-                let out = f64::from((i32::from(c) - rec.outliers.offset).unsigned_abs())
-                    * f64::from(rec.outliers.step);
-                s += f64::from(xp.abs()) * (out + dense(c));
-            }
-        }
-        n_outliers += rec.count;
-    }
-    Ok((s, n_outliers))
 }

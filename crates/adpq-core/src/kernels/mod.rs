@@ -10,6 +10,7 @@ mod aarch64;
 mod auto;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod common;
+pub(crate) mod format;
 mod prefetch;
 mod q8;
 mod rows;
@@ -234,8 +235,8 @@ pub trait CpuKernels: sealed::Sealed + Copy + Send + Sync + core::fmt::Debug {
 }
 
 /// [`CpuKernels::gemv_q8_rows`] one [`dot_row_q8`](CpuKernels::dot_row_q8) at a time: its
-/// default, which a kernel set may keep for some formats.
-pub(crate) fn gemv_q8_rows_by_rows<K: CpuKernels>(
+/// default.
+fn gemv_q8_rows_by_rows<K: CpuKernels>(
     k: &K,
     t: &PackedTensor<'_>,
     first: usize,
@@ -261,18 +262,13 @@ pub(crate) fn check_row_range(t: &PackedTensor<'_>, first: usize, n: usize) -> R
     }
 }
 
-/// `y = W x` row by row with `k`'s dot product: [`CpuKernels::gemv`]'s default, which a
-/// kernel set may keep for some formats.
-pub(crate) fn gemv_by_rows<K: CpuKernels>(
+/// `y = W x` row by row with `k`'s dot product: [`CpuKernels::gemv`]'s default.
+fn gemv_by_rows<K: CpuKernels>(
     k: &K,
     t: &PackedTensor<'_>,
     x: &[f32],
     y: &mut [f32],
 ) -> Result<()> {
-    if t.version() == crate::params::FormatVersion::V3 {
-        // Each segment of `x` rotated once for every row, not once per row.
-        return scalar_v3::gemv(t, x, y);
-    }
     check_gemv_out(t, y)?;
     for (r, out) in y.iter_mut().enumerate() {
         *out = k.dot_row(t, r, x)?;

@@ -13,10 +13,10 @@
 //! ([`Q8Activations::dequantize`]). The intermediate `Δ_in · (Σ c q − z Σ q)` can reach
 //! `|w|max · 127 · g`: with weights beyond ~1e33 it may overflow where an f32 dot would not.
 
+use super::format::{with_format, Format};
 use crate::error::{Error, Result};
 use crate::format::code_at;
 use crate::format::PackedTensor;
-use crate::params::FormatVersion;
 use crate::quant::round_ties_even;
 use crate::rotate::{Rotation, MAX_SEGMENT};
 
@@ -261,11 +261,11 @@ impl<'a> Q8Activations<'a> {
 /// The portable reference of the int8-activation dot product of packed row `r`.
 pub fn dot_row_q8_ref(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> Result<f32> {
     a.check(t)?;
-    match t.version() {
-        FormatVersion::V1 => {}
-        FormatVersion::V2 => return super::scalar_v2::dot_row_q8(t, r, a),
-        FormatVersion::V3 => return super::scalar_v3::dot_row_q8(t, r, a.q, a.scales, a.sums),
-    }
+    with_format!(t.version(), F => F::dot_row_q8(t, r, a))
+}
+
+/// [`dot_row_q8_ref`] of a version 1 row (`a` checked).
+pub(crate) fn dot_row_q8_v1(t: &PackedTensor<'_>, r: usize, a: &Q8Activations<'_>) -> Result<f32> {
     let bits = t.params().bits;
     let mut acc = 0f32;
     let groups = t.groups(r)?;

@@ -1,14 +1,12 @@
 //! The portable scalar backend: plain loops, the oracle for every fast path.
 
 use super::check_activations;
+use super::format::{with_format, Format};
 use super::rows::{push_position, GroupCursor, GroupDone};
-use super::scalar_v2;
-use super::scalar_v3;
 use super::{CpuKernels, RowJob, RowsDone, RowsOut};
 use crate::error::{Error, Result};
 use crate::format::record::grid_of;
 use crate::format::{code_at, put_code, GroupRecord, PackedTensor, RowCursor};
-use crate::params::FormatVersion;
 use crate::params::MAX_GROUP_SIZE;
 use crate::select::{is_valid_abs_bits, BadValue, HistogramPass, RangeScan, HIST_BINS};
 use crate::weights::{Element, Weights};
@@ -256,6 +254,37 @@ pub(crate) fn dot_row(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> 
     Ok(acc)
 }
 
+/// `S` of [`dot_tolerance`](super::dot_tolerance) for a version 1 row, with the row's
+/// outlier count.
+pub(crate) fn dot_magnitude(t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<(f64, usize)> {
+    let bits = t.params().bits;
+    let mut s = 0f64;
+    let mut n_outliers = 0;
+    for (group, xs) in t
+        .groups(r)?
+        .zip(x.chunks(usize::from(t.params().group_size)))
+    {
+        let rec = group.record;
+        let dense = |c: u8| {
+            f64::from((i32::from(c) - rec.inliers.offset).unsigned_abs())
+                * f64::from(rec.inliers.step)
+        };
+        for (i, &xi) in xs.iter().enumerate() {
+            s += f64::from(xi.abs()) * dense(code_at(group.codes, group.start + i, bits));
+        }
+        for p in group.outliers() {
+            if let Some(&xp) = xs.get(p) {
+                let c = code_at(group.codes, group.start + p, bits);
+                let out = f64::from((i32::from(c) - rec.outliers.offset).unsigned_abs())
+                    * f64::from(rec.outliers.step);
+                s += f64::from(xp.abs()) * (out + dense(c));
+            }
+        }
+        n_outliers += rec.count;
+    }
+    Ok((s, n_outliers))
+}
+
 impl CpuKernels for Scalar {
     fn name(&self) -> &'static str {
         "scalar"
@@ -284,11 +313,7 @@ impl CpuKernels for Scalar {
         job: &RowJob,
         out: &mut RowsOut<'_>,
     ) -> Result<RowsDone> {
-        match job.params.version {
-            FormatVersion::V1 => with_weights!(w, s => quantize_rows_generic(s, job, out)),
-            FormatVersion::V2 => with_weights!(w, s => scalar_v2::quantize_rows(s, job, out)),
-            FormatVersion::V3 => with_weights!(w, s => scalar_v3::quantize_rows(s, job, out)),
-        }
+        with_format!(job.params.version, F => with_weights!(w, s => F::quantize_rows(s, job, out)))
     }
 
     fn dequantize_rows(
@@ -300,11 +325,7 @@ impl CpuKernels for Scalar {
         check_out_rows(t, first_row, out.len())?;
         for (i, row_out) in out.chunks_mut(t.cols()).enumerate() {
             let at = t.row_cursor(first_row + i)?;
-            match t.version() {
-                FormatVersion::V1 => dequantize_groups(t, at, row_out)?,
-                FormatVersion::V2 => scalar_v2::dequantize_groups(t, at, row_out)?,
-                FormatVersion::V3 => scalar_v3::dequantize_cols(t, first_row + i, 0, row_out)?,
-            };
+            with_format!(t.version(), F => F::dequantize_part(t, at, row_out))?;
         }
         Ok(())
     }
@@ -316,20 +337,16 @@ impl CpuKernels for Scalar {
         out: &mut [f32],
     ) -> Result<()> {
         let (_, groups) = t.check_part(at, out.len())?;
-        let outliers = match t.version() {
-            FormatVersion::V1 => dequantize_groups(t, *at, out)?,
-            FormatVersion::V2 => scalar_v2::dequantize_groups(t, *at, out)?,
-            FormatVersion::V3 => scalar_v3::dequantize_cols(t, at.row(), at.column(t), out)?,
-        };
+        let outliers = with_format!(t.version(), F => F::dequantize_part(t, *at, out))?;
         at.advance(groups, outliers);
         Ok(())
     }
 
     fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
-        match t.version() {
-            FormatVersion::V1 => dot_row(t, row, x),
-            FormatVersion::V2 => scalar_v2::dot_row(t, row, x),
-            FormatVersion::V3 => scalar_v3::dot_row(t, row, x),
-        }
+        with_format!(t.version(), F => F::dot_row(t, row, x))
+    }
+
+    fn gemv(&self, t: &PackedTensor<'_>, x: &[f32], y: &mut [f32]) -> Result<()> {
+        with_format!(t.version(), F => F::gemv(t, x, y))
     }
 }

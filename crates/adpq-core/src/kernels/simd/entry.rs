@@ -6,13 +6,14 @@
 macro_rules! simd_kernels {
     ($token:ty, $name:literal) => {
         const _: () = {
+            use core::marker::PhantomData;
             use $crate::error::Result;
             use $crate::format::PackedTensor;
             use $crate::kernels::common::{for_f32_blocks_with, histogram_with};
+            use $crate::kernels::format::with_format;
             use $crate::kernels::simd::entry::*;
             use $crate::kernels::simd::{self, SimdToken};
             use $crate::kernels::{CpuKernels, Q8Activations, RowJob, RowsDone, RowsOut};
-            use $crate::params::FormatVersion;
             use $crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS, NON_FINITE_BITS};
             use $crate::weights::Weights;
 
@@ -106,11 +107,12 @@ macro_rules! simd_kernels {
                     job: &RowJob,
                     out: &mut RowsOut<'_>,
                 ) -> Result<RowsDone> {
-                    match job.params.version {
-                        FormatVersion::V1 => self.run(QuantizeRows { w, job, out }),
-                        FormatVersion::V2 => self.run(QuantizeRowsV2 { w, job, out }),
-                        FormatVersion::V3 => self.run(QuantizeRowsV3 { w, job, out }),
-                    }
+                    with_format!(job.params.version, F => self.run(QuantizeRows::<F> {
+                        w,
+                        job,
+                        out,
+                        format: PhantomData,
+                    }))
                 }
 
                 fn dequantize_rows(
@@ -121,24 +123,12 @@ macro_rules! simd_kernels {
                 ) -> Result<()> {
                     simd::dequantize_rows(t, first_row, out, |r, row_out| {
                         let at = t.row_cursor(r)?;
-                        match t.version() {
-                            FormatVersion::V1 => self.run(DequantizeRow {
-                                t,
-                                at,
-                                out: row_out,
-                            }),
-                            FormatVersion::V2 => self.run(DequantizeRowV2 {
-                                t,
-                                at,
-                                out: row_out,
-                            }),
-                            FormatVersion::V3 => self.run(DequantizeRowV3 {
-                                t,
-                                r,
-                                start: 0,
-                                out: row_out,
-                            }),
-                        }
+                        with_format!(t.version(), F => self.run(DequantizePart::<F> {
+                            t,
+                            at,
+                            out: row_out,
+                            format: PhantomData,
+                        }))
                         .map(drop)
                     })
                 }
@@ -150,56 +140,51 @@ macro_rules! simd_kernels {
                     out: &mut [f32],
                 ) -> Result<()> {
                     let (_, groups) = t.check_part(at, out.len())?;
-                    let a = *at;
-                    let outliers = match t.version() {
-                        FormatVersion::V1 => self.run(DequantizeRow { t, at: a, out })?,
-                        FormatVersion::V2 => self.run(DequantizeRowV2 { t, at: a, out })?,
-                        FormatVersion::V3 => self.run(DequantizeRowV3 {
-                            t,
-                            r: a.row(),
-                            start: a.column(t),
-                            out,
-                        })?,
-                    };
+                    let outliers = with_format!(t.version(), F => self.run(DequantizePart::<F> {
+                        t,
+                        at: *at,
+                        out,
+                        format: PhantomData,
+                    }))?;
                     at.advance(groups, outliers);
                     Ok(())
                 }
 
                 fn dot_row(&self, t: &PackedTensor<'_>, row: usize, x: &[f32]) -> Result<f32> {
-                    match t.version() {
-                        FormatVersion::V1 => self.run(DotRow { t, r: row, x }),
-                        FormatVersion::V2 => self.run(DotRowV2 { t, r: row, x }),
-                        FormatVersion::V3 => self.run(DotRowV3 { t, r: row, x }),
-                    }
+                    with_format!(t.version(), F => self.run(DotRow::<F> {
+                        t,
+                        r: row,
+                        x,
+                        format: PhantomData,
+                    }))
                 }
 
                 fn gemv(&self, t: &PackedTensor<'_>, x: &[f32], y: &mut [f32]) -> Result<()> {
-                    match t.version() {
-                        FormatVersion::V1 => $crate::kernels::gemv_by_rows(self, t, x, y),
-                        FormatVersion::V2 => self.run(GemvV2 { t, x, y }),
-                        FormatVersion::V3 => self.run(GemvV3 { t, x, y }),
-                    }
+                    with_format!(t.version(), F => self.run(Gemv::<F> {
+                        t,
+                        x,
+                        y,
+                        format: PhantomData,
+                    }))
                 }
 
-                /// Exact integer `Σ c·q` per group; version 1 vectorizes the outlier corrections
-                /// (formats other than 4-bit codes in groups of 128 use the portable reference),
-                /// version 2 sums the outlier corrections in lanes, version 3 equals the
-                /// reference bit for bit.
+                /// Exact integer `Σ c·q` per group (each version's `LaneFormat::dot_row_q8`).
                 fn dot_row_q8(
                     &self,
                     t: &PackedTensor<'_>,
                     row: usize,
                     a: &Q8Activations<'_>,
                 ) -> Result<f32> {
-                    match t.version() {
-                        FormatVersion::V1 => self.run(DotRowQ8 { t, r: row, a }),
-                        FormatVersion::V2 => self.run(DotRowQ8V2 { t, r: row, a }),
-                        FormatVersion::V3 => self.run(DotRowQ8V3 { t, r: row, a }),
-                    }
+                    with_format!(t.version(), F => self.run(DotRowQ8::<F> {
+                        t,
+                        r: row,
+                        a,
+                        format: PhantomData,
+                    }))
                 }
 
                 /// Versions 2 and 3 work on several rows at once (each row's arithmetic
-                /// that of `dot_row_q8`); version 1 one row at a time.
+                /// that of `dot_row_q8`); version 1 one row at a time (`LaneFormat`).
                 fn gemv_q8_rows(
                     &self,
                     t: &PackedTensor<'_>,
@@ -207,13 +192,13 @@ macro_rules! simd_kernels {
                     a: &Q8Activations<'_>,
                     y: &mut [f32],
                 ) -> Result<()> {
-                    match t.version() {
-                        FormatVersion::V1 => {
-                            $crate::kernels::gemv_q8_rows_by_rows(self, t, first, a, y)
-                        }
-                        FormatVersion::V2 => self.run(GemvQ8RowsV2 { t, first, a, y }),
-                        FormatVersion::V3 => self.run(GemvQ8RowsV3 { t, first, a, y }),
-                    }
+                    with_format!(t.version(), F => self.run(GemvQ8Rows::<F> {
+                        t,
+                        first,
+                        a,
+                        y,
+                        format: PhantomData,
+                    }))
                 }
 
                 fn quantize_activations<'a>(
@@ -256,6 +241,9 @@ macro_rules! simd_kernels {
 
 pub(crate) use simd_kernels;
 
+use core::marker::PhantomData;
+
+use super::format::LaneFormat;
 use super::Lanes;
 use crate::error::Result;
 use crate::format::{PackedTensor, RowCursor};
@@ -293,6 +281,73 @@ macro_rules! kernel {
     };
 }
 
+/// A kernel of one format version: `$name<F>` runs `F`'s [`LaneFormat`] method `$method`.
+macro_rules! format_kernel {
+    ($(#[$doc:meta])* $name:ident<$($l:lifetime),*> { $($f:ident: $t:ty),* } -> $out:ty = $method:ident) => {
+        $(#[$doc])*
+        pub(crate) struct $name<$($l,)* F> {
+            $(pub(crate) $f: $t,)*
+            /// The format version.
+            pub(crate) format: PhantomData<F>,
+        }
+
+        impl<$($l,)* F: LaneFormat, S: Lanes> Kernel<S> for $name<$($l,)* F> {
+            type Out = $out;
+            #[inline(always)]
+            fn call(self, s: S) -> $out {
+                let $name { $($f,)* format: _ } = self;
+                F::$method(s, $($f),*)
+            }
+        }
+    };
+}
+
+format_kernel!(
+    /// [`LaneFormat::quantize_rows`].
+    QuantizeRows<'a, 'b> {
+        w: Weights<'a>,
+        job: &'a RowJob,
+        out: &'a mut RowsOut<'b>
+    } -> Result<RowsDone> = quantize_rows
+);
+format_kernel!(
+    /// [`LaneFormat::dequantize_part`].
+    DequantizePart<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        at: RowCursor,
+        out: &'a mut [f32]
+    } -> Result<usize> = dequantize_part
+);
+format_kernel!(
+    /// [`LaneFormat::dot_row`].
+    DotRow<'a, 'b> { t: &'a PackedTensor<'b>, r: usize, x: &'a [f32] } -> Result<f32> = dot_row
+);
+format_kernel!(
+    /// [`LaneFormat::gemv`].
+    Gemv<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        x: &'a [f32],
+        y: &'a mut [f32]
+    } -> Result<()> = gemv
+);
+format_kernel!(
+    /// [`LaneFormat::dot_row_q8`].
+    DotRowQ8<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        r: usize,
+        a: &'a Q8Activations<'b>
+    } -> Result<f32> = dot_row_q8
+);
+format_kernel!(
+    /// [`LaneFormat::gemv_q8_rows`].
+    GemvQ8Rows<'a, 'b> {
+        t: &'a PackedTensor<'b>,
+        first: usize,
+        a: &'a Q8Activations<'b>,
+        y: &'a mut [f32]
+    } -> Result<()> = gemv_q8_rows
+);
+
 kernel!(
     /// [`super::histogram_f32`].
     Histogram<'a, 'b> {
@@ -317,117 +372,6 @@ kernel!(
     } -> Result<(), BadValue> = super::scan_range_f32
 );
 kernel!(
-    /// [`super::quantize_rows`].
-    QuantizeRows<'a, 'b> {
-        w: Weights<'a>,
-        job: &'a RowJob,
-        out: &'a mut RowsOut<'b>
-    } -> Result<RowsDone> = super::quantize_rows
-);
-kernel!(
-    /// [`super::dequantize_row`].
-    DequantizeRow<'a, 'b> {
-        t: &'a PackedTensor<'b>,
-        at: RowCursor,
-        out: &'a mut [f32]
-    } -> Result<usize> = super::dequantize_row
-);
-kernel!(
-    /// [`super::dot_row`].
-    DotRow<'a, 'b> { t: &'a PackedTensor<'b>, r: usize, x: &'a [f32] } -> Result<f32> = super::dot_row
-);
-kernel!(
-    /// [`super::dot_row_q8`].
-    DotRowQ8<'a, 'b> {
-        t: &'a PackedTensor<'b>,
-        r: usize,
-        a: &'a Q8Activations<'b>
-    } -> Result<f32> = super::dot_row_q8
-);
-kernel!(
-    /// [`super::quantize_rows_v2`].
-    QuantizeRowsV2<'a, 'b> {
-        w: Weights<'a>,
-        job: &'a RowJob,
-        out: &'a mut RowsOut<'b>
-    } -> Result<RowsDone> = super::quantize_rows_v2
-);
-kernel!(
-    /// [`super::dequantize_row_v2`].
-    DequantizeRowV2<'a, 'b> {
-        t: &'a PackedTensor<'b>,
-        at: RowCursor,
-        out: &'a mut [f32]
-    } -> Result<usize> = super::dequantize_row_v2
-);
-kernel!(
-    /// [`super::dot_row_v2`].
-    DotRowV2<'a, 'b> { t: &'a PackedTensor<'b>, r: usize, x: &'a [f32] } -> Result<f32> = super::dot_row_v2
-);
-kernel!(
-    /// [`super::dot_row_q8_v2`].
-    DotRowQ8V2<'a, 'b> {
-        t: &'a PackedTensor<'b>,
-        r: usize,
-        a: &'a Q8Activations<'b>
-    } -> Result<f32> = super::dot_row_q8_v2
-);
-kernel!(
-    /// [`super::gemv_v2`].
-    GemvV2<'a, 'b> {
-        t: &'a PackedTensor<'b>,
-        x: &'a [f32],
-        y: &'a mut [f32]
-    } -> Result<()> = super::gemv_v2
-);
-kernel!(
-    /// [`super::quantize_rows_v3`].
-    QuantizeRowsV3<'a, 'b> {
-        w: Weights<'a>,
-        job: &'a RowJob,
-        out: &'a mut RowsOut<'b>
-    } -> Result<RowsDone> = super::quantize_rows_v3
-);
-kernel!(
-    /// [`super::dequantize_row_v3`].
-    DequantizeRowV3<'a, 'b> {
-        t: &'a PackedTensor<'b>,
-        r: usize,
-        start: usize,
-        out: &'a mut [f32]
-    } -> Result<usize> = super::dequantize_row_v3
-);
-kernel!(
-    /// [`super::dot_row_v3`].
-    DotRowV3<'a, 'b> { t: &'a PackedTensor<'b>, r: usize, x: &'a [f32] } -> Result<f32> = super::dot_row_v3
-);
-kernel!(
-    /// [`super::dot_row_q8_v3`].
-    DotRowQ8V3<'a, 'b> {
-        t: &'a PackedTensor<'b>,
-        r: usize,
-        a: &'a Q8Activations<'b>
-    } -> Result<f32> = super::dot_row_q8_v3
-);
-kernel!(
-    /// [`super::gemv_q8_rows_v2`].
-    GemvQ8RowsV2<'a, 'b> {
-        t: &'a PackedTensor<'b>,
-        first: usize,
-        a: &'a Q8Activations<'b>,
-        y: &'a mut [f32]
-    } -> Result<()> = super::gemv_q8_rows_v2
-);
-kernel!(
-    /// [`super::gemv_q8_rows_v3`].
-    GemvQ8RowsV3<'a, 'b> {
-        t: &'a PackedTensor<'b>,
-        first: usize,
-        a: &'a Q8Activations<'b>,
-        y: &'a mut [f32]
-    } -> Result<()> = super::gemv_q8_rows_v3
-);
-kernel!(
     /// [`Q8Activations::quantize_for`] in lanes.
     QuantizeActivations<'a, 'b, 'c> {
         t: &'a PackedTensor<'b>,
@@ -436,14 +380,6 @@ kernel!(
         scales: &'c mut [f32],
         sums: &'c mut [i32]
     } -> Result<Q8Activations<'c>> = super::quantize_activations
-);
-kernel!(
-    /// [`super::gemv_v3`].
-    GemvV3<'a, 'b> {
-        t: &'a PackedTensor<'b>,
-        x: &'a [f32],
-        y: &'a mut [f32]
-    } -> Result<()> = super::gemv_v3
 );
 kernel!(
     /// [`crate::stats::add_error_sums`], in the ISA's `#[target_feature]` function.

@@ -42,6 +42,7 @@ mod decode;
 mod decode_v2;
 mod decode_v3;
 pub(crate) mod entry;
+mod format;
 mod q8;
 mod quantize;
 mod quantize_v2;
