@@ -76,6 +76,25 @@ macro_rules! on_native_lanes {
 }
 #[cfg(test)]
 pub(crate) use on_native_lanes;
+
+/// The SIMD tests' deterministic random source: xorshift64 from `seed` (not zero).
+#[cfg(test)]
+pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+/// A group's refit sums as bits, for exact comparisons in the SIMD tests.
+#[cfg(test)]
+pub(crate) fn refit_bits(s: &crate::affine::RefitSums) -> (u32, [[u32; 8]; 4]) {
+    let b = |l: &crate::affine::LaneSums| l.0.map(f32::to_bits);
+    (s.n, [b(&s.c), b(&s.cc), b(&s.w), b(&s.cw)])
+}
 pub(crate) use q8::{dot_row_q8, quantize_activations};
 pub(crate) use quantize::quantize_rows;
 pub(crate) use quantize_v2::quantize_rows_v2;

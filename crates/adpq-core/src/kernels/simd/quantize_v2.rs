@@ -413,7 +413,7 @@ mod tests {
     use super::*;
     use crate::kernels::scalar_v2::ScalarPasses;
     use crate::kernels::simd::entry::Kernel;
-    use crate::kernels::simd::SimdToken;
+    use crate::kernels::simd::{refit_bits, xorshift, SimdToken};
     use crate::params::{FormatVersion, Params};
     use crate::quant::scale_exponent;
 
@@ -440,20 +440,9 @@ mod tests {
         }
     }
 
-    fn bits(s: &RefitSums) -> (u32, [[u32; 8]; 4]) {
-        let b = |l: &LaneSums| l.0.map(f32::to_bits);
-        (s.n, [b(&s.c), b(&s.cc), b(&s.w), b(&s.cw)])
-    }
-
     /// Random groups, outliers and grids: the lane sums equal the oracle's bit for bit.
     fn passes_match<T: SimdToken>(t: T) {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
         let (mut x, mut is_out) = ([0f32; MAXG], [false; MAXG]);
         for case in 0..3000 {
             let width = 2 + (case % 7) as u8;
@@ -466,7 +455,7 @@ mod tests {
             let scale = [1e-3f32, 0.1, 1.0, 37.0][case % 4];
             for (v, o) in x.iter_mut().zip(&mut is_out).take(n) {
                 *v = ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.4) * scale;
-                *o = next() % 11 == 0;
+                *o = next().is_multiple_of(11);
             }
             let e = scale_exponent(scale, &fp);
             let units = RowUnits::for_row(scale, scale / 2.0, 0.0, f32::INFINITY, &fp, e);
@@ -487,7 +476,11 @@ mod tests {
                 code_max,
             });
             assert_eq!(got.0.to_bits(), want.0.to_bits(), "case {case}: error");
-            assert_eq!(bits(&got.1), bits(&want.1), "case {case}: refit sums");
+            assert_eq!(
+                refit_bits(&got.1),
+                refit_bits(&want.1),
+                "case {case}: refit sums"
+            );
         }
     }
 
@@ -510,13 +503,7 @@ mod tests {
     /// Random ranges, units and field widths: the lanes candidates equal
     /// `Candidates::compute` bit for bit (both signs of zero, tiny and huge units).
     fn candidates_match<T: SimdToken>(t: T) {
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
         for case in 0..20_000 {
             let width = 2 + (case % 7) as u8;
             let version = if case % 3 == 0 {

@@ -171,7 +171,7 @@ fn stages_in_registers<S: Lanes, const V: usize>(s: S, block: &mut [f32], h: usi
 mod tests {
     use super::*;
     use crate::kernels::simd::entry::Kernel;
-    use crate::kernels::simd::SimdToken;
+    use crate::kernels::simd::{xorshift, SimdToken};
 
     struct Rotate<'a> {
         rot: Rotation,
@@ -193,13 +193,7 @@ mod tests {
     }
 
     fn rotations_match<T: SimdToken>(t: T) {
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
         for case in 0..400 {
             let log2 = 1 + (case % 9) as u8;
             let rot = Rotation::new(next() as u32, log2).unwrap();

@@ -5,7 +5,7 @@ use super::*;
 use crate::affine::RowUnits;
 use crate::kernels::scalar_v3::PassesV3;
 use crate::kernels::simd::entry::Kernel;
-use crate::kernels::simd::SimdToken;
+use crate::kernels::simd::{refit_bits, xorshift, SimdToken};
 use crate::params::{FormatVersion, Grid, Params};
 use crate::quant::scale_exponent;
 
@@ -51,21 +51,10 @@ impl Passes<'_> {
     }
 }
 
-fn bits(s: &RefitSums) -> (u32, [[u32; 8]; 4]) {
-    let b = |l: &LaneSums| l.0.map(f32::to_bits);
-    (s.n, [b(&s.c), b(&s.cc), b(&s.w), b(&s.cw)])
-}
-
 /// Random groups and grids at every width: the lane sums and codes equal the
 /// oracle's bit for bit (values on and next to the code book's midpoints included).
 fn passes_match<T: SimdToken>(t: T) {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
     let mut x = [0f32; MAX_CHUNKS * 8];
     for case in 0..3000 {
         let width = 2 + (case % 7) as u8;
@@ -80,10 +69,10 @@ fn passes_match<T: SimdToken>(t: T) {
         let units = RowUnits::for_row(scale, scale / 2.0, 0.0, f32::INFINITY, &fp, e);
         let grid = AffineGrid::new(1 + (next() % 63) as u8, (next() % 64) as u8, &units);
         for v in x.iter_mut().take(n) {
-            *v = if next() % 5 == 0 {
+            *v = if next().is_multiple_of(5) {
                 // On a midpoint, or a level, of the grid.
                 let k = (next() % 15) as usize;
-                let u = if next() % 2 == 0 {
+                let u = if next().is_multiple_of(2) {
                     MIDPOINTS[k]
                 } else {
                     fp.level(k as u8)
@@ -101,7 +90,11 @@ fn passes_match<T: SimdToken>(t: T) {
         for e in got.3 {
             assert_eq!(e.to_bits(), want.0.to_bits(), "case {case}: swept error");
         }
-        assert_eq!(bits(&got.1), bits(&want.1), "case {case}: refit sums");
+        assert_eq!(
+            refit_bits(&got.1),
+            refit_bits(&want.1),
+            "case {case}: refit sums"
+        );
         for (i, &v) in x.iter().enumerate() {
             let c = crate::kernels::scalar_v3::encode(&grid, v, &fp);
             assert_eq!(got.2[i], c, "case {case}: code {i}");
@@ -183,17 +176,12 @@ impl<S: Lanes> Kernel<S> for Pack<'_> {
 
 /// Every width, group size and row length: the row's bytes are `put_code`'s.
 fn packing_matches<T: SimdToken>(t: T) {
-    let mut state = 0x5851_F42D_4C95_7F2Du64;
+    let mut next = xorshift(0x5851_F42D_4C95_7F2D);
     for bits in 2..=8u8 {
         for g in [1usize, 2, 4, 8, 16, 64, 512] {
             for cols in [1usize, 7, 8, 9, 64, 70, 576, 1000] {
                 let codes: std::vec::Vec<u8> = (0..cols)
-                    .map(|_| {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        (state >> 32) as u8 & ((1u16 << bits) - 1) as u8
-                    })
+                    .map(|_| (next() >> 32) as u8 & ((1u16 << bits) - 1) as u8)
                     .collect();
                 let len = (cols * usize::from(bits)).div_ceil(8);
                 let mut want = std::vec![0u8; len];
