@@ -326,6 +326,14 @@ fn v2_rows_without_inliers_store_positive_zero_units() {
     roundtrip_v2(2, 40, &[-1.0, 1.0], 4, 16, 0.5);
 }
 
+/// Found by the roundtrip fuzz target: with half the weights −0 and half +0, selection
+/// takes zeros as outliers at threshold 0, and a −0 outlier decodes to −0 (its sign bit
+/// kept): the harness must compare sign bits, not `v < 0`.
+#[test]
+fn v2_negative_zero_outliers_keep_their_sign() {
+    roundtrip_v2(1, 985, &[-0.0, 0.0], 6, 32, 0.5);
+}
+
 /// The int8 dot products of many rows at once (`gemv_q8`, `gemv_q8_rows` from any first
 /// row, blocks of rows and their remainders) are `dot_row_q8`'s bits, row by row, and
 /// within the tolerance of the reference; at every width but 4 bits (whose groups of 64

@@ -24,7 +24,9 @@ pub(super) fn check_nearest(t: &PackedTensor<'_>, w: &[f32], back: &[f32], is_ou
                 let err = f64::from((got - v).abs());
                 let (best, step) = if is_out[idx] {
                     assert!(
-                        got.abs() >= units.threshold && got.is_sign_negative() == (v < 0.0),
+                        // Sign bits, not `v < 0`: a −0 outlier (threshold 0) keeps its sign.
+                        got.abs() >= units.threshold
+                            && got.is_sign_negative() == v.is_sign_negative(),
                         "row {r} col {i}: outlier {v} decodes to {got} (t = {})",
                         units.threshold
                     );
