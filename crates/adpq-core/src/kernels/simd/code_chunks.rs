@@ -2,7 +2,7 @@
 //! int8-activation dots of formats v2 and v3 multiply the activations by, exactly
 //! (`maddubs`-style). 4-bit codes are nibbles (v3: looked up in the code book with a
 //! byte shuffle); 5- to 7-bit codes are unpacked with a byte shuffle, a u16 multiply and
-//! a shift.
+//! a shift; 8-bit codes, too large for a byte product, are summed as their two nibbles.
 
 use super::{arrays, Lanes};
 use crate::params::CODEBOOK_4BIT;
@@ -101,6 +101,48 @@ impl<S: Lanes, const BOOK: bool> CodeChunks<S> for FourBit<S, BOOK> {
                 let (even, odd) = (self.look_up(s, even), self.look_up(s, odd));
                 *sum = s.dot_bytes_i8(odd, q_odd, s.dot_bytes_i8(even, q_even, *sum));
             }
+        }
+    }
+}
+
+/// 8-bit codes, their own levels up to 255: too large for one `maddubs`-style product
+/// (two products of 255·128 overflow its i16 pair sums), so each code is split into its
+/// nibbles as they lie and `Σ c·q = 16·Σ hi·q + Σ lo·q`, exact in i32.
+#[derive(Clone, Copy)]
+pub(super) struct EightBit;
+
+impl<S: Lanes> CodeChunks<S> for EightBit {
+    const BITS: usize = 8;
+    /// Not used: [`group_sums`](CodeChunks::group_sums) splits the codes itself, since
+    /// 8-bit levels do not fit a byte product.
+    #[inline(always)]
+    fn levels(self, _: S, _: &[u8]) -> S::B {
+        unreachable!("8-bit codes are summed by nibbles")
+    }
+    #[inline(always)]
+    fn level(c: u8) -> i32 {
+        i32::from(c)
+    }
+    #[inline(always)]
+    fn group_sums<const N: usize>(self, s: S, qs: &[i8], codes: [&[u8]; N], sums: &mut [S::U; N]) {
+        let mut high = [s.splat_u(0); N];
+        for (k, qc) in arrays::<i8, 32>(qs).0.enumerate() {
+            let q = s.load_q(qc);
+            for ((sum, high), codes) in sums.iter_mut().zip(&mut high).zip(codes) {
+                let chunk: &[u8; 32] = codes[k * 32..(k + 1) * 32].try_into().expect("32 bytes");
+                let (lo, hi) = s.nibbles64(chunk);
+                *sum = s.dot_bytes_i8(lo, q, *sum);
+                *high = s.dot_bytes_i8(hi, q, *high);
+            }
+        }
+        for (sum, high) in sums.iter_mut().zip(high) {
+            // `16·Σ hi·q` by four doublings; exact: a group's sum is below
+            // 512·255·128 < 2^24 in magnitude.
+            let mut h = high;
+            for _ in 0..4 {
+                h = s.add_i(h, h);
+            }
+            *sum = s.add_i(*sum, h);
         }
     }
 }

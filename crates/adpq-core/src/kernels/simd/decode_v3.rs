@@ -10,7 +10,7 @@
 //! each activation load: [`gemv_q8_rows_v3`]) and then does the reference's f32
 //! arithmetic per group, so it equals [`dot_row_q8_ref`] bit for bit.
 
-use super::code_chunks::{CodeBook, CodeChunks, Uniform};
+use super::code_chunks::{CodeBook, CodeChunks, EightBit, Uniform};
 use super::decode::{load_codes8, nibbles8};
 use super::rotate::{forward_at, inverse_at};
 use super::row_blocks::{in_row_blocks, RowsDot};
@@ -277,7 +277,7 @@ pub(crate) fn gemv_v3<S: Lanes>(
     Ok(())
 }
 
-/// [`dot_row_q8_v3`] at a uniform width (every width but the code book's 4 bits): per
+/// [`dot_row_q8_v3`] at 2 or 3 bits (the widths without byte-lane unpackers): per
 /// group `Σ c·q` in f32 lanes, 8 codes at a time. Exact, so the reference's bits: codes
 /// are below 2^8 and `|q| ≤ 127`, so each product and a group's sum (at most 512 terms)
 /// stay below 2^24.
@@ -336,8 +336,8 @@ pub(crate) fn dot_row_q8_v3<S: Lanes>(
 /// Rows `first..first + y.len()` of `W x̂` for a v3 tensor with int8 activations (already
 /// in the rotated basis): per group the exact integer `Σ L[c]·q`, 32 codes at a time as
 /// bytes (the code book looked up, or 5- to 7-bit codes unpacked: [`CodeChunks`]) and
-/// `maddubs`-style products, [`ROW_BLOCK`](super::row_blocks::ROW_BLOCK) rows at a time; then the reference's f32
-/// arithmetic per group, so each output is the reference's bit for bit. 2-, 3- and 8-bit
+/// `maddubs`-style products (8-bit codes as their two nibbles), [`ROW_BLOCK`](super::row_blocks::ROW_BLOCK) rows at a time; then the reference's f32
+/// arithmetic per group, so each output is the reference's bit for bit. 2- and 3-bit
 /// codes take f32 lanes one row at a time; groups below 32 columns the reference.
 #[inline(always)]
 pub(crate) fn gemv_q8_rows_v3<S: Lanes>(
@@ -399,6 +399,17 @@ pub(crate) fn gemv_q8_rows_v3<S: Lanes>(
                 t,
                 a,
                 chunks: Uniform::<S, 7>::new(s),
+            },
+        ),
+        8 => in_row_blocks(
+            t,
+            first,
+            y,
+            RowsV3 {
+                s,
+                t,
+                a,
+                chunks: EightBit,
             },
         ),
         _ => {
