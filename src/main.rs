@@ -302,7 +302,8 @@ fn quantize(a: QuantizeArgs) -> Result<(), Error> {
     };
     let opts = QuantizeOptions {
         params,
-        filter: TensorFilter::new(a.include.as_deref(), a.exclude.as_deref())?,
+        filter: TensorFilter::new(a.include.as_deref(), a.exclude.as_deref())?
+            .taking_tied_embedding(a.params.takes_tied_embedding()),
         dry_run: a.dry_run,
         no_stats: a.no_stats,
         force: a.force,

@@ -135,6 +135,12 @@ impl ParamArgs {
         }
         Ok(tp)
     }
+
+    /// Whether the run quantizes a tied token embedding (preset `v3`, the default: see
+    /// the `filter` module).
+    pub fn takes_tied_embedding(&self) -> bool {
+        effective_preset(self) == Some(Preset::V3)
+    }
 }
 
 /// The run's base parameters from `--format`, `--preset` and the flags the user set (a
@@ -231,7 +237,8 @@ pub enum Preset {
     /// Format v3, the default: 6-bit codes in groups of 128 for `v_proj`, groups of 128
     /// for `k_proj`, 5 bits for `down_proj` and `up_proj`, 4 (the code book) in groups of
     /// 64 for `q_proj`, `o_proj` and `gate_proj` (`Params::v3_for`; 4.798 bits/weight on
-    /// SmolLM2, docs/FORMAT-v3-experiments.md). A tensor no rule names (another
+    /// SmolLM2's projections, docs/FORMAT-v3-experiments.md), 7 bits for a tied token
+    /// embedding (`embed_tokens`, quantized only when tied). A tensor no rule names (another
     /// architecture's) gets its bits and group as preset `v3-auto` chooses them, within
     /// `--bits-budget` for those tensors.
     #[value(name = "v3")]
@@ -275,6 +282,9 @@ impl Preset {
                 r"(^|\.)v_proj(\.|$)=bits:6,group:128",
                 r"(^|\.)k_proj(\.|$)=group:128",
                 r"(^|\.)(down_proj|up_proj)(\.|$)=bits:5",
+                // The tied token embedding (the filter takes it only when tied): the
+                // output projection, read whole for every token.
+                r"(^|\.)embed_tokens(\.|$)=bits:7",
                 // Names them, so they take the base (alpha 0 is v3's own) and are not
                 // allocated.
                 r"(^|\.)(q_proj|o_proj|gate_proj)(\.|$)=alpha:0",
@@ -493,6 +503,7 @@ mod tests {
             "model.layers.11.mlp.down_proj.weight",
             "model.layers.11.mlp.up_proj.weight",
             "model.layers.11.mlp.gate_proj.weight",
+            "model.embed_tokens.weight",
         ] {
             assert_eq!(tp.by_rule(name), Some(Params::default_for(name)), "{name}");
         }

@@ -683,3 +683,56 @@ fn default_preset_names_whole_components() {
         assert!(mean <= budget, "{mean} over {budget}");
     }
 }
+
+/// A tied token embedding (no `lm_head.weight` in the checkpoint) is the output
+/// projection: the default preset codes it at 7 bits; `--exclude embed_tokens`, another
+/// preset or format, or an LM head in the checkpoint keep it byte for byte.
+#[test]
+fn default_preset_quantizes_a_tied_embedding_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let embed = "model.embed_tokens.weight";
+    let proj = "model.layers.0.self_attn.q_proj.weight";
+    let tied = dir.path().join("tied.safetensors");
+    let model = [
+        floats(embed, Dtype::BF16, &[96, 128], 40),
+        floats(proj, Dtype::F32, &[32, 128], 41),
+    ];
+    write_st(&tied, &model, &[]);
+    let untied = dir.path().join("untied.safetensors");
+    let mut with_head = model.to_vec();
+    with_head.push(floats("lm_head.weight", Dtype::F32, &[96, 128], 42));
+    write_st(&untied, &with_head, &[]);
+    let embedding_of = |input: &std::path::Path, extra: &[&str]| {
+        let q = dir.path().join("q.safetensors");
+        let mut args = vec!["quantize", p(input), "-o", p(&q), "--force", "-q"];
+        args.extend_from_slice(extra);
+        ok(&adpq(&args));
+        let (tensors, _) = read_st(&q);
+        let (dtype, _, bytes) = &tensors[embed];
+        assert_eq!(
+            tensors[proj].0,
+            Dtype::U8,
+            "{extra:?}: the projection is packed"
+        );
+        match dtype {
+            Dtype::U8 => Some(adpq_core::PackedTensor::parse(bytes).unwrap().params().bits),
+            _ => {
+                assert_eq!(
+                    bytes, &model[0].3,
+                    "{extra:?}: passed through byte for byte"
+                );
+                None
+            }
+        }
+    };
+    assert_eq!(embedding_of(&tied, &[]), Some(7));
+    for extra in [
+        &["--exclude", "embed_tokens"][..],
+        &["--format", "v2"],
+        &["--preset", "none"],
+        &["--preset", "v3-auto"],
+    ] {
+        assert_eq!(embedding_of(&tied, extra), None, "{extra:?}");
+    }
+    assert_eq!(embedding_of(&untied, &[]), None);
+}

@@ -109,6 +109,14 @@ pub fn quantize<E: Engine>(
         check_params(&params)?;
     }
     let ckpt = Checkpoint::open(input)?;
+    // Whether the token embedding is tied is a fact of the whole checkpoint.
+    let resolved = QuantizeOptions {
+        filter: opts
+            .filter
+            .for_checkpoint(ckpt.files.iter().flat_map(|f| f.names())),
+        ..opts.clone()
+    };
+    let opts = &resolved;
     let out = match opts.dry_run {
         true => None,
         false => Some(open_output(&ckpt, input, output, opts.force)?),
