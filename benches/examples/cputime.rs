@@ -16,20 +16,13 @@
 //! `valgrind --tool=callgrind --toggle-collect='*quantize_tensor*' cputime avx2 pack_v3 1`
 //! counts 3 calls (the setup's, the warm-up's and the one timed).
 
+#[path = "shared/cpu_time.rs"]
+mod cpu_time;
+
 use adpq_bench::{gaussian, shape};
 use adpq_core::kernels::{AnyKernels, Q8Activations};
 use adpq_core::{packed_len, CpuKernels, PackedTensor, Params, Weights};
-
-fn on_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+use cpu_time::on_cpu_ns;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
