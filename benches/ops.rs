@@ -13,7 +13,9 @@
 //! - `select_v3`, `quantize_v3`, `dequantize_v3`, `gemv_v3`, `gemv_q8_v3`: the same in
 //!   format version 3 (`Params::V3`: rotated rows, the 4-bit code book, groups of 64).
 //!   `gemv_v3` includes rotating `x` once per call, `gemv_q8_v3` rotating and quantizing
-//!   it (the activation transform a v3 engine pays per token).
+//!   it (the activation transform a v3 engine pays per token); `gemv_q8_repacked_v3` is
+//!   `gemv_q8_v3` over the rows repacked at load (`kernels::Repacked`), as `adpq
+//!   generate` reads them.
 //!
 //! - `memory/read`: a plain sum over `rows·cols/2` bytes (4 bits a weight), throughput in
 //!   bytes: the rate the machine reads a packed tensor's worth of memory at, beside which
@@ -30,7 +32,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use adpq_bench::{gaussian, quick, shape};
-use adpq_core::kernels::AnyKernels;
+use adpq_core::kernels::{AnyKernels, Repacked};
 use adpq_core::{bf16, f16, packed_len, CpuKernels, PackedTensor, Params, Weights};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
@@ -201,6 +203,23 @@ fn format_ops(
         })
     });
     g.finish();
+
+    // The same over the rows repacked at load, as `adpq generate` reads them (format v3).
+    if let Some(len) = Repacked::len_for(&t) {
+        let mut bytes = vec![0u8; len];
+        Repacked::repack(&t, &mut bytes).expect("repack");
+        let r = Repacked::new(t, &bytes).expect("repacked rows");
+        let mut g = group(c, id("gemv_q8_repacked"), n);
+        g.bench_function(&label, |bch| {
+            bch.iter(|| {
+                let a = b
+                    .quantize_activations(&t, black_box(x), &mut q, &mut sc, &mut su)
+                    .unwrap();
+                b.gemv_q8_repacked(black_box(&r), 0, &a, &mut y).unwrap()
+            })
+        });
+        g.finish();
+    }
     t.as_bytes().len()
 }
 

@@ -5,8 +5,10 @@
 //! `cargo run --release -p adpq-bench --example cputime -- BACKEND OP [REPS]` with OP one
 //! of select, quantize, pack (quantize without the selection), dequantize, dequantize_row, gemv, gemv_q8, each with a `_v2` or
 //! `_v3` suffix for that format version (`Params::V2`, `Params::V3`; v1 at
-//! `Params::V1` without). `gemv_q8` quantizes the activations inside the timed region
-//! (rotating them first for v3), as an engine does once per token.
+//! `Params::V1` without), and gemv_q8_repacked_v3 (gemv_q8 over the rows repacked at
+//! load, `kernels::Repacked`). `gemv_q8` quantizes the activations inside the timed region
+//! with the kernel set's `quantize_activations` (rotating them first for v3), as an
+//! engine does once per token.
 //!
 //! `ADPQ_BENCH_V3_TENSOR=NAME` runs the `_v3` ops with preset v3's parameters for a
 //! tensor of that name (`Params::v3_for`: `mlp.up_proj` codes 5 bits, `self_attn.v_proj` 6
@@ -20,7 +22,7 @@
 mod cpu_time;
 
 use adpq_bench::{gaussian, shape};
-use adpq_core::kernels::{AnyKernels, Q8Activations};
+use adpq_core::kernels::{AnyKernels, Repacked};
 use adpq_core::{packed_len, CpuKernels, PackedTensor, Params, Weights};
 use cpu_time::on_cpu_ns;
 
@@ -54,6 +56,10 @@ fn main() {
     adpq_core::quantize_tensor(&b, ww, rows, cols, &params, &sel, &mut buf).unwrap();
     let packed = buf.clone();
     let t = PackedTensor::parse(&packed).unwrap();
+    let mut repacked = vec![0u8; Repacked::len_for(&t).unwrap_or(0)];
+    if !repacked.is_empty() {
+        Repacked::repack(&t, &mut repacked).unwrap();
+    }
     let mut out = vec![0f32; n];
     let mut y = vec![0f32; rows];
     let mut run = || match op.as_str() {
@@ -77,8 +83,20 @@ fn main() {
         "gemv_q8" => {
             let groups = cols.div_ceil(usize::from(params.group_size()));
             let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
-            let a = Q8Activations::quantize_for(&t, &x, &mut q, &mut sc, &mut su).unwrap();
+            let a = b
+                .quantize_activations(&t, &x, &mut q, &mut sc, &mut su)
+                .unwrap();
             b.gemv_q8(&t, &a, &mut y).unwrap()
+        }
+        // v3's rows repacked at load, as `adpq generate` reads them.
+        "gemv_q8_repacked" => {
+            let groups = cols.div_ceil(usize::from(params.group_size()));
+            let (mut q, mut sc, mut su) = (vec![0i8; cols], vec![0f32; groups], vec![0i32; groups]);
+            let a = b
+                .quantize_activations(&t, &x, &mut q, &mut sc, &mut su)
+                .unwrap();
+            let r = Repacked::new(t, &repacked).expect("a repackable tensor");
+            b.gemv_q8_repacked(&r, 0, &a, &mut y).unwrap()
         }
         other => panic!("unknown op {other}"),
     };

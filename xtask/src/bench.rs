@@ -37,7 +37,8 @@ fn peer_of(op: &str) -> Option<&'static str> {
         "dequantize" | "dequantize_row" | "dequantize_v2" | "dequantize_v3" => {
             Some("q4_0_dequantize")
         }
-        "gemv" | "gemv_q8" | "gemv_v2" | "gemv_q8_v2" | "gemv_v3" | "gemv_q8_v3" => {
+        "gemv" | "gemv_q8" | "gemv_v2" | "gemv_q8_v2" | "gemv_v3" | "gemv_q8_v3"
+        | "gemv_q8_repacked_v3" => {
             Some("q4_0_q8_0_vec_dot")
         }
         _ => None,
@@ -217,8 +218,10 @@ fn packed_sizes(path: &Path) -> Vec<(String, f64)> {
 /// A gemv row's effective rate of packed bytes read, in GB/s, and its ratio to the plain
 /// memory read of the same run: what goal 4 of issue 17 asks beside the weights/s.
 fn packed_rate(r: &Row, rows: &[Row], sizes: &[(String, f64)]) -> Option<String> {
+    // The repacked rows' rate is given in the packed tensor's bytes too.
     let suffix =
-        r.op.strip_prefix("gemv_q8")
+        r.op.strip_prefix("gemv_q8_repacked")
+            .or_else(|| r.op.strip_prefix("gemv_q8"))
             .or_else(|| r.op.strip_prefix("gemv"))?;
     let bytes = sizes.iter().find(|(s, _)| s == suffix)?.1;
     let (h, w) = r.shape.split_once('x')?;
@@ -237,7 +240,7 @@ fn table(rows: &[Row], sizes: &[(String, f64)]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<8} {:<18} {:<10} {:>12}  {:<28}",
+        "{:<8} {:<20} {:<10} {:>12}  {:<28}",
         "backend", "op", "shape", "Gelem/s", "vs candle peer (same data)"
     );
     for r in rows {
@@ -255,7 +258,7 @@ fn table(rows: &[Row], sizes: &[(String, f64)]) -> String {
         }
         let _ = writeln!(
             s,
-            "{:<8} {:<18} {:<10} {:>12.3}  {:<28}",
+            "{:<8} {:<20} {:<10} {:>12.3}  {:<28}",
             r.backend,
             r.op,
             r.shape,

@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 
+use adpq_core::kernels::Repacked;
 use adpq_core::PackedTensor;
 use adpq_engine::Engine;
 use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2, Axis};
@@ -66,6 +67,15 @@ pub enum Linear<'a> {
     },
     /// An adpq packed tensor.
     Packed(PackedTensor<'a>),
+    /// An adpq packed tensor with its rows also repacked for the decoder's int8 gemv
+    /// ([`Model::repack_for_decoding`](crate::model::Model::repack_for_decoding)):
+    /// everything else reads the packed tensor.
+    Repacked {
+        /// The packed tensor.
+        packed: PackedTensor<'a>,
+        /// Its rows repacked ([`Repacked::repack`]).
+        rows: Vec<u8>,
+    },
     /// Dense weights seen through round-to-nearest quantization (a baseline).
     Rtn {
         /// The original `rows · cols` weights.
@@ -98,7 +108,7 @@ impl Linear<'_> {
             Linear::Dense { rows, cols, .. }
             | Linear::Rtn { rows, cols, .. }
             | Linear::Decoded { rows, cols, .. } => (*rows, *cols),
-            Linear::Packed(p) => (p.rows(), p.cols()),
+            Linear::Packed(p) | Linear::Repacked { packed: p, .. } => (p.rows(), p.cols()),
         }
     }
 
@@ -107,12 +117,39 @@ impl Linear<'_> {
     pub fn bits_per_weight(&self) -> f64 {
         match self {
             Linear::Dense { .. } => 32.0,
-            Linear::Packed(p) => p.as_bytes().len() as f64 * 8.0 / (p.rows() * p.cols()) as f64,
+            Linear::Packed(p) | Linear::Repacked { packed: p, .. } => {
+                p.as_bytes().len() as f64 * 8.0 / (p.rows() * p.cols()) as f64
+            }
             Linear::Rtn { spec, .. } => spec.bits_per_weight(),
             Linear::Decoded {
                 bits_per_weight, ..
             } => *bits_per_weight,
         }
+    }
+
+    /// The packed tensor, with its repacked rows where it has them.
+    pub(crate) fn packed(&self) -> Option<(&PackedTensor<'_>, Option<Repacked<'_>>)> {
+        match self {
+            Linear::Packed(p) => Some((p, None)),
+            Linear::Repacked { packed, rows } => Some((packed, Repacked::new(*packed, rows).ok())),
+            _ => None,
+        }
+    }
+
+    /// This matrix with its rows repacked for decoding when it is a packed tensor the
+    /// core repacks ([`Repacked::len_for`]); otherwise as it is.
+    pub(crate) fn repacked(self) -> Result<Self> {
+        Ok(match self {
+            Linear::Packed(p) => match Repacked::len_for(&p) {
+                Some(len) => {
+                    let mut rows = vec![0u8; len];
+                    Repacked::repack(&p, &mut rows)?;
+                    Linear::Repacked { packed: p, rows }
+                }
+                None => Linear::Packed(p),
+            },
+            other => other,
+        })
     }
 
     /// Writes rows `first..first + out.len() / cols` as f32 into `out`.
@@ -122,7 +159,7 @@ impl Linear<'_> {
             Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
                 out.copy_from_slice(&w[first * cols..first * cols + out.len()]);
             }
-            Linear::Packed(p) => {
+            Linear::Packed(p) | Linear::Repacked { packed: p, .. } => {
                 // Free for the CPU engine (a borrow); a device engine may keep its copy.
                 let packed = engine.load_packed(*p).map_err(EvalError::from_engine)?;
                 engine

@@ -310,7 +310,8 @@ fn decoder_matches_the_forward_pass() {
 }
 
 /// The decoder's logits are the same bits on one thread and on a team of three (two
-/// helpers, rows shared unevenly), on dense, packed v2 and packed v3 weights.
+/// helpers, rows shared unevenly), on dense, packed v2 and packed v3 weights, and v3's
+/// rows repacked for decoding give v3's bits.
 #[test]
 #[ignore = "needs a release build (cargo test --release -- --ignored)"]
 fn decoder_threads_give_the_same_bits() {
@@ -325,8 +326,18 @@ fn decoder_threads_give_the_same_bits() {
     let v2 = PackedProjections::quantize_with(&reference, &engine, Params::v2_for).unwrap();
     let v3 = PackedProjections::quantize_with(&reference, &engine, Params::v3_for).unwrap();
     let (v2, v3) = (v2.model(&reference).unwrap(), v3.model(&reference).unwrap());
+    // v3 with its rows repacked for the decoder: the same bits as v3 itself.
+    let v3_packed = PackedProjections::quantize_with(&reference, &engine, Params::v3_for).unwrap();
+    let mut v3_repacked = v3_packed.model(&reference).unwrap();
+    v3_repacked.repack_for_decoding().unwrap();
     let ids = &SENTENCES[0].1[..6];
-    for (name, model) in [("dense", &reference), ("v2", &v2), ("v3", &v3)] {
+    let mut by_name = std::collections::HashMap::new();
+    for (name, model) in [
+        ("dense", &reference),
+        ("v2", &v2),
+        ("v3", &v3),
+        ("v3 repacked", &v3_repacked),
+    ] {
         let logits = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -345,8 +356,14 @@ fn decoder_threads_give_the_same_bits() {
                     .collect::<Vec<u32>>()
             })
         };
-        assert!(logits(1) == logits(3), "{name}: 1 and 3 threads differ");
+        let one = logits(1);
+        assert!(one == logits(3), "{name}: 1 and 3 threads differ");
+        by_name.insert(name, one);
     }
+    assert!(
+        by_name["v3 repacked"] == by_name["v3"],
+        "repacked rows change the logits"
+    );
 }
 
 /// A session refuses a token past its length and a token outside the vocabulary, with

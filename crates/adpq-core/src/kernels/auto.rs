@@ -4,7 +4,9 @@ use super::check_activations;
 use core::fmt;
 
 use super::format::{with_format, Format};
-use super::{Avx2, AvxVnni, CpuKernels, Neon, Q8Activations, RowJob, RowsDone, RowsOut, Scalar};
+use super::{
+    Avx2, AvxVnni, CpuKernels, Neon, Q8Activations, Repacked, RowJob, RowsDone, RowsOut, Scalar,
+};
 use crate::error::Result;
 use crate::format::PackedTensor;
 use crate::select::{BadValue, HistogramPass, RangeScan, HIST_BINS};
@@ -219,6 +221,15 @@ impl CpuKernels for AnyKernels {
         y: &mut [f32],
     ) -> Result<()> {
         dispatch!(self, b => b.gemv_q8_rows(t, first, a, y))
+    }
+    fn gemv_q8_repacked(
+        &self,
+        r: &Repacked<'_>,
+        first: usize,
+        a: &Q8Activations<'_>,
+        y: &mut [f32],
+    ) -> Result<()> {
+        dispatch!(self, b => b.gemv_q8_repacked(r, first, a, y))
     }
     fn quantize_activations<'a>(
         &self,

@@ -13,6 +13,7 @@ mod common;
 pub(crate) mod format;
 mod prefetch;
 mod q8;
+pub mod repacked;
 mod rows;
 mod scalar;
 mod scalar_v2;
@@ -29,6 +30,7 @@ pub use aarch64::Neon;
 pub use auto::{dot_tolerance, AnyKernels, KernelChoiceError};
 pub use prefetch::prefetch_rows;
 pub use q8::{dot_row_q8_ref, Q8Activations};
+pub use repacked::Repacked;
 pub use scalar::Scalar;
 pub use scan::KernelScan;
 #[cfg(not(target_arch = "aarch64"))]
@@ -202,6 +204,20 @@ pub trait CpuKernels: sealed::Sealed + Copy + Send + Sync + core::fmt::Debug {
         y: &mut [f32],
     ) -> Result<()> {
         gemv_q8_rows_by_rows(self, t, first, a, y)
+    }
+
+    /// Rows `first..first + y.len()` of `W x̂` for a v3 tensor whose rows an engine
+    /// repacked at load ([`Repacked`]): each output that of
+    /// [`gemv_q8_rows`](CpuKernels::gemv_q8_rows) on the packed tensor, bit for bit, the
+    /// whole blocks read from the repacked rows. The default is that call.
+    fn gemv_q8_repacked(
+        &self,
+        r: &Repacked<'_>,
+        first: usize,
+        a: &Q8Activations<'_>,
+        y: &mut [f32],
+    ) -> Result<()> {
+        self.gemv_q8_rows(r.packed(), first, a, y)
     }
 
     /// [`Q8Activations::quantize_for`]: `x` quantized for the int8 dots of `t` (rotated

@@ -30,7 +30,7 @@ pub fn prefetch_rows(t: &PackedTensor<'_>, first: usize, n: usize) {
 /// One hint per cache line of `bytes` (by its first byte: a hint covers the line, and
 /// a one-byte slice needs no per-line length arithmetic).
 #[inline]
-fn prefetch_lines(bytes: &[u8]) {
+pub(crate) fn prefetch_lines(bytes: &[u8]) {
     for first in bytes.iter().step_by(LINE) {
         hint(core::slice::from_ref(first));
     }

@@ -6,7 +6,9 @@
 //! product per weight matrix plus attention over the positions so far. Packed weights
 //! are never expanded: every packed product is the core's fused dot on the packed rows
 //! with int8 activations (`CpuKernels::quantize_activations`, rotated first for a v3
-//! tensor). With more than one thread in the rayon pool the step's products are split
+//! tensor), over rows repacked at load where the model has them
+//! ([`Model::repack_for_decoding`](crate::model::Model::repack_for_decoding): the same
+//! bits, read faster). With more than one thread in the rayon pool the step's products are split
 //! over a team that stays awake for the step (`decode/team.rs`). Dense weights (the embedding and
 //! a tied output projection, or a whole unquantized model) use f32 dots.
 
@@ -99,7 +101,10 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
         let mut widest = 0;
         for lin in all {
             match lin {
-                Linear::Dense { .. } | Linear::Packed(_) | Linear::Decoded { .. } => {}
+                Linear::Dense { .. }
+                | Linear::Packed(_)
+                | Linear::Repacked { .. }
+                | Linear::Decoded { .. } => {}
                 Linear::Rtn { .. } => {
                     return Err(EvalError::Shape(
                         "decoding needs dense or adpq-packed weights, not an RTN baseline".into(),
@@ -295,7 +300,7 @@ fn embed_row<K: CpuKernels>(embed: &Linear<'_>, k: K, r: usize, out: &mut [f32])
         Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
             out.copy_from_slice(&w[r * cols..][..cols]);
         }
-        Linear::Packed(p) => k.dequantize_rows(p, r, out)?,
+        Linear::Packed(p) | Linear::Repacked { packed: p, .. } => k.dequantize_rows(p, r, out)?,
         Linear::Rtn { .. } => {
             return Err(EvalError::Shape(
                 "decoding needs dense or adpq-packed weights".into(),
@@ -359,7 +364,7 @@ fn scatter(outs: &mut [(&Linear<'_>, &mut [f32])], first: usize, rows: &[f32]) {
 
 /// Rows `range` of the matrices `mats` one after the other (which share their input `x`)
 /// into `out`: f32 dots for dense weights; for adpq weights the core's fused
-/// int8-activation dot on the packed rows, `x` quantized once per group size and rotation
+/// int8-activation dot on the packed rows (or their repacked copy), `x` quantized once per group size and rotation
 /// among the matrices the range reaches.
 fn product_rows<K: CpuKernels>(
     k: K,
@@ -382,39 +387,44 @@ fn product_rows<K: CpuKernels>(
         }
         let (first, ys) = (lo - span.start, &mut out[done..done + (hi - lo)]);
         done += hi - lo;
-        match w {
-            Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
-                for (r, yv) in ys.iter_mut().enumerate() {
-                    *yv = dot(&w[(first + r) * cols..][..cols], x);
+        let Some((p, repacked)) = w.packed() else {
+            match w {
+                Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
+                    for (r, yv) in ys.iter_mut().enumerate() {
+                        *yv = dot(&w[(first + r) * cols..][..cols], x);
+                    }
+                    continue;
+                }
+                _ => {
+                    return Err(EvalError::Shape(
+                        "decoding needs dense or adpq-packed weights".into(),
+                    ))
                 }
             }
-            Linear::Packed(p) => {
-                let (g, rotation) = (p.params().group_size, p.info().rotation);
-                let same = |a: &Q8Activations<'_>| a.group_size() == g && a.rotation() == rotation;
-                let slot = match acts.iter().position(same) {
-                    Some(j) => j,
-                    None => {
-                        let b = free.next().ok_or_else(|| {
-                            EvalError::Shape("more activation quantizations than buffers".into())
-                        })?;
-                        let groups = cols.div_ceil(usize::from(g));
-                        acts.push(k.quantize_activations(
-                            p,
-                            x,
-                            &mut b.q[..cols],
-                            &mut b.scales[..groups],
-                            &mut b.sums[..groups],
-                        )?);
-                        acts.len() - 1
-                    }
-                };
-                k.gemv_q8_rows(p, first, &acts[slot], ys)?;
+        };
+        let (g, rotation) = (p.params().group_size, p.info().rotation);
+        let same = |a: &Q8Activations<'_>| a.group_size() == g && a.rotation() == rotation;
+        let slot = match acts.iter().position(same) {
+            Some(j) => j,
+            None => {
+                let b = free.next().ok_or_else(|| {
+                    EvalError::Shape("more activation quantizations than buffers".into())
+                })?;
+                let groups = cols.div_ceil(usize::from(g));
+                acts.push(k.quantize_activations(
+                    p,
+                    x,
+                    &mut b.q[..cols],
+                    &mut b.scales[..groups],
+                    &mut b.sums[..groups],
+                )?);
+                acts.len() - 1
             }
-            Linear::Rtn { .. } => {
-                return Err(EvalError::Shape(
-                    "decoding needs dense or adpq-packed weights".into(),
-                ))
-            }
+        };
+        match repacked {
+            // The same bits, read from one stream per block of rows.
+            Some(r) => k.gemv_q8_repacked(&r, first, &acts[slot], ys)?,
+            None => k.gemv_q8_rows(p, first, &acts[slot], ys)?,
         }
     }
     Ok(())

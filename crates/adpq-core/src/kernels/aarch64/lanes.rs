@@ -308,6 +308,13 @@ impl Lanes for NeonLanes {
         })
     }
     #[inline(always)]
+    fn widen_u16s(self, b: &[u8; 8]) -> U8 {
+        neon!(U8(
+            vmovl_u16(vcreate_u16(u64::from_le_bytes(*b))),
+            vdupq_n_u32(0)
+        ))
+    }
+    #[inline(always)]
     fn narrow_bytes(self, v: U8) -> [u8; 8] {
         let mut out = [0u8; 8];
         neon!({

@@ -68,7 +68,7 @@ fn int_levels8<S: Lanes>(s: S, codes: &[u8], i: usize, fp: &FormatParams) -> S::
 
 /// What one integer level is worth: `1/8` with the code book, else 1.
 #[inline(always)]
-fn level_unit(fp: &FormatParams) -> f32 {
+pub(super) fn level_unit(fp: &FormatParams) -> f32 {
     if fp.uses_codebook() {
         0.125
     } else {
@@ -463,9 +463,11 @@ fn dot_rows_q8<S: Lanes, C: CodeChunks<S>, const N: usize>(
     for (n, (records, _)) in rows.iter().enumerate() {
         (step_units[n], min_units[n]) = t.v3_units(records);
     }
-    let (step_units, min_units) = (s.load_f(&step_units), s.load_f(&min_units));
-    let unit = s.splat_f(level_unit(&fp));
-    let sign = s.splat_u(0x8000_0000);
+    let units = LaneUnits {
+        step: s.load_f(&step_units),
+        min: s.load_f(&min_units),
+        level: s.splat_f(level_unit(&fp)),
+    };
     let mut acc = s.splat_f(0.0);
     for (gi, qs) in a.q().chunks(g).enumerate() {
         let base = gi * g;
@@ -497,23 +499,50 @@ fn dot_rows_q8<S: Lanes, C: CodeChunks<S>, const N: usize>(
         for (f, (records, _)) in fields.iter_mut().zip(&rows) {
             *f = record_fields(records, gi);
         }
-        let fields = s.load_u(&fields);
-        // `step_min` in lanes: `q_d·d_unit`, `−(q_m·m_unit)` (the sign flipped, as `−`).
-        let q_step = s.int_to_float(s.and(fields, s.splat_u(63)));
-        let q_min = s.int_to_float(s.shr(fields, 6));
-        let step = s.mul_f(q_step, step_units);
-        let min = s.float_of_bits(s.xor(s.bits(s.mul_f(q_min, min_units)), sign));
-        // The reference's arithmetic, in its order:
-        // `acc += (sx·(d·unit))·Σ L·q + (sx·m)·Σ q`.
-        let sx = s.splat_f(a.scales()[gi]);
-        let qsum = s.splat_f(a.sums()[gi] as f32);
-        let dense = s.mul_f(s.mul_f(sx, s.mul_f(step, unit)), s.int_to_float(isum));
-        let offset = s.mul_f(s.mul_f(sx, min), qsum);
-        acc = s.add_f(acc, s.add_f(dense, offset));
+        let group = (s.load_u(&fields), isum);
+        acc = add_group_q8(s, acc, &units, group, (a.scales()[gi], a.sums()[gi]));
     }
     let acc = s.to_f32s(acc);
     out.copy_from_slice(&acc[..N]);
     Ok(())
+}
+
+/// Each lane's row's step and minimum units, and what one integer level is worth.
+pub(super) struct LaneUnits<S: Lanes> {
+    /// The rows' step units (lane `n`: row `n`'s).
+    pub(super) step: S::F,
+    /// The rows' minimum units.
+    pub(super) min: S::F,
+    /// [`level_unit`] in every lane.
+    pub(super) level: S::F,
+}
+
+/// `acc` plus one group's term of each lane's row: `fields` its record fields
+/// (`q_d | q_m << 6`) and `isum` its exact `Σ L[c]·q`, beside the activations' group
+/// scale and sum `(sx, Σ q)`; the reference's f32 arithmetic in its order (no FMA), so
+/// its bits.
+#[inline(always)]
+pub(super) fn add_group_q8<S: Lanes>(
+    s: S,
+    acc: S::F,
+    units: &LaneUnits<S>,
+    (fields, isum): (S::U, S::U),
+    (scale, sum): (f32, i32),
+) -> S::F {
+    // `step_min` in lanes: `q_d·d_unit`, `−(q_m·m_unit)` (the sign flipped, as `−`).
+    let q_step = s.int_to_float(s.and(fields, s.splat_u(63)));
+    let q_min = s.int_to_float(s.shr(fields, 6));
+    let step = s.mul_f(q_step, units.step);
+    let min = s.mul_f(q_min, units.min);
+    let min = s.float_of_bits(s.xor(s.bits(min), s.splat_u(0x8000_0000)));
+    // `acc += (sx·(d·unit))·Σ L·q + (sx·m)·Σ q`.
+    let sx = s.splat_f(scale);
+    let dense = s.mul_f(
+        s.mul_f(sx, s.mul_f(step, units.level)),
+        s.int_to_float(isum),
+    );
+    let offset = s.mul_f(s.mul_f(sx, min), s.splat_f(sum as f32));
+    s.add_f(acc, s.add_f(dense, offset))
 }
 
 /// Group `g`'s 12 record bits (`q_d | q_m << 6`) of a row's records, as
@@ -535,7 +564,7 @@ fn record_fields(records: &[u8], g: usize) -> u32 {
 
 /// The lane sums of `N <= 8` vectors: vector `n`'s in lane `n`, the other lanes 0.
 #[inline(always)]
-fn hsums<S: Lanes, const N: usize>(s: S, v: [S::U; N]) -> S::U {
+pub(super) fn hsums<S: Lanes, const N: usize>(s: S, v: [S::U; N]) -> S::U {
     if N == 4 {
         s.hsum4_i(core::array::from_fn(|i| v[i]))
     } else {

@@ -201,6 +201,17 @@ macro_rules! simd_kernels {
                     }))
                 }
 
+                /// Whole blocks from the repacked rows, the rest as `gemv_q8_rows`.
+                fn gemv_q8_repacked(
+                    &self,
+                    r: &$crate::kernels::Repacked<'_>,
+                    first: usize,
+                    a: &Q8Activations<'_>,
+                    y: &mut [f32],
+                ) -> Result<()> {
+                    self.run(GemvQ8Repacked { r, first, a, y })
+                }
+
                 fn quantize_activations<'a>(
                     &self,
                     t: &PackedTensor<'_>,
@@ -348,6 +359,15 @@ format_kernel!(
     } -> Result<()> = gemv_q8_rows
 );
 
+kernel!(
+    /// [`super::gemv_q8_repacked`].
+    GemvQ8Repacked<'a, 'b> {
+        r: &'a crate::kernels::Repacked<'b>,
+        first: usize,
+        a: &'a Q8Activations<'b>,
+        y: &'a mut [f32]
+    } -> Result<()> = super::gemv_q8_repacked
+);
 kernel!(
     /// [`super::histogram_f32`].
     Histogram<'a, 'b> {

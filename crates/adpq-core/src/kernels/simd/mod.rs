@@ -47,6 +47,7 @@ mod q8;
 mod quantize;
 mod quantize_v2;
 mod quantize_v3;
+mod repacked;
 mod rotate;
 mod row_blocks;
 mod scan;
@@ -99,6 +100,7 @@ pub(crate) use q8::{dot_row_q8, quantize_activations};
 pub(crate) use quantize::quantize_rows;
 pub(crate) use quantize_v2::quantize_rows_v2;
 pub(crate) use quantize_v3::quantize_rows_v3;
+pub(crate) use repacked::gemv_q8_repacked;
 pub(crate) use scan::{count_f32, histogram_f32, histogram_in_contract, scan_range_f32};
 
 /// An ISA token whose lanes the shared kernels run on.
@@ -223,6 +225,8 @@ pub(crate) trait Lanes: Copy {
 
     /// 8 bytes widened to u32 lanes.
     fn widen_bytes(self, b: [u8; 8]) -> Self::U;
+    /// 4 little-endian u16 (bytes `2j`, `2j + 1`) widened to u32 lanes 0–3, lanes 4–7 zero.
+    fn widen_u16s(self, b: &[u8; 8]) -> Self::U;
     /// The low byte of each lane (values `0..=255`), lane `j` to byte `j`.
     fn narrow_bytes(self, v: Self::U) -> [u8; 8];
     /// Packs 32 staged 4-bit codes (one a byte) into 16 bytes, code `2i` in the low

@@ -267,6 +267,12 @@ impl<const VNNI: bool> Lanes for Avx2Lanes<VNNI> {
         ))))
     }
     #[inline(always)]
+    fn widen_u16s(self, b: &[u8; 8]) -> __m256i {
+        avx2!(_mm256_cvtepu16_epi32(_mm_cvtsi64_si128(
+            i64::from_le_bytes(*b)
+        )))
+    }
+    #[inline(always)]
     fn narrow_bytes(self, v: __m256i) -> [u8; 8] {
         avx2!({
             let pick = _mm256_setr_epi8(

@@ -1,0 +1,165 @@
+//! Format v3 rows repacked at load for the int8 gemv of a decoder: the same codes and
+//! record fields, laid out in the order the block kernel reads them.
+//!
+//! A packed tensor keeps each row's records, then each row's codes, so a gemv over 4
+//! rows at a time reads 8 streams and extracts every group's 12-bit record fields one
+//! row at a time. Repacked, each block of [`ROWS`] rows is one stream:
+//!
+//! ```text
+//! block  = step units (4 × f32) | minimum units (4 × f32) | group 0 | group 1 | …
+//! group  = row 0's codes | row 1's | row 2's | row 3's | 4 × u16 record fields
+//! ```
+//!
+//! (codes as they lie in the packed row, fields `q_d | q_m << 6` little-endian.) About
+//! 3 % more bytes than the packed tensor for SmolLM2's matrices. An engine keeps the
+//! buffer beside the packed tensor and calls
+//! [`CpuKernels::gemv_q8_repacked`](super::CpuKernels::gemv_q8_repacked), whose outputs
+//! are those of [`gemv_q8_rows`](super::CpuKernels::gemv_q8_rows) on the packed tensor
+//! bit for bit: the rows past the last whole block are read from the packed tensor.
+//!
+//! Only what the block kernel reads in byte lanes is repacked: format v3, 4 (code book)
+//! or 5 to 8 bits, groups and rows a multiple of 32 columns.
+
+use crate::error::{Error, Result};
+use crate::format::record_v3::read_record;
+use crate::format::PackedTensor;
+use crate::params::FormatVersion;
+
+/// Rows per block (the block kernel's rows).
+pub const ROWS: usize = 4;
+
+/// Bytes at the head of a block: its rows' step and minimum units.
+pub(crate) const UNITS_BYTES: usize = 2 * 4 * ROWS;
+
+/// Bytes of a group's record fields (one u16 per row).
+pub(crate) const FIELDS_BYTES: usize = 2 * ROWS;
+
+/// Where the blocks' parts lie (derived from the packed tensor's shape and parameters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// Whole blocks (rows `0..blocks · ROWS` are repacked).
+    pub(crate) blocks: usize,
+    /// Columns per group.
+    pub(crate) group: usize,
+    /// Bits per code.
+    pub(crate) bits: usize,
+    /// Bytes of a whole group (every row's codes and the fields).
+    pub(crate) group_bytes: usize,
+    /// Bytes of a block.
+    pub(crate) block_bytes: usize,
+}
+
+impl Shape {
+    /// The layout of `t`, or `None` when `t` is not repacked (see the module docs).
+    fn of(t: &PackedTensor<'_>) -> Option<Shape> {
+        let p = t.params();
+        let (bits, group, cols) = (usize::from(p.bits), usize::from(p.group_size), t.cols());
+        let repacked = p.version == FormatVersion::V3
+            && (4..=8).contains(&bits)
+            && group % 32 == 0
+            && cols % 32 == 0
+            && t.rows() >= ROWS;
+        repacked.then(|| {
+            let groups = cols.div_ceil(group);
+            Shape {
+                blocks: t.rows() / ROWS,
+                group,
+                bits,
+                group_bytes: ROWS * group * bits / 8 + FIELDS_BYTES,
+                block_bytes: UNITS_BYTES + ROWS * cols * bits / 8 + groups * FIELDS_BYTES,
+            }
+        })
+    }
+
+    /// Bytes of the repacked rows.
+    fn len(&self) -> usize {
+        self.blocks * self.block_bytes
+    }
+}
+
+/// A packed v3 tensor with its rows repacked (see the module docs): what
+/// [`CpuKernels::gemv_q8_repacked`](super::CpuKernels::gemv_q8_repacked) reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Repacked<'a> {
+    packed: PackedTensor<'a>,
+    bytes: &'a [u8],
+    shape: Shape,
+}
+
+impl<'a> Repacked<'a> {
+    /// Bytes [`repack`](Repacked::repack) writes for `t`, or `None` when `t` is not
+    /// repacked (not format v3, 2 or 3 bits, groups or rows not a multiple of 32
+    /// columns, fewer than [`ROWS`] rows): its gemv stays on the packed rows.
+    pub fn len_for(t: &PackedTensor<'_>) -> Option<usize> {
+        Shape::of(t).map(|s| s.len())
+    }
+
+    /// Writes `t`'s whole blocks of rows, repacked, into `out` (of
+    /// [`len_for`](Repacked::len_for) bytes): an error when `t` is not repacked or `out`
+    /// has another length.
+    pub fn repack(t: &PackedTensor<'_>, out: &mut [u8]) -> Result<()> {
+        let shape = checked_shape(t, out.len())?;
+        let Shape { group, bits, .. } = shape;
+        let cols = t.cols();
+        for (b, block) in out.chunks_exact_mut(shape.block_bytes).enumerate() {
+            for n in 0..ROWS {
+                let (records, codes) = t.row_spans(b * ROWS + n, 1)?;
+                let (step_unit, min_unit) = t.v3_units(records);
+                block[4 * n..][..4].copy_from_slice(&step_unit.to_le_bytes());
+                block[4 * (ROWS + n)..][..4].copy_from_slice(&min_unit.to_le_bytes());
+                for (gi, start) in (0..cols).step_by(group).enumerate() {
+                    // Every group but the last is whole, so group `gi` starts here.
+                    let at = UNITS_BYTES + gi * shape.group_bytes;
+                    let code_bytes = group.min(cols - start) * bits / 8;
+                    let this = &mut block[at..at + ROWS * code_bytes + FIELDS_BYTES];
+                    this[n * code_bytes..][..code_bytes]
+                        .copy_from_slice(&codes[start * bits / 8..][..code_bytes]);
+                    let (q_step, q_min) = read_record(records, gi);
+                    let fields = u16::from(q_step) | (u16::from(q_min) << 6);
+                    this[ROWS * code_bytes + 2 * n..][..2].copy_from_slice(&fields.to_le_bytes());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `t` with its repacked rows `bytes` (written by [`repack`](Repacked::repack) for
+    /// `t`): an error when `t` is not repacked or `bytes` has another length.
+    pub fn new(packed: PackedTensor<'a>, bytes: &'a [u8]) -> Result<Repacked<'a>> {
+        let shape = checked_shape(&packed, bytes.len())?;
+        Ok(Repacked {
+            packed,
+            bytes,
+            shape,
+        })
+    }
+
+    /// The packed tensor.
+    pub fn packed(&self) -> &PackedTensor<'a> {
+        &self.packed
+    }
+
+    /// The repacked rows.
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Their layout.
+    pub(crate) fn shape(&self) -> &Shape {
+        &self.shape
+    }
+}
+
+/// `t`'s layout, checked against a buffer of `len` bytes.
+fn checked_shape(t: &PackedTensor<'_>, len: usize) -> Result<Shape> {
+    let shape = Shape::of(t).ok_or(Error::Unsupported(
+        "repacked rows are for format v3 at 4 to 8 bits, groups and rows of whole 32 columns, at least 4 rows",
+    ))?;
+    if len != shape.len() {
+        return Err(Error::BufferSize {
+            needed: shape.len() as u64,
+            actual: len as u64,
+        });
+    }
+    Ok(shape)
+}
