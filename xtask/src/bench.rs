@@ -37,10 +37,13 @@ fn peer_of(op: &str) -> Option<&'static str> {
         "dequantize" | "dequantize_row" | "dequantize_v2" | "dequantize_v3" => {
             Some("q4_0_dequantize")
         }
-        "gemv" | "gemv_q8" | "gemv_v2" | "gemv_q8_v2" | "gemv_v3" | "gemv_q8_v3"
-        | "gemv_q8_repacked_v3" => {
-            Some("q4_0_q8_0_vec_dot")
-        }
+        "gemv"
+        | "gemv_q8"
+        | "gemv_v2"
+        | "gemv_q8_v2"
+        | "gemv_v3"
+        | "gemv_q8_v3"
+        | "gemv_q8_repacked_v3" => Some("q4_0_q8_0_vec_dot"),
         _ => None,
     }
 }

@@ -334,12 +334,13 @@ fn gemv<'m, K: CpuKernels, const M: usize>(
         Some(board) => board.product(k, x, &mut outs, q8),
         None => {
             let mats: Vec<&Linear<'_>> = outs.iter().map(|(w, _)| *w).collect();
+            let mut products = RowProducts::new(k, x, &mats, q8);
             if let [(_, y)] = &mut outs[..] {
-                return product_rows(k, x, &mats, 0..y.len(), y, q8);
+                return products.rows(0..y.len(), y);
             }
             // One call for all the matrices, so that they share their int8 activations.
             let mut rows = vec![0f32; outs.iter().map(|(_, y)| y.len()).sum()];
-            product_rows(k, x, &mats, 0..rows.len(), &mut rows, q8)?;
+            products.rows(0..rows.len(), &mut rows)?;
             scatter(&mut outs, 0, &rows);
             Ok(())
         }
@@ -362,70 +363,84 @@ fn scatter(outs: &mut [(&Linear<'_>, &mut [f32])], first: usize, rows: &[f32]) {
     }
 }
 
-/// Rows `range` of the matrices `mats` one after the other (which share their input `x`)
-/// into `out`: f32 dots for dense weights; for adpq weights the core's fused
-/// int8-activation dot on the packed rows (or their repacked copy), `x` quantized once per group size and rotation
-/// among the matrices the range reaches.
-fn product_rows<K: CpuKernels>(
+/// Rows of the matrices `mats` one after the other (which share their input `x`), a
+/// range at a time: f32 dots for dense weights; for adpq weights the core's fused
+/// int8-activation dot on the packed rows (or their repacked copy), `x` quantized once
+/// per group size and rotation among the matrices the ranges reach, and kept for the
+/// next range.
+struct RowProducts<'p, 'm, K> {
     k: K,
-    x: &[f32],
-    mats: &[&Linear<'_>],
-    range: Range<usize>,
-    out: &mut [f32],
-    q8: &mut [Q8Buffers],
-) -> Result<()> {
-    let mut acts: Vec<Q8Activations<'_>> = Vec::with_capacity(q8.len());
-    let mut free = q8.iter_mut();
-    let (mut at, mut done) = (0, 0);
-    for w in mats {
-        let (rows, cols) = w.shape();
-        let span = at..at + rows;
-        at += rows;
-        let (lo, hi) = (range.start.max(span.start), range.end.min(span.end));
-        if lo >= hi {
-            continue;
-        }
-        let (first, ys) = (lo - span.start, &mut out[done..done + (hi - lo)]);
-        done += hi - lo;
-        let Some((p, repacked)) = w.packed() else {
-            match w {
-                Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
-                    for (r, yv) in ys.iter_mut().enumerate() {
-                        *yv = dot(&w[(first + r) * cols..][..cols], x);
-                    }
-                    continue;
-                }
-                _ => {
-                    return Err(EvalError::Shape(
-                        "decoding needs dense or adpq-packed weights".into(),
-                    ))
-                }
-            }
-        };
-        let (g, rotation) = (p.params().group_size, p.info().rotation);
-        let same = |a: &Q8Activations<'_>| a.group_size() == g && a.rotation() == rotation;
-        let slot = match acts.iter().position(same) {
-            Some(j) => j,
-            None => {
-                let b = free.next().ok_or_else(|| {
-                    EvalError::Shape("more activation quantizations than buffers".into())
-                })?;
-                let groups = cols.div_ceil(usize::from(g));
-                acts.push(k.quantize_activations(
-                    p,
-                    x,
-                    &mut b.q[..cols],
-                    &mut b.scales[..groups],
-                    &mut b.sums[..groups],
-                )?);
-                acts.len() - 1
-            }
-        };
-        match repacked {
-            // The same bits, read from one stream per block of rows.
-            Some(r) => k.gemv_q8_repacked(&r, first, &acts[slot], ys)?,
-            None => k.gemv_q8_rows(p, first, &acts[slot], ys)?,
+    x: &'p [f32],
+    mats: &'p [&'p Linear<'m>],
+    acts: Vec<Q8Activations<'p>>,
+    free: std::slice::IterMut<'p, Q8Buffers>,
+}
+
+impl<'p, 'm, K: CpuKernels> RowProducts<'p, 'm, K> {
+    fn new(k: K, x: &'p [f32], mats: &'p [&'p Linear<'m>], q8: &'p mut [Q8Buffers]) -> Self {
+        RowProducts {
+            k,
+            x,
+            mats,
+            acts: Vec::with_capacity(q8.len()),
+            free: q8.iter_mut(),
         }
     }
-    Ok(())
+
+    /// Rows `range` into `out` (`range.len()` values).
+    fn rows(&mut self, range: Range<usize>, out: &mut [f32]) -> Result<()> {
+        let (k, x) = (self.k, self.x);
+        let (mut at, mut done) = (0, 0);
+        for w in self.mats {
+            let (rows, cols) = w.shape();
+            let span = at..at + rows;
+            at += rows;
+            let (lo, hi) = (range.start.max(span.start), range.end.min(span.end));
+            if lo >= hi {
+                continue;
+            }
+            let (first, ys) = (lo - span.start, &mut out[done..done + (hi - lo)]);
+            done += hi - lo;
+            let Some((p, repacked)) = w.packed() else {
+                match w {
+                    Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
+                        for (r, yv) in ys.iter_mut().enumerate() {
+                            *yv = dot(&w[(first + r) * cols..][..cols], x);
+                        }
+                        continue;
+                    }
+                    _ => {
+                        return Err(EvalError::Shape(
+                            "decoding needs dense or adpq-packed weights".into(),
+                        ))
+                    }
+                }
+            };
+            let (g, rotation) = (p.params().group_size, p.info().rotation);
+            let same = |a: &Q8Activations<'_>| a.group_size() == g && a.rotation() == rotation;
+            let slot = match self.acts.iter().position(same) {
+                Some(j) => j,
+                None => {
+                    let b = self.free.next().ok_or_else(|| {
+                        EvalError::Shape("more activation quantizations than buffers".into())
+                    })?;
+                    let groups = cols.div_ceil(usize::from(g));
+                    self.acts.push(k.quantize_activations(
+                        p,
+                        x,
+                        &mut b.q[..cols],
+                        &mut b.scales[..groups],
+                        &mut b.sums[..groups],
+                    )?);
+                    self.acts.len() - 1
+                }
+            };
+            match repacked {
+                // The same bits, read from one stream per block of rows.
+                Some(r) => k.gemv_q8_repacked(&r, first, &self.acts[slot], ys)?,
+                None => k.gemv_q8_rows(p, first, &self.acts[slot], ys)?,
+            }
+        }
+        Ok(())
+    }
 }
