@@ -90,8 +90,11 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let weights = a.quantized.as_ref().unwrap_or(&a.model);
     let ckpt = Checkpoint::open(weights)?;
     let mut model = Model::load(config, &ckpt).map_err(err(weights))?;
-    // The int8 gemv reads v3 rows faster repacked (the same bits).
-    model.repack_for_decoding().map_err(err(weights))?;
+    // The SIMD int8 gemv reads v3 rows faster repacked (the same bits); the scalar
+    // oracle reads the packed rows.
+    if !matches!(kernels, AnyKernels::Scalar(_)) {
+        model.repack_for_decoding().map_err(err(weights))?;
+    }
     let pool = pool(a.run.threads)?;
     let threads = pool.current_num_threads();
     let stats = pool.install(|| generate(&a, &model, kernels, &tokenizer, &prompt))?;

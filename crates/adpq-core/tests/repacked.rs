@@ -45,14 +45,24 @@ fn bits_of(y: &[f32]) -> Vec<u32> {
     y.iter().map(|v| v.to_bits()).collect()
 }
 
-/// Every repacked width (the code book's 4 bits, 5 to 8), groups of 32 to 512 with a
-/// partial last group (576 columns in groups of 128, as SmolLM2's k and v projections),
-/// rows past the last whole block, and row ranges starting and ending inside blocks.
+/// Every repacked width (the code book's 4 bits, 5 to 8), groups of 32 to 512 with and
+/// without a partial last group (576 columns in groups of 128, as SmolLM2's k and v
+/// projections), rows past the last whole block, and row ranges starting and ending
+/// inside blocks, inside the tail, and empty.
 #[test]
 fn repacked_gemv_is_the_oracles_bits() {
     let rows = 23;
     for bits in 4..=8u8 {
-        for (g, cols) in [(32u16, 96), (64, 576), (128, 576), (512, 1536)] {
+        // Whole groups, and a partial last one of 32, 64 or 448 columns.
+        let shapes = [
+            (32u16, 96),
+            (64, 576),
+            (64, 608),
+            (128, 576),
+            (512, 1536),
+            (512, 576),
+        ];
+        for (g, cols) in shapes {
             let w = weights(rows, cols, u64::from(bits) * 1000 + u64::from(g));
             let buf = quantize(&w, rows, cols, &v3(bits, g));
             let t = PackedTensor::parse(&buf).unwrap();
@@ -71,7 +81,19 @@ fn repacked_gemv_is_the_oracles_bits() {
             let want = bits_of(&want);
             for k in AnyKernels::available() {
                 let ctx = format!("{}: {bits} bits, g {g}, {cols} columns", k.name());
-                for (first, n) in [(0, rows), (0, 4), (1, 9), (3, 1), (4, 8), (6, 17), (20, 3)] {
+                let ranges = [
+                    (0, rows),
+                    (0, 4),
+                    (1, 9),
+                    (3, 1),
+                    (4, 8),
+                    (5, 2),
+                    (6, 17),
+                    (20, 3),
+                    (21, 2),
+                    (rows, 0),
+                ];
+                for (first, n) in ranges {
                     let mut y = vec![f32::NAN; n];
                     k.gemv_q8_repacked(&r, first, &a, &mut y).unwrap();
                     assert_eq!(

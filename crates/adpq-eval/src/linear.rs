@@ -127,29 +127,30 @@ impl Linear<'_> {
         }
     }
 
-    /// The packed tensor, with its repacked rows where it has them.
-    pub(crate) fn packed(&self) -> Option<(&PackedTensor<'_>, Option<Repacked<'_>>)> {
-        match self {
+    /// The packed tensor, with its repacked rows where it has them: `None` for a matrix
+    /// that is not packed, an error when its repacked rows are not the tensor's.
+    pub(crate) fn packed(&self) -> Result<Option<(&PackedTensor<'_>, Option<Repacked<'_>>)>> {
+        Ok(match self {
             Linear::Packed(p) => Some((p, None)),
-            Linear::Repacked { packed, rows } => Some((packed, Repacked::new(*packed, rows).ok())),
+            Linear::Repacked { packed, rows } => {
+                Some((packed, Some(Repacked::new(*packed, rows)?)))
+            }
             _ => None,
-        }
+        })
     }
 
-    /// This matrix with its rows repacked for decoding when it is a packed tensor the
-    /// core repacks ([`Repacked::len_for`]); otherwise as it is.
-    pub(crate) fn repacked(self) -> Result<Self> {
-        Ok(match self {
-            Linear::Packed(p) => match Repacked::len_for(&p) {
-                Some(len) => {
-                    let mut rows = vec![0u8; len];
-                    Repacked::repack(&p, &mut rows)?;
-                    Linear::Repacked { packed: p, rows }
-                }
-                None => Linear::Packed(p),
-            },
-            other => other,
-        })
+    /// Repacks this matrix's rows for decoding when it is a packed tensor the core
+    /// repacks ([`Repacked::len_for`]); otherwise leaves it as it is. On an error the
+    /// matrix is unchanged.
+    pub(crate) fn repack(&mut self) -> Result<()> {
+        if let Linear::Packed(p) = self {
+            if let Some(len) = Repacked::len_for(p) {
+                let mut rows = vec![0u8; len];
+                Repacked::repack(p, &mut rows)?;
+                *self = Linear::Repacked { packed: *p, rows };
+            }
+        }
+        Ok(())
     }
 
     /// Writes rows `first..first + out.len() / cols` as f32 into `out`.

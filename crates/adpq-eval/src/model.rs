@@ -262,20 +262,13 @@ impl<'a> Model<'a> {
         }
     }
 
-    /// Repacks the rows of every packed matrix the core repacks (format v3 at 4 to 8
-    /// bits: [`Repacked`](adpq_core::kernels::Repacked)) for the decoder's int8 gemv,
-    /// which then reads one stream per block of rows: about 3 % more than the packed
-    /// bytes, held in memory beside them. The results are the same bits.
+    /// Repacks the rows of every packed matrix the decoder multiplies by that the core
+    /// repacks (format v3 at 4 to 8 bits: [`Repacked`](adpq_core::kernels::Repacked)), so
+    /// that its int8 gemv reads one stream per block of rows: a copy of about 1.03× their
+    /// packed bytes, held in memory beside the mapped file. The results are the same
+    /// bits. The embedding is repacked only when it is also the output projection (the
+    /// decoder reads an untied one a row at a time).
     pub fn repack_for_decoding(&mut self) -> Result<()> {
-        let take = |l: &mut Linear<'a>| -> Result<()> {
-            let empty = Linear::Dense {
-                w: Cow::Borrowed(&[]),
-                rows: 0,
-                cols: 0,
-            };
-            *l = std::mem::replace(l, empty).repacked()?;
-            Ok(())
-        };
         for l in &mut self.layers {
             for m in [
                 &mut l.q,
@@ -286,14 +279,13 @@ impl<'a> Model<'a> {
                 &mut l.up,
                 &mut l.down,
             ] {
-                take(m)?;
+                m.repack()?;
             }
         }
-        take(&mut self.embed)?;
-        if let Some(head) = &mut self.lm_head {
-            take(head)?;
+        match &mut self.lm_head {
+            Some(head) => head.repack(),
+            None => self.embed.repack(),
         }
-        Ok(())
     }
 
     /// The output projection (the embedding when tied).

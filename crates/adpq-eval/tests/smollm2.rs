@@ -324,10 +324,12 @@ fn decoder_threads_give_the_same_bits() {
     let kernels = AnyKernels::detect();
     let engine = CpuEngine::new(kernels);
     let v2 = PackedProjections::quantize_with(&reference, &engine, Params::v2_for).unwrap();
-    let v3 = PackedProjections::quantize_with(&reference, &engine, Params::v3_for).unwrap();
-    let (v2, v3) = (v2.model(&reference).unwrap(), v3.model(&reference).unwrap());
-    // v3 with its rows repacked for the decoder: the same bits as v3 itself.
     let v3_packed = PackedProjections::quantize_with(&reference, &engine, Params::v3_for).unwrap();
+    let (v2, v3) = (
+        v2.model(&reference).unwrap(),
+        v3_packed.model(&reference).unwrap(),
+    );
+    // The same v3 projections with their rows repacked for the decoder: v3's bits.
     let mut v3_repacked = v3_packed.model(&reference).unwrap();
     v3_repacked.repack_for_decoding().unwrap();
     let ids = &SENTENCES[0].1[..6];

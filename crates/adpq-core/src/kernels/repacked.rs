@@ -35,7 +35,12 @@ pub(crate) const UNITS_BYTES: usize = 2 * 4 * ROWS;
 pub(crate) const FIELDS_BYTES: usize = 2 * ROWS;
 
 /// Where the blocks' parts lie (derived from the packed tensor's shape and parameters).
+/// Read by the SIMD kernels only, which targets without them do not build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub(crate) struct Shape {
     /// Whole blocks (rows `0..blocks · ROWS` are repacked).
     pub(crate) blocks: usize,
@@ -140,11 +145,19 @@ impl<'a> Repacked<'a> {
     }
 
     /// The repacked rows.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     pub(crate) fn bytes(&self) -> &'a [u8] {
         self.bytes
     }
 
     /// Their layout.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     pub(crate) fn shape(&self) -> &Shape {
         &self.shape
     }

@@ -401,19 +401,18 @@ impl<'p, 'm, K: CpuKernels> RowProducts<'p, 'm, K> {
             }
             let (first, ys) = (lo - span.start, &mut out[done..done + (hi - lo)]);
             done += hi - lo;
-            let Some((p, repacked)) = w.packed() else {
-                match w {
-                    Linear::Dense { w, .. } | Linear::Decoded { w, .. } => {
-                        for (r, yv) in ys.iter_mut().enumerate() {
-                            *yv = dot(&w[(first + r) * cols..][..cols], x);
-                        }
-                        continue;
+            let (p, repacked) = match (w.packed()?, w) {
+                (Some(packed), _) => packed,
+                (None, Linear::Dense { w, .. } | Linear::Decoded { w, .. }) => {
+                    for (r, yv) in ys.iter_mut().enumerate() {
+                        *yv = dot(&w[(first + r) * cols..][..cols], x);
                     }
-                    _ => {
-                        return Err(EvalError::Shape(
-                            "decoding needs dense or adpq-packed weights".into(),
-                        ))
-                    }
+                    continue;
+                }
+                (None, _) => {
+                    return Err(EvalError::Shape(
+                        "decoding needs dense or adpq-packed weights".into(),
+                    ))
                 }
             };
             let (g, rotation) = (p.params().group_size, p.info().rotation);

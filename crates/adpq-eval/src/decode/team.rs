@@ -133,6 +133,8 @@ impl<'m> Board<'m> {
             match r {
                 Ok(()) => std::mem::swap(&mut *lock(&self.rows[h - 1]), &mut taken),
                 Err(e) => {
+                    // No rows of an earlier product may be scattered later.
+                    lock(&self.rows[h - 1]).chunks.clear();
                     lock(&self.failed).get_or_insert(e);
                 }
             }

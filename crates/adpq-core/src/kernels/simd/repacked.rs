@@ -50,7 +50,9 @@ pub(crate) fn gemv_q8_repacked<S: Lanes>(
         5 => widths!(Uniform::<S, 5>::new(s)),
         6 => widths!(Uniform::<S, 6>::new(s)),
         7 => widths!(Uniform::<S, 7>::new(s)),
-        _ => widths!(EightBit),
+        8 => widths!(EightBit),
+        // Not repacked (`Repacked` refuses other widths): the packed rows.
+        _ => return gemv_q8_rows_v3(s, t, first, a, y),
     }
     gemv_q8_rows_v3(s, t, lo + blocks.len(), a, tail)
 }
@@ -83,8 +85,8 @@ fn in_blocks<S: Lanes, C: CodeChunks<S>, const G: usize>(
         let block = &bytes[k * block_bytes..][..block_bytes];
         let ahead = bytes.get((k + 1) * block_bytes..).unwrap_or(&[]);
         let units = LaneUnits {
-            step: lanes4(s, &block[..16]),
-            min: lanes4(s, &block[16..32]),
+            step: lanes4(s, &block[..4 * ROWS]),
+            min: lanes4(s, &block[4 * ROWS..UNITS_BYTES]),
             level,
         };
         let mut acc = s.splat_f(0.0);
