@@ -1,6 +1,7 @@
-//! The forward pass and the metrics on a tiny random Llama (2 layers, GQA, tied
-//! embedding), no data needed: causality, determinism, and packed weights at 8 bits
-//! scoring close to the dense ones.
+//! The forward pass, the metrics and the decoder on a tiny random Llama (2 layers, GQA,
+//! tied embedding), no data needed: causality, determinism, packed weights at 8 bits
+//! scoring close to the dense ones, and the decoder's bits on any thread count and over
+//! repacked rows.
 
 use std::borrow::Cow;
 
@@ -329,4 +330,75 @@ fn per_tensor_v2_projections_follow_their_names() {
         v2.mean_kl > 0.0 && v2.mean_kl < rtn.mean_kl,
         "{v2:?} vs {rtn:?}"
     );
+}
+
+/// The decoder on the tiny model with v3 projections and a 7-bit tied embedding (the
+/// default preset's parameters): its logits are the same bits on 1, 2 and 3 threads
+/// (rows taken in chunks), and with the rows repacked for decoding as without.
+#[test]
+fn decoder_logits_do_not_depend_on_threads_or_repacking() {
+    use adpq_eval::decode::Decoder;
+    let m = tiny();
+    let kernels = AnyKernels::detect();
+    let engine = CpuEngine::new(kernels);
+    let projections = PackedProjections::quantize_with(&m, &engine, Params::v3_for).unwrap();
+    let Linear::Dense { w: embed, .. } = &m.embed else {
+        unreachable!("tiny's embedding is dense")
+    };
+    let p = Params::v3_for("model.embed_tokens.weight");
+    let (rows, cols) = m.embed.shape();
+    let sel = adpq_core::select_tensor(&kernels, Weights::F32(embed), rows, cols, &p).unwrap();
+    let mut buf = vec![0u8; packed_len(rows, cols, p.format(), sel.n_outliers).unwrap()];
+    adpq_core::quantize_tensor(
+        &kernels,
+        Weights::F32(embed),
+        rows,
+        cols,
+        &p,
+        &sel,
+        &mut buf,
+    )
+    .unwrap();
+    let with_packed_embedding = || {
+        let mut model = projections.model(&m).unwrap();
+        model.embed = Linear::Packed(PackedTensor::parse(&buf).unwrap());
+        model
+    };
+    let packed = with_packed_embedding();
+    let mut repacked = with_packed_embedding();
+    repacked.repack_for_decoding().unwrap();
+    assert!(matches!(repacked.embed, Linear::Repacked { .. }));
+    assert!(matches!(repacked.layers[0].up, Linear::Repacked { .. }));
+    let toks = tokens(12);
+    let logits = |model: &Model<'_>, threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut dec = Decoder::new(model, kernels, toks.len()).unwrap();
+            toks.iter()
+                .flat_map(|&t| {
+                    dec.step(t)
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<u32>>()
+        })
+    };
+    let want = logits(&packed, 1);
+    for threads in [1, 2, 3] {
+        assert!(
+            logits(&repacked, threads) == want,
+            "repacked, {threads} threads"
+        );
+        if threads > 1 {
+            assert!(
+                logits(&packed, threads) == want,
+                "packed, {threads} threads"
+            );
+        }
+    }
 }
