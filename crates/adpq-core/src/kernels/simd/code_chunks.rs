@@ -147,6 +147,40 @@ impl<S: Lanes> CodeChunks<S> for EightBit {
     }
 }
 
+/// `$body` with `$chunks` bound to format v3's byte-lane codes of `$bits` bits (4: the
+/// code book; 5 to 7: [`Uniform`]; 8: [`EightBit`]) for the lanes `$s`, or `$other` for
+/// the widths without them (2 and 3 bits): the one choice of unpacker for every v3 int8
+/// gemv.
+macro_rules! with_v3_code_chunks {
+    ($s:expr, $bits:expr, $chunks:ident => $body:expr, _ => $other:expr) => {{
+        use $crate::kernels::simd::code_chunks::{CodeBook, EightBit, Uniform};
+        match $bits {
+            4 => {
+                let $chunks = CodeBook::new($s);
+                $body
+            }
+            5 => {
+                let $chunks = Uniform::<_, 5>::new($s);
+                $body
+            }
+            6 => {
+                let $chunks = Uniform::<_, 6>::new($s);
+                $body
+            }
+            7 => {
+                let $chunks = Uniform::<_, 7>::new($s);
+                $body
+            }
+            8 => {
+                let $chunks = EightBit;
+                $body
+            }
+            _ => $other,
+        }
+    }};
+}
+pub(super) use with_v3_code_chunks;
+
 /// `B`-bit codes (`5 <= B <= 7`: 32 codes are 20 to 28 bytes, and at most 127), which are
 /// their own levels, unpacked in u16 lanes.
 ///

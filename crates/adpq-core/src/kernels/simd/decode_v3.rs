@@ -10,7 +10,7 @@
 //! each activation load: [`gemv_q8_rows_v3`]) and then does the reference's f32
 //! arithmetic per group, so it equals [`dot_row_q8_ref`] bit for bit.
 
-use super::code_chunks::{CodeBook, CodeChunks, EightBit, Uniform};
+use super::code_chunks::{with_v3_code_chunks, CodeChunks};
 use super::decode::{load_codes8, nibbles8};
 use super::rotate::{forward_at, inverse_at};
 use super::row_blocks::{in_row_blocks, RowsDot};
@@ -356,69 +356,18 @@ pub(crate) fn gemv_q8_rows_v3<S: Lanes>(
         }
         return Ok(());
     }
-    match fp.bits {
-        _ if fp.uses_codebook() => in_row_blocks(
-            t,
-            first,
-            y,
-            RowsV3 {
-                s,
-                t,
-                a,
-                chunks: CodeBook::new(s),
-            },
-        ),
-        5 => in_row_blocks(
-            t,
-            first,
-            y,
-            RowsV3 {
-                s,
-                t,
-                a,
-                chunks: Uniform::<S, 5>::new(s),
-            },
-        ),
-        6 => in_row_blocks(
-            t,
-            first,
-            y,
-            RowsV3 {
-                s,
-                t,
-                a,
-                chunks: Uniform::<S, 6>::new(s),
-            },
-        ),
-        7 => in_row_blocks(
-            t,
-            first,
-            y,
-            RowsV3 {
-                s,
-                t,
-                a,
-                chunks: Uniform::<S, 7>::new(s),
-            },
-        ),
-        8 => in_row_blocks(
-            t,
-            first,
-            y,
-            RowsV3 {
-                s,
-                t,
-                a,
-                chunks: EightBit,
-            },
-        ),
+    // Format v3: 4 bits is the code book.
+    with_v3_code_chunks!(
+        s,
+        fp.bits,
+        chunks => in_row_blocks(t, first, y, RowsV3 { s, t, a, chunks }),
         _ => {
             for (i, out) in y.iter_mut().enumerate() {
                 *out = dot_row_q8_uniform(s, t, first + i, a)?;
             }
             Ok(())
         }
-    }
+    )
 }
 
 /// [`dot_rows_q8`] as a [`RowsDot`].

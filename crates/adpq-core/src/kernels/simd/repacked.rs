@@ -4,7 +4,7 @@
 //! record fields one load for the block's rows, the next block's same group asked of the
 //! cache while this one is summed.
 
-use super::code_chunks::{CodeBook, CodeChunks, EightBit, Uniform};
+use super::code_chunks::{with_v3_code_chunks, CodeChunks};
 use super::decode_v3::{add_group_q8, gemv_q8_rows_v3, hsums, level_unit, LaneUnits};
 use super::Lanes;
 use crate::error::Result;
@@ -45,15 +45,10 @@ pub(crate) fn gemv_q8_repacked<S: Lanes>(
             }
         };
     }
-    match r.shape().bits {
-        4 => widths!(CodeBook::new(s)),
-        5 => widths!(Uniform::<S, 5>::new(s)),
-        6 => widths!(Uniform::<S, 6>::new(s)),
-        7 => widths!(Uniform::<S, 7>::new(s)),
-        8 => widths!(EightBit),
-        // Not repacked (`Repacked` refuses other widths): the packed rows.
-        _ => return gemv_q8_rows_v3(s, t, first, a, y),
-    }
+    // Other widths are not repacked (`Repacked` refuses them): the packed rows.
+    with_v3_code_chunks!(s, r.shape().bits, chunks => widths!(chunks), _ => {
+        return gemv_q8_rows_v3(s, t, first, a, y)
+    });
     gemv_q8_rows_v3(s, t, lo + blocks.len(), a, tail)
 }
 
