@@ -15,10 +15,10 @@
 mod team;
 
 use std::ops::Range;
+use std::sync::RwLock;
 
 use adpq_core::kernels::Q8Activations;
 use adpq_core::CpuKernels;
-use rayon::prelude::*;
 
 use team::{Board, StopOnDrop};
 
@@ -27,25 +27,42 @@ use crate::linear::Linear;
 use crate::model::Model;
 use crate::{EvalError, Result};
 
-/// Attention work (query heads × positions × head width) below which one thread does
-/// it all: a parallel region costs more than it saves on a short context.
-const PARALLEL_ATTENTION: usize = 1 << 16;
-
 /// A decoding session over one model: the KV cache of the positions so far and the
 /// buffers of one step.
 #[derive(Debug)]
 pub struct Decoder<'m, K: CpuKernels> {
+    ctx: Context<'m, K>,
+    pos: usize,
+    buf: Buffers,
+}
+
+/// What every thread of a step reads: the model, its kernels and the KV cache.
+#[derive(Debug)]
+struct Context<'m, K> {
     model: &'m Model<'m>,
     kernels: K,
     rope: Rope,
     max_len: usize,
-    pos: usize,
-    /// Per layer: `max_len × kv_dim` keys and values.
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
-    buf: Buffers,
+    /// Per layer: the keys and values of the positions so far. The calling thread writes
+    /// a position's between the team's jobs, the team reads them during attention.
+    caches: Vec<RwLock<KvCache>>,
     /// Columns of the widest matrix (the int8 activations' room).
     widest: usize,
+}
+
+/// One layer's keys and values: `max_len × kv_dim` each, a position's after the last.
+#[derive(Debug)]
+struct KvCache {
+    keys: Vec<f32>,
+    values: Vec<f32>,
+}
+
+/// The shape of attention: query heads, key/value heads and the head width.
+#[derive(Clone, Copy, Debug)]
+struct Heads {
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
 }
 
 /// The activations of one step.
@@ -117,15 +134,22 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
             c.num_attention_heads * c.head_dim(),
             c.kv_heads() * c.head_dim(),
         );
-        let layers = model.layers.len();
+        let cache = || {
+            RwLock::new(KvCache {
+                keys: vec![0f32; max_len * kv_dim],
+                values: vec![0f32; max_len * kv_dim],
+            })
+        };
         Ok(Decoder {
-            model,
-            kernels,
-            rope: Rope::new(max_len, c.head_dim(), c.rope_theta),
-            max_len,
+            ctx: Context {
+                model,
+                kernels,
+                rope: Rope::new(max_len, c.head_dim(), c.rope_theta),
+                max_len,
+                caches: model.layers.iter().map(|_| cache()).collect(),
+                widest,
+            },
             pos: 0,
-            keys: vec![vec![0f32; max_len * kv_dim]; layers],
-            values: vec![vec![0f32; max_len * kv_dim]; layers],
             buf: Buffers {
                 x: vec![0f32; c.hidden_size],
                 h: vec![0f32; c.hidden_size],
@@ -139,7 +163,6 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
                 logits: vec![0f32; model.output().shape().0],
                 q8: std::array::from_fn(|_| Q8Buffers::for_width(widest)),
             },
-            widest,
         })
     }
 
@@ -153,27 +176,38 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
     /// vocabulary.
     pub fn step(&mut self, token: u32) -> Result<&[f32]> {
         let helpers = rayon::current_num_threads().saturating_sub(1);
+        let (ctx, buf, p) = (&self.ctx, &mut self.buf, self.pos);
         if helpers == 0 {
-            self.step_on(token, None)?;
+            ctx.step_at(p, token, buf, None)?;
         } else {
-            let board = Board::new(helpers);
-            let (k, widest) = (self.kernels, self.widest);
+            let board = Board::new(helpers, &ctx.caches);
+            let (k, widest) = (ctx.kernels, ctx.widest);
             std::thread::scope(|scope| {
                 for h in 1..=helpers {
                     let board = &board;
                     scope.spawn(move || board.help(k, h, widest));
                 }
                 let _stop = StopOnDrop(&board);
-                self.step_on(token, Some(&board))
+                ctx.step_at(p, token, buf, Some(&board))
             })?;
         }
+        self.pos += 1;
         Ok(&self.buf.logits)
     }
+}
 
-    /// [`step`](Self::step) with the products shared with the helpers of `board`.
-    fn step_on(&mut self, token: u32, board: Option<&Board<'m>>) -> Result<()> {
+impl<'m, K: CpuKernels> Context<'m, K> {
+    /// [`Decoder::step`] at position `p`, the products and attention shared with the
+    /// helpers of `board`.
+    fn step_at<'s>(
+        &'s self,
+        p: usize,
+        token: u32,
+        b: &mut Buffers,
+        board: Option<&Board<'s>>,
+    ) -> Result<()> {
         let c = &self.model.config;
-        if self.pos >= self.max_len {
+        if p >= self.max_len {
             return Err(EvalError::Text(format!(
                 "the session holds at most {} positions",
                 self.max_len
@@ -184,11 +218,15 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
                 "token id {token} is outside the vocabulary"
             )));
         }
-        let (k, b, p, model) = (self.kernels, &mut self.buf, self.pos, self.model);
+        let (k, model) = (self.kernels, self.model);
         embed_row(&model.embed, k, token as usize, &mut b.x)?;
         let eps = c.rms_norm_eps as f32;
-        let (heads, kv_heads, d) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
-        let kv_dim = kv_heads * d;
+        let heads = Heads {
+            heads: c.num_attention_heads,
+            kv_heads: c.kv_heads(),
+            d: c.head_dim(),
+        };
+        let kv_dim = heads.kv_heads * heads.d;
         for (i, layer) in model.layers.iter().enumerate() {
             rms_norm(&b.x, &layer.attn_norm, eps, &mut b.h);
             gemv(
@@ -204,15 +242,15 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
             )?;
             self.rope.apply_at(p, &mut b.q);
             self.rope.apply_at(p, &mut b.k);
-            self.keys[i][p * kv_dim..][..kv_dim].copy_from_slice(&b.k);
-            self.values[i][p * kv_dim..][..kv_dim].copy_from_slice(&b.v);
-            let kv = Cache {
-                keys: &self.keys[i][..(p + 1) * kv_dim],
-                values: &self.values[i][..(p + 1) * kv_dim],
-                kv_heads,
-                d,
-            };
-            attend(&b.q, &kv, heads, &mut b.att);
+            {
+                let mut cache = write(&self.caches[i]);
+                cache.keys[p * kv_dim..][..kv_dim].copy_from_slice(&b.k);
+                cache.values[p * kv_dim..][..kv_dim].copy_from_slice(&b.v);
+            }
+            match board {
+                Some(board) => board.attention(i, p + 1, heads, &b.q, &mut b.att)?,
+                None => attend(&b.q, &read(&self.caches[i]), p + 1, heads, 0, &mut b.att),
+            }
             gemv(k, &b.att, [(&layer.o, &mut b.delta)], &mut b.q8, board)?;
             add(&mut b.x, &b.delta);
             rms_norm(&b.x, &layer.mlp_norm, eps, &mut b.h);
@@ -229,50 +267,55 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
         }
         rms_norm(&b.x, &model.norm, eps, &mut b.h);
         gemv(k, &b.h, [(model.output(), &mut b.logits)], &mut b.q8, board)?;
-        self.pos += 1;
         Ok(())
     }
 }
 
-/// One layer's cached keys and values, positions `0..=p`.
-struct Cache<'a> {
-    keys: &'a [f32],
-    values: &'a [f32],
-    kv_heads: usize,
-    d: usize,
+/// Causal attention of one query position (`q`: `heads · d`) over the first `positions`
+/// of a layer's cache, for the query heads from `first_head` on that `out` has room for
+/// (`d` values each); each query head reads key/value head `head / group`. A head's
+/// values do not depend on which heads are computed with it.
+fn attend(
+    q: &[f32],
+    cache: &KvCache,
+    positions: usize,
+    shape: Heads,
+    first_head: usize,
+    out: &mut [f32],
+) {
+    let Heads { heads, kv_heads, d } = shape;
+    let (kv_dim, group) = (kv_heads * d, heads / kv_heads);
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut scores = vec![0f32; positions];
+    for (o, h) in out.chunks_exact_mut(d).zip(first_head..) {
+        let (qh, g) = (&q[h * d..][..d], h / group);
+        for (t, s) in scores.iter_mut().enumerate() {
+            *s = dot(qh, &cache.keys[t * kv_dim + g * d..][..d]) * scale;
+        }
+        let m = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut sum = 0f32;
+        for s in &mut scores {
+            *s = (*s - m).exp();
+            sum += *s;
+        }
+        o.fill(0.0);
+        for (t, s) in scores.iter().enumerate() {
+            let w = s / sum;
+            for (a, &v) in o.iter_mut().zip(&cache.values[t * kv_dim + g * d..][..d]) {
+                *a += w * v;
+            }
+        }
+    }
 }
 
-/// Causal attention of one query position (`q`: `heads · d`) over the cached
-/// positions, each query head reading key/value head `head / group`, into `out`.
-fn attend(q: &[f32], kv: &Cache<'_>, heads: usize, out: &mut [f32]) {
-    let (d, kv_dim) = (kv.d, kv.kv_heads * kv.d);
-    let group = heads / kv.kv_heads;
-    let scale = 1.0 / (d as f32).sqrt();
-    let positions = kv.keys.len() / kv_dim;
-    let heads_per_task = PARALLEL_ATTENTION.div_ceil(positions * d).clamp(1, heads);
-    out.par_chunks_mut(d)
-        .zip(q.par_chunks(d))
-        .enumerate()
-        .with_min_len(heads_per_task)
-        .for_each(|(h, (o, qh))| {
-            let g = h / group;
-            let mut scores: Vec<f32> = (0..positions)
-                .map(|t| dot(qh, &kv.keys[t * kv_dim + g * d..][..d]) * scale)
-                .collect();
-            let m = scores.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let mut sum = 0f32;
-            for s in &mut scores {
-                *s = (*s - m).exp();
-                sum += *s;
-            }
-            o.fill(0.0);
-            for (t, s) in scores.iter().enumerate() {
-                let w = s / sum;
-                for (a, &v) in o.iter_mut().zip(&kv.values[t * kv_dim + g * d..][..d]) {
-                    *a += w * v;
-                }
-            }
-        });
+/// A read lock that a panicked writer does not poison (the cache is plain numbers).
+fn read(cache: &RwLock<KvCache>) -> std::sync::RwLockReadGuard<'_, KvCache> {
+    cache.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The write lock of [`read`].
+fn write(cache: &RwLock<KvCache>) -> std::sync::RwLockWriteGuard<'_, KvCache> {
+    cache.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `Σ a·b` in 8 independent sums (so the compiler vectorises it), then added up.
