@@ -18,6 +18,7 @@ use adpq_engine::Engine;
 use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
+use crate::repack::RepackedRows;
 use crate::rtn::RtnSpec;
 use crate::{EvalError, Result};
 
@@ -74,7 +75,7 @@ pub enum Linear<'a> {
         /// The packed tensor.
         packed: PackedTensor<'a>,
         /// Its rows repacked ([`Repacked::repack`]).
-        rows: Vec<u8>,
+        rows: RepackedRows,
     },
     /// Dense weights seen through round-to-nearest quantization (a baseline).
     Rtn {
@@ -133,24 +134,10 @@ impl Linear<'_> {
         Ok(match self {
             Linear::Packed(p) => Some((p, None)),
             Linear::Repacked { packed, rows } => {
-                Some((packed, Some(Repacked::new(*packed, rows)?)))
+                Some((packed, Some(Repacked::new(*packed, rows.bytes())?)))
             }
             _ => None,
         })
-    }
-
-    /// Repacks this matrix's rows for decoding when it is a packed tensor the core
-    /// repacks ([`Repacked::len_for`]); otherwise leaves it as it is. On an error the
-    /// matrix is unchanged.
-    pub(crate) fn repack(&mut self) -> Result<()> {
-        if let Linear::Packed(p) = self {
-            if let Some(len) = Repacked::len_for(p) {
-                let mut rows = vec![0u8; len];
-                Repacked::repack(p, &mut rows)?;
-                *self = Linear::Repacked { packed: *p, rows };
-            }
-        }
-        Ok(())
     }
 
     /// Writes rows `first..first + out.len() / cols` as f32 into `out`.

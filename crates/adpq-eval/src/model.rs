@@ -265,12 +265,14 @@ impl<'a> Model<'a> {
     /// Repacks the rows of every packed matrix the decoder multiplies by that the core
     /// repacks (format v3 at 4 to 8 bits: [`Repacked`](adpq_core::kernels::Repacked)), so
     /// that its int8 gemv reads one stream per block of rows: a copy of about 1.03× their
-    /// packed bytes, held in memory beside the mapped file. The results are the same
-    /// bits. The embedding is repacked only when it is also the output projection (the
-    /// decoder reads an untied one a row at a time).
+    /// packed bytes, held in memory beside the mapped file, all in one mapping on huge
+    /// pages where the OS has them (`src/repack.rs`). The results are the same bits. The
+    /// embedding is repacked only when it is also the output projection (the decoder
+    /// reads an untied one a row at a time). On an error no matrix changes.
     pub fn repack_for_decoding(&mut self) -> Result<()> {
+        let mut mats: Vec<&mut Linear<'a>> = Vec::with_capacity(self.layers.len() * 7 + 1);
         for l in &mut self.layers {
-            for m in [
+            mats.extend([
                 &mut l.q,
                 &mut l.k,
                 &mut l.v,
@@ -278,14 +280,10 @@ impl<'a> Model<'a> {
                 &mut l.gate,
                 &mut l.up,
                 &mut l.down,
-            ] {
-                m.repack()?;
-            }
+            ]);
         }
-        match &mut self.lm_head {
-            Some(head) => head.repack(),
-            None => self.embed.repack(),
-        }
+        mats.push(self.lm_head.as_mut().unwrap_or(&mut self.embed));
+        crate::repack::repack_all(&mut mats)
     }
 
     /// The output projection (the embedding when tied).
