@@ -7,15 +7,16 @@
 //! thread pool's worker that falls asleep between them costs a wake-up per job, as
 //! long as the job itself: with rayon regions two threads ran a step only 1.2×
 //! faster than one. Here the calling thread publishes each job on a [`Board`] (its
-//! matrices or layer, and a copy of its input), takes chunks as the helpers do
-//! (a helper starts a little after the caller, so equal fixed shares left the caller
-//! waiting), waits for the helpers and copies their values out. Each value does not
+//! matrices or layer, and a copy of its input), takes chunks as the helpers do (each
+//! thread from the front of its own segment of the job, then from the back of the
+//! others': a helper starts a little after the caller, so fixed shares alone left the
+//! caller waiting), waits for the helpers and copies their values out. Each value does not
 //! depend on the chunk or the thread that computes it, so the results are the same bits
 //! for any number of threads.
 
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use adpq_core::CpuKernels;
@@ -27,9 +28,105 @@ use crate::{EvalError, Result};
 /// Spins before a waiting thread starts yielding its core (a few microseconds).
 const SPINS: u32 = 1 << 12;
 
-/// Rows a thread takes of a product at a time (a multiple of the kernels' block of 4):
-/// SmolLM2's products are 576 to 49152 rows, so a few to a few hundred chunks.
-const CHUNK: usize = 128;
+/// The chunks of a product's rows: 128 rows at a time, fewer toward a segment's end
+/// (so that the threads finish together), down to 16 (four of the kernels' blocks of 4
+/// rows). SmolLM2's products are 576 to 49152 rows.
+const ROWS: Chunking = Chunking {
+    grain: 16,
+    most: 128,
+};
+
+/// How a job's values are taken: chunks of at most `most` values, in multiples of
+/// `grain` (but for a job's last values).
+#[derive(Clone, Copy)]
+struct Chunking {
+    grain: usize,
+    most: usize,
+}
+
+impl Chunking {
+    /// The size of the next chunk of a segment with `left` values left: about half of
+    /// them, within `grain..=most`.
+    fn size(self, left: usize) -> usize {
+        (left / 2).clamp(self.grain, self.most) / self.grain * self.grain
+    }
+}
+
+/// A job's values split into one contiguous segment per thread, each a range packed in
+/// one atomic (`start | end << 32`). A thread takes chunks from the front of its own
+/// segment, so that it reads its rows as one stream (which the hardware prefetchers
+/// follow; with chunks dealt in turn from one counter, two threads decoded 4 % slower);
+/// with its segment done, it takes chunks from the back of the others' until none are
+/// left.
+struct Segments(Vec<AtomicU64>);
+
+impl Segments {
+    fn new(threads: usize) -> Self {
+        Segments((0..threads).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// Splits `0..total` into the segments, each starting on a multiple of `grain`. An
+    /// error past `u32::MAX` values (the packing's).
+    fn split(&self, total: usize, grain: usize) -> Result<()> {
+        if u32::try_from(total).is_err() {
+            return Err(EvalError::Shape(format!(
+                "a decoding job of {total} values is too large to share"
+            )));
+        }
+        let n = self.0.len();
+        let bound = |i: usize| (total / n * i).next_multiple_of(grain).min(total);
+        for (i, segment) in self.0.iter().enumerate() {
+            let end = if i + 1 == n { total } else { bound(i + 1) };
+            segment.store(pack(bound(i)..end), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The next chunk for thread `me`: from the front of its segment, else from the back
+    /// of the next segment with values left; `None` when none are.
+    fn next(&self, me: usize, chunking: Chunking) -> Option<Range<usize>> {
+        let n = self.0.len();
+        self.take(me, chunking, true)
+            .or_else(|| (1..n).find_map(|k| self.take((me + k) % n, chunking, false)))
+    }
+
+    /// A chunk of segment `i`, from its front or its back.
+    fn take(&self, i: usize, chunking: Chunking, front: bool) -> Option<Range<usize>> {
+        let segment = &self.0[i];
+        let mut packed = segment.load(Ordering::Relaxed);
+        loop {
+            let left = unpack(packed);
+            if left.is_empty() {
+                return None;
+            }
+            let size = chunking.size(left.len()).min(left.len());
+            let (chunk, rest) = if front {
+                (left.start..left.start + size, left.start + size..left.end)
+            } else {
+                (left.end - size..left.end, left.start..left.end - size)
+            };
+            match segment.compare_exchange_weak(
+                packed,
+                pack(rest),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(chunk),
+                Err(now) => packed = now,
+            }
+        }
+    }
+}
+
+/// A range of values below `u32::MAX` in one `u64`.
+fn pack(r: Range<usize>) -> u64 {
+    r.start as u64 | (r.end as u64) << 32
+}
+
+/// The range of [`pack`].
+fn unpack(p: u64) -> Range<usize> {
+    (p & u64::from(u32::MAX)) as usize..(p >> 32) as usize
+}
 
 /// What the calling thread shares with the helpers of one step.
 pub(super) struct Board<'m> {
@@ -37,8 +134,8 @@ pub(super) struct Board<'m> {
     published: AtomicUsize,
     /// Helpers done with the last published job.
     done: AtomicUsize,
-    /// The next chunk of the published job to take.
-    next: AtomicUsize,
+    /// The published job's values left to take.
+    segments: Segments,
     job: Mutex<Job<'m>>,
     /// The layers' KV caches, which attention reads.
     caches: &'m [RwLock<KvCache>],
@@ -67,6 +164,14 @@ struct Attention {
 }
 
 impl Attention {
+    /// A query head at a time.
+    fn chunking(&self) -> Chunking {
+        Chunking {
+            grain: self.heads.d,
+            most: self.heads.d,
+        }
+    }
+
     /// The heads of `chunk` (whole heads of `d` values) into `out`.
     fn heads(&self, q: &[f32], cache: &KvCache, chunk: Range<usize>, out: &mut [f32]) {
         attend(
@@ -88,28 +193,24 @@ struct Taken {
 }
 
 impl Taken {
-    /// Takes chunks of `size` of `total` values from `next` until none are left,
-    /// computing each with `compute`.
+    /// Takes chunks of the published job from `segments` as thread `me` until none are
+    /// left, computing each with `compute`.
     fn take(
         &mut self,
-        next: &AtomicUsize,
-        total: usize,
-        size: usize,
+        segments: &Segments,
+        me: usize,
+        chunking: Chunking,
         mut compute: impl FnMut(Range<usize>, &mut [f32]) -> Result<()>,
     ) -> Result<()> {
         self.chunks.clear();
         self.values.clear();
-        loop {
-            let start = next.fetch_add(1, Ordering::Relaxed) * size;
-            if start >= total {
-                return Ok(());
-            }
-            let chunk = start..(start + size).min(total);
+        while let Some(chunk) = segments.next(me, chunking) {
             let at = self.values.len();
             self.values.resize(at + chunk.len(), 0.0);
             compute(chunk.clone(), &mut self.values[at..])?;
             self.chunks.push(chunk);
         }
+        Ok(())
     }
 
     /// Hands each chunk's first index and values to `place`.
@@ -128,7 +229,7 @@ impl<'m> Board<'m> {
         Board {
             published: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
-            next: AtomicUsize::new(0),
+            segments: Segments::new(helpers + 1),
             job: Mutex::new(Job::default()),
             caches,
             rows: (0..helpers).map(|_| Mutex::new(Taken::default())).collect(),
@@ -159,14 +260,14 @@ impl<'m> Board<'m> {
             let r = catch_unwind(AssertUnwindSafe(|| match attention {
                 Some(a) => {
                     let cache = read(&self.caches[a.layer]);
-                    taken.take(&self.next, x.len(), a.heads.d, |chunk, out| {
+                    taken.take(&self.segments, h, a.chunking(), |chunk, out| {
                         a.heads(&x, &cache, chunk, out);
                         Ok(())
                     })
                 }
                 None => {
                     let mut products = RowProducts::new(k, &x, &mats, &mut q8);
-                    taken.take(&self.next, total_rows(&mats), CHUNK, |chunk, out| {
+                    taken.take(&self.segments, h, ROWS, |chunk, out| {
                         products.rows(chunk, out)
                     })
                 }
@@ -202,7 +303,7 @@ impl<'m> Board<'m> {
             },
             x,
             total_rows(&mats),
-            CHUNK,
+            ROWS,
             |chunk, out| products.rows(chunk, out),
             |first, values| scatter(outs, first, values),
         )
@@ -231,7 +332,7 @@ impl<'m> Board<'m> {
             },
             q,
             q.len(),
-            heads.d,
+            a.chunking(),
             |chunk, values| {
                 a.heads(q, &cache, chunk, values);
                 Ok(())
@@ -240,18 +341,19 @@ impl<'m> Board<'m> {
         )
     }
 
-    /// Publishes a job (`set` describes it, `x` its input), takes chunks of `size` of its
-    /// `total` values as the helpers do (`compute` computes one here), waits for them and
+    /// Publishes a job (`set` describes it, `x` its input), takes chunks of its `total`
+    /// values as the helpers do (`compute` computes one here), waits for them and
     /// hands every chunk's values to `place`.
     fn run(
         &self,
         set: impl FnOnce(&mut Job<'m>),
         x: &[f32],
         total: usize,
-        size: usize,
+        chunking: Chunking,
         compute: impl FnMut(Range<usize>, &mut [f32]) -> Result<()>,
         mut place: impl FnMut(usize, &[f32]),
     ) -> Result<()> {
+        self.segments.split(total, chunking.grain)?;
         {
             let mut job = lock(&self.job);
             set(&mut job);
@@ -259,10 +361,9 @@ impl<'m> Board<'m> {
             job.x.extend_from_slice(x);
         }
         self.done.store(0, Ordering::Relaxed);
-        self.next.store(0, Ordering::Relaxed);
         self.published.fetch_add(1, Ordering::Release);
         let mut mine = Taken::default();
-        let r = mine.take(&self.next, total, size, compute);
+        let r = mine.take(&self.segments, 0, chunking, compute);
         // The helpers finish this job whatever happened here.
         wait_until(|| self.done.load(Ordering::Acquire) == self.threads() - 1);
         r?;
@@ -315,4 +416,64 @@ fn wait_until(ready: impl Fn() -> bool) {
 /// numbers, rewritten by every product).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value of a job is taken exactly once, the threads taking in turn (and
+    /// some finishing their own segment before the others start).
+    #[test]
+    fn segments_hand_out_every_value_once() {
+        for (threads, total, chunking) in [
+            (2, 576, ROWS),
+            (2, 49_152, ROWS),
+            (3, 1000, ROWS),
+            (4, 7, ROWS),
+            (
+                2,
+                9 * 64,
+                Chunking {
+                    grain: 64,
+                    most: 64,
+                },
+            ),
+            (3, 0, ROWS),
+        ] {
+            let segments = Segments::new(threads);
+            segments.split(total, chunking.grain).unwrap();
+            let mut seen = vec![0u8; total];
+            let mut turn = 0;
+            let mut done = vec![false; threads];
+            while done.iter().any(|d| !d) {
+                // Thread 0 alone for a while, then all in turn.
+                let me = if turn < 5 { 0 } else { turn % threads };
+                turn += 1;
+                if done[me] {
+                    continue;
+                }
+                match segments.next(me, chunking) {
+                    Some(chunk) => {
+                        assert!(chunk.len() <= chunking.most.max(chunking.grain));
+                        for v in &mut seen[chunk] {
+                            *v += 1;
+                        }
+                    }
+                    None => done[me] = true,
+                }
+            }
+            assert!(
+                seen.iter().all(|&v| v == 1),
+                "{threads} threads, {total} values"
+            );
+        }
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_job_past_u32_is_an_error() {
+        let segments = Segments::new(2);
+        assert!(segments.split(1 << 33, 16).is_err());
+    }
 }
