@@ -10,9 +10,12 @@
 //! here into `target/bench/decode/` with `adpq quantize` (the default, format v3, whose
 //! tied embedding / output projection is coded at 7 bits, as llama.cpp's files code it at
 //! Q6_K; format v2's preset; and the default with that embedding left dense, F32, the
-//! default before). Each adpq decode figure is the best of `--reps` runs (default 3) of 64 generated
-//! tokens after a 5-token prompt; each llama.cpp figure is `llama-bench -p 0 -n 64 -r N`'s
-//! (decode) or `-p 512 -n 0 -r N`'s (prefill) mean. The adpq prefill figure is one `adpq
+//! default before). Decode runs in `--reps` rounds (default 5), each every adpq file
+//! (64 generated tokens after a 5-token prompt) and llama.cpp type (`llama-bench -p 0 -n
+//! 64 -r 1`) on 1 and 2 threads, so that a shared machine's slow minutes fall on both
+//! alike; each decode figure is the median of its rounds, and goal 2's lines set the
+//! default file's beside Q4_0's. Each llama.cpp prefill figure is `llama-bench -p 512 -n
+//! 0 -r N`'s mean. The adpq prefill figure is one `adpq
 //! eval --windows 4` per thread count with the three checkpoints: 4 × 512 tokens over the
 //! forward seconds it reports per model (the forward passes only, not loading, tokenizing
 //! or scoring; the forward computes logits at all 512 positions, where llama-bench's pp
@@ -46,6 +49,9 @@ const LLAMA: [&str; 2] = ["Q4_0", "Q4_K_M"];
 const PROMPT_TOKENS: usize = 512;
 /// Windows of `adpq eval` per prefill figure.
 const WINDOWS: usize = 4;
+/// Issue 17, goal 2: the default file's decode over llama.cpp Q4_0's tg64, each thread
+/// count.
+const DECODE_GOAL: f64 = 1.0;
 /// Issue 17, goal 3: adpq's prefill on 2 threads over llama.cpp Q4_K_M's pp512.
 const PREFILL_GOAL: f64 = 0.8;
 
@@ -61,7 +67,7 @@ struct Row {
 
 /// Entry point.
 pub fn run(args: &[String]) -> DynResult {
-    let mut reps = 3usize;
+    let mut reps = 5usize;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -79,9 +85,8 @@ pub fn run(args: &[String]) -> DynResult {
     let out_dir = root.join("target/bench/decode");
     std::fs::create_dir_all(&out_dir)?;
 
-    let mut rows = Vec::new();
     let mut files = Vec::new();
-    for (i, (name, flags)) in ADPQ.iter().enumerate() {
+    for (i, (_, flags)) in ADPQ.iter().enumerate() {
         let file = out_dir.join(format!("smollm2-{i}.safetensors"));
         eprintln!("xtask bench --decode: adpq quantize {flags:?}");
         run_checked(
@@ -94,22 +99,43 @@ pub fn run(args: &[String]) -> DynResult {
                 .args(*flags)
                 .stdout(Stdio::null()),
         )?;
-        let mut tps = Vec::new();
-        for t in THREADS {
-            let best = (0..reps)
-                .map(|_| generate_tps(&adpq, &data.join("smollm2"), &file, t))
-                .collect::<DynResult<Vec<f64>>>()?
-                .into_iter()
-                .fold(0f64, f64::max);
-            tps.push(best);
+        files.push(file);
+    }
+    let lb = root.join("target/llama-bench");
+    let llama_models: Vec<_> = LLAMA
+        .iter()
+        .map(|ty| lb.join(format!("models/smollm2-{ty}.gguf")))
+        .collect();
+    // Decode in rounds, each every adpq file and llama.cpp type on 1 and 2 threads, so
+    // that a shared machine's slow minutes fall on both sides alike; medians per cell.
+    // samples[file or type][thread count][round]
+    let mut samples = vec![vec![Vec::new(); THREADS.len()]; files.len() + LLAMA.len()];
+    for round in 1..=reps {
+        eprintln!("xtask bench --decode: decode round {round} of {reps}");
+        for (f, file) in files.iter().enumerate() {
+            for (i, &t) in THREADS.iter().enumerate() {
+                samples[f][i].push(generate_tps(&adpq, &data.join("smollm2"), file, t)?);
+            }
         }
+        for (m, model) in llama_models.iter().enumerate() {
+            let tps = llama_tps(&lb.join("bin"), model, (0, TOKENS), 1)?;
+            for (i, v) in tps.into_iter().enumerate() {
+                samples[files.len() + m][i].push(v);
+            }
+        }
+    }
+    let medians: Vec<Vec<f64>> = samples
+        .iter()
+        .map(|per_thread| per_thread.iter().map(|v| median(v)).collect())
+        .collect();
+    let mut rows = Vec::new();
+    for (((name, _), file), tps) in ADPQ.iter().zip(&files).zip(&medians) {
         rows.push(Row {
             name: name.to_string(),
-            mib: mib(&file)?,
-            tps,
+            mib: mib(file)?,
+            tps: tps.clone(),
             pp: Vec::new(),
         });
-        files.push(file);
     }
     // Prefill: one `adpq eval` per thread count scores all three files (and the input).
     let mut input_pp = Vec::new();
@@ -128,17 +154,28 @@ pub fn run(args: &[String]) -> DynResult {
         tps: Vec::new(),
         pp: input_pp,
     });
-    let lb = root.join("target/llama-bench");
-    for ty in LLAMA {
-        let model = lb.join(format!("models/smollm2-{ty}.gguf"));
+    for ((ty, model), tps) in LLAMA.iter().zip(&llama_models).zip(&medians[files.len()..]) {
         rows.push(Row {
             name: format!("llama.cpp {ty}"),
-            mib: mib(&model)?,
-            tps: llama_tps(&lb.join("bin"), &model, (0, TOKENS), reps)?,
-            pp: llama_tps(&lb.join("bin-prompt"), &model, (PROMPT_TOKENS, 0), reps)?,
+            mib: mib(model)?,
+            tps: tps.clone(),
+            pp: llama_tps(&lb.join("bin-prompt"), model, (PROMPT_TOKENS, 0), reps)?,
         });
     }
     print!("{}", table(&rows));
+    let decode = decode_goal(&rows);
+    for g in &decode {
+        println!(
+            "goal 2 (decode ≥ {DECODE_GOAL}× llama.cpp Q4_0 tg64, {} thread(s)): {} at {:.1} t/s = \
+             {:.2}× ({:.1} t/s) — {}",
+            g.threads,
+            g.name,
+            g.tps,
+            g.ratio,
+            g.reference,
+            if g.ratio >= DECODE_GOAL { "met" } else { "not met" }
+        );
+    }
     println!();
     print!("{}", prefill_table(&rows));
     let goal = prefill_goal(&rows);
@@ -168,6 +205,11 @@ pub fn run(args: &[String]) -> DynResult {
         "rows": rows.iter().map(|r| json!({"weights": r.name, "file_mib": r.mib,
                                             "tokens_per_s": per_thread(r)}))
                     .collect::<Vec<_>>(),
+        "decode_goal": decode.iter().map(|g| json!({
+            "threads": g.threads, "goal": DECODE_GOAL, "adpq": g.name, "adpq_tokens_per_s": g.tps,
+            "q4_0_tg64": g.reference, "ratio": g.ratio, "met": g.ratio >= DECODE_GOAL}))
+            .collect::<Vec<_>>(),
+        "decode_rounds": reps,
         "prefill_goal": goal.map(|g| json!({
             "threads": 2, "goal": PREFILL_GOAL, "best_adpq": g.name, "adpq_tokens_per_s": g.tps,
             "q4_k_m_pp512": g.q4_k_m, "ratio": g.ratio, "met": g.ratio >= PREFILL_GOAL})),
@@ -332,6 +374,46 @@ fn prefill_table(rows: &[Row]) -> String {
         s.push('\n');
     }
     s
+}
+
+/// Goal 2's figures on `threads` threads: the default file's decode against Q4_0's tg64.
+struct DecodeGoal {
+    threads: usize,
+    name: String,
+    tps: f64,
+    reference: f64,
+    ratio: f64,
+}
+
+fn decode_goal(rows: &[Row]) -> Vec<DecodeGoal> {
+    let (Some(adpq), Some(q4_0)) = (
+        rows.first(),
+        rows.iter().find(|r| r.name == "llama.cpp Q4_0"),
+    ) else {
+        return Vec::new();
+    };
+    THREADS
+        .iter()
+        .zip(adpq.tps.iter().zip(&q4_0.tps))
+        .map(|(&threads, (&tps, &reference))| DecodeGoal {
+            threads,
+            name: adpq.name.clone(),
+            tps,
+            reference,
+            ratio: tps / reference,
+        })
+        .collect()
+}
+
+/// The median of `v` (the mean of the middle two for an even count); 0 when empty.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// Goal 3's figures: the fastest adpq file's prefill on 2 threads against Q4_K_M's pp512.
