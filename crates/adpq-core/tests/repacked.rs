@@ -51,7 +51,8 @@ fn bits_of(y: &[f32]) -> Vec<u32> {
 /// inside blocks, inside the tail, and empty.
 #[test]
 fn repacked_gemv_is_the_oracles_bits() {
-    let rows = 23;
+    // Five blocks of 8 and one row past them.
+    let rows = 41;
     for bits in 4..=8u8 {
         // Whole groups, and a partial last one of 32, 64 or 448 columns.
         let shapes = [
@@ -87,10 +88,13 @@ fn repacked_gemv_is_the_oracles_bits() {
                     (1, 9),
                     (3, 1),
                     (4, 8),
+                    (8, 8),
                     (5, 2),
                     (6, 17),
-                    (20, 3),
-                    (21, 2),
+                    (10, 30),
+                    (16, 24),
+                    (39, 2),
+                    (40, 1),
                     (rows, 0),
                 ];
                 for (first, n) in ranges {
@@ -126,7 +130,7 @@ fn what_is_not_repacked_is_refused() {
         (v3(2, 64), 8, 128),
         (v3(3, 64), 8, 128),
         (v3(4, 64), 8, 80),  // columns not whole chunks of 32
-        (v3(4, 64), 3, 128), // fewer rows than a block
+        (v3(4, 64), 7, 128), // fewer rows than a block
         (v3(4, 16), 8, 128), // groups below 32 columns
     ];
     for (p, rows, cols) in cases {

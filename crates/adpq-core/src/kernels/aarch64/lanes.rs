@@ -308,10 +308,12 @@ impl Lanes for NeonLanes {
         })
     }
     #[inline(always)]
-    fn widen_u16s(self, b: &[u8; 8]) -> U8 {
+    fn widen_u16s(self, b: &[u8; 16]) -> U8 {
+        let (lo, hi) = b.split_at(8);
+        let half = |h: &[u8]| u64::from_le_bytes(h.try_into().expect("8 bytes"));
         neon!(U8(
-            vmovl_u16(vcreate_u16(u64::from_le_bytes(*b))),
-            vdupq_n_u32(0)
+            vmovl_u16(vcreate_u16(half(lo))),
+            vmovl_u16(vcreate_u16(half(hi)))
         ))
     }
     #[inline(always)]
@@ -464,6 +466,11 @@ impl Lanes for NeonLanes {
         })
     }
     /// Pairwise adds (`vpaddq`) down to one register.
+    #[inline(always)]
+    fn hsum8_i(self, v: [U8; 8]) -> U8 {
+        let [a, b, c, d, e, f, g, h] = v;
+        U8(self.hsum4_i([a, b, c, d]).0, self.hsum4_i([e, f, g, h]).0)
+    }
     #[inline(always)]
     fn hsum4_i(self, v: [U8; 4]) -> U8 {
         neon!({

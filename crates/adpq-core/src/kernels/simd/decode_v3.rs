@@ -516,6 +516,8 @@ fn record_fields(records: &[u8], g: usize) -> u32 {
 pub(super) fn hsums<S: Lanes, const N: usize>(s: S, v: [S::U; N]) -> S::U {
     if N == 4 {
         s.hsum4_i(core::array::from_fn(|i| v[i]))
+    } else if N == 8 {
+        s.hsum8_i(core::array::from_fn(|i| v[i]))
     } else {
         let mut sums = [0u32; 8];
         for (sum, v) in sums.iter_mut().zip(v) {

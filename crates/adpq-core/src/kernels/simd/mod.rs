@@ -225,8 +225,8 @@ pub(crate) trait Lanes: Copy {
 
     /// 8 bytes widened to u32 lanes.
     fn widen_bytes(self, b: [u8; 8]) -> Self::U;
-    /// 4 little-endian u16 (bytes `2j`, `2j + 1`) widened to u32 lanes 0–3, lanes 4–7 zero.
-    fn widen_u16s(self, b: &[u8; 8]) -> Self::U;
+    /// 8 little-endian u16 (bytes `2j`, `2j + 1`) widened to the u32 lanes.
+    fn widen_u16s(self, b: &[u8; 16]) -> Self::U;
     /// The low byte of each lane (values `0..=255`), lane `j` to byte `j`.
     fn narrow_bytes(self, v: Self::U) -> [u8; 8];
     /// Packs 32 staged 4-bit codes (one a byte) into 16 bytes, code `2i` in the low
@@ -278,6 +278,13 @@ pub(crate) trait Lanes: Copy {
     fn hsum4_i(self, v: [Self::U; 4]) -> Self::U {
         let [a, b, c, d] = v.map(|v| self.hsum_i(v) as u32);
         self.load_u(&[a, b, c, d, 0, 0, 0, 0])
+    }
+
+    /// The lane sums of 8 vectors ([`hsum_i`](Self::hsum_i) of each): that of `v[k]` in
+    /// lane `k`.
+    #[inline(always)]
+    fn hsum8_i(self, v: [Self::U; 8]) -> Self::U {
+        self.load_u(&v.map(|v| self.hsum_i(v) as u32))
     }
 
     /// Lane `j` of `table` at lane `idx_j & 7`, for every `j`.

@@ -80,8 +80,8 @@ fn in_blocks<S: Lanes, C: CodeChunks<S>, const G: usize>(
         let block = &bytes[k * block_bytes..][..block_bytes];
         let ahead = bytes.get((k + 1) * block_bytes..).unwrap_or(&[]);
         let units = LaneUnits {
-            step: lanes4(s, &block[..4 * ROWS]),
-            min: lanes4(s, &block[4 * ROWS..UNITS_BYTES]),
+            step: f32_lanes(s, &block[..4 * ROWS]),
+            min: f32_lanes(s, &block[4 * ROWS..UNITS_BYTES]),
             level,
         };
         let mut acc = s.splat_f(0.0);
@@ -109,9 +109,9 @@ fn in_blocks<S: Lanes, C: CodeChunks<S>, const G: usize>(
     }
 }
 
-/// Lanes 0–3: the 4 little-endian f32 of `b` (16 bytes); lanes 4–7 zero.
+/// The [`ROWS`] little-endian f32 of `b` in the lanes.
 #[inline(always)]
-fn lanes4<S: Lanes>(s: S, b: &[u8]) -> S::F {
+fn f32_lanes<S: Lanes>(s: S, b: &[u8]) -> S::F {
     let mut v = [0f32; 8];
     for (v, b) in v.iter_mut().zip(b.chunks_exact(4)) {
         *v = f32::from_le_bytes(b.try_into().expect("4 bytes"));
@@ -147,7 +147,7 @@ fn add_group<S: Lanes, C: CodeChunks<S>>(
     let fields = s.widen_u16s(
         group[ROWS * code_bytes..][..FIELDS_BYTES]
             .try_into()
-            .expect("8 bytes"),
+            .expect("16 bytes"),
     );
     add_group_q8(s, acc, units, (fields, hsums(s, isum)), (scale, sum))
 }

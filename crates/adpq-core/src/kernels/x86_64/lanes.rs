@@ -267,10 +267,10 @@ impl<const VNNI: bool> Lanes for Avx2Lanes<VNNI> {
         ))))
     }
     #[inline(always)]
-    fn widen_u16s(self, b: &[u8; 8]) -> __m256i {
-        avx2!(_mm256_cvtepu16_epi32(_mm_cvtsi64_si128(
-            i64::from_le_bytes(*b)
-        )))
+    fn widen_u16s(self, b: &[u8; 16]) -> __m256i {
+        let (lo, hi) = b.split_at(8);
+        let half = |h: &[u8]| i64::from_le_bytes(h.try_into().expect("8 bytes"));
+        avx2!(_mm256_cvtepu16_epi32(_mm_set_epi64x(half(hi), half(lo))))
     }
     #[inline(always)]
     fn narrow_bytes(self, v: __m256i) -> [u8; 8] {
@@ -402,6 +402,22 @@ impl<const VNNI: bool> Lanes for Avx2Lanes<VNNI> {
         })
     }
     /// Three `vphaddd` and one add of the halves.
+    #[inline(always)]
+    fn hsum8_i(self, v: [__m256i; 8]) -> __m256i {
+        avx2!({
+            let ab = _mm256_hadd_epi32(v[0], v[1]);
+            let cd = _mm256_hadd_epi32(v[2], v[3]);
+            let ef = _mm256_hadd_epi32(v[4], v[5]);
+            let gh = _mm256_hadd_epi32(v[6], v[7]);
+            // Lane `k` of each half: a partial sum of vector `k` (a–d, then e–h).
+            let abcd = _mm256_hadd_epi32(ab, cd);
+            let efgh = _mm256_hadd_epi32(ef, gh);
+            _mm256_add_epi32(
+                _mm256_permute2x128_si256::<0x20>(abcd, efgh),
+                _mm256_permute2x128_si256::<0x31>(abcd, efgh),
+            )
+        })
+    }
     #[inline(always)]
     fn hsum4_i(self, v: [__m256i; 4]) -> __m256i {
         avx2!({
