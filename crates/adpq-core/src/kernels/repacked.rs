@@ -10,7 +10,9 @@
 //! group  = row 0's codes | row 1's | … | row 7's | 8 × u16 record fields
 //! ```
 //!
-//! (codes as they lie in the packed row, fields `q_d | q_m << 6` little-endian.) About
+//! (codes as they lie in the packed row but 5-bit ones, which are laid out in planes of
+//! their low 4 and their top bit, see `five_planes`; fields `q_d | q_m << 6`
+//! little-endian.) About
 //! 3 % more bytes than the packed tensor for SmolLM2's matrices. Eight rows fill the
 //! eight f32 lanes of the per-group arithmetic (with 4 rows half of them idled, and
 //! one thread decoded SmolLM2 17 % slower). An engine keeps the
@@ -119,8 +121,14 @@ impl<'a> Repacked<'a> {
                     let at = UNITS_BYTES + gi * shape.group_bytes;
                     let code_bytes = group.min(cols - start) * bits / 8;
                     let this = &mut block[at..at + ROWS * code_bytes + FIELDS_BYTES];
-                    this[n * code_bytes..][..code_bytes]
-                        .copy_from_slice(&codes[start * bits / 8..][..code_bytes]);
+                    let (from, to) = (
+                        &codes[start * bits / 8..][..code_bytes],
+                        &mut this[n * code_bytes..][..code_bytes],
+                    );
+                    match bits {
+                        5 => five_planes(from, to),
+                        _ => to.copy_from_slice(from),
+                    }
                     let (q_step, q_min) = read_record(records, gi);
                     let fields = u16::from(q_step) | (u16::from(q_min) << 6);
                     this[ROWS * code_bytes + 2 * n..][..2].copy_from_slice(&fields.to_le_bytes());
@@ -162,6 +170,37 @@ impl<'a> Repacked<'a> {
     )]
     pub(crate) fn shape(&self) -> &Shape {
         &self.shape
+    }
+}
+
+/// 5-bit codes `from` (as they lie in a packed row: code `i` at bit `5i`, little-endian)
+/// of one group or partial group, in planes into `to` (as many bytes): per 64 codes
+/// where the group is whole 64s, else per 32, their low 4 bits packed as 4-bit codes
+/// (code `2j` in the low nibble of byte `j`) and then their top bits as little-endian
+/// u32: of the even codes and of the odd codes per 64, of all per 32.
+fn five_planes(from: &[u8], to: &mut [u8]) {
+    let n = from.len() * 8 / 5;
+    let code = |i: usize| -> u8 {
+        let (byte, off) = (i * 5 / 8, i * 5 % 8);
+        let two = u16::from(from[byte]) | from.get(byte + 1).map_or(0, |&b| u16::from(b) << 8);
+        (two >> off) as u8 & 31
+    };
+    let paired = n.is_multiple_of(64);
+    let span = if paired { 64 } else { 32 };
+    for (c, out) in to.chunks_exact_mut(span * 5 / 8).enumerate() {
+        let base = c * span;
+        let (low, top) = out.split_at_mut(span / 2);
+        for (j, b) in low.iter_mut().enumerate() {
+            *b = code(base + 2 * j) & 15 | (code(base + 2 * j + 1) & 15) << 4;
+        }
+        for (t, word) in top.chunks_exact_mut(4).enumerate() {
+            // Per 64: the even codes' top bits, then the odd codes'; per 32: all in order.
+            let bits = (0..32).fold(0u32, |acc, j| {
+                let i = if paired { base + 2 * j + t } else { base + j };
+                acc | u32::from(code(i) >> 4) << j
+            });
+            word.copy_from_slice(&bits.to_le_bytes());
+        }
     }
 }
 

@@ -452,6 +452,26 @@ impl Lanes for NeonLanes {
         neon!(uint8x16x2_t(vorrq_u8(a.0, b.0), vorrq_u8(a.1, b.1)))
     }
     #[inline(always)]
+    fn bit_bytes(self, bits: u32, value: u8) -> uint8x16x2_t {
+        // Byte `j` gets the byte of `bits` holding bit `j`, then tests that bit.
+        const SPREAD: [[u8; 16]; 2] = [
+            [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1],
+            [2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3],
+        ];
+        neon!({
+            let v = vreinterpretq_u8_u32(vdupq_n_u32(bits));
+            let bit = vreinterpretq_u8_u64(vdupq_n_u64(0x8040_2010_0804_0201));
+            let value = vdupq_n_u8(value);
+            let half = |spread: &[u8; 16]| {
+                vandq_u8(
+                    vtstq_u8(vqtbl1q_u8(v, vld1q_u8(spread.as_ptr())), bit),
+                    value,
+                )
+            };
+            uint8x16x2_t(half(&SPREAD[0]), half(&SPREAD[1]))
+        })
+    }
+    #[inline(always)]
     fn dot_bytes_i8(self, c: uint8x16x2_t, q: uint8x16x2_t, acc: U8) -> U8 {
         neon!({
             let (c0, c1) = (vreinterpretq_s8_u8(c.0), vreinterpretq_s8_u8(c.1));

@@ -269,6 +269,8 @@ pub(crate) trait Lanes: Copy {
     fn shl_u16(self, a: Self::B, n: u32) -> Self::B;
     /// `a | b`.
     fn or_b(self, a: Self::B, b: Self::B) -> Self::B;
+    /// Byte `j`: `value` where bit `j` of `bits` is set, else 0.
+    fn bit_bytes(self, bits: u32, value: u8) -> Self::B;
     /// Adds `Σ c·q` over 32 bytes `c` (each at most 127) and 32 int8 `q` into the i32
     /// lanes of `acc` (exact; which lane gets which term is the ISA's choice).
     fn dot_bytes_i8(self, c: Self::B, q: Self::B, acc: Self::U) -> Self::U;

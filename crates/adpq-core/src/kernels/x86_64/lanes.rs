@@ -388,6 +388,20 @@ impl<const VNNI: bool> Lanes for Avx2Lanes<VNNI> {
         avx2!(_mm256_or_si256(a, b))
     }
     #[inline(always)]
+    fn bit_bytes(self, bits: u32, value: u8) -> __m256i {
+        avx2!({
+            // Byte `j` gets the byte of `bits` holding bit `j`, then tests that bit.
+            let spread = _mm256_setr_epi8(
+                0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
+                2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+            );
+            let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+            let v = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), spread);
+            let set = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+            _mm256_and_si256(set, _mm256_set1_epi8(value as i8))
+        })
+    }
+    #[inline(always)]
     fn dot_bytes_i8(self, c: __m256i, q: __m256i, acc: __m256i) -> __m256i {
         if VNNI {
             // SAFETY: `Avx2Lanes<true>` is made only from an `AvxVnni` token, which proves
