@@ -10,9 +10,9 @@
 //! group  = row 0's codes | row 1's | … | row 7's | 8 × u16 record fields
 //! ```
 //!
-//! (codes as they lie in the packed row but 5-bit ones, which are laid out in planes of
-//! their low 4 and their top bit, see `five_planes`; fields `q_d | q_m << 6`
-//! little-endian.) About
+//! (codes as they lie in the packed row, but 5-bit ones laid out in planes of their low 4
+//! and their top bit, see `five_planes`, and 7-bit ones a byte each; fields `q_d | q_m <<
+//! 6` little-endian.) About
 //! 3 % more bytes than the packed tensor for SmolLM2's matrices. Eight rows fill the
 //! eight f32 lanes of the per-group arithmetic (with 4 rows half of them idled, and
 //! one thread decoded SmolLM2 17 % slower). An engine keeps the
@@ -52,6 +52,9 @@ pub(crate) struct Shape {
     pub(crate) group: usize,
     /// Bits per code.
     pub(crate) bits: usize,
+    /// Bits per code in the repacked copy: 8 for 7-bit codes (a byte each, which the
+    /// kernel multiplies as they lie), else `bits`.
+    pub(crate) stored: usize,
     /// Bytes of a whole group (every row's codes and the fields).
     pub(crate) group_bytes: usize,
     /// Bytes of a block.
@@ -70,12 +73,14 @@ impl Shape {
             && t.rows() >= ROWS;
         repacked.then(|| {
             let groups = cols.div_ceil(group);
+            let stored = if bits == 7 { 8 } else { bits };
             Shape {
                 blocks: t.rows() / ROWS,
                 group,
                 bits,
-                group_bytes: ROWS * group * bits / 8 + FIELDS_BYTES,
-                block_bytes: UNITS_BYTES + ROWS * cols * bits / 8 + groups * FIELDS_BYTES,
+                stored,
+                group_bytes: ROWS * group * stored / 8 + FIELDS_BYTES,
+                block_bytes: UNITS_BYTES + ROWS * cols * stored / 8 + groups * FIELDS_BYTES,
             }
         })
     }
@@ -108,7 +113,12 @@ impl<'a> Repacked<'a> {
     /// has another length.
     pub fn repack(t: &PackedTensor<'_>, out: &mut [u8]) -> Result<()> {
         let shape = checked_shape(t, out.len())?;
-        let Shape { group, bits, .. } = shape;
+        let Shape {
+            group,
+            bits,
+            stored,
+            ..
+        } = shape;
         let cols = t.cols();
         for (b, block) in out.chunks_exact_mut(shape.block_bytes).enumerate() {
             for n in 0..ROWS {
@@ -119,14 +129,20 @@ impl<'a> Repacked<'a> {
                 for (gi, start) in (0..cols).step_by(group).enumerate() {
                     // Every group but the last is whole, so group `gi` starts here.
                     let at = UNITS_BYTES + gi * shape.group_bytes;
-                    let code_bytes = group.min(cols - start) * bits / 8;
+                    let len = group.min(cols - start);
+                    let code_bytes = len * stored / 8;
                     let this = &mut block[at..at + ROWS * code_bytes + FIELDS_BYTES];
                     let (from, to) = (
-                        &codes[start * bits / 8..][..code_bytes],
+                        &codes[start * bits / 8..][..len * bits / 8],
                         &mut this[n * code_bytes..][..code_bytes],
                     );
                     match bits {
                         5 => five_planes(from, to),
+                        7 => {
+                            for (i, b) in to.iter_mut().enumerate() {
+                                *b = code_at(from, 7, i);
+                            }
+                        }
                         _ => to.copy_from_slice(from),
                     }
                     let (q_step, q_min) = read_record(records, gi);
@@ -180,11 +196,7 @@ impl<'a> Repacked<'a> {
 /// u32: of the even codes and of the odd codes per 64, of all per 32.
 fn five_planes(from: &[u8], to: &mut [u8]) {
     let n = from.len() * 8 / 5;
-    let code = |i: usize| -> u8 {
-        let (byte, off) = (i * 5 / 8, i * 5 % 8);
-        let two = u16::from(from[byte]) | from.get(byte + 1).map_or(0, |&b| u16::from(b) << 8);
-        (two >> off) as u8 & 31
-    };
+    let code = |i: usize| code_at(from, 5, i);
     let paired = n.is_multiple_of(64);
     let span = if paired { 64 } else { 32 };
     for (c, out) in to.chunks_exact_mut(span * 5 / 8).enumerate() {
@@ -202,6 +214,14 @@ fn five_planes(from: &[u8], to: &mut [u8]) {
             word.copy_from_slice(&bits.to_le_bytes());
         }
     }
+}
+
+/// Code `i` of `bits` (at most 8) of a packed row's codes (code `i` at bit `bits · i`,
+/// little-endian).
+fn code_at(codes: &[u8], bits: usize, i: usize) -> u8 {
+    let (byte, off) = (i * bits / 8, i * bits % 8);
+    let two = u16::from(codes[byte]) | codes.get(byte + 1).map_or(0, |&b| u16::from(b) << 8);
+    ((two >> off) & ((1 << bits) - 1)) as u8
 }
 
 /// `t`'s layout, checked against a buffer of `len` bytes.

@@ -162,6 +162,23 @@ impl<S: Lanes> CodeChunks<S> for FivePlanes {
     }
 }
 
+/// 7-bit codes a byte each, as [`Repacked`](crate::kernels::Repacked) stores them:
+/// their levels as they lie (at most 127, so one byte product).
+#[derive(Clone, Copy)]
+pub(super) struct SevenAsBytes;
+
+impl<S: Lanes> CodeChunks<S> for SevenAsBytes {
+    const BITS: usize = 8;
+    #[inline(always)]
+    fn levels(self, s: S, chunk: &[u8]) -> S::B {
+        s.load_b(chunk.try_into().expect("32 bytes"))
+    }
+    #[inline(always)]
+    fn level(c: u8) -> i32 {
+        i32::from(c)
+    }
+}
+
 /// 8-bit codes, their own levels up to 255: too large for one `maddubs`-style product
 /// (two products of 255·128 overflow its i16 pair sums), so each code is split into its
 /// nibbles as they lie and `Σ c·q = 16·Σ hi·q + Σ lo·q`, exact in i32.

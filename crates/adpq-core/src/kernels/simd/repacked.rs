@@ -4,7 +4,7 @@
 //! record fields one load for the block's rows, the next block's same group asked of the
 //! cache while this one is summed.
 
-use super::code_chunks::{with_v3_code_chunks, CodeChunks, FivePlanes};
+use super::code_chunks::{with_v3_code_chunks, CodeChunks, FivePlanes, SevenAsBytes};
 use super::decode_v3::{add_group_q8, gemv_q8_rows_v3, hsums, level_unit, LaneUnits};
 use super::Lanes;
 use crate::error::Result;
@@ -46,8 +46,9 @@ pub(crate) fn gemv_q8_repacked<S: Lanes>(
         };
     }
     match r.shape().bits {
-        // Laid out in planes by the repack (not as they lie in the packed row).
+        // Laid out by the repack otherwise than in the packed row.
         5 => widths!(FivePlanes),
+        7 => widths!(SevenAsBytes),
         // Other widths are not repacked (`Repacked` refuses them): the packed rows.
         bits => with_v3_code_chunks!(s, bits, chunks => widths!(chunks), _ => {
             return gemv_q8_rows_v3(s, t, first, a, y)
