@@ -138,11 +138,7 @@ impl<'a> Repacked<'a> {
                     );
                     match bits {
                         5 => five_planes(from, to),
-                        7 => {
-                            for (i, b) in to.iter_mut().enumerate() {
-                                *b = code_at(from, 7, i);
-                            }
-                        }
+                        7 => unpack_codes(from, 7, to),
                         _ => to.copy_from_slice(from),
                     }
                     let (q_step, q_min) = read_record(records, gi);
@@ -195,33 +191,42 @@ impl<'a> Repacked<'a> {
 /// (code `2j` in the low nibble of byte `j`) and then their top bits as little-endian
 /// u32: of the even codes and of the odd codes per 64, of all per 32.
 fn five_planes(from: &[u8], to: &mut [u8]) {
-    let n = from.len() * 8 / 5;
-    let code = |i: usize| code_at(from, 5, i);
-    let paired = n.is_multiple_of(64);
+    let paired = (from.len() * 8 / 5).is_multiple_of(64);
     let span = if paired { 64 } else { 32 };
-    for (c, out) in to.chunks_exact_mut(span * 5 / 8).enumerate() {
-        let base = c * span;
+    let mut codes = [0u8; 64];
+    for (from, out) in from
+        .chunks_exact(span * 5 / 8)
+        .zip(to.chunks_exact_mut(span * 5 / 8))
+    {
+        let codes = &mut codes[..span];
+        unpack_codes(from, 5, codes);
         let (low, top) = out.split_at_mut(span / 2);
-        for (j, b) in low.iter_mut().enumerate() {
-            *b = code(base + 2 * j) & 15 | (code(base + 2 * j + 1) & 15) << 4;
+        for (b, pair) in low.iter_mut().zip(codes.chunks_exact(2)) {
+            *b = pair[0] & 15 | (pair[1] & 15) << 4;
         }
         for (t, word) in top.chunks_exact_mut(4).enumerate() {
             // Per 64: the even codes' top bits, then the odd codes'; per 32: all in order.
             let bits = (0..32).fold(0u32, |acc, j| {
-                let i = if paired { base + 2 * j + t } else { base + j };
-                acc | u32::from(code(i) >> 4) << j
+                let i = if paired { 2 * j + t } else { j };
+                acc | u32::from(codes[i] >> 4) << j
             });
             word.copy_from_slice(&bits.to_le_bytes());
         }
     }
 }
 
-/// Code `i` of `bits` (at most 8) of a packed row's codes (code `i` at bit `bits · i`,
-/// little-endian).
-fn code_at(codes: &[u8], bits: usize, i: usize) -> u8 {
-    let (byte, off) = (i * bits / 8, i * bits % 8);
-    let two = u16::from(codes[byte]) | codes.get(byte + 1).map_or(0, |&b| u16::from(b) << 8);
-    ((two >> off) & ((1 << bits) - 1)) as u8
+/// The codes of `bits` (at most 8) of whole chunks of 8 codes of a packed row (`bits`
+/// bytes each, code `i` at bit `bits · i`, little-endian) into `out`, a byte each.
+fn unpack_codes(from: &[u8], bits: usize, out: &mut [u8]) {
+    let mask = (1u64 << bits) - 1;
+    for (eight, out) in from.chunks_exact(bits).zip(out.chunks_exact_mut(8)) {
+        let mut word = [0u8; 8];
+        word[..bits].copy_from_slice(eight);
+        let word = u64::from_le_bytes(word);
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = ((word >> (bits * k)) & mask) as u8;
+        }
+    }
 }
 
 /// `t`'s layout, checked against a buffer of `len` bytes.
