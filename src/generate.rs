@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use adpq_core::kernels::AnyKernels;
 use adpq_core::CpuKernels;
-use adpq_eval::decode::Decoder;
+use adpq_eval::decode::{Decoder, Steps};
 use adpq_eval::{LlamaConfig, Model, TextTokenizer};
 use adpq_io::Checkpoint;
 use clap::Args;
@@ -133,6 +133,17 @@ fn generate(
 ) -> Result<Stats> {
     let mut decoder =
         Decoder::new(model, kernels, prompt.len() + a.tokens).map_err(err(&a.model))?;
+    // The decoding threads stay for the whole generation.
+    decoder.with_team(|steps| generate_on(a, steps, tokenizer, prompt))
+}
+
+/// [`generate`] on a decoder's steps.
+fn generate_on<K: CpuKernels>(
+    a: &GenerateArgs,
+    decoder: &mut Steps<'_, '_, K>,
+    tokenizer: &TextTokenizer,
+    prompt: &[u32],
+) -> Result<Stats> {
     let mut sampler = Sampler::new(a.top_k, a.temperature, a.seed);
     let t0 = Instant::now();
     let mut next = 0;

@@ -334,7 +334,8 @@ fn per_tensor_v2_projections_follow_their_names() {
 
 /// The decoder on the tiny model with v3 projections and a 7-bit tied embedding (the
 /// default preset's parameters): its logits are the same bits on 1, 2 and 3 threads
-/// (rows taken in chunks), and with the rows repacked for decoding as without.
+/// (rows taken in chunks), with the threads started per step or kept for all
+/// (`with_team`), and with the rows repacked for decoding as without.
 #[test]
 fn decoder_logits_do_not_depend_on_threads_or_repacking() {
     use adpq_eval::decode::Decoder;
@@ -370,33 +371,41 @@ fn decoder_logits_do_not_depend_on_threads_or_repacking() {
     assert!(matches!(repacked.embed, Linear::Repacked { .. }));
     assert!(matches!(repacked.layers[0].up, Linear::Repacked { .. }));
     let toks = tokens(12);
-    let logits = |model: &Model<'_>, threads: usize| {
+    // Each step on its own threads, or (`team`) all on one team's.
+    let logits = |model: &Model<'_>, threads: usize, team: bool| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .unwrap();
         pool.install(|| {
             let mut dec = Decoder::new(model, kernels, toks.len()).unwrap();
-            toks.iter()
-                .flat_map(|&t| {
-                    dec.step(t)
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.to_bits())
-                        .collect::<Vec<_>>()
+            let bits = |l: &[f32]| l.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+            if team {
+                dec.with_team(|steps| {
+                    toks.iter()
+                        .flat_map(|&t| bits(steps.step(t).unwrap()))
+                        .collect::<Vec<u32>>()
                 })
-                .collect::<Vec<u32>>()
+            } else {
+                toks.iter()
+                    .flat_map(|&t| bits(dec.step(t).unwrap()))
+                    .collect::<Vec<u32>>()
+            }
         })
     };
-    let want = logits(&packed, 1);
+    let want = logits(&packed, 1, false);
     for threads in [1, 2, 3] {
         assert!(
-            logits(&repacked, threads) == want,
+            logits(&repacked, threads, false) == want,
             "repacked, {threads} threads"
+        );
+        assert!(
+            logits(&repacked, threads, true) == want,
+            "repacked, {threads} threads on one team"
         );
         if threads > 1 {
             assert!(
-                logits(&packed, threads) == want,
+                logits(&packed, threads, false) == want,
                 "packed, {threads} threads"
             );
         }

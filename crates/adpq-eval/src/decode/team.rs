@@ -28,6 +28,9 @@ use crate::{EvalError, Result};
 /// Spins before a waiting thread starts yielding its core (a few microseconds).
 const SPINS: u32 = 1 << 12;
 
+/// Yields before a waiting thread starts sleeping (about a millisecond).
+const YIELDS: u32 = 1 << 10;
+
 /// The chunks of a product's rows: 128 rows at a time, fewer toward a segment's end
 /// (so that the threads finish together), down to 16 (four of the kernels' blocks of 4
 /// rows). SmolLM2's products are 576 to 49152 rows.
@@ -237,7 +240,7 @@ impl<'m> Board<'m> {
         }
     }
 
-    fn threads(&self) -> usize {
+    pub(super) fn threads(&self) -> usize {
         self.rows.len() + 1
     }
 
@@ -399,16 +402,19 @@ fn total_rows(mats: &[&Linear<'_>]) -> usize {
     mats.iter().map(|w| w.shape().0).sum()
 }
 
-/// Spins, then yields, until `ready`.
+/// Spins, then yields, then sleeps (a helper between the steps of a team that the
+/// caller keeps while it waits on something else), until `ready`.
 fn wait_until(ready: impl Fn() -> bool) {
     let mut spins = 0u32;
     while !ready() {
         if spins < SPINS {
             std::hint::spin_loop();
-            spins += 1;
-        } else {
+        } else if spins < SPINS + YIELDS {
             std::thread::yield_now();
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(50));
         }
+        spins = spins.saturating_add(1);
     }
 }
 
