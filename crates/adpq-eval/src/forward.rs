@@ -94,11 +94,31 @@ pub fn logits_into<E: Engine + Sync>(
 pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
     gate.par_iter_mut()
         .zip(up)
-        .for_each(|(g, &u)| *g = *g / (1.0 + (-*g).exp()) * u);
+        .for_each(|(g, &u)| *g = silu_times(*g, u));
+}
+
+/// [`swiglu`] on this thread: for one position (a decoding step), where a parallel
+/// region costs more than it saves and wakes pool threads beside the decoding team.
+pub(crate) fn swiglu_here(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = silu_times(*g, u);
+    }
+}
+
+/// `silu(g) · u`.
+fn silu_times(g: f32, u: f32) -> f32 {
+    g / (1.0 + (-g).exp()) * u
 }
 
 pub(crate) fn add(x: &mut [f32], d: &[f32]) {
     x.par_iter_mut().zip(d).for_each(|(a, b)| *a += b);
+}
+
+/// [`add`] on this thread (see [`swiglu_here`]).
+pub(crate) fn add_here(x: &mut [f32], d: &[f32]) {
+    for (a, b) in x.iter_mut().zip(d) {
+        *a += b;
+    }
 }
 
 /// `out = x / rms(x) · w`, row by row (the mean of squares taken in f64).
@@ -106,13 +126,17 @@ pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let n = w.len();
     out.par_chunks_mut(n)
         .zip(x.par_chunks(n))
-        .for_each(|(o, r)| {
-            let ms = r.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / n as f64;
-            let inv = 1.0 / (ms as f32 + eps).sqrt();
-            for ((o, &v), &g) in o.iter_mut().zip(r).zip(w) {
-                *o = v * inv * g;
-            }
-        });
+        .for_each(|(o, r)| rms_norm_row(r, w, eps, o));
+}
+
+/// One row of [`rms_norm`], on this thread.
+pub(crate) fn rms_norm_row(r: &[f32], w: &[f32], eps: f32, o: &mut [f32]) {
+    let n = w.len();
+    let ms = r.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / n as f64;
+    let inv = 1.0 / (ms as f32 + eps).sqrt();
+    for ((o, &v), &g) in o.iter_mut().zip(r).zip(w) {
+        *o = v * inv * g;
+    }
 }
 
 /// Rotary position embedding tables: `cos`/`sin` of `pos · θ^(−2i/d)`.

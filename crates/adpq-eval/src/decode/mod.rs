@@ -22,7 +22,7 @@ use adpq_core::CpuKernels;
 
 use team::{Board, StopOnDrop};
 
-use crate::forward::{add, rms_norm, swiglu, Rope};
+use crate::forward::{add_here, rms_norm_row, swiglu_here, Rope};
 use crate::linear::Linear;
 use crate::model::Model;
 use crate::{EvalError, Result};
@@ -276,7 +276,7 @@ impl<'m, K: CpuKernels> Context<'m, K> {
         };
         let kv_dim = heads.kv_heads * heads.d;
         for (i, layer) in model.layers.iter().enumerate() {
-            rms_norm(&b.x, &layer.attn_norm, eps, &mut b.h);
+            rms_norm_row(&b.x, &layer.attn_norm, eps, &mut b.h);
             gemv(
                 k,
                 &b.h,
@@ -300,8 +300,8 @@ impl<'m, K: CpuKernels> Context<'m, K> {
                 None => attend(&b.q, &read(&self.caches[i]), p + 1, heads, 0, &mut b.att),
             }
             gemv(k, &b.att, [(&layer.o, &mut b.delta)], &mut b.q8, board)?;
-            add(&mut b.x, &b.delta);
-            rms_norm(&b.x, &layer.mlp_norm, eps, &mut b.h);
+            add_here(&mut b.x, &b.delta);
+            rms_norm_row(&b.x, &layer.mlp_norm, eps, &mut b.h);
             gemv(
                 k,
                 &b.h,
@@ -309,11 +309,11 @@ impl<'m, K: CpuKernels> Context<'m, K> {
                 &mut b.q8,
                 board,
             )?;
-            swiglu(&mut b.gate, &b.up);
+            swiglu_here(&mut b.gate, &b.up);
             gemv(k, &b.gate, [(&layer.down, &mut b.delta)], &mut b.q8, board)?;
-            add(&mut b.x, &b.delta);
+            add_here(&mut b.x, &b.delta);
         }
-        rms_norm(&b.x, &model.norm, eps, &mut b.h);
+        rms_norm_row(&b.x, &model.norm, eps, &mut b.h);
         gemv(k, &b.h, [(model.output(), &mut b.logits)], &mut b.q8, board)?;
         Ok(())
     }
