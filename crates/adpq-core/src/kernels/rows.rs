@@ -68,6 +68,11 @@ impl<'o, 'a> GroupCursor<'o, 'a> {
     }
 
     /// The row and group index of the next group, until every group is done.
+    /// (Read by the SIMD kernels only, which targets without them do not build.)
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     #[inline(always)]
     pub(crate) fn next(&self) -> Option<(usize, usize)> {
         (self.r < self.rows).then_some((self.r, self.gi))
