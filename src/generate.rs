@@ -50,6 +50,10 @@ pub struct GenerateArgs {
     /// tokenizer.json, when not beside the model.
     #[arg(long, value_name = "FILE")]
     tokenizer: Option<PathBuf>,
+    /// Read the packed rows as they are instead of a copy repacked for the int8 gemv at
+    /// load (the same tokens; about half the weights' memory, slower).
+    #[arg(long)]
+    no_repack: bool,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -92,7 +96,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let mut model = Model::load(config, &ckpt).map_err(err(weights))?;
     // The SIMD int8 gemv reads v3 rows faster repacked (the same bits); the scalar
     // oracle reads the packed rows.
-    if !matches!(kernels, AnyKernels::Scalar(_)) {
+    if !a.no_repack && !matches!(kernels, AnyKernels::Scalar(_)) {
         model.repack_for_decoding().map_err(err(weights))?;
     }
     let pool = pool(a.run.threads)?;
