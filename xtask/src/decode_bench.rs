@@ -75,6 +75,9 @@ pub fn run(args: &[String]) -> DynResult {
             other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
+    if reps == 0 {
+        return Err("--reps must be at least 1".into());
+    }
     let root = project_root();
     let data = root.join("target/data");
     if !data.join("smollm2/model.safetensors").exists() {

@@ -54,12 +54,14 @@ fn repacked_gemv_is_the_oracles_bits() {
     // Five blocks of 8 and one row past them.
     let rows = 41;
     for bits in 4..=8u8 {
-        // Whole groups, and a partial last one of 32, 64 or 448 columns.
+        // Whole groups, and a partial last one of 32 (608 in 64s), 64 (576 in 128s), 96
+        // (608 in 128s: chunks that do not pair) or 64 columns (576 in 512s).
         let shapes = [
             (32u16, 96),
             (64, 576),
             (64, 608),
             (128, 576),
+            (128, 608),
             (512, 1536),
             (512, 576),
         ];

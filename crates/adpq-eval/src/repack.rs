@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use adpq_core::kernels::Repacked;
-use memmap2::MmapMut;
+use memmap2::{Mmap, MmapMut};
 
 use crate::linear::Linear;
 use crate::{EvalError, Result};
@@ -23,10 +23,12 @@ const HUGE_PAGE: usize = 2 << 20;
 /// Each matrix's rows start on a cache line.
 const LINE: usize = 64;
 
-/// One matrix's repacked rows: a range of the mapping its model's matrices share.
+/// One matrix's repacked rows: a range of the mapping its model's matrices share (read
+/// only once written). Made by
+/// [`Model::repack_for_decoding`](crate::Model::repack_for_decoding).
 #[derive(Clone)]
 pub struct RepackedRows {
-    map: Arc<MmapMut>,
+    map: Arc<Mmap>,
     range: Range<usize>,
 }
 
@@ -96,7 +98,10 @@ pub(crate) fn repack_all(mats: &mut [&mut Linear<'_>]) -> Result<()> {
             _ => ranges.push(None),
         }
     }
-    let map = Arc::new(map);
+    let map =
+        Arc::new(map.make_read_only().map_err(|e| {
+            EvalError::Shape(format!("cannot make the repacked rows read-only: {e}"))
+        })?);
     for (m, range) in mats.iter_mut().zip(ranges) {
         if let (Linear::Packed(p), Some(range)) = (&**m, range) {
             let rows = RepackedRows {
@@ -107,4 +112,59 @@ pub(crate) fn repack_all(mats: &mut [&mut Linear<'_>]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adpq_core::kernels::AnyKernels;
+    use adpq_core::{packed_len, PackedTensor, Params, Weights};
+
+    fn packed(rows: usize, cols: usize) -> Vec<u8> {
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 700.0)
+            .collect();
+        let (k, p) = (AnyKernels::detect(), Params::V3);
+        let sel = adpq_core::select_tensor(&k, Weights::F32(&w), rows, cols, &p).unwrap();
+        let mut buf = vec![0u8; packed_len(rows, cols, p.format(), sel.n_outliers).unwrap()];
+        adpq_core::quantize_tensor(&k, Weights::F32(&w), rows, cols, &p, &sel, &mut buf).unwrap();
+        buf
+    }
+
+    /// Past a huge page of rows the first matrix starts on a 2 MiB boundary, the next on
+    /// a cache line after it, each holding what `Repacked::repack` writes; a matrix the
+    /// core does not repack (here: dense) stays as it is.
+    #[test]
+    fn matrices_share_one_mapping_on_a_huge_page_boundary() {
+        let (big, small) = (packed(4096, 1024), packed(24, 96));
+        assert!(big.len() > HUGE_PAGE);
+        let dense = vec![0f32; 8 * 32];
+        let mut mats = [
+            Linear::Packed(PackedTensor::parse(&big).unwrap()),
+            Linear::Dense {
+                w: std::borrow::Cow::Borrowed(&dense),
+                rows: 8,
+                cols: 32,
+            },
+            Linear::Packed(PackedTensor::parse(&small).unwrap()),
+        ];
+        let [a, b, c] = &mut mats;
+        repack_all(&mut [a, b, c]).unwrap();
+        let Linear::Repacked { rows: first, .. } = &mats[0] else {
+            panic!("not repacked")
+        };
+        assert!(matches!(mats[1], Linear::Dense { .. }));
+        let Linear::Repacked { rows: second, .. } = &mats[2] else {
+            panic!("not repacked")
+        };
+        assert_eq!(first.bytes().as_ptr() as usize % HUGE_PAGE, 0);
+        assert_eq!(second.bytes().as_ptr() as usize % LINE, 0);
+        assert!(Arc::ptr_eq(&first.map, &second.map));
+        for (buf, rows) in [(&big, first), (&small, second)] {
+            let t = PackedTensor::parse(buf).unwrap();
+            let mut want = vec![0u8; Repacked::len_for(&t).unwrap()];
+            Repacked::repack(&t, &mut want).unwrap();
+            assert!(rows.bytes() == want.as_slice());
+        }
+    }
 }

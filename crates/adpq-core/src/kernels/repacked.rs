@@ -12,8 +12,8 @@
 //!
 //! (codes as they lie in the packed row, but 5-bit ones laid out in planes of their low 4
 //! and their top bit, see `five_planes`, and 7-bit ones a byte each; fields `q_d | q_m <<
-//! 6` little-endian.) About
-//! 3 % more bytes than the packed tensor for SmolLM2's matrices. Eight rows fill the
+//! 6` little-endian.) 1–4 % more bytes than the packed tensor for SmolLM2's 4- to 6-bit
+//! matrices, 15 % for 7-bit ones (a byte per code). Eight rows fill the
 //! eight f32 lanes of the per-group arithmetic (with 4 rows half of them idled, and
 //! one thread decoded SmolLM2 17 % slower). An engine keeps the
 //! buffer beside the packed tensor and calls
@@ -22,7 +22,7 @@
 //! bit for bit: the rows past the last whole block are read from the packed tensor.
 //!
 //! Only what the block kernel reads in byte lanes is repacked: format v3, 4 (code book)
-//! or 5 to 8 bits, groups and rows a multiple of 32 columns.
+//! or 5 to 8 bits, groups and rows a multiple of 32 columns, at least [`ROWS`] rows.
 
 use crate::error::{Error, Result};
 use crate::format::record_v3::read_record;

@@ -8,9 +8,10 @@
 //! with int8 activations (`CpuKernels::quantize_activations`, rotated first for a v3
 //! tensor), over rows repacked at load where the model has them
 //! ([`Model::repack_for_decoding`](crate::model::Model::repack_for_decoding): the same
-//! bits, read faster). With more than one thread in the rayon pool the step's products are split
-//! over a team that stays awake for the step (`decode/team.rs`). Dense weights (the embedding and
-//! a tied output projection, or a whole unquantized model) use f32 dots.
+//! bits, read faster). With more than one thread in the rayon pool a step's products and
+//! attention are shared by a team that stays awake for the step, or for many steps
+//! ([`Decoder::with_team`]; `decode/team.rs`). Dense weights (the embedding and a tied
+//! output projection, or a whole unquantized model) use f32 dots.
 
 mod team;
 
@@ -198,11 +199,12 @@ impl<'m, K: CpuKernels> Decoder<'m, K> {
         let board = Board::new(helpers, &ctx.caches);
         let (k, widest) = (ctx.kernels, ctx.widest);
         std::thread::scope(|scope| {
+            // First: if a spawn fails, the helpers already started stop too.
+            let _stop = StopOnDrop(&board);
             for h in 1..=helpers {
                 let board = &board;
                 scope.spawn(move || board.help(k, h, widest));
             }
-            let _stop = StopOnDrop(&board);
             f(&mut Steps {
                 ctx,
                 buf,

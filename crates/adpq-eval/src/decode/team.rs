@@ -1,7 +1,8 @@
-//! The threads of one decoding step when there are several: helper threads that stay
-//! awake for the whole step, spinning between jobs, and each take chunks of every job
-//! until none are left. A job is a product (chunks of its matrices' rows) or a layer's
-//! attention (a query head at a time).
+//! The threads of decoding steps when there are several: helper threads that stay awake
+//! for a step, or for many ([`Decoder::with_team`](super::Decoder::with_team)), spinning
+//! between jobs (yielding, then sleeping, when the caller is away longer), and each take
+//! chunks of every job until none are left. A job is a product (chunks of its matrices'
+//! rows) or a layer's attention (a query head at a time).
 //!
 //! A step has about five jobs per layer, each a few tens of microseconds of work. A
 //! thread pool's worker that falls asleep between them costs a wake-up per job, as
@@ -32,8 +33,8 @@ const SPINS: u32 = 1 << 12;
 const YIELDS: u32 = 1 << 10;
 
 /// The chunks of a product's rows: 128 rows at a time, fewer toward a segment's end
-/// (so that the threads finish together), down to 16 (four of the kernels' blocks of 4
-/// rows). SmolLM2's products are 576 to 49152 rows.
+/// (so that the threads finish together), down to 16 (two of the repacked kernel's
+/// blocks of 8 rows). SmolLM2's products are 576 to 49152 rows.
 const ROWS: Chunking = Chunking {
     grain: 16,
     most: 128,
@@ -106,7 +107,9 @@ impl Segments {
             let (chunk, rest) = if front {
                 (left.start..left.start + size, left.start + size..left.end)
             } else {
-                (left.end - size..left.end, left.start..left.end - size)
+                // On the grain, as the segments start (the job's end may not be).
+                let start = ((left.end - size) / chunking.grain * chunking.grain).max(left.start);
+                (start..left.end, left.start..start)
             };
             match segment.compare_exchange_weak(
                 packed,
@@ -131,7 +134,7 @@ fn unpack(p: u64) -> Range<usize> {
     (p & u64::from(u32::MAX)) as usize..(p >> 32) as usize
 }
 
-/// What the calling thread shares with the helpers of one step.
+/// What the calling thread shares with its helpers, for one step or many.
 pub(super) struct Board<'m> {
     /// Jobs published so far (a helper works when it sees a new one).
     published: AtomicUsize,
@@ -363,14 +366,20 @@ impl<'m> Board<'m> {
             job.x.clear();
             job.x.extend_from_slice(x);
         }
+        // An earlier job's helper error was returned or went with an error of its own.
+        lock(&self.failed).take();
         self.done.store(0, Ordering::Relaxed);
         self.published.fetch_add(1, Ordering::Release);
         let mut mine = Taken::default();
-        let r = mine.take(&self.segments, 0, chunking, compute);
-        // The helpers finish this job whatever happened here.
-        wait_until(|| self.done.load(Ordering::Acquire) == self.threads() - 1);
+        let r = {
+            // The helpers finish this job whatever happens here, unwinding included, so
+            // that none of them counts toward the next job.
+            let _finish = AwaitHelpers(self);
+            mine.take(&self.segments, 0, chunking, compute)
+        };
+        let helper_failed = lock(&self.failed).take();
         r?;
-        if let Some(e) = lock(&self.failed).take() {
+        if let Some(e) = helper_failed {
             return Err(e);
         }
         mine.place(&mut place);
@@ -387,7 +396,17 @@ impl<'m> Board<'m> {
     }
 }
 
-/// Stops a board's helpers when dropped: after the step, whether it returned or
+/// Waits until the helpers are done with the published job, when dropped.
+struct AwaitHelpers<'b, 'm>(&'b Board<'m>);
+
+impl Drop for AwaitHelpers<'_, '_> {
+    fn drop(&mut self) {
+        let board = self.0;
+        wait_until(|| board.done.load(Ordering::Acquire) == board.threads() - 1);
+    }
+}
+
+/// Stops a board's helpers when dropped: after the steps, whether they returned or
 /// unwound (else the helpers would spin on, and the scope that joins them never end).
 pub(super) struct StopOnDrop<'b, 'm>(pub(super) &'b Board<'m>);
 
@@ -474,6 +493,79 @@ mod tests {
                 "{threads} threads, {total} values"
             );
         }
+    }
+
+    /// Real threads racing on the segments: every value once; chunks taken from the back
+    /// start on the grain.
+    #[test]
+    fn segments_under_real_threads() {
+        for total in [0usize, 7, 100, 960, 1000, 4099, 49_152] {
+            for threads in 2..=4 {
+                for _ in 0..10 {
+                    let segments = Segments::new(threads);
+                    segments.split(total, ROWS.grain).unwrap();
+                    let seen: Vec<AtomicUsize> = (0..total).map(|_| AtomicUsize::new(0)).collect();
+                    std::thread::scope(|s| {
+                        for me in 0..threads {
+                            let (segments, seen) = (&segments, &seen);
+                            s.spawn(move || {
+                                while let Some(chunk) = segments.next(me, ROWS) {
+                                    assert!(chunk.start % ROWS.grain == 0, "{chunk:?}");
+                                    for v in &seen[chunk] {
+                                        v.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                            });
+                        }
+                    });
+                    assert!(
+                        seen.iter().all(|v| v.load(Ordering::Relaxed) == 1),
+                        "{total} values, {threads} threads"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A job whose helper failed leaves nothing behind: the next job succeeds.
+    #[test]
+    fn a_failed_job_does_not_fail_the_next() {
+        use crate::rtn::RtnSpec;
+        let k = adpq_core::Scalar;
+        let w = vec![0.5f32; 64 * 32];
+        let rtn = Linear::Rtn {
+            w: &w,
+            rows: 64,
+            cols: 32,
+            spec: RtnSpec {
+                bits: 4,
+                group_size: 32,
+                asymmetric: false,
+            },
+        };
+        let dense = Linear::Dense {
+            w: std::borrow::Cow::Borrowed(&w),
+            rows: 64,
+            cols: 32,
+        };
+        let caches: Vec<RwLock<KvCache>> = Vec::new();
+        let board = Board::new(1, &caches);
+        let x = vec![1f32; 32];
+        let mut q8: [Q8Buffers; 3] = std::array::from_fn(|_| Q8Buffers::for_width(32));
+        std::thread::scope(|scope| {
+            let b = &board;
+            let _stop = StopOnDrop(b);
+            scope.spawn(move || b.help(k, 1, 32));
+            let mut y = vec![0f32; 64];
+            // Decoding refuses RTN weights, on the caller and the helper alike.
+            assert!(board
+                .product(k, &x, &mut [(&rtn, &mut y[..])], &mut q8)
+                .is_err());
+            board
+                .product(k, &x, &mut [(&dense, &mut y[..])], &mut q8)
+                .unwrap();
+            assert!(y.iter().all(|&v| v == 16.0), "{y:?}");
+        });
     }
 
     #[test]

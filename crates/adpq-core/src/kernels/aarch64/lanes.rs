@@ -485,12 +485,13 @@ impl Lanes for NeonLanes {
             )
         })
     }
-    /// Pairwise adds (`vpaddq`) down to one register.
+    /// Two [`hsum4_i`](Lanes::hsum4_i), one per half.
     #[inline(always)]
     fn hsum8_i(self, v: [U8; 8]) -> U8 {
         let [a, b, c, d, e, f, g, h] = v;
         U8(self.hsum4_i([a, b, c, d]).0, self.hsum4_i([e, f, g, h]).0)
     }
+    /// Pairwise adds (`vpaddq`) down to one register.
     #[inline(always)]
     fn hsum4_i(self, v: [U8; 4]) -> U8 {
         neon!({

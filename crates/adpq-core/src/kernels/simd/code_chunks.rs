@@ -3,6 +3,8 @@
 //! (`maddubs`-style). 4-bit codes are nibbles (v3: looked up in the code book with a
 //! byte shuffle); 5- to 7-bit codes are unpacked with a byte shuffle, a u16 multiply and
 //! a shift; 8-bit codes, too large for a byte product, are summed as their two nibbles.
+//! The repacked copy ([`Repacked`](crate::kernels::Repacked)) lays 5-bit codes out in
+//! planes ([`FivePlanes`]) and 7-bit codes a byte each ([`SevenAsBytes`]).
 
 use super::{arrays, Lanes};
 use crate::params::CODEBOOK_4BIT;
@@ -22,6 +24,13 @@ pub(super) trait CodeChunks<S: Lanes>: Copy {
     /// codes of them, `qs`: their activations), in the i32 lanes of `sums[n]`.
     #[inline(always)]
     fn group_sums<const N: usize>(self, s: S, qs: &[i8], codes: [&[u8]; N], sums: &mut [S::U; N]) {
+        self.chunk_sums(s, qs, codes, sums)
+    }
+    /// [`group_sums`](Self::group_sums) 32 codes at a time through
+    /// [`levels`](Self::levels) (what widths that pair their chunks fall back to when a
+    /// group's chunks do not pair).
+    #[inline(always)]
+    fn chunk_sums<const N: usize>(self, s: S, qs: &[i8], codes: [&[u8]; N], sums: &mut [S::U; N]) {
         for (k, qc) in arrays::<i8, 32>(qs).0.enumerate() {
             let q = s.load_q(qc);
             for (sum, codes) in sums.iter_mut().zip(codes) {
@@ -84,14 +93,7 @@ impl<S: Lanes, const BOOK: bool> CodeChunks<S> for FourBit<S, BOOK> {
     fn group_sums<const N: usize>(self, s: S, qs: &[i8], codes: [&[u8]; N], sums: &mut [S::U; N]) {
         let (pairs, rest) = arrays::<i8, 64>(qs);
         if !rest.is_empty() {
-            for (k, qc) in arrays::<i8, 32>(qs).0.enumerate() {
-                let q = s.load_q(qc);
-                for (sum, codes) in sums.iter_mut().zip(codes) {
-                    let chunk = &codes[k * 16..(k + 1) * 16];
-                    *sum = s.dot_bytes_i8(self.levels(s, chunk), q, *sum);
-                }
-            }
-            return;
+            return self.chunk_sums(s, qs, codes, sums);
         }
         for (k, q64) in pairs.enumerate() {
             let (q_even, q_odd) = s.deinterleave_q(q64);
@@ -140,14 +142,7 @@ impl<S: Lanes> CodeChunks<S> for FivePlanes {
     fn group_sums<const N: usize>(self, s: S, qs: &[i8], codes: [&[u8]; N], sums: &mut [S::U; N]) {
         let (pairs, rest) = arrays::<i8, 64>(qs);
         if !rest.is_empty() {
-            for (k, qc) in arrays::<i8, 32>(qs).0.enumerate() {
-                let q = s.load_q(qc);
-                for (sum, codes) in sums.iter_mut().zip(codes) {
-                    let chunk = &codes[k * 20..(k + 1) * 20];
-                    *sum = s.dot_bytes_i8(self.levels(s, chunk), q, *sum);
-                }
-            }
-            return;
+            return self.chunk_sums(s, qs, codes, sums);
         }
         for (k, q64) in pairs.enumerate() {
             let (q_even, q_odd) = s.deinterleave_q(q64);

@@ -415,7 +415,7 @@ impl<const VNNI: bool> Lanes for Avx2Lanes<VNNI> {
             _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
         })
     }
-    /// Three `vphaddd` and one add of the halves.
+    /// Six `vphaddd` and one add of the halves, paired by two lane permutes.
     #[inline(always)]
     fn hsum8_i(self, v: [__m256i; 8]) -> __m256i {
         avx2!({
@@ -432,6 +432,7 @@ impl<const VNNI: bool> Lanes for Avx2Lanes<VNNI> {
             )
         })
     }
+    /// Three `vphaddd` and one add of the halves.
     #[inline(always)]
     fn hsum4_i(self, v: [__m256i; 4]) -> __m256i {
         avx2!({
