@@ -86,21 +86,42 @@ impl<S: Lanes, const BOOK: bool> CodeChunks<S> for FourBit<S, BOOK> {
             i32::from(c & 15)
         }
     }
-    /// 64 codes at a time where the chunks pair up: the even and the odd codes of 32
-    /// bytes as they lie (no interleave), against the activations de-interleaved once
-    /// for all the rows. The sum is exact, so its order does not matter.
     #[inline(always)]
     fn group_sums<const N: usize>(self, s: S, qs: &[i8], codes: [&[u8]; N], sums: &mut [S::U; N]) {
+        self.paired_sums(s, qs, codes, sums)
+    }
+}
+
+impl<S: Lanes, const BOOK: bool> PairedChunks<S> for FourBit<S, BOOK> {
+    /// The even and the odd codes of 32 bytes as they lie (two `and`s and a shift).
+    #[inline(always)]
+    fn pair_levels(self, s: S, pair: &[u8]) -> (S::B, S::B) {
+        let (even, odd) = s.nibbles64(pair.try_into().expect("32 bytes"));
+        (self.look_up(s, even), self.look_up(s, odd))
+    }
+}
+
+/// Widths whose group sums take 64 codes at a time where a group's chunks pair up: the
+/// levels of the even and of the odd codes as they lie (no interleave), against the
+/// activations de-interleaved once for all the rows.
+pub(super) trait PairedChunks<S: Lanes>: CodeChunks<S> {
+    /// The levels of the even and of the odd codes of 64 (`2 · BYTES` bytes).
+    fn pair_levels(self, s: S, pair: &[u8]) -> (S::B, S::B);
+    /// [`group_sums`](CodeChunks::group_sums) a pair at a time, or a chunk at a time
+    /// ([`chunk_sums`](CodeChunks::chunk_sums)) where a group's chunks do not pair. The
+    /// sum is exact, so its order does not matter.
+    #[inline(always)]
+    fn paired_sums<const N: usize>(self, s: S, qs: &[i8], codes: [&[u8]; N], sums: &mut [S::U; N]) {
         let (pairs, rest) = arrays::<i8, 64>(qs);
         if !rest.is_empty() {
             return self.chunk_sums(s, qs, codes, sums);
         }
+        let pair_bytes = 2 * Self::BYTES;
         for (k, q64) in pairs.enumerate() {
             let (q_even, q_odd) = s.deinterleave_q(q64);
             for (sum, codes) in sums.iter_mut().zip(codes) {
-                let chunk: &[u8; 32] = codes[k * 32..(k + 1) * 32].try_into().expect("32 bytes");
-                let (even, odd) = s.nibbles64(chunk);
-                let (even, odd) = (self.look_up(s, even), self.look_up(s, odd));
+                let pair = &codes[k * pair_bytes..(k + 1) * pair_bytes];
+                let (even, odd) = self.pair_levels(s, pair);
                 *sum = s.dot_bytes_i8(odd, q_odd, s.dot_bytes_i8(even, q_even, *sum));
             }
         }
@@ -140,20 +161,20 @@ impl<S: Lanes> CodeChunks<S> for FivePlanes {
     }
     #[inline(always)]
     fn group_sums<const N: usize>(self, s: S, qs: &[i8], codes: [&[u8]; N], sums: &mut [S::U; N]) {
-        let (pairs, rest) = arrays::<i8, 64>(qs);
-        if !rest.is_empty() {
-            return self.chunk_sums(s, qs, codes, sums);
-        }
-        for (k, q64) in pairs.enumerate() {
-            let (q_even, q_odd) = s.deinterleave_q(q64);
-            for (sum, codes) in sums.iter_mut().zip(codes) {
-                let pair = &codes[k * 40..(k + 1) * 40];
-                let (even, odd) = s.nibbles64(pair[..32].try_into().expect("32 bytes"));
-                let even = Self::join(s, even, &pair[32..36]);
-                let odd = Self::join(s, odd, &pair[36..40]);
-                *sum = s.dot_bytes_i8(odd, q_odd, s.dot_bytes_i8(even, q_even, *sum));
-            }
-        }
+        self.paired_sums(s, qs, codes, sums)
+    }
+}
+
+impl<S: Lanes> PairedChunks<S> for FivePlanes {
+    /// The low 4 bits of 64 codes as the code book's, then the even and the odd codes'
+    /// top bits.
+    #[inline(always)]
+    fn pair_levels(self, s: S, pair: &[u8]) -> (S::B, S::B) {
+        let (even, odd) = s.nibbles64(pair[..32].try_into().expect("32 bytes"));
+        (
+            Self::join(s, even, &pair[32..36]),
+            Self::join(s, odd, &pair[36..40]),
+        )
     }
 }
 
