@@ -12,7 +12,7 @@
 
 use super::code_chunks::{with_v3_code_chunks, CodeChunks};
 use super::decode::{load_codes8, nibbles8};
-use super::rotate::{forward_at, inverse_at};
+use super::rotate::{forward_at, inverse_at, rotate_segment, SignWords, Source};
 use super::row_blocks::{in_row_blocks, RowsDot};
 use super::{arrays, arrays_mut, halves, Lanes};
 use crate::affine::RowUnits;
@@ -88,8 +88,13 @@ fn step_min(records: &[u8], gi: usize, units: &RowUnits) -> (f32, f32) {
 }
 
 /// Dequantizes columns `start..start + out.len()` of a v3 row (whole rotation segments,
-/// or reaching the row's end): `L[c]·d + m` 8 codes at a time, then the inverse
-/// rotation, bit-identical to the oracle. Returns the outliers decoded: none.
+/// or reaching the row's end), bit-identical to the oracle's `L[c]·d + m` then inverse
+/// rotation. Returns the outliers decoded: none.
+///
+/// Where the rows' blocks are whole registers (segments of at least 8 columns, `out` a
+/// multiple of 8), the codes are decoded straight into the inverse rotation's first
+/// pass ([`Decoded`]), so the unrotated values are never stored; otherwise they are
+/// decoded first, then rotated in place.
 #[inline(always)]
 pub(crate) fn dequantize_row_v3<S: Lanes>(
     s: S,
@@ -101,15 +106,63 @@ pub(crate) fn dequantize_row_v3<S: Lanes>(
     let fp = t.params();
     let row = t.row(r)?;
     let units = t.units_of(&row);
+    match t.info().rotation {
+        Some(rot) if rot.segment() >= 8 && out.len().is_multiple_of(8) => {
+            if fp.uses_codebook() {
+                let src = Decoded::<S, true>::new(s, &fp, row.records, row.codes, units);
+                rotate_decoded(s, &rot, src, start, out);
+            } else {
+                let src = Decoded::<S, false>::new(s, &fp, row.records, row.codes, units);
+                rotate_decoded(s, &rot, src, start, out);
+            }
+        }
+        rotation => {
+            decode_unrotated(s, &fp, (row.records, row.codes, &units), start, out);
+            if let Some(rot) = rotation {
+                inverse_at(s, &rot, start, out);
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// Columns `start..` of a row, segment by segment, through the inverse rotation with
+/// each block's first pass reading `src`.
+#[inline(always)]
+fn rotate_decoded<S: Lanes, const BOOK: bool>(
+    s: S,
+    rot: &Rotation,
+    mut src: Decoded<'_, S, BOOK>,
+    start: usize,
+    out: &mut [f32],
+) {
+    let b = rot.segment();
+    for (k, seg) in out.chunks_mut(b).enumerate() {
+        let at = start + k * b;
+        let signs = SignWords::new(rot, at, seg.len());
+        rotate_segment(s, rot, &mut src, &signs, true, at, seg);
+    }
+}
+
+/// `L[c]·d + m` of columns `start..start + out.len()` of a row, 8 codes at a time (the
+/// oracle's multiply then add), before any rotation.
+#[inline(always)]
+fn decode_unrotated<S: Lanes>(
+    s: S,
+    fp: &FormatParams,
+    (records, codes, units): (&[u8], &[u8], &RowUnits),
+    start: usize,
+    out: &mut [f32],
+) {
     let g = usize::from(fp.group_size);
-    let unit = s.splat_f(level_unit(&fp));
+    let unit = s.splat_f(level_unit(fp));
     for (gi, chunk) in out.chunks_mut(g).enumerate() {
-        let (step, min) = step_min(row.records, start / g + gi, &units);
+        let (step, min) = step_min(records, start / g + gi, units);
         let base = start + gi * g;
         let (step_v, min_v) = (s.splat_f(step), s.splat_f(min));
         let whole = chunk.len() / 8 * 8;
         for (c, o) in arrays_mut::<f32, 8>(chunk).enumerate() {
-            let levels = s.int_to_float(int_levels8(s, row.codes, base + c * 8, &fp));
+            let levels = s.int_to_float(int_levels8(s, codes, base + c * 8, fp));
             // `FormatParams::level` is `T[c]·0.125` (exact), then `L·d + m`.
             let levels = if fp.uses_codebook() {
                 s.mul_f(levels, unit)
@@ -119,13 +172,111 @@ pub(crate) fn dequantize_row_v3<S: Lanes>(
             s.store_f(s.add_f(s.mul_f(levels, step_v), min_v), o);
         }
         for (i, o) in chunk.iter_mut().enumerate().skip(whole) {
-            *o = fp.level(code_at(row.codes, base + i, fp.bits)) * step + min;
+            *o = fp.level(code_at(codes, base + i, fp.bits)) * step + min;
         }
     }
-    if let Some(rot) = t.info().rotation {
-        inverse_at(s, &rot, start, out);
+}
+
+/// A row's values for the inverse rotation's first pass, 8 columns at a time: the
+/// oracle's `(L[c]·d + m)·scale` (then the butterflies). With the code book (`BOOK`)
+/// each group's 16 possible values are made once, by those same operations, and looked
+/// up by code; other widths compute them per code.
+struct Decoded<'r, S: Lanes, const BOOK: bool> {
+    records: &'r [u8],
+    codes: &'r [u8],
+    units: RowUnits,
+    bits: u8,
+    /// `log2` of the group size (a power of two in v3).
+    g_shift: u32,
+    /// The code book's levels (`T[c]·0.125`), entries 0–7 and 8–15.
+    book: [S::F; 2],
+    /// The block's scale.
+    scale: S::F,
+    /// The group whose constants below are loaded (`usize::MAX`: none).
+    group: usize,
+    /// Uniform widths: the group's step and minimum.
+    step: S::F,
+    min: S::F,
+    /// The code book: the group's 16 values, scaled, as f32 bits.
+    table: [S::U; 2],
+}
+
+impl<'r, S: Lanes, const BOOK: bool> Decoded<'r, S, BOOK> {
+    #[inline(always)]
+    fn new(s: S, fp: &FormatParams, records: &'r [u8], codes: &'r [u8], units: RowUnits) -> Self {
+        let (lo, hi) = halves(&CODEBOOK_4BIT);
+        let widen = |t: &[u8; 8]| -> [u32; 8] {
+            let mut w = [0u32; 8];
+            for (w, &t) in w.iter_mut().zip(t) {
+                *w = u32::from(t);
+            }
+            w
+        };
+        let unit = s.splat_f(level_unit(fp));
+        let z = s.splat_f(0.0);
+        Decoded {
+            records,
+            codes,
+            units,
+            bits: fp.bits,
+            g_shift: fp.group_size.trailing_zeros(),
+            book: [
+                s.mul_f(s.int_to_float(s.load_u(&widen(lo))), unit),
+                s.mul_f(s.int_to_float(s.load_u(&widen(hi))), unit),
+            ],
+            scale: z,
+            group: usize::MAX,
+            step: z,
+            min: z,
+            table: [s.splat_u(0); 2],
+        }
     }
-    Ok(0)
+
+    /// Loads group `gi`'s constants.
+    #[inline(always)]
+    fn enter(&mut self, s: S, gi: usize) {
+        let (step, min) = step_min(self.records, gi, &self.units);
+        let (step, min) = (s.splat_f(step), s.splat_f(min));
+        if BOOK {
+            // Spelled out, not a closure: it may be left out of line, without the ISA's
+            // features.
+            let [lo, hi] = self.book;
+            self.table = [
+                s.bits(s.mul_f(s.add_f(s.mul_f(lo, step), min), self.scale)),
+                s.bits(s.mul_f(s.add_f(s.mul_f(hi, step), min), self.scale)),
+            ];
+        } else {
+            (self.step, self.min) = (step, min);
+        }
+        self.group = gi;
+    }
+}
+
+impl<S: Lanes, const BOOK: bool> Source<S> for Decoded<'_, S, BOOK> {
+    #[inline(always)]
+    fn begin_block(&mut self, s: S, scale: f32) {
+        self.scale = s.splat_f(scale);
+        // The code book's table holds the scale: made again in the new block.
+        self.group = usize::MAX;
+    }
+
+    #[inline(always)]
+    fn load8(&mut self, s: S, col: usize, _: &[f32; 8]) -> S::F {
+        // A shift, not a division (a `div` per 8 columns costs more than the decode).
+        let gi = col >> self.g_shift;
+        if gi != self.group {
+            self.enter(s, gi);
+        }
+        let c = codes8(s, self.codes, col, self.bits);
+        if BOOK {
+            s.float_of_bits(s.lookup16_u(self.table, c))
+        } else {
+            // A level is worth 1: `c·d + m`, then the scale (the oracle's multiply by a
+            // scale of 1, which it skips, keeps the bits).
+            let v = s.add_f(s.mul_f(s.int_to_float(c), self.step), self.min);
+            s.mul_f(v, self.scale)
+        }
+    }
 }
 
 /// Segments of `x` one [`gemv_v3`] pass rotates together (a 16 KiB stack buffer), so

@@ -5,164 +5,337 @@
 //! flips, one scale multiply, then add/sub butterflies at strides 1, 2, 4, …), and each
 //! butterfly reads only the previous stage. So doing a stage 8 elements at a time gives
 //! the same bits as one at a time: strides 1, 2 and 4 pair lanes of one register
-//! ([`Lanes::swap_lanes`]), wider strides pair two registers. Blocks shorter than 8 (the
-//! tail of a row whose length is not a multiple of 8) run the scalar code.
+//! ([`Lanes::swap_lanes`]), wider strides pair two registers. A block's first pass takes
+//! 8 registers (64 columns) through the strides up to 32, each later pass 8 registers
+//! through three more strides, so a block of 512 is read and written twice; the signs
+//! are flipped in the first pass (forward) or the last (inverse). Blocks shorter than 8
+//! (the tail of a row whose length is not a multiple of 8) run the scalar code.
+//!
+//! The first pass reads its values through a [`Source`]: the block itself for a rotation
+//! in place, or a row's codes for a dequantization that never stores the unrotated
+//! values (`decode_v3.rs`).
 
-use super::{arrays_mut, Lanes};
-use crate::rotate::{block_scale, first_block, transform_block, Rotation};
+use super::Lanes;
+use crate::rotate::{block_scale, first_block, transform_block, Rotation, MAX_SEGMENT};
 
 /// [`Rotation::forward_at`] over lanes (the same bits).
 #[inline(always)]
 pub(crate) fn forward_at<S: Lanes>(s: S, rot: &Rotation, start: usize, x: &mut [f32]) {
-    // The signs are per column, so all of them may go first: each segment still sees
-    // its signs before its blocks.
-    signs(s, rot, start, x);
-    blocks(s, rot, x);
+    rotate_in_place::<S, true>(s, rot, start, x);
 }
 
 /// [`Rotation::inverse_at`] over lanes (the same bits).
 #[inline(always)]
 pub(crate) fn inverse_at<S: Lanes>(s: S, rot: &Rotation, start: usize, x: &mut [f32]) {
-    blocks(s, rot, x);
-    signs(s, rot, start, x);
+    rotate_in_place::<S, false>(s, rot, start, x);
 }
 
-/// Negates the values of columns `start..` whose sign is set (a sign-bit flip, as the
-/// scalar `-v`).
-#[inline(always)]
-fn signs<S: Lanes>(s: S, rot: &Rotation, start: usize, x: &mut [f32]) {
-    if !start.is_multiple_of(8) {
-        rot.signs(start, x);
-        return;
+/// Where a block's first pass takes its values, 8 columns at a time.
+pub(super) trait Source<S: Lanes> {
+    /// Called before each block's first pass with the block's [`block_scale`].
+    fn begin_block(&mut self, s: S, scale: f32);
+    /// The values of columns `col..col + 8` (`col` counted from the row's start), scaled
+    /// by the block's scale, where `at` holds what the block has there now.
+    fn load8(&mut self, s: S, col: usize, at: &[f32; 8]) -> S::F;
+}
+
+/// The block's own values, their signs flipped first when `FORWARD`.
+struct InPlace<'w, S: Lanes, const FORWARD: bool> {
+    signs: &'w SignWords,
+    scale: Option<S::F>,
+}
+
+impl<S: Lanes, const FORWARD: bool> Source<S> for InPlace<'_, S, FORWARD> {
+    #[inline(always)]
+    fn begin_block(&mut self, s: S, scale: f32) {
+        // The oracle skips a scale of 1 (a multiply by 1 would keep the bits anyway).
+        // Not `then(..)`: a closure may be left out of line, without the ISA's features.
+        self.scale = if scale != 1.0 {
+            Some(s.splat_f(scale))
+        } else {
+            None
+        };
     }
-    let sign_bit = s.splat_u(0x8000_0000);
-    let whole = x.len() / 8 * 8;
-    let (head, tail) = x.split_at_mut(whole);
-    let mut word = 0u64;
-    for (k, c) in arrays_mut::<f32, 8>(head).enumerate() {
-        let col = start + k * 8;
-        if k == 0 || col.is_multiple_of(64) {
-            word = rot.sign_word(col);
+    #[inline(always)]
+    fn load8(&mut self, s: S, col: usize, at: &[f32; 8]) -> S::F {
+        let mut v = s.load_f(at);
+        if FORWARD {
+            v = self.signs.flip(s, self.signs.byte_index(col), v);
         }
-        let flip = s.and(
-            s.mask_from_bits((word >> (col & 63)) as u32 & 0xFF),
-            sign_bit,
-        );
-        let v = s.float_of_bits(s.xor(s.bits(s.load_f(c)), flip));
-        s.store_f(v, c);
+        match self.scale {
+            Some(scale) => s.mul_f(v, scale),
+            None => v,
+        }
     }
-    rot.signs(start + whole, tail);
 }
 
-/// Each segment's blocks scaled and transformed.
+/// Rotates `x` (columns `start..`) in place: forward or inverse.
 #[inline(always)]
-fn blocks<S: Lanes>(s: S, rot: &Rotation, x: &mut [f32]) {
-    // `for_blocks`' loop written out: a closure would be compiled outside the caller's
-    // target features, and the lane operations in it would not inline (4× slower).
-    for seg in x.chunks_mut(rot.segment()) {
-        let mut rest = seg;
-        while !rest.is_empty() {
-            let (block, tail) = rest.split_at_mut(first_block(rest.len()));
-            if block.len() >= 8 {
-                transform_block_lanes(s, block);
-            } else {
-                transform_block(block);
+fn rotate_in_place<S: Lanes, const FORWARD: bool>(
+    s: S,
+    rot: &Rotation,
+    start: usize,
+    x: &mut [f32],
+) {
+    let b = rot.segment();
+    for (k, seg) in x.chunks_mut(b).enumerate() {
+        let at = start + k * b;
+        let signs = SignWords::new(rot, at, seg.len());
+        let mut src = InPlace::<S, FORWARD> {
+            signs: &signs,
+            scale: None,
+        };
+        rotate_segment(s, rot, &mut src, &signs, !FORWARD, at, seg);
+    }
+}
+
+/// One segment (columns `at..at + seg.len()`) through its blocks, each block's first
+/// pass reading `src`; with `sign_last`, the signs flipped as each value is last stored
+/// (the inverse's order: blocks, then signs).
+#[inline(always)]
+pub(super) fn rotate_segment<S: Lanes>(
+    s: S,
+    rot: &Rotation,
+    src: &mut impl Source<S>,
+    signs: &SignWords,
+    sign_last: bool,
+    at: usize,
+    seg: &mut [f32],
+) {
+    let last = sign_last.then_some(signs);
+    let mut rest = seg;
+    let mut col = at;
+    while !rest.is_empty() {
+        let (block, tail) = rest.split_at_mut(first_block(rest.len()));
+        if block.len() >= 8 {
+            src.begin_block(s, block_scale(block.len()));
+            transform_block_lanes(s, src, last, col, block);
+        } else {
+            // A tail shorter than 8 (in place only: a dequantization decodes such rows
+            // before rotating them).
+            if !sign_last {
+                rot.signs(col, block);
             }
-            rest = tail;
+            transform_block(block);
+            if sign_last {
+                rot.signs(col, block);
+            }
         }
+        col += block.len();
+        rest = tail;
     }
 }
 
-/// The butterflies of stride `h` (1, 2 or 4) within each register: lane `j` pairs with
-/// lane `j ^ h`, the lower one gets `a + b`, the upper (mask `upper`) `a − b`.
+/// The signs of one segment's columns (at most [`MAX_SEGMENT`]), made once: a byte per 8
+/// columns (bit `j` for the `j`-th), from the sign words of [`Rotation::sign_word`].
+pub(super) struct SignWords {
+    /// `col / 8` of the first byte's first column (a multiple of 64 columns).
+    first: usize,
+    bytes: [u8; MAX_SEGMENT / 8],
+}
+
+impl SignWords {
+    /// No signs (for the passes that flip none).
+    const NONE: SignWords = SignWords {
+        first: 0,
+        bytes: [0; MAX_SEGMENT / 8],
+    };
+
+    /// The signs of columns `at..at + len` (`len ≤ MAX_SEGMENT`, `at` a multiple of
+    /// `len`'s segment, so the columns span at most [`MAX_SEGMENT`] / 64 words).
+    #[inline(always)]
+    pub(super) fn new(rot: &Rotation, at: usize, len: usize) -> SignWords {
+        let first = at / 64;
+        let mut bytes = [0u8; MAX_SEGMENT / 8];
+        let n = ((at + len).div_ceil(64) - first).min(MAX_SEGMENT / 64);
+        for (k, b) in bytes.chunks_exact_mut(8).take(n).enumerate() {
+            b.copy_from_slice(&rot.sign_word((first + k) * 64).to_le_bytes());
+        }
+        SignWords {
+            first: first * 8,
+            bytes,
+        }
+    }
+
+    /// The index of the sign byte of columns `col..col + 8` (`col` a multiple of 8).
+    #[inline(always)]
+    fn byte_index(&self, col: usize) -> usize {
+        col / 8 - self.first
+    }
+
+    /// `v` with the sign bits of its columns whose sign is set flipped (the scalar
+    /// `-v`), `byte` the index of their sign byte ([`byte_index`](Self::byte_index)).
+    #[inline(always)]
+    fn flip<S: Lanes>(&self, s: S, byte: usize, v: S::F) -> S::F {
+        // Masked to the table (every column of the segment is inside it): no bounds check.
+        let bits = self.bytes[byte % (MAX_SEGMENT / 8)];
+        let flip = s.and(s.mask_from_bits(u32::from(bits)), s.splat_u(0x8000_0000));
+        s.float_of_bits(s.xor(s.bits(v), flip))
+    }
+}
+
+/// The sign bit in the lanes that take `a − b` at strides 1, 2 and 4 (lane `j` with bit
+/// `h` of `j` set).
+#[inline(always)]
+fn upper_signs<S: Lanes>(s: S) -> [S::U; 3] {
+    let sign = s.splat_u(0x8000_0000);
+    // Spelled out, not `map`: a closure may be left out of line.
+    [
+        s.and(s.mask_from_bits(0xAA), sign),
+        s.and(s.mask_from_bits(0xCC), sign),
+        s.and(s.mask_from_bits(0xF0), sign),
+    ]
+}
+
+/// The butterflies of stride `h` (1, 2 or 4) within a register: lane `j` pairs with lane
+/// `j ^ h`; the lower gets `a + b`, the upper `a − b`, as `partner + (±v)` (the same
+/// bits: IEEE `a − b` is `a + (−b)`, and addition commutes).
 #[inline(always)]
 fn butterflies<S: Lanes>(s: S, v: S::F, h: usize, upper: S::U) -> S::F {
     let partner = s.swap_lanes(v, h);
-    s.select_f(upper, s.sub_f(partner, v), s.add_f(v, partner))
+    s.add_f(partner, s.float_of_bits(s.xor(s.bits(v), upper)))
 }
 
-/// The first three stages (strides 1, 2, 4) of each 8 values of `block`, each scaled
-/// first when `SCALE`.
+/// Strides 1, 2 and 4 of one register. Each stride a constant (not a loop over an array
+/// of them), so that `swap_lanes` compiles to its one shuffle, not a branch on the stride.
 #[inline(always)]
-fn first_stages<S: Lanes, const SCALE: bool>(s: S, block: &mut [f32], scale: f32) {
-    let scale = s.splat_f(scale);
-    // Each stride a constant (not a loop over an array of them), so that `swap_lanes`
-    // compiles to its one shuffle, not a branch on the stride.
-    let (m1, m2, m4) = (
-        s.mask_from_bits(0xAA),
-        s.mask_from_bits(0xCC),
-        s.mask_from_bits(0xF0),
-    );
-    for c in arrays_mut::<f32, 8>(block) {
-        let mut v = s.load_f(c);
-        if SCALE {
-            v = s.mul_f(v, scale);
+fn register_stages<S: Lanes>(s: S, v: S::F, upper: &[S::U; 3]) -> S::F {
+    let v = butterflies(s, v, 1, upper[0]);
+    let v = butterflies(s, v, 2, upper[1]);
+    butterflies(s, v, 4, upper[2])
+}
+
+/// The butterflies between `V` registers at strides `h, 2h, …, (V/2)h` (register `k`
+/// holds columns `j + k·h`).
+#[inline(always)]
+fn cross_stages<S: Lanes, const V: usize>(s: S, v: &mut [S::F; V]) {
+    let mut d = 1;
+    while d < V {
+        for k in 0..V {
+            if k & d == 0 {
+                let (a, b) = (v[k], v[k + d]);
+                v[k] = s.add_f(a, b);
+                v[k + d] = s.sub_f(a, b);
+            }
         }
-        v = butterflies(s, v, 1, m1);
-        v = butterflies(s, v, 2, m2);
-        v = butterflies(s, v, 4, m4);
-        s.store_f(v, c);
+        d *= 2;
     }
 }
 
-/// One block of `2^m ≥ 8` values scaled, then transformed by the butterflies
-/// (`(a, b) → (a + b, a − b)`), as [`transform_block`] does.
+/// One block of `2^m ≥ 8` values (columns `col..`) scaled and transformed by the
+/// butterflies (`(a, b) → (a + b, a − b)`), as [`transform_block`] does, its first pass
+/// reading `src`; the signs of `last` flipped as the values are last stored.
 #[inline(always)]
-fn transform_block_lanes<S: Lanes>(s: S, block: &mut [f32]) {
-    let scale = block_scale(block.len());
-    // The scale's test once a block, not once a vector.
-    if scale != 1.0 {
-        first_stages::<S, true>(s, block, scale);
-    } else {
-        first_stages::<S, false>(s, block, scale);
+fn transform_block_lanes<S: Lanes>(
+    s: S,
+    src: &mut impl Source<S>,
+    last: Option<&SignWords>,
+    col: usize,
+    block: &mut [f32],
+) {
+    match last {
+        Some(signs) => block_passes::<S, true>(s, src, signs, col, block),
+        None => block_passes::<S, false>(s, src, &SignWords::NONE, col, block),
     }
-    // The stages from h = 8 up, three at a time in registers (one pass over the block
+}
+
+/// [`transform_block_lanes`], the signs flipped in the last pass when `SIGNS`.
+#[inline(always)]
+fn block_passes<S: Lanes, const SIGNS: bool>(
+    s: S,
+    src: &mut impl Source<S>,
+    signs: &SignWords,
+    col: usize,
+    block: &mut [f32],
+) {
+    let upper = upper_signs(s);
+    let n = block.len();
+    // The first pass: up to 8 registers through strides 1 to 32.
+    let done = match n {
+        8 => first_pass::<S, 1, SIGNS>(s, src, &upper, signs, col, block),
+        16 => first_pass::<S, 2, SIGNS>(s, src, &upper, signs, col, block),
+        32 => first_pass::<S, 4, SIGNS>(s, src, &upper, signs, col, block),
+        64 => first_pass::<S, 8, SIGNS>(s, src, &upper, signs, col, block),
+        _ => first_pass::<S, 8, false>(s, src, &upper, signs, col, block),
+    };
+    // The stages from h = 64 up, three at a time in registers (one pass over the block
     // per three stages instead of one per stage). Every butterfly is the same operation
     // on the same values, in the same stage order: the same bits.
-    let mut stages = block.len().trailing_zeros().saturating_sub(3);
-    let mut h = 8;
-    while stages >= 3 {
-        stages_in_registers::<S, 8>(s, block, h);
-        h *= 8;
-        stages -= 3;
-    }
-    match stages {
-        2 => stages_in_registers::<S, 4>(s, block, h),
-        1 => stages_in_registers::<S, 2>(s, block, h),
-        _ => {}
+    // Blocks are at most `MAX_SEGMENT` = 512 = 64·8 columns, so one more pass takes
+    // the strides from 64 up, in registers. Every butterfly is the same operation on the
+    // same values, in the same stage order: the same bits.
+    const _: () = assert!(MAX_SEGMENT <= 64 * 8);
+    match n / done {
+        1 => {}
+        2 => late_pass::<S, 2, SIGNS>(s, block, signs, col),
+        4 => late_pass::<S, 4, SIGNS>(s, block, signs, col),
+        _ => late_pass::<S, 8, SIGNS>(s, block, signs, col),
     }
 }
 
-/// The `log2(V)` butterfly stages `h, 2h, …, (V/2)h` of `block` (a power-of-two length,
-/// a multiple of `V·h`; `h` a multiple of 8): for each run of `V·h` values and each 8
-/// columns `j` of its first `h`, the `V` vectors at `j + k·h` are loaded once and every
-/// stage applied to them before they are stored.
+/// A block's first pass: each run of `8V` columns read through `src`, through strides 1
+/// to `4V`, its signs flipped when `SIGNS` (only where this is the block's last pass),
+/// stored. Returns `8V`.
 #[inline(always)]
-fn stages_in_registers<S: Lanes, const V: usize>(s: S, block: &mut [f32], h: usize) {
-    for run in block.chunks_exact_mut(V * h) {
-        for j in (0..h).step_by(8) {
-            let mut v = [s.splat_f(0.0); V];
-            for (k, vk) in v.iter_mut().enumerate() {
-                if let Some(c) = run[j + k * h..].first_chunk::<8>() {
-                    *vk = s.load_f(c);
-                }
-            }
-            let mut d = 1;
-            while d < V {
-                for k in 0..V {
-                    if k & d == 0 {
-                        let (a, b) = (v[k], v[k + d]);
-                        v[k] = s.add_f(a, b);
-                        v[k + d] = s.sub_f(a, b);
-                    }
-                }
-                d *= 2;
-            }
-            for (k, vk) in v.iter().enumerate() {
-                if let Some(c) = run[j + k * h..].first_chunk_mut::<8>() {
-                    s.store_f(*vk, c);
-                }
-            }
+fn first_pass<S: Lanes, const V: usize, const SIGNS: bool>(
+    s: S,
+    src: &mut impl Source<S>,
+    upper: &[S::U; 3],
+    signs: &SignWords,
+    col: usize,
+    block: &mut [f32],
+) -> usize {
+    for (r, run) in block.chunks_exact_mut(8 * V).enumerate() {
+        let at = col + r * 8 * V;
+        let first = signs.byte_index(at);
+        let (chunks, _) = run.as_chunks_mut::<8>();
+        let mut v = [s.splat_f(0.0); V];
+        for (k, (vk, c)) in v.iter_mut().zip(chunks.iter()).enumerate() {
+            *vk = register_stages(s, src.load8(s, at + 8 * k, c), upper);
+        }
+        cross_stages(s, &mut v);
+        for (k, (vk, c)) in v.iter().zip(chunks.iter_mut()).enumerate() {
+            let vk = if SIGNS {
+                signs.flip(s, first + k, *vk)
+            } else {
+                *vk
+            };
+            s.store_f(vk, c);
+        }
+    }
+    8 * V
+}
+
+/// The butterfly stages at strides `64, 128, …, 32V` of a block of `64V` columns
+/// (columns `col..`): for each 8 columns `j` of the first 64, the `V` vectors at
+/// `j + 64k` are loaded once and every stage applied to them before they are stored,
+/// their signs flipped first when `SIGNS`.
+#[inline(always)]
+fn late_pass<S: Lanes, const V: usize, const SIGNS: bool>(
+    s: S,
+    block: &mut [f32],
+    signs: &SignWords,
+    col: usize,
+) {
+    let (chunks, _) = block.as_chunks_mut::<8>();
+    let Some(run) = chunks.get_mut(..8 * V) else {
+        return;
+    };
+    // The sign byte of the block's first 8 columns.
+    let first = signs.byte_index(col);
+    for j in 0..8 {
+        let mut v = [s.splat_f(0.0); V];
+        for (k, vk) in v.iter_mut().enumerate() {
+            *vk = s.load_f(&run[j + 8 * k]);
+        }
+        cross_stages(s, &mut v);
+        for (k, vk) in v.iter().enumerate() {
+            let vk = if SIGNS {
+                signs.flip(s, first + j + 8 * k, *vk)
+            } else {
+                *vk
+            };
+            s.store_f(vk, &mut run[j + 8 * k]);
         }
     }
 }
