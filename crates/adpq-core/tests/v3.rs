@@ -125,6 +125,8 @@ fn kernel_sets_agree_and_dots_match_the_dequantized_rows() {
         (2, 1100, 2, 256),
         (2, 300, 7, 64),
         (2, 4500, 4, 512),
+        (3, 1040, 4, 16),
+        (2, 1056, 4, 32),
     ] {
         let (_, _, all) = stress("hot-col");
         let w = &all[..rows * cols];

@@ -429,6 +429,19 @@ impl Lanes for NeonLanes {
         neon!(uint8x16x2_t(vqtbl1q_u8(v.0, idx.0), vqtbl1q_u8(v.1, idx.1)))
     }
     #[inline(always)]
+    fn widen_b4(self, v: uint8x16x2_t) -> [U8; 4] {
+        neon!({
+            let (a, b) = (vmovl_u8(vget_low_u8(v.0)), vmovl_u8(vget_high_u8(v.0)));
+            let (c, d) = (vmovl_u8(vget_low_u8(v.1)), vmovl_u8(vget_high_u8(v.1)));
+            [
+                U8(vmovl_u16(vget_low_u16(a)), vmovl_u16(vget_high_u16(a))),
+                U8(vmovl_u16(vget_low_u16(b)), vmovl_u16(vget_high_u16(b))),
+                U8(vmovl_u16(vget_low_u16(c)), vmovl_u16(vget_high_u16(c))),
+                U8(vmovl_u16(vget_low_u16(d)), vmovl_u16(vget_high_u16(d))),
+            ]
+        })
+    }
+    #[inline(always)]
     fn mul_lo_u16(self, a: uint8x16x2_t, m: uint8x16x2_t) -> uint8x16x2_t {
         let mul = |a, m| {
             neon!(vreinterpretq_u8_u16(vmulq_u16(

@@ -4,8 +4,10 @@
 //!
 //! Codes of any width load 8 at a time ([`codes8`]); at 4 bits a code indexes the code
 //! book, looked up in lanes ([`Lanes::lookup16`]) as integer eighths `CODEBOOK_4BIT[c]`.
-//! The f32 dot products sum `Σ T[c]·x` per group in lanes (FMA) and scale by `d/8` once
-//! per group (within [`dot_tolerance`](crate::kernels::dot_tolerance)); the int8 one sums
+//! The f32 dot products sum `Σ T[c]·x` per group in lanes (FMA; at 4 bits 32 codes at
+//! a time, looked up as bytes and widened) and scale by `d/8` once per group, the groups'
+//! `(d, m)` made 8 at a time first (within
+//! [`dot_tolerance`](crate::kernels::dot_tolerance)); the int8 one sums
 //! `Σ L[c]·q` exactly (32 codes at a time as bytes, `maddubs`-style, several rows sharing
 //! each activation load: [`gemv_q8_rows_v3`]) and then does the reference's f32
 //! arithmetic per group, so it equals [`dot_row_q8_ref`] bit for bit.
@@ -80,10 +82,10 @@ pub(super) fn level_unit(fp: &FormatParams) -> f32 {
 /// them (without its reciprocal).
 #[inline(always)]
 fn step_min(records: &[u8], gi: usize, units: &RowUnits) -> (f32, f32) {
-    let (q_step, q_min) = read_record(records, gi);
+    let fields = record_fields(records, gi);
     (
-        f32::from(q_step) * units.step_unit,
-        -(f32::from(q_min) * units.min_unit),
+        (fields & 63) as f32 * units.step_unit,
+        -((fields >> 6) as f32 * units.min_unit),
     )
 }
 
@@ -310,25 +312,106 @@ fn rotate_pass<S: Lanes>(
     }
 }
 
-/// `Σ` over the groups of columns `start..start + xs.len()` of a row of
-/// `d·Σ L[c]·x + m·Σ x`, with `Σ x` of each group from `sums` (`xs` rotated).
+/// A row's running dot product over one [`gemv_v3`] pass: each group's `d·Σ L[c]·x` and
+/// `m·Σ x` in lanes, a short last group's tail in a scalar, totalled once per pass
+/// ([`PassSum::total`]), where [`dot_row_v3`] totals it too, so both give the same bits.
+#[derive(Clone, Copy)]
+struct PassSum<S: Lanes> {
+    /// `Σ d·(Σ L[c]·x)`.
+    lanes: S::F,
+    /// `Σ m·Σ x`, 8 groups a vector.
+    offsets: S::F,
+    scalar: f32,
+}
+
+impl<S: Lanes> PassSum<S> {
+    #[inline(always)]
+    fn new(s: S) -> Self {
+        PassSum {
+            lanes: s.splat_f(0.0),
+            offsets: s.splat_f(0.0),
+            scalar: 0.0,
+        }
+    }
+
+    #[inline(always)]
+    fn total(self, s: S) -> f32 {
+        self.scalar + s.hsum_f(s.add_f(self.lanes, self.offsets))
+    }
+}
+
+/// Most groups of one segment.
+const SEGMENT_GROUPS: usize = MAX_SEGMENT / 16;
+
+/// Adds to `sum` the groups of one segment of a row (columns `start..start + xs.len()`,
+/// at most [`MAX_SEGMENT`]): `d·Σ L[c]·x + m·Σ x`, with `Σ x` of each group from `sums`
+/// (`xs` rotated). The groups' `(d, m)` are made 8 at a time in lanes first, so the
+/// group loop only broadcasts its `d`, and `Σ m·Σ x` is one multiply-add per 8 groups.
 #[inline(always)]
-fn dot_pass<S: Lanes>(
+fn dot_segment<S: Lanes>(
     s: S,
     fp: &FormatParams,
     (records, codes, units): (&[u8], &[u8], &RowUnits),
     start: usize,
-    xs: &[f32],
-    sums: &[f32],
-) -> f32 {
+    (xs, sums): (&[f32], &[f32]),
+    sum: &mut PassSum<S>,
+) {
     let g = usize::from(fp.group_size);
-    let unit = level_unit(fp);
-    let unit_v = s.splat_f(unit);
-    let mut accv = s.splat_f(0.0);
-    let mut acc = 0f32;
-    for ((k, xg), &sum) in xs.chunks(g).enumerate().zip(sums) {
+    let first = start / g;
+    let n = sums.len().min(SEGMENT_GROUPS);
+    // Each group's `(d, m)` as `step_min` computes them, in lanes.
+    let mut steps = [0f32; SEGMENT_GROUPS];
+    let mut padded = [0f32; SEGMENT_GROUPS];
+    padded[..n].copy_from_slice(&sums[..n]);
+    let (step_unit, min_unit) = (s.splat_f(units.step_unit), s.splat_f(units.min_unit));
+    let sign = s.splat_u(0x8000_0000);
+    let mut offsets = sum.offsets;
+    for (k, (st, xsum)) in steps
+        .as_chunks_mut::<8>()
+        .0
+        .iter_mut()
+        .zip(padded.as_chunks::<8>().0)
+        .enumerate()
+        .take(n.div_ceil(8))
+    {
+        let mut fields = [0u32; 8];
+        for (i, f) in fields.iter_mut().enumerate() {
+            *f = record_fields(records, first + k * 8 + i);
+        }
+        let fields = s.load_u(&fields);
+        let step = s.mul_f(s.int_to_float(s.and(fields, s.splat_u(63))), step_unit);
+        let min = s.mul_f(s.int_to_float(s.shr(fields, 6)), min_unit);
+        let min = s.float_of_bits(s.xor(s.bits(min), sign));
+        s.store_f(step, st);
+        // Padding groups have `Σ x = 0`.
+        offsets = s.mul_add(min, s.load_f(xsum), offsets);
+    }
+    let unit_v = s.splat_f(level_unit(fp));
+    if xs.len().is_multiple_of(g) && fp.bits >= 4 {
+        // Whole groups: one lean loop per code width (the segment's codes are whole
+        // bytes: it starts on a multiple of 512 columns).
+        let b = usize::from(fp.bits);
+        let seg_codes = &codes[start * b / 8..(start + xs.len()) * b / 8];
+        let steps = &steps[..n];
+        let acc = sum.lanes;
+        let accv = match fp.bits {
+            4 => lean_groups::<S, 4>(s, seg_codes, xs, steps, g, unit_v, acc),
+            5 => lean_groups::<S, 5>(s, seg_codes, xs, steps, g, unit_v, acc),
+            6 => lean_groups::<S, 6>(s, seg_codes, xs, steps, g, unit_v, acc),
+            7 => lean_groups::<S, 7>(s, seg_codes, xs, steps, g, unit_v, acc),
+            _ => lean_groups::<S, 8>(s, seg_codes, xs, steps, g, unit_v, acc),
+        };
+        *sum = PassSum {
+            lanes: accv,
+            offsets,
+            scalar: sum.scalar,
+        };
+        return;
+    }
+    let mut accv = sum.lanes;
+    let mut scalar = sum.scalar;
+    for ((k, xg), &step) in xs.chunks(g).enumerate().zip(&steps[..n]) {
         let base = start + k * g;
-        let (step, min) = step_min(records, base / g, units);
         let z = s.splat_f(0.0);
         let (mut d0, mut d1) = (z, z);
         let (pairs, odd) = arrays::<f32, 16>(xg);
@@ -353,26 +436,104 @@ fn dot_pass<S: Lanes>(
                 d1 = s.mul_add(l1, s.load_f(x1), d1);
             }
         }
-        let mut done = xg.len() - odd.len();
-        if let Some(x0) = odd.get(..8) {
-            let l0 = s.int_to_float(int_levels8(s, codes, base + done, fp));
-            d0 = s.mul_add(l0, s.load_f(x0.try_into().expect("8 f32")), d0);
-            done += 8;
+        // A short last group's columns past its 16s (a row not a multiple of 16).
+        if !odd.is_empty() {
+            let mut done = xg.len() - odd.len();
+            if let Some(x0) = odd.get(..8) {
+                let l0 = s.int_to_float(int_levels8(s, codes, base + done, fp));
+                d0 = s.mul_add(l0, s.load_f(x0.try_into().expect("8 f32")), d0);
+                done += 8;
+            }
+            let mut tail = 0f32;
+            for (i, &xi) in xg.iter().enumerate().skip(done) {
+                tail += fp.level(code_at(codes, base + i, fp.bits)) * xi;
+            }
+            scalar += tail * step;
         }
         // Levels in eighths: `d/8` per group (exact scaling of the lane sums).
         let d = s.mul_f(s.add_f(d0, d1), unit_v);
         accv = s.mul_add(d, s.splat_f(step), accv);
-        let mut tail = 0f32;
-        for (i, &xi) in xg.iter().enumerate().skip(done) {
-            tail += fp.level(code_at(codes, base + i, fp.bits)) * xi;
-        }
-        acc += tail * step + sum * min;
     }
-    acc + s.hsum_f(accv)
+    *sum = PassSum {
+        lanes: accv,
+        offsets,
+        scalar,
+    };
 }
 
-/// Dot product of one v3 row with `x`: `x` rotated one pass at a time (lanes), then each
-/// group's `d·Σ L[c]·x + m·Σ x` (see the module docs).
+/// `acc` plus `d·Σ L[c]·x` of whole groups of `BITS`-wide codes (`codes` the groups'
+/// codes, `xs` their rotated activations, `steps` each group's `d`): per group two lane
+/// sums of `L[c]·x` (`T[c]`, the code book's eighths, at 4 bits), 16 codes a step, then
+/// `d` (times `unit_v`, what a level is worth) once.
+#[inline(always)]
+fn lean_groups<S: Lanes, const BITS: u8>(
+    s: S,
+    codes: &[u8],
+    xs: &[f32],
+    steps: &[f32],
+    g: usize,
+    unit_v: S::F,
+    mut acc: S::F,
+) -> S::F {
+    let (x16, _) = xs.as_chunks::<16>();
+    let per_group = g / 16;
+    let z = s.splat_f(0.0);
+    if BITS == 4 && per_group >= 2 {
+        // 32 codes (16 bytes) at a time: split into bytes, looked up in the code book
+        // (`vpshufb`/`tbl`), widened to 4 vectors.
+        let book = s.load_b2(&CODEBOOK_4BIT, &CODEBOOK_4BIT);
+        let (x32, _) = xs.as_chunks::<32>();
+        let (c32, _) = codes.as_chunks::<16>();
+        let per_group = g / 32;
+        for ((xg, cg), &step) in x32
+            .chunks_exact(per_group)
+            .zip(c32.chunks_exact(per_group))
+            .zip(steps)
+        {
+            let mut d = [z; 4];
+            for (xc, cb) in xg.iter().zip(cg) {
+                let levels = s.widen_b4(s.shuffle_b(book, s.nibbles32(cb)));
+                let (xc, _) = xc.as_chunks::<8>();
+                for ((dk, lk), xk) in d.iter_mut().zip(levels).zip(xc) {
+                    *dk = s.mul_add(s.int_to_float(lk), s.load_f(xk), *dk);
+                }
+            }
+            let sum = s.add_f(s.add_f(d[0], d[1]), s.add_f(d[2], d[3]));
+            acc = s.mul_add(s.mul_f(sum, unit_v), s.splat_f(step), acc);
+        }
+    } else if BITS == 4 {
+        // Groups of 16: 16 codes a u64, looked up in the code book.
+        let (c16, _) = codes.as_chunks::<8>();
+        for ((xc, cb), &step) in x16.iter().zip(c16).zip(steps) {
+            let (x0, x1) = halves(xc);
+            let w = u64::from_le_bytes(*cb);
+            let l0 = s.lookup16(&CODEBOOK_4BIT, nibbles8(s, w as u32));
+            let l1 = s.lookup16(&CODEBOOK_4BIT, nibbles8(s, (w >> 32) as u32));
+            let d0 = s.mul_f(s.int_to_float(l0), s.load_f(x0));
+            let d1 = s.mul_add(s.int_to_float(l1), s.load_f(x1), d0);
+            acc = s.mul_add(s.mul_f(d1, unit_v), s.splat_f(step), acc);
+        }
+    } else {
+        for (k, (xg, &step)) in x16.chunks_exact(per_group).zip(steps).enumerate() {
+            let (mut d0, mut d1) = (z, z);
+            for (c, xc) in xg.iter().enumerate() {
+                let (x0, x1) = halves(xc);
+                let i = k * g + c * 16;
+                let l0 = s.int_to_float(codes8(s, codes, i, BITS));
+                let l1 = s.int_to_float(codes8(s, codes, i + 8, BITS));
+                d0 = s.mul_add(l0, s.load_f(x0), d0);
+                d1 = s.mul_add(l1, s.load_f(x1), d1);
+            }
+            let d = s.mul_f(s.add_f(d0, d1), unit_v);
+            acc = s.mul_add(d, s.splat_f(step), acc);
+        }
+    }
+    acc
+}
+
+/// Dot product of one v3 row with `x`: `x` rotated a segment at a time (lanes), then each
+/// group's `d·Σ L[c]·x + m·Σ x` (see the module docs), totalled every [`PASS`] columns as
+/// [`gemv_v3`] totals them.
 #[inline(always)]
 pub(crate) fn dot_row_v3<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
     check_activations(t, x)?;
@@ -384,17 +545,23 @@ pub(crate) fn dot_row_v3<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f3
     let mut buf = [0f32; MAX_SEGMENT];
     let mut sums = [0f32; MAX_SEGMENT / 16];
     let mut acc = 0f32;
+    let mut pass = PassSum::new(s);
     for start in (0..x.len()).step_by(MAX_SEGMENT) {
         let n = MAX_SEGMENT.min(x.len() - start);
         let (xs, sums) = (&mut buf[..n], &mut sums[..n.div_ceil(g)]);
         rotate_pass(s, rotation.as_ref(), x, start, xs, g, sums);
-        acc += dot_pass(s, &fp, (row.records, row.codes, &units), start, xs, sums);
+        let parts = (row.records, row.codes, &units);
+        dot_segment(s, &fp, parts, start, (xs, sums), &mut pass);
+        if (start + n).is_multiple_of(PASS) || start + n == x.len() {
+            acc += pass.total(s);
+            pass = PassSum::new(s);
+        }
     }
     Ok(acc)
 }
 
 /// `y = W x` for a v3 tensor: `x` rotated once, [`PASS_SEGMENTS`] segments at a time,
-/// and every row's share of each segment added as [`dot_row_v3`] adds it (the same bits).
+/// and every row's share of each pass added as [`dot_row_v3`] adds it (the same bits).
 #[inline(always)]
 pub(crate) fn gemv_v3<S: Lanes>(
     s: S,
@@ -414,15 +581,24 @@ pub(crate) fn gemv_v3<S: Lanes>(
         let n = PASS.min(x.len() - pass);
         let (xs, sums) = (&mut buf[..n], &mut sums[..n.div_ceil(g)]);
         rotate_pass(s, rotation.as_ref(), x, pass, xs, g, sums);
-        let per_segment = MAX_SEGMENT / g;
         for (r, out) in y.iter_mut().enumerate() {
             let row = t.row(r)?;
             let units = t.units_of(&row);
             let parts = (row.records, row.codes, &units);
+            let mut sum = PassSum::new(s);
+            let per_segment = MAX_SEGMENT / g;
             for (k, seg) in xs.chunks(MAX_SEGMENT).enumerate() {
-                let seg_sums = &sums[k * per_segment..];
-                *out += dot_pass(s, &fp, parts, pass + k * MAX_SEGMENT, seg, seg_sums);
+                let seg_sums = &sums[k * per_segment..sums.len().min((k + 1) * per_segment)];
+                dot_segment(
+                    s,
+                    &fp,
+                    parts,
+                    pass + k * MAX_SEGMENT,
+                    (seg, seg_sums),
+                    &mut sum,
+                );
             }
+            *out += sum.total(s);
         }
     }
     Ok(())

@@ -261,6 +261,8 @@ pub(crate) trait Lanes: Copy {
     /// Byte `j` of each 16-byte half: byte `idx_j` of the same half of `v` for
     /// `idx_j < 16`, 0 for `idx_j >= 0x80` (AVX2's `vpshufb`, NEON's `tbl`).
     fn shuffle_b(self, v: Self::B, idx: Self::B) -> Self::B;
+    /// The 32 bytes of `v` widened to u32 lanes: bytes 0–7, 8–15, 16–23, 24–31.
+    fn widen_b4(self, v: Self::B) -> [Self::U; 4];
     /// The 16 u16 lanes (bytes `2j`, `2j + 1`, little-endian): `a·m mod 2^16`.
     fn mul_lo_u16(self, a: Self::B, m: Self::B) -> Self::B;
     /// The u16 lanes shifted right (logical) by `n < 16`.

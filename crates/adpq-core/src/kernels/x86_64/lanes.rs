@@ -372,6 +372,18 @@ impl<const VNNI: bool> Lanes for Avx2Lanes<VNNI> {
         avx2!(_mm256_shuffle_epi8(v, idx))
     }
     #[inline(always)]
+    fn widen_b4(self, v: __m256i) -> [__m256i; 4] {
+        avx2!({
+            let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            [
+                _mm256_cvtepu8_epi32(lo),
+                _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(lo)),
+                _mm256_cvtepu8_epi32(hi),
+                _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(hi)),
+            ]
+        })
+    }
+    #[inline(always)]
     fn mul_lo_u16(self, a: __m256i, m: __m256i) -> __m256i {
         avx2!(_mm256_mullo_epi16(a, m))
     }
