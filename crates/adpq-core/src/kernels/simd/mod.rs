@@ -179,6 +179,12 @@ pub(crate) trait Lanes: Copy {
     fn movemask(self, m: Self::U) -> u32;
     /// The mask with lane `j` set when bit `j` of `bits` is.
     fn mask_from_bits(self, bits: u32) -> Self::U;
+    /// The f32 sign bit (`0x8000_0000`) in lane `j` when bit `j` of `bits` is set (of
+    /// `bits < 256`), else 0.
+    #[inline(always)]
+    fn sign_bits(self, bits: u32) -> Self::U {
+        self.and(self.mask_from_bits(bits), self.splat_u(0x8000_0000))
+    }
     /// Lane `j` of `a` where mask lane `j` is set, else of `b`.
     fn select_u(self, m: Self::U, a: Self::U, b: Self::U) -> Self::U;
     /// Lane `j` of `a` where mask lane `j` is set, else of `b`.

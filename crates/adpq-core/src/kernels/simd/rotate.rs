@@ -169,37 +169,38 @@ impl SignWords {
     fn flip<S: Lanes>(&self, s: S, byte: usize, v: S::F) -> S::F {
         // Masked to the table (every column of the segment is inside it): no bounds check.
         let bits = self.bytes[byte % (MAX_SEGMENT / 8)];
-        let flip = s.and(s.mask_from_bits(u32::from(bits)), s.splat_u(0x8000_0000));
+        let flip = s.sign_bits(u32::from(bits));
         s.float_of_bits(s.xor(s.bits(v), flip))
     }
 }
 
-/// The sign bit in the lanes that take `a − b` at strides 1, 2 and 4 (lane `j` with bit
-/// `h` of `j` set).
+/// `−1` in the lanes that take `a − b` at strides 1, 2 and 4 (lane `j` with bit `h` of
+/// `j` set), `+1` in the others.
 #[inline(always)]
-fn upper_signs<S: Lanes>(s: S) -> [S::U; 3] {
-    let sign = s.splat_u(0x8000_0000);
+fn upper_signs<S: Lanes>(s: S) -> [S::F; 3] {
+    let (sign, one) = (s.splat_u(0x8000_0000), s.bits(s.splat_f(1.0)));
     // Spelled out, not `map`: a closure may be left out of line.
     [
-        s.and(s.mask_from_bits(0xAA), sign),
-        s.and(s.mask_from_bits(0xCC), sign),
-        s.and(s.mask_from_bits(0xF0), sign),
+        s.float_of_bits(s.or(one, s.and(s.mask_from_bits(0xAA), sign))),
+        s.float_of_bits(s.or(one, s.and(s.mask_from_bits(0xCC), sign))),
+        s.float_of_bits(s.or(one, s.and(s.mask_from_bits(0xF0), sign))),
     ]
 }
 
 /// The butterflies of stride `h` (1, 2 or 4) within a register: lane `j` pairs with lane
-/// `j ^ h`; the lower gets `a + b`, the upper `a − b`, as `partner + (±v)` (the same
-/// bits: IEEE `a − b` is `a + (−b)`, and addition commutes).
+/// `j ^ h`; the lower gets `a + b`, the upper `a − b`, as `v·(±1) + partner` in one
+/// multiply-add (the same bits: the product is exact, so the one rounding is the add's,
+/// IEEE `a − b` is `a + (−b)`, and addition commutes).
 #[inline(always)]
-fn butterflies<S: Lanes>(s: S, v: S::F, h: usize, upper: S::U) -> S::F {
+fn butterflies<S: Lanes>(s: S, v: S::F, h: usize, signs: S::F) -> S::F {
     let partner = s.swap_lanes(v, h);
-    s.add_f(partner, s.float_of_bits(s.xor(s.bits(v), upper)))
+    s.mul_add(v, signs, partner)
 }
 
 /// Strides 1, 2 and 4 of one register. Each stride a constant (not a loop over an array
 /// of them), so that `swap_lanes` compiles to its one shuffle, not a branch on the stride.
 #[inline(always)]
-fn register_stages<S: Lanes>(s: S, v: S::F, upper: &[S::U; 3]) -> S::F {
+fn register_stages<S: Lanes>(s: S, v: S::F, upper: &[S::F; 3]) -> S::F {
     let v = butterflies(s, v, 1, upper[0]);
     let v = butterflies(s, v, 2, upper[1]);
     butterflies(s, v, 4, upper[2])
@@ -280,7 +281,7 @@ fn block_passes<S: Lanes, const SIGNS: bool>(
 fn first_pass<S: Lanes, const V: usize, const SIGNS: bool>(
     s: S,
     src: &mut impl Source<S>,
-    upper: &[S::U; 3],
+    upper: &[S::F; 3],
     signs: &SignWords,
     col: usize,
     block: &mut [f32],

@@ -161,6 +161,15 @@ impl<const VNNI: bool> Lanes for Avx2Lanes<VNNI> {
             _mm256_cmpeq_epi32(v, bitsel)
         })
     }
+    /// Bit `j` shifted to bit 31 of lane `j` (`vpsllvd`), then masked.
+    #[inline(always)]
+    fn sign_bits(self, bits: u32) -> __m256i {
+        avx2!({
+            let shifts = _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24);
+            let v = _mm256_sllv_epi32(_mm256_set1_epi32(bits as i32), shifts);
+            _mm256_and_si256(v, _mm256_set1_epi32(i32::MIN))
+        })
+    }
     #[inline(always)]
     fn select_u(self, m: __m256i, a: __m256i, b: __m256i) -> __m256i {
         avx2!(_mm256_blendv_epi8(b, a, m))
