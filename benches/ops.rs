@@ -6,6 +6,7 @@
 //! - `quantize_f16`, `quantize_bf16`: the same from half-precision input;
 //! - `dequantize`: the whole tensor back to f32 (a 64 MiB write at 4096x4096);
 //! - `dequantize_row`: row by row into one reused row buffer (cache-resident output);
+//!   also `dequantize_row_v2`, `dequantize_row_v3`;
 //! - `gemv`: `y = W x` with f32 activations (fused, no dequantized copy);
 //! - `gemv_q8`: the same with int8 activations (quantized per group inside the loop);
 //! - `select_v2`, `quantize_v2`, `dequantize_v2`, `gemv_v2`, `gemv_q8_v2`: the same in
@@ -92,22 +93,6 @@ fn adpq(c: &mut Criterion) {
             });
             g.finish();
         }
-
-        adpq_core::quantize_tensor(&b, ww, rows, cols, &params, &sel, &mut buf).unwrap();
-        let t = PackedTensor::parse(&buf).expect("parse");
-        // Row by row into one reused row buffer (stays in L1): what an engine that
-        // dequantizes a row or tile at a time sees, without the DRAM write of `dequantize`.
-        let mut row_buf = vec![0f32; cols];
-        let mut g = c.benchmark_group(format!("{name}/dequantize_row"));
-        g.throughput(Throughput::Elements(n as u64));
-        g.bench_function(&label, |bch| {
-            bch.iter(|| {
-                for r in 0..rows {
-                    b.dequantize_rows(black_box(&t), r, &mut row_buf).unwrap();
-                }
-            })
-        });
-        g.finish();
     }
 }
 
@@ -179,6 +164,19 @@ fn format_ops(
     let mut g = group(c, id("dequantize"), n);
     g.bench_function(&label, |bch| {
         bch.iter(|| b.dequantize_rows(black_box(&t), 0, &mut out).unwrap())
+    });
+    g.finish();
+
+    // Row by row into one reused row buffer (stays in L1): what an engine that
+    // dequantizes a row or tile at a time sees, without the DRAM write of `dequantize`.
+    let mut row_buf = vec![0f32; cols];
+    let mut g = group(c, id("dequantize_row"), n);
+    g.bench_function(&label, |bch| {
+        bch.iter(|| {
+            for r in 0..rows {
+                b.dequantize_rows(black_box(&t), r, &mut row_buf).unwrap();
+            }
+        })
     });
     g.finish();
 

@@ -34,9 +34,8 @@ struct Row {
 fn peer_of(op: &str) -> Option<&'static str> {
     match op {
         "quantize" | "quantize_v2" | "quantize_v3" => Some("q4_0_quantize"),
-        "dequantize" | "dequantize_row" | "dequantize_v2" | "dequantize_v3" => {
-            Some("q4_0_dequantize")
-        }
+        "dequantize" | "dequantize_row" | "dequantize_v2" | "dequantize_row_v2"
+        | "dequantize_v3" | "dequantize_row_v3" => Some("q4_0_dequantize"),
         "gemv"
         | "gemv_q8"
         | "gemv_v2"
