@@ -3,6 +3,8 @@
 //! fails instead when `ADPQ_REQUIRE_DATA` is set (CI). The forward-pass tests need a
 //! release build: `cargo test --release -p adpq-eval --test smollm2 -- --ignored`.
 
+mod common;
+
 use std::path::PathBuf;
 
 use adpq_core::kernels::AnyKernels;
@@ -315,7 +317,6 @@ fn decoder_matches_the_forward_pass() {
 #[test]
 #[ignore = "needs a release build (cargo test --release -- --ignored)"]
 fn decoder_threads_give_the_same_bits() {
-    use adpq_eval::decode::Decoder;
     let Some(root) = data(&["smollm2/model.safetensors", "smollm2/config.json"]) else {
         return;
     };
@@ -340,24 +341,8 @@ fn decoder_threads_give_the_same_bits() {
         ("v3", &v3),
         ("v3 repacked", &v3_repacked),
     ] {
-        let logits = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                let mut dec = Decoder::new(model, kernels, ids.len()).unwrap();
-                ids.iter()
-                    .flat_map(|&t| {
-                        dec.step(t)
-                            .unwrap()
-                            .iter()
-                            .map(|v| v.to_bits())
-                            .collect::<Vec<_>>()
-                    })
-                    .collect::<Vec<u32>>()
-            })
-        };
+        let logits =
+            |threads: usize| common::decoder_logit_bits(model, kernels, ids, threads, false);
         let one = logits(1);
         assert!(one == logits(3), "{name}: 1 and 3 threads differ");
         by_name.insert(name, one);

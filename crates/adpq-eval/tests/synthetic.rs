@@ -3,6 +3,8 @@
 //! scoring close to the dense ones, and the decoder's bits on any thread count and over
 //! repacked rows.
 
+mod common;
+
 use std::borrow::Cow;
 
 use adpq_core::kernels::{AnyKernels, Scalar};
@@ -338,7 +340,6 @@ fn per_tensor_v2_projections_follow_their_names() {
 /// (`with_team`), and with the rows repacked for decoding as without.
 #[test]
 fn decoder_logits_do_not_depend_on_threads_or_repacking() {
-    use adpq_eval::decode::Decoder;
     let m = tiny();
     let kernels = AnyKernels::detect();
     let engine = CpuEngine::new(kernels);
@@ -373,25 +374,7 @@ fn decoder_logits_do_not_depend_on_threads_or_repacking() {
     let toks = tokens(12);
     // Each step on its own threads, or (`team`) all on one team's.
     let logits = |model: &Model<'_>, threads: usize, team: bool| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let mut dec = Decoder::new(model, kernels, toks.len()).unwrap();
-            let bits = |l: &[f32]| l.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
-            if team {
-                dec.with_team(|steps| {
-                    toks.iter()
-                        .flat_map(|&t| bits(steps.step(t).unwrap()))
-                        .collect::<Vec<u32>>()
-                })
-            } else {
-                toks.iter()
-                    .flat_map(|&t| bits(dec.step(t).unwrap()))
-                    .collect::<Vec<u32>>()
-            }
-        })
+        common::decoder_logit_bits(model, kernels, &toks, threads, team)
     };
     let want = logits(&packed, 1, false);
     for threads in [1, 2, 3] {
