@@ -127,6 +127,8 @@ fn kernel_sets_agree_and_dots_match_the_dequantized_rows() {
         (2, 4500, 4, 512),
         (3, 1040, 4, 16),
         (2, 1056, 4, 32),
+        // The last segment's blocks of 64, 16 and 8 columns: a group spans blocks.
+        (2, 600, 4, 64),
     ] {
         let (_, _, all) = stress("hot-col");
         let w = &all[..rows * cols];
@@ -435,6 +437,88 @@ fn reseal(buf: &mut [u8]) {
     buf[56..60].fill(0);
     let crc = adpq_core::format::checksum(buf);
     buf[56..60].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Rotation segments other than the writers' 512 (a header a reader must accept: from the
+/// group size up): every kernel set dequantizes to the oracle's bits, whole rows and in
+/// pieces of 1 to 3 units, and its gemv equals its dot_row, within tolerance of the
+/// oracle's.
+#[test]
+fn every_rotation_segment_reads_as_the_oracle() {
+    use adpq_core::kernels::dequantize_row_pieces;
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    let (_, _, all) = stress("hot-col");
+    for (g, b) in [(16u16, 4u8), (32, 5), (64, 4), (64, 7), (128, 3)] {
+        for cols in [88usize, 136, 600, 1004, 4104] {
+            let rows = 2;
+            let p = ParamFields {
+                bits: b,
+                group_size: g,
+                ..Params::V3.fields()
+            }
+            .validate()
+            .unwrap();
+            let buf0 = quantize(&Scalar, &all[..rows * cols], rows, cols, &p);
+            let x: Vec<f32> = (0..cols)
+                .map(|i| {
+                    if i % 97 == 3 {
+                        30.0
+                    } else {
+                        ((i * 13 % 29) as f32 - 14.0) / 9.0
+                    }
+                })
+                .collect();
+            for log2 in g.trailing_zeros() as u8..=9 {
+                let mut buf = buf0.clone();
+                buf[14] = log2;
+                reseal(&mut buf);
+                let t = PackedTensor::parse(&buf).unwrap();
+                let mut want = vec![0f32; rows * cols];
+                Scalar.dequantize_rows(&t, 0, &mut want).unwrap();
+                for k in AnyKernels::available() {
+                    let at = format!(
+                        "{}: g {g}, {b} bits, {cols} columns, segment 2^{log2}",
+                        k.name()
+                    );
+                    let mut got = vec![f32::NAN; rows * cols];
+                    k.dequantize_rows(&t, 0, &mut got).unwrap();
+                    assert_eq!(bits(&got), bits(&want), "{at}");
+                    for units in 1..=3 {
+                        let mut piece = vec![f32::NAN; units * t.piece_unit()];
+                        for r in 0..rows {
+                            dequantize_row_pieces(&k, &t, r, &mut piece, |col, v| {
+                                assert_eq!(
+                                    bits(v),
+                                    bits(&want[r * cols + col..][..v.len()]),
+                                    "{at}: row {r} in pieces of {units}"
+                                );
+                                Ok(())
+                            })
+                            .unwrap();
+                        }
+                    }
+                    let mut y = vec![0f32; rows];
+                    k.gemv(&t, &x, &mut y).unwrap();
+                    for (r, &yr) in y.iter().enumerate() {
+                        let (dot, oracle) = (
+                            k.dot_row(&t, r, &x).unwrap(),
+                            Scalar.dot_row(&t, r, &x).unwrap(),
+                        );
+                        assert_eq!(
+                            yr.to_bits(),
+                            dot.to_bits(),
+                            "{at}: row {r}: gemv vs dot_row"
+                        );
+                        let tol = dot_tolerance(&t, r, &x).unwrap();
+                        assert!(
+                            (dot - oracle).abs() <= tol,
+                            "{at}: row {r}: {dot} vs {oracle}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -4,8 +4,9 @@
 //!
 //! Codes of any width load 8 at a time ([`codes8`]); at 4 bits a code indexes the code
 //! book, looked up in lanes ([`Lanes::lookup16`]) as integer eighths `CODEBOOK_4BIT[c]`.
-//! The f32 dot products sum `Σ T[c]·x` per group in lanes (FMA; at 4 bits 32 codes at
-//! a time, looked up as bytes and widened) and scale by `d/8` once per group, the groups'
+//! The f32 dot products sum `Σ T[c]·x` per group in lanes (FMA; at 4 bits in whole
+//! groups of 32 or more, 32 codes at a time, looked up as bytes and widened) and scale by
+//! `d/8` once per group, the groups'
 //! `(d, m)` made 8 at a time first (within
 //! [`dot_tolerance`](crate::kernels::dot_tolerance)); the int8 one sums
 //! `Σ L[c]·q` exactly (32 codes at a time as bytes, `maddubs`-style, several rows sharing
@@ -374,6 +375,8 @@ fn dot_segment<S: Lanes>(
         .enumerate()
         .take(n.div_ceil(8))
     {
+        // Up to 7 padding groups past the segment read whatever fields lie there (or 0
+        // past the records): finite (q ≤ 63 times finite units), and times `Σ x = 0`.
         let mut fields = [0u32; 8];
         for (i, f) in fields.iter_mut().enumerate() {
             *f = record_fields(records, first + k * 8 + i);
@@ -462,9 +465,9 @@ fn dot_segment<S: Lanes>(
 }
 
 /// `acc` plus `d·Σ L[c]·x` of whole groups of `BITS`-wide codes (`codes` the groups'
-/// codes, `xs` their rotated activations, `steps` each group's `d`): per group two lane
-/// sums of `L[c]·x` (`T[c]`, the code book's eighths, at 4 bits), 16 codes a step, then
-/// `d` (times `unit_v`, what a level is worth) once.
+/// codes, `xs` their rotated activations, `steps` each group's `d`): per group lane sums
+/// of `L[c]·x` (`T[c]`, the code book's eighths, at 4 bits), 16 codes a step (32 at 4
+/// bits in groups of 32 or more), then `d` (times `unit_v`, what a level is worth) once.
 #[inline(always)]
 fn lean_groups<S: Lanes, const BITS: u8>(
     s: S,

@@ -377,3 +377,42 @@ pub(crate) fn halves<T>(a: &[T; 16]) -> (&[T; 8], &[T; 8]) {
         hi.try_into().expect("8 elements"),
     )
 }
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::entry::Kernel;
+    use super::{xorshift, Lanes, SimdToken};
+
+    /// `widen_b4` and `sign_bits` against their lane-by-lane definitions.
+    struct ByteLaneOps;
+
+    impl<S: Lanes> Kernel<S> for ByteLaneOps {
+        type Out = ();
+        #[inline(always)]
+        fn call(self, s: S) {
+            let mut next = xorshift(0x5EED_B4B4_0000_0001);
+            for _ in 0..200 {
+                let bytes: [u8; 32] = core::array::from_fn(|_| next() as u8);
+                let wide = s.widen_b4(s.load_b(&bytes));
+                for (k, w) in wide.into_iter().enumerate() {
+                    let want: [u32; 8] = core::array::from_fn(|j| u32::from(bytes[8 * k + j]));
+                    assert_eq!(s.to_u32s(w), want, "widen_b4, bytes {}..", 8 * k);
+                }
+            }
+            for bits in 0..256u32 {
+                let want: [u32; 8] =
+                    core::array::from_fn(|j| if (bits >> j) & 1 == 1 { 0x8000_0000 } else { 0 });
+                assert_eq!(s.to_u32s(s.sign_bits(bits)), want, "sign_bits({bits:#x})");
+            }
+        }
+    }
+
+    fn byte_lane_ops<T: SimdToken>(t: T) {
+        t.run(ByteLaneOps);
+    }
+
+    #[test]
+    fn widen_b4_and_sign_bits_match_their_definitions() {
+        super::on_native_lanes!(byte_lane_ops);
+    }
+}

@@ -6,9 +6,10 @@
 //! butterfly reads only the previous stage. So doing a stage 8 elements at a time gives
 //! the same bits as one at a time: strides 1, 2 and 4 pair lanes of one register
 //! ([`Lanes::swap_lanes`]), wider strides pair two registers. A block's first pass takes
-//! 8 registers (64 columns) through the strides up to 32, each later pass 8 registers
-//! through three more strides, so a block of 512 is read and written twice; the signs
-//! are flipped in the first pass (forward) or the last (inverse). Blocks shorter than 8
+//! up to 8 registers (64 columns) through the strides up to 32, one late pass takes the
+//! strides from 64 up (blocks are at most 512 columns), so a block is read and written
+//! at most twice; the signs are flipped in the first pass (forward) or the last
+//! (inverse). Blocks shorter than 8
 //! (the tail of a row whose length is not a multiple of 8) run the scalar code.
 //!
 //! The first pass reads its values through a [`Source`]: the block itself for a rotation
@@ -18,13 +19,15 @@
 use super::Lanes;
 use crate::rotate::{block_scale, first_block, transform_block, Rotation, MAX_SEGMENT};
 
-/// [`Rotation::forward_at`] over lanes (the same bits).
+/// [`Rotation::forward_at`] over lanes (the same bits). `start` is a multiple of the
+/// segment or of [`MAX_SEGMENT`], as for the oracle (the sign bytes of a segment are
+/// made once, from its first column).
 #[inline(always)]
 pub(crate) fn forward_at<S: Lanes>(s: S, rot: &Rotation, start: usize, x: &mut [f32]) {
     rotate_in_place::<S, true>(s, rot, start, x);
 }
 
-/// [`Rotation::inverse_at`] over lanes (the same bits).
+/// [`Rotation::inverse_at`] over lanes (the same bits), `start` as for [`forward_at`].
 #[inline(always)]
 pub(crate) fn inverse_at<S: Lanes>(s: S, rot: &Rotation, start: usize, x: &mut [f32]) {
     rotate_in_place::<S, false>(s, rot, start, x);
@@ -141,8 +144,9 @@ impl SignWords {
         bytes: [0; MAX_SEGMENT / 8],
     };
 
-    /// The signs of columns `at..at + len` (`len ≤ MAX_SEGMENT`, `at` a multiple of
-    /// `len`'s segment, so the columns span at most [`MAX_SEGMENT`] / 64 words).
+    /// The signs of columns `at..at + len`: one segment, so `at` is a multiple of the
+    /// segment length `B ≥ len` (`B ≤ MAX_SEGMENT`), and the columns lie in at most
+    /// [`MAX_SEGMENT`] / 64 sign words from `at`'s.
     #[inline(always)]
     pub(super) fn new(rot: &Rotation, at: usize, len: usize) -> SignWords {
         let first = at / 64;
@@ -167,6 +171,10 @@ impl SignWords {
     /// `-v`), `byte` the index of their sign byte ([`byte_index`](Self::byte_index)).
     #[inline(always)]
     fn flip<S: Lanes>(&self, s: S, byte: usize, v: S::F) -> S::F {
+        debug_assert!(
+            byte < MAX_SEGMENT / 8,
+            "a column outside the segment's signs"
+        );
         // Masked to the table (every column of the segment is inside it): no bounds check.
         let bits = self.bytes[byte % (MAX_SEGMENT / 8)];
         let flip = s.sign_bits(u32::from(bits));
@@ -259,9 +267,6 @@ fn block_passes<S: Lanes, const SIGNS: bool>(
         64 => first_pass::<S, 8, SIGNS>(s, src, &upper, signs, col, block),
         _ => first_pass::<S, 8, false>(s, src, &upper, signs, col, block),
     };
-    // The stages from h = 64 up, three at a time in registers (one pass over the block
-    // per three stages instead of one per stage). Every butterfly is the same operation
-    // on the same values, in the same stage order: the same bits.
     // Blocks are at most `MAX_SEGMENT` = 512 = 64·8 columns, so one more pass takes
     // the strides from 64 up, in registers. Every butterfly is the same operation on the
     // same values, in the same stage order: the same bits.
@@ -319,9 +324,8 @@ fn late_pass<S: Lanes, const V: usize, const SIGNS: bool>(
     col: usize,
 ) {
     let (chunks, _) = block.as_chunks_mut::<8>();
-    let Some(run) = chunks.get_mut(..8 * V) else {
-        return;
-    };
+    // `transform_block_lanes` calls this on blocks of exactly 64·V columns.
+    let run = chunks.get_mut(..8 * V).expect("a block of 64·V columns");
     // The sign byte of the block's first 8 columns.
     let first = signs.byte_index(col);
     for j in 0..8 {
