@@ -429,16 +429,29 @@ impl Lanes for NeonLanes {
         neon!(uint8x16x2_t(vqtbl1q_u8(v.0, idx.0), vqtbl1q_u8(v.1, idx.1)))
     }
     #[inline(always)]
-    fn widen_b4(self, v: uint8x16x2_t) -> [U8; 4] {
+    fn byte_lanes(self, v: uint8x16x2_t) -> [U8; 4] {
         neon!({
-            let (a, b) = (vmovl_u8(vget_low_u8(v.0)), vmovl_u8(vget_high_u8(v.0)));
-            let (c, d) = (vmovl_u8(vget_low_u8(v.1)), vmovl_u8(vget_high_u8(v.1)));
+            let (a, b) = (vreinterpretq_u32_u8(v.0), vreinterpretq_u32_u8(v.1));
+            let byte = vdupq_n_u32(0xFF);
             [
-                U8(vmovl_u16(vget_low_u16(a)), vmovl_u16(vget_high_u16(a))),
-                U8(vmovl_u16(vget_low_u16(b)), vmovl_u16(vget_high_u16(b))),
-                U8(vmovl_u16(vget_low_u16(c)), vmovl_u16(vget_high_u16(c))),
-                U8(vmovl_u16(vget_low_u16(d)), vmovl_u16(vget_high_u16(d))),
+                U8(vandq_u32(a, byte), vandq_u32(b, byte)),
+                U8(
+                    vandq_u32(vshrq_n_u32::<8>(a), byte),
+                    vandq_u32(vshrq_n_u32::<8>(b), byte),
+                ),
+                U8(
+                    vandq_u32(vshrq_n_u32::<16>(a), byte),
+                    vandq_u32(vshrq_n_u32::<16>(b), byte),
+                ),
+                U8(vshrq_n_u32::<24>(a), vshrq_n_u32::<24>(b)),
             ]
+        })
+    }
+    #[inline(always)]
+    fn nibble_planes(self, codes: &[u8; 16]) -> uint8x16x2_t {
+        neon!({
+            let v = vld1q_u8(codes.as_ptr());
+            uint8x16x2_t(vandq_u8(v, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(v))
         })
     }
     #[inline(always)]

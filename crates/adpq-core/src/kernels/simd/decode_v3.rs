@@ -291,7 +291,9 @@ const PASS: usize = PASS_SEGMENTS * MAX_SEGMENT;
 const PASS_GROUPS: usize = PASS / 16;
 
 /// Columns `start..start + xs.len()` of `x` (`start` a multiple of [`MAX_SEGMENT`]) in
-/// the rotated basis, in `xs`, and `Σ x` of each of their groups in `sums`.
+/// the rotated basis, in `xs`, and `Σ x` of each of their groups in `sums`; each 32
+/// columns of a segment read in nibble planes ([`in_planes`]) then put in
+/// [`PLANES_ORDER`].
 #[inline(always)]
 fn rotate_pass<S: Lanes>(
     s: S,
@@ -299,9 +301,10 @@ fn rotate_pass<S: Lanes>(
     x: &[f32],
     start: usize,
     xs: &mut [f32],
-    g: usize,
+    fp: &FormatParams,
     sums: &mut [f32],
 ) {
+    let g = usize::from(fp.group_size);
     xs.copy_from_slice(&x[start..start + xs.len()]);
     if let Some(rot) = rotation {
         forward_at(s, rot, start, xs);
@@ -311,7 +314,47 @@ fn rotate_pass<S: Lanes>(
         let v = whole.fold(s.splat_f(0.0), |v, xc| s.add_f(v, s.load_f(xc)));
         *sum = s.hsum_f(v) + rest.iter().sum::<f32>();
     }
+    for seg in xs.chunks_mut(MAX_SEGMENT) {
+        if in_planes(fp, seg.len()) {
+            for c in seg.as_chunks_mut::<32>().0 {
+                let column = *c;
+                for (v, &from) in c.iter_mut().zip(&PLANES_ORDER) {
+                    *v = column[from];
+                }
+            }
+        }
+    }
 }
+
+/// Whether the f32 dot reads a segment of `len` columns in nibble planes: 4-bit code
+/// book codes, whole groups of at least 32 columns (the lean loop of [`lean_groups`]
+/// that takes 32 codes a step).
+#[inline(always)]
+fn in_planes(fp: &FormatParams, len: usize) -> bool {
+    let g = usize::from(fp.group_size);
+    fp.uses_codebook() && g >= 32 && len.is_multiple_of(g)
+}
+
+/// The column of 32 whose activation goes to place `8j + k`: 16 bytes of 4-bit codes
+/// split in nibble planes ([`Lanes::nibble_planes`]: byte `b < 16` holds column `2b`,
+/// byte `16 + b` column `2b + 1`) are read by their place in a 4-byte word
+/// ([`Lanes::byte_lanes`]: lane `k` of vector `j` is byte `4k + j`), so the activations
+/// of a segment read that way are put in the same order once per pass instead of the
+/// codes being shuffled back for every row.
+const PLANES_ORDER: [usize; 32] = {
+    let mut order = [0usize; 32];
+    let mut j = 0;
+    while j < 4 {
+        let mut k = 0;
+        while k < 8 {
+            let b = 4 * k + j;
+            order[8 * j + k] = if b < 16 { 2 * b } else { 2 * (b - 16) + 1 };
+            k += 1;
+        }
+        j += 1;
+    }
+    order
+};
 
 /// A row's running dot product over one [`gemv_v3`] pass: each group's `d·Σ L[c]·x` and
 /// `m·Σ x` in lanes, a short last group's tail in a scalar, totalled once per pass
@@ -389,7 +432,7 @@ fn dot_segment<S: Lanes>(
         // Padding groups have `Σ x = 0`.
         offsets = s.mul_add(min, s.load_f(xsum), offsets);
     }
-    let unit_v = s.splat_f(level_unit(fp));
+    let unit = level_unit(fp);
     if xs.len().is_multiple_of(g) && fp.bits >= 4 {
         // Whole groups: one lean loop per code width (the segment's codes are whole
         // bytes: it starts on a multiple of 512 columns).
@@ -398,11 +441,11 @@ fn dot_segment<S: Lanes>(
         let steps = &steps[..n];
         let acc = sum.lanes;
         let accv = match fp.bits {
-            4 => lean_groups::<S, 4>(s, seg_codes, xs, steps, g, unit_v, acc),
-            5 => lean_groups::<S, 5>(s, seg_codes, xs, steps, g, unit_v, acc),
-            6 => lean_groups::<S, 6>(s, seg_codes, xs, steps, g, unit_v, acc),
-            7 => lean_groups::<S, 7>(s, seg_codes, xs, steps, g, unit_v, acc),
-            _ => lean_groups::<S, 8>(s, seg_codes, xs, steps, g, unit_v, acc),
+            4 => lean_groups::<S, 4>(s, seg_codes, xs, steps, g, unit, acc),
+            5 => lean_groups::<S, 5>(s, seg_codes, xs, steps, g, unit, acc),
+            6 => lean_groups::<S, 6>(s, seg_codes, xs, steps, g, unit, acc),
+            7 => lean_groups::<S, 7>(s, seg_codes, xs, steps, g, unit, acc),
+            _ => lean_groups::<S, 8>(s, seg_codes, xs, steps, g, unit, acc),
         };
         *sum = PassSum {
             lanes: accv,
@@ -411,6 +454,7 @@ fn dot_segment<S: Lanes>(
         };
         return;
     }
+    let unit_v = s.splat_f(unit);
     let mut accv = sum.lanes;
     let mut scalar = sum.scalar;
     for ((k, xg), &step) in xs.chunks(g).enumerate().zip(&steps[..n]) {
@@ -467,7 +511,8 @@ fn dot_segment<S: Lanes>(
 /// `acc` plus `d·Σ L[c]·x` of whole groups of `BITS`-wide codes (`codes` the groups'
 /// codes, `xs` their rotated activations, `steps` each group's `d`): per group lane sums
 /// of `L[c]·x` (`T[c]`, the code book's eighths, at 4 bits), 16 codes a step (32 at 4
-/// bits in groups of 32 or more), then `d` (times `unit_v`, what a level is worth) once.
+/// bits in groups of 32 or more), then times `d·unit` (`unit` what a level is worth)
+/// once.
 #[inline(always)]
 fn lean_groups<S: Lanes, const BITS: u8>(
     s: S,
@@ -475,15 +520,16 @@ fn lean_groups<S: Lanes, const BITS: u8>(
     xs: &[f32],
     steps: &[f32],
     g: usize,
-    unit_v: S::F,
+    unit: f32,
     mut acc: S::F,
 ) -> S::F {
     let (x16, _) = xs.as_chunks::<16>();
     let per_group = g / 16;
     let z = s.splat_f(0.0);
     if BITS == 4 && per_group >= 2 {
-        // 32 codes (16 bytes) at a time: split into bytes, looked up in the code book
-        // (`vpshufb`/`tbl`), widened to 4 vectors.
+        // 32 codes (16 bytes) at a time: split in nibble planes, looked up in the code
+        // book (`vpshufb`/`tbl`), each byte to its 32-bit lane by shifts and masks;
+        // the segment's activations are in the matching order ([`PLANES_ORDER`]).
         let book = s.load_b2(&CODEBOOK_4BIT, &CODEBOOK_4BIT);
         let (x32, _) = xs.as_chunks::<32>();
         let (c32, _) = codes.as_chunks::<16>();
@@ -495,14 +541,14 @@ fn lean_groups<S: Lanes, const BITS: u8>(
         {
             let mut d = [z; 4];
             for (xc, cb) in xg.iter().zip(cg) {
-                let levels = s.widen_b4(s.shuffle_b(book, s.nibbles32(cb)));
+                let levels = s.byte_lanes(s.shuffle_b(book, s.nibble_planes(cb)));
                 let (xc, _) = xc.as_chunks::<8>();
                 for ((dk, lk), xk) in d.iter_mut().zip(levels).zip(xc) {
                     *dk = s.mul_add(s.int_to_float(lk), s.load_f(xk), *dk);
                 }
             }
             let sum = s.add_f(s.add_f(d[0], d[1]), s.add_f(d[2], d[3]));
-            acc = s.mul_add(s.mul_f(sum, unit_v), s.splat_f(step), acc);
+            acc = s.mul_add(sum, s.splat_f(step * unit), acc);
         }
     } else if BITS == 4 {
         // Groups of 16: 16 codes a u64, looked up in the code book.
@@ -514,7 +560,7 @@ fn lean_groups<S: Lanes, const BITS: u8>(
             let l1 = s.lookup16(&CODEBOOK_4BIT, nibbles8(s, (w >> 32) as u32));
             let d0 = s.mul_f(s.int_to_float(l0), s.load_f(x0));
             let d1 = s.mul_add(s.int_to_float(l1), s.load_f(x1), d0);
-            acc = s.mul_add(s.mul_f(d1, unit_v), s.splat_f(step), acc);
+            acc = s.mul_add(d1, s.splat_f(step * unit), acc);
         }
     } else {
         for (k, (xg, &step)) in x16.chunks_exact(per_group).zip(steps).enumerate() {
@@ -527,8 +573,7 @@ fn lean_groups<S: Lanes, const BITS: u8>(
                 d0 = s.mul_add(l0, s.load_f(x0), d0);
                 d1 = s.mul_add(l1, s.load_f(x1), d1);
             }
-            let d = s.mul_f(s.add_f(d0, d1), unit_v);
-            acc = s.mul_add(d, s.splat_f(step), acc);
+            acc = s.mul_add(s.add_f(d0, d1), s.splat_f(step * unit), acc);
         }
     }
     acc
@@ -552,7 +597,7 @@ pub(crate) fn dot_row_v3<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f3
     for start in (0..x.len()).step_by(MAX_SEGMENT) {
         let n = MAX_SEGMENT.min(x.len() - start);
         let (xs, sums) = (&mut buf[..n], &mut sums[..n.div_ceil(g)]);
-        rotate_pass(s, rotation.as_ref(), x, start, xs, g, sums);
+        rotate_pass(s, rotation.as_ref(), x, start, xs, &fp, sums);
         let parts = (row.records, row.codes, &units);
         dot_segment(s, &fp, parts, start, (xs, sums), &mut pass);
         if (start + n).is_multiple_of(PASS) || start + n == x.len() {
@@ -583,7 +628,7 @@ pub(crate) fn gemv_v3<S: Lanes>(
     for pass in (0..x.len()).step_by(PASS) {
         let n = PASS.min(x.len() - pass);
         let (xs, sums) = (&mut buf[..n], &mut sums[..n.div_ceil(g)]);
-        rotate_pass(s, rotation.as_ref(), x, pass, xs, g, sums);
+        rotate_pass(s, rotation.as_ref(), x, pass, xs, &fp, sums);
         for (r, out) in y.iter_mut().enumerate() {
             let row = t.row(r)?;
             let units = t.units_of(&row);

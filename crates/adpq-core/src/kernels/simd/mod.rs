@@ -267,8 +267,13 @@ pub(crate) trait Lanes: Copy {
     /// Byte `j` of each 16-byte half: byte `idx_j` of the same half of `v` for
     /// `idx_j < 16`, 0 for `idx_j >= 0x80` (AVX2's `vpshufb`, NEON's `tbl`).
     fn shuffle_b(self, v: Self::B, idx: Self::B) -> Self::B;
-    /// The 32 bytes of `v` widened to u32 lanes: bytes 0–7, 8–15, 16–23, 24–31.
-    fn widen_b4(self, v: Self::B) -> [Self::U; 4];
+    /// The 32 bytes of `v` as u32 lanes by their place in a 4-byte word: lane `k` of
+    /// vector `j` is byte `4k + j` (shifts and masks within each 32-bit lane, no
+    /// shuffles).
+    fn byte_lanes(self, v: Self::B) -> [Self::U; 4];
+    /// 16 bytes of 4-bit codes split in nibble planes: bytes 0–15 the low nibbles (codes
+    /// `2i`), bytes 16–31 the high ones (codes `2i + 1`).
+    fn nibble_planes(self, codes: &[u8; 16]) -> Self::B;
     /// The 16 u16 lanes (bytes `2j`, `2j + 1`, little-endian): `a·m mod 2^16`.
     fn mul_lo_u16(self, a: Self::B, m: Self::B) -> Self::B;
     /// The u16 lanes shifted right (logical) by `n < 16`.
@@ -383,7 +388,8 @@ mod tests {
     use super::entry::Kernel;
     use super::{xorshift, Lanes, SimdToken};
 
-    /// `widen_b4` and `sign_bits` against their lane-by-lane definitions.
+    /// `byte_lanes`, `nibble_planes` and `sign_bits` against their lane-by-lane
+    /// definitions.
     struct ByteLaneOps;
 
     impl<S: Lanes> Kernel<S> for ByteLaneOps {
@@ -393,11 +399,31 @@ mod tests {
             let mut next = xorshift(0x5EED_B4B4_0000_0001);
             for _ in 0..200 {
                 let bytes: [u8; 32] = core::array::from_fn(|_| next() as u8);
-                let wide = s.widen_b4(s.load_b(&bytes));
-                for (k, w) in wide.into_iter().enumerate() {
-                    let want: [u32; 8] = core::array::from_fn(|j| u32::from(bytes[8 * k + j]));
-                    assert_eq!(s.to_u32s(w), want, "widen_b4, bytes {}..", 8 * k);
+                let lanes = s.byte_lanes(s.load_b(&bytes));
+                for (j, v) in lanes.into_iter().enumerate() {
+                    let want: [u32; 8] = core::array::from_fn(|k| u32::from(bytes[4 * k + j]));
+                    assert_eq!(s.to_u32s(v), want, "byte_lanes {j}");
                 }
+                let codes: [u8; 16] = core::array::from_fn(|i| bytes[i]);
+                // Byte `4k + j` is lane `k` of `byte_lanes`' vector `j` (checked above).
+                let mut planes = [0u8; 32];
+                for (j, v) in s
+                    .byte_lanes(s.nibble_planes(&codes))
+                    .into_iter()
+                    .enumerate()
+                {
+                    for (k, w) in s.to_u32s(v).into_iter().enumerate() {
+                        planes[4 * k + j] = w as u8;
+                    }
+                }
+                let want: [u8; 32] = core::array::from_fn(|i| {
+                    if i < 16 {
+                        codes[i] & 15
+                    } else {
+                        codes[i - 16] >> 4
+                    }
+                });
+                assert_eq!(planes, want, "nibble_planes");
             }
             for bits in 0..256u32 {
                 let want: [u32; 8] =
@@ -412,7 +438,7 @@ mod tests {
     }
 
     #[test]
-    fn widen_b4_and_sign_bits_match_their_definitions() {
+    fn byte_lane_ops_match_their_definitions() {
         super::on_native_lanes!(byte_lane_ops);
     }
 }

@@ -381,15 +381,25 @@ impl<const VNNI: bool> Lanes for Avx2Lanes<VNNI> {
         avx2!(_mm256_shuffle_epi8(v, idx))
     }
     #[inline(always)]
-    fn widen_b4(self, v: __m256i) -> [__m256i; 4] {
+    fn byte_lanes(self, v: __m256i) -> [__m256i; 4] {
         avx2!({
-            let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            let byte = _mm256_set1_epi32(0xFF);
             [
-                _mm256_cvtepu8_epi32(lo),
-                _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(lo)),
-                _mm256_cvtepu8_epi32(hi),
-                _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(hi)),
+                _mm256_and_si256(v, byte),
+                _mm256_and_si256(_mm256_srli_epi32::<8>(v), byte),
+                _mm256_and_si256(_mm256_srli_epi32::<16>(v), byte),
+                _mm256_srli_epi32::<24>(v),
             ]
+        })
+    }
+    /// The 16 bytes in both halves (a load, no shuffle), the upper half's 32-bit lanes
+    /// shifted by 4 (a neighbour's low bits land above the nibble, masked off).
+    #[inline(always)]
+    fn nibble_planes(self, codes: &[u8; 16]) -> __m256i {
+        avx2!({
+            let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(codes.as_ptr().cast()));
+            let shifted = _mm256_srlv_epi32(v, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+            _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
         })
     }
     #[inline(always)]
