@@ -9,8 +9,8 @@
 //! up to 8 registers (64 columns) through the strides up to 32, one late pass takes the
 //! strides from 64 up (blocks are at most 512 columns), so a block is read and written
 //! at most twice; the signs are flipped in the first pass (forward) or the last
-//! (inverse). Blocks shorter than 8
-//! (the tail of a row whose length is not a multiple of 8) run the scalar code.
+//! (inverse). Blocks shorter than 8 (the tail of a row whose length is not a multiple of
+//! 8) run the scalar code.
 //!
 //! The first pass reads its values through a [`Source`]: the block itself for a rotation
 //! in place, or a row's codes for a dequantization that never stores the unrotated
