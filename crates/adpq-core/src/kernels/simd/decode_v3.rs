@@ -1,31 +1,27 @@
 //! Reading format v3 rows over lanes: dequantization (bit-identical to the oracle's
-//! `L[c]·d + m`, a multiply then an add, then the same inverse rotation), and the f32 and
-//! int8-activation dot products.
+//! `L[c]·d + m`, a multiply then an add, then the same inverse rotation, the codes
+//! decoded straight into its first pass), and the int8-activation dot products (the f32
+//! ones are `dot_v3.rs`).
 //!
 //! Codes of any width load 8 at a time ([`codes8`]); at 4 bits a code indexes the code
 //! book, looked up in lanes ([`Lanes::lookup16`]) as integer eighths `CODEBOOK_4BIT[c]`.
-//! The f32 dot products sum `Σ T[c]·x` per group in lanes (FMA; at 4 bits in whole
-//! groups of 32 or more, 32 codes at a time, looked up as bytes and widened) and scale by
-//! `d/8` once per group, the groups'
-//! `(d, m)` made 8 at a time first (within
-//! [`dot_tolerance`](crate::kernels::dot_tolerance)); the int8 one sums
+//! The int8 dot product sums
 //! `Σ L[c]·q` exactly (32 codes at a time as bytes, `maddubs`-style, several rows sharing
 //! each activation load: [`gemv_q8_rows_v3`]) and then does the reference's f32
 //! arithmetic per group, so it equals [`dot_row_q8_ref`] bit for bit.
 
 use super::code_chunks::{with_v3_code_chunks, CodeChunks};
-use super::decode::{load_codes8, nibbles8};
-use super::rotate::{forward_at, inverse_at, rotate_segment, SignWords, Source};
+use super::decode::load_codes8;
+use super::rotate::{inverse_at, rotate_from, SignWords, Source};
 use super::row_blocks::{in_row_blocks, RowsDot};
 use super::{arrays, arrays_mut, halves, Lanes};
 use crate::affine::RowUnits;
 use crate::error::Result;
 use crate::format::record_v3::{read_record, RECORD_BITS, UNIT_BYTES};
 use crate::format::{code_at, PackedTensor};
+use crate::kernels::check_row_range;
 use crate::kernels::q8::{dot_row_q8_ref, Q8Activations};
-use crate::kernels::{check_activations, check_gemv_out, check_row_range};
 use crate::params::{FormatParams, CODEBOOK_4BIT};
-use crate::rotate::{Rotation, MAX_SEGMENT};
 
 /// The 8 `bits`-wide codes from code `i` (a multiple of 8) of a row, as lanes.
 #[inline(always)]
@@ -60,7 +56,7 @@ pub(super) fn codes8<S: Lanes>(s: S, codes: &[u8], i: usize, bits: u8) -> S::U {
 
 /// The integer levels of 8 codes: `CODEBOOK_4BIT[c]` (eighths) with the code book, else `c`.
 #[inline(always)]
-fn int_levels8<S: Lanes>(s: S, codes: &[u8], i: usize, fp: &FormatParams) -> S::U {
+pub(super) fn int_levels8<S: Lanes>(s: S, codes: &[u8], i: usize, fp: &FormatParams) -> S::U {
     let c = codes8(s, codes, i, fp.bits);
     if fp.uses_codebook() {
         s.lookup16(&CODEBOOK_4BIT, c)
@@ -112,11 +108,11 @@ pub(crate) fn dequantize_row_v3<S: Lanes>(
     match t.info().rotation {
         Some(rot) if rot.segment() >= 8 && out.len().is_multiple_of(8) => {
             if fp.uses_codebook() {
-                let src = Decoded::<S, true>::new(s, &fp, row.records, row.codes, units);
-                rotate_decoded(s, &rot, src, start, out);
+                let mut src = Decoded::<S, true>::new(s, &fp, row.records, row.codes, units);
+                rotate_from(s, &rot, start, out, &mut src, true);
             } else {
-                let src = Decoded::<S, false>::new(s, &fp, row.records, row.codes, units);
-                rotate_decoded(s, &rot, src, start, out);
+                let mut src = Decoded::<S, false>::new(s, &fp, row.records, row.codes, units);
+                rotate_from(s, &rot, start, out, &mut src, true);
             }
         }
         rotation => {
@@ -127,24 +123,6 @@ pub(crate) fn dequantize_row_v3<S: Lanes>(
         }
     }
     Ok(0)
-}
-
-/// Columns `start..` of a row, segment by segment, through the inverse rotation with
-/// each block's first pass reading `src`.
-#[inline(always)]
-fn rotate_decoded<S: Lanes, const BOOK: bool>(
-    s: S,
-    rot: &Rotation,
-    mut src: Decoded<'_, S, BOOK>,
-    start: usize,
-    out: &mut [f32],
-) {
-    let b = rot.segment();
-    for (k, seg) in out.chunks_mut(b).enumerate() {
-        let at = start + k * b;
-        let signs = SignWords::new(rot, at, seg.len());
-        rotate_segment(s, rot, &mut src, &signs, true, at, seg);
-    }
 }
 
 /// `L[c]·d + m` of columns `start..start + out.len()` of a row, 8 codes at a time (the
@@ -264,7 +242,7 @@ impl<S: Lanes, const BOOK: bool> Source<S> for Decoded<'_, S, BOOK> {
     }
 
     #[inline(always)]
-    fn load8(&mut self, s: S, col: usize, _: &[f32; 8]) -> S::F {
+    fn load8(&mut self, s: S, col: usize, _: &[f32; 8], _: &SignWords) -> S::F {
         // A shift, not a division (a `div` per 8 columns costs more than the decode).
         let gi = col >> self.g_shift;
         if gi != self.group {
@@ -280,376 +258,6 @@ impl<S: Lanes, const BOOK: bool> Source<S> for Decoded<'_, S, BOOK> {
             s.mul_f(v, self.scale)
         }
     }
-}
-
-/// Segments of `x` one [`gemv_v3`] pass rotates together (a 16 KiB stack buffer), so
-/// that each row's codes for the pass are read in one sweep.
-const PASS_SEGMENTS: usize = 8;
-/// Columns of one pass.
-const PASS: usize = PASS_SEGMENTS * MAX_SEGMENT;
-/// Most groups of one pass (groups have at least 16 columns).
-const PASS_GROUPS: usize = PASS / 16;
-
-/// Columns `start..start + xs.len()` of `x` (`start` a multiple of [`MAX_SEGMENT`]) in
-/// the rotated basis, in `xs`, and `Σ x` of each of their groups in `sums`; each 32
-/// columns of a segment read in nibble planes ([`in_planes`]) then put in
-/// [`PLANES_ORDER`].
-#[inline(always)]
-fn rotate_pass<S: Lanes>(
-    s: S,
-    rotation: Option<&Rotation>,
-    x: &[f32],
-    start: usize,
-    xs: &mut [f32],
-    fp: &FormatParams,
-    sums: &mut [f32],
-) {
-    let g = usize::from(fp.group_size);
-    xs.copy_from_slice(&x[start..start + xs.len()]);
-    if let Some(rot) = rotation {
-        forward_at(s, rot, start, xs);
-    }
-    for (sum, xg) in sums.iter_mut().zip(xs.chunks(g)) {
-        let (whole, rest) = arrays::<f32, 8>(xg);
-        let v = whole.fold(s.splat_f(0.0), |v, xc| s.add_f(v, s.load_f(xc)));
-        *sum = s.hsum_f(v) + rest.iter().sum::<f32>();
-    }
-    for seg in xs.chunks_mut(MAX_SEGMENT) {
-        if in_planes(fp, seg.len()) {
-            for c in seg.as_chunks_mut::<32>().0 {
-                let column = *c;
-                for (v, &from) in c.iter_mut().zip(&PLANES_ORDER) {
-                    *v = column[from];
-                }
-            }
-        }
-    }
-}
-
-/// Whether the f32 dot reads a segment of `len` columns in nibble planes: 4-bit code
-/// book codes, whole groups of at least 32 columns (the lean loop of [`lean_groups`]
-/// that takes 32 codes a step).
-#[inline(always)]
-fn in_planes(fp: &FormatParams, len: usize) -> bool {
-    let g = usize::from(fp.group_size);
-    fp.uses_codebook() && g >= 32 && len.is_multiple_of(g)
-}
-
-/// The column of 32 whose activation goes to place `8j + k`: 16 bytes of 4-bit codes
-/// split in nibble planes ([`Lanes::nibble_planes`]: byte `b < 16` holds column `2b`,
-/// byte `16 + b` column `2b + 1`) are read by their place in a 4-byte word
-/// ([`Lanes::byte_lanes`]: lane `k` of vector `j` is byte `4k + j`), so the activations
-/// of a segment read that way are put in the same order once per pass instead of the
-/// codes being shuffled back for every row.
-const PLANES_ORDER: [usize; 32] = {
-    let mut order = [0usize; 32];
-    let mut j = 0;
-    while j < 4 {
-        let mut k = 0;
-        while k < 8 {
-            let b = 4 * k + j;
-            order[8 * j + k] = if b < 16 { 2 * b } else { 2 * (b - 16) + 1 };
-            k += 1;
-        }
-        j += 1;
-    }
-    order
-};
-
-/// A row's running dot product over one [`gemv_v3`] pass: each group's `d·Σ L[c]·x` and
-/// `m·Σ x` in lanes, a short last group's tail in a scalar, totalled once per pass
-/// ([`PassSum::total`]), where [`dot_row_v3`] totals it too, so both give the same bits.
-#[derive(Clone, Copy)]
-struct PassSum<S: Lanes> {
-    /// `Σ d·(Σ L[c]·x)`.
-    lanes: S::F,
-    /// `Σ m·Σ x`, 8 groups a vector.
-    offsets: S::F,
-    scalar: f32,
-}
-
-impl<S: Lanes> PassSum<S> {
-    #[inline(always)]
-    fn new(s: S) -> Self {
-        PassSum {
-            lanes: s.splat_f(0.0),
-            offsets: s.splat_f(0.0),
-            scalar: 0.0,
-        }
-    }
-
-    #[inline(always)]
-    fn total(self, s: S) -> f32 {
-        self.scalar + s.hsum_f(s.add_f(self.lanes, self.offsets))
-    }
-}
-
-/// Most groups of one segment.
-const SEGMENT_GROUPS: usize = MAX_SEGMENT / 16;
-
-/// Adds to `sum` the groups of one segment of a row (columns `start..start + xs.len()`,
-/// at most [`MAX_SEGMENT`]): `d·Σ L[c]·x + m·Σ x`, with `Σ x` of each group from `sums`
-/// (`xs` rotated). The groups' `(d, m)` are made 8 at a time in lanes first, so the
-/// group loop only broadcasts its `d`, and `Σ m·Σ x` is one multiply-add per 8 groups.
-#[inline(always)]
-fn dot_segment<S: Lanes>(
-    s: S,
-    fp: &FormatParams,
-    (records, codes, units): (&[u8], &[u8], &RowUnits),
-    start: usize,
-    (xs, sums): (&[f32], &[f32]),
-    sum: &mut PassSum<S>,
-) {
-    let g = usize::from(fp.group_size);
-    let first = start / g;
-    let n = sums.len().min(SEGMENT_GROUPS);
-    // Each group's `(d, m)` as `step_min` computes them, in lanes.
-    let mut steps = [0f32; SEGMENT_GROUPS];
-    let mut padded = [0f32; SEGMENT_GROUPS];
-    padded[..n].copy_from_slice(&sums[..n]);
-    let (step_unit, min_unit) = (s.splat_f(units.step_unit), s.splat_f(units.min_unit));
-    let sign = s.splat_u(0x8000_0000);
-    let mut offsets = sum.offsets;
-    for (k, (st, xsum)) in steps
-        .as_chunks_mut::<8>()
-        .0
-        .iter_mut()
-        .zip(padded.as_chunks::<8>().0)
-        .enumerate()
-        .take(n.div_ceil(8))
-    {
-        // Up to 7 padding groups past the segment read whatever fields lie there (or 0
-        // past the records): finite (q ≤ 63 times finite units), and times `Σ x = 0`.
-        let mut fields = [0u32; 8];
-        for (i, f) in fields.iter_mut().enumerate() {
-            *f = record_fields(records, first + k * 8 + i);
-        }
-        let fields = s.load_u(&fields);
-        let step = s.mul_f(s.int_to_float(s.and(fields, s.splat_u(63))), step_unit);
-        let min = s.mul_f(s.int_to_float(s.shr(fields, 6)), min_unit);
-        let min = s.float_of_bits(s.xor(s.bits(min), sign));
-        s.store_f(step, st);
-        // Padding groups have `Σ x = 0`.
-        offsets = s.mul_add(min, s.load_f(xsum), offsets);
-    }
-    let unit = level_unit(fp);
-    if xs.len().is_multiple_of(g) && fp.bits >= 4 {
-        // Whole groups: one lean loop per code width (the segment's codes are whole
-        // bytes: it starts on a multiple of 512 columns).
-        let b = usize::from(fp.bits);
-        let seg_codes = &codes[start * b / 8..(start + xs.len()) * b / 8];
-        let steps = &steps[..n];
-        let acc = sum.lanes;
-        let accv = match fp.bits {
-            4 => lean_groups::<S, 4>(s, seg_codes, xs, steps, g, unit, acc),
-            5 => lean_groups::<S, 5>(s, seg_codes, xs, steps, g, unit, acc),
-            6 => lean_groups::<S, 6>(s, seg_codes, xs, steps, g, unit, acc),
-            7 => lean_groups::<S, 7>(s, seg_codes, xs, steps, g, unit, acc),
-            _ => lean_groups::<S, 8>(s, seg_codes, xs, steps, g, unit, acc),
-        };
-        *sum = PassSum {
-            lanes: accv,
-            offsets,
-            scalar: sum.scalar,
-        };
-        return;
-    }
-    let unit_v = s.splat_f(unit);
-    let mut accv = sum.lanes;
-    let mut scalar = sum.scalar;
-    for ((k, xg), &step) in xs.chunks(g).enumerate().zip(&steps[..n]) {
-        let base = start + k * g;
-        let z = s.splat_f(0.0);
-        let (mut d0, mut d1) = (z, z);
-        let (pairs, odd) = arrays::<f32, 16>(xg);
-        if fp.uses_codebook() {
-            // 16 codes a word: the group's codes as one slice, no width tests.
-            let gc = &codes[base / 2..base / 2 + pairs.len() * 8];
-            for (cb, xc) in arrays::<u8, 8>(gc).0.zip(pairs) {
-                let (x0, x1) = halves(xc);
-                let w = u64::from_le_bytes(*cb);
-                let l0 = s.lookup16(&CODEBOOK_4BIT, nibbles8(s, w as u32));
-                let l1 = s.lookup16(&CODEBOOK_4BIT, nibbles8(s, (w >> 32) as u32));
-                d0 = s.mul_add(s.int_to_float(l0), s.load_f(x0), d0);
-                d1 = s.mul_add(s.int_to_float(l1), s.load_f(x1), d1);
-            }
-        } else {
-            for (c, xc) in pairs.enumerate() {
-                let (x0, x1) = halves(xc);
-                let i = base + c * 16;
-                let l0 = s.int_to_float(int_levels8(s, codes, i, fp));
-                let l1 = s.int_to_float(int_levels8(s, codes, i + 8, fp));
-                d0 = s.mul_add(l0, s.load_f(x0), d0);
-                d1 = s.mul_add(l1, s.load_f(x1), d1);
-            }
-        }
-        // A short last group's columns past its 16s (a row not a multiple of 16).
-        if !odd.is_empty() {
-            let mut done = xg.len() - odd.len();
-            if let Some(x0) = odd.get(..8) {
-                let l0 = s.int_to_float(int_levels8(s, codes, base + done, fp));
-                d0 = s.mul_add(l0, s.load_f(x0.try_into().expect("8 f32")), d0);
-                done += 8;
-            }
-            let mut tail = 0f32;
-            for (i, &xi) in xg.iter().enumerate().skip(done) {
-                tail += fp.level(code_at(codes, base + i, fp.bits)) * xi;
-            }
-            scalar += tail * step;
-        }
-        // Levels in eighths: `d/8` per group (exact scaling of the lane sums).
-        let d = s.mul_f(s.add_f(d0, d1), unit_v);
-        accv = s.mul_add(d, s.splat_f(step), accv);
-    }
-    *sum = PassSum {
-        lanes: accv,
-        offsets,
-        scalar,
-    };
-}
-
-/// `acc` plus `d·Σ L[c]·x` of whole groups of `BITS`-wide codes (`codes` the groups'
-/// codes, `xs` their rotated activations, `steps` each group's `d`): per group lane sums
-/// of `L[c]·x` (`T[c]`, the code book's eighths, at 4 bits), 16 codes a step (32 at 4
-/// bits in groups of 32 or more), then times `d·unit` (`unit` what a level is worth)
-/// once.
-#[inline(always)]
-fn lean_groups<S: Lanes, const BITS: u8>(
-    s: S,
-    codes: &[u8],
-    xs: &[f32],
-    steps: &[f32],
-    g: usize,
-    unit: f32,
-    mut acc: S::F,
-) -> S::F {
-    let (x16, _) = xs.as_chunks::<16>();
-    let per_group = g / 16;
-    let z = s.splat_f(0.0);
-    if BITS == 4 && per_group >= 2 {
-        // 32 codes (16 bytes) at a time: split in nibble planes, looked up in the code
-        // book (`vpshufb`/`tbl`), each byte to its 32-bit lane by shifts and masks;
-        // the segment's activations are in the matching order ([`PLANES_ORDER`]).
-        let book = s.load_b2(&CODEBOOK_4BIT, &CODEBOOK_4BIT);
-        let (x32, _) = xs.as_chunks::<32>();
-        let (c32, _) = codes.as_chunks::<16>();
-        let per_group = g / 32;
-        for ((xg, cg), &step) in x32
-            .chunks_exact(per_group)
-            .zip(c32.chunks_exact(per_group))
-            .zip(steps)
-        {
-            let mut d = [z; 4];
-            for (xc, cb) in xg.iter().zip(cg) {
-                let levels = s.byte_lanes(s.shuffle_b(book, s.nibble_planes(cb)));
-                let (xc, _) = xc.as_chunks::<8>();
-                for ((dk, lk), xk) in d.iter_mut().zip(levels).zip(xc) {
-                    *dk = s.mul_add(s.int_to_float(lk), s.load_f(xk), *dk);
-                }
-            }
-            let sum = s.add_f(s.add_f(d[0], d[1]), s.add_f(d[2], d[3]));
-            acc = s.mul_add(sum, s.splat_f(step * unit), acc);
-        }
-    } else if BITS == 4 {
-        // Groups of 16: 16 codes a u64, looked up in the code book.
-        let (c16, _) = codes.as_chunks::<8>();
-        for ((xc, cb), &step) in x16.iter().zip(c16).zip(steps) {
-            let (x0, x1) = halves(xc);
-            let w = u64::from_le_bytes(*cb);
-            let l0 = s.lookup16(&CODEBOOK_4BIT, nibbles8(s, w as u32));
-            let l1 = s.lookup16(&CODEBOOK_4BIT, nibbles8(s, (w >> 32) as u32));
-            let d0 = s.mul_f(s.int_to_float(l0), s.load_f(x0));
-            let d1 = s.mul_add(s.int_to_float(l1), s.load_f(x1), d0);
-            acc = s.mul_add(d1, s.splat_f(step * unit), acc);
-        }
-    } else {
-        for (k, (xg, &step)) in x16.chunks_exact(per_group).zip(steps).enumerate() {
-            let (mut d0, mut d1) = (z, z);
-            for (c, xc) in xg.iter().enumerate() {
-                let (x0, x1) = halves(xc);
-                let i = k * g + c * 16;
-                let l0 = s.int_to_float(codes8(s, codes, i, BITS));
-                let l1 = s.int_to_float(codes8(s, codes, i + 8, BITS));
-                d0 = s.mul_add(l0, s.load_f(x0), d0);
-                d1 = s.mul_add(l1, s.load_f(x1), d1);
-            }
-            acc = s.mul_add(s.add_f(d0, d1), s.splat_f(step * unit), acc);
-        }
-    }
-    acc
-}
-
-/// Dot product of one v3 row with `x`: `x` rotated a segment at a time (lanes), then each
-/// group's `d·Σ L[c]·x + m·Σ x` (see the module docs), totalled every [`PASS`] columns as
-/// [`gemv_v3`] totals them.
-#[inline(always)]
-pub(crate) fn dot_row_v3<S: Lanes>(s: S, t: &PackedTensor<'_>, r: usize, x: &[f32]) -> Result<f32> {
-    check_activations(t, x)?;
-    let fp = t.params();
-    let row = t.row(r)?;
-    let units = t.units_of(&row);
-    let g = usize::from(fp.group_size);
-    let rotation = t.info().rotation;
-    let mut buf = [0f32; MAX_SEGMENT];
-    let mut sums = [0f32; MAX_SEGMENT / 16];
-    let mut acc = 0f32;
-    let mut pass = PassSum::new(s);
-    for start in (0..x.len()).step_by(MAX_SEGMENT) {
-        let n = MAX_SEGMENT.min(x.len() - start);
-        let (xs, sums) = (&mut buf[..n], &mut sums[..n.div_ceil(g)]);
-        rotate_pass(s, rotation.as_ref(), x, start, xs, &fp, sums);
-        let parts = (row.records, row.codes, &units);
-        dot_segment(s, &fp, parts, start, (xs, sums), &mut pass);
-        if (start + n).is_multiple_of(PASS) || start + n == x.len() {
-            acc += pass.total(s);
-            pass = PassSum::new(s);
-        }
-    }
-    Ok(acc)
-}
-
-/// `y = W x` for a v3 tensor: `x` rotated once, [`PASS_SEGMENTS`] segments at a time,
-/// and every row's share of each pass added as [`dot_row_v3`] adds it (the same bits).
-#[inline(always)]
-pub(crate) fn gemv_v3<S: Lanes>(
-    s: S,
-    t: &PackedTensor<'_>,
-    x: &[f32],
-    y: &mut [f32],
-) -> Result<()> {
-    check_activations(t, x)?;
-    check_gemv_out(t, y)?;
-    let fp = t.params();
-    let g = usize::from(fp.group_size);
-    let rotation = t.info().rotation;
-    let mut buf = [0f32; PASS];
-    let mut sums = [0f32; PASS_GROUPS];
-    y.fill(0.0);
-    for pass in (0..x.len()).step_by(PASS) {
-        let n = PASS.min(x.len() - pass);
-        let (xs, sums) = (&mut buf[..n], &mut sums[..n.div_ceil(g)]);
-        rotate_pass(s, rotation.as_ref(), x, pass, xs, &fp, sums);
-        for (r, out) in y.iter_mut().enumerate() {
-            let row = t.row(r)?;
-            let units = t.units_of(&row);
-            let parts = (row.records, row.codes, &units);
-            let mut sum = PassSum::new(s);
-            let per_segment = MAX_SEGMENT / g;
-            for (k, seg) in xs.chunks(MAX_SEGMENT).enumerate() {
-                let seg_sums = &sums[k * per_segment..sums.len().min((k + 1) * per_segment)];
-                dot_segment(
-                    s,
-                    &fp,
-                    parts,
-                    pass + k * MAX_SEGMENT,
-                    (seg, seg_sums),
-                    &mut sum,
-                );
-            }
-            *out += sum.total(s);
-        }
-    }
-    Ok(())
 }
 
 /// [`dot_row_q8_v3`] at 2 or 3 bits (the widths without byte-lane unpackers): per
@@ -872,7 +480,7 @@ pub(super) fn add_group_q8<S: Lanes>(
 /// Group `g`'s 12 record bits (`q_d | q_m << 6`) of a row's records, as
 /// [`read_record`] reads them, from one 4-byte load where the records allow.
 #[inline(always)]
-fn record_fields(records: &[u8], g: usize) -> u32 {
+pub(super) fn record_fields(records: &[u8], g: usize) -> u32 {
     let bit = g * RECORD_BITS;
     match records.get(UNIT_BYTES + bit / 8..UNIT_BYTES + bit / 8 + 4) {
         Some(w) => {

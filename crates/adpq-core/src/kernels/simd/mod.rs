@@ -22,7 +22,8 @@
 //! | int8-activation dot products | `q8.rs`; format v2: `decode_v2.rs`; the walk over blocks of rows: `row_blocks.rs` |
 //! | format v3: the row rotation | `rotate.rs` (bit-identical to `crate::rotate`) |
 //! | format v3: quantizing rows | `quantize_v3.rs` (grid search shared with scalar: `affine.rs`) |
-//! | format v3: dequantizing rows, f32 and int8 dot products | `decode_v3.rs` |
+//! | format v3: dequantizing rows, int8 dot products | `decode_v3.rs` |
+//! | format v3: f32 dot products (`dot_row`, `gemv`) | `dot_v3.rs` |
 //! | the `CpuKernels` impl and kernel values | `entry.rs` |
 //!
 //! **Exactness.** Histograms and counts are integer work and equal the scalar results.
@@ -41,6 +42,7 @@ mod code_chunks;
 mod decode;
 mod decode_v2;
 mod decode_v3;
+mod dot_v3;
 pub(crate) mod entry;
 mod format;
 mod q8;
@@ -56,9 +58,8 @@ pub(crate) use decode::{dequantize_row, dequantize_rows, dot_row, PositionReader
 pub(crate) use decode_v2::{
     dequantize_row_v2, dot_row_q8_v2, dot_row_v2, gemv_q8_rows_v2, gemv_v2,
 };
-pub(crate) use decode_v3::{
-    dequantize_row_v3, dot_row_q8_v3, dot_row_v3, gemv_q8_rows_v3, gemv_v3,
-};
+pub(crate) use decode_v3::{dequantize_row_v3, dot_row_q8_v3, gemv_q8_rows_v3};
+pub(crate) use dot_v3::{dot_row_v3, gemv_v3};
 pub(crate) use entry::simd_kernels;
 
 /// Calls `check(token)` with this machine's baseline SIMD token, for the lane kernels'

@@ -38,17 +38,17 @@ pub(super) trait Source<S: Lanes> {
     /// Called before each block's first pass with the block's [`block_scale`].
     fn begin_block(&mut self, s: S, scale: f32);
     /// The values of columns `col..col + 8` (`col` counted from the row's start), scaled
-    /// by the block's scale, where `at` holds what the block has there now.
-    fn load8(&mut self, s: S, col: usize, at: &[f32; 8]) -> S::F;
+    /// by the block's scale, where `at` holds what the block has there now (`signs`
+    /// those of the segment, for a source that flips them on the way in).
+    fn load8(&mut self, s: S, col: usize, at: &[f32; 8], signs: &SignWords) -> S::F;
 }
 
 /// The block's own values, their signs flipped first when `FORWARD`.
-struct InPlace<'w, S: Lanes, const FORWARD: bool> {
-    signs: &'w SignWords,
+struct InPlace<S: Lanes, const FORWARD: bool> {
     scale: Option<S::F>,
 }
 
-impl<S: Lanes, const FORWARD: bool> Source<S> for InPlace<'_, S, FORWARD> {
+impl<S: Lanes, const FORWARD: bool> Source<S> for InPlace<S, FORWARD> {
     #[inline(always)]
     fn begin_block(&mut self, s: S, scale: f32) {
         // The oracle skips a scale of 1 (a multiply by 1 would keep the bits anyway).
@@ -60,10 +60,10 @@ impl<S: Lanes, const FORWARD: bool> Source<S> for InPlace<'_, S, FORWARD> {
         };
     }
     #[inline(always)]
-    fn load8(&mut self, s: S, col: usize, at: &[f32; 8]) -> S::F {
+    fn load8(&mut self, s: S, col: usize, at: &[f32; 8], signs: &SignWords) -> S::F {
         let mut v = s.load_f(at);
         if FORWARD {
-            v = self.signs.flip(s, self.signs.byte_index(col), v);
+            v = signs.flip(s, signs.byte_index(col), v);
         }
         match self.scale {
             Some(scale) => s.mul_f(v, scale),
@@ -80,15 +80,27 @@ fn rotate_in_place<S: Lanes, const FORWARD: bool>(
     start: usize,
     x: &mut [f32],
 ) {
+    let mut src = InPlace::<S, FORWARD> { scale: None };
+    rotate_from(s, rot, start, x, &mut src, !FORWARD);
+}
+
+/// Columns `start..start + x.len()` of a row (`start` as for [`forward_at`]), segment
+/// by segment, through the rotation with each block's first pass reading `src`; with
+/// `sign_last` (the inverse), the signs flipped as each value is last stored.
+#[inline(always)]
+pub(super) fn rotate_from<S: Lanes>(
+    s: S,
+    rot: &Rotation,
+    start: usize,
+    x: &mut [f32],
+    src: &mut impl Source<S>,
+    sign_last: bool,
+) {
     let b = rot.segment();
     for (k, seg) in x.chunks_mut(b).enumerate() {
         let at = start + k * b;
         let signs = SignWords::new(rot, at, seg.len());
-        let mut src = InPlace::<S, FORWARD> {
-            signs: &signs,
-            scale: None,
-        };
-        rotate_segment(s, rot, &mut src, &signs, !FORWARD, at, seg);
+        rotate_segment(s, rot, src, &signs, sign_last, at, seg);
     }
 }
 
@@ -96,7 +108,7 @@ fn rotate_in_place<S: Lanes, const FORWARD: bool>(
 /// pass reading `src`; with `sign_last`, the signs flipped as each value is last stored
 /// (the inverse's order: blocks, then signs).
 #[inline(always)]
-pub(super) fn rotate_segment<S: Lanes>(
+fn rotate_segment<S: Lanes>(
     s: S,
     rot: &Rotation,
     src: &mut impl Source<S>,
@@ -105,14 +117,13 @@ pub(super) fn rotate_segment<S: Lanes>(
     at: usize,
     seg: &mut [f32],
 ) {
-    let last = sign_last.then_some(signs);
     let mut rest = seg;
     let mut col = at;
     while !rest.is_empty() {
         let (block, tail) = rest.split_at_mut(first_block(rest.len()));
         if block.len() >= 8 {
             src.begin_block(s, block_scale(block.len()));
-            transform_block_lanes(s, src, last, col, block);
+            transform_block_lanes(s, src, (signs, sign_last), col, block);
         } else {
             // A tail shorter than 8 (in place only: a dequantization decodes such rows
             // before rotating them).
@@ -138,17 +149,11 @@ pub(super) struct SignWords {
 }
 
 impl SignWords {
-    /// No signs (for the passes that flip none).
-    const NONE: SignWords = SignWords {
-        first: 0,
-        bytes: [0; MAX_SEGMENT / 8],
-    };
-
     /// The signs of columns `at..at + len`: one segment, so `at` is a multiple of the
     /// segment length `B ≥ len` (`B ≤ MAX_SEGMENT`), and the columns lie in at most
     /// [`MAX_SEGMENT`] / 64 sign words from `at`'s.
     #[inline(always)]
-    pub(super) fn new(rot: &Rotation, at: usize, len: usize) -> SignWords {
+    fn new(rot: &Rotation, at: usize, len: usize) -> SignWords {
         let first = at / 64;
         let mut bytes = [0u8; MAX_SEGMENT / 8];
         let n = ((at + len).div_ceil(64) - first).min(MAX_SEGMENT / 64);
@@ -233,18 +238,20 @@ fn cross_stages<S: Lanes, const V: usize>(s: S, v: &mut [S::F; V]) {
 
 /// One block of `2^m ≥ 8` values (columns `col..`) scaled and transformed by the
 /// butterflies (`(a, b) → (a + b, a − b)`), as [`transform_block`] does, its first pass
-/// reading `src`; the signs of `last` flipped as the values are last stored.
+/// reading `src` (which is handed the segment's `signs`); with `sign_last`, the signs
+/// flipped as the values are last stored.
 #[inline(always)]
 fn transform_block_lanes<S: Lanes>(
     s: S,
     src: &mut impl Source<S>,
-    last: Option<&SignWords>,
+    (signs, sign_last): (&SignWords, bool),
     col: usize,
     block: &mut [f32],
 ) {
-    match last {
-        Some(signs) => block_passes::<S, true>(s, src, signs, col, block),
-        None => block_passes::<S, false>(s, src, &SignWords::NONE, col, block),
+    if sign_last {
+        block_passes::<S, true>(s, src, signs, col, block);
+    } else {
+        block_passes::<S, false>(s, src, signs, col, block);
     }
 }
 
@@ -297,7 +304,7 @@ fn first_pass<S: Lanes, const V: usize, const SIGNS: bool>(
         let (chunks, _) = run.as_chunks_mut::<8>();
         let mut v = [s.splat_f(0.0); V];
         for (k, (vk, c)) in v.iter_mut().zip(chunks.iter()).enumerate() {
-            *vk = register_stages(s, src.load8(s, at + 8 * k, c), upper);
+            *vk = register_stages(s, src.load8(s, at + 8 * k, c, signs), upper);
         }
         cross_stages(s, &mut v);
         for (k, (vk, c)) in v.iter().zip(chunks.iter_mut()).enumerate() {
