@@ -5,7 +5,8 @@
 //!
 //! Builds and runs the criterion benches in `benches/` (package `adpq-bench`: every
 //! backend this CPU can run, one thread) together with the candle-core peers on the same
-//! data, then prints one table and writes `target/bench/summary.json`: an array of
+//! data, then prints one table, one line per kernel goal of issue 17 (goal 4, for the
+//! default format: the fastest SIMD kernel set against the bar) and writes `target/bench/summary.json`: an array of
 //! `{"backend", "op", "shape", "elems_per_s"}` (median of the criterion samples).
 //!
 //! The bench build lives in its own target directory (`<target>/bench-build`) because on
@@ -118,6 +119,7 @@ pub fn run(args: &[String]) -> DynResult {
     });
     let sizes = packed_sizes(&sizes_file);
     print!("{}", table(&rows, &sizes));
+    print!("{}", kernel_goals(&rows));
 
     let out_dir = project_root().join("target").join("bench");
     std::fs::create_dir_all(&out_dir)?;
@@ -129,6 +131,82 @@ pub fn run(args: &[String]) -> DynResult {
     std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")?;
     eprintln!("xtask bench: wrote {}", path.display());
     Ok(())
+}
+
+/// What a goal of [`KERNEL_GOALS`] compares its figure with.
+#[derive(Clone, Copy)]
+enum Bar {
+    /// At least this ratio to the op's candle peer on the same data.
+    Peer(f64),
+    /// At least this many weights per second.
+    Rate(f64),
+}
+
+/// Issue 17, goal 4, for the default format (v3) on one thread: the op, what it is, and
+/// its bar.
+const KERNEL_GOALS: [(&str, &str, Bar); 4] = [
+    ("gemv_q8_v3", "int8-activation gemv", Bar::Peer(1.0)),
+    (
+        "gemv_q8_repacked_v3",
+        "int8-activation gemv, rows repacked at load",
+        Bar::Peer(1.0),
+    ),
+    ("gemv_v3", "f32 gemv", Bar::Peer(0.8)),
+    (
+        "dequantize_row_v3",
+        "dequantize a row at a time",
+        Bar::Rate(4e9),
+    ),
+];
+
+/// One line per goal of [`KERNEL_GOALS`] whose op ran: the fastest SIMD kernel set's
+/// figure, its ratio and whether it meets the bar (none for a peer goal without its peer,
+/// as under `--no-peers`).
+fn kernel_goals(rows: &[Row]) -> String {
+    let mut s = String::new();
+    for (op, what, bar) in KERNEL_GOALS {
+        let Some(best) = rows
+            .iter()
+            .filter(|r| r.op == op && !["scalar", "candle", "memory"].contains(&r.backend.as_str()))
+            .max_by(|a, b| a.elems_per_s.total_cmp(&b.elems_per_s))
+        else {
+            continue;
+        };
+        let rate = best.elems_per_s / 1e9;
+        let (goal, ratio, against) = match bar {
+            Bar::Peer(min) => {
+                let Some(p) = peer_of(op) else { continue };
+                let Some(peer) = rows
+                    .iter()
+                    .find(|q| q.backend == "candle" && q.op == p && q.shape == best.shape)
+                else {
+                    continue;
+                };
+                (
+                    format!("≥ {min}× candle {p}"),
+                    best.elems_per_s / peer.elems_per_s / min,
+                    format!(
+                        "{:.2}× ({:.2} G/s)",
+                        best.elems_per_s / peer.elems_per_s,
+                        peer.elems_per_s / 1e9
+                    ),
+                )
+            }
+            Bar::Rate(min) => (
+                format!("≥ {} G weights/s", min / 1e9),
+                best.elems_per_s / min,
+                format!("{:.2}× the goal", best.elems_per_s / min),
+            ),
+        };
+        let _ = writeln!(
+            s,
+            "goal 4 ({what} {goal}, one thread): {} {op} {} at {rate:.2} G/s = {against} — {}",
+            best.backend,
+            best.shape,
+            if ratio >= 1.0 { "met" } else { "not met" }
+        );
+    }
+    s
 }
 
 /// `-C target-feature` flags that let candle use its AVX2 kernels, when this CPU has them.
@@ -269,4 +347,40 @@ fn table(rows: &[Row], sizes: &[(String, f64)]) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(backend: &str, op: &str, g_per_s: f64) -> Row {
+        Row {
+            backend: backend.into(),
+            op: op.into(),
+            shape: "4096x4096".into(),
+            elems_per_s: g_per_s * 1e9,
+        }
+    }
+
+    /// The goal lines take the fastest SIMD set, never scalar, and judge it against the
+    /// bar; a peer goal without its peer prints nothing.
+    #[test]
+    fn kernel_goals_judge_the_fastest_simd_set() {
+        let rows = [
+            row("scalar", "gemv_q8_v3", 50.0),
+            row("avx2", "gemv_q8_v3", 9.0),
+            row("avx-vnni", "gemv_q8_v3", 12.0),
+            row("candle", "q4_0_q8_0_vec_dot", 10.0),
+            row("avx2", "gemv_v3", 7.9),
+            row("avx2", "dequantize_row_v3", 2.6),
+        ];
+        let text = kernel_goals(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].contains("avx-vnni gemv_q8_v3") && lines[0].contains("1.20×"));
+        assert!(lines[0].ends_with("— met"), "{}", lines[0]);
+        assert!(lines[1].contains("0.79×") && lines[1].ends_with("— not met"));
+        assert!(lines[2].contains("2.60 G/s") && lines[2].ends_with("— not met"));
+        assert!(kernel_goals(&rows[1..3]).is_empty());
+    }
 }

@@ -7,7 +7,8 @@
 //! matrices per input dtype into `target/bench/quantize/` (kept between runs; about
 //! 537 MB in BF16), runs `adpq quantize IN -o OUT --threads T` (statistics included
 //! unless `--no-stats`) and reports the best of `--reps` wall-clock runs (default 2) as
-//! GB/s of input and M weights/s, with the 2-thread / 1-thread ratio. Beside it, when
+//! GB/s of input and M weights/s, with the 2-thread / 1-thread ratio, and (at the
+//! defaults) one line per input type on goal 1. Beside it, when
 //! `scripts/llama-bench.sh` has built it, llama.cpp's own `llama-quantize` requantizing
 //! SmolLM2-135M's Q4_1 GGUF to Q4_0 and Q4_K_M on the same thread counts (its input
 //! differs, so its figure is weights/s only). Each adpq run is timed under
@@ -125,6 +126,9 @@ pub fn run(args: &[String]) -> DynResult {
     rows.extend(llama_rows(&root, reps)?);
 
     print!("{}", table(&rows));
+    if extra.is_empty() {
+        print!("{}", quantize_goals(&rows));
+    }
     let json: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -296,6 +300,37 @@ fn llama_rows(root: &Path, reps: usize) -> DynResult<Vec<Row>> {
     Ok(rows)
 }
 
+/// Goal 1's bar on 2 threads: 1 GB/s of BF16 input, in weights per second (the same
+/// weights/s for every input type).
+const GOAL_WEIGHTS_PER_S: f64 = 500e6;
+/// Goal 1's bar for 2 threads over 1.
+const GOAL_SCALING: f64 = 1.8;
+
+/// Issue 17, goal 1, one line per adpq row (at the defaults): its 2-thread weights/s
+/// against [`GOAL_WEIGHTS_PER_S`] and its 2t/1t against [`GOAL_SCALING`].
+fn quantize_goals(rows: &[Row]) -> String {
+    let verdict = |met: bool| if met { "met" } else { "not met" };
+    let mut s = String::new();
+    for r in rows.iter().filter(|r| r.input_bytes.is_some()) {
+        let &[one, two] = r.secs.as_slice() else {
+            continue;
+        };
+        let rate = r.weights as f64 / two;
+        let scaling = one / two;
+        s.push_str(&format!(
+            "goal 1 (quantize ≥ {:.0} M weights/s = 1 GB/s of BF16 on 2 threads, 2t ≥ \
+             {GOAL_SCALING}× 1t), {}: {:.0} M weights/s = {:.2}× — {}; 2t/1t {scaling:.2} — {}\n",
+            GOAL_WEIGHTS_PER_S / 1e6,
+            r.name,
+            rate / 1e6,
+            rate / GOAL_WEIGHTS_PER_S,
+            verdict(rate >= GOAL_WEIGHTS_PER_S),
+            verdict(scaling >= GOAL_SCALING),
+        ));
+    }
+    s
+}
+
 /// The markdown table of the rows.
 fn table(rows: &[Row]) -> String {
     let mut s = String::from(
@@ -328,4 +363,35 @@ fn table(rows: &[Row]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A goal line per adpq row, none for llama.cpp's rows (no input bytes), each half
+    /// judged on its own.
+    #[test]
+    fn quantize_goals_judge_rate_and_scaling() {
+        let adpq = |name: &str, secs: [f64; 2]| Row {
+            name: name.into(),
+            weights: 1_000_000_000,
+            input_bytes: Some(2_000_000_000),
+            secs: secs.to_vec(),
+            cpu: Vec::new(),
+        };
+        let rows = [
+            adpq("adpq defaults, bf16", [6.0, 3.2]),
+            adpq("adpq defaults, f32", [2.0, 1.9]),
+            Row {
+                input_bytes: None,
+                ..adpq("llama-quantize", [1.0, 0.5])
+            },
+        ];
+        let text = quantize_goals(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("bf16: 312 M weights/s = 0.62× — not met; 2t/1t 1.88 — met"));
+        assert!(lines[1].contains("f32: 526 M weights/s = 1.05× — met; 2t/1t 1.05 — not met"));
+    }
 }
