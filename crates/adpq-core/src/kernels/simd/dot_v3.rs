@@ -3,17 +3,16 @@
 //! [`PASS`] columns for a gemv, a segment at a time for one row).
 //!
 //! A segment at a time ([`dot_segment`]): the groups' `(d, m)` are made 8 at a time in
-//! lanes, `Σ m·Σ x` is one multiply-add per 8 groups, and whole groups run one lean loop
-//! per code width ([`lean_groups`]): `Σ L[c]·x` in lanes (FMA), times `d` once per
-//! group. At 4 bits, in whole groups of 32 or more, 32 codes a step are split in nibble
+//! lanes, `Σ m·Σ x` is one multiply-add per 8 groups, and the groups run one lean loop
+//! per code width ([`lean_groups`], a row's short last group included): `Σ L[c]·x` in
+//! lanes (FMA), times `d` once per group. At 4 bits, in whole groups of 32 or more, 32 codes a step are split in nibble
 //! planes, looked up in the code book as bytes and moved to their lanes by shifts, against
 //! activations put in that order once per pass ([`PLANES_ORDER`]). A row's sums are
 //! totalled once per pass ([`PassSum`]) in `gemv` and `dot_row` alike, so the gemv equals
 //! the dot product bit for bit; both stay within
 //! [`dot_tolerance`](crate::kernels::dot_tolerance) of the oracle.
 
-use super::decode::nibbles8;
-use super::decode_v3::{codes8, int_levels8, level_unit, record_fields};
+use super::decode_v3::{codes8, level_unit, record_fields};
 use super::rotate::forward_at;
 use super::{arrays, halves, Lanes};
 use crate::affine::RowUnits;
@@ -33,8 +32,8 @@ const PASS_GROUPS: usize = PASS / 16;
 
 /// Columns `start..start + xs.len()` of `x` (`start` a multiple of [`MAX_SEGMENT`]) in
 /// the rotated basis, in `xs`, and `Σ x` of each of their groups in `sums`; each 32
-/// columns of a segment read in nibble planes ([`in_planes`]) then put in
-/// [`PLANES_ORDER`].
+/// columns of a segment's whole groups put in [`PLANES_ORDER`] where [`lean_groups`]
+/// reads their codes in nibble planes (4-bit codes in groups of 32 or more).
 #[inline(always)]
 fn rotate_pass<S: Lanes>(
     s: S,
@@ -55,9 +54,10 @@ fn rotate_pass<S: Lanes>(
         let v = whole.fold(s.splat_f(0.0), |v, xc| s.add_f(v, s.load_f(xc)));
         *sum = s.hsum_f(v) + rest.iter().sum::<f32>();
     }
-    for seg in xs.chunks_mut(MAX_SEGMENT) {
-        if in_planes(fp, seg.len()) {
-            for c in seg.as_chunks_mut::<32>().0 {
+    if fp.uses_codebook() && g >= 32 {
+        for seg in xs.chunks_mut(MAX_SEGMENT) {
+            let whole = whole_columns(g, seg.len());
+            for c in seg[..whole].as_chunks_mut::<32>().0 {
                 let column = *c;
                 for (v, &from) in c.iter_mut().zip(&PLANES_ORDER) {
                     *v = column[from];
@@ -65,15 +65,6 @@ fn rotate_pass<S: Lanes>(
             }
         }
     }
-}
-
-/// Whether the f32 dot reads a segment of `len` columns in nibble planes: 4-bit code
-/// book codes, whole groups of at least 32 columns (the lean loop of [`lean_groups`]
-/// that takes 32 codes a step).
-#[inline(always)]
-fn in_planes(fp: &FormatParams, len: usize) -> bool {
-    let g = usize::from(fp.group_size);
-    fp.uses_codebook() && g >= 32 && len.is_multiple_of(g)
 }
 
 /// The column of 32 whose activation goes to place `8j + k`: 16 bytes of 4-bit codes
@@ -174,86 +165,29 @@ fn dot_segment<S: Lanes>(
         offsets = s.mul_add(min, s.load_f(xsum), offsets);
     }
     let unit = level_unit(fp);
-    if xs.len().is_multiple_of(g) && fp.bits >= 4 {
-        // Whole groups: one lean loop per code width (the segment's codes are whole
-        // bytes: it starts on a multiple of 512 columns).
-        let b = usize::from(fp.bits);
-        let seg_codes = &codes[start * b / 8..(start + xs.len()) * b / 8];
-        let steps = &steps[..n];
-        let acc = sum.lanes;
-        let accv = match fp.bits {
-            4 => lean_groups::<S, 4>(s, seg_codes, xs, steps, g, unit, acc),
-            5 => lean_groups::<S, 5>(s, seg_codes, xs, steps, g, unit, acc),
-            6 => lean_groups::<S, 6>(s, seg_codes, xs, steps, g, unit, acc),
-            7 => lean_groups::<S, 7>(s, seg_codes, xs, steps, g, unit, acc),
-            _ => lean_groups::<S, 8>(s, seg_codes, xs, steps, g, unit, acc),
-        };
-        *sum = PassSum {
-            lanes: accv,
-            offsets,
-            scalar: sum.scalar,
-        };
-        return;
-    }
-    let unit_v = s.splat_f(unit);
-    let mut accv = sum.lanes;
-    let mut scalar = sum.scalar;
-    for ((k, xg), &step) in xs.chunks(g).enumerate().zip(&steps[..n]) {
-        let base = start + k * g;
-        let z = s.splat_f(0.0);
-        let (mut d0, mut d1) = (z, z);
-        let (pairs, odd) = arrays::<f32, 16>(xg);
-        if fp.uses_codebook() {
-            // 16 codes a word: the group's codes as one slice, no width tests.
-            let gc = &codes[base / 2..base / 2 + pairs.len() * 8];
-            for (cb, xc) in arrays::<u8, 8>(gc).0.zip(pairs) {
-                let (x0, x1) = halves(xc);
-                let w = u64::from_le_bytes(*cb);
-                let l0 = s.lookup16(&CODEBOOK_4BIT, nibbles8(s, w as u32));
-                let l1 = s.lookup16(&CODEBOOK_4BIT, nibbles8(s, (w >> 32) as u32));
-                d0 = s.mul_add(s.int_to_float(l0), s.load_f(x0), d0);
-                d1 = s.mul_add(s.int_to_float(l1), s.load_f(x1), d1);
-            }
-        } else {
-            for (c, xc) in pairs.enumerate() {
-                let (x0, x1) = halves(xc);
-                let i = base + c * 16;
-                let l0 = s.int_to_float(int_levels8(s, codes, i, fp));
-                let l1 = s.int_to_float(int_levels8(s, codes, i + 8, fp));
-                d0 = s.mul_add(l0, s.load_f(x0), d0);
-                d1 = s.mul_add(l1, s.load_f(x1), d1);
-            }
-        }
-        // A short last group's columns past its 16s (a row not a multiple of 16).
-        if !odd.is_empty() {
-            let mut done = xg.len() - odd.len();
-            if let Some(x0) = odd.get(..8) {
-                let l0 = s.int_to_float(int_levels8(s, codes, base + done, fp));
-                d0 = s.mul_add(l0, s.load_f(x0.try_into().expect("8 f32")), d0);
-                done += 8;
-            }
-            let mut tail = 0f32;
-            for (i, &xi) in xg.iter().enumerate().skip(done) {
-                tail += fp.level(code_at(codes, base + i, fp.bits)) * xi;
-            }
-            scalar += tail * step;
-        }
-        // Levels in eighths: `d/8` per group (exact scaling of the lane sums).
-        let d = s.mul_f(s.add_f(d0, d1), unit_v);
-        accv = s.mul_add(d, s.splat_f(step), accv);
-    }
-    *sum = PassSum {
-        lanes: accv,
-        offsets,
-        scalar,
+    // The row's codes from the segment's first (a multiple of 512 columns, so a whole
+    // byte) on: a row's short last group is read up to the row's end.
+    let seg_codes = &codes[start * usize::from(fp.bits) / 8..];
+    let steps = &steps[..n];
+    let so_far = PassSum { offsets, ..*sum };
+    *sum = match fp.bits {
+        2 => lean_groups::<S, 2>(s, seg_codes, xs, steps, g, unit, so_far),
+        3 => lean_groups::<S, 3>(s, seg_codes, xs, steps, g, unit, so_far),
+        4 => lean_groups::<S, 4>(s, seg_codes, xs, steps, g, unit, so_far),
+        5 => lean_groups::<S, 5>(s, seg_codes, xs, steps, g, unit, so_far),
+        6 => lean_groups::<S, 6>(s, seg_codes, xs, steps, g, unit, so_far),
+        7 => lean_groups::<S, 7>(s, seg_codes, xs, steps, g, unit, so_far),
+        _ => lean_groups::<S, 8>(s, seg_codes, xs, steps, g, unit, so_far),
     };
 }
 
-/// `acc` plus `d·Σ L[c]·x` of whole groups of `BITS`-wide codes (`codes` the groups'
-/// codes, `xs` their rotated activations, `steps` each group's `d`): per group lane sums
-/// of `L[c]·x` (`T[c]`, the code book's eighths, at 4 bits), 16 codes a step (32 at 4
-/// bits in groups of 32 or more), then times `d·unit` (`unit` what a level is worth)
-/// once.
+/// `sum` plus `d·Σ L[c]·x` of one segment's groups of `BITS`-wide codes (`codes` the
+/// row's codes from the segment's first, `xs` its rotated activations, `steps` each
+/// group's `d`, `unit` what a level is worth): per group, lane sums of `L[c]·x` (`L[c]`
+/// the code book's eighths at 4 bits, else `c`) times `d·unit` once. Whole groups go 16
+/// codes a step, or 32 at 4 bits in groups of 32 or more (their activations then in
+/// [`PLANES_ORDER`]); a row's short last group goes 16, then 8 codes a step in column
+/// order, its last few columns one at a time into the scalar.
 #[inline(always)]
 fn lean_groups<S: Lanes, const BITS: u8>(
     s: S,
@@ -262,17 +196,17 @@ fn lean_groups<S: Lanes, const BITS: u8>(
     steps: &[f32],
     g: usize,
     unit: f32,
-    mut acc: S::F,
-) -> S::F {
-    let (x16, _) = xs.as_chunks::<16>();
-    let per_group = g / 16;
-    let z = s.splat_f(0.0);
-    if BITS == 4 && per_group >= 2 {
+    mut sum: PassSum<S>,
+) -> PassSum<S> {
+    let (whole, short) = xs.split_at(whole_columns(g, xs.len()));
+    let mut acc = sum.lanes;
+    if BITS == 4 && g >= 32 {
         // 32 codes (16 bytes) at a time: split in nibble planes, looked up in the code
         // book (`vpshufb`/`tbl`), each byte to its 32-bit lane by shifts and masks;
         // the segment's activations are in the matching order ([`PLANES_ORDER`]).
         let book = s.load_b2(&CODEBOOK_4BIT, &CODEBOOK_4BIT);
-        let (x32, _) = xs.as_chunks::<32>();
+        let z = s.splat_f(0.0);
+        let (x32, _) = whole.as_chunks::<32>();
         let (c32, _) = codes.as_chunks::<16>();
         let per_group = g / 32;
         for ((xg, cg), &step) in x32
@@ -291,33 +225,78 @@ fn lean_groups<S: Lanes, const BITS: u8>(
             let sum = s.add_f(s.add_f(d[0], d[1]), s.add_f(d[2], d[3]));
             acc = s.mul_add(sum, s.splat_f(step * unit), acc);
         }
-    } else if BITS == 4 {
-        // Groups of 16: 16 codes a u64, looked up in the code book.
-        let (c16, _) = codes.as_chunks::<8>();
-        for ((xc, cb), &step) in x16.iter().zip(c16).zip(steps) {
-            let (x0, x1) = halves(xc);
-            let w = u64::from_le_bytes(*cb);
-            let l0 = s.lookup16(&CODEBOOK_4BIT, nibbles8(s, w as u32));
-            let l1 = s.lookup16(&CODEBOOK_4BIT, nibbles8(s, (w >> 32) as u32));
-            let d0 = s.mul_f(s.int_to_float(l0), s.load_f(x0));
-            let d1 = s.mul_add(s.int_to_float(l1), s.load_f(x1), d0);
-            acc = s.mul_add(d1, s.splat_f(step * unit), acc);
-        }
     } else {
-        for (k, (xg, &step)) in x16.chunks_exact(per_group).zip(steps).enumerate() {
-            let (mut d0, mut d1) = (z, z);
-            for (c, xc) in xg.iter().enumerate() {
-                let (x0, x1) = halves(xc);
-                let i = k * g + c * 16;
-                let l0 = s.int_to_float(codes8(s, codes, i, BITS));
-                let l1 = s.int_to_float(codes8(s, codes, i + 8, BITS));
-                d0 = s.mul_add(l0, s.load_f(x0), d0);
-                d1 = s.mul_add(l1, s.load_f(x1), d1);
-            }
-            acc = s.mul_add(s.add_f(d0, d1), s.splat_f(step * unit), acc);
+        for (k, (xg, &step)) in whole.chunks_exact(g).zip(steps).enumerate() {
+            let d = sixteens::<S, BITS>(s, codes, k * g, xg.as_chunks::<16>().0);
+            acc = s.mul_add(d, s.splat_f(step * unit), acc);
         }
     }
-    acc
+    if !short.is_empty() {
+        let first = whole.len();
+        let step = steps[first / g];
+        let (x16, rest) = short.as_chunks::<16>();
+        let mut d = sixteens::<S, BITS>(s, codes, first, x16);
+        let mut done = first + x16.len() * 16;
+        if let Some(x8) = rest.first_chunk::<8>() {
+            d = s.mul_add(
+                s.int_to_float(levels8::<S, BITS>(s, codes, done)),
+                s.load_f(x8),
+                d,
+            );
+            done += 8;
+        }
+        let mut tail = 0f32;
+        for (i, &xi) in xs.iter().enumerate().skip(done) {
+            let c = code_at(codes, i, BITS);
+            let level = if BITS == 4 {
+                CODEBOOK_4BIT[usize::from(c)]
+            } else {
+                c
+            };
+            tail += f32::from(level) * xi;
+        }
+        acc = s.mul_add(d, s.splat_f(step * unit), acc);
+        sum.scalar += tail * (step * unit);
+    }
+    sum.lanes = acc;
+    sum
+}
+
+/// Columns of a segment of `len` that are whole groups of `g`: all but a row's short
+/// last group.
+#[inline(always)]
+fn whole_columns(g: usize, len: usize) -> usize {
+    len / g * g
+}
+
+/// `Σ L[c]·x` in lanes of codes `i..` against `x16`, in column order, 16 codes a step.
+#[inline(always)]
+fn sixteens<S: Lanes, const BITS: u8>(s: S, codes: &[u8], i: usize, x16: &[[f32; 16]]) -> S::F {
+    let z = s.splat_f(0.0);
+    let (mut d0, mut d1) = (z, z);
+    for (c, xc) in x16.iter().enumerate() {
+        let (x0, x1) = halves(xc);
+        let at = i + 16 * c;
+        let (l0, l1) = (
+            levels8::<S, BITS>(s, codes, at),
+            levels8::<S, BITS>(s, codes, at + 8),
+        );
+        d0 = s.mul_add(s.int_to_float(l0), s.load_f(x0), d0);
+        d1 = s.mul_add(s.int_to_float(l1), s.load_f(x1), d1);
+    }
+    s.add_f(d0, d1)
+}
+
+/// The integer levels of codes `i..i + 8` (`i` a multiple of 8): the code book's
+/// eighths at 4 bits, else the codes.
+#[inline(always)]
+fn levels8<S: Lanes, const BITS: u8>(s: S, codes: &[u8], i: usize) -> S::U {
+    let c = codes8(s, codes, i, BITS);
+    if BITS == 4 {
+        s.lookup16(&CODEBOOK_4BIT, c)
+    } else {
+        c
+    }
 }
 
 /// Dot product of one v3 row with `x`: `x` rotated a segment at a time (lanes), then each
