@@ -183,7 +183,7 @@ fn kernel_goals(rows: &[Row]) -> String {
                     continue;
                 };
                 (
-                    format!("≥ {min}× candle {p}"),
+                    format!("≥ {min:.1}× candle {p}"),
                     best.elems_per_s / peer.elems_per_s / min,
                     format!(
                         "{:.2}× ({:.2} G/s)",

@@ -95,6 +95,8 @@ pub fn run(args: &[String]) -> DynResult {
                         .arg(&out)
                         .args(["--force", "-q", "--threads", &t.to_string()])
                         .args(&extra)
+                        // Its report: the bench prints its own table.
+                        .stdout(Stdio::null())
                         .stderr(Stdio::null()),
                 )?;
                 let wall = t0.elapsed().as_secs_f64();

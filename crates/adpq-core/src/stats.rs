@@ -74,14 +74,7 @@ pub fn add_error_sums(
 /// F16/BF16 weights to f32 (`out.len() == w.len()`).
 #[inline(always)]
 fn convert(w: Weights<'_>, out: &mut [f32]) {
-    match w {
-        Weights::F32(s) => out.copy_from_slice(s),
-        Weights::F16(s) => {
-            use half::slice::HalfFloatSliceExt;
-            s.convert_to_f32_slice(out)
-        }
-        Weights::Bf16(s) => crate::weights::bf16_to_f32_slice(s, out),
-    }
+    w.to_f32_slice(out);
 }
 
 /// The groups of f32 weights `w` (dequantized `deq`) added to `sums`.

@@ -19,6 +19,9 @@ mod sealed {
 pub trait Element: Copy + Send + Sync + 'static + sealed::Sealed {
     /// Value as f32 (exact for all three types).
     fn to_f32(self) -> f32;
+    /// `src` as f32 into `dst` (of the same length), the same values as
+    /// [`to_f32`](Self::to_f32) in a loop the compiler vectorizes.
+    fn to_f32_slice(src: &[Self], dst: &mut [f32]);
     /// Bit pattern of `|self|` as an f32. Non-negative floats order like these integers.
     #[inline(always)]
     fn abs_bits(self) -> u32 {
@@ -31,17 +34,29 @@ impl Element for f32 {
     fn to_f32(self) -> f32 {
         self
     }
+    #[inline(always)]
+    fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
 }
 impl Element for f16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
+    #[inline(always)]
+    fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
+        f16_to_f32_slice(src, dst);
+    }
 }
 impl Element for bf16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
+    }
+    #[inline(always)]
+    fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
+        bf16_to_f32_slice(src, dst);
     }
     #[inline(always)]
     fn abs_bits(self) -> u32 {
@@ -93,6 +108,18 @@ impl<'a> Weights<'a> {
         }
     }
 
+    /// The weights as f32 into `out` (`out.len() == self.len()`), exactly as
+    /// [`Element::to_f32`] converts each, in loops the compiler vectorizes: inlined into a
+    /// SIMD kernel's `#[target_feature]` function they run in its lanes.
+    #[inline(always)]
+    pub fn to_f32_slice(&self, out: &mut [f32]) {
+        match self {
+            Weights::F32(s) => f32::to_f32_slice(s, out),
+            Weights::F16(s) => f16::to_f32_slice(s, out),
+            Weights::Bf16(s) => bf16::to_f32_slice(s, out),
+        }
+    }
+
     /// Size of one element in bytes.
     pub fn element_bytes(&self) -> usize {
         match self {
@@ -112,6 +139,27 @@ pub fn bf16_to_f32_slice(src: &[bf16], dst: &mut [f32]) {
         let b = v.to_bits();
         let quiet = if b & 0x7FFF > 0x7F80 { 0x0040 } else { 0 };
         *o = f32::from_bits(u32::from(b | quiet) << 16);
+    }
+}
+
+/// Converts f16 values to f32 exactly as `half`'s conversion does (a NaN gets its quiet
+/// bit), as one branch-free loop that the compiler vectorizes (`half`'s slice conversion
+/// calls an F16C function out of line per 8 values, or converts one at a time).
+#[inline(always)]
+pub(crate) fn f16_to_f32_slice(src: &[f16], dst: &mut [f32]) {
+    /// `2^112`: an f16's exponent and mantissa read as an f32's are `2^-112` of its value.
+    const SCALE: f32 = f32::from_bits((112 + 127) << 23);
+    for (o, v) in dst.iter_mut().zip(src) {
+        let h = u32::from(v.to_bits());
+        let magnitude = h & 0x7FFF;
+        // Finite, subnormals included: the scaling is exact (a power of two, the result
+        // an f32 normal).
+        let finite = (f32::from_bits(magnitude << 13) * SCALE).to_bits();
+        // Infinities and NaNs: every exponent bit set, a NaN's quiet bit too.
+        let quiet = if magnitude > 0x7C00 { 0x0040_0000 } else { 0 };
+        let special = 0x7F80_0000 | (magnitude << 13) | quiet;
+        let bits = if magnitude >= 0x7C00 { special } else { finite };
+        *o = f32::from_bits(bits | (h & 0x8000) << 16);
     }
 }
 
@@ -154,6 +202,17 @@ mod tests {
         let src: [bf16; 65536] = core::array::from_fn(|i| bf16::from_bits(i as u16));
         let mut got = [0f32; 65536];
         bf16_to_f32_slice(&src, &mut got);
+        for (v, g) in src.iter().zip(&got) {
+            assert_eq!(g.to_bits(), v.to_f32().to_bits(), "{:#06x}", v.to_bits());
+        }
+    }
+
+    /// Every f16 bit pattern, subnormals and NaNs included, converts to `half`'s f32 bits.
+    #[test]
+    fn f16_slice_conversion_is_halfs() {
+        let src: [f16; 65536] = core::array::from_fn(|i| f16::from_bits(i as u16));
+        let mut got = [0f32; 65536];
+        f16_to_f32_slice(&src, &mut got);
         for (v, g) in src.iter().zip(&got) {
             assert_eq!(g.to_bits(), v.to_f32().to_bits(), "{:#06x}", v.to_bits());
         }

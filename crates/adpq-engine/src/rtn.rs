@@ -127,15 +127,6 @@ pub(crate) fn add_sums<K: adpq_core::CpuKernels>(
     s.count += w.len() as u64;
 }
 
-/// Converts weights to f32 into `out` (`out.len() == w.len()`).
-pub fn to_f32(w: Weights<'_>, out: &mut [f32]) {
-    match w {
-        Weights::F32(s) => out.copy_from_slice(s),
-        Weights::F16(s) => out.iter_mut().zip(s).for_each(|(o, v)| *o = v.to_f32()),
-        Weights::Bf16(s) => adpq_core::bf16_to_f32_slice(s, out),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,6 @@
 //! control flow around them, so that both backends classify ties, report rejected weights
 //! and fall back to the oracle in exactly the same way.
 
-use half::slice::HalfFloatSliceExt;
-
 use crate::error::Error;
 use crate::kernels::scalar::histogram_generic;
 use crate::select::{
@@ -14,24 +12,9 @@ use crate::weights::{Element, Weights};
 /// Elements converted per block when the input is f16 or bf16.
 const CONVERT_BLOCK: usize = 4096;
 
-/// Runs `f` on `w` as f32 blocks of at most [`CONVERT_BLOCK`] elements (no copy for f32).
-#[inline(always)]
-pub(super) fn for_f32_blocks(w: Weights<'_>, f: impl FnMut(&[f32])) {
-    for_f32_blocks_with(w, convert_portable, f)
-}
-
-/// F16/BF16 weights to f32 (`out.len() == w.len()`), compiled for the baseline target.
-#[inline(always)]
-fn convert_portable(w: Weights<'_>, out: &mut [f32]) {
-    match w {
-        Weights::F32(s) => out.copy_from_slice(s),
-        Weights::F16(s) => s.convert_to_f32_slice(out),
-        Weights::Bf16(s) => crate::weights::bf16_to_f32_slice(s, out),
-    }
-}
-
-/// [`for_f32_blocks`] converting each F16/BF16 block with `convert(block, out)` (a SIMD
-/// backend's conversion in its `#[target_feature]` function; the same values).
+/// Runs `f` on `w` as f32 blocks of at most [`CONVERT_BLOCK`] elements (no copy for
+/// f32), converting each F16/BF16 block with `convert(block, out)` (a SIMD backend's
+/// conversion in its `#[target_feature]` function).
 #[inline(always)]
 pub(super) fn for_f32_blocks_with(
     w: Weights<'_>,
@@ -67,6 +50,7 @@ pub(super) fn histogram_with(
     pass: &HistogramPass,
     bins: &mut [u32; HIST_BINS],
     in_contract: bool,
+    convert: impl FnMut(Weights<'_>, &mut [f32]),
     mut kernel: impl FnMut(&[f32], &mut [u32; HIST_BINS], &mut [[u32; HIST_BINS]; 4]) -> u32,
 ) -> Result<u32, BadValue> {
     if !in_contract {
@@ -74,7 +58,7 @@ pub(super) fn histogram_with(
     }
     let mut sub = [[0u32; HIST_BINS]; 4];
     let mut max = 0u32;
-    for_f32_blocks(w, |s| max = max.max(kernel(s, bins, &mut sub)));
+    for_f32_blocks_with(w, convert, |s| max = max.max(kernel(s, bins, &mut sub)));
     for (i, b) in bins.iter_mut().enumerate() {
         *b += sub[0][i]
             .wrapping_add(sub[1][i])

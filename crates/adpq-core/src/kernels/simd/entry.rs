@@ -34,6 +34,7 @@ macro_rules! simd_kernels {
                         pass,
                         bins,
                         simd::histogram_in_contract(pass),
+                        |w, out| t.run(ToF32 { w, out }),
                         |w, bins, sub| t.run(Histogram { w, pass, bins, sub }),
                     )
                 }
@@ -434,12 +435,5 @@ kernel!(
 /// `w` as f32 into `out` (`out.len() == w.len()`).
 #[inline(always)]
 fn to_f32<S: Lanes>(_: S, w: Weights<'_>, out: &mut [f32]) {
-    match w {
-        Weights::F32(s) => out.copy_from_slice(s),
-        Weights::F16(s) => {
-            use half::slice::HalfFloatSliceExt;
-            s.convert_to_f32_slice(out)
-        }
-        Weights::Bf16(s) => crate::weights::bf16_to_f32_slice(s, out),
-    }
+    w.to_f32_slice(out);
 }

@@ -1,8 +1,6 @@
 //! Quantizing rows: classify, validate and take the grids' extents 8 weights at a time,
 //! then encode with the oracle's f32 operations per lane.
 
-use half::slice::HalfFloatSliceExt;
-
 use super::{arrays, arrays_mut, Lanes};
 use crate::bits::BitWriter;
 use crate::error::Result;
@@ -171,7 +169,7 @@ pub(super) fn group_f32<'a>(
     match w {
         Weights::F32(w) => &w[start..start + n],
         Weights::F16(w) => {
-            w[start..start + n].convert_to_f32_slice(&mut conv[..n]);
+            crate::weights::f16_to_f32_slice(&w[start..start + n], &mut conv[..n]);
             &conv[..n]
         }
         Weights::Bf16(w) => {

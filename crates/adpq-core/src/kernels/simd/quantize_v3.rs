@@ -407,9 +407,10 @@ fn range<S: Lanes>(s: S, x: &[f32]) -> (f32, f32) {
 }
 
 /// Columns `start..` of `row`, a segment's worth, as f32 in `buf` (not rotated); with
-/// `CHECK`, rejecting a weight no format may hold as [`load_segment`] does. The check
-/// runs as one branch-free pass over the segment (which vectorizes), and only a segment
-/// with a rejected weight goes through `load_segment` again to report the first.
+/// `CHECK`, rejecting a weight no format may hold as [`load_segment`] does. The
+/// conversion and the check run as branch-free passes over the segment (which
+/// vectorize; the f32 value has the element's `abs_bits`), and only a segment with a
+/// rejected weight goes through `load_segment` again to report the first.
 #[inline(always)]
 fn load<T: Element, const CHECK: bool>(
     row: &[T],
@@ -419,17 +420,16 @@ fn load<T: Element, const CHECK: bool>(
     r: usize,
 ) -> Result<usize> {
     let seg = &row[start..(start + MAX_SEGMENT).min(row.len())];
+    let values = &mut buf[..seg.len()];
+    T::to_f32_slice(seg, values);
     if CHECK {
         let mut bad = false;
-        for &v in seg {
-            bad |= !is_valid_abs_bits(v.abs_bits());
+        for v in values.iter() {
+            bad |= !is_valid_abs_bits(v.to_bits() & 0x7FFF_FFFF);
         }
         if bad {
             return load_segment(row, start, buf, None, job, r);
         }
-    }
-    for (&v, d) in seg.iter().zip(buf.iter_mut()) {
-        *d = v.to_f32();
     }
     Ok(seg.len())
 }
