@@ -74,7 +74,7 @@ fn adpq(c: &mut Criterion) {
         }
 
         // Half-precision checkpoints: the same weights as f16 and bf16 input (converted
-        // per block inside the kernels; f16 uses F16C when `half` detects it at run time).
+        // per block inside the kernels, `Weights::to_f32_slice`).
         let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
         let wb16: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
         for (op, wh) in [

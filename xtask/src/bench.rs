@@ -6,8 +6,9 @@
 //! Builds and runs the criterion benches in `benches/` (package `adpq-bench`: every
 //! backend this CPU can run, one thread) together with the candle-core peers on the same
 //! data, then prints one table, one line per kernel goal of issue 17 (goal 4, for the
-//! default format: the fastest SIMD kernel set against the bar) and writes `target/bench/summary.json`: an array of
-//! `{"backend", "op", "shape", "elems_per_s"}` (median of the criterion samples).
+//! default format: the fastest SIMD kernel set against the bar) and writes
+//! `target/bench/summary.json`: an array of `{"backend", "op", "shape", "elems_per_s"}`
+//! (median of the criterion samples).
 //!
 //! The bench build lives in its own target directory (`<target>/bench-build`) because on
 //! x86_64 with AVX2 it is compiled with `-C target-feature=+avx2,+fma`: candle selects

@@ -111,8 +111,12 @@ impl<'a> Weights<'a> {
     /// The weights as f32 into `out` (`out.len() == self.len()`), exactly as
     /// [`Element::to_f32`] converts each, in loops the compiler vectorizes: inlined into a
     /// SIMD kernel's `#[target_feature]` function they run in its lanes.
+    ///
+    /// # Panics
+    /// When `out.len() != self.len()`.
     #[inline(always)]
     pub fn to_f32_slice(&self, out: &mut [f32]) {
+        assert_eq!(out.len(), self.len(), "f32 output of another length");
         match self {
             Weights::F32(s) => f32::to_f32_slice(s, out),
             Weights::F16(s) => f16::to_f32_slice(s, out),
@@ -144,17 +148,23 @@ pub fn bf16_to_f32_slice(src: &[bf16], dst: &mut [f32]) {
 
 /// Converts f16 values to f32 exactly as `half`'s conversion does (a NaN gets its quiet
 /// bit), as one branch-free loop that the compiler vectorizes (`half`'s slice conversion
-/// calls an F16C function out of line per 8 values, or converts one at a time).
+/// calls an F16C function out of line per 8 values, or converts one at a time). No float
+/// operand or result is subnormal, so a host that flushes subnormals to zero (a C
+/// program built with `-ffast-math`) gets the same bits.
 #[inline(always)]
 pub(crate) fn f16_to_f32_slice(src: &[f16], dst: &mut [f32]) {
-    /// `2^112`: an f16's exponent and mantissa read as an f32's are `2^-112` of its value.
-    const SCALE: f32 = f32::from_bits((112 + 127) << 23);
+    /// `2^-14`, the least f16 normal.
+    const LEAST_NORMAL: f32 = f32::from_bits((127 - 14) << 23);
     for (o, v) in dst.iter_mut().zip(src) {
         let h = u32::from(v.to_bits());
         let magnitude = h & 0x7FFF;
-        // Finite, subnormals included: the scaling is exact (a power of two, the result
-        // an f32 normal).
-        let finite = (f32::from_bits(magnitude << 13) * SCALE).to_bits();
+        // A normal: the same mantissa, the exponent rebiased (15 → 127) by an integer
+        // add. A subnormal (or zero) `m·2^-24`: read as the normal `2^-14 + m·2^-24`
+        // (one more exponent step), less `2^-14`, exact (Sterbenz).
+        let subnormal = magnitude < 0x0400;
+        let rebias = if subnormal { 113 << 23 } else { 112 << 23 };
+        let less = if subnormal { LEAST_NORMAL } else { 0.0 };
+        let finite = (f32::from_bits((magnitude << 13) + rebias) - less).to_bits();
         // Infinities and NaNs: every exponent bit set, a NaN's quiet bit too.
         let quiet = if magnitude > 0x7C00 { 0x0040_0000 } else { 0 };
         let special = 0x7F80_0000 | (magnitude << 13) | quiet;

@@ -746,28 +746,41 @@ fn backend_selection_by_name() {
 
 #[test]
 fn quantize_reports_the_same_rejected_weight() {
-    // Selection on clean weights, quantization of weights that gained a bad value.
-    let (rows, cols) = (3, 200);
+    // Selection on clean weights, quantization of weights that gained a bad value (or a
+    // subnormal, which is not bad): every format version, every input type, positions in
+    // the first, second and last rotation segment of a v3 row.
+    let (rows, cols) = (3, 600);
     let clean = gaussish(rows * cols, 5);
-    let p = Params::V1;
-    let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&clean), rows, cols, &p).unwrap();
-    let len = packed_len(rows, cols, p.format(), sel.n_outliers).unwrap();
-    for b in simd_backends() {
-        for bad in [f32::NAN, f32::NEG_INFINITY, -3e37] {
-            for at in [0, 7, 130, 599] {
-                let mut v = clean.clone();
-                v[at] = bad;
-                let w = Weights::F32(&v);
-                let (mut ps, mut pb) = (vec![0u8; len], vec![0u8; len]);
-                let es = adpq_core::quantize_tensor(&Scalar, w, rows, cols, &p, &sel, &mut ps);
-                let eb = adpq_core::quantize_tensor(&b, w, rows, cols, &p, &sel, &mut pb);
-                assert!(es.is_err());
-                assert_eq!(
-                    format!("{es:?}"),
-                    format!("{eb:?}"),
-                    "{} bad {bad} at {at}",
-                    b.name()
-                );
+    for p in [Params::V1, Params::V2, Params::V3] {
+        let sel = adpq_core::select_tensor(&Scalar, Weights::F32(&clean), rows, cols, &p).unwrap();
+        let len = packed_len(rows, cols, p.format(), sel.n_outliers).unwrap();
+        for b in simd_backends() {
+            for bad in [f32::NAN, f32::NEG_INFINITY, 3e37, -3e37, 1e-40] {
+                for at in [0, 7, 513, 1799] {
+                    let mut v = clean.clone();
+                    v[at] = bad;
+                    let f16s: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+                    let bf16s: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+                    let inputs = [
+                        ("f32", Weights::F32(&v)),
+                        ("f16", Weights::F16(&f16s)),
+                        ("bf16", Weights::Bf16(&bf16s)),
+                    ];
+                    for (dtype, w) in inputs {
+                        let (mut ps, mut pb) = (vec![0u8; len], vec![0u8; len]);
+                        let es =
+                            adpq_core::quantize_tensor(&Scalar, w, rows, cols, &p, &sel, &mut ps);
+                        let eb = adpq_core::quantize_tensor(&b, w, rows, cols, &p, &sel, &mut pb);
+                        let ctx =
+                            format!("{} {:?} {dtype} bad {bad} at {at}", b.name(), p.format());
+                        // 3e37 is past 2^124 (and f16's infinity). 1e-40 is a valid value,
+                        // which may still contradict the clean weights' selection (an
+                        // error then, the same from both).
+                        assert!(es.is_err() || bad == 1e-40, "{ctx}");
+                        assert_eq!(format!("{es:?}"), format!("{eb:?}"), "{ctx}");
+                        assert_eq!(ps, pb, "{ctx}");
+                    }
+                }
             }
         }
     }

@@ -5,11 +5,11 @@
 //! A segment at a time ([`dot_segment`]): the groups' `(d, m)` are made 8 at a time in
 //! lanes, `Σ m·Σ x` is one multiply-add per 8 groups, and the groups run one lean loop
 //! per code width ([`lean_groups`], a row's short last group included): `Σ L[c]·x` in
-//! lanes (FMA), times `d` once per group. At 4 bits, in whole groups of 32 or more, 32 codes a step are split in nibble
-//! planes, looked up in the code book as bytes and moved to their lanes by shifts, against
-//! activations put in that order once per pass ([`PLANES_ORDER`]). A row's sums are
-//! totalled once per pass ([`PassSum`]) in `gemv` and `dot_row` alike, so the gemv equals
-//! the dot product bit for bit; both stay within
+//! lanes (FMA), times `d` once per group. At 4 bits, in whole groups of 32 or more, 32
+//! codes a step are split in nibble planes, looked up in the code book as bytes and moved
+//! to their lanes by shifts, against activations put in that order once per pass
+//! ([`PLANES_ORDER`]). A row's sums are totalled once per pass ([`PassSum`]) in `gemv` and
+//! `dot_row` alike, so the gemv equals the dot product bit for bit; both stay within
 //! [`dot_tolerance`](crate::kernels::dot_tolerance) of the oracle.
 
 use super::decode_v3::{codes8, level_unit, record_fields};

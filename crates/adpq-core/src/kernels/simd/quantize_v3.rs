@@ -409,8 +409,9 @@ fn range<S: Lanes>(s: S, x: &[f32]) -> (f32, f32) {
 /// Columns `start..` of `row`, a segment's worth, as f32 in `buf` (not rotated); with
 /// `CHECK`, rejecting a weight no format may hold as [`load_segment`] does. The
 /// conversion and the check run as branch-free passes over the segment (which
-/// vectorize; the f32 value has the element's `abs_bits`), and only a segment with a
-/// rejected weight goes through `load_segment` again to report the first.
+/// vectorize; the f32 value is valid exactly when the element's `abs_bits` is), and only
+/// a segment with a rejected weight goes through `load_segment` again to report the
+/// first.
 #[inline(always)]
 fn load<T: Element, const CHECK: bool>(
     row: &[T],

@@ -15,3 +15,46 @@ pub(crate) fn prefetch(line: &[u8]) {
     // address: it cannot fault, and it writes nothing.
     unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) }
 }
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use core::arch::asm;
+    use half::f16;
+    use std::vec::Vec;
+
+    /// MXCSR's DAZ (subnormal operands read as zero) and FTZ (subnormal results flushed)
+    /// bits, which a host built with `-ffast-math` sets for its threads.
+    const FLUSH_SUBNORMALS: u32 = (1 << 6) | (1 << 15);
+
+    fn mxcsr() -> u32 {
+        let mut v = 0u32;
+        // SAFETY: `stmxcsr` stores the 4-byte MXCSR register at the pointer, which is a
+        // live, writable u32; SSE is part of the x86_64 baseline.
+        unsafe { asm!("stmxcsr [{}]", in(reg) &mut v, options(nostack)) };
+        v
+    }
+
+    fn set_mxcsr(v: u32) {
+        // SAFETY: `ldmxcsr` loads MXCSR from a live u32; the values set here are MXCSR
+        // values read from the register itself, with only the DAZ/FTZ bits changed (no
+        // reserved bit, no exception unmasked). It affects this test's thread only.
+        unsafe { asm!("ldmxcsr [{}]", in(reg) &v, options(nostack)) };
+    }
+
+    /// The core's f16 conversion gives `half`'s bits for every pattern even on a thread
+    /// that flushes subnormals, as a `-ffast-math` C host calling the C ABI would: f16
+    /// subnormals are common among small weights.
+    #[test]
+    fn f16_conversion_ignores_flushing_of_subnormals() {
+        let src: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+        let want: Vec<u32> = src.iter().map(|v| v.to_f32().to_bits()).collect();
+        let mut got = std::vec![0f32; src.len()];
+        let saved = mxcsr();
+        set_mxcsr(saved | FLUSH_SUBNORMALS);
+        crate::weights::f16_to_f32_slice(&src, &mut got);
+        set_mxcsr(saved);
+        for ((v, w), g) in src.iter().zip(&want).zip(&got) {
+            assert_eq!(g.to_bits(), *w, "{:#06x}", v.to_bits());
+        }
+    }
+}
