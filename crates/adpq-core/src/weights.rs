@@ -22,6 +22,8 @@ pub trait Element: Copy + Send + Sync + 'static + sealed::Sealed {
     /// `src` as f32 into `dst` (of the same length), the same values as
     /// [`to_f32`](Self::to_f32) in a loop the compiler vectorizes.
     fn to_f32_slice(src: &[Self], dst: &mut [f32]);
+    /// The slice as [`Weights`].
+    fn weights(src: &[Self]) -> Weights<'_>;
     /// Bit pattern of `|self|` as an f32. Non-negative floats order like these integers.
     #[inline(always)]
     fn abs_bits(self) -> u32 {
@@ -38,6 +40,10 @@ impl Element for f32 {
     fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
         dst.copy_from_slice(src);
     }
+    #[inline(always)]
+    fn weights(src: &[Self]) -> Weights<'_> {
+        Weights::F32(src)
+    }
 }
 impl Element for f16 {
     #[inline(always)]
@@ -48,6 +54,10 @@ impl Element for f16 {
     fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
         f16_to_f32_slice(src, dst);
     }
+    #[inline(always)]
+    fn weights(src: &[Self]) -> Weights<'_> {
+        Weights::F16(src)
+    }
 }
 impl Element for bf16 {
     #[inline(always)]
@@ -57,6 +67,10 @@ impl Element for bf16 {
     #[inline(always)]
     fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
         bf16_to_f32_slice(src, dst);
+    }
+    #[inline(always)]
+    fn weights(src: &[Self]) -> Weights<'_> {
+        Weights::Bf16(src)
     }
     #[inline(always)]
     fn abs_bits(self) -> u32 {

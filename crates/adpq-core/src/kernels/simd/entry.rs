@@ -434,6 +434,6 @@ kernel!(
 
 /// `w` as f32 into `out` (`out.len() == w.len()`).
 #[inline(always)]
-fn to_f32<S: Lanes>(_: S, w: Weights<'_>, out: &mut [f32]) {
-    w.to_f32_slice(out);
+fn to_f32<S: Lanes>(s: S, w: Weights<'_>, out: &mut [f32]) {
+    super::weights_to_f32(s, w, out);
 }

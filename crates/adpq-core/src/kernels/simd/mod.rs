@@ -137,6 +137,14 @@ pub(crate) trait Lanes: Copy {
     }
     /// Loads 8 f32.
     fn load_f(self, v: &[f32; 8]) -> Self::F;
+    /// 8 f16 values as f32, with the bits of [`Element::to_f32`](crate::Element::to_f32)
+    /// (by default the core's portable conversion; one F16C instruction on x86).
+    #[inline(always)]
+    fn load_f16(self, h: &[half::f16; 8]) -> Self::F {
+        let mut v = [0f32; 8];
+        crate::weights::f16_to_f32_slice(h, &mut v);
+        self.load_f(&v)
+    }
     /// Loads 8 u32.
     fn load_u(self, v: &[u32; 8]) -> Self::U;
     /// Stores 8 f32.
@@ -384,8 +392,24 @@ pub(crate) fn halves<T>(a: &[T; 16]) -> (&[T; 8], &[T; 8]) {
     )
 }
 
+/// `w` as f32 into `out` (`out.len() == w.len()`), with [`Weights::to_f32_slice`]'s
+/// bits: f16 8 at a time through [`Lanes::load_f16`], the rest by `to_f32_slice`.
+#[inline(always)]
+pub(crate) fn weights_to_f32<S: Lanes>(s: S, w: crate::Weights<'_>, out: &mut [f32]) {
+    let crate::Weights::F16(h) = w else {
+        return w.to_f32_slice(out);
+    };
+    assert_eq!(out.len(), h.len(), "f32 output of another length");
+    let (h8, h_rest) = h.as_chunks::<8>();
+    let (o8, o_rest) = out.as_chunks_mut::<8>();
+    for (hc, oc) in h8.iter().zip(o8) {
+        s.store_f(s.load_f16(hc), oc);
+    }
+    crate::weights::f16_to_f32_slice(h_rest, o_rest);
+}
+
 #[cfg(all(test, feature = "std"))]
-mod tests {
+pub(crate) mod tests {
     use super::entry::Kernel;
     use super::{xorshift, Lanes, SimdToken};
 
@@ -441,5 +465,41 @@ mod tests {
     #[test]
     fn byte_lane_ops_match_their_definitions() {
         super::on_native_lanes!(byte_lane_ops);
+    }
+
+    /// Every f16 bit pattern through `load_f16` and `weights_to_f32` (a length that
+    /// leaves a tail) gives the bits of the portable conversion, which
+    /// `weights::tests` holds to `half`'s (and `x86_64::tests` under flushed
+    /// subnormals).
+    pub(crate) struct F16Conversion;
+
+    impl<S: Lanes> Kernel<S> for F16Conversion {
+        type Out = ();
+        #[inline(always)]
+        fn call(self, s: S) {
+            let src: std::vec::Vec<half::f16> = (0..=u16::MAX).map(half::f16::from_bits).collect();
+            let mut portable = std::vec![0f32; src.len()];
+            crate::weights::f16_to_f32_slice(&src, &mut portable);
+            let want: std::vec::Vec<u32> = portable.iter().map(|v| v.to_bits()).collect();
+            for (h, w) in src.as_chunks::<8>().0.iter().zip(want.as_chunks::<8>().0) {
+                let got = s.to_f32s(s.load_f16(h)).map(f32::to_bits);
+                assert_eq!(&got, w, "load_f16 from {:#06x}", h[0].to_bits());
+            }
+            let n = src.len() - 3;
+            let mut out = std::vec![0f32; n];
+            super::weights_to_f32(s, crate::Weights::F16(&src[..n]), &mut out);
+            for (i, (o, w)) in out.iter().zip(&want).enumerate() {
+                assert_eq!(o.to_bits(), *w, "weights_to_f32 at {i:#06x}");
+            }
+        }
+    }
+
+    fn f16_conversion<T: SimdToken>(t: T) {
+        t.run(F16Conversion);
+    }
+
+    #[test]
+    fn f16_lanes_convert_as_half_does() {
+        super::on_native_lanes!(f16_conversion);
     }
 }

@@ -413,7 +413,8 @@ fn range<S: Lanes>(s: S, x: &[f32]) -> (f32, f32) {
 /// a segment with a rejected weight goes through `load_segment` again to report the
 /// first.
 #[inline(always)]
-fn load<T: Element, const CHECK: bool>(
+fn load<S: Lanes, T: Element, const CHECK: bool>(
+    s: S,
     row: &[T],
     start: usize,
     buf: &mut [f32; MAX_SEGMENT],
@@ -422,7 +423,7 @@ fn load<T: Element, const CHECK: bool>(
 ) -> Result<usize> {
     let seg = &row[start..(start + MAX_SEGMENT).min(row.len())];
     let values = &mut buf[..seg.len()];
-    T::to_f32_slice(seg, values);
+    super::weights_to_f32(s, T::weights(seg), values);
     if CHECK {
         let mut bad = false;
         for v in values.iter() {
@@ -532,7 +533,7 @@ fn quantize_rows_typed<S: Lanes, T: Element, const BOOK: bool>(
         // Pass 1: the extent of the row's rotated groups.
         let mut extent = RowExtent::default();
         for start in (0..cols).step_by(MAX_SEGMENT) {
-            let n = load::<T, true>(row, start, &mut buf, job, r)?;
+            let n = load::<S, T, true>(s, row, start, &mut buf, job, r)?;
             if let Some(rot) = rotation {
                 forward_at(s, rot, start, &mut buf[..n]);
             }
@@ -547,7 +548,7 @@ fn quantize_rows_typed<S: Lanes, T: Element, const BOOK: bool>(
         // Pass 2: each group's grid and codes.
         for start in (0..cols).step_by(MAX_SEGMENT) {
             // Pass 1 validated the row.
-            let n = load::<T, false>(row, start, &mut buf, job, r)?;
+            let n = load::<S, T, false>(s, row, start, &mut buf, job, r)?;
             if let Some(rot) = rotation {
                 forward_at(s, rot, start, &mut buf[..n]);
             }

@@ -1,8 +1,9 @@
 //! [`Lanes`] for AVX2 + FMA: one 256-bit register per 8 lanes.
 //!
 //! Every method is `#[inline(always)]` and calls its intrinsics in an `unsafe` block: the
-//! intrinsics need AVX2, FMA (and POPCNT for `count_ones`), and an [`Avx2Lanes`] value can
-//! only be made from an [`Avx2`] or [`AvxVnni`] token, which proves the CPU has all three.
+//! intrinsics need AVX2, FMA, F16C (and POPCNT for `count_ones`), and an [`Avx2Lanes`]
+//! value can only be made from an [`Avx2`] or [`AvxVnni`] token, which proves the CPU has
+//! all four.
 //! The methods inline into the `#[target_feature]` entry points of [`super::avx2`] and
 //! [`super::vnni`], where the intrinsics compile to single instructions. With `VNNI` (only
 //! made from an [`AvxVnni`] token) the int8 dot is one `vpdpbusd` instead of three.
@@ -13,7 +14,7 @@ use super::avx2::Avx2;
 use super::vnni::AvxVnni;
 use crate::kernels::simd::{Lanes, PositionReader};
 
-/// The AVX2 lanes; holding one proves AVX2, FMA and POPCNT are available, and with
+/// The AVX2 lanes; holding one proves AVX2, FMA, POPCNT and F16C are available, and with
 /// `VNNI` also AVX-VNNI.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Avx2Lanes<const VNNI: bool> {
@@ -42,7 +43,7 @@ impl Avx2Lanes<true> {
 macro_rules! avx2 {
     ($e:expr) => {
         // SAFETY: `self` is an `Avx2Lanes`, made only from an `Avx2` or `AvxVnni` token,
-        // each of which proves the CPU supports AVX2, FMA and POPCNT (all these
+        // each of which proves the CPU supports AVX2, FMA, POPCNT and F16C (all these
         // intrinsics need). The pointer
         // arguments, where any, are derived from references to exactly as many bytes as
         // the intrinsic reads or writes, and the unaligned forms have no alignment
@@ -67,6 +68,12 @@ impl<const VNNI: bool> Lanes for Avx2Lanes<VNNI> {
     #[inline(always)]
     fn load_f(self, v: &[f32; 8]) -> __m256 {
         avx2!(_mm256_loadu_ps(v.as_ptr()))
+    }
+    #[inline(always)]
+    fn load_f16(self, h: &[half::f16; 8]) -> __m256 {
+        // F16C: exact for every value, subnormals included whatever MXCSR's DAZ says,
+        // and a NaN gets its quiet bit, as `half` converts.
+        avx2!(_mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().cast())))
     }
     #[inline(always)]
     fn load_u(self, v: &[u32; 8]) -> __m256i {

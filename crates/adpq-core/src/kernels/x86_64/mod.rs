@@ -1,11 +1,28 @@
 //! x86_64 backends.
 
+use core::sync::atomic::{AtomicU8, Ordering};
+
 mod avx2;
 mod lanes;
 mod vnni;
 
 pub use avx2::Avx2;
 pub use vnni::AvxVnni;
+
+/// A CPUID answer asked once and kept in `cache` (0 not yet, 1 no, 2 yes): under a
+/// hypervisor CPUID traps, so it is worth caching. For the features `cpufeatures` does
+/// not know.
+fn cached_cpuid(cache: &AtomicU8, ask: fn() -> bool) -> bool {
+    match cache.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let has = ask();
+            cache.store(if has { 2 } else { 1 }, Ordering::Relaxed);
+            has
+        }
+    }
+}
 
 /// A hint to load the cache line holding `line`'s first byte into every cache level.
 #[inline(always)]
@@ -55,6 +72,13 @@ mod tests {
         set_mxcsr(saved);
         for ((v, w), g) in src.iter().zip(&want).zip(&got) {
             assert_eq!(g.to_bits(), *w, "{:#06x}", v.to_bits());
+        }
+        // The AVX2 lanes' F16C conversion too, against the portable one (just checked).
+        if let Some(t) = super::Avx2::try_new() {
+            use crate::kernels::simd::SimdToken;
+            set_mxcsr(saved | FLUSH_SUBNORMALS);
+            t.run(crate::kernels::simd::tests::F16Conversion);
+            set_mxcsr(saved);
         }
     }
 }

@@ -6,42 +6,36 @@
 //! the int8-activation dots take a third of the instructions, with the same sums.
 
 use core::arch::x86_64::__cpuid_count;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::AtomicU8;
 
 use crate::kernels::simd::entry::Kernel;
 use crate::kernels::simd::{simd_kernels, SimdToken};
 
 use super::avx2::Avx2;
+use super::cached_cpuid;
 use super::lanes::Avx2Lanes;
 
-/// The AVX-VNNI backend. Holding a value proves the CPU supports AVX2, FMA, POPCNT and
-/// AVX-VNNI.
+/// The AVX-VNNI backend. Holding a value proves the CPU supports AVX2, FMA, POPCNT, F16C
+/// and AVX-VNNI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AvxVnni {
     avx2: Avx2,
 }
 
-/// CPUID's answer for AVX-VNNI, once asked: 0 not yet, 1 no, 2 yes.
+/// CPUID's answer for AVX-VNNI ([`cached_cpuid`]).
 static VNNI_CPUID: AtomicU8 = AtomicU8::new(0);
 
-/// Whether CPUID reports AVX-VNNI (leaf 7, sub-leaf 1, EAX bit 4), asked once: under a
-/// hypervisor CPUID traps, so the answer is cached.
+/// Whether CPUID reports AVX-VNNI (leaf 7, sub-leaf 1, EAX bit 4), asked once.
 fn vnni_cpuid() -> bool {
-    match VNNI_CPUID.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
-        _ => {
-            let has = __cpuid_count(0, 0).eax >= 7 && __cpuid_count(7, 0).eax >= 1 && {
-                (__cpuid_count(7, 1).eax >> 4) & 1 == 1
-            };
-            VNNI_CPUID.store(if has { 2 } else { 1 }, Ordering::Relaxed);
-            has
-        }
-    }
+    cached_cpuid(&VNNI_CPUID, || {
+        __cpuid_count(0, 0).eax >= 7
+            && __cpuid_count(7, 0).eax >= 1
+            && (__cpuid_count(7, 1).eax >> 4) & 1 == 1
+    })
 }
 
 impl AvxVnni {
-    /// Whether this CPU has AVX2, FMA, POPCNT ([`Avx2::is_available`], which also checks
+    /// Whether this CPU has AVX2, FMA, POPCNT, F16C ([`Avx2::is_available`], which also checks
     /// that the OS saves the YMM registers) and AVX-VNNI (compile-time target feature
     /// first, then CPUID, asked once).
     #[inline]
@@ -63,12 +57,12 @@ impl AvxVnni {
     /// The backend without checking the CPU.
     ///
     /// # Safety
-    /// The CPU running any method of the returned value must support AVX2, FMA, POPCNT
+    /// The CPU running any method of the returned value must support AVX2, FMA, POPCNT, F16C
     /// and AVX-VNNI.
     #[inline]
     pub unsafe fn new_unchecked() -> Self {
         AvxVnni {
-            // SAFETY: the caller promises AVX2, FMA and POPCNT among the rest.
+            // SAFETY: the caller promises AVX2, FMA, POPCNT and F16C among the rest.
             avx2: unsafe { Avx2::new_unchecked() },
         }
     }
@@ -85,13 +79,13 @@ impl SimdToken for AvxVnni {
 
     #[inline(always)]
     fn run<K: Kernel<Self::Lanes>>(self, k: K) -> K::Out {
-        // SAFETY: holding `self` proves AVX2, FMA, POPCNT and AVX-VNNI are available.
+        // SAFETY: holding `self` proves AVX2, FMA, POPCNT, F16C and AVX-VNNI are available.
         unsafe { with_avx_vnni(Avx2Lanes::with_vnni(self), k) }
     }
 }
 
-/// Compiles kernel `k` (inlined) with the four features enabled.
-#[target_feature(enable = "avx2,fma,popcnt,avxvnni")]
+/// Compiles kernel `k` (inlined) with the five features enabled.
+#[target_feature(enable = "avx2,fma,popcnt,f16c,avxvnni")]
 fn with_avx_vnni<K: Kernel<Avx2Lanes<true>>>(s: Avx2Lanes<true>, k: K) -> K::Out {
     k.call(s)
 }
@@ -109,6 +103,7 @@ mod tests {
         let all = std::is_x86_feature_detected!("avx2")
             && std::is_x86_feature_detected!("fma")
             && std::is_x86_feature_detected!("popcnt")
+            && std::is_x86_feature_detected!("f16c")
             && std::is_x86_feature_detected!("avxvnni");
         assert_eq!(AvxVnni::is_available(), all);
         assert_eq!(AvxVnni::try_new().is_some(), all);
