@@ -8,11 +8,32 @@ pub const NON_FINITE_BITS: u32 = 0x7F80_0000;
 /// (the per-tensor scale exponent could not represent their steps).
 pub const OUT_OF_RANGE_BITS: u32 = (124 + 127) << 23;
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for half::f16 {}
-    impl Sealed for half::bf16 {}
+pub(crate) mod sealed {
+    use super::Weights;
+
+    /// Seals [`Element`](super::Element), and holds what only the crate uses.
+    pub trait Sealed: Sized {
+        /// The slice as [`Weights`].
+        fn weights(src: &[Self]) -> Weights<'_>;
+    }
+    impl Sealed for f32 {
+        #[inline(always)]
+        fn weights(src: &[Self]) -> Weights<'_> {
+            Weights::F32(src)
+        }
+    }
+    impl Sealed for half::f16 {
+        #[inline(always)]
+        fn weights(src: &[Self]) -> Weights<'_> {
+            Weights::F16(src)
+        }
+    }
+    impl Sealed for half::bf16 {
+        #[inline(always)]
+        fn weights(src: &[Self]) -> Weights<'_> {
+            Weights::Bf16(src)
+        }
+    }
 }
 
 /// A weight element type the core reads. Sealed: f32, f16 and bf16.
@@ -22,8 +43,6 @@ pub trait Element: Copy + Send + Sync + 'static + sealed::Sealed {
     /// `src` as f32 into `dst` (of the same length), the same values as
     /// [`to_f32`](Self::to_f32) in a loop the compiler vectorizes.
     fn to_f32_slice(src: &[Self], dst: &mut [f32]);
-    /// The slice as [`Weights`].
-    fn weights(src: &[Self]) -> Weights<'_>;
     /// Bit pattern of `|self|` as an f32. Non-negative floats order like these integers.
     #[inline(always)]
     fn abs_bits(self) -> u32 {
@@ -40,10 +59,6 @@ impl Element for f32 {
     fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
         dst.copy_from_slice(src);
     }
-    #[inline(always)]
-    fn weights(src: &[Self]) -> Weights<'_> {
-        Weights::F32(src)
-    }
 }
 impl Element for f16 {
     #[inline(always)]
@@ -54,10 +69,6 @@ impl Element for f16 {
     fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
         f16_to_f32_slice(src, dst);
     }
-    #[inline(always)]
-    fn weights(src: &[Self]) -> Weights<'_> {
-        Weights::F16(src)
-    }
 }
 impl Element for bf16 {
     #[inline(always)]
@@ -67,10 +78,6 @@ impl Element for bf16 {
     #[inline(always)]
     fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
         bf16_to_f32_slice(src, dst);
-    }
-    #[inline(always)]
-    fn weights(src: &[Self]) -> Weights<'_> {
-        Weights::Bf16(src)
     }
     #[inline(always)]
     fn abs_bits(self) -> u32 {

@@ -427,7 +427,8 @@ fn error_sums<S: Lanes>(
     crate::stats::add_error_sums(sums, w, deq, bits, group_size)
 }
 kernel!(
-    /// F16/BF16 weights to f32 in the ISA's `#[target_feature]` function (the portable
+    /// F16/BF16 weights to f32 in the ISA's `#[target_feature]` function
+    /// ([`weights_to_f32`](super::weights_to_f32): F16C on x86, else the portable
     /// conversions, which vectorize there).
     ToF32<'a, 'b> { w: Weights<'b>, out: &'a mut [f32] } -> () = to_f32
 );

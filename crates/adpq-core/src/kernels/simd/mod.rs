@@ -137,6 +137,9 @@ pub(crate) trait Lanes: Copy {
     }
     /// Loads 8 f32.
     fn load_f(self, v: &[f32; 8]) -> Self::F;
+    /// Whether [`load_f16`](Self::load_f16) is the ISA's own conversion (F16C on x86):
+    /// without one, whole slices convert faster in the portable loop.
+    const NATIVE_F16: bool = false;
     /// 8 f16 values as f32, with the bits of [`Element::to_f32`](crate::Element::to_f32)
     /// (by default the core's portable conversion; one F16C instruction on x86).
     #[inline(always)]
@@ -393,10 +396,11 @@ pub(crate) fn halves<T>(a: &[T; 16]) -> (&[T; 8], &[T; 8]) {
 }
 
 /// `w` as f32 into `out` (`out.len() == w.len()`), with [`Weights::to_f32_slice`]'s
-/// bits: f16 8 at a time through [`Lanes::load_f16`], the rest by `to_f32_slice`.
+/// bits: f16 8 at a time through [`Lanes::load_f16`] where it is the ISA's own
+/// ([`Lanes::NATIVE_F16`]), everything else by `to_f32_slice`.
 #[inline(always)]
 pub(crate) fn weights_to_f32<S: Lanes>(s: S, w: crate::Weights<'_>, out: &mut [f32]) {
-    let crate::Weights::F16(h) = w else {
+    let (crate::Weights::F16(h), true) = (w, S::NATIVE_F16) else {
         return w.to_f32_slice(out);
     };
     assert_eq!(out.len(), h.len(), "f32 output of another length");
@@ -410,6 +414,8 @@ pub(crate) fn weights_to_f32<S: Lanes>(s: S, w: crate::Weights<'_>, out: &mut [f
 
 #[cfg(all(test, feature = "std"))]
 pub(crate) mod tests {
+    use std::vec::Vec;
+
     use super::entry::Kernel;
     use super::{xorshift, Lanes, SimdToken};
 
@@ -467,35 +473,58 @@ pub(crate) mod tests {
         super::on_native_lanes!(byte_lane_ops);
     }
 
-    /// Every f16 bit pattern through `load_f16` and `weights_to_f32` (a length that
-    /// leaves a tail) gives the bits of the portable conversion, which
-    /// `weights::tests` holds to `half`'s (and `x86_64::tests` under flushed
-    /// subnormals).
-    pub(crate) struct F16Conversion;
+    /// Every f16 bit pattern (`src`) through `load_f16` into `lanes`, and through
+    /// `weights_to_f32` into `slice` (3 shorter, which leaves a tail); checked by
+    /// [`check_f16_conversion`] after the run, so that a caller can change the thread's
+    /// floating-point state around the run alone.
+    pub(crate) struct F16Conversion<'a> {
+        pub(crate) src: &'a [half::f16],
+        pub(crate) lanes: &'a mut [f32],
+        pub(crate) slice: &'a mut [f32],
+    }
 
-    impl<S: Lanes> Kernel<S> for F16Conversion {
+    impl<S: Lanes> Kernel<S> for F16Conversion<'_> {
         type Out = ();
         #[inline(always)]
         fn call(self, s: S) {
-            let src: std::vec::Vec<half::f16> = (0..=u16::MAX).map(half::f16::from_bits).collect();
-            let mut portable = std::vec![0f32; src.len()];
-            crate::weights::f16_to_f32_slice(&src, &mut portable);
-            let want: std::vec::Vec<u32> = portable.iter().map(|v| v.to_bits()).collect();
-            for (h, w) in src.as_chunks::<8>().0.iter().zip(want.as_chunks::<8>().0) {
-                let got = s.to_f32s(s.load_f16(h)).map(f32::to_bits);
-                assert_eq!(&got, w, "load_f16 from {:#06x}", h[0].to_bits());
+            let (h8, _) = self.src.as_chunks::<8>();
+            for (h, o) in h8.iter().zip(self.lanes.as_chunks_mut::<8>().0) {
+                s.store_f(s.load_f16(h), o);
             }
-            let n = src.len() - 3;
-            let mut out = std::vec![0f32; n];
-            super::weights_to_f32(s, crate::Weights::F16(&src[..n]), &mut out);
-            for (i, (o, w)) in out.iter().zip(&want).enumerate() {
-                assert_eq!(o.to_bits(), *w, "weights_to_f32 at {i:#06x}");
-            }
+            let n = self.slice.len();
+            super::weights_to_f32(s, crate::Weights::F16(&self.src[..n]), self.slice);
+        }
+    }
+
+    /// The buffers of an [`F16Conversion`]: every pattern, and the two outputs.
+    pub(crate) fn f16_conversion_buffers() -> (Vec<half::f16>, Vec<f32>, Vec<f32>) {
+        let src: Vec<half::f16> = (0..=u16::MAX).map(half::f16::from_bits).collect();
+        let n = src.len();
+        (src, std::vec![0f32; n], std::vec![0f32; n - 3])
+    }
+
+    /// Both outputs of an [`F16Conversion`] against the portable conversion, which
+    /// `weights::tests` holds to `half`'s bits (and `x86_64::tests` under flushed
+    /// subnormals).
+    pub(crate) fn check_f16_conversion(src: &[half::f16], lanes: &[f32], slice: &[f32]) {
+        let mut want = std::vec![0f32; src.len()];
+        crate::weights::f16_to_f32_slice(src, &mut want);
+        for (i, (g, w)) in lanes.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "load_f16 of {i:#06x}");
+        }
+        for (i, (g, w)) in slice.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "weights_to_f32 of {i:#06x}");
         }
     }
 
     fn f16_conversion<T: SimdToken>(t: T) {
-        t.run(F16Conversion);
+        let (src, mut lanes, mut slice) = f16_conversion_buffers();
+        t.run(F16Conversion {
+            src: &src,
+            lanes: &mut lanes,
+            slice: &mut slice,
+        });
+        check_f16_conversion(&src, &lanes, &slice);
     }
 
     #[test]

@@ -158,9 +158,14 @@ impl<'x> Chunks<'x> {
     }
 }
 
-/// A group's weights as f32: borrowed from f32 input, else converted into `conv`.
+/// A group's weights as f32: borrowed from f32 input, else converted into `conv`
+/// ([`weights_to_f32`](super::weights_to_f32)).
+///
+/// # Panics
+/// When `start..start + n` is not inside `w` or `conv` is shorter than `n`.
 #[inline(always)]
-pub(super) fn group_f32<'a>(
+pub(super) fn group_f32<'a, S: Lanes>(
+    s: S,
     w: Weights<'a>,
     start: usize,
     n: usize,
@@ -168,12 +173,9 @@ pub(super) fn group_f32<'a>(
 ) -> &'a [f32] {
     match w {
         Weights::F32(w) => &w[start..start + n],
-        Weights::F16(w) => {
-            crate::weights::f16_to_f32_slice(&w[start..start + n], &mut conv[..n]);
-            &conv[..n]
-        }
-        Weights::Bf16(w) => {
-            crate::weights::bf16_to_f32_slice(&w[start..start + n], &mut conv[..n]);
+        _ => {
+            let group = w.get(start, start + n).expect("a group inside the tensor");
+            super::weights_to_f32(s, group, &mut conv[..n]);
             &conv[..n]
         }
     }
@@ -269,7 +271,7 @@ pub(crate) fn quantize_rows<S: Lanes>(
         let (codes, positions) = cursor.codes();
         let base = gi * g;
         let n = g.min(cols - base);
-        let x = group_f32(w, r * cols + base, n, &mut conv);
+        let x = group_f32(s, w, r * cols + base, n, &mut conv);
         let ch = Chunks::new(x);
         let Some(st) = classify_group(s, &ch, &mut rule, &mut masks, &mut equal_taken, fp.grid)
         else {

@@ -359,7 +359,7 @@ pub(crate) fn quantize_rows_v2<S: Lanes>(
         let mut ties = 0u64;
         let mut extent = RowExtent::default();
         for base in (0..cols).step_by(g) {
-            let x = group_f32(w, r * cols + base, g.min(cols - base), &mut conv);
+            let x = group_f32(s, w, r * cols + base, g.min(cols - base), &mut conv);
             let ch = Chunks::new(x);
             let grid = Grid::Asymmetric;
             let Some(st) = classify_group(s, &ch, &mut pre, &mut masks, &mut ties, grid) else {
@@ -380,7 +380,7 @@ pub(crate) fn quantize_rows_v2<S: Lanes>(
         let mut row_count = 0u32;
         for (gi, base) in (0..cols).step_by(g).enumerate() {
             let n = g.min(cols - base);
-            let x = group_f32(w, r * cols + base, n, &mut conv);
+            let x = group_f32(s, w, r * cols + base, n, &mut conv);
             let ch = Chunks::new(x);
             let grid = Grid::Asymmetric;
             let taken = &mut done.equal_taken;

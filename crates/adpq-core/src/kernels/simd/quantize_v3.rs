@@ -26,6 +26,7 @@ use crate::kernels::{RowJob, RowsDone, RowsOut};
 use crate::params::{FormatParams, CODEBOOK_4BIT, MAX_GROUP_SIZE_V3};
 use crate::rotate::MAX_SEGMENT;
 use crate::select::is_valid_abs_bits;
+use crate::weights::sealed::Sealed;
 use crate::weights::{Element, Weights};
 
 /// The largest group's chunks of 8.
@@ -423,7 +424,7 @@ fn load<S: Lanes, T: Element, const CHECK: bool>(
 ) -> Result<usize> {
     let seg = &row[start..(start + MAX_SEGMENT).min(row.len())];
     let values = &mut buf[..seg.len()];
-    super::weights_to_f32(s, T::weights(seg), values);
+    super::weights_to_f32(s, <T as Sealed>::weights(seg), values);
     if CHECK {
         let mut bad = false;
         for v in values.iter() {

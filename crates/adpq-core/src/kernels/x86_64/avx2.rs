@@ -25,12 +25,19 @@ static F16C_CPUID: AtomicU8 = AtomicU8::new(0);
 /// Whether CPUID reports F16C (leaf 1, ECX bit 29), asked once (`cpufeatures` does not
 /// know the feature).
 fn f16c_cpuid() -> bool {
-    cached_cpuid(&F16C_CPUID, || (__cpuid(1).ecx >> 29) & 1 == 1)
+    cached_cpuid(&F16C_CPUID, || {
+        // `unsafe` on the MSRV (1.89): newer Rust made CPUID a safe intrinsic.
+        #[allow(unused_unsafe)]
+        // SAFETY: CPUID exists on every x86_64 CPU, and leaf 1 always answers.
+        let ecx = unsafe { __cpuid(1) }.ecx;
+        (ecx >> 29) & 1 == 1
+    })
 }
 
 /// The AVX2 backend. Holding a value proves the CPU supports AVX2, FMA, POPCNT and F16C
-/// (each is checked; every AVX2 CPU has F16C). BMI2 is not needed: outlier positions are unpacked with shifts, not PDEP
-/// (microcoded and slow on AMD Zen1/Zen2).
+/// (each is checked; every AVX2 CPU has F16C, so only a virtual CPU hiding it would fall
+/// back to the scalar set). BMI2 is not needed: outlier positions are unpacked with
+/// shifts, not PDEP (microcoded and slow on AMD Zen1/Zen2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Avx2 {
     _proof: (),

@@ -56,6 +56,7 @@ impl<const VNNI: bool> Lanes for Avx2Lanes<VNNI> {
     type F = __m256;
     type U = __m256i;
     type B = __m256i;
+    const NATIVE_F16: bool = true;
 
     #[inline(always)]
     fn splat_f(self, v: f32) -> __m256 {

@@ -47,18 +47,21 @@ mod tests {
         let mut v = 0u32;
         // SAFETY: `stmxcsr` stores the 4-byte MXCSR register at the pointer, which is a
         // live, writable u32; SSE is part of the x86_64 baseline.
-        unsafe { asm!("stmxcsr [{}]", in(reg) &mut v, options(nostack)) };
+        unsafe { asm!("stmxcsr [{}]", in(reg) &mut v, options(nostack, preserves_flags)) };
         v
     }
 
     fn set_mxcsr(v: u32) {
-        // SAFETY: `ldmxcsr` loads MXCSR from a live u32; the values set here are MXCSR
-        // values read from the register itself, with only the DAZ/FTZ bits changed (no
-        // reserved bit, no exception unmasked). It affects this test's thread only.
-        unsafe { asm!("ldmxcsr [{}]", in(reg) &v, options(nostack)) };
+        // SAFETY: `ldmxcsr` loads MXCSR from a live u32, here MXCSR's own value with only
+        // the DAZ/FTZ bits changed (no reserved bit, no exception unmasked), on this
+        // test's thread only. Rust's model assumes the default floating-point
+        // environment, so the flushed region is kept to the conversions under test (no
+        // allocation, no assertion inside; MXCSR restored before any check), to emulate
+        // the C host that would call them so.
+        unsafe { asm!("ldmxcsr [{}]", in(reg) &v, options(nostack, preserves_flags)) };
     }
 
-    /// The core's f16 conversion gives `half`'s bits for every pattern even on a thread
+    /// The core's f16 conversions give `half`'s bits for every pattern even on a thread
     /// that flushes subnormals, as a `-ffast-math` C host calling the C ABI would: f16
     /// subnormals are common among small weights.
     #[test]
@@ -75,10 +78,20 @@ mod tests {
         }
         // The AVX2 lanes' F16C conversion too, against the portable one (just checked).
         if let Some(t) = super::Avx2::try_new() {
+            use crate::kernels::simd::tests::{
+                check_f16_conversion, f16_conversion_buffers, F16Conversion,
+            };
             use crate::kernels::simd::SimdToken;
+            let (src, mut lanes, mut slice) = f16_conversion_buffers();
+            let run = F16Conversion {
+                src: &src,
+                lanes: &mut lanes,
+                slice: &mut slice,
+            };
             set_mxcsr(saved | FLUSH_SUBNORMALS);
-            t.run(crate::kernels::simd::tests::F16Conversion);
+            t.run(run);
             set_mxcsr(saved);
+            check_f16_conversion(&src, &lanes, &slice);
         }
     }
 }

@@ -28,9 +28,15 @@ static VNNI_CPUID: AtomicU8 = AtomicU8::new(0);
 /// Whether CPUID reports AVX-VNNI (leaf 7, sub-leaf 1, EAX bit 4), asked once.
 fn vnni_cpuid() -> bool {
     cached_cpuid(&VNNI_CPUID, || {
-        __cpuid_count(0, 0).eax >= 7
-            && __cpuid_count(7, 0).eax >= 1
-            && (__cpuid_count(7, 1).eax >> 4) & 1 == 1
+        // `unsafe` on the MSRV (1.89): newer Rust made CPUID a safe intrinsic.
+        #[allow(unused_unsafe)]
+        // SAFETY: CPUID exists on every x86_64 CPU; leaf 7 is asked only when leaf 0
+        // reports it, sub-leaf 1 only when sub-leaf 0 does.
+        unsafe {
+            __cpuid_count(0, 0).eax >= 7
+                && __cpuid_count(7, 0).eax >= 1
+                && (__cpuid_count(7, 1).eax >> 4) & 1 == 1
+        }
     })
 }
 
