@@ -65,7 +65,7 @@ enum Command {
     Generate(generate::GenerateArgs),
 }
 
-/// Resolves `--backend` (`auto`, `scalar`, `avx2`, `neon`): one detection, then the
+/// Resolves `--backend` (`auto`, `scalar`, `avx2`, `avx-vnni`, `neon`): one detection, then the
 /// `Copy` token goes into every parallel closure.
 fn backend(name: &str) -> Result<AnyKernels, Error> {
     AnyKernels::by_name(name).map_err(|e| Error::Usage(e.to_string()))

@@ -176,7 +176,7 @@ enum adpq_backend
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   /**
-   * The fastest set this CPU runs, detected at run time (AVX-VNNI, AVX2+FMA, NEON,
+   * The fastest set this CPU runs, detected at run time (AVX-VNNI, AVX2, NEON,
    * else scalar).
    */
   ADPQ_BACKEND_AUTO = 0,
@@ -185,7 +185,7 @@ enum adpq_backend
    */
   ADPQ_BACKEND_SCALAR = 1,
   /**
-   * AVX2 + FMA (x86_64 CPUs that have them).
+   * AVX2 with FMA and F16C (x86_64 CPUs that have all three).
    */
   ADPQ_BACKEND_AVX2 = 2,
   /**
@@ -193,7 +193,7 @@ enum adpq_backend
    */
   ADPQ_BACKEND_NEON = 3,
   /**
-   * AVX2 + FMA with AVX-VNNI's int8 dot (x86_64 CPUs that have them).
+   * The AVX2 set with AVX-VNNI's int8 dot (x86_64 CPUs that have all four).
    */
   ADPQ_BACKEND_AVX_VNNI = 4,
 };

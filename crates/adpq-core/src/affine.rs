@@ -103,26 +103,11 @@ pub struct RowUnits {
     pub threshold: f32,
 }
 
-/// `f16::from_bits(h).to_f32()`, in a few inlined instructions: `to_f32` makes a call
-/// and a runtime choice of F16C per value, and the software `to_f32_const` takes about 25
-/// instructions; a decoder converts two units per row it reads. A finite f16's magnitude
-/// bits, moved to an f32's mantissa and exponent place, read `2^-112` times its value
-/// (subnormals included), and the multiply by `2^112` is exact.
-#[inline(always)]
-pub(crate) fn f16_to_f32(h: u16) -> f32 {
-    let magnitude = u32::from(h & 0x7FFF);
-    if magnitude >= 0x7C00 {
-        return f16::from_bits(h).to_f32_const();
-    }
-    let sign = u32::from(h & 0x8000) << 16;
-    f32::from_bits(sign | magnitude << 13) * f32::from_bits((127 + 112) << 23)
-}
-
 /// The value of a stored unit field `h` (f16 bits) in a tensor of scale exponent
 /// `scale_exp`: `h · 2^scale_exp`.
 #[inline(always)]
 pub(crate) fn unit_value(h: u16, scale_exp: i8) -> f32 {
-    f16_to_f32(h) * pow2(i32::from(scale_exp))
+    crate::weights::f16_bits_to_f32(h) * pow2(i32::from(scale_exp))
 }
 
 impl RowUnits {
@@ -463,18 +448,6 @@ pub fn search_group(
 mod tests {
     use super::*;
     use crate::params::Params;
-
-    #[test]
-    fn f16_conversion_is_halfs_for_every_value() {
-        for h in 0..=u16::MAX {
-            let (got, want) = (f16_to_f32(h), f16::from_bits(h).to_f32_const());
-            if want.is_nan() {
-                assert!(got.is_nan(), "{h:#06x}");
-            } else {
-                assert_eq!(got.to_bits(), want.to_bits(), "{h:#06x}");
-            }
-        }
-    }
 
     #[test]
     fn lane_total_is_fixed_order() {

@@ -169,29 +169,36 @@ pub fn bf16_to_f32_slice(src: &[bf16], dst: &mut [f32]) {
 
 /// Converts f16 values to f32 exactly as `half`'s conversion does (a NaN gets its quiet
 /// bit), as one branch-free loop that the compiler vectorizes (`half`'s slice conversion
-/// calls an F16C function out of line per 8 values, or converts one at a time). No float
-/// operand or result is subnormal, so a host that flushes subnormals to zero (a C
-/// program built with `-ffast-math`) gets the same bits.
+/// calls an F16C function out of line per 8 values, or converts one at a time).
 #[inline(always)]
 pub(crate) fn f16_to_f32_slice(src: &[f16], dst: &mut [f32]) {
+    for (o, v) in dst.iter_mut().zip(src) {
+        *o = f16_bits_to_f32(v.to_bits());
+    }
+}
+
+/// `f16::from_bits(h).to_f32()` in a few branch-free instructions (`to_f32` makes a call
+/// and a runtime choice of F16C per value). No float operand or result is subnormal, so a
+/// host that flushes subnormals to zero (a C program built with `-ffast-math`) gets the
+/// same bits.
+#[inline(always)]
+pub(crate) fn f16_bits_to_f32(h: u16) -> f32 {
     /// `2^-14`, the least f16 normal.
     const LEAST_NORMAL: f32 = f32::from_bits((127 - 14) << 23);
-    for (o, v) in dst.iter_mut().zip(src) {
-        let h = u32::from(v.to_bits());
-        let magnitude = h & 0x7FFF;
-        // A normal: the same mantissa, the exponent rebiased (15 → 127) by an integer
-        // add. A subnormal (or zero) `m·2^-24`: read as the normal `2^-14 + m·2^-24`
-        // (one more exponent step), less `2^-14`, exact (Sterbenz).
-        let subnormal = magnitude < 0x0400;
-        let rebias = if subnormal { 113 << 23 } else { 112 << 23 };
-        let less = if subnormal { LEAST_NORMAL } else { 0.0 };
-        let finite = (f32::from_bits((magnitude << 13) + rebias) - less).to_bits();
-        // Infinities and NaNs: every exponent bit set, a NaN's quiet bit too.
-        let quiet = if magnitude > 0x7C00 { 0x0040_0000 } else { 0 };
-        let special = 0x7F80_0000 | (magnitude << 13) | quiet;
-        let bits = if magnitude >= 0x7C00 { special } else { finite };
-        *o = f32::from_bits(bits | (h & 0x8000) << 16);
-    }
+    let h = u32::from(h);
+    let magnitude = h & 0x7FFF;
+    // A normal: the same mantissa, the exponent rebiased (15 → 127) by an integer add. A
+    // subnormal (or zero) `m·2^-24`: read as the normal `2^-14 + m·2^-24` (one more
+    // exponent step), less `2^-14`, exact (Sterbenz).
+    let subnormal = magnitude < 0x0400;
+    let rebias = if subnormal { 113 << 23 } else { 112 << 23 };
+    let less = if subnormal { LEAST_NORMAL } else { 0.0 };
+    let finite = (f32::from_bits((magnitude << 13) + rebias) - less).to_bits();
+    // Infinities and NaNs: every exponent bit set, a NaN's quiet bit too.
+    let quiet = if magnitude > 0x7C00 { 0x0040_0000 } else { 0 };
+    let special = 0x7F80_0000 | (magnitude << 13) | quiet;
+    let bits = if magnitude >= 0x7C00 { special } else { finite };
+    f32::from_bits(bits | (h & 0x8000) << 16)
 }
 
 impl<'a> From<&'a [f32]> for Weights<'a> {

@@ -21,9 +21,9 @@ use crate::weights::Weights;
 pub enum AnyKernels {
     /// The portable oracle.
     Scalar(Scalar),
-    /// AVX2 + FMA (x86_64).
+    /// AVX2 with FMA and F16C (x86_64).
     Avx2(Avx2),
-    /// AVX2 + FMA with AVX-VNNI's int8 dot (x86_64).
+    /// The AVX2 set with AVX-VNNI's int8 dot (x86_64).
     AvxVnni(AvxVnni),
     /// NEON (aarch64, always present there).
     Neon(Neon),

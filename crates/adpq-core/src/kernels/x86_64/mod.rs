@@ -69,12 +69,18 @@ mod tests {
         let src: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
         let want: Vec<u32> = src.iter().map(|v| v.to_f32().to_bits()).collect();
         let mut got = std::vec![0f32; src.len()];
+        // The packed format's row units (f16 fields) decode through the same conversion.
+        let mut units = std::vec![0f32; src.len()];
         let saved = mxcsr();
         set_mxcsr(saved | FLUSH_SUBNORMALS);
         crate::weights::f16_to_f32_slice(&src, &mut got);
+        for (u, v) in units.iter_mut().zip(&src) {
+            *u = crate::affine::unit_value(v.to_bits(), 0);
+        }
         set_mxcsr(saved);
-        for ((v, w), g) in src.iter().zip(&want).zip(&got) {
+        for (((v, w), g), u) in src.iter().zip(&want).zip(&got).zip(&units) {
             assert_eq!(g.to_bits(), *w, "{:#06x}", v.to_bits());
+            assert_eq!(u.to_bits(), *w, "unit {:#06x}", v.to_bits());
         }
         // The AVX2 lanes' F16C conversion too, against the portable one (just checked).
         if let Some(t) = super::Avx2::try_new() {
