@@ -95,12 +95,14 @@ fn group_sums(wg: &[f32], dg: &[f32], qmax: f32) -> [f64; 3] {
     let mut m = [0f32; LANES];
     for c in wg[..n].chunks_exact(LANES) {
         for l in 0..LANES {
-            m[l] = m[l].max(c[l].abs());
+            m[l] = larger(m[l], c[l].abs());
         }
     }
     let max = wg[n..]
         .iter()
-        .fold(m.iter().fold(0f32, |a, &b| a.max(b)), |a, v| a.max(v.abs()));
+        .fold(m.iter().fold(0f32, |a, &b| larger(a, b)), |a, v| {
+            larger(a, v.abs())
+        });
     let rtn = Rtn::new(max, qmax);
     let (mut s0, mut s1, mut s2) = ([0f64; LANES], [0f64; LANES], [0f64; LANES]);
     for (wc, dc) in wg[..n].chunks_exact(LANES).zip(dg[..n].chunks_exact(LANES)) {
@@ -126,6 +128,18 @@ fn group_sums(wg: &[f32], dg: &[f32], qmax: f32) -> [f64; 3] {
         }
     }
     out
+}
+
+/// `m.max(v)` for an `m` that is never NaN (a running maximum from 0), as one compare:
+/// a NaN `v` leaves `m`, as `f32::max` does, without the NaN test that keeps `max` from
+/// vectorizing to one instruction.
+#[inline(always)]
+fn larger(m: f32, v: f32) -> f32 {
+    if v > m {
+        v
+    } else {
+        m
+    }
 }
 
 /// One group's RTN grid.
@@ -185,10 +199,10 @@ impl GroupAcc {
         let full = len / LANES * LANES;
         let mut m = [0f32; LANES];
         for i in 0..full {
-            m[i % LANES] = m[i % LANES].max(at(i).abs());
+            m[i % LANES] = larger(m[i % LANES], at(i).abs());
         }
-        let max = (full..len).fold(m.iter().fold(0f32, |a, &b| a.max(b)), |a, i| {
-            a.max(at(i).abs())
+        let max = (full..len).fold(m.iter().fold(0f32, |a, &b| larger(a, b)), |a, i| {
+            larger(a, at(i).abs())
         });
         GroupAcc {
             rtn: Rtn::new(max, qmax),
