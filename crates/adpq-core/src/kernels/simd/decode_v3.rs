@@ -11,7 +11,7 @@
 //! arithmetic per group, so it equals [`dot_row_q8_ref`] bit for bit.
 
 use super::code_chunks::{with_v3_code_chunks, CodeChunks};
-use super::decode::load_codes8;
+use super::decode::{load_codes8, nibbles8};
 use super::rotate::{inverse_at, rotate_from, SignWords, Source};
 use super::row_blocks::{in_row_blocks, RowsDot};
 use super::{arrays, arrays_mut, halves, Lanes};
@@ -242,20 +242,70 @@ impl<S: Lanes, const BOOK: bool> Source<S> for Decoded<'_, S, BOOK> {
     }
 
     #[inline(always)]
-    fn load8(&mut self, s: S, col: usize, _: &[f32; 8], _: &SignWords) -> S::F {
-        // A shift, not a division (a `div` per 8 columns costs more than the decode).
+    fn load_run<const V: usize>(
+        &mut self,
+        s: S,
+        col: usize,
+        _: &[[f32; 8]],
+        _: &SignWords,
+    ) -> [S::F; V] {
+        // The code book's codes of the run, bounds-checked once (4 bits: `4V` bytes).
+        let book_codes = if BOOK {
+            self.codes.get(col / 2..col / 2 + 4 * V).unwrap_or(&[])
+        } else {
+            &[]
+        };
+        let mut v = [s.splat_f(0.0); V];
+        // Groups are powers of two: a run of `8V` columns (`col` a multiple of `8V`) lies
+        // in one group, whose constants then stay in registers for the whole run, or
+        // (groups shorter than a run) starts a group every `g / 8` registers.
+        let g_mask = (1usize << self.g_shift) - 1;
+        if g_mask >= 8 * V - 1 {
+            self.enter_group_of(s, col);
+            for (k, vk) in v.iter_mut().enumerate() {
+                *vk = self.decode8(s, col + 8 * k, book_codes.get(4 * k..4 * k + 4));
+            }
+        } else {
+            for (k, vk) in v.iter_mut().enumerate() {
+                let c = col + 8 * k;
+                if c & g_mask == 0 || k == 0 {
+                    self.enter_group_of(s, c);
+                }
+                *vk = self.decode8(s, c, book_codes.get(4 * k..4 * k + 4));
+            }
+        }
+        v
+    }
+}
+
+impl<S: Lanes, const BOOK: bool> Decoded<'_, S, BOOK> {
+    /// Loads the constants of the group of column `col`, unless they are loaded.
+    #[inline(always)]
+    fn enter_group_of(&mut self, s: S, col: usize) {
+        // A shift, not a division (a `div` per run costs more than its decode).
         let gi = col >> self.g_shift;
         if gi != self.group {
             self.enter(s, gi);
         }
-        let c = codes8(s, self.codes, col, self.bits);
+    }
+
+    /// Columns `col..col + 8` in the current group, `book_codes` their 4 bytes of code
+    /// book codes when the run's were in bounds.
+    #[inline(always)]
+    fn decode8(&self, s: S, col: usize, book_codes: Option<&[u8]>) -> S::F {
         if BOOK {
-            s.float_of_bits(s.lookup16_u(self.table, c))
+            let codes = match book_codes {
+                Some(b) => nibbles8(s, u32::from_le_bytes(b.try_into().expect("4 bytes"))),
+                // A run past the codes (never in a parsed tensor): the checked load.
+                None => codes8(s, self.codes, col, self.bits),
+            };
+            s.float_of_bits(s.lookup16_u(self.table, codes))
         } else {
             // A level is worth 1: `c·d + m`, then the scale (the oracle's multiply by a
             // scale of 1, which it skips, keeps the bits).
-            let v = s.add_f(s.mul_f(s.int_to_float(c), self.step), self.min);
-            s.mul_f(v, self.scale)
+            let codes = codes8(s, self.codes, col, self.bits);
+            let x = s.add_f(s.mul_f(s.int_to_float(codes), self.step), self.min);
+            s.mul_f(x, self.scale)
         }
     }
 }

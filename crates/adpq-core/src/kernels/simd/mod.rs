@@ -197,6 +197,13 @@ pub(crate) trait Lanes: Copy {
     fn sign_bits(self, bits: u32) -> Self::U {
         self.and(self.mask_from_bits(bits), self.splat_u(0x8000_0000))
     }
+    /// [`sign_bits`](Self::sign_bits) of byte `byte & 3` of `word` (byte 0 its low 8
+    /// bits): an ISA may take the byte from the whole word in lanes, so that a word read
+    /// from memory needs no scalar extraction.
+    #[inline(always)]
+    fn sign_bits_of_byte(self, word: u32, byte: usize) -> Self::U {
+        self.sign_bits((word >> (8 * (byte & 3))) & 0xFF)
+    }
     /// Lane `j` of `a` where mask lane `j` is set, else of `b`.
     fn select_u(self, m: Self::U, a: Self::U, b: Self::U) -> Self::U;
     /// Lane `j` of `a` where mask lane `j` is set, else of `b`.
@@ -419,8 +426,8 @@ pub(crate) mod tests {
     use super::entry::Kernel;
     use super::{xorshift, Lanes, SimdToken};
 
-    /// `byte_lanes`, `nibble_planes` and `sign_bits` against their lane-by-lane
-    /// definitions.
+    /// `byte_lanes`, `nibble_planes`, `sign_bits` and `sign_bits_of_byte` against their
+    /// lane-by-lane definitions.
     struct ByteLaneOps;
 
     impl<S: Lanes> Kernel<S> for ByteLaneOps {
@@ -460,6 +467,13 @@ pub(crate) mod tests {
                 let want: [u32; 8] =
                     core::array::from_fn(|j| if (bits >> j) & 1 == 1 { 0x8000_0000 } else { 0 });
                 assert_eq!(s.to_u32s(s.sign_bits(bits)), want, "sign_bits({bits:#x})");
+                // The same byte at each place of a word whose other bytes are noise.
+                for byte in 0..4 {
+                    let noise = (next() as u32) & !(0xFF << (8 * byte));
+                    let word = noise | bits << (8 * byte);
+                    let got = s.to_u32s(s.sign_bits_of_byte(word, byte));
+                    assert_eq!(got, want, "sign_bits_of_byte({word:#x}, {byte})");
+                }
             }
         }
     }

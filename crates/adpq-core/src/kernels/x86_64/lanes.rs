@@ -179,6 +179,30 @@ impl<const VNNI: bool> Lanes for Avx2Lanes<VNNI> {
         })
     }
     #[inline(always)]
+    fn sign_bits_of_byte(self, word: u32, byte: usize) -> __m256i {
+        /// Per byte of a word, lane `j`'s shift that brings the byte's bit `j` to bit 31
+        /// (the bits above it leave the lane).
+        const SHIFTS: [[i32; 8]; 4] = {
+            let mut t = [[0i32; 8]; 4];
+            let mut b = 0;
+            while b < 4 {
+                let mut j = 0;
+                while j < 8 {
+                    t[b][j] = 31 - 8 * b as i32 - j as i32;
+                    j += 1;
+                }
+                b += 1;
+            }
+            t
+        };
+        let shifts = &SHIFTS[byte & 3];
+        avx2!({
+            let shifts = _mm256_loadu_si256(shifts.as_ptr().cast());
+            let v = _mm256_sllv_epi32(_mm256_set1_epi32(word as i32), shifts);
+            _mm256_and_si256(v, _mm256_set1_epi32(i32::MIN))
+        })
+    }
+    #[inline(always)]
     fn select_u(self, m: __m256i, a: __m256i, b: __m256i) -> __m256i {
         avx2!(_mm256_blendv_epi8(b, a, m))
     }
