@@ -185,7 +185,7 @@ enum adpq_backend
    */
   ADPQ_BACKEND_SCALAR = 1,
   /**
-   * AVX2 with FMA and F16C (x86_64 CPUs that have all three).
+   * AVX2 with FMA, POPCNT and F16C (x86_64 CPUs that have all four).
    */
   ADPQ_BACKEND_AVX2 = 2,
   /**
@@ -193,7 +193,7 @@ enum adpq_backend
    */
   ADPQ_BACKEND_NEON = 3,
   /**
-   * The AVX2 set with AVX-VNNI's int8 dot (x86_64 CPUs that have all four).
+   * The AVX2 set with AVX-VNNI's int8 dot (x86_64 CPUs that have all five).
    */
   ADPQ_BACKEND_AVX_VNNI = 4,
 };

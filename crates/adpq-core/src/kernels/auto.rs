@@ -21,7 +21,7 @@ use crate::weights::Weights;
 pub enum AnyKernels {
     /// The portable oracle.
     Scalar(Scalar),
-    /// AVX2 with FMA and F16C (x86_64).
+    /// AVX2 with FMA, POPCNT and F16C (x86_64).
     Avx2(Avx2),
     /// The AVX2 set with AVX-VNNI's int8 dot (x86_64).
     AvxVnni(AvxVnni),

@@ -158,7 +158,7 @@ fn decode_unrotated<S: Lanes>(
     }
 }
 
-/// A row's values for the inverse rotation's first pass, 8 columns at a time: the
+/// A row's values for the inverse rotation's first pass, a run of registers at a time: the
 /// oracle's `(L[c]·d + m)·scale` (then the butterflies). With the code book (`BOOK`)
 /// each group's 16 possible values are made once, by those same operations, and looked
 /// up by code; other widths compute them per code.
@@ -249,6 +249,7 @@ impl<S: Lanes, const BOOK: bool> Source<S> for Decoded<'_, S, BOOK> {
         _: &[[f32; 8]],
         _: &SignWords,
     ) -> [S::F; V] {
+        debug_assert!(col.is_multiple_of(8 * V), "a run off its alignment");
         // The code book's codes of the run, bounds-checked once (4 bits: `4V` bytes).
         let book_codes = if BOOK {
             self.codes.get(col / 2..col / 2 + 4 * V).unwrap_or(&[])
@@ -268,7 +269,9 @@ impl<S: Lanes, const BOOK: bool> Source<S> for Decoded<'_, S, BOOK> {
         } else {
             for (k, vk) in v.iter_mut().enumerate() {
                 let c = col + 8 * k;
-                if c & g_mask == 0 || k == 0 {
+                // `col` is itself a group start here (a multiple of `8V`, which `g`
+                // divides).
+                if c & g_mask == 0 {
                     self.enter_group_of(s, c);
                 }
                 *vk = self.decode8(s, c, book_codes.get(4 * k..4 * k + 4));

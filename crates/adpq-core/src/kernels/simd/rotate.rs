@@ -24,8 +24,8 @@ use super::Lanes;
 use crate::rotate::{block_scale, first_block, transform_block, Rotation, MAX_SEGMENT};
 
 /// [`Rotation::forward_at`] over lanes (the same bits). `start` is a multiple of the
-/// segment or of [`MAX_SEGMENT`], as for the oracle (the sign bytes of a segment are
-/// made once, from its first column).
+/// segment or of [`MAX_SEGMENT`], as for the oracle (the sign words of a segment are
+/// read once, from its first column).
 #[inline(always)]
 pub(crate) fn forward_at<S: Lanes>(s: S, rot: &Rotation, start: usize, x: &mut [f32]) {
     rotate_in_place::<S, true>(s, rot, start, x);
@@ -44,8 +44,9 @@ pub(super) trait Source<S: Lanes> {
     /// The values of columns `col..col + 8V` (`col` counted from the row's start, a
     /// multiple of `8V`), scaled by the block's scale, where `at` holds what the block
     /// has there now (`signs` those of the segment, for a source that flips them on the
-    /// way in). A run's checks (bounds, the group it is in) are made once for its `V`
-    /// registers, not per register.
+    /// way in). A source may check a run once rather than per register (a row's
+    /// code-book codes: one bounds check; its group: once per run, or per group start
+    /// when groups are shorter than a run).
     fn load_run<const V: usize>(
         &mut self,
         s: S,
@@ -382,7 +383,12 @@ fn late_pass<S: Lanes, const V: usize, const SIGNS: bool>(
     let run = chunks.get_mut(..8 * V).expect("a block of 64·V columns");
     // The sign word of the block's first 8 columns (a block starts at a multiple of 64
     // columns: its first sign byte is a multiple of 8).
-    let first = signs.byte_index(col) / 4;
+    let first = signs.byte_index(col);
+    debug_assert!(
+        first.is_multiple_of(8),
+        "a late-pass block off a 64-column boundary"
+    );
+    let first = first / 4;
     late_columns::<S, V, SIGNS, 0>(s, run, signs, first);
     late_columns::<S, V, SIGNS, 1>(s, run, signs, first);
     late_columns::<S, V, SIGNS, 2>(s, run, signs, first);
