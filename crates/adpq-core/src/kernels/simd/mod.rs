@@ -199,7 +199,7 @@ pub(crate) trait Lanes: Copy {
     }
     /// [`sign_bits`](Self::sign_bits) of byte `byte & 3` of `word` (byte 0 its low 8
     /// bits): an ISA may take the byte from the whole word in lanes, so that a word read
-    /// from memory needs no scalar extraction.
+    /// from memory needs no scalar extraction. Meant for a `byte` known at compile time.
     #[inline(always)]
     fn sign_bits_of_byte(self, word: u32, byte: usize) -> Self::U {
         self.sign_bits((word >> (8 * (byte & 3))) & 0xFF)

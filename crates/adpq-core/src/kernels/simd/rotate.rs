@@ -202,7 +202,16 @@ impl SignWords {
     /// `-v`), `byte` the index of their sign byte ([`byte_index`](Self::byte_index)).
     #[inline(always)]
     fn flip<S: Lanes>(&self, s: S, byte: usize, v: S::F) -> S::F {
-        self.flip_in_word(s, byte / 4, byte % 4, v)
+        debug_assert!(
+            byte < MAX_SEGMENT / 8,
+            "a column outside the segment's signs"
+        );
+        // A byte known only at run time is taken out of its word in a scalar register:
+        // `sign_bits_of_byte` with a variable byte would pick its lanes' shifts at run
+        // time, which the compiler then guards against shifts past 31.
+        let word = self.words[(byte / 4) % (MAX_SEGMENT / 32)];
+        let flip = s.sign_bits((word >> (8 * (byte % 4))) & 0xFF);
+        s.float_of_bits(s.xor(s.bits(v), flip))
     }
 
     /// [`flip`](Self::flip) of sign byte `4·word + byte`: a caller that knows `byte`
